@@ -1,0 +1,11 @@
+# Warning, -Werror and sanitizer flags for ocl's own targets (never global flags).
+function(ocl_set_compile_options target)
+  target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter)
+  if(OCL_WERROR)
+    target_compile_options(${target} PRIVATE -Werror)
+  endif()
+  if(OCL_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer)
+    target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+  endif()
+endfunction()

@@ -1,0 +1,26 @@
+// Fixed 2-D sin-cos position embeddings in MAE's layout, and bicubic resampling of a position
+// table to another patch grid (for loading weights at another resolution).
+#pragma once
+
+#include <torch/types.h>
+
+#include <cstdint>
+
+namespace ocl::nn {
+
+/// Sin-cos table for a grid_h × grid_w patch grid, row-major over patches (index r·grid_w + c).
+/// Layout (MAE's `get_2d_sincos_pos_embed`, paper §2.1): channels [0, D/2) encode the column
+/// (x), channels [D/2, D) the row (y); each half is [sin | cos] over the frequencies
+/// 1/10000^(2i/(D/2)), i = 0 … D/4−1. With `cls_row`, a zero row is prepended for the CLS token.
+/// Computed in float64 and returned as `dtype`: [cls_row + grid_h·grid_w, D]. D must be a
+/// positive multiple of 4.
+torch::Tensor sincos_pos_embed_2d(int64_t embed_dim, int64_t grid_h, int64_t grid_w,
+                                  bool cls_row = true, torch::Dtype dtype = torch::kFloat32);
+
+/// Resamples a position table [1, num_prefix + old_h·old_w, D] to [1, num_prefix + new_h·new_w, D]
+/// with bicubic interpolation (align_corners = false, as MAE's `interpolate_pos_embed`), keeping
+/// the first `num_prefix` rows (CLS) unchanged. Returns the input when the grids are equal.
+torch::Tensor resample_pos_embed(const torch::Tensor& pos_embed, int64_t old_h, int64_t old_w,
+                                 int64_t new_h, int64_t new_w, int64_t num_prefix = 1);
+
+}  // namespace ocl::nn

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs everything ocl needs to build and test on Debian/Ubuntu, from apt only.
+# Idempotent: packages already present are left alone. Run as root (or with sudo).
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build pkg-config
+  libtorch-dev
+  libopenblas0-pthread          # Debian's LibTorch otherwise uses the reference BLAS (~15x slower)
+  libgloo-dev
+  libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
+  libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
+  libgtest-dev
+  nlohmann-json3-dev            # safetensors headers (JSON)
+  python3-torch                 # only for scripts/make_reference.py (regenerating fixtures)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,102 @@
+// Version-dependent implementations behind include/ocl/compat.h.
+#include "ocl/compat.h"
+
+#include <ATen/autocast_mode.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+namespace ocl::compat {
+
+std::string torch_version() { return TORCH_VERSION; }
+
+at::Tensor attention_explicit(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+              "attention expects [B, H, T, hd] tensors, got q ", q.sizes(), ", k ", k.sizes(),
+              ", v ", v.sizes());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  auto weights = at::softmax(at::matmul(q, k.transpose(-2, -1)) * scale, -1);
+  return at::matmul(weights, v);
+}
+
+at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+#if OCL_TORCH_AT_LEAST(2, 0)
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
+              "attention expects [B, H, T, hd] tensors, got q ", q.sizes(), ", k ", k.sizes(),
+              ", v ", v.sizes());
+  return at::scaled_dot_product_attention(q, k, v);
+#else
+  return attention_explicit(q, k, v);
+#endif
+}
+
+at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                      double eps) {
+  const auto dtype = weight.defined() ? weight.scalar_type() : x.scalar_type();
+  return at::layer_norm(x.scalar_type() == dtype ? x : x.to(dtype), {x.size(-1)}, weight, bias, eps);
+}
+
+bool autocast_enabled(c10::DeviceType device) {
+#if OCL_TORCH_AT_LEAST(2, 4)
+  return at::autocast::is_autocast_enabled(device);
+#else
+  TORCH_CHECK(device == c10::kCPU || device == c10::kCUDA,
+              "autocast: unsupported device type ", device);
+  return device == c10::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+#endif
+}
+
+at::ScalarType autocast_dtype(c10::DeviceType device) {
+#if OCL_TORCH_AT_LEAST(2, 4)
+  return at::autocast::get_autocast_dtype(device);
+#else
+  TORCH_CHECK(device == c10::kCPU || device == c10::kCUDA,
+              "autocast: unsupported device type ", device);
+  return device == c10::kCPU ? at::autocast::get_autocast_cpu_dtype()
+                             : at::autocast::get_autocast_gpu_dtype();
+#endif
+}
+
+namespace {
+void set_autocast(c10::DeviceType device, bool enabled, at::ScalarType dtype) {
+#if OCL_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_enabled(device, enabled);
+  at::autocast::set_autocast_dtype(device, dtype);
+#else
+  if (device == c10::kCPU) {
+    at::autocast::set_cpu_enabled(enabled);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  } else {
+    at::autocast::set_enabled(enabled);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  }
+#endif
+}
+}  // namespace
+
+AutocastGuard::AutocastGuard(c10::DeviceType device, bool enabled, at::ScalarType dtype)
+    : device_(device),
+      prev_enabled_(autocast_enabled(device)),
+      prev_dtype_(autocast_dtype(device)) {
+  TORCH_CHECK(dtype == at::kBFloat16 || dtype == at::kHalf,
+              "autocast dtype must be bfloat16 or float16, got ", dtype);
+  set_autocast(device_, enabled, dtype);
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  // As torch.autocast.__exit__: leaving the outermost scope drops the cast-weight cache.
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast(device_, prev_enabled_, prev_dtype_);
+}
+
+void zero_grad(const std::vector<at::Tensor>& params) {
+  at::NoGradGuard no_grad;
+  for (const auto& p : params) {
+    // mutable_grad() is the gradient slot itself; zeroing it keeps its storage (and any view).
+    auto& g = const_cast<at::Tensor&>(p).mutable_grad();
+    if (g.defined()) g.zero_();
+  }
+}
+
+}  // namespace ocl::compat

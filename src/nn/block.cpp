@@ -1,0 +1,83 @@
+// Transformer block, MLP, LayerScale and stochastic depth (see include/ocl/nn/block.h).
+#include "ocl/nn/block.h"
+
+#include "ocl/compat.h"
+
+#include <torch/nn/functional/activation.h>
+
+namespace ocl::nn {
+
+torch::Tensor drop_path(const torch::Tensor& x, double drop_prob, bool training) {
+  TORCH_CHECK(drop_prob >= 0.0 && drop_prob < 1.0, "drop path probability must be in [0, 1), got ",
+              drop_prob);
+  if (!training || drop_prob == 0.0) return x;
+  const double keep = 1.0 - drop_prob;
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[0] = x.size(0);  // one draw per sample, broadcast over tokens and channels
+  auto mask = torch::empty(shape, x.options()).bernoulli_(keep);
+  return x * mask / keep;
+}
+
+MlpImpl::MlpImpl(const MlpOptions& options_) : options(options_) { reset(); }
+
+void MlpImpl::reset() {
+  fc1 = register_module("fc1", torch::nn::Linear(options.dim(), options.hidden_dim()));
+  fc2 = register_module("fc2", torch::nn::Linear(options.hidden_dim(), options.dim()));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  // GELU without the tanh approximation: timm's and MAE's default, and what checkpoints expect.
+  return fc2(torch::gelu(fc1(x)));
+}
+
+LayerScaleImpl::LayerScaleImpl(int64_t dim_, double init_value_)
+    : dim(dim_), init_value(init_value_) {
+  reset();
+}
+
+void LayerScaleImpl::reset() {
+  gamma = register_parameter("gamma", torch::full({dim}, init_value));
+}
+
+BlockImpl::BlockImpl(const BlockOptions& options_) : options(options_) { reset(); }
+
+void BlockImpl::reset() {
+  const auto& o = options;
+  TORCH_CHECK(o.mlp_ratio() > 0, "MLP ratio must be positive, got ", o.mlp_ratio());
+  TORCH_CHECK(o.drop_path() >= 0.0 && o.drop_path() < 1.0,
+              "drop path rate must be in [0, 1), got ", o.drop_path());
+  auto ln = [&] {
+    return torch::nn::LayerNorm(
+        torch::nn::LayerNormOptions({o.dim()}).eps(kLayerNormEps).elementwise_affine(true));
+  };
+  norm1 = register_module("norm1", ln());
+  attn = register_module("attn", Attention(AttentionOptions(o.dim(), o.num_heads()).qkv_bias(o.qkv_bias())));
+  if (o.layer_scale_init() > 0) ls1 = register_module("ls1", LayerScale(o.dim(), o.layer_scale_init()));
+  norm2 = register_module("norm2", ln());
+  const auto hidden = static_cast<int64_t>(static_cast<double>(o.dim()) * o.mlp_ratio());
+  mlp = register_module("mlp", Mlp(MlpOptions(o.dim(), hidden)));
+  if (o.layer_scale_init() > 0) ls2 = register_module("ls2", LayerScale(o.dim(), o.layer_scale_init()));
+}
+
+namespace {
+torch::Tensor apply_norm(const torch::nn::LayerNorm& ln, const torch::Tensor& x) {
+  return compat::layer_norm(x, ln->weight, ln->bias, kLayerNormEps);
+}
+}  // namespace
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
+  auto h = attn(apply_norm(norm1, x));
+  if (ls1) h = ls1(h);
+  auto y = x + drop_path(h, options.drop_path(), is_training());
+  h = mlp(apply_norm(norm2, y));
+  if (ls2) h = ls2(h);
+  return y + drop_path(h, options.drop_path(), is_training());
+}
+
+void BlockImpl::pretty_print(std::ostream& stream) const {
+  stream << "ocl::nn::Block(dim=" << options.dim() << ", num_heads=" << options.num_heads()
+         << ", mlp_ratio=" << options.mlp_ratio() << ", drop_path=" << options.drop_path()
+         << ", layer_scale_init=" << options.layer_scale_init() << ")";
+}
+
+}  // namespace ocl::nn
