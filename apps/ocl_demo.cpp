@@ -2,15 +2,15 @@
 // prints the loss and figures of each step. It shows the library end to end until the real
 // pre-training app (ocl_pretrain) exists; with a fixed image set the loss must fall, because
 // the encoder learns to tell the images apart from two disjoint occluded views of each.
-#include <ocl/ocl.h>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
-#include <chrono>
-#include <cmath>
-#include <cstdio>
+#include <ocl/ocl.h>
 
 int main(int argc, char** argv) {
   CLI::App app{"ocl_demo: OCL pre-training steps on random images (CPU)"};
@@ -19,7 +19,8 @@ int main(int argc, char** argv) {
   double mask_ratio = 0.3, lr = 1e-3, kappa = 64.0;
   app.add_option("--steps", steps, "optimisation steps")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "images per step")->check(CLI::Range(2, 4096));
-  app.add_option("--images", images, "size of the fixed random image set")->check(CLI::PositiveNumber);
+  app.add_option("--images", images, "size of the fixed random image set")
+      ->check(CLI::PositiveNumber);
   app.add_option("--img-size", img_size, "image side in pixels")->check(CLI::PositiveNumber);
   app.add_option("--patch", patch, "patch side in pixels")->check(CLI::PositiveNumber);
   app.add_option("--dim", dim, "ViT width")->check(CLI::PositiveNumber);
@@ -40,16 +41,17 @@ int main(int argc, char** argv) {
     std::vector<torch::Tensor> trainable;
     for (const auto& p : model->parameters())
       if (p.requires_grad()) trainable.push_back(p);
-    torch::optim::AdamW opt(trainable, torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).weight_decay(0.05));
+    torch::optim::AdamW opt(trainable,
+                            torch::optim::AdamWOptions(lr).betas({0.9, 0.95}).weight_decay(0.05));
     auto gen = at::make_generator<at::CPUGeneratorImpl>(static_cast<uint64_t>(seed));
     auto data = torch::randn({images, 3, img_size, img_size}, gen);
 
-    std::printf("ocl_demo: LibTorch %s, %d threads, ViT %lldx%lld/%lld D%lld depth %lld, r %.2f "
-                "(%lld tokens per group), batch %lld of %lld fixed random images\n",
-                ocl::compat::torch_version().c_str(), torch::get_num_threads(),
-                (long long)img_size, (long long)img_size, (long long)patch, (long long)dim,
-                (long long)depth, mask_ratio, (long long)model->tokens_per_group(), (long long)batch,
-                (long long)images);
+    std::printf(
+        "ocl_demo: LibTorch %s, %d threads, ViT %lldx%lld/%lld D%lld depth %lld, r %.2f "
+        "(%lld tokens per group), batch %lld of %lld fixed random images\n",
+        ocl::compat::torch_version().c_str(), torch::get_num_threads(), (long long)img_size,
+        (long long)img_size, (long long)patch, (long long)dim, (long long)depth, mask_ratio,
+        (long long)model->tokens_per_group(), (long long)batch, (long long)images);
     double first = 0, last = 0;
     const auto start = std::chrono::steady_clock::now();
     for (int64_t step = 0; step < steps; ++step) {
@@ -61,7 +63,8 @@ int main(int argc, char** argv) {
       last = out.loss.item<double>();
       if (step == 0) first = last;
       TORCH_CHECK(std::isfinite(last), "non-finite loss ", last, " at step ", step);
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::printf("step %3lld  loss %.4f  acc %.3f  pos_cos %.3f  neg_cos %.3f  T %.4f  %.1f s\n",
                   (long long)step, last, out.figures.accuracy.item<double>(),
                   out.figures.pos_cos.item<double>(), out.figures.neg_cos.item<double>(),

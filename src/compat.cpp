@@ -1,10 +1,10 @@
 // Version-dependent implementations behind include/ocl/compat.h.
 #include "ocl/compat.h"
 
+#include <cmath>
+
 #include <ATen/autocast_mode.h>
 #include <c10/util/Exception.h>
-
-#include <cmath>
 
 namespace ocl::compat {
 
@@ -33,15 +33,16 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                       double eps) {
   const auto dtype = weight.defined() ? weight.scalar_type() : x.scalar_type();
-  return at::layer_norm(x.scalar_type() == dtype ? x : x.to(dtype), {x.size(-1)}, weight, bias, eps);
+  return at::layer_norm(x.scalar_type() == dtype ? x : x.to(dtype), {x.size(-1)}, weight, bias,
+                        eps);
 }
 
 bool autocast_enabled(c10::DeviceType device) {
 #if OCL_TORCH_AT_LEAST(2, 4)
   return at::autocast::is_autocast_enabled(device);
 #else
-  TORCH_CHECK(device == c10::kCPU || device == c10::kCUDA,
-              "autocast: unsupported device type ", device);
+  TORCH_CHECK(device == c10::kCPU || device == c10::kCUDA, "autocast: unsupported device type ",
+              device);
   return device == c10::kCPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
 #endif
 }
@@ -50,8 +51,8 @@ at::ScalarType autocast_dtype(c10::DeviceType device) {
 #if OCL_TORCH_AT_LEAST(2, 4)
   return at::autocast::get_autocast_dtype(device);
 #else
-  TORCH_CHECK(device == c10::kCPU || device == c10::kCUDA,
-              "autocast: unsupported device type ", device);
+  TORCH_CHECK(device == c10::kCPU || device == c10::kCUDA, "autocast: unsupported device type ",
+              device);
   return device == c10::kCPU ? at::autocast::get_autocast_cpu_dtype()
                              : at::autocast::get_autocast_gpu_dtype();
 #endif
@@ -85,7 +86,8 @@ AutocastGuard::AutocastGuard(c10::DeviceType device, bool enabled, at::ScalarTyp
 }
 
 AutocastGuard::~AutocastGuard() {
-  // As torch.autocast.__exit__: leaving the outermost scope drops the cast-weight cache.
+  // As torch.autocast.__exit__: leaving the outermost scope drops the
+  // cast-weight cache.
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
   set_autocast(device_, prev_enabled_, prev_dtype_);
 }
@@ -93,7 +95,8 @@ AutocastGuard::~AutocastGuard() {
 void zero_grad(const std::vector<at::Tensor>& params) {
   at::NoGradGuard no_grad;
   for (const auto& p : params) {
-    // mutable_grad() is the gradient slot itself; zeroing it keeps its storage (and any view).
+    // mutable_grad() is the gradient slot itself; zeroing it keeps its storage
+    // (and any view).
     auto& g = const_cast<at::Tensor&>(p).mutable_grad();
     if (g.defined()) g.zero_();
   }

@@ -9,9 +9,8 @@ AttentionImpl::AttentionImpl(const AttentionOptions& options_) : options(options
 
 void AttentionImpl::reset() {
   const auto& o = options;
-  TORCH_CHECK(o.dim() > 0 && o.num_heads() > 0 && o.dim() % o.num_heads() == 0,
-              "attention width ", o.dim(), " is not divisible by the number of heads ",
-              o.num_heads());
+  TORCH_CHECK(o.dim() > 0 && o.num_heads() > 0 && o.dim() % o.num_heads() == 0, "attention width ",
+              o.dim(), " is not divisible by the number of heads ", o.num_heads());
   qkv = register_module(
       "qkv", torch::nn::Linear(torch::nn::LinearOptions(o.dim(), 3 * o.dim()).bias(o.qkv_bias())));
   proj = register_module("proj", torch::nn::Linear(o.dim(), o.dim()));

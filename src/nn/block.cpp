@@ -1,9 +1,9 @@
 // Transformer block, MLP, LayerScale and stochastic depth (see include/ocl/nn/block.h).
 #include "ocl/nn/block.h"
 
-#include "ocl/compat.h"
-
 #include <torch/nn/functional/activation.h>
+
+#include "ocl/compat.h"
 
 namespace ocl::nn {
 
@@ -44,19 +44,22 @@ BlockImpl::BlockImpl(const BlockOptions& options_) : options(options_) { reset()
 void BlockImpl::reset() {
   const auto& o = options;
   TORCH_CHECK(o.mlp_ratio() > 0, "MLP ratio must be positive, got ", o.mlp_ratio());
-  TORCH_CHECK(o.drop_path() >= 0.0 && o.drop_path() < 1.0,
-              "drop path rate must be in [0, 1), got ", o.drop_path());
+  TORCH_CHECK(o.drop_path() >= 0.0 && o.drop_path() < 1.0, "drop path rate must be in [0, 1), got ",
+              o.drop_path());
   auto ln = [&] {
     return torch::nn::LayerNorm(
         torch::nn::LayerNormOptions({o.dim()}).eps(kLayerNormEps).elementwise_affine(true));
   };
   norm1 = register_module("norm1", ln());
-  attn = register_module("attn", Attention(AttentionOptions(o.dim(), o.num_heads()).qkv_bias(o.qkv_bias())));
-  if (o.layer_scale_init() > 0) ls1 = register_module("ls1", LayerScale(o.dim(), o.layer_scale_init()));
+  attn = register_module(
+      "attn", Attention(AttentionOptions(o.dim(), o.num_heads()).qkv_bias(o.qkv_bias())));
+  if (o.layer_scale_init() > 0)
+    ls1 = register_module("ls1", LayerScale(o.dim(), o.layer_scale_init()));
   norm2 = register_module("norm2", ln());
   const auto hidden = static_cast<int64_t>(static_cast<double>(o.dim()) * o.mlp_ratio());
   mlp = register_module("mlp", Mlp(MlpOptions(o.dim(), hidden)));
-  if (o.layer_scale_init() > 0) ls2 = register_module("ls2", LayerScale(o.dim(), o.layer_scale_init()));
+  if (o.layer_scale_init() > 0)
+    ls2 = register_module("ls2", LayerScale(o.dim(), o.layer_scale_init()));
 }
 
 namespace {

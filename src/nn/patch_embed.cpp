@@ -14,10 +14,10 @@ void PatchEmbedImpl::reset() {
               " is not divisible by the patch size ", o.patch_size());
   TORCH_CHECK(o.in_chans() > 0, "input channels must be positive, got ", o.in_chans());
   TORCH_CHECK(o.embed_dim() > 0, "embedding width must be positive, got ", o.embed_dim());
-  proj = register_module(
-      "proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(o.in_chans(), o.embed_dim(), o.patch_size())
-                                    .stride(o.patch_size())
-                                    .bias(true)));
+  proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(
+                                                       o.in_chans(), o.embed_dim(), o.patch_size())
+                                                       .stride(o.patch_size())
+                                                       .bias(true)));
   reset_parameters();
   set_frozen(o.frozen());
 }
@@ -42,8 +42,8 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
   TORCH_CHECK(images.size(1) == options.in_chans(), "PatchEmbed expects ", options.in_chans(),
               " input channels, got ", images.size(1), " (images ", images.sizes(), ")");
   TORCH_CHECK(images.size(2) == options.img_size() && images.size(3) == options.img_size(),
-              "input images are ", images.size(2), "x", images.size(3), " but the model was built for ",
-              options.img_size(), "x", options.img_size());
+              "input images are ", images.size(2), "x", images.size(3),
+              " but the model was built for ", options.img_size(), "x", options.img_size());
   // [B, D, h, w] → [B, h·w, D]
   return proj(images).flatten(2).transpose(1, 2);
 }

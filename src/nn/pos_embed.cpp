@@ -15,8 +15,8 @@ torch::Tensor sincos_1d(int64_t dim, const torch::Tensor& positions) {
 }
 }  // namespace
 
-torch::Tensor sincos_pos_embed_2d(int64_t embed_dim, int64_t grid_h, int64_t grid_w,
-                                  bool cls_row, torch::Dtype dtype) {
+torch::Tensor sincos_pos_embed_2d(int64_t embed_dim, int64_t grid_h, int64_t grid_w, bool cls_row,
+                                  torch::Dtype dtype) {
   TORCH_CHECK(embed_dim > 0 && embed_dim % 4 == 0,
               "sin-cos positions need an embedding width divisible by 4, got ", embed_dim);
   TORCH_CHECK(grid_h > 0 && grid_w > 0, "sin-cos positions need a non-empty grid, got ", grid_h,
@@ -47,11 +47,11 @@ torch::Tensor resample_pos_embed(const torch::Tensor& pos_embed, int64_t old_h, 
                   .permute({0, 3, 1, 2});
   namespace F = torch::nn::functional;
   auto compute_dtype = grid.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-  auto resized = F::interpolate(grid.to(compute_dtype),
-                                F::InterpolateFuncOptions()
-                                    .size(std::vector<int64_t>{new_h, new_w})
-                                    .mode(torch::kBicubic)
-                                    .align_corners(false));
+  auto resized =
+      F::interpolate(grid.to(compute_dtype), F::InterpolateFuncOptions()
+                                                 .size(std::vector<int64_t>{new_h, new_w})
+                                                 .mode(torch::kBicubic)
+                                                 .align_corners(false));
   resized = resized.permute({0, 2, 3, 1}).reshape({1, new_h * new_w, dim}).to(pos_embed.dtype());
   return torch::cat({prefix, resized}, 1);
 }

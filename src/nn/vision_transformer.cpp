@@ -1,12 +1,12 @@
 // VisionTransformer and its presets (see include/ocl/nn/vision_transformer.h).
 #include "ocl/nn/vision_transformer.h"
 
-#include "ocl/compat.h"
-#include "ocl/nn/pos_embed.h"
+#include <map>
 
 #include <torch/nn/init.h>
 
-#include <map>
+#include "ocl/compat.h"
+#include "ocl/nn/pos_embed.h"
 
 namespace ocl::nn {
 
@@ -59,10 +59,10 @@ void VisionTransformerImpl::reset() {
               "drop path rate must be in [0, 1), got ", o.drop_path_rate());
   const int64_t D = o.embed_dim();
 
-  patch_embed = register_module(
-      "patch_embed", PatchEmbed(PatchEmbedOptions(o.img_size(), o.patch_size(), D)
-                                    .in_chans(o.in_chans())
-                                    .frozen(o.freeze_patch_embed())));
+  patch_embed =
+      register_module("patch_embed", PatchEmbed(PatchEmbedOptions(o.img_size(), o.patch_size(), D)
+                                                    .in_chans(o.in_chans())
+                                                    .frozen(o.freeze_patch_embed())));
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, D}));
   auto table = sincos_pos_embed_2d(D, grid_size(), grid_size(), /*cls_row=*/true).unsqueeze(0);
   if (o.trainable_pos_embed()) {
@@ -80,7 +80,9 @@ void VisionTransformerImpl::reset() {
                                 .drop_path(rate)
                                 .layer_scale_init(o.layer_scale_init())));
   }
-  auto ln = [&] { return torch::nn::LayerNorm(torch::nn::LayerNormOptions({D}).eps(kLayerNormEps)); };
+  auto ln = [&] {
+    return torch::nn::LayerNorm(torch::nn::LayerNormOptions({D}).eps(kLayerNormEps));
+  };
   if (o.global_pool() == GlobalPool::Token) {
     norm = register_module("norm", ln());
   } else {
@@ -114,7 +116,7 @@ void VisionTransformerImpl::reset_pos_embed() {
 }
 
 torch::Tensor VisionTransformerImpl::embed_patches(const torch::Tensor& images) {
-  auto tokens = patch_embed(images);                                  // [B, N, D]
+  auto tokens = patch_embed(images);  // [B, N, D]
   return tokens + pos_embed.narrow(1, 1, num_patches()).to(tokens.dtype());
 }
 
@@ -128,9 +130,9 @@ torch::Tensor VisionTransformerImpl::gather_tokens(const torch::Tensor& tokens,
 }
 
 torch::Tensor VisionTransformerImpl::encode_tokens(const torch::Tensor& tokens) {
-  TORCH_CHECK(tokens.dim() == 3 && tokens.size(2) == options.embed_dim(), "encoder expects tokens [B, K, ",
-              options.embed_dim(), "], got ", tokens.sizes());
-  auto cls = (cls_token + pos_embed.narrow(1, 0, 1)).to(tokens.dtype());  // [1, 1, D]
+  TORCH_CHECK(tokens.dim() == 3 && tokens.size(2) == options.embed_dim(),
+              "encoder expects tokens [B, K, ", options.embed_dim(), "], got ", tokens.sizes());
+  auto cls = (cls_token + pos_embed.narrow(1, 0, 1)).to(tokens.dtype());   // [1, 1, D]
   auto x = torch::cat({cls.expand({tokens.size(0), -1, -1}), tokens}, 1);  // [B, 1+K, D]
   for (const auto& block : *blocks) x = block->as<Block>()->forward(x);
   return norm ? compat::layer_norm(x, norm->weight, norm->bias, kLayerNormEps) : x;
@@ -159,8 +161,9 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
 
 void VisionTransformerImpl::pretty_print(std::ostream& stream) const {
   const auto& o = options;
-  stream << "ocl::nn::VisionTransformer(img_size=" << o.img_size() << ", patch_size=" << o.patch_size()
-         << ", embed_dim=" << o.embed_dim() << ", depth=" << o.depth() << ", num_heads=" << o.num_heads()
+  stream << "ocl::nn::VisionTransformer(img_size=" << o.img_size()
+         << ", patch_size=" << o.patch_size() << ", embed_dim=" << o.embed_dim()
+         << ", depth=" << o.depth() << ", num_heads=" << o.num_heads()
          << ", num_classes=" << o.num_classes()
          << ", global_pool=" << (o.global_pool() == GlobalPool::Token ? "token" : "avg") << ")";
 }

@@ -14,8 +14,8 @@ void OCLImpl::reset() {
   const auto& o = options;
   TORCH_CHECK(std::isfinite(o.temperature()) && o.temperature() > 0.0,
               "temperature must be finite and > 0, got ", o.temperature());
-  TORCH_CHECK(o.max_logit_scale() >= 1.0 / o.temperature(), "max logit scale ",
-              o.max_logit_scale(), " is below the initial scale 1/T = ", 1.0 / o.temperature());
+  TORCH_CHECK(o.max_logit_scale() >= 1.0 / o.temperature(), "max logit scale ", o.max_logit_scale(),
+              " is below the initial scale 1/T = ", 1.0 / o.temperature());
   tsp_similarity(torch::zeros({1}), o.kappa());  // validates κ now, not at the first step
   encoder = register_module("encoder", nn::VisionTransformer(encoder_options));
   kept_tokens(encoder->num_patches(), o.mask_ratio());  // validates r against N now
@@ -28,7 +28,8 @@ void OCLImpl::reset() {
 
 torch::Tensor OCLImpl::scale() const {
   if (logit_scale.defined()) return logit_scale_from_log(logit_scale, options.max_logit_scale());
-  return torch::tensor(1.0 / options.temperature(), encoder->cls_token.options().requires_grad(false));
+  return torch::tensor(1.0 / options.temperature(),
+                       encoder->cls_token.options().requires_grad(false));
 }
 
 int64_t OCLImpl::tokens_per_group() const {
@@ -46,8 +47,8 @@ OCLOutput OCLImpl::forward(const torch::Tensor& images, const torch::Tensor& noi
                   noise.size(1) == encoder->num_patches(),
               "mask noise must be [B, N] = [", images.size(0), ", ", encoder->num_patches(),
               "], got ", noise.sizes());
-  auto tokens = encoder->embed_patches(images);                  // [B, N, D]
-  auto split = mask_and_split(noise, options.mask_ratio());      // 2 × [B, L/2]
+  auto tokens = encoder->embed_patches(images);              // [B, N, D]
+  auto split = mask_and_split(noise, options.mask_ratio());  // 2 × [B, L/2]
   // Both groups in one encoder call: [2B, L/2, D] → [2B, 1 + L/2, D] → CLS rows [2B, D].
   auto groups = torch::cat({nn::VisionTransformerImpl::gather_tokens(tokens, split.ids_a),
                             nn::VisionTransformerImpl::gather_tokens(tokens, split.ids_b)},
@@ -65,8 +66,8 @@ OCLOutput OCLImpl::forward(const torch::Tensor& images, const torch::Tensor& noi
 
 void OCLImpl::pretty_print(std::ostream& stream) const {
   stream << "ocl::ssl::OCL(mask_ratio=" << options.mask_ratio() << ", kappa=" << options.kappa()
-         << ", tokens_per_group=" << tokens_per_group() << ", learnable_temperature=" << std::boolalpha
-         << options.learnable_temperature() << ")";
+         << ", tokens_per_group=" << tokens_per_group()
+         << ", learnable_temperature=" << std::boolalpha << options.learnable_temperature() << ")";
 }
 
 }  // namespace ocl::ssl

@@ -1,12 +1,12 @@
 // T-SP similarity and the symmetric contrastive loss (see include/ocl/ssl/tsp_loss.h).
 #include "ocl/ssl/tsp_loss.h"
 
-#include "ocl/compat.h"
+#include <cmath>
 
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/functional/normalization.h>
 
-#include <cmath>
+#include "ocl/compat.h"
 
 namespace ocl::ssl {
 
@@ -60,7 +60,8 @@ ContrastiveLoss symmetric_tsp_loss(const torch::Tensor& a, const torch::Tensor& 
   auto cos_ba = torch::matmul(b_n, a_cols.t());  // [B, M]
   auto logits_ab = s * (tsp_similarity(cos_ab, kappa) + 1.0) / 2.0;
   auto logits_ba = s * (tsp_similarity(cos_ba, kappa) + 1.0) / 2.0;
-  auto labels = torch::arange(offset, offset + B, torch::TensorOptions().dtype(torch::kLong).device(a.device()));
+  auto labels = torch::arange(offset, offset + B,
+                              torch::TensorOptions().dtype(torch::kLong).device(a.device()));
   auto loss = (F::cross_entropy(logits_ab, labels) + F::cross_entropy(logits_ba, labels)) / 2.0;
 
   ContrastiveLoss out;

@@ -1,13 +1,13 @@
 // Reference test: the OCL step of a tiny ViT in float64 against PyTorch (the fixture written by
 // scripts/make_reference.py): mask indices, CLS outputs, loss, figures and the gradient of every
 // parameter; plus sin-cos tables, bicubic resampling and the global-negative loss.
-#include <gtest/gtest.h>
-#include <ocl/ocl.h>
-
-#include <torch/torch.h>
-
 #include <set>
 #include <string>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/ocl.h>
 
 namespace {
 
@@ -24,8 +24,9 @@ const ocl::io::SafetensorsFile& fixture() {
     auto it = f.metadata.find("format_version");
     const std::string found = it == f.metadata.end() ? "(none)" : it->second;
     if (found != kFormatVersion) {
-      ADD_FAILURE() << "fixture " << kFixture << " has format_version " << found << ", this test expects "
-                    << kFormatVersion << ". Regenerate it: /usr/bin/python3 scripts/make_reference.py";
+      ADD_FAILURE() << "fixture " << kFixture << " has format_version " << found
+                    << ", this test expects " << kFormatVersion
+                    << ". Regenerate it: /usr/bin/python3 scripts/make_reference.py";
     }
     return f;
   }();
@@ -71,11 +72,12 @@ size_t expected_parameter_count() {
 }
 
 ocl::ssl::OCL reference_model(bool freeze_patch_embed) {
-  ocl::ssl::OCL model(encoder_options(freeze_patch_embed), ocl::ssl::OCLOptions()
-                                                               .mask_ratio(meta("mask_ratio"))
-                                                               .kappa(meta("kappa"))
-                                                               .temperature(meta("temperature"))
-                                                               .max_logit_scale(meta("max_logit_scale")));
+  ocl::ssl::OCL model(encoder_options(freeze_patch_embed),
+                      ocl::ssl::OCLOptions()
+                          .mask_ratio(meta("mask_ratio"))
+                          .kappa(meta("kappa"))
+                          .temperature(meta("temperature"))
+                          .max_logit_scale(meta("max_logit_scale")));
   model->to(torch::kFloat64);
   // The table was built for float32; rebuild it in float64 so it is exact to the last bit.
   model->encoder->reset_pos_embed();
@@ -95,7 +97,8 @@ TEST(Reference, FixtureHasEveryParameterAndGradient) {
   std::set<std::string> names;
   for (const auto& p : model->named_parameters()) {
     names.insert(p.key());
-    EXPECT_TRUE(fixture().tensors.count("grad." + p.key())) << "no reference gradient for " << p.key();
+    EXPECT_TRUE(fixture().tensors.count("grad." + p.key()))
+        << "no reference gradient for " << p.key();
   }
   size_t in_fixture = 0;
   for (const auto& kv : fixture().tensors) in_fixture += kv.first.rfind("param.", 0) == 0;
@@ -105,11 +108,14 @@ TEST(Reference, FixtureHasEveryParameterAndGradient) {
 
 TEST(Reference, OclStepMatchesPyTorch) {
   auto model = reference_model(/*freeze_patch_embed=*/false);
-  EXPECT_TRUE(close("buffer encoder.pos_embed", model->encoder->pos_embed, fixture_tensor("buffer.encoder.pos_embed")));
+  EXPECT_TRUE(close("buffer encoder.pos_embed", model->encoder->pos_embed,
+                    fixture_tensor("buffer.encoder.pos_embed")));
 
   auto out = model->forward(fixture_tensor("input.images"), fixture_tensor("input.noise"));
-  EXPECT_TRUE(torch::equal(out.split.ids_a, fixture_tensor("out.ids_a"))) << "group A indices differ";
-  EXPECT_TRUE(torch::equal(out.split.ids_b, fixture_tensor("out.ids_b"))) << "group B indices differ";
+  EXPECT_TRUE(torch::equal(out.split.ids_a, fixture_tensor("out.ids_a")))
+      << "group A indices differ";
+  EXPECT_TRUE(torch::equal(out.split.ids_b, fixture_tensor("out.ids_b")))
+      << "group B indices differ";
   EXPECT_TRUE(close("cls_a", out.cls_a, fixture_tensor("out.cls_a")));
   EXPECT_TRUE(close("cls_b", out.cls_b, fixture_tensor("out.cls_b")));
   EXPECT_TRUE(close("loss", out.loss, fixture_tensor("out.loss")));
@@ -145,7 +151,8 @@ TEST(Reference, FrozenPatchEmbedGetsNoGradientAndLeavesTheRestUnchanged) {
 TEST(Reference, WholeImageFeaturesMatchPyTorch) {
   auto model = reference_model(false);
   torch::NoGradGuard no_grad;
-  EXPECT_TRUE(close("forward_features", model->encoder->forward_features(fixture_tensor("input.images")),
+  EXPECT_TRUE(close("forward_features",
+                    model->encoder->forward_features(fixture_tensor("input.images")),
                     fixture_tensor("out.features")));
 }
 
@@ -158,8 +165,10 @@ TEST(Reference, SinCosTablesMatchMae) {
 
 TEST(Reference, BicubicResamplingMatchesPyTorch) {
   const auto& table = fixture_tensor("pos.table_g4");
-  EXPECT_TRUE(close("4x4 -> 6x6", ocl::nn::resample_pos_embed(table, 4, 4, 6, 6), fixture_tensor("pos.table_g6")));
-  EXPECT_TRUE(close("4x4 -> 3x3", ocl::nn::resample_pos_embed(table, 4, 4, 3, 3), fixture_tensor("pos.table_g3")));
+  EXPECT_TRUE(close("4x4 -> 6x6", ocl::nn::resample_pos_embed(table, 4, 4, 6, 6),
+                    fixture_tensor("pos.table_g6")));
+  EXPECT_TRUE(close("4x4 -> 3x3", ocl::nn::resample_pos_embed(table, 4, 4, 3, 3),
+                    fixture_tensor("pos.table_g3")));
 }
 
 TEST(Reference, GlobalNegativesLossAndGradientsMatchPyTorch) {

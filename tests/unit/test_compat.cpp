@@ -1,9 +1,9 @@
 // compat.h: attention paths agree, the autocast guard sets and restores state, zero_grad keeps
 // gradient storage.
 #include <gtest/gtest.h>
-#include <ocl/compat.h>
-
 #include <torch/torch.h>
+
+#include <ocl/compat.h>
 
 TEST(Compat, VersionStringMatchesHeaders) {
   EXPECT_EQ(ocl::compat::torch_version().substr(0, 2), std::to_string(TORCH_VERSION_MAJOR) + ".");
@@ -11,7 +11,8 @@ TEST(Compat, VersionStringMatchesHeaders) {
 
 TEST(Compat, AttentionEqualsExplicitSoftmax) {
   torch::manual_seed(1);
-  auto q = torch::randn({2, 3, 5, 8}, torch::kFloat64), k = torch::randn({2, 3, 5, 8}, torch::kFloat64),
+  auto q = torch::randn({2, 3, 5, 8}, torch::kFloat64),
+       k = torch::randn({2, 3, 5, 8}, torch::kFloat64),
        v = torch::randn({2, 3, 5, 8}, torch::kFloat64);
   auto expected = ocl::compat::attention_explicit(q, k, v);
   EXPECT_TRUE(torch::allclose(ocl::compat::attention(q, k, v), expected, 1e-12, 1e-12));
@@ -53,7 +54,8 @@ TEST(Compat, LayerNormAcceptsReducedPrecisionInput) {
   auto out = ocl::compat::layer_norm(x.to(torch::kBFloat16), w, b, 1e-6);
   EXPECT_EQ(out.scalar_type(), torch::kFloat32);
   EXPECT_TRUE(torch::allclose(out, expected, 1e-6, 1e-6));
-  EXPECT_TRUE(torch::equal(ocl::compat::layer_norm(x, w, b, 1e-6), at::layer_norm(x, {8}, w, b, 1e-6)));
+  EXPECT_TRUE(
+      torch::equal(ocl::compat::layer_norm(x, w, b, 1e-6), at::layer_norm(x, {8}, w, b, 1e-6)));
 }
 
 TEST(Compat, ZeroGradZeroesInPlace) {

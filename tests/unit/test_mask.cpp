@@ -1,13 +1,12 @@
 // Mask-and-split: group sizes (PAPER.md step 3), a hand-worked example, disjointness, the union
 // being the kept set, the random order, keep frequencies and clear errors.
-#include <gtest/gtest.h>
-#include <ocl/ssl/mask.h>
-
-#include <torch/torch.h>
-
 #include <set>
 
 #include "test_util.h"
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/ssl/mask.h>
 
 using ocl::ssl::kept_tokens;
 using ocl::ssl::mask_and_split;

@@ -1,14 +1,13 @@
 // ocl::nn modules: timm names and sizes, initialisation, freezing, the subset forward, pooling,
 // stochastic depth and clear errors on bad shapes.
-#include <gtest/gtest.h>
-#include <ocl/nn/pos_embed.h>
-#include <ocl/nn/vision_transformer.h>
-
-#include <torch/torch.h>
-
 #include <set>
 
 #include "test_util.h"
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/nn/pos_embed.h>
+#include <ocl/nn/vision_transformer.h>
 
 using namespace ocl::nn;
 
@@ -56,7 +55,8 @@ TEST(PatchEmbed, TokensAreRowMajorPatches) {
 }
 
 TEST(PatchEmbed, ClearErrors) {
-  OCL_EXPECT_THROW_WITH(PatchEmbed(PatchEmbedOptions(30, 8, 16)), "image size 30 is not divisible by the patch size 8");
+  OCL_EXPECT_THROW_WITH(PatchEmbed(PatchEmbedOptions(30, 8, 16)),
+                        "image size 30 is not divisible by the patch size 8");
   PatchEmbed pe(PatchEmbedOptions(32, 8, 16));
   OCL_EXPECT_THROW_WITH(pe(torch::randn({1, 4, 32, 32})), "got 4");
   OCL_EXPECT_THROW_WITH(pe(torch::randn({1, 3, 48, 48})), "48x48");
@@ -65,19 +65,35 @@ TEST(PatchEmbed, ClearErrors) {
 
 TEST(VisionTransformer, TimmNames) {
   VisionTransformer vit(VisionTransformerOptions(32, 8, 32, 1, 2).num_classes(10));
-  const std::set<std::string> expected = {
-      "cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
-      "blocks.0.norm1.weight", "blocks.0.norm1.bias", "blocks.0.attn.qkv.weight",
-      "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight", "blocks.0.attn.proj.bias",
-      "blocks.0.norm2.weight", "blocks.0.norm2.bias", "blocks.0.mlp.fc1.weight",
-      "blocks.0.mlp.fc1.bias", "blocks.0.mlp.fc2.weight", "blocks.0.mlp.fc2.bias",
-      "norm.weight", "norm.bias", "head.weight", "head.bias"};
+  const std::set<std::string> expected = {"cls_token",
+                                          "pos_embed",
+                                          "patch_embed.proj.weight",
+                                          "patch_embed.proj.bias",
+                                          "blocks.0.norm1.weight",
+                                          "blocks.0.norm1.bias",
+                                          "blocks.0.attn.qkv.weight",
+                                          "blocks.0.attn.qkv.bias",
+                                          "blocks.0.attn.proj.weight",
+                                          "blocks.0.attn.proj.bias",
+                                          "blocks.0.norm2.weight",
+                                          "blocks.0.norm2.bias",
+                                          "blocks.0.mlp.fc1.weight",
+                                          "blocks.0.mlp.fc1.bias",
+                                          "blocks.0.mlp.fc2.weight",
+                                          "blocks.0.mlp.fc2.bias",
+                                          "norm.weight",
+                                          "norm.bias",
+                                          "head.weight",
+                                          "head.bias"};
   EXPECT_EQ(keys(vit), expected);
   EXPECT_EQ(vit->named_buffers().size(), 1u);  // pos_embed is a fixed buffer by default
 
-  VisionTransformer avg(VisionTransformerOptions(32, 8, 32, 1, 2).global_pool(GlobalPool::Avg).layer_scale_init(1e-5));
+  VisionTransformer avg(VisionTransformerOptions(32, 8, 32, 1, 2)
+                            .global_pool(GlobalPool::Avg)
+                            .layer_scale_init(1e-5));
   auto k = keys(avg);
-  EXPECT_TRUE(k.count("fc_norm.weight") && k.count("blocks.0.ls1.gamma") && k.count("blocks.0.ls2.gamma"));
+  EXPECT_TRUE(k.count("fc_norm.weight") && k.count("blocks.0.ls1.gamma") &&
+              k.count("blocks.0.ls2.gamma"));
   EXPECT_FALSE(k.count("norm.weight") || k.count("head.weight"));
 }
 

@@ -1,12 +1,11 @@
 // The OCL model end to end on tiny sizes: names, shapes, determinism, learning on a fixed batch,
 // bf16 autocast on CPU, and clear errors for bad configurations and inputs.
-#include <gtest/gtest.h>
-#include <ocl/ocl.h>
-
+#include "test_util.h"
 #include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include "test_util.h"
+#include <ocl/ocl.h>
 
 using namespace ocl;
 
@@ -97,7 +96,7 @@ TEST(OCLModel, Bfloat16AutocastOnCpu) {
   auto out = model->forward(images, noise);
   // The blocks ran in bf16 (their matmuls); the final LayerNorm upcasts, as on CUDA.
   EXPECT_EQ(out.cls_a.scalar_type(), torch::kFloat32);
-  EXPECT_EQ(out.loss.scalar_type(), torch::kFloat32);    // the loss did not
+  EXPECT_EQ(out.loss.scalar_type(), torch::kFloat32);  // the loss did not
   // bf16 keeps 8 bits of mantissa: the loss agrees to a few percent, but not exactly.
   EXPECT_NEAR(out.loss.item<double>(), fp32, 0.05 * fp32);
   EXPECT_NE(out.loss.item<double>(), fp32);
@@ -106,13 +105,16 @@ TEST(OCLModel, Bfloat16AutocastOnCpu) {
 TEST(OCLModel, ClearErrors) {
   OCL_EXPECT_THROW_WITH(ssl::OCL(nn::VisionTransformerOptions(30, 8, 32, 1, 2), ssl::OCLOptions()),
                         "image size 30 is not divisible by the patch size 8");
-  OCL_EXPECT_THROW_WITH(ssl::OCL(nn::VisionTransformerOptions(8, 4, 32, 1, 2), ssl::OCLOptions().mask_ratio(0.8)),
-                        "mask ratio 0.8 keeps 0 of 4");
-  OCL_EXPECT_THROW_WITH(ssl::OCL(tiny(), ssl::OCLOptions().kappa(std::numeric_limits<double>::infinity())),
-                        "kappa must be finite and > 0, got inf");
+  OCL_EXPECT_THROW_WITH(
+      ssl::OCL(nn::VisionTransformerOptions(8, 4, 32, 1, 2), ssl::OCLOptions().mask_ratio(0.8)),
+      "mask ratio 0.8 keeps 0 of 4");
+  OCL_EXPECT_THROW_WITH(
+      ssl::OCL(tiny(), ssl::OCLOptions().kappa(std::numeric_limits<double>::infinity())),
+      "kappa must be finite and > 0, got inf");
   OCL_EXPECT_THROW_WITH(ssl::OCL(tiny(), ssl::OCLOptions().temperature(0.0)), "temperature");
   ssl::OCL model(tiny(), ssl::OCLOptions());
   OCL_EXPECT_THROW_WITH(model->forward(torch::randn({2, 4, 16, 16}), torch::rand({2, 16})),
                         "expects 3 input channels, got 4");
-  OCL_EXPECT_THROW_WITH(model->forward(torch::randn({2, 3, 16, 16}), torch::rand({2, 9})), "[2, 16]");
+  OCL_EXPECT_THROW_WITH(model->forward(torch::randn({2, 3, 16, 16}), torch::rand({2, 9})),
+                        "[2, 16]");
 }

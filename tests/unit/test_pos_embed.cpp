@@ -1,12 +1,11 @@
 // Sin-cos positions: MAE's layout (x in the first half, y in the second), zero CLS row; bicubic
 // resampling keeps the prefix and is the identity on the same grid. Values against PyTorch are
 // in the reference suite.
+#include "test_util.h"
 #include <gtest/gtest.h>
-#include <ocl/nn/pos_embed.h>
-
 #include <torch/torch.h>
 
-#include "test_util.h"
+#include <ocl/nn/pos_embed.h>
 
 using ocl::nn::resample_pos_embed;
 using ocl::nn::sincos_pos_embed_2d;

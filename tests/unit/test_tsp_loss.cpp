@@ -1,14 +1,13 @@
 // T-SP similarity and the symmetric contrastive loss: the properties PAPER.md states, a hand
 // example, a finite-difference gradient check in float64, fp32 under autocast, clear errors.
-#include <gtest/gtest.h>
-#include <ocl/compat.h>
-#include <ocl/ssl/tsp_loss.h>
-
-#include <torch/torch.h>
-
 #include <limits>
 
 #include "test_util.h"
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/compat.h>
+#include <ocl/ssl/tsp_loss.h>
 
 using ocl::ssl::symmetric_tsp_loss;
 using ocl::ssl::tsp_similarity;
@@ -106,8 +105,9 @@ TEST(ContrastiveLoss, Float32WhateverTheInputAndUnderAutocast) {
   auto s = torch::tensor(14.0);
   auto plain = symmetric_tsp_loss(a, b, s, 64);
   EXPECT_EQ(plain.loss.scalar_type(), torch::kFloat32);
-  EXPECT_EQ(symmetric_tsp_loss(a.to(torch::kBFloat16), b.to(torch::kBFloat16), s, 64).loss.scalar_type(),
-            torch::kFloat32);
+  EXPECT_EQ(
+      symmetric_tsp_loss(a.to(torch::kBFloat16), b.to(torch::kBFloat16), s, 64).loss.scalar_type(),
+      torch::kFloat32);
   ocl::compat::AutocastGuard bf16(c10::kCPU, true, torch::kBFloat16);
   auto under = symmetric_tsp_loss(a, b, s, 64);
   EXPECT_EQ(under.loss.scalar_type(), torch::kFloat32);
@@ -121,8 +121,10 @@ TEST(ContrastiveLoss, GlobalNegativesWithOwnRowsOnlyEqualLocal) {
   EXPECT_NEAR(symmetric_tsp_loss(a, b, s, 64, a, b, 0).loss.item<double>(),
               symmetric_tsp_loss(a, b, s, 64).loss.item<double>(), 1e-14);
   // More negatives at the right offset: rows 4..7 of 12 are ours.
-  auto a_all = torch::cat({torch::randn({4, 8}, torch::kFloat64), a, torch::randn({4, 8}, torch::kFloat64)});
-  auto b_all = torch::cat({torch::randn({4, 8}, torch::kFloat64), b, torch::randn({4, 8}, torch::kFloat64)});
+  auto a_all =
+      torch::cat({torch::randn({4, 8}, torch::kFloat64), a, torch::randn({4, 8}, torch::kFloat64)});
+  auto b_all =
+      torch::cat({torch::randn({4, 8}, torch::kFloat64), b, torch::randn({4, 8}, torch::kFloat64)});
   auto global = symmetric_tsp_loss(a, b, s, 64, a_all, b_all, 4);
   EXPECT_GT(global.loss.item<double>(), symmetric_tsp_loss(a, b, s, 64).loss.item<double>());
 }
@@ -130,8 +132,9 @@ TEST(ContrastiveLoss, GlobalNegativesWithOwnRowsOnlyEqualLocal) {
 TEST(ContrastiveLoss, ClearErrors) {
   auto a = torch::randn({4, 8}), s = torch::tensor(10.0);
   OCL_EXPECT_THROW_WITH(symmetric_tsp_loss(a, torch::randn({4, 6}), s, 64), "[4, 6]");
-  OCL_EXPECT_THROW_WITH(symmetric_tsp_loss(torch::randn({1, 8}), torch::randn({1, 8}), s, 64), "at least 2");
-  OCL_EXPECT_THROW_WITH(symmetric_tsp_loss(a, a, s, 64, torch::randn({6, 8}), torch::randn({6, 8}), 4),
-                        "[4, 8)");
+  OCL_EXPECT_THROW_WITH(symmetric_tsp_loss(torch::randn({1, 8}), torch::randn({1, 8}), s, 64),
+                        "at least 2");
+  OCL_EXPECT_THROW_WITH(
+      symmetric_tsp_loss(a, a, s, 64, torch::randn({6, 8}), torch::randn({6, 8}), 4), "[4, 8)");
   OCL_EXPECT_THROW_WITH(symmetric_tsp_loss(a, a, torch::ones({1}), 64), "0-d");
 }

@@ -1,11 +1,11 @@
 // Multi-head self-attention with a fused qkv projection, timm's layout (`qkv`, `proj`).
 #pragma once
 
+#include <cstdint>
+
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
-
-#include <cstdint>
 
 namespace ocl::nn {
 

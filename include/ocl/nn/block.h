@@ -2,14 +2,14 @@
 // an exact-GELU MLP. Submodule names are timm's: norm1, attn, ls1, norm2, mlp.fc1, mlp.fc2, ls2.
 #pragma once
 
-#include "ocl/nn/attention.h"
+#include <cstdint>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
-#include <cstdint>
+#include "ocl/nn/attention.h"
 
 namespace ocl::nn {
 

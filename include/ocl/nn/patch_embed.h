@@ -2,11 +2,11 @@
 // does and frozen by default for OCL pre-training (paper §2.1, MoCo v3's stop-gradient trick).
 #pragma once
 
+#include <cstdint>
+
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
-
-#include <cstdint>
 
 namespace ocl::nn {
 

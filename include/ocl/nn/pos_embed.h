@@ -2,9 +2,9 @@
 // table to another patch grid (for loading weights at another resolution).
 #pragma once
 
-#include <torch/types.h>
-
 #include <cstdint>
+
+#include <torch/types.h>
 
 namespace ocl::nn {
 

@@ -3,8 +3,8 @@
 // classification head (evaluation). `named_parameters()` + `named_buffers()` is a timm state dict.
 #pragma once
 
-#include "ocl/nn/block.h"
-#include "ocl/nn/patch_embed.h"
+#include <cstdint>
+#include <string>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -12,8 +12,8 @@
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 
-#include <cstdint>
-#include <string>
+#include "ocl/nn/block.h"
+#include "ocl/nn/patch_embed.h"
 
 namespace ocl::nn {
 

@@ -2,9 +2,9 @@
 // the kept ones into two disjoint random groups of equal size. Pure: the caller passes the noise.
 #pragma once
 
-#include <torch/types.h>
-
 #include <cstdint>
+
+#include <torch/types.h>
 
 namespace ocl::ssl {
 

@@ -2,16 +2,16 @@
 // pre-training step of the paper (Algorithm 1) is `OCLImpl::forward` in src/ssl/ocl_model.cpp.
 #pragma once
 
-#include "ocl/nn/vision_transformer.h"
-#include "ocl/ssl/mask.h"
-#include "ocl/ssl/tsp_loss.h"
+#include <cstdint>
+#include <functional>
 
 #include <ATen/core/Generator.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/pimpl.h>
 
-#include <cstdint>
-#include <functional>
+#include "ocl/nn/vision_transformer.h"
+#include "ocl/ssl/mask.h"
+#include "ocl/ssl/tsp_loss.h"
 
 namespace ocl::ssl {
 

@@ -2,9 +2,9 @@
 // (paper §2.3, Algorithm 1). Pure functions: features, scale and labels in; loss and figures out.
 #pragma once
 
-#include <torch/types.h>
-
 #include <cstdint>
+
+#include <torch/types.h>
 
 namespace ocl::ssl {
 

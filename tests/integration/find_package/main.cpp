@@ -1,12 +1,13 @@
 // Uses an installed ocl through find_package(ocl): a tiny ViT, one OCL step on random images.
 // Prints the loss; exits 0 only when the loss is finite and the step produced gradients.
-#include <ATen/CPUGeneratorImpl.h>
-#include <ocl/ocl.h>
-#include <torch/torch.h>
-
 #include <cmath>
 #include <exception>
 #include <iostream>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/torch.h>
+
+#include <ocl/ocl.h>
 
 int main() {
   try {
