@@ -33,7 +33,8 @@ const ocl::io::SafetensorsFile& fixture() {
   return file;
 }
 
-const torch::Tensor& fixture_tensor(const std::string& name) {
+// By value (a tensor is a handle): a reference bound to the result would look dangling to GCC 14.
+torch::Tensor fixture_tensor(const std::string& name) {
   const auto& t = fixture().tensors;
   auto it = t.find(name);
   if (it == t.end()) throw std::runtime_error("fixture lacks tensor '" + name + "'");
@@ -164,7 +165,7 @@ TEST(Reference, SinCosTablesMatchMae) {
 }
 
 TEST(Reference, BicubicResamplingMatchesPyTorch) {
-  const auto& table = fixture_tensor("pos.table_g4");
+  const auto table = fixture_tensor("pos.table_g4");
   EXPECT_TRUE(close("4x4 -> 6x6", ocl::nn::resample_pos_embed(table, 4, 4, 6, 6),
                     fixture_tensor("pos.table_g6")));
   EXPECT_TRUE(close("4x4 -> 3x3", ocl::nn::resample_pos_embed(table, 4, 4, 3, 3),
