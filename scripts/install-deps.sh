@@ -12,7 +12,8 @@ packages=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev
   nlohmann-json3-dev            # safetensors headers (JSON)
-  python3-torch                 # only for scripts/make_reference.py (regenerating fixtures)
+  python3-torch                 # scripts/make_reference.py (fixtures), scripts/bench_pretrain.py
+  python3-matplotlib            # scripts/plot_metrics.py (the metrics plot of a run)
 )
 
 missing=()

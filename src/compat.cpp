@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <ATen/autocast_mode.h>
+#include <c10/util/C++17.h>  // c10::guts::to_string, as LibTorch 1.13 keys optimiser state
 #include <c10/util/Exception.h>
 
 namespace ocl::compat {
@@ -86,17 +87,21 @@ AutocastGuard::AutocastGuard(c10::DeviceType device, bool enabled, at::ScalarTyp
 }
 
 AutocastGuard::~AutocastGuard() {
-  // As torch.autocast.__exit__: leaving the outermost scope drops the
-  // cast-weight cache.
+  // As torch.autocast.__exit__: leaving the outermost scope drops the cast-weight cache.
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
   set_autocast(device_, prev_enabled_, prev_dtype_);
 }
 
+#if !OCL_TORCH_AT_LEAST(2, 0)
+std::string optimizer_state_key(const at::Tensor& p) {
+  return c10::guts::to_string(p.unsafeGetTensorImpl());
+}
+#endif
+
 void zero_grad(const std::vector<at::Tensor>& params) {
   at::NoGradGuard no_grad;
   for (const auto& p : params) {
-    // mutable_grad() is the gradient slot itself; zeroing it keeps its storage
-    // (and any view).
+    // mutable_grad() is the gradient slot itself; zeroing it keeps its storage (and any view).
     auto& g = const_cast<at::Tensor&>(p).mutable_grad();
     if (g.defined()) g.zero_();
   }

@@ -1,16 +1,15 @@
-// compat.h: the one place that knows LibTorch 1.13 from 2.x. Everything else in
-// ocl calls these helpers instead of testing TORCH_VERSION_* itself.
+// compat.h: the one place that knows LibTorch 1.13 from 2.x. Everything else in ocl calls
+// these helpers instead of testing TORCH_VERSION_* itself.
 //
 // Differences handled here (see ../shared/LIBTORCH_NOTES.md):
 //   attention   1.13 has no public SDPA: softmax(q·kᵀ/√d)·v by hand; 2.x:
-//   at::scaled_dot_product_attention autocast    1.13: set_enabled /
-//   set_cpu_enabled; 2.4+: set_autocast_enabled(device, ·) zero-grad
-//   Optimizer::zero_grad() sets grads to undefined on 2.x: zero in place
-//   ourselves fused AdamW at::_fused_adamw_ exists from 2.0 only
-//   (kHasFusedAdamW) LayerNorm   1.13's CPU kernel rejects a bf16 input with
-//   fp32 weights (autocast leaves
-//               layer_norm uncast there): layer_norm() upcasts, as CUDA
-//               autocast does
+//   at::scaled_dot_product_attention autocast    1.13: set_enabled / set_cpu_enabled; 2.4+:
+//   set_autocast_enabled(device, ·) zero-grad   Optimizer::zero_grad() sets grads to undefined
+//   on 2.x: zero in place ourselves fused AdamW at::_fused_adamw_ exists from 2.0 only
+//   (kHasFusedAdamW) optimiser   Optimizer::state() is keyed by a string of the TensorImpl address
+//   on 1.13, by the state       address itself on 2.x: optimizer_state_key() LayerNorm   1.13's CPU
+//   kernel rejects a bf16 input with fp32 weights (autocast leaves
+//               layer_norm uncast there): layer_norm() upcasts, as CUDA autocast does
 #pragma once
 
 #include <string>
@@ -28,31 +27,28 @@ namespace ocl::compat {
 /// "1.13.0", "2.6.0", ... : the LibTorch these headers belong to.
 std::string torch_version();
 
-/// at::scaled_dot_product_attention is public (and has flash / memory-efficient
-/// kernels).
+/// at::scaled_dot_product_attention is public (and has flash / memory-efficient kernels).
 inline constexpr bool kHasSdpa = OCL_TORCH_AT_LEAST(2, 0);
 /// at::_fused_adamw_ exists (CUDA from 2.0, CPU from 2.6).
 inline constexpr bool kHasFusedAdamW = OCL_TORCH_AT_LEAST(2, 0);
 
 /// Scaled dot-product attention without mask or dropout.
-/// q, k, v: [B, H, T, hd] → [B, H, T, hd]. Uses SDPA on 2.x, the explicit form
-/// on 1.13.
+/// q, k, v: [B, H, T, hd] → [B, H, T, hd]. Uses SDPA on 2.x, the explicit form on 1.13.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-/// The explicit softmax(q·kᵀ/√hd)·v, on every version: the 1.13 path, and the
-/// reference the SDPA path is tested against.
+/// The explicit softmax(q·kᵀ/√hd)·v, on every version: the 1.13 path, and the reference the
+/// SDPA path is tested against.
 at::Tensor attention_explicit(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-/// LayerNorm over the last dimension that accepts an input whose dtype differs
-/// from the weight's (a bf16 activation under autocast with fp32 weights): the
-/// input is upcast and the result has the weight's dtype, as under CUDA
-/// autocast, where layer_norm runs in fp32.
+/// LayerNorm over the last dimension that accepts an input whose dtype differs from the
+/// weight's (a bf16 activation under autocast with fp32 weights): the input is upcast and the
+/// result has the weight's dtype, as under CUDA autocast, where layer_norm runs in fp32.
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                       double eps);
 
-/// RAII autocast scope for one device type (CPU or CUDA): enables (or disables)
-/// autocast with the given dtype, and restores the previous state, dtype and
-/// cache on destruction, as Python's `torch.autocast` context manager does.
+/// RAII autocast scope for one device type (CPU or CUDA): enables (or disables) autocast with
+/// the given dtype, and restores the previous state, dtype and cache on destruction, as
+/// Python's `torch.autocast` context manager does.
 class AutocastGuard {
  public:
   AutocastGuard(c10::DeviceType device, bool enabled, at::ScalarType dtype = at::kBFloat16);
@@ -70,9 +66,15 @@ class AutocastGuard {
 bool autocast_enabled(c10::DeviceType device);
 at::ScalarType autocast_dtype(c10::DeviceType device);
 
-/// Zeroes every defined gradient in place (never sets it to undefined), so
-/// gradients that are views into communication buckets stay views. The same
-/// on 1.13 and 2.x.
+/// The key of parameter `p` in torch::optim::Optimizer::state().
+#if OCL_TORCH_AT_LEAST(2, 0)
+inline void* optimizer_state_key(const at::Tensor& p) { return p.unsafeGetTensorImpl(); }
+#else
+std::string optimizer_state_key(const at::Tensor& p);
+#endif
+
+/// Zeroes every defined gradient in place (never sets it to undefined), so gradients that are
+/// views into communication buckets stay views. The same on 1.13 and 2.x.
 void zero_grad(const std::vector<at::Tensor>& params);
 
 }  // namespace ocl::compat

@@ -1,0 +1,155 @@
+// ocl_bench: throughput of the pre-training step and of the data loader for a config, on
+// synthetic data. Prints one `key=value` line per measurement, read by scripts/bench_pretrain.sh,
+// which puts it beside the same step in PyTorch.
+//
+//   ocl_bench --config configs/vits16.yaml --set train.batch_size=32 --steps 10 --warmup 2
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include <ocl/compat.h>
+#include <ocl/data/factory.h>
+#include <ocl/data/loader.h>
+#include <ocl/engine/pretrain.h>
+#include <ocl/io/config.h>
+#include <ocl/optim/param_groups.h>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Training FLOPs of one image: per group T = L/2 + 1 tokens through `depth` blocks, each token
+// costing 24·D² (qkv 6D², proj 2D², MLP 16D²) plus 4·T·D for QKᵀ and AV; two groups; backward
+// twice the forward. The frozen patch embedding runs forward only (2·3p²·D per patch).
+double train_flops_per_image(const ocl::io::DerivedConfig& d) {
+  const double D = static_cast<double>(d.embed_dim),
+               T = static_cast<double>(d.tokens_per_group + 1);
+  const double block_fwd = 2.0 * T * static_cast<double>(d.depth) * (24.0 * D * D + 4.0 * T * D);
+  const double patch =
+      static_cast<double>(d.num_patches) * 2.0 * 3.0 * d.patch_size * d.patch_size * D;
+  return 3.0 * block_fwd + patch;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ocl_bench: pre-training step and data loader throughput on synthetic data"};
+  std::string config_path;
+  std::vector<std::string> overrides;
+  int64_t steps = 10, warmup = 2, loader_batches = 20;
+  app.add_option("--config", config_path, "YAML config")->required();
+  app.add_option("--set", overrides, "override a key (repeatable)");
+  app.add_option("--steps", steps, "timed steps")->check(CLI::PositiveNumber);
+  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  app.add_option("--loader-batches", loader_batches, "batches timed for the loader alone (0: skip)")
+      ->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+  try {
+    auto config = ocl::io::load_config(config_path, overrides);
+    config.data.dataset = "synthetic";
+    const auto d = ocl::io::derive(config);
+    const auto& t = config.train;
+    torch::set_num_threads(
+        t.threads > 0 ? static_cast<int>(t.threads)
+                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    torch::Device device(torch::kCPU);
+    if (t.device == "auto") {
+      if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA, 0);
+    } else {
+      device = torch::Device(t.device);
+    }
+    const bool bf16 = t.precision == "bf16" || (t.precision == "auto" && device.is_cuda());
+    const int img = static_cast<int>(config.model.img_size);
+    std::printf(
+        "config=%s arch=%s img=%d patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "
+        "batch=%lld threads=%d device=%s precision=%s torch=%s\n",
+        config_path.c_str(), config.model.arch.c_str(), img, (long long)d.patch_size,
+        (long long)d.embed_dim, (long long)d.depth, (long long)d.num_heads,
+        (long long)d.tokens_per_group, (long long)t.batch_size, torch::get_num_threads(),
+        device.str().c_str(), bf16 ? "bf16" : "fp32", ocl::compat::torch_version().c_str());
+
+    // --- the loader alone: decode/generate + augment into uint8 batches
+    auto dataset = ocl::data::make_dataset(config.data, img, true, t.seed);
+    ocl::data::LoaderOptions lo;
+    lo.batch_size = t.batch_size;
+    lo.workers = config.data.workers;
+    lo.prefetch = config.data.prefetch;
+    lo.seed = t.seed;
+    ocl::data::Loader loader(dataset, ocl::data::make_transform(config.data, img, true), lo);
+    loader.start_epoch(0);
+    auto first = loader.next();
+    TORCH_CHECK(first.has_value(), "the synthetic data set is smaller than one batch");
+    if (loader_batches > 0) {
+      const auto t0 = Clock::now();
+      int64_t images = 0;
+      for (int64_t i = 0; i < loader_batches; ++i) {
+        auto b = loader.next();
+        if (!b) {
+          loader.start_epoch(1);
+          b = loader.next();
+        }
+        images += b->images.size(0);
+      }
+      std::printf("loader_img_per_s=%.1f workers=%lld\n", images / seconds_since(t0),
+                  (long long)config.data.workers);
+    }
+
+    // --- the training step on a fixed batch (the data path is measured above)
+    torch::manual_seed(t.seed);
+    const auto& m = config.model;
+    ocl::ssl::OCL model(
+        ocl::nn::VisionTransformerOptions(m.img_size, d.patch_size, d.embed_dim, d.depth,
+                                          d.num_heads)
+            .mlp_ratio(m.mlp_ratio)
+            .drop_path_rate(m.drop_path)
+            .freeze_patch_embed(m.freeze_patch_embed),
+        ocl::ssl::OCLOptions().mask_ratio(config.mask.ratio).kappa(config.loss.kappa));
+    model->to(device);
+    auto groups = ocl::optim::weight_decay_groups(*model, config.optim.weight_decay);
+    std::vector<torch::Tensor> trainable;
+    for (const auto& g : groups)
+      trainable.insert(trainable.end(), g.params.begin(), g.params.end());
+    auto opt = ocl::optim::make_adamw(
+        groups, {d.lr, config.optim.beta1, config.optim.beta2, config.optim.eps});
+    auto images = ocl::data::normalize_images(first->images, device);
+    const int64_t B = images.size(0);
+    auto step = [&](int64_t i) {
+      ocl::compat::zero_grad(trainable);
+      auto noise = ocl::engine::step_mask_noise(t.seed, i, 0, B, d.num_patches).to(device);
+      torch::Tensor loss;
+      {
+        ocl::compat::AutocastGuard autocast(device.type(), bf16);
+        loss = model->forward(images, noise).loss;
+      }
+      loss.backward();
+      opt->step();
+      return loss.item<double>();  // the host sync every real step has
+    };
+    for (int64_t i = 0; i < warmup; ++i) step(i);
+    const auto t0 = Clock::now();
+    double loss = 0;
+    for (int64_t i = 0; i < steps; ++i) loss = step(warmup + i);
+    const double secs = seconds_since(t0);
+    const double img_s = static_cast<double>(steps * B) / secs;
+    std::printf(
+        "step_ms=%.2f img_per_s=%.2f gflop_per_image=%.3f achieved_tflops=%.4f last_loss=%.4f\n",
+        1e3 * secs / steps, img_s, train_flops_per_image(d) / 1e9,
+        img_s * train_flops_per_image(d) / 1e12, loss);
+    return 0;
+  } catch (const ocl::io::ConfigError& e) {
+    std::fprintf(stderr, "ocl_bench: config error: %s\n", e.what());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "ocl_bench: error: %s\n", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ocl_bench: error: %s\n", e.what());
+  }
+  return 1;
+}

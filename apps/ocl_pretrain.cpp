@@ -1,0 +1,113 @@
+// ocl_pretrain: OCL self-supervised pre-training of a Vision Transformer.
+//
+//   ocl_pretrain --config configs/vitl16.yaml [--set optim.blr=1e-4 ...] [--resume auto]
+//
+// Reads the config, trains (engine::Pretrainer), and exits 0 when done, 0 after a clean stop on
+// SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on a bad
+// command line. A second signal ends the process at once.
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <c10/util/Exception.h>
+
+#include <ocl/engine/pretrain.h>
+#include <ocl/io/config.h>
+
+namespace {
+
+std::atomic<int> g_stop{0};
+
+extern "C" void on_signal(int signo) {
+  if (g_stop.exchange(signo) != 0) {
+    // Second signal: leave now. write() and _exit() are async-signal-safe.
+    const char msg[] = "\nocl_pretrain: second signal, exiting without a checkpoint\n";
+    (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    ::_exit(128 + signo);
+  }
+  const char msg[] =
+      "\nocl_pretrain: signal received, finishing the step and writing a checkpoint "
+      "(send it again to exit at once)\n";
+  (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+}
+
+// This version trains in one process: a torchrun/SLURM/MPI launch of several would make each
+// process train alone and write the same folder, so it is refused instead.
+void refuse_multi_process_launch() {
+  for (const char* var : {"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"}) {
+    const char* value = std::getenv(var);
+    if (value != nullptr && std::atoi(value) > 1) {
+      throw std::runtime_error(
+          std::string(var) + "=" + value +
+          ": this ocl_pretrain trains in a single process; launch one process");
+    }
+  }
+}
+
+void install_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ocl_pretrain: OCL self-supervised pre-training of a Vision Transformer"};
+  std::string config_path;
+  std::vector<std::string> overrides;
+  std::string resume;
+  bool print_config = false, overwrite = false;
+  int64_t stop_after_steps = 0;
+  app.add_option("--config", config_path, "YAML config (configs/*.yaml)")->required();
+  app.add_option("--set", overrides, "override a key: --set optim.blr=1e-4 (repeatable)");
+  app.add_option("--resume", resume,
+                 "'auto': continue from <output_dir>/checkpoint-last if there is one; or a "
+                 "checkpoint folder");
+  app.add_flag("--overwrite", overwrite,
+               "start afresh in an output folder that holds another run (deletes its checkpoints)");
+  app.add_flag("--print-config", print_config,
+               "print the resolved config with derived values (effective batch, lr, steps, "
+               "tokens per group) and exit");
+  app.add_option("--stop-after-steps", stop_after_steps,
+                 "stop as if pre-empted after this many optimiser steps of the run (testing)")
+      ->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const auto config = ocl::io::load_config(config_path, overrides);
+    if (print_config) {
+      std::cout << ocl::io::to_yaml_with_derived(config, ocl::io::derive(config));
+      return 0;
+    }
+    refuse_multi_process_launch();
+    install_signal_handlers();
+    ocl::engine::PretrainOptions options;
+    options.resume = resume;
+    options.overwrite = overwrite;
+    options.stop_requested = &g_stop;
+    options.stop_after_steps = stop_after_steps;
+    ocl::engine::Pretrainer trainer(config, options);
+    const auto result = trainer.run();
+    if (result.interrupted) {
+      std::fprintf(stderr, "ocl_pretrain: stopped cleanly; checkpoint %s\n",
+                   result.last_checkpoint.c_str());
+    }
+    return 0;
+  } catch (const ocl::io::ConfigError& e) {
+    std::fprintf(stderr, "ocl_pretrain: config error: %s\n", e.what());
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "ocl_pretrain: error: %s\n", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "ocl_pretrain: error: %s\n", e.what());
+  }
+  return 1;
+}

@@ -1,0 +1,24 @@
+// Builds the data set and transform a run's config names (DataConfig), for the train and the
+// held-out split.
+#pragma once
+
+#include <memory>
+
+#include "ocl/data/dataset.h"
+#include "ocl/data/transforms.h"
+#include "ocl/io/config.h"
+
+namespace ocl::data {
+
+/// synthetic: SyntheticDataset(synthetic_*_size, synthetic_classes, image_size, seed, train);
+/// imagefolder: ImageFolderDataset(path/train or path/val); cifar10/cifar100: CifarDataset.
+/// Throws std::runtime_error naming data.path when the files are missing.
+std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int image_size,
+                                            bool train, uint64_t seed);
+
+/// train: RandomResizedCrop + flip per the config (augment rrc_flip), or Resize + CenterCrop
+/// (augment none, and always for the held-out split).
+std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, int image_size,
+                                                bool train);
+
+}  // namespace ocl::data

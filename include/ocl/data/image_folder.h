@@ -1,0 +1,61 @@
+// ImageFolder (torchvision's, ImageNet's `train/<class>/<image>` layout): classes are the
+// sub-folders in sorted name order; images are decoded with OpenCV (JPEG, PNG, WebP, BMP, ...)
+// into 8-bit RGB whatever their depth or channels (grayscale, alpha, 16-bit, CMYK). The file
+// list is cached so that a second start over 1.3 M files takes seconds, not minutes.
+//
+// Differences from torchvision, on purpose: hidden files and folders (".name") are skipped, and
+// a class folder without any image is left out of the class list (torchvision raises an error
+// for it), so labels are the indices of the non-empty class folders in sorted order. Files are
+// ordered as torchvision's make_dataset orders them: folders in sorted path order (symbolic
+// links followed), the files of each folder sorted by name.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ocl/data/dataset.h"
+
+namespace ocl::data {
+
+struct ImageFolderOptions {
+  /// File list cache: "" = `<root>/.ocl-filelist.txt` if that folder is writable, otherwise no
+  /// cache; otherwise the path to use. The cache records root's sub-folder names and the
+  /// modification time (s + ns) of every folder under them, and is rebuilt when one changed or
+  /// was modified within 2 s of the scan that wrote it (a change in the same timestamp tick
+  /// would go unseen). Written to a temporary name, then renamed.
+  std::string cache_path;
+  bool use_cache = true;
+};
+
+/// Extensions taken as images (lower-cased): .jpg .jpeg .png .webp .bmp .tif .tiff .ppm .pgm.
+/// Other files are ignored.
+bool has_image_extension(const std::string& filename);
+
+class ImageFolderDataset : public Dataset {
+ public:
+  /// Throws std::runtime_error when `root` is missing or holds no class folder with an image.
+  explicit ImageFolderDataset(const std::string& root, const ImageFolderOptions& options = {});
+  int64_t size() const override { return static_cast<int64_t>(files_.size()); }
+  const std::vector<std::string>& class_names() const override { return classes_; }
+  int64_t label(int64_t index) const override;
+  std::optional<Image> load(int64_t index, BadSample* error = nullptr) const override;
+  std::string describe() const override;
+  /// Path of sample `index` (root-relative).
+  const std::string& file(int64_t index) const;
+  /// Whether the list came from the cache.
+  bool loaded_from_cache() const { return from_cache_; }
+
+ private:
+  std::string root_;
+  std::vector<std::string> classes_;
+  std::vector<std::string> files_;  // root-relative, sorted within each class
+  std::vector<int32_t> labels_;
+  bool from_cache_ = false;
+};
+
+/// Decodes an encoded image held in memory (any format OpenCV reads) to 8-bit RGB; std::nullopt
+/// with `reason` filled when it cannot. Shared by ImageFolder and the packed format.
+std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason = nullptr);
+
+}  // namespace ocl::data

@@ -1,0 +1,89 @@
+// Image transforms of the pre-training and evaluation pipelines (torchvision's semantics):
+// RandomResizedCrop + horizontal flip, Resize + CenterCrop, and the ImageNet normalisation that
+// runs once per batch on the device. Randomness comes from a per-sample seed, never from a
+// shared generator, so a sample's augmentation does not depend on which thread made it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include <torch/types.h>
+
+#include "ocl/data/dataset.h"
+
+namespace ocl::data {
+
+enum class Interpolation { Nearest, Bilinear, Bicubic, Area };
+/// "nearest" | "bilinear" | "bicubic" | "area"; throws std::invalid_argument naming the value.
+Interpolation parse_interpolation(const std::string& name);
+
+/// The seed of sample `index` in `epoch` of a run seeded `seed` (a 64-bit mix of the three).
+uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index);
+
+/// The generator behind every per-sample draw (augmentation, synthetic images, the epoch
+/// permutation): splitmix64, with its own integer and real conversions so that a seed gives the
+/// same stream on every platform (std::uniform_*_distribution are implementation-defined).
+class SampleRng {
+ public:
+  explicit SampleRng(uint64_t seed) : state_(seed) {}
+  uint64_t next() {
+    uint64_t z = (state_ += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+  }
+  /// Uniform on [0, 1) with 53 random bits.
+  double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
+  double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
+  /// Uniform integer in [0, n), n ≥ 1 (Lemire's multiply-shift; the bias, < n / 2⁶⁴, is
+  /// immaterial here).
+  int64_t below(int64_t n) {
+    return static_cast<int64_t>(
+        (static_cast<unsigned __int128>(next()) * static_cast<uint64_t>(n)) >> 64);
+  }
+  /// Uniform integer in [lo, hi] (inclusive, torch.randint(lo, hi + 1)'s range).
+  int64_t between(int64_t lo, int64_t hi) { return lo + below(hi - lo + 1); }
+
+ private:
+  uint64_t state_;
+};
+
+/// Image → image of a fixed output size. `apply` is const and thread-safe.
+class Transform {
+ public:
+  virtual ~Transform() = default;
+  virtual Image apply(const Image& image, uint64_t sample_seed) const = 0;
+  virtual int output_height() const = 0;
+  virtual int output_width() const = 0;
+  virtual std::string describe() const = 0;
+};
+
+/// torchvision's RandomResizedCrop(size, scale, ratio) (10 attempts of area share in
+/// [scale_min, scale_max] and log-uniform aspect ratio in [ratio_min, ratio_max], then the
+/// central crop fallback), resized with `interpolation`, then a horizontal flip with p = 0.5
+/// when `hflip`.
+struct RandomResizedCropOptions {
+  int size = 224;
+  double scale_min = 0.2, scale_max = 1.0;
+  double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+  Interpolation interpolation = Interpolation::Bicubic;
+  bool hflip = true;
+};
+std::shared_ptr<const Transform> random_resized_crop(const RandomResizedCropOptions& options);
+
+/// torchvision's Resize(resize) (shorter side to `resize`, aspect kept) + CenterCrop(size).
+/// resize = 0 means size · 256 / 224 rounded (MAE's evaluation ratio).
+std::shared_ptr<const Transform> resize_center_crop(
+    int size, int resize = 0, Interpolation interpolation = Interpolation::Bicubic);
+
+/// ImageNet's channel mean and std (RGB, on [0, 1]).
+inline constexpr double kImageNetMean[3] = {0.485, 0.456, 0.406};
+inline constexpr double kImageNetStd[3] = {0.229, 0.224, 0.225};
+
+/// uint8 [B, 3, H, W] (any device) → (x/255 − mean)/std as `dtype` on `device`: the copy to the
+/// device happens on uint8 (4× less traffic than float), the arithmetic there.
+torch::Tensor normalize_images(const torch::Tensor& images_u8, const torch::Device& device,
+                               torch::Dtype dtype = torch::kFloat32);
+
+}  // namespace ocl::data

@@ -1,0 +1,72 @@
+// Training checkpoints: one folder per checkpoint holding the encoder in timm names
+// (encoder.safetensors, loadable by timm / MAE code as is), the rest of the training state
+// (trainer.safetensors: the logit scale and AdamW moments; state.json: epoch, step, counters)
+// and the resolved config. Written to a temporary folder, synced and renamed, so a crash
+// mid-write never harms an earlier checkpoint; `checkpoint-last` (a symbolic link) names the
+// newest complete one, and only the newest `keep_last` are kept.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <torch/optim/adamw.h>
+
+#include "ocl/io/safetensors.h"
+#include "ocl/optim/param_groups.h"
+
+namespace ocl::engine {
+
+/// Where a run stands. The randomness of step s is a function of (seed, s) and the data order
+/// of (seed, epoch), so these counters are the whole RNG state.
+struct TrainingState {
+  int64_t epoch = 0;          // the epoch in progress (== epochs completed when step_in_epoch == 0)
+  int64_t step_in_epoch = 0;  // optimiser steps of `epoch` already taken
+  int64_t global_step = 0;    // optimiser steps taken in the run
+  int64_t nonfinite_skips = 0;
+  int64_t world_size = 1;
+  uint64_t seed = 0;
+};
+
+/// What a checkpoint folder holds, read back.
+struct Checkpoint {
+  std::string path;
+  TrainingState state;
+  io::TensorMap encoder;    // timm names
+  io::TensorMap trainer;    // "model.<name>" for non-encoder model tensors, "optim.<param>.*"
+  std::string config_yaml;  // the run's resolved config
+};
+
+/// "checkpoint-0004" after 4 whole epochs; "checkpoint-0004-000120" 120 steps into epoch 4.
+std::string checkpoint_name(const TrainingState& state);
+
+/// Writes a checkpoint folder under `output_dir` (named by checkpoint_name), points
+/// `checkpoint-last` at it, then removes all but the newest `keep_last` checkpoints (never the
+/// one just written) and any temporary folder a killed writer left. Returns its path. Throws
+/// naming the path on any I/O error; what was there before is then untouched.
+std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
+                            const io::TensorMap& encoder, const io::TensorMap& trainer,
+                            const std::string& config_yaml, int64_t keep_last);
+
+/// Reads a checkpoint folder (or the folder a `checkpoint-last` link names). Throws naming the
+/// folder and the file when a part is missing, truncated or inconsistent.
+Checkpoint load_checkpoint(const std::string& path);
+
+/// Deletes every checkpoint folder under `output_dir` and the checkpoint-last link (starting a
+/// run again in the same folder).
+void remove_checkpoints(const std::string& output_dir);
+
+/// The folder `output_dir/checkpoint-last` points to, or "" when there is none.
+std::string latest_checkpoint(const std::string& output_dir);
+
+/// AdamW's per-parameter state as named tensors "optim.<name>.exp_avg", ".exp_avg_sq" and
+/// ".step" (int64 0-d), for the parameters of `groups` (names from ParamGroup::names).
+io::TensorMap adamw_state(const torch::optim::AdamW& optimizer,
+                          const std::vector<optim::ParamGroup>& groups);
+
+/// Restores what adamw_state wrote into `optimizer` (built over the same groups). Throws naming
+/// the parameter when a tensor is missing or has another shape.
+void load_adamw_state(torch::optim::AdamW& optimizer, const std::vector<optim::ParamGroup>& groups,
+                      const io::TensorMap& tensors);
+
+}  // namespace ocl::engine

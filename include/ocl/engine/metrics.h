@@ -1,0 +1,34 @@
+// metrics.jsonl: one JSON object per line, one line per log step and per epoch, the file
+// scripts/plot_metrics.py draws. Appended and flushed line by line, so a killed run keeps every
+// record it wrote.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ocl::engine {
+
+using MetricFields = std::vector<std::pair<std::string, double>>;
+
+class MetricsLog {
+ public:
+  /// Opens `path` for appending. With keep_through_step ≥ 0 (a resumed run), first drops the
+  /// records whose "global_step" is beyond it: the resumed run writes those steps again.
+  explicit MetricsLog(const std::string& path, int64_t keep_through_step = -1);
+  ~MetricsLog();
+  MetricsLog(const MetricsLog&) = delete;
+  MetricsLog& operator=(const MetricsLog&) = delete;
+  /// {"type": type, field: value, ...} with integers printed without a fraction and
+  /// non-finite values as null.
+  void write(const std::string& type, const MetricFields& fields);
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+}  // namespace ocl::engine

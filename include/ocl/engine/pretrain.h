@@ -1,0 +1,107 @@
+// OCL pre-training on one process: the epoch loop of MAE's engine_pretrain.py for OCL's step,
+// with gradient accumulation, warmup + cosine lr, bf16 autocast, gradient clipping, non-finite
+// handling, checkpoints and exact resume, a status line, train.log and metrics.jsonl.
+//
+//   auto config = ocl::io::load_config("configs/quickstart.yaml");
+//   ocl::engine::Pretrainer trainer(config, {});     // builds model, data, optimiser; resumes
+//   auto result = trainer.run();                    // trains to config.train.epochs
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ocl/data/loader.h"
+#include "ocl/engine/checkpoint.h"
+#include "ocl/engine/console.h"
+#include "ocl/engine/metrics.h"
+#include "ocl/io/config.h"
+#include "ocl/optim/param_groups.h"
+#include "ocl/optim/schedule.h"
+#include "ocl/ssl/ocl_model.h"
+
+namespace ocl::engine {
+
+struct PretrainOptions {
+  /// "" (start fresh), "auto" (continue from output_dir/checkpoint-last when there is one) or
+  /// the path of a checkpoint folder.
+  std::string resume;
+  /// Start fresh in an output folder that holds another run's config.
+  bool overwrite = false;
+  /// Set by a signal handler: the current step finishes, a checkpoint is written, run() returns.
+  const std::atomic<int>* stop_requested = nullptr;
+  /// Stop as if signalled once this many optimiser steps of the run are done (0 = never).
+  int64_t stop_after_steps = 0;
+  /// Console sink (status line); nullptr = plain lines on stdout.
+  std::shared_ptr<ConsoleSink> console;
+  /// Called before every optimiser step with the global step and the trainable parameters
+  /// (their .grad() holds the step's gradient, after clipping): tests and debugging.
+  std::function<void(int64_t, const std::vector<torch::Tensor>&)> before_optimizer_step;
+};
+
+struct PretrainResult {
+  TrainingState state;              // where the run stopped
+  bool interrupted = false;         // stopped by a signal (or stop_after_steps) before the end
+  std::string last_checkpoint;      // "" if none was written
+  std::vector<double> step_losses;  // loss of every optimiser step taken by this run() call
+  double knn_top1 = -1;             // the last kNN monitor top-1 (%), −1 if none ran
+};
+
+/// The mask noise of micro-batch `micro` of optimiser step `global_step`: uniform [B, N] from
+/// a generator seeded by (seed, global_step, micro), so a resumed run draws the same masks.
+torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
+                              int64_t num_patches);
+
+class Pretrainer {
+ public:
+  /// Validates the config, prepares the output folder (refusing one that holds a different
+  /// run's config unless resuming or overwriting), builds data, model and optimiser, and loads
+  /// the checkpoint to resume from. Throws with a message naming the problem.
+  Pretrainer(io::Config config, PretrainOptions options);
+  ~Pretrainer();
+
+  /// Trains until config.train.epochs are done or a stop is requested.
+  PretrainResult run();
+
+  const io::Config& config() const { return config_; }
+  const io::DerivedConfig& derived() const { return derived_; }
+  ssl::OCL& model() { return model_; }
+  const TrainingState& state() const { return state_; }
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  std::shared_ptr<spdlog::logger> logger() const { return logger_; }
+
+ private:
+  struct StepStats;
+  bool train_step(StepStats& stats);
+  std::string write_checkpoint();
+  void log_step(const StepStats& stats);
+  double run_knn_monitor();
+
+  io::Config config_;
+  io::DerivedConfig derived_;
+  io::DataConfig data_config_;  // config_.data with the file-list cache folder resolved
+  PretrainOptions options_;
+  std::string config_yaml_;
+  torch::Device device_{torch::kCPU};
+  bool bf16_ = false;
+  std::shared_ptr<ConsoleSink> console_;
+  std::shared_ptr<spdlog::logger> logger_;
+  std::unique_ptr<MetricsLog> metrics_;
+  ssl::OCL model_{nullptr};
+  std::vector<optim::ParamGroup> groups_;
+  std::vector<torch::Tensor> trainable_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  optim::CosineSchedule schedule_;
+  std::shared_ptr<const data::Dataset> train_set_;
+  std::unique_ptr<data::Loader> loader_;
+  int64_t steps_per_epoch_ = 0;
+  TrainingState state_;
+  std::string last_checkpoint_;
+  std::shared_ptr<const data::Dataset> knn_bank_, knn_held_out_;  // kNN monitor, built on first use
+  std::shared_ptr<const data::Transform> knn_transform_;
+};
+
+}  // namespace ocl::engine

@@ -1,0 +1,179 @@
+// Run configuration: one YAML file mapped onto typed structs, with `--set key.path=value`
+// overrides, validation that names the key path and the allowed range, and derived values
+// (effective batch, absolute lr, tokens per group) computed in one place.
+//
+//   auto cfg = ocl::io::load_config("configs/vitb16.yaml", {"optim.blr=1e-4", "train.epochs=10"});
+//   std::cout << ocl::io::to_yaml(cfg);              // the resolved config, loadable again
+//
+// Every key has a default (the struct initialisers below), so a config file names only what it
+// changes. Unknown keys, wrong types and out-of-range values throw ConfigError, whose message
+// starts with the key path ("optim.blr: must be > 0, got -1"); from parse_config/load_config it
+// is led by where the value came from: "configs/x.yaml:7: optim.blr: …" (file and line) or
+// "override 'optim.blr=-1': optim.blr: …".
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace ocl::io {
+
+/// A bad config: the message names the key path (and the file when there is one).
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct ModelConfig {
+  /// A ViT preset (nn::vit_preset names: vit_tiny_patch16 … vit_huge_patch14, vit_s16 …) or
+  /// "custom" (then patch_size, embed_dim, depth, num_heads are required).
+  std::string arch = "vit_base_patch16";
+  int64_t img_size = 224;
+  /// 0 = the preset's value; with "custom" they must be set. embed_dim % num_heads == 0,
+  /// embed_dim % 4 == 0, img_size % patch_size == 0.
+  int64_t patch_size = 0;
+  int64_t embed_dim = 0;
+  int64_t depth = 0;
+  int64_t num_heads = 0;
+  double mlp_ratio = 4.0;          // > 0
+  double drop_path = 0.0;          // [0, 1)
+  bool freeze_patch_embed = true;  // paper §2.1
+};
+
+struct MaskConfig {
+  double ratio = 0.3;  // [0, 1); the model also checks that ≥ 2 tokens stay
+};
+
+struct LossConfig {
+  double kappa = 64.0;        // > 0, finite
+  double temperature = 0.07;  // > 0: initial (or fixed) T
+  bool learnable_temperature = true;
+  double max_logit_scale = 100.0;    // ≥ 1/temperature
+  std::string negatives = "global";  // global | local (same thing in a single process)
+};
+
+struct DataConfig {
+  std::string dataset = "synthetic";  // synthetic | imagefolder | cifar10 | cifar100
+  /// imagefolder: the root holding train/ and val/ (ImageNet layout); cifar: the folder
+  /// holding the binary batches. Unused (may be empty) for synthetic.
+  std::string path;
+  std::string augment = "rrc_flip";  // rrc_flip | none (none: Resize + CenterCrop)
+  double crop_scale_min = 0.2;       // (0, crop_scale_max]
+  double crop_scale_max = 1.0;       // (crop_scale_min, 1]
+  double crop_ratio_min = 0.75;      // (0, crop_ratio_max]
+  double crop_ratio_max = 4.0 / 3.0;
+  std::string interpolation = "bicubic";  // bicubic | bilinear | area | nearest
+  bool hflip = true;                      // with rrc_flip
+  int64_t workers = 4;                    // ≥ 1 decode/augment threads
+  int64_t prefetch = 4;                   // ≥ 1 batches queued ahead
+  /// Share of unreadable images tolerated before the run stops, [0, 1].
+  double max_bad_fraction = 0.01;
+  /// Synthetic data set: images in the train and held-out splits, and classes (≥ 10).
+  int64_t synthetic_train_size = 50000;
+  int64_t synthetic_val_size = 10000;
+  int64_t synthetic_classes = 10;
+  /// Folder of the ImageFolder file-list cache (.ocl-filelist-<split>.txt); empty = data.path
+  /// when it is writable, else ocl_pretrain uses its output folder.
+  std::string cache_dir;
+};
+
+struct OptimConfig {
+  std::string name = "adamw";  // adamw
+  double blr = 1.5e-4;         // > 0: lr = blr · effective_batch / 256
+  double lr = 0.0;             // ≥ 0: absolute lr; > 0 overrides blr
+  double min_lr = 0.0;         // ≥ 0, ≤ lr
+  double weight_decay = 0.05;  // ≥ 0
+  double beta1 = 0.9;          // [0, 1)
+  double beta2 = 0.95;         // [0, 1)
+  // Input also accepts `betas: [beta1, beta2]` (PyTorch's spelling); to_yaml writes beta1, beta2.
+  double eps = 1e-8;          // > 0
+  double warmup_epochs = 40;  // ≥ 0, may be fractional
+  int64_t accum_iter = 1;     // ≥ 1 micro-batches per optimiser step
+  double clip_grad = 0.0;     // ≥ 0, 0 = no clipping (norm is still logged)
+};
+
+struct TrainConfig {
+  int64_t epochs = 800;     // ≥ 1
+  int64_t batch_size = 64;  // ≥ 2 per process and micro-batch
+  /// Cap on optimiser steps per epoch (0 = the whole data set): short runs and tests.
+  int64_t steps_per_epoch = 0;
+  uint64_t seed = 0;
+  std::string output_dir = "runs/default";
+  int64_t save_every = 20;            // ≥ 1 epochs between checkpoints (and always at the end)
+  int64_t keep_last = 2;              // ≥ 1 checkpoints kept
+  std::string device = "auto";        // auto | cpu | cuda | cuda:N
+  std::string precision = "auto";     // auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+  int64_t threads = 0;                // ≥ 0 intra-op threads, 0 = one per core
+  std::string on_nonfinite = "stop";  // stop | skip
+  int64_t max_nonfinite_skips = 10;   // ≥ 0 with skip
+};
+
+struct DistConfig {
+  std::string backend = "auto";  // auto (NCCL on CUDA, Gloo on CPU) | nccl | gloo
+  double timeout_s = 600;        // > 0
+  double bucket_mb = 25;         // > 0
+};
+
+struct EvalConfig {
+  int64_t knn_every = 0;  // ≥ 0 epochs between kNN monitor runs (and one before training), 0 = off
+  int64_t knn_k = 20;     // ≥ 1
+  double knn_t = 0.07;    // > 0
+  int64_t knn_train_size = 10000;  // ≥ 1: train images used as the kNN memory bank (a subset)
+  int64_t knn_val_size = 2000;     // ≥ 1: held-out images scored
+};
+
+struct LogConfig {
+  int64_t every = 20;             // ≥ 1 steps between log lines / metrics records
+  std::string level = "info";     // trace | debug | info | warn | error
+  std::string progress = "auto";  // auto (status line on a terminal) | bar | lines
+};
+
+struct Config {
+  ModelConfig model;
+  MaskConfig mask;
+  LossConfig loss;
+  DataConfig data;
+  OptimConfig optim;
+  TrainConfig train;
+  DistConfig dist;
+  EvalConfig eval;
+  LogConfig log;
+};
+
+/// Values computed from a config and the number of processes (world size).
+struct DerivedConfig {
+  int64_t patch_size = 0, embed_dim = 0, depth = 0, num_heads = 0;  // preset resolved
+  int64_t num_patches = 0;                                          // (img_size / patch_size)²
+  int64_t tokens_per_group = 0;                                     // floor(N(1−r)/2)
+  int64_t effective_batch = 0;  // batch_size · accum_iter · world_size
+  double lr = 0.0;              // optim.lr if > 0, else blr · effective_batch / 256
+};
+
+/// Parses YAML text onto the defaults, applies `overrides` ("a.b=v", v parsed as YAML: so
+/// "optim.blr=1e-4", "data.augment=none", "model.freeze_patch_embed=false",
+/// "optim.betas=[0.9, 0.999]"), in order, then validates. `source` leads messages about the text
+/// (a file path, or "<string>"; "" for none); an error caused by an override names the override.
+/// An empty text is a valid config of defaults.
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
+                    const std::string& source = "<string>");
+/// Reads `path` and calls parse_config; a missing or unreadable file is a ConfigError.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+/// Throws ConfigError for the first invalid value (key path, value, allowed range).
+void validate(const Config& config);
+/// Derived values for `world_size` processes; validates first (ConfigError).
+DerivedConfig derive(const Config& config, int64_t world_size = 1);
+/// The whole config as YAML, every key, in the order above: parse_config(to_yaml(c)) == c.
+std::string to_yaml(const Config& config);
+/// to_yaml plus a commented block of derived values (for --print-config and the run folder).
+std::string to_yaml_with_derived(const Config& config, const DerivedConfig& derived);
+
+/// Field-wise equality (doubles compared with ==): tests, and the check that an output folder
+/// holds this run's config and not another's.
+bool operator==(const Config& a, const Config& b);
+bool operator!=(const Config& a, const Config& b);
+/// The first key path (in to_yaml order) whose values differ, with both values as to_yaml writes
+/// them ("optim.blr: 0.00015 vs 1.0e-04"); empty when a == b.
+std::string config_difference(const Config& a, const Config& b);
+
+}  // namespace ocl::io

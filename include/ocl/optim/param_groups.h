@@ -1,0 +1,57 @@
+// Parameter groups for the optimiser (MAE's `param_groups_weight_decay`): trainable parameters
+// only, no weight decay on 1-D and 0-d tensors (LayerNorm, biases, LayerScale, the logit scale)
+// nor on named tokens (cls_token, pos_embed), each group with an lr multiplier for later
+// schedules such as layer-wise decay.
+#pragma once
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/optim/adamw.h>
+
+namespace ocl::optim {
+
+struct ParamGroup {
+  std::string name;                // "decay" / "no_decay"
+  std::vector<std::string> names;  // parameter names, in the module's order
+  std::vector<torch::Tensor> params;
+  double weight_decay = 0.0;
+  double lr_scale = 1.0;  // the group's lr = schedule lr · lr_scale
+};
+
+/// Splits the trainable parameters (requires_grad) of `module` into a decayed group (tensors
+/// of ≥ 2 dimensions) and an undecayed one (< 2 dimensions, or a name whose last component is in
+/// `no_decay_names`). Frozen parameters are in neither: never updated, never decayed. Empty
+/// groups are dropped.
+std::vector<ParamGroup> weight_decay_groups(const torch::nn::Module& module, double weight_decay,
+                                            const std::set<std::string>& no_decay_names = {
+                                                "cls_token", "pos_embed", "logit_scale"});
+
+struct AdamWSettings {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+};
+
+/// LibTorch's AdamW (decoupled weight decay, as torch.optim.AdamW) over `groups`, each with its
+/// own weight decay. The optimiser's group i is groups[i].
+std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<ParamGroup>& groups,
+                                                const AdamWSettings& settings);
+
+/// Sets group i's lr to lr · groups[i].lr_scale.
+void set_learning_rate(torch::optim::Optimizer& optimizer, const std::vector<ParamGroup>& groups,
+                       double lr);
+
+/// The global L2 norm of the gradients of `params` (undefined gradients count as zero), as
+/// a 0-d float tensor on their device. Computed without a host sync.
+torch::Tensor grad_norm(const std::vector<torch::Tensor>& params);
+
+/// Scales the gradients so that their global norm is at most `max_norm` (torch's
+/// clip_grad_norm_ with its 1e-6 guard), given their current norm; no host sync.
+void clip_grads(const std::vector<torch::Tensor>& params, const torch::Tensor& norm,
+                double max_norm);
+
+}  // namespace ocl::optim

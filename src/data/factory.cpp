@@ -1,0 +1,84 @@
+// The data set and transform a run's DataConfig names, for its train and held-out splits.
+#include "ocl/data/factory.h"
+
+#include <filesystem>
+#include <stdexcept>
+
+#include "ocl/data/cifar.h"
+#include "ocl/data/image_folder.h"
+#include "ocl/data/synthetic.h"
+
+namespace ocl::data {
+namespace fs = std::filesystem;
+
+std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int image_size,
+                                            bool train, uint64_t seed) {
+  if (config.dataset == "synthetic") {
+    SyntheticOptions o;
+    o.size = train ? config.synthetic_train_size : config.synthetic_val_size;
+    o.num_classes = config.synthetic_classes;
+    o.image_size = image_size;
+    o.seed = seed;
+    o.train = train;
+    return std::make_shared<SyntheticDataset>(o);
+  }
+  const bool folder = config.dataset == "imagefolder";
+  if (!folder && config.dataset != "cifar10" && config.dataset != "cifar100") {
+    throw std::invalid_argument(
+        "data.dataset: expected synthetic | imagefolder | cifar10 | "
+        "cifar100, got '" +
+        config.dataset + "'");
+  }
+  if (config.path.empty()) {
+    throw std::runtime_error("data.path: must name the " + config.dataset + " folder");
+  }
+  // The library's messages name the file; this adds which setting pointed there.
+  try {
+    if (folder) {
+      const std::string split = train ? "train" : "val";
+      const fs::path root = fs::path(config.path) / split;
+      std::error_code ec;
+      if (!fs::is_directory(root, ec)) {
+        throw std::runtime_error("no folder " + root.string() +
+                                 " (expected <path>/train/<class>/"
+                                 "<image> and <path>/val/<class>/<image>)");
+      }
+      ImageFolderOptions o;
+      // Beside the split folders, not inside them, so that the cache is not mistaken for data
+      // and one folder holds both splits' lists.
+      const std::string name = ".ocl-filelist-" + split + ".txt";
+      o.cache_path =
+          ((config.cache_dir.empty() ? fs::path(config.path) : fs::path(config.cache_dir)) / name)
+              .string();
+      return std::make_shared<ImageFolderDataset>(root.string(), o);
+    }
+    return std::make_shared<CifarDataset>(
+        config.path, config.dataset == "cifar10" ? CifarVariant::Cifar10 : CifarVariant::Cifar100,
+        train);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("data.path = '" + config.path + "': " + e.what());
+  }
+}
+
+std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, int image_size,
+                                                bool train) {
+  if (config.augment != "rrc_flip" && config.augment != "none") {
+    throw std::invalid_argument("data.augment: expected rrc_flip | none, got '" + config.augment +
+                                "'");
+  }
+  const Interpolation interpolation = parse_interpolation(config.interpolation);
+  if (train && config.augment == "rrc_flip") {
+    RandomResizedCropOptions o;
+    o.size = image_size;
+    o.scale_min = config.crop_scale_min;
+    o.scale_max = config.crop_scale_max;
+    o.ratio_min = config.crop_ratio_min;
+    o.ratio_max = config.crop_ratio_max;
+    o.interpolation = interpolation;
+    o.hflip = config.hflip;
+    return random_resized_crop(o);
+  }
+  return resize_center_crop(image_size, 0, interpolation);
+}
+
+}  // namespace ocl::data

@@ -1,0 +1,434 @@
+// ImageFolder: the torchvision-ordered scan of root/<class>/**/<image>, its on-disk file list
+// cache, and OpenCV decoding of any depth and channel layout to 8-bit RGB.
+#include "ocl/data/image_folder.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <utility>
+
+#include <opencv2/core.hpp>
+#include <opencv2/core/utils/logger.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <sys/stat.h>
+
+namespace ocl::data {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kCacheMagic = "ocl-filelist 1";
+// A directory modified this close to (or after) the scan may change again within the same
+// timestamp tick without its mtime moving (git's "racily clean" entries; FAT's mtime has 2 s
+// resolution): such a cache entry is not trusted.
+constexpr int64_t kRacySlackNs = 2'000'000'000;
+
+struct Stamp {
+  int64_t sec = 0, nsec = 0;
+  bool operator==(const Stamp& o) const { return sec == o.sec && nsec == o.nsec; }
+  int64_t ns() const { return sec * 1'000'000'000 + nsec; }
+};
+
+bool stat_dir(const std::string& path, Stamp* stamp, std::pair<dev_t, ino_t>* id = nullptr) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return false;
+#ifdef __APPLE__
+  *stamp = {static_cast<int64_t>(st.st_mtimespec.tv_sec), st.st_mtimespec.tv_nsec};
+#else
+  *stamp = {static_cast<int64_t>(st.st_mtim.tv_sec), st.st_mtim.tv_nsec};
+#endif
+  if (id) *id = {st.st_dev, st.st_ino};
+  return true;
+}
+
+Stamp now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return {static_cast<int64_t>(ts.tv_sec), ts.tv_nsec};
+}
+
+bool hidden(const std::string& name) { return !name.empty() && name[0] == '.'; }
+
+// Joins root-relative parts with '/'; "" is the root itself.
+std::string join(const std::string& a, const std::string& b) {
+  if (a.empty()) return b;
+  if (b.empty()) return a;
+  return a + "/" + b;
+}
+
+// Non-hidden entries of `dir`: sub-folders and image files (symbolic links followed, as
+// torchvision's os.walk(followlinks=True) and os.path.isfile do).
+void list_dir(const std::string& dir, std::vector<std::string>* dirs,
+              std::vector<std::string>* images) {
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (hidden(name)) continue;
+    std::error_code type_ec;
+    if (it->is_directory(type_ec)) {
+      if (dirs) dirs->push_back(name);
+    } else if (images && it->is_regular_file(type_ec) && has_image_extension(name)) {
+      images->push_back(name);
+    }
+  }
+  if (dirs) std::sort(dirs->begin(), dirs->end());
+  if (images) std::sort(images->begin(), images->end());
+}
+
+struct DirStamp {
+  std::string rel;  // root-relative
+  Stamp mtime;
+};
+
+struct Scan {
+  std::vector<std::string> root_dirs;  // every non-hidden sub-folder of root, sorted
+  std::vector<DirStamp> dirs;          // every folder under them, the class folders included
+  std::vector<std::string> classes;    // the sub-folders holding at least one image
+  std::vector<std::vector<std::string>> files;  // root-relative, per class
+};
+
+// torchvision's make_dataset order: folders in sorted path order (sorted(os.walk(...))), the
+// files of each folder sorted by name.
+void scan_class(const std::string& root, const std::string& name, Scan* scan) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> folders;
+  std::set<std::pair<dev_t, ino_t>> visited;  // a symlink cycle is walked once
+  std::vector<std::string> pending{name};
+  while (!pending.empty()) {
+    const std::string rel = pending.back();
+    pending.pop_back();
+    DirStamp stamp{rel, {}};
+    std::pair<dev_t, ino_t> id;
+    if (!stat_dir(join(root, rel), &stamp.mtime, &id) || !visited.insert(id).second) continue;
+    scan->dirs.push_back(stamp);
+    std::vector<std::string> subdirs, images;
+    list_dir(join(root, rel), &subdirs, &images);
+    for (const auto& d : subdirs) pending.push_back(join(rel, d));
+    for (auto& f : images) f = join(rel, f);
+    folders.emplace_back(rel, std::move(images));
+  }
+  std::sort(folders.begin(), folders.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<std::string> files;
+  for (auto& f : folders) files.insert(files.end(), f.second.begin(), f.second.end());
+  if (files.empty()) return;
+  scan->classes.push_back(name);
+  scan->files.push_back(std::move(files));
+}
+
+bool has_line_break(const std::string& s) { return s.find_first_of("\r\n") != std::string::npos; }
+
+// The cache, a text file:
+//   ocl-filelist 1 / root <root> / scanned <sec> <nsec>
+//   subdirs <n>, then n names / dirs <n>, then n lines "<sec> <nsec> <rel>"
+//   classes <n>, then per class "class <count> <name>" and <count> root-relative paths
+void write_cache(const std::string& path, const std::string& root, const Stamp& scanned,
+                 const Scan& scan) {
+  std::vector<const std::string*> names;
+  for (const auto& d : scan.root_dirs) names.push_back(&d);
+  for (const auto& d : scan.dirs) names.push_back(&d.rel);
+  for (const auto& c : scan.files)
+    for (const auto& f : c) names.push_back(&f);
+  if (has_line_break(root) || std::any_of(names.begin(), names.end(), [](const std::string* s) {
+        return has_line_break(*s);
+      })) {
+    return;  // a line-based file cannot hold such names: go without a cache
+  }
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp =
+      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) return;  // an unwritable location just means no cache
+    out << kCacheMagic << "\nroot " << root << "\nscanned " << scanned.sec << " " << scanned.nsec
+        << "\nsubdirs " << scan.root_dirs.size() << "\n";
+    for (const auto& d : scan.root_dirs) out << d << "\n";
+    out << "dirs " << scan.dirs.size() << "\n";
+    for (const auto& d : scan.dirs)
+      out << d.mtime.sec << " " << d.mtime.nsec << " " << d.rel << "\n";
+    out << "classes " << scan.classes.size() << "\n";
+    for (size_t c = 0; c < scan.classes.size(); ++c) {
+      out << "class " << scan.files[c].size() << " " << scan.classes[c] << "\n";
+      for (const auto& f : scan.files[c]) out << f << "\n";
+    }
+    out.flush();
+    if (!out) {
+      out.close();
+      std::remove(tmp.c_str());
+      return;
+    }
+  }
+  // rename() replaces the old cache atomically: a reader sees the old or the new file, whole.
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) std::remove(tmp.c_str());
+}
+
+// Reads a cache and checks it against the tree; std::nullopt (rebuild) on any mismatch.
+std::optional<Scan> read_cache(const std::string& path, const std::string& root) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return std::nullopt;
+  std::string line;
+  auto next = [&](const std::string& prefix, std::string* rest) {
+    if (!std::getline(in, line) || line.compare(0, prefix.size(), prefix) != 0) return false;
+    *rest = line.substr(prefix.size());
+    return true;
+  };
+  auto count = [&](const std::string& prefix, size_t* n) {
+    std::string rest;
+    if (!next(prefix, &rest)) return false;
+    try {
+      *n = static_cast<size_t>(std::stoull(rest));
+    } catch (const std::exception&) {
+      return false;
+    }
+    return true;
+  };
+  std::string rest;
+  if (!std::getline(in, line) || line != kCacheMagic || !next("root ", &rest) || rest != root ||
+      !next("scanned ", &rest)) {
+    return std::nullopt;
+  }
+  Stamp scanned;
+  {
+    std::istringstream s(rest);
+    if (!(s >> scanned.sec >> scanned.nsec)) return std::nullopt;
+  }
+  Scan scan;
+  size_t n = 0;
+  if (!count("subdirs ", &n)) return std::nullopt;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::getline(in, line)) return std::nullopt;
+    scan.root_dirs.push_back(line);
+  }
+  // A class folder added, removed or renamed changes root's listing.
+  std::vector<std::string> current;
+  list_dir(root, &current, nullptr);
+  if (current != scan.root_dirs) return std::nullopt;
+  if (!count("dirs ", &n)) return std::nullopt;
+  for (size_t i = 0; i < n; ++i) {
+    DirStamp d;
+    if (!std::getline(in, line)) return std::nullopt;
+    std::istringstream s(line);
+    if (!(s >> d.mtime.sec >> d.mtime.nsec) || s.get() != ' ') return std::nullopt;
+    std::getline(s, d.rel);
+    Stamp actual;
+    if (d.mtime.ns() >= scanned.ns() - kRacySlackNs || !stat_dir(join(root, d.rel), &actual) ||
+        !(actual == d.mtime)) {
+      return std::nullopt;
+    }
+    scan.dirs.push_back(std::move(d));
+  }
+  if (!count("classes ", &n)) return std::nullopt;
+  for (size_t c = 0; c < n; ++c) {
+    if (!next("class ", &rest)) return std::nullopt;
+    const size_t space = rest.find(' ');
+    if (space == std::string::npos) return std::nullopt;
+    size_t files = 0;
+    try {
+      files = static_cast<size_t>(std::stoull(rest.substr(0, space)));
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+    scan.classes.push_back(rest.substr(space + 1));
+    scan.files.emplace_back();
+    for (size_t i = 0; i < files; ++i) {
+      if (!std::getline(in, line)) return std::nullopt;
+      scan.files.back().push_back(line);
+    }
+  }
+  if (scan.classes.empty()) return std::nullopt;
+  return scan;
+}
+
+std::string strerror_string(int err) { return std::strerror(err); }
+
+// Whole-file read with POSIX calls: a missing, unreadable or shrinking file is a reason string,
+// never an exception.
+bool read_file(const std::string& path, std::vector<uint8_t>* data, std::string* reason) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *reason = "cannot open: " + strerror_string(errno);
+    return false;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    *reason = "cannot stat: " + strerror_string(errno);
+    ::close(fd);
+    return false;
+  }
+  data->resize(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < data->size()) {
+    const ssize_t r = ::read(fd, data->data() + got, data->size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      *reason = "read error: " + strerror_string(errno);
+      ::close(fd);
+      return false;
+    }
+    if (r == 0) break;  // truncated while reading: decode what arrived
+    got += static_cast<size_t>(r);
+  }
+  data->resize(got);
+  ::close(fd);
+  return true;
+}
+
+std::optional<Image> fail(std::string* reason, const std::string& why) {
+  if (reason) *reason = why;
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool has_image_extension(const std::string& filename) {
+  const auto dot = filename.rfind('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = filename.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static const char* const kExtensions[] = {"jpg", "jpeg", "png", "webp", "bmp",
+                                            "tif", "tiff", "ppm", "pgm"};
+  return std::any_of(std::begin(kExtensions), std::end(kExtensions),
+                     [&](const char* e) { return ext == e; });
+}
+
+std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason) {
+  // OpenCV also warns on stderr about undecodable input, which the reason string already
+  // carries to the loader's report: its default log level (info/warning) drops to errors once;
+  // a level someone chose (debug, silent) stays.
+  static std::once_flag quiet;
+  std::call_once(quiet, [] {
+    namespace logging = cv::utils::logging;
+    const auto level = logging::getLogLevel();
+    if (level == logging::LOG_LEVEL_INFO || level == logging::LOG_LEVEL_WARNING) {
+      logging::setLogLevel(logging::LOG_LEVEL_ERROR);
+    }
+  });
+  if (size == 0) return fail(reason, "empty file");
+  if (size > static_cast<size_t>(INT_MAX)) return fail(reason, "file larger than 2 GiB");
+  cv::Mat decoded;
+  try {
+    // IMREAD_UNCHANGED keeps depth and alpha for the explicit conversions below, and ignores
+    // EXIF orientation as PIL's Image.open does (torchvision's loader).
+    decoded = cv::imdecode(cv::Mat(1, static_cast<int>(size), CV_8U, const_cast<uint8_t*>(data)),
+                           cv::IMREAD_UNCHANGED);
+  } catch (const cv::Exception& e) {
+    return fail(reason, std::string("decoder error: ") + e.what());
+  }
+  if (decoded.empty())
+    return fail(reason, "not a decodable image (unknown format or corrupt data)");
+  if (decoded.depth() != CV_8U) {
+    // 16-bit: 65535 → 255 (PIL's convert("RGB") clips 16-bit values instead); float: [0, 1].
+    const double scale = decoded.depth() == CV_16U                                ? 1.0 / 257.0
+                         : decoded.depth() == CV_32F || decoded.depth() == CV_64F ? 255.0
+                                                                                  : 1.0;
+    cv::Mat converted;
+    decoded.convertTo(converted, CV_8U, scale);
+    decoded = converted;
+  }
+  Image out;
+  out.height = decoded.rows;
+  out.width = decoded.cols;
+  out.pixels.resize(static_cast<size_t>(out.height) * out.width * 3);
+  cv::Mat rgb(out.height, out.width, CV_8UC3, out.pixels.data());
+  switch (decoded.channels()) {
+    case 1:
+      cv::cvtColor(decoded, rgb, cv::COLOR_GRAY2RGB);
+      break;
+    case 2: {  // grey + alpha
+      cv::Mat grey;
+      cv::extractChannel(decoded, grey, 0);
+      cv::cvtColor(grey, rgb, cv::COLOR_GRAY2RGB);
+      break;
+    }
+    case 3:  // OpenCV decodes to BGR (CMYK JPEGs included: libjpeg's output is converted)
+      cv::cvtColor(decoded, rgb, cv::COLOR_BGR2RGB);
+      break;
+    case 4:  // alpha dropped, as PIL's RGBA → RGB conversion does
+      cv::cvtColor(decoded, rgb, cv::COLOR_BGRA2RGB);
+      break;
+    default:
+      return fail(reason, "unsupported channel count " + std::to_string(decoded.channels()));
+  }
+  if (rgb.data != out.pixels.data()) return fail(reason, "internal: colour conversion reallocated");
+  return out;
+}
+
+ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolderOptions& options) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    throw std::runtime_error("ImageFolder: '" + root + "' is not a folder");
+  }
+  root_ = fs::absolute(root, ec).lexically_normal().string();
+  if (ec) root_ = root;
+  while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
+  const std::string cache =
+      options.cache_path.empty() ? join(root_, ".ocl-filelist.txt") : options.cache_path;
+
+  std::optional<Scan> scan;
+  if (options.use_cache) scan = read_cache(cache, root_);
+  from_cache_ = scan.has_value();
+  if (!scan) {
+    const Stamp started = now();
+    scan.emplace();
+    list_dir(root_, &scan->root_dirs, nullptr);
+    for (const auto& name : scan->root_dirs) scan_class(root_, name, &*scan);
+    if (scan->classes.empty()) {
+      throw std::runtime_error("ImageFolder: no class folder with an image under '" + root_ +
+                               "' (expected <root>/<class>/<image>)");
+    }
+    if (options.use_cache) write_cache(cache, root_, started, *scan);
+  }
+  classes_ = std::move(scan->classes);
+  for (size_t c = 0; c < scan->files.size(); ++c) {
+    for (auto& f : scan->files[c]) {
+      files_.push_back(std::move(f));
+      labels_.push_back(static_cast<int32_t>(c));
+    }
+  }
+}
+
+const std::string& ImageFolderDataset::file(int64_t index) const {
+  if (index < 0 || index >= size()) {
+    throw std::out_of_range("ImageFolder: index " + std::to_string(index) + " out of range [0, " +
+                            std::to_string(size()) + ")");
+  }
+  return files_[static_cast<size_t>(index)];
+}
+
+int64_t ImageFolderDataset::label(int64_t index) const {
+  file(index);
+  return labels_[static_cast<size_t>(index)];
+}
+
+std::optional<Image> ImageFolderDataset::load(int64_t index, BadSample* error) const {
+  const std::string path = join(root_, file(index));
+  std::vector<uint8_t> bytes;
+  std::string reason;
+  std::optional<Image> image;
+  if (read_file(path, &bytes, &reason)) image = decode_image(bytes.data(), bytes.size(), &reason);
+  if (!image && error) *error = BadSample{index, path, reason};
+  return image;
+}
+
+std::string ImageFolderDataset::describe() const {
+  std::ostringstream s;
+  s << "imagefolder: " << root_ << ", " << files_.size() << " images, " << classes_.size()
+    << " classes" << (from_cache_ ? " (file list from cache)" : "");
+  return s.str();
+}
+
+}  // namespace ocl::data

@@ -1,0 +1,276 @@
+// RandomResizedCrop + flip and Resize + CenterCrop on 8-bit RGB images with OpenCV, matching
+// torchvision's geometry and rounding, and the per-batch normalisation on the device.
+#include "ocl/data/transforms.h"
+
+#include <algorithm>
+#include <cmath>
+#include <sstream>
+#include <stdexcept>
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgproc.hpp>
+#include <torch/torch.h>
+
+namespace ocl::data {
+namespace {
+
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Python's round(): half to even (the current rounding mode, FE_TONEAREST by default).
+int py_round(double x) { return static_cast<int>(std::nearbyint(x)); }
+
+int cv_flag(Interpolation interpolation) {
+  switch (interpolation) {
+    case Interpolation::Nearest:
+      return cv::INTER_NEAREST;
+    case Interpolation::Bilinear:
+      return cv::INTER_LINEAR;
+    case Interpolation::Bicubic:
+      return cv::INTER_CUBIC;
+    case Interpolation::Area:
+      return cv::INTER_AREA;
+  }
+  return cv::INTER_LINEAR;
+}
+
+const char* name_of(Interpolation interpolation) {
+  switch (interpolation) {
+    case Interpolation::Nearest:
+      return "nearest";
+    case Interpolation::Bilinear:
+      return "bilinear";
+    case Interpolation::Bicubic:
+      return "bicubic";
+    case Interpolation::Area:
+      return "area";
+  }
+  return "?";
+}
+
+// A read-only view of an Image's pixels (no copy; cv::Mat wants a non-const pointer).
+cv::Mat view(const Image& image) {
+  if (image.height <= 0 || image.width <= 0 ||
+      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3) {
+    std::ostringstream msg;
+    msg << "transform: image of " << image.height << "x" << image.width << " holds "
+        << image.pixels.size() << " bytes, expected height*width*3";
+    throw std::invalid_argument(msg.str());
+  }
+  return cv::Mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.pixels.data()));
+}
+
+// Resizes `src` into `out` (allocated here, written in place through a cv::Mat header).
+// torchvision resizes with antialiasing (PIL always, tensors since 0.17), while OpenCV's linear
+// and cubic kernels only sample the source: beyond a 2x shrink that aliases. A box (INTER_AREA)
+// pre-shrink to twice the target keeps the final kernel within its support. cv::resize
+// saturates to uint8, which clips bicubic overshoot as PIL does.
+void resize_into(const cv::Mat& src, int height, int width, Interpolation interpolation,
+                 Image& out) {
+  out.height = height;
+  out.width = width;
+  out.pixels.resize(static_cast<size_t>(height) * width * 3);
+  cv::Mat dst(height, width, CV_8UC3, out.pixels.data());
+  const bool kernel =
+      interpolation == Interpolation::Bilinear || interpolation == Interpolation::Bicubic;
+  if (kernel && (src.cols > 2 * width || src.rows > 2 * height)) {
+    cv::Mat half;
+    cv::resize(src, half, cv::Size(std::min(src.cols, 2 * width), std::min(src.rows, 2 * height)),
+               0, 0, cv::INTER_AREA);
+    cv::resize(half, dst, dst.size(), 0, 0, cv_flag(interpolation));
+  } else {
+    cv::resize(src, dst, dst.size(), 0, 0, cv_flag(interpolation));
+  }
+}
+
+void flip_horizontally(Image& image) {
+  for (int y = 0; y < image.height; ++y) {
+    uint8_t* row = image.pixels.data() + static_cast<size_t>(y) * image.width * 3;
+    for (int l = 0, r = image.width - 1; l < r; ++l, --r) {
+      std::swap(row[3 * l], row[3 * r]);
+      std::swap(row[3 * l + 1], row[3 * r + 1]);
+      std::swap(row[3 * l + 2], row[3 * r + 2]);
+    }
+  }
+}
+
+struct Crop {
+  int top, left, height, width;
+};
+
+// torchvision.transforms.RandomResizedCrop.get_params, draw for draw.
+Crop rrc_params(int height, int width, const RandomResizedCropOptions& o, SampleRng& rng) {
+  const double area = static_cast<double>(height) * width;
+  const double log_lo = std::log(o.ratio_min), log_hi = std::log(o.ratio_max);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = area * rng.uniform(o.scale_min, o.scale_max);
+    const double aspect = std::exp(rng.uniform(log_lo, log_hi));
+    const int w = py_round(std::sqrt(target_area * aspect));
+    const int h = py_round(std::sqrt(target_area / aspect));
+    if (0 < w && w <= width && 0 < h && h <= height) {
+      const int top = static_cast<int>(rng.between(0, height - h));
+      const int left = static_cast<int>(rng.between(0, width - w));
+      return {top, left, h, w};
+    }
+  }
+  // Fallback: the whole image, cropped centrally to the nearest allowed aspect ratio.
+  const double in_ratio = static_cast<double>(width) / height;
+  int w = width, h = height;
+  if (in_ratio < std::min(o.ratio_min, o.ratio_max)) {
+    h = py_round(w / std::min(o.ratio_min, o.ratio_max));
+  } else if (in_ratio > std::max(o.ratio_min, o.ratio_max)) {
+    w = py_round(h * std::max(o.ratio_min, o.ratio_max));
+  }
+  h = std::clamp(h, 1, height);
+  w = std::clamp(w, 1, width);
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+class RandomResizedCrop : public Transform {
+ public:
+  explicit RandomResizedCrop(const RandomResizedCropOptions& o) : o_(o) {
+    if (o.size < 1 || !(o.scale_min > 0) || !(o.scale_min <= o.scale_max) || !(o.ratio_min > 0) ||
+        !(o.ratio_min <= o.ratio_max)) {
+      std::ostringstream msg;
+      msg << "random_resized_crop: needs size >= 1, 0 < scale_min <= scale_max and "
+             "0 < ratio_min <= ratio_max, got size "
+          << o.size << ", scale [" << o.scale_min << ", " << o.scale_max << "], ratio ["
+          << o.ratio_min << ", " << o.ratio_max << "]";
+      throw std::invalid_argument(msg.str());
+    }
+  }
+
+  Image apply(const Image& image, uint64_t seed) const override {
+    const cv::Mat src = view(image);
+    SampleRng rng(seed);
+    const Crop c = rrc_params(image.height, image.width, o_, rng);
+    Image out;
+    resize_into(src(cv::Rect(c.left, c.top, c.width, c.height)), o_.size, o_.size, o_.interpolation,
+                out);
+    // RandomHorizontalFlip draws after the crop, as in Compose([RandomResizedCrop, Flip]).
+    if (o_.hflip && rng.uniform() < 0.5) flip_horizontally(out);
+    return out;
+  }
+  int output_height() const override { return o_.size; }
+  int output_width() const override { return o_.size; }
+  std::string describe() const override {
+    std::ostringstream s;
+    s << "RandomResizedCrop(" << o_.size << ", scale=(" << o_.scale_min << ", " << o_.scale_max
+      << "), ratio=(" << o_.ratio_min << ", " << o_.ratio_max << "), " << name_of(o_.interpolation)
+      << ")" << (o_.hflip ? " + RandomHorizontalFlip(0.5)" : "");
+    return s.str();
+  }
+
+ private:
+  RandomResizedCropOptions o_;
+};
+
+class ResizeCenterCrop : public Transform {
+ public:
+  ResizeCenterCrop(int size, int resize, Interpolation interpolation)
+      : size_(size), resize_(resize), interpolation_(interpolation) {
+    if (size < 1 || resize < 0) {
+      throw std::invalid_argument("resize_center_crop: needs size >= 1 and resize >= 0, got " +
+                                  std::to_string(size) + " and " + std::to_string(resize));
+    }
+    if (resize_ == 0) resize_ = static_cast<int>(std::lround(size * 256.0 / 224.0));
+  }
+
+  Image apply(const Image& image, uint64_t) const override {
+    const cv::Mat src = view(image);
+    // torchvision's Resize(int): the shorter side becomes `resize`, the longer one
+    // int(resize · long / short), truncated.
+    const bool portrait = image.height > image.width;
+    const int short_side = portrait ? image.width : image.height;
+    const int long_side = portrait ? image.height : image.width;
+    const int new_long = static_cast<int>(static_cast<int64_t>(resize_) * long_side / short_side);
+    const int rh = portrait ? new_long : resize_, rw = portrait ? resize_ : new_long;
+    Image resized;
+    resize_into(src, rh, rw, interpolation_, resized);
+    // CenterCrop: offsets int(round((in − out) / 2)); a side shorter than the crop is padded
+    // with zeros, (out − in) // 2 before it, as torchvision pads.
+    auto offset = [](int in, int out) {
+      return in >= out ? py_round((in - out) / 2.0) : -((out - in) / 2);
+    };
+    const int top = offset(rh, size_), left = offset(rw, size_);
+    Image out;
+    out.height = out.width = size_;
+    out.pixels.assign(static_cast<size_t>(size_) * size_ * 3, 0);
+    const int x0 = std::max(0, -left), x1 = std::min(size_, rw - left);
+    for (int y = 0; y < size_; ++y) {
+      const int sy = y + top;
+      if (sy < 0 || sy >= rh || x1 <= x0) continue;
+      std::copy_n(resized.pixels.data() + (static_cast<size_t>(sy) * rw + x0 + left) * 3,
+                  static_cast<size_t>(x1 - x0) * 3,
+                  out.pixels.data() + (static_cast<size_t>(y) * size_ + x0) * 3);
+    }
+    return out;
+  }
+  int output_height() const override { return size_; }
+  int output_width() const override { return size_; }
+  std::string describe() const override {
+    std::ostringstream s;
+    s << "Resize(" << resize_ << ", " << name_of(interpolation_) << ") + CenterCrop(" << size_
+      << ")";
+    return s.str();
+  }
+
+ private:
+  int size_, resize_;
+  Interpolation interpolation_;
+};
+
+}  // namespace
+
+Interpolation parse_interpolation(const std::string& name) {
+  if (name == "nearest") return Interpolation::Nearest;
+  if (name == "bilinear") return Interpolation::Bilinear;
+  if (name == "bicubic") return Interpolation::Bicubic;
+  if (name == "area") return Interpolation::Area;
+  throw std::invalid_argument("interpolation: expected nearest | bilinear | bicubic | area, got '" +
+                              name + "'");
+}
+
+uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index) {
+  // A splitmix64 chain: each input passes through a full avalanche before the next is mixed
+  // in, so neighbouring (epoch, index) pairs give unrelated streams.
+  uint64_t h = mix64(seed ^ 0x6f636c2d64617461ULL);  // "ocl-data"
+  h = mix64(h ^ static_cast<uint64_t>(epoch));
+  return mix64(h ^ static_cast<uint64_t>(index));
+}
+
+std::shared_ptr<const Transform> random_resized_crop(const RandomResizedCropOptions& options) {
+  return std::make_shared<RandomResizedCrop>(options);
+}
+
+std::shared_ptr<const Transform> resize_center_crop(int size, int resize,
+                                                    Interpolation interpolation) {
+  return std::make_shared<ResizeCenterCrop>(size, resize, interpolation);
+}
+
+torch::Tensor normalize_images(const torch::Tensor& images_u8, const torch::Device& device,
+                               torch::Dtype dtype) {
+  TORCH_CHECK(
+      images_u8.dim() == 4 && images_u8.size(1) == 3 && images_u8.scalar_type() == torch::kUInt8,
+      "normalize_images: expected uint8 [B, 3, H, W], got ", images_u8.scalar_type(), " ",
+      images_u8.sizes());
+  // Pinned host memory lets the uint8 copy overlap with the previous step's kernels.
+  auto x = images_u8.to(device, /*non_blocking=*/images_u8.is_pinned());
+  // The arithmetic runs in fp32 (fp64 if asked) and rounds once into a narrower dtype.
+  const auto math = dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  auto opts = torch::TensorOptions().dtype(math).device(device);
+  auto mean = torch::tensor({kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]}, torch::kFloat64)
+                  .to(opts)
+                  .view({1, 3, 1, 1});
+  auto stdev = torch::tensor({kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]}, torch::kFloat64)
+                   .to(opts)
+                   .view({1, 3, 1, 1});
+  auto y = x.to(math).div_(255.0).sub_(mean).div_(stdev);
+  return y.scalar_type() == dtype ? y : y.to(dtype);
+}
+
+}  // namespace ocl::data

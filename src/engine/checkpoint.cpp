@@ -1,0 +1,326 @@
+// Checkpoint folders: atomic writes, the checkpoint-last link, pruning, and AdamW state as named
+// tensors (see include/ocl/engine/checkpoint.h).
+#include "ocl/engine/checkpoint.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <system_error>
+
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+#include <torch/torch.h>
+
+#include "ocl/compat.h"
+
+namespace ocl::engine {
+namespace {
+
+using json = nlohmann::json;
+constexpr int kStateVersion = 1;
+constexpr const char* kLastLink = "checkpoint-last";
+constexpr const char* kPrefix = "checkpoint-";
+
+std::string os_error() { return std::generic_category().message(errno); }
+
+std::string join(const std::string& dir, const std::string& name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Writes `text` to `path` and fsyncs it (the folder is renamed into place afterwards, so the
+// file itself need not be atomic).
+void write_synced(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  TORCH_CHECK(fd >= 0, "checkpoint: cannot create '", path, "': ", os_error());
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string err = os_error();
+      ::close(fd);
+      TORCH_CHECK(false, "checkpoint: writing '", path, "' failed: ", err);
+    }
+    done += static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0;
+  const std::string err = synced ? "" : os_error();
+  TORCH_CHECK(::close(fd) == 0 && synced, "checkpoint: syncing '", path, "' failed: ", err);
+}
+
+void sync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in, "checkpoint: cannot read '", path, "': ", os_error());
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void remove_tree(const std::string& path) {
+  DIR* dir = ::opendir(path.c_str());
+  if (dir != nullptr) {
+    while (const dirent* e = ::readdir(dir)) {
+      const std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      const std::string child = join(path, name);
+      struct stat st {};
+      if (::lstat(child.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+        remove_tree(child);
+      } else {
+        ::unlink(child.c_str());
+      }
+    }
+    ::closedir(dir);
+  }
+  ::rmdir(path.c_str());
+}
+
+// Removes `path` whatever it is; a symbolic link is unlinked, never followed.
+void remove_entry(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    remove_tree(path);
+  } else {
+    ::unlink(path.c_str());
+  }
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return names;
+  while (const dirent* e = ::readdir(dir)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// "checkpoint-0004" → (4, 0); "checkpoint-0004-000120" → (4, 120); anything else → false.
+bool parse_name(const std::string& name, std::pair<int64_t, int64_t>* order) {
+  if (name.rfind(kPrefix, 0) != 0 || name == kLastLink) return false;
+  const std::string rest = name.substr(std::strlen(kPrefix));
+  long long epoch = 0, step = 0;
+  int used = 0;
+  if (std::sscanf(rest.c_str(), "%lld-%lld%n", &epoch, &step, &used) == 2 &&
+      used == static_cast<int>(rest.size())) {
+    *order = {epoch, step};
+    return true;
+  }
+  if (std::sscanf(rest.c_str(), "%lld%n", &epoch, &used) == 1 &&
+      used == static_cast<int>(rest.size())) {
+    *order = {epoch, 0};
+    return true;
+  }
+  return false;
+}
+
+std::string link_target(const std::string& link) {
+  char buf[4096];
+  const ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
+  if (n <= 0) return "";
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+std::string checkpoint_name(const TrainingState& state) {
+  char buf[64];
+  if (state.step_in_epoch == 0) {
+    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld", static_cast<long long>(state.epoch));
+  } else {
+    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld-%06lld", static_cast<long long>(state.epoch),
+                  static_cast<long long>(state.step_in_epoch));
+  }
+  return buf;
+}
+
+std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
+                            const io::TensorMap& encoder, const io::TensorMap& trainer,
+                            const std::string& config_yaml, int64_t keep_last) {
+  TORCH_CHECK(keep_last >= 1, "checkpoint: keep_last must be >= 1, got ", keep_last);
+  TORCH_CHECK(is_dir(output_dir), "checkpoint: output folder '", output_dir, "' does not exist");
+  const std::string name = checkpoint_name(state);
+  const std::string final_path = join(output_dir, name);
+  const std::string tmp = final_path + ".tmp-" + std::to_string(::getpid());
+  remove_tree(tmp);
+  TORCH_CHECK(::mkdir(tmp.c_str(), 0777) == 0, "checkpoint: cannot create '", tmp,
+              "': ", os_error());
+  try {
+    io::write_safetensors(join(tmp, "encoder.safetensors"), encoder,
+                          {{"format", "pt"}, {"ocl", "encoder in timm VisionTransformer names"}});
+    io::write_safetensors(join(tmp, "trainer.safetensors"), trainer, {{"format", "pt"}});
+    json j = {{"format_version", kStateVersion},
+              {"epoch", state.epoch},
+              {"step_in_epoch", state.step_in_epoch},
+              {"global_step", state.global_step},
+              {"nonfinite_skips", state.nonfinite_skips},
+              {"world_size", state.world_size},
+              {"seed", state.seed},
+              {"torch_version", compat::torch_version()}};
+    write_synced(join(tmp, "state.json"), j.dump(2) + "\n");
+    write_synced(join(tmp, "config.yaml"), config_yaml);
+    sync_dir(tmp);
+    if (is_dir(final_path)) {
+      // A checkpoint of the same name (a step redone after a resume) is replaced by swapping
+      // the two folders in one atomic step, so checkpoint-last never names a missing folder.
+      TORCH_CHECK(
+          ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) == 0,
+          "checkpoint: cannot replace '", final_path, "': ", os_error());
+      remove_tree(tmp);  // now the old checkpoint
+    } else {
+      TORCH_CHECK(::rename(tmp.c_str(), final_path.c_str()) == 0, "checkpoint: cannot rename '",
+                  tmp, "' to '", final_path, "': ", os_error());
+    }
+  } catch (...) {
+    remove_tree(tmp);
+    throw;
+  }
+  // checkpoint-last: a new relative link renamed over the old one (atomic).
+  const std::string link = join(output_dir, kLastLink);
+  const std::string link_tmp = link + ".tmp-" + std::to_string(::getpid());
+  ::unlink(link_tmp.c_str());
+  TORCH_CHECK(::symlink(name.c_str(), link_tmp.c_str()) == 0, "checkpoint: cannot create link '",
+              link_tmp, "': ", os_error());
+  TORCH_CHECK(::rename(link_tmp.c_str(), link.c_str()) == 0, "checkpoint: cannot update '", link,
+              "': ", os_error());
+  sync_dir(output_dir);
+
+  // Prune: complete checkpoints beyond the newest keep_last, and leftovers of killed writers.
+  std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> complete;
+  for (const auto& entry : list_dir(output_dir)) {
+    std::pair<int64_t, int64_t> order;
+    if (parse_name(entry, &order)) {
+      complete.emplace_back(order, entry);
+    } else if (entry.rfind(kPrefix, 0) == 0 && entry.find(".tmp-") != std::string::npos) {
+      remove_entry(join(output_dir, entry));
+    }
+  }
+  std::sort(complete.begin(), complete.end());
+  const auto excess = static_cast<int64_t>(complete.size()) - keep_last;
+  for (int64_t i = 0; i < excess; ++i) {
+    if (complete[i].second != name) remove_tree(join(output_dir, complete[i].second));
+  }
+  return final_path;
+}
+
+void remove_checkpoints(const std::string& output_dir) {
+  ::unlink(join(output_dir, kLastLink).c_str());
+  for (const auto& entry : list_dir(output_dir)) {
+    if (entry.rfind(kPrefix, 0) == 0) remove_entry(join(output_dir, entry));
+  }
+}
+
+std::string latest_checkpoint(const std::string& output_dir) {
+  const std::string link = join(output_dir, kLastLink);
+  const std::string target = link_target(link);
+  if (target.empty()) return "";
+  return target[0] == '/' ? target : join(output_dir, target);
+}
+
+Checkpoint load_checkpoint(const std::string& path_in) {
+  std::string path = path_in;
+  while (!path.empty() && path.size() > 1 && path.back() == '/') path.pop_back();
+  // A link (checkpoint-last) is read as the folder it names, so that messages name that.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    const std::string target = link_target(path);
+    const auto slash = path.find_last_of('/');
+    const std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
+    path = target.empty() || target[0] == '/' || parent.empty() ? target : join(parent, target);
+  }
+  TORCH_CHECK(is_dir(path), "checkpoint: '", path_in, "' is not a checkpoint folder");
+  Checkpoint c;
+  c.path = path;
+  const std::string state_path = join(path, "state.json");
+  json j;
+  try {
+    j = json::parse(read_text(state_path));
+    TORCH_CHECK(j.at("format_version").get<int>() == kStateVersion, "checkpoint: '", state_path,
+                "' has format_version ", j.at("format_version").dump(), ", expected ",
+                kStateVersion);
+    c.state.epoch = j.at("epoch").get<int64_t>();
+    c.state.step_in_epoch = j.at("step_in_epoch").get<int64_t>();
+    c.state.global_step = j.at("global_step").get<int64_t>();
+    c.state.nonfinite_skips = j.at("nonfinite_skips").get<int64_t>();
+    c.state.world_size = j.at("world_size").get<int64_t>();
+    c.state.seed = j.at("seed").get<uint64_t>();
+  } catch (const json::exception& e) {
+    TORCH_CHECK(false, "checkpoint: '", state_path, "' is damaged: ", e.what());
+  }
+  TORCH_CHECK(c.state.epoch >= 0 && c.state.step_in_epoch >= 0 && c.state.global_step >= 0,
+              "checkpoint: '", state_path, "' holds negative counters");
+  c.encoder = io::read_safetensors(join(path, "encoder.safetensors")).tensors;
+  c.trainer = io::read_safetensors(join(path, "trainer.safetensors")).tensors;
+  c.config_yaml = read_text(join(path, "config.yaml"));
+  return c;
+}
+
+io::TensorMap adamw_state(const torch::optim::AdamW& optimizer,
+                          const std::vector<optim::ParamGroup>& groups) {
+  io::TensorMap out;
+  const auto& state = optimizer.state();
+  for (const auto& group : groups) {
+    for (size_t i = 0; i < group.params.size(); ++i) {
+      const auto it = state.find(compat::optimizer_state_key(group.params[i]));
+      if (it == state.end()) continue;  // no step taken yet for this parameter
+      const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+      const std::string key = "optim." + group.names[i];
+      out[key + ".exp_avg"] = s.exp_avg();
+      out[key + ".exp_avg_sq"] = s.exp_avg_sq();
+      out[key + ".step"] = torch::tensor(s.step(), torch::kLong);
+    }
+  }
+  return out;
+}
+
+void load_adamw_state(torch::optim::AdamW& optimizer, const std::vector<optim::ParamGroup>& groups,
+                      const io::TensorMap& tensors) {
+  auto& state = optimizer.state();
+  for (const auto& group : groups) {
+    for (size_t i = 0; i < group.params.size(); ++i) {
+      const auto& p = group.params[i];
+      const std::string key = "optim." + group.names[i];
+      const auto avg = tensors.find(key + ".exp_avg");
+      const auto sq = tensors.find(key + ".exp_avg_sq");
+      const auto step = tensors.find(key + ".step");
+      const bool any = avg != tensors.end() || sq != tensors.end() || step != tensors.end();
+      if (!any) continue;  // saved before this parameter's first step
+      TORCH_CHECK(avg != tensors.end() && sq != tensors.end() && step != tensors.end(),
+                  "checkpoint: optimizer state of '", group.names[i], "' is incomplete");
+      TORCH_CHECK(avg->second.sizes() == p.sizes() && sq->second.sizes() == p.sizes(),
+                  "checkpoint: optimizer state of '", group.names[i], "' has shape ",
+                  avg->second.sizes(), ", the parameter ", p.sizes());
+      auto s = std::make_unique<torch::optim::AdamWParamState>();
+      s->step(step->second.item<int64_t>());
+      s->exp_avg(avg->second.to(p.options()).clone());
+      s->exp_avg_sq(sq->second.to(p.options()).clone());
+      state[compat::optimizer_state_key(p)] = std::move(s);
+    }
+  }
+}
+
+}  // namespace ocl::engine

@@ -1,0 +1,612 @@
+// The pre-training loop (see include/ocl/engine/pretrain.h). One optimiser step = accum_iter
+// loader batches, each: normalise on the device → OCL forward (bf16 autocast when asked) →
+// loss / accum_iter backward; then gradient norm (clip), non-finite check, lr, AdamW step.
+#include "ocl/engine/pretrain.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <system_error>
+#include <thread>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <sys/stat.h>
+#include <torch/torch.h>
+
+#include "ocl/compat.h"
+#include "ocl/data/factory.h"
+#include "ocl/engine/knn.h"
+#include "ocl/io/state_dict.h"
+
+namespace ocl::engine {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Distinct streams of per-step randomness from one seed.
+constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
+constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
+
+torch::Device resolve_device(const std::string& name) {
+  if (name == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
+  }
+  if (name == "cpu") return torch::kCPU;
+  if (!torch::cuda::is_available()) {
+    throw std::runtime_error("train.device is '" + name +
+                             "' but CUDA is not available (a CPU build of LibTorch, or no GPU); "
+                             "use train.device=cpu or auto");
+  }
+  torch::Device device(name);
+  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
+    throw std::runtime_error("train.device is '" + name + "' but only " +
+                             std::to_string(torch::cuda::device_count()) + " GPUs are visible");
+  }
+  return device;
+}
+
+void make_dirs(const std::string& path) {
+  std::string partial;
+  std::stringstream parts(path);
+  std::string part;
+  if (!path.empty() && path[0] == '/') partial = "/";
+  while (std::getline(parts, part, '/')) {
+    if (part.empty()) continue;
+    partial += part + "/";
+    if (::mkdir(partial.c_str(), 0777) != 0 && errno != EEXIST) {
+      throw std::runtime_error("cannot create output folder '" + partial +
+                               "': " + std::generic_category().message(errno));
+    }
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw std::runtime_error("output folder '" + path + "' is not a folder");
+  }
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void write_file_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << text;
+    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    throw std::runtime_error("cannot write '" + path +
+                             "': " + std::generic_category().message(errno));
+  }
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s % 3600 / 60));
+  } else if (s >= 60) {
+    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%llds", static_cast<long long>(s));
+  }
+  return buf;
+}
+
+}  // namespace
+
+torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
+                              int64_t num_patches) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(
+      data::sample_seed(seed ^ kMaskStream, global_step, micro));
+  return torch::rand({batch, num_patches}, gen);
+}
+
+// Figures of one optimiser step (means over its micro-batches) and its timing.
+struct Pretrainer::StepStats {
+  double loss = 0, accuracy = 0, pos_cos = 0, neg_cos = 0, temperature = 0, grad_norm = 0;
+  double lr = 0;
+  double data_wait_s = 0;  // time spent waiting for the loader
+  int64_t images = 0;
+  bool skipped = false;  // non-finite, skipped (on_nonfinite: skip)
+};
+
+Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
+    : config_(std::move(config)), options_(std::move(options)) {
+  io::validate(config_);
+  derived_ = io::derive(config_, /*world_size=*/1);
+  config_yaml_ = io::to_yaml_with_derived(config_, derived_);
+  const auto& t = config_.train;
+  const std::string out = t.output_dir;
+
+  // --- output folder: never silently mix two runs.
+  make_dirs(out);
+  const std::string config_path = out + "/config.yaml";
+  const std::string previous = latest_checkpoint(out);
+  std::string resume_from;
+  if (options_.resume == "auto") {
+    resume_from = previous;
+  } else if (!options_.resume.empty()) {
+    resume_from = options_.resume;
+  }
+  if (options_.resume.empty()) {
+    if (file_exists(config_path) && !options_.overwrite) {
+      std::string why;
+      try {
+        const auto existing = io::parse_config(read_file(config_path), {}, config_path);
+        why = io::config_difference(existing, config_);
+      } catch (const std::exception& e) {
+        why = std::string("its config cannot be read (") + e.what() + ")";
+      }
+      if (!why.empty() || !previous.empty()) {
+        throw std::runtime_error(
+            "output folder '" + out + "' already holds " +
+            (why.empty() ? "a run with checkpoints (" + previous + ")"
+                         : "a different run (" + why + ")") +
+            ": pass --resume auto to continue it, --overwrite to start again there, or choose "
+            "another train.output_dir");
+      }
+    }
+    if (options_.overwrite) {
+      // The old run's checkpoints would outrank the new run's in pruning and checkpoint-last.
+      remove_checkpoints(out);
+      std::remove((out + "/metrics.jsonl").c_str());
+    }
+  }
+
+  // --- logging
+  console_ = options_.console
+                 ? options_.console
+                 : std::make_shared<ConsoleSink>(stdout, want_status_line(config_.log.progress));
+  logger_ = make_run_logger(console_, out + "/train.log", config_.log.level);
+  write_file_atomic(config_path, config_yaml_);
+
+  // --- device, precision, threads
+  device_ = resolve_device(t.device);
+  bf16_ = t.precision == "bf16" || (t.precision == "auto" && device_.is_cuda());
+  // 0 = one per core: some LibTorch builds (Debian's among them) otherwise start with one.
+  torch::set_num_threads(t.threads > 0
+                             ? static_cast<int>(t.threads)
+                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+
+  // --- model (initialised from the seed: the same config gives the same start)
+  torch::manual_seed(t.seed);
+  const auto& m = config_.model;
+  auto encoder = nn::VisionTransformerOptions(m.img_size, derived_.patch_size, derived_.embed_dim,
+                                              derived_.depth, derived_.num_heads)
+                     .mlp_ratio(m.mlp_ratio)
+                     .drop_path_rate(m.drop_path)
+                     .freeze_patch_embed(m.freeze_patch_embed);
+  model_ = ssl::OCL(encoder, ssl::OCLOptions()
+                                 .mask_ratio(config_.mask.ratio)
+                                 .kappa(config_.loss.kappa)
+                                 .learnable_temperature(config_.loss.learnable_temperature)
+                                 .temperature(config_.loss.temperature)
+                                 .max_logit_scale(config_.loss.max_logit_scale));
+  model_->to(device_);
+  model_->train();
+
+  // --- optimiser
+  const auto& o = config_.optim;
+  groups_ = optim::weight_decay_groups(*model_, o.weight_decay);
+  for (const auto& g : groups_)
+    trainable_.insert(trainable_.end(), g.params.begin(), g.params.end());
+  optimizer_ = optim::make_adamw(groups_, {derived_.lr, o.beta1, o.beta2, o.eps});
+  schedule_ = {derived_.lr, o.min_lr, o.warmup_epochs, static_cast<double>(t.epochs)};
+
+  // --- data. A read-only data set (a shared ImageNet) keeps its file-list cache in the run's
+  // folder instead, so that the second start does not scan 1.3 M files again.
+  data_config_ = config_.data;
+  if (data_config_.cache_dir.empty() && !data_config_.path.empty() &&
+      ::access(data_config_.path.c_str(), W_OK) != 0) {
+    data_config_.cache_dir = out;
+  }
+  train_set_ =
+      data::make_dataset(data_config_, static_cast<int>(m.img_size), /*train=*/true, t.seed);
+  data::LoaderOptions lo;
+  lo.batch_size = t.batch_size;
+  lo.workers = config_.data.workers;
+  lo.prefetch = config_.data.prefetch;
+  lo.seed = t.seed;
+  lo.max_bad_fraction = config_.data.max_bad_fraction;
+  lo.pin_memory = device_.is_cuda();
+  lo.max_steps_per_epoch = t.steps_per_epoch > 0 ? t.steps_per_epoch * o.accum_iter : 0;
+  auto logger = logger_;
+  lo.on_bad_sample = [logger](const data::BadSample& bad) {
+    logger->warn("skipping unreadable image #{} {}: {}", bad.index, bad.path, bad.reason);
+  };
+  loader_ = std::make_unique<data::Loader>(
+      train_set_, data::make_transform(data_config_, static_cast<int>(m.img_size), true), lo);
+  steps_per_epoch_ = loader_->steps_per_epoch() / o.accum_iter;
+  if (steps_per_epoch_ < 1) {
+    throw std::runtime_error("the training set (" + std::to_string(train_set_->size()) +
+                             " images) does not fill one " + "optimiser step of train.batch_size " +
+                             std::to_string(t.batch_size) + " × optim.accum_iter " +
+                             std::to_string(o.accum_iter) + ": lower them or use more data");
+  }
+
+  // --- resume
+  state_.seed = t.seed;
+  int64_t keep_metrics_through = -1;
+  if (!options_.resume.empty() && options_.resume != "auto" && resume_from.empty()) {
+    throw std::runtime_error("--resume: no checkpoint given");
+  }
+  if (!resume_from.empty()) {
+    Checkpoint c = load_checkpoint(resume_from);
+    io::Config saved;
+    try {
+      saved = io::parse_config(c.config_yaml, {}, c.path + "/config.yaml");
+      const std::string diff = io::config_difference(saved, config_);
+      if (!diff.empty())
+        logger_->warn("resuming with a config that differs from the checkpoint's: {}", diff);
+    } catch (const std::exception& e) {
+      logger_->warn("the checkpoint's config cannot be read ({}); using the given config",
+                    e.what());
+    }
+    io::load_state_dict(*model_->encoder, c.encoder);
+    io::TensorMap model_rest;
+    for (const auto& [name, tensor] : c.trainer) {
+      if (name.rfind("model.", 0) == 0) model_rest[name.substr(6)] = tensor;
+    }
+    io::LoadOptions rest_options;
+    rest_options.ignore_missing = {"encoder."};
+    io::load_state_dict(*model_, model_rest, rest_options);
+    load_adamw_state(*optimizer_, groups_, c.trainer);
+    state_ = c.state;
+    if (state_.seed != t.seed) {
+      logger_->warn(
+          "train.seed is {} but the checkpoint was trained with seed {}: continuing with {}",
+          t.seed, state_.seed, state_.seed);
+    }
+    if (state_.step_in_epoch >= steps_per_epoch_) {  // the epoch got shorter in the new config
+      state_.epoch += 1;
+      state_.step_in_epoch = 0;
+    }
+    state_.world_size = 1;
+    last_checkpoint_ = c.path;
+    keep_metrics_through = state_.global_step;
+    logger_->info("resumed from {}: epoch {}, step {} of the epoch, global step {}", c.path,
+                  state_.epoch, state_.step_in_epoch, state_.global_step);
+  } else if (options_.resume == "auto") {
+    logger_->info("--resume auto: no checkpoint in {}, starting fresh", out);
+  }
+  // A fresh run starts a new metrics file; a resumed one keeps the records up to its step.
+  if (resume_from.empty()) std::remove((out + "/metrics.jsonl").c_str());
+  metrics_ = std::make_unique<MetricsLog>(out + "/metrics.jsonl", keep_metrics_through);
+
+  int64_t trainable_count = 0, frozen_count = 0;
+  for (const auto& p : model_->parameters())
+    (p.requires_grad() ? trainable_count : frozen_count) += p.numel();
+  logger_->info("ocl_pretrain: LibTorch {}, device {}, {}, {} threads", compat::torch_version(),
+                device_.str(), bf16_ ? "bf16 autocast" : "fp32", torch::get_num_threads());
+  logger_->info(
+      "model: {} {}x{}/{} D{} depth {} heads {}; {:.2f} M trainable, {:.2f} M frozen parameters",
+      m.arch, m.img_size, m.img_size, derived_.patch_size, derived_.embed_dim, derived_.depth,
+      derived_.num_heads, trainable_count / 1e6, frozen_count / 1e6);
+  logger_->info(
+      "OCL: mask ratio {} → {} + {} of {} patches per image, κ {}, T {} ({}), negatives: {} per "
+      "image",
+      config_.mask.ratio, derived_.tokens_per_group, derived_.tokens_per_group,
+      derived_.num_patches, config_.loss.kappa, config_.loss.temperature,
+      config_.loss.learnable_temperature ? "learnable" : "fixed", t.batch_size - 1);
+  logger_->info("data: {}; {} steps per epoch of batch {} × accum {} = effective batch {}",
+                train_set_->describe(), steps_per_epoch_, t.batch_size, o.accum_iter,
+                derived_.effective_batch);
+  logger_->info(
+      "optim: AdamW β ({}, {}), wd {}, lr {:.3g} (blr {:.3g} × {}/256{}), warmup {} epochs, min lr "
+      "{:.3g}",
+      o.beta1, o.beta2, o.weight_decay, derived_.lr, o.blr, derived_.effective_batch,
+      o.lr > 0 ? "; overridden by optim.lr" : "", o.warmup_epochs, o.min_lr);
+  logger_->info("output: {}", out);
+}
+
+Pretrainer::~Pretrainer() {
+  if (console_) console_->clear_status();
+}
+
+bool Pretrainer::train_step(StepStats& st) {
+  const int64_t accum = config_.optim.accum_iter;
+  const double epoch_position = static_cast<double>(state_.epoch) +
+                                static_cast<double>(state_.step_in_epoch) / steps_per_epoch_;
+  st.lr = schedule_.at(epoch_position);
+  optim::set_learning_rate(*optimizer_, groups_, st.lr);
+  compat::zero_grad(trainable_);
+
+  torch::Tensor loss_sum, acc_sum, pos_sum, neg_sum, temperature;
+  for (int64_t micro = 0; micro < accum; ++micro) {
+    const auto wait_start = Clock::now();
+    auto batch = loader_->next();
+    st.data_wait_s += seconds_since(wait_start);
+    if (!batch) throw std::logic_error("the loader ended before the epoch's last step");
+    auto images = data::normalize_images(batch->images, device_);
+    const int64_t b = images.size(0);
+    auto noise = step_mask_noise(state_.seed, state_.global_step, micro, b, derived_.num_patches)
+                     .to(device_);
+    // Drop path draws from the global generator: seed it per micro-step for exact resumes.
+    torch::manual_seed(data::sample_seed(state_.seed ^ kDropPathStream, state_.global_step, micro));
+    ssl::OCLOutput out;
+    {
+      compat::AutocastGuard autocast(device_.type(), bf16_);
+      out = model_->forward(images, noise);
+    }
+    (out.loss / static_cast<double>(accum)).backward();
+    const auto& f = out.figures;
+    auto l = out.loss.detach();
+    loss_sum = micro == 0 ? l : loss_sum + l;
+    acc_sum = micro == 0 ? f.accuracy : acc_sum + f.accuracy;
+    pos_sum = micro == 0 ? f.pos_cos : pos_sum + f.pos_cos;
+    neg_sum = micro == 0 ? f.neg_cos : neg_sum + f.neg_cos;
+    temperature = f.temperature;
+    st.images += b;
+  }
+  // One host sync per step: the loss (and with it the rest) must be checked before the update.
+  auto norm = optim::grad_norm(trainable_);
+  if (config_.optim.clip_grad > 0) optim::clip_grads(trainable_, norm, config_.optim.clip_grad);
+  auto figures = torch::stack({loss_sum.to(torch::kFloat64), acc_sum.to(torch::kFloat64),
+                               pos_sum.to(torch::kFloat64), neg_sum.to(torch::kFloat64),
+                               temperature.to(torch::kFloat64), norm.to(torch::kFloat64)})
+                     .cpu();
+  const double* v = figures.data_ptr<double>();
+  st.loss = v[0] / accum;
+  st.accuracy = v[1] / accum;
+  st.pos_cos = v[2] / accum;
+  st.neg_cos = v[3] / accum;
+  st.temperature = v[4];
+  st.grad_norm = v[5];
+
+  if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)) {
+    std::ostringstream what;
+    what << "non-finite " << (std::isfinite(st.loss) ? "gradient" : "loss") << " at epoch "
+         << state_.epoch << ", step " << state_.step_in_epoch << " of " << steps_per_epoch_
+         << " (global step " << state_.global_step << "): loss " << st.loss << ", grad norm "
+         << st.grad_norm << ", accuracy " << st.accuracy << ", lr " << st.lr << ", temperature "
+         << st.temperature
+         << "; last good checkpoint: " << (last_checkpoint_.empty() ? "none" : last_checkpoint_);
+    if (config_.train.on_nonfinite == "skip" &&
+        state_.nonfinite_skips < config_.train.max_nonfinite_skips) {
+      state_.nonfinite_skips += 1;
+      logger_->warn("{}: step skipped ({} of at most {} skips)", what.str(), state_.nonfinite_skips,
+                    config_.train.max_nonfinite_skips);
+      compat::zero_grad(trainable_);
+      st.skipped = true;
+    } else {
+      throw std::runtime_error(what.str() + (config_.train.on_nonfinite == "skip"
+                                                 ? " (train.max_nonfinite_skips reached)"
+                                                 : " (train.on_nonfinite: stop)"));
+    }
+  }
+  if (!st.skipped) {
+    if (options_.before_optimizer_step)
+      options_.before_optimizer_step(state_.global_step, trainable_);
+    optimizer_->step();
+  }
+  state_.global_step += 1;
+  state_.step_in_epoch += 1;
+  return !st.skipped;
+}
+
+std::string Pretrainer::write_checkpoint() {
+  io::TensorMap encoder;
+  for (const auto& [name, tensor] : io::state_dict(*model_->encoder)) {
+    encoder[name] = tensor.to(torch::kCPU, torch::kFloat32);
+  }
+  io::TensorMap trainer = adamw_state(*optimizer_, groups_);
+  for (const auto& [name, tensor] : io::state_dict(*model_)) {
+    if (name.rfind("encoder.", 0) != 0) trainer["model." + name] = tensor.to(torch::kCPU);
+  }
+  last_checkpoint_ = save_checkpoint(config_.train.output_dir, state_, encoder, trainer,
+                                     config_yaml_, config_.train.keep_last);
+  logger_->info("checkpoint written: {}", last_checkpoint_);
+  return last_checkpoint_;
+}
+
+double Pretrainer::run_knn_monitor() {
+  const auto& e = config_.eval;
+  const int img = static_cast<int>(config_.model.img_size);
+  // Built on first use and kept: the same images every time, so the curve is comparable.
+  if (!knn_bank_) {
+    knn_bank_ = data::make_dataset(data_config_, img, /*train=*/true, config_.train.seed);
+    knn_held_out_ = data::make_dataset(data_config_, img, /*train=*/false, config_.train.seed);
+    knn_transform_ = data::make_transform(data_config_, img, /*train=*/false);
+  }
+  const auto& bank = knn_bank_;
+  const auto& held_out = knn_held_out_;
+  const auto& transform = knn_transform_;
+  const auto t0 = Clock::now();
+  auto train_f =
+      extract_features(model_->encoder, *bank, *transform, device_, config_.train.batch_size,
+                       e.knn_train_size, config_.data.workers, bf16_);
+  auto val_f =
+      extract_features(model_->encoder, *held_out, *transform, device_, config_.train.batch_size,
+                       e.knn_val_size, config_.data.workers, bf16_);
+  auto r = knn_classify(train_f, val_f, bank->num_classes(), e.knn_k, e.knn_t);
+  logger_->info(
+      "kNN monitor (k {}, T {}, {} train / {} held-out images): top-1 {:.2f} %, top-5 {:.2f} % "
+      "({:.1f} s)",
+      r.k, e.knn_t, train_f.labels.size(0), val_f.labels.size(0), r.top1, r.top5,
+      seconds_since(t0));
+  metrics_->write("knn", {{"epoch", static_cast<double>(state_.epoch)},
+                          {"global_step", static_cast<double>(state_.global_step)},
+                          {"knn_top1", r.top1},
+                          {"knn_top5", r.top5},
+                          {"knn_k", static_cast<double>(r.k)}});
+  return r.top1;
+}
+
+PretrainResult Pretrainer::run() {
+  PretrainResult result;
+  const auto& t = config_.train;
+  const int64_t total_steps = t.epochs * steps_per_epoch_;
+  if (state_.epoch >= t.epochs) {
+    logger_->info("nothing to do: all {} epochs are done (checkpoint {})", t.epochs,
+                  last_checkpoint_);
+    result.state = state_;
+    result.last_checkpoint = last_checkpoint_;
+    return result;
+  }
+  auto stop_requested = [&] {
+    return (options_.stop_requested != nullptr && options_.stop_requested->load() != 0) ||
+           (options_.stop_after_steps > 0 && state_.global_step >= options_.stop_after_steps);
+  };
+  // The kNN figure of the encoder at initialisation: the baseline the curve must rise above.
+  if (config_.eval.knn_every > 0 && state_.global_step == 0) result.knn_top1 = run_knn_monitor();
+  const auto run_start = Clock::now();
+  const int64_t run_start_step = state_.global_step;
+
+  while (state_.epoch < t.epochs) {
+    loader_->start_epoch(state_.epoch, state_.step_in_epoch * config_.optim.accum_iter);
+    const auto epoch_start = Clock::now();
+    double epoch_loss = 0, epoch_acc = 0;
+    int64_t epoch_steps = 0;
+    // Log-interval accumulators.
+    double win_loss = 0, win_acc = 0, win_wait = 0;
+    int64_t win_steps = 0, win_images = 0;
+    auto win_start = Clock::now();
+
+    while (state_.step_in_epoch < steps_per_epoch_) {
+      StepStats st;
+      const bool applied = train_step(st);
+      result.step_losses.push_back(st.loss);
+      if (applied) {
+        epoch_loss += st.loss;
+        epoch_acc += st.accuracy;
+        epoch_steps += 1;
+        win_loss += st.loss;
+        win_acc += st.accuracy;
+        win_steps += 1;
+      }
+      win_wait += st.data_wait_s;
+      win_images += st.images;
+
+      const double elapsed = seconds_since(run_start);
+      const int64_t done_here = state_.global_step - run_start_step;
+      const double eta = elapsed / std::max<int64_t>(done_here, 1) *
+                         static_cast<double>(total_steps - state_.global_step);
+      const bool last_of_epoch = state_.step_in_epoch == steps_per_epoch_;
+      if (state_.global_step % config_.log.every == 0 || last_of_epoch) {
+        const double win_time = seconds_since(win_start);
+        const double img_s = win_images / std::max(win_time, 1e-9);
+        const double wait_share = win_wait / std::max(win_time, 1e-9);
+        const double mean_loss = win_steps ? win_loss / win_steps : NAN;
+        const double mean_acc = win_steps ? win_acc / win_steps : NAN;
+        logger_->info(
+            "epoch {}/{} step {}/{}  loss {:.4f}  acc {:.3f}  lr {:.3e}  T {:.4f}  grad {:.3f}  "
+            "{:.0f} img/s  data {:.0f}%  ETA {}",
+            state_.epoch + 1, t.epochs, state_.step_in_epoch, steps_per_epoch_, mean_loss, mean_acc,
+            st.lr, st.temperature, st.grad_norm, img_s, 100 * wait_share, format_duration(eta));
+        metrics_->write(
+            "step", {{"epoch", static_cast<double>(state_.epoch) +
+                                   static_cast<double>(state_.step_in_epoch) / steps_per_epoch_},
+                     {"global_step", static_cast<double>(state_.global_step)},
+                     {"loss", mean_loss},
+                     {"accuracy", mean_acc},
+                     {"pos_cos", st.pos_cos},
+                     {"neg_cos", st.neg_cos},
+                     {"lr", st.lr},
+                     {"temperature", st.temperature},
+                     {"grad_norm", st.grad_norm},
+                     {"img_per_s", img_s},
+                     {"data_wait", wait_share},
+                     {"elapsed_s", elapsed}});
+        win_loss = win_acc = win_wait = 0;
+        win_steps = win_images = 0;
+        win_start = Clock::now();
+      }
+      if (console_->has_status_line()) {
+        const double share = static_cast<double>(state_.step_in_epoch) / steps_per_epoch_;
+        const int width = 20;
+        const int filled = static_cast<int>(share * width);
+        char line[256];
+        std::snprintf(
+            line, sizeof(line), "[%s%s] epoch %lld/%lld step %lld/%lld  loss %.4f  lr %.2e  ETA %s",
+            std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+            static_cast<long long>(state_.epoch + 1), static_cast<long long>(t.epochs),
+            static_cast<long long>(state_.step_in_epoch), static_cast<long long>(steps_per_epoch_),
+            st.loss, st.lr, format_duration(eta).c_str());
+        console_->set_status(line);
+      }
+      if (stop_requested() && !(last_of_epoch && state_.epoch + 1 == t.epochs)) {
+        if (last_of_epoch) {
+          state_.epoch += 1;
+          state_.step_in_epoch = 0;
+        }
+        console_->clear_status();
+        logger_->warn("stop requested: writing a checkpoint at global step {}", state_.global_step);
+        result.last_checkpoint = write_checkpoint();
+        result.interrupted = true;
+        result.state = state_;
+        logger_->warn("stopped at epoch {}, step {}; continue with --resume auto (or --resume {})",
+                      state_.epoch, state_.step_in_epoch, result.last_checkpoint);
+        return result;
+      }
+    }
+
+    // --- end of epoch
+    state_.epoch += 1;
+    state_.step_in_epoch = 0;
+    const double epoch_time = seconds_since(epoch_start);
+    console_->clear_status();
+    logger_->info("epoch {}/{} done in {}: mean loss {:.4f}, mean accuracy {:.3f}{}", state_.epoch,
+                  t.epochs, format_duration(epoch_time),
+                  epoch_steps ? epoch_loss / epoch_steps : NAN,
+                  epoch_steps ? epoch_acc / epoch_steps : NAN,
+                  loader_->bad_samples()
+                      ? ", unreadable images so far: " + std::to_string(loader_->bad_samples())
+                      : std::string());
+    metrics_->write("epoch", {{"epoch", static_cast<double>(state_.epoch)},
+                              {"global_step", static_cast<double>(state_.global_step)},
+                              {"loss", epoch_steps ? epoch_loss / epoch_steps : NAN},
+                              {"accuracy", epoch_steps ? epoch_acc / epoch_steps : NAN},
+                              {"lr", schedule_.at(static_cast<double>(state_.epoch))},
+                              {"epoch_time_s", epoch_time},
+                              {"bad_samples", static_cast<double>(loader_->bad_samples())},
+                              {"nonfinite_skips", static_cast<double>(state_.nonfinite_skips)}});
+    if (config_.eval.knn_every > 0 &&
+        (state_.epoch % config_.eval.knn_every == 0 || state_.epoch == t.epochs)) {
+      result.knn_top1 = run_knn_monitor();
+    }
+    if (state_.epoch % t.save_every == 0 || state_.epoch == t.epochs) {
+      result.last_checkpoint = write_checkpoint();
+    }
+    if (stop_requested() && state_.epoch < t.epochs) {
+      if (result.last_checkpoint != last_checkpoint_ || result.last_checkpoint.empty()) {
+        result.last_checkpoint = write_checkpoint();
+      }
+      result.interrupted = true;
+      result.state = state_;
+      logger_->warn("stopped after epoch {}; continue with --resume auto", state_.epoch);
+      return result;
+    }
+  }
+  result.state = state_;
+  result.last_checkpoint = last_checkpoint_;
+  logger_->info(
+      "done: {} epochs, {} steps in {}; encoder weights (timm names): {}/encoder.safetensors",
+      t.epochs, state_.global_step, format_duration(seconds_since(run_start)), last_checkpoint_);
+  return result;
+}
+
+}  // namespace ocl::engine

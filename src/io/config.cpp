@@ -1,0 +1,716 @@
+// Run configuration (see include/ocl/io/config.h): one key table drives parsing, overrides,
+// printing and comparison, so a new key is added in one place; validation names path and range.
+#include "ocl/io/config.h"
+
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstddef>
+#include <fstream>
+#include <functional>
+#include <initializer_list>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <yaml-cpp/yaml.h>
+
+#include "ocl/nn/vision_transformer.h"
+#include "ocl/ssl/mask.h"
+
+namespace ocl::io {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// The key table: every section and key in header order, each key a typed reference into Config.
+
+using Ref = std::variant<std::string*, int64_t*, uint64_t*, double*, bool*>;
+
+struct Key {
+  const char* name;
+  Ref (*get)(Config&);
+};
+
+struct Section {
+  const char* name;
+  std::vector<Key> keys;
+};
+
+#define OCL_KEY(section, field)                                \
+  Key {                                                        \
+#field, [](Config & c) -> Ref { return &c.section.field; } \
+  }
+
+const std::vector<Section>& schema() {
+  static const std::vector<Section> sections = {
+      {"model",
+       {OCL_KEY(model, arch), OCL_KEY(model, img_size), OCL_KEY(model, patch_size),
+        OCL_KEY(model, embed_dim), OCL_KEY(model, depth), OCL_KEY(model, num_heads),
+        OCL_KEY(model, mlp_ratio), OCL_KEY(model, drop_path), OCL_KEY(model, freeze_patch_embed)}},
+      {"mask", {OCL_KEY(mask, ratio)}},
+      {"loss",
+       {OCL_KEY(loss, kappa), OCL_KEY(loss, temperature), OCL_KEY(loss, learnable_temperature),
+        OCL_KEY(loss, max_logit_scale), OCL_KEY(loss, negatives)}},
+      {"data",
+       {OCL_KEY(data, dataset), OCL_KEY(data, path), OCL_KEY(data, augment),
+        OCL_KEY(data, crop_scale_min), OCL_KEY(data, crop_scale_max), OCL_KEY(data, crop_ratio_min),
+        OCL_KEY(data, crop_ratio_max), OCL_KEY(data, interpolation), OCL_KEY(data, hflip),
+        OCL_KEY(data, workers), OCL_KEY(data, prefetch), OCL_KEY(data, max_bad_fraction),
+        OCL_KEY(data, synthetic_train_size), OCL_KEY(data, synthetic_val_size),
+        OCL_KEY(data, synthetic_classes), OCL_KEY(data, cache_dir)}},
+      {"optim",
+       {OCL_KEY(optim, name), OCL_KEY(optim, blr), OCL_KEY(optim, lr), OCL_KEY(optim, min_lr),
+        OCL_KEY(optim, weight_decay), OCL_KEY(optim, beta1), OCL_KEY(optim, beta2),
+        OCL_KEY(optim, eps), OCL_KEY(optim, warmup_epochs), OCL_KEY(optim, accum_iter),
+        OCL_KEY(optim, clip_grad)}},
+      {"train",
+       {OCL_KEY(train, epochs), OCL_KEY(train, batch_size), OCL_KEY(train, steps_per_epoch),
+        OCL_KEY(train, seed), OCL_KEY(train, output_dir), OCL_KEY(train, save_every),
+        OCL_KEY(train, keep_last), OCL_KEY(train, device), OCL_KEY(train, precision),
+        OCL_KEY(train, threads), OCL_KEY(train, on_nonfinite),
+        OCL_KEY(train, max_nonfinite_skips)}},
+      {"dist", {OCL_KEY(dist, backend), OCL_KEY(dist, timeout_s), OCL_KEY(dist, bucket_mb)}},
+      {"eval",
+       {OCL_KEY(eval, knn_every), OCL_KEY(eval, knn_k), OCL_KEY(eval, knn_t),
+        OCL_KEY(eval, knn_train_size), OCL_KEY(eval, knn_val_size)}},
+      {"log", {OCL_KEY(log, every), OCL_KEY(log, level), OCL_KEY(log, progress)}},
+  };
+  return sections;
+}
+
+#undef OCL_KEY
+
+// `optim.betas: [b1, b2]` is accepted on input as PyTorch's spelling of beta1 and beta2.
+constexpr const char* kBetas = "betas";
+
+// Readers only look through the reference, so the const_cast never writes to a const Config.
+Ref ref_of(const Key& key, const Config& config) { return key.get(const_cast<Config&>(config)); }
+
+const Section* find_section(const std::string& name) {
+  for (const auto& s : schema())
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+const Key* find_key(const Section& section, const std::string& name) {
+  for (const auto& k : section.keys)
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+std::string section_names() {
+  std::string out;
+  for (const auto& s : schema()) out += (out.empty() ? "" : ", ") + std::string(s.name);
+  return out;
+}
+
+std::string key_names(const Section& section) {
+  std::string out;
+  for (const auto& k : section.keys) {
+    out += (out.empty() ? "" : ", ") + std::string(k.name);
+    if (std::string(section.name) == "optim" && std::string(k.name) == "beta2")
+      out += std::string(", ") + kBetas;
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Number text: shortest round-trip form (std::to_chars), locale-independent both ways.
+
+std::string shortest(double v) {
+  if (std::isnan(v)) return ".nan";
+  if (std::isinf(v)) return v > 0 ? ".inf" : "-.inf";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
+}
+
+// As shortest(), but always with a '.', so YAML 1.1 readers such as PyYAML also see a float
+// ("1e-05" and "64" would be a string and an int there).
+std::string yaml_double(double v) {
+  std::string s = shortest(v);
+  if (!std::isfinite(v) || s.find('.') != std::string::npos) return s;
+  const auto e = s.find('e');
+  if (e == std::string::npos) return s + ".0";
+  s.insert(e, ".0");
+  return s;
+}
+
+bool plain_string_is_safe(const std::string& s) {
+  if (s.empty() || s == "~" || s == "null" || s == "Null" || s == "NULL") return false;
+  const auto ok_first = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '.' || c == '/';
+  };
+  if (!ok_first(s.front()) || s.back() == ':') return false;
+  for (char c : s)
+    if (!ok_first(c) && c != '-' && c != '+' && c != ':') return false;
+  return true;
+}
+
+std::string yaml_string(const std::string& s) {
+  if (plain_string_is_safe(s)) return s;
+  YAML::Emitter out;
+  out << YAML::DoubleQuoted << s;
+  return out.c_str();
+}
+
+std::string format_value(const Ref& ref) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) return yaml_string(*p);
+        if constexpr (std::is_same_v<T, double>) return yaml_double(*p);
+        if constexpr (std::is_same_v<T, bool>) return *p ? "true" : "false";
+        if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, uint64_t>)
+          return std::to_string(*p);
+      },
+      ref);
+}
+
+bool same_value(const Ref& a, const Ref& b) {
+  return std::visit(
+      [&b](auto* pa) {
+        using P = decltype(pa);
+        return *pa == *std::get<P>(b);
+      },
+      a);
+}
+
+// ---------------------------------------------------------------------------------------------
+// YAML nodes onto typed fields. Numbers and bools must be plain (unquoted) scalars: "64" in
+// quotes is a string, and accepting it would hide a config written by a confused generator.
+
+std::string describe(const YAML::Node& node) {
+  if (node.IsMap()) return "a map";
+  if (node.IsSequence()) return "a list";
+  if (node.IsNull()) return "nothing (null)";
+  if (node.Tag() == "!") return "the quoted string \"" + node.Scalar() + "\"";
+  return "'" + node.Scalar() + "'";
+}
+
+bool is_plain_scalar(const YAML::Node& node, const char* core_tag) {
+  return node.IsScalar() &&
+         (node.Tag() == "?" || node.Tag() == std::string("tag:yaml.org,2002:") + core_tag);
+}
+
+[[noreturn]] void type_error(const std::string& path, const YAML::Node& node,
+                             const std::string& expected) {
+  throw ConfigError(path + ": expected " + expected + ", got " + describe(node));
+}
+
+template <typename Int>
+bool parse_integer(std::string text, Int& out) {
+  if (!text.empty() && text.front() == '+') text.erase(0, 1);
+  if (text.empty() || text.front() == '+') return false;
+  const char* end = text.data() + text.size();
+  const auto res = std::from_chars(text.data(), end, out, 10);
+  return res.ec == std::errc() && res.ptr == end;
+}
+
+bool parse_double(std::string text, double& out) {
+  // YAML's spellings of the non-finite values; validation then reports them as out of range.
+  static const std::map<std::string, double> special = {
+      {".inf", HUGE_VAL},   {".Inf", HUGE_VAL},     {".INF", HUGE_VAL},     {"+.inf", HUGE_VAL},
+      {"+.Inf", HUGE_VAL},  {"+.INF", HUGE_VAL},    {"-.inf", -HUGE_VAL},   {"-.Inf", -HUGE_VAL},
+      {"-.INF", -HUGE_VAL}, {".nan", std::nan("")}, {".NaN", std::nan("")}, {".NAN", std::nan("")}};
+  if (const auto it = special.find(text); it != special.end()) {
+    out = it->second;
+    return true;
+  }
+  if (!text.empty() && text.front() == '+') text.erase(0, 1);
+  if (text.empty() || text.front() == '+') return false;
+  const char* end = text.data() + text.size();
+  const auto res = std::from_chars(text.data(), end, out);
+  // Out-of-range text (1e999) is an error too: it is not the number that was written.
+  return res.ec == std::errc() && res.ptr == end;
+}
+
+double read_double(const YAML::Node& node, const std::string& path) {
+  double v = 0;
+  if (!is_plain_scalar(node, "float") && !is_plain_scalar(node, "int"))
+    type_error(path, node, "a number");
+  if (!parse_double(node.Scalar(), v)) type_error(path, node, "a number");
+  return v;
+}
+
+void assign(const Ref& ref, const YAML::Node& node, const std::string& path) {
+  if (auto* s = std::get_if<std::string*>(&ref)) {
+    // An empty value (`path:`) is the empty string, as the defaults of path and cache_dir are.
+    if (node.IsNull()) {
+      **s = "";
+      return;
+    }
+    if (!node.IsScalar()) type_error(path, node, "a string");
+    **s = node.Scalar();
+  } else if (auto* i = std::get_if<int64_t*>(&ref)) {
+    int64_t v = 0;
+    if (!is_plain_scalar(node, "int") || !parse_integer(node.Scalar(), v))
+      type_error(path, node, "an integer");
+    **i = v;
+  } else if (auto* u = std::get_if<uint64_t*>(&ref)) {
+    uint64_t v = 0;
+    const bool negative = node.IsScalar() && !node.Scalar().empty() && node.Scalar()[0] == '-';
+    if (!is_plain_scalar(node, "int") || negative || !parse_integer(node.Scalar(), v))
+      type_error(path, node, "a non-negative integer (at most 18446744073709551615)");
+    **u = v;
+  } else if (auto* d = std::get_if<double*>(&ref)) {
+    **d = read_double(node, path);
+  } else if (auto* b = std::get_if<bool*>(&ref)) {
+    const std::string text = node.IsScalar() ? node.Scalar() : "";
+    if (!is_plain_scalar(node, "bool") || (text != "true" && text != "false"))
+      type_error(path, node, "true or false");
+    **b = text == "true";
+  }
+}
+
+// Where each key's value came from, so a validation error points at the line or the override.
+struct Origin {
+  int line = 0;           // 1-based line in the source text; 0 = not from the text
+  std::string override_;  // the override text, when an override set it last
+};
+using Origins = std::map<std::string, Origin>;
+
+void assign_betas(Config& config, const YAML::Node& node, const std::string& path) {
+  if (!node.IsSequence() || node.size() != 2) type_error(path, node, "a list [beta1, beta2]");
+  config.optim.beta1 = read_double(node[0], path + "[0]");
+  config.optim.beta2 = read_double(node[1], path + "[1]");
+}
+
+// Sets `section.key` from `node`; returns the key paths it set.
+std::vector<std::string> assign_key(Config& config, const Section& section, const std::string& key,
+                                    const YAML::Node& node) {
+  const std::string path = std::string(section.name) + "." + key;
+  if (std::string(section.name) == "optim" && key == kBetas) {
+    assign_betas(config, node, path);
+    return {"optim.beta1", "optim.beta2"};
+  }
+  const Key* k = find_key(section, key);
+  if (k == nullptr) throw ConfigError(path + ": unknown key (valid: " + key_names(section) + ")");
+  assign(k->get(config), node, path);
+  return {path};
+}
+
+std::string at_line(const std::string& source, int line) {
+  if (source.empty()) return line > 0 ? "line " + std::to_string(line) + ": " : "";
+  return source + (line > 0 ? ":" + std::to_string(line) : "") + ": ";
+}
+
+int line_of(const YAML::Node& node) { return node.Mark().line + 1; }
+
+void apply_document(Config& config, const YAML::Node& root, const std::string& source,
+                    Origins& origins) {
+  if (root.IsNull()) return;  // an empty file: all defaults
+  if (!root.IsMap())
+    throw ConfigError(at_line(source, line_of(root)) + "expected a map of sections (" +
+                      section_names() + "), got " + describe(root));
+  std::map<std::string, int> seen_sections;
+  for (auto it = root.begin(); it != root.end(); ++it) {
+    const YAML::Node name_node = it->first;
+    const YAML::Node body = it->second;
+    const int line = line_of(name_node);
+    const std::string name = name_node.IsScalar() ? name_node.Scalar() : describe(name_node);
+    const Section* section = find_section(name);
+    if (section == nullptr)
+      throw ConfigError(at_line(source, line) + name + ": unknown key (valid: " + section_names() +
+                        ")");
+    if (!seen_sections.emplace(name, line).second)
+      throw ConfigError(at_line(source, line) + name + ": appears twice (first on line " +
+                        std::to_string(seen_sections[name]) + ")");
+    if (body.IsNull()) continue;  // `model:` with nothing under it
+    if (!body.IsMap())
+      throw ConfigError(at_line(source, line) + name + ": expected a map of keys (" +
+                        key_names(*section) + "), got " + describe(body));
+    std::map<std::string, int> seen_keys;
+    for (auto kv = body.begin(); kv != body.end(); ++kv) {
+      const int key_line = line_of(kv->first);
+      const std::string key = kv->first.IsScalar() ? kv->first.Scalar() : describe(kv->first);
+      const std::string path = name + "." + key;
+      if (!seen_keys.emplace(key, key_line).second)
+        throw ConfigError(at_line(source, key_line) + path + ": appears twice (first on line " +
+                          std::to_string(seen_keys[key]) + ")");
+      try {
+        for (const auto& set : assign_key(config, *section, key, kv->second))
+          origins[set] = Origin{key_line, ""};
+      } catch (const ConfigError& e) {
+        throw ConfigError(at_line(source, key_line) + e.what());
+      }
+    }
+    if (seen_keys.count(kBetas) && (seen_keys.count("beta1") || seen_keys.count("beta2")))
+      throw ConfigError(at_line(source, seen_keys[kBetas]) +
+                        "optim.betas: conflicts with optim.beta1/beta2 in the same file; set one "
+                        "or the other");
+  }
+}
+
+std::string trim(const std::string& s) {
+  const auto first = s.find_first_not_of(" \t");
+  if (first == std::string::npos) return "";
+  return s.substr(first, s.find_last_not_of(" \t") - first + 1);
+}
+
+void apply_override(Config& config, const std::string& text, Origins& origins) {
+  const std::string lead = "override '" + text + "': ";
+  const auto eq = text.find('=');
+  if (eq == std::string::npos)
+    throw ConfigError(lead + "expected key.path=value (e.g. optim.blr=1e-4)");
+  const std::string path = trim(text.substr(0, eq));
+  const auto dot = path.find('.');
+  if (dot == std::string::npos || path.find('.', dot + 1) != std::string::npos)
+    throw ConfigError(lead + "'" + path +
+                      "' is not a key path section.key (sections: " + section_names() + ")");
+  const std::string section_name = path.substr(0, dot);
+  const Section* section = find_section(section_name);
+  if (section == nullptr)
+    throw ConfigError(lead + section_name + ": unknown key (valid: " + section_names() + ")");
+  YAML::Node value;
+  try {
+    value = YAML::Load(text.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(lead + "the value is not valid YAML: " + e.msg);
+  }
+  try {
+    for (const auto& set : assign_key(config, *section, path.substr(dot + 1), value))
+      origins[set] = Origin{0, text};
+  } catch (const ConfigError& e) {
+    throw ConfigError(lead + e.what());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation. Each failure names the keys involved (the first one leads the message), so that
+// parse_config can point at the line or the override that set them.
+
+struct Invalid : ConfigError {
+  Invalid(std::vector<std::string> keys_, const std::string& message)
+      : ConfigError(keys_.front() + ": " + message), keys(std::move(keys_)) {}
+  std::vector<std::string> keys;
+};
+
+void require(bool ok, std::initializer_list<std::string> keys, const std::string& message) {
+  if (!ok) throw Invalid(keys, message);
+}
+
+void greater(const std::string& path, double v, double lo) {
+  require(std::isfinite(v) && v > lo, {path}, "must be > " + shortest(lo) + ", got " + shortest(v));
+}
+void at_least(const std::string& path, double v, double lo) {
+  require(std::isfinite(v) && v >= lo, {path},
+          "must be >= " + shortest(lo) + ", got " + shortest(v));
+}
+void at_least(const std::string& path, int64_t v, int64_t lo) {
+  require(v >= lo, {path}, "must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
+}
+void in_range(const std::string& path, int64_t v, int64_t lo, int64_t hi) {
+  require(v >= lo && v <= hi, {path},
+          "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
+              std::to_string(v));
+}
+// [lo, hi) when closed_hi is false, [lo, hi] when true.
+void in_range(const std::string& path, double v, double lo, double hi, bool closed_hi) {
+  const bool ok = std::isfinite(v) && v >= lo && (closed_hi ? v <= hi : v < hi);
+  require(ok, {path},
+          "must be in [" + shortest(lo) + ", " + shortest(hi) + (closed_hi ? "]" : ")") + ", got " +
+              shortest(v));
+}
+void one_of(const std::string& path, const std::string& v,
+            std::initializer_list<const char*> allowed) {
+  std::string list;
+  for (const char* a : allowed) {
+    if (v == a) return;
+    list += (list.empty() ? "" : " | ") + std::string(a);
+  }
+  throw Invalid({path}, "must be one of " + list + ", got '" + v + "'");
+}
+
+// The names nn::vit_preset knows (include/ocl/nn/vision_transformer.h), checked here first so
+// that an unknown one is reported as model.arch with the list, not as a LibTorch error.
+const std::initializer_list<const char*> kArchs = {"vit_tiny_patch16",
+                                                   "vit_small_patch16",
+                                                   "vit_base_patch16",
+                                                   "vit_large_patch16",
+                                                   "vit_huge_patch14",
+                                                   "vit_t16",
+                                                   "vit_s16",
+                                                   "vit_b16",
+                                                   "vit_l16",
+                                                   "vit_h14",
+                                                   "custom"};
+
+struct Sizes {
+  int64_t patch_size, embed_dim, depth, num_heads;
+};
+
+// Zeros take the preset's value; call after model.arch has been checked.
+Sizes resolve_sizes(const ModelConfig& m) {
+  Sizes s{m.patch_size, m.embed_dim, m.depth, m.num_heads};
+  if (m.arch == "custom") return s;
+  const auto p = nn::vit_preset(m.arch, m.img_size);
+  if (s.patch_size == 0) s.patch_size = p.patch_size();
+  if (s.embed_dim == 0) s.embed_dim = p.embed_dim();
+  if (s.depth == 0) s.depth = p.depth();
+  if (s.num_heads == 0) s.num_heads = p.num_heads();
+  return s;
+}
+
+// Per-group tokens as the model computes them (ssl::kept_tokens), or 0 when none would stay.
+int64_t tokens_per_group(int64_t num_patches, double ratio) {
+  try {
+    return ssl::kept_tokens(num_patches, ratio) / 2;
+  } catch (const c10::Error&) {
+    return 0;
+  }
+}
+
+void validate_model_and_mask(const Config& c) {
+  const auto& m = c.model;
+  one_of("model.arch", m.arch, kArchs);
+  at_least("model.img_size", m.img_size, int64_t{1});
+  const bool custom = m.arch == "custom";
+  const std::pair<const char*, int64_t> sizes[] = {{"model.patch_size", m.patch_size},
+                                                   {"model.embed_dim", m.embed_dim},
+                                                   {"model.depth", m.depth},
+                                                   {"model.num_heads", m.num_heads}};
+  for (const auto& [path, v] : sizes) {
+    if (custom)
+      require(v > 0, {path, "model.arch"},
+              "must be > 0 with model.arch custom (there is no preset to take it from), got " +
+                  std::to_string(v));
+    else
+      require(v >= 0, {path}, "must be >= 0 (0 = the preset's value), got " + std::to_string(v));
+  }
+  const Sizes s = resolve_sizes(m);
+  const std::string from_preset = custom ? "" : " (model.arch " + m.arch + ")";
+  require(m.img_size % s.patch_size == 0, {"model.img_size", "model.patch_size", "model.arch"},
+          "must be divisible by the patch size " + std::to_string(s.patch_size) + from_preset +
+              ", got " + std::to_string(m.img_size));
+  require(s.embed_dim % s.num_heads == 0, {"model.embed_dim", "model.num_heads", "model.arch"},
+          "must be divisible by the number of heads " + std::to_string(s.num_heads) + from_preset +
+              ", got " + std::to_string(s.embed_dim));
+  require(s.embed_dim % 4 == 0, {"model.embed_dim", "model.arch"},
+          "must be divisible by 4 (the 2-D sin-cos positions use D/4 frequencies per axis and "
+          "function), got " +
+              std::to_string(s.embed_dim));
+  greater("model.mlp_ratio", m.mlp_ratio, 0.0);
+  in_range("model.drop_path", m.drop_path, 0.0, 1.0, false);
+
+  in_range("mask.ratio", c.mask.ratio, 0.0, 1.0, false);
+  const int64_t grid = m.img_size / s.patch_size;
+  const int64_t n = grid * grid;
+  require(tokens_per_group(n, c.mask.ratio) >= 1, {"mask.ratio", "model.img_size"},
+          shortest(c.mask.ratio) + " leaves no token for each of the two groups of the " +
+              std::to_string(n) +
+              " patches (floor(N*(1-r)/2) must be >= 1): lower mask.ratio "
+              "or the patch size");
+}
+
+void validate_impl(const Config& c) {
+  validate_model_and_mask(c);
+
+  const auto& l = c.loss;
+  greater("loss.kappa", l.kappa, 0.0);
+  greater("loss.temperature", l.temperature, 0.0);
+  require(std::isfinite(l.max_logit_scale) && l.max_logit_scale >= 1.0 / l.temperature,
+          {"loss.max_logit_scale", "loss.temperature"},
+          "must be >= 1/loss.temperature = " + shortest(1.0 / l.temperature) +
+              " (the clamp would move the initial scale), got " + shortest(l.max_logit_scale));
+  one_of("loss.negatives", l.negatives, {"global", "local"});
+
+  const auto& d = c.data;
+  one_of("data.dataset", d.dataset, {"synthetic", "imagefolder", "cifar10", "cifar100"});
+  require(d.dataset == "synthetic" || !d.path.empty(), {"data.path", "data.dataset"},
+          "required with data.dataset " + d.dataset +
+              (d.dataset == "imagefolder" ? " (the folder holding train/ and val/)"
+                                          : " (the folder holding the binary batches)"));
+  one_of("data.augment", d.augment, {"rrc_flip", "none"});
+  require(std::isfinite(d.crop_scale_min) && d.crop_scale_min > 0.0 && d.crop_scale_min <= 1.0,
+          {"data.crop_scale_min"}, "must be in (0, 1], got " + shortest(d.crop_scale_min));
+  require(std::isfinite(d.crop_scale_max) && d.crop_scale_max > 0.0 && d.crop_scale_max <= 1.0,
+          {"data.crop_scale_max"}, "must be in (0, 1], got " + shortest(d.crop_scale_max));
+  require(d.crop_scale_min <= d.crop_scale_max, {"data.crop_scale_min", "data.crop_scale_max"},
+          "must be <= data.crop_scale_max (" + shortest(d.crop_scale_max) + "), got " +
+              shortest(d.crop_scale_min));
+  greater("data.crop_ratio_min", d.crop_ratio_min, 0.0);
+  greater("data.crop_ratio_max", d.crop_ratio_max, 0.0);
+  require(d.crop_ratio_min <= d.crop_ratio_max, {"data.crop_ratio_min", "data.crop_ratio_max"},
+          "must be <= data.crop_ratio_max (" + shortest(d.crop_ratio_max) + "), got " +
+              shortest(d.crop_ratio_min));
+  one_of("data.interpolation", d.interpolation, {"bicubic", "bilinear", "area", "nearest"});
+  at_least("data.workers", d.workers, int64_t{1});
+  at_least("data.prefetch", d.prefetch, int64_t{1});
+  in_range("data.max_bad_fraction", d.max_bad_fraction, 0.0, 1.0, true);
+  at_least("data.synthetic_train_size", d.synthetic_train_size, int64_t{1});
+  at_least("data.synthetic_val_size", d.synthetic_val_size, int64_t{1});
+  in_range("data.synthetic_classes", d.synthetic_classes, 10, 64);
+
+  const auto& o = c.optim;
+  one_of("optim.name", o.name, {"adamw"});
+  greater("optim.blr", o.blr, 0.0);
+  at_least("optim.lr", o.lr, 0.0);
+  at_least("optim.min_lr", o.min_lr, 0.0);
+  require(o.lr == 0.0 || o.min_lr <= o.lr, {"optim.min_lr", "optim.lr"},
+          "must be <= optim.lr (" + shortest(o.lr) + "), got " + shortest(o.min_lr));
+  at_least("optim.weight_decay", o.weight_decay, 0.0);
+  in_range("optim.beta1", o.beta1, 0.0, 1.0, false);
+  in_range("optim.beta2", o.beta2, 0.0, 1.0, false);
+  greater("optim.eps", o.eps, 0.0);
+  at_least("optim.warmup_epochs", o.warmup_epochs, 0.0);
+  at_least("optim.accum_iter", o.accum_iter, int64_t{1});
+  at_least("optim.clip_grad", o.clip_grad, 0.0);
+
+  const auto& t = c.train;
+  at_least("train.epochs", t.epochs, int64_t{1});
+  at_least("train.batch_size", t.batch_size, int64_t{2});
+  at_least("train.steps_per_epoch", t.steps_per_epoch, int64_t{0});
+  require(!t.output_dir.empty(), {"train.output_dir"}, "must not be empty");
+  at_least("train.save_every", t.save_every, int64_t{1});
+  at_least("train.keep_last", t.keep_last, int64_t{1});
+  const bool cuda_n = t.device.rfind("cuda:", 0) == 0 && t.device.size() > 5 &&
+                      t.device.find_first_not_of("0123456789", 5) == std::string::npos;
+  if (!cuda_n) one_of("train.device", t.device, {"auto", "cpu", "cuda", "cuda:N"});
+  one_of("train.precision", t.precision, {"auto", "fp32", "bf16"});
+  at_least("train.threads", t.threads, int64_t{0});
+  one_of("train.on_nonfinite", t.on_nonfinite, {"stop", "skip"});
+  at_least("train.max_nonfinite_skips", t.max_nonfinite_skips, int64_t{0});
+
+  one_of("dist.backend", c.dist.backend, {"auto", "nccl", "gloo"});
+  greater("dist.timeout_s", c.dist.timeout_s, 0.0);
+  greater("dist.bucket_mb", c.dist.bucket_mb, 0.0);
+
+  const auto& e = c.eval;
+  at_least("eval.knn_every", e.knn_every, int64_t{0});
+  at_least("eval.knn_k", e.knn_k, int64_t{1});
+  greater("eval.knn_t", e.knn_t, 0.0);
+  at_least("eval.knn_train_size", e.knn_train_size, int64_t{1});
+  at_least("eval.knn_val_size", e.knn_val_size, int64_t{1});
+
+  at_least("log.every", c.log.every, int64_t{1});
+  one_of("log.level", c.log.level, {"trace", "debug", "info", "warn", "error"});
+  one_of("log.progress", c.log.progress, {"auto", "bar", "lines"});
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
+                    const std::string& source) {
+  Config config;
+  Origins origins;
+  YAML::Node root;
+  try {
+    // LoadAll: a stray `---` would otherwise drop everything after it without a word.
+    const auto documents = YAML::LoadAll(yaml_text);
+    if (documents.size() > 1)
+      throw ConfigError(at_line(source, line_of(documents[1])) + "holds " +
+                        std::to_string(documents.size()) +
+                        " YAML documents (separated by ---); a config is one");
+    if (!documents.empty()) root = documents.front();
+  } catch (const YAML::Exception& e) {
+    std::string where = source;
+    if (e.mark.line >= 0)
+      where += (where.empty() ? "line " : ":") + std::to_string(e.mark.line + 1) +
+               (where.empty() ? ", column " : ":") + std::to_string(e.mark.column + 1);
+    throw ConfigError(where + (where.empty() ? "" : ": ") + "YAML syntax error: " + e.msg);
+  }
+  apply_document(config, root, source, origins);
+  for (const auto& text : overrides) apply_override(config, text, origins);
+  try {
+    validate_impl(config);
+  } catch (const Invalid& e) {
+    for (const auto& key : e.keys) {
+      const auto it = origins.find(key);
+      if (it != origins.end() && !it->second.override_.empty())
+        throw ConfigError("override '" + it->second.override_ + "': " + e.what());
+    }
+    // The line of the first involved key the text set (data.path may be unset while the
+    // data.dataset that requires it is on line 12).
+    int line = 0;
+    for (const auto& key : e.keys) {
+      const auto it = origins.find(key);
+      if (it != origins.end() && it->second.line > 0) {
+        line = it->second.line;
+        break;
+      }
+    }
+    throw ConfigError(at_line(source, line) + e.what());
+  }
+  return config;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot open the config file");
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw ConfigError(path + ": cannot read the config file");
+  return parse_config(text.str(), overrides, path);
+}
+
+void validate(const Config& config) { validate_impl(config); }
+
+DerivedConfig derive(const Config& config, int64_t world_size) {
+  if (world_size < 1)
+    throw ConfigError("world size must be >= 1, got " + std::to_string(world_size));
+  validate_impl(config);
+  const Sizes s = resolve_sizes(config.model);
+  DerivedConfig d;
+  d.patch_size = s.patch_size;
+  d.embed_dim = s.embed_dim;
+  d.depth = s.depth;
+  d.num_heads = s.num_heads;
+  const int64_t grid = config.model.img_size / s.patch_size;
+  d.num_patches = grid * grid;
+  d.tokens_per_group = ssl::kept_tokens(d.num_patches, config.mask.ratio) / 2;
+  d.effective_batch = config.train.batch_size * config.optim.accum_iter * world_size;
+  d.lr = config.optim.lr > 0.0 ? config.optim.lr
+                               : config.optim.blr * static_cast<double>(d.effective_batch) / 256.0;
+  return d;
+}
+
+std::string to_yaml(const Config& config) {
+  std::string out;
+  for (const auto& section : schema()) {
+    out += std::string(section.name) + ":\n";
+    for (const auto& key : section.keys)
+      out += "  " + std::string(key.name) + ": " + format_value(ref_of(key, config)) + "\n";
+  }
+  return out;
+}
+
+std::string to_yaml_with_derived(const Config& config, const DerivedConfig& derived) {
+  std::ostringstream out;
+  out << to_yaml(config) << "# derived:\n"
+      << "#   effective_batch: " << derived.effective_batch
+      << "  # train.batch_size · optim.accum_iter · processes\n"
+      << "#   lr: " << yaml_double(derived.lr)
+      << (config.optim.lr > 0.0 ? "  # optim.lr\n" : "  # optim.blr · effective_batch / 256\n")
+      << "#   num_patches: " << derived.num_patches << "\n"
+      << "#   tokens_per_group: " << derived.tokens_per_group << "  # floor(N·(1−r)/2)\n"
+      << "#   patch_size: " << derived.patch_size << "\n"
+      << "#   embed_dim: " << derived.embed_dim << "\n"
+      << "#   depth: " << derived.depth << "\n"
+      << "#   num_heads: " << derived.num_heads << "\n";
+  return out.str();
+}
+
+bool operator==(const Config& a, const Config& b) { return config_difference(a, b).empty(); }
+bool operator!=(const Config& a, const Config& b) { return !(a == b); }
+
+std::string config_difference(const Config& a, const Config& b) {
+  for (const auto& section : schema())
+    for (const auto& key : section.keys) {
+      const Ref ra = ref_of(key, a), rb = ref_of(key, b);
+      if (!same_value(ra, rb))
+        return std::string(section.name) + "." + key.name + ": " + format_value(ra) + " vs " +
+               format_value(rb);
+    }
+  return "";
+}
+
+}  // namespace ocl::io

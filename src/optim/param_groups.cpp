@@ -1,0 +1,73 @@
+// Optimiser parameter groups, AdamW construction and gradient norms
+// (see include/ocl/optim/param_groups.h).
+#include "ocl/optim/param_groups.h"
+
+#include <torch/torch.h>
+
+namespace ocl::optim {
+
+std::vector<ParamGroup> weight_decay_groups(const torch::nn::Module& module, double weight_decay,
+                                            const std::set<std::string>& no_decay_names) {
+  ParamGroup decay{"decay", {}, {}, weight_decay, 1.0};
+  ParamGroup no_decay{"no_decay", {}, {}, 0.0, 1.0};
+  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
+    const auto& p = item.value();
+    if (!p.requires_grad()) continue;
+    const auto& name = item.key();
+    const auto dot = name.find_last_of('.');
+    const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+    auto& group = (p.dim() < 2 || no_decay_names.count(leaf)) ? no_decay : decay;
+    group.names.push_back(name);
+    group.params.push_back(p);
+  }
+  std::vector<ParamGroup> groups;
+  for (auto* g : {&decay, &no_decay}) {
+    if (!g->params.empty()) groups.push_back(std::move(*g));
+  }
+  return groups;
+}
+
+std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<ParamGroup>& groups,
+                                                const AdamWSettings& s) {
+  TORCH_CHECK(!groups.empty(), "AdamW: no trainable parameters");
+  std::vector<torch::optim::OptimizerParamGroup> torch_groups;
+  for (const auto& g : groups) {
+    auto options = std::make_unique<torch::optim::AdamWOptions>(s.lr * g.lr_scale);
+    options->betas(std::make_tuple(s.beta1, s.beta2)).eps(s.eps).weight_decay(g.weight_decay);
+    torch_groups.emplace_back(g.params, std::move(options));
+  }
+  return std::make_unique<torch::optim::AdamW>(
+      torch_groups,
+      torch::optim::AdamWOptions(s.lr).betas(std::make_tuple(s.beta1, s.beta2)).eps(s.eps));
+}
+
+void set_learning_rate(torch::optim::Optimizer& optimizer, const std::vector<ParamGroup>& groups,
+                       double lr) {
+  auto& torch_groups = optimizer.param_groups();
+  TORCH_CHECK(torch_groups.size() == groups.size(), "optimizer has ", torch_groups.size(),
+              " parameter groups, expected ", groups.size());
+  for (size_t i = 0; i < groups.size(); ++i) {
+    static_cast<torch::optim::AdamWOptions&>(torch_groups[i].options()).lr(lr * groups[i].lr_scale);
+  }
+}
+
+torch::Tensor grad_norm(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> norms;
+  for (const auto& p : params) {
+    if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kFloat32).norm());
+  }
+  if (norms.empty()) return torch::zeros({});
+  return torch::stack(norms).norm();
+}
+
+void clip_grads(const std::vector<torch::Tensor>& params, const torch::Tensor& norm,
+                double max_norm) {
+  torch::NoGradGuard no_grad;
+  // torch.nn.utils.clip_grad_norm_: coefficient max/(norm + 1e-6), applied only when < 1.
+  auto coef = (max_norm / (norm + 1e-6)).clamp_max(1.0);
+  for (const auto& p : params) {
+    if (p.grad().defined()) p.grad().mul_(coef.to(p.grad().dtype()));
+  }
+}
+
+}  // namespace ocl::optim

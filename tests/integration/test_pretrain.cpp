@@ -1,0 +1,354 @@
+// End-to-end pre-training runs at tiny sizes (seconds each): exact resume mid-epoch, gradient
+// accumulation, unreadable images, non-finite losses, output-folder safety, and the app itself
+// under SIGTERM and with a bad config value.
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <ocl/data/factory.h>
+#include <ocl/data/loader.h>
+#include <ocl/engine/pretrain.h>
+#include <ocl/io/state_dict.h>
+
+namespace {
+
+std::string make_temp_dir() {
+  std::string tmpl = testing::TempDir() + "ocl_pretrain_XXXXXX";
+  char* made = ::mkdtemp(tmpl.data());
+  EXPECT_NE(made, nullptr);
+  return tmpl;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+// A 16×16 ViT of one block on 128 synthetic images: 4 steps of 32 per epoch.
+ocl::io::Config tiny_config(const std::string& out, std::vector<std::string> extra = {}) {
+  std::vector<std::string> overrides = {"model.arch=custom",
+                                        "model.img_size=16",
+                                        "model.patch_size=4",
+                                        "model.embed_dim=32",
+                                        "model.depth=1",
+                                        "model.num_heads=2",
+                                        "mask.ratio=0.25",
+                                        "data.dataset=synthetic",
+                                        "data.synthetic_train_size=128",
+                                        "data.synthetic_val_size=64",
+                                        "data.workers=2",
+                                        "train.batch_size=32",
+                                        "train.epochs=2",
+                                        "train.device=cpu",
+                                        "train.precision=fp32",
+                                        "train.save_every=1",
+                                        "train.seed=3",
+                                        "optim.lr=1e-3",
+                                        "optim.warmup_epochs=1",
+                                        "log.every=1",
+                                        "log.progress=lines",
+                                        "train.output_dir=" + out};
+  overrides.insert(overrides.end(), extra.begin(), extra.end());
+  return ocl::io::parse_config("", overrides);
+}
+
+ocl::engine::PretrainOptions quiet_options() {
+  ocl::engine::PretrainOptions o;
+  o.console = std::make_shared<ocl::engine::ConsoleSink>(stderr, false);
+  return o;
+}
+
+// llm.c's resume test for OCL: k steps, checkpoint, stop; resume and finish. The per-step
+// losses and the final weights equal an uninterrupted run's exactly (CPU, fp32, one process).
+TEST(Pretrain, ResumeMidEpochReproducesTheUninterruptedRun) {
+  const auto dir_a = make_temp_dir(), dir_b = make_temp_dir();
+  // Drop path exercises the per-step seeding of the global generator too.
+  const std::vector<std::string> extra = {"model.drop_path=0.2", "model.depth=2"};
+  ocl::engine::Pretrainer a(tiny_config(dir_a, extra), quiet_options());
+  const auto full = a.run();
+  ASSERT_EQ(full.step_losses.size(), 8u);
+  EXPECT_FALSE(full.interrupted);
+
+  auto stop_options = quiet_options();
+  stop_options.stop_after_steps = 3;  // mid-epoch 0
+  std::vector<double> resumed;
+  {
+    ocl::engine::Pretrainer b(tiny_config(dir_b, extra), stop_options);
+    const auto first = b.run();
+    EXPECT_TRUE(first.interrupted);
+    EXPECT_EQ(first.last_checkpoint, dir_b + "/checkpoint-0000-000003");
+    resumed = first.step_losses;
+  }
+  auto resume_options = quiet_options();
+  resume_options.resume = "auto";
+  ocl::engine::Pretrainer c(tiny_config(dir_b, extra), resume_options);
+  EXPECT_EQ(c.state().global_step, 3);
+  const auto rest = c.run();
+  resumed.insert(resumed.end(), rest.step_losses.begin(), rest.step_losses.end());
+  ASSERT_EQ(resumed.size(), full.step_losses.size());
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_EQ(resumed[i], full.step_losses[i]) << "step " << i;
+  }
+  const auto wa = ocl::io::state_dict(*a.model());
+  for (const auto& [name, t] : ocl::io::state_dict(*c.model())) {
+    EXPECT_TRUE(torch::equal(t, wa.at(name))) << name;
+  }
+  // The metrics file of the resumed run holds each step once.
+  std::ifstream metrics(dir_b + "/metrics.jsonl");
+  std::string line;
+  int step_records = 0;
+  while (std::getline(metrics, line))
+    step_records += line.find("\"type\":\"step\"") != std::string::npos;
+  EXPECT_EQ(step_records, 8);
+  // Checkpoints at each epoch end (save_every 1), the encoder in timm names.
+  const auto last = ocl::engine::load_checkpoint(dir_b + "/checkpoint-last");
+  EXPECT_EQ(last.path, dir_b + "/checkpoint-0002");
+  EXPECT_TRUE(last.encoder.count("blocks.1.attn.qkv.weight"));
+  EXPECT_TRUE(last.encoder.count("pos_embed"));
+  EXPECT_TRUE(exists(dir_b + "/config.yaml"));
+  EXPECT_TRUE(exists(dir_b + "/train.log"));
+}
+
+// With accum_iter 2 the gradient applied at a step is the mean of the gradients of its two
+// micro-batches computed separately (each micro-batch keeps its own negatives).
+TEST(Pretrain, AccumulatedGradientIsTheMeanOfMicroBatchGradients) {
+  const auto dir = make_temp_dir();
+  const auto config = tiny_config(dir, {"optim.accum_iter=2", "train.batch_size=16"});
+  std::map<std::string, torch::Tensor> applied;
+  std::vector<std::string> names;
+  auto hook_options = quiet_options();
+  hook_options.stop_after_steps = 1;
+  hook_options.before_optimizer_step = [&](int64_t step, const std::vector<torch::Tensor>& params) {
+    ASSERT_EQ(step, 0);
+    ASSERT_EQ(params.size(), names.size());
+    for (size_t i = 0; i < params.size(); ++i) applied[names[i]] = params[i].grad().clone();
+  };
+  ocl::engine::Pretrainer hooked(config, hook_options);
+  // The model before any step, to recompute the micro-batch gradients by hand.
+  auto reference = std::dynamic_pointer_cast<ocl::ssl::OCLImpl>(hooked.model()->clone());
+  ASSERT_TRUE(reference);
+  // The trainer hands parameters over in its groups' order: decayed, then undecayed.
+  for (const auto& g :
+       ocl::optim::weight_decay_groups(*hooked.model(), config.optim.weight_decay)) {
+    names.insert(names.end(), g.names.begin(), g.names.end());
+  }
+  hooked.run();
+  ASSERT_EQ(applied.size(), names.size());
+
+  // The same two micro-batches and masks, one at a time.
+  auto dataset = ocl::data::make_dataset(config.data, 16, true, config.train.seed);
+  auto transform = ocl::data::make_transform(config.data, 16, true);
+  ocl::data::LoaderOptions lo;
+  lo.batch_size = 16;
+  lo.workers = 1;
+  lo.seed = config.train.seed;
+  ocl::data::Loader loader(dataset, transform, lo);
+  loader.start_epoch(0);
+  std::map<std::string, torch::Tensor> mean;
+  for (int64_t micro = 0; micro < 2; ++micro) {
+    auto batch = loader.next();
+    ASSERT_TRUE(batch.has_value());
+    for (auto& p : reference->parameters()) {
+      if (p.grad().defined()) p.mutable_grad().zero_();
+    }
+    auto images = ocl::data::normalize_images(batch->images, torch::kCPU);
+    auto noise = ocl::engine::step_mask_noise(config.train.seed, 0, micro, 16, 16);
+    reference->forward(images, noise).loss.backward();
+    for (const auto& p : reference->named_parameters()) {
+      if (!p.value().requires_grad()) continue;
+      auto g = p.value().grad() / 2;
+      mean[p.key()] = micro == 0 ? g.clone() : mean[p.key()] + g;
+    }
+  }
+  for (const auto& [name, g] : applied) {
+    const double scale = std::max(mean[name].abs().max().item<double>(), 1e-12);
+    EXPECT_LE((g - mean[name]).abs().max().item<double>() / scale, 1e-5) << name;
+  }
+}
+
+// Writes a PNG of random pixels.
+void write_png(const std::string& path, int seed) {
+  cv::Mat image(24, 24, CV_8UC3);
+  cv::randu(image, cv::Scalar::all(seed % 7), cv::Scalar::all(255));
+  ASSERT_TRUE(cv::imwrite(path, image));
+}
+
+TEST(Pretrain, UnreadableImagesAreSkippedAndCountedThenStopTheRunPastTheLimit) {
+  const auto root = make_temp_dir();
+  for (const char* split : {"/train", "/val"}) {
+    ::mkdir((root + split).c_str(), 0777);
+    for (int c = 0; c < 2; ++c) {
+      const std::string cls = root + split + "/class" + std::to_string(c);
+      ::mkdir(cls.c_str(), 0777);
+      for (int i = 0; i < 10; ++i) write_png(cls + "/img" + std::to_string(i) + ".png", i + 10 * c);
+    }
+  }
+  std::ofstream(root + "/train/class0/empty.jpg").close();
+  std::ofstream(root + "/train/class1/garbage.jpg") << "not a jpeg at all";
+  std::ofstream(root + "/train/class1/notes.txt") << "ignored: not an image";
+
+  const auto out = make_temp_dir();
+  auto config =
+      tiny_config(out, {"data.dataset=imagefolder", "data.path=" + root, "train.batch_size=11",
+                        "train.epochs=1", "data.max_bad_fraction=0.2"});
+  ocl::engine::Pretrainer trainer(config, quiet_options());
+  const auto result = trainer.run();
+  EXPECT_FALSE(result.interrupted);
+  const auto log = read_file(out + "/train.log");
+  EXPECT_NE(log.find("empty.jpg"), std::string::npos) << log;
+  EXPECT_NE(log.find("garbage.jpg"), std::string::npos) << log;
+  const auto metrics = read_file(out + "/metrics.jsonl");
+  EXPECT_NE(metrics.find("\"bad_samples\":2"), std::string::npos) << metrics;
+
+  // Batches of 11 visit all 22 files each epoch; 2 unreadable ones are past a 5 % limit
+  // (1.1 files): a clear error, not a crash.
+  const auto out2 = make_temp_dir();
+  auto strict =
+      tiny_config(out2, {"data.dataset=imagefolder", "data.path=" + root, "train.batch_size=11",
+                         "train.epochs=1", "data.max_bad_fraction=0.05"});
+  ocl::engine::Pretrainer strict_trainer(strict, quiet_options());
+  try {
+    strict_trainer.run();
+    FAIL() << "expected the run to stop";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_bad_fraction"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Pretrain, NonFiniteLossStopsNamingTheStepOrIsSkippedABoundedNumberOfTimes) {
+  // An absurd learning rate drives the weights to inf within a few steps.
+  const auto out = make_temp_dir();
+  ocl::engine::Pretrainer trainer(tiny_config(out, {"optim.lr=1e30", "optim.warmup_epochs=0"}),
+                                  quiet_options());
+  try {
+    trainer.run();
+    FAIL() << "expected a non-finite stop";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("non-finite"), std::string::npos) << what;
+    EXPECT_NE(what.find("global step"), std::string::npos) << what;
+    EXPECT_NE(what.find("last good checkpoint"), std::string::npos) << what;
+  }
+  const auto out2 = make_temp_dir();
+  ocl::engine::Pretrainer skipping(
+      tiny_config(out2, {"optim.lr=1e30", "optim.warmup_epochs=0", "train.on_nonfinite=skip",
+                         "train.max_nonfinite_skips=2"}),
+      quiet_options());
+  try {
+    skipping.run();
+    FAIL() << "expected a stop once the skips are used up";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_nonfinite_skips"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(skipping.state().nonfinite_skips, 2);
+}
+
+TEST(Pretrain, OutputFolderOfAnotherRunIsRefusedUnlessResumingOrOverwriting) {
+  const auto out = make_temp_dir();
+  {
+    auto options = quiet_options();
+    options.stop_after_steps = 1;
+    ocl::engine::Pretrainer(tiny_config(out), options).run();
+  }
+  try {
+    ocl::engine::Pretrainer(tiny_config(out, {"mask.ratio=0.5"}), quiet_options());
+    FAIL() << "expected a refusal";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("mask.ratio"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(exists(out + "/checkpoint-0000-000001"))
+      << "a refused start must not delete anything";
+  auto overwrite = quiet_options();
+  overwrite.overwrite = true;
+  ocl::engine::Pretrainer fresh(tiny_config(out, {"mask.ratio=0.5"}), overwrite);
+  EXPECT_EQ(fresh.state().global_step, 0);
+  EXPECT_FALSE(exists(out + "/checkpoint-0000-000001"));
+}
+
+#ifdef OCL_PRETRAIN_EXE
+// Runs the app; returns its exit status and fills `output` with stdout + stderr.
+int run_app(const std::string& args, std::string* output) {
+  const std::string cmd = std::string(OCL_PRETRAIN_EXE) + " " + args + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
+  const int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+std::string tiny_args(const std::string& out) {
+  std::string args = "--config " OCL_SOURCE_DIR "/configs/quickstart.yaml";
+  for (const char* kv :
+       {"model.img_size=16", "model.patch_size=4", "model.embed_dim=32", "model.depth=1",
+        "model.num_heads=2", "data.synthetic_train_size=2048", "data.synthetic_val_size=64",
+        "train.batch_size=16", "train.epochs=4", "eval.knn_every=0", "log.progress=lines"}) {
+    args += std::string(" --set ") + kv;
+  }
+  return args + " --set train.output_dir=" + out;
+}
+
+TEST(PretrainApp, BadConfigValueNamesTheKeyPath) {
+  std::string output;
+  EXPECT_EQ(run_app(tiny_args(make_temp_dir()) + " --set mask.ratio=1.5", &output), 1);
+  EXPECT_NE(output.find("mask.ratio"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(run_app(tiny_args(make_temp_dir()) + " --set optim.blrr=1", &output), 1);
+  EXPECT_NE(output.find("optim.blrr"), std::string::npos) << output;
+}
+
+TEST(PretrainApp, SigtermMidRunLeavesALoadableCheckpointAndResumeFinishes) {
+  const auto out = make_temp_dir();
+  const std::string cmd = std::string(OCL_PRETRAIN_EXE) + " " + tiny_args(out);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    ::freopen("/dev/null", "w", stdout);
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  // Wait for the first logged step, then pre-empt.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (read_file(out + "/metrics.jsonl").find("\"type\":\"step\"") == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "the run never logged a step";
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  const auto latest = ocl::engine::latest_checkpoint(out);
+  ASSERT_FALSE(latest.empty());
+  const auto c = ocl::engine::load_checkpoint(latest);
+  EXPECT_GT(c.state.global_step, 0);
+  EXPECT_LT(c.state.epoch, 4) << "the run should have been stopped early";
+  std::string output;
+  EXPECT_EQ(run_app(tiny_args(out) + " --resume auto", &output), 0) << output;
+  EXPECT_NE(output.find("resumed from"), std::string::npos) << output;
+  EXPECT_EQ(ocl::engine::load_checkpoint(out + "/checkpoint-last").state.epoch, 4);
+}
+#endif
+
+}  // namespace

@@ -1,0 +1,153 @@
+// Checkpoint folders: round trip, the checkpoint-last link, pruning to keep_last, clear errors
+// for damaged parts, and a writer killed mid-write never harming the previous checkpoint.
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <ocl/engine/checkpoint.h>
+
+namespace {
+
+std::string make_temp_dir() {
+  std::string tmpl = testing::TempDir() + "ocl_ckpt_XXXXXX";
+  char* made = ::mkdtemp(tmpl.data());
+  EXPECT_NE(made, nullptr);
+  return tmpl;
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+ocl::engine::TrainingState state_at(int64_t epoch, int64_t step, int64_t global) {
+  ocl::engine::TrainingState s;
+  s.epoch = epoch;
+  s.step_in_epoch = step;
+  s.global_step = global;
+  s.seed = 7;
+  return s;
+}
+
+ocl::io::TensorMap encoder_of(float value, int64_t n = 16) {
+  return {{"cls_token", torch::full({1, 1, n}, value)}, {"norm.weight", torch::full({n}, value)}};
+}
+
+TEST(Checkpoint, Names) {
+  EXPECT_EQ(ocl::engine::checkpoint_name(state_at(4, 0, 40)), "checkpoint-0004");
+  EXPECT_EQ(ocl::engine::checkpoint_name(state_at(4, 120, 520)), "checkpoint-0004-000120");
+}
+
+TEST(Checkpoint, RoundTripAndLastLink) {
+  const auto dir = make_temp_dir();
+  EXPECT_EQ(ocl::engine::latest_checkpoint(dir), "");
+  ocl::io::TensorMap trainer{{"model.logit_scale", torch::tensor(2.5)},
+                             {"optim.x.step", torch::tensor(int64_t{3})}};
+  const auto path = ocl::engine::save_checkpoint(dir, state_at(2, 5, 25), encoder_of(1.5f), trainer,
+                                                 "train:\n  epochs: 3\n", 2);
+  EXPECT_EQ(path, dir + "/checkpoint-0002-000005");
+  EXPECT_EQ(ocl::engine::latest_checkpoint(dir), path);
+  const auto c = ocl::engine::load_checkpoint(dir + "/checkpoint-last");
+  EXPECT_EQ(c.state.epoch, 2);
+  EXPECT_EQ(c.state.step_in_epoch, 5);
+  EXPECT_EQ(c.state.global_step, 25);
+  EXPECT_EQ(c.state.seed, 7u);
+  EXPECT_EQ(c.config_yaml, "train:\n  epochs: 3\n");
+  EXPECT_TRUE(torch::equal(c.encoder.at("cls_token"), torch::full({1, 1, 16}, 1.5f)));
+  EXPECT_EQ(c.trainer.at("optim.x.step").item<int64_t>(), 3);
+}
+
+TEST(Checkpoint, KeepsOnlyTheNewestAndLeftoversAreCleaned) {
+  const auto dir = make_temp_dir();
+  ::mkdir((dir + "/checkpoint-0001.tmp-99999").c_str(), 0777);  // a killed writer's leftover
+  for (int64_t e = 1; e <= 4; ++e) {
+    ocl::engine::save_checkpoint(dir, state_at(e, 0, 10 * e), encoder_of(static_cast<float>(e)), {},
+                                 "", 2);
+  }
+  EXPECT_FALSE(exists(dir + "/checkpoint-0001"));
+  EXPECT_FALSE(exists(dir + "/checkpoint-0002"));
+  EXPECT_TRUE(exists(dir + "/checkpoint-0003/encoder.safetensors"));
+  EXPECT_TRUE(exists(dir + "/checkpoint-0004/encoder.safetensors"));
+  EXPECT_FALSE(exists(dir + "/checkpoint-0001.tmp-99999"));
+  EXPECT_EQ(ocl::engine::latest_checkpoint(dir), dir + "/checkpoint-0004");
+  // A mid-epoch checkpoint orders after its epoch's start.
+  ocl::engine::save_checkpoint(dir, state_at(4, 3, 43), encoder_of(5.f), {}, "", 2);
+  EXPECT_FALSE(exists(dir + "/checkpoint-0003"));
+  EXPECT_TRUE(exists(dir + "/checkpoint-0004"));
+  ocl::engine::remove_checkpoints(dir);
+  EXPECT_FALSE(exists(dir + "/checkpoint-0004"));
+  EXPECT_EQ(ocl::engine::latest_checkpoint(dir), "");
+}
+
+TEST(Checkpoint, DamagedPartsGiveClearErrors) {
+  const auto dir = make_temp_dir();
+  const auto path =
+      ocl::engine::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
+  auto expect_error = [&](const std::string& needle) {
+    try {
+      ocl::engine::load_checkpoint(path);
+      ADD_FAILURE() << "expected an error naming " << needle;
+    } catch (const c10::Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  // Truncated weights.
+  const std::string enc = path + "/encoder.safetensors";
+  struct stat st {};
+  ASSERT_EQ(::stat(enc.c_str(), &st), 0);
+  ASSERT_EQ(::truncate(enc.c_str(), st.st_size - 10), 0);
+  expect_error("encoder.safetensors");
+  ocl::engine::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
+  // Damaged state.
+  { std::ofstream(path + "/state.json") << "{\"format_version\": 1, \"epoch\": "; }
+  expect_error("state.json");
+  // Missing folder.
+  try {
+    ocl::engine::load_checkpoint(dir + "/checkpoint-0099");
+    ADD_FAILURE() << "expected an error";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoint-0099"), std::string::npos);
+  }
+}
+
+// A child writes checkpoints of ~8 MB in a loop and is killed with SIGKILL at various moments:
+// checkpoint-last must always name a complete, loadable checkpoint the child finished.
+TEST(Checkpoint, KillDuringWriteLeavesThePreviousIntact) {
+  const auto dir = make_temp_dir();
+  ocl::engine::save_checkpoint(dir, state_at(0, 1, 1), encoder_of(1.f, 1 << 21), {}, "first", 2);
+  for (int delay_ms : {5, 20, 45, 80}) {
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      for (int64_t s = 2;; ++s) {
+        ocl::engine::save_checkpoint(dir, state_at(0, s, s),
+                                     encoder_of(static_cast<float>(s), 1 << 21), {},
+                                     "step " + std::to_string(s), 2);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    const auto latest = ocl::engine::latest_checkpoint(dir);
+    ASSERT_FALSE(latest.empty());
+    const auto c = ocl::engine::load_checkpoint(latest);
+    const auto s = c.state.global_step;
+    EXPECT_TRUE(torch::equal(c.encoder.at("norm.weight"),
+                             torch::full({1 << 21}, s == 1 ? 1.f : static_cast<float>(s))))
+        << latest;
+  }
+}
+
+}  // namespace
