@@ -7,6 +7,7 @@
 // command line. A second signal ends the process at once.
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -16,6 +17,7 @@
 #include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
+#include <ocl/data/factory.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/config.h>
 
@@ -46,6 +48,20 @@ void refuse_multi_process_launch() {
           std::string(var) + "=" + value +
           ": this ocl_pretrain trains in a single process; launch one process");
     }
+  }
+}
+
+// Steps per epoch need the training set's size: build it (ImageFolder reads its cached list).
+void print_steps_per_epoch(const ocl::io::Config& config) {
+  try {
+    const auto dataset = ocl::data::make_dataset(
+        config.data, static_cast<int>(config.model.img_size), /*train=*/true, config.train.seed);
+    int64_t steps = dataset->size() / config.train.batch_size / config.optim.accum_iter;
+    if (config.train.steps_per_epoch > 0) steps = std::min(steps, config.train.steps_per_epoch);
+    std::cout << "#   steps_per_epoch: " << steps << "   # " << dataset->size()
+              << " training images\n";
+  } catch (const std::exception& e) {
+    std::cout << "#   steps_per_epoch: unknown (" << e.what() << ")\n";
   }
 }
 
@@ -86,6 +102,7 @@ int main(int argc, char** argv) {
     const auto config = ocl::io::load_config(config_path, overrides);
     if (print_config) {
       std::cout << ocl::io::to_yaml_with_derived(config, ocl::io::derive(config));
+      print_steps_per_epoch(config);
       return 0;
     }
     refuse_multi_process_launch();

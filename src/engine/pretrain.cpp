@@ -251,9 +251,6 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   // --- resume
   state_.seed = t.seed;
   int64_t keep_metrics_through = -1;
-  if (!options_.resume.empty() && options_.resume != "auto" && resume_from.empty()) {
-    throw std::runtime_error("--resume: no checkpoint given");
-  }
   if (!resume_from.empty()) {
     Checkpoint c = load_checkpoint(resume_from);
     io::Config saved;
@@ -588,13 +585,11 @@ PretrainResult Pretrainer::run() {
         (state_.epoch % config_.eval.knn_every == 0 || state_.epoch == t.epochs)) {
       result.knn_top1 = run_knn_monitor();
     }
-    if (state_.epoch % t.save_every == 0 || state_.epoch == t.epochs) {
-      result.last_checkpoint = write_checkpoint();
-    }
+    const bool save_now = state_.epoch % t.save_every == 0 || state_.epoch == t.epochs;
+    if (save_now) result.last_checkpoint = write_checkpoint();
+    // A stop that arrived during the kNN monitor or the checkpoint write.
     if (stop_requested() && state_.epoch < t.epochs) {
-      if (result.last_checkpoint != last_checkpoint_ || result.last_checkpoint.empty()) {
-        result.last_checkpoint = write_checkpoint();
-      }
+      if (!save_now) result.last_checkpoint = write_checkpoint();
       result.interrupted = true;
       result.state = state_;
       logger_->warn("stopped after epoch {}; continue with --resume auto", state_.epoch);

@@ -318,6 +318,18 @@ TEST(PretrainApp, BadConfigValueNamesTheKeyPath) {
   EXPECT_NE(output.find("optim.blrr"), std::string::npos) << output;
 }
 
+TEST(PretrainApp, PrintConfigShowsTheResolvedConfigAndDerivedValues) {
+  const auto out = make_temp_dir() + "/never-created";
+  std::string output;
+  EXPECT_EQ(run_app(tiny_args(out) + " --set optim.accum_iter=2 --print-config", &output), 0)
+      << output;
+  EXPECT_NE(output.find("accum_iter: 2"), std::string::npos) << output;
+  EXPECT_NE(output.find("effective_batch: 32"), std::string::npos) << output;  // 16 × 2
+  EXPECT_NE(output.find("tokens_per_group: 5"), std::string::npos) << output;  // 16 · 0.7 / 2
+  EXPECT_NE(output.find("steps_per_epoch: 64"), std::string::npos) << output;  // 2048 / 32
+  EXPECT_FALSE(exists(out)) << "--print-config must not create the output folder";
+}
+
 TEST(PretrainApp, SigtermMidRunLeavesALoadableCheckpointAndResumeFinishes) {
   const auto out = make_temp_dir();
   const std::string cmd = std::string(OCL_PRETRAIN_EXE) + " " + tiny_args(out);
