@@ -60,12 +60,7 @@ int main(int argc, char** argv) {
     torch::set_num_threads(
         t.threads > 0 ? static_cast<int>(t.threads)
                       : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    torch::Device device(torch::kCPU);
-    if (t.device == "auto") {
-      if (torch::cuda::is_available()) device = torch::Device(torch::kCUDA, 0);
-    } else {
-      device = torch::Device(t.device);
-    }
+    const torch::Device device = ocl::engine::resolve_device(t.device);
     const bool bf16 = t.precision == "bf16" || (t.precision == "auto" && device.is_cuda());
     const int img = static_cast<int>(config.model.img_size);
     std::printf(
@@ -103,15 +98,7 @@ int main(int argc, char** argv) {
     }
 
     // --- the training step on a fixed batch (the data path is measured above)
-    torch::manual_seed(t.seed);
-    const auto& m = config.model;
-    ocl::ssl::OCL model(
-        ocl::nn::VisionTransformerOptions(m.img_size, d.patch_size, d.embed_dim, d.depth,
-                                          d.num_heads)
-            .mlp_ratio(m.mlp_ratio)
-            .drop_path_rate(m.drop_path)
-            .freeze_patch_embed(m.freeze_patch_embed),
-        ocl::ssl::OCLOptions().mask_ratio(config.mask.ratio).kappa(config.loss.kappa));
+    auto model = ocl::engine::build_ocl_model(config, d);
     model->to(device);
     auto groups = ocl::optim::weight_decay_groups(*model, config.optim.weight_decay);
     std::vector<torch::Tensor> trainable;

@@ -122,8 +122,8 @@ void bands(cv::Mat& mask, const Frame& f, double period, double width, SampleRng
 
 // Draws the concept into `shape` (alpha of the foreground colour) and, for textures, the patch
 // behind it into `region` (alpha of a second colour). Returns whether `region` was used.
-bool draw_concept(int concept, Frame f, cv::Mat& shape, cv::Mat& region, SampleRng& rng) {
-  switch (concept) {
+bool draw_concept(int kind, Frame f, cv::Mat& shape, cv::Mat& region, SampleRng& rng) {
+  switch (kind) {
     case kCircle:
       ellipse(shape, f, 0, 0, 0.9, 0.9, cv::FILLED);
       return false;
@@ -172,7 +172,7 @@ bool draw_concept(int concept, Frame f, cv::Mat& shape, cv::Mat& region, SampleR
     case kVStripes:
     case kDiagonalLines: {
       texture_region(region, f, rng);
-      if (concept == kDiagonalLines) {
+      if (kind == kDiagonalLines) {
         // Thin lines (always at least a pixel) closer together than the stripes' bands.
         const double period = rng.uniform(0.26, 0.36), phase = rng.uniform(0, period);
         for (double v = -1.4 + phase; v < 1.4; v += period) {
@@ -285,7 +285,7 @@ int64_t SyntheticDataset::label(int64_t index) const {
 }
 
 std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
-  const int concept = static_cast<int>(label(index));
+  const int kind = static_cast<int>(label(index));
   const int S = options_.image_size;
   // The salt keeps this stream apart from the loader's augmentation seeds (same mixer).
   SampleRng rng(sample_seed(options_.seed ^ 0x73796e7468657469ULL, options_.train ? 0 : 1, index));
@@ -325,7 +325,7 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
   // Orientation is the concept for stripes and diagonal lines (a horizontal flip keeps each in
   // its class); every other concept takes any rotation.
   const double jitter = rng.uniform(-1, 1);
-  switch (concept) {
+  switch (kind) {
     case kHStripes:
       f.angle = jitter * kPi / 12;
       break;
@@ -345,7 +345,7 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
 
   // Plain constructors, not Mat::zeros: its lazily built singleton is a (benign) data race.
   cv::Mat shape(S, S, CV_8UC1, cv::Scalar(0)), region(S, S, CV_8UC1, cv::Scalar(0));
-  if (draw_concept(concept, f, shape, region, rng)) {
+  if (draw_concept(kind, f, shape, region, rng)) {
     cv::min(shape, region, shape);
     composite(image, region, patch);
   }

@@ -37,25 +37,6 @@ double seconds_since(Clock::time_point t) {
 constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
 constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
 
-torch::Device resolve_device(const std::string& name) {
-  if (name == "auto") {
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
-                                       : torch::Device(torch::kCPU);
-  }
-  if (name == "cpu") return torch::kCPU;
-  if (!torch::cuda::is_available()) {
-    throw std::runtime_error("train.device is '" + name +
-                             "' but CUDA is not available (a CPU build of LibTorch, or no GPU); "
-                             "use train.device=cpu or auto");
-  }
-  torch::Device device(name);
-  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
-    throw std::runtime_error("train.device is '" + name + "' but only " +
-                             std::to_string(torch::cuda::device_count()) + " GPUs are visible");
-  }
-  return device;
-}
-
 void make_dirs(const std::string& path) {
   std::string partial;
   std::stringstream parts(path);
@@ -117,6 +98,41 @@ std::string format_duration(double seconds) {
 }
 
 }  // namespace
+
+torch::Device resolve_device(const std::string& name) {
+  if (name == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
+  }
+  if (name == "cpu") return torch::kCPU;
+  if (!torch::cuda::is_available()) {
+    throw std::runtime_error("train.device is '" + name +
+                             "' but CUDA is not available (a CPU build of LibTorch, or no GPU); "
+                             "use train.device=cpu or auto");
+  }
+  torch::Device device(name);
+  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
+    throw std::runtime_error("train.device is '" + name + "' but only " +
+                             std::to_string(torch::cuda::device_count()) + " GPUs are visible");
+  }
+  return device;
+}
+
+ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived) {
+  torch::manual_seed(config.train.seed);
+  const auto& m = config.model;
+  auto encoder = nn::VisionTransformerOptions(m.img_size, derived.patch_size, derived.embed_dim,
+                                              derived.depth, derived.num_heads)
+                     .mlp_ratio(m.mlp_ratio)
+                     .drop_path_rate(m.drop_path)
+                     .freeze_patch_embed(m.freeze_patch_embed);
+  return ssl::OCL(encoder, ssl::OCLOptions()
+                               .mask_ratio(config.mask.ratio)
+                               .kappa(config.loss.kappa)
+                               .learnable_temperature(config.loss.learnable_temperature)
+                               .temperature(config.loss.temperature)
+                               .max_logit_scale(config.loss.max_logit_scale));
+}
 
 torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
                               int64_t num_patches) {
@@ -193,19 +209,8 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
   // --- model (initialised from the seed: the same config gives the same start)
-  torch::manual_seed(t.seed);
   const auto& m = config_.model;
-  auto encoder = nn::VisionTransformerOptions(m.img_size, derived_.patch_size, derived_.embed_dim,
-                                              derived_.depth, derived_.num_heads)
-                     .mlp_ratio(m.mlp_ratio)
-                     .drop_path_rate(m.drop_path)
-                     .freeze_patch_embed(m.freeze_patch_embed);
-  model_ = ssl::OCL(encoder, ssl::OCLOptions()
-                                 .mask_ratio(config_.mask.ratio)
-                                 .kappa(config_.loss.kappa)
-                                 .learnable_temperature(config_.loss.learnable_temperature)
-                                 .temperature(config_.loss.temperature)
-                                 .max_logit_scale(config_.loss.max_logit_scale));
+  model_ = build_ocl_model(config_, derived_);
   model_->to(device_);
   model_->train();
 

@@ -50,6 +50,14 @@ struct PretrainResult {
   double knn_top1 = -1;             // the last kNN monitor top-1 (%), −1 if none ran
 };
 
+/// train.device → a device: "auto" (the first GPU when CUDA is available, else the CPU), "cpu",
+/// "cuda", "cuda:N". Throws naming the value when CUDA or that GPU is not there.
+torch::Device resolve_device(const std::string& name);
+
+/// The OCL model a config describes (encoder sizes from `derived`), initialised from
+/// config.train.seed: the same config always starts from the same weights.
+ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived);
+
 /// The mask noise of micro-batch `micro` of optimiser step `global_step`: uniform [B, N] from
 /// a generator seeded by (seed, global_step, micro), so a resumed run draws the same masks.
 torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
