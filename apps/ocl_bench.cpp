@@ -3,6 +3,9 @@
 // which puts it beside the same step in PyTorch.
 //
 //   ocl_bench --config configs/vits16.yaml --set train.batch_size=32 --steps 10 --warmup 2
+//   ocl_bench --grad-sync --nproc-per-node 2 --config ...   (how much all-reduce hides behind
+//                                                            backward; or under torchrun)
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
@@ -14,6 +17,9 @@
 #include <ocl/compat.h>
 #include <ocl/data/factory.h>
 #include <ocl/data/loader.h>
+#include <ocl/dist/communicator.h>
+#include <ocl/dist/grad_sync.h>
+#include <ocl/dist/launch.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/config.h>
 #include <ocl/optim/param_groups.h>
@@ -38,6 +44,96 @@ double train_flops_per_image(const ocl::io::DerivedConfig& d) {
   return 3.0 * block_fwd + patch;
 }
 
+// The same step three ways on every rank, with global negatives gathered in all three:
+//   local       no gradient all-reduce (what one process would do),
+//   overlapped  the GradSynchronizer: buckets all-reduced while backward still runs,
+//   after       backward first, then every bucket all-reduced (no overlap).
+// after − local is the all-reduce time; overlapped − local what of it still shows; the rest
+// was hidden behind backward. Rank 0 prints the medians.
+int bench_grad_sync(const ocl::io::Config& config, const ocl::dist::LaunchInfo& launch,
+                    int64_t steps, int64_t warmup) {
+  const auto d = ocl::io::derive(config, launch.world_size);
+  const auto& t = config.train;
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(
+      t.threads > 0 ? t.threads : std::max<int64_t>(1, cores / launch.local_world_size)));
+  torch::Device device = ocl::engine::resolve_device(t.device);
+  if (device.is_cuda()) device = torch::Device(torch::kCUDA, launch.local_rank);
+  const bool bf16 = t.precision == "bf16" || (t.precision == "auto" && device.is_cuda());
+  ocl::dist::CommunicatorOptions co;
+  co.backend = config.dist.backend;
+  co.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
+  co.device = device;
+  ocl::dist::Communicator comm(launch, co);
+
+  auto model = ocl::engine::build_ocl_model(config, d);
+  model->to(device);
+  auto groups = ocl::optim::weight_decay_groups(*model, config.optim.weight_decay);
+  std::vector<torch::Tensor> trainable;
+  for (const auto& g : groups) trainable.insert(trainable.end(), g.params.begin(), g.params.end());
+  ocl::dist::GradSyncOptions so;
+  so.bucket_mb = config.dist.bucket_mb;
+  so.first_bucket_mb = config.dist.first_bucket_mb;
+  ocl::dist::GradSynchronizer sync(comm, trainable, so);
+  const auto gather = ocl::engine::global_negatives(comm);
+  // A fixed batch of random pixels: the data path is not what is measured here.
+  torch::manual_seed(static_cast<uint64_t>(t.seed) + static_cast<uint64_t>(launch.rank));
+  auto images =
+      torch::randn({t.batch_size, 3, config.model.img_size, config.model.img_size}).to(device);
+  enum Mode { kLocal, kOverlapped, kAfter };
+  auto step = [&](Mode mode, int64_t i) {
+    ocl::compat::zero_grad(trainable);
+    auto noise = ocl::engine::step_mask_noise(t.seed, i, 0, t.batch_size, d.num_patches,
+                                              launch.rank, launch.world_size)
+                     .to(device);
+    sync.set_sync(mode == kOverlapped);
+    torch::Tensor loss;
+    {
+      ocl::compat::AutocastGuard autocast(device.type(), bf16);
+      loss = model->forward(images, noise, gather).loss;
+    }
+    loss.backward();
+    if (mode == kAfter) sync.set_sync(true);  // finish() now launches every bucket
+    if (mode != kLocal) sync.finish();
+    if (device.is_cuda()) torch::cuda::synchronize();
+    return loss.item<double>();
+  };
+  // Interleaved, so that the three see the same machine state; medians against outliers.
+  std::vector<double> times[3];
+  for (int64_t i = 0; i < warmup + steps; ++i) {
+    for (Mode mode : {kLocal, kOverlapped, kAfter}) {
+      comm.barrier("benchmark step");
+      const auto t0 = Clock::now();
+      step(mode, i);
+      if (i >= warmup) times[mode].push_back(seconds_since(t0));
+    }
+  }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v[v.size() / 2];
+  };
+  const double local = median(times[kLocal]), overlapped = median(times[kOverlapped]),
+               after = median(times[kAfter]);
+  const double comm_s = std::max(after - local, 1e-9);
+  int64_t bytes = 0;
+  for (auto b : sync.bucket_bytes()) bytes += b;
+  if (launch.rank == 0) {
+    std::printf(
+        "grad_sync world=%lld backend=%s threads=%d batch=%lld D=%lld depth=%lld gradient_mib=%.2f "
+        "buckets=%lld\n",
+        (long long)launch.world_size, comm.backend().c_str(), torch::get_num_threads(),
+        (long long)t.batch_size, (long long)d.embed_dim, (long long)d.depth, bytes / 1048576.0,
+        (long long)sync.num_buckets());
+    std::printf(
+        "step_local_ms=%.2f step_overlapped_ms=%.2f step_allreduce_after_backward_ms=%.2f "
+        "allreduce_ms=%.2f exposed_ms=%.2f hidden_fraction=%.3f\n",
+        1e3 * local, 1e3 * overlapped, 1e3 * after, 1e3 * comm_s, 1e3 * (overlapped - local),
+        1.0 - (overlapped - local) / comm_s);
+  }
+  comm.barrier("end of benchmark");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -51,9 +147,29 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--loader-batches", loader_batches, "batches timed for the loader alone (0: skip)")
       ->check(CLI::NonNegativeNumber);
+  bool grad_sync = false;
+  int nproc_per_node = 0;
+  app.add_flag("--grad-sync", grad_sync,
+               "measure how much of the gradient all-reduce hides behind backward (needs several "
+               "processes: --nproc-per-node, torchrun, srun)");
+  app.add_option("--nproc-per-node", nproc_per_node, "start this many local processes")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
   try {
+    if (nproc_per_node > 0) {
+      ocl::dist::LocalLaunchOptions lo;
+      lo.nproc = nproc_per_node;
+      lo.argv = ocl::dist::worker_command(argc, argv);
+      return ocl::dist::run_local_workers(lo);
+    }
     auto config = ocl::io::load_config(config_path, overrides);
+    if (grad_sync) {
+      const auto launch = ocl::dist::launch_from_environment();
+      if (!launch.distributed()) {
+        throw std::runtime_error("--grad-sync needs several processes: add --nproc-per-node 2");
+      }
+      return bench_grad_sync(config, launch, steps, warmup);
+    }
     config.data.dataset = "synthetic";
     const auto d = ocl::io::derive(config);
     const auto& t = config.train;

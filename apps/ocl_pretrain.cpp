@@ -1,6 +1,8 @@
 // ocl_pretrain: OCL self-supervised pre-training of a Vision Transformer.
 //
 //   ocl_pretrain --config configs/vitl16.yaml [--set optim.blr=1e-4 ...] [--resume auto]
+//   ocl_pretrain --nproc-per-node 4 --config ...        (starts 4 local workers itself)
+//   torchrun --nproc-per-node 4 --no-python ocl_pretrain --config ...   (or srun, or mpirun)
 //
 // Reads the config, trains (engine::Pretrainer), and exits 0 when done, 0 after a clean stop on
 // SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on a bad
@@ -18,6 +20,7 @@
 #include <c10/util/Exception.h>
 
 #include <ocl/data/factory.h>
+#include <ocl/dist/launch.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/config.h>
 
@@ -38,25 +41,14 @@ extern "C" void on_signal(int signo) {
   (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
 }
 
-// This version trains in one process: a torchrun/SLURM/MPI launch of several would make each
-// process train alone and write the same folder, so it is refused instead.
-void refuse_multi_process_launch() {
-  for (const char* var : {"WORLD_SIZE", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"}) {
-    const char* value = std::getenv(var);
-    if (value != nullptr && std::atoi(value) > 1) {
-      throw std::runtime_error(
-          std::string(var) + "=" + value +
-          ": this ocl_pretrain trains in a single process; launch one process");
-    }
-  }
-}
-
 // Steps per epoch need the training set's size: build it (ImageFolder reads its cached list).
-void print_steps_per_epoch(const ocl::io::Config& config) {
+void print_steps_per_epoch(const ocl::io::Config& config, int64_t world_size) {
   try {
     const auto dataset = ocl::data::make_dataset(
         config.data, static_cast<int>(config.model.img_size), /*train=*/true, config.train.seed);
-    int64_t steps = dataset->size() / config.train.batch_size / config.optim.accum_iter;
+    // Each rank reads ceil(size / W) images of every epoch (DistributedSampler's padding).
+    const int64_t per_rank = (dataset->size() + world_size - 1) / world_size;
+    int64_t steps = per_rank / config.train.batch_size / config.optim.accum_iter;
     if (config.train.steps_per_epoch > 0) steps = std::min(steps, config.train.steps_per_epoch);
     std::cout << "#   steps_per_epoch: " << steps << "   # " << dataset->size()
               << " training images\n";
@@ -83,6 +75,7 @@ int main(int argc, char** argv) {
   std::string resume;
   bool print_config = false, overwrite = false;
   int64_t stop_after_steps = 0;
+  int nproc_per_node = 0;
   app.add_option("--config", config_path, "YAML config (configs/*.yaml)")->required();
   app.add_option("--set", overrides, "override a key: --set optim.blr=1e-4 (repeatable)");
   app.add_option("--resume", resume,
@@ -96,22 +89,40 @@ int main(int argc, char** argv) {
   app.add_option("--stop-after-steps", stop_after_steps,
                  "stop as if pre-empted after this many optimiser steps of the run (testing)")
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--nproc-per-node", nproc_per_node,
+                 "start this many worker processes on this machine (one per GPU; CPU: Gloo) and "
+                 "train with all of them; for several machines use torchrun, srun or mpirun")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
   try {
     const auto config = ocl::io::load_config(config_path, overrides);
     if (print_config) {
-      std::cout << ocl::io::to_yaml_with_derived(config, ocl::io::derive(config));
-      print_steps_per_epoch(config);
+      const auto world =
+          nproc_per_node > 0 ? nproc_per_node : ocl::dist::launch_from_environment().world_size;
+      std::cout << ocl::io::to_yaml_with_derived(config, ocl::io::derive(config, world));
+      print_steps_per_epoch(config, world);
       return 0;
     }
-    refuse_multi_process_launch();
+    const auto launch = ocl::dist::launch_from_environment();
+    if (nproc_per_node > 0) {
+      if (launch.distributed()) {
+        throw std::runtime_error("--nproc-per-node " + std::to_string(nproc_per_node) +
+                                 " inside a launch that already has " + launch.describe() +
+                                 ": use one launcher, not two");
+      }
+      ocl::dist::LocalLaunchOptions lo;
+      lo.nproc = nproc_per_node;
+      lo.argv = ocl::dist::worker_command(argc, argv);
+      return ocl::dist::run_local_workers(lo);
+    }
     install_signal_handlers();
     ocl::engine::PretrainOptions options;
     options.resume = resume;
     options.overwrite = overwrite;
     options.stop_requested = &g_stop;
     options.stop_after_steps = stop_after_steps;
+    options.launch = launch;
     ocl::engine::Pretrainer trainer(config, options);
     const auto result = trainer.run();
     if (result.interrupted) {

@@ -1,15 +1,21 @@
 // compat.h: the one place that knows LibTorch 1.13 from 2.x. Everything else in ocl calls
 // these helpers instead of testing TORCH_VERSION_* itself.
 //
+// clang-format off
 // Differences handled here (see ../shared/LIBTORCH_NOTES.md):
-//   attention   1.13 has no public SDPA: softmax(q·kᵀ/√d)·v by hand; 2.x:
-//   at::scaled_dot_product_attention autocast    1.13: set_enabled / set_cpu_enabled; 2.4+:
-//   set_autocast_enabled(device, ·) zero-grad   Optimizer::zero_grad() sets grads to undefined
-//   on 2.x: zero in place ourselves fused AdamW at::_fused_adamw_ exists from 2.0 only
-//   (kHasFusedAdamW) optimiser   Optimizer::state() is keyed by a string of the TensorImpl address
-//   on 1.13, by the state       address itself on 2.x: optimizer_state_key() LayerNorm   1.13's CPU
-//   kernel rejects a bf16 input with fp32 weights (autocast leaves
-//               layer_norm uncast there): layer_norm() upcasts, as CUDA autocast does
+//   attention    1.13 has no public SDPA: softmax(q·kᵀ/√d)·v by hand; 2.x:
+//                at::scaled_dot_product_attention
+//   autocast     1.13: set_enabled / set_cpu_enabled; 2.4+: set_autocast_enabled(device, ·)
+//   zero-grad    Optimizer::zero_grad() sets grads to undefined on 2.x: zero in place ourselves
+//   fused AdamW  at::_fused_adamw_ exists from 2.0 only (kHasFusedAdamW)
+//   optimiser    Optimizer::state() is keyed by a string of the TensorImpl address on 1.13, by
+//                the address itself on 2.x: optimizer_state_key()
+//   LayerNorm    1.13's CPU kernel rejects a bf16 input with fp32 weights (autocast leaves
+//                layer_norm uncast there): layer_norm() upcasts, as CUDA autocast does
+// The c10d differences (ProcessGroup vs Backend, TCPStoreOptions::useLibUV, Gloo's missing
+// flat collectives on 1.13) live in src/dist/communicator.cpp, so that ocl's public headers
+// need no Gloo or NCCL headers.
+// clang-format on
 #pragma once
 
 #include <string>

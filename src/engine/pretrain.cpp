@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -21,6 +22,7 @@
 
 #include "ocl/compat.h"
 #include "ocl/data/factory.h"
+#include "ocl/dist/all_gather.h"
 #include "ocl/engine/knn.h"
 #include "ocl/io/state_dict.h"
 
@@ -135,10 +137,30 @@ ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& deri
 }
 
 torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
-                              int64_t num_patches) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(
-      data::sample_seed(seed ^ kMaskStream, global_step, micro));
-  return torch::rand({batch, num_patches}, gen);
+                              int64_t num_patches, int64_t rank, int64_t world_size) {
+  const uint64_t step_seed = data::sample_seed(seed ^ kMaskStream, global_step, micro);
+  auto noise = torch::empty({batch, num_patches});
+  for (int64_t i = 0; i < batch; ++i) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(
+        data::sample_seed(step_seed, /*epoch=*/0, /*index=*/i * world_size + rank));
+    noise[i] = torch::rand({num_patches}, gen);
+  }
+  return noise;
+}
+
+ssl::FeatureGather global_negatives(dist::Communicator& comm) {
+  dist::Communicator* c = &comm;
+  return [c](const torch::Tensor& a, const torch::Tensor& b) {
+    // One collective for both groups: [2B, D] per rank → [W, 2B, D].
+    const int64_t n = a.size(0);
+    auto all = dist::all_gather_with_grad(*c, torch::cat({a, b}, 0))
+                   .view({c->world_size(), 2 * n, a.size(1)});
+    ssl::GatheredFeatures g;
+    g.a_all = all.narrow(1, 0, n).reshape({-1, a.size(1)});
+    g.b_all = all.narrow(1, n, n).reshape({-1, a.size(1)});
+    g.offset = c->rank() * n;
+    return g;
+  };
 }
 
 // Figures of one optimiser step (means over its micro-batches) and its timing.
@@ -148,18 +170,22 @@ struct Pretrainer::StepStats {
   double data_wait_s = 0;  // time spent waiting for the loader
   int64_t images = 0;
   bool skipped = false;  // non-finite, skipped (on_nonfinite: skip)
+  bool stop = false;     // a stop was requested on some rank: every rank stops after this step
 };
 
 Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     : config_(std::move(config)), options_(std::move(options)) {
   io::validate(config_);
-  derived_ = io::derive(config_, /*world_size=*/1);
+  rank_ = options_.launch.rank;
+  world_size_ = options_.launch.world_size;
+  derived_ = io::derive(config_, world_size_);
   config_yaml_ = io::to_yaml_with_derived(config_, derived_);
   const auto& t = config_.train;
   const std::string out = t.output_dir;
 
-  // --- output folder: never silently mix two runs.
-  make_dirs(out);
+  // --- output folder: never silently mix two runs. Every rank reads it (the folder must be on
+  // a file system all nodes share, as for any resumable multi-node run); only rank 0 writes.
+  if (is_writer()) make_dirs(out);
   const std::string config_path = out + "/config.yaml";
   const std::string previous = latest_checkpoint(out);
   std::string resume_from;
@@ -169,7 +195,8 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     resume_from = options_.resume;
   }
   if (options_.resume.empty()) {
-    if (file_exists(config_path) && !options_.overwrite) {
+    // Rank 0 alone decides: the others could read the config.yaml it has just written.
+    if (is_writer() && file_exists(config_path) && !options_.overwrite) {
       std::string why;
       try {
         const auto existing = io::parse_config(read_file(config_path), {}, config_path);
@@ -186,7 +213,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
             "another train.output_dir");
       }
     }
-    if (options_.overwrite) {
+    if (options_.overwrite && is_writer()) {
       // The old run's checkpoints would outrank the new run's in pruning and checkpoint-last.
       remove_checkpoints(out);
       std::remove((out + "/metrics.jsonl").c_str());
@@ -194,25 +221,58 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   }
 
   // --- logging
-  console_ = options_.console
-                 ? options_.console
-                 : std::make_shared<ConsoleSink>(stdout, want_status_line(config_.log.progress));
-  logger_ = make_run_logger(console_, out + "/train.log", config_.log.level);
-  write_file_atomic(config_path, config_yaml_);
+  console_ = options_.console ? options_.console
+                              : std::make_shared<ConsoleSink>(
+                                    stdout, is_writer() && want_status_line(config_.log.progress));
+  // Ranks other than 0 print warnings and errors only, and write no files.
+  const bool quiet_level =
+      config_.log.level == "trace" || config_.log.level == "debug" || config_.log.level == "info";
+  logger_ = make_run_logger(console_, is_writer() ? out + "/train.log" : "",
+                            is_writer() || !quiet_level ? config_.log.level : "warn");
+  if (is_writer()) write_file_atomic(config_path, config_yaml_);
 
-  // --- device, precision, threads
-  device_ = resolve_device(t.device);
+  // --- device, precision, threads. With several processes, "auto" and "cuda" mean this
+  // process's GPU: cuda:LOCAL_RANK.
+  if (world_size_ > 1 &&
+      (t.device == "cuda" || (t.device == "auto" && torch::cuda::is_available()))) {
+    device_ = resolve_device("cuda:" + std::to_string(options_.launch.local_rank));
+  } else if (world_size_ > 1 && t.device.rfind("cuda:", 0) == 0 &&
+             options_.launch.local_world_size > 1) {
+    throw std::runtime_error("train.device is '" + t.device + "', one GPU for all " +
+                             std::to_string(options_.launch.local_world_size) +
+                             " processes of this node: use cuda or auto (each process takes the "
+                             "GPU of its LOCAL_RANK)");
+  } else {
+    device_ = resolve_device(t.device);
+  }
   bf16_ = t.precision == "bf16" || (t.precision == "auto" && device_.is_cuda());
   // 0 = one per core: some LibTorch builds (Debian's among them) otherwise start with one.
-  torch::set_num_threads(t.threads > 0
-                             ? static_cast<int>(t.threads)
-                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  // Processes sharing a node share its cores (torchrun sets OMP_NUM_THREADS=1 for the same
+  // reason).
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(
+      t.threads > 0
+          ? t.threads
+          : std::max<int64_t>(1, cores / std::max<int64_t>(1, options_.launch.local_world_size))));
 
   // --- model (initialised from the seed: the same config gives the same start)
   const auto& m = config_.model;
   model_ = build_ocl_model(config_, derived_);
   model_->to(device_);
   model_->train();
+
+  // --- the other processes: rendezvous now, before the slow data set up, so that a missing
+  // rank is reported early.
+  if (world_size_ > 1) {
+    dist::CommunicatorOptions co;
+    co.backend = config_.dist.backend;
+    co.timeout = std::chrono::milliseconds(static_cast<int64_t>(config_.dist.timeout_s * 1000));
+    co.device = device_;
+    logger_->info("distributed: {}; waiting for all {} processes", options_.launch.describe(),
+                  world_size_);
+    comm_ = std::make_unique<dist::Communicator>(options_.launch, co);
+    if (config_.loss.negatives == "global") gather_ = global_negatives(*comm_);
+  }
 
   // --- optimiser
   const auto& o = config_.optim;
@@ -236,6 +296,8 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   lo.workers = config_.data.workers;
   lo.prefetch = config_.data.prefetch;
   lo.seed = t.seed;
+  lo.rank = rank_;
+  lo.world_size = world_size_;
   lo.max_bad_fraction = config_.data.max_bad_fraction;
   lo.pin_memory = device_.is_cuda();
   lo.max_steps_per_epoch = t.steps_per_epoch > 0 ? t.steps_per_epoch * o.accum_iter : 0;
@@ -259,8 +321,10 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   if (!resume_from.empty()) {
     Checkpoint c = load_checkpoint(resume_from);
     io::Config saved;
+    bool saved_readable = false;
     try {
       saved = io::parse_config(c.config_yaml, {}, c.path + "/config.yaml");
+      saved_readable = true;
       const std::string diff = io::config_difference(saved, config_);
       if (!diff.empty())
         logger_->warn("resuming with a config that differs from the checkpoint's: {}", diff);
@@ -278,6 +342,31 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     io::load_state_dict(*model_, model_rest, rest_options);
     load_adamw_state(*optimizer_, groups_, c.trainer);
     state_ = c.state;
+    if (state_.world_size != world_size_ && state_.step_in_epoch > 0) {
+      // The data order of an epoch is one permutation whatever the world size, and step k of W
+      // ranks covers its positions [k·W·B·accum, (k+1)·W·B·accum): continue at the first step
+      // of the new world size not yet covered (a partial step's images are seen again).
+      int64_t old_batch = t.batch_size, old_accum = o.accum_iter;
+      if (saved_readable) {
+        old_batch = saved.train.batch_size;
+        old_accum = saved.optim.accum_iter;
+      }
+      const int64_t images = state_.step_in_epoch * state_.world_size * old_batch * old_accum;
+      const int64_t per_step = world_size_ * t.batch_size * o.accum_iter;
+      const int64_t step = images / per_step;
+      logger_->warn(
+          "the checkpoint was written by {} processes and this run has {}: epoch {} continues at "
+          "step {} (after {} of its images; step {} of {} processes), the effective batch is now "
+          "{} and lr {:.3g}",
+          state_.world_size, world_size_, state_.epoch, step, images, state_.step_in_epoch,
+          state_.world_size, derived_.effective_batch, derived_.lr);
+      state_.step_in_epoch = step;
+    } else if (state_.world_size != world_size_) {
+      logger_->warn(
+          "the checkpoint was written by {} processes and this run has {}: the effective batch "
+          "is now {} and lr {:.3g}",
+          state_.world_size, world_size_, derived_.effective_batch, derived_.lr);
+    }
     if (state_.seed != t.seed) {
       logger_->warn(
           "train.seed is {} but the checkpoint was trained with seed {}: continuing with {}",
@@ -287,7 +376,6 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
       state_.epoch += 1;
       state_.step_in_epoch = 0;
     }
-    state_.world_size = 1;
     last_checkpoint_ = c.path;
     keep_metrics_through = state_.global_step;
     logger_->info("resumed from {}: epoch {}, step {} of the epoch, global step {}", c.path,
@@ -295,9 +383,40 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   } else if (options_.resume == "auto") {
     logger_->info("--resume auto: no checkpoint in {}, starting fresh", out);
   }
+  state_.world_size = world_size_;
   // A fresh run starts a new metrics file; a resumed one keeps the records up to its step.
-  if (resume_from.empty()) std::remove((out + "/metrics.jsonl").c_str());
-  metrics_ = std::make_unique<MetricsLog>(out + "/metrics.jsonl", keep_metrics_through);
+  if (is_writer()) {
+    if (resume_from.empty()) std::remove((out + "/metrics.jsonl").c_str());
+    metrics_ = std::make_unique<MetricsLog>(out + "/metrics.jsonl", keep_metrics_through);
+  }
+
+  if (comm_) {
+    // Every rank must continue from the same point: they read the same folder, but a node
+    // whose view of it differs (not a shared file system) would silently diverge.
+    auto where =
+        torch::tensor({state_.epoch, state_.step_in_epoch, state_.global_step}, torch::kInt64);
+    auto all = comm_->all_gather(where, dist::Group::kLoss, "resume position").view({-1, 3});
+    for (int64_t r = 1; r < world_size_; ++r) {
+      if (!torch::equal(all[r], all[0])) {
+        std::ostringstream msg;
+        msg << "ranks disagree on where to resume: rank 0 is at (epoch, step, global step) "
+            << all[0] << " and rank " << r << " at " << all[r]
+            << "; every rank must see the same output folder (a shared file system) and the "
+               "same --resume argument";
+        throw std::runtime_error(msg.str());
+      }
+    }
+    // Parameters are broadcast from rank 0 (the same initialisation or checkpoint everywhere,
+    // made certain); gradients become views into the all-reduce buckets.
+    dist::GradSyncOptions so;
+    so.bucket_mb = config_.dist.bucket_mb;
+    so.first_bucket_mb = config_.dist.first_bucket_mb;
+    grad_sync_ = std::make_unique<dist::GradSynchronizer>(*comm_, trainable_, so);
+    const auto sizes = grad_sync_->bucket_bytes();
+    logger_->info("gradient all-reduce: {} buckets ({:.2f} MiB first, {:.1f} MiB cap), {} backend",
+                  sizes.size(), sizes.empty() ? 0.0 : sizes.front() / 1048576.0,
+                  config_.dist.bucket_mb, comm_->backend());
+  }
 
   int64_t trainable_count = 0, frozen_count = 0;
   for (const auto& p : model_->parameters())
@@ -308,15 +427,22 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
       "model: {} {}x{}/{} D{} depth {} heads {}; {:.2f} M trainable, {:.2f} M frozen parameters",
       m.arch, m.img_size, m.img_size, derived_.patch_size, derived_.embed_dim, derived_.depth,
       derived_.num_heads, trainable_count / 1e6, frozen_count / 1e6);
+  const bool global = world_size_ > 1 && config_.loss.negatives == "global";
   logger_->info(
       "OCL: mask ratio {} → {} + {} of {} patches per image, κ {}, T {} ({}), negatives: {} per "
-      "image",
+      "positive ({})",
       config_.mask.ratio, derived_.tokens_per_group, derived_.tokens_per_group,
       derived_.num_patches, config_.loss.kappa, config_.loss.temperature,
-      config_.loss.learnable_temperature ? "learnable" : "fixed", t.batch_size - 1);
-  logger_->info("data: {}; {} steps per epoch of batch {} × accum {} = effective batch {}",
-                train_set_->describe(), steps_per_epoch_, t.batch_size, o.accum_iter,
-                derived_.effective_batch);
+      config_.loss.learnable_temperature ? "learnable" : "fixed",
+      (global ? world_size_ : 1) * t.batch_size - 1,
+      world_size_ == 1
+          ? "one process"
+          : (global ? "global: gathered from all " + std::to_string(world_size_) + " processes"
+                    : "local: this process's batch only"));
+  logger_->info(
+      "data: {}; {} steps per epoch of batch {} × accum {} × {} processes = effective batch {}",
+      train_set_->describe(), steps_per_epoch_, t.batch_size, o.accum_iter, world_size_,
+      derived_.effective_batch);
   logger_->info(
       "optim: AdamW β ({}, {}), wd {}, lr {:.3g} (blr {:.3g} × {}/256{}), warmup {} epochs, min lr "
       "{:.3g}",
@@ -345,14 +471,20 @@ bool Pretrainer::train_step(StepStats& st) {
     if (!batch) throw std::logic_error("the loader ended before the epoch's last step");
     auto images = data::normalize_images(batch->images, device_);
     const int64_t b = images.size(0);
-    auto noise = step_mask_noise(state_.seed, state_.global_step, micro, b, derived_.num_patches)
+    auto noise = step_mask_noise(state_.seed, state_.global_step, micro, b, derived_.num_patches,
+                                 rank_, world_size_)
                      .to(device_);
-    // Drop path draws from the global generator: seed it per micro-step for exact resumes.
-    torch::manual_seed(data::sample_seed(state_.seed ^ kDropPathStream, state_.global_step, micro));
+    // Drop path draws from the global generator: seed it per micro-step (and rank) for exact
+    // resumes.
+    torch::manual_seed(data::sample_seed(state_.seed ^ kDropPathStream, state_.global_step,
+                                         micro * world_size_ + rank_));
+    // Accumulating micro-batches communicate nothing; the last one all-reduces the sums
+    // (DDP's no_sync).
+    if (grad_sync_) grad_sync_->set_sync(micro == accum - 1);
     ssl::OCLOutput out;
     {
       compat::AutocastGuard autocast(device_.type(), bf16_);
-      out = model_->forward(images, noise);
+      out = model_->forward(images, noise, gather_);
     }
     (out.loss / static_cast<double>(accum)).backward();
     const auto& f = out.figures;
@@ -362,22 +494,33 @@ bool Pretrainer::train_step(StepStats& st) {
     pos_sum = micro == 0 ? f.pos_cos : pos_sum + f.pos_cos;
     neg_sum = micro == 0 ? f.neg_cos : neg_sum + f.neg_cos;
     temperature = f.temperature;
-    st.images += b;
+    st.images += b * world_size_;  // the whole step's images, for img/s
   }
+  if (grad_sync_) grad_sync_->finish();  // gradients are now the mean over ranks
   // One host sync per step: the loss (and with it the rest) must be checked before the update.
   auto norm = optim::grad_norm(trainable_);
   if (config_.optim.clip_grad > 0) optim::clip_grads(trainable_, norm, config_.optim.clip_grad);
-  auto figures = torch::stack({loss_sum.to(torch::kFloat64), acc_sum.to(torch::kFloat64),
-                               pos_sum.to(torch::kFloat64), neg_sum.to(torch::kFloat64),
-                               temperature.to(torch::kFloat64), norm.to(torch::kFloat64)})
-                     .cpu();
+  const bool stop_here = options_.stop_requested != nullptr && options_.stop_requested->load() != 0;
+  auto per_rank = torch::stack(
+      {loss_sum.to(torch::kFloat64), acc_sum.to(torch::kFloat64), pos_sum.to(torch::kFloat64),
+       neg_sum.to(torch::kFloat64),
+       torch::full({}, stop_here ? 1.0 : 0.0, loss_sum.options().dtype(torch::kFloat64))});
+  // The figures are means over ranks, and a stop requested on any rank stops every rank after
+  // this same step (signals reach the ranks of a job at slightly different moments).
+  if (comm_) comm_->all_reduce_sum(per_rank, dist::Group::kLoss, "step figures");
+  auto figures =
+      torch::cat(
+          {per_rank, torch::stack({temperature.to(torch::kFloat64), norm.to(torch::kFloat64)})})
+          .cpu();
   const double* v = figures.data_ptr<double>();
-  st.loss = v[0] / accum;
-  st.accuracy = v[1] / accum;
-  st.pos_cos = v[2] / accum;
-  st.neg_cos = v[3] / accum;
-  st.temperature = v[4];
-  st.grad_norm = v[5];
+  const double ranks = static_cast<double>(world_size_);
+  st.loss = v[0] / accum / ranks;
+  st.accuracy = v[1] / accum / ranks;
+  st.pos_cos = v[2] / accum / ranks;
+  st.neg_cos = v[3] / accum / ranks;
+  st.stop = v[4] > 0;
+  st.temperature = v[5];
+  st.grad_norm = v[6];
 
   if (!std::isfinite(st.loss) || !std::isfinite(st.grad_norm)) {
     std::ostringstream what;
@@ -405,12 +548,64 @@ bool Pretrainer::train_step(StepStats& st) {
       options_.before_optimizer_step(state_.global_step, trainable_);
     optimizer_->step();
   }
+  if (comm_ && config_.dist.verify_every > 0 &&
+      (state_.global_step + 1) % config_.dist.verify_every == 0) {
+    verify_replicas();
+  }
   state_.global_step += 1;
   state_.step_in_epoch += 1;
   return !st.skipped;
 }
 
+bool Pretrainer::any_rank_stopping(bool local) {
+  if (!comm_) return local;
+  auto flag =
+      torch::full({1}, local ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat64).device(device_));
+  comm_->all_reduce_sum(flag, dist::Group::kLoss, "stop decision");
+  return flag.item<double>() > 0;
+}
+
+// A checksum of each parameter's bytes, all-gathered: replicas that drifted apart (a
+// non-deterministic kernel, a rank with a different config) are caught, not averaged over.
+void Pretrainer::verify_replicas() {
+  const auto named = model_->named_parameters();
+  std::vector<int64_t> sums;
+  for (const auto& item : named) {
+    auto bytes = item.value().detach().to(torch::kCPU).contiguous();
+    const auto* p = static_cast<const uint8_t*>(bytes.data_ptr());
+    const size_t n = static_cast<size_t>(bytes.numel()) * bytes.element_size();
+    uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a, 8 bytes at a time
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      h = (h ^ w) * 0x100000001b3ULL;
+    }
+    for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
+    sums.push_back(static_cast<int64_t>(h));
+  }
+  auto local = torch::tensor(sums, torch::kInt64).to(device_);
+  auto all = comm_->all_gather(local, dist::Group::kLoss, "parameter checksums")
+                 .view({world_size_, -1})
+                 .cpu();
+  for (int64_t r = 1; r < world_size_; ++r) {
+    for (size_t k = 0; k < named.size(); ++k) {
+      if (all[r][static_cast<int64_t>(k)].item<int64_t>() !=
+          all[0][static_cast<int64_t>(k)].item<int64_t>()) {
+        throw std::runtime_error("the ranks' parameters diverged after global step " +
+                                 std::to_string(state_.global_step + 1) + ": '" + named[k].key() +
+                                 "' on rank " + std::to_string(r) +
+                                 " differs from rank 0's (dist.verify_every " +
+                                 std::to_string(config_.dist.verify_every) +
+                                 "); check that every rank runs the same config and binary");
+      }
+    }
+  }
+  verified_step_ = state_.global_step + 1;
+}
+
 std::string Pretrainer::write_checkpoint() {
+  if (!is_writer()) return "";  // rank 0 writes for all: the ranks' weights are identical
   io::TensorMap encoder;
   for (const auto& [name, tensor] : io::state_dict(*model_->encoder)) {
     encoder[name] = tensor.to(torch::kCPU, torch::kFloat32);
@@ -426,6 +621,9 @@ std::string Pretrainer::write_checkpoint() {
 }
 
 double Pretrainer::run_knn_monitor() {
+  // Rank 0 alone: the weights are the same on every rank, and the others wait for it at their
+  // next collective (within dist.timeout_s).
+  if (!is_writer()) return -1;
   const auto& e = config_.eval;
   const int img = static_cast<int>(config_.model.img_size);
   // Built on first use and kept: the same images every time, so the curve is comparable.
@@ -450,11 +648,12 @@ double Pretrainer::run_knn_monitor() {
       "({:.1f} s)",
       r.k, e.knn_t, train_f.labels.size(0), val_f.labels.size(0), r.top1, r.top5,
       seconds_since(t0));
-  metrics_->write("knn", {{"epoch", static_cast<double>(state_.epoch)},
-                          {"global_step", static_cast<double>(state_.global_step)},
-                          {"knn_top1", r.top1},
-                          {"knn_top5", r.top5},
-                          {"knn_k", static_cast<double>(r.k)}});
+  if (metrics_)
+    metrics_->write("knn", {{"epoch", static_cast<double>(state_.epoch)},
+                            {"global_step", static_cast<double>(state_.global_step)},
+                            {"knn_top1", r.top1},
+                            {"knn_top5", r.top5},
+                            {"knn_k", static_cast<double>(r.k)}});
   return r.top1;
 }
 
@@ -469,9 +668,8 @@ PretrainResult Pretrainer::run() {
     result.last_checkpoint = last_checkpoint_;
     return result;
   }
-  auto stop_requested = [&] {
-    return (options_.stop_requested != nullptr && options_.stop_requested->load() != 0) ||
-           (options_.stop_after_steps > 0 && state_.global_step >= options_.stop_after_steps);
+  auto stop_after_steps = [&] {
+    return options_.stop_after_steps > 0 && state_.global_step >= options_.stop_after_steps;
   };
   // The kNN figure of the encoder at initialisation: the baseline the curve must rise above.
   if (config_.eval.knn_every > 0 && state_.global_step == 0) result.knn_top1 = run_knn_monitor();
@@ -519,20 +717,21 @@ PretrainResult Pretrainer::run() {
             "{:.0f} img/s  data {:.0f}%  ETA {}",
             state_.epoch + 1, t.epochs, state_.step_in_epoch, steps_per_epoch_, mean_loss, mean_acc,
             st.lr, st.temperature, st.grad_norm, img_s, 100 * wait_share, format_duration(eta));
-        metrics_->write(
-            "step", {{"epoch", static_cast<double>(state_.epoch) +
-                                   static_cast<double>(state_.step_in_epoch) / steps_per_epoch_},
-                     {"global_step", static_cast<double>(state_.global_step)},
-                     {"loss", mean_loss},
-                     {"accuracy", mean_acc},
-                     {"pos_cos", st.pos_cos},
-                     {"neg_cos", st.neg_cos},
-                     {"lr", st.lr},
-                     {"temperature", st.temperature},
-                     {"grad_norm", st.grad_norm},
-                     {"img_per_s", img_s},
-                     {"data_wait", wait_share},
-                     {"elapsed_s", elapsed}});
+        if (metrics_)
+          metrics_->write(
+              "step", {{"epoch", static_cast<double>(state_.epoch) +
+                                     static_cast<double>(state_.step_in_epoch) / steps_per_epoch_},
+                       {"global_step", static_cast<double>(state_.global_step)},
+                       {"loss", mean_loss},
+                       {"accuracy", mean_acc},
+                       {"pos_cos", st.pos_cos},
+                       {"neg_cos", st.neg_cos},
+                       {"lr", st.lr},
+                       {"temperature", st.temperature},
+                       {"grad_norm", st.grad_norm},
+                       {"img_per_s", img_s},
+                       {"data_wait", wait_share},
+                       {"elapsed_s", elapsed}});
         win_loss = win_acc = win_wait = 0;
         win_steps = win_images = 0;
         win_start = Clock::now();
@@ -550,7 +749,7 @@ PretrainResult Pretrainer::run() {
             st.loss, st.lr, format_duration(eta).c_str());
         console_->set_status(line);
       }
-      if (stop_requested() && !(last_of_epoch && state_.epoch + 1 == t.epochs)) {
+      if ((st.stop || stop_after_steps()) && !(last_of_epoch && state_.epoch + 1 == t.epochs)) {
         if (last_of_epoch) {
           state_.epoch += 1;
           state_.step_in_epoch = 0;
@@ -578,14 +777,15 @@ PretrainResult Pretrainer::run() {
                   loader_->bad_samples()
                       ? ", unreadable images so far: " + std::to_string(loader_->bad_samples())
                       : std::string());
-    metrics_->write("epoch", {{"epoch", static_cast<double>(state_.epoch)},
-                              {"global_step", static_cast<double>(state_.global_step)},
-                              {"loss", epoch_steps ? epoch_loss / epoch_steps : NAN},
-                              {"accuracy", epoch_steps ? epoch_acc / epoch_steps : NAN},
-                              {"lr", schedule_.at(static_cast<double>(state_.epoch))},
-                              {"epoch_time_s", epoch_time},
-                              {"bad_samples", static_cast<double>(loader_->bad_samples())},
-                              {"nonfinite_skips", static_cast<double>(state_.nonfinite_skips)}});
+    if (metrics_)
+      metrics_->write("epoch", {{"epoch", static_cast<double>(state_.epoch)},
+                                {"global_step", static_cast<double>(state_.global_step)},
+                                {"loss", epoch_steps ? epoch_loss / epoch_steps : NAN},
+                                {"accuracy", epoch_steps ? epoch_acc / epoch_steps : NAN},
+                                {"lr", schedule_.at(static_cast<double>(state_.epoch))},
+                                {"epoch_time_s", epoch_time},
+                                {"bad_samples", static_cast<double>(loader_->bad_samples())},
+                                {"nonfinite_skips", static_cast<double>(state_.nonfinite_skips)}});
     if (config_.eval.knn_every > 0 &&
         (state_.epoch % config_.eval.knn_every == 0 || state_.epoch == t.epochs)) {
       result.knn_top1 = run_knn_monitor();
@@ -593,13 +793,26 @@ PretrainResult Pretrainer::run() {
     const bool save_now = state_.epoch % t.save_every == 0 || state_.epoch == t.epochs;
     if (save_now) result.last_checkpoint = write_checkpoint();
     // A stop that arrived during the kNN monitor or the checkpoint write.
-    if (stop_requested() && state_.epoch < t.epochs) {
+    const bool signalled =
+        options_.stop_requested != nullptr && options_.stop_requested->load() != 0;
+    if ((any_rank_stopping(signalled) || stop_after_steps()) && state_.epoch < t.epochs) {
       if (!save_now) result.last_checkpoint = write_checkpoint();
       result.interrupted = true;
       result.state = state_;
       logger_->warn("stopped after epoch {}; continue with --resume auto", state_.epoch);
       return result;
     }
+  }
+  if (comm_) {
+    comm_->barrier("end of training");
+    logger_->info(
+        "communication: {} gradient bucket all-reduces ({} buckets per step, {} of the last "
+        "step's started during backward){}",
+        grad_sync_->buckets_launched(), grad_sync_->num_buckets(),
+        grad_sync_->buckets_launched_in_backward(),
+        verified_step_ > 0 ? "; parameters identical on all " + std::to_string(world_size_) +
+                                 " ranks at step " + std::to_string(verified_step_)
+                           : std::string());
   }
   result.state = state_;
   result.last_checkpoint = last_checkpoint_;

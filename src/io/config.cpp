@@ -75,7 +75,9 @@ const std::vector<Section>& schema() {
         OCL_KEY(train, keep_last), OCL_KEY(train, device), OCL_KEY(train, precision),
         OCL_KEY(train, threads), OCL_KEY(train, on_nonfinite),
         OCL_KEY(train, max_nonfinite_skips)}},
-      {"dist", {OCL_KEY(dist, backend), OCL_KEY(dist, timeout_s), OCL_KEY(dist, bucket_mb)}},
+      {"dist",
+       {OCL_KEY(dist, backend), OCL_KEY(dist, timeout_s), OCL_KEY(dist, bucket_mb),
+        OCL_KEY(dist, first_bucket_mb), OCL_KEY(dist, verify_every)}},
       {"eval",
        {OCL_KEY(eval, knn_every), OCL_KEY(eval, knn_k), OCL_KEY(eval, knn_t),
         OCL_KEY(eval, knn_train_size), OCL_KEY(eval, knn_val_size)}},
@@ -581,6 +583,8 @@ void validate_impl(const Config& c) {
   one_of("dist.backend", c.dist.backend, {"auto", "nccl", "gloo"});
   greater("dist.timeout_s", c.dist.timeout_s, 0.0);
   greater("dist.bucket_mb", c.dist.bucket_mb, 0.0);
+  greater("dist.first_bucket_mb", c.dist.first_bucket_mb, 0.0);
+  at_least("dist.verify_every", c.dist.verify_every, int64_t{0});
 
   const auto& e = c.eval;
   at_least("eval.knn_every", e.knn_every, int64_t{0});

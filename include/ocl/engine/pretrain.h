@@ -1,6 +1,9 @@
-// OCL pre-training on one process: the epoch loop of MAE's engine_pretrain.py for OCL's step,
-// with gradient accumulation, warmup + cosine lr, bf16 autocast, gradient clipping, non-finite
-// handling, checkpoints and exact resume, a status line, train.log and metrics.jsonl.
+// OCL pre-training on one or many processes: the epoch loop of MAE's engine_pretrain.py for OCL's
+// step, with gradient accumulation, warmup + cosine lr, bf16 autocast, gradient clipping,
+// non-finite handling, checkpoints and exact resume, a status line, train.log and metrics.jsonl.
+// With several processes (PretrainOptions::launch), gradients are averaged by a bucketed all-reduce
+// that overlaps backward, the CLS outputs are all-gathered for global negatives, each rank reads
+// its shard of the data, and only rank 0 writes checkpoints, logs and metrics.
 //
 //   auto config = ocl::io::load_config("configs/quickstart.yaml");
 //   ocl::engine::Pretrainer trainer(config, {});     // builds model, data, optimiser; resumes
@@ -15,6 +18,9 @@
 #include <vector>
 
 #include "ocl/data/loader.h"
+#include "ocl/dist/communicator.h"
+#include "ocl/dist/grad_sync.h"
+#include "ocl/dist/launch.h"
 #include "ocl/engine/checkpoint.h"
 #include "ocl/engine/console.h"
 #include "ocl/engine/metrics.h"
@@ -40,6 +46,9 @@ struct PretrainOptions {
   /// Called before every optimiser step with the global step and the trainable parameters
   /// (their .grad() holds the step's gradient, after clipping): tests and debugging.
   std::function<void(int64_t, const std::vector<torch::Tensor>&)> before_optimizer_step;
+  /// This process's place in a distributed run (dist::launch_from_environment()); the default
+  /// is a single process.
+  dist::LaunchInfo launch;
 };
 
 struct PretrainResult {
@@ -58,10 +67,17 @@ torch::Device resolve_device(const std::string& name);
 /// config.train.seed: the same config always starts from the same weights.
 ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived);
 
-/// The mask noise of micro-batch `micro` of optimiser step `global_step`: uniform [B, N] from
-/// a generator seeded by (seed, global_step, micro), so a resumed run draws the same masks.
+/// The mask noise of micro-batch `micro` of optimiser step `global_step` for this rank's
+/// `batch` rows: uniform [B, N], row i from a generator seeded by (seed, global_step, micro,
+/// i·world_size + rank), the row's place in the step's global batch. So a resumed run draws the
+/// same masks, and W processes × batch B draw for each image the mask that one process × batch
+/// W·B draws for it (the loader hands rank r the global rows r, r + W, ...).
 torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
-                              int64_t num_patches);
+                              int64_t num_patches, int64_t rank = 0, int64_t world_size = 1);
+
+/// Global negatives for ssl::OCL::forward: both groups' CLS outputs of every rank, gathered
+/// with one differentiable all-gather; this rank's rows start at rank · B.
+ssl::FeatureGather global_negatives(dist::Communicator& comm);
 
 class Pretrainer {
  public:
@@ -80,6 +96,9 @@ class Pretrainer {
   const TrainingState& state() const { return state_; }
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
   std::shared_ptr<spdlog::logger> logger() const { return logger_; }
+  /// The communicator and gradient synchroniser of a distributed run; null in one process.
+  dist::Communicator* communicator() { return comm_.get(); }
+  dist::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
 
  private:
   struct StepStats;
@@ -87,6 +106,10 @@ class Pretrainer {
   std::string write_checkpoint();
   void log_step(const StepStats& stats);
   double run_knn_monitor();
+  bool is_writer() const { return rank_ == 0; }
+  bool any_rank_stopping(bool local);  // the stop decision, agreed by all ranks
+  void verify_replicas();              // throws if the ranks' parameters differ
+  int64_t verified_step_ = 0;          // the last global step verify_replicas() passed
 
   io::Config config_;
   io::DerivedConfig derived_;
@@ -94,6 +117,10 @@ class Pretrainer {
   PretrainOptions options_;
   std::string config_yaml_;
   torch::Device device_{torch::kCPU};
+  int64_t rank_ = 0, world_size_ = 1;
+  std::unique_ptr<dist::Communicator> comm_;  // declared before grad_sync_: destroyed after it
+  std::unique_ptr<dist::GradSynchronizer> grad_sync_;
+  ssl::FeatureGather gather_;  // global negatives across ranks; null in one process or local
   bool bf16_ = false;
   std::shared_ptr<ConsoleSink> console_;
   std::shared_ptr<spdlog::logger> logger_;

@@ -109,10 +109,16 @@ struct TrainConfig {
   int64_t max_nonfinite_skips = 10;   // ≥ 0 with skip
 };
 
+/// Multi-process training (torchrun, srun, mpirun or ocl_pretrain --nproc-per-node).
 struct DistConfig {
   std::string backend = "auto";  // auto (NCCL on CUDA, Gloo on CPU) | nccl | gloo
-  double timeout_s = 600;        // > 0
-  double bucket_mb = 25;         // > 0
+  /// > 0: rendezvous and collective timeout; a dead or hung rank ends the others within it.
+  double timeout_s = 600;
+  double bucket_mb = 25;       // > 0: gradient all-reduce bucket size (DDP's bucket_cap_mb)
+  double first_bucket_mb = 1;  // > 0: the first bucket, small so communication starts early
+  /// ≥ 0: every N optimiser steps (0 = never) the ranks compare checksums of their parameters
+  /// and stop with an error naming the first parameter that differs.
+  int64_t verify_every = 0;
 };
 
 struct EvalConfig {

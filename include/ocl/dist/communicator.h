@@ -1,0 +1,105 @@
+// The processes of a distributed run, connected through PyTorch's c10d: a TCPStore rendezvous
+// on rank 0, and two process groups (NCCL on GPUs, Gloo on CPUs): one for the gradient buckets
+// and one for the loss-side collectives (the feature all-gather), so that their orders never
+// interleave. Every collective is numbered and named; when one fails (a peer died, or it did
+// not arrive within the timeout), the error names this rank, the collective, and what the
+// other ranks were last seen doing, from heartbeats each rank keeps in the store.
+//
+//   ocl::dist::Communicator comm(ocl::dist::launch_from_environment(), {"auto", 600s, cpu});
+//   comm.broadcast_from_rank0(params, "initial parameters");
+//   comm.all_reduce_sum(figures, Group::kLoss, "step figures");
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <torch/types.h>
+
+#include "ocl/dist/launch.h"
+
+namespace ocl::dist {
+
+/// Thrown when a collective fails or times out: a peer died, hung, or the network failed.
+class CollectiveError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Group { kGradients, kLoss };
+
+struct CommunicatorOptions {
+  /// "auto" (NCCL for a CUDA device, Gloo for the CPU), "nccl" or "gloo".
+  std::string backend = "auto";
+  /// Rendezvous and per-collective timeout.
+  std::chrono::milliseconds timeout{std::chrono::minutes(10)};
+  /// The device the collectives' tensors live on (for NCCL: this rank's GPU).
+  torch::Device device{torch::kCPU};
+  /// Seconds between heartbeats written to the store (0 = none: failures then cannot say
+  /// which peer stopped).
+  double heartbeat_s = 1.0;
+};
+
+/// Whether this LibTorch build has the c10d backend ("gloo", "nccl").
+bool backend_available(const std::string& backend);
+
+/// A finished or pending collective. wait() blocks until it is done (NCCL: until the current
+/// stream is ordered after it) and throws CollectiveError if it failed.
+class PendingCollective {
+ public:
+  PendingCollective() = default;
+  void wait();
+  bool defined() const { return impl_ != nullptr; }
+
+ private:
+  friend class Communicator;
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+class Communicator {
+ public:
+  /// Rendezvous with the other launch.world_size − 1 processes (rank 0 hosts the store) and
+  /// connects the process groups. Throws CollectiveError naming the address on a timeout, and
+  /// std::invalid_argument for a backend this build lacks.
+  Communicator(const LaunchInfo& launch, CommunicatorOptions options);
+  /// Stops the heartbeat. Does not synchronise: call barrier() first for an orderly end.
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int64_t rank() const;
+  int64_t world_size() const;
+  const std::string& backend() const;  // "gloo" or "nccl"
+  const LaunchInfo& launch() const;
+
+  /// Sum of `tensor` over ranks, in place, started now; `what` names it in errors.
+  PendingCollective all_reduce_sum_async(torch::Tensor tensor, Group group,
+                                         const std::string& what);
+  /// The same, waited for.
+  void all_reduce_sum(torch::Tensor tensor, Group group, const std::string& what);
+  /// Rank-ordered concatenation along dim 0 of every rank's `tensor` (all the same shape):
+  /// [W·n, ...]. Not differentiable (see all_gather.h for that).
+  torch::Tensor all_gather(const torch::Tensor& tensor, Group group, const std::string& what);
+  /// The inverse shape of all_gather: `tensor` [W·n, ...] summed over ranks, and this rank's
+  /// block of n rows returned (reduce-scatter; all-reduce + narrow where the backend lacks it).
+  torch::Tensor reduce_scatter_sum(const torch::Tensor& tensor, Group group,
+                                   const std::string& what);
+  /// Every tensor overwritten in place with rank 0's values (one collective per tensor).
+  void broadcast_from_rank0(const std::vector<torch::Tensor>& tensors, const std::string& what);
+  /// Returns once every rank has called it.
+  void barrier(const std::string& what);
+
+  /// Collectives started by this process so far, per group (tests, statistics).
+  int64_t collectives_started(Group group) const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ocl::dist

@@ -1,0 +1,82 @@
+// How this process was launched: rank, world size and rendezvous address read from torchrun's,
+// SLURM's or Open MPI's environment variables; and the built-in single-node launcher behind
+// `ocl_pretrain --nproc-per-node N`, which starts N workers of the same program itself.
+//
+//   auto launch = ocl::dist::launch_from_environment();   // world_size 1 when nothing is set
+//   if (launch.distributed()) { ... ocl::dist::Communicator comm(launch, ...); }
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ocl::dist {
+
+struct LaunchInfo {
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  int64_t local_rank = 0;        // rank among the processes of this node (picks the GPU)
+  int64_t local_world_size = 1;  // processes on this node
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  std::string source = "single";  // single | torchrun | slurm | mpi
+  bool distributed() const { return world_size > 1; }
+  /// "rank 1 of 4 (local 1 of 4), rendezvous 10.0.0.1:29500, from torchrun variables".
+  std::string describe() const;
+};
+
+/// Looks a variable up: its value, or nullopt when it is not set.
+using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
+
+/// The launch described by an environment. Precedence, first match wins:
+///   torchrun (and the built-in launcher): WORLD_SIZE and RANK set; LOCAL_RANK,
+///     LOCAL_WORLD_SIZE (default: 0 and WORLD_SIZE), MASTER_ADDR, MASTER_PORT (default
+///     127.0.0.1 and 29500).
+///   SLURM, inside an `srun` step (SLURM_STEP_ID set): SLURM_PROCID, SLURM_STEP_NUM_TASKS (else
+///     SLURM_NTASKS), SLURM_LOCALID, SLURM_STEP_TASKS_PER_NODE / SLURM_TASKS_PER_NODE for the
+///     local size ("4(x2)" → 4, "4,2" → this node's entry), master = MASTER_ADDR or the first
+///     host of SLURM_STEP_NODELIST / SLURM_JOB_NODELIST; port = MASTER_PORT or
+///     29500 + SLURM_JOB_ID % 1000 (so that two jobs sharing a node do not collide).
+///   Open MPI: OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK,
+///     OMPI_COMM_WORLD_LOCAL_SIZE; MASTER_ADDR and MASTER_PORT must be set (mpirun -x), else
+///     an error says so.
+///   Otherwise a single process (world size 1).
+/// A value that is not a number, a rank outside [0, world size), a port outside [1, 65535] or
+/// a local rank outside [0, local size) throws std::invalid_argument naming the variable and
+/// its value.
+LaunchInfo launch_from_env(const EnvLookup& env);
+/// launch_from_env over this process's environment (getenv).
+LaunchInfo launch_from_environment();
+
+/// The first host of a SLURM node list: "node[01-04,07],gpu5" → "node01", "a,b" → "a",
+/// "gpu-[3,5-7]-ib" → "gpu-3-ib". Throws std::invalid_argument on an empty or malformed list.
+std::string first_slurm_host(const std::string& nodelist);
+
+/// A TCP port that is free on 127.0.0.1 now (bound to port 0, read back, closed).
+int free_tcp_port();
+
+/// The built-in launcher: starts `nproc` copies of `argv` (argv[0] is the executable path,
+/// exec'ed as is) on this node with torchrun's variables set (RANK = LOCAL_RANK = i,
+/// WORLD_SIZE = LOCAL_WORLD_SIZE = nproc, MASTER_ADDR, MASTER_PORT), forwards each child's
+/// stdout and stderr line by line to ours with a "[rank i] " prefix (stdout to stdout, stderr
+/// to stderr), forwards SIGINT and SIGTERM received by this process to every child, and when a
+/// child fails (non-zero exit or killed by a signal) sends SIGTERM to the others, then SIGKILL
+/// after `grace_s` seconds. Returns once every child has ended: 0 when all exited 0, else the
+/// first failure's exit code (128 + signal number for a signal), after printing one line to
+/// stderr naming the rank and how it ended.
+struct LocalLaunchOptions {
+  int nproc = 1;
+  std::vector<std::string> argv;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;  // 0: free_tcp_port()
+  double grace_s = 30;
+};
+int run_local_workers(const LocalLaunchOptions& options);
+
+/// The command line a worker of the built-in launcher runs: this program (/proc/self/exe) with
+/// our arguments, less `--nproc-per-node N` (or `--nproc-per-node=N`).
+std::vector<std::string> worker_command(int argc, const char* const* argv);
+
+}  // namespace ocl::dist

@@ -1,0 +1,439 @@
+// c10d process groups behind ocl::dist::Communicator (see include/ocl/dist/communicator.h).
+//
+// LibTorch differences handled here (the c10d half of compat.h, kept out of the public
+// headers so that users of ocl need no Gloo or NCCL headers):
+//   - the backends derive from c10d::ProcessGroup on 1.13 and from c10d::Backend on 2.x;
+//   - TCPStoreOptions::useLibUV exists from 2.3 and must be off where LibTorch lacks libuv;
+//   - Gloo has no _allgather_base or reduce_scatter on 1.13: list allgather, and all-reduce +
+//     narrow (on 2.x too, for one code path); NCCL uses the flat collectives.
+#include "ocl/dist/communicator.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <sstream>
+#include <thread>
+
+#include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef USE_C10D_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include "ocl/compat.h"
+
+namespace ocl::dist {
+namespace {
+
+#if OCL_TORCH_AT_LEAST(2, 0)
+using BackendBase = c10d::Backend;
+#else
+using BackendBase = c10d::ProcessGroup;
+#endif
+
+using Clock = std::chrono::steady_clock;
+
+std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
+
+bool is_loopback(const std::string& host) {
+  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+}
+
+c10::intrusive_ptr<c10d::TCPStore> connect_store(const LaunchInfo& l, bool server,
+                                                 std::chrono::milliseconds timeout) {
+  c10d::TCPStoreOptions o;
+  o.port = static_cast<std::uint16_t>(l.master_port);
+  o.isServer = server;
+  o.numWorkers =
+      server ? c10::optional<std::size_t>(static_cast<std::size_t>(l.world_size)) : c10::nullopt;
+  o.waitWorkers = false;  // the process groups' own rendezvous waits, with our timeout
+  o.timeout = timeout;
+#if OCL_TORCH_AT_LEAST(2, 3)
+  o.useLibUV = false;  // Debian's 2.6 is built without libuv and would throw
+#endif
+  return c10::make_intrusive<c10d::TCPStore>(l.master_addr, o);
+}
+
+}  // namespace
+
+bool backend_available(const std::string& backend) {
+  if (backend == "gloo") return true;
+#ifdef USE_C10D_NCCL
+  if (backend == "nccl") return true;
+#endif
+  return false;
+}
+
+// What each rank was last seen doing: a heartbeat counter and the collective it last entered,
+// written to "ocl/hb/<rank>" every heartbeat_s by a thread with its own store connection.
+struct Heartbeat {
+  std::mutex mutex;  // guards store (the thread and failure reports share the connection)
+  c10::intrusive_ptr<c10d::Store> store;
+  std::thread thread;
+  std::mutex stop_mutex;
+  std::condition_variable stop_cv;
+  bool stop = false;
+};
+
+struct PendingCollective::Impl {
+  c10::intrusive_ptr<c10d::Work> work;
+  Communicator::Impl* comm = nullptr;
+  int64_t seq = 0;
+  std::string what;
+  Clock::time_point started;
+};
+
+struct Communicator::Impl {
+  LaunchInfo launch;
+  CommunicatorOptions options;
+  std::string backend;
+  c10::intrusive_ptr<c10d::TCPStore> store;
+  c10::intrusive_ptr<BackendBase> grads, loss;
+  std::atomic<int64_t> seq{0};
+  std::atomic<int64_t> started_grads{0}, started_loss{0};
+  std::mutex current_mutex;
+  std::string current;  // "#seq what" of the collective last started
+  Heartbeat heartbeat;
+
+  BackendBase& group(Group g) { return g == Group::kGradients ? *grads : *loss; }
+
+  int64_t begin(Group g, const std::string& what) {
+    const int64_t n = ++seq;
+    (g == Group::kGradients ? started_grads : started_loss)++;
+    std::lock_guard<std::mutex> lock(current_mutex);
+    current = "#" + std::to_string(n) + " " + what;
+    return n;
+  }
+
+  std::string where() const {
+    return "rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world_size);
+  }
+
+  void heartbeat_loop() {
+    int64_t count = 0;
+    const auto period = std::chrono::duration<double>(options.heartbeat_s);
+    std::unique_lock<std::mutex> stop_lock(heartbeat.stop_mutex);
+    while (!heartbeat.stop) {
+      std::string value;
+      {
+        std::lock_guard<std::mutex> lock(current_mutex);
+        value = std::to_string(++count) + " " + (current.empty() ? "#0 (none yet)" : current);
+      }
+      try {
+        std::lock_guard<std::mutex> lock(heartbeat.mutex);
+        heartbeat.store->set("ocl/hb/" + std::to_string(launch.rank), bytes(value));
+      } catch (...) {
+        // The store's host (rank 0) has gone: failure reports say so; nothing to do here.
+      }
+      heartbeat.stop_cv.wait_for(stop_lock, period, [&] { return heartbeat.stop; });
+    }
+  }
+
+  // Reads every other rank's heartbeat twice, a few periods apart: a rank whose counter did
+  // not move has died or is stopped; one whose counter moved is alive, and its last collective
+  // says whether it is behind.
+  std::string peer_report() {
+    if (!heartbeat.store) return "";
+    const auto pause = std::chrono::duration<double>(std::max(3 * options.heartbeat_s, 1.0));
+    auto read_all = [&](std::vector<std::string>& out) {
+      std::lock_guard<std::mutex> lock(heartbeat.mutex);
+      for (int64_t r = 0; r < launch.world_size; ++r) {
+        const std::string key = "ocl/hb/" + std::to_string(r);
+        out[r] = heartbeat.store->check({key}) ? text(heartbeat.store->get(key)) : "";
+      }
+    };
+    std::vector<std::string> first(launch.world_size), second(launch.world_size);
+    try {
+      read_all(first);
+      std::this_thread::sleep_for(pause);
+      read_all(second);
+    } catch (const std::exception&) {
+      return "rank 0 hosts the rendezvous store at " + launch.master_addr + ":" +
+             std::to_string(launch.master_port) +
+             " and it cannot be reached: rank 0 has probably died";
+    }
+    std::ostringstream report;
+    bool any = false;
+    for (int64_t r = 0; r < launch.world_size; ++r) {
+      if (r == launch.rank) continue;
+      const auto space = second[r].find(' ');
+      const std::string last = space == std::string::npos ? "?" : second[r].substr(space + 1);
+      if (any) report << "; ";
+      any = true;
+      if (second[r].empty()) {
+        report << "rank " << r << " never sent a heartbeat";
+      } else if (first[r] == second[r] ||
+                 first[r].substr(0, first[r].find(' ')) == second[r].substr(0, space)) {
+        report << "rank " << r << " has stopped (no heartbeat for "
+               << static_cast<int>(pause.count()) << " s; the last collective it reported: " << last
+               << ")";
+      } else {
+        report << "rank " << r << " is alive, last collective entered: " << last;
+      }
+    }
+    return report.str();
+  }
+
+  [[noreturn]] void fail(int64_t n, const std::string& what, Clock::time_point started,
+                         const std::string& cause) {
+    const double after = std::chrono::duration<double>(Clock::now() - started).count();
+    std::ostringstream msg;
+    msg << where() << ": collective #" << n << " (" << what << ", " << backend << ") failed after "
+        << static_cast<int64_t>(after * 10) / 10.0 << " s: " << cause;
+    const std::string peers = peer_report();
+    if (!peers.empty()) msg << ". Peers: " << peers;
+    throw CollectiveError(msg.str());
+  }
+
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, int64_t n, const std::string& what,
+            Clock::time_point started) {
+    std::string cause;
+    try {
+      work->wait();
+      return;
+    } catch (const c10::Error& e) {
+      cause = e.what_without_backtrace();
+    } catch (const std::exception& e) {
+      cause = e.what();
+    }
+    fail(n, what, started, cause);
+  }
+
+  c10::intrusive_ptr<BackendBase> make_group(const std::string& prefix) {
+    auto store_view = c10::make_intrusive<c10d::PrefixStore>(prefix, store);
+    const int rank = static_cast<int>(launch.rank), size = static_cast<int>(launch.world_size);
+    if (backend == "gloo") {
+      auto o = c10d::ProcessGroupGloo::Options::create(options.timeout);
+      // Multi-node runs bind the interface named by GLOO_SOCKET_IFNAME (PyTorch's variable) or
+      // the one this host's name resolves to; single-node runs stay on the loopback.
+      const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+      if (ifname != nullptr && *ifname != '\0') {
+        o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
+      } else if (is_loopback(launch.master_addr)) {
+        o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+      } else {
+        o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      }
+      return c10::make_intrusive<c10d::ProcessGroupGloo>(store_view, rank, size, o);
+    }
+#ifdef USE_C10D_NCCL
+    auto o = c10d::ProcessGroupNCCL::Options::create();
+    o->timeout = options.timeout;
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store_view, rank, size, o);
+#else
+    throw std::invalid_argument("this build of ocl has no NCCL backend");
+#endif
+  }
+};
+
+void PendingCollective::wait() {
+  if (!impl_) return;
+  auto impl = std::move(impl_);
+  impl->comm->wait(impl->work, impl->seq, impl->what, impl->started);
+}
+
+Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  auto& d = *impl_;
+  d.launch = launch;
+  d.options = options;
+  d.backend =
+      options.backend == "auto" ? (options.device.is_cuda() ? "nccl" : "gloo") : options.backend;
+  if (d.backend != "gloo" && d.backend != "nccl") {
+    throw std::invalid_argument("dist.backend must be auto, nccl or gloo, got '" + d.backend + "'");
+  }
+  if (!backend_available(d.backend)) {
+    throw std::invalid_argument("dist.backend " + d.backend +
+                                " is not available in this build (CPU-only LibTorch, or built "
+                                "without USE_C10D_NCCL): use dist.backend=gloo");
+  }
+  if (d.backend == "nccl" && !options.device.is_cuda()) {
+    throw std::invalid_argument("dist.backend nccl needs a CUDA device; train.device is " +
+                                options.device.str());
+  }
+  if (launch.world_size < 1 || launch.rank < 0 || launch.rank >= launch.world_size) {
+    throw std::invalid_argument("invalid launch: " + launch.describe());
+  }
+#ifdef USE_C10D_NCCL
+  if (d.backend == "nccl") c10::cuda::set_device(options.device.index());
+#endif
+  const auto started = Clock::now();
+  const std::string at = launch.master_addr + ":" + std::to_string(launch.master_port);
+  try {
+    d.store = connect_store(launch, launch.rank == 0, options.timeout);
+    d.grads = d.make_group("ocl/grads/");
+    d.loss = d.make_group("ocl/loss/");
+    if (options.heartbeat_s > 0) {
+      d.heartbeat.store = connect_store(launch, /*server=*/false, std::chrono::seconds(5));
+      d.heartbeat.store->setTimeout(std::chrono::seconds(5));
+      d.heartbeat.thread = std::thread([&d] { d.heartbeat_loop(); });
+    }
+  } catch (const std::exception& e) {
+    const std::string cause = dynamic_cast<const c10::Error*>(&e) != nullptr
+                                  ? static_cast<const c10::Error&>(e).what_without_backtrace()
+                                  : e.what();
+    std::ostringstream msg;
+    msg << d.where() << ": rendezvous at " << at << " (" << launch.source << ", " << d.backend
+        << ") failed after "
+        << static_cast<int64_t>(std::chrono::duration<double>(Clock::now() - started).count())
+        << " s: " << cause << ". Check that all " << launch.world_size
+        << " processes started, that they agree on MASTER_ADDR:MASTER_PORT, and that rank 0's "
+           "host accepts connections on that port";
+    // The heartbeat thread, if it started, must stop before impl_ goes.
+    impl_->heartbeat.stop = true;
+    if (impl_->heartbeat.thread.joinable()) {
+      impl_->heartbeat.stop_cv.notify_all();
+      impl_->heartbeat.thread.join();
+    }
+    throw CollectiveError(msg.str());
+  }
+}
+
+Communicator::~Communicator() {
+  auto& h = impl_->heartbeat;
+  {
+    std::lock_guard<std::mutex> lock(h.stop_mutex);
+    h.stop = true;
+  }
+  h.stop_cv.notify_all();
+  if (h.thread.joinable()) h.thread.join();
+}
+
+int64_t Communicator::rank() const { return impl_->launch.rank; }
+int64_t Communicator::world_size() const { return impl_->launch.world_size; }
+const std::string& Communicator::backend() const { return impl_->backend; }
+const LaunchInfo& Communicator::launch() const { return impl_->launch; }
+
+int64_t Communicator::collectives_started(Group group) const {
+  return group == Group::kGradients ? impl_->started_grads.load() : impl_->started_loss.load();
+}
+
+PendingCollective Communicator::all_reduce_sum_async(torch::Tensor tensor, Group group,
+                                                     const std::string& what) {
+  auto& d = *impl_;
+  const auto started = Clock::now();
+  const int64_t n = d.begin(group, "all-reduce of " + what);
+  PendingCollective pending;
+  try {
+    std::vector<torch::Tensor> tensors{std::move(tensor)};
+    c10d::AllreduceOptions o;
+    o.reduceOp = c10d::ReduceOp::SUM;
+    auto work = d.group(group).allreduce(tensors, o);
+    pending.impl_ = std::make_shared<PendingCollective::Impl>(
+        PendingCollective::Impl{work, &d, n, "all-reduce of " + what, started});
+  } catch (const c10::Error& e) {
+    d.fail(n, "all-reduce of " + what, started, e.what_without_backtrace());
+  }
+  return pending;
+}
+
+void Communicator::all_reduce_sum(torch::Tensor tensor, Group group, const std::string& what) {
+  all_reduce_sum_async(std::move(tensor), group, what).wait();
+}
+
+torch::Tensor Communicator::all_gather(const torch::Tensor& tensor, Group group,
+                                       const std::string& what) {
+  auto& d = *impl_;
+  const auto started = Clock::now();
+  const std::string name = "all-gather of " + what;
+  const int64_t n = d.begin(group, name);
+  auto input = tensor.contiguous();
+  try {
+    if (d.backend == "nccl") {
+#if OCL_TORCH_AT_LEAST(2, 0)
+      std::vector<int64_t> shape = input.sizes().vec();
+      shape[0] *= d.launch.world_size;
+      auto output = torch::empty(shape, input.options());
+      auto work = d.group(group)._allgather_base(output, input);
+      d.wait(work, n, name, started);
+      return output;
+#endif
+    }
+    std::vector<std::vector<torch::Tensor>> outputs(1);
+    for (int64_t r = 0; r < d.launch.world_size; ++r)
+      outputs[0].push_back(torch::empty_like(input));
+    std::vector<torch::Tensor> inputs{input};
+    auto work = d.group(group).allgather(outputs, inputs);
+    d.wait(work, n, name, started);
+    return torch::cat(outputs[0], 0);
+  } catch (const c10::Error& e) {
+    d.fail(n, name, started, e.what_without_backtrace());
+  }
+}
+
+torch::Tensor Communicator::reduce_scatter_sum(const torch::Tensor& tensor, Group group,
+                                               const std::string& what) {
+  auto& d = *impl_;
+  const int64_t world = d.launch.world_size;
+  TORCH_CHECK(tensor.dim() >= 1 && tensor.size(0) % world == 0, "reduce_scatter_sum: dim 0 (",
+              tensor.size(0), ") must be a multiple of the world size ", world);
+  const int64_t rows = tensor.size(0) / world;
+  const auto started = Clock::now();
+  const std::string name = "reduce-scatter of " + what;
+  const int64_t n = d.begin(group, name);
+  try {
+    if (d.backend == "nccl") {
+#if OCL_TORCH_AT_LEAST(2, 0)
+      auto input = tensor.contiguous();
+      std::vector<int64_t> shape = input.sizes().vec();
+      shape[0] = rows;
+      auto output = torch::empty(shape, input.options());
+      auto work = d.group(group)._reduce_scatter_base(output, input);
+      d.wait(work, n, name, started);
+      return output;
+#endif
+    }
+    std::vector<torch::Tensor> tensors{tensor.clone(at::MemoryFormat::Contiguous)};
+    auto work = d.group(group).allreduce(tensors);
+    d.wait(work, n, name, started);
+    return tensors[0].narrow(0, d.launch.rank * rows, rows);
+  } catch (const c10::Error& e) {
+    d.fail(n, name, started, e.what_without_backtrace());
+  }
+}
+
+void Communicator::broadcast_from_rank0(const std::vector<torch::Tensor>& tensors,
+                                        const std::string& what) {
+  auto& d = *impl_;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const auto started = Clock::now();
+    const std::string name = "broadcast of " + what + " [" + std::to_string(i) + "]";
+    const int64_t n = d.begin(Group::kGradients, name);
+    try {
+      // Broadcast works in place on a contiguous tensor; parameters are contiguous, but copy
+      // through a temporary when one is not.
+      auto t = tensors[i].is_contiguous() ? tensors[i] : tensors[i].contiguous();
+      std::vector<torch::Tensor> list{t};
+      c10d::BroadcastOptions o;
+      o.rootRank = 0;
+      auto work = d.group(Group::kGradients).broadcast(list, o);
+      d.wait(work, n, name, started);
+      if (!tensors[i].is_same(t)) {
+        torch::NoGradGuard no_grad;
+        tensors[i].copy_(t);
+      }
+    } catch (const c10::Error& e) {
+      d.fail(n, name, started, e.what_without_backtrace());
+    }
+  }
+}
+
+void Communicator::barrier(const std::string& what) {
+  auto& d = *impl_;
+  const auto started = Clock::now();
+  const std::string name = "barrier: " + what;
+  const int64_t n = d.begin(Group::kLoss, name);
+  try {
+    auto work = d.group(Group::kLoss).barrier();
+    d.wait(work, n, name, started);
+  } catch (const c10::Error& e) {
+    d.fail(n, name, started, e.what_without_backtrace());
+  }
+}
+
+}  // namespace ocl::dist

@@ -1,0 +1,452 @@
+// Multi-process pre-training on the CPU with Gloo over the loopback: the ocl_pretrain app
+// started as 1 or 2 ranks with torchrun's variables (and through its own --nproc-per-node
+// launcher), checked against one process and against gradients computed here without any
+// communication.
+//
+// The gradient of a run's first optimiser step is read back from its checkpoint: AdamW's first
+// moment after one step is exactly (1 − β1)·g.
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.h"
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <torch/torch.h>
+
+#include <ocl/data/factory.h>
+#include <ocl/data/loader.h>
+#include <ocl/dist/launch.h>
+#include <ocl/engine/checkpoint.h>
+#include <ocl/engine/pretrain.h>
+#include <ocl/io/config.h>
+#include <ocl/io/safetensors.h>
+
+extern char** environ;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+int count_of(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// A 16×16 ViT of one block on 128 synthetic images, written as a config file.
+std::string write_tiny_config(const std::string& dir) {
+  const std::string path = dir + "/tiny.yaml";
+  std::ofstream(path)
+      << R"(model: {arch: custom, img_size: 16, patch_size: 4, embed_dim: 32, depth: 1, num_heads: 2}
+mask: {ratio: 0.25}
+data: {dataset: synthetic, synthetic_train_size: 128, synthetic_val_size: 64, workers: 1}
+optim: {lr: 1.0e-3, warmup_epochs: 0}
+train: {epochs: 1, batch_size: 16, device: cpu, precision: fp32, threads: 1, seed: 5, save_every: 1}
+dist: {timeout_s: 60}
+log: {every: 1, progress: lines}
+)";
+  return path;
+}
+
+// ocl_pretrain as rank `rank` of `world` (torchrun's variables), output in <dir>/rank<r>.log.
+pid_t spawn_rank(int rank, int world, int port, const std::vector<std::string>& args,
+                 const std::string& log) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    const std::string key = kv.substr(0, kv.find('='));
+    if (key == "RANK" || key == "WORLD_SIZE" || key == "LOCAL_RANK" || key == "LOCAL_WORLD_SIZE" ||
+        key == "MASTER_ADDR" || key == "MASTER_PORT")
+      continue;
+    env.push_back(kv);
+  }
+  if (world > 0) {
+    env.push_back("RANK=" + std::to_string(rank));
+    env.push_back("LOCAL_RANK=" + std::to_string(rank));
+    env.push_back("WORLD_SIZE=" + std::to_string(world));
+    env.push_back("LOCAL_WORLD_SIZE=" + std::to_string(world));
+    env.push_back("MASTER_ADDR=127.0.0.1");
+    env.push_back("MASTER_PORT=" + std::to_string(port));
+  }
+  std::vector<std::string> argv_s{OCL_PRETRAIN_EXE};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv, envp;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    FILE* out = std::freopen(log.c_str(), "w", stdout);
+    if (out == nullptr) ::_exit(126);
+    ::dup2(STDOUT_FILENO, STDERR_FILENO);
+    ::execve(argv[0], argv.data(), envp.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits for `pid` at most `timeout_s`; returns its exit code (128 + signal), or −1 on timeout
+// (the process is then killed).
+int wait_for(pid_t pid, double timeout_s) {
+  const auto start = Clock::now();
+  while (std::chrono::duration<double>(Clock::now() - start).count() < timeout_s) {
+    int status = 0;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, nullptr, 0);
+  return -1;
+}
+
+// Runs `world` ranks (0 = a plain single process) to completion; returns their exit codes.
+std::vector<int> run_ranks(int world, const std::vector<std::string>& args, const std::string& dir,
+                           const std::vector<std::vector<std::string>>& per_rank_args = {}) {
+  const int port = ocl::dist::free_tcp_port();
+  std::vector<pid_t> pids;
+  const int n = std::max(world, 1);
+  for (int r = 0; r < n; ++r) {
+    auto a = args;
+    if (r < static_cast<int>(per_rank_args.size()))
+      a.insert(a.end(), per_rank_args[r].begin(), per_rank_args[r].end());
+    pids.push_back(spawn_rank(r, world, port, a, dir + "/rank" + std::to_string(r) + ".log"));
+  }
+  std::vector<int> codes;
+  for (pid_t pid : pids) codes.push_back(wait_for(pid, 300));
+  return codes;
+}
+
+std::string make_dir(const std::string& name) {
+  std::string tmpl = testing::TempDir() + "ocl_dist_" + name + "_XXXXXX";
+  char* made = ::mkdtemp(tmpl.data());
+  EXPECT_NE(made, nullptr);
+  return tmpl;
+}
+
+ocl::io::TensorMap trainer_state(const std::string& run_dir) {
+  return ocl::io::read_safetensors(ocl::engine::latest_checkpoint(run_dir) + "/trainer.safetensors")
+      .tensors;
+}
+
+ocl::io::TensorMap encoder_state(const std::string& run_dir) {
+  return ocl::io::read_safetensors(ocl::engine::latest_checkpoint(run_dir) + "/encoder.safetensors")
+      .tensors;
+}
+
+// The first step's gradient of every trainable parameter, from AdamW's first moment.
+std::map<std::string, torch::Tensor> first_step_gradients(const ocl::io::TensorMap& trainer,
+                                                          double beta1) {
+  std::map<std::string, torch::Tensor> g;
+  const std::string suffix = ".exp_avg";
+  for (const auto& [key, value] : trainer) {
+    if (key.rfind("optim.", 0) == 0 && key.size() > suffix.size() &&
+        key.compare(key.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      g[key.substr(6, key.size() - 6 - suffix.size())] = value.to(torch::kFloat64) / (1 - beta1);
+    }
+  }
+  return g;
+}
+
+// Float32 sums in another order: equal to ~1e-6 of the tensor's scale.
+void expect_close(const std::map<std::string, torch::Tensor>& a,
+                  const std::map<std::string, torch::Tensor>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  ASSERT_GT(a.size(), 3u) << what;
+  for (const auto& [name, x] : a) {
+    ASSERT_TRUE(b.count(name)) << what << ": " << name;
+    const auto& y = b.at(name);
+    const double scale = std::max(x.abs().max().item<double>(), 1e-12);
+    const double diff = (x - y.to(x.dtype())).abs().max().item<double>();
+    EXPECT_LT(diff, 2e-5 * scale) << what << ": " << name << " differs by " << diff << " (scale "
+                                  << scale << ")";
+  }
+}
+
+std::map<std::string, torch::Tensor> as_map(const ocl::io::TensorMap& m) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [k, v] : m) out[k] = v.to(torch::kFloat64);
+  return out;
+}
+
+std::vector<std::string> run_args(const std::string& config, const std::string& out,
+                                  std::vector<std::string> sets = {}) {
+  std::vector<std::string> a{"--config", config, "--set", "train.output_dir=" + out};
+  for (const auto& s : sets) {
+    a.push_back("--set");
+    a.push_back(s);
+  }
+  return a;
+}
+
+// Losses of the "step" records of a metrics.jsonl, in order.
+std::vector<double> step_losses(const std::string& metrics_path) {
+  std::vector<double> out;
+  std::ifstream in(metrics_path);
+  std::string line;
+  const std::regex loss("\"loss\":\\s*([-0-9.eE+]+)");
+  while (std::getline(in, line)) {
+    if (line.find("\"type\":\"step\"") == std::string::npos &&
+        line.find("\"type\": \"step\"") == std::string::npos)
+      continue;
+    std::smatch m;
+    if (std::regex_search(line, m, loss)) out.push_back(std::stod(m[1]));
+  }
+  return out;
+}
+
+// 2 processes × batch B with global negatives take the same step as 1 process × batch 2B on
+// the same images and masks: this checks the gradient all-reduce and the gather's backward.
+TEST(Distributed, TwoRanksGlobalNegativesEqualOneProcessWithTwiceTheBatch) {
+  const auto dir = make_dir("global");
+  const auto config = write_tiny_config(dir);
+  const auto two = run_ranks(
+      2, run_args(config, dir + "/two", {"train.batch_size=16", "train.steps_per_epoch=1"}), dir);
+  ASSERT_EQ(two, (std::vector<int>{0, 0}))
+      << read_file(dir + "/rank0.log") << read_file(dir + "/rank1.log");
+  const auto one = run_ranks(
+      0, run_args(config, dir + "/one", {"train.batch_size=32", "train.steps_per_epoch=1"}), dir);
+  ASSERT_EQ(one, (std::vector<int>{0})) << read_file(dir + "/rank0.log");
+
+  expect_close(first_step_gradients(trainer_state(dir + "/two"), 0.9),
+               first_step_gradients(trainer_state(dir + "/one"), 0.9), "gradients");
+  // The parameters after the step. AdamW's first update is lr·g/(|g| + ε): elements whose
+  // gradient is rounding noise (the key bias, whose exact gradient is 0) move by ±lr at random,
+  // so they are left out; elsewhere the update is the same to float precision.
+  const auto grads = first_step_gradients(trainer_state(dir + "/one"), 0.9);
+  const auto after_two = as_map(encoder_state(dir + "/two"));
+  const auto after_one = as_map(encoder_state(dir + "/one"));
+  ASSERT_EQ(after_two.size(), after_one.size());
+  for (const auto& [name, x] : after_one) {
+    auto diff = (x - after_two.at(name)).abs();
+    const auto g = grads.find("encoder." + name);
+    if (g != grads.end()) diff = diff * (g->second.abs() > 1e-6).to(diff.dtype());
+    EXPECT_LT(diff.max().item<double>(), 1e-6) << "parameter " << name << " after the step";
+  }
+  // Only rank 0 wrote: one run header in train.log, one metrics record for the step.
+  EXPECT_EQ(count_of(read_file(dir + "/two/train.log"), "ocl_pretrain: LibTorch"), 1);
+  EXPECT_EQ(step_losses(dir + "/two/metrics.jsonl").size(), 1u);
+  EXPECT_NE(read_file(dir + "/two/train.log").find("negatives: 31 per positive (global"),
+            std::string::npos);
+}
+
+// Local negatives: each rank's loss sees its own batch only, so the step's gradient is the mean
+// of the two ranks' separate batch-B gradients, computed here without communication.
+TEST(Distributed, TwoRanksLocalNegativesAverageTheShardsGradients) {
+  const auto dir = make_dir("local");
+  const auto config = write_tiny_config(dir);
+  const auto codes = run_ranks(
+      2, run_args(config, dir + "/two", {"loss.negatives=local", "train.steps_per_epoch=1"}), dir);
+  ASSERT_EQ(codes, (std::vector<int>{0, 0}))
+      << read_file(dir + "/rank0.log") << read_file(dir + "/rank1.log");
+
+  const auto c = ocl::io::load_config(config, {"loss.negatives=local"});
+  const auto derived = ocl::io::derive(c, 2);
+  const int img = static_cast<int>(c.model.img_size);
+  auto dataset = ocl::data::make_dataset(c.data, img, /*train=*/true, c.train.seed);
+  auto transform = ocl::data::make_transform(c.data, img, /*train=*/true);
+  std::map<std::string, torch::Tensor> mean;
+  for (int rank = 0; rank < 2; ++rank) {
+    auto model = ocl::engine::build_ocl_model(c, derived);
+    model->train();
+    ocl::data::LoaderOptions lo;
+    lo.batch_size = c.train.batch_size;
+    lo.workers = 1;
+    lo.seed = c.train.seed;
+    lo.rank = rank;
+    lo.world_size = 2;
+    ocl::data::Loader loader(dataset, transform, lo);
+    loader.start_epoch(0);
+    auto batch = loader.next();
+    ASSERT_TRUE(batch.has_value());
+    auto images = ocl::data::normalize_images(batch->images, torch::kCPU);
+    auto noise = ocl::engine::step_mask_noise(c.train.seed, 0, 0, images.size(0),
+                                              derived.num_patches, rank, 2);
+    model->forward(images, noise).loss.backward();
+    for (const auto& p : model->named_parameters()) {
+      if (!p.value().requires_grad()) continue;
+      auto g = p.value().grad().to(torch::kFloat64) / 2;
+      mean[p.key()] = mean.count(p.key()) ? mean[p.key()] + g : g;
+    }
+  }
+  expect_close(first_step_gradients(trainer_state(dir + "/two"), c.optim.beta1), mean,
+               "gradients vs the mean of the shards' gradients");
+}
+
+// Accumulating 2 micro-batches per rank communicates once per step (no_sync on the first) and
+// gives the step of one process accumulating 2 micro-batches of twice the size; the replicas
+// stay bit-identical over several steps (dist.verify_every compares checksums every step).
+TEST(Distributed, AccumulationCommunicatesOncePerStepAndReplicasStayIdentical) {
+  const auto dir = make_dir("accum");
+  const auto config = write_tiny_config(dir);
+  const auto two = run_ranks(2,
+                             run_args(config, dir + "/two",
+                                      {"train.batch_size=8", "optim.accum_iter=2",
+                                       "dist.verify_every=1", "train.steps_per_epoch=1"}),
+                             dir);
+  ASSERT_EQ(two, (std::vector<int>{0, 0}))
+      << read_file(dir + "/rank0.log") << read_file(dir + "/rank1.log");
+  const auto one =
+      run_ranks(0,
+                run_args(config, dir + "/one",
+                         {"train.batch_size=16", "optim.accum_iter=2", "train.steps_per_epoch=1"}),
+                dir);
+  ASSERT_EQ(one, (std::vector<int>{0}));
+  expect_close(first_step_gradients(trainer_state(dir + "/two"), 0.9),
+               first_step_gradients(trainer_state(dir + "/one"), 0.9), "accumulated gradients");
+
+  // Three more steps (a second run resuming the first), checked for identical replicas.
+  const auto more =
+      run_ranks(2,
+                run_args(config, dir + "/two",
+                         {"train.batch_size=8", "optim.accum_iter=2", "dist.verify_every=1",
+                          "train.steps_per_epoch=1", "train.epochs=4"}),
+                dir, {{"--resume", "auto"}, {"--resume", "auto"}});
+  ASSERT_EQ(more, (std::vector<int>{0, 0}))
+      << read_file(dir + "/rank0.log") << read_file(dir + "/rank1.log");
+  const std::string log = read_file(dir + "/rank0.log");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(log, m,
+                                std::regex("communication: (\\d+) gradient bucket all-reduces "
+                                           "\\((\\d+) buckets per step")))
+      << log;
+  // 3 steps in this run: one all-reduce per bucket per step, none for the no_sync micro-steps.
+  EXPECT_EQ(std::stoi(m[1]), 3 * std::stoi(m[2]));
+  EXPECT_NE(log.find("parameters identical on all 2 ranks at step 4"), std::string::npos) << log;
+}
+
+// The replica check catches ranks that drift apart: here rank 1 decays its weights harder.
+TEST(Distributed, ReplicaCheckStopsRanksThatDiverged) {
+  const auto dir = make_dir("diverge");
+  const auto config = write_tiny_config(dir);
+  const auto codes = run_ranks(
+      2, run_args(config, dir + "/run", {"dist.verify_every=1", "train.steps_per_epoch=2"}), dir,
+      {{}, {"--set", "optim.weight_decay=0.5"}});
+  EXPECT_EQ(codes, (std::vector<int>{1, 1}));
+  const std::string log = read_file(dir + "/rank0.log");
+  EXPECT_NE(log.find("parameters diverged after global step 1"), std::string::npos) << log;
+  EXPECT_NE(log.find("on rank 1 differs from rank 0"), std::string::npos) << log;
+}
+
+// A rank that dies mid-run makes the other exit non-zero promptly, naming the failure; a rank
+// that hangs (stopped) does so once dist.timeout_s has passed. When rank 0 dies, the store it
+// hosted goes with it, and rank 1 says so.
+void expect_peer_failure_reported(int victim, bool hang) {
+  const auto dir = make_dir(hang ? "hang" : "kill");
+  const auto config = write_tiny_config(dir);
+  const double timeout_s = hang ? 4 : 60;
+  const auto args = run_args(config, dir + "/run",
+                             {"train.epochs=1000", "dist.timeout_s=" + std::to_string(timeout_s)});
+  const int port = ocl::dist::free_tcp_port();
+  const pid_t pids[2] = {spawn_rank(0, 2, port, args, dir + "/rank0.log"),
+                         spawn_rank(1, 2, port, args, dir + "/rank1.log")};
+  // Let it train a few epochs first (4 steps each).
+  const auto start = Clock::now();
+  while (read_file(dir + "/rank0.log").find("epoch 3/") == std::string::npos) {
+    ASSERT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 120)
+        << read_file(dir + "/rank0.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const int survivor = 1 - victim;
+  ::kill(pids[victim], hang ? SIGSTOP : SIGKILL);
+  const auto failed_at = Clock::now();
+  const int code = wait_for(pids[survivor], timeout_s + 30);
+  const double took = std::chrono::duration<double>(Clock::now() - failed_at).count();
+  ::kill(pids[victim], SIGKILL);
+  ::waitpid(pids[victim], nullptr, 0);
+  const std::string log = read_file(dir + "/rank" + std::to_string(survivor) + ".log");
+  EXPECT_NE(code, 0) << log;
+  EXPECT_NE(code, -1) << "rank " << survivor << " did not exit within dist.timeout_s + 30 s";
+  EXPECT_LT(took, timeout_s + 20) << log;
+  EXPECT_NE(log.find("rank " + std::to_string(survivor) + " of 2: collective #"), std::string::npos)
+      << log;
+  EXPECT_NE(log.find(victim == 0 ? "rank 0 has probably died" : "rank 1 has stopped"),
+            std::string::npos)
+      << log;
+  // What was written is intact: the newest checkpoint (one per epoch) loads.
+  const std::string last = ocl::engine::latest_checkpoint(dir + "/run");
+  ASSERT_NE(last, "");
+  EXPECT_GE(ocl::engine::load_checkpoint(last).state.epoch, 1);
+}
+
+TEST(Distributed, KilledRankMakesTheOtherExitNamingIt) { expect_peer_failure_reported(1, false); }
+
+TEST(Distributed, KilledRankZeroTakesTheStoreAndIsNamed) { expect_peer_failure_reported(0, false); }
+
+TEST(Distributed, HungRankMakesTheOtherExitWithinTheTimeout) {
+  expect_peer_failure_reported(1, true);
+}
+
+// A checkpoint written by 2 processes resumes in 1: the epoch continues after the images the
+// 2 processes had seen, and the run completes.
+TEST(Distributed, TwoProcessCheckpointResumesInOneProcess) {
+  const auto dir = make_dir("resume");
+  const auto config = write_tiny_config(dir);
+  // 128 images: 4 steps of 2 × 16 per epoch; stop after 3.
+  const auto first = run_ranks(2, run_args(config, dir + "/run", {"train.epochs=2"}), dir,
+                               {{"--stop-after-steps", "3"}, {"--stop-after-steps", "3"}});
+  ASSERT_EQ(first, (std::vector<int>{0, 0})) << read_file(dir + "/rank0.log");
+  auto c = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(dir + "/run"));
+  EXPECT_EQ(c.state.world_size, 2);
+  EXPECT_EQ(c.state.step_in_epoch, 3);
+
+  auto resume = run_args(config, dir + "/run", {"train.epochs=2"});
+  resume.insert(resume.end(), {"--resume", "auto"});
+  const auto second = run_ranks(0, resume, dir);
+  const std::string log = read_file(dir + "/rank0.log");
+  ASSERT_EQ(second, (std::vector<int>{0})) << log;
+  // 3 steps × 2 ranks × 16 = 96 images = step 6 of 8 for one process of batch 16.
+  EXPECT_NE(log.find("written by 2 processes and this run has 1: epoch 0 continues at step 6"),
+            std::string::npos)
+      << log;
+  c = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(dir + "/run"));
+  EXPECT_EQ(c.state.world_size, 1);
+  EXPECT_EQ(c.state.epoch, 2);
+  EXPECT_EQ(c.state.global_step, 3 + 2 + 8);
+}
+
+// The built-in launcher trains the quickstart config as two ranks and gives the loss curve of
+// the same two ranks started by hand with torchrun's variables.
+TEST(Distributed, LauncherMatchesTorchrunStyleVariables) {
+  const auto dir = make_dir("launcher");
+  const std::string quickstart = std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml";
+  const std::vector<std::string> sets = {"train.epochs=1",      "train.steps_per_epoch=3",
+                                         "eval.knn_every=0",    "log.every=1",
+                                         "train.batch_size=32", "data.workers=1"};
+  auto launched = run_args(quickstart, dir + "/launched", sets);
+  launched.insert(launched.begin(), {"--nproc-per-node", "2"});
+  const auto a = run_ranks(0, launched, dir);
+  const std::string launcher_log = read_file(dir + "/rank0.log");
+  ASSERT_EQ(a, (std::vector<int>{0})) << launcher_log;
+  EXPECT_NE(launcher_log.find("[rank 0] "), std::string::npos) << launcher_log;
+  const auto b = run_ranks(2, run_args(quickstart, dir + "/by_hand", sets), dir);
+  ASSERT_EQ(b, (std::vector<int>{0, 0})) << read_file(dir + "/rank0.log");
+
+  const auto la = step_losses(dir + "/launched/metrics.jsonl");
+  const auto lb = step_losses(dir + "/by_hand/metrics.jsonl");
+  ASSERT_EQ(la.size(), 3u);
+  ASSERT_EQ(lb.size(), 3u);
+  for (size_t i = 0; i < la.size(); ++i) EXPECT_DOUBLE_EQ(la[i], lb[i]) << "step " << i;
+  EXPECT_LT(la.back(), la.front());
+}
+
+}  // namespace

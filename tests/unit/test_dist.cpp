@@ -1,0 +1,199 @@
+// ocl::dist in one process: bucket layout, the gradient synchroniser's hooks, views and no_sync
+// over a one-rank Gloo group, the differentiable all-gather's plumbing, and the errors of a
+// rendezvous that cannot complete. The multi-rank behaviour is tested with several processes in
+// tests/integration/test_distributed.cpp.
+#include <chrono>
+
+#include "test_util.h"
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/dist/all_gather.h>
+#include <ocl/dist/communicator.h>
+#include <ocl/dist/grad_sync.h>
+#include <ocl/dist/launch.h>
+
+namespace {
+
+using ocl::dist::assign_buckets;
+
+torch::Tensor floats(int64_t n) { return torch::zeros({n}, torch::kFloat32); }
+
+TEST(Buckets, ReverseOrderFirstBucketSmallerAndCapsRespected) {
+  // 6 parameters of 100 floats (400 bytes); first bucket ≤ 400 bytes, then ≤ 1000.
+  std::vector<torch::Tensor> params;
+  for (int i = 0; i < 6; ++i) params.push_back(floats(100));
+  const auto b = assign_buckets(params, 400, 1000);
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[0], (std::vector<size_t>{5}));
+  EXPECT_EQ(b[1], (std::vector<size_t>{4, 3}));  // 800 bytes; a third would make 1200
+  EXPECT_EQ(b[2], (std::vector<size_t>{2, 1}));
+  EXPECT_EQ(b[3], (std::vector<size_t>{0}));
+}
+
+TEST(Buckets, EveryParameterOnceOversizedAloneDtypesApart) {
+  std::vector<torch::Tensor> params = {floats(10), floats(5000), floats(10),
+                                       torch::zeros({10}, torch::kFloat64), floats(10)};
+  const auto b = assign_buckets(params, 100, 1000);
+  std::vector<int> seen(params.size(), 0);
+  for (const auto& bucket : b) {
+    for (size_t k : bucket) seen[k] += 1;
+    for (size_t k : bucket) EXPECT_EQ(params[k].scalar_type(), params[bucket[0]].scalar_type());
+  }
+  for (int s : seen) EXPECT_EQ(s, 1);
+  // The 20000-byte parameter is alone in its bucket.
+  for (const auto& bucket : b) {
+    if (std::find(bucket.begin(), bucket.end(), size_t{1}) != bucket.end()) {
+      EXPECT_EQ(bucket.size(), 1u);
+    }
+  }
+  // Reverse order: parameter 4 comes first, parameter 0 last.
+  EXPECT_EQ(b.front().front(), 4u);
+  EXPECT_EQ(b.back().back(), 0u);
+}
+
+ocl::dist::LaunchInfo single_rank_launch() {
+  ocl::dist::LaunchInfo l;
+  l.rank = 0;
+  l.world_size = 1;
+  l.master_port = ocl::dist::free_tcp_port();
+  l.source = "test";
+  return l;
+}
+
+ocl::dist::CommunicatorOptions quick_options() {
+  ocl::dist::CommunicatorOptions o;
+  o.backend = "gloo";
+  o.timeout = std::chrono::seconds(20);
+  o.heartbeat_s = 0;
+  return o;
+}
+
+// Two linear layers: w1 (registered first) feeds w2.
+struct TwoLayers {
+  torch::Tensor w1 = torch::randn({64, 32}).requires_grad_();
+  torch::Tensor b1 = torch::randn({64}).requires_grad_();
+  torch::Tensor w2 = torch::randn({8, 64}).requires_grad_();
+  std::vector<torch::Tensor> params() const { return {w1, b1, w2}; }
+  torch::Tensor loss(const torch::Tensor& x) const {
+    return torch::tanh(torch::nn::functional::linear(x, w1, b1)).matmul(w2.t()).pow(2).sum();
+  }
+};
+
+TEST(GradSynchronizer, GradientsAreBucketViewsAndOneRankAveragesToThemselves) {
+  torch::manual_seed(0);
+  TwoLayers net;
+  auto x = torch::randn({4, 32});
+  // The expected gradient, without any synchroniser.
+  TwoLayers plain = net;
+  plain.w1 = net.w1.detach().clone().requires_grad_();
+  plain.b1 = net.b1.detach().clone().requires_grad_();
+  plain.w2 = net.w2.detach().clone().requires_grad_();
+  plain.loss(x).backward();
+
+  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
+  ocl::dist::GradSyncOptions so;
+  so.first_bucket_mb = 2048.0 / (1024 * 1024);  // w2 (2 KiB) alone first
+  so.bucket_mb = 9000.0 / (1024 * 1024);        // then b1 + w1 (8.25 KiB) together
+  ocl::dist::GradSynchronizer sync(comm, net.params(), so);
+  ASSERT_EQ(sync.num_buckets(), 2);
+  EXPECT_EQ(sync.bucket_bytes(), (std::vector<int64_t>{2048, 8448}));
+  // Views: writing through one gradient is seen in the bucket layout (w2 starts bucket 0).
+  for (const auto& p : net.params()) ASSERT_TRUE(p.grad().defined());
+  EXPECT_EQ(net.w2.grad().abs().sum().item<float>(), 0.0f);
+
+  net.loss(x).backward();
+  EXPECT_EQ(sync.buckets_launched_in_backward(), 2);  // all started before finish()
+  sync.finish();
+  EXPECT_EQ(sync.buckets_launched(), 2);
+  EXPECT_TRUE(torch::allclose(net.w1.grad(), plain.w1.grad()));
+  EXPECT_TRUE(torch::allclose(net.b1.grad(), plain.b1.grad()));
+  EXPECT_TRUE(torch::allclose(net.w2.grad(), plain.w2.grad()));
+}
+
+TEST(GradSynchronizer, NoSyncAccumulatesWithoutCommunicating) {
+  torch::manual_seed(1);
+  TwoLayers net;
+  auto x1 = torch::randn({4, 32}), x2 = torch::randn({4, 32});
+  TwoLayers plain = net;
+  plain.w1 = net.w1.detach().clone().requires_grad_();
+  plain.b1 = net.b1.detach().clone().requires_grad_();
+  plain.w2 = net.w2.detach().clone().requires_grad_();
+  plain.loss(x1).backward();
+  plain.loss(x2).backward();
+
+  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
+  ocl::dist::GradSynchronizer sync(comm, net.params(), {});
+  const int64_t before = comm.collectives_started(ocl::dist::Group::kGradients);
+  sync.set_sync(false);
+  net.loss(x1).backward();
+  sync.finish();  // a no-op after a no_sync backward
+  EXPECT_EQ(sync.buckets_launched(), 0);
+  EXPECT_EQ(comm.collectives_started(ocl::dist::Group::kGradients), before);
+  sync.set_sync(true);
+  net.loss(x2).backward();
+  sync.finish();
+  EXPECT_EQ(sync.buckets_launched(), sync.num_buckets());
+  EXPECT_EQ(comm.collectives_started(ocl::dist::Group::kGradients), before + sync.num_buckets());
+  EXPECT_TRUE(torch::allclose(net.w1.grad(), plain.w1.grad(), 1e-5, 1e-6));
+  EXPECT_TRUE(torch::allclose(net.w2.grad(), plain.w2.grad(), 1e-5, 1e-6));
+}
+
+TEST(GradSynchronizer, ParametersWithoutGradientStillLaunchInOrder) {
+  torch::manual_seed(2);
+  TwoLayers net;
+  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
+  ocl::dist::GradSyncOptions so;
+  so.first_bucket_mb = 2048.0 / (1024 * 1024);
+  so.bucket_mb = 9000.0 / (1024 * 1024);
+  ocl::dist::GradSynchronizer sync(comm, net.params(), so);
+  // A loss of w2 alone: bucket 1 (w1, b1) never becomes ready during backward.
+  net.w2.pow(2).sum().backward();
+  EXPECT_EQ(sync.buckets_launched_in_backward(), 1);
+  sync.finish();
+  EXPECT_EQ(sync.buckets_launched(), 2);
+  EXPECT_EQ(net.w1.grad().abs().sum().item<float>(), 0.0f);
+  EXPECT_TRUE(torch::allclose(net.w2.grad(), 2 * net.w2.detach()));
+}
+
+TEST(GradSynchronizer, RefusesFrozenParameters) {
+  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
+  OCL_EXPECT_THROW_WITH(ocl::dist::GradSynchronizer(comm, {torch::zeros({3})}, {}),
+                        "leave frozen parameters out");
+}
+
+TEST(AllGatherWithGrad, OneRankIsTheIdentityForwardAndBackward) {
+  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
+  auto x = torch::randn({3, 4}, torch::kFloat64).requires_grad_();
+  auto y = ocl::dist::all_gather_with_grad(comm, x);
+  EXPECT_TRUE(torch::equal(y, x));
+  auto w = torch::randn({3, 4}, torch::kFloat64);
+  (y * w).sum().backward();
+  EXPECT_TRUE(torch::allclose(x.grad(), w));
+  EXPECT_EQ(comm.collectives_started(ocl::dist::Group::kLoss), 2);  // gather + reduce-scatter
+}
+
+TEST(Communicator, RendezvousWithoutThePeersTimesOutNamingTheAddress) {
+  auto launch = single_rank_launch();
+  launch.world_size = 2;  // rank 1 never comes
+  auto o = quick_options();
+  o.timeout = std::chrono::seconds(2);
+  const auto start = std::chrono::steady_clock::now();
+  OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(launch, o),
+                        "rendezvous at 127.0.0.1:" + std::to_string(launch.master_port));
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 30);
+}
+
+TEST(Communicator, RejectsABackendThisBuildLacks) {
+  auto o = quick_options();
+  o.backend = "mpi";
+  OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(single_rank_launch(), o),
+                        "dist.backend must be auto, nccl or gloo");
+  if (!ocl::dist::backend_available("nccl")) {
+    o.backend = "nccl";
+    OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(single_rank_launch(), o),
+                          "dist.backend nccl is not available");
+  }
+}
+
+}  // namespace
