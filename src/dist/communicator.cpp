@@ -285,7 +285,10 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
         << " processes started, that they agree on MASTER_ADDR:MASTER_PORT, and that rank 0's "
            "host accepts connections on that port";
     // The heartbeat thread, if it started, must stop before impl_ goes.
-    impl_->heartbeat.stop = true;
+    {
+      std::lock_guard<std::mutex> lock(impl_->heartbeat.stop_mutex);
+      impl_->heartbeat.stop = true;
+    }
     if (impl_->heartbeat.thread.joinable()) {
       impl_->heartbeat.stop_cv.notify_all();
       impl_->heartbeat.thread.join();
@@ -302,6 +305,13 @@ Communicator::~Communicator() {
   }
   h.stop_cv.notify_all();
   if (h.thread.joinable()) h.thread.join();
+#if defined(USE_C10D_NCCL) && OCL_TORCH_AT_LEAST(2, 3)
+  // NCCL communicators are torn down explicitly (PyTorch's destroy_process_group); destroying
+  // them implicitly at exit leaks resources and warns.
+  for (auto* group : {impl_->grads.get(), impl_->loss.get()}) {
+    if (auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(group)) nccl->shutdown();
+  }
+#endif
 }
 
 int64_t Communicator::rank() const { return impl_->launch.rank; }

@@ -479,8 +479,8 @@ bool Pretrainer::train_step(StepStats& st) {
     torch::manual_seed(data::sample_seed(state_.seed ^ kDropPathStream, state_.global_step,
                                          micro * world_size_ + rank_));
     // Accumulating micro-batches communicate nothing; the last one all-reduces the sums
-    // (DDP's no_sync).
-    if (grad_sync_) grad_sync_->set_sync(micro == accum - 1);
+    // (DDP's no_sync), during its backward unless dist.overlap is off.
+    if (grad_sync_) grad_sync_->set_sync(micro == accum - 1 && config_.dist.overlap);
     ssl::OCLOutput out;
     {
       compat::AutocastGuard autocast(device_.type(), bf16_);
@@ -496,7 +496,10 @@ bool Pretrainer::train_step(StepStats& st) {
     temperature = f.temperature;
     st.images += b * world_size_;  // the whole step's images, for img/s
   }
-  if (grad_sync_) grad_sync_->finish();  // gradients are now the mean over ranks
+  if (grad_sync_) {
+    grad_sync_->set_sync(true);  // without overlap: finish() starts every bucket now
+    grad_sync_->finish();        // gradients are now the mean over ranks
+  }
   // One host sync per step: the loss (and with it the rest) must be checked before the update.
   auto norm = optim::grad_norm(trainable_);
   if (config_.optim.clip_grad > 0) optim::clip_grads(trainable_, norm, config_.optim.clip_grad);

@@ -77,7 +77,7 @@ const std::vector<Section>& schema() {
         OCL_KEY(train, max_nonfinite_skips)}},
       {"dist",
        {OCL_KEY(dist, backend), OCL_KEY(dist, timeout_s), OCL_KEY(dist, bucket_mb),
-        OCL_KEY(dist, first_bucket_mb), OCL_KEY(dist, verify_every)}},
+        OCL_KEY(dist, first_bucket_mb), OCL_KEY(dist, overlap), OCL_KEY(dist, verify_every)}},
       {"eval",
        {OCL_KEY(eval, knn_every), OCL_KEY(eval, knn_k), OCL_KEY(eval, knn_t),
         OCL_KEY(eval, knn_train_size), OCL_KEY(eval, knn_val_size)}},

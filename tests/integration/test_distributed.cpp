@@ -229,6 +229,15 @@ TEST(Distributed, TwoRanksGlobalNegativesEqualOneProcessWithTwiceTheBatch) {
 
   expect_close(first_step_gradients(trainer_state(dir + "/two"), 0.9),
                first_step_gradients(trainer_state(dir + "/one"), 0.9), "gradients");
+  // The same with every bucket all-reduced after backward (dist.overlap: false).
+  const auto after =
+      run_ranks(2,
+                run_args(config, dir + "/after",
+                         {"train.batch_size=16", "train.steps_per_epoch=1", "dist.overlap=false"}),
+                dir);
+  ASSERT_EQ(after, (std::vector<int>{0, 0})) << read_file(dir + "/rank0.log");
+  expect_close(first_step_gradients(trainer_state(dir + "/after"), 0.9),
+               first_step_gradients(trainer_state(dir + "/one"), 0.9), "gradients, no overlap");
   // The parameters after the step. AdamW's first update is lr·g/(|g| + ε): elements whose
   // gradient is rounding noise (the key bias, whose exact gradient is 0) move by ±lr at random,
   // so they are left out; elsewhere the update is the same to float precision.
@@ -447,6 +456,40 @@ TEST(Distributed, LauncherMatchesTorchrunStyleVariables) {
   ASSERT_EQ(lb.size(), 3u);
   for (size_t i = 0; i < la.size(); ++i) EXPECT_DOUBLE_EQ(la[i], lb[i]) << "step " << i;
   EXPECT_LT(la.back(), la.front());
+}
+
+// SIGTERM to the built-in launcher reaches every worker once: they agree on the step to stop
+// after, rank 0 writes the checkpoint, all exit 0, and --resume auto continues from it.
+TEST(Distributed, LauncherForwardsSigtermAndTheRunResumes) {
+  const auto dir = make_dir("sigterm");
+  const auto config = write_tiny_config(dir);
+  auto args = run_args(config, dir + "/run", {"train.epochs=1000"});
+  args.insert(args.begin(), {"--nproc-per-node", "2"});
+  const pid_t launcher = spawn_rank(0, 0, 0, args, dir + "/launcher.log");
+  const auto start = Clock::now();
+  while (read_file(dir + "/launcher.log").find("epoch 2/") == std::string::npos) {
+    ASSERT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 120)
+        << read_file(dir + "/launcher.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ::kill(launcher, SIGTERM);
+  const int code = wait_for(launcher, 60);
+  const std::string log = read_file(dir + "/launcher.log");
+  ASSERT_EQ(code, 0) << log;
+  EXPECT_NE(log.find("[rank 0] ocl_pretrain: stopped cleanly; checkpoint"), std::string::npos)
+      << log;
+  const auto stopped = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(dir + "/run"));
+  EXPECT_GT(stopped.state.global_step, 4);
+
+  // Continue for two more epochs with both ranks.
+  auto resume =
+      run_args(config, dir + "/run", {"train.epochs=" + std::to_string(stopped.state.epoch + 2)});
+  resume.insert(resume.end(), {"--resume", "auto"});
+  const auto codes = run_ranks(2, resume, dir);
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_file(dir + "/rank0.log");
+  const auto done = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(dir + "/run"));
+  EXPECT_EQ(done.state.epoch, stopped.state.epoch + 2);
+  EXPECT_GT(done.state.global_step, stopped.state.global_step);
 }
 
 }  // namespace

@@ -424,6 +424,7 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.dist.bucket_mb = 0.25;
   c.dist.first_bucket_mb = 0.5;
   c.dist.verify_every = 7;
+  c.dist.overlap = false;
   c.eval.knn_every = 3;
   c.eval.knn_k = 5;
   c.eval.knn_t = 0.05;

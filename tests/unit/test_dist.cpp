@@ -139,6 +139,23 @@ TEST(GradSynchronizer, NoSyncAccumulatesWithoutCommunicating) {
   EXPECT_TRUE(torch::allclose(net.w2.grad(), plain.w2.grad(), 1e-5, 1e-6));
 }
 
+TEST(GradSynchronizer, WithoutOverlapFinishCommunicatesEverything) {
+  torch::manual_seed(3);
+  TwoLayers net;
+  auto x = torch::randn({4, 32});
+  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
+  ocl::dist::GradSynchronizer sync(comm, net.params(), {});
+  sync.set_sync(false);  // what dist.overlap: false does during backward
+  net.loss(x).backward();
+  EXPECT_EQ(sync.buckets_launched(), 0);
+  auto expected = net.w1.grad().clone();
+  sync.set_sync(true);
+  sync.finish();
+  EXPECT_EQ(sync.buckets_launched(), sync.num_buckets());
+  EXPECT_EQ(sync.buckets_launched_in_backward(), 0);
+  EXPECT_TRUE(torch::allclose(net.w1.grad(), expected));
+}
+
 TEST(GradSynchronizer, ParametersWithoutGradientStillLaunchInOrder) {
   torch::manual_seed(2);
   TwoLayers net;

@@ -116,6 +116,9 @@ struct DistConfig {
   double timeout_s = 600;
   double bucket_mb = 25;       // > 0: gradient all-reduce bucket size (DDP's bucket_cap_mb)
   double first_bucket_mb = 1;  // > 0: the first bucket, small so communication starts early
+  /// Start each bucket's all-reduce during backward (true), or all of them after backward
+  /// (false: for CPU processes that have no core to spare for communication; see README).
+  bool overlap = true;
   /// ≥ 0: every N optimiser steps (0 = never) the ranks compare checksums of their parameters
   /// and stop with an error naming the first parameter that differs.
   int64_t verify_every = 0;
