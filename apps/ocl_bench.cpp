@@ -10,8 +10,8 @@
 #include <cstdio>
 #include <thread>
 
+#include "app_common.h"
 #include <CLI/CLI.hpp>
-#include <c10/util/Exception.h>
 #include <torch/torch.h>
 
 #include <ocl/compat.h>
@@ -57,8 +57,7 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::dist::LaunchInfo& 
   const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
   torch::set_num_threads(static_cast<int>(
       t.threads > 0 ? t.threads : std::max<int64_t>(1, cores / launch.local_world_size)));
-  torch::Device device = ocl::engine::resolve_device(t.device);
-  if (device.is_cuda()) device = torch::Device(torch::kCUDA, launch.local_rank);
+  const torch::Device device = ocl::engine::resolve_device(t.device, launch);
   const bool bf16 = t.precision == "bf16" || (t.precision == "auto" && device.is_cuda());
   ocl::dist::CommunicatorOptions co;
   co.backend = config.dist.backend;
@@ -155,12 +154,10 @@ int main(int argc, char** argv) {
   app.add_option("--nproc-per-node", nproc_per_node, "start this many local processes")
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
-  try {
-    if (nproc_per_node > 0) {
-      ocl::dist::LocalLaunchOptions lo;
-      lo.nproc = nproc_per_node;
-      lo.argv = ocl::dist::worker_command(argc, argv);
-      return ocl::dist::run_local_workers(lo);
+  return ocl::apps::run_reporting_errors("ocl_bench", [&] {
+    if (auto code = ocl::apps::run_local_workers_if_asked(
+            nproc_per_node, ocl::dist::launch_from_environment(), argc, argv)) {
+      return *code;
     }
     auto config = ocl::io::load_config(config_path, overrides);
     if (grad_sync) {
@@ -247,12 +244,5 @@ int main(int argc, char** argv) {
         1e3 * secs / steps, img_s, train_flops_per_image(d) / 1e9,
         img_s * train_flops_per_image(d) / 1e12, loss);
     return 0;
-  } catch (const ocl::io::ConfigError& e) {
-    std::fprintf(stderr, "ocl_bench: config error: %s\n", e.what());
-  } catch (const c10::Error& e) {
-    std::fprintf(stderr, "ocl_bench: error: %s\n", e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ocl_bench: error: %s\n", e.what());
-  }
-  return 1;
+  });
 }

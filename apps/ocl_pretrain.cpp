@@ -7,17 +7,13 @@
 // Reads the config, trains (engine::Pretrainer), and exits 0 when done, 0 after a clean stop on
 // SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on a bad
 // command line. A second signal ends the process at once.
-#include <unistd.h>
-
 #include <algorithm>
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
+#include "app_common.h"
 #include <CLI/CLI.hpp>
-#include <c10/util/Exception.h>
 
 #include <ocl/data/factory.h>
 #include <ocl/dist/launch.h>
@@ -25,21 +21,6 @@
 #include <ocl/io/config.h>
 
 namespace {
-
-std::atomic<int> g_stop{0};
-
-extern "C" void on_signal(int signo) {
-  if (g_stop.exchange(signo) != 0) {
-    // Second signal: leave now. write() and _exit() are async-signal-safe.
-    const char msg[] = "\nocl_pretrain: second signal, exiting without a checkpoint\n";
-    (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
-    ::_exit(128 + signo);
-  }
-  const char msg[] =
-      "\nocl_pretrain: signal received, finishing the step and writing a checkpoint "
-      "(send it again to exit at once)\n";
-  (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
-}
 
 // Steps per epoch need the training set's size: build it (ImageFolder reads its cached list).
 void print_steps_per_epoch(const ocl::io::Config& config, int64_t world_size) {
@@ -55,15 +36,6 @@ void print_steps_per_epoch(const ocl::io::Config& config, int64_t world_size) {
   } catch (const std::exception& e) {
     std::cout << "#   steps_per_epoch: unknown (" << e.what() << ")\n";
   }
-}
-
-void install_signal_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sa.sa_flags = SA_RESTART;
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
 }
 
 }  // namespace
@@ -95,7 +67,7 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
 
-  try {
+  return ocl::apps::run_reporting_errors("ocl_pretrain", [&] {
     const auto config = ocl::io::load_config(config_path, overrides);
     if (print_config) {
       const auto world =
@@ -105,22 +77,13 @@ int main(int argc, char** argv) {
       return 0;
     }
     const auto launch = ocl::dist::launch_from_environment();
-    if (nproc_per_node > 0) {
-      if (launch.distributed()) {
-        throw std::runtime_error("--nproc-per-node " + std::to_string(nproc_per_node) +
-                                 " inside a launch that already has " + launch.describe() +
-                                 ": use one launcher, not two");
-      }
-      ocl::dist::LocalLaunchOptions lo;
-      lo.nproc = nproc_per_node;
-      lo.argv = ocl::dist::worker_command(argc, argv);
-      return ocl::dist::run_local_workers(lo);
+    if (auto code = ocl::apps::run_local_workers_if_asked(nproc_per_node, launch, argc, argv)) {
+      return *code;
     }
-    install_signal_handlers();
     ocl::engine::PretrainOptions options;
     options.resume = resume;
     options.overwrite = overwrite;
-    options.stop_requested = &g_stop;
+    options.stop_requested = ocl::apps::install_stop_handlers("ocl_pretrain");
     options.stop_after_steps = stop_after_steps;
     options.launch = launch;
     ocl::engine::Pretrainer trainer(config, options);
@@ -130,12 +93,5 @@ int main(int argc, char** argv) {
                    result.last_checkpoint.c_str());
     }
     return 0;
-  } catch (const ocl::io::ConfigError& e) {
-    std::fprintf(stderr, "ocl_pretrain: config error: %s\n", e.what());
-  } catch (const c10::Error& e) {
-    std::fprintf(stderr, "ocl_pretrain: error: %s\n", e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ocl_pretrain: error: %s\n", e.what());
-  }
-  return 1;
+  });
 }

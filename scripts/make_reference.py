@@ -10,16 +10,16 @@ gradient of every parameter, plus position-table and global-negative cases.
 Run with Debian's PyTorch (python3-torch):  /usr/bin/python3 scripts/make_reference.py
 Bump FORMAT_VERSION whenever the contents change; the C++ test checks it.
 """
-import json
 import math
 import os
-import struct
 import sys
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from safetensors_writer import save_safetensors
 
 FORMAT_VERSION = "1"
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
@@ -28,30 +28,6 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "f
 # The tiny configuration (also written to the fixture's metadata for the C++ side).
 CFG = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, batch=4,
            mask_ratio=0.25, kappa=16.0, temperature=0.07, max_logit_scale=100.0)
-
-
-# ---------------------------------------------------------------- safetensors (written by hand)
-DTYPES = {torch.float64: "F64", torch.float32: "F32", torch.int64: "I64"}
-
-
-def save_safetensors(path, tensors, metadata):
-    header, blobs, offset = {"__metadata__": metadata}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name].detach().contiguous().cpu()
-        data = t.numpy().tobytes()  # numpy writes native (little-endian on x86/arm64) order
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(head)))
-        f.write(head)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the model, timm names

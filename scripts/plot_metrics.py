@@ -1,8 +1,11 @@
 #!/usr/bin/python3
-"""Draws a run's metrics.jsonl (written by ocl_pretrain) as one PNG: loss, contrastive
-accuracy, learning rate, temperature and, when the kNN monitor ran, kNN top-1.
+"""Draws a run's metrics.jsonl as one PNG. For pre-training (ocl_pretrain): loss, contrastive
+accuracy, learning rate, temperature and, when the kNN monitor ran, kNN top-1. For a linear
+probe (ocl_linprobe) or a fine-tuning run (ocl_finetune): training loss, learning rate and
+validation top-1 / top-5 per epoch (and the EMA's top-1 when there is one).
 
     python3 scripts/plot_metrics.py runs/quickstart            # writes runs/quickstart/metrics.png
+    python3 scripts/plot_metrics.py runs/quickstart/linprobe   # a linear probe
     python3 scripts/plot_metrics.py runs/a/metrics.jsonl -o out.png
 
 Needs matplotlib (Debian: python3-matplotlib, installed by scripts/install-deps.sh).
@@ -15,7 +18,9 @@ import sys
 
 
 def load(path):
-    steps, epochs, knn = [], [], []
+    """Records by type: pre-training's "step", "epoch", "knn", and the evaluation apps'
+    "<kind>_step" / "<kind>_epoch" (kind: linprobe, finetune)."""
+    records = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
             line = line.strip()
@@ -26,8 +31,8 @@ def load(path):
             except json.JSONDecodeError:
                 print(f"plot_metrics: {path}:{number}: skipping a damaged line", file=sys.stderr)
                 continue
-            {"step": steps, "epoch": epochs, "knn": knn}.get(record.get("type"), []).append(record)
-    return steps, epochs, knn
+            records.setdefault(record.get("type"), []).append(record)
+    return records
 
 
 def series(records, key):
@@ -48,7 +53,14 @@ def main():
     path = os.path.join(args.run, "metrics.jsonl") if os.path.isdir(args.run) else args.run
     if not os.path.exists(path):
         sys.exit(f"plot_metrics: no such file: {path}")
-    steps, epochs, knn = load(path)
+    records = load(path)
+    kind = next((k for k in ("finetune", "linprobe")
+                 if records.get(k + "_step") or records.get(k + "_epoch")), None)
+    steps = records.get(kind + "_step" if kind else "step", [])
+    epochs = records.get(kind + "_epoch" if kind else "epoch", [])
+    if kind and not steps:
+        steps = epochs  # a probe on cached features logs epochs only
+    knn = records.get("knn", [])
     if not steps:
         sys.exit(f"plot_metrics: {path} holds no step records yet")
     output = args.output or os.path.join(os.path.dirname(os.path.abspath(path)), "metrics.png")
@@ -57,22 +69,36 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("loss", "contrastive loss"), ("accuracy", "contrastive top-1 (a_i picks b_i)"),
-              ("lr", "learning rate"), ("temperature", "temperature T = 1/s")]
-    if knn:
-        panels.append(("knn_top1", "kNN top-1 on held-out data (%)"))
+    if kind:
+        panels = [("loss", f"{kind} training loss"), ("lr", "learning rate"),
+                  ("top1", "validation accuracy (%)")]
+    else:
+        panels = [("loss", "contrastive loss"), ("accuracy", "contrastive top-1 (a_i picks b_i)"),
+                  ("lr", "learning rate"), ("temperature", "temperature T = 1/s")]
+        if knn:
+            panels.append(("knn_top1", "kNN top-1 on held-out data (%)"))
     fig, axes = plt.subplots(len(panels), 1, figsize=(8, 2.3 * len(panels)), sharex=True)
     for ax, (key, title) in zip(axes, panels):
-        if key == "knn_top1":
-            xs, ys = series(knn, key)
-            ax.plot(xs, ys, "o-", color="tab:green")
-            for x, y in zip(xs, ys):
-                ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5), ha="center", fontsize=8)
+        if key in ("knn_top1", "top1"):
+            sources = [("knn_top1", knn, "tab:green", "kNN top-1")] if key == "knn_top1" else [
+                ("top1", epochs, "tab:green", "top-1"), ("top5", epochs, "tab:olive", "top-5"),
+                ("ema_top1", epochs, "tab:purple", "EMA top-1")]
+            for field, rows, color, label in sources:
+                xs, ys = series(rows, field)
+                if not xs:
+                    continue
+                ax.plot(xs, ys, "o-", color=color, label=label)
+                for x, y in zip(xs, ys):
+                    ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5),
+                                ha="center", fontsize=8)
+            if key == "top1":
+                ax.legend(loc="best", fontsize=8)
         else:
             xs, ys = series(steps, key)
             ax.plot(xs, ys, lw=1, label="per log step")
+            epoch_key = "train_loss" if kind == "finetune" and key == "loss" else key
             if key in ("loss", "accuracy") and epochs:
-                ex, ey = series(epochs, key)
+                ex, ey = series(epochs, epoch_key)
                 ax.plot(ex, ey, "o-", lw=1.5, label="epoch mean")
                 ax.legend(loc="best", fontsize=8)
         ax.set_title(title, fontsize=10)

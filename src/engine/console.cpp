@@ -3,6 +3,10 @@
 
 #include <unistd.h>
 
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+
 #include <spdlog/sinks/basic_file_sink.h>
 
 namespace ocl::engine {
@@ -70,6 +74,22 @@ std::shared_ptr<spdlog::logger> make_run_logger(const std::shared_ptr<ConsoleSin
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::info);
   return logger;
+}
+
+std::string format_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  const auto s = static_cast<int64_t>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) {
+    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
+                  static_cast<long long>(s % 3600 / 60));
+  } else if (s >= 60) {
+    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60),
+                  static_cast<long long>(s % 60));
+  } else {
+    std::snprintf(buf, sizeof(buf), "%llds", static_cast<long long>(s));
+  }
+  return buf;
 }
 
 }  // namespace ocl::engine

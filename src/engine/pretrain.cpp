@@ -24,6 +24,8 @@
 #include "ocl/data/factory.h"
 #include "ocl/dist/all_gather.h"
 #include "ocl/engine/knn.h"
+#include "ocl/engine/run_setup.h"
+#include "ocl/io/files.h"
 #include "ocl/io/state_dict.h"
 
 namespace ocl::engine {
@@ -38,66 +40,6 @@ double seconds_since(Clock::time_point t) {
 // Distinct streams of per-step randomness from one seed.
 constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
 constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
-
-void make_dirs(const std::string& path) {
-  std::string partial;
-  std::stringstream parts(path);
-  std::string part;
-  if (!path.empty() && path[0] == '/') partial = "/";
-  while (std::getline(parts, part, '/')) {
-    if (part.empty()) continue;
-    partial += part + "/";
-    if (::mkdir(partial.c_str(), 0777) != 0 && errno != EEXIST) {
-      throw std::runtime_error("cannot create output folder '" + partial +
-                               "': " + std::generic_category().message(errno));
-    }
-  }
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    throw std::runtime_error("output folder '" + path + "' is not a folder");
-  }
-}
-
-bool file_exists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw std::runtime_error("cannot write '" + path +
-                             "': " + std::generic_category().message(errno));
-  }
-}
-
-std::string format_duration(double seconds) {
-  if (!std::isfinite(seconds) || seconds < 0) return "?";
-  const auto s = static_cast<int64_t>(seconds + 0.5);
-  char buf[32];
-  if (s >= 3600) {
-    std::snprintf(buf, sizeof(buf), "%lldh%02lldm", static_cast<long long>(s / 3600),
-                  static_cast<long long>(s % 3600 / 60));
-  } else if (s >= 60) {
-    std::snprintf(buf, sizeof(buf), "%lldm%02llds", static_cast<long long>(s / 60),
-                  static_cast<long long>(s % 60));
-  } else {
-    std::snprintf(buf, sizeof(buf), "%llds", static_cast<long long>(s));
-  }
-  return buf;
-}
 
 }  // namespace
 
@@ -120,20 +62,39 @@ torch::Device resolve_device(const std::string& name) {
   return device;
 }
 
+nn::VisionTransformerOptions encoder_options(const io::Config& config,
+                                             const io::DerivedConfig& derived) {
+  const auto& m = config.model;
+  return nn::VisionTransformerOptions(m.img_size, derived.patch_size, derived.embed_dim,
+                                      derived.depth, derived.num_heads)
+      .mlp_ratio(m.mlp_ratio)
+      .drop_path_rate(m.drop_path)
+      .freeze_patch_embed(m.freeze_patch_embed);
+}
+
+torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch) {
+  if (!launch.distributed()) return resolve_device(name);
+  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
+    return resolve_device("cuda:" + std::to_string(launch.local_rank));
+  }
+  if (name.rfind("cuda:", 0) == 0 && launch.local_world_size > 1) {
+    throw std::runtime_error("train.device is '" + name + "', one GPU for all " +
+                             std::to_string(launch.local_world_size) +
+                             " processes of this node: use cuda or auto (each process takes the "
+                             "GPU of its LOCAL_RANK)");
+  }
+  return resolve_device(name);
+}
+
 ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived) {
   torch::manual_seed(config.train.seed);
-  const auto& m = config.model;
-  auto encoder = nn::VisionTransformerOptions(m.img_size, derived.patch_size, derived.embed_dim,
-                                              derived.depth, derived.num_heads)
-                     .mlp_ratio(m.mlp_ratio)
-                     .drop_path_rate(m.drop_path)
-                     .freeze_patch_embed(m.freeze_patch_embed);
-  return ssl::OCL(encoder, ssl::OCLOptions()
-                               .mask_ratio(config.mask.ratio)
-                               .kappa(config.loss.kappa)
-                               .learnable_temperature(config.loss.learnable_temperature)
-                               .temperature(config.loss.temperature)
-                               .max_logit_scale(config.loss.max_logit_scale));
+  return ssl::OCL(encoder_options(config, derived),
+                  ssl::OCLOptions()
+                      .mask_ratio(config.mask.ratio)
+                      .kappa(config.loss.kappa)
+                      .learnable_temperature(config.loss.learnable_temperature)
+                      .temperature(config.loss.temperature)
+                      .max_logit_scale(config.loss.max_logit_scale));
 }
 
 torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
@@ -185,7 +146,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
 
   // --- output folder: never silently mix two runs. Every rank reads it (the folder must be on
   // a file system all nodes share, as for any resumable multi-node run); only rank 0 writes.
-  if (is_writer()) make_dirs(out);
+  if (is_writer()) io::make_dirs(out);
   const std::string config_path = out + "/config.yaml";
   const std::string previous = latest_checkpoint(out);
   std::string resume_from;
@@ -196,10 +157,10 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   }
   if (options_.resume.empty()) {
     // Rank 0 alone decides: the others could read the config.yaml it has just written.
-    if (is_writer() && file_exists(config_path) && !options_.overwrite) {
+    if (is_writer() && io::path_exists(config_path) && !options_.overwrite) {
       std::string why;
       try {
-        const auto existing = io::parse_config(read_file(config_path), {}, config_path);
+        const auto existing = io::parse_config(io::read_text_file(config_path), {}, config_path);
         why = io::config_difference(existing, config_);
       } catch (const std::exception& e) {
         why = std::string("its config cannot be read (") + e.what() + ")";
@@ -224,36 +185,13 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   console_ = options_.console ? options_.console
                               : std::make_shared<ConsoleSink>(
                                     stdout, is_writer() && want_status_line(config_.log.progress));
-  // Ranks other than 0 print warnings and errors only, and write no files.
-  const bool quiet_level =
-      config_.log.level == "trace" || config_.log.level == "debug" || config_.log.level == "info";
-  logger_ = make_run_logger(console_, is_writer() ? out + "/train.log" : "",
-                            is_writer() || !quiet_level ? config_.log.level : "warn");
-  if (is_writer()) write_file_atomic(config_path, config_yaml_);
+  logger_ = rank_logger(console_, out + "/train.log", config_, rank_);
+  if (is_writer()) io::write_text_atomic(config_path, config_yaml_);
 
-  // --- device, precision, threads. With several processes, "auto" and "cuda" mean this
-  // process's GPU: cuda:LOCAL_RANK.
-  if (world_size_ > 1 &&
-      (t.device == "cuda" || (t.device == "auto" && torch::cuda::is_available()))) {
-    device_ = resolve_device("cuda:" + std::to_string(options_.launch.local_rank));
-  } else if (world_size_ > 1 && t.device.rfind("cuda:", 0) == 0 &&
-             options_.launch.local_world_size > 1) {
-    throw std::runtime_error("train.device is '" + t.device + "', one GPU for all " +
-                             std::to_string(options_.launch.local_world_size) +
-                             " processes of this node: use cuda or auto (each process takes the "
-                             "GPU of its LOCAL_RANK)");
-  } else {
-    device_ = resolve_device(t.device);
-  }
-  bf16_ = t.precision == "bf16" || (t.precision == "auto" && device_.is_cuda());
-  // 0 = one per core: some LibTorch builds (Debian's among them) otherwise start with one.
-  // Processes sharing a node share its cores (torchrun sets OMP_NUM_THREADS=1 for the same
-  // reason).
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  torch::set_num_threads(static_cast<int>(
-      t.threads > 0
-          ? t.threads
-          : std::max<int64_t>(1, cores / std::max<int64_t>(1, options_.launch.local_world_size))));
+  // --- device, precision, threads
+  device_ = resolve_device(t.device, options_.launch);
+  bf16_ = use_bf16(config_, device_);
+  set_process_threads(config_, options_.launch);
 
   // --- model (initialised from the seed: the same config gives the same start)
   const auto& m = config_.model;
@@ -263,16 +201,8 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
 
   // --- the other processes: rendezvous now, before the slow data set up, so that a missing
   // rank is reported early.
-  if (world_size_ > 1) {
-    dist::CommunicatorOptions co;
-    co.backend = config_.dist.backend;
-    co.timeout = std::chrono::milliseconds(static_cast<int64_t>(config_.dist.timeout_s * 1000));
-    co.device = device_;
-    logger_->info("distributed: {}; waiting for all {} processes", options_.launch.describe(),
-                  world_size_);
-    comm_ = std::make_unique<dist::Communicator>(options_.launch, co);
-    if (config_.loss.negatives == "global") gather_ = global_negatives(*comm_);
-  }
+  comm_ = connect_ranks(config_, options_.launch, device_, *logger_);
+  if (comm_ && config_.loss.negatives == "global") gather_ = global_negatives(*comm_);
 
   // --- optimiser
   const auto& o = config_.optim;
@@ -282,29 +212,12 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   optimizer_ = optim::make_adamw(groups_, {derived_.lr, o.beta1, o.beta2, o.eps});
   schedule_ = {derived_.lr, o.min_lr, o.warmup_epochs, static_cast<double>(t.epochs)};
 
-  // --- data. A read-only data set (a shared ImageNet) keeps its file-list cache in the run's
-  // folder instead, so that the second start does not scan 1.3 M files again.
-  data_config_ = config_.data;
-  if (data_config_.cache_dir.empty() && !data_config_.path.empty() &&
-      ::access(data_config_.path.c_str(), W_OK) != 0) {
-    data_config_.cache_dir = out;
-  }
+  // --- data (run_data_config: a read-only data set keeps its file-list cache in the run's folder)
+  data_config_ = run_data_config(config_.data, out);
   train_set_ =
       data::make_dataset(data_config_, static_cast<int>(m.img_size), /*train=*/true, t.seed);
-  data::LoaderOptions lo;
-  lo.batch_size = t.batch_size;
-  lo.workers = config_.data.workers;
-  lo.prefetch = config_.data.prefetch;
-  lo.seed = t.seed;
-  lo.rank = rank_;
-  lo.world_size = world_size_;
-  lo.max_bad_fraction = config_.data.max_bad_fraction;
-  lo.pin_memory = device_.is_cuda();
-  lo.max_steps_per_epoch = t.steps_per_epoch > 0 ? t.steps_per_epoch * o.accum_iter : 0;
-  auto logger = logger_;
-  lo.on_bad_sample = [logger](const data::BadSample& bad) {
-    logger->warn("skipping unreadable image #{} {}: {}", bad.index, bad.path, bad.reason);
-  };
+  const auto lo = training_loader_options(config_, t.batch_size, o.accum_iter, options_.launch,
+                                          device_, logger_);
   loader_ = std::make_unique<data::Loader>(
       train_set_, data::make_transform(data_config_, static_cast<int>(m.img_size), true), lo);
   steps_per_epoch_ = loader_->steps_per_epoch() / o.accum_iter;
@@ -624,9 +537,6 @@ std::string Pretrainer::write_checkpoint() {
 }
 
 double Pretrainer::run_knn_monitor() {
-  // Rank 0 alone: the weights are the same on every rank, and the others wait for it at their
-  // next collective (within dist.timeout_s).
-  if (!is_writer()) return -1;
   const auto& e = config_.eval;
   const int img = static_cast<int>(config_.model.img_size);
   // Built on first use and kept: the same images every time, so the curve is comparable.
@@ -639,13 +549,18 @@ double Pretrainer::run_knn_monitor() {
   const auto& held_out = knn_held_out_;
   const auto& transform = knn_transform_;
   const auto t0 = Clock::now();
+  // Every rank extracts and classifies its share; the figures are the whole sets'.
   auto train_f =
       extract_features(model_->encoder, *bank, *transform, device_, config_.train.batch_size,
-                       e.knn_train_size, config_.data.workers, bf16_);
+                       e.knn_train_size, config_.data.workers, bf16_, comm_.get());
   auto val_f =
       extract_features(model_->encoder, *held_out, *transform, device_, config_.train.batch_size,
-                       e.knn_val_size, config_.data.workers, bf16_);
-  auto r = knn_classify(train_f, val_f, bank->num_classes(), e.knn_k, e.knn_t);
+                       e.knn_val_size, config_.data.workers, bf16_, comm_.get());
+  KnnOptions ko;
+  ko.ks = {e.knn_k};
+  ko.temperature = e.knn_t;
+  ko.device = device_;
+  auto r = knn_evaluate(train_f, val_f, bank->num_classes(), ko, comm_.get()).front();
   logger_->info(
       "kNN monitor (k {}, T {}, {} train / {} held-out images): top-1 {:.2f} %, top-5 {:.2f} % "
       "({:.1f} s)",

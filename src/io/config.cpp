@@ -81,6 +81,12 @@ const std::vector<Section>& schema() {
       {"eval",
        {OCL_KEY(eval, knn_every), OCL_KEY(eval, knn_k), OCL_KEY(eval, knn_t),
         OCL_KEY(eval, knn_train_size), OCL_KEY(eval, knn_val_size)}},
+      {"linprobe",
+       {OCL_KEY(linprobe, epochs), OCL_KEY(linprobe, batch_size), OCL_KEY(linprobe, accum_iter),
+        OCL_KEY(linprobe, blr), OCL_KEY(linprobe, lr), OCL_KEY(linprobe, min_lr),
+        OCL_KEY(linprobe, warmup_epochs), OCL_KEY(linprobe, weight_decay),
+        OCL_KEY(linprobe, output_dir), OCL_KEY(linprobe, cached_features),
+        OCL_KEY(linprobe, save_every)}},
       {"log", {OCL_KEY(log, every), OCL_KEY(log, level), OCL_KEY(log, progress)}},
   };
   return sections;
@@ -592,6 +598,19 @@ void validate_impl(const Config& c) {
   greater("eval.knn_t", e.knn_t, 0.0);
   at_least("eval.knn_train_size", e.knn_train_size, int64_t{1});
   at_least("eval.knn_val_size", e.knn_val_size, int64_t{1});
+
+  const auto& p = c.linprobe;
+  at_least("linprobe.epochs", p.epochs, int64_t{1});
+  at_least("linprobe.batch_size", p.batch_size, int64_t{2});
+  at_least("linprobe.accum_iter", p.accum_iter, int64_t{1});
+  greater("linprobe.blr", p.blr, 0.0);
+  at_least("linprobe.lr", p.lr, 0.0);
+  at_least("linprobe.min_lr", p.min_lr, 0.0);
+  require(p.lr == 0.0 || p.min_lr <= p.lr, {"linprobe.min_lr", "linprobe.lr"},
+          "must be <= linprobe.lr (" + shortest(p.lr) + "), got " + shortest(p.min_lr));
+  at_least("linprobe.warmup_epochs", p.warmup_epochs, 0.0);
+  at_least("linprobe.weight_decay", p.weight_decay, 0.0);
+  at_least("linprobe.save_every", p.save_every, int64_t{1});
 
   at_least("log.every", c.log.every, int64_t{1});
   one_of("log.level", c.log.level, {"trace", "debug", "info", "warn", "error"});

@@ -2,6 +2,10 @@
 // (see include/ocl/optim/param_groups.h).
 #include "ocl/optim/param_groups.h"
 
+#include <cmath>
+#include <map>
+#include <string>
+
 #include <torch/torch.h>
 
 namespace ocl::optim {
@@ -23,6 +27,46 @@ std::vector<ParamGroup> weight_decay_groups(const torch::nn::Module& module, dou
   std::vector<ParamGroup> groups;
   for (auto* g : {&decay, &no_decay}) {
     if (!g->params.empty()) groups.push_back(std::move(*g));
+  }
+  return groups;
+}
+
+int64_t vit_layer_id(const std::string& name, int64_t depth) {
+  if (name == "cls_token" || name == "pos_embed" || name.rfind("patch_embed.", 0) == 0) return 0;
+  if (name.rfind("blocks.", 0) == 0) {
+    const auto end = name.find('.', 7);
+    return std::stoll(name.substr(7, end - 7)) + 1;
+  }
+  return depth + 1;
+}
+
+std::vector<ParamGroup> layer_decay_groups(const torch::nn::Module& vit, int64_t depth,
+                                           double weight_decay, double layer_decay,
+                                           const std::set<std::string>& no_decay_names) {
+  TORCH_CHECK(layer_decay > 0.0 && layer_decay <= 1.0, "layer decay must be in (0, 1], got ",
+              layer_decay);
+  std::vector<ParamGroup> groups;
+  std::map<std::string, size_t> index;  // group name → position in `groups`
+  for (const auto& item : vit.named_parameters(/*recurse=*/true)) {
+    const auto& p = item.value();
+    if (!p.requires_grad()) continue;
+    const auto& name = item.key();
+    const auto dot = name.find_last_of('.');
+    const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+    const bool decay = p.dim() >= 2 && no_decay_names.count(leaf) == 0;
+    const int64_t layer = vit_layer_id(name, depth);
+    const std::string group_name =
+        "layer_" + std::to_string(layer) + (decay ? "_decay" : "_no_decay");
+    auto [it, added] = index.emplace(group_name, groups.size());
+    if (added) {
+      groups.push_back({group_name,
+                        {},
+                        {},
+                        decay ? weight_decay : 0.0,
+                        std::pow(layer_decay, static_cast<double>(depth + 1 - layer))});
+    }
+    groups[it->second].names.push_back(name);
+    groups[it->second].params.push_back(p);
   }
   return groups;
 }

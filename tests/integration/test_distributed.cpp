@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "integration/process_util.h"
 #include "test_util.h"
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -30,8 +31,6 @@
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/config.h>
 #include <ocl/io/safetensors.h>
-
-extern char** environ;
 
 namespace {
 
@@ -65,59 +64,22 @@ log: {every: 1, progress: lines}
   return path;
 }
 
-// ocl_pretrain as rank `rank` of `world` (torchrun's variables), output in <dir>/rank<r>.log.
+// ocl_pretrain as rank `rank` of `world` (torchrun's variables; world 0: none of them set),
+// output in `log`.
 pid_t spawn_rank(int rank, int world, int port, const std::vector<std::string>& args,
                  const std::string& log) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    const std::string kv = *e;
-    const std::string key = kv.substr(0, kv.find('='));
-    if (key == "RANK" || key == "WORLD_SIZE" || key == "LOCAL_RANK" || key == "LOCAL_WORLD_SIZE" ||
-        key == "MASTER_ADDR" || key == "MASTER_PORT")
-      continue;
-    env.push_back(kv);
-  }
+  const std::vector<std::string> launch_vars = {
+      "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
+  std::map<std::string, std::string> set;
   if (world > 0) {
-    env.push_back("RANK=" + std::to_string(rank));
-    env.push_back("LOCAL_RANK=" + std::to_string(rank));
-    env.push_back("WORLD_SIZE=" + std::to_string(world));
-    env.push_back("LOCAL_WORLD_SIZE=" + std::to_string(world));
-    env.push_back("MASTER_ADDR=127.0.0.1");
-    env.push_back("MASTER_PORT=" + std::to_string(port));
+    set = {{"RANK", std::to_string(rank)},        {"LOCAL_RANK", std::to_string(rank)},
+           {"WORLD_SIZE", std::to_string(world)}, {"LOCAL_WORLD_SIZE", std::to_string(world)},
+           {"MASTER_ADDR", "127.0.0.1"},          {"MASTER_PORT", std::to_string(port)}};
   }
-  std::vector<std::string> argv_s{OCL_PRETRAIN_EXE};
-  argv_s.insert(argv_s.end(), args.begin(), args.end());
-  std::vector<char*> argv, envp;
-  for (auto& a : argv_s) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    FILE* out = std::freopen(log.c_str(), "w", stdout);
-    if (out == nullptr) ::_exit(126);
-    ::dup2(STDOUT_FILENO, STDERR_FILENO);
-    ::execve(argv[0], argv.data(), envp.data());
-    ::_exit(127);
-  }
-  return pid;
+  return ocl_test::spawn(OCL_PRETRAIN_EXE, args, set, log, launch_vars);
 }
 
-// Waits for `pid` at most `timeout_s`; returns its exit code (128 + signal), or −1 on timeout
-// (the process is then killed).
-int wait_for(pid_t pid, double timeout_s) {
-  const auto start = Clock::now();
-  while (std::chrono::duration<double>(Clock::now() - start).count() < timeout_s) {
-    int status = 0;
-    if (::waitpid(pid, &status, WNOHANG) == pid) {
-      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ::kill(pid, SIGKILL);
-  ::waitpid(pid, nullptr, 0);
-  return -1;
-}
+using ocl_test::wait_for;
 
 // Runs `world` ranks (0 = a plain single process) to completion; returns their exit codes.
 std::vector<int> run_ranks(int world, const std::vector<std::string>& args, const std::string& dir,
@@ -456,6 +418,32 @@ TEST(Distributed, LauncherMatchesTorchrunStyleVariables) {
   ASSERT_EQ(lb.size(), 3u);
   for (size_t i = 0; i < la.size(); ++i) EXPECT_DOUBLE_EQ(la[i], lb[i]) << "step " << i;
   EXPECT_LT(la.back(), la.front());
+}
+
+// The kNN monitor is shared by the ranks (each extracts every W-th image, odd set sizes here):
+// before the first step the weights are the same as in one process, and so are the figures.
+TEST(Distributed, KnnMonitorShardedGivesTheOneProcessFigures) {
+  const auto dir = make_dir("knn");
+  const auto config = write_tiny_config(dir);
+  const std::vector<std::string> sets = {"train.steps_per_epoch=1", "eval.knn_every=1",
+                                         "eval.knn_train_size=37", "eval.knn_val_size=13"};
+  auto two_sets = sets, one_sets = sets;
+  two_sets.push_back("train.batch_size=16");
+  one_sets.push_back("train.batch_size=32");
+  ASSERT_EQ(run_ranks(2, run_args(config, dir + "/two", two_sets), dir), (std::vector<int>{0, 0}))
+      << read_file(dir + "/rank0.log") << read_file(dir + "/rank1.log");
+  ASSERT_EQ(run_ranks(0, run_args(config, dir + "/one", one_sets), dir), (std::vector<int>{0}))
+      << read_file(dir + "/rank0.log");
+  auto first_knn = [](const std::string& metrics) {
+    std::ifstream in(metrics);
+    std::string line;
+    while (std::getline(in, line))
+      if (line.find("\"knn\"") != std::string::npos) return line;
+    return std::string();
+  };
+  const auto two = first_knn(dir + "/two/metrics.jsonl");
+  ASSERT_FALSE(two.empty());
+  EXPECT_EQ(two, first_knn(dir + "/one/metrics.jsonl"));
 }
 
 // SIGTERM to the built-in launcher reaches every worker once: they agree on the step to stop

@@ -4,6 +4,7 @@
 #include <set>
 #include <string>
 
+#include "reference/fixture.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -18,44 +19,19 @@ constexpr const char* kFormatVersion = "1";
 // margin while still catching any real difference (a wrong constant, eps or index shows ≫ 1e-6).
 constexpr double kRelTol = 1e-10;
 
-const ocl::io::SafetensorsFile& fixture() {
-  static const ocl::io::SafetensorsFile file = [] {
-    auto f = ocl::io::read_safetensors(kFixture);
-    auto it = f.metadata.find("format_version");
-    const std::string found = it == f.metadata.end() ? "(none)" : it->second;
-    if (found != kFormatVersion) {
-      ADD_FAILURE() << "fixture " << kFixture << " has format_version " << found
-                    << ", this test expects " << kFormatVersion
-                    << ". Regenerate it: /usr/bin/python3 scripts/make_reference.py";
-    }
-    return f;
-  }();
-  return file;
+const ocl_test::ReferenceFixture& fixture() {
+  static const ocl_test::ReferenceFixture f(kFixture, kFormatVersion,
+                                            "/usr/bin/python3 scripts/make_reference.py");
+  return f;
 }
 
-// By value (a tensor is a handle): a reference bound to the result would look dangling to GCC 14.
-torch::Tensor fixture_tensor(const std::string& name) {
-  const auto& t = fixture().tensors;
-  auto it = t.find(name);
-  if (it == t.end()) throw std::runtime_error("fixture lacks tensor '" + name + "'");
-  return it->second;
-}
+torch::Tensor fixture_tensor(const std::string& name) { return fixture().tensor(name); }
 
-double meta(const std::string& key) { return std::stod(fixture().metadata.at(key)); }
+double meta(const std::string& key) { return std::stod(fixture().meta(key)); }
 
-// max |actual − expected| / max |expected|: relative to the tensor's scale, so entries near
-// zero do not blow up the measure.
 ::testing::AssertionResult close(const std::string& what, const torch::Tensor& actual,
                                  const torch::Tensor& expected, double tol = kRelTol) {
-  if (!actual.defined()) return ::testing::AssertionFailure() << what << ": undefined tensor";
-  if (actual.sizes() != expected.sizes())
-    return ::testing::AssertionFailure()
-           << what << ": shape " << actual.sizes() << " vs reference " << expected.sizes();
-  auto a = actual.detach().to(torch::kFloat64).cpu(), e = expected.to(torch::kFloat64);
-  const double scale = std::max(e.abs().max().item<double>(), 1e-300);
-  const double err = (a - e).abs().max().item<double>() / scale;
-  if (err <= tol) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": relative error " << err << " > " << tol;
+  return ocl_test::close(what, actual, expected, tol);
 }
 
 ocl::nn::VisionTransformerOptions encoder_options(bool freeze_patch_embed) {
@@ -83,7 +59,7 @@ ocl::ssl::OCL reference_model(bool freeze_patch_embed) {
   // The table was built for float32; rebuild it in float64 so it is exact to the last bit.
   model->encoder->reset_pos_embed();
   ocl::io::TensorMap weights;
-  for (const auto& [name, tensor] : fixture().tensors) {
+  for (const auto& [name, tensor] : fixture().file().tensors) {
     if (name.rfind("param.", 0) == 0) weights[name.substr(6)] = tensor;
   }
   // pos_embed is a fixed buffer: compare it separately instead of loading it.
@@ -98,11 +74,11 @@ TEST(Reference, FixtureHasEveryParameterAndGradient) {
   std::set<std::string> names;
   for (const auto& p : model->named_parameters()) {
     names.insert(p.key());
-    EXPECT_TRUE(fixture().tensors.count("grad." + p.key()))
+    EXPECT_TRUE(fixture().file().tensors.count("grad." + p.key()))
         << "no reference gradient for " << p.key();
   }
   size_t in_fixture = 0;
-  for (const auto& kv : fixture().tensors) in_fixture += kv.first.rfind("param.", 0) == 0;
+  for (const auto& kv : fixture().file().tensors) in_fixture += kv.first.rfind("param.", 0) == 0;
   EXPECT_EQ(in_fixture, names.size());
   EXPECT_EQ(names.size(), expected_parameter_count());
 }

@@ -424,6 +424,17 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.dist.bucket_mb = 0.25;
   c.dist.first_bucket_mb = 0.5;
   c.dist.verify_every = 7;
+  c.linprobe.epochs = 3;
+  c.linprobe.batch_size = 48;
+  c.linprobe.accum_iter = 2;
+  c.linprobe.blr = 0.2;
+  c.linprobe.lr = 0.5;
+  c.linprobe.min_lr = 1e-4;
+  c.linprobe.warmup_epochs = 0.5;
+  c.linprobe.weight_decay = 1e-3;
+  c.linprobe.output_dir = "/tmp/probe dir";
+  c.linprobe.cached_features = true;
+  c.linprobe.save_every = 2;
   c.dist.overlap = false;
   c.eval.knn_every = 3;
   c.eval.knn_k = 5;

@@ -39,6 +39,9 @@ class ConsoleSink : public spdlog::sinks::base_sink<std::mutex> {
 /// "auto": a status line when stdout is a terminal; "bar": always; "lines": never.
 bool want_status_line(const std::string& progress_mode);
 
+/// A duration for humans: "42s", "3m07s", "5h12m"; "?" when negative or not finite.
+std::string format_duration(double seconds);
+
 /// A logger named "ocl" writing to `console` and, when `log_file` is not empty, appending to
 /// that file (without colours or the status line). `level`: trace|debug|info|warn|error.
 std::shared_ptr<spdlog::logger> make_run_logger(const std::shared_ptr<ConsoleSink>& console,

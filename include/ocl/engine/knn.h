@@ -4,28 +4,48 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <vector>
 
 #include <torch/types.h>
 
 #include "ocl/data/dataset.h"
 #include "ocl/data/transforms.h"
+#include "ocl/dist/communicator.h"
 #include "ocl/nn/vision_transformer.h"
 
 namespace ocl::engine {
 
 struct Features {
-  torch::Tensor features;  // float32 [N, D], L2-normalised rows, on the CPU
+  torch::Tensor features;  // float32 [N, D] on the CPU (L2-normalised rows unless asked not to)
   torch::Tensor labels;    // int64 [N]
 };
 
+/// Maps every image of `dataset` (the first `limit` when limit > 0), through `transform` and
+/// normalised on `device`, to a row of `forward`'s output: forward(images [b, 3, H, W], labels
+/// [b]) → [b, K], both on `device`, called under NoGradGuard, `batch` images at a time, in data
+/// set order. With `comm`, rank r reads images r, r + W, ... and the rows are all-gathered:
+/// every rank returns all n rows in order, each image exactly once whatever n mod W, with
+/// their labels.
+using DatasetForward =
+    std::function<torch::Tensor(const torch::Tensor& images, const torch::Tensor& labels)>;
+Features map_dataset(const DatasetForward& forward, const data::Dataset& dataset,
+                     const data::Transform& transform, const torch::Device& device,
+                     int64_t batch = 256, int64_t limit = 0, int64_t workers = 2,
+                     dist::Communicator* comm = nullptr);
+
 /// The CLS output after the final norm of every image of `dataset` (the first `limit` when
 /// limit > 0), through `transform`, in eval mode without gradients, `batch` images at a time.
-/// The encoder's training mode is restored afterwards.
+/// The encoder's training mode is restored afterwards. With `comm` (several processes), rank r
+/// reads images r, r + W, ... and the features are all-gathered: every rank returns all of
+/// them, in dataset order, each image exactly once whatever the set size. `normalize`: L2-
+/// normalise each row (the kNN's cosine); false keeps the raw CLS output (the linear probe's).
 Features extract_features(nn::VisionTransformer& encoder, const data::Dataset& dataset,
                           const data::Transform& transform, const torch::Device& device,
                           int64_t batch = 256, int64_t limit = 0, int64_t workers = 2,
-                          bool bf16 = false);
+                          bool bf16 = false, dist::Communicator* comm = nullptr,
+                          bool normalize = true);
 
 struct KnnResult {
   double top1 = 0;  // percent
@@ -38,5 +58,20 @@ struct KnnResult {
 /// bounded; works for any set size, one sample included.
 KnnResult knn_classify(const Features& train, const Features& test, int64_t num_classes,
                        int64_t k = 20, double temperature = 0.07, int64_t chunk = 1024);
+
+struct KnnOptions {
+  std::vector<int64_t> ks{20};  // several k at once: one top-k search for the largest
+  double temperature = 0.07;
+  int64_t chunk = 1024;               // test rows per similarity block
+  torch::Device device{torch::kCPU};  // where the memory bank and the similarities live
+  bool half_bank = false;             // keep the bank in fp16 (half the memory; CUDA)
+};
+
+/// knn_classify for every k of `options.ks` (results in that order). With `comm`, rank r
+/// classifies test rows r, r + W, ... and the counts are summed over ranks: every rank returns
+/// the figures for the whole test set.
+std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
+                                    int64_t num_classes, const KnnOptions& options,
+                                    dist::Communicator* comm = nullptr);
 
 }  // namespace ocl::engine

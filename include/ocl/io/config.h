@@ -132,6 +132,26 @@ struct EvalConfig {
   int64_t knn_val_size = 2000;     // ≥ 1: held-out images scored
 };
 
+/// The linear probe (ocl_linprobe; MAE's main_linprobe, PAPER.md "Linear probing"): a
+/// BatchNorm + Linear head on the frozen encoder's CLS feature, trained with LARS. Data, model,
+/// device, seed and logging come from the other sections.
+struct LinprobeConfig {
+  int64_t epochs = 90;        // ≥ 1
+  int64_t batch_size = 512;   // ≥ 2 per process and micro-batch
+  int64_t accum_iter = 1;     // ≥ 1 micro-batches per LARS step
+  double blr = 0.1;           // > 0: lr = blr · (batch_size · accum_iter · processes) / 256
+  double lr = 0.0;            // ≥ 0: absolute lr; > 0 overrides blr
+  double min_lr = 0.0;        // ≥ 0, ≤ lr
+  double warmup_epochs = 10;  // ≥ 0, may be fractional
+  double weight_decay = 0.0;  // ≥ 0, on the Linear weight only (MAE's probe uses 0)
+  /// Output folder; empty = <train.output_dir>/linprobe.
+  std::string output_dir;
+  /// Extract the features once (train split through the eval transform, no augmentation) and
+  /// train the head on them in memory: much faster, but not MAE's protocol.
+  bool cached_features = false;
+  int64_t save_every = 10;  // ≥ 1 epochs between checkpoints (and always at the end)
+};
+
 struct LogConfig {
   int64_t every = 20;             // ≥ 1 steps between log lines / metrics records
   std::string level = "info";     // trace | debug | info | warn | error
@@ -147,6 +167,7 @@ struct Config {
   TrainConfig train;
   DistConfig dist;
   EvalConfig eval;
+  LinprobeConfig linprobe;
   LogConfig log;
 };
 

@@ -30,6 +30,21 @@ std::vector<ParamGroup> weight_decay_groups(const torch::nn::Module& module, dou
                                             const std::set<std::string>& no_decay_names = {
                                                 "cls_token", "pos_embed", "logit_scale"});
 
+/// The layer of a ViT parameter in MAE's layer-wise lr decay (util/lr_decay.py,
+/// get_layer_id_for_vit): cls_token, pos_embed and patch_embed.* are layer 0, blocks.k.* is
+/// layer k + 1, anything else (norm, fc_norm, head) is layer depth + 1.
+int64_t vit_layer_id(const std::string& name, int64_t depth);
+
+/// MAE's param_groups_lrd: the trainable parameters of a ViT with `depth` blocks split by
+/// (layer, decay / no decay), named "layer_<id>_decay" / "layer_<id>_no_decay", in order of
+/// first appearance; lr_scale = layer_decay^(depth + 1 − id), so the head trains at the full lr
+/// and each block below at layer_decay times the one above. No weight decay on < 2-D tensors
+/// and on `no_decay_names` (last name component), as weight_decay_groups.
+std::vector<ParamGroup> layer_decay_groups(const torch::nn::Module& vit, int64_t depth,
+                                           double weight_decay, double layer_decay,
+                                           const std::set<std::string>& no_decay_names = {
+                                               "cls_token", "pos_embed"});
+
 struct AdamWSettings {
   double lr = 1e-3;
   double beta1 = 0.9, beta2 = 0.999;

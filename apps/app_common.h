@@ -1,0 +1,32 @@
+// What every ocl command-line app does the same way: start local workers for --nproc-per-node,
+// turn SIGTERM/SIGINT into a clean stop request, and report an exception as one line naming the
+// program. Kept here (a small static library of apps/) so the mains stay about their own work.
+#pragma once
+
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <ocl/dist/launch.h>
+
+namespace ocl::apps {
+
+/// With nproc_per_node > 0: starts that many copies of this command (argv without the option)
+/// as local workers, waits, and returns the exit code to end main with. Throws when the process
+/// already runs inside another launch (torchrun, srun, mpirun). With 0: std::nullopt (this
+/// process is a worker, or the only process).
+std::optional<int> run_local_workers_if_asked(int nproc_per_node, const dist::LaunchInfo& launch,
+                                              int argc, char** argv);
+
+/// Installs SIGTERM/SIGINT handlers for `program` and returns the flag they set (the signal
+/// number). The first signal asks for a clean stop ("finishing the step and writing a
+/// checkpoint"); a second ends the process at once with 128 + signal.
+const std::atomic<int>* install_stop_handlers(const char* program);
+
+/// Runs `body` and returns its exit code; an exception becomes one line on stderr,
+/// "<program>: config error: ..." or "<program>: error: ...", and exit code 1.
+int run_reporting_errors(const char* program, const std::function<int()>& body);
+
+}  // namespace ocl::apps

@@ -1,0 +1,54 @@
+// The start of every training or evaluation process, shared by pre-training, the linear probe
+// and fine-tuning: this rank's logger, its share of the node's cores, the precision, and the
+// connection to the other ranks.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include <spdlog/logger.h>
+#include <torch/types.h>
+
+#include "ocl/data/loader.h"
+#include "ocl/dist/communicator.h"
+#include "ocl/dist/launch.h"
+#include "ocl/engine/console.h"
+#include "ocl/io/config.h"
+
+namespace ocl::engine {
+
+/// The run logger of rank `rank`: rank 0 logs at log.level to the console and to `log_file`
+/// (none when empty); the other ranks print warnings and errors only and write no file.
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<ConsoleSink>& console,
+                                            const std::string& log_file, const io::Config& config,
+                                            int64_t rank);
+
+/// Intra-op threads: train.threads, or the node's cores divided among its local processes
+/// (some LibTorch builds, Debian's among them, otherwise start with one thread).
+void set_process_threads(const io::Config& config, const dist::LaunchInfo& launch);
+
+/// bf16 autocast: train.precision bf16, or auto on a CUDA device.
+bool use_bf16(const io::Config& config, const torch::Device& device);
+
+/// The communicator of a distributed launch (dist.backend, dist.timeout_s, on `device`), after
+/// logging that it waits for the others; nullptr for a single process.
+std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
+                                                  const dist::LaunchInfo& launch,
+                                                  const torch::Device& device,
+                                                  spdlog::logger& logger);
+
+/// The data config of a run whose output folder is `output_dir`: a read-only data set (a shared
+/// ImageNet) keeps its file-list cache there instead, so that the second start does not scan
+/// 1.3 M files again.
+io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir);
+
+/// Options of this rank's training loader: `batch_size` images per micro-batch, data.workers,
+/// data.prefetch, data.max_bad_fraction, train.seed, the launch's shard, pinned memory on CUDA,
+/// at most train.steps_per_epoch × accum_iter batches per epoch (when set), and each unreadable
+/// image logged as a warning on `logger`.
+data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
+                                            int64_t accum_iter, const dist::LaunchInfo& launch,
+                                            const torch::Device& device,
+                                            std::shared_ptr<spdlog::logger> logger);
+
+}  // namespace ocl::engine

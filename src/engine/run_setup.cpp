@@ -1,0 +1,77 @@
+// Process start-up shared by the training apps (see include/ocl/engine/run_setup.h).
+#include "ocl/engine/run_setup.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include <torch/torch.h>
+
+namespace ocl::engine {
+
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<ConsoleSink>& console,
+                                            const std::string& log_file, const io::Config& config,
+                                            int64_t rank) {
+  const auto& level = config.log.level;
+  const bool chatty = level == "trace" || level == "debug" || level == "info";
+  return make_run_logger(console, rank == 0 ? log_file : "", rank == 0 || !chatty ? level : "warn");
+}
+
+void set_process_threads(const io::Config& config, const dist::LaunchInfo& launch) {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t local = std::max<int64_t>(1, launch.local_world_size);
+  const int64_t threads =
+      config.train.threads > 0 ? config.train.threads : std::max<int64_t>(1, cores / local);
+  torch::set_num_threads(static_cast<int>(threads));
+}
+
+bool use_bf16(const io::Config& config, const torch::Device& device) {
+  const auto& precision = config.train.precision;
+  return precision == "bf16" || (precision == "auto" && device.is_cuda());
+}
+
+std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
+                                                  const dist::LaunchInfo& launch,
+                                                  const torch::Device& device,
+                                                  spdlog::logger& logger) {
+  if (launch.world_size <= 1) return nullptr;
+  dist::CommunicatorOptions options;
+  options.backend = config.dist.backend;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
+  options.device = device;
+  logger.info("distributed: {}; waiting for all {} processes", launch.describe(),
+              launch.world_size);
+  return std::make_unique<dist::Communicator>(launch, options);
+}
+
+io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir) {
+  io::DataConfig result = data;
+  if (result.cache_dir.empty() && !result.path.empty() && ::access(result.path.c_str(), W_OK) != 0)
+    result.cache_dir = output_dir;
+  return result;
+}
+
+data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
+                                            int64_t accum_iter, const dist::LaunchInfo& launch,
+                                            const torch::Device& device,
+                                            std::shared_ptr<spdlog::logger> logger) {
+  data::LoaderOptions o;
+  o.batch_size = batch_size;
+  o.workers = config.data.workers;
+  o.prefetch = config.data.prefetch;
+  o.seed = config.train.seed;
+  o.rank = launch.rank;
+  o.world_size = launch.world_size;
+  o.max_bad_fraction = config.data.max_bad_fraction;
+  o.pin_memory = device.is_cuda();
+  o.max_steps_per_epoch =
+      config.train.steps_per_epoch > 0 ? config.train.steps_per_epoch * accum_iter : 0;
+  o.on_bad_sample = [logger = std::move(logger)](const data::BadSample& bad) {
+    logger->warn("skipping unreadable image #{} {}: {}", bad.index, bad.path, bad.reason);
+  };
+  return o;
+}
+
+}  // namespace ocl::engine

@@ -1,0 +1,182 @@
+// Pre-trained encoder weights into a ViT (see include/ocl/engine/weights.h).
+#include "ocl/engine/weights.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <sstream>
+#include <system_error>
+
+#include <c10/util/Exception.h>
+#include <torch/torch.h>
+
+#include "ocl/io/safetensors.h"
+#include "ocl/nn/pos_embed.h"
+
+namespace ocl::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// "ckpt" → "ckpt/encoder.safetensors" for a checkpoint folder; a file is taken as it is.
+std::string resolve_file(const std::string& path) {
+  std::error_code ec;
+  const auto status = fs::status(path, ec);
+  TORCH_CHECK(!ec && fs::exists(status), "encoder weights: no file or folder at '", path,
+              "' (give a safetensors file, a checkpoint folder, or 'none')");
+  if (!fs::is_directory(status)) return path;
+  const std::string file = (fs::path(path) / "encoder.safetensors").string();
+  TORCH_CHECK(fs::is_regular_file(file, ec), "encoder weights: the folder '", path,
+              "' holds no encoder.safetensors (expected a pre-training checkpoint folder)");
+  return file;
+}
+
+// The rows g² of a position table [1, 1 + g², D] → g, or -1 when 1 + g² does not fit.
+int64_t square_grid(const torch::Tensor& pos_embed) {
+  if (pos_embed.dim() != 3 || pos_embed.size(0) != 1 || pos_embed.size(1) < 2) return -1;
+  const int64_t n = pos_embed.size(1) - 1;
+  const auto g = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(n))));
+  return g * g == n ? g : -1;
+}
+
+// "width 384, patch 16, depth 12" from timm names, for the error a wrong --model
+// gives (a long list of mis-shaped keys says less than the two sizes side by side).
+std::string vit_sizes(const io::TensorMap& t) {
+  std::ostringstream s;
+  const auto proj = t.find("patch_embed.proj.weight");
+  if (proj != t.end() && proj->second.dim() == 4) {
+    s << "width " << proj->second.size(0) << ", patch " << proj->second.size(2) << ", ";
+  }
+  int64_t depth = 0;
+  for (const auto& kv : t) {
+    if (!starts_with(kv.first, "blocks.")) continue;
+    const auto rest = kv.first.substr(7);
+    const auto dot = rest.find('.');
+    try {
+      depth = std::max<int64_t>(depth, std::stoll(rest.substr(0, dot)) + 1);
+    } catch (const std::exception&) {  // not a timm block name: leave it to the key report
+    }
+  }
+  s << "depth " << depth;
+  return s.str();
+}
+
+// ["head.bias", "head.weight", "norm.bias"] → "head.* (2), norm.* (1)".
+std::string by_prefix(const std::vector<std::string>& names) {
+  std::map<std::string, int> counts;
+  for (const auto& n : names) ++counts[n.substr(0, n.find('.'))];
+  std::string out;
+  for (const auto& [prefix, count] : counts) {
+    out += (out.empty() ? "" : ", ") + prefix + ".* (" + std::to_string(count) + ")";
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string EncoderLoadReport::describe() const {
+  if (!loaded) return "encoder weights: none (random initialisation kept)";
+  std::ostringstream s;
+  s << "encoder weights: " << tensors_loaded << " tensors from " << path;
+  if (!source.empty()) s << " (converted from " << source << ")";
+  std::vector<std::string> notes;
+  if (!dropped.empty()) notes.push_back("dropped " + by_prefix(dropped));
+  if (!left_at_init.empty()) notes.push_back("left at init " + by_prefix(left_at_init));
+  if (!pos_embed_resampled.empty()) {
+    notes.push_back("pos_embed resampled bicubically " + pos_embed_resampled);
+  }
+  for (size_t i = 0; i < notes.size(); ++i) s << (i == 0 ? "\n  " : "; ") << notes[i];
+  return s.str();
+}
+
+EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std::string& path,
+                                       const EncoderLoadOptions& options) {
+  EncoderLoadReport report;
+  if (path == "none") return report;
+  report.path = resolve_file(path);
+  auto file = io::read_safetensors(report.path);
+  if (auto it = file.metadata.find("source"); it != file.metadata.end()) report.source = it->second;
+
+  const bool avg_pool = !encoder->norm && encoder->fc_norm;
+  // A new head is trained (MAE main_finetune deletes the checkpoint's head.weight / head.bias);
+  // with mean pooling, the pre-training `norm` is replaced by a fresh `fc_norm` (MAE's
+  // global_pool: fc_norm is trained, norm is unused).
+  io::TensorMap tensors;
+  for (auto& [name, tensor] : file.tensors) {
+    if (starts_with(name, "head.") || (avg_pool && starts_with(name, "norm."))) {
+      report.dropped.push_back(name);
+    } else {
+      tensors.emplace(name, tensor);
+    }
+  }
+
+  const io::TensorMap module = io::state_dict(*encoder);
+  const std::vector<std::string> allowed_missing =
+      avg_pool ? std::vector<std::string>{"head.", "fc_norm."} : std::vector<std::string>{"head."};
+  auto may_be_missing = [&](const std::string& name) {
+    for (const auto& prefix : allowed_missing) {
+      if (starts_with(name, prefix)) return true;
+    }
+    return false;
+  };
+  for (const auto& kv : module) {
+    if (!tensors.count(kv.first) && may_be_missing(kv.first)) {
+      report.left_at_init.push_back(kv.first);
+    }
+  }
+
+  // Positions of another grid: resample in float64 (whatever the file's dtype), keeping CLS. A
+  // table of another width is left to the strict load, which reports it with the other keys.
+  const auto file_pos = tensors.find("pos_embed");
+  const auto module_pos = module.find("pos_embed");
+  if (file_pos != tensors.end() && module_pos != module.end() &&
+      file_pos->second.sizes() != module_pos->second.sizes()) {
+    const auto& src = file_pos->second;
+    const auto& dst = module_pos->second;
+    const int64_t old_g = square_grid(src), new_g = square_grid(dst);
+    if (old_g > 0 && new_g > 0 && src.size(2) == dst.size(2)) {
+      TORCH_CHECK(options.resample_pos_embed, "encoder weights '", report.path,
+                  "': pos_embed is for a ", old_g, "x", old_g, " patch grid, the model's for ",
+                  new_g, "x", new_g, ", and resampling is off");
+      file_pos->second =
+          nn::resample_pos_embed(src.to(torch::kFloat64), old_g, old_g, new_g, new_g);
+      report.pos_embed_resampled = std::to_string(old_g) + "x" + std::to_string(old_g) + " -> " +
+                                   std::to_string(new_g) + "x" + std::to_string(new_g);
+    }
+  }
+
+  io::LoadOptions load;
+  load.strict = true;
+  load.ignore_missing = allowed_missing;
+  io::LoadReport loaded;
+  try {
+    loaded = io::load_state_dict(*encoder, tensors, load);
+  } catch (const c10::Error& e) {
+    // Keep load_state_dict's key lists, not its hint about LoadOptions (no option of the apps).
+    std::string keys = e.what_without_backtrace();
+    if (const auto at = keys.find("state dict:"); at != std::string::npos) keys = keys.substr(at);
+    if (const auto at = keys.find("\n(nothing was loaded"); at != std::string::npos) {
+      keys.resize(at);
+    }
+    // The sizes first: for a wrong preset they say more than the long key list after them.
+    const std::string file_sizes = vit_sizes(file.tensors), model_sizes = vit_sizes(module);
+    std::string hint;
+    if (file_sizes != model_sizes) {
+      hint = "; the file holds a ViT of " + file_sizes + ", the model is " + model_sizes +
+             " (is the model preset right?)";
+    }
+    TORCH_CHECK(false, "encoder weights '", report.path,
+                "' do not fit the model, which is left unchanged", hint, "\n", keys);
+  }
+  static_cast<io::LoadReport&>(report) = loaded;
+  report.loaded = true;
+  report.tensors_loaded = static_cast<int64_t>(module.size() - report.left_at_init.size());
+  return report;
+}
+
+}  // namespace ocl::engine

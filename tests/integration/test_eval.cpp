@@ -1,0 +1,216 @@
+// The evaluation apps end to end on the synthetic data: ocl_knn and ocl_linprobe in one process
+// and sharded over two (Gloo on the loopback), on set sizes that the number of processes does not
+// divide.
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "integration/process_util.h"
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/dist/launch.h>
+#include <ocl/io/safetensors.h>
+
+namespace {
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::string make_dir(const std::string& name) {
+  std::string tmpl = testing::TempDir() + "ocl_eval_" + name + "_XXXXXX";
+  char* made = ::mkdtemp(tmpl.data());
+  EXPECT_NE(made, nullptr);
+  return tmpl;
+}
+
+const std::vector<std::string> kLaunchVars = {
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
+
+// ocl_knn on the quickstart config (a random encoder by default); returns the exit code.
+int run_knn(const std::string& dir, const std::string& name, const std::vector<std::string>& extra,
+            const std::string& weights = "none") {
+  std::vector<std::string> args = {"--config",
+                                   std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
+                                   "--weights",
+                                   weights,
+                                   "--train-size",
+                                   "37",
+                                   "--val-size",
+                                   "13",
+                                   "--k",
+                                   "5",
+                                   "--k",
+                                   "20",
+                                   "--set",
+                                   "data.workers=1",
+                                   "--set",
+                                   "train.batch_size=8",
+                                   "--save-features",
+                                   dir + "/" + name + ".safetensors"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const pid_t pid = ocl_test::spawn(OCL_KNN_EXE, args, {}, dir + "/" + name + ".log", kLaunchVars);
+  return ocl_test::wait_for(pid, 300);
+}
+
+std::vector<std::string> knn_lines(const std::string& log) {
+  std::vector<std::string> out;
+  const std::regex line("kNN k \\d+, T [0-9.]+: top-1 [0-9.]+ %, top-5 [0-9.]+ %");
+  for (auto it = std::sregex_iterator(log.begin(), log.end(), line); it != std::sregex_iterator();
+       ++it)
+    out.push_back(it->str());
+  return out;
+}
+
+// 37 and 13 images over 2 processes: every image's features exactly once, in order, and the
+// same figures as one process.
+TEST(OclKnn, TwoProcessesShardOddSetsExactlyOnce) {
+  const auto dir = make_dir("knn");
+  ASSERT_EQ(run_knn(dir, "one", {}), 0) << read_file(dir + "/one.log");
+  ASSERT_EQ(run_knn(dir, "two", {"--nproc-per-node", "2"}), 0) << read_file(dir + "/two.log");
+  const auto one = ocl::io::read_safetensors(dir + "/one.safetensors").tensors;
+  const auto two = ocl::io::read_safetensors(dir + "/two.safetensors").tensors;
+  ASSERT_EQ(one.at("train_features").size(0), 37);
+  ASSERT_EQ(one.at("val_features").size(0), 13);
+  for (const auto& name : {"train_features", "val_features"}) {
+    ASSERT_EQ(one.at(name).sizes(), two.at(name).sizes()) << name;
+    // The same images in other batches: equal to float rounding.
+    EXPECT_LT((one.at(name) - two.at(name)).abs().max().item<double>(), 1e-5) << name;
+  }
+  for (const auto& name : {"train_labels", "val_labels"}) {
+    EXPECT_TRUE(torch::equal(one.at(name), two.at(name))) << name;
+  }
+  const auto lines_one = knn_lines(read_file(dir + "/one.log"));
+  const auto lines_two = knn_lines(read_file(dir + "/two.log"));
+  ASSERT_EQ(lines_one.size(), 2u) << read_file(dir + "/one.log");
+  EXPECT_EQ(lines_one, lines_two) << read_file(dir + "/two.log");
+  EXPECT_NE(read_file(dir + "/one.log").find("encoder weights: none"), std::string::npos);
+}
+
+TEST(OclKnn, MissingWeightsFileIsNamed) {
+  const auto dir = make_dir("knn_missing");
+  EXPECT_EQ(run_knn(dir, "bad", {}, dir + "/nope.safetensors"), 1);
+  EXPECT_NE(read_file(dir + "/bad.log").find(dir + "/nope.safetensors"), std::string::npos)
+      << read_file(dir + "/bad.log");
+}
+
+// ocl_linprobe on the quickstart config at tiny sizes (64 training images, 13 validation images,
+// batch 16: 4 steps per epoch), MAE's protocol unless `extra` sets cached features; the output
+// in dir/out. Returns the exit code.
+int run_linprobe(const std::string& dir, const std::string& name, const std::string& out,
+                 const std::vector<std::string>& extra) {
+  std::vector<std::string> args = {
+      "--config",  std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
+      "--weights", "none",
+      "--set",     "data.workers=1",
+      "--set",     "data.synthetic_train_size=64",
+      "--set",     "data.synthetic_val_size=13",
+      "--set",     "linprobe.batch_size=16",
+      "--set",     "linprobe.epochs=2",
+      "--set",     "linprobe.warmup_epochs=1",
+      "--set",     "log.every=1",
+      "--set",     "linprobe.cached_features=false",
+      "--set",     "linprobe.output_dir=" + dir + "/" + out};
+  args.insert(args.end(), extra.begin(), extra.end());
+  const pid_t pid =
+      ocl_test::spawn(OCL_LINPROBE_EXE, args, {}, dir + "/" + name + ".log", kLaunchVars);
+  return ocl_test::wait_for(pid, 300);
+}
+
+int count_of(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+std::string first_match(const std::string& text, const std::string& pattern) {
+  std::smatch m;
+  return std::regex_search(text, m, std::regex(pattern)) ? m.str() : "";
+}
+
+TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
+  const auto dir = make_dir("linprobe");
+  ASSERT_EQ(run_linprobe(dir, "first", "out", {}), 0) << read_file(dir + "/first.log");
+  const auto log = read_file(dir + "/first.log");
+  EXPECT_NE(log.find("encoder weights: none"), std::string::npos) << log;
+  EXPECT_NE(first_match(log,
+                        "linear probe: best top-1 [0-9.]+ % \\(epoch [12]\\), last top-1 "
+                        "[0-9.]+ %, top-5 [0-9.]+ %"),
+            "")
+      << log;
+  const auto metrics = read_file(dir + "/out/metrics.jsonl");
+  EXPECT_EQ(count_of(metrics, "\"type\":\"linprobe_epoch\""), 2) << metrics;
+  EXPECT_EQ(count_of(metrics, "\"type\":\"linprobe_step\""), 8) << metrics;
+  EXPECT_NE(metrics.find("\"best_top1\""), std::string::npos) << metrics;
+  EXPECT_NE(read_file(dir + "/out/train.log").find("val top-1"), std::string::npos);
+
+  // Finished: --resume auto has nothing to do; without it the folder is refused.
+  ASSERT_EQ(run_linprobe(dir, "again", "out", {"--resume", "auto"}), 0)
+      << read_file(dir + "/again.log");
+  EXPECT_NE(read_file(dir + "/again.log").find("nothing to do"), std::string::npos)
+      << read_file(dir + "/again.log");
+  EXPECT_EQ(run_linprobe(dir, "refused", "out", {}), 1);
+  EXPECT_NE(read_file(dir + "/refused.log").find("--resume auto"), std::string::npos)
+      << read_file(dir + "/refused.log");
+
+  // One epoch, then --resume auto with two: the second epoch continues from the checkpoint.
+  ASSERT_EQ(run_linprobe(dir, "short", "cont", {"--set", "linprobe.epochs=1"}), 0)
+      << read_file(dir + "/short.log");
+  ASSERT_EQ(run_linprobe(dir, "cont", "cont", {"--resume", "auto"}), 0)
+      << read_file(dir + "/cont.log");
+  const auto cont = read_file(dir + "/cont.log");
+  EXPECT_NE(cont.find("resumed from"), std::string::npos) << cont;
+  EXPECT_NE(cont.find("epoch 2/2 done"), std::string::npos) << cont;
+  EXPECT_EQ(cont.find("epoch 1/2 done"), std::string::npos) << cont;
+  EXPECT_EQ(count_of(read_file(dir + "/cont/metrics.jsonl"), "\"type\":\"linprobe_epoch\""), 2);
+}
+
+// The same head evaluated by one and two processes on 13 validation images: every image counts
+// exactly once, so the figures agree to the digit; and a two-process probe trains end to end.
+TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
+  const auto dir = make_dir("linprobe2");
+  ASSERT_EQ(run_linprobe(dir, "train", "out", {"--set", "linprobe.epochs=1"}), 0)
+      << read_file(dir + "/train.log");
+  const std::string ckpt = dir + "/out/checkpoint.safetensors";
+  const std::string line = "linear probe \\(eval\\): top-1 [0-9.]+ %, top-5 [0-9.]+ %";
+  ASSERT_EQ(run_linprobe(dir, "eval1", "out", {"--eval", "--resume", ckpt}), 0)
+      << read_file(dir + "/eval1.log");
+  ASSERT_EQ(
+      run_linprobe(dir, "eval2", "out", {"--eval", "--resume", ckpt, "--nproc-per-node", "2"}), 0)
+      << read_file(dir + "/eval2.log");
+  const auto one = first_match(read_file(dir + "/eval1.log"), line);
+  const auto two = first_match(read_file(dir + "/eval2.log"), line);
+  ASSERT_NE(one, "") << read_file(dir + "/eval1.log");
+  EXPECT_EQ(one, two) << read_file(dir + "/eval2.log");
+  EXPECT_NE(read_file(dir + "/eval2.log").find("on 13 images"), std::string::npos)
+      << read_file(dir + "/eval2.log");
+
+  // Two processes of batch 8 take the steps of one process of batch 16.
+  ASSERT_EQ(run_linprobe(dir, "dist", "dist",
+                         {"--set", "linprobe.batch_size=8", "--nproc-per-node", "2"}),
+            0)
+      << read_file(dir + "/dist.log");
+  const auto metrics = read_file(dir + "/dist/metrics.jsonl");
+  EXPECT_EQ(count_of(metrics, "\"type\":\"linprobe_epoch\""), 2) << metrics;
+  EXPECT_NE(read_file(dir + "/dist.log").find("effective 16"), std::string::npos)
+      << read_file(dir + "/dist.log");
+
+  // The cached-features path over two processes: each takes every other row of each step.
+  ASSERT_EQ(run_linprobe(dir, "cached", "cached",
+                         {"--set", "linprobe.batch_size=8", "--set",
+                          "linprobe.cached_features=true", "--nproc-per-node", "2"}),
+            0)
+      << read_file(dir + "/cached.log");
+  const auto cached = read_file(dir + "/cached.log");
+  EXPECT_NE(cached.find("64 training images extracted"), std::string::npos) << cached;
+  EXPECT_NE(cached.find("cached features (no augmentation)"), std::string::npos) << cached;
+  EXPECT_EQ(count_of(read_file(dir + "/cached/metrics.jsonl"), "\"type\":\"linprobe_epoch\""), 2);
+}
+
+}  // namespace
