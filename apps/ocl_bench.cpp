@@ -21,6 +21,7 @@
 #include <ocl/dist/grad_sync.h>
 #include <ocl/dist/launch.h>
 #include <ocl/engine/pretrain.h>
+#include <ocl/engine/run_setup.h>
 #include <ocl/io/config.h>
 #include <ocl/optim/param_groups.h>
 
@@ -54,16 +55,10 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::dist::LaunchInfo& 
                     int64_t steps, int64_t warmup) {
   const auto d = ocl::io::derive(config, launch.world_size);
   const auto& t = config.train;
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  torch::set_num_threads(static_cast<int>(
-      t.threads > 0 ? t.threads : std::max<int64_t>(1, cores / launch.local_world_size)));
+  ocl::engine::set_process_threads(config, launch);
   const torch::Device device = ocl::engine::resolve_device(t.device, launch);
-  const bool bf16 = t.precision == "bf16" || (t.precision == "auto" && device.is_cuda());
-  ocl::dist::CommunicatorOptions co;
-  co.backend = config.dist.backend;
-  co.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
-  co.device = device;
-  ocl::dist::Communicator comm(launch, co);
+  const bool bf16 = ocl::engine::use_bf16(config, device);
+  ocl::dist::Communicator comm(launch, ocl::engine::communicator_options(config, device));
 
   auto model = ocl::engine::build_ocl_model(config, d);
   model->to(device);
@@ -170,11 +165,9 @@ int main(int argc, char** argv) {
     config.data.dataset = "synthetic";
     const auto d = ocl::io::derive(config);
     const auto& t = config.train;
-    torch::set_num_threads(
-        t.threads > 0 ? static_cast<int>(t.threads)
-                      : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    ocl::engine::set_process_threads(config, ocl::dist::LaunchInfo{});  // one process: every core
     const torch::Device device = ocl::engine::resolve_device(t.device);
-    const bool bf16 = t.precision == "bf16" || (t.precision == "auto" && device.is_cuda());
+    const bool bf16 = ocl::engine::use_bf16(config, device);
     const int img = static_cast<int>(config.model.img_size);
     std::printf(
         "config=%s arch=%s img=%d patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "

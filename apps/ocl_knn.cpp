@@ -22,6 +22,7 @@
 #include <ocl/dist/launch.h>
 #include <ocl/engine/knn.h>
 #include <ocl/engine/pretrain.h>
+#include <ocl/engine/run_setup.h>
 #include <ocl/engine/weights.h>
 #include <ocl/io/config.h>
 #include <ocl/io/safetensors.h>
@@ -72,15 +73,12 @@ int main(int argc, char** argv) {
     if (temperature <= 0) temperature = e.knn_t;
     if (batch <= 0) batch = config.train.batch_size;
     const auto device = ocl::engine::resolve_device(config.train.device, launch);
-    const bool bf16 =
-        config.train.precision == "bf16" || (config.train.precision == "auto" && device.is_cuda());
+    const bool bf16 = ocl::engine::use_bf16(config, device);
+    ocl::engine::set_process_threads(config, launch);
     std::unique_ptr<ocl::dist::Communicator> comm;
     if (launch.distributed()) {
-      ocl::dist::CommunicatorOptions co;
-      co.backend = config.dist.backend;
-      co.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
-      co.device = device;
-      comm = std::make_unique<ocl::dist::Communicator>(launch, co);
+      comm = std::make_unique<ocl::dist::Communicator>(
+          launch, ocl::engine::communicator_options(config, device));
     }
     const bool writer = launch.rank == 0;
 
@@ -100,8 +98,7 @@ int main(int argc, char** argv) {
                                                  train_size, config.data.workers, bf16, comm.get());
     auto val_f = ocl::engine::extract_features(encoder, *val_set, *transform, device, batch,
                                                val_size, config.data.workers, bf16, comm.get());
-    const double extract_s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double extract_s = ocl::engine::seconds_since(t0);
     if (writer && !save_features.empty()) {
       ocl::io::write_safetensors(save_features, {{"train_features", train_f.features},
                                                  {"train_labels", train_f.labels},

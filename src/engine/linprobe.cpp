@@ -34,10 +34,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
 // Distinct streams of randomness from one seed.
 constexpr uint64_t kHeadStream = 0x6865616400000000ULL;   // "head": the head's initialisation
 constexpr uint64_t kOrderStream = 0x6f72646572000000ULL;  // "order": cached-features row order
@@ -457,14 +453,6 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
 
 LinearProbe::~LinearProbe() = default;
 
-bool LinearProbe::any_rank_stopping(bool local) {
-  if (!comm_) return local;
-  auto flag =
-      torch::full({1}, local ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat64).device(device_));
-  comm_->all_reduce_sum(flag, dist::Group::kLoss, "linear probe stop decision");
-  return flag.item<double>() > 0;
-}
-
 double LinearProbe::train_epoch_images(bool& stop) {
   const int64_t accum = config_.linprobe.accum_iter;
   loader_->start_epoch(epoch_, step_ * accum);
@@ -519,7 +507,7 @@ double LinearProbe::train_epoch_images(bool& stop) {
     }
     const bool signalled =
         options_.stop_requested != nullptr && options_.stop_requested->load() != 0;
-    if (any_rank_stopping(signalled) && step_ < steps_per_epoch_) {
+    if (any_rank_stopping(comm_.get(), signalled, device_) && step_ < steps_per_epoch_) {
       stop = true;
       break;
     }
@@ -657,7 +645,7 @@ LinprobeResult LinearProbe::run() {
     }
     const bool signalled =
         options_.stop_requested != nullptr && options_.stop_requested->load() != 0;
-    if (any_rank_stopping(signalled) && epoch_ < p.epochs) {
+    if (any_rank_stopping(comm_.get(), signalled, device_) && epoch_ < p.epochs) {
       if (!save_now) write_checkpoint();
       result.checkpoint = checkpoint_path_;
       result.interrupted = true;

@@ -33,10 +33,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
 // Distinct streams of per-step randomness from one seed.
 constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
 constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
@@ -473,14 +469,6 @@ bool Pretrainer::train_step(StepStats& st) {
   return !st.skipped;
 }
 
-bool Pretrainer::any_rank_stopping(bool local) {
-  if (!comm_) return local;
-  auto flag =
-      torch::full({1}, local ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat64).device(device_));
-  comm_->all_reduce_sum(flag, dist::Group::kLoss, "stop decision");
-  return flag.item<double>() > 0;
-}
-
 // A checksum of each parameter's bytes, all-gathered: replicas that drifted apart (a
 // non-deterministic kernel, a rank with a different config) are caught, not averaged over.
 void Pretrainer::verify_replicas() {
@@ -713,7 +701,8 @@ PretrainResult Pretrainer::run() {
     // A stop that arrived during the kNN monitor or the checkpoint write.
     const bool signalled =
         options_.stop_requested != nullptr && options_.stop_requested->load() != 0;
-    if ((any_rank_stopping(signalled) || stop_after_steps()) && state_.epoch < t.epochs) {
+    if ((any_rank_stopping(comm_.get(), signalled, device_) || stop_after_steps()) &&
+        state_.epoch < t.epochs) {
       if (!save_now) result.last_checkpoint = write_checkpoint();
       result.interrupted = true;
       result.state = state_;

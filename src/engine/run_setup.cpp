@@ -32,18 +32,23 @@ bool use_bf16(const io::Config& config, const torch::Device& device) {
   return precision == "bf16" || (precision == "auto" && device.is_cuda());
 }
 
+dist::CommunicatorOptions communicator_options(const io::Config& config,
+                                               const torch::Device& device) {
+  dist::CommunicatorOptions options;
+  options.backend = config.dist.backend;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
+  options.device = device;
+  return options;
+}
+
 std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
                                                   const dist::LaunchInfo& launch,
                                                   const torch::Device& device,
                                                   spdlog::logger& logger) {
   if (launch.world_size <= 1) return nullptr;
-  dist::CommunicatorOptions options;
-  options.backend = config.dist.backend;
-  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
-  options.device = device;
   logger.info("distributed: {}; waiting for all {} processes", launch.describe(),
               launch.world_size);
-  return std::make_unique<dist::Communicator>(launch, options);
+  return std::make_unique<dist::Communicator>(launch, communicator_options(config, device));
 }
 
 io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir) {
@@ -72,6 +77,14 @@ data::LoaderOptions training_loader_options(const io::Config& config, int64_t ba
     logger->warn("skipping unreadable image #{} {}: {}", bad.index, bad.path, bad.reason);
   };
   return o;
+}
+
+bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device& device) {
+  if (comm == nullptr) return local;
+  auto flag =
+      torch::full({1}, local ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat64).device(device));
+  comm->all_reduce_sum(flag, dist::Group::kLoss, "stop decision");
+  return flag.item<double>() > 0;
 }
 
 }  // namespace ocl::engine

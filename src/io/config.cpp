@@ -21,6 +21,7 @@
 #include <c10/util/Exception.h>
 #include <yaml-cpp/yaml.h>
 
+#include "ocl/data/rand_augment.h"
 #include "ocl/nn/vision_transformer.h"
 #include "ocl/ssl/mask.h"
 
@@ -87,6 +88,34 @@ const std::vector<Section>& schema() {
         OCL_KEY(linprobe, warmup_epochs), OCL_KEY(linprobe, weight_decay),
         OCL_KEY(linprobe, output_dir), OCL_KEY(linprobe, cached_features),
         OCL_KEY(linprobe, save_every)}},
+      {"finetune",
+       {OCL_KEY(finetune, epochs),
+        OCL_KEY(finetune, batch_size),
+        OCL_KEY(finetune, accum_iter),
+        OCL_KEY(finetune, blr),
+        OCL_KEY(finetune, lr),
+        OCL_KEY(finetune, min_lr),
+        OCL_KEY(finetune, warmup_epochs),
+        OCL_KEY(finetune, weight_decay),
+        OCL_KEY(finetune, layer_decay),
+        OCL_KEY(finetune, beta1),
+        OCL_KEY(finetune, beta2),
+        OCL_KEY(finetune, clip_grad),
+        OCL_KEY(finetune, drop_path),
+        OCL_KEY(finetune, global_pool),
+        OCL_KEY(finetune, crop_scale_min),
+        OCL_KEY(finetune, auto_augment),
+        OCL_KEY(finetune, reprob),
+        OCL_KEY(finetune, mixup),
+        OCL_KEY(finetune, cutmix),
+        OCL_KEY(finetune, mixup_prob),
+        OCL_KEY(finetune, mixup_switch_prob),
+        OCL_KEY(finetune, smoothing),
+        OCL_KEY(finetune, model_ema),
+        OCL_KEY(finetune, model_ema_decay),
+        OCL_KEY(finetune, output_dir),
+        OCL_KEY(finetune, save_every),
+        OCL_KEY(finetune, keep_last)}},
       {"log", {OCL_KEY(log, every), OCL_KEY(log, level), OCL_KEY(log, progress)}},
   };
   return sections;
@@ -611,6 +640,45 @@ void validate_impl(const Config& c) {
   at_least("linprobe.warmup_epochs", p.warmup_epochs, 0.0);
   at_least("linprobe.weight_decay", p.weight_decay, 0.0);
   at_least("linprobe.save_every", p.save_every, int64_t{1});
+
+  const auto& f = c.finetune;
+  at_least("finetune.epochs", f.epochs, int64_t{1});
+  at_least("finetune.batch_size", f.batch_size, int64_t{2});
+  at_least("finetune.accum_iter", f.accum_iter, int64_t{1});
+  greater("finetune.blr", f.blr, 0.0);
+  at_least("finetune.lr", f.lr, 0.0);
+  at_least("finetune.min_lr", f.min_lr, 0.0);
+  require(f.lr == 0.0 || f.min_lr <= f.lr, {"finetune.min_lr", "finetune.lr"},
+          "must be <= finetune.lr (" + shortest(f.lr) + "), got " + shortest(f.min_lr));
+  at_least("finetune.warmup_epochs", f.warmup_epochs, 0.0);
+  at_least("finetune.weight_decay", f.weight_decay, 0.0);
+  require(std::isfinite(f.layer_decay) && f.layer_decay > 0.0 && f.layer_decay <= 1.0,
+          {"finetune.layer_decay"}, "must be in (0, 1], got " + shortest(f.layer_decay));
+  in_range("finetune.beta1", f.beta1, 0.0, 1.0, false);
+  in_range("finetune.beta2", f.beta2, 0.0, 1.0, false);
+  at_least("finetune.clip_grad", f.clip_grad, 0.0);
+  in_range("finetune.drop_path", f.drop_path, 0.0, 1.0, false);
+  one_of("finetune.global_pool", f.global_pool, {"avg", "token"});
+  require(std::isfinite(f.crop_scale_min) && f.crop_scale_min > 0.0 && f.crop_scale_min <= 1.0,
+          {"finetune.crop_scale_min"}, "must be in (0, 1], got " + shortest(f.crop_scale_min));
+  if (f.auto_augment != "none") {
+    try {
+      data::parse_rand_augment(f.auto_augment);
+    } catch (const std::invalid_argument& e) {
+      require(
+          false, {"finetune.auto_augment"},
+          std::string(e.what()) + " (a RandAugment spec such as rand-m9-mstd0.5-inc1, or none)");
+    }
+  }
+  in_range("finetune.reprob", f.reprob, 0.0, 1.0, true);
+  at_least("finetune.mixup", f.mixup, 0.0);
+  at_least("finetune.cutmix", f.cutmix, 0.0);
+  in_range("finetune.mixup_prob", f.mixup_prob, 0.0, 1.0, true);
+  in_range("finetune.mixup_switch_prob", f.mixup_switch_prob, 0.0, 1.0, true);
+  in_range("finetune.smoothing", f.smoothing, 0.0, 1.0, false);
+  in_range("finetune.model_ema_decay", f.model_ema_decay, 0.0, 1.0, false);
+  at_least("finetune.save_every", f.save_every, int64_t{1});
+  at_least("finetune.keep_last", f.keep_last, int64_t{1});
 
   at_least("log.every", c.log.every, int64_t{1});
   one_of("log.level", c.log.level, {"trace", "debug", "info", "warn", "error"});

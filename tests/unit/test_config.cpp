@@ -193,6 +193,18 @@ TEST(Config, OutOfRangeValuesNameThePathTheValueAndTheRange) {
   EXPECT_ERROR("train: {epochs: 0}", "train.epochs: must be >= 1, got 0");
   EXPECT_ERROR("eval: {knn_k: 0}", "eval.knn_k: must be >= 1, got 0");
   EXPECT_ERROR("log: {every: 0}", "log.every: must be >= 1, got 0");
+  EXPECT_ERROR("finetune: {layer_decay: 0}", "finetune.layer_decay: must be in (0, 1], got 0");
+  EXPECT_ERROR("finetune: {layer_decay: 1.5}", "finetune.layer_decay: must be in (0, 1], got 1.5");
+  EXPECT_ERROR("finetune: {smoothing: 1}", "finetune.smoothing: must be in [0, 1), got 1");
+  EXPECT_ERROR("finetune: {reprob: 2}", "finetune.reprob: must be in [0, 1], got 2");
+  EXPECT_ERROR("finetune: {mixup: -0.1}", "finetune.mixup: must be >= 0, got -0.1");
+  EXPECT_ERROR("finetune: {lr: 1.0e-3, min_lr: 1.0e-2}", "finetune.min_lr: must be <= finetune.lr");
+  EXPECT_ERROR("finetune: {crop_scale_min: 0}", "finetune.crop_scale_min: must be in (0, 1]");
+  // The RandAugment string is parsed at load time, so a typo names the key (and its line).
+  EXPECT_ERROR("finetune: {auto_augment: rand-m9-mstdx}", "finetune.auto_augment: ");
+  EXPECT_ERROR("finetune: {auto_augment: autoaug}", "finetune.auto_augment: ");
+  EXPECT_EQ(error_of("finetune: {auto_augment: none}"), "");
+  EXPECT_EQ(error_of("finetune: {auto_augment: rand-m7-n3-mstd1.0-inc1}"), "");
   // The whole message of the public validate() leads with the key path.
   Config c;
   c.optim.blr = -1;
@@ -223,6 +235,7 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("log: {level: verbose}", "log.level: must be one of trace | debug | info | warn");
   EXPECT_ERROR("log: {progress: fancy}", "log.progress: must be one of auto | bar | lines");
   EXPECT_ERROR("optim: {name: sgd}", "optim.name: must be one of adamw, got 'sgd'");
+  EXPECT_ERROR("finetune: {global_pool: max}", "finetune.global_pool: must be one of avg | token");
   for (const char* arch : {"vit_tiny_patch16", "vit_s16", "vit_b16", "vit_l16", "vit_h14"})
     EXPECT_EQ(error_of(std::string("model: {arch: ") + arch + "}"), "") << arch;
 }
@@ -435,6 +448,33 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.linprobe.output_dir = "/tmp/probe dir";
   c.linprobe.cached_features = true;
   c.linprobe.save_every = 2;
+  c.finetune.epochs = 7;
+  c.finetune.batch_size = 6;
+  c.finetune.accum_iter = 3;
+  c.finetune.blr = 1e-3;
+  c.finetune.lr = 2e-3;
+  c.finetune.min_lr = 1e-7;
+  c.finetune.warmup_epochs = 0.25;
+  c.finetune.weight_decay = 0.3;
+  c.finetune.layer_decay = 0.75;
+  c.finetune.beta1 = 0.8;
+  c.finetune.beta2 = 0.95;
+  c.finetune.clip_grad = 5.0;
+  c.finetune.drop_path = 0.2;
+  c.finetune.global_pool = "token";
+  c.finetune.crop_scale_min = 0.5;
+  c.finetune.auto_augment = "rand-m7-n3-mstd1.0-inc1";
+  c.finetune.reprob = 0.0;
+  c.finetune.mixup = 0.0;
+  c.finetune.cutmix = 0.5;
+  c.finetune.mixup_prob = 0.75;
+  c.finetune.mixup_switch_prob = 1.0;
+  c.finetune.smoothing = 0.0;
+  c.finetune.model_ema = true;
+  c.finetune.model_ema_decay = 0.999;
+  c.finetune.output_dir = "ft";
+  c.finetune.save_every = 3;
+  c.finetune.keep_last = 4;
   c.dist.overlap = false;
   c.eval.knn_every = 3;
   c.eval.knn_k = 5;

@@ -161,7 +161,6 @@ class LinearProbe {
   double train_epoch_images(bool& stop);  // one epoch (from step_) through encoder + head
   ProbeAccuracy evaluate();               // BN statistics from rank 0, then the sharded eval
   void write_checkpoint();
-  bool any_rank_stopping(bool local);
 
   io::Config config_;
   LinprobeOptions options_;

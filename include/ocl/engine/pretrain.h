@@ -115,10 +115,9 @@ class Pretrainer {
   std::string write_checkpoint();
   void log_step(const StepStats& stats);
   double run_knn_monitor();
-  bool is_writer() const { return rank_ == 0; }
-  bool any_rank_stopping(bool local);  // the stop decision, agreed by all ranks
-  void verify_replicas();              // throws if the ranks' parameters differ
-  int64_t verified_step_ = 0;          // the last global step verify_replicas() passed
+  bool is_writer() const { return rank_ == 0; }  // the stop decision, agreed by all ranks
+  void verify_replicas();                        // throws if the ranks' parameters differ
+  int64_t verified_step_ = 0;                    // the last global step verify_replicas() passed
 
   io::Config config_;
   io::DerivedConfig derived_;

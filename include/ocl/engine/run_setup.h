@@ -1,8 +1,10 @@
 // The start of every training or evaluation process, shared by pre-training, the linear probe
 // and fine-tuning: this rank's logger, its share of the node's cores, the precision, and the
-// connection to the other ranks.
+// connection to the other ranks; and the small pieces their loops share (the stop decision all
+// ranks take together, elapsed seconds).
 #pragma once
 
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -30,6 +32,9 @@ void set_process_threads(const io::Config& config, const dist::LaunchInfo& launc
 /// bf16 autocast: train.precision bf16, or auto on a CUDA device.
 bool use_bf16(const io::Config& config, const torch::Device& device);
 
+/// The communicator settings of `config` (dist.backend, dist.timeout_s) on `device`.
+dist::CommunicatorOptions communicator_options(const io::Config& config,
+                                               const torch::Device& device);
 /// The communicator of a distributed launch (dist.backend, dist.timeout_s, on `device`), after
 /// logging that it waits for the others; nullptr for a single process.
 std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
@@ -50,5 +55,14 @@ data::LoaderOptions training_loader_options(const io::Config& config, int64_t ba
                                             int64_t accum_iter, const dist::LaunchInfo& launch,
                                             const torch::Device& device,
                                             std::shared_ptr<spdlog::logger> logger);
+
+/// Whether any rank asks to stop (its `local` flag: a signal, a step limit), so that all of them
+/// stop at the same step; one small all-reduce, or just `local` without `comm`.
+bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device& device);
+
+/// Seconds on the monotonic clock since `start`.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 }  // namespace ocl::engine

@@ -152,6 +152,42 @@ struct LinprobeConfig {
   int64_t save_every = 10;  // ≥ 1 epochs between checkpoints (and always at the end)
 };
 
+/// Full fine-tuning (ocl_finetune; MAE's main_finetune, PAPER.md "Fine-tuning"): the whole ViT
+/// with a new head, layer-wise lr decay, AdamW, drop path, RandAugment, random erasing, mixup /
+/// cutmix with label smoothing. Defaults are MAE's ViT-B recipe; data, model sizes, device,
+/// seed and logging come from the other sections.
+struct FinetuneConfig {
+  int64_t epochs = 100;        // ≥ 1
+  int64_t batch_size = 32;     // ≥ 2 per process and micro-batch (even with mixup / cutmix)
+  int64_t accum_iter = 1;      // ≥ 1 micro-batches per AdamW step
+  double blr = 5e-4;           // > 0: lr = blr · (batch_size · accum_iter · processes) / 256
+  double lr = 0.0;             // ≥ 0: absolute lr; > 0 overrides blr
+  double min_lr = 1e-6;        // ≥ 0, ≤ lr
+  double warmup_epochs = 5;    // ≥ 0, may be fractional
+  double weight_decay = 0.05;  // ≥ 0; never on 1-D parameters, cls_token or pos_embed
+  double layer_decay = 0.65;   // (0, 1]: lr scale decay^(depth + 1 − layer id)
+  double beta1 = 0.9;          // [0, 1)
+  double beta2 = 0.999;        // [0, 1) (MAE's fine-tuning; the paper's Table 10 says 0.95)
+  double clip_grad = 0.0;      // ≥ 0, 0 = no clipping
+  double drop_path = 0.1;      // [0, 1): stochastic depth rate of the last block
+  std::string global_pool = "avg";  // avg (mean of patch tokens + fc_norm) | token (CLS + norm)
+  double crop_scale_min = 0.08;     // (0, 1]: RandomResizedCrop's smallest area (timm's 0.08)
+  /// RandAugment in timm's spelling (rand-m9-mstd0.5-inc1), or "none".
+  std::string auto_augment = "rand-m9-mstd0.5-inc1";
+  double reprob = 0.25;             // [0, 1] random erasing probability (per image)
+  double mixup = 0.8;               // ≥ 0 mixup α (0 = off)
+  double cutmix = 1.0;              // ≥ 0 cutmix α (0 = off)
+  double mixup_prob = 1.0;          // [0, 1] probability of mixing a batch at all
+  double mixup_switch_prob = 0.5;   // [0, 1] cutmix instead of mixup when both are on
+  double smoothing = 0.1;           // [0, 1) label smoothing
+  bool model_ema = false;           // keep an EMA of the weights and evaluate it too
+  double model_ema_decay = 0.9999;  // [0, 1)
+  /// Output folder; empty = <train.output_dir>/finetune.
+  std::string output_dir;
+  int64_t save_every = 10;  // ≥ 1 epochs between checkpoints (and always at the end)
+  int64_t keep_last = 2;    // ≥ 1 checkpoints kept
+};
+
 struct LogConfig {
   int64_t every = 20;             // ≥ 1 steps between log lines / metrics records
   std::string level = "info";     // trace | debug | info | warn | error
@@ -168,6 +204,7 @@ struct Config {
   DistConfig dist;
   EvalConfig eval;
   LinprobeConfig linprobe;
+  FinetuneConfig finetune;
   LogConfig log;
 };
 

@@ -1,0 +1,86 @@
+// ocl_finetune: full fine-tuning of a pre-trained encoder (MAE's main_finetune protocol).
+//
+//   ocl_finetune --config configs/vitb16.yaml --weights runs/vitb16/checkpoint-last
+//   ocl_finetune --config configs/quickstart.yaml --weights none          (the random baseline)
+//   ocl_finetune --nproc-per-node 4 --config ... --weights ... [--resume auto]
+//   ocl_finetune --config ... --resume auto --eval-only                   (evaluate the newest)
+//
+// Trains the whole ViT with a new head under the config's finetune recipe (layer-wise lr decay,
+// drop path, RandAugment, random erasing, mixup / cutmix, label smoothing; engine::Finetuner)
+// and evaluates it on the validation split after every epoch. Exits 0 when done, 0 after a clean
+// stop on SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on
+// a bad command line. A second signal ends it at once.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "app_common.h"
+#include <CLI/CLI.hpp>
+
+#include <ocl/dist/launch.h>
+#include <ocl/engine/finetune.h>
+#include <ocl/io/config.h>
+
+int main(int argc, char** argv) {
+  CLI::App app{"ocl_finetune: full fine-tuning (MAE's protocol) of a pre-trained ViT encoder"};
+  std::string config_path;
+  std::vector<std::string> overrides;
+  ocl::engine::FinetuneOptions options;
+  int nproc_per_node = 0;
+  app.add_option("--config", config_path, "YAML config: model sizes, data, finetune recipe")
+      ->required();
+  std::string weights;
+  app.add_option("--weights", weights,
+                 "encoder weights: a pre-training checkpoint folder, an encoder.safetensors "
+                 "(timm names, or converted by scripts/convert_checkpoint.py), or 'none' for the "
+                 "random baseline (not needed with --resume)");
+  app.add_option("--set", overrides,
+                 "override a config key: --set finetune.epochs=10 (repeatable)");
+  app.add_option("--resume", options.resume,
+                 "'auto': continue from <output>/checkpoint-last if there is one; or a "
+                 "fine-tuning checkpoint folder");
+  app.add_flag("--overwrite", options.overwrite,
+               "start afresh in an output folder that holds another fine-tuning run");
+  app.add_flag("--eval-only", options.eval_only,
+               "only evaluate the model of --resume on the validation split and exit");
+  app.add_option("--stop-after-steps", options.stop_after_steps,
+                 "stop as if pre-empted after this many optimiser steps (testing)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--nproc-per-node", nproc_per_node,
+                 "start this many worker processes on this machine (one per GPU; CPU: Gloo)")
+      ->check(CLI::PositiveNumber);
+  CLI11_PARSE(app, argc, argv);
+  options.weights = weights;
+
+  return ocl::apps::run_reporting_errors("ocl_finetune", [&] {
+    const auto config = ocl::io::load_config(config_path, overrides);
+    const auto launch = ocl::dist::launch_from_environment();
+    if (auto code = ocl::apps::run_local_workers_if_asked(nproc_per_node, launch, argc, argv)) {
+      return *code;
+    }
+    if (options.weights == "none" && options.resume.empty()) {
+      std::fprintf(stderr,
+                   "ocl_finetune: --weights none: fine-tuning a randomly initialised encoder "
+                   "(the baseline)\n");
+    }
+    options.stop_requested = ocl::apps::install_stop_handlers("ocl_finetune");
+    options.launch = launch;
+    ocl::engine::Finetuner tuner(config, options);
+    const auto r = tuner.run();
+    if (launch.rank == 0) {
+      if (r.interrupted) {
+        std::fprintf(stderr, "ocl_finetune: stopped cleanly; checkpoint %s\n",
+                     r.checkpoint.c_str());
+      } else if (options.eval_only) {
+        std::printf("fine-tuned model (eval): top-1 %.2f %%, top-5 %.2f %%\n", r.last_top1,
+                    r.last_top5);
+      } else if (!r.nothing_to_do) {
+        std::printf(
+            "fine-tuning: best top-1 %.2f %% (epoch %lld), last top-1 %.2f %%, top-5 %.2f %%\n",
+            r.best_top1, static_cast<long long>(r.best_epoch), r.last_top1, r.last_top5);
+      }
+      std::fflush(stdout);
+    }
+    return 0;
+  });
+}

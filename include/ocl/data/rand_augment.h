@@ -1,0 +1,106 @@
+// RandAugment as timm implements it (timm/data/auto_augment.py, `rand_augment_transform`), the
+// per-sample colour and geometry augmentation of MAE's fine-tuning recipe
+// (`auto_augment='rand-m9-mstd0.5-inc1'`). Each op reproduces the Pillow call timm makes
+// (ImageOps, ImageEnhance, Image.rotate / Image.transform(AFFINE)) on 8-bit RGB, rounding
+// included, so that an op at a given argument gives Pillow's pixels.
+//
+//   auto train = with_rand_augment(random_resized_crop({}),
+//   parse_rand_augment("rand-m9-mstd0.5-inc1"));
+//
+// Resampling of the affine ops: timm picks bilinear or bicubic at random per op unless the
+// transform factory was given an interpolation, and MAE's build_transform passes
+// interpolation='bicubic', so the recipe resamples bicubically. `RandAugmentOptions::resample`
+// defaults to that; AffineResample::Random gives timm's default behaviour.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "ocl/data/dataset.h"
+#include "ocl/data/transforms.h"
+
+namespace ocl::data {
+
+/// The ops of timm's RandAugment lists (`_RAND_TRANSFORMS` / `_RAND_INCREASING_TRANSFORMS`: the
+/// same 15 ops, the increasing list only changes the level → argument mapping of Posterize,
+/// Solarize, Color, Contrast, Brightness and Sharpness).
+enum class AugmentOp {
+  AutoContrast,
+  Equalize,
+  Invert,
+  Rotate,
+  Posterize,
+  Solarize,
+  SolarizeAdd,
+  Color,
+  Contrast,
+  Brightness,
+  Sharpness,
+  ShearX,
+  ShearY,
+  TranslateXRel,
+  TranslateYRel,
+};
+inline constexpr int kNumAugmentOps = 15;
+/// timm's name of the op ("AutoContrast", "Rotate", "TranslateXRel", ...).
+const char* augment_op_name(AugmentOp op);
+
+/// Pillow's resampling filters for the affine ops; Random draws one of the two per op (timm's
+/// `_RANDOM_INTERPOLATION`).
+enum class AffineResample { Bilinear, Bicubic, Random };
+
+struct RandAugmentOptions {
+  int num_ops = 2;             // n: ops drawn per image, uniformly with replacement
+  double magnitude = 9;        // m: on timm's 0..10 scale
+  double magnitude_std = 0.5;  // mstd: magnitude ~ N(m, mstd) per op; +inf: uniform(0, m)
+  double magnitude_max = 10;   // mmax: the drawn magnitude is clipped to [0, mmax]
+  bool increasing = true;      // inc: the "increasing" level mapping
+  double prob = 0.5;           // p: each drawn op is applied with this probability
+  std::array<uint8_t, 3> fill{124, 116, 104};  // area uncovered by affine ops (timm's img_mean)
+  AffineResample resample = AffineResample::Bicubic;
+};
+
+/// Parses timm's RandAugment config string: "rand" followed by "-"-separated sections
+/// m<float>, n<int>, mstd<float> (> 100 means +inf, i.e. uniform, as in timm), mmax<float>,
+/// inc<0|1>, p<float>, e.g. "rand-m9-mstd0.5-inc1". Keys not given take timm's defaults
+/// (m 10, n 2, mstd 0, mmax 10, inc 0, p 0.5), not RandAugmentOptions' (which are MAE's
+/// string). One deviation: timm reads inc with Python's bool("0") == True; here inc0 is off.
+/// "" and "none" mean "no RandAugment" and are the caller's to handle: they throw here, as does
+/// any other malformed string (std::invalid_argument naming the bad section).
+RandAugmentOptions parse_rand_augment(const std::string& spec);
+
+/// timm's level → argument function of `op` at `magnitude` (0..10 scale, already clipped):
+///   Rotate            ±30·m/10 degrees          ShearX/Y          ±0.3·m/10
+///   TranslateX/YRel   ±0.45·m/10 of the size    SolarizeAdd       int(110·m/10), below 128
+///   Posterize         int(4·m/10) bits kept;    increasing: 4 − int(4·m/10)
+///   Solarize          int(256·m/10) threshold;  increasing: 256 − int(256·m/10)
+///   Color/Contrast/Brightness/Sharpness  1.8·m/10 + 0.1;  increasing: max(0.1, 1 ± 0.9·m/10)
+///   AutoContrast, Equalize, Invert       no argument (0)
+/// `negate` applies timm's random sign (`_randomly_negate`) to the signed arguments.
+double augment_level_to_arg(AugmentOp op, double magnitude, bool increasing, bool negate);
+
+/// Applies one op with an explicit argument (see augment_level_to_arg for its meaning), in place.
+/// `resample` must be Bilinear or Bicubic. Point ops are Pillow's LUTs (autocontrast and equalize
+/// per channel, cutoff 0); enhance ops blend with Pillow's degenerate images (Color: the
+/// grayscale L, which Pillow 9 rounds as (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16; Contrast: the
+/// grey int(mean L + 0.5); Brightness: black; Sharpness: the SMOOTH 3×3 filter, border kept) in
+/// float32 with truncation, as ImagingBlend does; affine ops sample as ImagingGenericTransform,
+/// with `fill` where the source point falls outside the image.
+void apply_augment_op(Image& image, AugmentOp op, double arg, std::array<uint8_t, 3> fill,
+                      AffineResample resample = AffineResample::Bicubic);
+
+/// RandAugment on one image, in place: num_ops ops drawn uniformly with replacement; each is
+/// skipped with probability 1 − prob; otherwise its magnitude is drawn (N(m, mstd) when mstd > 0,
+/// uniform(0, m) when mstd is +inf), clipped to [0, mmax], mapped to the op's argument, and the
+/// op applied. Same image, options and rng state → same result.
+void rand_augment(Image& image, const RandAugmentOptions& options, SampleRng& rng);
+
+/// `base`, then RandAugment. RandAugment draws from its own stream, SampleRng(splitmix64 of
+/// sample_seed ^ a fixed salt), so adding it leaves the base's crop and flip for a given seed
+/// unchanged. Output size is the base's.
+std::shared_ptr<const Transform> with_rand_augment(std::shared_ptr<const Transform> base,
+                                                   RandAugmentOptions options);
+
+}  // namespace ocl::data

@@ -1,0 +1,546 @@
+// timm's RandAugment on 8-bit RGB: the Pillow ops it calls, rewritten to give Pillow 9's pixels
+// (same float/double arithmetic, truncations and border rules), the level → argument mapping,
+// the op and magnitude draws, and the Transform that adds it after a crop.
+#include "ocl/data/rand_augment.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <vector>
+
+#include "ocl/data/mixing.h"
+
+namespace ocl::data {
+namespace {
+
+constexpr double kLevelDenom = 10.0;       // timm's _LEVEL_DENOM: magnitudes are on a 0..10 scale
+constexpr double kPi = 3.141592653589793;  // Py_MATH_PI, as math.radians uses
+
+void check_image(const Image& image) {
+  if (image.height <= 0 || image.width <= 0 ||
+      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3) {
+    std::ostringstream msg;
+    msg << "rand_augment: image of " << image.height << "x" << image.width << " holds "
+        << image.pixels.size() << " bytes, expected height*width*3";
+    throw std::invalid_argument(msg.str());
+  }
+}
+
+// ---- point ops: one 256-entry table per channel ----------------------------------------------
+
+using Lut = std::array<std::array<uint8_t, 256>, 3>;
+
+void apply_lut(Image& image, const Lut& lut) {
+  for (size_t i = 0; i < image.pixels.size(); ++i) image.pixels[i] = lut[i % 3][image.pixels[i]];
+}
+
+Lut same_lut_per_channel(const std::array<uint8_t, 256>& table) { return {table, table, table}; }
+
+std::array<std::array<int64_t, 256>, 3> histograms(const Image& image) {
+  std::array<std::array<int64_t, 256>, 3> h{};
+  for (size_t i = 0; i < image.pixels.size(); ++i) ++h[i % 3][image.pixels[i]];
+  return h;
+}
+
+// ImageOps.autocontrast(image) with cutoff 0: each channel's [lo, hi] stretched to [0, 255],
+// int() truncation of ix·scale + offset; a channel with hi ≤ lo is left as it is.
+void autocontrast(Image& image) {
+  const auto hist = histograms(image);
+  Lut lut;
+  for (int c = 0; c < 3; ++c) {
+    int lo = 0, hi = 255;
+    while (lo < 256 && hist[c][lo] == 0) ++lo;
+    while (hi >= 0 && hist[c][hi] == 0) --hi;
+    for (int ix = 0; ix < 256; ++ix) {
+      if (hi <= lo) {
+        lut[c][ix] = static_cast<uint8_t>(ix);
+        continue;
+      }
+      const double scale = 255.0 / (hi - lo);
+      const double offset = -lo * scale;
+      const int v = static_cast<int>(ix * scale + offset);  // Python int(): toward zero
+      lut[c][ix] = static_cast<uint8_t>(std::clamp(v, 0, 255));
+    }
+  }
+  apply_lut(image, lut);
+}
+
+// ImageOps.equalize(image): per channel, step = (count − count of the top used value) // 256
+// and lut[i] = (step // 2 + Σ_{j<i} h[j]) // step; identity when one value or step is 0. Above
+// the top used value the table passes 255, which Image.point clips to 255.
+void equalize(Image& image) {
+  const auto hist = histograms(image);
+  Lut lut;
+  for (int c = 0; c < 3; ++c) {
+    int64_t total = 0, last = 0, used = 0;
+    for (int i = 0; i < 256; ++i) {
+      if (hist[c][i] == 0) continue;
+      total += hist[c][i];
+      last = hist[c][i];
+      ++used;
+    }
+    const int64_t step = used <= 1 ? 0 : (total - last) / 256;
+    int64_t n = step / 2;
+    for (int i = 0; i < 256; ++i) {
+      lut[c][i] = static_cast<uint8_t>(step == 0 ? i : std::min<int64_t>(n / step, 255));
+      n += hist[c][i];
+    }
+  }
+  apply_lut(image, lut);
+}
+
+std::array<uint8_t, 256> point_table(AugmentOp op, int arg) {
+  std::array<uint8_t, 256> t;
+  for (int i = 0; i < 256; ++i) {
+    int v = i;
+    switch (op) {
+      case AugmentOp::Invert:
+        v = 255 - i;
+        break;
+      case AugmentOp::Posterize:  // ImageOps.posterize: keep the `arg` high bits (timm: ≥ 8 no-op)
+        v = arg >= 8 ? i : i & ~((1 << (8 - std::max(arg, 0))) - 1);
+        break;
+      case AugmentOp::Solarize:  // ImageOps.solarize: invert from the threshold up
+        v = i < arg ? i : 255 - i;
+        break;
+      case AugmentOp::SolarizeAdd:  // timm's solarize_add: add below 128, saturating
+        v = i < 128 ? std::min(255, i + arg) : i;
+        break;
+      default:
+        break;
+    }
+    t[i] = static_cast<uint8_t>(v);
+  }
+  return t;
+}
+
+// ---- enhance ops: Image.blend(degenerate, image, factor) -------------------------------------
+
+// ImagingBlend: alpha is a C float and the arithmetic float; inside [0, 1] the result is
+// truncated, outside it is clipped to [0, 255] first. 0 and 1 are exact copies.
+void blend_into(Image& image, const std::vector<uint8_t>& degenerate, double factor) {
+  const float alpha = static_cast<float>(factor);
+  if (alpha == 0.0f) {
+    image.pixels = degenerate;
+    return;
+  }
+  if (alpha == 1.0f) return;
+  const bool interpolate = alpha >= 0 && alpha <= 1.0f;
+  for (size_t i = 0; i < image.pixels.size(); ++i) {
+    const int in1 = degenerate[i], in2 = image.pixels[i];
+    const float v = static_cast<float>(in1) + alpha * static_cast<float>(in2 - in1);
+    if (interpolate) {
+      image.pixels[i] = static_cast<uint8_t>(v);
+    } else {
+      image.pixels[i] = v <= 0.0f ? 0 : v >= 255.0f ? 255 : static_cast<uint8_t>(v);
+    }
+  }
+}
+
+// Pillow 9's RGB → L conversion (Convert.c, L24): ITU-R 601-2 weights in 16-bit fixed point,
+// rounded. (The older (299 R + 587 G + 114 B) / 1000 truncates and differs for ~half the
+// colours.)
+uint8_t luma(const uint8_t* rgb) {
+  return static_cast<uint8_t>((rgb[0] * 19595 + rgb[1] * 38470 + rgb[2] * 7471 + 0x8000) >> 16);
+}
+
+std::vector<uint8_t> grayscale_rgb(const Image& image) {
+  std::vector<uint8_t> out(image.pixels.size());
+  for (size_t i = 0; i < out.size(); i += 3)
+    out[i] = out[i + 1] = out[i + 2] = luma(&image.pixels[i]);
+  return out;
+}
+
+// ImageEnhance.Contrast's degenerate: a flat grey at int(mean of L + 0.5).
+std::vector<uint8_t> mean_gray(const Image& image) {
+  int64_t sum = 0;
+  for (size_t i = 0; i < image.pixels.size(); i += 3) sum += luma(&image.pixels[i]);
+  const double mean = static_cast<double>(sum) / (static_cast<double>(image.pixels.size()) / 3);
+  return std::vector<uint8_t>(image.pixels.size(),
+                              static_cast<uint8_t>(static_cast<int>(mean + 0.5)));
+}
+
+// ImageFilter.SMOOTH through ImagingFilter3x3: kernel [[1,1,1],[1,5,1],[1,1,1]] / 13 held as
+// floats, float accumulation from offset 0.5 in Pillow's order (row below, row, row above),
+// truncated after clipping; the outermost rows and columns are copied.
+std::vector<uint8_t> smooth(const Image& image) {
+  const float k_side = static_cast<float>(1.0 / 13.0), k_mid = static_cast<float>(5.0 / 13.0);
+  const float k[9] = {k_side, k_side, k_side, k_side, k_mid, k_side, k_side, k_side, k_side};
+  const int h = image.height, w = image.width;
+  std::vector<uint8_t> out = image.pixels;
+  const uint8_t* px = image.pixels.data();
+  auto at = [&](int y, int x, int c) {
+    return static_cast<float>(px[(static_cast<size_t>(y) * w + x) * 3 + c]);
+  };
+  for (int y = 1; y < h - 1; ++y) {
+    for (int x = 1; x < w - 1; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        float ss = 0.5f;
+        ss += at(y + 1, x - 1, c) * k[0] + at(y + 1, x, c) * k[1] + at(y + 1, x + 1, c) * k[2];
+        ss += at(y, x - 1, c) * k[3] + at(y, x, c) * k[4] + at(y, x + 1, c) * k[5];
+        ss += at(y - 1, x - 1, c) * k[6] + at(y - 1, x, c) * k[7] + at(y - 1, x + 1, c) * k[8];
+        ss = ss < 0.0f ? 0.0f : ss;
+        ss = ss > 255.0f ? 255.0f : ss;
+        out[(static_cast<size_t>(y) * w + x) * 3 + c] = static_cast<uint8_t>(ss);
+      }
+    }
+  }
+  return out;
+}
+
+// ---- affine ops: Image.transform(AFFINE) with Pillow's bilinear / bicubic filters ------------
+
+// Source (xin, yin) → one channel value, or false when the point lies outside the image (the
+// output pixel then keeps the fill colour). Mirrors Geometry.c's BILINEAR/BICUBIC macros: rows
+// past the bottom repeat the previous row's value, columns clamp.
+struct Sampler {
+  const Image& im;
+  double sample(int y, int x, int c) const {
+    x = std::clamp(x, 0, im.width - 1);
+    return im.pixels[(static_cast<size_t>(y) * im.width + x) * 3 + c];
+  }
+  bool inside(double xin, double yin) const {
+    return !(xin < 0.0 || xin >= im.width || yin < 0.0 || yin >= im.height);
+  }
+
+  bool bilinear(double xin, double yin, uint8_t* out) const {
+    if (!inside(xin, yin)) return false;
+    xin -= 0.5;
+    yin -= 0.5;
+    const int x = static_cast<int>(std::floor(xin)), y = static_cast<int>(std::floor(yin));
+    const double dx = xin - x, dy = yin - y;
+    const int y0 = std::clamp(y, 0, im.height - 1);
+    for (int c = 0; c < 3; ++c) {
+      const double a0 = sample(y0, x, c), b0 = sample(y0, x + 1, c);
+      double v1 = a0 + (b0 - a0) * dx, v2 = v1;
+      if (y + 1 >= 0 && y + 1 < im.height) {
+        const double a1 = sample(y + 1, x, c), b1 = sample(y + 1, x + 1, c);
+        v2 = a1 + (b1 - a1) * dx;
+      }
+      out[c] = static_cast<uint8_t>(v1 + (v2 - v1) * dy);
+    }
+    return true;
+  }
+
+  // Pillow's cubic convolution with a = −1, in its Horner form.
+  static double cubic(double v1, double v2, double v3, double v4, double d) {
+    const double p1 = v2, p2 = -v1 + v3, p3 = 2 * (v1 - v2) + v3 - v4, p4 = -v1 + v2 - v3 + v4;
+    return p1 + d * (p2 + d * (p3 + d * p4));
+  }
+
+  bool bicubic(double xin, double yin, uint8_t* out) const {
+    if (!inside(xin, yin)) return false;
+    xin -= 0.5;
+    yin -= 0.5;
+    const int x = static_cast<int>(std::floor(xin)) - 1, y = static_cast<int>(std::floor(yin)) - 1;
+    const double dx = xin - (x + 1), dy = yin - (y + 1);
+    for (int c = 0; c < 3; ++c) {
+      auto row = [&](int yy) {
+        return cubic(sample(yy, x, c), sample(yy, x + 1, c), sample(yy, x + 2, c),
+                     sample(yy, x + 3, c), dx);
+      };
+      double v[4];
+      v[0] = row(std::clamp(y, 0, im.height - 1));
+      for (int j = 1; j < 4; ++j) v[j] = (y + j >= 0 && y + j < im.height) ? row(y + j) : v[j - 1];
+      const double r = cubic(v[0], v[1], v[2], v[3], dy);
+      out[c] = r <= 0.0 ? 0 : r >= 255.0 ? 255 : static_cast<uint8_t>(r);
+    }
+    return true;
+  }
+};
+
+// Output pixel (x, y) reads the source at m · (x + 0.5, y + 0.5, 1) (Pillow's affine_transform).
+void affine(Image& image, const std::array<double, 6>& m, std::array<uint8_t, 3> fill,
+            AffineResample resample) {
+  const Image src = image;
+  const Sampler s{src};
+  for (int y = 0; y < image.height; ++y) {
+    for (int x = 0; x < image.width; ++x) {
+      const double xi = x + 0.5, yi = y + 0.5;
+      const double xin = m[0] * xi + m[1] * yi + m[2];
+      const double yin = m[3] * xi + m[4] * yi + m[5];
+      uint8_t* out = &image.pixels[(static_cast<size_t>(y) * image.width + x) * 3];
+      const bool ok = resample == AffineResample::Bilinear ? s.bilinear(xin, yin, out)
+                                                           : s.bicubic(xin, yin, out);
+      if (!ok) std::copy(fill.begin(), fill.end(), out);
+    }
+  }
+}
+
+// Python's round(x, 15), close enough: Pillow rounds the rotation matrix to 15 decimals so that
+// e.g. cos(90°) is exactly 0.
+double round15(double v) { return std::nearbyint(v * 1e15) / 1e15; }
+
+// Image.rotate(degrees) with expand=False: about the centre (w/2, h/2), counter-clockwise for
+// positive angles. The angle is reduced mod 360 first, as Pillow does (it changes the last bits
+// of the matrix for negative angles).
+std::array<double, 6> rotation_matrix(double degrees, int width, int height) {
+  double angle = std::fmod(degrees, 360.0);
+  if (angle < 0) angle += 360.0;  // Python's float %: the divisor's sign
+  const double rad = -(angle * (kPi / 180.0));
+  std::array<double, 6> m = {round15(std::cos(rad)),  round15(std::sin(rad)), 0.0,
+                             round15(-std::sin(rad)), round15(std::cos(rad)), 0.0};
+  const double cx = width / 2.0, cy = height / 2.0;
+  m[2] = m[0] * -cx + m[1] * -cy + m[2] + cx;
+  m[5] = m[3] * -cx + m[4] * -cy + m[5] + cy;
+  return m;
+}
+
+void apply_affine_op(Image& image, AugmentOp op, double arg, std::array<uint8_t, 3> fill,
+                     AffineResample resample) {
+  if (resample == AffineResample::Random) {
+    throw std::invalid_argument("apply_augment_op: resample must be Bilinear or Bicubic");
+  }
+  std::array<double, 6> m = {1, 0, 0, 0, 1, 0};
+  switch (op) {
+    case AugmentOp::Rotate:
+      // Pillow copies the image unchanged for a zero angle.
+      if (std::fmod(arg, 360.0) == 0.0) return;
+      m = rotation_matrix(arg, image.width, image.height);
+      break;
+    case AugmentOp::ShearX:
+      m[1] = arg;
+      break;
+    case AugmentOp::ShearY:
+      m[3] = arg;
+      break;
+    case AugmentOp::TranslateXRel:
+      m[2] = arg * image.width;
+      break;
+    case AugmentOp::TranslateYRel:
+      m[5] = arg * image.height;
+      break;
+    default:
+      return;
+  }
+  affine(image, m, fill, resample);
+}
+
+bool is_affine(AugmentOp op) {
+  return op == AugmentOp::Rotate || op == AugmentOp::ShearX || op == AugmentOp::ShearY ||
+         op == AugmentOp::TranslateXRel || op == AugmentOp::TranslateYRel;
+}
+
+// ---- the config string ------------------------------------------------------------------------
+
+double parse_number(const std::string& section, const std::string& value, const std::string& spec) {
+  char* end = nullptr;
+  const double v = value.empty() ? 0.0 : std::strtod(value.c_str(), &end);
+  if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(v)) {
+    throw std::invalid_argument("rand_augment: bad number in section '" + section + "' of '" +
+                                spec + "'");
+  }
+  return v;
+}
+
+void set_option(RandAugmentOptions& o, const std::string& section, const std::string& spec) {
+  // A section is a key of letters followed by its number, e.g. "mstd0.5".
+  size_t split = 0;
+  while (split < section.size() && std::isalpha(static_cast<unsigned char>(section[split])))
+    ++split;
+  const std::string key = section.substr(0, split), value = section.substr(split);
+  const double v = parse_number(section, value, spec);
+  auto bad = [&](const std::string& why) {
+    return std::invalid_argument("rand_augment: section '" + section + "' of '" + spec +
+                                 "': " + why);
+  };
+  if (key == "m") {
+    if (v < 0) throw bad("magnitude must be >= 0");
+    o.magnitude = v;
+  } else if (key == "n") {
+    if (v < 0 || v != std::floor(v) || v > 100) throw bad("expected an integer in [0, 100]");
+    o.num_ops = static_cast<int>(v);
+  } else if (key == "mstd") {
+    if (v < 0) throw bad("magnitude std must be >= 0");
+    o.magnitude_std = v > 100 ? std::numeric_limits<double>::infinity() : v;  // timm's rule
+  } else if (key == "mmax") {
+    if (v < 0) throw bad("magnitude max must be >= 0");
+    o.magnitude_max = v;
+  } else if (key == "inc") {
+    if (v != 0 && v != 1) throw bad("expected inc0 or inc1");
+    o.increasing = v == 1;
+  } else if (key == "p") {
+    if (v < 0 || v > 1) throw bad("probability must be in [0, 1]");
+    o.prob = v;
+  } else {
+    throw bad("unknown key '" + key + "' (known: m, n, mstd, mmax, inc, p)");
+  }
+}
+
+void check_options(const RandAugmentOptions& o) {
+  if (o.num_ops < 0 || !(o.prob >= 0 && o.prob <= 1) || !(o.magnitude >= 0) ||
+      !(o.magnitude_std >= 0) || !(o.magnitude_max >= 0)) {
+    std::ostringstream msg;
+    msg << "rand_augment: needs num_ops >= 0, prob in [0, 1] and magnitude, magnitude_std, "
+           "magnitude_max >= 0, got n="
+        << o.num_ops << ", p=" << o.prob << ", m=" << o.magnitude << ", mstd=" << o.magnitude_std
+        << ", mmax=" << o.magnitude_max;
+    throw std::invalid_argument(msg.str());
+  }
+}
+
+class RandAugmentTransform : public Transform {
+ public:
+  RandAugmentTransform(std::shared_ptr<const Transform> base, RandAugmentOptions options)
+      : base_(std::move(base)), o_(options) {
+    if (!base_) throw std::invalid_argument("with_rand_augment: base transform is null");
+    check_options(o_);
+  }
+
+  Image apply(const Image& image, uint64_t seed) const override {
+    Image out = base_->apply(image, seed);
+    // The base seeds SampleRng(seed) itself; a salted, re-mixed seed gives an unrelated stream.
+    SampleRng rng(SampleRng(seed ^ 0x72616e6461756721ULL).next());  // "randaug!"
+    rand_augment(out, o_, rng);
+    return out;
+  }
+  int output_height() const override { return base_->output_height(); }
+  int output_width() const override { return base_->output_width(); }
+  std::string describe() const override {
+    std::ostringstream s;
+    s << base_->describe() << " + RandAugment(n=" << o_.num_ops << ", m=" << o_.magnitude
+      << ", mstd=" << o_.magnitude_std << ", mmax=" << o_.magnitude_max
+      << ", inc=" << (o_.increasing ? 1 : 0) << ", p=" << o_.prob << ", "
+      << (o_.resample == AffineResample::Bilinear  ? "bilinear"
+          : o_.resample == AffineResample::Bicubic ? "bicubic"
+                                                   : "random")
+      << " resampling)";
+    return s.str();
+  }
+
+ private:
+  std::shared_ptr<const Transform> base_;
+  RandAugmentOptions o_;
+};
+
+}  // namespace
+
+const char* augment_op_name(AugmentOp op) {
+  static const char* const names[kNumAugmentOps] = {
+      "AutoContrast", "Equalize",    "Invert", "Rotate",        "Posterize",
+      "Solarize",     "SolarizeAdd", "Color",  "Contrast",      "Brightness",
+      "Sharpness",    "ShearX",      "ShearY", "TranslateXRel", "TranslateYRel"};
+  return names[static_cast<int>(op)];
+}
+
+RandAugmentOptions parse_rand_augment(const std::string& spec) {
+  if (spec.rfind("rand", 0) != 0 || (spec.size() > 4 && spec[4] != '-')) {
+    throw std::invalid_argument(
+        "rand_augment: expected 'rand[-section...]' (e.g. "
+        "'rand-m9-mstd0.5-inc1'), got '" +
+        spec + "'");
+  }
+  RandAugmentOptions o;  // timm's defaults for keys the string leaves out
+  o.num_ops = 2;
+  o.magnitude = 10;
+  o.magnitude_std = 0;
+  o.magnitude_max = 10;
+  o.increasing = false;
+  o.prob = 0.5;
+  // Sections after "rand-", split at every '-'.
+  for (size_t start = 5; spec.size() > 4; start = spec.find('-', start) + 1) {
+    const size_t end = std::min(spec.find('-', start), spec.size());
+    const std::string section = spec.substr(start, end - start);
+    if (section.empty())
+      throw std::invalid_argument("rand_augment: empty section in '" + spec + "'");
+    set_option(o, section, spec);
+    if (end == spec.size()) break;
+  }
+  return o;
+}
+
+double augment_level_to_arg(AugmentOp op, double m, bool increasing, bool negate) {
+  const double level = m / kLevelDenom;
+  const double sign = negate ? -1.0 : 1.0;
+  switch (op) {
+    case AugmentOp::Rotate:
+      return sign * level * 30.0;
+    case AugmentOp::ShearX:
+    case AugmentOp::ShearY:
+      return sign * level * 0.3;
+    case AugmentOp::TranslateXRel:
+    case AugmentOp::TranslateYRel:
+      return sign * level * 0.45;
+    case AugmentOp::Posterize: {
+      const int bits = static_cast<int>(level * 4);
+      return increasing ? 4 - bits : bits;
+    }
+    case AugmentOp::Solarize: {
+      const int threshold = static_cast<int>(level * 256);
+      return increasing ? 256 - threshold : threshold;
+    }
+    case AugmentOp::SolarizeAdd:
+      return static_cast<int>(level * 110);
+    case AugmentOp::Color:
+    case AugmentOp::Contrast:
+    case AugmentOp::Brightness:
+    case AugmentOp::Sharpness:
+      return increasing ? std::max(0.1, 1.0 + sign * level * 0.9) : level * 1.8 + 0.1;
+    default:
+      return 0.0;
+  }
+}
+
+void apply_augment_op(Image& image, AugmentOp op, double arg, std::array<uint8_t, 3> fill,
+                      AffineResample resample) {
+  check_image(image);
+  switch (op) {
+    case AugmentOp::AutoContrast:
+      return autocontrast(image);
+    case AugmentOp::Equalize:
+      return equalize(image);
+    case AugmentOp::Invert:
+    case AugmentOp::Posterize:
+    case AugmentOp::Solarize:
+    case AugmentOp::SolarizeAdd:
+      return apply_lut(image, same_lut_per_channel(point_table(op, static_cast<int>(arg))));
+    case AugmentOp::Color:
+      return blend_into(image, grayscale_rgb(image), arg);
+    case AugmentOp::Contrast:
+      return blend_into(image, mean_gray(image), arg);
+    case AugmentOp::Brightness:
+      return blend_into(image, std::vector<uint8_t>(image.pixels.size(), 0), arg);
+    case AugmentOp::Sharpness:
+      return blend_into(image, smooth(image), arg);
+    default:
+      return apply_affine_op(image, op, arg, fill, resample);
+  }
+}
+
+void rand_augment(Image& image, const RandAugmentOptions& o, SampleRng& rng) {
+  check_options(o);
+  check_image(image);
+  const double upper = o.magnitude_max;
+  for (int i = 0; i < o.num_ops; ++i) {
+    const auto op = static_cast<AugmentOp>(rng.below(kNumAugmentOps));
+    // timm's AugmentOp.__call__: skip with probability 1 − prob, then the magnitude draw.
+    if (o.prob < 1.0 && rng.uniform() > o.prob) continue;
+    double m = o.magnitude;
+    if (std::isinf(o.magnitude_std)) {
+      m = rng.uniform(0, o.magnitude);
+    } else if (o.magnitude_std > 0) {
+      m = o.magnitude + o.magnitude_std * sample_normal(rng);
+    }
+    m = std::max(0.0, std::min(m, upper));
+    // timm's _randomly_negate; drawn for every op (timm only for signed ones) to keep the
+    // number of draws per op fixed.
+    const bool negate = rng.uniform() > 0.5;
+    const double arg = augment_level_to_arg(op, m, o.increasing, negate);
+    AffineResample resample = o.resample;
+    if (resample == AffineResample::Random && is_affine(op)) {
+      resample = rng.uniform() < 0.5 ? AffineResample::Bilinear : AffineResample::Bicubic;
+    }
+    apply_augment_op(image, op, arg, o.fill, resample);
+  }
+}
+
+std::shared_ptr<const Transform> with_rand_augment(std::shared_ptr<const Transform> base,
+                                                   RandAugmentOptions options) {
+  return std::make_shared<RandAugmentTransform>(std::move(base), options);
+}
+
+}  // namespace ocl::data
