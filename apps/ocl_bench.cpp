@@ -5,6 +5,8 @@
 //   ocl_bench --config configs/vits16.yaml --set train.batch_size=32 --steps 10 --warmup 2
 //   ocl_bench --grad-sync --nproc-per-node 2 --config ...   (how much all-reduce hides behind
 //                                                            backward; or under torchrun)
+//   ocl_bench --data --config ... --set data.dataset=packed --set data.path=...
+//                        (the loader alone on the config's own data: scripts/bench_data.sh)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -141,7 +143,10 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--loader-batches", loader_batches, "batches timed for the loader alone (0: skip)")
       ->check(CLI::NonNegativeNumber);
-  bool grad_sync = false;
+  bool grad_sync = false, data_only = false;
+  app.add_flag("--data", data_only,
+               "time only the loader (decode, train transform, uint8 batches) on the config's "
+               "own data set instead of synthetic images");
   int nproc_per_node = 0;
   app.add_flag("--grad-sync", grad_sync,
                "measure how much of the gradient all-reduce hides behind backward (needs several "
@@ -162,7 +167,7 @@ int main(int argc, char** argv) {
       }
       return bench_grad_sync(config, launch, steps, warmup);
     }
-    config.data.dataset = "synthetic";
+    if (!data_only) config.data.dataset = "synthetic";
     const auto d = ocl::io::derive(config);
     const auto& t = config.train;
     ocl::engine::set_process_threads(config, ocl::dist::LaunchInfo{});  // one process: every core
@@ -187,7 +192,7 @@ int main(int argc, char** argv) {
     ocl::data::Loader loader(dataset, ocl::data::make_transform(config.data, img, true), lo);
     loader.start_epoch(0);
     auto first = loader.next();
-    TORCH_CHECK(first.has_value(), "the synthetic data set is smaller than one batch");
+    TORCH_CHECK(first.has_value(), "the data set is smaller than one batch");
     if (loader_batches > 0) {
       const auto t0 = Clock::now();
       int64_t images = 0;
@@ -199,9 +204,10 @@ int main(int argc, char** argv) {
         }
         images += b->images.size(0);
       }
-      std::printf("loader_img_per_s=%.1f workers=%lld\n", images / seconds_since(t0),
-                  (long long)config.data.workers);
+      std::printf("loader_img_per_s=%.1f workers=%lld data=%s\n", images / seconds_since(t0),
+                  (long long)config.data.workers, dataset->describe().c_str());
     }
+    if (data_only) return 0;
 
     // --- the training step on a fixed batch (the data path is measured above)
     auto model = ocl::engine::build_ocl_model(config, d);

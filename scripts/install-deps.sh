@@ -12,6 +12,7 @@ packages=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev
   nlohmann-json3-dev            # safetensors headers (JSON)
+  zlib1g-dev                    # CRC-32 of packed data sets
   python3-torch                 # scripts/make_reference.py (fixtures), scripts/bench_pretrain.py
   python3-matplotlib            # scripts/plot_metrics.py (the metrics plot of a run)
 )

@@ -39,6 +39,7 @@ PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev
   nlohmann-json3-dev
+  zlib1g-dev
 )
 
 log() { echo "trixie-root: $*" >&2; }

@@ -6,6 +6,7 @@
 
 #include "ocl/data/cifar.h"
 #include "ocl/data/image_folder.h"
+#include "ocl/data/packed.h"
 #include "ocl/data/synthetic.h"
 
 namespace ocl::data {
@@ -23,9 +24,10 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
     return std::make_shared<SyntheticDataset>(o);
   }
   const bool folder = config.dataset == "imagefolder";
-  if (!folder && config.dataset != "cifar10" && config.dataset != "cifar100") {
+  const bool packed = config.dataset == "packed";
+  if (!folder && !packed && config.dataset != "cifar10" && config.dataset != "cifar100") {
     throw std::invalid_argument(
-        "data.dataset: expected synthetic | imagefolder | cifar10 | "
+        "data.dataset: expected synthetic | imagefolder | packed | cifar10 | "
         "cifar100, got '" +
         config.dataset + "'");
   }
@@ -34,6 +36,11 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
   }
   // The library's messages name the file; this adds which setting pointed there.
   try {
+    if (packed) {
+      // ocl_pack writes <out>/train and <out>/val.
+      return std::make_shared<PackedDataset>(
+          (fs::path(config.path) / (train ? "train" : "val")).string());
+    }
     if (folder) {
       const std::string split = train ? "train" : "val";
       const fs::path root = fs::path(config.path) / split;

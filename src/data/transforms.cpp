@@ -226,6 +226,15 @@ class ResizeCenterCrop : public Transform {
 
 }  // namespace
 
+Image resize_image(const Image& image, int height, int width, Interpolation interpolation) {
+  if (height < 1 || width < 1)
+    throw std::invalid_argument("resize_image: size " + std::to_string(height) + "x" +
+                                std::to_string(width));
+  Image out;
+  resize_into(view(image), height, width, interpolation, out);
+  return out;
+}
+
 Interpolation parse_interpolation(const std::string& name) {
   if (name == "nearest") return Interpolation::Nearest;
   if (name == "bilinear") return Interpolation::Bilinear;

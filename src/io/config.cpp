@@ -559,7 +559,7 @@ void validate_impl(const Config& c) {
   one_of("loss.negatives", l.negatives, {"global", "local"});
 
   const auto& d = c.data;
-  one_of("data.dataset", d.dataset, {"synthetic", "imagefolder", "cifar10", "cifar100"});
+  one_of("data.dataset", d.dataset, {"synthetic", "imagefolder", "packed", "cifar10", "cifar100"});
   require(d.dataset == "synthetic" || !d.path.empty(), {"data.path", "data.dataset"},
           "required with data.dataset " + d.dataset +
               (d.dataset == "imagefolder" ? " (the folder holding train/ and val/)"

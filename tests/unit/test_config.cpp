@@ -219,8 +219,9 @@ TEST(Config, OutOfRangeValuesNameThePathTheValueAndTheRange) {
 TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("model: {arch: vit_giant}", "model.arch: must be one of vit_tiny_patch16 | ");
   EXPECT_ERROR("model: {arch: vit_giant}", "vit_h14 | custom, got 'vit_giant'");
-  EXPECT_ERROR("data: {dataset: imagenet}",
-               "data.dataset: must be one of synthetic | imagefolder | cifar10 | cifar100");
+  EXPECT_ERROR(
+      "data: {dataset: imagenet}",
+      "data.dataset: must be one of synthetic | imagefolder | packed | cifar10 | cifar100");
   EXPECT_ERROR("data: {augment: randaug}", "data.augment: must be one of rrc_flip | none");
   EXPECT_ERROR("data: {interpolation: lanczos}", "bicubic | bilinear | area | nearest");
   EXPECT_ERROR("loss: {negatives: all}", "loss.negatives: must be one of global | local");

@@ -11,7 +11,8 @@
 namespace ocl::data {
 
 /// synthetic: SyntheticDataset(synthetic_*_size, synthetic_classes, image_size, seed, train);
-/// imagefolder: ImageFolderDataset(path/train or path/val); cifar10/cifar100: CifarDataset.
+/// imagefolder: ImageFolderDataset(path/train or path/val); packed: PackedDataset(path/train or
+/// path/val, as ocl_pack writes them); cifar10/cifar100: CifarDataset.
 /// Throws std::runtime_error naming data.path when the files are missing.
 std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int image_size,
                                             bool train, uint64_t seed);

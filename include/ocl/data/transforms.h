@@ -77,6 +77,10 @@ std::shared_ptr<const Transform> random_resized_crop(const RandomResizedCropOpti
 std::shared_ptr<const Transform> resize_center_crop(
     int size, int resize = 0, Interpolation interpolation = Interpolation::Bicubic);
 
+/// `image` resized to height × width with `interpolation`, antialiased when it shrinks by more
+/// than 2× (a box pre-shrink, as the transforms above do).
+Image resize_image(const Image& image, int height, int width, Interpolation interpolation);
+
 /// ImageNet's channel mean and std (RGB, on [0, 1]).
 inline constexpr double kImageNetMean[3] = {0.485, 0.456, 0.406};
 inline constexpr double kImageNetStd[3] = {0.229, 0.224, 0.225};

@@ -54,9 +54,10 @@ struct LossConfig {
 };
 
 struct DataConfig {
-  std::string dataset = "synthetic";  // synthetic | imagefolder | cifar10 | cifar100
-  /// imagefolder: the root holding train/ and val/ (ImageNet layout); cifar: the folder
-  /// holding the binary batches. Unused (may be empty) for synthetic.
+  std::string dataset = "synthetic";  // synthetic | imagefolder | packed | cifar10 | cifar100
+  /// imagefolder: the root holding train/ and val/ (ImageNet layout); packed: the folder
+  /// ocl_pack wrote (train/ and val/ packs); cifar: the folder holding the binary batches.
+  /// Unused (may be empty) for synthetic.
   std::string path;
   std::string augment = "rrc_flip";  // rrc_flip | none (none: Resize + CenterCrop)
   double crop_scale_min = 0.2;       // (0, crop_scale_max]

@@ -1,0 +1,237 @@
+// ocl_pack: converts a data set into packed shards (include/ocl/data/packed.h) that
+// `data.dataset: packed` reads by memory-mapping.
+//
+//   ocl_pack --source /data/imagenet --output /data/imagenet-pack             (train/ and val/)
+//   ocl_pack --source /data/imagenet --output /data/in-raw --encoding raw --short-side 160
+//   ocl_pack --source /data/cifar10 --from cifar10 --output /data/cifar10-pack --short-side 0
+//   ocl_pack ... --resume                          (continue an interrupted run)
+//
+// Each split's images are decoded, shrunk so the shorter side is at most --short-side (0: as
+// they are) with area interpolation, and stored as JPEG at --quality or as raw RGB, in shards of
+// at most --shard-mb MiB, decoded by --threads threads and written in the source's order.
+// Unreadable images are skipped, counted and named. SIGINT/SIGTERM closes the open shard
+// first, so that --resume loses nothing; an existing pack is never overwritten without
+// --overwrite. Exits 0 when done (or stopped cleanly), 1 on an error, 2 on a bad command line.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "app_common.h"
+#include <CLI/CLI.hpp>
+
+#include <ocl/data/cifar.h>
+#include <ocl/data/image_folder.h>
+#include <ocl/data/packed.h>
+#include <ocl/engine/console.h>
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct PackSettings {
+  std::string source, output, from = "imagefolder", encoding = "jpeg";
+  std::vector<std::string> splits = {"train", "val"};
+  int short_side = 256, quality = 90, threads = 0;
+  int64_t stop_after = 0;  // testing: stop as if signalled after this many images
+  double shard_mb = 1024;
+  bool resume = false, overwrite = false;
+};
+
+std::shared_ptr<const ocl::data::Dataset> open_source(const PackSettings& s,
+                                                      const std::string& split) {
+  if (s.from == "imagefolder") {
+    const fs::path root = fs::path(s.source) / split;
+    if (!fs::is_directory(root))
+      throw std::runtime_error("--source: no folder " + root.string() + " (expected <source>/" +
+                               split + "/<class>/<image>)");
+    ocl::data::ImageFolderOptions o;
+    o.use_cache = false;  // one pass: a cache would only be written
+    return std::make_shared<ocl::data::ImageFolderDataset>(root.string(), o);
+  }
+  if (split != "train" && split != "val")
+    throw std::runtime_error("--split " + split + ": CIFAR has train and val (test) only");
+  return std::make_shared<ocl::data::CifarDataset>(
+      s.source,
+      s.from == "cifar10" ? ocl::data::CifarVariant::Cifar10 : ocl::data::CifarVariant::Cifar100,
+      split == "train");
+}
+
+// The payload of one source image: shrunk and encoded, or nothing when it cannot be read.
+struct Encoded {
+  std::vector<uint8_t> bytes;
+  int height = 0, width = 0;
+  bool ok = false;
+  ocl::data::BadSample bad;
+};
+
+Encoded encode(const ocl::data::Dataset& set, int64_t index, const PackSettings& s) {
+  Encoded e;
+  auto image = set.load(index, &e.bad);
+  if (!image) return e;
+  const auto small =
+      ocl::data::shrink_to_short_side(*image, s.short_side, ocl::data::Interpolation::Area);
+  e.height = small.height;
+  e.width = small.width;
+  e.bytes = s.encoding == "raw" ? small.pixels : ocl::data::encode_jpeg(small, s.quality);
+  e.ok = true;
+  return e;
+}
+
+// Packs one split; returns false when stopped by a signal.
+bool pack_split(const PackSettings& s, const std::string& split, const std::atomic<int>* stop) {
+  const auto set = open_source(s, split);
+  const std::string folder = (fs::path(s.output) / split).string();
+  if (s.overwrite && fs::exists(folder)) {
+    for (const auto& entry : fs::directory_iterator(folder)) {
+      const auto name = entry.path().filename().string();
+      if (name == "index.ocl" || name == "progress.ocl" || name.rfind("shard-", 0) == 0)
+        fs::remove(entry.path());
+    }
+  }
+  if (!s.resume && fs::exists(ocl::data::pack_progress_path(folder)))
+    throw std::runtime_error("'" + folder +
+                             "' holds an interrupted pack: add --resume to continue it, or "
+                             "--overwrite to start again");
+  if (fs::exists(ocl::data::pack_index_path(folder)))
+    throw std::runtime_error("'" + folder +
+                             "' already holds a finished pack: add --overwrite to replace it");
+  ocl::data::PackWriterOptions o;
+  o.encoding = s.encoding == "raw" ? ocl::data::PackEncoding::Raw : ocl::data::PackEncoding::Jpeg;
+  o.max_shard_bytes = static_cast<uint64_t>(s.shard_mb * (1 << 20));
+  o.description = "from=" + s.from + " source=" + fs::absolute(s.source).string() +
+                  " split=" + split + " short_side=" + std::to_string(s.short_side) +
+                  " encoding=" + s.encoding +
+                  (s.encoding == "jpeg" ? " quality=" + std::to_string(s.quality) : "");
+  ocl::data::PackWriter writer(folder, set->class_names(), o, s.resume);
+
+  const int64_t n = set->size();
+  const int64_t first = writer.next_source();
+  const int threads = s.threads > 0
+                          ? s.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  std::printf("%s: %lld images, %lld classes -> %s (%s%s, shorter side %s)%s\n", split.c_str(),
+              static_cast<long long>(n), static_cast<long long>(set->num_classes()), folder.c_str(),
+              s.encoding.c_str(),
+              s.encoding == "jpeg" ? (" q" + std::to_string(s.quality)).c_str() : "",
+              s.short_side > 0 ? ("<= " + std::to_string(s.short_side)).c_str() : "as is",
+              first > 0 ? (", resuming at image " + std::to_string(first)).c_str() : "");
+  std::fflush(stdout);
+
+  const int64_t chunk = int64_t{threads} * 8;  // images decoded in parallel, then written in order
+  std::vector<Encoded> slots(static_cast<size_t>(chunk));
+  int64_t bad = 0, done = first;
+  const auto start = Clock::now();
+  auto last_report = start;
+  for (int64_t base = first; base < n; base += chunk) {
+    const int64_t count = std::min(chunk, n - base);
+    std::atomic<int64_t> next{0};
+    std::vector<std::thread> pool;
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    for (int t = 0; t < threads; ++t) {
+      pool.emplace_back([&] {
+        for (int64_t i = next++; i < count; i = next++) {
+          try {
+            slots[static_cast<size_t>(i)] = encode(*set, base + i, s);
+          } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+          }
+        }
+      });
+    }
+    for (auto& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
+    for (int64_t i = 0; i < count; ++i) {
+      auto& e = slots[static_cast<size_t>(i)];
+      if (e.ok) {
+        writer.add(e.bytes.data(), e.bytes.size(), static_cast<int32_t>(set->label(base + i)),
+                   e.height, e.width, base + i);
+      } else {
+        ++bad;
+        std::fprintf(stderr, "ocl_pack: skipped unreadable image %lld (%s): %s\n",
+                     static_cast<long long>(base + i), e.bad.path.c_str(), e.bad.reason.c_str());
+      }
+      e = Encoded{};
+    }
+    done = base + count;
+    const auto now = Clock::now();
+    if (std::chrono::duration<double>(now - last_report).count() >= 2.0 || done == n) {
+      const double seconds = std::chrono::duration<double>(now - start).count();
+      const double rate = static_cast<double>(done - first) / std::max(seconds, 1e-9);
+      std::printf("%s: %lld / %lld images, %.0f img/s, ETA %s\n", split.c_str(),
+                  static_cast<long long>(done), static_cast<long long>(n), rate,
+                  ocl::engine::format_duration(static_cast<double>(n - done) / std::max(rate, 1e-9))
+                      .c_str());
+      std::fflush(stdout);
+      last_report = now;
+    }
+    const bool stop_now = (stop != nullptr && stop->load() != 0) ||
+                          (s.stop_after > 0 && done - first >= s.stop_after);
+    if (stop_now && done < n) {
+      writer.flush();
+      std::fprintf(stderr,
+                   "ocl_pack: stopped after %lld of %lld %s images; rerun with --resume to "
+                   "continue\n",
+                   static_cast<long long>(done), static_cast<long long>(n), split.c_str());
+      return false;
+    }
+  }
+  writer.finish();
+  ocl::data::PackedDataset check(folder);
+  std::printf("%s: done: %s; %lld unreadable images skipped (this run)\n", split.c_str(),
+              check.describe().c_str(), static_cast<long long>(bad));
+  std::fflush(stdout);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ocl_pack: packs a data set into memory-mappable shards (data.dataset: packed)"};
+  PackSettings s;
+  app.add_option("--source", s.source,
+                 "the data set: an ImageFolder root (train/, val/) or a "
+                 "CIFAR folder")
+      ->required();
+  app.add_option("--output", s.output, "the pack folder (one sub-folder per split)")->required();
+  app.add_option("--from", s.from, "the source's layout")
+      ->check(CLI::IsMember({"imagefolder", "cifar10", "cifar100"}));
+  app.add_option("--split", s.splits, "splits to pack (repeatable; default train and val)");
+  app.add_option("--short-side", s.short_side,
+                 "shrink so the shorter side is at most this (0: keep the size)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--encoding", s.encoding, "jpeg or raw (uint8 RGB)")
+      ->check(CLI::IsMember({"jpeg", "raw"}));
+  app.add_option("--quality", s.quality, "JPEG quality")->check(CLI::Range(1, 100));
+  app.add_option("--shard-mb", s.shard_mb, "largest shard in MiB")->check(CLI::PositiveNumber);
+  app.add_option("--threads", s.threads, "decoding threads (0: one per core)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--resume", s.resume, "continue an interrupted pack");
+  app.add_option("--stop-after-images", s.stop_after,
+                 "stop as if interrupted after about this many images (testing)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--overwrite", s.overwrite, "replace an existing pack");
+  CLI11_PARSE(app, argc, argv);
+  if (s.resume && s.overwrite) {
+    std::fprintf(stderr, "ocl_pack: --resume and --overwrite exclude each other\n");
+    return 2;
+  }
+  return ocl::apps::run_reporting_errors("ocl_pack", [&] {
+    const auto* stop = ocl::apps::install_stop_handlers("ocl_pack");
+    for (const auto& split : s.splits) {
+      if (!pack_split(s, split, stop)) return 0;
+    }
+    return 0;
+  });
+}
