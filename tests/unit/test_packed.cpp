@@ -1,16 +1,20 @@
 // The packed data set format: round trips (raw exactly, JPEG within its error), shards rolled at
 // the size bound, every corruption named (truncated shard, flipped payload byte, bad or
-// mismatched index), undecodable records counted as bad samples, and a writer interrupted and
-// resumed giving the pack an uninterrupted writer gives.
+// mismatched index), undecodable records counted as bad samples, a writer interrupted and
+// resumed giving the pack an uninterrupted writer gives, and two ranks' loaders taking disjoint
+// shares that cover a pack.
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <ocl/data/image_folder.h>
+#include <ocl/data/loader.h>
 #include <ocl/data/packed.h>
 #include <ocl/data/synthetic.h>
 
@@ -266,6 +270,46 @@ TEST(Packed, InterruptedWriterResumesWithoutDuplicates) {
               PackWriter w(dir, kClasses, PackWriterOptions{});
             }).find("already holds a finished pack"),
             std::string::npos);
+}
+
+// Two ranks' loaders over one pack: disjoint shares that cover it, each image the record asked
+// for (its pixels carry its index).
+TEST(Packed, RankSharesAreDisjointAndCoverThePack) {
+  const auto dir = make_dir("ranks");
+  {
+    PackWriterOptions o;
+    o.encoding = PackEncoding::Raw;
+    o.max_shard_bytes = 600;  // 192-byte images: three to a shard
+    PackWriter writer(dir, kClasses, o);
+    for (int i = 0; i < 10; ++i) {
+      const std::vector<uint8_t> pixels(8 * 8 * 3, static_cast<uint8_t>(10 * i));
+      writer.add(pixels.data(), pixels.size(), label_of(i), 8, 8);
+    }
+    writer.finish();
+  }
+  auto pack = std::make_shared<PackedDataset>(dir);
+  std::vector<int> seen(10, 0);
+  for (int64_t rank = 0; rank < 2; ++rank) {
+    ocl::data::LoaderOptions o;
+    o.batch_size = 5;
+    o.workers = 2;
+    o.seed = 3;
+    o.rank = rank;
+    o.world_size = 2;
+    ocl::data::Loader loader(pack, nullptr, o);
+    loader.start_epoch(0);
+    auto batch = loader.next();
+    ASSERT_TRUE(batch.has_value());
+    EXPECT_FALSE(loader.next().has_value());
+    for (int64_t k = 0; k < 5; ++k) {
+      const int64_t index = batch->indices[k].item<int64_t>();
+      seen[static_cast<size_t>(index)] += 1;
+      EXPECT_EQ(batch->images[k].max().item<int64_t>(), 10 * index);
+      EXPECT_EQ(batch->images[k].min().item<int64_t>(), 10 * index);
+      EXPECT_EQ(batch->labels[k].item<int64_t>(), label_of(static_cast<int>(index)));
+    }
+  }
+  EXPECT_EQ(seen, std::vector<int>(10, 1));
 }
 
 }  // namespace
