@@ -189,13 +189,8 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
                                     stdout, writer && want_status_line(config_.log.progress));
   logger_ = rank_logger(console_, writer ? out_ + "/train.log" : "", config_, rank_);
   const auto derived = io::derive(config_, world_size_);
-  std::ostringstream yaml;
-  yaml << io::to_yaml_with_derived(config_, derived) << "# fine-tuning:\n"
-       << "#   effective_batch: " << effective_batch_
-       << "  # finetune.batch_size · finetune.accum_iter · processes\n"
-       << "#   lr: " << lr_ << "\n"
-       << "#   weights: " << options_.weights << "\n";
-  config_yaml_ = yaml.str();
+  config_yaml_ = evaluation_config_yaml(config_, derived, "fine-tuning", "finetune",
+                                        effective_batch_, lr_, options_.weights);
   if (writer) io::write_text_atomic(out_ + "/config.yaml", config_yaml_);
 
   // --- device, precision, threads, the other ranks

@@ -264,13 +264,8 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
   // --- logging: rank 0 writes train.log; the others print warnings and errors only
   console_ = options_.console ? options_.console : std::make_shared<ConsoleSink>(stdout, false);
   logger_ = rank_logger(console_, writer ? out_ + "/train.log" : "", config_, rank_);
-  std::ostringstream yaml;
-  yaml << io::to_yaml_with_derived(config_, derived) << "# linear probe:\n"
-       << "#   effective_batch: " << effective_batch_
-       << "  # linprobe.batch_size · linprobe.accum_iter · processes\n"
-       << "#   lr: " << lr_ << "\n"
-       << "#   weights: " << options_.weights << "\n";
-  config_yaml_ = yaml.str();
+  config_yaml_ = evaluation_config_yaml(config_, derived, "linear probe", "linprobe",
+                                        effective_batch_, lr_, options_.weights);
   if (writer) io::write_text_atomic(out_ + "/config.yaml", config_yaml_);
 
   // --- device, precision, threads (as pre-training: processes of a node share its cores)

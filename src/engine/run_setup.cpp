@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <sstream>
 #include <thread>
 
 #include <torch/torch.h>
@@ -77,6 +78,18 @@ data::LoaderOptions training_loader_options(const io::Config& config, int64_t ba
     logger->warn("skipping unreadable image #{} {}: {}", bad.index, bad.path, bad.reason);
   };
   return o;
+}
+
+std::string evaluation_config_yaml(const io::Config& config, const io::DerivedConfig& derived,
+                                   const std::string& title, const std::string& section,
+                                   int64_t effective_batch, double lr, const std::string& weights) {
+  std::ostringstream yaml;
+  yaml << io::to_yaml_with_derived(config, derived) << "# " << title << ":\n"
+       << "#   effective_batch: " << effective_batch << "  # " << section << ".batch_size · "
+       << section << ".accum_iter · processes\n"
+       << "#   lr: " << lr << "\n"
+       << "#   weights: " << weights << "\n";
+  return yaml.str();
 }
 
 bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device& device) {

@@ -56,6 +56,13 @@ data::LoaderOptions training_loader_options(const io::Config& config, int64_t ba
                                             const torch::Device& device,
                                             std::shared_ptr<spdlog::logger> logger);
 
+/// The config.yaml of an evaluation run (linear probe, fine-tuning): the resolved config with its
+/// derived values, then a commented block headed `title` with the effective batch (the
+/// `section`'s batch_size · accum_iter · processes), the lr and the encoder weights.
+std::string evaluation_config_yaml(const io::Config& config, const io::DerivedConfig& derived,
+                                   const std::string& title, const std::string& section,
+                                   int64_t effective_batch, double lr, const std::string& weights);
+
 /// Whether any rank asks to stop (its `local` flag: a signal, a step limit), so that all of them
 /// stop at the same step; one small all-reduce, or just `local` without `comm`.
 bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device& device);
