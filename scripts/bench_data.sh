@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Data-loading throughput, side by side in one run: ocl's pre-training loader (decode →
-# RandomResizedCrop 224 → flip → uint8 batches; ocl_bench --data) on an ImageFolder of JPEGs, on
-# the same images packed as JPEG and as raw pixels (ocl_pack), and torchvision's ImageFolder +
-# DataLoader doing the same work (scripts/bench_data_torchvision.py), with 1 worker and with
-# one per core. A benchmark, not a test: it prints, it asserts nothing.
+# RandomResizedCrop 224 → flip → uint8 batches; ocl_bench --data) on an ImageFolder of JPEGs
+# decoded whole (data.decode full) and only in the crop's region (region), on the same images
+# packed as JPEG and as raw pixels (ocl_pack), and torchvision's ImageFolder + DataLoader doing
+# the same work (scripts/bench_data_torchvision.py), with 1 worker and with one per core. Then
+# the same on a smaller set of images twice the size (~1000x750), where crops of 448 pixels and
+# more let the decoder work at half scale (data.decode reduced). A benchmark, not a test: it
+# prints, it asserts nothing.
 #
 #   bash scripts/bench_data.sh                   1,200 generated photo-like JPEGs (~500x375, q90)
-#   COUNT=5000 BATCHES=40 bash scripts/bench_data.sh
+#   COUNT=5000 BATCHES=40 LARGE_COUNT=600 bash scripts/bench_data.sh
 #   FOLDER=/data/imagenet bash scripts/bench_data.sh       (an existing ImageFolder root)
 #
 # Generated data and packs go to $WORK (default /var/tmp/ocl-bench-data) and are reused.
@@ -19,6 +22,7 @@ cd "$repo"
 build=${OCL_BUILD_DIR:-build}
 work=${WORK:-/var/tmp/ocl-bench-data}
 count=${COUNT:-1200}
+large_count=${LARGE_COUNT:-400}
 batches=${BATCHES:-20}
 cores=$(nproc)
 folder=${FOLDER:-$work/folder}
@@ -32,44 +36,68 @@ fi
 if [[ ! -d "$folder/train" ]]; then
   /usr/bin/python3 scripts/make_bench_images.py "$folder" --count "$count" --val 64
 fi
+large=$work/folder-large
+if [[ ! -d "$large/train" ]]; then
+  /usr/bin/python3 scripts/make_bench_images.py "$large" --count "$large_count" --val 16 --scale 2 --seed 1
+fi
 for enc in jpeg raw; do
   if [[ ! -f "$work/pack-$enc/train/index.ocl" ]]; then
     "$build/apps/ocl_pack" --source "$folder" --output "$work/pack-$enc" --encoding "$enc" --split train >/dev/null
   fi
 done
 
+# Every row reads from the page cache: the files are read once first, so the first row does
+# not pay for the disk and the rest do not get it for free.
+find "$folder" "$large" "$work/pack-jpeg" "$work/pack-raw" -type f -exec cat {} + >/dev/null
+
 get() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
-ocl() { # ocl DATASET PATH WORKERS → img/s
+ocl() { # ocl DATASET PATH WORKERS DECODE → img/s
   local out
   out=$("$build/apps/ocl_bench" --data --config configs/vitb16.yaml --loader-batches "$batches" \
-    --set "data.dataset=$1" --set "data.path=$2" --set "data.workers=$3" --set train.threads=1 \
-    --set train.device=cpu --set train.batch_size=64 --set data.crop_scale_min=0.2 2>/dev/null)
+    --set "data.dataset=$1" --set "data.path=$2" --set "data.workers=$3" --set "data.decode=$4" \
+    --set train.threads=1 --set train.device=cpu --set train.batch_size=64 \
+    --set data.crop_scale_min=0.2 2>/dev/null)
   get "$out" loader_img_per_s
 }
-tv() { # tv WORKERS → img/s
-  get "$(/usr/bin/python3 scripts/bench_data_torchvision.py "$folder/train" --workers "$1" --batches "$batches" 2>/dev/null)" torchvision_img_per_s
+tv() { # tv ROOT WORKERS → img/s
+  get "$(/usr/bin/python3 scripts/bench_data_torchvision.py "$1/train" --workers "$2" --batches "$batches" 2>/dev/null)" torchvision_img_per_s
 }
 
 declare -A r
 for w in 1 "$cores"; do
-  r[tv,$w]=$(tv "$w")
-  r[folder,$w]=$(ocl imagefolder "$folder" "$w")
-  r[jpeg,$w]=$(ocl packed "$work/pack-jpeg" "$w")
-  r[raw,$w]=$(ocl packed "$work/pack-raw" "$w")
+  r[tv,$w]=$(tv "$folder" "$w")
+  r[full,$w]=$(ocl imagefolder "$folder" "$w" full)
+  r[region,$w]=$(ocl imagefolder "$folder" "$w" region)
+  r[jpeg,$w]=$(ocl packed "$work/pack-jpeg" "$w" region)
+  r[raw,$w]=$(ocl packed "$work/pack-raw" "$w" region)
+  r[ltv,$w]=$(tv "$large" "$w")
+  r[lfull,$w]=$(ocl imagefolder "$large" "$w" full)
+  r[lregion,$w]=$(ocl imagefolder "$large" "$w" region)
+  r[lreduced,$w]=$(ocl imagefolder "$large" "$w" reduced)
 done
 images=$(find "$folder/train" -name '*.jpg' | wc -l)
 raw_bytes=$(du -sb "$work/pack-raw/train" | awk '{print $1}')
 jpeg_kb=$(du -sb "$folder/train" | awk -v n="$images" '{printf "%.0f", $1 / n / 1024}')
 
 echo "data: $images JPEGs in $folder/train ($jpeg_kb KB on average); batch 64, RandomResizedCrop 224 (scale 0.2-1, bicubic) + flip; $cores cores"
-printf '%-34s %14s %14s %12s\n' "pipeline (img/s)" "1 worker" "$cores workers" "vs torchvision"
-row() { # row NAME KEY
-  printf '%-34s %14s %14s' "$1" "${r[$2,1]}" "${r[$2,$cores]}"
-  awk -v a="${r[$2,1]}" -v b="${r[tv,1]}" 'BEGIN { printf " %11.2fx\n", a / b }'
+printf '%-40s %14s %14s %12s\n' "pipeline (img/s)" "1 worker" "$cores workers" "vs torchvision"
+row() { # row NAME KEY BASELINE
+  printf '%-40s %14s %14s' "$1" "${r[$2,1]}" "${r[$2,$cores]}"
+  awk -v a="${r[$2,1]}" -v b="${r[$3,1]}" 'BEGIN { printf " %11.2fx\n", a / b }'
 }
-row "torchvision ImageFolder + DataLoader" tv
-row "ocl ImageFolder" folder
-row "ocl packed JPEG (q90, short 256)" jpeg
-row "ocl packed raw (short 256)" raw
+row "torchvision ImageFolder + DataLoader" tv tv
+row "ocl ImageFolder, whole-image decode" full tv
+row "ocl ImageFolder, crop-region decode" region tv
+row "ocl packed JPEG (q90, short 256)" jpeg tv
+row "ocl packed raw (short 256)" raw tv
 awk -v i="${r[raw,$cores]}" -v b="$raw_bytes" -v n="$images" \
   'BEGIN { printf "packed raw with %s workers reads %.2f GB/s of pixels (%.0f KB an image)\n", "'"$cores"'", i * b / n / 1e9, b / n / 1024 }'
+large_images=$(find "$large/train" -name '*.jpg' | wc -l)
+large_kb=$(du -sb "$large/train" | awk -v n="$large_images" '{printf "%.0f", $1 / n / 1024}')
+echo
+echo "data: $large_images JPEGs of about 1000x750 in $large/train ($large_kb KB on average), the rest as above"
+printf '%-40s %14s %14s %12s\n' "pipeline (img/s)" "1 worker" "$cores workers" "vs torchvision"
+row "torchvision ImageFolder + DataLoader" ltv ltv
+row "ocl ImageFolder, whole-image decode" lfull ltv
+row "ocl ImageFolder, crop-region decode" lregion ltv
+row "ocl ImageFolder, region + reduced scale" lreduced ltv

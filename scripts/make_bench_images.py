@@ -2,7 +2,7 @@
 """Writes an ImageFolder of photograph-like JPEGs for the data-loading benchmark
 (scripts/bench_data.sh): OUT/train/class_XX/img_NNNNN.jpg and a small OUT/val.
 
-Each image is about 500x375 (sizes vary by +-20 %, a quarter of them portrait), quality 90, with
+Each image is about 500x375 (times --scale; sizes vary by +-20 %, a quarter of them portrait), quality 90, with
 the statistics that make a JPEG cost what a photograph costs to decode: smooth shading and large
 blobs of colour (low frequencies), texture at several scales, edges, and sensor-like noise. The
 files come out around 95 KB on average (ImageNet's average about 110 KB).
@@ -51,6 +51,8 @@ def main():
     parser.add_argument("--val", type=int, default=100, help="validation images")
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="size multiplier (2: about 1000x750, for the reduced-scale decode)")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     total = 0
@@ -59,7 +61,7 @@ def main():
             cls = i % args.classes
             folder = os.path.join(args.out, split, f"class_{cls:02d}")
             os.makedirs(folder, exist_ok=True)
-            h, w = (np.array([375, 500]) * rng.uniform(0.8, 1.2)).astype(int)
+            h, w = (np.array([375, 500]) * args.scale * rng.uniform(0.8, 1.2)).astype(int)
             if rng.random() < 0.25:
                 h, w = w, h
             path = os.path.join(folder, f"img_{i:05d}.jpg")

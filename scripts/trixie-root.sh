@@ -39,7 +39,7 @@ PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev
   nlohmann-json3-dev
-  zlib1g-dev
+  zlib1g-dev libjpeg62-turbo-dev
 )
 
 log() { echo "trixie-root: $*" >&2; }

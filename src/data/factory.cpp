@@ -83,6 +83,7 @@ std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, in
     o.ratio_max = config.crop_ratio_max;
     o.interpolation = interpolation;
     o.hflip = config.hflip;
+    o.decode = parse_region_decode(config.decode);
     return random_resized_crop(o);
   }
   return resize_center_crop(image_size, 0, interpolation);

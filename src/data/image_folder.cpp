@@ -27,6 +27,8 @@
 #include <opencv2/imgproc.hpp>
 #include <sys/stat.h>
 
+#include "ocl/data/jpeg.h"
+
 namespace ocl::data {
 namespace fs = std::filesystem;
 namespace {
@@ -306,6 +308,16 @@ bool has_image_extension(const std::string& filename) {
 }
 
 std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason) {
+  return decode_image(data, size, RegionPlanner{}, reason);
+}
+
+std::optional<Image> decode_image(const uint8_t* data, size_t size, const RegionPlanner& plan,
+                                  std::string* reason) {
+  if (looks_like_jpeg(data, size)) {
+    bool unsupported = false;
+    auto image = decode_jpeg(data, size, plan, reason, &unsupported);
+    if (!unsupported) return image;
+  }
   // OpenCV also warns on stderr about undecodable input, which the reason string already
   // carries to the loader's report: its default log level (info/warning) drops to errors once;
   // a level someone chose (debug, silent) stays.
@@ -415,11 +427,18 @@ int64_t ImageFolderDataset::label(int64_t index) const {
 }
 
 std::optional<Image> ImageFolderDataset::load(int64_t index, BadSample* error) const {
+  return load_region(index, RegionPlanner{}, error);
+}
+
+std::optional<Image> ImageFolderDataset::load_region(int64_t index, const RegionPlanner& plan,
+                                                     BadSample* error) const {
   const std::string path = join(root_, file(index));
   std::vector<uint8_t> bytes;
   std::string reason;
   std::optional<Image> image;
-  if (read_file(path, &bytes, &reason)) image = decode_image(bytes.data(), bytes.size(), &reason);
+  if (read_file(path, &bytes, &reason)) {
+    image = decode_image(bytes.data(), bytes.size(), plan, &reason);
+  }
   if (!image && error) *error = BadSample{index, path, reason};
   return image;
 }

@@ -97,13 +97,23 @@ struct Loader::Impl {
 
   // Loads dataset index `index`, or the first readable one after it (wrapping), recording the
   // failures. std::nullopt when cancelled or when the chain of failures alone passes the limit.
-  std::optional<std::pair<int64_t, Image>> load_readable(int64_t index, uint64_t gen, Result& r) {
+  // With a transform, only the region it will read is decoded (Dataset::load_region).
+  std::optional<std::pair<int64_t, Image>> load_readable(int64_t index, int64_t epoch, uint64_t gen,
+                                                         Result& r) {
     const int64_t n = dataset->size();
     for (int64_t tries = 0; tries < n; ++tries) {
       if (generation.load(std::memory_order_relaxed) != gen) return std::nullopt;
       const int64_t j = (index + tries) % n;
       BadSample bad;
-      if (auto image = dataset->load(j, &bad)) return std::make_pair(j, std::move(*image));
+      std::optional<Image> image;
+      if (transform) {
+        const uint64_t seed = sample_seed(o.seed, epoch, j);
+        image = dataset->load_region(
+            j, [&](int h, int w) { return transform->region(h, w, seed); }, &bad);
+      } else {
+        image = dataset->load(j, &bad);
+      }
+      if (image) return std::make_pair(j, std::move(*image));
       bad.index = j;
       if (bad.reason.empty()) bad.reason = "unreadable";
       report(bad);
@@ -131,7 +141,7 @@ struct Loader::Impl {
       };
       if (transform) allocate();
       for (int64_t i = 0; i < count; ++i) {
-        auto loaded = load_readable(p.indices[static_cast<size_t>(begin + i)], gen, r);
+        auto loaded = load_readable(p.indices[static_cast<size_t>(begin + i)], p.epoch, gen, r);
         if (!loaded) return r;  // cancelled, or too many unreadable (next() reports it)
         const int64_t index = loaded->first;
         Image image = transform

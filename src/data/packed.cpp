@@ -500,8 +500,22 @@ const PackRecord& PackedDataset::record(int64_t index) const {
 int64_t PackedDataset::label(int64_t index) const { return record(index).label; }
 
 std::optional<Image> PackedDataset::load(int64_t index, BadSample* error) const {
+  return load_region(index, RegionPlanner{}, error);
+}
+
+std::optional<Image> PackedDataset::load_region(int64_t index, const RegionPlanner& plan,
+                                                BadSample* error) const {
   const PackRecord& r = record(index);
   const uint8_t* data = shards_[r.shard]->data + r.offset;
+  // The shards are mapped MADV_RANDOM (no read-ahead into other ranks' records); this record's
+  // pages are asked for in one go, so a record not in the page cache is one read, not one per
+  // page fault.
+  if (r.size > 0) {
+    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+    ::madvise(reinterpret_cast<void*>(begin), reinterpret_cast<uintptr_t>(data) + r.size - begin,
+              MADV_WILLNEED);
+  }
   const uint32_t crc = pack_crc32(data, r.size);
   if (crc != r.crc32) {
     throw std::runtime_error("pack '" + folder_ + "': record " + std::to_string(index) + " in " +
@@ -509,14 +523,30 @@ std::optional<Image> PackedDataset::load(int64_t index, BadSample* error) const 
                              ", the index says " + std::to_string(r.crc32) + ")");
   }
   if (index_.encoding == PackEncoding::Raw) {
+    const int h = static_cast<int>(r.height), w = static_cast<int>(r.width);
+    const DecodeRegion region = plan ? plan(h, w) : DecodeRegion{};
     Image image;
-    image.height = r.height;
-    image.width = r.width;
-    image.pixels.assign(data, data + r.size);
+    if (region.height <= 0 || region.width <= 0) {
+      image.height = h;
+      image.width = w;
+      image.pixels.assign(data, data + r.size);
+      return image;
+    }
+    // Raw pixels need no decoding: copy just the crop's rows and columns (scale ignored).
+    const int top = std::clamp(region.top, 0, h - 1), left = std::clamp(region.left, 0, w - 1);
+    image.height = std::clamp(region.height, 1, h - top);
+    image.width = std::clamp(region.width, 1, w - left);
+    image.window = SourceWindow{h, w, top, left, 1};
+    image.pixels.resize(static_cast<size_t>(image.height) * image.width * 3);
+    const size_t row = static_cast<size_t>(image.width) * 3;
+    for (int y = 0; y < image.height; ++y) {
+      std::memcpy(image.pixels.data() + y * row,
+                  data + (static_cast<size_t>(top + y) * w + left) * 3, row);
+    }
     return image;
   }
   std::string reason;
-  auto image = decode_image(data, r.size, &reason);
+  auto image = decode_image(data, r.size, plan, &reason);
   if (!image && error != nullptr) {
     error->index = index;
     error->path = shards_[r.shard]->path + " record " + std::to_string(index);

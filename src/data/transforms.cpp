@@ -130,6 +130,22 @@ Crop rrc_params(int height, int width, const RandomResizedCropOptions& o, Sample
   return {(height - h) / 2, (width - w) / 2, h, w};
 }
 
+// The crop `c` (source pixels) in the pixels of `image`: itself for a whole image; for a window
+// decoded at 1/scale, its edges divided by the scale and rounded (exact at scale 1).
+cv::Rect crop_in_window(const Crop& c, const Image& image) {
+  const SourceWindow& win = image.window;
+  if (!win.partial()) return {c.left, c.top, c.width, c.height};
+  const double s = win.scale;
+  auto edge = [&](int source, int offset, int lo, int hi) {
+    return std::clamp(static_cast<int>(std::lround(source / s)) - offset, lo, hi);
+  };
+  const int x0 = edge(c.left, win.left, 0, image.width - 1);
+  const int x1 = edge(c.left + c.width, win.left, x0 + 1, image.width);
+  const int y0 = edge(c.top, win.top, 0, image.height - 1);
+  const int y1 = edge(c.top + c.height, win.top, y0 + 1, image.height);
+  return {x0, y0, x1 - x0, y1 - y0};
+}
+
 class RandomResizedCrop : public Transform {
  public:
   explicit RandomResizedCrop(const RandomResizedCropOptions& o) : o_(o) {
@@ -146,14 +162,28 @@ class RandomResizedCrop : public Transform {
 
   Image apply(const Image& image, uint64_t seed) const override {
     const cv::Mat src = view(image);
+    const SourceWindow& win = image.window;
     SampleRng rng(seed);
-    const Crop c = rrc_params(image.height, image.width, o_, rng);
+    // The crop is drawn on the source's size, whether the whole source was decoded or only the
+    // window region() asked for: the same draws either way.
+    const Crop c = win.partial() ? rrc_params(win.source_height, win.source_width, o_, rng)
+                                 : rrc_params(image.height, image.width, o_, rng);
     Image out;
-    resize_into(src(cv::Rect(c.left, c.top, c.width, c.height)), o_.size, o_.size, o_.interpolation,
-                out);
+    resize_into(src(crop_in_window(c, image)), o_.size, o_.size, o_.interpolation, out);
     // RandomHorizontalFlip draws after the crop, as in Compose([RandomResizedCrop, Flip]).
     if (o_.hflip && rng.uniform() < 0.5) flip_horizontally(out);
     return out;
+  }
+  DecodeRegion region(int height, int width, uint64_t seed) const override {
+    if (o_.decode == RegionDecode::Full) return {};
+    SampleRng rng(seed);
+    const Crop c = rrc_params(height, width, o_, rng);
+    int scale = 1;
+    while (o_.decode == RegionDecode::Reduced && scale < 8 && c.height >= 2 * scale * o_.size &&
+           c.width >= 2 * scale * o_.size) {
+      scale *= 2;
+    }
+    return {c.top, c.left, c.height, c.width, scale};
   }
   int output_height() const override { return o_.size; }
   int output_width() const override { return o_.size; }
@@ -242,6 +272,13 @@ Interpolation parse_interpolation(const std::string& name) {
   if (name == "area") return Interpolation::Area;
   throw std::invalid_argument("interpolation: expected nearest | bilinear | bicubic | area, got '" +
                               name + "'");
+}
+
+RegionDecode parse_region_decode(const std::string& name) {
+  if (name == "full") return RegionDecode::Full;
+  if (name == "region") return RegionDecode::Region;
+  if (name == "reduced") return RegionDecode::Reduced;
+  throw std::invalid_argument("decode: expected full | region | reduced, got '" + name + "'");
 }
 
 uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index) {

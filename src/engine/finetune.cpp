@@ -232,6 +232,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   crop.ratio_max = config_.data.crop_ratio_max;
   crop.interpolation = data::parse_interpolation(config_.data.interpolation);
   crop.hflip = config_.data.hflip;
+  crop.decode = data::parse_region_decode(config_.data.decode);
   auto train_transform = data::random_resized_crop(crop);
   if (f.auto_augment != "none") {
     data::RandAugmentOptions ra;

@@ -62,9 +62,10 @@ const std::vector<Section>& schema() {
        {OCL_KEY(data, dataset), OCL_KEY(data, path), OCL_KEY(data, augment),
         OCL_KEY(data, crop_scale_min), OCL_KEY(data, crop_scale_max), OCL_KEY(data, crop_ratio_min),
         OCL_KEY(data, crop_ratio_max), OCL_KEY(data, interpolation), OCL_KEY(data, hflip),
-        OCL_KEY(data, workers), OCL_KEY(data, prefetch), OCL_KEY(data, max_bad_fraction),
-        OCL_KEY(data, synthetic_train_size), OCL_KEY(data, synthetic_val_size),
-        OCL_KEY(data, synthetic_classes), OCL_KEY(data, cache_dir)}},
+        OCL_KEY(data, decode), OCL_KEY(data, workers), OCL_KEY(data, prefetch),
+        OCL_KEY(data, max_bad_fraction), OCL_KEY(data, synthetic_train_size),
+        OCL_KEY(data, synthetic_val_size), OCL_KEY(data, synthetic_classes),
+        OCL_KEY(data, cache_dir)}},
       {"optim",
        {OCL_KEY(optim, name), OCL_KEY(optim, blr), OCL_KEY(optim, lr), OCL_KEY(optim, min_lr),
         OCL_KEY(optim, weight_decay), OCL_KEY(optim, beta1), OCL_KEY(optim, beta2),
@@ -578,6 +579,7 @@ void validate_impl(const Config& c) {
           "must be <= data.crop_ratio_max (" + shortest(d.crop_ratio_max) + "), got " +
               shortest(d.crop_ratio_min));
   one_of("data.interpolation", d.interpolation, {"bicubic", "bilinear", "area", "nearest"});
+  one_of("data.decode", d.decode, {"reduced", "region", "full"});
   at_least("data.workers", d.workers, int64_t{1});
   at_least("data.prefetch", d.prefetch, int64_t{1});
   in_range("data.max_bad_fraction", d.max_bad_fraction, 0.0, 1.0, true);

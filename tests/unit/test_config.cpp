@@ -224,6 +224,7 @@ TEST(Config, EnumerationsListTheAllowedValues) {
       "data.dataset: must be one of synthetic | imagefolder | packed | cifar10 | cifar100");
   EXPECT_ERROR("data: {augment: randaug}", "data.augment: must be one of rrc_flip | none");
   EXPECT_ERROR("data: {interpolation: lanczos}", "bicubic | bilinear | area | nearest");
+  EXPECT_ERROR("data: {decode: partial}", "reduced | region | full");
   EXPECT_ERROR("loss: {negatives: all}", "loss.negatives: must be one of global | local");
   EXPECT_ERROR("train: {device: gpu}", "train.device: must be one of auto | cpu | cuda | cuda:N");
   EXPECT_ERROR("train: {device: \"cuda:x\"}", "train.device: must be one of");

@@ -4,18 +4,40 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace ocl::data {
 
+/// Where a partly decoded image's pixels sit in its source: a decoder that read only the part a
+/// crop needs (see Dataset::load_region) fills it in, so the transform can find its crop again.
+/// Pixel (y, x) of the image is source pixel (scale·(top + y), scale·(left + x)).
+struct SourceWindow {
+  int source_height = 0, source_width = 0;  // 0: the image is its whole source at scale 1
+  int top = 0, left = 0;                    // in pixels of the scaled source
+  int scale = 1;                            // the source was decoded at 1/scale (1, 2, 4 or 8)
+  bool partial() const { return source_height > 0; }
+};
+
 /// An 8-bit RGB image, row-major HWC, `pixels.size() == height · width · 3`.
 struct Image {
   int height = 0;
   int width = 0;
   std::vector<uint8_t> pixels;
+  SourceWindow window;
 };
+
+/// The part of a source image a transform will read, in source pixels, and the reduction
+/// (1, 2, 4 or 8) it tolerates: a decoder may decode only that, that much smaller.
+struct DecodeRegion {
+  int top = 0, left = 0, height = 0, width = 0;  // height or width 0: the whole image
+  int scale = 1;
+};
+
+/// Given a source's height and width (from its header), the region to decode.
+using RegionPlanner = std::function<DecodeRegion(int height, int width)>;
 
 /// One failed read: which sample, which file (may be empty), and why.
 struct BadSample {
@@ -39,6 +61,14 @@ class Dataset {
   /// std::nullopt and fills `error` (the loader skips and counts it); an index out of range
   /// throws std::out_of_range.
   virtual std::optional<Image> load(int64_t index, BadSample* error = nullptr) const = 0;
+  /// As load(), for a transform that reads only part of the image: a data set that can decode a
+  /// region (JPEG) asks `plan` with the image's size and may return only that region, with its
+  /// `window` filled in. The default decodes everything.
+  virtual std::optional<Image> load_region(int64_t index, const RegionPlanner& plan,
+                                           BadSample* error = nullptr) const {
+    (void)plan;
+    return load(index, error);
+  }
   /// One line for logs: kind, location, size, classes.
   virtual std::string describe() const = 0;
 };

@@ -40,6 +40,8 @@ class ImageFolderDataset : public Dataset {
   const std::vector<std::string>& class_names() const override { return classes_; }
   int64_t label(int64_t index) const override;
   std::optional<Image> load(int64_t index, BadSample* error = nullptr) const override;
+  std::optional<Image> load_region(int64_t index, const RegionPlanner& plan,
+                                   BadSample* error = nullptr) const override;
   std::string describe() const override;
   /// Path of sample `index` (root-relative).
   const std::string& file(int64_t index) const;
@@ -55,7 +57,12 @@ class ImageFolderDataset : public Dataset {
 };
 
 /// Decodes an encoded image held in memory (any format OpenCV reads) to 8-bit RGB; std::nullopt
-/// with `reason` filled when it cannot. Shared by ImageFolder and the packed format.
+/// with `reason` filled when it cannot. Shared by ImageFolder and the packed format. JPEGs go
+/// through libjpeg-turbo directly (data/jpeg.h), the rest through OpenCV.
 std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason = nullptr);
+/// The same for a transform that reads only a region: a JPEG decodes only what `plan` asks for
+/// (see decode_jpeg); other formats decode whole.
+std::optional<Image> decode_image(const uint8_t* data, size_t size, const RegionPlanner& plan,
+                                  std::string* reason = nullptr);
 
 }  // namespace ocl::data

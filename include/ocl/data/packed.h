@@ -156,6 +156,9 @@ class PackedDataset : public Dataset {
   const std::vector<std::string>& class_names() const override { return index_.class_names; }
   int64_t label(int64_t index) const override;
   std::optional<Image> load(int64_t index, BadSample* error = nullptr) const override;
+  /// A JPEG record decodes only the planned region; a raw one copies only its rows and columns.
+  std::optional<Image> load_region(int64_t index, const RegionPlanner& plan,
+                                   BadSample* error = nullptr) const override;
   std::string describe() const override;
   PackEncoding encoding() const { return index_.encoding; }
   const PackRecord& record(int64_t index) const;

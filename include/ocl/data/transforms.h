@@ -53,7 +53,15 @@ class SampleRng {
 class Transform {
  public:
   virtual ~Transform() = default;
+  /// The output for `sample_seed`. An image whose `window` is partial (decoded from the region
+  /// this transform asked for) is accepted by transforms that plan regions.
   virtual Image apply(const Image& image, uint64_t sample_seed) const = 0;
+  /// The part of a height × width source that apply(·, sample_seed) will read, so the decoder
+  /// can skip the rest (Dataset::load_region); a zero-size region means all of it.
+  virtual DecodeRegion region(int height, int width, uint64_t sample_seed) const {
+    (void)height, (void)width, (void)sample_seed;
+    return {};
+  }
   virtual int output_height() const = 0;
   virtual int output_width() const = 0;
   virtual std::string describe() const = 0;
@@ -63,12 +71,22 @@ class Transform {
 /// [scale_min, scale_max] and log-uniform aspect ratio in [ratio_min, ratio_max], then the
 /// central crop fallback), resized with `interpolation`, then a horizontal flip with p = 0.5
 /// when `hflip`.
+/// How much of a JPEG the crop lets the decoder skip: nothing (Full: decode the whole image),
+/// the rows and columns outside the crop (Region: the same output as Full), or also detail:
+/// Reduced decodes at 1/2, 1/4 or 1/8 scale when the crop is at least twice (4×, 8×) the output
+/// size on both sides, the decoder's scaling standing in for the antialiasing shrink (a slightly
+/// different filter; crop edges move by at most half a decoded pixel).
+enum class RegionDecode { Full, Region, Reduced };
+/// "full" | "region" | "reduced"; throws std::invalid_argument naming the value.
+RegionDecode parse_region_decode(const std::string& name);
+
 struct RandomResizedCropOptions {
   int size = 224;
   double scale_min = 0.2, scale_max = 1.0;
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
   Interpolation interpolation = Interpolation::Bicubic;
   bool hflip = true;
+  RegionDecode decode = RegionDecode::Reduced;
 };
 std::shared_ptr<const Transform> random_resized_crop(const RandomResizedCropOptions& options);
 

@@ -66,8 +66,12 @@ struct DataConfig {
   double crop_ratio_max = 4.0 / 3.0;
   std::string interpolation = "bicubic";  // bicubic | bilinear | area | nearest
   bool hflip = true;                      // with rrc_flip
-  int64_t workers = 4;                    // ≥ 1 decode/augment threads
-  int64_t prefetch = 4;                   // ≥ 1 batches queued ahead
+  /// What of a JPEG RandomResizedCrop decodes: reduced (the crop's region, at 1/2, 1/4 or 1/8
+  /// scale when the crop is 2×, 4×, 8× the image size) | region (the crop's region at full
+  /// scale: the same pixels as full) | full (the whole image). See data::RegionDecode.
+  std::string decode = "reduced";
+  int64_t workers = 4;   // ≥ 1 decode/augment threads
+  int64_t prefetch = 4;  // ≥ 1 batches queued ahead
   /// Share of unreadable images tolerated before the run stops, [0, 1].
   double max_bad_fraction = 0.01;
   /// Synthetic data set: images in the train and held-out splits, and classes (≥ 10).

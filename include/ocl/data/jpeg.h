@@ -1,0 +1,31 @@
+// JPEG decoding straight through libjpeg-turbo, for the loaders' hot path: the decoder writes
+// RGB itself (no BGR pass and colour conversion afterwards), decodes only the rows and columns a
+// crop drawn before decoding will read, and, when that crop is at least twice its output size,
+// decodes at a reduced DCT scale (1/2, 1/4 or 1/8), which skips most of the inverse DCT and
+// colour work. Images it does not handle (CMYK, 12-bit) go back to the general decoder.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "ocl/data/dataset.h"
+
+namespace ocl::data {
+
+/// Does `data` start with a JPEG's SOI marker (FF D8 FF)?
+bool looks_like_jpeg(const uint8_t* data, size_t size);
+
+/// Decodes a baseline or progressive 8-bit grey, YCbCr or RGB JPEG to RGB. With a `plan`, the
+/// decoder reads the header, asks `plan` for the region of the source to decode (coordinates in
+/// source pixels) and the reduction to decode it at, and decodes only that: the window is
+/// widened to the decoder's block columns and clipped to the image, and the result's `window`
+/// says where its pixels sit. Its pixels equal the same window of a whole-image decode at that
+/// scale. Without a plan (or a plan returning a zero-size region) it decodes everything.
+/// std::nullopt, with the reason, for a corrupt stream; and with `*unsupported` set for a JPEG
+/// it leaves to the general decoder (CMYK/YCCK, 12-bit).
+std::optional<Image> decode_jpeg(const uint8_t* data, size_t size, const RegionPlanner& plan,
+                                 std::string* reason = nullptr, bool* unsupported = nullptr);
+
+}  // namespace ocl::data

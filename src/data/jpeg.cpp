@@ -1,0 +1,151 @@
+// JPEG decoding through libjpeg-turbo's own API (see include/ocl/data/jpeg.h).
+#include "ocl/data/jpeg.h"
+
+#include <jpeglib.h>
+
+#include <algorithm>
+#include <csetjmp>
+#include <cstdio>  // jpeglib.h needs FILE declared first
+#include <cstring>
+
+namespace ocl::data {
+namespace {
+
+// libjpeg reports fatal errors through error_exit, which must not return: jump back to the
+// decode function's setjmp. Warnings (a stream that ends early, extraneous bytes) are ignored,
+// as OpenCV's decoder ignores them, so both decoders accept the same files.
+struct ErrorManager {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+[[noreturn]] void on_error(j_common_ptr cinfo) {
+  auto* e = reinterpret_cast<ErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, e->message);
+  std::longjmp(e->jump, 1);
+}
+
+void on_message(j_common_ptr, int) {}
+
+int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// The decoding proper, apart from decode_jpeg so that no object with a destructor lives in the
+// frame that longjmp unwinds (the jump skips destructors). Returns 0 on success, 1 for a
+// corrupt stream (message in err), 2 for a JPEG this decoder leaves to OpenCV.
+int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t* data, size_t size,
+                const RegionPlanner& plan, Image& out) {
+  cinfo.err = jpeg_std_error(&err.pub);
+  err.pub.error_exit = on_error;
+  err.pub.emit_message = on_message;
+  err.message[0] = '\0';
+  if (setjmp(err.jump)) return 1;
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  const bool direct = cinfo.data_precision == 8 &&
+                      ((cinfo.num_components == 1 && cinfo.jpeg_color_space == JCS_GRAYSCALE) ||
+                       (cinfo.num_components == 3 && (cinfo.jpeg_color_space == JCS_YCbCr ||
+                                                      cinfo.jpeg_color_space == JCS_RGB)));
+  if (!direct) return 2;
+  const int source_h = static_cast<int>(cinfo.image_height);
+  const int source_w = static_cast<int>(cinfo.image_width);
+  DecodeRegion region;
+  if (plan) region = plan(source_h, source_w);
+  const bool partial = region.height > 0 && region.width > 0;
+  const int scale = partial ? region.scale : 1;
+  // libjpeg scales by scale_num/scale_denom with the denominators 1, 2, 4 and 8 (among others).
+  if (scale != 1 && scale != 2 && scale != 4 && scale != 8) {
+    std::snprintf(err.message, sizeof err.message, "decode scale 1/%d is not 1, 1/2, 1/4 or 1/8",
+                  scale);
+    return 1;
+  }
+  cinfo.out_color_space = JCS_EXT_RGB;  // grey expands to RGB inside libjpeg-turbo too
+  cinfo.scale_num = 1;
+  cinfo.scale_denom = static_cast<unsigned>(scale);
+  jpeg_start_decompress(&cinfo);
+  const int full_h = static_cast<int>(cinfo.output_height);
+  const int full_w = static_cast<int>(cinfo.output_width);
+  int top = 0, bottom = full_h, left = 0, right = full_w;
+  if (partial) {
+    top = std::clamp(region.top / scale, 0, full_h - 1);
+    bottom = std::clamp(ceil_div(region.top + region.height, scale), top + 1, full_h);
+    left = std::clamp(region.left / scale, 0, full_w - 1);
+    right = std::clamp(ceil_div(region.left + region.width, scale), left + 1, full_w);
+  }
+  // Fancy chroma upsampling treats the edges of a cropped row as image edges, so the outermost
+  // column of a window inside the image differs from a whole decode: decode one column more on
+  // each side and drop it afterwards.
+  const int wide_left = std::max(left - 1, 0), wide_right = std::min(right + 1, full_w);
+  JDIMENSION x = static_cast<JDIMENSION>(wide_left);
+  JDIMENSION w = static_cast<JDIMENSION>(wide_right - wide_left);
+  // Widens [x, x + w) to whole iMCU columns (x moves left), so only those columns are decoded.
+  if (static_cast<int>(w) < full_w) jpeg_crop_scanline(&cinfo, &x, &w);
+  if (top > 0) jpeg_skip_scanlines(&cinfo, static_cast<JDIMENSION>(top));
+  out.height = bottom - top;
+  out.width = static_cast<int>(cinfo.output_width);  // the cropped width
+  out.pixels.resize(static_cast<size_t>(out.height) * out.width * 3);
+  const size_t stride = static_cast<size_t>(out.width) * 3;
+  JSAMPROW rows[16];
+  while (static_cast<int>(cinfo.output_scanline) < bottom) {
+    const int at = static_cast<int>(cinfo.output_scanline);
+    const int n = std::min(16, bottom - at);
+    for (int k = 0; k < n; ++k)
+      rows[k] = out.pixels.data() + static_cast<size_t>(at - top + k) * stride;
+    jpeg_read_scanlines(&cinfo, rows, static_cast<JDIMENSION>(n));
+  }
+  // Rows below the region are never decoded: abort rather than finish.
+  if (static_cast<int>(cinfo.output_scanline) < full_h) {
+    jpeg_abort_decompress(&cinfo);
+  } else {
+    jpeg_finish_decompress(&cinfo);
+  }
+  int window_left = static_cast<int>(x);
+  const int drop_left = window_left > 0 ? 1 : 0;
+  const int drop_right = window_left + out.width < full_w ? 1 : 0;
+  if (drop_left + drop_right > 0) {
+    const int kept = out.width - drop_left - drop_right;
+    for (int y = 0; y < out.height; ++y) {
+      std::memmove(out.pixels.data() + static_cast<size_t>(y) * kept * 3,
+                   out.pixels.data() + (static_cast<size_t>(y) * out.width + drop_left) * 3,
+                   static_cast<size_t>(kept) * 3);
+    }
+    out.width = kept;
+    out.pixels.resize(static_cast<size_t>(out.height) * kept * 3);
+    window_left += drop_left;
+  }
+  if (partial) out.window = SourceWindow{source_h, source_w, top, window_left, scale};
+  return 0;
+}
+
+}  // namespace
+
+bool looks_like_jpeg(const uint8_t* data, size_t size) {
+  return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;
+}
+
+std::optional<Image> decode_jpeg(const uint8_t* data, size_t size, const RegionPlanner& plan,
+                                 std::string* reason, bool* unsupported) {
+  if (unsupported) *unsupported = false;
+  jpeg_decompress_struct cinfo{};
+  ErrorManager err{};
+  Image out;
+  int status = 1;
+  try {
+    status = decode_into(cinfo, err, data, size, plan, out);
+  } catch (...) {  // from `plan`: release the decoder before passing it on
+    jpeg_destroy_decompress(&cinfo);
+    throw;
+  }
+  jpeg_destroy_decompress(&cinfo);
+  if (status == 0) return out;
+  if (status == 2) {
+    if (unsupported) *unsupported = true;
+    if (reason) *reason = "JPEG colour space or precision left to the general decoder";
+  } else if (reason) {
+    *reason = std::string("JPEG decoder: ") + err.message;
+  }
+  return std::nullopt;
+}
+
+}  // namespace ocl::data
