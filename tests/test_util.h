@@ -1,10 +1,33 @@
 // Helpers shared by the test suites.
 #pragma once
 
+#include <stdlib.h>  // mkdtemp
+
+#include <fstream>
+#include <sstream>
 #include <string>
 
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
+
+namespace ocl::test {
+
+/// A new empty folder in the test temporary directory, named `prefix` and a unique suffix.
+inline std::string make_temp_dir(const std::string& prefix) {
+  std::string path = testing::TempDir() + prefix + "XXXXXX";
+  EXPECT_NE(::mkdtemp(path.data()), nullptr) << "cannot make a folder like " << path;
+  return path;
+}
+
+/// The bytes of a file ("" when it cannot be read).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+}  // namespace ocl::test
 
 // Expects `statement` to throw c10::Error or std::exception whose message contains `needle`.
 #define OCL_EXPECT_THROW_WITH(statement, needle)                                                   \

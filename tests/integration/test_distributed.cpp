@@ -36,12 +36,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ocl::test::read_file;
 
 int count_of(const std::string& text, const std::string& needle) {
   int n = 0;
@@ -99,10 +94,7 @@ std::vector<int> run_ranks(int world, const std::vector<std::string>& args, cons
 }
 
 std::string make_dir(const std::string& name) {
-  std::string tmpl = testing::TempDir() + "ocl_dist_" + name + "_XXXXXX";
-  char* made = ::mkdtemp(tmpl.data());
-  EXPECT_NE(made, nullptr);
-  return tmpl;
+  return ocl::test::make_temp_dir("ocl_dist_" + name + "_");
 }
 
 ocl::io::TensorMap trainer_state(const std::string& run_dir) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "integration/process_util.h"
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -17,18 +18,10 @@
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ocl::test::read_file;
 
 std::string make_dir(const std::string& name) {
-  std::string tmpl = testing::TempDir() + "ocl_eval_" + name + "_XXXXXX";
-  char* made = ::mkdtemp(tmpl.data());
-  EXPECT_NE(made, nullptr);
-  return tmpl;
+  return ocl::test::make_temp_dir("ocl_eval_" + name + "_");
 }
 
 // Points of top-1 by which the pre-trained encoder must beat the random one end to end.

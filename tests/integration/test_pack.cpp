@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "integration/process_util.h"
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -19,17 +20,10 @@
 
 namespace {
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ocl::test::read_file;
 
 std::string make_dir(const std::string& name) {
-  std::string tmpl = testing::TempDir() + "ocl_pack_" + name + "_XXXXXX";
-  EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-  return tmpl;
+  return ocl::test::make_temp_dir("ocl_pack_" + name + "_");
 }
 
 const std::vector<std::string> kLaunchVars = {

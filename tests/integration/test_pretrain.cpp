@@ -11,6 +11,7 @@
 #include <string>
 #include <thread>
 
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
 #include <sys/stat.h>
@@ -24,19 +25,9 @@
 
 namespace {
 
-std::string make_temp_dir() {
-  std::string tmpl = testing::TempDir() + "ocl_pretrain_XXXXXX";
-  char* made = ::mkdtemp(tmpl.data());
-  EXPECT_NE(made, nullptr);
-  return tmpl;
-}
+std::string make_temp_dir() { return ocl::test::make_temp_dir("ocl_pretrain_"); }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+using ocl::test::read_file;
 
 bool exists(const std::string& path) {
   struct stat st {};

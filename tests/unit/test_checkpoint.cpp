@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -19,12 +20,7 @@
 
 namespace {
 
-std::string make_temp_dir() {
-  std::string tmpl = testing::TempDir() + "ocl_ckpt_XXXXXX";
-  char* made = ::mkdtemp(tmpl.data());
-  EXPECT_NE(made, nullptr);
-  return tmpl;
-}
+std::string make_temp_dir() { return ocl::test::make_temp_dir("ocl_ckpt_"); }
 
 bool exists(const std::string& path) {
   struct stat st {};

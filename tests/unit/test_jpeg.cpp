@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -199,9 +200,7 @@ TEST(Jpeg, RandomResizedCropOnItsRegionEqualsTheWholeImage) {
 }
 
 std::string make_dir(const std::string& name) {
-  std::string tmpl = testing::TempDir() + "ocl_jpeg_" + name + "_XXXXXX";
-  EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-  return tmpl;
+  return ocl::test::make_temp_dir("ocl_jpeg_" + name + "_");
 }
 
 // A data set that hides load_region, so the loader decodes whole images.

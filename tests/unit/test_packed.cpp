@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -27,9 +28,7 @@ using ocl::data::PackWriter;
 using ocl::data::PackWriterOptions;
 
 std::string make_dir(const std::string& name) {
-  std::string tmpl = testing::TempDir() + "ocl_packed_" + name + "_XXXXXX";
-  EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
-  return tmpl;
+  return ocl::test::make_temp_dir("ocl_packed_" + name + "_");
 }
 
 // Synthetic images of a few sizes (the generator's structure survives JPEG).

@@ -24,11 +24,7 @@ using Names = std::vector<std::string>;
 
 namespace {
 
-std::string make_temp_dir() {
-  std::string dir = testing::TempDir() + "ocl_weights_XXXXXX";
-  EXPECT_NE(::mkdtemp(dir.data()), nullptr);
-  return dir;
-}
+std::string make_temp_dir() { return ocl::test::make_temp_dir("ocl_weights_"); }
 
 // img 16, patch 8 (2x2 grid), D 16, depth 2, 2 heads.
 VisionTransformerOptions tiny(int64_t img_size = 16, int64_t dim = 16) {
