@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Builds ocl against a CUDA LibTorch in one command: the LibTorch inside the Python PyTorch on
+# PATH (python3 -c 'import torch; print(torch.utils.cmake_prefix_path)'), or one given by
+# TORCH_DIR. The other dependencies come from the system (scripts/install-deps.sh), or from a
+# prefix folder (PREFIX, searched first) on a machine without a package manager. NCCL is used
+# when the LibTorch has it (CMake checks by compiling against c10d's NCCL process group).
+#
+#   bash scripts/build-gpu.sh                          build-gpu/ with pip's CUDA LibTorch
+#   TORCH_DIR=/opt/libtorch bash scripts/build-gpu.sh  a LibTorch unpacked from pytorch.org
+#   PREFIX=/opt/ocl-deps BUILD=/scratch/ocl bash scripts/build-gpu.sh
+#   TESTS=gpu bash scripts/build-gpu.sh                then run the gpu-labelled tests
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${BUILD:-$repo/build-gpu}
+python=${PYTHON:-python3}
+die() { echo "build-gpu: $*" >&2; exit 1; }
+
+if [[ -n "${TORCH_DIR:-}" ]]; then
+  torch_prefix=$TORCH_DIR
+  abi=""
+else
+  command -v "$python" >/dev/null || die "no $python: set TORCH_DIR to a LibTorch folder"
+  torch_prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)') ||
+    die "$python cannot import torch: install PyTorch or set TORCH_DIR"
+  "$python" -c 'import torch, sys; sys.exit(0 if torch.version.cuda else 1)' ||
+    die "the PyTorch of $python is a CPU build (torch.version.cuda is None)"
+  abi=$("$python" -c 'import torch; print(int(torch.compiled_with_cxx11_abi()))')
+fi
+[[ -d "$torch_prefix" ]] || die "no LibTorch CMake folder at $torch_prefix"
+
+# A LibTorch built with the old C++ ABI (_GLIBCXX_USE_CXX11_ABI=0, older PyTorch wheels) cannot
+# link with libraries built with the new one (every Debian package): the dependencies must then
+# come from a PREFIX built with -D_GLIBCXX_USE_CXX11_ABI=0.
+flags=()
+if [[ "$abi" == "0" ]]; then
+  [[ -n "${PREFIX:-}" ]] || die "this LibTorch uses the pre-C++11 ABI; its dependencies (yaml-cpp, spdlog, fmt, OpenCV, GoogleTest) must be built the same way: give them as PREFIX, or use a LibTorch with the C++11 ABI (TORCH_DIR)"
+  flags+=("-DCMAKE_CXX_FLAGS=-D_GLIBCXX_USE_CXX11_ABI=0")
+fi
+
+prefix_path=$torch_prefix
+[[ -n "${PREFIX:-}" ]] && prefix_path="$PREFIX;$torch_prefix"
+generator=()
+command -v ninja >/dev/null && generator=(-G Ninja)
+
+echo "build-gpu: LibTorch from $torch_prefix${PREFIX:+, dependencies from $PREFIX first}; build in $build"
+cmake -S "$repo" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+  "-DCMAKE_PREFIX_PATH=$prefix_path" "${flags[@]}" ${CMAKE_ARGS:-}
+cmake --build "$build" -j "${JOBS:-$(nproc)}"
+if [[ -n "${TESTS:-}" ]]; then
+  ctest --test-dir "$build" -L "$TESTS" --output-on-failure
+fi
