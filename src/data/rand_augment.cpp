@@ -398,6 +398,10 @@ class RandAugmentTransform : public Transform {
     rand_augment(out, o_, rng);
     return out;
   }
+  // The base transform is the one that reads the source: it decides what to decode.
+  DecodeRegion region(int height, int width, uint64_t seed) const override {
+    return base_->region(height, width, seed);
+  }
   int output_height() const override { return base_->output_height(); }
   int output_width() const override { return base_->output_width(); }
   std::string describe() const override {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "test_util.h"
@@ -24,6 +25,7 @@
 #include <ocl/data/jpeg.h>
 #include <ocl/data/loader.h>
 #include <ocl/data/packed.h>
+#include <ocl/data/rand_augment.h>
 #include <ocl/data/transforms.h>
 
 namespace {
@@ -189,6 +191,19 @@ TEST(Jpeg, RandomResizedCropOnItsRegionEqualsTheWholeImage) {
         double diff = 0;
         for (size_t i = 0; i < a.pixels.size(); ++i) diff += std::abs(a.pixels[i] - b.pixels[i]);
         EXPECT_LT(diff / a.pixels.size(), 10.0) << "seed " << seed << ", scale " << r.scale;
+      }
+    }
+    // RandAugment after the crop decodes what the crop asks for, and gives the same output from
+    // the crop's region as from the whole image.
+    const auto augmented =
+        ocl::data::with_rand_augment(rrc, ocl::data::parse_rand_augment("rand-m9-mstd0.5-inc1"));
+    for (uint64_t seed = 0; seed < 5; ++seed) {
+      const DecodeRegion r = augmented->region(247, 301, seed), c = rrc->region(247, 301, seed);
+      EXPECT_EQ(std::make_tuple(r.top, r.left, r.height, r.width, r.scale),
+                std::make_tuple(c.top, c.left, c.height, c.width, c.scale));
+      if (r.scale == 1) {
+        EXPECT_EQ(augmented->apply(decode(bytes, r), seed).pixels,
+                  augmented->apply(whole, seed).pixels);
       }
     }
     if (reduced) {
