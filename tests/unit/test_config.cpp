@@ -236,6 +236,9 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("log: {level: verbose}", "log.level: must be one of trace | debug | info | warn");
   EXPECT_ERROR("log: {progress: fancy}", "log.progress: must be one of auto | bar | lines");
   EXPECT_ERROR("optim: {name: sgd}", "optim.name: must be one of adamw, got 'sgd'");
+  EXPECT_ERROR("optim: {fused: yes}", "optim.fused: must be one of auto | on | off, got 'yes'");
+  EXPECT_EQ(error_of("optim: {fused: on}"), "");
+  EXPECT_EQ(error_of("optim: {fused: off}"), "");
   EXPECT_ERROR("finetune: {global_pool: max}", "finetune.global_pool: must be one of avg | token");
   for (const char* arch : {"vit_tiny_patch16", "vit_s16", "vit_b16", "vit_l16", "vit_h14"})
     EXPECT_EQ(error_of(std::string("model: {arch: ") + arch + "}"), "") << arch;

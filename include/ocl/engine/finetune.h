@@ -160,6 +160,7 @@ class Finetuner {
   std::vector<optim::ParamGroup> groups_;
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  bool fused_adamw_ = false;  // optim.fused resolved for device_ (optim::adamw_step)
   optim::CosineSchedule schedule_;
   data::MixupOptions mixup_;
   data::RandomErasingOptions erasing_;

@@ -137,6 +137,7 @@ class Pretrainer {
   std::vector<optim::ParamGroup> groups_;
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  bool fused_adamw_ = false;  // optim.fused resolved for device_ (optim::adamw_step)
   optim::CosineSchedule schedule_;
   std::shared_ptr<const data::Dataset> train_set_;
   std::unique_ptr<data::Loader> loader_;

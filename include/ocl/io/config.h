@@ -92,6 +92,10 @@ struct OptimConfig {
   double warmup_epochs = 40;  // ≥ 0, may be fractional
   int64_t accum_iter = 1;     // ≥ 1 micro-batches per optimiser step
   double clip_grad = 0.0;     // ≥ 0, 0 = no clipping (norm is still logged)
+  /// auto | on | off: the AdamW step of pre-training and fine-tuning through at::_fused_adamw_
+  /// (one kernel per group; CUDA with LibTorch ≥ 2.0, CPU ≥ 2.6). auto = fused where available;
+  /// on = error where not. The optimiser state and checkpoints are the same either way.
+  std::string fused = "auto";
 };
 
 struct TrainConfig {
