@@ -246,14 +246,16 @@ int main(int argc, char** argv) {
     }
 #endif
     const bool bf16 = ocl::engine::use_bf16(config, device);
+    const bool tf32 = ocl::engine::set_tf32(config, device);
     const int img = static_cast<int>(config.model.img_size);
     std::printf(
         "config=%s arch=%s img=%d patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "
-        "batch=%lld threads=%d device=%s precision=%s torch=%s\n",
+        "batch=%lld threads=%d device=%s precision=%s tf32=%d torch=%s\n",
         config_path.c_str(), config.model.arch.c_str(), img, (long long)d.patch_size,
         (long long)d.embed_dim, (long long)d.depth, (long long)d.num_heads,
         (long long)d.tokens_per_group, (long long)t.batch_size, torch::get_num_threads(),
-        device.str().c_str(), bf16 ? "bf16" : "fp32", ocl::compat::torch_version().c_str());
+        device.str().c_str(), bf16 ? "bf16" : "fp32", tf32 ? 1 : 0,
+        ocl::compat::torch_version().c_str());
 
     // --- the loader alone: decode/generate + augment into uint8 batches
     auto dataset = ocl::data::make_dataset(config.data, img, true, t.seed);

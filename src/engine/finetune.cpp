@@ -197,6 +197,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   // --- device, precision, threads, the other ranks
   device_ = resolve_device(t.device, options_.launch);
   bf16_ = use_bf16(config_, device_);
+  tf32_ = set_tf32(config_, device_);
   set_process_threads(config_, options_.launch);
   comm_ = connect_ranks(config_, options_.launch, device_, *logger_);
 
@@ -323,8 +324,10 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
 
   int64_t params = 0;
   for (const auto& p : trainable_) params += p.numel();
-  logger_->info("ocl_finetune: LibTorch {}, device {}, {}, {} threads", compat::torch_version(),
-                device_.str(), bf16_ ? "bf16 autocast" : "fp32", torch::get_num_threads());
+  logger_->info("ocl_finetune: LibTorch {}, device {}, {}{}, {} threads", compat::torch_version(),
+                device_.str(), bf16_ ? "bf16 autocast" : "fp32",
+                device_.is_cuda() ? (tf32_ ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
+                torch::get_num_threads());
   logger_->info(
       "model: {} {}x{}/{} D{} depth {}, {} classes, {} pooling, drop path {}; {:.2f} M trainable "
       "parameters in {} layer-decay groups (decay {}, head lr × 1, patch embedding × {:.3g})",

@@ -188,6 +188,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   // --- device, precision, threads
   device_ = resolve_device(t.device, options_.launch);
   bf16_ = use_bf16(config_, device_);
+  tf32_ = set_tf32(config_, device_);
   set_process_threads(config_, options_.launch);
 
   // --- model (initialised from the seed: the same config gives the same start)
@@ -332,8 +333,10 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   int64_t trainable_count = 0, frozen_count = 0;
   for (const auto& p : model_->parameters())
     (p.requires_grad() ? trainable_count : frozen_count) += p.numel();
-  logger_->info("ocl_pretrain: LibTorch {}, device {}, {}, {} threads", compat::torch_version(),
-                device_.str(), bf16_ ? "bf16 autocast" : "fp32", torch::get_num_threads());
+  logger_->info("ocl_pretrain: LibTorch {}, device {}, {}{}, {} threads", compat::torch_version(),
+                device_.str(), bf16_ ? "bf16 autocast" : "fp32",
+                device_.is_cuda() ? (tf32_ ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
+                torch::get_num_threads());
   logger_->info(
       "model: {} {}x{}/{} D{} depth {} heads {}; {:.2f} M trainable, {:.2f} M frozen parameters",
       m.arch, m.img_size, m.img_size, derived_.patch_size, derived_.embed_dim, derived_.depth,

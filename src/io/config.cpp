@@ -74,7 +74,7 @@ const std::vector<Section>& schema() {
        {OCL_KEY(train, epochs), OCL_KEY(train, batch_size), OCL_KEY(train, steps_per_epoch),
         OCL_KEY(train, seed), OCL_KEY(train, output_dir), OCL_KEY(train, save_every),
         OCL_KEY(train, keep_last), OCL_KEY(train, device), OCL_KEY(train, precision),
-        OCL_KEY(train, threads), OCL_KEY(train, on_nonfinite),
+        OCL_KEY(train, tf32), OCL_KEY(train, threads), OCL_KEY(train, on_nonfinite),
         OCL_KEY(train, max_nonfinite_skips)}},
       {"dist",
        {OCL_KEY(dist, backend), OCL_KEY(dist, timeout_s), OCL_KEY(dist, bucket_mb),

@@ -152,7 +152,8 @@ class Finetuner {
   std::shared_ptr<spdlog::logger> logger_;
   torch::Device device_{torch::kCPU};
   bool bf16_ = false;
-  double lr_ = 0;  // peak lr (blr · effective batch / 256 unless finetune.lr)
+  bool tf32_ = false;  // train.tf32 applied (CUDA only: set_tf32)
+  double lr_ = 0;      // peak lr (blr · effective batch / 256 unless finetune.lr)
   int64_t effective_batch_ = 0;
 
   nn::VisionTransformer model_{nullptr};

@@ -130,6 +130,7 @@ class Pretrainer {
   std::unique_ptr<dist::GradSynchronizer> grad_sync_;
   ssl::FeatureGather gather_;  // global negatives across ranks; null in one process or local
   bool bf16_ = false;
+  bool tf32_ = false;  // train.tf32 applied (CUDA only: set_tf32)
   std::shared_ptr<ConsoleSink> console_;
   std::shared_ptr<spdlog::logger> logger_;
   std::unique_ptr<MetricsLog> metrics_;

@@ -105,10 +105,13 @@ struct TrainConfig {
   int64_t steps_per_epoch = 0;
   uint64_t seed = 0;
   std::string output_dir = "runs/default";
-  int64_t save_every = 20;            // ≥ 1 epochs between checkpoints (and always at the end)
-  int64_t keep_last = 2;              // ≥ 1 checkpoints kept
-  std::string device = "auto";        // auto | cpu | cuda | cuda:N
-  std::string precision = "auto";     // auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+  int64_t save_every = 20;         // ≥ 1 epochs between checkpoints (and always at the end)
+  int64_t keep_last = 2;           // ≥ 1 checkpoints kept
+  std::string device = "auto";     // auto | cpu | cuda | cuda:N
+  std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+  /// TF32 tensor cores for fp32 matmuls and convolutions on CUDA (what autocast leaves in fp32:
+  /// the loss, LayerNorm, and every matmul under precision fp32). No effect on CPU.
+  bool tf32 = true;
   int64_t threads = 0;                // ≥ 0 intra-op threads, 0 = one per core
   std::string on_nonfinite = "stop";  // stop | skip
   int64_t max_nonfinite_skips = 10;   // ≥ 0 with skip
