@@ -7,6 +7,9 @@
 //                                                            backward; or under torchrun)
 //   ocl_bench --data --config ... --set data.dataset=packed --set data.path=...
 //                        (the loader alone on the config's own data: scripts/bench_data.sh)
+//   ocl_bench --config configs/vitl16.yaml --set train.device=cuda --max-batch
+//                        (GPU: also the bf16 matmul rate, peak memory and the largest batch
+//                         that fits: scripts/bench_gpu.sh)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -25,7 +28,15 @@
 #include <ocl/engine/pretrain.h>
 #include <ocl/engine/run_setup.h>
 #include <ocl/io/config.h>
+#include <ocl/optim/adamw_step.h>
 #include <ocl/optim/param_groups.h>
+
+// OCL_BENCH_CUDA: LibTorch was built with CUDA (apps/CMakeLists.txt), so the caching
+// allocator's statistics can be read; CPU builds lack libc10_cuda and the CUDA runtime headers.
+#if defined(OCL_BENCH_CUDA)
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
 
 namespace {
 
@@ -46,6 +57,49 @@ double train_flops_per_image(const ocl::io::DerivedConfig& d) {
       static_cast<double>(d.num_patches) * 2.0 * 3.0 * d.patch_size * d.patch_size * D;
   return 3.0 * block_fwd + patch;
 }
+
+void synchronize(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+}
+
+// The matrix-product rate the achieved TFLOP/s is measured against: n×n by n×n products, bf16
+// on CUDA (the tensor-core rate the bf16 step can at best reach), fp32 on CPU (a smoke run: the
+// CPU step is fp32). TFLOP/s = 2n³ per product.
+double matmul_tflops(const torch::Device& device, int64_t n, at::ScalarType dtype) {
+  torch::NoGradGuard no_grad;
+  const auto opts = torch::TensorOptions().device(device).dtype(dtype);
+  const auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
+  auto c = torch::mm(a, b);  // warm-up: cuBLAS handle, workspace, kernel choice
+  synchronize(device);
+  int64_t reps = 0;
+  const auto t0 = Clock::now();
+  // At least 3 products and 0.5 s, so that launch overhead and clock granularity do not count.
+  while (reps < 3 || seconds_since(t0) < 0.5) {
+    c = torch::mm(a, b);
+    ++reps;
+    if (reps % 4 == 0) synchronize(device);
+  }
+  synchronize(device);
+  const double secs = seconds_since(t0);
+  const double nn = static_cast<double>(n);
+  return 2.0 * nn * nn * nn * static_cast<double>(reps) / secs / 1e12;
+}
+
+// Peak bytes the CUDA caching allocator handed out since the last reset (index 0 of the stat
+// arrays is the aggregate over pool types in LibTorch 1.13 and 2.x alike).
+#if defined(OCL_BENCH_CUDA)
+c10::DeviceIndex cuda_index(const torch::Device& device) {
+  return device.has_index() ? device.index() : c10::cuda::current_device();
+}
+double peak_memory_gib(const torch::Device& device) {
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index(device));
+  return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0 * 1024.0);
+}
+void reset_peak_memory(const torch::Device& device) {
+  c10::cuda::CUDACachingAllocator::resetPeakStats(cuda_index(device));
+}
+void release_cached_memory() { c10::cuda::CUDACachingAllocator::emptyCache(); }
+#endif
 
 // The same step three ways on every rank, with global negatives gathered in all three:
 //   local       no gradient all-reduce (what one process would do),
@@ -143,6 +197,13 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   app.add_option("--loader-batches", loader_batches, "batches timed for the loader alone (0: skip)")
       ->check(CLI::NonNegativeNumber);
+  int64_t matmul_size = -1;
+  app.add_option("--matmul-size", matmul_size,
+                 "n of the n×n matrix products timed beside the step (bf16 on CUDA, fp32 on CPU); "
+                 "-1: 8192 on CUDA, 1024 on CPU; 0: skip");
+  bool max_batch = false;
+  app.add_flag("--max-batch", max_batch,
+               "search the largest batch whose step fits in GPU memory (CUDA only)");
   bool grad_sync = false, data_only = false;
   app.add_flag("--data", data_only,
                "time only the loader (decode, train transform, uint8 batches) on the config's "
@@ -172,15 +233,29 @@ int main(int argc, char** argv) {
     const auto& t = config.train;
     ocl::engine::set_process_threads(config, ocl::dist::LaunchInfo{});  // one process: every core
     const torch::Device device = ocl::engine::resolve_device(t.device);
+    // optim.fused: on without a kernel for this device fails here, before the slow set-up.
+    const bool fused = ocl::optim::resolve_fused_adamw(config.optim.fused, device);
+    if (max_batch && !device.is_cuda()) {
+      throw std::runtime_error(
+          "--max-batch needs a CUDA device (train.device=cuda); this run is on " + device.str());
+    }
+#if !defined(OCL_BENCH_CUDA)
+    if (max_batch) {
+      throw std::runtime_error("--max-batch needs a CUDA build of LibTorch; this one (" +
+                               ocl::compat::torch_version() + ") has none");
+    }
+#endif
     const bool bf16 = ocl::engine::use_bf16(config, device);
+    const bool tf32 = ocl::engine::set_tf32(config, device);
     const int img = static_cast<int>(config.model.img_size);
     std::printf(
         "config=%s arch=%s img=%d patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "
-        "batch=%lld threads=%d device=%s precision=%s torch=%s\n",
+        "batch=%lld threads=%d device=%s precision=%s tf32=%d torch=%s\n",
         config_path.c_str(), config.model.arch.c_str(), img, (long long)d.patch_size,
         (long long)d.embed_dim, (long long)d.depth, (long long)d.num_heads,
         (long long)d.tokens_per_group, (long long)t.batch_size, torch::get_num_threads(),
-        device.str().c_str(), bf16 ? "bf16" : "fp32", ocl::compat::torch_version().c_str());
+        device.str().c_str(), bf16 ? "bf16" : "fp32", tf32 ? 1 : 0,
+        ocl::compat::torch_version().c_str());
 
     // --- the loader alone: decode/generate + augment into uint8 batches
     auto dataset = ocl::data::make_dataset(config.data, img, true, t.seed);
@@ -209,7 +284,8 @@ int main(int argc, char** argv) {
     }
     if (data_only) return 0;
 
-    // --- the training step on a fixed batch (the data path is measured above)
+    // --- the training step on a fixed batch (the data path is measured above), already on the
+    // device before timing starts
     auto model = ocl::engine::build_ocl_model(config, d);
     model->to(device);
     auto groups = ocl::optim::weight_decay_groups(*model, config.optim.weight_decay);
@@ -219,29 +295,83 @@ int main(int argc, char** argv) {
     auto opt = ocl::optim::make_adamw(
         groups, {d.lr, config.optim.beta1, config.optim.beta2, config.optim.eps});
     auto images = ocl::data::normalize_images(first->images, device);
-    const int64_t B = images.size(0);
-    auto step = [&](int64_t i) {
+    auto step = [&](const torch::Tensor& x, int64_t i) {
       ocl::compat::zero_grad(trainable);
-      auto noise = ocl::engine::step_mask_noise(t.seed, i, 0, B, d.num_patches).to(device);
+      auto noise = ocl::engine::step_mask_noise(t.seed, i, 0, x.size(0), d.num_patches).to(device);
       torch::Tensor loss;
       {
         ocl::compat::AutocastGuard autocast(device.type(), bf16);
-        loss = model->forward(images, noise).loss;
+        loss = model->forward(x, noise).loss;
       }
       loss.backward();
-      opt->step();
+      ocl::optim::adamw_step(*opt, fused);
       return loss.item<double>();  // the host sync every real step has
     };
-    for (int64_t i = 0; i < warmup; ++i) step(i);
+    const int64_t B = images.size(0);
+#if defined(OCL_BENCH_CUDA)
+    if (device.is_cuda()) reset_peak_memory(device);
+#endif
+    for (int64_t i = 0; i < warmup; ++i) step(images, i);
     const auto t0 = Clock::now();
     double loss = 0;
-    for (int64_t i = 0; i < steps; ++i) loss = step(warmup + i);
+    for (int64_t i = 0; i < steps; ++i) loss = step(images, warmup + i);
     const double secs = seconds_since(t0);
     const double img_s = static_cast<double>(steps * B) / secs;
+    const double achieved = img_s * train_flops_per_image(d) / 1e12;
     std::printf(
-        "step_ms=%.2f img_per_s=%.2f gflop_per_image=%.3f achieved_tflops=%.4f last_loss=%.4f\n",
-        1e3 * secs / steps, img_s, train_flops_per_image(d) / 1e9,
-        img_s * train_flops_per_image(d) / 1e12, loss);
+        "step_ms=%.2f img_per_s=%.2f gflop_per_image=%.3f achieved_tflops=%.4f last_loss=%.4f "
+        "adamw=%s\n",
+        1e3 * secs / steps, img_s, train_flops_per_image(d) / 1e9, achieved, loss,
+        fused ? "fused" : "plain");
+#if defined(OCL_BENCH_CUDA)
+    if (device.is_cuda()) std::printf("peak_mem_gib=%.3f\n", peak_memory_gib(device));
+#endif
+    if (matmul_size != 0) {
+      const auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+      const int64_t n = matmul_size > 0 ? matmul_size : (device.is_cuda() ? 8192 : 1024);
+      const double rate = matmul_tflops(device, n, dtype);
+      std::printf("matmul_size=%lld matmul_dtype=%s matmul_tflops=%.3f fraction_of_matmul=%.4f\n",
+                  (long long)n, device.is_cuda() ? "bf16" : "fp32", rate, achieved / rate);
+    }
+    if (max_batch) {
+#if defined(OCL_BENCH_CUDA)
+      // Doubling from the configured batch until a step runs out of memory, then bisection
+      // between the last batch that fit and the first that did not. Two steps per trial: the
+      // first allocates the optimiser state, the second shows the steady-state peak.
+      auto fits = [&](int64_t batch) {
+        try {
+          auto x = torch::randn({batch, 3, img, img}, torch::TensorOptions().device(device));
+          step(x, 0);
+          step(x, 1);
+          synchronize(device);
+          return true;
+        } catch (const c10::OutOfMemoryError&) {
+          ocl::compat::zero_grad(trainable);
+          release_cached_memory();
+          return false;
+        }
+      };
+      int64_t lo = 0, hi = B;
+      const int64_t cap = int64_t{1} << 16;
+      while (hi <= cap && fits(hi)) {
+        lo = hi;
+        hi *= 2;
+      }
+      if (lo == 0) {
+        std::printf("max_batch=0 (batch %lld does not fit)\n", (long long)B);
+      } else if (hi > cap) {
+        std::printf("max_batch>=%lld (search capped)\n", (long long)lo);
+      } else {
+        while (hi - lo > 1) {
+          const int64_t mid = lo + (hi - lo) / 2;
+          (fits(mid) ? lo : hi) = mid;
+        }
+        std::printf("max_batch=%lld\n", (long long)lo);
+      }
+#else
+      (void)max_batch;
+#endif
+    }
     return 0;
   });
 }

@@ -31,6 +31,28 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #endif
 }
 
+bool fused_adamw_supported(c10::DeviceType device) {
+  if (device == c10::DeviceType::CUDA) return kHasFusedAdamW;
+  if (device == c10::DeviceType::CPU) return OCL_TORCH_AT_LEAST(2, 6);
+  return false;
+}
+
+void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                  at::TensorList exp_avg_sqs, at::TensorList state_steps, double lr, double beta1,
+                  double beta2, double weight_decay, double eps) {
+  TORCH_CHECK(!params.empty(), "fused AdamW: no parameters");
+  TORCH_CHECK(fused_adamw_supported(params[0].device().type()), "fused AdamW: LibTorch ",
+              TORCH_VERSION, " has no at::_fused_adamw_ kernel for ", params[0].device().type(),
+              " tensors");
+#if OCL_TORCH_AT_LEAST(2, 0)
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, state_steps, lr,
+                    beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+#else
+  (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)state_steps, (void)lr, (void)beta1;
+  (void)beta2, (void)weight_decay, (void)eps;
+#endif
+}
+
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                       double eps) {
   const auto dtype = weight.defined() ? weight.scalar_type() : x.scalar_type();

@@ -7,7 +7,9 @@
 //                at::scaled_dot_product_attention
 //   autocast     1.13: set_enabled / set_cpu_enabled; 2.4+: set_autocast_enabled(device, ·)
 //   zero-grad    Optimizer::zero_grad() sets grads to undefined on 2.x: zero in place ourselves
-//   fused AdamW  at::_fused_adamw_ exists from 2.0 only (kHasFusedAdamW)
+//   fused AdamW  at::_fused_adamw_ exists from 2.0 only (kHasFusedAdamW), with a CUDA kernel
+//                from 2.0 and a CPU kernel from 2.6 (as far as this project checks):
+//                fused_adamw_supported(), fused_adamw_()
 //   optimiser    Optimizer::state() is keyed by a string of the TensorImpl address on 1.13, by
 //                the address itself on 2.x: optimizer_state_key()
 //   LayerNorm    1.13's CPU kernel rejects a bf16 input with fp32 weights (autocast leaves
@@ -37,6 +39,20 @@ std::string torch_version();
 inline constexpr bool kHasSdpa = OCL_TORCH_AT_LEAST(2, 0);
 /// at::_fused_adamw_ exists (CUDA from 2.0, CPU from 2.6).
 inline constexpr bool kHasFusedAdamW = OCL_TORCH_AT_LEAST(2, 0);
+
+/// at::_fused_adamw_ has a kernel for tensors on this device type with this LibTorch: CUDA from
+/// 2.0, CPU from 2.6 (the CPU kernel appeared in 2.4; 2.6 is the oldest 2.x this project builds
+/// and tests against).
+bool fused_adamw_supported(c10::DeviceType device);
+
+/// One at::_fused_adamw_ call (amsgrad and maximize off, no grad scaler): the update
+/// torch.optim.AdamW(fused=True) makes for tensors of one device and dtype. `state_steps` are
+/// float32 0-d tensors on the parameters' device holding the step number *after* this update
+/// (the caller increments, as PyTorch's optimiser does); an entry may be shared by several
+/// parameters. Throws where fused_adamw_supported() is false.
+void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                  at::TensorList exp_avg_sqs, at::TensorList state_steps, double lr, double beta1,
+                  double beta2, double weight_decay, double eps);
 
 /// Scaled dot-product attention without mask or dropout.
 /// q, k, v: [B, H, T, hd] → [B, H, T, hd]. Uses SDPA on 2.x, the explicit form on 1.13.

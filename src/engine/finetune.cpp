@@ -24,6 +24,7 @@
 #include "ocl/engine/weights.h"
 #include "ocl/io/files.h"
 #include "ocl/io/state_dict.h"
+#include "ocl/optim/adamw_step.h"
 
 namespace ocl::engine {
 namespace {
@@ -196,6 +197,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   // --- device, precision, threads, the other ranks
   device_ = resolve_device(t.device, options_.launch);
   bf16_ = use_bf16(config_, device_);
+  tf32_ = set_tf32(config_, device_);
   set_process_threads(config_, options_.launch);
   comm_ = connect_ranks(config_, options_.launch, device_, *logger_);
 
@@ -220,6 +222,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   for (const auto& g : groups_)
     trainable_.insert(trainable_.end(), g.params.begin(), g.params.end());
   optimizer_ = optim::make_adamw(groups_, {lr_, f.beta1, f.beta2, 1e-8});
+  fused_adamw_ = optim::resolve_fused_adamw(config_.optim.fused, device_);
   schedule_ = {lr_, f.min_lr, f.warmup_epochs, static_cast<double>(f.epochs)};
 
   // --- training data and its augmentation: RandomResizedCrop + flip + RandAugment here; random
@@ -322,8 +325,10 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
 
   int64_t params = 0;
   for (const auto& p : trainable_) params += p.numel();
-  logger_->info("ocl_finetune: LibTorch {}, device {}, {}, {} threads", compat::torch_version(),
-                device_.str(), bf16_ ? "bf16 autocast" : "fp32", torch::get_num_threads());
+  logger_->info("ocl_finetune: LibTorch {}, device {}, {}{}, {} threads", compat::torch_version(),
+                device_.str(), bf16_ ? "bf16 autocast" : "fp32",
+                device_.is_cuda() ? (tf32_ ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
+                torch::get_num_threads());
   logger_->info(
       "model: {} {}x{}/{} D{} depth {}, {} classes, {} pooling, drop path {}; {:.2f} M trainable "
       "parameters in {} layer-decay groups (decay {}, head lr × 1, patch embedding × {:.3g})",
@@ -347,6 +352,9 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
       f.lr > 0 ? "; overridden by finetune.lr" : "", f.warmup_epochs, f.min_lr,
       f.clip_grad > 0 ? fmt::format("{}", f.clip_grad) : std::string("off"),
       f.model_ema ? fmt::format("{}", f.model_ema_decay) : std::string("off"));
+  logger_->info("optim: AdamW step {} (optim.fused: {})",
+                fused_adamw_ ? "fused (at::_fused_adamw_)" : "per parameter (torch::optim::AdamW)",
+                config_.optim.fused);
   logger_->info("output: {}", out_);
 }
 
@@ -418,7 +426,7 @@ void Finetuner::train_step(StepFigures& st) {
          << (last_checkpoint_.empty() ? "none" : last_checkpoint_);
     throw std::runtime_error(what.str());
   }
-  optimizer_->step();
+  optim::adamw_step(*optimizer_, fused_adamw_);
   if (ema_) ema_->update(model_);
   state_.global_step += 1;
   state_.step_in_epoch += 1;

@@ -27,6 +27,7 @@
 #include "ocl/engine/run_setup.h"
 #include "ocl/io/files.h"
 #include "ocl/io/state_dict.h"
+#include "ocl/optim/adamw_step.h"
 
 namespace ocl::engine {
 namespace {
@@ -187,6 +188,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   // --- device, precision, threads
   device_ = resolve_device(t.device, options_.launch);
   bf16_ = use_bf16(config_, device_);
+  tf32_ = set_tf32(config_, device_);
   set_process_threads(config_, options_.launch);
 
   // --- model (initialised from the seed: the same config gives the same start)
@@ -206,6 +208,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   for (const auto& g : groups_)
     trainable_.insert(trainable_.end(), g.params.begin(), g.params.end());
   optimizer_ = optim::make_adamw(groups_, {derived_.lr, o.beta1, o.beta2, o.eps});
+  fused_adamw_ = optim::resolve_fused_adamw(o.fused, device_);
   schedule_ = {derived_.lr, o.min_lr, o.warmup_epochs, static_cast<double>(t.epochs)};
 
   // --- data (run_data_config: a read-only data set keeps its file-list cache in the run's folder)
@@ -330,8 +333,10 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   int64_t trainable_count = 0, frozen_count = 0;
   for (const auto& p : model_->parameters())
     (p.requires_grad() ? trainable_count : frozen_count) += p.numel();
-  logger_->info("ocl_pretrain: LibTorch {}, device {}, {}, {} threads", compat::torch_version(),
-                device_.str(), bf16_ ? "bf16 autocast" : "fp32", torch::get_num_threads());
+  logger_->info("ocl_pretrain: LibTorch {}, device {}, {}{}, {} threads", compat::torch_version(),
+                device_.str(), bf16_ ? "bf16 autocast" : "fp32",
+                device_.is_cuda() ? (tf32_ ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
+                torch::get_num_threads());
   logger_->info(
       "model: {} {}x{}/{} D{} depth {} heads {}; {:.2f} M trainable, {:.2f} M frozen parameters",
       m.arch, m.img_size, m.img_size, derived_.patch_size, derived_.embed_dim, derived_.depth,
@@ -357,6 +362,10 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
       "{:.3g}",
       o.beta1, o.beta2, o.weight_decay, derived_.lr, o.blr, derived_.effective_batch,
       o.lr > 0 ? "; overridden by optim.lr" : "", o.warmup_epochs, o.min_lr);
+  logger_->info("optim: AdamW step {} (optim.fused: {}, LibTorch {}, {})",
+                fused_adamw_ ? "fused (at::_fused_adamw_, one kernel per group)"
+                             : "per parameter (torch::optim::AdamW)",
+                o.fused, compat::torch_version(), device_.str());
   logger_->info("output: {}", out);
 }
 
@@ -458,7 +467,7 @@ bool Pretrainer::train_step(StepStats& st) {
   if (!st.skipped) {
     if (options_.before_optimizer_step)
       options_.before_optimizer_step(state_.global_step, trainable_);
-    optimizer_->step();
+    optim::adamw_step(*optimizer_, fused_adamw_);
   }
   if (comm_ && config_.dist.verify_every > 0 &&
       (state_.global_step + 1) % config_.dist.verify_every == 0) {

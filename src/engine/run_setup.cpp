@@ -33,6 +33,13 @@ bool use_bf16(const io::Config& config, const torch::Device& device) {
   return precision == "bf16" || (precision == "auto" && device.is_cuda());
 }
 
+bool set_tf32(const io::Config& config, const torch::Device& device) {
+  if (!device.is_cuda()) return false;
+  at::globalContext().setAllowTF32CuBLAS(config.train.tf32);
+  at::globalContext().setAllowTF32CuDNN(config.train.tf32);
+  return config.train.tf32;
+}
+
 dist::CommunicatorOptions communicator_options(const io::Config& config,
                                                const torch::Device& device) {
   dist::CommunicatorOptions options;

@@ -70,12 +70,12 @@ const std::vector<Section>& schema() {
        {OCL_KEY(optim, name), OCL_KEY(optim, blr), OCL_KEY(optim, lr), OCL_KEY(optim, min_lr),
         OCL_KEY(optim, weight_decay), OCL_KEY(optim, beta1), OCL_KEY(optim, beta2),
         OCL_KEY(optim, eps), OCL_KEY(optim, warmup_epochs), OCL_KEY(optim, accum_iter),
-        OCL_KEY(optim, clip_grad)}},
+        OCL_KEY(optim, clip_grad), OCL_KEY(optim, fused)}},
       {"train",
        {OCL_KEY(train, epochs), OCL_KEY(train, batch_size), OCL_KEY(train, steps_per_epoch),
         OCL_KEY(train, seed), OCL_KEY(train, output_dir), OCL_KEY(train, save_every),
         OCL_KEY(train, keep_last), OCL_KEY(train, device), OCL_KEY(train, precision),
-        OCL_KEY(train, threads), OCL_KEY(train, on_nonfinite),
+        OCL_KEY(train, tf32), OCL_KEY(train, threads), OCL_KEY(train, on_nonfinite),
         OCL_KEY(train, max_nonfinite_skips)}},
       {"dist",
        {OCL_KEY(dist, backend), OCL_KEY(dist, timeout_s), OCL_KEY(dist, bucket_mb),
@@ -601,6 +601,7 @@ void validate_impl(const Config& c) {
   at_least("optim.warmup_epochs", o.warmup_epochs, 0.0);
   at_least("optim.accum_iter", o.accum_iter, int64_t{1});
   at_least("optim.clip_grad", o.clip_grad, 0.0);
+  one_of("optim.fused", o.fused, {"auto", "on", "off"});
 
   const auto& t = c.train;
   at_least("train.epochs", t.epochs, int64_t{1});

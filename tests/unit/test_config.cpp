@@ -108,10 +108,10 @@ data:
   synthetic_classes: 20
   cache_dir: /tmp/cache
 optim: {name: adamw, blr: 1e-4, lr: 2e-3, min_lr: 1e-6, weight_decay: 0.1, beta1: 0.8,
-        beta2: 0.999, eps: 1e-6, warmup_epochs: 2.5, accum_iter: 3, clip_grad: 1.0}
+        beta2: 0.999, eps: 1e-6, warmup_epochs: 2.5, accum_iter: 3, clip_grad: 1.0, fused: off}
 train: {epochs: 10, batch_size: 32, steps_per_epoch: 7, seed: 18446744073709551615,
         output_dir: runs/x, save_every: 5, keep_last: 3, device: "cuda:1", precision: bf16,
-        threads: 8, on_nonfinite: skip, max_nonfinite_skips: 0}
+        tf32: false, threads: 8, on_nonfinite: skip, max_nonfinite_skips: 0}
 dist: {backend: gloo, timeout_s: 30, bucket_mb: 50}
 eval: {knn_every: 1, knn_k: 10, knn_t: 0.1, knn_train_size: 500, knn_val_size: 100}
 log: {every: 5, level: debug, progress: lines}
@@ -140,6 +140,8 @@ log: {every: 5, level: debug, progress: lines}
   EXPECT_EQ(c.optim.accum_iter, 3);
   EXPECT_EQ(c.train.seed, std::numeric_limits<uint64_t>::max());
   EXPECT_EQ(c.train.device, "cuda:1");
+  EXPECT_EQ(c.optim.fused, "off");
+  EXPECT_FALSE(c.train.tf32);
   EXPECT_EQ(c.train.on_nonfinite, "skip");
   EXPECT_EQ(c.dist.backend, "gloo");
   EXPECT_EQ(c.dist.bucket_mb, 50.0);
@@ -237,6 +239,9 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("log: {level: verbose}", "log.level: must be one of trace | debug | info | warn");
   EXPECT_ERROR("log: {progress: fancy}", "log.progress: must be one of auto | bar | lines");
   EXPECT_ERROR("optim: {name: sgd}", "optim.name: must be one of adamw, got 'sgd'");
+  EXPECT_ERROR("optim: {fused: yes}", "optim.fused: must be one of auto | on | off, got 'yes'");
+  EXPECT_EQ(error_of("optim: {fused: on}"), "");
+  EXPECT_EQ(error_of("optim: {fused: off}"), "");
   EXPECT_ERROR("finetune: {global_pool: max}", "finetune.global_pool: must be one of avg | token");
   for (const char* arch : {"vit_tiny_patch16", "vit_s16", "vit_b16", "vit_l16", "vit_h14"})
     EXPECT_EQ(error_of(std::string("model: {arch: ") + arch + "}"), "") << arch;

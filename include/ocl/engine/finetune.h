@@ -152,7 +152,8 @@ class Finetuner {
   std::shared_ptr<spdlog::logger> logger_;
   torch::Device device_{torch::kCPU};
   bool bf16_ = false;
-  double lr_ = 0;  // peak lr (blr · effective batch / 256 unless finetune.lr)
+  bool tf32_ = false;  // train.tf32 applied (CUDA only: set_tf32)
+  double lr_ = 0;      // peak lr (blr · effective batch / 256 unless finetune.lr)
   int64_t effective_batch_ = 0;
 
   nn::VisionTransformer model_{nullptr};
@@ -160,6 +161,7 @@ class Finetuner {
   std::vector<optim::ParamGroup> groups_;
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  bool fused_adamw_ = false;  // optim.fused resolved for device_ (optim::adamw_step)
   optim::CosineSchedule schedule_;
   data::MixupOptions mixup_;
   data::RandomErasingOptions erasing_;

@@ -130,6 +130,7 @@ class Pretrainer {
   std::unique_ptr<dist::GradSynchronizer> grad_sync_;
   ssl::FeatureGather gather_;  // global negatives across ranks; null in one process or local
   bool bf16_ = false;
+  bool tf32_ = false;  // train.tf32 applied (CUDA only: set_tf32)
   std::shared_ptr<ConsoleSink> console_;
   std::shared_ptr<spdlog::logger> logger_;
   std::unique_ptr<MetricsLog> metrics_;
@@ -137,6 +138,7 @@ class Pretrainer {
   std::vector<optim::ParamGroup> groups_;
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
+  bool fused_adamw_ = false;  // optim.fused resolved for device_ (optim::adamw_step)
   optim::CosineSchedule schedule_;
   std::shared_ptr<const data::Dataset> train_set_;
   std::unique_ptr<data::Loader> loader_;

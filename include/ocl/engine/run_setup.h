@@ -32,6 +32,11 @@ void set_process_threads(const io::Config& config, const dist::LaunchInfo& launc
 /// bf16 autocast: train.precision bf16, or auto on a CUDA device.
 bool use_bf16(const io::Config& config, const torch::Device& device);
 
+/// TF32 for fp32 matmuls (cuBLAS) and convolutions (cuDNN) on a CUDA `device`, as
+/// train.tf32 says; returns whether it is on. LibTorch's own default is off for cuBLAS and on
+/// for cuDNN. Process-wide (LibTorch's global context); nothing is changed for a CPU device.
+bool set_tf32(const io::Config& config, const torch::Device& device);
+
 /// The communicator settings of `config` (dist.backend, dist.timeout_s) on `device`.
 dist::CommunicatorOptions communicator_options(const io::Config& config,
                                                const torch::Device& device);

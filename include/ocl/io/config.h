@@ -96,6 +96,10 @@ struct OptimConfig {
   double warmup_epochs = 40;  // ≥ 0, may be fractional
   int64_t accum_iter = 1;     // ≥ 1 micro-batches per optimiser step
   double clip_grad = 0.0;     // ≥ 0, 0 = no clipping (norm is still logged)
+  /// auto | on | off: the AdamW step of pre-training and fine-tuning through at::_fused_adamw_
+  /// (one kernel per group; CUDA with LibTorch ≥ 2.0, CPU ≥ 2.6). auto = fused where available;
+  /// on = error where not. The optimiser state and checkpoints are the same either way.
+  std::string fused = "auto";
 };
 
 struct TrainConfig {
@@ -105,10 +109,13 @@ struct TrainConfig {
   int64_t steps_per_epoch = 0;
   uint64_t seed = 0;
   std::string output_dir = "runs/default";
-  int64_t save_every = 20;            // ≥ 1 epochs between checkpoints (and always at the end)
-  int64_t keep_last = 2;              // ≥ 1 checkpoints kept
-  std::string device = "auto";        // auto | cpu | cuda | cuda:N
-  std::string precision = "auto";     // auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+  int64_t save_every = 20;         // ≥ 1 epochs between checkpoints (and always at the end)
+  int64_t keep_last = 2;           // ≥ 1 checkpoints kept
+  std::string device = "auto";     // auto | cpu | cuda | cuda:N
+  std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
+  /// TF32 tensor cores for fp32 matmuls and convolutions on CUDA (what autocast leaves in fp32:
+  /// the loss, LayerNorm, and every matmul under precision fp32). No effect on CPU.
+  bool tf32 = true;
   int64_t threads = 0;                // ≥ 0 intra-op threads, 0 = one per core
   std::string on_nonfinite = "stop";  // stop | skip
   int64_t max_nonfinite_skips = 10;   // ≥ 0 with skip

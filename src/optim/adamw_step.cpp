@@ -1,0 +1,94 @@
+// Fused AdamW step over torch::optim::AdamW's own state (see include/ocl/optim/adamw_step.h).
+#include "ocl/optim/adamw_step.h"
+
+#include <map>
+#include <memory>
+#include <tuple>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "ocl/compat.h"
+
+namespace ocl::optim {
+
+bool resolve_fused_adamw(const std::string& mode, c10::Device device) {
+  const bool supported = compat::fused_adamw_supported(device.type());
+  if (mode == "off") return false;
+  if (mode == "auto") return supported;
+  TORCH_CHECK(mode == "on", "optim.fused: must be one of auto | on | off, got '", mode, "'");
+  TORCH_CHECK(supported, "optim.fused: on, but LibTorch ", compat::torch_version(),
+              " has no fused AdamW kernel for ", device,
+              " (CUDA needs LibTorch >= 2.0, CPU >= 2.6); use auto or off");
+  return true;
+}
+
+namespace {
+
+// One fused call's tensors: a group's parameters sharing device, dtype and step number (the
+// kernel wants one device and dtype per call; one shared step tensor per call keeps the
+// per-step host work to a single fill kernel).
+struct Bucket {
+  c10::Device device{c10::kCPU};
+  std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+};
+
+// (device type, device index, dtype, step): c10::Device has no ordering of its own.
+using BucketKey = std::tuple<int, int, int, int64_t>;
+
+void fused_step(torch::optim::AdamW& optimizer) {
+  torch::NoGradGuard no_grad;
+  auto& state = optimizer.state();
+  for (auto& group : optimizer.param_groups()) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
+    TORCH_CHECK(!o.amsgrad(), "fused AdamW: amsgrad is not supported");
+    std::map<BucketKey, Bucket> buckets;
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      const auto& grad = p.grad();
+      TORCH_CHECK(!grad.is_sparse(), "fused AdamW: sparse gradients are not supported");
+      const auto key = compat::optimizer_state_key(p);
+      auto it = state.find(key);
+      if (it == state.end()) {
+        // As torch::optim::AdamW initialises on a parameter's first step.
+        auto s = std::make_unique<torch::optim::AdamWParamState>();
+        s->step(0);
+        s->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
+        s->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
+        it = state.emplace(key, std::move(s)).first;
+      }
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      s.step(s.step() + 1);
+      auto& b = buckets[BucketKey{static_cast<int>(p.device().type()), p.device().index(),
+                                  static_cast<int>(p.scalar_type()), s.step()}];
+      b.device = p.device();
+      b.params.push_back(p);
+      b.grads.push_back(grad);
+      b.exp_avgs.push_back(s.exp_avg());
+      b.exp_avg_sqs.push_back(s.exp_avg_sq());
+    }
+    for (auto& [key, b] : buckets) {
+      const int64_t step = std::get<3>(key);
+      // The kernel reads the step as a float32 tensor on the parameters' device (exact up to
+      // 2^24 steps); torch.optim.AdamW(fused=True) keeps it so.
+      const auto step_tensor = torch::full({}, static_cast<double>(step),
+                                           at::TensorOptions().dtype(at::kFloat).device(b.device));
+      const std::vector<at::Tensor> steps(b.params.size(), step_tensor);
+      compat::fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, steps, o.lr(),
+                           std::get<0>(o.betas()), std::get<1>(o.betas()), o.weight_decay(),
+                           o.eps());
+    }
+  }
+}
+
+}  // namespace
+
+void adamw_step(torch::optim::AdamW& optimizer, bool fused) {
+  if (fused) {
+    fused_step(optimizer);
+  } else {
+    optimizer.step();
+  }
+}
+
+}  // namespace ocl::optim

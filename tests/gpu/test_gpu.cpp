@@ -1,0 +1,209 @@
+// GPU tests (label gpu): the CUDA paths against CPU references. Each test skips without CUDA, so
+// the suite builds and passes (as skipped) on CPU-only machines and CI; run it on a GPU machine
+// with `ctest -L gpu`. The CPU counterparts are in tests/reference (float64 fixture),
+// tests/unit/test_compat.cpp (SDPA vs explicit) and tests/unit/test_adamw_step.cpp.
+#include <string>
+#include <vector>
+
+#include "reference/fixture.h"
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/compat.h>
+#include <ocl/engine/checkpoint.h>
+#include <ocl/ocl.h>
+#include <ocl/optim/adamw_step.h>
+#include <ocl/optim/param_groups.h>
+
+namespace {
+
+#define SKIP_WITHOUT_CUDA() \
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or a CPU-only LibTorch)"
+
+constexpr const char* kFixture = OCL_FIXTURE_DIR "/ocl_reference.safetensors";
+
+const ocl_test::ReferenceFixture& fixture() {
+  static const ocl_test::ReferenceFixture f(kFixture, "1",
+                                            "/usr/bin/python3 scripts/make_reference.py");
+  return f;
+}
+
+double meta(const std::string& key) { return std::stod(fixture().meta(key)); }
+
+// The fixture's tiny OCL model (see tests/reference/test_reference.cpp) in float32 on `device`.
+ocl::ssl::OCL reference_model(const torch::Device& device) {
+  ocl::ssl::OCL model(ocl::nn::VisionTransformerOptions(static_cast<int64_t>(meta("img_size")),
+                                                        static_cast<int64_t>(meta("patch_size")),
+                                                        static_cast<int64_t>(meta("embed_dim")),
+                                                        static_cast<int64_t>(meta("depth")),
+                                                        static_cast<int64_t>(meta("num_heads")))
+                          .freeze_patch_embed(false),
+                      ocl::ssl::OCLOptions()
+                          .mask_ratio(meta("mask_ratio"))
+                          .kappa(meta("kappa"))
+                          .temperature(meta("temperature"))
+                          .max_logit_scale(meta("max_logit_scale")));
+  ocl::io::TensorMap weights;
+  for (const auto& [name, tensor] : fixture().file().tensors) {
+    if (name.rfind("param.", 0) == 0) weights[name.substr(6)] = tensor.to(torch::kFloat32);
+  }
+  auto report = ocl::io::load_state_dict(*model, weights,
+                                         ocl::io::LoadOptions{true, {"encoder.pos_embed"}, {}});
+  EXPECT_TRUE(report.ok()) << report.summary();
+  model->to(device);
+  return model;
+}
+
+// Saves and restores the TF32 switches a test changes, so that tests do not leak settings.
+struct Tf32Scope {
+  bool cublas = at::globalContext().allowTF32CuBLAS();
+  bool cudnn = at::globalContext().allowTF32CuDNN();
+  explicit Tf32Scope(bool allow) {
+    at::globalContext().setAllowTF32CuBLAS(allow);
+    at::globalContext().setAllowTF32CuDNN(allow);
+  }
+  ~Tf32Scope() {
+    at::globalContext().setAllowTF32CuBLAS(cublas);
+    at::globalContext().setAllowTF32CuDNN(cudnn);
+  }
+};
+
+struct Tolerances {
+  double forward;   // CLS outputs, loss, figures
+  double gradient;  // every parameter's gradient
+};
+
+// One OCL step of the reference model on CUDA, every named tensor against the float64 fixture.
+void expect_reference_step(bool bf16, const Tolerances& tol) {
+  const torch::Device cuda(torch::kCUDA);
+  auto model = reference_model(cuda);
+  const auto images = fixture().tensor("input.images").to(cuda, torch::kFloat32);
+  // The noise stays float64 so that the argsort gives the fixture's indices exactly.
+  const auto noise = fixture().tensor("input.noise").to(cuda);
+  ocl::ssl::OCLOutput out;
+  {
+    ocl::compat::AutocastGuard autocast(c10::DeviceType::CUDA, bf16);
+    out = model->forward(images, noise);
+  }
+  EXPECT_TRUE(torch::equal(out.split.ids_a.cpu(), fixture().tensor("out.ids_a")));
+  EXPECT_TRUE(torch::equal(out.split.ids_b.cpu(), fixture().tensor("out.ids_b")));
+  EXPECT_TRUE(ocl_test::close("cls_a", out.cls_a, fixture().tensor("out.cls_a"), tol.forward));
+  EXPECT_TRUE(ocl_test::close("cls_b", out.cls_b, fixture().tensor("out.cls_b"), tol.forward));
+  EXPECT_TRUE(ocl_test::close("loss", out.loss, fixture().tensor("out.loss"), tol.forward));
+  EXPECT_TRUE(ocl_test::close("pos_cos", out.figures.pos_cos, fixture().tensor("out.pos_cos"),
+                              tol.forward));
+  out.loss.backward();
+  for (const auto& p : model->named_parameters()) {
+    EXPECT_TRUE(ocl_test::close("grad " + p.key(), p.value().grad(),
+                                fixture().tensor("grad." + p.key()), tol.gradient));
+  }
+}
+
+// TF32 rounds matmul inputs to a 10-bit mantissa (relative 2^-11 ≈ 5e-4) and accumulates in
+// fp32; everything else stays fp32. bf16 (below) rounds 8× more coarsely and also rounds the
+// activations, and measured on CPU reaches 1.3e-2 (forward) and 5e-2 (gradients), so TF32 should
+// stay under ~2e-3 / ~1e-2. 1e-2 / 3e-2 leave that margin for the different CUDA kernels and
+// still catch a wrong index, constant or kernel (errors of order 1). Plain fp32 on CPU is at
+// ~2e-6 of this fixture.
+TEST(Gpu, ReferenceStepInTf32MatchesFloat64Fixture) {
+  SKIP_WITHOUT_CUDA();
+  Tf32Scope tf32(true);
+  expect_reference_step(/*bf16=*/false, {1e-2, 3e-2});
+}
+
+// bf16 keeps 8 significant bits (relative 2^-9 ≈ 2e-3 per rounding), and autocast rounds
+// activations as well as matmul inputs. With CPU bf16 autocast on this fixture the largest errors
+// are 1.3e-2 (cls_a / cls_b; loss 6e-3) and 5e-2 (the gradient of patch_embed.proj.bias; the
+// others ≤ 3.3e-2); 5e-2 / 1.5e-1 allow ~3× for the different CUDA kernels while an error of
+// order 1 (wrong mask, wrong scale, a dropped term) still fails.
+TEST(Gpu, ReferenceStepInBf16MatchesFloat64Fixture) {
+  SKIP_WITHOUT_CUDA();
+  expect_reference_step(/*bf16=*/true, {5e-2, 1.5e-1});
+}
+
+// compat::attention (flash / memory-efficient SDPA kernels on CUDA in bf16) against the explicit
+// softmax(q·kᵀ/√d)·v, both from the same bf16 inputs and both measured against the explicit
+// form in float32. The fused kernels accumulate in fp32 and round once; the explicit bf16 form
+// rounds the scores, the probabilities and the output (each 2^-9 relative), so it is the less
+// exact of the two; the SDPA path must be within the explicit bf16 path's error budget: 1e-2 of
+// the largest entry for outputs and 2e-2 for gradients (the backward has one more product).
+TEST(Gpu, SdpaMatchesExplicitAttentionInBf16) {
+  SKIP_WITHOUT_CUDA();
+  torch::manual_seed(0);
+  const auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  // ViT-B/16's attention shape: 12 heads of 64, 1 + 196·(1 − 0.3)/2 ≈ 70 tokens per group.
+  auto make = [&] { return torch::randn({4, 12, 70, 64}, opts).requires_grad_(); };
+  auto q = make(), k = make(), v = make();
+  auto q32 = q.detach().to(torch::kFloat32).requires_grad_();
+  auto k32 = k.detach().to(torch::kFloat32).requires_grad_();
+  auto v32 = v.detach().to(torch::kFloat32).requires_grad_();
+  const auto dout = torch::randn({4, 12, 70, 64}, opts);
+
+  auto ref = ocl::compat::attention_explicit(q32, k32, v32);
+  ref.backward(dout.to(torch::kFloat32));
+  auto sdpa = ocl::compat::attention(q, k, v);
+  EXPECT_EQ(sdpa.scalar_type(), torch::kBFloat16);
+  sdpa.backward(dout);
+  auto q2 = q.detach().clone().requires_grad_(), k2 = k.detach().clone().requires_grad_(),
+       v2 = v.detach().clone().requires_grad_();
+  auto explicit_bf16 = ocl::compat::attention_explicit(q2, k2, v2);
+  explicit_bf16.backward(dout);
+
+  EXPECT_TRUE(ocl_test::close("sdpa out", sdpa, ref.detach(), 1e-2));
+  EXPECT_TRUE(ocl_test::close("explicit bf16 out", explicit_bf16, ref.detach(), 1e-2));
+  EXPECT_TRUE(ocl_test::close("sdpa dq", q.grad(), q32.grad(), 2e-2));
+  EXPECT_TRUE(ocl_test::close("sdpa dk", k.grad(), k32.grad(), 2e-2));
+  EXPECT_TRUE(ocl_test::close("sdpa dv", v.grad(), v32.grad(), 2e-2));
+  EXPECT_TRUE(ocl_test::close("sdpa vs explicit bf16", sdpa, explicit_bf16, 2e-2));
+}
+
+// The fused CUDA AdamW (one multi-tensor kernel per group) against torch::optim::AdamW on the
+// same CUDA tensors, over six steps of two groups with different lr scales and weight decays.
+// Both run in fp32 with different rounding (see tests/unit/test_adamw_step.cpp): after six
+// steps of at most lr = 2e-2 each the paths differ by ~1e-7; 2e-6 absolute leaves margin while a
+// wrong weight decay or lr scale (≥ 1e-4) fails.
+TEST(Gpu, FusedAdamWMatchesPlainUpdate) {
+  SKIP_WITHOUT_CUDA();
+  if (!ocl::compat::fused_adamw_supported(c10::DeviceType::CUDA))
+    GTEST_SKIP() << "LibTorch " << ocl::compat::torch_version() << " has no at::_fused_adamw_";
+  const torch::Device cuda(torch::kCUDA);
+  auto make_groups = [&] {
+    torch::manual_seed(3);
+    ocl::optim::ParamGroup decay{"decay", {"w1", "w2"}, {}, 0.1, 1.0};
+    ocl::optim::ParamGroup no_decay{"no_decay", {"b1"}, {}, 0.0, 0.3};
+    decay.params = {torch::randn({64, 48}).to(cuda).requires_grad_(),
+                    torch::randn({3, 4}).to(cuda).requires_grad_()};
+    no_decay.params = {torch::randn({48}).to(cuda).requires_grad_()};
+    return std::vector<ocl::optim::ParamGroup>{decay, no_decay};
+  };
+  const ocl::optim::AdamWSettings settings{2e-2, 0.9, 0.95, 1e-8};
+  auto plain = make_groups(), fused = make_groups();
+  auto plain_opt = ocl::optim::make_adamw(plain, settings);
+  auto fused_opt = ocl::optim::make_adamw(fused, settings);
+  for (int step = 0; step < 6; ++step) {
+    torch::manual_seed(100 + step);
+    for (size_t g = 0; g < plain.size(); ++g) {
+      for (size_t i = 0; i < plain[g].params.size(); ++i) {
+        const auto grad = torch::randn(plain[g].params[i].sizes()).to(cuda) * (0.5 + step);
+        plain[g].params[i].mutable_grad() = grad.clone();
+        fused[g].params[i].mutable_grad() = grad.clone();
+      }
+    }
+    ocl::optim::adamw_step(*plain_opt, false);
+    ocl::optim::adamw_step(*fused_opt, true);
+  }
+  const auto sp = ocl::engine::adamw_state(*plain_opt, plain);
+  const auto sf = ocl::engine::adamw_state(*fused_opt, fused);
+  ASSERT_EQ(sp.size(), sf.size());
+  for (const auto& [name, t] : sp) {
+    EXPECT_TRUE(torch::allclose(t.cpu(), sf.at(name).cpu(), 1e-6, 2e-6)) << name;
+  }
+  for (size_t g = 0; g < plain.size(); ++g) {
+    for (size_t i = 0; i < plain[g].params.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(plain[g].params[i].cpu(), fused[g].params[i].cpu(), 1e-6, 2e-6))
+          << plain[g].names[i];
+    }
+  }
+}
+
+}  // namespace
