@@ -511,7 +511,7 @@ std::optional<Image> PackedDataset::load_region(int64_t index, const RegionPlann
   // pages are asked for in one go, so a record not in the page cache is one read, not one per
   // page fault.
   if (r.size > 0) {
-    const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
     const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
     ::madvise(reinterpret_cast<void*>(begin), reinterpret_cast<uintptr_t>(data) + r.size - begin,
               MADV_WILLNEED);
