@@ -15,5 +15,5 @@ configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/oclConfig.cmake.in
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/oclConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/oclConfig.cmake ${PROJECT_BINARY_DIR}/oclConfigVersion.cmake
-  ${PROJECT_SOURCE_DIR}/cmake/oclOpenCV.cmake
+  ${PROJECT_SOURCE_DIR}/cmake/oclOpenCV.cmake ${PROJECT_SOURCE_DIR}/cmake/oclSpng.cmake
   DESTINATION ${OCL_CMAKE_DIR})

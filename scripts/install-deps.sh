@@ -13,7 +13,8 @@ packages=(
   libgtest-dev
   nlohmann-json3-dev            # safetensors headers (JSON)
   zlib1g-dev                    # CRC-32 of packed data sets
-  libjpeg62-turbo-dev           # region and reduced-scale JPEG decoding
+  libjpeg62-turbo-dev           # region and reduced-scale JPEG decoding, JPEG encoding
+  libspng-dev                   # PNG decoding and encoding
   python3-torch                 # scripts/make_reference.py (fixtures), scripts/bench_pretrain.py
   python3-matplotlib            # scripts/plot_metrics.py (the metrics plot of a run)
 )

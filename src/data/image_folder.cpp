@@ -1,5 +1,6 @@
 // ImageFolder: the torchvision-ordered scan of root/<class>/**/<image>, its on-disk file list
-// cache, and OpenCV decoding of any depth and channel layout to 8-bit RGB.
+// cache, and decoding to 8-bit RGB: JPEG through libjpeg-turbo, PNG through libspng, other
+// formats (any depth and channel layout) through OpenCV's imgcodecs where the build has it.
 #include "ocl/data/image_folder.h"
 
 #include <fcntl.h>
@@ -21,13 +22,17 @@
 #include <stdexcept>
 #include <utility>
 
+#include <sys/stat.h>
+
+#ifdef OCL_WITH_IMGCODECS
 #include <opencv2/core.hpp>
 #include <opencv2/core/utils/logger.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
-#include <sys/stat.h>
+#endif
 
 #include "ocl/data/jpeg.h"
+#include "ocl/data/png.h"
 
 namespace ocl::data {
 namespace fs = std::filesystem;
@@ -311,13 +316,38 @@ std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string*
   return decode_image(data, size, RegionPlanner{}, reason);
 }
 
-std::optional<Image> decode_image(const uint8_t* data, size_t size, const RegionPlanner& plan,
-                                  std::string* reason) {
-  if (looks_like_jpeg(data, size)) {
-    bool unsupported = false;
-    auto image = decode_jpeg(data, size, plan, reason, &unsupported);
-    if (!unsupported) return image;
-  }
+namespace {
+
+#ifndef OCL_WITH_IMGCODECS
+// The format a file's first bytes announce, for the message of a build without imgcodecs.
+const char* format_of(const uint8_t* data, size_t size) {
+  auto starts = [&](const char* magic, size_t n, size_t at = 0) {
+    return size >= at + n && std::memcmp(data + at, magic, n) == 0;
+  };
+  if (starts("BM", 2)) return "a BMP image";
+  if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return "a WebP image";
+  if (starts("II*\0", 4) || starts("MM\0*", 4)) return "a TIFF image";
+  if (starts("GIF8", 4)) return "a GIF image";
+  if (size >= 2 && data[0] == 'P' && data[1] >= '1' && data[1] <= '7') return "a PNM/PPM/PGM image";
+  return nullptr;
+}
+#endif
+
+// Everything but JPEG (8-bit grey/YCbCr/RGB) and PNG: OpenCV's imdecode where the build has
+// imgcodecs, else an error saying which build reads it. `known` names a format recognised
+// by the caller (a JPEG libjpeg-turbo's direct path leaves), or nullptr.
+std::optional<Image> decode_with_opencv(const uint8_t* data, size_t size, const char* known,
+                                        std::string* reason) {
+#ifndef OCL_WITH_IMGCODECS
+  if (!known) known = format_of(data, size);
+  if (!known)
+    return fail(reason, "not a decodable image (not JPEG or PNG: unknown format or corrupt data)");
+  return fail(reason, std::string(known) +
+                          ": this build of ocl decodes JPEG and PNG only (it was built without "
+                          "OpenCV's imgcodecs); rebuild with libopencv-imgcodecs-dev and "
+                          "-DOCL_WITH_IMGCODECS=ON to read it, or convert the file");
+#else
+  (void)known;
   // OpenCV also warns on stderr about undecodable input, which the reason string already
   // carries to the loader's report: its default log level (info/warning) drops to errors once;
   // a level someone chose (debug, silent) stays.
@@ -329,7 +359,6 @@ std::optional<Image> decode_image(const uint8_t* data, size_t size, const Region
       logging::setLogLevel(logging::LOG_LEVEL_ERROR);
     }
   });
-  if (size == 0) return fail(reason, "empty file");
   if (size > static_cast<size_t>(INT_MAX)) return fail(reason, "file larger than 2 GiB");
   cv::Mat decoded;
   try {
@@ -377,6 +406,22 @@ std::optional<Image> decode_image(const uint8_t* data, size_t size, const Region
   }
   if (rgb.data != out.pixels.data()) return fail(reason, "internal: colour conversion reallocated");
   return out;
+#endif
+}
+
+}  // namespace
+
+std::optional<Image> decode_image(const uint8_t* data, size_t size, const RegionPlanner& plan,
+                                  std::string* reason) {
+  if (size == 0) return fail(reason, "empty file");
+  bool unsupported_jpeg = false;
+  if (looks_like_jpeg(data, size)) {
+    auto image = decode_jpeg(data, size, plan, reason, &unsupported_jpeg);
+    if (!unsupported_jpeg) return image;
+  }
+  if (looks_like_png(data, size)) return decode_png(data, size, reason);
+  return decode_with_opencv(data, size, unsupported_jpeg ? "a CMYK, YCCK or 12-bit JPEG" : nullptr,
+                            reason);
 }
 
 ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolderOptions& options) {

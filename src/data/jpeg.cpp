@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <csetjmp>
 #include <cstdio>  // jpeglib.h needs FILE declared first
+#include <cstdlib>
 #include <cstring>
+#include <stdexcept>
 
 namespace ocl::data {
 namespace {
@@ -28,6 +30,15 @@ struct ErrorManager {
 
 void on_message(j_common_ptr, int) {}
 
+// The error manager every decoder and encoder installs: errors jump, warnings are ignored.
+jpeg_error_mgr* install_errors(ErrorManager& err) {
+  jpeg_error_mgr* pub = jpeg_std_error(&err.pub);
+  pub->error_exit = on_error;
+  pub->emit_message = on_message;
+  err.message[0] = '\0';
+  return pub;
+}
+
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // The decoding proper, apart from decode_jpeg so that no object with a destructor lives in the
@@ -35,10 +46,7 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 // corrupt stream (message in err), 2 for a JPEG this decoder leaves to OpenCV.
 int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t* data, size_t size,
                 const RegionPlanner& plan, Image& out) {
-  cinfo.err = jpeg_std_error(&err.pub);
-  err.pub.error_exit = on_error;
-  err.pub.emit_message = on_message;
-  err.message[0] = '\0';
+  cinfo.err = install_errors(err);
   if (setjmp(err.jump)) return 1;
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
@@ -118,6 +126,33 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
   return 0;
 }
 
+// The encoding proper, apart from encode_jpeg for the same reason as decode_into: `pixels` are
+// height rows of width × components bytes. libjpeg-turbo allocates *buffer (jpeg_mem_dest) and
+// grows it; the caller frees it. Returns 0 on success, 1 with the message in err.
+int encode_into(jpeg_compress_struct& cinfo, ErrorManager& err, const uint8_t* pixels, int height,
+                int width, int components, const JpegEncoding& encoding, unsigned char** buffer,
+                unsigned long* size) {
+  cinfo.err = install_errors(err);
+  if (setjmp(err.jump)) return 1;
+  jpeg_create_compress(&cinfo);
+  jpeg_mem_dest(&cinfo, buffer, size);
+  cinfo.image_width = static_cast<JDIMENSION>(width);
+  cinfo.image_height = static_cast<JDIMENSION>(height);
+  cinfo.input_components = components;
+  cinfo.in_color_space = components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, encoding.quality, TRUE);
+  if (encoding.progressive) jpeg_simple_progression(&cinfo);
+  jpeg_start_compress(&cinfo, TRUE);
+  const size_t stride = static_cast<size_t>(width) * components;
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<JSAMPROW>(pixels + cinfo.next_scanline * stride);
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  return 0;
+}
+
 }  // namespace
 
 bool looks_like_jpeg(const uint8_t* data, size_t size) {
@@ -146,6 +181,39 @@ std::optional<Image> decode_jpeg(const uint8_t* data, size_t size, const RegionP
     *reason = std::string("JPEG decoder: ") + err.message;
   }
   return std::nullopt;
+}
+
+std::vector<uint8_t> encode_jpeg(const Image& image, const JpegEncoding& encoding) {
+  if (encoding.quality < 1 || encoding.quality > 100)
+    throw std::invalid_argument("encode_jpeg: quality " + std::to_string(encoding.quality) +
+                                " outside 1..100");
+  if (image.height <= 0 || image.width <= 0 ||
+      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3)
+    throw std::invalid_argument("encode_jpeg: not an RGB image of its size");
+  std::vector<uint8_t> grey;
+  if (encoding.grey) {
+    grey.resize(static_cast<size_t>(image.height) * image.width);
+    for (size_t i = 0; i < grey.size(); ++i) grey[i] = image.pixels[3 * i];
+  }
+  jpeg_compress_struct cinfo{};
+  ErrorManager err{};
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  const int status =
+      encode_into(cinfo, err, encoding.grey ? grey.data() : image.pixels.data(), image.height,
+                  image.width, encoding.grey ? 1 : 3, encoding, &buffer, &size);
+  jpeg_destroy_compress(&cinfo);
+  std::vector<uint8_t> out;
+  if (status == 0 && buffer != nullptr) out.assign(buffer, buffer + size);
+  std::free(buffer);
+  if (status != 0) throw std::runtime_error(std::string("encode_jpeg: ") + err.message);
+  return out;
+}
+
+std::vector<uint8_t> encode_jpeg(const Image& image, int quality) {
+  JpegEncoding encoding;
+  encoding.quality = quality;
+  return encode_jpeg(image, encoding);
 }
 
 }  // namespace ocl::data

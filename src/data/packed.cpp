@@ -15,9 +15,6 @@
 #include <stdexcept>
 #include <system_error>
 
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
-#include <opencv2/imgproc.hpp>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -139,22 +136,6 @@ Image shrink_to_short_side(const Image& image, int max_short_side, Interpolation
                         ? max_short_side
                         : std::max(1, static_cast<int>(std::lround(image.width * scale)));
   return resize_image(image, height, width, interpolation);
-}
-
-std::vector<uint8_t> encode_jpeg(const Image& image, int quality) {
-  if (quality < 1 || quality > 100)
-    throw std::invalid_argument("encode_jpeg: quality " + std::to_string(quality) +
-                                " outside 1..100");
-  if (image.height <= 0 || image.width <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3)
-    throw std::invalid_argument("encode_jpeg: not an RGB image of its size");
-  const cv::Mat rgb(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.pixels.data()));
-  cv::Mat bgr;
-  cv::cvtColor(rgb, bgr, cv::COLOR_RGB2BGR);
-  std::vector<uint8_t> out;
-  if (!cv::imencode(".jpg", bgr, out, {cv::IMWRITE_JPEG_QUALITY, quality}))
-    throw std::runtime_error("encode_jpeg: OpenCV could not encode the image");
-  return out;
 }
 
 uint32_t pack_crc32(const uint8_t* data, size_t size) {

@@ -7,19 +7,20 @@
 
 #include <chrono>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
 
 #include "test_util.h"
 #include <gtest/gtest.h>
-#include <opencv2/imgcodecs.hpp>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 
 #include <ocl/data/factory.h>
 #include <ocl/data/loader.h>
+#include <ocl/data/png.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/state_dict.h>
 
@@ -178,9 +179,15 @@ TEST(Pretrain, AccumulatedGradientIsTheMeanOfMicroBatchGradients) {
 
 // Writes a PNG of random pixels.
 void write_png(const std::string& path, int seed) {
-  cv::Mat image(24, 24, CV_8UC3);
-  cv::randu(image, cv::Scalar::all(seed % 7), cv::Scalar::all(255));
-  ASSERT_TRUE(cv::imwrite(path, image));
+  ocl::data::Image image;
+  image.height = image.width = 24;
+  image.pixels.resize(24 * 24 * 3);
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  for (auto& p : image.pixels) p = static_cast<uint8_t>(seed % 7 + rng() % (256 - seed % 7));
+  const auto bytes = ocl::data::encode_png(image);
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
 }
 
 TEST(Pretrain, UnreadableImagesAreSkippedAndCountedThenStopTheRunPastTheLimit) {

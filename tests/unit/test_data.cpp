@@ -11,11 +11,13 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
 #include <numeric>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -26,8 +28,15 @@
 #include <ocl/data/factory.h>
 #include <ocl/data/image_folder.h>
 #include <ocl/data/loader.h>
+#include <ocl/data/png.h>
 #include <ocl/data/synthetic.h>
 #include <ocl/data/transforms.h>
+
+#ifdef OCL_WITH_IMGCODECS
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#endif
 
 namespace fs = std::filesystem;
 using namespace ocl::data;
@@ -83,7 +92,7 @@ uint32_t crc32(const uint8_t* p, size_t n) {
 // 16; `samples` row-major interleaved.
 std::vector<uint8_t> png(int w, int h, int color_type, int depth,
                          const std::vector<uint16_t>& samples) {
-  const int channels = color_type == 0 ? 1 : color_type == 2 ? 3 : 4;
+  const int channels = color_type == 0 ? 1 : color_type == 2 ? 3 : color_type == 4 ? 2 : 4;
   std::vector<uint8_t> raw;
   for (int y = 0; y < h; ++y) {
     raw.push_back(0);  // filter: none
@@ -698,10 +707,12 @@ TEST(ImageFolder, DecodesEveryLayoutToRgb) {
   const Image deep = load("cat/sub/deep.png");  // 16-bit: v · 257 → v
   for (int p = 0; p < 6; ++p)
     EXPECT_EQ(pixel(deep, p / 3, p % 3), (std::array<int, 3>{40 + p, 255, 0}));
+#ifdef OCL_WITH_IMGCODECS
   const Image b = load("cat/b.bmp");
   ASSERT_EQ(b.height, 3);
   ASSERT_EQ(b.width, 4);
   for (size_t i = 0; i < b.pixels.size(); ++i) EXPECT_EQ(b.pixels[i], static_cast<uint8_t>(i * 5));
+#endif
   const Image grey = load("ant/grey.png");  // 1 channel → R = G = B
   EXPECT_EQ(pixel(grey, 0, 1), (std::array<int, 3>{80, 80, 80}));
   EXPECT_EQ(pixel(grey, 1, 1), (std::array<int, 3>{255, 255, 255}));
@@ -715,11 +726,28 @@ TEST(ImageFolder, DecodesEveryLayoutToRgb) {
     EXPECT_NEAR(pixel(photo, 3, 3)[c], left[c], 3);
     EXPECT_NEAR(pixel(photo, 3, 12)[c], right[c], 3);
   }
+#ifdef OCL_WITH_IMGCODECS
   const Image print = load("ant/print.jpg");  // CMYK JPEG: magenta ink → (255, 0, 255)
   ASSERT_EQ(print.height, 8);
   EXPECT_NEAR(pixel(print, 4, 4)[0], 255, 3);
   EXPECT_NEAR(pixel(print, 4, 4)[1], 0, 3);
   EXPECT_NEAR(pixel(print, 4, 4)[2], 255, 3);
+#else
+  // Without imgcodecs, a BMP and a CMYK JPEG are bad samples whose reason names the build
+  // that reads them.
+  for (const std::string file : {"cat/b.bmp", "ant/print.jpg"}) {
+    BadSample bad;
+    EXPECT_FALSE(ds.load(find(ds, file), &bad).has_value()) << file;
+    EXPECT_NE(bad.reason.find("built without OpenCV's imgcodecs"), std::string::npos) << bad.reason;
+    EXPECT_NE(bad.reason.find("-DOCL_WITH_IMGCODECS=ON"), std::string::npos) << bad.reason;
+  }
+  BadSample bmp_bad;
+  ds.load(find(ds, "cat/b.bmp"), &bmp_bad);
+  EXPECT_EQ(bmp_bad.reason.rfind("a BMP image: ", 0), 0u) << bmp_bad.reason;
+  BadSample cmyk_bad;
+  ds.load(find(ds, "ant/print.jpg"), &cmyk_bad);
+  EXPECT_EQ(cmyk_bad.reason.rfind("a CMYK, YCCK or 12-bit JPEG: ", 0), 0u) << cmyk_bad.reason;
+#endif
 
   for (const std::string file : {"ant/zero.jpg", "ant/garbage.jpg"}) {
     BadSample bad;
@@ -738,6 +766,118 @@ TEST(ImageFolder, DecodesEveryLayoutToRgb) {
   std::string reason;
   EXPECT_FALSE(decode_image(nullptr, 0, &reason).has_value());
   EXPECT_EQ(reason, "empty file");
+}
+
+// ---------------------------------------------------------------------------------------------
+// PNG (libspng, in every build)
+
+namespace {
+// What decoding a PNG of `samples` (colour type 0 grey, 2 RGB, 4 grey + alpha, 6 RGBA) must
+// give: 8-bit RGB, grey replicated, alpha dropped, 16-bit samples round(v / 257).
+std::vector<uint8_t> expected_rgb(int w, int h, int color_type, int depth,
+                                  const std::vector<uint16_t>& samples) {
+  const int channels = color_type == 0 ? 1 : color_type == 2 ? 3 : color_type == 4 ? 2 : 4;
+  std::vector<uint8_t> out;
+  for (int p = 0; p < w * h; ++p) {
+    for (int c = 0; c < 3; ++c) {
+      const int from = channels <= 2 ? 0 : c;
+      const uint16_t v = samples[static_cast<size_t>(p) * channels + from];
+      out.push_back(static_cast<uint8_t>(depth == 16 ? std::lround(v / 257.0) : v));
+    }
+  }
+  return out;
+}
+}  // namespace
+
+TEST(Png, EveryColourTypeAndDepthDecodesToRgb) {
+  std::mt19937 rng(7);
+  for (const int color_type : {0, 2, 4, 6}) {
+    for (const int depth : {8, 16}) {
+      const int w = 5, h = 3;
+      const int channels = color_type == 0 ? 1 : color_type == 2 ? 3 : color_type == 4 ? 2 : 4;
+      std::vector<uint16_t> samples(static_cast<size_t>(w) * h * channels);
+      for (auto& v : samples) v = static_cast<uint16_t>(rng() % (depth == 16 ? 65536 : 256));
+      const auto bytes = png(w, h, color_type, depth, samples);
+      ASSERT_TRUE(looks_like_png(bytes.data(), bytes.size()));
+      std::string reason;
+      const auto image = decode_png(bytes.data(), bytes.size(), &reason);
+      ASSERT_TRUE(image.has_value()) << reason;
+      EXPECT_EQ(image->height, h);
+      EXPECT_EQ(image->width, w);
+      EXPECT_EQ(image->pixels, expected_rgb(w, h, color_type, depth, samples))
+          << "colour type " << color_type << ", depth " << depth;
+#ifdef OCL_WITH_IMGCODECS
+      // The same pixels as OpenCV's decoder, which read PNGs before libspng did.
+      cv::Mat decoded = cv::imdecode(bytes, cv::IMREAD_UNCHANGED), rgb;
+      if (decoded.depth() == CV_16U) decoded.convertTo(decoded, CV_8U, 1.0 / 257.0);
+      if (decoded.channels() == 2) cv::extractChannel(decoded, decoded, 0);
+      cv::cvtColor(decoded, rgb,
+                   decoded.channels() == 1   ? cv::COLOR_GRAY2RGB
+                   : decoded.channels() == 3 ? cv::COLOR_BGR2RGB
+                                             : cv::COLOR_BGRA2RGB);
+      EXPECT_EQ(0, std::memcmp(rgb.data, image->pixels.data(), image->pixels.size()))
+          << "colour type " << color_type << ", depth " << depth;
+#endif
+    }
+  }
+}
+
+TEST(Png, SixteenBitSamplesRoundToTheNearestLevel) {
+  // v / 257: 128 → 0.498, 129 → 0.502, 32767 → 127.498, 32768 → 127.502, 65406 → 254.498,
+  // 65407 → 254.502 (libspng's own 8-bit output keeps the high byte: 0, 0, 127, 128, 255, 255).
+  const std::vector<uint16_t> v{128, 129, 32767, 32768, 65406, 65407};
+  const auto bytes = png(6, 1, 0, 16, v);
+  const auto image = decode_png(bytes.data(), bytes.size());
+  ASSERT_TRUE(image.has_value());
+  const std::vector<int> want{0, 1, 127, 128, 254, 255};
+  for (int x = 0; x < 6; ++x) EXPECT_EQ(pixel(*image, 0, x)[0], want[static_cast<size_t>(x)]);
+}
+
+TEST(Png, EncodeThenDecodeGivesTheSamePixels) {
+  Image image;
+  image.height = 37;
+  image.width = 53;
+  image.pixels.resize(37 * 53 * 3);
+  std::mt19937 rng(3);
+  for (auto& p : image.pixels) p = static_cast<uint8_t>(rng());
+  const auto bytes = encode_png(image);
+  const auto back = decode_png(bytes.data(), bytes.size());
+  ASSERT_TRUE(back.has_value());
+  EXPECT_EQ(back->height, 37);
+  EXPECT_EQ(back->width, 53);
+  EXPECT_EQ(back->pixels, image.pixels);
+  // And through decode_image, the ImageFolder entry point.
+  const auto via_folder = decode_image(bytes.data(), bytes.size());
+  ASSERT_TRUE(via_folder.has_value());
+  EXPECT_EQ(via_folder->pixels, image.pixels);
+  image.pixels.pop_back();
+  EXPECT_THROW(encode_png(image), std::invalid_argument);
+}
+
+TEST(Png, CorruptTruncatedAndOversizedStreamsNameThePngDecoder) {
+  std::vector<uint16_t> samples(16 * 16 * 3);
+  for (size_t i = 0; i < samples.size(); ++i) samples[i] = static_cast<uint16_t>(i % 251);
+  const auto good = png(16, 16, 2, 8, samples);
+  auto expect_refused = [](const std::vector<uint8_t>& bytes, const std::string& what) {
+    std::string reason;
+    EXPECT_FALSE(decode_image(bytes.data(), bytes.size(), &reason).has_value()) << what;
+    EXPECT_EQ(reason.rfind("PNG decoder: ", 0), 0u) << what << ": " << reason;
+  };
+  expect_refused(std::vector<uint8_t>(good.begin(), good.begin() + good.size() / 2), "truncated");
+  auto flipped = good;
+  flipped[good.size() / 2] ^= 0x40;  // inside IDAT: its CRC no longer matches
+  expect_refused(flipped, "flipped byte");
+  // A header claiming 100000 × 100000 pixels (IHDR's width at bytes 16-19, CRC fixed up).
+  auto huge = png(1, 1, 2, 8, {1, 2, 3});
+  for (int k : {16, 20}) {
+    huge[k] = 0;
+    huge[k + 1] = 0x01;
+    huge[k + 2] = 0x86;
+    huge[k + 3] = 0xA0;
+  }
+  const uint32_t crc = crc32(huge.data() + 12, 17);  // over "IHDR" and its 13 bytes
+  for (int b = 0; b < 4; ++b) huge[29 + b] = static_cast<uint8_t>(crc >> (24 - 8 * b));
+  expect_refused(huge, "100000 x 100000");
 }
 
 TEST(ImageFolder, FileListCacheIsWrittenReusedAndRebuilt) {

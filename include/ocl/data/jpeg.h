@@ -2,13 +2,15 @@
 // RGB itself (no BGR pass and colour conversion afterwards), decodes only the rows and columns a
 // crop drawn before decoding will read, and, when that crop is at least twice its output size,
 // decodes at a reduced DCT scale (1/2, 1/4 or 1/8), which skips most of the inverse DCT and
-// colour work. Images it does not handle (CMYK, 12-bit) go back to the general decoder.
+// colour work. Images it does not handle (CMYK, 12-bit) go back to the general decoder. Also
+// JPEG encoding (packs, tests), so that no build needs OpenCV's imgcodecs to write a JPEG.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ocl/data/dataset.h"
 
@@ -27,5 +29,19 @@ bool looks_like_jpeg(const uint8_t* data, size_t size);
 /// it leaves to the general decoder (CMYK/YCCK, 12-bit).
 std::optional<Image> decode_jpeg(const uint8_t* data, size_t size, const RegionPlanner& plan,
                                  std::string* reason = nullptr, bool* unsupported = nullptr);
+
+/// How encode_jpeg writes: libjpeg's defaults otherwise (4:2:0 chroma, Huffman tables not
+/// optimised), as OpenCV's imencode writes.
+struct JpegEncoding {
+  int quality = 90;          // 1–100
+  bool progressive = false;  // progressive scans instead of one baseline scan
+  bool grey = false;         // one component: the image's first channel (a grey image's R = G = B)
+};
+
+/// The JPEG encoding of an 8-bit RGB image. Throws std::invalid_argument for a quality outside
+/// 1–100 or pixels that do not match the size, std::runtime_error if libjpeg fails.
+std::vector<uint8_t> encode_jpeg(const Image& image, const JpegEncoding& encoding);
+/// The same at `quality` with the other settings at their defaults.
+std::vector<uint8_t> encode_jpeg(const Image& image, int quality);
 
 }  // namespace ocl::data

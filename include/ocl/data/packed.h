@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "ocl/data/dataset.h"
+#include "ocl/data/jpeg.h"
 #include "ocl/data/transforms.h"
 
 namespace ocl::data {
@@ -82,8 +83,7 @@ void write_pack_index(const std::string& path, const PackIndex& index);
 /// `image` with its shorter side brought down to `max_short_side` (aspect kept; the longer side
 /// rounded), or unchanged when it is no larger: what a pack stores.
 Image shrink_to_short_side(const Image& image, int max_short_side, Interpolation interpolation);
-/// The JPEG encoding of `image` at `quality` (1–100; OpenCV's libjpeg, 4:2:0 chroma).
-std::vector<uint8_t> encode_jpeg(const Image& image, int quality);
+// encode_jpeg (what a pack's JPEG records hold) is in ocl/data/jpeg.h, included above.
 
 /// CRC-32 (zlib's polynomial) of `size` bytes.
 uint32_t pack_crc32(const uint8_t* data, size_t size);

@@ -1,0 +1,29 @@
+// PNG decoding and encoding through libspng, so that ImageFolder reads PNG in every build,
+// with or without OpenCV's imgcodecs (which a GPU kit leaves out: it pulls in ~200 MB of
+// libraries). Decoding follows what OpenCV's imdecode(IMREAD_UNCHANGED) then ocl's conversion
+// to RGB gave before: any bit depth, palette, grey and alpha layout to 8-bit RGB, alpha and
+// transparency dropped, no gamma correction, 16-bit samples scaled by 255/65535 and rounded.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ocl/data/dataset.h"
+
+namespace ocl::data {
+
+/// Does `data` start with the PNG signature (89 50 4E 47 0D 0A 1A 0A)?
+bool looks_like_png(const uint8_t* data, size_t size);
+
+/// Decodes a PNG to 8-bit RGB; std::nullopt with the reason (naming the PNG decoder) for a
+/// corrupt, truncated or oversized stream.
+std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* reason = nullptr);
+
+/// Encodes an 8-bit RGB image as a PNG (for tests and tools; throws std::invalid_argument for
+/// an image whose pixels do not match its size, std::runtime_error if libspng fails).
+std::vector<uint8_t> encode_png(const Image& image);
+
+}  // namespace ocl::data
