@@ -8,7 +8,9 @@
 // Resize + CenterCrop; features are the L2-normalised CLS outputs after the final norm. With
 // several processes (torchrun, srun, --nproc-per-node) each extracts and classifies every W-th
 // image. Prints one line per k; exits 0, 1 on an error, 2 on a bad command line.
+#include <algorithm>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -33,7 +35,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   std::vector<int64_t> ks;
   double temperature = 0;
-  int64_t train_size = 0, val_size = 0, batch = 0, chunk = 1024;
+  int64_t train_size = 0, val_size = 0, batch = 0, chunk = 1024, save_inputs = 0;
   bool half_bank = false;
   int nproc_per_node = 0;
   app.add_option("--config", config_path, "YAML config: model sizes, data, device")->required();
@@ -57,6 +59,11 @@ int main(int argc, char** argv) {
   app.add_flag("--half-bank", half_bank, "keep the memory bank in fp16 (half the memory)");
   app.add_option("--save-features", save_features,
                  "write train_features, train_labels, val_features, val_labels (safetensors)");
+  app.add_option("--save-inputs", save_inputs,
+                 "with --save-features, also write val_inputs: the first N validation images as "
+                 "the encoder saw them (normalised float32 [N, 3, H, W]), for cross-checks such "
+                 "as scripts/timm_check.py")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--nproc-per-node", nproc_per_node, "start this many local processes")
       ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
@@ -99,11 +106,26 @@ int main(int argc, char** argv) {
     auto val_f = ocl::engine::extract_features(encoder, *val_set, *transform, device, batch,
                                                val_size, config.data.workers, bf16, comm.get());
     const double extract_s = ocl::engine::seconds_since(t0);
-    if (writer && !save_features.empty()) {
-      ocl::io::write_safetensors(save_features, {{"train_features", train_f.features},
-                                                 {"train_labels", train_f.labels},
-                                                 {"val_features", val_f.features},
-                                                 {"val_labels", val_f.labels}});
+    if (save_inputs > 0 && save_features.empty()) {
+      throw std::invalid_argument("--save-inputs needs --save-features (the file to write)");
+    }
+    if (!save_features.empty()) {
+      ocl::io::TensorMap saved{{"train_features", train_f.features},
+                               {"train_labels", train_f.labels},
+                               {"val_features", val_f.features},
+                               {"val_labels", val_f.labels}};
+      if (save_inputs > 0) {
+        // The same loader, transform and normalisation as the features above (every rank takes
+        // part: the rows are gathered like the features).
+        const int64_t n = std::min<int64_t>(save_inputs, val_f.labels.size(0));
+        const auto identity = [](const torch::Tensor& images, const torch::Tensor&) {
+          return images.flatten(1);
+        };
+        const auto inputs = ocl::engine::map_dataset(identity, *val_set, *transform, device, batch,
+                                                     n, config.data.workers, comm.get());
+        saved["val_inputs"] = inputs.features.to(torch::kFloat32).view({n, 3, img, img});
+      }
+      if (writer) ocl::io::write_safetensors(save_features, saved);
     }
     ocl::engine::KnnOptions ko;
     ko.ks = ks;

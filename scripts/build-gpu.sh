@@ -2,13 +2,22 @@
 # Builds ocl against a CUDA LibTorch in one command: the LibTorch inside the Python PyTorch on
 # PATH (python3 -c 'import torch; print(torch.utils.cmake_prefix_path)'), or one given by
 # TORCH_DIR. The other dependencies come from the system (scripts/install-deps.sh), or from a
-# prefix folder (PREFIX, searched first) on a machine without a package manager. NCCL is used
-# when the LibTorch has it (CMake checks by compiling against c10d's NCCL process group).
+# prefix folder (PREFIX, searched first) on a machine without a package manager: the GPU kit
+# that scripts/make-gpu-kit.sh makes on Debian 12, unpacked anywhere. NCCL is used when the
+# LibTorch has it (CMake checks by compiling against c10d's NCCL process group).
 #
 #   bash scripts/build-gpu.sh                          build-gpu/ with pip's CUDA LibTorch
+#   PREFIX=$PWD/ocl-gpu-kit bash scripts/build-gpu.sh  dependencies from the unpacked kit
 #   TORCH_DIR=/opt/libtorch bash scripts/build-gpu.sh  a LibTorch unpacked from pytorch.org
 #   PREFIX=/opt/ocl-deps BUILD=/scratch/ocl bash scripts/build-gpu.sh
 #   TESTS=gpu bash scripts/build-gpu.sh                then run the gpu-labelled tests
+#   ALLOW_CPU=1 bash scripts/build-gpu.sh              accept a CPU PyTorch (the same build
+#                                                      path on a machine without a GPU)
+#   JOBS=16 CMAKE_ARGS="-DOCL_WITH_IMGCODECS=OFF" ...  parallel jobs, extra CMake arguments
+#
+# With a PREFIX holding lib/x86_64-linux-gnu (the kit), the programs get an RPATH to it that
+# also covers the kit libraries' own dependencies (DT_RPATH, not RUNPATH), so they run with no
+# LD_LIBRARY_PATH.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -23,8 +32,10 @@ else
   command -v "$python" >/dev/null || die "no $python: set TORCH_DIR to a LibTorch folder"
   torch_prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)') ||
     die "$python cannot import torch: install PyTorch or set TORCH_DIR"
-  "$python" -c 'import torch, sys; sys.exit(0 if torch.version.cuda else 1)' ||
-    die "the PyTorch of $python is a CPU build (torch.version.cuda is None)"
+  if [[ "${ALLOW_CPU:-0}" != 1 ]]; then
+    "$python" -c 'import torch, sys; sys.exit(0 if torch.version.cuda else 1)' ||
+      die "the PyTorch of $python is a CPU build (torch.version.cuda is None); ALLOW_CPU=1 builds with it anyway"
+  fi
   abi=$("$python" -c 'import torch; print(int(torch.compiled_with_cxx11_abi()))')
 fi
 [[ -d "$torch_prefix" ]] || die "no LibTorch CMake folder at $torch_prefix"
@@ -39,7 +50,24 @@ if [[ "$abi" == "0" ]]; then
 fi
 
 prefix_path=$torch_prefix
-[[ -n "${PREFIX:-}" ]] && prefix_path="$PREFIX;$torch_prefix"
+if [[ -n "${PREFIX:-}" ]]; then
+  [[ -d "$PREFIX" ]] || die "PREFIX=$PREFIX is not a folder"
+  PREFIX=$(cd "$PREFIX" && pwd)
+  prefix_path="$PREFIX;$torch_prefix"
+  kit_lib=$PREFIX/lib/x86_64-linux-gnu
+  if [[ -d "$kit_lib" ]]; then
+    # DT_RPATH (--disable-new-dtags) is searched for the kit libraries' own dependencies too
+    # (OpenCV's TBB, spdlog's fmt); DT_RUNPATH would be searched for the programs' direct ones
+    # only. -rpath-link lets the linker resolve those second-level libraries.
+    link="-Wl,--disable-new-dtags -Wl,-rpath-link,$kit_lib"
+    # The kit keeps Debian's lib/x86_64-linux-gnu layout, which CMake searches only when it
+    # knows the library architecture (it learns it from a Debian or Ubuntu compiler, not from
+    # conda's): said explicitly.
+    flags+=("-DCMAKE_BUILD_RPATH=$kit_lib" "-DCMAKE_INSTALL_RPATH=$kit_lib"
+            "-DCMAKE_EXE_LINKER_FLAGS=$link" "-DCMAKE_SHARED_LINKER_FLAGS=$link"
+            "-DCMAKE_LIBRARY_ARCHITECTURE=x86_64-linux-gnu")
+  fi
+fi
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 

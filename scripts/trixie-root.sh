@@ -12,6 +12,9 @@
 #   OCL_TRIXIE_ROOT    (default /var/cache/ocl/trixie-root)
 #   OCL_TRIXIE_MIRROR  (default http://deb.debian.org/debian)
 #   OCL_TRIXIE_TORCH   LibTorch major.minor the root must have (default 2.6)
+# Other roots are made with the same code by setting these too (scripts/bare-root.sh does):
+#   OCL_TRIXIE_SUITE     the Debian suite (default trixie)
+#   OCL_TRIXIE_PACKAGES  the packages, space-separated (default the list below)
 # It is complete only when ROOT/.ocl-ready exists (written last, holding the package list): a
 # root without it is what an interrupted run left, and is deleted and made again. When the
 # package list below changes, `ensure` installs what is missing.
@@ -25,7 +28,7 @@ ROOT=${OCL_TRIXIE_ROOT:-/var/cache/ocl/trixie-root}
 ROOT=${ROOT%/}
 MIRROR=${OCL_TRIXIE_MIRROR:-http://deb.debian.org/debian}
 TORCH_WANT=${OCL_TRIXIE_TORCH:-2.6}
-SUITE=trixie
+SUITE=${OCL_TRIXIE_SUITE:-trixie}
 STAMP="$ROOT/.ocl-ready"
 LOCK="$ROOT.lock"
 
@@ -39,10 +42,13 @@ PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev
   nlohmann-json3-dev
-  zlib1g-dev libjpeg62-turbo-dev
+  zlib1g-dev libjpeg62-turbo-dev libspng-dev
 )
+if [[ -n "${OCL_TRIXIE_PACKAGES:-}" ]]; then
+  read -r -a PACKAGES <<<"$OCL_TRIXIE_PACKAGES"
+fi
 
-log() { echo "trixie-root: $*" >&2; }
+log() { echo "$(basename "$ROOT"): $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {

@@ -10,6 +10,9 @@
 #include <torch/torch.h>
 
 #include <ocl/compat.h>
+#include <ocl/dist/all_gather.h>
+#include <ocl/dist/communicator.h>
+#include <ocl/dist/launch.h>
 #include <ocl/engine/checkpoint.h>
 #include <ocl/ocl.h>
 #include <ocl/optim/adamw_step.h>
@@ -204,6 +207,44 @@ TEST(Gpu, FusedAdamWMatchesPlainUpdate) {
           << plain[g].names[i];
     }
   }
+}
+
+// NCCL with one rank (the GPU machines have one GPU): rendezvous, every collective the training
+// step uses on CUDA tensors, and the differentiable all-gather of the loss with its backward.
+TEST(GpuNccl, OneRankCollectivesRunOverNccl) {
+  SKIP_WITHOUT_CUDA();
+  if (!ocl::dist::backend_available("nccl")) {
+    GTEST_SKIP() << "this build has no NCCL process group (the CMake check did not define "
+                    "USE_C10D_NCCL)";
+  }
+  ocl::dist::LaunchInfo launch;
+  launch.master_port = ocl::dist::free_tcp_port();
+  launch.source = "test";
+  ocl::dist::CommunicatorOptions o;
+  o.backend = "nccl";
+  o.device = torch::Device(torch::kCUDA, 0);
+  o.timeout = std::chrono::seconds(60);
+  o.heartbeat_s = 0;
+  ocl::dist::Communicator comm(launch, o);
+  EXPECT_EQ(comm.backend(), "nccl");
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+  auto t = torch::arange(12, cuda).view({3, 4});
+  const auto expected = t.clone();
+  comm.all_reduce_sum(t, ocl::dist::Group::kGradients, "test tensor");
+  EXPECT_TRUE(torch::equal(t.cpu(), expected.cpu()));
+  EXPECT_TRUE(
+      torch::equal(comm.all_gather(t, ocl::dist::Group::kLoss, "test").cpu(), expected.cpu()));
+  EXPECT_TRUE(torch::equal(comm.reduce_scatter_sum(t, ocl::dist::Group::kLoss, "test").cpu(),
+                           expected.cpu()));
+  auto b = torch::full({5}, 3.0, cuda);
+  comm.broadcast_from_rank0({b}, "test");
+  EXPECT_TRUE(torch::equal(b.cpu(), torch::full({5}, 3.0)));
+  auto x = torch::randn({4, 8}, cuda).requires_grad_();
+  auto gathered = ocl::dist::all_gather_with_grad(comm, x);
+  EXPECT_TRUE(torch::equal(gathered.detach().cpu(), x.detach().cpu()));
+  (gathered * 2).sum().backward();
+  EXPECT_TRUE(torch::allclose(x.grad().cpu(), torch::full({4, 8}, 2.0)));
+  comm.barrier("end of the NCCL test");
 }
 
 }  // namespace
