@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <climits>
@@ -33,6 +32,7 @@
 
 #include "ocl/data/jpeg.h"
 #include "ocl/data/png.h"
+#include "ocl/io/files.h"
 
 namespace ocl::data {
 namespace fs = std::filesystem;
@@ -154,32 +154,23 @@ void write_cache(const std::string& path, const std::string& root, const Stamp& 
       })) {
     return;  // a line-based file cannot hold such names: go without a cache
   }
-  static std::atomic<uint64_t> counter{0};
-  const std::string tmp =
-      path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter.fetch_add(1));
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) return;  // an unwritable location just means no cache
-    out << kCacheMagic << "\nroot " << root << "\nscanned " << scanned.sec << " " << scanned.nsec
-        << "\nsubdirs " << scan.root_dirs.size() << "\n";
-    for (const auto& d : scan.root_dirs) out << d << "\n";
-    out << "dirs " << scan.dirs.size() << "\n";
-    for (const auto& d : scan.dirs)
-      out << d.mtime.sec << " " << d.mtime.nsec << " " << d.rel << "\n";
-    out << "classes " << scan.classes.size() << "\n";
-    for (size_t c = 0; c < scan.classes.size(); ++c) {
-      out << "class " << scan.files[c].size() << " " << scan.classes[c] << "\n";
-      for (const auto& f : scan.files[c]) out << f << "\n";
-    }
-    out.flush();
-    if (!out) {
-      out.close();
-      std::remove(tmp.c_str());
-      return;
-    }
+  std::ostringstream out;
+  out << kCacheMagic << "\nroot " << root << "\nscanned " << scanned.sec << " " << scanned.nsec
+      << "\nsubdirs " << scan.root_dirs.size() << "\n";
+  for (const auto& d : scan.root_dirs) out << d << "\n";
+  out << "dirs " << scan.dirs.size() << "\n";
+  for (const auto& d : scan.dirs) out << d.mtime.sec << " " << d.mtime.nsec << " " << d.rel << "\n";
+  out << "classes " << scan.classes.size() << "\n";
+  for (size_t c = 0; c < scan.classes.size(); ++c) {
+    out << "class " << scan.files[c].size() << " " << scan.classes[c] << "\n";
+    for (const auto& f : scan.files[c]) out << f << "\n";
   }
-  // rename() replaces the old cache atomically: a reader sees the old or the new file, whole.
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) std::remove(tmp.c_str());
+  // Replaced atomically: a reader sees the old or the new file, whole. An unwritable location
+  // (a read-only data set) just means no cache.
+  try {
+    io::write_text_atomic(path, out.str());
+  } catch (const std::runtime_error&) {
+  }
 }
 
 // Reads a cache and checks it against the tree; std::nullopt (rebuild) on any mismatch.

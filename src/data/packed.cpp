@@ -176,20 +176,7 @@ void write_pack_index(const std::string& path, const PackIndex& index) {
   put(out, pack_crc32(reinterpret_cast<const uint8_t*>(out.data()), out.size()), 4);
   out.append(kEndMagic, sizeof kEndMagic);
 
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error("cannot write '" + tmp + "': " + errno_text());
-  try {
-    write_all(fd, reinterpret_cast<const uint8_t*>(out.data()), out.size(), tmp);
-    if (::fsync(fd) != 0) throw std::runtime_error("cannot sync '" + tmp + "': " + errno_text());
-  } catch (...) {
-    ::close(fd);
-    std::remove(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (std::rename(tmp.c_str(), path.c_str()) != 0)
-    throw std::runtime_error("cannot write '" + path + "': " + errno_text());
+  io::write_file_atomic(path, out);
 }
 
 PackIndex read_pack_index(const std::string& path) {

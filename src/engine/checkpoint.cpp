@@ -2,7 +2,6 @@
 // tensors (see include/ocl/engine/checkpoint.h).
 #include "ocl/engine/checkpoint.h"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -10,7 +9,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 #include <system_error>
 
@@ -19,6 +17,7 @@
 #include <torch/torch.h>
 
 #include "ocl/compat.h"
+#include "ocl/io/files.h"
 
 namespace ocl::engine {
 namespace {
@@ -30,93 +29,22 @@ constexpr const char* kPrefix = "checkpoint-";
 
 std::string os_error() { return std::generic_category().message(errno); }
 
-std::string join(const std::string& dir, const std::string& name) {
-  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
-}
-
-bool is_dir(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-// Writes `text` to `path` and fsyncs it (the folder is renamed into place afterwards, so the
-// file itself need not be atomic).
-void write_synced(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-  TORCH_CHECK(fd >= 0, "checkpoint: cannot create '", path, "': ", os_error());
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string err = os_error();
-      ::close(fd);
-      TORCH_CHECK(false, "checkpoint: writing '", path, "' failed: ", err);
-    }
-    done += static_cast<size_t>(n);
-  }
-  const bool synced = ::fsync(fd) == 0;
-  const std::string err = synced ? "" : os_error();
-  TORCH_CHECK(::close(fd) == 0 && synced, "checkpoint: syncing '", path, "' failed: ", err);
-}
-
-void sync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
+// The io helpers' errors as the checkpoint code reports every error: c10::Error, "checkpoint: ".
 std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in, "checkpoint: cannot read '", path, "': ", os_error());
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
+  try {
+    return io::read_text_file(path);
+  } catch (const std::runtime_error& e) {
+    TORCH_CHECK(false, "checkpoint: ", e.what());
+  }
+  return {};
 }
 
-void remove_tree(const std::string& path) {
-  DIR* dir = ::opendir(path.c_str());
-  if (dir != nullptr) {
-    while (const dirent* e = ::readdir(dir)) {
-      const std::string name = e->d_name;
-      if (name == "." || name == "..") continue;
-      const std::string child = join(path, name);
-      struct stat st {};
-      if (::lstat(child.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
-        remove_tree(child);
-      } else {
-        ::unlink(child.c_str());
-      }
-    }
-    ::closedir(dir);
+void write_synced(const std::string& path, const std::string& text) {
+  try {
+    io::write_file_synced(path, text);
+  } catch (const std::runtime_error& e) {
+    TORCH_CHECK(false, "checkpoint: ", e.what());
   }
-  ::rmdir(path.c_str());
-}
-
-// Removes `path` whatever it is; a symbolic link is unlinked, never followed.
-void remove_entry(const std::string& path) {
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) != 0) return;
-  if (S_ISDIR(st.st_mode)) {
-    remove_tree(path);
-  } else {
-    ::unlink(path.c_str());
-  }
-}
-
-std::vector<std::string> list_dir(const std::string& path) {
-  std::vector<std::string> names;
-  DIR* dir = ::opendir(path.c_str());
-  if (dir == nullptr) return names;
-  while (const dirent* e = ::readdir(dir)) {
-    const std::string name = e->d_name;
-    if (name != "." && name != "..") names.push_back(name);
-  }
-  ::closedir(dir);
-  std::sort(names.begin(), names.end());
-  return names;
 }
 
 // "checkpoint-0004" → (4, 0); "checkpoint-0004-000120" → (4, 120); anything else → false.
@@ -162,17 +90,18 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
                             const io::TensorMap& encoder, const io::TensorMap& trainer,
                             const std::string& config_yaml, int64_t keep_last) {
   TORCH_CHECK(keep_last >= 1, "checkpoint: keep_last must be >= 1, got ", keep_last);
-  TORCH_CHECK(is_dir(output_dir), "checkpoint: output folder '", output_dir, "' does not exist");
+  TORCH_CHECK(io::is_dir(output_dir), "checkpoint: output folder '", output_dir,
+              "' does not exist");
   const std::string name = checkpoint_name(state);
-  const std::string final_path = join(output_dir, name);
+  const std::string final_path = io::join_path(output_dir, name);
   const std::string tmp = final_path + ".tmp-" + std::to_string(::getpid());
-  remove_tree(tmp);
+  io::remove_tree(tmp);
   TORCH_CHECK(::mkdir(tmp.c_str(), 0777) == 0, "checkpoint: cannot create '", tmp,
               "': ", os_error());
   try {
-    io::write_safetensors(join(tmp, "encoder.safetensors"), encoder,
+    io::write_safetensors(io::join_path(tmp, "encoder.safetensors"), encoder,
                           {{"format", "pt"}, {"ocl", "encoder in timm VisionTransformer names"}});
-    io::write_safetensors(join(tmp, "trainer.safetensors"), trainer, {{"format", "pt"}});
+    io::write_safetensors(io::join_path(tmp, "trainer.safetensors"), trainer, {{"format", "pt"}});
     json j = {{"format_version", kStateVersion},
               {"epoch", state.epoch},
               {"step_in_epoch", state.step_in_epoch},
@@ -181,64 +110,64 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
               {"world_size", state.world_size},
               {"seed", state.seed},
               {"torch_version", compat::torch_version()}};
-    write_synced(join(tmp, "state.json"), j.dump(2) + "\n");
-    write_synced(join(tmp, "config.yaml"), config_yaml);
-    sync_dir(tmp);
-    if (is_dir(final_path)) {
+    write_synced(io::join_path(tmp, "state.json"), j.dump(2) + "\n");
+    write_synced(io::join_path(tmp, "config.yaml"), config_yaml);
+    io::sync_dir(tmp);
+    if (io::is_dir(final_path)) {
       // A checkpoint of the same name (a step redone after a resume) is replaced by swapping
       // the two folders in one atomic step, so checkpoint-last never names a missing folder.
       TORCH_CHECK(
           ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) == 0,
           "checkpoint: cannot replace '", final_path, "': ", os_error());
-      remove_tree(tmp);  // now the old checkpoint
+      io::remove_tree(tmp);  // now the old checkpoint
     } else {
       TORCH_CHECK(::rename(tmp.c_str(), final_path.c_str()) == 0, "checkpoint: cannot rename '",
                   tmp, "' to '", final_path, "': ", os_error());
     }
   } catch (...) {
-    remove_tree(tmp);
+    io::remove_tree(tmp);
     throw;
   }
   // checkpoint-last: a new relative link renamed over the old one (atomic).
-  const std::string link = join(output_dir, kLastLink);
+  const std::string link = io::join_path(output_dir, kLastLink);
   const std::string link_tmp = link + ".tmp-" + std::to_string(::getpid());
   ::unlink(link_tmp.c_str());
   TORCH_CHECK(::symlink(name.c_str(), link_tmp.c_str()) == 0, "checkpoint: cannot create link '",
               link_tmp, "': ", os_error());
   TORCH_CHECK(::rename(link_tmp.c_str(), link.c_str()) == 0, "checkpoint: cannot update '", link,
               "': ", os_error());
-  sync_dir(output_dir);
+  io::sync_dir(output_dir);
 
   // Prune: complete checkpoints beyond the newest keep_last, and leftovers of killed writers.
   std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> complete;
-  for (const auto& entry : list_dir(output_dir)) {
+  for (const auto& entry : io::list_dir(output_dir)) {
     std::pair<int64_t, int64_t> order;
     if (parse_name(entry, &order)) {
       complete.emplace_back(order, entry);
     } else if (entry.rfind(kPrefix, 0) == 0 && entry.find(".tmp-") != std::string::npos) {
-      remove_entry(join(output_dir, entry));
+      io::remove_tree(io::join_path(output_dir, entry));
     }
   }
   std::sort(complete.begin(), complete.end());
   const auto excess = static_cast<int64_t>(complete.size()) - keep_last;
   for (int64_t i = 0; i < excess; ++i) {
-    if (complete[i].second != name) remove_tree(join(output_dir, complete[i].second));
+    if (complete[i].second != name) io::remove_tree(io::join_path(output_dir, complete[i].second));
   }
   return final_path;
 }
 
 void remove_checkpoints(const std::string& output_dir) {
-  ::unlink(join(output_dir, kLastLink).c_str());
-  for (const auto& entry : list_dir(output_dir)) {
-    if (entry.rfind(kPrefix, 0) == 0) remove_entry(join(output_dir, entry));
+  ::unlink(io::join_path(output_dir, kLastLink).c_str());
+  for (const auto& entry : io::list_dir(output_dir)) {
+    if (entry.rfind(kPrefix, 0) == 0) io::remove_tree(io::join_path(output_dir, entry));
   }
 }
 
 std::string latest_checkpoint(const std::string& output_dir) {
-  const std::string link = join(output_dir, kLastLink);
+  const std::string link = io::join_path(output_dir, kLastLink);
   const std::string target = link_target(link);
   if (target.empty()) return "";
-  return target[0] == '/' ? target : join(output_dir, target);
+  return target[0] == '/' ? target : io::join_path(output_dir, target);
 }
 
 Checkpoint load_checkpoint(const std::string& path_in) {
@@ -250,12 +179,13 @@ Checkpoint load_checkpoint(const std::string& path_in) {
     const std::string target = link_target(path);
     const auto slash = path.find_last_of('/');
     const std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
-    path = target.empty() || target[0] == '/' || parent.empty() ? target : join(parent, target);
+    path = target.empty() || target[0] == '/' || parent.empty() ? target
+                                                                : io::join_path(parent, target);
   }
-  TORCH_CHECK(is_dir(path), "checkpoint: '", path_in, "' is not a checkpoint folder");
+  TORCH_CHECK(io::is_dir(path), "checkpoint: '", path_in, "' is not a checkpoint folder");
   Checkpoint c;
   c.path = path;
-  const std::string state_path = join(path, "state.json");
+  const std::string state_path = io::join_path(path, "state.json");
   json j;
   try {
     j = json::parse(read_text(state_path));
@@ -273,9 +203,9 @@ Checkpoint load_checkpoint(const std::string& path_in) {
   }
   TORCH_CHECK(c.state.epoch >= 0 && c.state.step_in_epoch >= 0 && c.state.global_step >= 0,
               "checkpoint: '", state_path, "' holds negative counters");
-  c.encoder = io::read_safetensors(join(path, "encoder.safetensors")).tensors;
-  c.trainer = io::read_safetensors(join(path, "trainer.safetensors")).tensors;
-  c.config_yaml = read_text(join(path, "config.yaml"));
+  c.encoder = io::read_safetensors(io::join_path(path, "encoder.safetensors")).tensors;
+  c.trainer = io::read_safetensors(io::join_path(path, "trainer.safetensors")).tensors;
+  c.config_yaml = read_text(io::join_path(path, "config.yaml"));
   return c;
 }
 

@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "ocl/io/files.h"
+
 namespace ocl::engine {
 
 MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : path_(path) {
@@ -29,15 +31,10 @@ MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : pat
         kept += line + "\n";
       }
       in.close();
-      const std::string tmp = path + ".tmp";
-      {
-        std::ofstream out(tmp, std::ios::trunc);
-        out << kept;
-        if (!out) throw std::runtime_error("metrics: cannot rewrite '" + path + "'");
-      }
-      if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-        throw std::runtime_error("metrics: cannot replace '" + path +
-                                 "': " + std::generic_category().message(errno));
+      try {
+        io::write_text_atomic(path, kept);
+      } catch (const std::exception& e) {
+        throw std::runtime_error(std::string("metrics: ") + e.what());
       }
     }
   }

@@ -2,8 +2,14 @@
 // message and a rename is the atomic replace POSIX guarantees.
 #include "ocl/io/files.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
-#include <cstdio>
+#include <chrono>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -12,6 +18,30 @@
 #include <sys/stat.h>
 
 namespace ocl::io {
+namespace {
+
+std::string os_error(int err) { return std::generic_category().message(err); }
+
+// Writes all of `bytes` to `fd` (retrying short writes and EINTR); returns 0 or an errno.
+int write_all(int fd, std::string_view bytes) {
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    if (n == 0) return EIO;
+    done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+std::string parent_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
 
 void make_dirs(const std::string& path) {
   std::string partial;
@@ -22,8 +52,7 @@ void make_dirs(const std::string& path) {
     if (part.empty()) continue;
     partial += part + "/";
     if (::mkdir(partial.c_str(), 0777) != 0 && errno != EEXIST) {
-      throw std::runtime_error("cannot create output folder '" + partial +
-                               "': " + std::generic_category().message(errno));
+      throw std::runtime_error("cannot create output folder '" + partial + "': " + os_error(errno));
     }
   }
   if (!is_dir(path)) throw std::runtime_error("output folder '" + path + "' is not a folder");
@@ -39,28 +68,103 @@ bool is_dir(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    throw std::runtime_error("cannot read '" + path +
-                             "': " + std::generic_category().message(errno));
+std::string join_path(const std::string& dir, const std::string& name) {
+  return dir.empty() || dir.back() == '/' ? dir + name : dir + "/" + name;
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return names;
+  while (const dirent* e = ::readdir(dir)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") names.push_back(name);
   }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (!S_ISDIR(st.st_mode)) {
+    ::unlink(path.c_str());
+    return;
+  }
+  for (const auto& name : list_dir(path)) remove_tree(join_path(path, name));
+  ::rmdir(path.c_str());
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read '" + path + "': " + os_error(errno));
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
+void write_file_synced(const std::string& path, std::string_view bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) throw std::runtime_error("cannot create '" + path + "': " + os_error(errno));
+  int err = write_all(fd, bytes);
+  const char* step = "writing";
+  if (err == 0 && ::fsync(fd) != 0) {
+    err = errno;
+    step = "syncing";
   }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    throw std::runtime_error("cannot write '" + path +
-                             "': " + std::generic_category().message(errno));
+  if (::close(fd) != 0 && err == 0) {
+    err = errno;
+    step = "closing";
+  }
+  if (err != 0)
+    throw std::runtime_error(std::string(step) + " '" + path + "' failed: " + os_error(err));
+}
+
+void write_file_atomic(const std::string& path, std::string_view bytes) {
+  // A unique sibling: the rename stays on one file system (atomic), and two writers (threads,
+  // ranks, processes) never write the same temporary.
+  static std::atomic<uint64_t> counter{0};
+  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
+  std::string tmp;
+  int fd = -1;
+  for (int attempt = 0; attempt < 100 && fd < 0; ++attempt) {
+    tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(stamp) + "." +
+          std::to_string(counter++);
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno != EEXIST) break;
+  }
+  const std::string head = "cannot write '" + path + "': ";
+  if (fd < 0)
+    throw std::runtime_error(head + "cannot create temporary file '" + tmp +
+                             "': " + os_error(errno));
+  std::string failure;
+  if (const int err = write_all(fd, bytes)) {
+    failure = "writing '" + tmp + "' failed: " + os_error(err);
+  } else if (::fsync(fd) != 0) {
+    failure = "syncing '" + tmp + "' failed: " + os_error(errno);
+  }
+  if (::close(fd) != 0 && failure.empty())
+    failure = "closing '" + tmp + "' failed: " + os_error(errno);
+  if (failure.empty() && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    failure = "renaming '" + tmp + "' over it failed: " + os_error(errno);
+  }
+  if (!failure.empty()) {
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(head + failure);
+  }
+  sync_dir(parent_of(path));
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text);
+}
+
+void sync_dir(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
   }
 }
 

@@ -5,13 +5,12 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <limits>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <system_error>
 #include <tuple>
 #include <utility>
@@ -19,6 +18,8 @@
 
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
+
+#include "ocl/io/files.h"
 
 // The data area is little-endian and is copied byte for byte into tensor storage.
 #if defined(__BYTE_ORDER__) && defined(__ORDER_LITTLE_ENDIAN__)
@@ -316,17 +317,6 @@ void read_exact(int fd, uint8_t* dst, uint64_t n, uint64_t offset, const std::st
   }
 }
 
-void write_all(int fd, const char* src, size_t n, const std::string& tmp, const std::string& path) {
-  while (n > 0) {
-    const ssize_t put = ::write(fd, src, std::min<size_t>(n, 1u << 30));
-    if (put < 0 && errno == EINTR) continue;
-    TORCH_CHECK(put > 0, "safetensors: writing '", path, "' failed (temporary file '", tmp,
-                "'): ", os_error(put < 0 ? errno : EIO));
-    src += put;
-    n -= static_cast<size_t>(put);
-  }
-}
-
 void append_le_u64(std::string& out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
@@ -442,38 +432,11 @@ void write_safetensors(const std::string& path, const TensorMap& tensors,
   // Serialise first: invalid input throws before anything touches the disk.
   const std::string bytes = serialize_safetensors(tensors, metadata);
 
-  // A unique sibling name, so the rename is atomic (same file system) and concurrent writers
-  // (threads or ranks) never share a temporary file.
-  static std::atomic<uint64_t> counter{0};
-  const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
-  std::string tmp;
-  int raw = -1;
-  for (int attempt = 0; attempt < 100 && raw < 0; ++attempt) {
-    tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(stamp) + "." +
-          std::to_string(counter++);
-    raw = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (raw < 0 && errno != EEXIST) break;
-  }
-  TORCH_CHECK(raw >= 0, "safetensors: cannot write '", path, "': cannot create temporary file '",
-              tmp, "': ", os_error(errno));
-  Fd fd(raw);
   try {
-    write_all(fd.get(), bytes.data(), bytes.size(), tmp, path);
-    TORCH_CHECK(::fsync(fd.get()) == 0, "safetensors: cannot write '", path, "': fsync of '", tmp,
-                "' failed: ", os_error(errno));
-    TORCH_CHECK(fd.close() == 0, "safetensors: cannot write '", path, "': closing '", tmp,
-                "' failed: ", os_error(errno));
-    TORCH_CHECK(::rename(tmp.c_str(), path.c_str()) == 0, "safetensors: cannot write '", path,
-                "': renaming '", tmp, "' over it failed: ", os_error(errno));
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
+    write_file_atomic(path, bytes);
+  } catch (const std::runtime_error& e) {
+    TORCH_CHECK(false, "safetensors: ", e.what());
   }
-  // Make the rename itself durable; the file is complete either way, so errors are ignored.
-  const auto slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
-  Fd dir_fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (dir_fd.get() >= 0) ::fsync(dir_fd.get());
 }
 
 }  // namespace ocl::io

@@ -1,9 +1,12 @@
-// Small filesystem helpers for run folders (pre-training, probes, fine-tuning): create a folder
-// tree, test for files and folders, read a text file, and replace a text file atomically so that
-// a crash leaves the old version or the new one, never half of either.
+// Filesystem helpers for everything ocl writes (run folders, checkpoints, safetensors, packs,
+// metrics): create a folder tree, test for files and folders, list and remove folders, read a
+// text file, and the one atomic writer every file goes through, so that a crash or a full disk
+// leaves the old version of a file or the new one, never half of either, and no temporary.
 #pragma once
 
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace ocl::io {
 
@@ -17,10 +20,36 @@ bool path_exists(const std::string& path);
 /// True when `path` is a folder (following links).
 bool is_dir(const std::string& path);
 
+/// "dir/name" (no doubled slash; `name` alone when `dir` is empty).
+std::string join_path(const std::string& dir, const std::string& name);
+
+/// The names in folder `path` other than "." and "..", sorted; empty when it cannot be read.
+std::vector<std::string> list_dir(const std::string& path);
+
+/// Removes `path` whatever it is, and everything below a folder; a symbolic link is removed,
+/// never followed. Best effort: what cannot be removed stays.
+void remove_tree(const std::string& path);
+
 /// The whole file as text; throws std::runtime_error naming the file when it cannot be read.
 std::string read_text_file(const std::string& path);
 
-/// Writes `text` to `path` + ".tmp" and renames it over `path`. Throws naming the file.
+/// Writes `bytes` to `path` (created or truncated) and fsyncs it: for files inside a folder that
+/// is renamed into place afterwards (checkpoint folders). Throws std::runtime_error naming the
+/// file, the step that failed and the system's reason.
+void write_file_synced(const std::string& path, std::string_view bytes);
+
+/// Replaces `path` atomically and durably: `bytes` go to a new temporary file beside it (a
+/// unique name, so concurrent writers never share one), which is fsynced and renamed over
+/// `path`; then the folder is fsynced. On any failure the temporary is removed, `path` keeps its
+/// old content (or stays absent), and std::runtime_error says "cannot write 'PATH': " with the
+/// step that failed and the system's reason (a full disk: "No space left on device").
+void write_file_atomic(const std::string& path, std::string_view bytes);
+
+/// write_file_atomic for text.
 void write_text_atomic(const std::string& path, const std::string& text);
+
+/// fsyncs folder `dir`, making the renames and creations inside it durable. Best effort: some
+/// file systems cannot sync a folder, and the files themselves are complete either way.
+void sync_dir(const std::string& dir);
 
 }  // namespace ocl::io
