@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ocl/data/mixing.h"
+#include "ocl/io/spec.h"
 
 namespace ocl::data {
 namespace {
@@ -325,52 +326,6 @@ bool is_affine(AugmentOp op) {
          op == AugmentOp::TranslateXRel || op == AugmentOp::TranslateYRel;
 }
 
-// ---- the config string ------------------------------------------------------------------------
-
-double parse_number(const std::string& section, const std::string& value, const std::string& spec) {
-  char* end = nullptr;
-  const double v = value.empty() ? 0.0 : std::strtod(value.c_str(), &end);
-  if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(v)) {
-    throw std::invalid_argument("rand_augment: bad number in section '" + section + "' of '" +
-                                spec + "'");
-  }
-  return v;
-}
-
-void set_option(RandAugmentOptions& o, const std::string& section, const std::string& spec) {
-  // A section is a key of letters followed by its number, e.g. "mstd0.5".
-  size_t split = 0;
-  while (split < section.size() && std::isalpha(static_cast<unsigned char>(section[split])))
-    ++split;
-  const std::string key = section.substr(0, split), value = section.substr(split);
-  const double v = parse_number(section, value, spec);
-  auto bad = [&](const std::string& why) {
-    return std::invalid_argument("rand_augment: section '" + section + "' of '" + spec +
-                                 "': " + why);
-  };
-  if (key == "m") {
-    if (v < 0) throw bad("magnitude must be >= 0");
-    o.magnitude = v;
-  } else if (key == "n") {
-    if (v < 0 || v != std::floor(v) || v > 100) throw bad("expected an integer in [0, 100]");
-    o.num_ops = static_cast<int>(v);
-  } else if (key == "mstd") {
-    if (v < 0) throw bad("magnitude std must be >= 0");
-    o.magnitude_std = v > 100 ? std::numeric_limits<double>::infinity() : v;  // timm's rule
-  } else if (key == "mmax") {
-    if (v < 0) throw bad("magnitude max must be >= 0");
-    o.magnitude_max = v;
-  } else if (key == "inc") {
-    if (v != 0 && v != 1) throw bad("expected inc0 or inc1");
-    o.increasing = v == 1;
-  } else if (key == "p") {
-    if (v < 0 || v > 1) throw bad("probability must be in [0, 1]");
-    o.prob = v;
-  } else {
-    throw bad("unknown key '" + key + "' (known: m, n, mstd, mmax, inc, p)");
-  }
-}
-
 void check_options(const RandAugmentOptions& o) {
   if (o.num_ops < 0 || !(o.prob >= 0 && o.prob <= 1) || !(o.magnitude >= 0) ||
       !(o.magnitude_std >= 0) || !(o.magnitude_max >= 0)) {
@@ -432,28 +387,14 @@ const char* augment_op_name(AugmentOp op) {
 }
 
 RandAugmentOptions parse_rand_augment(const std::string& spec) {
-  if (spec.rfind("rand", 0) != 0 || (spec.size() > 4 && spec[4] != '-')) {
-    throw std::invalid_argument(
-        "rand_augment: expected 'rand[-section...]' (e.g. "
-        "'rand-m9-mstd0.5-inc1'), got '" +
-        spec + "'");
-  }
-  RandAugmentOptions o;  // timm's defaults for keys the string leaves out
-  o.num_ops = 2;
-  o.magnitude = 10;
-  o.magnitude_std = 0;
-  o.magnitude_max = 10;
-  o.increasing = false;
-  o.prob = 0.5;
-  // Sections after "rand-", split at every '-'.
-  for (size_t start = 5; spec.size() > 4; start = spec.find('-', start) + 1) {
-    const size_t end = std::min(spec.find('-', start), spec.size());
-    const std::string section = spec.substr(start, end - start);
-    if (section.empty())
-      throw std::invalid_argument("rand_augment: empty section in '" + spec + "'");
-    set_option(o, section, spec);
-    if (end == spec.size()) break;
-  }
+  const io::RandAugmentSpec s = io::parse_rand_augment_spec(spec);
+  RandAugmentOptions o;
+  o.num_ops = s.num_ops;
+  o.magnitude = s.magnitude;
+  o.magnitude_std = s.magnitude_std;
+  o.magnitude_max = s.magnitude_max;
+  o.increasing = s.increasing;
+  o.prob = s.prob;
   return o;
 }
 

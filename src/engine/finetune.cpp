@@ -19,7 +19,6 @@
 #include "ocl/data/factory.h"
 #include "ocl/data/rand_augment.h"
 #include "ocl/engine/knn.h"
-#include "ocl/engine/pretrain.h"
 #include "ocl/engine/run_setup.h"
 #include "ocl/engine/weights.h"
 #include "ocl/io/files.h"
@@ -146,7 +145,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   const auto& t = config_.train;
   const bool writer = is_writer() && !options_.eval_only;
   effective_batch_ = f.batch_size * f.accum_iter * world_size_;
-  lr_ = f.lr > 0 ? f.lr : f.blr * static_cast<double>(effective_batch_) / 256.0;
+  lr_ = io::absolute_lr(f.lr, f.blr, effective_batch_);
   out_ = f.output_dir.empty() ? t.output_dir + "/finetune" : f.output_dir;
 
   // --- output folder and the checkpoint to resume from: never silently mix two runs
@@ -288,17 +287,20 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
       best_epoch_ = c.trainer.at(kBestEpochKey).item<int64_t>();
     }
     state_ = c.state;
-    if (state_.world_size != world_size_) {
-      // The data order of an epoch is one permutation whatever the world size: continue at the
-      // first step of the new world size not yet covered (a partial step's images are seen
-      // again), assuming the batch settings of this config.
-      const int64_t images = state_.step_in_epoch * state_.world_size * f.batch_size * f.accum_iter;
-      logger_->warn(
-          "the checkpoint was written by {} processes and this run has {}: the effective batch "
-          "is now {} and lr {:.3g}",
-          state_.world_size, world_size_, effective_batch_, lr_);
-      state_.step_in_epoch = images / (world_size_ * f.batch_size * f.accum_iter);
+    // The saved layout comes from the checkpoint's own config (its batch may differ from
+    // this one's); a config that cannot be read is assumed to be this one.
+    StepLayout saved_layout{state_.world_size, f.batch_size, f.accum_iter};
+    try {
+      const auto saved = io::parse_config(c.config_yaml, {}, c.path + "/config.yaml");
+      saved_layout.batch_size = saved.finetune.batch_size;
+      saved_layout.accum_iter = saved.finetune.accum_iter;
+    } catch (const std::exception& e) {
+      logger_->warn("the checkpoint's config cannot be read ({}); using the given config",
+                    e.what());
     }
+    state_.step_in_epoch =
+        resume_step_in_epoch(state_.epoch, state_.step_in_epoch, saved_layout,
+                             {world_size_, f.batch_size, f.accum_iter}, lr_, *logger_);
     if (state_.step_in_epoch >= steps_per_epoch_ && steps_per_epoch_ > 0) {
       state_.epoch += 1;
       state_.step_in_epoch = 0;
@@ -317,10 +319,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   }
   if (comm_ && !options_.eval_only) {
     // Parameters are broadcast from rank 0; gradients become views into the all-reduce buckets.
-    dist::GradSyncOptions so;
-    so.bucket_mb = config_.dist.bucket_mb;
-    so.first_bucket_mb = config_.dist.first_bucket_mb;
-    grad_sync_ = std::make_unique<dist::GradSynchronizer>(*comm_, trainable_, so);
+    grad_sync_ = make_grad_sync(*comm_, trainable_, config_, *logger_);
   }
 
   int64_t params = 0;
@@ -525,9 +524,9 @@ FinetuneResult Finetuner::run() {
         const double window = seconds_since(win_start);
         const double img_s = win_images / std::max(window, 1e-9);
         logger_->info(
-            "epoch {} step {}/{} (global {}): loss {:.4f}, lr {:.3g}, grad norm {:.3f}, {:.1f} "
-            "img/s, data wait {:.0f} %, ETA {}",
-            state_.epoch, state_.step_in_epoch, steps_per_epoch_, state_.global_step,
+            "epoch {}/{} step {}/{} (global {}): loss {:.4f}, lr {:.3g}, grad norm {:.3f}, "
+            "{:.1f} img/s, data wait {:.0f} %, ETA {}",
+            state_.epoch + 1, f.epochs, state_.step_in_epoch, steps_per_epoch_, state_.global_step,
             win_loss / win_steps, st.lr, st.grad_norm, img_s,
             100 * win_wait / std::max(window, 1e-9), format_duration(eta));
         if (metrics_)
@@ -544,9 +543,9 @@ FinetuneResult Finetuner::run() {
         win_steps = win_images = 0;
         win_start = Clock::now();
       }
-      console_->set_status(fmt::format("finetune epoch {} step {}/{} loss {:.4f} ETA {}",
-                                       state_.epoch, state_.step_in_epoch, steps_per_epoch_,
-                                       st.loss, format_duration(eta)));
+      console_->set_status(fmt::format("finetune epoch {}/{} step {}/{} loss {:.4f} ETA {}",
+                                       state_.epoch + 1, f.epochs, state_.step_in_epoch,
+                                       steps_per_epoch_, st.loss, format_duration(eta)));
       // A stop at the epoch's last step is handled after its evaluation, below.
       if ((st.stop || stop_after_steps()) && state_.step_in_epoch < steps_per_epoch_) {
         console_->clear_status();

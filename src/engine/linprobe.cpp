@@ -22,7 +22,6 @@
 
 #include "ocl/compat.h"
 #include "ocl/data/factory.h"
-#include "ocl/engine/pretrain.h"
 #include "ocl/engine/run_setup.h"
 #include "ocl/engine/weights.h"
 #include "ocl/io/files.h"
@@ -52,22 +51,26 @@ torch::Tensor epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
 }
 
 // One LARS step on the micro-batches (features [b, D] float32, labels [b]) at lars.lr(); with
-// `sync`, the gradients are summed locally over the micro-batches and averaged over ranks once.
+// `sync`, the gradients are summed locally over the micro-batches and averaged over ranks once,
+// during the last micro-batch's backward when `overlap` (dist.overlap), else after it.
 // Returns the mean loss over the micro-batches; throws on a non-finite one (`where` says which
 // step) before updating anything.
-double head_step(LinprobeHead& head, optim::Lars& lars, dist::GradSynchronizer* sync,
+double head_step(LinprobeHead& head, optim::Lars& lars, dist::GradSynchronizer* sync, bool overlap,
                  const std::vector<torch::Tensor>& features,
                  const std::vector<torch::Tensor>& labels, const std::string& where) {
   lars.zero_grad();
   const auto accum = static_cast<int64_t>(features.size());
   torch::Tensor loss_sum;
   for (int64_t m = 0; m < accum; ++m) {
-    if (sync != nullptr) sync->set_sync(m == accum - 1);
+    if (sync != nullptr) sync->set_sync(m == accum - 1 && overlap);
     auto loss = torch::nn::functional::cross_entropy(head->forward(features[m]), labels[m]);
     (loss / static_cast<double>(accum)).backward();
     loss_sum = m == 0 ? loss.detach() : loss_sum + loss.detach();
   }
-  if (sync != nullptr) sync->finish();
+  if (sync != nullptr) {
+    sync->set_sync(true);  // without overlap: finish() starts every bucket now
+    sync->finish();
+  }
   const double loss = loss_sum.item<double>() / static_cast<double>(accum);
   if (!std::isfinite(loss)) {
     throw std::runtime_error("linear probe: non-finite loss " + std::to_string(loss) + " at " +
@@ -215,7 +218,7 @@ double train_head_on_features(LinprobeHead& head, optim::Lars& lars,
       f.push_back(train.features.index_select(0, rows).to(o.device, torch::kFloat32));
       l.push_back(train.labels.index_select(0, rows).to(o.device));
     }
-    loss_total += head_step(head, lars, sync, f, l,
+    loss_total += head_step(head, lars, sync, o.overlap, f, l,
                             "epoch " + std::to_string(epoch) + ", step " + std::to_string(s));
     ++taken;
   }
@@ -235,7 +238,7 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
   const auto& p = config_.linprobe;
   const auto& t = config_.train;
   effective_batch_ = p.batch_size * p.accum_iter * world_size_;
-  lr_ = p.lr > 0 ? p.lr : p.blr * static_cast<double>(effective_batch_) / 256.0;
+  lr_ = io::absolute_lr(p.lr, p.blr, effective_batch_);
   out_ = p.output_dir.empty() ? t.output_dir + "/linprobe" : p.output_dir;
   checkpoint_path_ = out_ + "/" + kCheckpointFile;
 
@@ -335,25 +338,23 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
     best_epoch_ = static_cast<int64_t>(meta_double(meta, "best_epoch", resume_from));
     last_top1_ = meta_double(meta, "last_top1", resume_from);
     last_top5_ = meta_double(meta, "last_top5", resume_from);
-    const auto saved_world = static_cast<int64_t>(meta_double(meta, "world_size", resume_from));
-    if (saved_world != world_size_ && step_ > 0) {
-      logger_->warn(
-          "the checkpoint was written by {} processes mid-epoch and this run has {}: "
-          "epoch {} restarts from its first step",
-          saved_world, world_size_, epoch_);
-      step_ = 0;
-    }
+    StepLayout saved_layout{static_cast<int64_t>(meta_double(meta, "world_size", resume_from)),
+                            p.batch_size, p.accum_iter};
     const auto cfg = meta.find("config");
-    if (cfg != meta.end() && rank_ == 0) {  // every rank reads the same file: say it once
+    if (cfg != meta.end()) {
       try {
-        const auto diff =
-            io::config_difference(io::parse_config(cfg->second, {}, resume_from), config_);
-        if (!diff.empty())
+        const auto saved = io::parse_config(cfg->second, {}, resume_from);
+        saved_layout.batch_size = saved.linprobe.batch_size;
+        saved_layout.accum_iter = saved.linprobe.accum_iter;
+        const auto diff = io::config_difference(saved, config_);
+        if (!diff.empty() && rank_ == 0)  // every rank reads the same file: say it once
           logger_->warn("resuming with a config that differs from the checkpoint's: {}", diff);
       } catch (const std::exception& e) {
-        logger_->warn("the checkpoint's config cannot be read ({})", e.what());
+        if (rank_ == 0) logger_->warn("the checkpoint's config cannot be read ({})", e.what());
       }
     }
+    step_ = resume_step_in_epoch(epoch_, step_, saved_layout,
+                                 {world_size_, p.batch_size, p.accum_iter}, lr_, *logger_);
     resumed_from_ = resume_from;
     logger_->info(
         "resumed from {}: {} epochs done, {} steps into the next; best top-1 {:.2f} % (epoch {})",
@@ -410,8 +411,7 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
   // Every rank starts from rank 0's head and BatchNorm statistics; gradients become views into
   // the all-reduce buckets.
   if (comm_) {
-    sync_ = std::make_unique<dist::GradSynchronizer>(*comm_, head_->parameters(),
-                                                     dist::GradSyncOptions{});
+    sync_ = make_grad_sync(*comm_, head_->parameters(), config_, *logger_);
     comm_->broadcast_from_rank0({head_->bn->running_mean, head_->bn->running_var},
                                 "linear probe BatchNorm statistics");
   }
@@ -475,7 +475,7 @@ double LinearProbe::train_epoch_images(bool& stop) {
       win_images += images.size(0) * world_size_;
     }
     const double loss =
-        head_step(head_, *lars_, sync_.get(), f, l,
+        head_step(head_, *lars_, sync_.get(), config_.dist.overlap, f, l,
                   "epoch " + std::to_string(epoch_) + ", step " + std::to_string(step_));
     step_ += 1;
     loss_total += loss;
@@ -588,6 +588,7 @@ LinprobeResult LinearProbe::run() {
       fo.accum_iter = p.accum_iter;
       fo.seed = config_.train.seed;
       fo.first_step = step_;
+      fo.overlap = config_.dist.overlap;
       fo.rank = rank_;
       fo.world_size = world_size_;
       fo.device = device_;

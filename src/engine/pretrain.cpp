@@ -25,6 +25,7 @@
 #include "ocl/dist/all_gather.h"
 #include "ocl/engine/knn.h"
 #include "ocl/engine/run_setup.h"
+#include "ocl/engine/weights.h"
 #include "ocl/io/files.h"
 #include "ocl/io/state_dict.h"
 #include "ocl/optim/adamw_step.h"
@@ -39,49 +40,6 @@ constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
 constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
 
 }  // namespace
-
-torch::Device resolve_device(const std::string& name) {
-  if (name == "auto") {
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
-                                       : torch::Device(torch::kCPU);
-  }
-  if (name == "cpu") return torch::kCPU;
-  if (!torch::cuda::is_available()) {
-    throw std::runtime_error("train.device is '" + name +
-                             "' but CUDA is not available (a CPU build of LibTorch, or no GPU); "
-                             "use train.device=cpu or auto");
-  }
-  torch::Device device(name);
-  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
-    throw std::runtime_error("train.device is '" + name + "' but only " +
-                             std::to_string(torch::cuda::device_count()) + " GPUs are visible");
-  }
-  return device;
-}
-
-nn::VisionTransformerOptions encoder_options(const io::Config& config,
-                                             const io::DerivedConfig& derived) {
-  const auto& m = config.model;
-  return nn::VisionTransformerOptions(m.img_size, derived.patch_size, derived.embed_dim,
-                                      derived.depth, derived.num_heads)
-      .mlp_ratio(m.mlp_ratio)
-      .drop_path_rate(m.drop_path)
-      .freeze_patch_embed(m.freeze_patch_embed);
-}
-
-torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch) {
-  if (!launch.distributed()) return resolve_device(name);
-  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
-    return resolve_device("cuda:" + std::to_string(launch.local_rank));
-  }
-  if (name.rfind("cuda:", 0) == 0 && launch.local_world_size > 1) {
-    throw std::runtime_error("train.device is '" + name + "', one GPU for all " +
-                             std::to_string(launch.local_world_size) +
-                             " processes of this node: use cuda or auto (each process takes the "
-                             "GPU of its LOCAL_RANK)");
-  }
-  return resolve_device(name);
-}
 
 ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived) {
   torch::manual_seed(config.train.seed);
@@ -254,31 +212,14 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     io::load_state_dict(*model_, model_rest, rest_options);
     load_adamw_state(*optimizer_, groups_, c.trainer);
     state_ = c.state;
-    if (state_.world_size != world_size_ && state_.step_in_epoch > 0) {
-      // The data order of an epoch is one permutation whatever the world size, and step k of W
-      // ranks covers its positions [k·W·B·accum, (k+1)·W·B·accum): continue at the first step
-      // of the new world size not yet covered (a partial step's images are seen again).
-      int64_t old_batch = t.batch_size, old_accum = o.accum_iter;
-      if (saved_readable) {
-        old_batch = saved.train.batch_size;
-        old_accum = saved.optim.accum_iter;
-      }
-      const int64_t images = state_.step_in_epoch * state_.world_size * old_batch * old_accum;
-      const int64_t per_step = world_size_ * t.batch_size * o.accum_iter;
-      const int64_t step = images / per_step;
-      logger_->warn(
-          "the checkpoint was written by {} processes and this run has {}: epoch {} continues at "
-          "step {} (after {} of its images; step {} of {} processes), the effective batch is now "
-          "{} and lr {:.3g}",
-          state_.world_size, world_size_, state_.epoch, step, images, state_.step_in_epoch,
-          state_.world_size, derived_.effective_batch, derived_.lr);
-      state_.step_in_epoch = step;
-    } else if (state_.world_size != world_size_) {
-      logger_->warn(
-          "the checkpoint was written by {} processes and this run has {}: the effective batch "
-          "is now {} and lr {:.3g}",
-          state_.world_size, world_size_, derived_.effective_batch, derived_.lr);
+    StepLayout saved_layout{state_.world_size, t.batch_size, o.accum_iter};
+    if (saved_readable) {
+      saved_layout.batch_size = saved.train.batch_size;
+      saved_layout.accum_iter = saved.optim.accum_iter;
     }
+    state_.step_in_epoch =
+        resume_step_in_epoch(state_.epoch, state_.step_in_epoch, saved_layout,
+                             {world_size_, t.batch_size, o.accum_iter}, derived_.lr, *logger_);
     if (state_.seed != t.seed) {
       logger_->warn(
           "train.seed is {} but the checkpoint was trained with seed {}: continuing with {}",
@@ -320,14 +261,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     }
     // Parameters are broadcast from rank 0 (the same initialisation or checkpoint everywhere,
     // made certain); gradients become views into the all-reduce buckets.
-    dist::GradSyncOptions so;
-    so.bucket_mb = config_.dist.bucket_mb;
-    so.first_bucket_mb = config_.dist.first_bucket_mb;
-    grad_sync_ = std::make_unique<dist::GradSynchronizer>(*comm_, trainable_, so);
-    const auto sizes = grad_sync_->bucket_bytes();
-    logger_->info("gradient all-reduce: {} buckets ({:.2f} MiB first, {:.1f} MiB cap), {} backend",
-                  sizes.size(), sizes.empty() ? 0.0 : sizes.front() / 1048576.0,
-                  config_.dist.bucket_mb, comm_->backend());
+    grad_sync_ = make_grad_sync(*comm_, trainable_, config_, *logger_);
   }
 
   int64_t trainable_count = 0, frozen_count = 0;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <sstream>
+#include <stdexcept>
 #include <thread>
 
 #include <torch/torch.h>
@@ -105,6 +106,75 @@ bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device
       torch::full({1}, local ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat64).device(device));
   comm->all_reduce_sum(flag, dist::Group::kLoss, "stop decision");
   return flag.item<double>() > 0;
+}
+
+torch::Device resolve_device(const std::string& name) {
+  if (name == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
+  }
+  if (name == "cpu") return torch::kCPU;
+  if (!torch::cuda::is_available()) {
+    throw std::runtime_error("train.device is '" + name +
+                             "' but CUDA is not available (a CPU build of LibTorch, or no GPU); "
+                             "use train.device=cpu or auto");
+  }
+  torch::Device device(name);
+  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
+    throw std::runtime_error("train.device is '" + name + "' but only " +
+                             std::to_string(torch::cuda::device_count()) + " GPUs are visible");
+  }
+  return device;
+}
+
+torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch) {
+  if (!launch.distributed()) return resolve_device(name);
+  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
+    return resolve_device("cuda:" + std::to_string(launch.local_rank));
+  }
+  if (name.rfind("cuda:", 0) == 0 && launch.local_world_size > 1) {
+    throw std::runtime_error("train.device is '" + name + "', one GPU for all " +
+                             std::to_string(launch.local_world_size) +
+                             " processes of this node: use cuda or auto (each process takes the "
+                             "GPU of its LOCAL_RANK)");
+  }
+  return resolve_device(name);
+}
+
+std::unique_ptr<dist::GradSynchronizer> make_grad_sync(dist::Communicator& comm,
+                                                       const std::vector<torch::Tensor>& params,
+                                                       const io::Config& config,
+                                                       spdlog::logger& logger) {
+  dist::GradSyncOptions o;
+  o.bucket_mb = config.dist.bucket_mb;
+  o.first_bucket_mb = config.dist.first_bucket_mb;
+  auto sync = std::make_unique<dist::GradSynchronizer>(comm, params, o);
+  const auto sizes = sync->bucket_bytes();
+  logger.info("gradient all-reduce: {} buckets ({:.2f} MiB first, {:.1f} MiB cap), {} backend, {}",
+              sizes.size(), sizes.empty() ? 0.0 : sizes.front() / 1048576.0, config.dist.bucket_mb,
+              comm.backend(),
+              config.dist.overlap ? "overlapping backward" : "after backward (dist.overlap off)");
+  return sync;
+}
+
+int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& saved,
+                             const StepLayout& now, double lr, spdlog::logger& logger) {
+  const int64_t images = step * saved.images();
+  const int64_t continue_at = images / now.images();
+  if (saved.world_size != now.world_size && step > 0) {
+    logger.warn(
+        "the checkpoint was written by {} processes and this run has {}: epoch {} continues at "
+        "step {} (after {} of its images; step {} of {} processes), the effective batch is now "
+        "{} and lr {:.3g}",
+        saved.world_size, now.world_size, epoch, continue_at, images, step, saved.world_size,
+        now.images(), lr);
+  } else if (saved.world_size != now.world_size) {
+    logger.warn(
+        "the checkpoint was written by {} processes and this run has {}: the effective batch "
+        "is now {} and lr {:.3g}",
+        saved.world_size, now.world_size, now.images(), lr);
+  }
+  return continue_at;
 }
 
 }  // namespace ocl::engine

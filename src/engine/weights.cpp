@@ -179,4 +179,14 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
   return report;
 }
 
+nn::VisionTransformerOptions encoder_options(const io::Config& config,
+                                             const io::DerivedConfig& derived) {
+  const auto& m = config.model;
+  return nn::VisionTransformerOptions(m.img_size, derived.patch_size, derived.embed_dim,
+                                      derived.depth, derived.num_heads)
+      .mlp_ratio(m.mlp_ratio)
+      .drop_path_rate(m.drop_path)
+      .freeze_patch_embed(m.freeze_patch_embed);
+}
+
 }  // namespace ocl::engine

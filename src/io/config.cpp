@@ -21,9 +21,7 @@
 #include <c10/util/Exception.h>
 #include <yaml-cpp/yaml.h>
 
-#include "ocl/data/rand_augment.h"
-#include "ocl/nn/vision_transformer.h"
-#include "ocl/ssl/mask.h"
+#include "ocl/io/spec.h"
 
 namespace ocl::io {
 namespace {
@@ -466,20 +464,6 @@ void one_of(const std::string& path, const std::string& v,
   throw Invalid({path}, "must be one of " + list + ", got '" + v + "'");
 }
 
-// The names nn::vit_preset knows (include/ocl/nn/vision_transformer.h), checked here first so
-// that an unknown one is reported as model.arch with the list, not as a LibTorch error.
-const std::initializer_list<const char*> kArchs = {"vit_tiny_patch16",
-                                                   "vit_small_patch16",
-                                                   "vit_base_patch16",
-                                                   "vit_large_patch16",
-                                                   "vit_huge_patch14",
-                                                   "vit_t16",
-                                                   "vit_s16",
-                                                   "vit_b16",
-                                                   "vit_l16",
-                                                   "vit_h14",
-                                                   "custom"};
-
 struct Sizes {
   int64_t patch_size, embed_dim, depth, num_heads;
 };
@@ -488,26 +472,27 @@ struct Sizes {
 Sizes resolve_sizes(const ModelConfig& m) {
   Sizes s{m.patch_size, m.embed_dim, m.depth, m.num_heads};
   if (m.arch == "custom") return s;
-  const auto p = nn::vit_preset(m.arch, m.img_size);
-  if (s.patch_size == 0) s.patch_size = p.patch_size();
-  if (s.embed_dim == 0) s.embed_dim = p.embed_dim();
-  if (s.depth == 0) s.depth = p.depth();
-  if (s.num_heads == 0) s.num_heads = p.num_heads();
+  const VitSizes& p = *find_vit_preset(m.arch);
+  if (s.patch_size == 0) s.patch_size = p.patch_size;
+  if (s.embed_dim == 0) s.embed_dim = p.embed_dim;
+  if (s.depth == 0) s.depth = p.depth;
+  if (s.num_heads == 0) s.num_heads = p.num_heads;
   return s;
 }
 
-// Per-group tokens as the model computes them (ssl::kept_tokens), or 0 when none would stay.
+// Per-group tokens as the model splits them (io::kept_token_count), or 0 when none would stay.
 int64_t tokens_per_group(int64_t num_patches, double ratio) {
-  try {
-    return ssl::kept_tokens(num_patches, ratio) / 2;
-  } catch (const c10::Error&) {
-    return 0;
-  }
+  if (!(ratio >= 0.0 && ratio < 1.0) || num_patches <= 0) return 0;
+  return std::max<int64_t>(kept_token_count(num_patches, ratio), 0) / 2;
 }
 
 void validate_model_and_mask(const Config& c) {
   const auto& m = c.model;
-  one_of("model.arch", m.arch, kArchs);
+  if (m.arch != "custom" && find_vit_preset(m.arch) == nullptr) {
+    std::string list;
+    for (const auto& name : vit_preset_names()) list += name + " | ";
+    throw Invalid({"model.arch"}, "must be one of " + list + "custom, got '" + m.arch + "'");
+  }
   at_least("model.img_size", m.img_size, int64_t{1});
   const bool custom = m.arch == "custom";
   const std::pair<const char*, int64_t> sizes[] = {{"model.patch_size", m.patch_size},
@@ -666,7 +651,7 @@ void validate_impl(const Config& c) {
           {"finetune.crop_scale_min"}, "must be in (0, 1], got " + shortest(f.crop_scale_min));
   if (f.auto_augment != "none") {
     try {
-      data::parse_rand_augment(f.auto_augment);
+      parse_rand_augment_spec(f.auto_augment);
     } catch (const std::invalid_argument& e) {
       require(
           false, {"finetune.auto_augment"},
@@ -760,11 +745,14 @@ DerivedConfig derive(const Config& config, int64_t world_size) {
   d.num_heads = s.num_heads;
   const int64_t grid = config.model.img_size / s.patch_size;
   d.num_patches = grid * grid;
-  d.tokens_per_group = ssl::kept_tokens(d.num_patches, config.mask.ratio) / 2;
+  d.tokens_per_group = kept_token_count(d.num_patches, config.mask.ratio) / 2;
   d.effective_batch = config.train.batch_size * config.optim.accum_iter * world_size;
-  d.lr = config.optim.lr > 0.0 ? config.optim.lr
-                               : config.optim.blr * static_cast<double>(d.effective_batch) / 256.0;
+  d.lr = absolute_lr(config.optim.lr, config.optim.blr, d.effective_batch);
   return d;
+}
+
+double absolute_lr(double lr, double blr, int64_t effective_batch) {
+  return lr > 0.0 ? lr : blr * static_cast<double>(effective_batch) / 256.0;
 }
 
 std::string to_yaml(const Config& config) {

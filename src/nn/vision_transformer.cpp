@@ -1,47 +1,39 @@
 // VisionTransformer and its presets (see include/ocl/nn/vision_transformer.h).
 #include "ocl/nn/vision_transformer.h"
 
-#include <map>
+#include <string>
 
 #include <torch/nn/init.h>
 
 #include "ocl/compat.h"
+#include "ocl/io/spec.h"
 #include "ocl/nn/pos_embed.h"
 
 namespace ocl::nn {
 
-VisionTransformerOptions vit_tiny_patch16(int64_t img_size) {
-  return VisionTransformerOptions(img_size, 16, 192, 12, 3);
-}
-VisionTransformerOptions vit_small_patch16(int64_t img_size) {
-  return VisionTransformerOptions(img_size, 16, 384, 12, 6);
-}
-VisionTransformerOptions vit_base_patch16(int64_t img_size) {
-  return VisionTransformerOptions(img_size, 16, 768, 12, 12);
-}
-VisionTransformerOptions vit_large_patch16(int64_t img_size) {
-  return VisionTransformerOptions(img_size, 16, 1024, 24, 16);
-}
-VisionTransformerOptions vit_huge_patch14(int64_t img_size) {
-  return VisionTransformerOptions(img_size, 14, 1280, 32, 16);
-}
-
 VisionTransformerOptions vit_preset(const std::string& name, int64_t img_size) {
-  using Preset = VisionTransformerOptions (*)(int64_t);
-  static const std::map<std::string, Preset> presets = {
-      {"vit_tiny_patch16", vit_tiny_patch16},   {"vit_t16", vit_tiny_patch16},
-      {"vit_small_patch16", vit_small_patch16}, {"vit_s16", vit_small_patch16},
-      {"vit_base_patch16", vit_base_patch16},   {"vit_b16", vit_base_patch16},
-      {"vit_large_patch16", vit_large_patch16}, {"vit_l16", vit_large_patch16},
-      {"vit_huge_patch14", vit_huge_patch14},   {"vit_h14", vit_huge_patch14},
-  };
-  auto it = presets.find(name);
-  if (it == presets.end()) {
+  const io::VitSizes* s = io::find_vit_preset(name);
+  if (s == nullptr) {
     std::string known;
-    for (const auto& kv : presets) known += (known.empty() ? "" : ", ") + kv.first;
+    for (const auto& n : io::vit_preset_names()) known += (known.empty() ? "" : ", ") + n;
     TORCH_CHECK(false, "unknown ViT preset '", name, "'; known presets: ", known);
   }
-  return it->second(img_size);
+  return VisionTransformerOptions(img_size, s->patch_size, s->embed_dim, s->depth, s->num_heads);
+}
+VisionTransformerOptions vit_tiny_patch16(int64_t img_size) {
+  return vit_preset("vit_tiny_patch16", img_size);
+}
+VisionTransformerOptions vit_small_patch16(int64_t img_size) {
+  return vit_preset("vit_small_patch16", img_size);
+}
+VisionTransformerOptions vit_base_patch16(int64_t img_size) {
+  return vit_preset("vit_base_patch16", img_size);
+}
+VisionTransformerOptions vit_large_patch16(int64_t img_size) {
+  return vit_preset("vit_large_patch16", img_size);
+}
+VisionTransformerOptions vit_huge_patch14(int64_t img_size) {
+  return vit_preset("vit_huge_patch14", img_size);
 }
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& options_)

@@ -3,15 +3,15 @@
 
 #include <cmath>
 
+#include "ocl/io/spec.h"
+
 namespace ocl::ssl {
 
 int64_t kept_tokens(int64_t num_patches, double mask_ratio) {
   TORCH_CHECK(std::isfinite(mask_ratio) && mask_ratio >= 0.0 && mask_ratio < 1.0,
               "mask ratio must be in [0, 1), got ", mask_ratio);
   TORCH_CHECK(num_patches > 0, "number of patches must be positive, got ", num_patches);
-  // The small epsilon keeps exact products such as 10·(1−0.6) = 3.9999999999999996 at 4.
-  const double per_group = static_cast<double>(num_patches) * (1.0 - mask_ratio) / 2.0;
-  const auto kept = static_cast<int64_t>(std::floor(per_group + 1e-9)) * 2;
+  const int64_t kept = io::kept_token_count(num_patches, mask_ratio);
   TORCH_CHECK(kept >= 2, "mask ratio ", mask_ratio, " keeps ", kept, " of ", num_patches,
               " patches; each of the two groups needs at least one token, so lower the mask ratio");
   return kept;

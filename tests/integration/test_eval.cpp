@@ -188,15 +188,21 @@ TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
   EXPECT_NE(read_file(dir + "/eval2.log").find("on 13 images"), std::string::npos)
       << read_file(dir + "/eval2.log");
 
-  // Two processes of batch 8 take the steps of one process of batch 16.
+  // Two processes of batch 8 take the steps of one process of batch 16, with the gradient
+  // all-reduce as dist.* says: buckets of at most 1 KB put the head's fc.bias (40 bytes) and
+  // fc.weight (5 KB) in two buckets (the default 1 MiB first bucket holds both), after backward.
   ASSERT_EQ(run_linprobe(dir, "dist", "dist",
-                         {"--set", "linprobe.batch_size=8", "--nproc-per-node", "2"}),
+                         {"--set", "linprobe.batch_size=8", "--set", "dist.bucket_mb=0.001",
+                          "--set", "dist.first_bucket_mb=0.001", "--set", "dist.overlap=false",
+                          "--nproc-per-node", "2"}),
             0)
       << read_file(dir + "/dist.log");
   const auto metrics = read_file(dir + "/dist/metrics.jsonl");
   EXPECT_EQ(count_of(metrics, "\"type\":\"linprobe_epoch\""), 2) << metrics;
-  EXPECT_NE(read_file(dir + "/dist.log").find("effective 16"), std::string::npos)
-      << read_file(dir + "/dist.log");
+  const auto dist_log = read_file(dir + "/dist.log");
+  EXPECT_NE(dist_log.find("effective 16"), std::string::npos) << dist_log;
+  EXPECT_NE(dist_log.find("gradient all-reduce: 2 buckets"), std::string::npos) << dist_log;
+  EXPECT_NE(dist_log.find("after backward (dist.overlap off)"), std::string::npos) << dist_log;
 
   // The cached-features path over two processes: each takes every other row of each step.
   ASSERT_EQ(run_linprobe(dir, "cached", "cached",

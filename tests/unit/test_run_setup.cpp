@@ -1,5 +1,9 @@
 // Process start-up settings of engine/run_setup.h that unit tests can check on any machine.
+#include <memory>
+#include <sstream>
+
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 #include <torch/torch.h>
 
 #include <ocl/engine/run_setup.h>
@@ -45,3 +49,26 @@ TEST(RunSetup, Tf32FollowsTheConfigOnCuda) {
 }
 
 }  // namespace
+
+// A resume with another layout continues at the first step of the new layout whose images were
+// not all seen, and says so when the world size changed.
+TEST(RunSetup, ResumeStepConvertsThePositionByImagesSeen) {
+  std::ostringstream log_text;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(log_text);
+  spdlog::logger logger("resume-test", sink);
+  using ocl::engine::resume_step_in_epoch;
+  // 6 steps of 2 × 8 images = 96 images = 12 steps of 1 × 8.
+  EXPECT_EQ(resume_step_in_epoch(0, 6, {2, 8, 1}, {1, 8, 1}, 0.1, logger), 12);
+  EXPECT_NE(log_text.str().find("written by 2 processes and this run has 1: epoch 0 continues at "
+                                "step 12 (after 96 of its images"),
+            std::string::npos)
+      << log_text.str();
+  // 5 steps of 1 × 16 = 80 images: 2 whole steps of 2 × 16 (the third, partly seen, is redone).
+  EXPECT_EQ(resume_step_in_epoch(3, 5, {1, 16, 1}, {2, 16, 1}, 0.1, logger), 2);
+  // The batch and accumulation count too, not only the world size.
+  EXPECT_EQ(resume_step_in_epoch(0, 4, {1, 8, 4}, {1, 16, 1}, 0.1, logger), 8);
+  // The same layout: the same step, and nothing logged.
+  log_text.str("");
+  EXPECT_EQ(resume_step_in_epoch(1, 7, {4, 32, 2}, {4, 32, 2}, 0.1, logger), 7);
+  EXPECT_EQ(log_text.str(), "");
+}

@@ -62,13 +62,11 @@ struct RandAugmentOptions {
   AffineResample resample = AffineResample::Bicubic;
 };
 
-/// Parses timm's RandAugment config string: "rand" followed by "-"-separated sections
-/// m<float>, n<int>, mstd<float> (> 100 means +inf, i.e. uniform, as in timm), mmax<float>,
-/// inc<0|1>, p<float>, e.g. "rand-m9-mstd0.5-inc1". Keys not given take timm's defaults
-/// (m 10, n 2, mstd 0, mmax 10, inc 0, p 0.5), not RandAugmentOptions' (which are MAE's
-/// string). One deviation: timm reads inc with Python's bool("0") == True; here inc0 is off.
-/// "" and "none" mean "no RandAugment" and are the caller's to handle: they throw here, as does
-/// any other malformed string (std::invalid_argument naming the bad section).
+/// timm's RandAugment config string (e.g. "rand-m9-mstd0.5-inc1"; the grammar and its
+/// defaults, timm's rather than RandAugmentOptions' which are MAE's string, are
+/// io::parse_rand_augment_spec's) as options. "" and "none" mean "no RandAugment" and are the
+/// caller's to handle: they throw here, as does any other malformed string
+/// (std::invalid_argument naming the bad section).
 RandAugmentOptions parse_rand_augment(const std::string& spec);
 
 /// timm's level → argument function of `op` at `magnitude` (0..10 scale, already clipped):

@@ -87,6 +87,7 @@ struct FeatureEpochOptions {
   int64_t first_step = 0;    // resume inside the epoch
   int64_t rank = 0, world_size = 1;
   torch::Device device{torch::kCPU};
+  bool overlap = true;  // the gradient all-reduce during the last backward (dist.overlap)
 };
 
 /// LARS steps per epoch of the cached-features path: whole global batches of

@@ -59,19 +59,6 @@ struct PretrainResult {
   double knn_top1 = -1;             // the last kNN monitor top-1 (%), −1 if none ran
 };
 
-/// train.device → a device: "auto" (the first GPU when CUDA is available, else the CPU), "cpu",
-/// "cuda", "cuda:N". Throws naming the value when CUDA or that GPU is not there.
-torch::Device resolve_device(const std::string& name);
-/// The same for one process of a launch: with several processes, "auto" (when CUDA is there)
-/// and "cuda" mean this process's GPU, cuda:LOCAL_RANK; "cuda:N" with several processes on a
-/// node is refused (they would share one GPU).
-torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch);
-
-/// The encoder sizes a config describes (model section, presets resolved in `derived`), with
-/// its drop path and patch-embedding freezing; evaluation apps add a head and pooling.
-nn::VisionTransformerOptions encoder_options(const io::Config& config,
-                                             const io::DerivedConfig& derived);
-
 /// The OCL model a config describes (encoder sizes from `derived`), initialised from
 /// config.train.seed: the same config always starts from the same weights.
 ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived);

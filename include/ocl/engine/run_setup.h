@@ -7,12 +7,14 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <spdlog/logger.h>
 #include <torch/types.h>
 
 #include "ocl/data/loader.h"
 #include "ocl/dist/communicator.h"
+#include "ocl/dist/grad_sync.h"
 #include "ocl/dist/launch.h"
 #include "ocl/engine/console.h"
 #include "ocl/io/config.h"
@@ -24,6 +26,14 @@ namespace ocl::engine {
 std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<ConsoleSink>& console,
                                             const std::string& log_file, const io::Config& config,
                                             int64_t rank);
+
+/// train.device → a device: "auto" (the first GPU when CUDA is available, else the CPU), "cpu",
+/// "cuda", "cuda:N". Throws naming the value when CUDA or that GPU is not there.
+torch::Device resolve_device(const std::string& name);
+/// The same for one process of a launch: with several processes, "auto" (when CUDA is there)
+/// and "cuda" mean this process's GPU, cuda:LOCAL_RANK; "cuda:N" with several processes on a
+/// node is refused (they would share one GPU).
+torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch);
 
 /// Intra-op threads: train.threads, or the node's cores divided among its local processes
 /// (some LibTorch builds, Debian's among them, otherwise start with one thread).
@@ -46,6 +56,31 @@ std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
                                                   const dist::LaunchInfo& launch,
                                                   const torch::Device& device,
                                                   spdlog::logger& logger);
+
+/// The gradient synchroniser of a distributed run over `params` (the trainable parameters in
+/// optimiser order), with the config's dist.bucket_mb and dist.first_bucket_mb; rank 0's
+/// parameters are broadcast to every rank. Logs the bucket layout and whether the all-reduce
+/// overlaps backward (dist.overlap, which the training loop applies).
+std::unique_ptr<dist::GradSynchronizer> make_grad_sync(dist::Communicator& comm,
+                                                       const std::vector<torch::Tensor>& params,
+                                                       const io::Config& config,
+                                                       spdlog::logger& logger);
+
+/// The images one optimiser step takes: a run layout (processes × batch × accumulation).
+struct StepLayout {
+  int64_t world_size = 1, batch_size = 1, accum_iter = 1;
+  int64_t images() const { return world_size * batch_size * accum_iter; }
+};
+
+/// Where a run resumed from a checkpoint continues in epoch `epoch`, whose first `step` steps of
+/// layout `saved` were taken, when this run's layout is `now`. An epoch's data order is one
+/// permutation whatever the layout, and step k of a layout covers its positions
+/// [k · images, (k + 1) · images): the run continues at the first step of the new layout not yet
+/// covered (the images of a partly covered step are seen again). A change of world size is
+/// logged as a warning saying where the epoch continues, the effective batch and `lr`.
+/// Pre-training, fine-tuning and the linear probe all resume this way.
+int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& saved,
+                             const StepLayout& now, double lr, spdlog::logger& logger);
 
 /// The data config of a run whose output folder is `output_dir`: a read-only data set (a shared
 /// ImageNet) keeps its file-list cache there instead, so that the second start does not scan

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "ocl/io/config.h"
 #include "ocl/io/state_dict.h"
 #include "ocl/nn/vision_transformer.h"
 
@@ -67,5 +68,10 @@ struct EncoderLoadReport : io::LoadReport {
 /// the file is not valid safetensors.
 EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std::string& path,
                                        const EncoderLoadOptions& options = {});
+
+/// The encoder sizes a config describes (model section, presets resolved in `derived`), with
+/// its drop path and patch-embedding freezing; evaluation apps add a head and pooling.
+nn::VisionTransformerOptions encoder_options(const io::Config& config,
+                                             const io::DerivedConfig& derived);
 
 }  // namespace ocl::engine

@@ -242,6 +242,9 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 void validate(const Config& config);
 /// Derived values for `world_size` processes; validates first (ConfigError).
 DerivedConfig derive(const Config& config, int64_t world_size = 1);
+/// The peak learning rate of a recipe section (optim, linprobe, finetune): `lr` when it is set
+/// (> 0), else MAE's scaling rule blr · effective_batch / 256.
+double absolute_lr(double lr, double blr, int64_t effective_batch);
 /// The whole config as YAML, every key, in the order above: parse_config(to_yaml(c)) == c.
 std::string to_yaml(const Config& config);
 /// to_yaml plus a commented block of derived values (for --print-config and the run folder).

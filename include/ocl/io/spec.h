@@ -1,0 +1,45 @@
+// What some config values mean, written once at the bottom layer so that the config can
+// validate and derive from them and the layers above that act on them use the same rule:
+// the ViT presets behind model.arch (nn builds the models), the token count a mask ratio keeps
+// (ssl splits the tokens), and the grammar of timm's RandAugment string finetune.auto_augment
+// (data applies the ops). Nothing here depends on LibTorch.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace ocl::io {
+
+struct VitSizes {
+  int64_t patch_size = 0, embed_dim = 0, depth = 0, num_heads = 0;
+};
+
+/// The sizes of a ViT preset: "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16",
+/// "vit_large_patch16", "vit_huge_patch14" and the short forms "vit_t16" ... "vit_h14";
+/// nullptr for any other name.
+const VitSizes* find_vit_preset(const std::string& name);
+/// Every preset name find_vit_preset knows: the long names by size, then the short forms.
+const std::vector<std::string>& vit_preset_names();
+
+/// Tokens kept by masking `num_patches` at `mask_ratio`, split evenly between the two groups:
+/// 2 · floor(N (1 − r) / 2), with a small epsilon so that exact products such as
+/// 10 · (1 − 0.6) = 3.9999999999999996 count as 4. Not checked: the caller decides what a
+/// ratio outside [0, 1) or a count below 2 means.
+int64_t kept_token_count(int64_t num_patches, double mask_ratio);
+
+/// timm's RandAugment string: "rand" followed by "-"-separated sections m<float>, n<int>,
+/// mstd<float> (> 100 means +inf, i.e. uniform, as in timm), mmax<float>, inc<0|1>, p<float>,
+/// e.g. "rand-m9-mstd0.5-inc1". Keys not given take timm's defaults (m 10, n 2, mstd 0,
+/// mmax 10, inc 0, p 0.5). One deviation: timm reads inc with Python's bool("0") == True; here
+/// inc0 is off. Anything malformed ("" and "none" included) throws std::invalid_argument naming
+/// the bad section.
+struct RandAugmentSpec {
+  int num_ops = 2;
+  double magnitude = 10, magnitude_std = 0, magnitude_max = 10;
+  bool increasing = false;
+  double prob = 0.5;
+};
+RandAugmentSpec parse_rand_augment_spec(const std::string& spec);
+
+}  // namespace ocl::io

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Checks that #include directives point down DESIGN.md's layers only:
+#   apps → engine → {dist, data, optim, ssl} → nn → io / compat
+# A layer's sources (src/<layer>/, include/ocl/<layer>/) may include their own layer and the
+# ones listed for it below; anything else is printed and the script exits 1.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+declare -A allowed=(
+  [io]="io"
+  [nn]="nn io"
+  [ssl]="ssl nn io"
+  [optim]="optim nn io"
+  [data]="data io"
+  [dist]="dist io"
+  [engine]="engine dist data optim ssl nn io"
+)
+bad=0
+for layer in "${!allowed[@]}"; do
+  while IFS=: read -r file line text; do
+    target=$(sed -n 's|.*#include ["<]ocl/\([a-z_]*\)/.*|\1|p' <<<"$text")
+    [[ -z "$target" ]] && continue  # ocl/compat.h, ocl/ocl.h: the foundation
+    if [[ " ${allowed[$layer]} " != *" $target "* ]]; then
+      echo "check-layers: $file:$line: $layer includes ocl/$target/ (allowed: ${allowed[$layer]})"
+      bad=1
+    fi
+  done < <(grep -rn '#include ["<]ocl/' "src/$layer" "include/ocl/$layer" 2>/dev/null || true)
+done
+((bad == 0)) && echo "check-layers: every include points down (${#allowed[@]} layers)"
+exit "$bad"
