@@ -196,7 +196,7 @@ stage_pretrain() {
   else
     cfg=configs/quickstart.yaml
     sets=(--set data.synthetic_train_size=1024 --set data.synthetic_val_size=256
-          --set train.batch_size=64 --set train.epochs=3 --set "train.steps_per_epoch=${PRETRAIN_STEPS:-20}"
+          --set train.batch_size=64 --set train.epochs=3 --set "train.steps_per_epoch=${PRETRAIN_STEPS:-12}"
           --set train.save_every=1 --set train.keep_last=2 --set eval.knn_every=0
           --set log.every=2 --set log.progress=lines)
   fi
