@@ -141,6 +141,12 @@ EOF
     echo "kit:      ${kit_dir:-none}"
     [[ -n "${kit_dir:-}" ]] && sed -n 's/^Needs: /          needs /p' "$kit_dir/KIT.txt"
   } | tee "$work/versions.txt"
+  if ! "$python" -c 'import torch' 2>/dev/null; then
+    echo "$python cannot import torch" | tee "$work/status/versions.note"
+    # The build takes LibTorch from that PyTorch unless TORCH_DIR names one.
+    [[ -n "${TORCH_DIR:-}" ]]
+    return
+  fi
   echo "$(grep '^gpu:' "$work/versions.txt" | cut -c11-); $(grep '^torch:' "$work/versions.txt" | cut -c11-)" \
     >"$work/status/versions.note"
 }
@@ -281,7 +287,10 @@ run_stage() {
   lim=${!var:-$lim}
   log="$work/logs/$name.log"
   if ! selected "$name"; then
-    [[ -f "$work/status/$name" ]] || echo "skipped (by flag) 0" >"$work/status/$name"
+    if [[ ! -f "$work/status/$name" ]]; then
+      echo "skipped 0" >"$work/status/$name"
+      echo "by flag" >"$work/status/$name.note"
+    fi
     progress "$name: skipped by flag"
     return 0
   fi
