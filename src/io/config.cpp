@@ -19,11 +19,16 @@
 #include <vector>
 
 #include <c10/util/Exception.h>
+#include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
 #include "ocl/io/spec.h"
 
 namespace ocl::io {
+
+// Config files above this are refused before reading: configs are a few KB, and a huge YAML
+// (a 50 MB list) would take seconds and gigabytes before failing.
+constexpr int64_t kMaxConfigBytes = 1 << 20;
 namespace {
 
 // ---------------------------------------------------------------------------------------------
@@ -723,11 +728,33 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  // Checked before opening: a folder reads as an empty stream (an all-default run), and a FIFO
+  // or device would block the open or never end.
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw ConfigError(path + ": cannot open the config file");
+  if (S_ISDIR(st.st_mode)) throw ConfigError(path + ": is a folder, not a config file");
+  if (!S_ISREG(st.st_mode)) throw ConfigError(path + ": is not a regular file");
+  if (st.st_size > kMaxConfigBytes) {
+    throw ConfigError(path + ": " + std::to_string(st.st_size) +
+                      " bytes is not a config file (a config is a few KB; the limit is " +
+                      std::to_string(kMaxConfigBytes) + " bytes)");
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot open the config file");
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) throw ConfigError(path + ": cannot read the config file");
+  // A file with no keys at all (empty, or comments only) is a mistake, not the defaults: the
+  // defaults are a ViT-B/16 run on the synthetic set.
+  bool empty = true;
+  try {
+    empty = YAML::Load(text.str()).IsNull();
+  } catch (const YAML::Exception&) {
+    empty = false;  // parse_config reports the syntax error with its line
+  }
+  if (empty) {
+    throw ConfigError(path + ": the config file is empty (no keys); start from one in configs/");
+  }
   return parse_config(text.str(), overrides, path);
 }
 

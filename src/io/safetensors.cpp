@@ -344,7 +344,9 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK: a FIFO given by mistake is refused below instead of blocking the open forever
+  // (it does not change reads of a regular file).
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   TORCH_CHECK(fd.get() >= 0, "safetensors: cannot open '", path, "': ", os_error(errno));
   struct stat st {};
   TORCH_CHECK(::fstat(fd.get(), &st) == 0, "safetensors: cannot stat '", path,

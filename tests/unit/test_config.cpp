@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <ocl/io/config.h>
 
@@ -364,8 +365,29 @@ TEST(Config, FileErrorsLeadWithTheFileNameAndLine) {
     EXPECT_EQ(std::string(e.what()).rfind(needs_path.path() + ":4: data.path: required", 0), 0u)
         << e.what();
   }
+  // Not a config: an empty or comments-only file, a folder, a FIFO, an oversized file. Each is
+  // named; none is read as the all-default config.
+  auto load_error = [](const std::string& path) {
+    try {
+      ocl::io::load_config(path);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("<accepted>");
+  };
   TempFile empty("empty.yaml", "");
-  EXPECT_EQ(ocl::io::load_config(empty.path()), Config{});
+  EXPECT_EQ(load_error(empty.path()),
+            empty.path() + ": the config file is empty (no keys); start from one in configs/");
+  TempFile comments("comments.yaml", "# only a comment\n\n");
+  EXPECT_NE(load_error(comments.path()).find("the config file is empty"), std::string::npos);
+  const auto folder = std::filesystem::path(empty.path()).parent_path().string();
+  EXPECT_EQ(load_error(folder), folder + ": is a folder, not a config file");
+  const std::string fifo = empty.path() + ".fifo";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(load_error(fifo), fifo + ": is not a regular file");  // returns: no blocking open
+  ::unlink(fifo.c_str());
+  TempFile huge("huge.yaml", "optim:\n  betas: [" + std::string(2 << 20, '1') + "]\n");
+  EXPECT_NE(load_error(huge.path()).find(" bytes is not a config file"), std::string::npos);
 }
 
 TEST(Config, YamlSyntaxErrorNamesFileAndLine) {

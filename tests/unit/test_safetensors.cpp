@@ -14,6 +14,7 @@
 #include "test_util.h"
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <sys/stat.h>
 #include <torch/torch.h>
 
 #include "ocl/io/safetensors.h"
@@ -452,6 +453,15 @@ TEST(Safetensors, ReadFileErrorsNameThePath) {
   EXPECT_CONTAINS(msg, "'w'");
   std::ofstream(cut, std::ios::binary) << bytes.substr(0, 5);
   EXPECT_CONTAINS(error_of([&] { read_safetensors(cut); }), "5 bytes");
+}
+
+TEST(Safetensors, AFifoIsRefusedWithoutBlocking) {
+  TempDir dir;
+  const auto fifo = (dir.path() / "weights.safetensors").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto msg = error_of([&] { read_safetensors(fifo); });  // would hang on a blocking open
+  EXPECT_CONTAINS(msg, fifo);
+  EXPECT_CONTAINS(msg, "is not a regular file");
 }
 
 TEST(Safetensors, WriteIntoMissingDirectoryThrowsNamingThePath) {
