@@ -158,7 +158,7 @@ stage_build() {
   ALLOW_CPU=$allow_cpu PREFIX=$kit_dir BUILD=$build JOBS=$jobs PYTHON=$python \
     CMAKE_ARGS="-DOCL_WERROR=OFF ${CMAKE_ARGS:-}" bash scripts/build-gpu.sh || return 1
   local nccl
-  nccl=$(grep -ao 'ocl: CUDA LibTorch, with[a-z ]*NCCL\|ocl: CPU LibTorch' "$build/CMakeFiles/CMakeOutput.log" "$log" 2>/dev/null | tail -n 1 | sed 's/^.*ocl: //')
+  nccl=$(grep -ao 'ocl: CUDA LibTorch, with[a-z ]*NCCL\|ocl: CPU LibTorch' "$log" | tail -n 1 | sed 's/^.*ocl: //')
   echo "${nccl:-LibTorch kind not reported}; $(grep -c '' <(ls "$build"/apps/ocl_* 2>/dev/null)) apps" \
     >"$work/status/build.note"
 }
