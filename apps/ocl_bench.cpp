@@ -26,7 +26,7 @@
 #include <ocl/dist/grad_sync.h>
 #include <ocl/dist/launch.h>
 #include <ocl/engine/pretrain.h>
-#include <ocl/engine/run_setup.h>
+#include <ocl/engine/run.h>
 #include <ocl/io/config.h>
 #include <ocl/optim/adamw_step.h>
 #include <ocl/optim/param_groups.h>

@@ -24,10 +24,10 @@
 #include <ocl/dist/launch.h>
 #include <ocl/engine/knn.h>
 #include <ocl/engine/pretrain.h>
-#include <ocl/engine/run_setup.h>
-#include <ocl/engine/weights.h>
+#include <ocl/engine/run.h>
 #include <ocl/io/config.h>
 #include <ocl/io/safetensors.h>
+#include <ocl/nn/weights.h>
 
 int main(int argc, char** argv) {
   CLI::App app{"ocl_knn: weighted kNN evaluation (DINO's protocol) of a pre-trained ViT encoder"};
@@ -91,8 +91,8 @@ int main(int argc, char** argv) {
 
     // The encoder: the config's sizes, no head, CLS pooling; weights from the file (or none).
     torch::manual_seed(config.train.seed);
-    ocl::nn::VisionTransformer encoder(ocl::engine::encoder_options(config, derived));
-    const auto report = ocl::engine::load_encoder_weights(encoder, weights);
+    ocl::nn::VisionTransformer encoder(ocl::nn::encoder_options(config, derived));
+    const auto report = ocl::nn::load_encoder_weights(encoder, weights);
     encoder->to(device);
     if (writer) std::printf("%s\n", report.describe().c_str());
 

@@ -35,12 +35,15 @@ int main(int argc, char** argv) {
   app.add_option("--set", overrides,
                  "override a config key: --set linprobe.epochs=10 (repeatable)");
   app.add_option("--resume", options.resume,
-                 "'auto': continue from <output>/checkpoint.safetensors if there is one; or a "
-                 "probe checkpoint (file or folder)");
+                 "'auto': continue from <output>/checkpoint-last if there is one; or a probe "
+                 "checkpoint folder");
   app.add_flag("--overwrite", options.overwrite,
                "start afresh in an output folder that holds another probe's checkpoint");
   app.add_flag("--eval", options.eval_only,
                "only evaluate the head (of --resume, else the initial one) and exit");
+  app.add_option("--stop-after-steps", options.stop_after_steps,
+                 "stop as if pre-empted after this many optimiser steps of this run (testing)")
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--nproc-per-node", nproc_per_node,
                  "start this many worker processes on this machine (one per GPU; CPU: Gloo)")
       ->check(CLI::PositiveNumber);
@@ -58,8 +61,8 @@ int main(int argc, char** argv) {
     const auto r = probe.run();
     if (launch.rank == 0) {
       if (r.interrupted) {
-        std::fprintf(stderr, "ocl_linprobe: stopped cleanly after epoch %lld; checkpoint %s\n",
-                     static_cast<long long>(r.epochs_done), r.checkpoint.c_str());
+        std::fprintf(stderr, "ocl_linprobe: stopped cleanly; checkpoint %s\n",
+                     r.checkpoint.c_str());
       } else if (options.eval_only) {
         std::printf("linear probe (eval): top-1 %.2f %%, top-5 %.2f %%\n", r.last_top1,
                     r.last_top5);

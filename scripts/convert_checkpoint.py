@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Converts a PyTorch ViT checkpoint (MAE, MoCo v3, DINO, timm, ...) into a safetensors file in
 timm names, the format `--weights PATH` of the ocl evaluation apps reads
-(ocl::engine::load_encoder_weights).
+(ocl::nn::load_encoder_weights).
 
     /usr/bin/python3 scripts/convert_checkpoint.py IN.pth OUT.safetensors [--keep-head] [--force]
 

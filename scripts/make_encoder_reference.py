@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/encoder_reference.safetensors: pre-trained weights of a tiny ViT that went
 through scripts/convert_checkpoint.py, and the CLS features PyTorch computes with them in float64,
-for tests/reference/test_encoder_weights.cpp (ocl::engine::load_encoder_weights).
+for tests/reference/test_encoder_weights.cpp (ocl::nn::load_encoder_weights).
 
 The weights are saved as an MAE pre-training checkpoint ({'model': encoder + decoder keys +
 mask_token, 'epoch', 'args'}) in float32, as real checkpoints are, and converted by the script

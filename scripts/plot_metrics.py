@@ -96,7 +96,9 @@ def main():
         else:
             xs, ys = series(steps, key)
             ax.plot(xs, ys, lw=1, label="per log step")
-            epoch_key = "train_loss" if kind == "finetune" and key == "loss" else key
+            # Fine-tuning records of earlier versions named the epoch's loss train_loss.
+            old = key == "loss" and epochs and "train_loss" in epochs[0]
+            epoch_key = "train_loss" if old else key
             if key in ("loss", "accuracy") and epochs:
                 ex, ey = series(epochs, epoch_key)
                 ax.plot(ex, ey, "o-", lw=1.5, label="epoch mean")

@@ -32,6 +32,7 @@
 #include "ocl/nn/patch_embed.h"
 #include "ocl/nn/pos_embed.h"
 #include "ocl/nn/vision_transformer.h"
+#include "ocl/nn/weights.h"
 #include "ocl/ssl/mask.h"
 #include "ocl/ssl/ocl_model.h"
 #include "ocl/ssl/tsp_loss.h"

@@ -87,8 +87,9 @@ std::string checkpoint_name(const TrainingState& state) {
 }
 
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
-                            const io::TensorMap& encoder, const io::TensorMap& trainer,
-                            const std::string& config_yaml, int64_t keep_last) {
+                            const io::TensorMap& model, const io::TensorMap& trainer,
+                            const std::string& config_yaml, int64_t keep_last,
+                            const std::string& model_file) {
   TORCH_CHECK(keep_last >= 1, "checkpoint: keep_last must be >= 1, got ", keep_last);
   TORCH_CHECK(io::is_dir(output_dir), "checkpoint: output folder '", output_dir,
               "' does not exist");
@@ -99,8 +100,8 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
   TORCH_CHECK(::mkdir(tmp.c_str(), 0777) == 0, "checkpoint: cannot create '", tmp,
               "': ", os_error());
   try {
-    io::write_safetensors(io::join_path(tmp, "encoder.safetensors"), encoder,
-                          {{"format", "pt"}, {"ocl", "encoder in timm VisionTransformer names"}});
+    io::write_safetensors(io::join_path(tmp, model_file), model,
+                          {{"format", "pt"}, {"ocl", "model in timm VisionTransformer names"}});
     io::write_safetensors(io::join_path(tmp, "trainer.safetensors"), trainer, {{"format", "pt"}});
     json j = {{"format_version", kStateVersion},
               {"epoch", state.epoch},
@@ -170,7 +171,7 @@ std::string latest_checkpoint(const std::string& output_dir) {
   return target[0] == '/' ? target : io::join_path(output_dir, target);
 }
 
-Checkpoint load_checkpoint(const std::string& path_in) {
+Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_file) {
   std::string path = path_in;
   while (!path.empty() && path.size() > 1 && path.back() == '/') path.pop_back();
   // A link (checkpoint-last) is read as the folder it names, so that messages name that.
@@ -203,7 +204,7 @@ Checkpoint load_checkpoint(const std::string& path_in) {
   }
   TORCH_CHECK(c.state.epoch >= 0 && c.state.step_in_epoch >= 0 && c.state.global_step >= 0,
               "checkpoint: '", state_path, "' holds negative counters");
-  c.encoder = io::read_safetensors(io::join_path(path, "encoder.safetensors")).tensors;
+  c.model = io::read_safetensors(io::join_path(path, model_file)).tensors;
   c.trainer = io::read_safetensors(io::join_path(path, "trainer.safetensors")).tensors;
   c.config_yaml = read_text(io::join_path(path, "config.yaml"));
   return c;

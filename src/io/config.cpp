@@ -91,7 +91,7 @@ const std::vector<Section>& schema() {
         OCL_KEY(linprobe, blr), OCL_KEY(linprobe, lr), OCL_KEY(linprobe, min_lr),
         OCL_KEY(linprobe, warmup_epochs), OCL_KEY(linprobe, weight_decay),
         OCL_KEY(linprobe, output_dir), OCL_KEY(linprobe, cached_features),
-        OCL_KEY(linprobe, save_every)}},
+        OCL_KEY(linprobe, save_every), OCL_KEY(linprobe, keep_last)}},
       {"finetune",
        {OCL_KEY(finetune, epochs),
         OCL_KEY(finetune, batch_size),
@@ -633,6 +633,7 @@ void validate_impl(const Config& c) {
   at_least("linprobe.warmup_epochs", p.warmup_epochs, 0.0);
   at_least("linprobe.weight_decay", p.weight_decay, 0.0);
   at_least("linprobe.save_every", p.save_every, int64_t{1});
+  at_least("linprobe.keep_last", p.keep_last, int64_t{1});
 
   const auto& f = c.finetune;
   at_least("finetune.epochs", f.epochs, int64_t{1});

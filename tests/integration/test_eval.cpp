@@ -174,7 +174,7 @@ TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
   const auto dir = make_dir("linprobe2");
   ASSERT_EQ(run_linprobe(dir, "train", "out", {"--set", "linprobe.epochs=1"}), 0)
       << read_file(dir + "/train.log");
-  const std::string ckpt = dir + "/out/checkpoint.safetensors";
+  const std::string ckpt = dir + "/out/checkpoint-last";
   const std::string line = "linear probe \\(eval\\): top-1 [0-9.]+ %, top-5 [0-9.]+ %";
   ASSERT_EQ(run_linprobe(dir, "eval1", "out", {"--eval", "--resume", ckpt}), 0)
       << read_file(dir + "/eval1.log");

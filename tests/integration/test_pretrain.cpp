@@ -114,8 +114,8 @@ TEST(Pretrain, ResumeMidEpochReproducesTheUninterruptedRun) {
   // Checkpoints at each epoch end (save_every 1), the encoder in timm names.
   const auto last = ocl::engine::load_checkpoint(dir_b + "/checkpoint-last");
   EXPECT_EQ(last.path, dir_b + "/checkpoint-0002");
-  EXPECT_TRUE(last.encoder.count("blocks.1.attn.qkv.weight"));
-  EXPECT_TRUE(last.encoder.count("pos_embed"));
+  EXPECT_TRUE(last.model.count("blocks.1.attn.qkv.weight"));
+  EXPECT_TRUE(last.model.count("pos_embed"));
   EXPECT_TRUE(exists(dir_b + "/config.yaml"));
   EXPECT_TRUE(exists(dir_b + "/train.log"));
 }

@@ -1,5 +1,5 @@
 // Reference test: pre-trained weights through scripts/convert_checkpoint.py and
-// ocl::engine::load_encoder_weights give the CLS features PyTorch computes with them (fixture
+// ocl::nn::load_encoder_weights give the CLS features PyTorch computes with them (fixture
 // written by scripts/make_encoder_reference.py), at the checkpoint's grid and at a smaller one
 // after bicubic resampling of the positions.
 #include <stdlib.h>
@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <ocl/engine/weights.h>
+#include <ocl/nn/weights.h>
 #include <ocl/ocl.h>
 
 namespace {
@@ -74,7 +74,7 @@ TEST(EncoderWeightsReference, ConvertedCheckpointGivesPyTorchFeatures) {
   // Weights of the float32 file, a float64 model: the conversion is exact.
   ASSERT_EQ(fixture().file().tensors.at("weights.pos_embed").scalar_type(), torch::kFloat32);
   auto vit = float64_vit(meta("img_size"));
-  const auto report = ocl::engine::load_encoder_weights(vit, write_weights_folder());
+  const auto report = ocl::nn::load_encoder_weights(vit, write_weights_folder());
   EXPECT_TRUE(report.loaded);
   EXPECT_TRUE(report.ok()) << report.summary();
   EXPECT_EQ(static_cast<size_t>(report.tensors_loaded), weight_count());
@@ -96,7 +96,7 @@ TEST(EncoderWeightsReference, ResampledPositionsGivePyTorchFeatures) {
   const int64_t old_grid = meta("img_size") / patch, new_grid = img / patch;
   auto vit = float64_vit(img);
   const auto report =
-      ocl::engine::load_encoder_weights(vit, write_weights_folder() + "/encoder.safetensors");
+      ocl::nn::load_encoder_weights(vit, write_weights_folder() + "/encoder.safetensors");
   EXPECT_TRUE(report.ok()) << report.summary();
   const std::string expected_grids = std::to_string(old_grid) + "x" + std::to_string(old_grid) +
                                      " -> " + std::to_string(new_grid) + "x" +

@@ -60,7 +60,7 @@ TEST(Checkpoint, RoundTripAndLastLink) {
   EXPECT_EQ(c.state.global_step, 25);
   EXPECT_EQ(c.state.seed, 7u);
   EXPECT_EQ(c.config_yaml, "train:\n  epochs: 3\n");
-  EXPECT_TRUE(torch::equal(c.encoder.at("cls_token"), torch::full({1, 1, 16}, 1.5f)));
+  EXPECT_TRUE(torch::equal(c.model.at("cls_token"), torch::full({1, 1, 16}, 1.5f)));
   EXPECT_EQ(c.trainer.at("optim.x.step").item<int64_t>(), 3);
 }
 
@@ -140,7 +140,7 @@ TEST(Checkpoint, KillDuringWriteLeavesThePreviousIntact) {
     ASSERT_FALSE(latest.empty());
     const auto c = ocl::engine::load_checkpoint(latest);
     const auto s = c.state.global_step;
-    EXPECT_TRUE(torch::equal(c.encoder.at("norm.weight"),
+    EXPECT_TRUE(torch::equal(c.model.at("norm.weight"),
                              torch::full({1 << 21}, s == 1 ? 1.f : static_cast<float>(s))))
         << latest;
   }

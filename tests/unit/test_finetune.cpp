@@ -51,7 +51,7 @@ TEST(FinetuneModel, EverythingTrainsAndTheHeadStartsNearZero) {
 
 TEST(ModelEma, UpdateIsTheExponentialAverage) {
   auto model = ocl::engine::build_finetune_model(tiny_config(), 3);
-  ocl::engine::ModelEma ema(model, 0.9);
+  ocl::optim::ModelEma ema(model, 0.9);
   const auto before = model->head->bias.clone();
   const auto qkv_before = model->named_parameters()["blocks.1.attn.qkv.weight"].clone();
   {

@@ -1,5 +1,6 @@
-// The linear probe's head and its training on in-memory features (the cached-features path of
-// engine::LinearProbe): MAE's initialisation, and ~100 % on linearly separable clusters.
+// The linear probe's head and its training rows in memory (the cached-features path of
+// engine::LinearProbe): MAE's initialisation, ~100 % on linearly separable clusters, and the
+// rows' order, sharding and resume.
 #include <cmath>
 
 #include "test_util.h"
@@ -48,6 +49,27 @@ Features clusters(const torch::Tensor& centres, int64_t n, uint64_t seed) {
   return {x * 5.0 + 30.0, labels};
 }
 
+// One epoch of plain head training on `rows` (what the shared loop does for the cached-features
+// path, without its accumulation and logging): returns the mean loss.
+double train_epoch(LinprobeHead& head, ocl::optim::Lars& lars,
+                   const ocl::optim::CosineSchedule& schedule, ocl::engine::FeatureRows& rows,
+                   int64_t epoch) {
+  const int64_t steps = rows.batches_per_epoch();
+  rows.start_epoch(epoch, 0);
+  head->train();
+  double total = 0;
+  for (int64_t s = 0; s < steps; ++s) {
+    lars.set_lr(schedule.at(static_cast<double>(epoch) + static_cast<double>(s) / steps));
+    lars.zero_grad();
+    const auto batch = rows.next();
+    auto loss = torch::nn::functional::cross_entropy(head->forward(batch.images), batch.labels);
+    loss.backward();
+    lars.step();
+    total += loss.item<double>();
+  }
+  return total / static_cast<double>(steps);
+}
+
 TEST(LinearProbe, SeparableClustersReachFullAccuracy) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
   const auto centres = torch::randn({4, 16}, gen) * 4.0;
@@ -55,9 +77,8 @@ TEST(LinearProbe, SeparableClustersReachFullAccuracy) {
   torch::manual_seed(0);
   LinprobeHead head(16, 4);
   auto lars = ocl::engine::make_linprobe_lars(head, 0.0);
-  ocl::engine::FeatureEpochOptions o;
-  o.batch_size = 32;  // 512 rows: 16 steps per epoch
-  EXPECT_EQ(ocl::engine::feature_steps_per_epoch(512, o), 16);
+  ocl::engine::FeatureRows rows(train, /*batch_size=*/32, /*accum_iter=*/1, /*seed=*/0);
+  EXPECT_EQ(rows.batches_per_epoch(), 16);  // 512 rows
   const int64_t epochs = 10;
   // MAE's lr at its batch of 16,384 (blr 0.1): LARS moves ‖w‖ by ~lr · 0.001 per step, whatever
   // the batch.
@@ -66,7 +87,7 @@ TEST(LinearProbe, SeparableClustersReachFullAccuracy) {
   EXPECT_EQ(before.images, 256);
   double first_loss = 0, last_loss = 0;
   for (int64_t e = 0; e < epochs; ++e) {
-    const double loss = ocl::engine::train_head_on_features(head, lars, schedule, train, e, o);
+    const double loss = train_epoch(head, lars, schedule, rows, e);
     ASSERT_TRUE(std::isfinite(loss)) << "epoch " << e;
     if (e == 0) first_loss = loss;
     last_loss = loss;
@@ -78,32 +99,41 @@ TEST(LinearProbe, SeparableClustersReachFullAccuracy) {
   EXPECT_DOUBLE_EQ(after.top5, 100.0);  // 4 classes: top-4 always holds the truth
 }
 
-TEST(LinearProbe, FeatureEpochIsDeterministic) {
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
-  const auto centres = torch::randn({4, 16}, gen) * 4.0;
-  const Features train = clusters(centres, 16, 1);
-  ocl::optim::CosineSchedule schedule{1.0, 0.0, 0.0, 2.0};
-  ocl::engine::FeatureEpochOptions o;
-  o.batch_size = 8;
-  o.accum_iter = 2;
-  o.seed = 11;
-  torch::Tensor weights[2];
-  for (auto& w : weights) {
-    torch::manual_seed(0);
-    LinprobeHead head(16, 4);
-    auto lars = ocl::engine::make_linprobe_lars(head, 1e-4);
-    for (int64_t e = 0; e < 2; ++e)
-      ocl::engine::train_head_on_features(head, lars, schedule, train, e, o);
-    w = head->fc->weight.detach().clone();
+// The row order is a function of (seed, epoch); two ranks take between them exactly the rows
+// one process takes, each micro-batch's every other row; a start mid-epoch continues the order;
+// an epoch is whole global steps.
+TEST(LinearProbe, FeatureRowsOrderShardingAndResume) {
+  const int64_t n = 70;
+  const Features all{torch::arange(n, torch::kFloat32).view({n, 1}),
+                     torch::arange(n, torch::kInt64)};
+  auto rows_of = [&](int64_t batch, int64_t rank, int64_t world, int64_t epoch, int64_t first) {
+    ocl::engine::FeatureRows rows(all, batch, /*accum_iter=*/2, /*seed=*/11, rank, world);
+    rows.start_epoch(epoch, first);
+    std::vector<int64_t> seen;
+    for (int64_t b = first; b < rows.batches_per_epoch(); ++b) {
+      const auto batch_rows = rows.next();
+      EXPECT_TRUE(torch::equal(batch_rows.images.view({-1}).to(torch::kInt64), batch_rows.labels));
+      for (int64_t i = 0; i < batch_rows.labels.size(0); ++i)
+        seen.push_back(batch_rows.labels[i].item<int64_t>());
+    }
+    return seen;
+  };
+  const auto one = rows_of(8, 0, 1, 0, 0);
+  EXPECT_EQ(one.size(), 64u);  // 70 rows: 4 steps of 16, 6 rows dropped
+  EXPECT_EQ(one, rows_of(8, 0, 1, 0, 0));
+  EXPECT_NE(one, rows_of(8, 0, 1, 1, 0));
+  const auto r0 = rows_of(4, 0, 2, 0, 0), r1 = rows_of(4, 1, 2, 0, 0);
+  ASSERT_EQ(r0.size() + r1.size(), one.size());
+  for (size_t i = 0; i < r0.size(); ++i) {
+    EXPECT_EQ(r0[i], one[2 * i]) << i;
+    EXPECT_EQ(r1[i], one[2 * i + 1]) << i;
   }
-  EXPECT_TRUE(torch::equal(weights[0], weights[1]));
-  // 64 rows, 16 per step: too few rows for a step of 128 is an error naming the sizes.
-  o.batch_size = 64;
-  torch::manual_seed(0);
-  LinprobeHead head(16, 4);
-  auto lars = ocl::engine::make_linprobe_lars(head, 0.0);
-  OCL_EXPECT_THROW_WITH(ocl::engine::train_head_on_features(head, lars, schedule, train, 0, o),
-                        "64 training rows do not fill one step of 128");
+  const auto rest = rows_of(8, 0, 1, 0, 3);
+  EXPECT_EQ(rest, std::vector<int64_t>(one.begin() + 24, one.end()));
+  // Too few rows for one step of 2 × 64: no micro-batch at all.
+  ocl::engine::FeatureRows big(all, 64, 2, 11);
+  EXPECT_EQ(big.batches_per_epoch(), 0);
+  OCL_EXPECT_THROW_WITH(big.next(), "no micro-batch left");
 }
 
 }  // namespace

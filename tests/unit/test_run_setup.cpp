@@ -1,4 +1,4 @@
-// Process start-up settings of engine/run_setup.h that unit tests can check on any machine.
+// Process start-up settings of engine/run.h that unit tests can check on any machine.
 #include <memory>
 #include <sstream>
 
@@ -6,7 +6,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <torch/torch.h>
 
-#include <ocl/engine/run_setup.h>
+#include <ocl/engine/run.h>
 #include <ocl/io/config.h>
 
 namespace {

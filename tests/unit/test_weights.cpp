@@ -1,4 +1,4 @@
-// Pre-trained encoder weights (ocl::engine::load_encoder_weights): our own files, folders and
+// Pre-trained encoder weights (ocl::nn::load_encoder_weights): our own files, folders and
 // "none"; all-or-nothing errors naming the keys; head.* dropped, norm.* for mean pooling,
 // positions resampled to another grid, other file dtypes.
 #include <stdlib.h>
@@ -10,14 +10,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <ocl/engine/weights.h>
 #include <ocl/io/safetensors.h>
 #include <ocl/io/state_dict.h>
 #include <ocl/nn/pos_embed.h>
+#include <ocl/nn/weights.h>
 
-using ocl::engine::load_encoder_weights;
 using ocl::io::TensorMap;
 using ocl::nn::GlobalPool;
+using ocl::nn::load_encoder_weights;
 using ocl::nn::VisionTransformer;
 using ocl::nn::VisionTransformerOptions;
 using Names = std::vector<std::string>;
@@ -207,7 +207,7 @@ TEST(EncoderWeights, PositionsOfAnotherGridAreResampled) {
   auto small = VisionTransformer(tiny(16));
   EXPECT_EQ(load_encoder_weights(small, write(ocl::io::state_dict(*vit))).pos_embed_resampled,
             "4x4 -> 2x2");
-  ocl::engine::EncoderLoadOptions no_resample;
+  ocl::nn::EncoderLoadOptions no_resample;
   no_resample.resample_pos_embed = false;
   OCL_EXPECT_THROW_WITH(load_encoder_weights(small, write(ocl::io::state_dict(*vit)), no_resample),
                         "resampling is off");

@@ -1,7 +1,8 @@
-// Training checkpoints: one folder per checkpoint holding the encoder in timm names
-// (encoder.safetensors, loadable by timm / MAE code as is), the rest of the training state
-// (trainer.safetensors: the logit scale and AdamW moments; state.json: epoch, step, counters)
-// and the resolved config. Written to a temporary folder, synced and renamed, so a crash
+// Training checkpoints: one folder per checkpoint holding the trained model in timm names
+// (encoder.safetensors for pre-training and fine-tuning, loadable by timm / MAE code as is;
+// head.safetensors for the linear probe), the rest of the training state (trainer.safetensors:
+// optimiser state and what else the engine keeps; state.json: epoch, step, counters) and the
+// resolved config. Written to a temporary folder, synced and renamed, so a crash
 // mid-write never harms an earlier checkpoint; `checkpoint-last` (a symbolic link) names the
 // newest complete one, and only the newest `keep_last` are kept.
 #pragma once
@@ -32,25 +33,31 @@ struct TrainingState {
 struct Checkpoint {
   std::string path;
   TrainingState state;
-  io::TensorMap encoder;    // timm names
-  io::TensorMap trainer;    // "model.<name>" for non-encoder model tensors, "optim.<param>.*"
+  io::TensorMap model;      // the model file's tensors (timm names)
+  io::TensorMap trainer;    // optimiser state ("optim.<param>.*") and the engine's own tensors
   std::string config_yaml;  // the run's resolved config
 };
+
+/// The model file of pre-training and fine-tuning checkpoints.
+inline constexpr const char* kEncoderFile = "encoder.safetensors";
 
 /// "checkpoint-0004" after 4 whole epochs; "checkpoint-0004-000120" 120 steps into epoch 4.
 std::string checkpoint_name(const TrainingState& state);
 
-/// Writes a checkpoint folder under `output_dir` (named by checkpoint_name), points
+/// Writes a checkpoint folder under `output_dir` (named by checkpoint_name), `model` as
+/// `model_file` in it, points
 /// `checkpoint-last` at it, then removes all but the newest `keep_last` checkpoints (never the
 /// one just written) and any temporary folder a killed writer left. Returns its path. Throws
 /// naming the path on any I/O error; what was there before is then untouched.
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
-                            const io::TensorMap& encoder, const io::TensorMap& trainer,
-                            const std::string& config_yaml, int64_t keep_last);
+                            const io::TensorMap& model, const io::TensorMap& trainer,
+                            const std::string& config_yaml, int64_t keep_last,
+                            const std::string& model_file = kEncoderFile);
 
-/// Reads a checkpoint folder (or the folder a `checkpoint-last` link names). Throws naming the
-/// folder and the file when a part is missing, truncated or inconsistent.
-Checkpoint load_checkpoint(const std::string& path);
+/// Reads a checkpoint folder (or the folder a `checkpoint-last` link names), its model from
+/// `model_file`. Throws naming the folder and the file when a part is missing, truncated or
+/// inconsistent.
+Checkpoint load_checkpoint(const std::string& path, const std::string& model_file = kEncoderFile);
 
 /// Deletes every checkpoint folder under `output_dir` and the checkpoint-last link (starting a
 /// run again in the same folder).

@@ -17,14 +17,15 @@
 // encoder each time). With linprobe.cached_features the training features are extracted once
 // too, through the evaluation transform (no augmentation): much faster, but another protocol.
 //
-// The output folder (linprobe.output_dir, else <train.output_dir>/linprobe) holds config.yaml,
-// train.log, metrics.jsonl ("linprobe_step" records every log.every steps of the image path,
-// "linprobe_epoch" records with top1, top5, best_top1) and checkpoint.safetensors: head.*, the
-// LARS momentum optim.<param>.momentum, and the epoch, best and last figures and config in its
-// metadata; rewritten atomically every linprobe.save_every epochs and at the end.
+// The training loop is the shared one (engine/loop.h). The output folder (linprobe.output_dir,
+// else <train.output_dir>/linprobe) holds config.yaml, train.log, metrics.jsonl
+// ("linprobe_step" records every log.every steps, "linprobe_epoch" records with top1, top5,
+// best_top1) and checkpoint folders as in pre-training (head.safetensors: the head;
+// trainer.safetensors: the LARS momentum optim.<param>.momentum and the best and last figures)
+// with `checkpoint-last`, every linprobe.save_every epochs, at the end and on a stop, the newest
+// linprobe.keep_last kept.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -35,16 +36,14 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/linear.h>
 
-#include "ocl/data/loader.h"
+#include "ocl/data/dataset.h"
 #include "ocl/dist/communicator.h"
-#include "ocl/dist/grad_sync.h"
-#include "ocl/dist/launch.h"
-#include "ocl/engine/console.h"
 #include "ocl/engine/knn.h"
-#include "ocl/engine/metrics.h"
+#include "ocl/engine/loop.h"
+#include "ocl/engine/run.h"
 #include "ocl/io/config.h"
+#include "ocl/nn/vision_transformer.h"
 #include "ocl/optim/lars.h"
-#include "ocl/optim/schedule.h"
 
 namespace ocl::engine {
 
@@ -80,115 +79,82 @@ struct ProbeAccuracy {
 ProbeAccuracy evaluate_head(LinprobeHead& head, const Features& val, const torch::Device& device,
                             dist::Communicator* comm = nullptr, int64_t batch = 4096);
 
-struct FeatureEpochOptions {
-  int64_t batch_size = 512;  // rows per process and micro-batch
-  int64_t accum_iter = 1;    // micro-batches per LARS step
-  uint64_t seed = 0;         // with the epoch, fixes the row order
-  int64_t first_step = 0;    // resume inside the epoch
-  int64_t rank = 0, world_size = 1;
-  torch::Device device{torch::kCPU};
-  bool overlap = true;  // the gradient all-reduce during the last backward (dist.overlap)
+/// The cached-features path's training rows as micro-batches (Batch::images holds the features
+/// [b, D], Batch::labels the labels): each epoch visits the rows in an order drawn from
+/// (seed, epoch); micro-batch k takes positions [k·B·W, (k+1)·B·W) of it and rank r every W-th
+/// of those, as the image loader shards. An epoch is whole global steps of B·accum·W rows (the
+/// rest is dropped).
+class FeatureRows : public BatchSource {
+ public:
+  FeatureRows(Features rows, int64_t batch_size, int64_t accum_iter, uint64_t seed,
+              int64_t rank = 0, int64_t world_size = 1);
+  int64_t batches_per_epoch() const override;
+  void start_epoch(int64_t epoch, int64_t first_batch) override;
+  data::Batch next() override;
+  int64_t size() const override { return rows_.labels.size(0); }
+
+ private:
+  Features rows_;
+  int64_t batch_size_, accum_iter_, rank_, world_size_;
+  uint64_t seed_;
+  torch::Tensor order_;  // this epoch's row order
+  int64_t next_ = 0;     // the next micro-batch of the epoch
 };
 
-/// LARS steps per epoch of the cached-features path: whole global batches of
-/// batch_size · accum_iter · world_size rows (the last partial one is dropped).
-int64_t feature_steps_per_epoch(int64_t rows, const FeatureEpochOptions& options);
-
-/// One epoch of the cached-features path: the head (train mode) on the rows of `train` in an
-/// order drawn from (seed, epoch), global step k taking positions [k·G, (k+1)·G) of it
-/// (G = batch·accum·W) and rank r every W-th of them, as the image loader shards; lr per step
-/// from `schedule` at the fractional epoch. With `sync`, gradients are averaged over ranks.
-/// Returns the mean cross-entropy of the steps taken (this rank's).
-double train_head_on_features(LinprobeHead& head, optim::Lars& lars,
-                              const optim::CosineSchedule& schedule, const Features& train,
-                              int64_t epoch, const FeatureEpochOptions& options,
-                              dist::GradSynchronizer* sync = nullptr);
-
-struct LinprobeOptions {
+/// The options of every engine (engine/run.h: resume, overwrite, eval_only, stop, console,
+/// launch) and the encoder weights.
+struct LinprobeOptions : RunOptions {
   /// Encoder weights (load_encoder_weights): a checkpoint folder, an encoder.safetensors, or
   /// "none" (the random encoder: the baseline).
   std::string weights = "none";
-  /// "" (start fresh), "auto" (continue from <output_dir>/checkpoint.safetensors when there is
-  /// one) or the path of a probe checkpoint (the file, or the folder holding it).
-  std::string resume;
-  /// Start fresh in an output folder that holds another probe's checkpoint.
-  bool overwrite = false;
-  /// Only evaluate the head (the resumed one, else the initial one) and return (MAE's --eval).
-  bool eval_only = false;
-  /// Set by a signal handler: the current step finishes, a checkpoint is written, run() returns.
-  const std::atomic<int>* stop_requested = nullptr;
-  /// Console sink; nullptr = plain lines on stdout.
-  std::shared_ptr<ConsoleSink> console;
-  /// This process's place in a distributed run; the default is a single process.
-  dist::LaunchInfo launch;
 };
 
-struct LinprobeEpoch {
-  int64_t epoch = 0;  // 1-based: the epochs completed
-  double loss = 0;    // mean training loss (rank 0's)
-  double lr = 0;      // at the epoch's last step
-  double top1 = 0, top5 = 0;
-  double seconds = 0;
-};
+using LinprobeResult = ClassifierRunResult;
 
-struct LinprobeResult {
-  std::vector<LinprobeEpoch> epochs;  // the epochs this run() call trained
-  int64_t epochs_done = 0;
-  double best_top1 = -1;  // percent, over all epochs of the probe (resumed ones included)
-  int64_t best_epoch = 0;
-  double last_top1 = -1, last_top5 = -1;  // the final head's
-  bool interrupted = false;               // stopped by a signal before the end
-  bool nothing_to_do = false;             // resumed from a finished probe
-  std::string checkpoint;                 // the last checkpoint written or resumed, "" if none
-};
+/// The checkpoints' model file: the head, in the names of LinprobeHead.
+inline constexpr const char* kHeadFile = "head.safetensors";
 
-class LinearProbe {
+class LinearProbe : private TrainingEngine {
  public:
   /// Validates the config, prepares the output folder (linprobe.output_dir, else
   /// <train.output_dir>/linprobe), builds the frozen encoder (weights loaded and described in
   /// the log), the head, LARS, the data, and loads the checkpoint to resume from. Throws with a
   /// message naming the problem.
   LinearProbe(io::Config config, LinprobeOptions options);
-  ~LinearProbe();
+  ~LinearProbe() override;
 
-  /// Trains until linprobe.epochs are done (evaluating after each) or a stop is requested.
+  /// Trains until linprobe.epochs are done (evaluating after each) or a stop is requested; with
+  /// eval_only, evaluates the head (the resumed one, else the initial one) and returns.
   LinprobeResult run();
 
-  const std::string& output_dir() const { return out_; }
+  const std::string& output_dir() const { return run_.spec.output_dir; }
   LinprobeHead& head() { return head_; }
-  std::shared_ptr<spdlog::logger> logger() const { return logger_; }
 
  private:
-  double train_epoch_images(bool& stop);  // one epoch (from step_) through encoder + head
-  ProbeAccuracy evaluate();               // BN statistics from rank 0, then the sharded eval
-  void write_checkpoint();
+  // TrainingEngine: a micro-batch through the frozen encoder (or its cached features) and the
+  // head; LARS; the validation after each epoch; the checkpoint.
+  torch::nn::Module& trained_module() override { return *head_; }
+  const std::vector<torch::Tensor>& trainable() override { return trainable_; }
+  void set_lr(double lr) override { lars_->set_lr(lr); }
+  MicroStep forward(const data::Batch& batch, const StepContext& at) override;
+  void update() override { lars_->step(); }
+  EpochReport end_of_epoch(const TrainingState& state) override;
+  CheckpointTensors checkpoint_tensors() override;
+  ProbeAccuracy evaluate();  // BatchNorm statistics from rank 0, then the sharded evaluation
+  void resume(const Checkpoint& checkpoint, int64_t dim);
+  void log_setup(const data::Dataset& val_set) const;
 
   io::Config config_;
-  LinprobeOptions options_;
-  std::string out_, config_yaml_, checkpoint_path_;
-  torch::Device device_{torch::kCPU};
-  bool bf16_ = false;
-  int64_t rank_ = 0, world_size_ = 1;
-  int64_t effective_batch_ = 0;
-  double lr_ = 0;
-  std::unique_ptr<dist::Communicator> comm_;  // declared before sync_: destroyed after it
-  std::unique_ptr<dist::GradSynchronizer> sync_;
-  std::shared_ptr<ConsoleSink> console_;
-  std::shared_ptr<spdlog::logger> logger_;
-  std::unique_ptr<MetricsLog> metrics_;
+  SectionRecipe recipe_;  // processes × batch × accumulation, peak lr
+  RunContext run_;
   nn::VisionTransformer encoder_{nullptr};
   LinprobeHead head_{nullptr};
+  std::vector<torch::Tensor> trainable_;
   std::unique_ptr<optim::Lars> lars_;
-  optim::CosineSchedule schedule_;
   std::shared_ptr<const data::Dataset> train_set_;
-  std::unique_ptr<data::Loader> loader_;
-  Features train_features_, val_features_;  // train only with cached_features
-  int64_t num_classes_ = 0;
-  int64_t steps_per_epoch_ = 0;
-  int64_t epoch_ = 0, step_ = 0;  // the epoch in progress and LARS steps of it taken
-  double best_top1_ = -1, last_top1_ = -1, last_top5_ = -1;
-  int64_t best_epoch_ = 0;
-  std::string resumed_from_;
+  Features val_features_;
+  std::unique_ptr<TrainingLoop> loop_;  // none when eval_only
+  ValidationRecord record_;
 };
 
 }  // namespace ocl::engine

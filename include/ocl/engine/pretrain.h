@@ -1,55 +1,37 @@
 // OCL pre-training on one or many processes: the epoch loop of MAE's engine_pretrain.py for OCL's
-// step, with gradient accumulation, warmup + cosine lr, bf16 autocast, gradient clipping,
-// non-finite handling, checkpoints and exact resume, a status line, train.log and metrics.jsonl.
-// With several processes (PretrainOptions::launch), gradients are averaged by a bucketed all-reduce
-// that overlaps backward, the CLS outputs are all-gathered for global negatives, each rank reads
-// its shard of the data, and only rank 0 writes checkpoints, logs and metrics.
+// step. The step of a micro-batch is Pretrainer::forward (normalise on the device, draw the
+// masks, OCL forward under bf16 autocast when asked); the rest (accumulation, gradient
+// all-reduce, clipping, non-finite handling, warmup + cosine lr, logs, checkpoints and exact
+// resume, stop on a signal) is the shared loop of engine/loop.h on the run of engine/run.h.
+// With several processes (PretrainOptions::launch), gradients are averaged by a bucketed
+// all-reduce that overlaps backward, the CLS outputs are all-gathered for global negatives, each
+// rank reads its shard of the data, and only rank 0 writes checkpoints, logs and metrics.
 //
 //   auto config = ocl::io::load_config("configs/quickstart.yaml");
 //   ocl::engine::Pretrainer trainer(config, {});     // builds model, data, optimiser; resumes
 //   auto result = trainer.run();                    // trains to config.train.epochs
 #pragma once
 
-#include <atomic>
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "ocl/data/loader.h"
+#include <torch/optim/adamw.h>
+
+#include "ocl/data/dataset.h"
+#include "ocl/data/transforms.h"
 #include "ocl/dist/communicator.h"
-#include "ocl/dist/grad_sync.h"
-#include "ocl/dist/launch.h"
-#include "ocl/engine/checkpoint.h"
-#include "ocl/engine/console.h"
-#include "ocl/engine/metrics.h"
+#include "ocl/engine/loop.h"
+#include "ocl/engine/run.h"
 #include "ocl/io/config.h"
 #include "ocl/optim/param_groups.h"
-#include "ocl/optim/schedule.h"
 #include "ocl/ssl/ocl_model.h"
 
 namespace ocl::engine {
 
-struct PretrainOptions {
-  /// "" (start fresh), "auto" (continue from output_dir/checkpoint-last when there is one) or
-  /// the path of a checkpoint folder.
-  std::string resume;
-  /// Start fresh in an output folder that holds another run's config.
-  bool overwrite = false;
-  /// Set by a signal handler: the current step finishes, a checkpoint is written, run() returns.
-  const std::atomic<int>* stop_requested = nullptr;
-  /// Stop as if signalled once this many optimiser steps of the run are done (0 = never).
-  int64_t stop_after_steps = 0;
-  /// Console sink (status line); nullptr = plain lines on stdout.
-  std::shared_ptr<ConsoleSink> console;
-  /// Called before every optimiser step with the global step and the trainable parameters
-  /// (their .grad() holds the step's gradient, after clipping): tests and debugging.
-  std::function<void(int64_t, const std::vector<torch::Tensor>&)> before_optimizer_step;
-  /// This process's place in a distributed run (dist::launch_from_environment()); the default
-  /// is a single process.
-  dist::LaunchInfo launch;
-};
+/// resume, overwrite, stop, console, launch: the options of every engine (engine/run.h).
+using PretrainOptions = RunOptions;
 
 struct PretrainResult {
   TrainingState state;              // where the run stopped
@@ -75,63 +57,47 @@ torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro,
 /// with one differentiable all-gather; this rank's rows start at rank · B.
 ssl::FeatureGather global_negatives(dist::Communicator& comm);
 
-class Pretrainer {
+class Pretrainer : private TrainingEngine {
  public:
   /// Validates the config, prepares the output folder (refusing one that holds a different
   /// run's config unless resuming or overwriting), builds data, model and optimiser, and loads
   /// the checkpoint to resume from. Throws with a message naming the problem.
   Pretrainer(io::Config config, PretrainOptions options);
-  ~Pretrainer();
+  ~Pretrainer() override;
 
   /// Trains until config.train.epochs are done or a stop is requested.
   PretrainResult run();
 
   const io::Config& config() const { return config_; }
-  const io::DerivedConfig& derived() const { return derived_; }
   ssl::OCL& model() { return model_; }
-  const TrainingState& state() const { return state_; }
-  int64_t steps_per_epoch() const { return steps_per_epoch_; }
-  std::shared_ptr<spdlog::logger> logger() const { return logger_; }
-  /// The communicator and gradient synchroniser of a distributed run; null in one process.
-  dist::Communicator* communicator() { return comm_.get(); }
-  dist::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
+  const TrainingState& state() const { return run_.state; }
 
  private:
-  struct StepStats;
-  bool train_step(StepStats& stats);
-  std::string write_checkpoint();
-  void log_step(const StepStats& stats);
+  // TrainingEngine: OCL's step on a micro-batch, AdamW, the kNN monitor, the checkpoint.
+  torch::nn::Module& trained_module() override { return *model_; }
+  const std::vector<torch::Tensor>& trainable() override { return trainable_; }
+  std::vector<Figure> figures() const override;
+  void set_lr(double lr) override;
+  MicroStep forward(const data::Batch& batch, const StepContext& at) override;
+  void update() override;
+  EpochReport end_of_epoch(const TrainingState& state) override;
+  CheckpointTensors checkpoint_tensors() override;
   double run_knn_monitor();
-  bool is_writer() const { return rank_ == 0; }  // the stop decision, agreed by all ranks
-  void verify_replicas();                        // throws if the ranks' parameters differ
-  int64_t verified_step_ = 0;                    // the last global step verify_replicas() passed
+  void log_setup() const;
 
   io::Config config_;
   io::DerivedConfig derived_;
+  RunContext run_;
   io::DataConfig data_config_;  // config_.data with the file-list cache folder resolved
-  PretrainOptions options_;
-  std::string config_yaml_;
-  torch::Device device_{torch::kCPU};
-  int64_t rank_ = 0, world_size_ = 1;
-  std::unique_ptr<dist::Communicator> comm_;  // declared before grad_sync_: destroyed after it
-  std::unique_ptr<dist::GradSynchronizer> grad_sync_;
-  ssl::FeatureGather gather_;  // global negatives across ranks; null in one process or local
-  bool bf16_ = false;
-  bool tf32_ = false;  // train.tf32 applied (CUDA only: set_tf32)
-  std::shared_ptr<ConsoleSink> console_;
-  std::shared_ptr<spdlog::logger> logger_;
-  std::unique_ptr<MetricsLog> metrics_;
+  ssl::FeatureGather gather_;   // global negatives across ranks; null in one process or local
   ssl::OCL model_{nullptr};
   std::vector<optim::ParamGroup> groups_;
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
-  bool fused_adamw_ = false;  // optim.fused resolved for device_ (optim::adamw_step)
-  optim::CosineSchedule schedule_;
+  bool fused_adamw_ = false;  // optim.fused resolved for the device (optim::adamw_step)
   std::shared_ptr<const data::Dataset> train_set_;
-  std::unique_ptr<data::Loader> loader_;
-  int64_t steps_per_epoch_ = 0;
-  TrainingState state_;
-  std::string last_checkpoint_;
+  std::unique_ptr<TrainingLoop> loop_;  // declared after run_: destroyed before its communicator
+  double knn_top1_ = -1;                // the last kNN monitor figure
   std::shared_ptr<const data::Dataset> knn_bank_, knn_held_out_;  // kNN monitor, built on first use
   std::shared_ptr<const data::Transform> knn_transform_;
 };

@@ -162,6 +162,7 @@ struct LinprobeConfig {
   /// train the head on them in memory: much faster, but not MAE's protocol.
   bool cached_features = false;
   int64_t save_every = 10;  // ≥ 1 epochs between checkpoints (and always at the end)
+  int64_t keep_last = 2;    // ≥ 1 checkpoints kept
 };
 
 /// Full fine-tuning (ocl_finetune; MAE's main_finetune, PAPER.md "Fine-tuning"): the whole ViT

@@ -4,7 +4,7 @@
 //
 //   auto vit = ocl::nn::VisionTransformer(ocl::nn::vit_base_patch16().num_classes(1000)
 //                                             .global_pool(ocl::nn::GlobalPool::Avg));
-//   auto report = ocl::engine::load_encoder_weights(vit, "runs/b16/checkpoint-last");
+//   auto report = ocl::nn::load_encoder_weights(vit, "runs/b16/checkpoint-last");
 //   logger->info(report.describe());   // one or two lines: what was loaded, dropped, resampled
 //
 // The file is safetensors in timm names: an `encoder.safetensors` of a pre-training checkpoint
@@ -20,7 +20,7 @@
 #include "ocl/io/state_dict.h"
 #include "ocl/nn/vision_transformer.h"
 
-namespace ocl::engine {
+namespace ocl::nn {
 
 struct EncoderLoadOptions {
   /// When the file's position grid differs from the model's (a 224² checkpoint into a 160²
@@ -74,4 +74,4 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
 nn::VisionTransformerOptions encoder_options(const io::Config& config,
                                              const io::DerivedConfig& derived);
 
-}  // namespace ocl::engine
+}  // namespace ocl::nn

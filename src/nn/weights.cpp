@@ -1,5 +1,5 @@
-// Pre-trained encoder weights into a ViT (see include/ocl/engine/weights.h).
-#include "ocl/engine/weights.h"
+// Pre-trained encoder weights into a ViT (see include/ocl/nn/weights.h).
+#include "ocl/nn/weights.h"
 
 #include <algorithm>
 #include <cmath>
@@ -14,7 +14,7 @@
 #include "ocl/io/safetensors.h"
 #include "ocl/nn/pos_embed.h"
 
-namespace ocl::engine {
+namespace ocl::nn {
 namespace {
 
 namespace fs = std::filesystem;
@@ -189,4 +189,4 @@ nn::VisionTransformerOptions encoder_options(const io::Config& config,
       .freeze_patch_embed(m.freeze_patch_embed);
 }
 
-}  // namespace ocl::engine
+}  // namespace ocl::nn

@@ -1,0 +1,199 @@
+// The training loop of every engine (on a RunContext, engine/run.h): epochs of optimiser steps,
+// each accum_iter micro-batches from a BatchSource through the engine's forward and backward;
+// then the gradient all-reduce as dist.* says, the gradient norm and clipping, the non-finite
+// policy (train.on_nonfinite: stop, or skip at most train.max_nonfinite_skips steps), the
+// update; log windows with the status line and ETA, metrics.jsonl records; the stop decision (a
+// signal on any rank, --stop-after-steps) folded into the step's one all-reduce; the replica
+// check (dist.verify_every); checkpoints every save_every epochs, at the end and on a stop,
+// keeping keep_last. What an engine supplies is the TrainingEngine interface below.
+//
+// Each step's randomness is a function of (seed, global step, micro-batch, rank) (StepContext)
+// and each epoch's data order of (seed, epoch), so a run stopped anywhere and resumed takes the
+// very steps of the run that never stopped.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/nn/module.h>
+
+#include "ocl/data/loader.h"
+#include "ocl/dist/grad_sync.h"
+#include "ocl/engine/run.h"
+#include "ocl/optim/schedule.h"
+
+namespace ocl::engine {
+
+/// Where a micro-batch stands: what its random draws may depend on.
+struct StepContext {
+  uint64_t seed = 0;
+  int64_t epoch = 0, step_in_epoch = 0, global_step = 0;
+  int64_t micro = 0;  // the micro-batch of the step
+  int64_t rank = 0, world_size = 1;
+  /// The micro-batch's place among the step's micro-batches of all ranks.
+  int64_t slot() const { return micro * world_size + rank; }
+};
+
+/// A micro-batch's loss (its graph is back-propagated by the loop, scaled by 1 / accum_iter)
+/// and the engine's figures (0-d tensors, in the order of TrainingEngine::figures()).
+struct MicroStep {
+  torch::Tensor loss;
+  std::vector<torch::Tensor> figures;
+};
+
+/// A figure of a step besides the loss, averaged over micro-batches and ranks: recorded under
+/// `name` in metrics.jsonl, shown in the log line as `label` (none when empty).
+struct Figure {
+  std::string name, label;
+  int decimals = 3;
+};
+
+/// The micro-batches of an epoch, in order (a data::Loader, the probe's cached features).
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual int64_t batches_per_epoch() const = 0;  // this rank's
+  virtual void start_epoch(int64_t epoch, int64_t first_batch) = 0;
+  virtual data::Batch next() = 0;
+  virtual int64_t bad_samples() const { return 0; }  // unreadable images so far
+  virtual int64_t size() const = 0;                  // images (rows) of the training set
+};
+
+/// A data::Loader as a BatchSource.
+std::unique_ptr<BatchSource> loader_source(std::unique_ptr<data::Loader> loader);
+
+/// The end of an epoch as an engine reports it: its part of the epoch's log line and of its
+/// metrics.jsonl record (after the loop's epoch, global_step, loss and figures).
+struct EpochReport {
+  std::string text;
+  MetricFields fields;
+};
+
+/// What a checkpoint of an engine holds: its model file and the rest (optimiser state, ...).
+struct CheckpointTensors {
+  io::TensorMap model, trainer;
+};
+
+/// What an engine supplies to the loop.
+class TrainingEngine {
+ public:
+  virtual ~TrainingEngine() = default;
+  /// The module whose parameters the replica check compares.
+  virtual torch::nn::Module& trained_module() = 0;
+  /// The trainable parameters in optimiser order (gradient all-reduce, norm, clipping).
+  virtual const std::vector<torch::Tensor>& trainable() = 0;
+  virtual std::vector<Figure> figures() const { return {}; }
+  virtual void set_lr(double lr) = 0;
+  /// The forward of one micro-batch (train mode), its loss not yet back-propagated.
+  virtual MicroStep forward(const data::Batch& batch, const StepContext& at) = 0;
+  /// The optimiser step on the gradients (and what follows it: an EMA).
+  virtual void update() = 0;
+  /// After an epoch's last step (`state.epoch` counts it already): evaluation and the like.
+  virtual EpochReport end_of_epoch(const TrainingState& state) = 0;
+  virtual CheckpointTensors checkpoint_tensors() = 0;
+};
+
+/// The loop's recipe (from the engine's config section).
+struct LoopSettings {
+  int64_t epochs = 1, accum_iter = 1, batch_size = 1;
+  int64_t save_every = 1, keep_last = 1;
+  double clip_grad = 0;  // max gradient norm, 0 = off
+  optim::CosineSchedule schedule;
+  std::string section;  // "train" (with optim.accum_iter), "finetune", "linprobe": messages
+  /// metrics.jsonl record types: "step"/"epoch" when empty, else "<records>_step"/"_epoch".
+  std::string records;
+  std::string nonfinite_hint;  // what to change, appended to a non-finite error
+};
+
+/// The loop settings of an evaluation section (finetune, linprobe: its fields of these names)
+/// with peak lr `lr`: warmup + cosine to min_lr over its epochs, records "<name>_step" and
+/// "<name>_epoch".
+template <class Section>
+LoopSettings section_loop_settings(const Section& s, const std::string& name, double lr) {
+  return {.epochs = s.epochs,
+          .accum_iter = s.accum_iter,
+          .batch_size = s.batch_size,
+          .save_every = s.save_every,
+          .keep_last = s.keep_last,
+          .schedule = {lr, s.min_lr, s.warmup_epochs, static_cast<double>(s.epochs)},
+          .section = name,
+          .records = name};
+}
+
+struct LoopResult {
+  bool interrupted = false;         // stopped by a signal or --stop-after-steps before the end
+  std::vector<double> step_losses;  // every optimiser step of this run() call
+  std::string last_checkpoint;      // "" if none was written or resumed
+};
+
+/// The validation figures of a classifier run (fine-tuning, the linear probe) over its epochs,
+/// resumed ones included; kept in its checkpoints as "<prefix>.best_top1" and the like.
+struct ValidationRecord {
+  double best_top1 = -1, last_top1 = -1, last_top5 = -1;
+  int64_t best_epoch = 0;
+  /// Records epoch `epoch`'s figures; returns whether it is the best so far.
+  bool add(int64_t epoch, double top1, double top5);
+  void save(io::TensorMap& trainer, const std::string& prefix) const;
+  void load(const io::TensorMap& trainer, const std::string& prefix);  // absent keys: unchanged
+};
+
+/// What a classifier run (fine-tuning, the linear probe) returns.
+struct ClassifierRunResult {
+  int64_t epochs_done = 0;
+  double best_top1 = -1;  // percent, over all epochs (resumed ones included)
+  int64_t best_epoch = 0;
+  double last_top1 = -1, last_top5 = -1;
+  bool interrupted = false;    // stopped by a signal or --stop-after-steps before the end
+  bool nothing_to_do = false;  // resumed from a finished run
+  std::string checkpoint;      // the last checkpoint written or resumed, "" if none
+};
+
+class TrainingLoop;
+/// The result of a classifier run that only evaluated: the record and where the run stands.
+ClassifierRunResult classifier_result(const RunContext& run, const ValidationRecord& record);
+/// Trains a classifier run with `loop` and returns its result; a run that trained to the end
+/// logs its last line (the epochs, the time, the best and last top-1).
+ClassifierRunResult train_classifier(RunContext& run, TrainingLoop& loop,
+                                     const ValidationRecord& record);
+
+class TrainingLoop {
+ public:
+  /// Throws when the training set does not fill one optimiser step.
+  TrainingLoop(RunContext& run, TrainingEngine& engine, std::unique_ptr<BatchSource> source,
+               LoopSettings settings);
+  ~TrainingLoop();
+
+  int64_t steps_per_epoch() const { return steps_per_epoch_; }
+  /// The gradient synchroniser of a distributed run: parameters are broadcast from rank 0
+  /// (call after the engine has loaded its checkpoint); logs the bucket layout.
+  void connect_gradients();
+  /// Trains until settings.epochs are done or a stop is asked for; a finished run says
+  /// "nothing to do".
+  LoopResult run();
+  /// Writes a checkpoint of the current state (rank 0; "" on the others).
+  std::string write_checkpoint();
+  dist::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
+
+ private:
+  struct Step;
+  Step train_step();
+  void log_window(const Step& step, double eta);
+  void verify_replicas();
+
+  RunContext& run_;
+  TrainingEngine& engine_;
+  std::unique_ptr<BatchSource> source_;
+  LoopSettings settings_;
+  std::vector<Figure> figures_;
+  int64_t steps_per_epoch_ = 0;
+  std::unique_ptr<dist::GradSynchronizer> grad_sync_;
+  int64_t verified_step_ = 0;  // the last global step whose replicas were checked equal
+  std::chrono::steady_clock::time_point run_start_;
+  struct Window;
+  std::unique_ptr<Window> window_, epoch_sums_;
+};
+
+}  // namespace ocl::engine

@@ -1,0 +1,243 @@
+// The run every training engine stands on (pre-training, fine-tuning, the linear probe; start
+// here when adding one), and the pieces of a process's start-up it is made of (the rank's logger,
+// the device, threads, precision, the connection to the other ranks), which ocl_knn and ocl_bench
+// use on their own. The run: the output folder and the choice to resume it, start it again or
+// refuse it; this rank's logger and status line; the device, precision, threads and the connection
+// to the other ranks; config.yaml and metrics.jsonl; the checkpoint to resume from and where its
+// epoch continues under this run's layout, agreed by every rank. The loop that trains on it is
+// engine/loop.h; what is an engine's own (its model, the forward of a micro-batch, its
+// evaluation, what its checkpoint holds) stays in the engine.
+//
+//   RunContext run(config, options, {"ocl_pretrain", out, "train.output_dir", yaml});
+//   ... build the model, the optimiser and the data; load run.resumed->model into it ...
+//   run.resume_position(layout_of, now, steps_per_epoch, lr);   // run.state is now where to go on
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <spdlog/logger.h>
+#include <torch/types.h>
+
+#include "ocl/data/loader.h"
+#include "ocl/dist/communicator.h"
+#include "ocl/dist/grad_sync.h"
+#include "ocl/dist/launch.h"
+#include "ocl/engine/checkpoint.h"
+#include "ocl/engine/console.h"
+#include "ocl/engine/metrics.h"
+#include "ocl/io/config.h"
+
+namespace ocl::engine {
+
+// --- The pieces of a process's start-up (RunContext uses them; ocl_knn and ocl_bench too)
+
+/// The run logger of rank `rank`: rank 0 logs at log.level to the console and to `log_file`
+/// (none when empty); the other ranks print warnings and errors only and write no file.
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<ConsoleSink>& console,
+                                            const std::string& log_file, const io::Config& config,
+                                            int64_t rank);
+
+/// train.device → a device: "auto" (the first GPU when CUDA is available, else the CPU), "cpu",
+/// "cuda", "cuda:N". Throws naming the value when CUDA or that GPU is not there.
+torch::Device resolve_device(const std::string& name);
+/// The same for one process of a launch: with several processes, "auto" (when CUDA is there)
+/// and "cuda" mean this process's GPU, cuda:LOCAL_RANK; "cuda:N" with several processes on a
+/// node is refused (they would share one GPU).
+torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch);
+
+/// Intra-op threads: train.threads, or the node's cores divided among its local processes
+/// (some LibTorch builds, Debian's among them, otherwise start with one thread).
+void set_process_threads(const io::Config& config, const dist::LaunchInfo& launch);
+
+/// bf16 autocast: train.precision bf16, or auto on a CUDA device.
+bool use_bf16(const io::Config& config, const torch::Device& device);
+
+/// TF32 for fp32 matmuls (cuBLAS) and convolutions (cuDNN) on a CUDA `device`, as
+/// train.tf32 says; returns whether it is on. LibTorch's own default is off for cuBLAS and on
+/// for cuDNN. Process-wide (LibTorch's global context); nothing is changed for a CPU device.
+bool set_tf32(const io::Config& config, const torch::Device& device);
+
+/// The communicator settings of `config` (dist.backend, dist.timeout_s) on `device`.
+dist::CommunicatorOptions communicator_options(const io::Config& config,
+                                               const torch::Device& device);
+/// The communicator of a distributed launch (dist.backend, dist.timeout_s, on `device`), after
+/// logging that it waits for the others; nullptr for a single process.
+std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
+                                                  const dist::LaunchInfo& launch,
+                                                  const torch::Device& device,
+                                                  spdlog::logger& logger);
+
+/// The gradient synchroniser of a distributed run over `params` (the trainable parameters in
+/// optimiser order), with the config's dist.bucket_mb and dist.first_bucket_mb; rank 0's
+/// parameters are broadcast to every rank. Logs the bucket layout and whether the all-reduce
+/// overlaps backward (dist.overlap, which the training loop applies).
+std::unique_ptr<dist::GradSynchronizer> make_grad_sync(dist::Communicator& comm,
+                                                       const std::vector<torch::Tensor>& params,
+                                                       const io::Config& config,
+                                                       spdlog::logger& logger);
+
+/// The images one optimiser step takes: a run layout (processes × batch × accumulation).
+struct StepLayout {
+  int64_t world_size = 1, batch_size = 1, accum_iter = 1;
+  int64_t images() const { return world_size * batch_size * accum_iter; }
+};
+
+/// The step layout and peak lr of an evaluation section (finetune, linprobe: its batch_size,
+/// accum_iter, lr and blr) on `world_size` processes: lr, else blr · effective batch / 256.
+struct SectionRecipe {
+  StepLayout layout;
+  double lr = 0;
+};
+template <class Section>
+SectionRecipe section_recipe(const Section& s, int64_t world_size) {
+  const StepLayout layout{world_size, s.batch_size, s.accum_iter};
+  return {layout, io::absolute_lr(s.lr, s.blr, layout.images())};
+}
+
+/// Where a run resumed from a checkpoint continues in epoch `epoch`, whose first `step` steps of
+/// layout `saved` were taken, when this run's layout is `now`. An epoch's data order is one
+/// permutation whatever the layout, and step k of a layout covers its positions
+/// [k · images, (k + 1) · images): the run continues at the first step of the new layout not yet
+/// covered (the images of a partly covered step are seen again). A change of world size is
+/// logged as a warning saying where the epoch continues, the effective batch and `lr`.
+/// Pre-training, fine-tuning and the linear probe all resume this way.
+int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& saved,
+                             const StepLayout& now, double lr, spdlog::logger& logger);
+
+/// The data config of a run whose output folder is `output_dir`: a read-only data set (a shared
+/// ImageNet) keeps its file-list cache there instead, so that the second start does not scan
+/// 1.3 M files again.
+io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir);
+
+/// Options of this rank's training loader: `batch_size` images per micro-batch, data.workers,
+/// data.prefetch, data.max_bad_fraction, train.seed, the launch's shard, pinned memory on CUDA,
+/// at most train.steps_per_epoch × accum_iter batches per epoch (when set), and each unreadable
+/// image logged as a warning on `logger`.
+data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
+                                            int64_t accum_iter, const dist::LaunchInfo& launch,
+                                            const torch::Device& device,
+                                            std::shared_ptr<spdlog::logger> logger);
+
+/// Whether any rank asks to stop (its `local` flag: a signal, a step limit), so that all of them
+/// stop at the same step; one small all-reduce, or just `local` without `comm`.
+bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device& device);
+
+/// Seconds on the monotonic clock since `start`.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// --- The run
+
+/// `config` after io::validate (which throws naming the key): for an engine's initialiser list.
+inline io::Config validated(io::Config config) {
+  io::validate(config);
+  return config;
+}
+
+/// What the apps pass to every engine.
+struct RunOptions {
+  /// "" (start fresh), "auto" (continue from the output folder's checkpoint-last when there is
+  /// one) or a checkpoint folder.
+  std::string resume;
+  /// Start fresh in an output folder that holds another run (its checkpoints are deleted).
+  bool overwrite = false;
+  /// Only evaluate and return (fine-tuning, the linear probe); nothing is written.
+  bool eval_only = false;
+  /// Set by a signal handler: the current step finishes, a checkpoint is written, run() returns.
+  const std::atomic<int>* stop_requested = nullptr;
+  /// Stop as if signalled once this many optimiser steps of this run are done (0 = never).
+  int64_t stop_after_steps = 0;
+  /// Console sink (status line); nullptr = plain lines on stdout.
+  std::shared_ptr<ConsoleSink> console;
+  /// Called before every optimiser step with the global step and the trainable parameters
+  /// (their .grad() holds the step's gradient, after clipping): tests and debugging.
+  std::function<void(int64_t, const std::vector<torch::Tensor>&)> before_optimizer_step;
+  /// This process's place in a distributed run (dist::launch_from_environment()); the default
+  /// is a single process.
+  dist::LaunchInfo launch;
+};
+
+/// What an engine tells its run about itself.
+struct RunSpec {
+  std::string app;          // "ocl_pretrain": names the start-up line
+  std::string output_dir;   // the run's folder
+  std::string output_key;   // the config key that names it, for messages ("train.output_dir")
+  std::string config_yaml;  // config.yaml, written by rank 0
+  /// The checkpoints' model file (kEncoderFile, or the probe's head.safetensors).
+  std::string model_file = kEncoderFile;
+  /// Files of the run besides its checkpoints and metrics.jsonl that --overwrite removes.
+  std::vector<std::string> own_files;
+  /// The engine's preconditions on the checkpoint to resume from ("" = none), checked before
+  /// anything is created or written; throws naming what is missing.
+  std::function<void(const std::string& resume_from)> precondition;
+};
+
+/// The run of an evaluation engine (fine-tuning, the linear probe) on config section `section`
+/// of a run of `world_size` processes: its folder (`output_dir`, the section's setting, else
+/// <train.output_dir>/<section>) and its config.yaml: the resolved config with its derived
+/// values, then a commented block headed `title` with the effective batch (the section's
+/// batch_size · accum_iter · processes), the lr and the encoder weights.
+RunSpec evaluation_run_spec(const io::Config& config, int64_t world_size, const std::string& app,
+                            const std::string& section, const std::string& output_dir,
+                            const std::string& title, int64_t effective_batch, double lr,
+                            const std::string& weights);
+
+class RunContext {
+ public:
+  /// Resolves the checkpoint to resume from; refuses an output folder holding another run (a
+  /// different config.yaml, or checkpoints) unless resuming or --overwrite; makes the logger,
+  /// writes config.yaml, sets the device, precision, TF32 and threads, connects the ranks and
+  /// reads the checkpoint (warning when its config differs). Nothing is written by an
+  /// eval-only run or by ranks other than 0.
+  RunContext(const io::Config& config, RunOptions options, RunSpec spec);
+  ~RunContext();
+  RunContext(const RunContext&) = delete;
+  RunContext& operator=(const RunContext&) = delete;
+
+  /// Once the engine has loaded `resumed` into its model: the run's position. A fresh run
+  /// starts at zero with train.seed; a resumed one continues where the checkpoint stopped, its
+  /// epoch position converted to this run's layout (resume_step_in_epoch; `layout_of` gives
+  /// the layout of the checkpoint's config), in the next epoch when this config's epochs are
+  /// shorter. Opens metrics.jsonl (a resumed run keeps the records up to its step), checks
+  /// that every rank is at the same place, and frees the checkpoint's tensors.
+  void resume_position(const std::function<StepLayout(const io::Config&)>& layout_of,
+                       const StepLayout& now, int64_t steps_per_epoch, double lr);
+
+  /// Whether a signal asked this rank to stop.
+  bool signalled() const;
+  /// "<app>: LibTorch 2.6.0, device cpu, fp32, 2 threads" (+ `detail` after the precision).
+  void log_startup(const std::string& detail = "") const;
+  /// The model and trainable parameter counts in millions, "12.34 M trainable, 0.50 M frozen".
+  static std::string parameter_counts(const torch::nn::Module& module);
+  bool is_writer() const { return writer_; }
+
+  const io::Config& config;
+  const RunOptions options;
+  const RunSpec spec;
+  const int64_t rank, world_size;
+  std::shared_ptr<ConsoleSink> console;
+  std::shared_ptr<spdlog::logger> logger;
+  torch::Device device{torch::kCPU};
+  bool bf16 = false, tf32 = false;
+  std::unique_ptr<dist::Communicator> comm;  // null in one process
+  std::unique_ptr<MetricsLog> metrics;       // rank 0 of a training run, after resume_position
+  std::string resume_from;                   // the checkpoint folder, "" when starting fresh
+  std::optional<Checkpoint> resumed;         // read; its tensors freed by resume_position
+  std::optional<io::Config> resumed_config;  // the checkpoint's config, when readable
+  TrainingState state;                       // where the run stands
+  std::string last_checkpoint;               // the newest written or resumed, "" if none
+
+ private:
+  void prepare_folder();
+  bool writer_ = false;  // rank 0 of a run that writes (not eval-only)
+};
+
+}  // namespace ocl::engine

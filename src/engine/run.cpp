@@ -1,0 +1,346 @@
+// The start-up of a process and the run every engine stands on (see include/ocl/engine/run.h).
+#include "ocl/engine/run.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#include <torch/torch.h>
+
+#include "ocl/compat.h"
+#include "ocl/io/files.h"
+
+namespace ocl::engine {
+
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<ConsoleSink>& console,
+                                            const std::string& log_file, const io::Config& config,
+                                            int64_t rank) {
+  const auto& level = config.log.level;
+  const bool chatty = level == "trace" || level == "debug" || level == "info";
+  return make_run_logger(console, rank == 0 ? log_file : "", rank == 0 || !chatty ? level : "warn");
+}
+
+void set_process_threads(const io::Config& config, const dist::LaunchInfo& launch) {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t local = std::max<int64_t>(1, launch.local_world_size);
+  const int64_t threads =
+      config.train.threads > 0 ? config.train.threads : std::max<int64_t>(1, cores / local);
+  torch::set_num_threads(static_cast<int>(threads));
+}
+
+bool use_bf16(const io::Config& config, const torch::Device& device) {
+  const auto& precision = config.train.precision;
+  return precision == "bf16" || (precision == "auto" && device.is_cuda());
+}
+
+bool set_tf32(const io::Config& config, const torch::Device& device) {
+  if (!device.is_cuda()) return false;
+  at::globalContext().setAllowTF32CuBLAS(config.train.tf32);
+  at::globalContext().setAllowTF32CuDNN(config.train.tf32);
+  return config.train.tf32;
+}
+
+dist::CommunicatorOptions communicator_options(const io::Config& config,
+                                               const torch::Device& device) {
+  dist::CommunicatorOptions options;
+  options.backend = config.dist.backend;
+  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
+  options.device = device;
+  return options;
+}
+
+std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
+                                                  const dist::LaunchInfo& launch,
+                                                  const torch::Device& device,
+                                                  spdlog::logger& logger) {
+  if (launch.world_size <= 1) return nullptr;
+  logger.info("distributed: {}; waiting for all {} processes", launch.describe(),
+              launch.world_size);
+  return std::make_unique<dist::Communicator>(launch, communicator_options(config, device));
+}
+
+io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir) {
+  io::DataConfig result = data;
+  if (result.cache_dir.empty() && !result.path.empty() && ::access(result.path.c_str(), W_OK) != 0)
+    result.cache_dir = output_dir;
+  return result;
+}
+
+data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
+                                            int64_t accum_iter, const dist::LaunchInfo& launch,
+                                            const torch::Device& device,
+                                            std::shared_ptr<spdlog::logger> logger) {
+  data::LoaderOptions o;
+  o.batch_size = batch_size;
+  o.workers = config.data.workers;
+  o.prefetch = config.data.prefetch;
+  o.seed = config.train.seed;
+  o.rank = launch.rank;
+  o.world_size = launch.world_size;
+  o.max_bad_fraction = config.data.max_bad_fraction;
+  o.pin_memory = device.is_cuda();
+  o.max_steps_per_epoch =
+      config.train.steps_per_epoch > 0 ? config.train.steps_per_epoch * accum_iter : 0;
+  o.on_bad_sample = [logger = std::move(logger)](const data::BadSample& bad) {
+    logger->warn("skipping unreadable image #{} {}: {}", bad.index, bad.path, bad.reason);
+  };
+  return o;
+}
+
+RunSpec evaluation_run_spec(const io::Config& config, int64_t world_size, const std::string& app,
+                            const std::string& section, const std::string& output_dir,
+                            const std::string& title, int64_t effective_batch, double lr,
+                            const std::string& weights) {
+  std::ostringstream yaml;
+  yaml << io::to_yaml_with_derived(config, io::derive(config, world_size)) << "# " << title << ":\n"
+       << "#   effective_batch: " << effective_batch << "  # " << section << ".batch_size · "
+       << section << ".accum_iter · processes\n"
+       << "#   lr: " << lr << "\n"
+       << "#   weights: " << weights << "\n";
+  return {.app = app,
+          .output_dir = output_dir.empty() ? config.train.output_dir + "/" + section : output_dir,
+          .output_key = section + ".output_dir",
+          .config_yaml = yaml.str()};
+}
+
+bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device& device) {
+  if (comm == nullptr) return local;
+  auto flag =
+      torch::full({1}, local ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat64).device(device));
+  comm->all_reduce_sum(flag, dist::Group::kLoss, "stop decision");
+  return flag.item<double>() > 0;
+}
+
+torch::Device resolve_device(const std::string& name) {
+  if (name == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
+  }
+  if (name == "cpu") return torch::kCPU;
+  if (!torch::cuda::is_available()) {
+    throw std::runtime_error("train.device is '" + name +
+                             "' but CUDA is not available (a CPU build of LibTorch, or no GPU); "
+                             "use train.device=cpu or auto");
+  }
+  torch::Device device(name);
+  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
+    throw std::runtime_error("train.device is '" + name + "' but only " +
+                             std::to_string(torch::cuda::device_count()) + " GPUs are visible");
+  }
+  return device;
+}
+
+torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch) {
+  if (!launch.distributed()) return resolve_device(name);
+  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
+    return resolve_device("cuda:" + std::to_string(launch.local_rank));
+  }
+  if (name.rfind("cuda:", 0) == 0 && launch.local_world_size > 1) {
+    throw std::runtime_error("train.device is '" + name + "', one GPU for all " +
+                             std::to_string(launch.local_world_size) +
+                             " processes of this node: use cuda or auto (each process takes the "
+                             "GPU of its LOCAL_RANK)");
+  }
+  return resolve_device(name);
+}
+
+std::unique_ptr<dist::GradSynchronizer> make_grad_sync(dist::Communicator& comm,
+                                                       const std::vector<torch::Tensor>& params,
+                                                       const io::Config& config,
+                                                       spdlog::logger& logger) {
+  dist::GradSyncOptions o;
+  o.bucket_mb = config.dist.bucket_mb;
+  o.first_bucket_mb = config.dist.first_bucket_mb;
+  auto sync = std::make_unique<dist::GradSynchronizer>(comm, params, o);
+  const auto sizes = sync->bucket_bytes();
+  logger.info("gradient all-reduce: {} buckets ({:.2f} MiB first, {:.1f} MiB cap), {} backend, {}",
+              sizes.size(), sizes.empty() ? 0.0 : sizes.front() / 1048576.0, config.dist.bucket_mb,
+              comm.backend(),
+              config.dist.overlap ? "overlapping backward" : "after backward (dist.overlap off)");
+  return sync;
+}
+
+int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& saved,
+                             const StepLayout& now, double lr, spdlog::logger& logger) {
+  const int64_t images = step * saved.images();
+  const int64_t continue_at = images / now.images();
+  if (saved.world_size != now.world_size && step > 0) {
+    logger.warn(
+        "the checkpoint was written by {} processes and this run has {}: epoch {} continues at "
+        "step {} (after {} of its images; step {} of {} processes), the effective batch is now "
+        "{} and lr {:.3g}",
+        saved.world_size, now.world_size, epoch, continue_at, images, step, saved.world_size,
+        now.images(), lr);
+  } else if (saved.world_size != now.world_size) {
+    logger.warn(
+        "the checkpoint was written by {} processes and this run has {}: the effective batch "
+        "is now {} and lr {:.3g}",
+        saved.world_size, now.world_size, now.images(), lr);
+  }
+  return continue_at;
+}
+
+RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSpec spec_in)
+    : config(config_in),
+      options(std::move(options_in)),
+      spec(std::move(spec_in)),
+      rank(options.launch.rank),
+      world_size(options.launch.world_size) {
+  writer_ = rank == 0 && !options.eval_only;
+  if (options.resume == "auto") {
+    resume_from = latest_checkpoint(spec.output_dir);
+  } else if (!options.resume.empty()) {
+    resume_from = options.resume;
+  }
+  if (spec.precondition) spec.precondition(resume_from);
+  prepare_folder();
+
+  console = options.console ? options.console
+                            : std::make_shared<ConsoleSink>(
+                                  stdout, writer_ && want_status_line(config.log.progress));
+  logger = rank_logger(console, writer_ ? spec.output_dir + "/train.log" : "", config, rank);
+  if (writer_) io::write_text_atomic(spec.output_dir + "/config.yaml", spec.config_yaml);
+
+  device = resolve_device(config.train.device, options.launch);
+  bf16 = use_bf16(config, device);
+  tf32 = set_tf32(config, device);
+  set_process_threads(config, options.launch);
+  // Rendezvous now, before the slow data set-up, so that a missing rank is reported early.
+  comm = connect_ranks(config, options.launch, device, *logger);
+
+  if (!resume_from.empty()) {
+    resumed = load_checkpoint(resume_from, spec.model_file);
+    try {
+      resumed_config = io::parse_config(resumed->config_yaml, {}, resumed->path + "/config.yaml");
+      const std::string diff = io::config_difference(*resumed_config, config);
+      if (!diff.empty())
+        logger->warn("resuming with a config that differs from the checkpoint's: {}", diff);
+    } catch (const std::exception& e) {
+      logger->warn("the checkpoint's config cannot be read ({}); using the given config", e.what());
+    }
+  } else if (options.resume == "auto") {
+    logger->info("--resume auto: no checkpoint in {}, starting fresh", spec.output_dir);
+  }
+}
+
+RunContext::~RunContext() {
+  if (console) console->clear_status();
+}
+
+// Never silently mix two runs. Every rank reads the folder (it must be on a file system all
+// nodes share, as for any resumable multi-node run); rank 0 alone decides and writes, since the
+// others could read the config.yaml it has just written.
+void RunContext::prepare_folder() {
+  if (!writer_) return;
+  const std::string& out = spec.output_dir;
+  io::make_dirs(out);
+  if (!options.resume.empty()) return;
+  const std::string config_path = out + "/config.yaml";
+  const std::string previous = latest_checkpoint(out);
+  if (!options.overwrite && (io::path_exists(config_path) || !previous.empty())) {
+    std::string why;
+    if (io::path_exists(config_path)) {
+      try {
+        why = io::config_difference(
+            io::parse_config(io::read_text_file(config_path), {}, config_path), config);
+      } catch (const std::exception& e) {
+        why = std::string("its config cannot be read (") + e.what() + ")";
+      }
+    }
+    if (!why.empty() || !previous.empty()) {
+      throw std::runtime_error(
+          "output folder '" + out + "' already holds " +
+          (why.empty() ? "a run with checkpoints (" + previous + ")"
+                       : "a different run (" + why + ")") +
+          ": pass --resume auto to continue it, --overwrite to start again there, or choose "
+          "another " +
+          spec.output_key);
+    }
+  }
+  if (options.overwrite) {
+    // The old run's checkpoints would outrank the new run's in pruning and checkpoint-last.
+    remove_checkpoints(out);
+    std::remove((out + "/metrics.jsonl").c_str());
+    for (const auto& file : spec.own_files) std::remove((out + "/" + file).c_str());
+  }
+}
+
+void RunContext::resume_position(const std::function<StepLayout(const io::Config&)>& layout_of,
+                                 const StepLayout& now, int64_t steps_per_epoch, double lr) {
+  int64_t keep_metrics_through = -1;
+  if (resumed) {
+    state = resumed->state;
+    const StepLayout saved_layout =
+        resumed_config ? layout_of(*resumed_config)
+                       : StepLayout{state.world_size, now.batch_size, now.accum_iter};
+    state.step_in_epoch = resume_step_in_epoch(
+        state.epoch, state.step_in_epoch,
+        {state.world_size, saved_layout.batch_size, saved_layout.accum_iter}, now, lr, *logger);
+    if (state.seed != config.train.seed) {
+      logger->warn(
+          "train.seed is {} but the checkpoint was trained with seed {}: continuing with {}",
+          config.train.seed, state.seed, state.seed);
+    }
+    if (steps_per_epoch > 0 && state.step_in_epoch >= steps_per_epoch) {
+      state.epoch += 1;  // the epoch got shorter in the new config
+      state.step_in_epoch = 0;
+    }
+    last_checkpoint = resumed->path;
+    keep_metrics_through = state.global_step;
+    logger->info("resumed from {}: epoch {}, step {} of the epoch, global step {}", resumed->path,
+                 state.epoch, state.step_in_epoch, state.global_step);
+    resumed->model.clear();
+    resumed->trainer.clear();
+  } else {
+    state.seed = config.train.seed;
+  }
+  state.world_size = world_size;
+  if (writer_) {
+    // A fresh run starts a new metrics file; a resumed one keeps the records up to its step.
+    if (!resumed) std::remove((spec.output_dir + "/metrics.jsonl").c_str());
+    metrics =
+        std::make_unique<MetricsLog>(spec.output_dir + "/metrics.jsonl", keep_metrics_through);
+  }
+  if (!comm) return;
+  // Every rank must continue from the same point: they read the same folder, but a node whose
+  // view of it differs (not a shared file system) would silently diverge.
+  auto where = torch::tensor({state.epoch, state.step_in_epoch, state.global_step}, torch::kInt64);
+  auto all = comm->all_gather(where, dist::Group::kLoss, "resume position").view({-1, 3});
+  for (int64_t r = 1; r < world_size; ++r) {
+    if (!torch::equal(all[r], all[0])) {
+      std::ostringstream msg;
+      msg << "ranks disagree on where to resume: rank 0 is at (epoch, step, global step) " << all[0]
+          << " and rank " << r << " at " << all[r]
+          << "; every rank must see the same output folder (a shared file system) and the same "
+             "--resume argument";
+      throw std::runtime_error(msg.str());
+    }
+  }
+}
+
+bool RunContext::signalled() const {
+  return options.stop_requested != nullptr && options.stop_requested->load() != 0;
+}
+
+void RunContext::log_startup(const std::string& detail) const {
+  logger->info("{}: LibTorch {}, device {}, {}{}{}, {} threads", spec.app, compat::torch_version(),
+               device.str(), bf16 ? "bf16 autocast" : "fp32", detail,
+               device.is_cuda() ? (tf32 ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
+               torch::get_num_threads());
+}
+
+std::string RunContext::parameter_counts(const torch::nn::Module& module) {
+  int64_t trainable = 0, frozen = 0;
+  for (const auto& p : module.parameters()) (p.requires_grad() ? trainable : frozen) += p.numel();
+  char text[96];
+  std::snprintf(text, sizeof(text), "%.2f M trainable, %.2f M frozen parameters", trainable / 1e6,
+                frozen / 1e6);
+  return text;
+}
+
+}  // namespace ocl::engine

@@ -1,0 +1,174 @@
+// What the shared run skeleton gives every engine, checked once over the three apps
+// (ocl_pretrain, ocl_finetune, ocl_linprobe) at tiny sizes: --stop-after-steps counts the steps
+// of this run and the resumed run ends with the weights of the run never stopped; SIGTERM
+// writes a checkpoint and exits 0; a checkpoint of two processes resumes in one at the step
+// that covers the images already seen.
+#include <signal.h>
+
+#include <chrono>
+#include <ostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "integration/process_util.h"
+#include "test_util.h"
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/engine/checkpoint.h>
+#include <ocl/io/safetensors.h>
+
+namespace {
+
+using ocl::test::read_file;
+
+const std::vector<std::string> kLaunchVars = {
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
+
+struct EngineCase {
+  std::string name;        // the test's suffix
+  std::string exe;         // the app
+  std::string section;     // the config section of its recipe: train, finetune, linprobe
+  std::string model_file;  // its checkpoints' model file
+  std::string records;     // its metrics.jsonl record prefix ("" for pre-training)
+  std::vector<std::string> extra;
+};
+
+// Test names and messages show the engine, not the struct's bytes.
+void PrintTo(const EngineCase& e, std::ostream* os) { *os << e.name; }
+
+std::vector<EngineCase> engines() {
+  std::vector<EngineCase> out;
+#if defined(OCL_PRETRAIN_EXE) && defined(OCL_FINETUNE_EXE) && defined(OCL_LINPROBE_EXE)
+  out.push_back({"pretrain",
+                 OCL_PRETRAIN_EXE,
+                 "train",
+                 "encoder.safetensors",
+                 "",
+                 {"--set", "eval.knn_every=0"}});
+  out.push_back({"finetune",
+                 OCL_FINETUNE_EXE,
+                 "finetune",
+                 "encoder.safetensors",
+                 "finetune_",
+                 {"--weights", "none", "--set", "finetune.warmup_epochs=1"}});
+  out.push_back({"linprobe",
+                 OCL_LINPROBE_EXE,
+                 "linprobe",
+                 "head.safetensors",
+                 "linprobe_",
+                 {"--weights", "none", "--set", "linprobe.warmup_epochs=1"}});
+#endif
+  return out;
+}
+
+class EveryEngine : public ::testing::TestWithParam<EngineCase> {
+ protected:
+  void SetUp() override { dir_ = ocl::test::make_temp_dir("ocl_engines_" + GetParam().name + "_"); }
+
+  std::string out(const std::string& name) const { return dir_ + "/" + name; }
+
+  // The app at tiny sizes: 2 epochs of `train_images` / (batch · processes) steps, its output
+  // in out(folder); starts it and returns its pid.
+  pid_t start(const std::string& log, const std::string& folder, int64_t train_images,
+              int64_t batch, const std::vector<std::string>& extra) const {
+    const auto& e = GetParam();
+    const std::string output_key =
+        e.section == "train" ? "train.output_dir" : e.section + ".output_dir";
+    std::vector<std::string> args = {"--config",
+                                     std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml"};
+    for (const std::string& kv : std::vector<std::string>{
+             "model.img_size=16", "model.patch_size=4", "model.embed_dim=32", "model.depth=1",
+             "model.num_heads=2", "data.workers=1", "train.threads=1", "log.every=1",
+             "log.progress=lines", "data.synthetic_val_size=13",
+             "data.synthetic_train_size=" + std::to_string(train_images),
+             e.section + ".batch_size=" + std::to_string(batch), e.section + ".epochs=2",
+             output_key + "=" + out(folder)}) {
+      args.insert(args.end(), {"--set", kv});
+    }
+    args.insert(args.end(), e.extra.begin(), e.extra.end());
+    args.insert(args.end(), extra.begin(), extra.end());
+    return ocl_test::spawn(e.exe, args, {}, out(log + ".log"), kLaunchVars);
+  }
+  int run(const std::string& log, const std::string& folder, const std::vector<std::string>& extra,
+          int64_t batch = 8) const {
+    return ocl_test::wait_for(start(log, folder, 32, batch, extra), 300);
+  }
+  ocl::io::TensorMap final_model(const std::string& folder) const {
+    return ocl::io::read_safetensors(out(folder) + "/checkpoint-last/" + GetParam().model_file)
+        .tensors;
+  }
+
+  std::string dir_;
+};
+
+int count_of(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+// 32 images at batch 8: 4 steps an epoch, 8 in all. Stopped after 3 steps, then after 3 more
+// (steps of each run, not global steps), then finished: the weights of the run never stopped.
+TEST_P(EveryEngine, StopAfterStepsCountsThisRunsStepsAndResumesExactly) {
+  ASSERT_EQ(run("whole", "whole", {}), 0) << read_file(out("whole.log"));
+  ASSERT_EQ(run("first", "parts", {"--stop-after-steps", "3"}), 0) << read_file(out("first.log"));
+  EXPECT_NE(read_file(out("first.log")).find("stopped cleanly"), std::string::npos)
+      << read_file(out("first.log"));
+  EXPECT_EQ(ocl::engine::latest_checkpoint(out("parts")), out("parts") + "/checkpoint-0000-000003");
+  ASSERT_EQ(run("second", "parts", {"--resume", "auto", "--stop-after-steps", "3"}), 0)
+      << read_file(out("second.log"));
+  EXPECT_EQ(ocl::engine::latest_checkpoint(out("parts")), out("parts") + "/checkpoint-0001-000002");
+  ASSERT_EQ(run("third", "parts", {"--resume", "auto"}), 0) << read_file(out("third.log"));
+  EXPECT_NE(read_file(out("third.log")).find("resumed from"), std::string::npos);
+
+  const auto whole = final_model("whole"), parts = final_model("parts");
+  ASSERT_EQ(whole.size(), parts.size());
+  for (const auto& [name, tensor] : whole)
+    EXPECT_TRUE(torch::equal(tensor, parts.at(name))) << name;
+  const auto metrics = read_file(out("parts") + "/metrics.jsonl");
+  const std::string records = GetParam().records;
+  EXPECT_EQ(count_of(metrics, "\"type\":\"" + records + "step\""), 8) << metrics;
+  EXPECT_EQ(count_of(metrics, "\"type\":\"" + records + "epoch\""), 2) << metrics;
+}
+
+// SIGTERM mid-epoch: the step in progress finishes, a checkpoint is written, the exit code is 0.
+TEST_P(EveryEngine, SigtermWritesACheckpointAndExitsZero) {
+  const pid_t pid = start("run", "run", 4096, 8, {});
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  const std::string step = "\"type\":\"" + GetParam().records + "step\"";
+  while (read_file(out("run") + "/metrics.jsonl").find(step) == std::string::npos) {
+    ASSERT_LT(std::chrono::steady_clock::now(), deadline) << read_file(out("run.log"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(ocl_test::wait_for(pid, 120), 0) << read_file(out("run.log"));
+  EXPECT_NE(read_file(out("run.log")).find("stopped cleanly"), std::string::npos)
+      << read_file(out("run.log"));
+  const auto c = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(out("run")),
+                                              GetParam().model_file);
+  EXPECT_EQ(c.state.epoch, 0);
+  EXPECT_GT(c.state.step_in_epoch, 0);
+}
+
+// Two processes of batch 4 take 3 steps (24 images); one process of batch 4 continues the epoch
+// at step 6, the first step whose images were not all seen, and finishes.
+TEST_P(EveryEngine, ACheckpointOfTwoProcessesResumesInOneByImagesSeen) {
+  ASSERT_EQ(run("two", "run", {"--nproc-per-node", "2", "--stop-after-steps", "3"}, 4), 0)
+      << read_file(out("two.log"));
+  ASSERT_EQ(run("one", "run", {"--resume", "auto"}, 4), 0) << read_file(out("one.log"));
+  const auto log = read_file(out("one.log"));
+  EXPECT_NE(log.find("written by 2 processes and this run has 1: epoch 0 continues at step 6"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(ocl::engine::load_checkpoint(out("run") + "/checkpoint-last", GetParam().model_file)
+                .state.epoch,
+            2);
+}
+
+INSTANTIATE_TEST_SUITE_P(Apps, EveryEngine, ::testing::ValuesIn(engines()),
+                         [](const auto& info) { return info.param.name; });
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(EveryEngine);
+
+}  // namespace

@@ -1,0 +1,236 @@
+// The shared training loop (engine::TrainingLoop on an engine::RunContext) against a toy engine:
+// a linear regression on 24 fixed rows. What every engine inherits is checked here once: a stop
+// after N steps of this run and its exact resume, a stop at an epoch's last step, the log and
+// epoch records, the non-finite policy, and a training set too small for one step.
+#include <cmath>
+#include <limits>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/engine/loop.h>
+#include <ocl/engine/run.h>
+#include <ocl/io/state_dict.h>
+
+namespace {
+
+using namespace ocl::engine;
+
+// 24 rows of 4 features with targets y = x · w*; each epoch's order drawn from the epoch.
+class ToyRows : public BatchSource {
+ public:
+  explicit ToyRows(int64_t batch) : batch_(batch) {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+    x_ = torch::randn({24, 4}, gen);
+    y_ = x_.matmul(torch::tensor({1.0f, -2.0f, 0.5f, 3.0f})).unsqueeze(1);
+  }
+  int64_t batches_per_epoch() const override { return 24 / batch_; }
+  void start_epoch(int64_t epoch, int64_t first) override {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(100 + epoch);
+    order_ = torch::randperm(24, gen);
+    next_ = first;
+  }
+  ocl::data::Batch next() override {
+    const auto rows = order_.narrow(0, next_++ * batch_, batch_);
+    ocl::data::Batch b;
+    b.images = x_.index_select(0, rows);
+    b.labels = y_.index_select(0, rows);
+    return b;
+  }
+  int64_t size() const override { return 24; }
+
+ private:
+  int64_t batch_, next_ = 0;
+  torch::Tensor x_, y_, order_;
+};
+
+class ToyEngine : public TrainingEngine {
+ public:
+  explicit ToyEngine(int64_t nan_at_step = -1) : nan_at_step_(nan_at_step) {
+    torch::manual_seed(1);
+    model_ = torch::nn::Linear(4, 1);
+    params_ = model_->parameters();
+  }
+  torch::nn::Module& trained_module() override { return *model_; }
+  const std::vector<torch::Tensor>& trainable() override { return params_; }
+  std::vector<Figure> figures() const override { return {{"mean_output", "out", 3}}; }
+  void set_lr(double lr) override { lr_ = lr; }
+  MicroStep forward(const ocl::data::Batch& batch, const StepContext& at) override {
+    auto out = model_->forward(batch.images);
+    auto loss = torch::mse_loss(out, batch.labels);
+    if (at.global_step == nan_at_step_) loss = loss * std::numeric_limits<float>::quiet_NaN();
+    return {loss, {out.mean()}};
+  }
+  void update() override {
+    torch::NoGradGuard no_grad;
+    for (auto& p : params_) p.sub_(p.grad() * lr_);
+    updates += 1;
+  }
+  EpochReport end_of_epoch(const TrainingState& state) override {
+    epochs_ended.push_back(state.epoch);
+    return {", toy figure 7", {{"toy_metric", 7.0 + static_cast<double>(state.epoch)}}};
+  }
+  CheckpointTensors checkpoint_tensors() override {
+    return {ocl::io::state_dict(*model_), {{"toy.updates", torch::tensor(updates)}}};
+  }
+  torch::nn::Linear model_{nullptr};
+  std::vector<int64_t> epochs_ended;
+  int64_t updates = 0;
+
+ private:
+  int64_t nan_at_step_;
+  double lr_ = 0;
+  std::vector<torch::Tensor> params_;
+};
+
+struct ToyRun {
+  ocl::io::Config config;
+  std::unique_ptr<RunContext> run;
+  ToyEngine engine;
+  std::unique_ptr<TrainingLoop> loop;
+
+  ToyRun(const std::string& dir, RunOptions options, std::vector<std::string> sets = {},
+         int64_t batch = 4, int64_t nan_at_step = -1)
+      : engine(nan_at_step) {
+    sets.insert(sets.begin(), {"train.output_dir=" + dir, "train.device=cpu", "train.threads=1",
+                               "log.progress=lines", "log.every=1"});
+    config = ocl::io::parse_config("", sets);
+    options.console = std::make_shared<ConsoleSink>(stderr, false);
+    run = std::make_unique<RunContext>(config, options,
+                                       RunSpec{.app = "toy",
+                                               .output_dir = dir,
+                                               .output_key = "train.output_dir",
+                                               .config_yaml = ocl::io::to_yaml(config)});
+    loop = std::make_unique<TrainingLoop>(*run, engine, std::make_unique<ToyRows>(batch),
+                                          LoopSettings{.epochs = 3,
+                                                       .batch_size = batch,
+                                                       .save_every = 1,
+                                                       .keep_last = 9,
+                                                       .schedule = {0.05, 0.0, 0.5, 3.0},
+                                                       .section = "toy"});
+    if (run->resumed) ocl::io::load_state_dict(*engine.model_, run->resumed->model);
+    run->resume_position(
+        [](const ocl::io::Config&) {
+          return StepLayout{1, 4, 1};
+        },
+        {1, batch, 1}, loop->steps_per_epoch(), 0.05);
+  }
+};
+
+int count_of(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
+TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun) {
+  const auto whole_dir = ocl::test::make_temp_dir("ocl_loop_whole_");
+  ToyRun whole(whole_dir, {});
+  const auto all = whole.loop->run();
+  ASSERT_EQ(all.step_losses.size(), 18u);  // 3 epochs of 6 steps
+  EXPECT_FALSE(all.interrupted);
+  EXPECT_EQ(whole.engine.epochs_ended, (std::vector<int64_t>{1, 2, 3}));
+
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_parts_");
+  std::vector<double> losses;
+  RunOptions stop;
+  stop.stop_after_steps = 4;
+  {
+    ToyRun first(dir, stop);
+    const auto r = first.loop->run();
+    EXPECT_TRUE(r.interrupted);
+    EXPECT_EQ(r.last_checkpoint, dir + "/checkpoint-0000-000004");
+    EXPECT_EQ(first.run->state.global_step, 4);
+    losses = r.step_losses;
+  }
+  stop.resume = "auto";  // 4 more steps of this run: global step 8, epoch 1 step 2
+  {
+    ToyRun second(dir, stop);
+    EXPECT_EQ(second.run->state.global_step, 4);
+    const auto r = second.loop->run();
+    EXPECT_EQ(r.last_checkpoint, dir + "/checkpoint-0001-000002");
+    losses.insert(losses.end(), r.step_losses.begin(), r.step_losses.end());
+  }
+  RunOptions rest;
+  rest.resume = "auto";
+  ToyRun third(dir, rest);
+  const auto r = third.loop->run();
+  EXPECT_FALSE(r.interrupted);
+  losses.insert(losses.end(), r.step_losses.begin(), r.step_losses.end());
+  ASSERT_EQ(losses.size(), all.step_losses.size());
+  for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i], all.step_losses[i]) << i;
+  EXPECT_TRUE(torch::equal(third.engine.model_->weight, whole.engine.model_->weight));
+  // Each step's and epoch's record once, whatever the interruptions.
+  const auto metrics = ocl::test::read_file(dir + "/metrics.jsonl");
+  EXPECT_EQ(count_of(metrics, "\"type\":\"step\""), 18) << metrics;
+  EXPECT_EQ(count_of(metrics, "\"type\":\"epoch\""), 3) << metrics;
+  // A finished run has nothing to do.
+  ToyRun again(dir, rest);
+  EXPECT_TRUE(again.loop->run().step_losses.empty());
+  EXPECT_NE(ocl::test::read_file(dir + "/train.log").find("nothing to do"), std::string::npos);
+}
+
+// A stop that lands on an epoch's last step first ends the epoch (evaluation, record), then
+// writes the epoch's checkpoint.
+TEST(TrainingLoop, StopAtAnEpochsLastStepEndsTheEpochFirst) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_edge_");
+  RunOptions stop;
+  stop.stop_after_steps = 6;
+  ToyRun run(dir, stop);
+  const auto r = run.loop->run();
+  EXPECT_TRUE(r.interrupted);
+  EXPECT_EQ(run.engine.epochs_ended, (std::vector<int64_t>{1}));
+  EXPECT_EQ(r.last_checkpoint, dir + "/checkpoint-0001");
+  EXPECT_EQ(run.run->state.epoch, 1);
+  EXPECT_EQ(run.run->state.step_in_epoch, 0);
+  const auto metrics = ocl::test::read_file(dir + "/metrics.jsonl");
+  EXPECT_NE(metrics.find("\"toy_metric\":8"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("\"mean_output\""), std::string::npos) << metrics;
+  const auto log = ocl::test::read_file(dir + "/train.log");
+  EXPECT_NE(log.find("epoch 1/3 done"), std::string::npos) << log;
+  EXPECT_NE(log.find(", toy figure 7"), std::string::npos) << log;
+  EXPECT_NE(log.find("  out "), std::string::npos) << log;
+}
+
+TEST(TrainingLoop, LogWindowsFollowLogEvery) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_log_");
+  ToyRun run(dir, {}, {"log.every=4"});
+  run.loop->run();
+  // Global steps 4, 6 (an epoch's last), 8, 12, 16, 18.
+  const auto metrics = ocl::test::read_file(dir + "/metrics.jsonl");
+  EXPECT_EQ(count_of(metrics, "\"type\":\"step\""), 6) << metrics;
+  EXPECT_NE(metrics.find("\"global_step\":6,"), std::string::npos) << metrics;
+  EXPECT_EQ(metrics.find("\"global_step\":5,"), std::string::npos) << metrics;
+}
+
+TEST(TrainingLoop, NonFiniteStepStopsNamingItOrIsSkipped) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_nan_");
+  {
+    ToyRun run(dir, {}, {}, 4, /*nan_at_step=*/2);
+    OCL_EXPECT_THROW_WITH(run.loop->run(),
+                          "non-finite loss at epoch 0, step 2 of 6 (global step 2)");
+    EXPECT_EQ(run.engine.updates, 2);
+  }
+  const auto dir2 = ocl::test::make_temp_dir("ocl_loop_skip_");
+  ToyRun run(dir2, {}, {"train.on_nonfinite=skip", "train.max_nonfinite_skips=1"}, 4, 2);
+  const auto r = run.loop->run();
+  EXPECT_FALSE(r.interrupted);
+  EXPECT_EQ(run.run->state.nonfinite_skips, 1);
+  EXPECT_EQ(run.engine.updates, 17);  // 18 steps, one skipped
+  EXPECT_NE(ocl::test::read_file(dir2 + "/train.log").find("step skipped (1 of at most 1"),
+            std::string::npos);
+}
+
+TEST(TrainingLoop, ATrainingSetSmallerThanOneStepIsNamed) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_small_");
+  OCL_EXPECT_THROW_WITH(ToyRun(dir, {}, {}, /*batch=*/32),
+                        "the training set (24 images) does not fill one optimiser step of "
+                        "toy.batch_size 32 × toy.accum_iter 1 × 1 processes");
+}
+
+}  // namespace
