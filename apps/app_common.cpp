@@ -3,9 +3,11 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <stdexcept>
 
 #include <c10/util/Exception.h>
@@ -16,12 +18,26 @@ namespace ocl::apps {
 namespace {
 
 std::atomic<int> g_stop{0};
+std::atomic<int64_t> g_first_signal_ns{0};
+// A group kill (GNU timeout, Ctrl-C reaching a launcher and its workers, scancel) can deliver one
+// request twice within a moment: only a signal sent again after this long means "exit now".
+constexpr int64_t kRepeatWindowNs = 1'000'000'000;
 // The handler may only use async-signal-safe calls, so its messages are composed up front.
 char g_first_message[256];
 char g_second_message[256];
 
+int64_t monotonic_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);  // async-signal-safe
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 extern "C" void on_stop_signal(int signo) {
+  const int64_t now = monotonic_ns();
+  int64_t unset = 0;
+  g_first_signal_ns.compare_exchange_strong(unset, now);
   if (g_stop.exchange(signo) != 0) {
+    if (now - g_first_signal_ns.load() < kRepeatWindowNs) return;  // the same request
     (void)!::write(STDERR_FILENO, g_second_message, std::strlen(g_second_message));
     ::_exit(128 + signo);
   }
@@ -47,7 +63,7 @@ std::optional<int> run_local_workers_if_asked(int nproc_per_node, const dist::La
 const std::atomic<int>* install_stop_handlers(const char* program) {
   std::snprintf(g_first_message, sizeof(g_first_message),
                 "\n%s: signal received, finishing the step and writing a checkpoint "
-                "(send it again to exit at once)\n",
+                "(send it again, a second or more later, to exit at once)\n",
                 program);
   std::snprintf(g_second_message, sizeof(g_second_message),
                 "\n%s: second signal, exiting without a checkpoint\n", program);
@@ -58,6 +74,44 @@ const std::atomic<int>* install_stop_handlers(const char* program) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   return &g_stop;
+}
+
+std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help exits 0
+  }
+}
+
+CLI::Validator at_least(int64_t lowest) {
+  const std::string rule = "a whole number >= " + std::to_string(lowest);
+  return CLI::Validator(
+      [lowest, rule](std::string& value) -> std::string {
+        try {
+          size_t used = 0;
+          const long long v = std::stoll(value, &used);
+          if (used == value.size() && v >= lowest) return "";
+        } catch (const std::exception&) {
+        }
+        return "expected " + rule + ", got '" + value + "'";
+      },
+      rule);
+}
+
+CLI::Validator positive() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        try {
+          size_t used = 0;
+          const double v = std::stod(value, &used);
+          if (used == value.size() && v > 0 && std::isfinite(v)) return "";
+        } catch (const std::exception&) {
+        }
+        return "expected a number > 0, got '" + value + "'";
+      },
+      "a number > 0");
 }
 
 int run_reporting_errors(const char* program, const std::function<int()>& body) {

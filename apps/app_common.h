@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include <CLI/CLI.hpp>
+
 #include <ocl/dist/launch.h>
 
 namespace ocl::apps {
@@ -24,6 +26,16 @@ std::optional<int> run_local_workers_if_asked(int nproc_per_node, const dist::La
 /// number). The first signal asks for a clean stop ("finishing the step and writing a
 /// checkpoint"); a second ends the process at once with 128 + signal.
 const std::atomic<int>* install_stop_handlers(const char* program);
+
+/// Parses the command line into `app`: std::nullopt when it parsed; else prints the help (exit
+/// code 0) or CLI11's message naming the problem (exit code 2, a bad command line).
+std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv);
+
+/// A whole-number option's check as users write it: "a whole number >= 1" (CLI11's
+/// PositiveNumber says "Value 0 not in range 0.000000 to 1.797693e+308").
+CLI::Validator at_least(int64_t lowest);
+/// A real-number option's check: "a number > 0".
+CLI::Validator positive();
 
 /// Runs `body` and returns its exit code; an exception becomes one line on stderr,
 /// "<program>: config error: ..." or "<program>: error: ...", and exit code 1.

@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <limits>
+#include <memory>
 #include <thread>
 
 #include "app_common.h"
@@ -25,6 +27,7 @@
 #include <ocl/dist/communicator.h>
 #include <ocl/dist/grad_sync.h>
 #include <ocl/dist/launch.h>
+#include <ocl/engine/loop.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/engine/run.h>
 #include <ocl/io/config.h>
@@ -184,6 +187,19 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::dist::LaunchInfo& 
   return 0;
 }
 
+// The same uint8 batch for every micro-batch (the step without the data path).
+class FixedBatch : public ocl::engine::BatchSource {
+ public:
+  explicit FixedBatch(ocl::data::Batch batch) : batch_(std::move(batch)) {}
+  int64_t batches_per_epoch() const override { return std::numeric_limits<int64_t>::max(); }
+  void start_epoch(int64_t, int64_t) override {}
+  ocl::data::Batch next() override { return batch_; }
+  int64_t size() const override { return batch_.images.size(0); }
+
+ private:
+  ocl::data::Batch batch_;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -193,10 +209,10 @@ int main(int argc, char** argv) {
   int64_t steps = 10, warmup = 2, loader_batches = 20;
   app.add_option("--config", config_path, "YAML config")->required();
   app.add_option("--set", overrides, "override a key (repeatable)");
-  app.add_option("--steps", steps, "timed steps")->check(CLI::PositiveNumber);
-  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  app.add_option("--steps", steps, "timed steps")->check(ocl::apps::at_least(1));
+  app.add_option("--warmup", warmup, "untimed steps first")->check(ocl::apps::at_least(0));
   app.add_option("--loader-batches", loader_batches, "batches timed for the loader alone (0: skip)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   int64_t matmul_size = -1;
   app.add_option("--matmul-size", matmul_size,
                  "n of the n×n matrix products timed beside the step (bf16 on CUDA, fp32 on CPU); "
@@ -213,8 +229,8 @@ int main(int argc, char** argv) {
                "measure how much of the gradient all-reduce hides behind backward (needs several "
                "processes: --nproc-per-node, torchrun, srun)");
   app.add_option("--nproc-per-node", nproc_per_node, "start this many local processes")
-      ->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+      ->check(ocl::apps::at_least(1));
+  if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
   return ocl::apps::run_reporting_errors("ocl_bench", [&] {
     if (auto code = ocl::apps::run_local_workers_if_asked(
             nproc_per_node, ocl::dist::launch_from_environment(), argc, argv)) {
@@ -284,37 +300,32 @@ int main(int argc, char** argv) {
     }
     if (data_only) return 0;
 
-    // --- the training step on a fixed batch (the data path is measured above), already on the
-    // device before timing starts
-    auto model = ocl::engine::build_ocl_model(config, d);
-    model->to(device);
-    auto groups = ocl::optim::weight_decay_groups(*model, config.optim.weight_decay);
-    std::vector<torch::Tensor> trainable;
-    for (const auto& g : groups)
-      trainable.insert(trainable.end(), g.params.begin(), g.params.end());
-    auto opt = ocl::optim::make_adamw(
-        groups, {d.lr, config.optim.beta1, config.optim.beta2, config.optim.eps});
-    auto images = ocl::data::normalize_images(first->images, device);
-    auto step = [&](const torch::Tensor& x, int64_t i) {
-      ocl::compat::zero_grad(trainable);
-      auto noise = ocl::engine::step_mask_noise(t.seed, i, 0, x.size(0), d.num_patches).to(device);
-      torch::Tensor loss;
-      {
-        ocl::compat::AutocastGuard autocast(device.type(), bf16);
-        loss = model->forward(x, noise).loss;
-      }
-      loss.backward();
-      ocl::optim::adamw_step(*opt, fused);
-      return loss.item<double>();  // the host sync every real step has
+    // --- the training step, the loop's own (engine::TrainingLoop::step: forward, backward,
+    // gradient norm, the step's figures, the update), on a fixed batch already on the device:
+    // the data path is measured above. The Pretrainer writes nothing.
+    ocl::engine::PretrainOptions quiet;
+    quiet.write_nothing = true;
+    quiet.console = std::make_shared<ocl::engine::ConsoleSink>(stderr, false);
+    auto step_config = config;
+    step_config.log.level = "warn";
+    step_config.eval.knn_every = 0;
+    ocl::engine::Pretrainer trainer(step_config, quiet);
+    auto& loop = trainer.loop();
+    auto step = [&](const torch::Tensor& images_u8) {
+      ocl::data::Batch batch;
+      batch.images = images_u8;
+      loop.set_source(std::make_unique<FixedBatch>(batch));
+      return loop.step();
     };
+    auto images = first->images.to(device);
     const int64_t B = images.size(0);
 #if defined(OCL_BENCH_CUDA)
     if (device.is_cuda()) reset_peak_memory(device);
 #endif
-    for (int64_t i = 0; i < warmup; ++i) step(images, i);
+    for (int64_t i = 0; i < warmup; ++i) step(images);
     const auto t0 = Clock::now();
     double loss = 0;
-    for (int64_t i = 0; i < steps; ++i) loss = step(images, warmup + i);
+    for (int64_t i = 0; i < steps; ++i) loss = step(images);
     const double secs = seconds_since(t0);
     const double img_s = static_cast<double>(steps * B) / secs;
     const double achieved = img_s * train_flops_per_image(d) / 1e12;
@@ -340,13 +351,14 @@ int main(int argc, char** argv) {
       // first allocates the optimiser state, the second shows the steady-state peak.
       auto fits = [&](int64_t batch) {
         try {
-          auto x = torch::randn({batch, 3, img, img}, torch::TensorOptions().device(device));
-          step(x, 0);
-          step(x, 1);
+          auto x = torch::randint(0, 256, {batch, 3, img, img},
+                                  torch::TensorOptions().dtype(torch::kUInt8).device(device));
+          step(x);
+          step(x);
           synchronize(device);
           return true;
         } catch (const c10::OutOfMemoryError&) {
-          ocl::compat::zero_grad(trainable);
+          ocl::compat::zero_grad(trainer.model()->parameters());
           release_cached_memory();
           return false;
         }

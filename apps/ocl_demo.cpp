@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "app_common.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
@@ -17,21 +18,21 @@ int main(int argc, char** argv) {
   int64_t steps = 30, batch = 32, images = 64, img_size = 32, patch = 4, dim = 96, depth = 4,
           heads = 3, threads = 0, seed = 0;
   double mask_ratio = 0.3, lr = 1e-3, kappa = 64.0;
-  app.add_option("--steps", steps, "optimisation steps")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "optimisation steps")->check(ocl::apps::at_least(1));
   app.add_option("--batch", batch, "images per step")->check(CLI::Range(2, 4096));
   app.add_option("--images", images, "size of the fixed random image set")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--img-size", img_size, "image side in pixels")->check(CLI::PositiveNumber);
-  app.add_option("--patch", patch, "patch side in pixels")->check(CLI::PositiveNumber);
-  app.add_option("--dim", dim, "ViT width")->check(CLI::PositiveNumber);
-  app.add_option("--depth", depth, "ViT blocks")->check(CLI::PositiveNumber);
-  app.add_option("--heads", heads, "attention heads")->check(CLI::PositiveNumber);
+      ->check(ocl::apps::at_least(1));
+  app.add_option("--img-size", img_size, "image side in pixels")->check(ocl::apps::at_least(1));
+  app.add_option("--patch", patch, "patch side in pixels")->check(ocl::apps::at_least(1));
+  app.add_option("--dim", dim, "ViT width")->check(ocl::apps::at_least(1));
+  app.add_option("--depth", depth, "ViT blocks")->check(ocl::apps::at_least(1));
+  app.add_option("--heads", heads, "attention heads")->check(ocl::apps::at_least(1));
   app.add_option("--mask-ratio", mask_ratio, "global mask ratio r")->check(CLI::Range(0.0, 0.99));
-  app.add_option("--kappa", kappa, "T-SP concentration")->check(CLI::PositiveNumber);
-  app.add_option("--lr", lr, "AdamW learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--kappa", kappa, "T-SP concentration")->check(ocl::apps::positive());
+  app.add_option("--lr", lr, "AdamW learning rate")->check(ocl::apps::positive());
   app.add_option("--threads", threads, "intra-op threads (0: LibTorch's default)");
   app.add_option("--seed", seed, "seed of images, weights and masks");
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
 
   try {
     torch::manual_seed(static_cast<uint64_t>(seed));

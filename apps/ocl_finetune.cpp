@@ -9,7 +9,7 @@
 // drop path, RandAugment, random erasing, mixup / cutmix, label smoothing; engine::Finetuner)
 // and evaluates it on the validation split after every epoch. Exits 0 when done, 0 after a clean
 // stop on SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on
-// a bad command line. A second signal ends it at once.
+// a bad command line. A second signal (a second or more after the first) ends it at once.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -45,11 +45,11 @@ int main(int argc, char** argv) {
                "only evaluate the model of --resume on the validation split and exit");
   app.add_option("--stop-after-steps", options.stop_after_steps,
                  "stop as if pre-empted after this many optimiser steps (testing)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_option("--nproc-per-node", nproc_per_node,
                  "start this many worker processes on this machine (one per GPU; CPU: Gloo)")
-      ->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+      ->check(ocl::apps::at_least(1));
+  if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
   options.weights = weights;
 
   return ocl::apps::run_reporting_errors("ocl_finetune", [&] {

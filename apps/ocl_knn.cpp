@@ -45,17 +45,17 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--set", overrides, "override a config key (repeatable)");
   app.add_option("--k", ks, "neighbours; repeat for several (default: eval.knn_k)")
-      ->check(CLI::PositiveNumber);
+      ->check(ocl::apps::at_least(1));
   app.add_option("--temperature", temperature, "vote weight exp(sim / T) (default: eval.knn_t)")
-      ->check(CLI::PositiveNumber);
+      ->check(ocl::apps::positive());
   app.add_option("--train-size", train_size, "use the first N training images (0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_option("--val-size", val_size, "classify the first N validation images (0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_option("--batch", batch, "images per forward (default: train.batch_size)")
-      ->check(CLI::PositiveNumber);
+      ->check(ocl::apps::at_least(1));
   app.add_option("--chunk", chunk, "validation rows per similarity block (bounds memory)")
-      ->check(CLI::PositiveNumber);
+      ->check(ocl::apps::at_least(1));
   app.add_flag("--half-bank", half_bank, "keep the memory bank in fp16 (half the memory)");
   app.add_option("--save-features", save_features,
                  "write train_features, train_labels, val_features, val_labels (safetensors)");
@@ -63,10 +63,10 @@ int main(int argc, char** argv) {
                  "with --save-features, also write val_inputs: the first N validation images as "
                  "the encoder saw them (normalised float32 [N, 3, H, W]), for cross-checks such "
                  "as scripts/timm_check.py")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_option("--nproc-per-node", nproc_per_node, "start this many local processes")
-      ->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+      ->check(ocl::apps::at_least(1));
+  if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
 
   return ocl::apps::run_reporting_errors("ocl_knn", [&] {
     const auto launch = ocl::dist::launch_from_environment();

@@ -8,7 +8,8 @@
 // Trains a BatchNorm + Linear head on the frozen CLS feature (engine::LinearProbe; the recipe is
 // the config's linprobe section) and evaluates it on the validation split after every epoch.
 // Exits 0 when done, 0 after a clean stop on SIGTERM/SIGINT (a checkpoint is written; rerun with
-// --resume auto), 1 on an error, 2 on a bad command line. A second signal ends it at once.
+// --resume auto), 1 on an error, 2 on a bad command line. A second signal (a second or more
+// after the first) ends it at once.
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -43,11 +44,11 @@ int main(int argc, char** argv) {
                "only evaluate the head (of --resume, else the initial one) and exit");
   app.add_option("--stop-after-steps", options.stop_after_steps,
                  "stop as if pre-empted after this many optimiser steps of this run (testing)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_option("--nproc-per-node", nproc_per_node,
                  "start this many worker processes on this machine (one per GPU; CPU: Gloo)")
-      ->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+      ->check(ocl::apps::at_least(1));
+  if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
 
   return ocl::apps::run_reporting_errors("ocl_linprobe", [&] {
     const auto config = ocl::io::load_config(config_path, overrides);

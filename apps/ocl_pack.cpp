@@ -210,19 +210,19 @@ int main(int argc, char** argv) {
   app.add_option("--split", s.splits, "splits to pack (repeatable; default train and val)");
   app.add_option("--short-side", s.short_side,
                  "shrink so the shorter side is at most this (0: keep the size)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_option("--encoding", s.encoding, "jpeg or raw (uint8 RGB)")
       ->check(CLI::IsMember({"jpeg", "raw"}));
   app.add_option("--quality", s.quality, "JPEG quality")->check(CLI::Range(1, 100));
-  app.add_option("--shard-mb", s.shard_mb, "largest shard in MiB")->check(CLI::PositiveNumber);
+  app.add_option("--shard-mb", s.shard_mb, "largest shard in MiB")->check(ocl::apps::at_least(1));
   app.add_option("--threads", s.threads, "decoding threads (0: one per core)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_flag("--resume", s.resume, "continue an interrupted pack");
   app.add_option("--stop-after-images", s.stop_after,
                  "stop as if interrupted after about this many images (testing)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_flag("--overwrite", s.overwrite, "replace an existing pack");
-  CLI11_PARSE(app, argc, argv);
+  if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
   if (s.resume && s.overwrite) {
     std::fprintf(stderr, "ocl_pack: --resume and --overwrite exclude each other\n");
     return 2;

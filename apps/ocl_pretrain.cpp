@@ -6,7 +6,7 @@
 //
 // Reads the config, trains (engine::Pretrainer), and exits 0 when done, 0 after a clean stop on
 // SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on a bad
-// command line. A second signal ends the process at once.
+// command line. A second signal (a second or more after the first) ends the process at once.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -60,12 +60,12 @@ int main(int argc, char** argv) {
                "tokens per group) and exit");
   app.add_option("--stop-after-steps", stop_after_steps,
                  "stop as if pre-empted after this many optimiser steps of the run (testing)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(ocl::apps::at_least(0));
   app.add_option("--nproc-per-node", nproc_per_node,
                  "start this many worker processes on this machine (one per GPU; CPU: Gloo) and "
                  "train with all of them; for several machines use torchrun, srun or mpirun")
-      ->check(CLI::PositiveNumber);
-  CLI11_PARSE(app, argc, argv);
+      ->check(ocl::apps::at_least(1));
+  if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
 
   return ocl::apps::run_reporting_errors("ocl_pretrain", [&] {
     const auto config = ocl::io::load_config(config_path, overrides);

@@ -73,6 +73,21 @@ std::string link_target(const std::string& link) {
   return std::string(buf, static_cast<size_t>(n));
 }
 
+// The complete checkpoint folders of `output_dir` (with a state.json: a folder is renamed into
+// place only once whole), oldest first.
+std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> complete_checkpoints(
+    const std::string& output_dir) {
+  std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> out;
+  for (const auto& entry : io::list_dir(output_dir)) {
+    std::pair<int64_t, int64_t> order;
+    if (parse_name(entry, &order) &&
+        io::path_exists(io::join_path(io::join_path(output_dir, entry), "state.json")))
+      out.emplace_back(order, entry);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 }  // namespace
 
 std::string checkpoint_name(const TrainingState& state) {
@@ -129,8 +144,11 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
     io::remove_tree(tmp);
     throw;
   }
-  // checkpoint-last: a new relative link renamed over the old one (atomic).
+  // checkpoint-last: a new relative link renamed over the old one (atomic). A copy of the run
+  // may hold a folder or a file of that name instead of the link: it is replaced.
   const std::string link = io::join_path(output_dir, kLastLink);
+  struct stat link_stat {};
+  if (::lstat(link.c_str(), &link_stat) == 0 && S_ISDIR(link_stat.st_mode)) io::remove_tree(link);
   const std::string link_tmp = link + ".tmp-" + std::to_string(::getpid());
   ::unlink(link_tmp.c_str());
   TORCH_CHECK(::symlink(name.c_str(), link_tmp.c_str()) == 0, "checkpoint: cannot create link '",
@@ -139,20 +157,19 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
               "': ", os_error());
   io::sync_dir(output_dir);
 
-  // Prune: complete checkpoints beyond the newest keep_last, and leftovers of killed writers.
-  std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> complete;
+  // Prune: leftovers of killed writers, and complete checkpoints beyond the newest keep_last of
+  // those up to this one (a newer one, which this run did not write, is never deleted).
   for (const auto& entry : io::list_dir(output_dir)) {
-    std::pair<int64_t, int64_t> order;
-    if (parse_name(entry, &order)) {
-      complete.emplace_back(order, entry);
-    } else if (entry.rfind(kPrefix, 0) == 0 && entry.find(".tmp-") != std::string::npos) {
+    if (entry.rfind(kPrefix, 0) == 0 && entry.find(".tmp-") != std::string::npos)
       io::remove_tree(io::join_path(output_dir, entry));
-    }
   }
-  std::sort(complete.begin(), complete.end());
-  const auto excess = static_cast<int64_t>(complete.size()) - keep_last;
+  std::vector<std::string> older;
+  const auto written = std::make_pair(state.epoch, state.step_in_epoch);
+  for (const auto& [order, entry] : complete_checkpoints(output_dir))
+    if (order <= written) older.push_back(entry);
+  const auto excess = static_cast<int64_t>(older.size()) - keep_last;
   for (int64_t i = 0; i < excess; ++i) {
-    if (complete[i].second != name) io::remove_tree(io::join_path(output_dir, complete[i].second));
+    if (older[i] != name) io::remove_tree(io::join_path(output_dir, older[i]));
   }
   return final_path;
 }
@@ -167,8 +184,14 @@ void remove_checkpoints(const std::string& output_dir) {
 std::string latest_checkpoint(const std::string& output_dir) {
   const std::string link = io::join_path(output_dir, kLastLink);
   const std::string target = link_target(link);
-  if (target.empty()) return "";
-  return target[0] == '/' ? target : io::join_path(output_dir, target);
+  if (!target.empty()) {
+    const std::string path = target[0] == '/' ? target : io::join_path(output_dir, target);
+    if (io::path_exists(io::join_path(path, "state.json"))) return path;
+  }
+  // No link, a broken one, or a copy that turned it into a file or a folder (cp -rL, rsync
+  // without -l): the newest complete checkpoint folder.
+  const auto all = complete_checkpoints(output_dir);
+  return all.empty() ? "" : io::join_path(output_dir, all.back().second);
 }
 
 Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_file) {

@@ -6,7 +6,6 @@
 #include "ocl/engine/finetune.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <stdexcept>
 
@@ -23,8 +22,6 @@
 
 namespace ocl::engine {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // Distinct streams of per-step randomness from one seed.
 constexpr uint64_t kEraseStream = 0x6572617365000000ULL;     // "erase"

@@ -4,19 +4,24 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
+#include <cstdlib>
 #include <stdexcept>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "ocl/compat.h"
+#include "ocl/dist/agreement.h"
 #include "ocl/optim/adamw_step.h"
 
 namespace ocl::engine {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The trainer-file key of a mid-epoch checkpoint's epoch sums: loss, steps, images, data wait,
+// then the engine's figures.
+constexpr const char* kEpochSumsKey = "loop.epoch_sums";
 
 class LoaderSource : public BatchSource {
  public:
@@ -36,22 +41,6 @@ class LoaderSource : public BatchSource {
  private:
   std::unique_ptr<data::Loader> loader_;
 };
-
-// FNV-1a over a tensor's bytes, 8 at a time.
-int64_t checksum(const torch::Tensor& tensor) {
-  auto bytes = tensor.detach().to(torch::kCPU).contiguous();
-  const auto* p = static_cast<const uint8_t*>(bytes.data_ptr());
-  const size_t n = static_cast<size_t>(bytes.numel()) * bytes.element_size();
-  uint64_t h = 0xcbf29ce484222325ULL;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0x100000001b3ULL;
-  }
-  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
-  return static_cast<int64_t>(h);
-}
 
 }  // namespace
 
@@ -84,11 +73,8 @@ void ValidationRecord::load(const io::TensorMap& trainer, const std::string& pre
 
 ClassifierRunResult classifier_result(const RunContext& run, const ValidationRecord& record) {
   ClassifierRunResult result;
+  static_cast<ValidationRecord&>(result) = record;
   result.epochs_done = run.state.epoch;
-  result.best_top1 = record.best_top1;
-  result.best_epoch = record.best_epoch;
-  result.last_top1 = record.last_top1;
-  result.last_top5 = record.last_top5;
   result.checkpoint = run.last_checkpoint;
   return result;
 }
@@ -153,6 +139,14 @@ TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
       window_(std::make_unique<Window>()),
       epoch_sums_(std::make_unique<Window>()) {
   steps_per_epoch_ = source_->batches_per_epoch() / settings_.accum_iter;
+  // A checkpoint taken mid-epoch keeps the epoch's sums so far: the epoch's means cover all of
+  // its steps, those before the stop included.
+  if (run_.resumed && run_.resumed->state.step_in_epoch > 0) {
+    const auto it = run_.resumed->trainer.find(kEpochSumsKey);
+    if (it != run_.resumed->trainer.end() &&
+        it->second.numel() == 4 + static_cast<int64_t>(figures_.size()))
+      resumed_epoch_sums_ = it->second.to(torch::kFloat64).contiguous();
+  }
   if (steps_per_epoch_ < 1) {
     const std::string& s = settings_.section;
     throw std::runtime_error(fmt::format(
@@ -256,22 +250,23 @@ TrainingLoop::Step TrainingLoop::train_step() {
 // non-deterministic kernel, a rank with a different config) are caught, not averaged over.
 void TrainingLoop::verify_replicas() {
   const auto named = engine_.trained_module().named_parameters();
-  std::vector<int64_t> sums;
-  for (const auto& item : named) sums.push_back(checksum(item.value()));
-  auto local = torch::tensor(sums, torch::kInt64).to(run_.device);
-  const auto all = run_.comm->all_gather(local, dist::Group::kLoss, "parameter checksums")
-                       .view({run_.world_size, -1})
-                       .cpu();
+  // Fault injection for the test of this check (replicas of one config and build do not drift
+  // apart on a CPU): OCL_FAULT_DIVERGE_RANK=r nudges rank r's first parameter once.
+  static const char* diverge = std::getenv("OCL_FAULT_DIVERGE_RANK");
+  if (diverge != nullptr && std::atoll(diverge) == run_.rank && verified_step_ == 0 &&
+      !named.is_empty()) {
+    torch::NoGradGuard no_grad;
+    named[0].value().add_(1e-3);
+  }
+  std::vector<torch::Tensor> tensors;
+  for (const auto& item : named) tensors.push_back(item.value());
   const int64_t step = run_.state.global_step + 1;
-  for (int64_t r = 1; r < run_.world_size; ++r) {
-    for (size_t k = 0; k < named.size(); ++k) {
-      const auto i = static_cast<int64_t>(k);
-      if (all[r][i].item<int64_t>() == all[0][i].item<int64_t>()) continue;
-      throw std::runtime_error(fmt::format(
-          "the ranks' parameters diverged after global step {}: '{}' on rank {} differs from "
-          "rank 0's (dist.verify_every {}); check that every rank runs the same config and binary",
-          step, named[k].key(), r, run_.config.dist.verify_every));
-    }
+  if (const auto bad = dist::first_replica_difference(*run_.comm, run_.device, tensors)) {
+    throw std::runtime_error(fmt::format(
+        "the ranks' parameters diverged after global step {}: '{}' on rank {} differs from "
+        "rank 0's (dist.verify_every {}); check that every rank runs the same config and binary",
+        step, named[static_cast<size_t>(bad->second)].key(), bad->first,
+        run_.config.dist.verify_every));
   }
   verified_step_ = step;
 }
@@ -330,6 +325,15 @@ LoopResult TrainingLoop::run() {
   while (state.epoch < s.epochs) {
     source_->start_epoch(state.epoch, state.step_in_epoch * s.accum_iter);
     *epoch_sums_ = Window();
+    if (resumed_epoch_sums_.defined() && state.step_in_epoch > 0) {
+      const double* v = resumed_epoch_sums_.data_ptr<double>();
+      epoch_sums_->loss = v[0];
+      epoch_sums_->steps = static_cast<int64_t>(v[1]);
+      epoch_sums_->images = static_cast<int64_t>(v[2]);
+      epoch_sums_->data_wait_s = v[3];
+      epoch_sums_->figures.assign(v + 4, v + 4 + figures_.size());
+    }
+    resumed_epoch_sums_ = torch::Tensor();
     *window_ = Window();
     bool stop = false;
     while (state.step_in_epoch < steps_per_epoch_) {
@@ -360,8 +364,10 @@ LoopResult TrainingLoop::run() {
         log.warn("stop requested: writing a checkpoint at global step {}", state.global_step);
         result.last_checkpoint = write_checkpoint();
         result.interrupted = true;
-        log.warn("stopped at epoch {}, step {}; continue with --resume auto (or --resume {})",
-                 state.epoch, state.step_in_epoch, result.last_checkpoint);
+        log.warn(
+            "stopped at epoch {}, step {}; continue with --resume auto{}", state.epoch,
+            state.step_in_epoch,
+            result.last_checkpoint.empty() ? "" : " (or --resume " + result.last_checkpoint + ")");
         return result;
       }
     }
@@ -421,9 +427,22 @@ LoopResult TrainingLoop::run() {
   return result;
 }
 
+double TrainingLoop::step() {
+  connect_gradients();
+  return train_step().loss;
+}
+
 std::string TrainingLoop::write_checkpoint() {
   if (!run_.is_writer()) return "";  // rank 0 writes for all: the ranks' weights are identical
-  const CheckpointTensors tensors = engine_.checkpoint_tensors();
+  CheckpointTensors tensors = engine_.checkpoint_tensors();
+  if (run_.state.step_in_epoch > 0) {
+    const Window& e = *epoch_sums_;
+    std::vector<double> sums = {e.loss, static_cast<double>(e.steps), static_cast<double>(e.images),
+                                e.data_wait_s};
+    sums.resize(4 + figures_.size());
+    for (size_t i = 0; i < e.figures.size(); ++i) sums[4 + i] = e.figures[i];
+    tensors.trainer[kEpochSumsKey] = torch::tensor(sums, torch::kFloat64);
+  }
   run_.last_checkpoint =
       save_checkpoint(run_.spec.output_dir, run_.state, tensors.model, tensors.trainer,
                       run_.spec.config_yaml, settings_.keep_last, run_.spec.model_file);

@@ -1,6 +1,9 @@
 // metrics.jsonl writer (see include/ocl/engine/metrics.h).
 #include "ocl/engine/metrics.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -38,15 +41,15 @@ MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : pat
       }
     }
   }
-  file_ = std::fopen(path.c_str(), "a");
-  if (file_ == nullptr) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) {
     throw std::runtime_error("metrics: cannot open '" + path +
                              "': " + std::generic_category().message(errno));
   }
 }
 
 MetricsLog::~MetricsLog() {
-  if (file_ != nullptr) std::fclose(file_);
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void MetricsLog::write(const std::string& type, const MetricFields& fields) {
@@ -61,9 +64,22 @@ void MetricsLog::write(const std::string& type, const MetricFields& fields) {
       j[key] = value;
     }
   }
+  // The whole line or nothing: a write that fails part-way (a full disk) is cut back, so that
+  // no record is torn or spliced into the next, and the run stops on the error.
   const std::string line = j.dump() + "\n";
-  std::fwrite(line.data(), 1, line.size(), file_);
-  std::fflush(file_);
+  const off_t before = ::lseek(fd_, 0, SEEK_END);
+  size_t done = 0;
+  while (done < line.size()) {
+    const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = std::generic_category().message(n < 0 ? errno : ENOSPC);
+      if (before >= 0) (void)!::ftruncate(fd_, before);
+      throw std::runtime_error("metrics: cannot write '" + path_ + "': " + why + " (the '" + type +
+                               "' record was not written; earlier records are whole)");
+    }
+    done += static_cast<size_t>(n);
+  }
 }
 
 }  // namespace ocl::engine

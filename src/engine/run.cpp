@@ -9,10 +9,13 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <tuple>
 
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include "ocl/compat.h"
+#include "ocl/dist/agreement.h"
 #include "ocl/io/files.h"
 
 namespace ocl::engine {
@@ -191,13 +194,25 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
       spec(std::move(spec_in)),
       rank(options.launch.rank),
       world_size(options.launch.world_size) {
-  writer_ = rank == 0 && !options.eval_only;
+  writer_ = rank == 0 && !options.eval_only && !options.write_nothing;
   if (options.resume == "auto") {
     resume_from = latest_checkpoint(spec.output_dir);
   } else if (!options.resume.empty()) {
     resume_from = options.resume;
   }
   if (spec.precondition) spec.precondition(resume_from);
+  // The checkpoint is read and checked before anything in the folder is written, so that a
+  // resume refused here leaves the run as it was.
+  std::string unreadable_config;
+  if (!resume_from.empty()) {
+    resumed = load_checkpoint(resume_from, spec.model_file);
+    try {
+      resumed_config = io::parse_config(resumed->config_yaml, {}, resumed->path + "/config.yaml");
+    } catch (const std::exception& e) {
+      unreadable_config = e.what();
+    }
+    check_resumable();
+  }
   prepare_folder();
 
   console = options.console ? options.console
@@ -205,6 +220,15 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
                                   stdout, writer_ && want_status_line(config.log.progress));
   logger = rank_logger(console, writer_ ? spec.output_dir + "/train.log" : "", config, rank);
   if (writer_) io::write_text_atomic(spec.output_dir + "/config.yaml", spec.config_yaml);
+  if (!unreadable_config.empty()) {
+    logger->warn("the checkpoint's config cannot be read ({}); using the given config",
+                 unreadable_config);
+  } else if (resumed_config && *resumed_config != config) {
+    logger->warn("resuming with a config that differs from the checkpoint's: {}",
+                 io::config_difference(*resumed_config, config));
+  } else if (options.resume == "auto" && !resumed) {
+    logger->info("--resume auto: no checkpoint in {}, starting fresh", spec.output_dir);
+  }
 
   device = resolve_device(config.train.device, options.launch);
   bf16 = use_bf16(config, device);
@@ -212,24 +236,77 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
   set_process_threads(config, options.launch);
   // Rendezvous now, before the slow data set-up, so that a missing rank is reported early.
   comm = connect_ranks(config, options.launch, device, *logger);
-
-  if (!resume_from.empty()) {
-    resumed = load_checkpoint(resume_from, spec.model_file);
-    try {
-      resumed_config = io::parse_config(resumed->config_yaml, {}, resumed->path + "/config.yaml");
-      const std::string diff = io::config_difference(*resumed_config, config);
-      if (!diff.empty())
-        logger->warn("resuming with a config that differs from the checkpoint's: {}", diff);
-    } catch (const std::exception& e) {
-      logger->warn("the checkpoint's config cannot be read ({}); using the given config", e.what());
-    }
-  } else if (options.resume == "auto") {
-    logger->info("--resume auto: no checkpoint in {}, starting fresh", spec.output_dir);
-  }
+  if (comm) check_ranks_agree();
 }
 
 RunContext::~RunContext() {
   if (console) console->clear_status();
+}
+
+// A checkpoint that cannot continue under this config is refused naming what differs: its
+// model's sizes (the tensors would not fit), or its seed (a run's data order, masks and
+// augmentation all follow one seed; mixing two would be a run neither seed describes).
+void RunContext::check_resumable() const {
+  const std::string& path = resumed->path;
+  if (resumed->state.seed != config.train.seed) {
+    throw std::runtime_error(fmt::format(
+        "--resume: the checkpoint {} was trained with train.seed {} and this config has {}; a "
+        "run's data order, masks and augmentation follow one seed: resume with --set "
+        "train.seed={}, or start a new run",
+        path, resumed->state.seed, config.train.seed, resumed->state.seed));
+  }
+  if (!resumed_config) return;
+  const auto was = io::derive(*resumed_config, 1), now = io::derive(config, 1);
+  const std::vector<std::tuple<const char*, double, double>> sizes = {
+      {"model.img_size", resumed_config->model.img_size, config.model.img_size},
+      {"model.patch_size", was.patch_size, now.patch_size},
+      {"model.embed_dim", was.embed_dim, now.embed_dim},
+      {"model.depth", was.depth, now.depth},
+      {"model.num_heads", was.num_heads, now.num_heads},
+      {"model.mlp_ratio", resumed_config->model.mlp_ratio, config.model.mlp_ratio}};
+  std::string differ;
+  for (const auto& [key, a, b] : sizes) {
+    if (a != b)
+      differ +=
+          fmt::format("{}{} {} (the config asks for {})", differ.empty() ? "" : ", ", key, a, b);
+  }
+  if (!differ.empty()) {
+    throw std::runtime_error("--resume: the checkpoint " + path + " was trained with " + differ +
+                             ": its weights do not fit this model; resume with the checkpoint's "
+                             "model sizes, or start a new run");
+  }
+}
+
+// Every rank must run the same build and config (dist/agreement.h), compared once at the
+// rendezvous before any collective whose size depends on the config. What may differ per process
+// without changing the training is left out: logging, loader workers, threads.
+void RunContext::check_ranks_agree() const {
+  const io::Config defaults;
+  io::Config shared = config;
+  shared.log = defaults.log;
+  shared.data.workers = defaults.data.workers;
+  shared.data.prefetch = defaults.data.prefetch;
+  shared.train.threads = defaults.train.threads;
+  dist::require_same_build_and_config(
+      *comm, device,
+      fmt::format("ocl {} built by {}, LibTorch {}", OCL_VERSION_STRING, __VERSION__,
+                  compat::torch_version()),
+      shared);
+}
+
+// One run per folder: an exclusive lock on <folder>/.lock for the run's lifetime, released by
+// the kernel however the process ends. A requeued job that overlaps its predecessor, or a second
+// start by mistake, is refused instead of pruning the other's checkpoints under it.
+void RunContext::lock_folder() {
+  char host[256] = "?";
+  ::gethostname(host, sizeof(host) - 1);
+  std::string holder;
+  if (!lock_.acquire(spec.output_dir + "/.lock",
+                     fmt::format("{} pid {} on {}", spec.app, ::getpid(), host), &holder)) {
+    throw std::runtime_error("output folder '" + spec.output_dir + "' is in use by another run (" +
+                             (holder.empty() ? "its .lock is held" : holder) +
+                             "): wait for it to end, or choose another " + spec.output_key);
+  }
 }
 
 // Never silently mix two runs. Every rank reads the folder (it must be on a file system all
@@ -239,6 +316,7 @@ void RunContext::prepare_folder() {
   if (!writer_) return;
   const std::string& out = spec.output_dir;
   io::make_dirs(out);
+  lock_folder();
   if (!options.resume.empty()) return;
   const std::string config_path = out + "/config.yaml";
   const std::string previous = latest_checkpoint(out);
@@ -281,11 +359,6 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
     state.step_in_epoch = resume_step_in_epoch(
         state.epoch, state.step_in_epoch,
         {state.world_size, saved_layout.batch_size, saved_layout.accum_iter}, now, lr, *logger);
-    if (state.seed != config.train.seed) {
-      logger->warn(
-          "train.seed is {} but the checkpoint was trained with seed {}: continuing with {}",
-          config.train.seed, state.seed, state.seed);
-    }
     if (steps_per_epoch > 0 && state.step_in_epoch >= steps_per_epoch) {
       state.epoch += 1;  // the epoch got shorter in the new config
       state.step_in_epoch = 0;
@@ -309,8 +382,9 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
   if (!comm) return;
   // Every rank must continue from the same point: they read the same folder, but a node whose
   // view of it differs (not a shared file system) would silently diverge.
-  auto where = torch::tensor({state.epoch, state.step_in_epoch, state.global_step}, torch::kInt64);
-  auto all = comm->all_gather(where, dist::Group::kLoss, "resume position").view({-1, 3});
+  auto where = torch::tensor({state.epoch, state.step_in_epoch, state.global_step}, torch::kInt64)
+                   .to(device);
+  auto all = comm->all_gather(where, dist::Group::kLoss, "resume position").view({-1, 3}).cpu();
   for (int64_t r = 1; r < world_size; ++r) {
     if (!torch::equal(all[r], all[0])) {
       std::ostringstream msg;
@@ -337,10 +411,8 @@ void RunContext::log_startup(const std::string& detail) const {
 std::string RunContext::parameter_counts(const torch::nn::Module& module) {
   int64_t trainable = 0, frozen = 0;
   for (const auto& p : module.parameters()) (p.requires_grad() ? trainable : frozen) += p.numel();
-  char text[96];
-  std::snprintf(text, sizeof(text), "%.2f M trainable, %.2f M frozen parameters", trainable / 1e6,
-                frozen / 1e6);
-  return text;
+  return fmt::format("{:.2f} M trainable, {:.2f} M frozen parameters", trainable / 1e6,
+                     frozen / 1e6);
 }
 
 }  // namespace ocl::engine

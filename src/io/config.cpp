@@ -229,7 +229,8 @@ bool same_value(const Ref& a, const Ref& b) {
 
 std::string describe(const YAML::Node& node) {
   if (node.IsMap()) return "a map";
-  if (node.IsSequence()) return "a list";
+  if (node.IsSequence())
+    return "a list of " + std::to_string(node.size()) + (node.size() == 1 ? " item" : " items");
   if (node.IsNull()) return "nothing (null)";
   if (node.Tag() == "!") return "the quoted string \"" + node.Scalar() + "\"";
   return "'" + node.Scalar() + "'";
@@ -812,15 +813,30 @@ std::string to_yaml_with_derived(const Config& config, const DerivedConfig& deri
 bool operator==(const Config& a, const Config& b) { return config_difference(a, b).empty(); }
 bool operator!=(const Config& a, const Config& b) { return !(a == b); }
 
-std::string config_difference(const Config& a, const Config& b) {
+std::vector<std::string> config_keys() {
+  std::vector<std::string> keys;
+  for (const auto& section : schema())
+    for (const auto& key : section.keys) keys.push_back(std::string(section.name) + "." + key.name);
+  return keys;
+}
+
+std::vector<ConfigChange> config_changes(const Config& a, const Config& b) {
+  std::vector<ConfigChange> changes;
   for (const auto& section : schema())
     for (const auto& key : section.keys) {
       const Ref ra = ref_of(key, a), rb = ref_of(key, b);
       if (!same_value(ra, rb))
-        return std::string(section.name) + "." + key.name + ": " + format_value(ra) + " vs " +
-               format_value(rb);
+        changes.push_back(
+            {std::string(section.name) + "." + key.name, format_value(ra), format_value(rb)});
     }
-  return "";
+  return changes;
+}
+
+std::string config_difference(const Config& a, const Config& b) {
+  std::string text;
+  for (const auto& c : config_changes(a, b))
+    text += (text.empty() ? "" : "; ") + c.key + ": " + c.a + " vs " + c.b;
+  return text;
 }
 
 }  // namespace ocl::io

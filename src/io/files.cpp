@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include <sys/file.h>
 #include <sys/stat.h>
 
 namespace ocl::io {
@@ -166,6 +167,32 @@ void sync_dir(const std::string& dir) {
     ::fsync(fd);
     ::close(fd);
   }
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool FileLock::acquire(const std::string& path, const std::string& note, std::string* holder) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    throw std::runtime_error("cannot open the lock file '" + path +
+                             "': " + std::generic_category().message(errno));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (holder != nullptr) {
+      char text[512];
+      const ssize_t n = ::pread(fd, text, sizeof(text) - 1, 0);
+      holder->assign(text, n > 0 ? static_cast<size_t>(n) : 0);
+    }
+    ::close(fd);
+    return false;
+  }
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  // The note only helps the message of the next process that tries; the lock holds without it.
+  if (::ftruncate(fd_, 0) == 0) (void)!::pwrite(fd_, note.data(), note.size(), 0);
+  return true;
 }
 
 }  // namespace ocl::io

@@ -62,7 +62,7 @@ log: {every: 1, progress: lines}
 // ocl_pretrain as rank `rank` of `world` (torchrun's variables; world 0: none of them set),
 // output in `log`.
 pid_t spawn_rank(int rank, int world, int port, const std::vector<std::string>& args,
-                 const std::string& log) {
+                 const std::string& log, const std::map<std::string, std::string>& env = {}) {
   const std::vector<std::string> launch_vars = {
       "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
   std::map<std::string, std::string> set;
@@ -71,6 +71,7 @@ pid_t spawn_rank(int rank, int world, int port, const std::vector<std::string>& 
            {"WORLD_SIZE", std::to_string(world)}, {"LOCAL_WORLD_SIZE", std::to_string(world)},
            {"MASTER_ADDR", "127.0.0.1"},          {"MASTER_PORT", std::to_string(port)}};
   }
+  set.insert(env.begin(), env.end());
   return ocl_test::spawn(OCL_PRETRAIN_EXE, args, set, log, launch_vars);
 }
 
@@ -78,7 +79,8 @@ using ocl_test::wait_for;
 
 // Runs `world` ranks (0 = a plain single process) to completion; returns their exit codes.
 std::vector<int> run_ranks(int world, const std::vector<std::string>& args, const std::string& dir,
-                           const std::vector<std::vector<std::string>>& per_rank_args = {}) {
+                           const std::vector<std::vector<std::string>>& per_rank_args = {},
+                           const std::map<std::string, std::string>& env = {}) {
   const int port = ocl::dist::free_tcp_port();
   std::vector<pid_t> pids;
   const int n = std::max(world, 1);
@@ -86,7 +88,7 @@ std::vector<int> run_ranks(int world, const std::vector<std::string>& args, cons
     auto a = args;
     if (r < static_cast<int>(per_rank_args.size()))
       a.insert(a.end(), per_rank_args[r].begin(), per_rank_args[r].end());
-    pids.push_back(spawn_rank(r, world, port, a, dir + "/rank" + std::to_string(r) + ".log"));
+    pids.push_back(spawn_rank(r, world, port, a, dir + "/rank" + std::to_string(r) + ".log", env));
   }
   std::vector<int> codes;
   for (pid_t pid : pids) codes.push_back(wait_for(pid, 300));
@@ -297,17 +299,41 @@ TEST(Distributed, AccumulationCommunicatesOncePerStepAndReplicasStayIdentical) {
   EXPECT_NE(log.find("parameters identical on all 2 ranks at step 4"), std::string::npos) << log;
 }
 
-// The replica check catches ranks that drift apart: here rank 1 decays its weights harder.
+// The replica check catches replicas that drift apart without a config difference (a
+// non-deterministic kernel, a faulty GPU): here rank 1's first parameter is nudged by the
+// loop's fault injection.
 TEST(Distributed, ReplicaCheckStopsRanksThatDiverged) {
   const auto dir = make_dir("diverge");
   const auto config = write_tiny_config(dir);
   const auto codes = run_ranks(
       2, run_args(config, dir + "/run", {"dist.verify_every=1", "train.steps_per_epoch=2"}), dir,
-      {{}, {"--set", "optim.weight_decay=0.5"}});
+      {}, {{"OCL_FAULT_DIVERGE_RANK", "1"}});
   EXPECT_EQ(codes, (std::vector<int>{1, 1}));
   const std::string log = read_file(dir + "/rank0.log");
   EXPECT_NE(log.find("parameters diverged after global step 1"), std::string::npos) << log;
   EXPECT_NE(log.find("on rank 1 differs from rank 0"), std::string::npos) << log;
+}
+
+// Ranks started with different configs stop at the rendezvous, every one naming the rank and
+// the first key that differs, before any collective whose size depends on the config (another
+// model.depth used to abort inside Gloo with a core dump; another optim.lr trained on, diverged).
+TEST(Distributed, RanksWithDifferentConfigsStopNamingTheKey) {
+  const auto dir = make_dir("disagree");
+  const auto config = write_tiny_config(dir);
+  for (const std::string kv : {"model.depth=2", "optim.lr=2.0e-3"}) {
+    const auto codes = run_ranks(2, run_args(config, dir + "/run", {"train.steps_per_epoch=2"}),
+                                 dir, {{}, {"--set", kv}});
+    EXPECT_EQ(codes, (std::vector<int>{1, 1})) << kv;
+    const std::string key = kv.substr(0, kv.find('='));
+    for (const char* log_name : {"/rank0.log", "/rank1.log"}) {
+      const std::string log = read_file(dir + log_name);
+      EXPECT_NE(log.find("the config of rank 1 differs from rank 0's (rank 1 at " + key + ")"),
+                std::string::npos)
+          << log;
+    }
+    EXPECT_NE(read_file(dir + "/rank1.log").find("here (rank 1) " + key + " is"), std::string::npos)
+        << read_file(dir + "/rank1.log");
+  }
 }
 
 // A rank that dies mid-run makes the other exit non-zero promptly, naming the failure; a rank

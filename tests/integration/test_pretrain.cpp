@@ -316,6 +316,22 @@ TEST(PretrainApp, BadConfigValueNamesTheKeyPath) {
   EXPECT_NE(output.find("optim.blrr"), std::string::npos) << output;
 }
 
+// A bad command line exits 2 with CLI11's message, ranges stated as users write them.
+TEST(PretrainApp, BadCommandLineExitsTwo) {
+  std::string output;
+  EXPECT_EQ(run_app("--bogus", &output), 2) << output;
+  output.clear();
+  EXPECT_EQ(run_app("--set train.epochs=1", &output), 2) << output;  // no --config
+  EXPECT_NE(output.find("--config is required"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(run_app(tiny_args(make_temp_dir()) + " --nproc-per-node 0", &output), 2) << output;
+  EXPECT_NE(output.find("expected a whole number >= 1, got '0'"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(run_app(tiny_args(make_temp_dir()) + " --stop-after-steps -1", &output), 2) << output;
+  output.clear();
+  EXPECT_EQ(run_app("--help", &output), 0) << output;
+}
+
 TEST(PretrainApp, PrintConfigShowsTheResolvedConfigAndDerivedValues) {
   const auto out = make_temp_dir() + "/never-created";
   std::string output;

@@ -45,6 +45,36 @@ TEST(Checkpoint, Names) {
   EXPECT_EQ(ocl::engine::checkpoint_name(state_at(4, 120, 520)), "checkpoint-0004-000120");
 }
 
+// A run folder copied without its link (cp -a then rm, rsync without -l) or with the link turned
+// into a folder (cp -rL): resume still finds the newest complete checkpoint, the next save puts
+// the link back, and pruning never deletes a checkpoint newer than the one it just wrote.
+TEST(Checkpoint, TheNewestIsFoundWithoutTheLinkAndNewerOnesAreNeverPruned) {
+  namespace engine = ocl::engine;
+  const auto dir = make_temp_dir();
+  for (int64_t e : {1, 2})
+    engine::save_checkpoint(dir, state_at(e, 0, 10 * e), encoder_of(1.f), {}, "", 5);
+  ASSERT_EQ(::unlink((dir + "/checkpoint-last").c_str()), 0);
+  EXPECT_EQ(engine::latest_checkpoint(dir), dir + "/checkpoint-0002");
+  ::mkdir((dir + "/checkpoint-0003").c_str(), 0777);  // incomplete: no state.json
+  EXPECT_EQ(engine::latest_checkpoint(dir), dir + "/checkpoint-0002");
+  ::rmdir((dir + "/checkpoint-0003").c_str());
+  ASSERT_EQ(::mkdir((dir + "/checkpoint-last").c_str(), 0777), 0);  // cp -rL made it a folder
+  std::ofstream(dir + "/checkpoint-last/state.json") << "{}";
+  EXPECT_EQ(engine::latest_checkpoint(dir), dir + "/checkpoint-0002");
+  engine::save_checkpoint(dir, state_at(3, 0, 30), encoder_of(1.f), {}, "", 5);
+  EXPECT_EQ(engine::latest_checkpoint(dir), dir + "/checkpoint-0003");
+  struct stat st {};
+  ASSERT_EQ(::lstat((dir + "/checkpoint-last").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  // An older position written with keep_last 1 (a run restarted by mistake) prunes only what is
+  // older than itself.
+  engine::save_checkpoint(dir, state_at(1, 5, 15), encoder_of(1.f), {}, "", 1);
+  EXPECT_FALSE(exists(dir + "/checkpoint-0001"));
+  EXPECT_TRUE(exists(dir + "/checkpoint-0001-000005"));
+  EXPECT_TRUE(exists(dir + "/checkpoint-0002"));
+  EXPECT_TRUE(exists(dir + "/checkpoint-0003"));
+}
+
 TEST(Checkpoint, RoundTripAndLastLink) {
   const auto dir = make_temp_dir();
   EXPECT_EQ(ocl::engine::latest_checkpoint(dir), "");

@@ -3,6 +3,7 @@
 // shipped configs/ files.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -177,7 +178,9 @@ TEST(Config, WrongTypesNameThePathTheValueAndTheType) {
                "false, got 'yes'");
   EXPECT_ERROR("data: {path: [a, b]}", "data.path: expected a string, got a list");
   EXPECT_ERROR("model: 3", "model: expected a map of keys (arch, img_size");
-  EXPECT_ERROR("optim: {betas: [0.9]}", "optim.betas: expected a list [beta1, beta2]");
+  EXPECT_ERROR("optim: {betas: [0.9]}",
+               "optim.betas: expected a list [beta1, beta2], got a list of 1 item");
+  EXPECT_ERROR("optim: {betas: [0.9, 0.9, 0.9]}", "got a list of 3 items");
   EXPECT_ERROR("mask: {ratio: }", "mask.ratio: expected a number, got nothing (null)");
 }
 
@@ -531,7 +534,7 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   EXPECT_NE(text.find("  seed: 18446744073709551615\n"), std::string::npos) << text;
 }
 
-TEST(Config, DifferenceNamesTheFirstDifferingKey) {
+TEST(Config, DifferenceNamesEveryDifferingKey) {
   Config a, b;
   EXPECT_EQ(ocl::io::config_difference(a, b), "");
   EXPECT_TRUE(a == b);
@@ -539,7 +542,15 @@ TEST(Config, DifferenceNamesTheFirstDifferingKey) {
   b.log.level = "warn";
   EXPECT_FALSE(a == b);
   EXPECT_TRUE(a != b);
-  EXPECT_EQ(ocl::io::config_difference(a, b), "optim.blr: 0.00015 vs 1.0e-04");
+  EXPECT_EQ(ocl::io::config_difference(a, b),
+            "optim.blr: 0.00015 vs 1.0e-04; log.level: info vs warn");
+  const auto changes = ocl::io::config_changes(a, b);
+  ASSERT_EQ(changes.size(), 2u);
+  EXPECT_EQ(changes[1].key, "log.level");
+  EXPECT_EQ(changes[1].b, "warn");
+  const auto keys = ocl::io::config_keys();
+  EXPECT_EQ(keys.front(), "model.arch");
+  EXPECT_NE(std::find(keys.begin(), keys.end(), "optim.blr"), keys.end());
   b.optim.blr = a.optim.blr;
   EXPECT_EQ(ocl::io::config_difference(a, b), "log.level: info vs warn");
 }

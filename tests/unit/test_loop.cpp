@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -128,6 +129,18 @@ int count_of(const std::string& text, const std::string& needle) {
   return n;
 }
 
+// The "loss" and "mean_output" fields of every epoch record, in order.
+std::vector<std::string> epoch_means(const std::string& metrics) {
+  std::vector<std::string> out;
+  std::istringstream lines(metrics);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("\"type\":\"epoch\"") == std::string::npos) continue;
+    const auto from = line.find("\"loss\"");
+    out.push_back(line.substr(from, line.find(",\"lr\"") - from));
+  }
+  return out;
+}
+
 TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun) {
   const auto whole_dir = ocl::test::make_temp_dir("ocl_loop_whole_");
   ToyRun whole(whole_dir, {});
@@ -158,17 +171,21 @@ TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun)
   }
   RunOptions rest;
   rest.resume = "auto";
-  ToyRun third(dir, rest);
-  const auto r = third.loop->run();
-  EXPECT_FALSE(r.interrupted);
-  losses.insert(losses.end(), r.step_losses.begin(), r.step_losses.end());
+  {
+    ToyRun third(dir, rest);
+    const auto r = third.loop->run();
+    EXPECT_FALSE(r.interrupted);
+    losses.insert(losses.end(), r.step_losses.begin(), r.step_losses.end());
+    EXPECT_TRUE(torch::equal(third.engine.model_->weight, whole.engine.model_->weight));
+  }
   ASSERT_EQ(losses.size(), all.step_losses.size());
   for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i], all.step_losses[i]) << i;
-  EXPECT_TRUE(torch::equal(third.engine.model_->weight, whole.engine.model_->weight));
-  // Each step's and epoch's record once, whatever the interruptions.
+  // Each step's and epoch's record once, whatever the interruptions, and the epochs' means over
+  // all of their steps (the sums before a stop travel in the checkpoint).
   const auto metrics = ocl::test::read_file(dir + "/metrics.jsonl");
   EXPECT_EQ(count_of(metrics, "\"type\":\"step\""), 18) << metrics;
   EXPECT_EQ(count_of(metrics, "\"type\":\"epoch\""), 3) << metrics;
+  EXPECT_EQ(epoch_means(metrics), epoch_means(ocl::test::read_file(whole_dir + "/metrics.jsonl")));
   // A finished run has nothing to do.
   ToyRun again(dir, rest);
   EXPECT_TRUE(again.loop->run().step_losses.empty());
@@ -195,6 +212,39 @@ TEST(TrainingLoop, StopAtAnEpochsLastStepEndsTheEpochFirst) {
   EXPECT_NE(log.find("epoch 1/3 done"), std::string::npos) << log;
   EXPECT_NE(log.find(", toy figure 7"), std::string::npos) << log;
   EXPECT_NE(log.find("  out "), std::string::npos) << log;
+}
+
+// One run per folder: a second start while the first holds the folder is refused, naming it.
+TEST(RunContext, AFolderInUseByAnotherRunIsRefused) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_lock_");
+  ToyRun first(dir, {});
+  OCL_EXPECT_THROW_WITH(ToyRun(dir, {}), "is in use by another run (toy pid ");
+}
+
+// A checkpoint that cannot continue under the config (another seed, other model sizes) is
+// refused with the values named, before anything in the folder is written.
+TEST(RunContext, AResumeThatCannotContinueIsRefusedTouchingNothing) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_refuse_");
+  RunOptions stop;
+  stop.stop_after_steps = 2;
+  ToyRun(dir, stop, {"train.seed=3"}).loop->run();
+  const auto config_before = ocl::test::read_file(dir + "/config.yaml");
+  const auto log_before = ocl::test::read_file(dir + "/train.log");
+  RunOptions resume;
+  resume.resume = "auto";
+  OCL_EXPECT_THROW_WITH(ToyRun(dir, resume, {"train.seed=9"}),
+                        "was trained with train.seed 3 and this config has 9");
+  OCL_EXPECT_THROW_WITH(ToyRun(dir, resume, {"train.seed=3", "model.img_size=112"}),
+                        "was trained with model.img_size 224 (the config asks for 112)");
+  EXPECT_EQ(ocl::test::read_file(dir + "/config.yaml"), config_before);
+  EXPECT_EQ(ocl::test::read_file(dir + "/train.log"), log_before);
+  ToyRun resumed(dir, resume, {"train.seed=3"});
+  EXPECT_EQ(resumed.run->state.global_step, 2);
+}
+
+TEST(MetricsLog, AFullDiskStopsTheRunWithoutATornRecord) {
+  MetricsLog full("/dev/full");
+  OCL_EXPECT_THROW_WITH(full.write("step", {{"loss", 1.0}}), "No space left on device");
 }
 
 TEST(TrainingLoop, LogWindowsFollowLogEvery) {

@@ -140,12 +140,10 @@ struct ValidationRecord {
   void load(const io::TensorMap& trainer, const std::string& prefix);  // absent keys: unchanged
 };
 
-/// What a classifier run (fine-tuning, the linear probe) returns.
-struct ClassifierRunResult {
+/// What a classifier run (fine-tuning, the linear probe) returns: its validation record (best
+/// top-1 in percent over all epochs, resumed ones included; the last figures) and where it ended.
+struct ClassifierRunResult : ValidationRecord {
   int64_t epochs_done = 0;
-  double best_top1 = -1;  // percent, over all epochs (resumed ones included)
-  int64_t best_epoch = 0;
-  double last_top1 = -1, last_top5 = -1;
   bool interrupted = false;    // stopped by a signal or --stop-after-steps before the end
   bool nothing_to_do = false;  // resumed from a finished run
   std::string checkpoint;      // the last checkpoint written or resumed, "" if none
@@ -175,6 +173,12 @@ class TrainingLoop {
   LoopResult run();
   /// Writes a checkpoint of the current state (rank 0; "" on the others).
   std::string write_checkpoint();
+  /// One optimiser step outside run(), on the source's next micro-batches: the step run()
+  /// takes, without its log, stop decision or checkpoint. Returns the step's loss (what
+  /// ocl_bench times).
+  double step();
+  /// Replaces the source of the micro-batches (ocl_bench: one fixed batch on the device).
+  void set_source(std::unique_ptr<BatchSource> source) { source_ = std::move(source); }
   dist::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
 
  private:
@@ -192,6 +196,7 @@ class TrainingLoop {
   std::unique_ptr<dist::GradSynchronizer> grad_sync_;
   int64_t verified_step_ = 0;  // the last global step whose replicas were checked equal
   std::chrono::steady_clock::time_point run_start_;
+  torch::Tensor resumed_epoch_sums_;  // a mid-epoch checkpoint's sums, until its epoch starts
   struct Window;
   std::unique_ptr<Window> window_, epoch_sums_;
 };

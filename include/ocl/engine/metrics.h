@@ -1,6 +1,6 @@
 // metrics.jsonl: one JSON object per line, one line per log step and per epoch, the file
-// scripts/plot_metrics.py draws. Appended and flushed line by line, so a killed run keeps every
-// record it wrote.
+// scripts/plot_metrics.py draws. Each line is appended whole with one write, so a killed run
+// keeps every record it wrote; a write that fails (a full disk) is cut back and throws.
 #pragma once
 
 #include <cstdint>
@@ -22,13 +22,14 @@ class MetricsLog {
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
   /// {"type": type, field: value, ...} with integers printed without a fraction and
-  /// non-finite values as null.
+  /// non-finite values as null. Throws naming the file and the reason when it cannot be
+  /// written whole (the file is then as before).
   void write(const std::string& type, const MetricFields& fields);
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
-  std::FILE* file_ = nullptr;
+  int fd_ = -1;
 };
 
 }  // namespace ocl::engine

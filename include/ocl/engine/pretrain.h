@@ -71,6 +71,8 @@ class Pretrainer : private TrainingEngine {
   const io::Config& config() const { return config_; }
   ssl::OCL& model() { return model_; }
   const TrainingState& state() const { return run_.state; }
+  /// The loop that trains it (ocl_bench times its steps).
+  TrainingLoop& loop() { return *loop_; }
 
  private:
   // TrainingEngine: OCL's step on a micro-batch, AdamW, the kNN monitor, the checkpoint.

@@ -33,6 +33,7 @@
 #include "ocl/engine/console.h"
 #include "ocl/engine/metrics.h"
 #include "ocl/io/config.h"
+#include "ocl/io/files.h"
 
 namespace ocl::engine {
 
@@ -151,6 +152,8 @@ struct RunOptions {
   bool overwrite = false;
   /// Only evaluate and return (fine-tuning, the linear probe); nothing is written.
   bool eval_only = false;
+  /// Write nothing (no folder, train.log, config.yaml, metrics or checkpoints): ocl_bench.
+  bool write_nothing = false;
   /// Set by a signal handler: the current step finishes, a checkpoint is written, run() returns.
   const std::atomic<int>* stop_requested = nullptr;
   /// Stop as if signalled once this many optimiser steps of this run are done (0 = never).
@@ -237,7 +240,11 @@ class RunContext {
 
  private:
   void prepare_folder();
+  void lock_folder();
+  void check_resumable() const;
+  void check_ranks_agree() const;
   bool writer_ = false;  // rank 0 of a run that writes (not eval-only)
+  io::FileLock lock_;    // the run folder's lock, held for the run's lifetime
 };
 
 }  // namespace ocl::engine

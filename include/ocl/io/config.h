@@ -255,8 +255,17 @@ std::string to_yaml_with_derived(const Config& config, const DerivedConfig& deri
 /// holds this run's config and not another's.
 bool operator==(const Config& a, const Config& b);
 bool operator!=(const Config& a, const Config& b);
-/// The first key path (in to_yaml order) whose values differ, with both values as to_yaml writes
-/// them ("optim.blr: 0.00015 vs 1.0e-04"); empty when a == b.
+/// A key whose value differs between two configs, both values as to_yaml writes them.
+struct ConfigChange {
+  std::string key;  // "optim.blr"
+  std::string a, b;
+};
+/// Every key path of the config ("model.arch", ...), in to_yaml order.
+std::vector<std::string> config_keys();
+/// Every key path whose values differ, in to_yaml order.
+std::vector<ConfigChange> config_changes(const Config& a, const Config& b);
+/// config_changes as one line ("optim.blr: 0.00015 vs 1.0e-04; log.level: info vs warn");
+/// empty when a == b.
 std::string config_difference(const Config& a, const Config& b);
 
 }  // namespace ocl::io

@@ -1,7 +1,8 @@
 // Filesystem helpers for everything ocl writes (run folders, checkpoints, safetensors, packs,
 // metrics): create a folder tree, test for files and folders, list and remove folders, read a
 // text file, and the one atomic writer every file goes through, so that a crash or a full disk
-// leaves the old version of a file or the new one, never half of either, and no temporary.
+// leaves the old version of a file or the new one, never half of either, and no temporary; and
+// an exclusive lock file (one run per folder).
 #pragma once
 
 #include <string>
@@ -51,5 +52,22 @@ void write_text_atomic(const std::string& path, const std::string& text);
 /// fsyncs folder `dir`, making the renames and creations inside it durable. Best effort: some
 /// file systems cannot sync a folder, and the files themselves are complete either way.
 void sync_dir(const std::string& dir);
+
+/// An exclusive advisory lock (flock) on a file, held until the object is destroyed or the
+/// process ends, however it ends.
+class FileLock {
+ public:
+  FileLock() = default;
+  ~FileLock();
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+  /// Takes the lock on `path` (created if missing) and writes `note` into it (who holds it).
+  /// Returns false when another holder has it, with that holder's note in `holder`. Throws
+  /// std::runtime_error naming the path when it cannot be opened.
+  bool acquire(const std::string& path, const std::string& note, std::string* holder);
+
+ private:
+  int fd_ = -1;
+};
 
 }  // namespace ocl::io
