@@ -8,6 +8,8 @@
 //     narrow (on 2.x too, for one code path); NCCL uses the flat collectives.
 #include "ocl/dist/communicator.h"
 
+#include <netdb.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -42,6 +44,20 @@ std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+}
+
+// A MASTER_ADDR that does not resolve would otherwise wait out the whole dist.timeout_s and end
+// in a socket timeout that does not say why.
+void require_resolvable(const std::string& host) {
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found);
+  if (rc != 0) {
+    throw CollectiveError("MASTER_ADDR '" + host + "' does not resolve (" + ::gai_strerror(rc) +
+                          "): set it to rank 0's host name or address");
+  }
+  ::freeaddrinfo(found);
 }
 
 c10::intrusive_ptr<c10d::TCPStore> connect_store(const LaunchInfo& l, bool server,
@@ -262,6 +278,7 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
 #ifdef USE_C10D_NCCL
   if (d.backend == "nccl") c10::cuda::set_device(options.device.index());
 #endif
+  require_resolvable(launch.master_addr);
   const auto started = Clock::now();
   const std::string at = launch.master_addr + ":" + std::to_string(launch.master_port);
   try {

@@ -71,7 +71,7 @@ pid_t spawn_rank(int rank, int world, int port, const std::vector<std::string>& 
            {"WORLD_SIZE", std::to_string(world)}, {"LOCAL_WORLD_SIZE", std::to_string(world)},
            {"MASTER_ADDR", "127.0.0.1"},          {"MASTER_PORT", std::to_string(port)}};
   }
-  set.insert(env.begin(), env.end());
+  for (const auto& [key, value] : env) set[key] = value;
   return ocl_test::spawn(OCL_PRETRAIN_EXE, args, set, log, launch_vars);
 }
 
@@ -334,6 +334,21 @@ TEST(Distributed, RanksWithDifferentConfigsStopNamingTheKey) {
     EXPECT_NE(read_file(dir + "/rank1.log").find("here (rank 1) " + key + " is"), std::string::npos)
         << read_file(dir + "/rank1.log");
   }
+}
+
+// A MASTER_ADDR that does not resolve is named at once, not after the whole timeout.
+TEST(Distributed, UnresolvableMasterAddressIsNamedAtOnce) {
+  const auto dir = make_dir("noaddr");
+  const auto config = write_tiny_config(dir);
+  const auto start = Clock::now();
+  const pid_t pid = spawn_rank(1, 2, ocl::dist::free_tcp_port(),
+                               run_args(config, dir + "/run", {"dist.timeout_s=120"}),
+                               dir + "/rank1.log", {{"MASTER_ADDR", "no.such.host.invalid"}});
+  EXPECT_EQ(wait_for(pid, 150), 1);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 60);
+  const auto log = read_file(dir + "/rank1.log");
+  EXPECT_NE(log.find("MASTER_ADDR 'no.such.host.invalid' does not resolve"), std::string::npos)
+      << log;
 }
 
 // A rank that dies mid-run makes the other exit non-zero promptly, naming the failure; a rank
