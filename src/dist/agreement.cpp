@@ -12,17 +12,9 @@
 namespace ocl::dist {
 namespace {
 
-uint64_t fnv1a(const std::string& text) {
-  uint64_t h = 0xcbf29ce484222325ULL;
-  for (const unsigned char c : text) h = (h ^ c) * 0x100000001b3ULL;
-  return h;
-}
-
-// FNV-1a over a tensor's bytes, 8 at a time.
-int64_t checksum(const torch::Tensor& tensor) {
-  auto bytes = tensor.detach().to(torch::kCPU).contiguous();
-  const auto* p = static_cast<const uint8_t*>(bytes.data_ptr());
-  const size_t n = static_cast<size_t>(bytes.numel()) * bytes.element_size();
+// FNV-1a over bytes, 8 at a time: one digest for config texts and parameter bytes alike.
+int64_t digest(const void* data, size_t n) {
+  const auto* p = static_cast<const uint8_t*>(data);
   uint64_t h = 0xcbf29ce484222325ULL;
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -32,6 +24,13 @@ int64_t checksum(const torch::Tensor& tensor) {
   }
   for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ULL;
   return static_cast<int64_t>(h);
+}
+
+int64_t digest(const std::string& text) { return digest(text.data(), text.size()); }
+
+int64_t digest(const torch::Tensor& tensor) {
+  const auto bytes = tensor.detach().to(torch::kCPU).contiguous();
+  return digest(bytes.data_ptr(), static_cast<size_t>(bytes.numel()) * bytes.element_size());
 }
 
 std::string ranks_list(const std::vector<int64_t>& ranks) {
@@ -47,8 +46,7 @@ void require_same_build_and_config(Communicator& comm, const torch::Device& devi
                                    const std::string& build, const io::Config& config) {
   const int64_t world = comm.world_size();
   const std::string yaml = io::to_yaml(config);
-  auto digests = torch::tensor(
-      {static_cast<int64_t>(fnv1a(build)), static_cast<int64_t>(fnv1a(yaml))}, torch::kInt64);
+  auto digests = torch::tensor({digest(build), digest(yaml)}, torch::kInt64);
   const auto all = comm.all_gather(digests.to(device), Group::kLoss, "build and config digests")
                        .view({world, 2})
                        .cpu();
@@ -105,7 +103,7 @@ void require_same_build_and_config(Communicator& comm, const torch::Device& devi
 std::optional<std::pair<int64_t, int64_t>> first_replica_difference(
     Communicator& comm, const torch::Device& device, const std::vector<torch::Tensor>& tensors) {
   std::vector<int64_t> sums;
-  for (const auto& t : tensors) sums.push_back(checksum(t));
+  for (const auto& t : tensors) sums.push_back(digest(t));
   const auto all = comm.all_gather(torch::tensor(sums, torch::kInt64).to(device), Group::kLoss,
                                    "parameter checksums")
                        .view({comm.world_size(), -1})
