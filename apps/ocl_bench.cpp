@@ -280,7 +280,10 @@ int main(int argc, char** argv) {
     lo.workers = config.data.workers;
     lo.prefetch = config.data.prefetch;
     lo.seed = t.seed;
-    ocl::data::Loader loader(dataset, ocl::data::make_transform(config.data, img, true), lo);
+    // Pre-training's transform: data.photometric and mask.group_views count in the figure.
+    const int views = config.mask.group_views == "independent" ? 2 : 1;
+    const auto transform = ocl::data::make_pretrain_transform(config.data, img, views);
+    ocl::data::Loader loader(dataset, transform, lo);
     loader.start_epoch(0);
     auto first = loader.next();
     TORCH_CHECK(first.has_value(), "the data set is smaller than one batch");
@@ -295,8 +298,9 @@ int main(int argc, char** argv) {
         }
         images += b->images.size(0);
       }
-      std::printf("loader_img_per_s=%.1f workers=%lld data=%s\n", images / seconds_since(t0),
-                  (long long)config.data.workers, dataset->describe().c_str());
+      std::printf("loader_img_per_s=%.1f workers=%lld views=%d photometric=%s data=%s\n",
+                  images / seconds_since(t0), (long long)config.data.workers, transform->views(),
+                  config.data.photometric.c_str(), dataset->describe().c_str());
     }
     if (data_only) return 0;
 

@@ -5,7 +5,8 @@ PyTorch in float64, for tests/reference/test_reference.cpp.
 The model here is written independently of the C++ code, from the method as PAPER.md states it
 (timm's ViT layout, MAE's sin-cos positions and random masking, the T-SP loss). It stores the
 inputs, the weights, the mask noise and indices, the CLS outputs, the loss and its figures, the
-gradient of every parameter, plus position-table and global-negative cases.
+gradient of every parameter, plus position-table, global-negative and independent-group-view
+cases.
 
 Run with Debian's PyTorch (python3-torch):  /usr/bin/python3 scripts/make_reference.py
 Bump FORMAT_VERSION whenever the contents change; the C++ test checks it.
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 
 from safetensors_writer import save_safetensors
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures",
                    "ocl_reference.safetensors")
 
@@ -200,6 +201,21 @@ def main():
               "global.neg_cos": gfig["neg_cos"], "global.grad_a": ga.grad, "global.grad_b": gb.grad,
               "global.grad_a_all": ga_all.grad, "global.grad_b_all": gb_all.grad,
               "global.grad_scale": gscale.grad})
+
+    # --- independent group views: group B's tokens from a second image (the same crop drawn
+    # again photometrically), at the same indices; gradients by autograd.grad so that the
+    # step's .grad above stays as it is.
+    images_b = torch.randn(B, 3, c["img_size"], c["img_size"])
+    take_from = lambda x, ids: torch.gather(
+        enc.patch_embed(x) + enc.pos_embed[:, 1:], 1, ids[:, :, None].expand(-1, -1, D))
+    vcls = enc.encode(torch.cat([take_from(images, ids_a), take_from(images_b, ids_b)], 0))[:, 0]
+    vscale = model.logit_scale.exp().clamp(max=c["max_logit_scale"])
+    vloss, vfig = contrastive(vcls[:B], vcls[B:], vscale, c["kappa"])
+    names, params = zip(*model.named_parameters())
+    vgrads = torch.autograd.grad(vloss, params)
+    t.update({"views.images_b": images_b, "views.cls_a": vcls[:B], "views.cls_b": vcls[B:],
+              "views.loss": vloss, "views.accuracy": vfig["accuracy"]})
+    t.update({f"views.grad.{n}": g for n, g in zip(names, vgrads)})
 
     meta = {"format_version": FORMAT_VERSION, "generator": "scripts/make_reference.py",
             "torch_version": torch.__version__, "global_offset": "2", "global_kappa": "64"}

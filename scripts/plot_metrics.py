@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Draws a run's metrics.jsonl as one PNG. For pre-training (ocl_pretrain): loss, contrastive
-accuracy, learning rate, temperature and, when the kNN monitor ran, kNN top-1. For a linear
-probe (ocl_linprobe) or a fine-tuning run (ocl_finetune): training loss, learning rate and
-validation top-1 / top-5 per epoch (and the EMA's top-1 when there is one).
+accuracy, learning rate, temperature and, when the kNN monitor ran, kNN top-1 with the epochs
+the shortcut alarm fired at marked. For a linear probe (ocl_linprobe) or a fine-tuning run
+(ocl_finetune): training loss, learning rate and validation top-1 / top-5 per epoch (and the
+EMA's top-1 when there is one).
 
     python3 scripts/plot_metrics.py runs/quickstart            # writes runs/quickstart/metrics.png
     python3 scripts/plot_metrics.py runs/quickstart/linprobe   # a linear probe
@@ -18,7 +19,7 @@ import sys
 
 
 def load(path):
-    """Records by type: pre-training's "step", "epoch", "knn", and the evaluation apps'
+    """Records by type: pre-training's "step", "epoch", "knn", "shortcut", and the evaluation apps'
     "<kind>_step" / "<kind>_epoch" (kind: linprobe, finetune)."""
     records = {}
     with open(path) as f:
@@ -91,6 +92,13 @@ def main():
                 for x, y in zip(xs, ys):
                     ax.annotate(f"{y:.1f}", (x, y), textcoords="offset points", xytext=(0, 5),
                                 ha="center", fontsize=8)
+            # The shortcut alarm (ocl_pretrain): epochs where the contrastive accuracy was high
+            # while kNN stayed flat, marked on the kNN curve.
+            alarms = [r for r in records.get("shortcut", []) if r.get("alarm")]
+            if key == "knn_top1" and alarms:
+                ax.plot([r["epoch"] for r in alarms], [r["knn_top1"] for r in alarms], "x",
+                        color="tab:red", markersize=10, mew=2, label="shortcut alarm")
+                ax.legend(loc="best", fontsize=8)
             if key == "top1":
                 ax.legend(loc="best", fontsize=8)
         else:

@@ -7,6 +7,7 @@
 #include "ocl/data/cifar.h"
 #include "ocl/data/image_folder.h"
 #include "ocl/data/packed.h"
+#include "ocl/data/photometric.h"
 #include "ocl/data/synthetic.h"
 
 namespace ocl::data {
@@ -21,6 +22,7 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
     o.image_size = image_size;
     o.seed = seed;
     o.train = train;
+    o.colours = parse_synthetic_colours(config.synthetic_colours);
     return std::make_shared<SyntheticDataset>(o);
   }
   const bool folder = config.dataset == "imagefolder";
@@ -87,6 +89,14 @@ std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, in
     return random_resized_crop(o);
   }
   return resize_center_crop(image_size, 0, interpolation);
+}
+
+std::shared_ptr<const Transform> make_pretrain_transform(const io::DataConfig& config,
+                                                         int image_size, int views) {
+  auto base = make_transform(config, image_size, /*train=*/true);
+  if (config.photometric == "none") return base;
+  return with_photometric(std::move(base),
+                          photometric_preset(config.photometric, views, image_size));
 }
 
 }  // namespace ocl::data

@@ -132,46 +132,64 @@ struct Loader::Impl {
           std::min<int64_t>(o.batch_size, static_cast<int64_t>(p.indices.size()) - begin);
       auto labels = torch::empty({count}, torch::kInt64);
       auto indices = torch::empty({count}, torch::kInt64);
-      torch::Tensor images;
+      // One tensor per view: the image, and with a two-view transform its second copy.
+      const int views = transform ? transform->views() : 1;
+      std::vector<torch::Tensor> images(static_cast<size_t>(views));
       int64_t h = transform ? transform->output_height() : 0;
       int64_t w = transform ? transform->output_width() : 0;
       auto allocate = [&] {
-        images = torch::empty({count, 3, h, w},
-                              torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin));
+        for (auto& t : images)
+          t = torch::empty({count, 3, h, w},
+                           torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin));
       };
       if (transform) allocate();
       for (int64_t i = 0; i < count; ++i) {
         auto loaded = load_readable(p.indices[static_cast<size_t>(begin + i)], p.epoch, gen, r);
         if (!loaded) return r;  // cancelled, or too many unreadable (next() reports it)
         const int64_t index = loaded->first;
-        Image image = transform
-                          ? transform->apply(loaded->second, sample_seed(o.seed, p.epoch, index))
-                          : std::move(loaded->second);
-        if (!images.defined()) {
-          h = image.height;
-          w = image.width;
+        const uint64_t seed = sample_seed(o.seed, p.epoch, index);
+        std::vector<Image> outputs;
+        if (!transform) {
+          outputs.push_back(std::move(loaded->second));
+        } else if (views == 1) {
+          outputs.push_back(transform->apply(loaded->second, seed));
+        } else {
+          outputs = transform->apply_views(loaded->second, seed);
+        }
+        if (static_cast<int>(outputs.size()) != views) {
+          throw std::logic_error("data: the transform made " + std::to_string(outputs.size()) +
+                                 " views of sample " + std::to_string(index) + ", expected " +
+                                 std::to_string(views));
+        }
+        if (!images[0].defined()) {
+          h = outputs[0].height;
+          w = outputs[0].width;
           allocate();
         }
-        if (image.height != h || image.width != w ||
-            image.pixels.size() != static_cast<size_t>(h * w * 3)) {
-          std::ostringstream msg;
-          msg << "data: sample " << index << " is " << image.height << "x" << image.width
-              << ", the batch is " << h << "x" << w << " (use a transform with a fixed size)";
-          throw std::runtime_error(msg.str());
-        }
-        // HWC → CHW.
-        uint8_t* dst = images.data_ptr<uint8_t>() + i * 3 * h * w;
-        const uint8_t* src = image.pixels.data();
-        const int64_t hw = h * w;
-        for (int64_t q = 0; q < hw; ++q) {
-          dst[q] = src[3 * q];
-          dst[hw + q] = src[3 * q + 1];
-          dst[2 * hw + q] = src[3 * q + 2];
+        for (size_t v = 0; v < outputs.size(); ++v) {
+          const Image& image = outputs[v];
+          if (image.height != h || image.width != w ||
+              image.pixels.size() != static_cast<size_t>(h * w * 3)) {
+            std::ostringstream msg;
+            msg << "data: sample " << index << " is " << image.height << "x" << image.width
+                << ", the batch is " << h << "x" << w << " (use a transform with a fixed size)";
+            throw std::runtime_error(msg.str());
+          }
+          // HWC → CHW.
+          uint8_t* dst = images[v].data_ptr<uint8_t>() + i * 3 * h * w;
+          const uint8_t* src = image.pixels.data();
+          const int64_t hw = h * w;
+          for (int64_t q = 0; q < hw; ++q) {
+            dst[q] = src[3 * q];
+            dst[hw + q] = src[3 * q + 1];
+            dst[2 * hw + q] = src[3 * q + 2];
+          }
         }
         labels.data_ptr<int64_t>()[i] = dataset->label(index);
         indices.data_ptr<int64_t>()[i] = index;
       }
-      r.batch = Batch{images, labels, indices, step};
+      r.batch = Batch{images[0], labels, indices, step};
+      if (views == 2) r.batch->second_view = images[1];
     } catch (...) {
       r.error = std::current_exception();
     }
@@ -233,6 +251,10 @@ Loader::Loader(std::shared_ptr<const Dataset> dataset, std::shared_ptr<const Tra
         << o.rank << " of " << o.world_size << ", max_steps_per_epoch " << o.max_steps_per_epoch
         << ", max_bad_fraction " << o.max_bad_fraction;
     throw std::invalid_argument(msg.str());
+  }
+  if (transform && transform->views() != 1 && transform->views() != 2) {
+    throw std::invalid_argument("Loader: a transform makes 1 or 2 views per sample, got " +
+                                std::to_string(transform->views()));
   }
   impl_->dataset = dataset_;
   impl_->transform = std::move(transform);

@@ -9,6 +9,10 @@
 // top-1 of 10 classes after 8 quickstart epochs with random colours, and even a ±12 gradient
 // on a shared background keeps it flat). With 2 backgrounds x 2 foregrounds and no gradient,
 // every colour combination appears ~32 times in a batch of 128, and shape is what is left.
+// SyntheticColours::Random brings the per-image colours back (a background gradient between two
+// random colours in a random direction, a random foreground hue and its complement for texture
+// patches, random clutter): the "hard colour" variant on which that failure, and the options
+// that cure it (data/photometric.h), can be reproduced.
 #include "ocl/data/synthetic.h"
 
 #include <algorithm>
@@ -73,6 +77,70 @@ Rgb palette_colour(SampleRng& rng) {
 }
 
 cv::Scalar scalar(const Rgb& c) { return cv::Scalar(c[0], c[1], c[2]); }
+
+// HSV (h in [0, 1), s and v in [0, 1]) → RGB on [0, 255].
+Rgb from_hsv(double h, double s, double v) {
+  const double h6 = std::fmod(h, 1.0) * 6.0;
+  const int sector = static_cast<int>(h6) % 6;
+  const double f = h6 - std::floor(h6);
+  const double p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+  const std::array<Rgb, 6> rgb = {
+      {{v, t, p}, {q, v, p}, {p, v, t}, {p, q, v}, {t, p, v}, {v, p, q}}};
+  Rgb out = rgb[static_cast<size_t>(sector)];
+  for (auto& c : out) c = std::round(255.0 * c);
+  return out;
+}
+
+// A saturated, bright colour of random hue (foregrounds, clutter with random colours).
+Rgb random_vivid(SampleRng& rng, double hue) {
+  return from_hsv(hue, rng.uniform(0.55, 1.0), rng.uniform(0.75, 1.0));
+}
+
+// The image's colours: drawn from the palettes, or per image (SyntheticColours::Random).
+struct Colours {
+  SyntheticColours mode;
+  double hue = 0;  // Random: the foreground's hue, drawn with the background
+
+  // Fills the background: a flat palette colour, or a gradient between two random dark colours
+  // along a random direction.
+  void background(cv::Mat& image, SampleRng& rng) {
+    if (mode == SyntheticColours::Palette) {
+      // One flat palette colour (no gradient: its direction and end colours identify an image
+      // from any of its patches).
+      image.setTo(scalar(kBackgrounds[static_cast<size_t>(rng.below(kBackgrounds.size()))]));
+      return;
+    }
+    Rgb a, b;
+    for (auto& c : a) c = rng.uniform(10, 130);
+    for (auto& c : b) c = rng.uniform(10, 130);
+    const double angle = rng.uniform(0, 2 * kPi), dx = std::cos(angle), dy = std::sin(angle);
+    hue = rng.uniform();
+    const int S = image.rows;
+    for (int y = 0; y < S; ++y) {
+      uint8_t* px = image.ptr<uint8_t>(y);
+      for (int x = 0; x < S; ++x, px += 3) {
+        // Projection on the direction, mapped to [0, 1] over the image's extent.
+        const double t = 0.5 + ((x + 0.5) / S - 0.5) * dx + ((y + 0.5) / S - 0.5) * dy;
+        const double w = std::clamp(t, 0.0, 1.0);
+        for (int k = 0; k < 3; ++k)
+          px[k] = static_cast<uint8_t>(std::lround(a[k] + (b[k] - a[k]) * w));
+      }
+    }
+  }
+  // Clutter and occluders.
+  Rgb other(SampleRng& rng) {
+    if (mode == SyntheticColours::Palette) return palette_colour(rng);
+    return random_vivid(rng, rng.uniform());
+  }
+  // The object's colour and its texture patch's.
+  std::pair<Rgb, Rgb> object(SampleRng& rng) {
+    if (mode == SyntheticColours::Palette) {
+      const size_t fg = static_cast<size_t>(rng.below(kForegrounds.size()));
+      return {kForegrounds[fg], kForegrounds[(fg + 1) % kForegrounds.size()]};
+    }
+    return {random_vivid(rng, hue), random_vivid(rng, hue + 0.5)};
+  }
+};
 
 // The object's frame: unit coordinates (u, v) in [-1, 1]² mapped to pixels by a rotation, a
 // mild anisotropy and the object's radius.
@@ -264,6 +332,13 @@ void composite(cv::Mat& image, const cv::Mat& alpha, const Rgb& colour) {
 
 int64_t SyntheticDataset::max_classes() { return static_cast<int64_t>(kConcepts.size()); }
 
+SyntheticColours parse_synthetic_colours(const std::string& name) {
+  if (name == "palette") return SyntheticColours::Palette;
+  if (name == "random") return SyntheticColours::Random;
+  throw std::invalid_argument("data.synthetic_colours: expected palette | random, got '" + name +
+                              "'");
+}
+
 SyntheticDataset::SyntheticDataset(const SyntheticOptions& options) : options_(options) {
   if (options.size < 0 || options.image_size < 16 || options.num_classes < 2 ||
       options.num_classes > max_classes()) {
@@ -295,14 +370,12 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
   out.pixels.resize(static_cast<size_t>(S) * S * 3);
   cv::Mat image(S, S, CV_8UC3, out.pixels.data());
 
-  // Background: one flat palette colour (no gradient: its direction and end colours identify
-  // an image from any of its patches).
-  const Rgb background = kBackgrounds[static_cast<size_t>(rng.below(kBackgrounds.size()))];
-  image.setTo(scalar(background));
+  Colours colours{options_.colours};
+  colours.background(image, rng);
   // Clutter that belongs to no class: a few short lines and small blobs.
   const int clutter = static_cast<int>(rng.between(2, 5));
   for (int i = 0; i < clutter; ++i) {
-    const Rgb colour = palette_colour(rng);
+    const Rgb colour = colours.other(rng);
     const cv::Point2d p(rng.uniform(0, S), rng.uniform(0, S));
     if (rng.uniform() < 0.5) {
       const double len = rng.uniform(0.1, 0.3) * S, a = rng.uniform(0, 2 * kPi);
@@ -340,8 +413,7 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
       break;
   }
   // Texture concepts sit on a patch of the other foreground colour.
-  const size_t fg = static_cast<size_t>(rng.below(kForegrounds.size()));
-  const Rgb foreground = kForegrounds[fg], patch = kForegrounds[(fg + 1) % kForegrounds.size()];
+  const auto [foreground, patch] = colours.object(rng);
 
   // Plain constructors, not Mat::zeros: its lazily built singleton is a (benign) data race.
   cv::Mat shape(S, S, CV_8UC1, cv::Scalar(0)), region(S, S, CV_8UC1, cv::Scalar(0));
@@ -358,7 +430,7 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
     const double w = std::sqrt(area * aspect), h = std::sqrt(area / aspect);
     const double ox = f.cx + rng.uniform(-0.7, 0.7) * f.r, oy = f.cy + rng.uniform(-0.7, 0.7) * f.r;
     cv::rectangle(image, fixed({ox - w / 2, oy - h / 2}), fixed({ox + w / 2, oy + h / 2}),
-                  scalar(palette_colour(rng)), cv::FILLED, cv::LINE_AA, kShift);
+                  scalar(colours.other(rng)), cv::FILLED, cv::LINE_AA, kShift);
   }
 
   // Mild pixel noise, uniform in [-6, 6], eight values per 64-bit draw.
@@ -376,7 +448,8 @@ std::string SyntheticDataset::describe() const {
   std::ostringstream s;
   s << "synthetic: " << options_.size << " " << (options_.train ? "train" : "held-out")
     << " images, " << options_.num_classes << " classes, " << options_.image_size << "x"
-    << options_.image_size << ", seed " << options_.seed;
+    << options_.image_size << ", seed " << options_.seed
+    << (options_.colours == SyntheticColours::Random ? ", random per-image colours" : "");
   return s.str();
 }
 

@@ -129,6 +129,14 @@ struct TrainingLoop::Window {
   double figure(size_t i) const { return i < figures.size() ? mean(figures[i]) : NAN; }
 };
 
+double TrainingLoop::epoch_figure(const std::string& name) const {
+  for (size_t i = 0; i < figures_.size(); ++i) {
+    if (figures_[i].name == name) return epoch_sums_->figure(i);
+  }
+  throw std::invalid_argument("TrainingLoop::epoch_figure: the engine has no figure '" + name +
+                              "'");
+}
+
 TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
                            std::unique_ptr<BatchSource> source, LoopSettings settings)
     : run_(run),

@@ -28,6 +28,21 @@ constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
 
 }  // namespace
 
+std::string shortcut_warning(const io::EvalConfig& eval, double accuracy, double knn_start,
+                             double knn_now) {
+  if (!eval.shortcut_alarm || knn_start < 0 || knn_now < 0 || !(accuracy >= 0)) return "";
+  const double gain = knn_now - knn_start;
+  if (accuracy < eval.shortcut_accuracy || gain >= eval.shortcut_knn_gain) return "";
+  return fmt::format(
+      "shortcut alarm: contrastive accuracy {:.3f} (>= eval.shortcut_accuracy {}) while kNN "
+      "top-1 moved {:+.2f} points since the start ({:.2f} -> {:.2f} %, less than "
+      "eval.shortcut_knn_gain {}): the two token groups are being matched by a cue they both "
+      "see, such as a per-image colour, not by content. Remove the cue: data.photometric=byol "
+      "(colour augmentation) and mask.group_views=independent (each group from its own colour "
+      "draw of the crop); see README \"Shortcuts\"",
+      accuracy, eval.shortcut_accuracy, gain, knn_start, knn_now, eval.shortcut_knn_gain);
+}
+
 ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived) {
   torch::manual_seed(config.train.seed);
   return ssl::OCL(nn::encoder_options(config, derived),
@@ -91,8 +106,10 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   const int img = static_cast<int>(config_.model.img_size);
   data_config_ = run_data_config(config_.data, t.output_dir);
   train_set_ = data::make_dataset(data_config_, img, /*train=*/true, t.seed);
+  // Two copies of each crop when the groups take independent colour draws.
+  const int views = config_.mask.group_views == "independent" ? 2 : 1;
   auto loader = std::make_unique<data::Loader>(
-      train_set_, data::make_transform(data_config_, img, /*train=*/true),
+      train_set_, data::make_pretrain_transform(data_config_, img, views),
       training_loader_options(config_, t.batch_size, o.accum_iter, run_.options.launch, run_.device,
                               run_.logger));
   loop_ = std::make_unique<TrainingLoop>(
@@ -118,6 +135,8 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     rest_options.ignore_missing = {"encoder."};
     io::load_state_dict(*model_, model_rest, rest_options);
     load_adamw_state(*optimizer_, groups_, c.trainer);
+    if (const auto it = c.trainer.find("monitor.knn_start"); it != c.trainer.end())
+      knn_start_ = it->second.item<double>();
   }
   run_.resume_position(
       [](const io::Config& c) {
@@ -166,6 +185,18 @@ void Pretrainer::log_setup() const {
            fused_adamw_ ? "fused (at::_fused_adamw_, one kernel per group)"
                         : "per parameter (torch::optim::AdamW)",
            o.fused);
+  if (config_.mask.group_views == "independent") {
+    if (config_.data.photometric == "none") {
+      log.warn(
+          "mask.group_views independent with data.photometric none: both groups would read the "
+          "same pixels, so the groups share one image (set data.photometric to byol or colour)");
+    } else {
+      log.info(
+          "views: each group reads its own copy of the crop, photometric '{}' drawn apart "
+          "(one more patch embedding per step)",
+          config_.data.photometric);
+    }
+  }
   log.info("output: {}", t.output_dir);
 }
 
@@ -177,6 +208,10 @@ void Pretrainer::set_lr(double lr) { optim::set_learning_rate(*optimizer_, group
 
 MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
   auto images = data::normalize_images(batch.images, run_.device);
+  // Independent group views: group B's copy of the crops.
+  torch::Tensor images_b;
+  if (batch.second_view.defined())
+    images_b = data::normalize_images(batch.second_view, run_.device);
   auto noise = step_mask_noise(at.seed, at.global_step, at.micro, images.size(0),
                                derived_.num_patches, at.rank, at.world_size)
                    .to(run_.device);
@@ -185,7 +220,7 @@ MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
   ssl::OCLOutput out;
   {
     compat::AutocastGuard autocast(run_.device.type(), run_.bf16);
-    out = model_->forward(images, noise, gather_);
+    out = model_->forward(images, noise, gather_, images_b);
   }
   const auto& f = out.figures;
   return {out.loss, {f.accuracy, f.temperature, f.pos_cos, f.neg_cos}};
@@ -197,7 +232,24 @@ EpochReport Pretrainer::end_of_epoch(const TrainingState& state) {
   const int64_t every = config_.eval.knn_every;
   if (every <= 0 || (state.epoch % every != 0 && state.epoch != config_.train.epochs)) return {};
   knn_top1_ = run_knn_monitor();
-  return {fmt::format(", kNN top-1 {:.2f} %", knn_top1_), {{"knn_top1", knn_top1_}}};
+  const double accuracy = loop_->epoch_figure("accuracy");
+  EpochReport report{fmt::format(", kNN top-1 {:.2f} %", knn_top1_), {{"knn_top1", knn_top1_}}};
+  // The shortcut alarm: both figures go to metrics.jsonl whether it fires or not, so the plot
+  // shows the gap opening.
+  const std::string warning = shortcut_warning(config_.eval, accuracy, knn_start_, knn_top1_);
+  if (run_.metrics && config_.eval.shortcut_alarm)
+    run_.metrics->write("shortcut", {{"epoch", static_cast<double>(state.epoch)},
+                                     {"global_step", static_cast<double>(state.global_step)},
+                                     {"accuracy", accuracy},
+                                     {"knn_top1", knn_top1_},
+                                     {"knn_start", knn_start_},
+                                     {"alarm", warning.empty() ? 0.0 : 1.0}});
+  if (!warning.empty()) {
+    run_.logger->warn("{}", warning);
+    ++shortcut_alarms_;
+    report.fields.emplace_back("shortcut_alarm", 1.0);
+  }
+  return report;
 }
 
 CheckpointTensors Pretrainer::checkpoint_tensors() {
@@ -208,6 +260,8 @@ CheckpointTensors Pretrainer::checkpoint_tensors() {
   for (const auto& [name, tensor] : io::state_dict(*model_)) {
     if (name.rfind("encoder.", 0) != 0) c.trainer["model." + name] = tensor.to(torch::kCPU);
   }
+  // The alarm's baseline survives a resume.
+  c.trainer["monitor.knn_start"] = torch::tensor(knn_start_, torch::kFloat64);
   return c;
 }
 
@@ -253,7 +307,10 @@ double Pretrainer::run_knn_monitor() {
 PretrainResult Pretrainer::run() {
   PretrainResult result;
   // The kNN figure of the encoder at initialisation: the baseline the curve must rise above.
-  if (config_.eval.knn_every > 0 && run_.state.global_step == 0) knn_top1_ = run_knn_monitor();
+  if (config_.eval.knn_every > 0 && run_.state.global_step == 0) {
+    knn_top1_ = run_knn_monitor();
+    knn_start_ = knn_top1_;
+  }
   const auto start = Clock::now();
   auto r = loop_->run();
   result.state = run_.state;
@@ -261,6 +318,7 @@ PretrainResult Pretrainer::run() {
   result.last_checkpoint = r.last_checkpoint;
   result.step_losses = std::move(r.step_losses);
   result.knn_top1 = knn_top1_;
+  result.shortcut_alarms = shortcut_alarms_;
   if (!r.interrupted && !result.step_losses.empty()) {
     run_.logger->info(
         "done: {} epochs, {} steps in {}; encoder weights (timm names): {}/encoder.safetensors",

@@ -57,7 +57,7 @@ const std::vector<Section>& schema() {
        {OCL_KEY(model, arch), OCL_KEY(model, img_size), OCL_KEY(model, patch_size),
         OCL_KEY(model, embed_dim), OCL_KEY(model, depth), OCL_KEY(model, num_heads),
         OCL_KEY(model, mlp_ratio), OCL_KEY(model, drop_path), OCL_KEY(model, freeze_patch_embed)}},
-      {"mask", {OCL_KEY(mask, ratio)}},
+      {"mask", {OCL_KEY(mask, ratio), OCL_KEY(mask, group_views)}},
       {"loss",
        {OCL_KEY(loss, kappa), OCL_KEY(loss, temperature), OCL_KEY(loss, learnable_temperature),
         OCL_KEY(loss, max_logit_scale), OCL_KEY(loss, negatives)}},
@@ -65,9 +65,10 @@ const std::vector<Section>& schema() {
        {OCL_KEY(data, dataset), OCL_KEY(data, path), OCL_KEY(data, augment),
         OCL_KEY(data, crop_scale_min), OCL_KEY(data, crop_scale_max), OCL_KEY(data, crop_ratio_min),
         OCL_KEY(data, crop_ratio_max), OCL_KEY(data, interpolation), OCL_KEY(data, hflip),
-        OCL_KEY(data, decode), OCL_KEY(data, workers), OCL_KEY(data, prefetch),
-        OCL_KEY(data, max_bad_fraction), OCL_KEY(data, synthetic_train_size),
-        OCL_KEY(data, synthetic_val_size), OCL_KEY(data, synthetic_classes),
+        OCL_KEY(data, photometric), OCL_KEY(data, decode), OCL_KEY(data, workers),
+        OCL_KEY(data, prefetch), OCL_KEY(data, max_bad_fraction),
+        OCL_KEY(data, synthetic_train_size), OCL_KEY(data, synthetic_val_size),
+        OCL_KEY(data, synthetic_classes), OCL_KEY(data, synthetic_colours),
         OCL_KEY(data, cache_dir)}},
       {"optim",
        {OCL_KEY(optim, name), OCL_KEY(optim, blr), OCL_KEY(optim, lr), OCL_KEY(optim, min_lr),
@@ -85,7 +86,8 @@ const std::vector<Section>& schema() {
         OCL_KEY(dist, first_bucket_mb), OCL_KEY(dist, overlap), OCL_KEY(dist, verify_every)}},
       {"eval",
        {OCL_KEY(eval, knn_every), OCL_KEY(eval, knn_k), OCL_KEY(eval, knn_t),
-        OCL_KEY(eval, knn_train_size), OCL_KEY(eval, knn_val_size)}},
+        OCL_KEY(eval, knn_train_size), OCL_KEY(eval, knn_val_size), OCL_KEY(eval, shortcut_alarm),
+        OCL_KEY(eval, shortcut_accuracy), OCL_KEY(eval, shortcut_knn_gain)}},
       {"linprobe",
        {OCL_KEY(linprobe, epochs), OCL_KEY(linprobe, batch_size), OCL_KEY(linprobe, accum_iter),
         OCL_KEY(linprobe, blr), OCL_KEY(linprobe, lr), OCL_KEY(linprobe, min_lr),
@@ -536,6 +538,7 @@ void validate_model_and_mask(const Config& c) {
               std::to_string(n) +
               " patches (floor(N*(1-r)/2) must be >= 1): lower mask.ratio "
               "or the patch size");
+  one_of("mask.group_views", c.mask.group_views, {"shared", "independent"});
 }
 
 void validate_impl(const Config& c) {
@@ -571,6 +574,8 @@ void validate_impl(const Config& c) {
               shortest(d.crop_ratio_min));
   one_of("data.interpolation", d.interpolation, {"bicubic", "bilinear", "area", "nearest"});
   one_of("data.decode", d.decode, {"reduced", "region", "full"});
+  one_of("data.photometric", d.photometric, {"none", "byol", "colour", "simclr"});
+  one_of("data.synthetic_colours", d.synthetic_colours, {"palette", "random"});
   at_least("data.workers", d.workers, int64_t{1});
   at_least("data.prefetch", d.prefetch, int64_t{1});
   in_range("data.max_bad_fraction", d.max_bad_fraction, 0.0, 1.0, true);
@@ -621,6 +626,10 @@ void validate_impl(const Config& c) {
   greater("eval.knn_t", e.knn_t, 0.0);
   at_least("eval.knn_train_size", e.knn_train_size, int64_t{1});
   at_least("eval.knn_val_size", e.knn_val_size, int64_t{1});
+  require(
+      std::isfinite(e.shortcut_accuracy) && e.shortcut_accuracy > 0.0 && e.shortcut_accuracy <= 1.0,
+      {"eval.shortcut_accuracy"}, "must be in (0, 1], got " + shortest(e.shortcut_accuracy));
+  at_least("eval.shortcut_knn_gain", e.shortcut_knn_gain, 0.0);
 
   const auto& p = c.linprobe;
   at_least("linprobe.epochs", p.epochs, int64_t{1});

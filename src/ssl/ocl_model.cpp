@@ -42,16 +42,21 @@ torch::Tensor OCLImpl::draw_noise(int64_t batch, at::Generator generator) const 
 }
 
 OCLOutput OCLImpl::forward(const torch::Tensor& images, const torch::Tensor& noise,
-                           const FeatureGather& gather) {
+                           const FeatureGather& gather, const torch::Tensor& images_b) {
   TORCH_CHECK(noise.dim() == 2 && noise.size(0) == images.size(0) &&
                   noise.size(1) == encoder->num_patches(),
               "mask noise must be [B, N] = [", images.size(0), ", ", encoder->num_patches(),
               "], got ", noise.sizes());
-  auto tokens = encoder->embed_patches(images);              // [B, N, D]
+  TORCH_CHECK(!images_b.defined() || images_b.sizes() == images.sizes(),
+              "group B's images must have the shape of group A's ", images.sizes(), ", got ",
+              images_b.defined() ? images_b.sizes() : images.sizes());
+  auto tokens = encoder->embed_patches(images);  // [B, N, D]
+  // Independent group views: group B reads the second copy's tokens at its own indices.
+  auto tokens_b = images_b.defined() ? encoder->embed_patches(images_b) : tokens;
   auto split = mask_and_split(noise, options.mask_ratio());  // 2 × [B, L/2]
   // Both groups in one encoder call: [2B, L/2, D] → [2B, 1 + L/2, D] → CLS rows [2B, D].
   auto groups = torch::cat({nn::VisionTransformerImpl::gather_tokens(tokens, split.ids_a),
-                            nn::VisionTransformerImpl::gather_tokens(tokens, split.ids_b)},
+                            nn::VisionTransformerImpl::gather_tokens(tokens_b, split.ids_b)},
                            0);
   auto cls = encoder->encode_tokens(groups).select(1, 0);
   const int64_t B = images.size(0);

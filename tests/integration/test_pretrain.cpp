@@ -71,10 +71,8 @@ ocl::engine::PretrainOptions quiet_options() {
 
 // llm.c's resume test for OCL: k steps, checkpoint, stop; resume and finish. The per-step
 // losses and the final weights equal an uninterrupted run's exactly (CPU, fp32, one process).
-TEST(Pretrain, ResumeMidEpochReproducesTheUninterruptedRun) {
+void expect_resume_reproduces_the_uninterrupted_run(const std::vector<std::string>& extra) {
   const auto dir_a = make_temp_dir(), dir_b = make_temp_dir();
-  // Drop path exercises the per-step seeding of the global generator too.
-  const std::vector<std::string> extra = {"model.drop_path=0.2", "model.depth=2"};
   ocl::engine::Pretrainer a(tiny_config(dir_a, extra), quiet_options());
   const auto full = a.run();
   ASSERT_EQ(full.step_losses.size(), 8u);
@@ -118,6 +116,81 @@ TEST(Pretrain, ResumeMidEpochReproducesTheUninterruptedRun) {
   EXPECT_TRUE(last.model.count("pos_embed"));
   EXPECT_TRUE(exists(dir_b + "/config.yaml"));
   EXPECT_TRUE(exists(dir_b + "/train.log"));
+}
+
+TEST(Pretrain, ResumeMidEpochReproducesTheUninterruptedRun) {
+  // Drop path exercises the per-step seeding of the global generator too.
+  expect_resume_reproduces_the_uninterrupted_run({"model.drop_path=0.2", "model.depth=2"});
+}
+
+// Independent group views with BYOL's augmentation: the second copy's draws are a function of
+// (seed, epoch, sample) like the first's, so a resume reproduces them too.
+TEST(Pretrain, ResumeWithIndependentGroupViewsReproducesTheUninterruptedRun) {
+  expect_resume_reproduces_the_uninterrupted_run({"model.depth=2", "mask.group_views=independent",
+                                                  "data.photometric=byol",
+                                                  "data.synthetic_colours=random"});
+}
+
+// The views change the step: the same run with shared views trains differently, and with no
+// augmentation independent views are the shared step exactly (the copies are the same pixels).
+TEST(Pretrain, IndependentViewsChangeTheStepOnlyWithAugmentation) {
+  auto losses = [](std::vector<std::string> extra) {
+    auto o = quiet_options();
+    o.stop_after_steps = 2;
+    ocl::engine::Pretrainer p(tiny_config(make_temp_dir(), std::move(extra)), o);
+    return p.run().step_losses;
+  };
+  const auto shared = losses({"data.photometric=byol"});
+  const auto independent = losses({"data.photometric=byol", "mask.group_views=independent"});
+  ASSERT_EQ(shared.size(), 2u);
+  ASSERT_EQ(independent.size(), 2u);
+  EXPECT_NE(shared[0], independent[0]);
+  const auto plain = losses({});
+  EXPECT_EQ(losses({"mask.group_views=independent"}), plain);
+  EXPECT_NE(shared[0], plain[0]);  // the augmentation itself changes the step
+}
+
+// The shortcut alarm on a run built to shortcut: the hard-colour synthetic set, where each image's
+// colours identify it, at a high learning rate. The contrastive accuracy climbs (0.5-0.6 of a
+// batch of 32) while the kNN monitor stays at chance; the same run on the palette set, where
+// only shape tells images apart, stays near 0.2-0.3 and raises nothing. Thresholds are scaled
+// to the tiny model (the defaults, 0.9 and 2 points, are for real runs).
+TEST(Pretrain, ShortcutAlarmFiresWhenColourSolvesTheTaskAndNotOtherwise) {
+  auto run = [](const std::string& colours, const std::string& dir) {
+    ocl::engine::Pretrainer p(
+        tiny_config(dir, {"data.synthetic_colours=" + colours, "train.epochs=12", "optim.lr=1e-2",
+                          "optim.warmup_epochs=0", "eval.knn_every=4", "eval.knn_train_size=128",
+                          "eval.knn_val_size=64", "eval.shortcut_accuracy=0.45",
+                          "eval.shortcut_knn_gain=5", "train.save_every=12"}),
+        quiet_options());
+    return p.run();
+  };
+  auto records = [](const std::string& dir) {
+    std::ifstream in(dir + "/metrics.jsonl");
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);)
+      if (line.find("\"type\":\"shortcut\"") != std::string::npos) out.push_back(line);
+    return out;
+  };
+  const auto hard_dir = make_temp_dir();
+  const auto hard = run("random", hard_dir);
+  EXPECT_GE(hard.shortcut_alarms, 2);
+  const auto hard_records = records(hard_dir);
+  EXPECT_EQ(hard_records.size(), 3u);  // epochs 4, 8, 12
+  int fired = 0;
+  for (const auto& r : hard_records) fired += r.find("\"alarm\":1") != std::string::npos;
+  EXPECT_EQ(fired, hard.shortcut_alarms);
+  const std::string log = read_file(hard_dir + "/train.log");
+  EXPECT_NE(log.find("shortcut alarm: contrastive accuracy"), std::string::npos);
+  EXPECT_NE(log.find("data.photometric=byol"), std::string::npos);
+
+  const auto easy_dir = make_temp_dir();
+  const auto easy = run("palette", easy_dir);
+  EXPECT_EQ(easy.shortcut_alarms, 0);
+  const auto easy_records = records(easy_dir);
+  EXPECT_EQ(easy_records.size(), 3u);  // recorded, not raised
+  for (const auto& r : easy_records) EXPECT_NE(r.find("\"alarm\":0"), std::string::npos) << r;
+  EXPECT_EQ(read_file(easy_dir + "/train.log").find("shortcut alarm"), std::string::npos);
 }
 
 // With accum_iter 2 the gradient applied at a step is the mean of the gradients of its two

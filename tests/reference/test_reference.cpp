@@ -13,7 +13,7 @@
 namespace {
 
 constexpr const char* kFixture = OCL_FIXTURE_DIR "/ocl_reference.safetensors";
-constexpr const char* kFormatVersion = "1";
+constexpr const char* kFormatVersion = "2";
 // Both sides compute in float64 with the same operation order up to BLAS blocking and
 // reduction order, which leaves errors around 1e-15 relative; 1e-10 leaves five orders of
 // margin while still catching any real difference (a wrong constant, eps or index shows ≫ 1e-6).
@@ -108,6 +108,40 @@ TEST(Reference, OclStepMatchesPyTorch) {
     ++compared;
   }
   EXPECT_EQ(static_cast<size_t>(compared), expected_parameter_count());
+}
+
+TEST(Reference, IndependentGroupViewsMatchPyTorch) {
+  // Group B's tokens come from a second image at the same indices (mask.group_views
+  // independent): CLS outputs, loss and every gradient as PyTorch computes them.
+  auto model = reference_model(/*freeze_patch_embed=*/false);
+  auto out = model->forward(fixture_tensor("input.images"), fixture_tensor("input.noise"), nullptr,
+                            fixture_tensor("views.images_b"));
+  EXPECT_TRUE(torch::equal(out.split.ids_a, fixture_tensor("out.ids_a")));
+  EXPECT_TRUE(torch::equal(out.split.ids_b, fixture_tensor("out.ids_b")));
+  EXPECT_TRUE(close("views cls_a", out.cls_a, fixture_tensor("views.cls_a")));
+  EXPECT_TRUE(close("views cls_b", out.cls_b, fixture_tensor("views.cls_b")));
+  EXPECT_TRUE(close("views loss", out.loss, fixture_tensor("views.loss")));
+  EXPECT_TRUE(close("views accuracy", out.figures.accuracy, fixture_tensor("views.accuracy")));
+  // Group A is the shared-view step's group A: only B's input changed.
+  EXPECT_TRUE(close("views cls_a = shared cls_a", out.cls_a, fixture_tensor("out.cls_a")));
+  EXPECT_FALSE(torch::allclose(out.cls_b, fixture_tensor("out.cls_b")));
+  out.loss.backward();
+  size_t compared = 0;
+  for (const auto& p : model->named_parameters()) {
+    EXPECT_TRUE(
+        close("views grad " + p.key(), p.value().grad(), fixture_tensor("views.grad." + p.key())));
+    ++compared;
+  }
+  EXPECT_EQ(compared, expected_parameter_count());
+  // The same image for both groups is the shared step exactly.
+  auto same =
+      reference_model(false)->forward(fixture_tensor("input.images"), fixture_tensor("input.noise"),
+                                      nullptr, fixture_tensor("input.images"));
+  EXPECT_TRUE(close("same image twice", same.loss, fixture_tensor("out.loss")));
+  EXPECT_THROW(
+      reference_model(false)->forward(fixture_tensor("input.images"), fixture_tensor("input.noise"),
+                                      nullptr, fixture_tensor("input.images").narrow(0, 0, 2)),
+      c10::Error);
 }
 
 TEST(Reference, FrozenPatchEmbedGetsNoGradientAndLeavesTheRestUnchanged) {

@@ -247,6 +247,18 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_EQ(error_of("optim: {fused: on}"), "");
   EXPECT_EQ(error_of("optim: {fused: off}"), "");
   EXPECT_ERROR("finetune: {global_pool: max}", "finetune.global_pool: must be one of avg | token");
+  EXPECT_ERROR("mask: {group_views: split}",
+               "mask.group_views: must be one of shared | independent, got 'split'");
+  EXPECT_ERROR("data: {photometric: strong}",
+               "data.photometric: must be one of none | byol | colour | simclr, got 'strong'");
+  EXPECT_ERROR("data: {synthetic_colours: rainbow}",
+               "data.synthetic_colours: must be one of palette | random");
+  EXPECT_ERROR("eval: {shortcut_accuracy: 0}", "eval.shortcut_accuracy: must be in (0, 1], got 0");
+  EXPECT_ERROR("eval: {shortcut_accuracy: 1.5}", "eval.shortcut_accuracy: must be in (0, 1]");
+  EXPECT_ERROR("eval: {shortcut_knn_gain: -1}", "eval.shortcut_knn_gain: must be >= 0");
+  EXPECT_EQ(error_of("mask: {group_views: independent}\ndata: {photometric: byol, "
+                     "synthetic_colours: random}\neval: {shortcut_alarm: false}"),
+            "");
   for (const char* arch : {"vit_tiny_patch16", "vit_s16", "vit_b16", "vit_l16", "vit_h14"})
     EXPECT_EQ(error_of(std::string("model: {arch: ") + arch + "}"), "") << arch;
 }
@@ -421,6 +433,7 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.model.drop_path = 0.1;
   c.model.freeze_patch_embed = false;
   c.mask.ratio = 1.0 / 3.0;
+  c.mask.group_views = "independent";
   c.loss.kappa = 1e-3;
   c.loss.temperature = 0.2;
   c.loss.learnable_temperature = false;
@@ -441,6 +454,8 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.data.synthetic_train_size = 123;
   c.data.synthetic_val_size = 45;
   c.data.synthetic_classes = 64;
+  c.data.synthetic_colours = "random";
+  c.data.photometric = "colour";
   c.data.cache_dir = "null";  // a string, not YAML's null
   c.optim.blr = 1e-4;
   c.optim.lr = 2.4e-3;
@@ -513,6 +528,9 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.eval.knn_t = 0.05;
   c.eval.knn_train_size = 77;
   c.eval.knn_val_size = 33;
+  c.eval.shortcut_alarm = false;
+  c.eval.shortcut_accuracy = 0.95;
+  c.eval.shortcut_knn_gain = 0.5;
   c.log.every = 1;
   c.log.level = "trace";
   c.log.progress = "bar";

@@ -482,6 +482,43 @@ TEST(Synthetic, DeterministicAndSplitsDiffer) {
   EXPECT_THROW(a.label(-1), std::out_of_range);
 }
 
+// The hard-colour variant: the same concepts with per-image colours. An image's most common
+// colour (its background, quantised to 8 levels per channel) takes a handful of values over a
+// palette set and nearly one per image over a random one.
+TEST(Synthetic, RandomColoursGiveEveryImageItsOwnColours) {
+  SyntheticOptions o;
+  o.size = 40;
+  o.image_size = 32;
+  o.seed = 5;
+  SyntheticDataset palette(o);
+  o.colours = SyntheticColours::Random;
+  SyntheticDataset random(o);
+  EXPECT_NE(random.describe().find("random per-image colours"), std::string::npos);
+  EXPECT_EQ(palette.describe().find("random"), std::string::npos);
+  auto commonest = [](const Image& im) {
+    std::map<int, int> counts;
+    for (size_t i = 0; i < im.pixels.size(); i += 3)
+      counts[(im.pixels[i] / 32) * 64 + (im.pixels[i + 1] / 32) * 8 + im.pixels[i + 2] / 32] += 1;
+    return std::max_element(counts.begin(), counts.end(),
+                            [](const auto& a, const auto& b) { return a.second < b.second; })
+        ->first;
+  };
+  std::set<int> palette_backgrounds, random_backgrounds;
+  for (int64_t i = 0; i < o.size; ++i) {
+    const Image a = *palette.load(i), b = *random.load(i);
+    EXPECT_EQ(a.height, b.height);
+    EXPECT_EQ(palette.label(i), random.label(i));
+    EXPECT_NE(a.pixels, b.pixels);
+    EXPECT_EQ(b.pixels, random.load(i)->pixels);  // deterministic
+    palette_backgrounds.insert(commonest(a));
+    random_backgrounds.insert(commonest(b));
+  }
+  EXPECT_LE(palette_backgrounds.size(), 6u);
+  EXPECT_GE(random_backgrounds.size(), 25u);
+  EXPECT_EQ(parse_synthetic_colours("random"), SyntheticColours::Random);
+  EXPECT_THROW(parse_synthetic_colours("rgb"), std::invalid_argument);
+}
+
 TEST(Synthetic, LabelsAreBalancedAndNamed) {
   SyntheticOptions o;
   o.size = 160;

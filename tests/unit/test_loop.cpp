@@ -15,6 +15,7 @@
 #include <torch/torch.h>
 
 #include <ocl/engine/loop.h>
+#include <ocl/engine/pretrain.h>
 #include <ocl/engine/run.h>
 #include <ocl/io/state_dict.h>
 
@@ -284,3 +285,34 @@ TEST(TrainingLoop, ATrainingSetSmallerThanOneStepIsNamed) {
 }
 
 }  // namespace
+
+// The shortcut alarm's rule: high contrastive accuracy with a flat kNN monitor fires, anything
+// else (learning, a low accuracy, no figures yet, the alarm off) does not.
+TEST(ShortcutAlarm, FiresOnHighAccuracyWithAFlatMonitorOnly) {
+  ocl::io::EvalConfig e;
+  // A run that matches by colour: accuracy 0.97, kNN 12.1 → 12.9 %.
+  const std::string w = ocl::engine::shortcut_warning(e, 0.97, 12.1, 12.9);
+  EXPECT_NE(w.find("shortcut alarm: contrastive accuracy 0.970"), std::string::npos) << w;
+  EXPECT_NE(w.find("+0.80 points"), std::string::npos) << w;
+  EXPECT_NE(w.find("data.photometric=byol"), std::string::npos) << w;
+  EXPECT_NE(w.find("mask.group_views=independent"), std::string::npos) << w;
+  // The quickstart's figures (accuracy 0.73, kNN 35.4 → 47.1 %): learning, no alarm.
+  EXPECT_EQ(ocl::engine::shortcut_warning(e, 0.73, 35.4, 47.1), "");
+  // High accuracy while kNN rises: the task is easy and the encoder learns; no alarm.
+  EXPECT_EQ(ocl::engine::shortcut_warning(e, 0.99, 30.0, 45.0), "");
+  // Flat kNN at a low accuracy: early training, no alarm.
+  EXPECT_EQ(ocl::engine::shortcut_warning(e, 0.5, 12.0, 12.0), "");
+  // kNN falling counts as flat.
+  EXPECT_NE(ocl::engine::shortcut_warning(e, 0.95, 20.0, 15.0), "");
+  // Thresholds are the config's, inclusive of the accuracy bound.
+  e.shortcut_accuracy = 0.95;
+  EXPECT_NE(ocl::engine::shortcut_warning(e, 0.95, 20.0, 20.0), "");
+  EXPECT_EQ(ocl::engine::shortcut_warning(e, 0.94, 20.0, 20.0), "");
+  e.shortcut_knn_gain = 0.5;
+  EXPECT_EQ(ocl::engine::shortcut_warning(e, 0.99, 20.0, 20.5), "");
+  // No baseline, no epoch figure, or the alarm off: silent.
+  EXPECT_EQ(ocl::engine::shortcut_warning(e, 0.99, -1, 20.0), "");
+  EXPECT_EQ(ocl::engine::shortcut_warning(e, std::nan(""), 20.0, 20.0), "");
+  e.shortcut_alarm = false;
+  EXPECT_EQ(ocl::engine::shortcut_warning(e, 0.99, 20.0, 20.0), "");
+}

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "image_compare.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -25,15 +26,6 @@ constexpr const char* kFixture = OCL_FIXTURE_DIR "/augment_reference.safetensors
 constexpr const char* kFormatVersion = "1";
 constexpr std::array<uint8_t, 3> kFill{124, 116, 104};
 
-Image to_image(const torch::Tensor& hwc) {
-  Image im;
-  im.height = static_cast<int>(hwc.size(0));
-  im.width = static_cast<int>(hwc.size(1));
-  auto c = hwc.contiguous();
-  im.pixels.assign(c.data_ptr<uint8_t>(), c.data_ptr<uint8_t>() + c.numel());
-  return im;
-}
-
 // The fixture's outputs by name, with their arguments, read once.
 struct Reference {
   Image input;
@@ -46,48 +38,28 @@ const Reference& reference() {
     EXPECT_EQ(file.metadata.at("format_version"), kFormatVersion)
         << "regenerate with /usr/bin/python3 scripts/make_augment_reference.py";
     Reference r;
-    r.input = to_image(file.tensors.at("input"));
+    r.input = ocl::test::image_from_hwc(file.tensors.at("input"));
     const auto args = file.tensors.at("args");
     std::istringstream names(file.metadata.at("names"));
     std::string name;
     for (int64_t i = 0; std::getline(names, name, ','); ++i) {
-      r.cases[name] = {args[i].item<double>(), to_image(file.tensors.at(name))};
+      r.cases[name] = {args[i].item<double>(), ocl::test::image_from_hwc(file.tensors.at(name))};
     }
     return r;
   }();
   return ref;
 }
 
-struct Diff {
-  int64_t differing = 0;  // channel values that differ at all
-  int max_abs = 0;
-  double mean_abs = 0;
-};
-
-Diff compare(const Image& got, const Image& want) {
-  Diff d;
-  EXPECT_EQ(got.pixels.size(), want.pixels.size());
-  int64_t sum = 0;
-  for (size_t i = 0; i < std::min(got.pixels.size(), want.pixels.size()); ++i) {
-    const int e = std::abs(int(got.pixels[i]) - int(want.pixels[i]));
-    d.differing += e != 0;
-    d.max_abs = std::max(d.max_abs, e);
-    sum += e;
-  }
-  d.mean_abs = static_cast<double>(sum) / static_cast<double>(want.pixels.size());
-  return d;
-}
-
 // The fixture case `name` recomputed with `op` (its argument from the fixture).
-Diff run_case(const std::string& name, AugmentOp op,
-              AffineResample resample = AffineResample::Bicubic) {
+ocl::test::PixelDiff run_case(const std::string& name, AugmentOp op,
+                              AffineResample resample = AffineResample::Bicubic) {
   const auto& ref = reference();
   const auto it = ref.cases.find(name);
   EXPECT_NE(it, ref.cases.end()) << name << " missing from the fixture";
   if (it == ref.cases.end()) return {1, 255, 255.0};
   Image image = ref.input;
   apply_augment_op(image, op, it->second.first, kFill, resample);
-  return compare(image, it->second.second);
+  return ocl::test::compare_pixels(image, it->second.second);
 }
 
 Image structured_image(int h, int w) {
@@ -117,7 +89,7 @@ TEST(AugmentOps, PointOpsMatchPillowExactly) {
                                                      {"Solarize_128", AugmentOp::Solarize},
                                                      {"SolarizeAdd_99", AugmentOp::SolarizeAdd}};
   for (const auto& [name, op] : cases) {
-    const Diff d = run_case(name, op);
+    const ocl::test::PixelDiff d = run_case(name, op);
     EXPECT_EQ(d.differing, 0) << name << ": max |diff| " << d.max_abs;
   }
 }
@@ -130,7 +102,7 @@ TEST(AugmentOps, EnhanceOpsMatchPillowExactly) {
   for (const auto& [op_name, op] : ops) {
     for (const char* level : {"high", "low", "half"}) {
       const std::string name = std::string(op_name) + "_" + level;
-      const Diff d = run_case(name, op);
+      const ocl::test::PixelDiff d = run_case(name, op);
       EXPECT_EQ(d.differing, 0) << name << ": max |diff| " << d.max_abs;
     }
   }
@@ -155,7 +127,7 @@ TEST(AugmentOps, AffineOpsMatchPillow) {
     for (const auto& [filter_name, filter] : filters) {
       for (const char* sign : {"pos", "neg"}) {
         const std::string name = std::string(op_name) + "_" + sign + "_" + filter_name;
-        const Diff d = run_case(name, op, filter);
+        const ocl::test::PixelDiff d = run_case(name, op, filter);
         EXPECT_LE(d.max_abs, 1) << name;
         EXPECT_LE(d.differing, values / 100) << name << ": " << d.differing << " values differ";
       }
@@ -168,7 +140,8 @@ TEST(AugmentOps, AffineOpsMatchPillow) {
 TEST(AugmentOps, FixtureCasesAreNotTrivial) {
   const auto& ref = reference();
   for (const auto& [name, c] : ref.cases) {
-    EXPECT_GT(compare(c.second, ref.input).differing, 0) << name << " equals the input";
+    EXPECT_GT(ocl::test::compare_pixels(c.second, ref.input).differing, 0)
+        << name << " equals the input";
   }
   const Image& rotated = ref.cases.at("Rotate_pos_bicubic").second;
   EXPECT_EQ(rotated.pixels[0], kFill[0]);

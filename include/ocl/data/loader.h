@@ -52,6 +52,9 @@ struct Batch {
   torch::Tensor labels;   // int64 [B]
   torch::Tensor indices;  // int64 [B], the dataset indices actually loaded
   int64_t step = 0;       // batch position in the epoch, 0-based
+  /// uint8 [B, 3, H, W]: the same crops drawn again photometrically, from a transform with two
+  /// views (Transform::views); undefined otherwise.
+  torch::Tensor second_view;
 };
 
 class Loader {

@@ -4,6 +4,7 @@
 // from small shared palettes, background clutter, partial occlusion), so a random encoder
 // separates the classes badly and a trained one well. Colours are shared across images on
 // purpose: a per-image colour would let contrastive pre-training match an image by colour alone.
+// SyntheticColours::Random draws such per-image colours, to reproduce that failure and its cure.
 // The default data set of the quickstart and of the tests.
 #pragma once
 
@@ -15,12 +16,21 @@
 
 namespace ocl::data {
 
+/// Where an image's colours come from: Palette (small shared palettes, the default: shape is
+/// what tells images apart) or Random (a per-image background gradient and foreground hue: colour
+/// alone identifies an image, the shortcut a contrastive method falls for without colour
+/// augmentation; the "hard colour" variant).
+enum class SyntheticColours { Palette, Random };
+/// "palette" | "random"; throws std::invalid_argument naming the value.
+SyntheticColours parse_synthetic_colours(const std::string& name);
+
 struct SyntheticOptions {
   int64_t size = 10000;      // images in this split
   int64_t num_classes = 10;  // 2 … max_classes() (16); run configs ask for ≥ 10
   int image_size = 64;       // side in pixels (square), ≥ 16
   uint64_t seed = 0;
   bool train = true;  // train and held-out splits draw from disjoint seed streams
+  SyntheticColours colours = SyntheticColours::Palette;
 };
 
 class SyntheticDataset : public Dataset {

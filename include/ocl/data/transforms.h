@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -56,6 +57,13 @@ class Transform {
   /// The output for `sample_seed`. An image whose `window` is partial (decoded from the region
   /// this transform asked for) is accepted by transforms that plan regions.
   virtual Image apply(const Image& image, uint64_t sample_seed) const = 0;
+  /// Copies of the output made per sample: 1, or 2 when the transform draws the same crop twice
+  /// with independent photometric augmentation (photometric.h; OCL's independent group views).
+  virtual int views() const { return 1; }
+  /// All views() outputs for `sample_seed`; the first is apply()'s.
+  virtual std::vector<Image> apply_views(const Image& image, uint64_t sample_seed) const {
+    return {apply(image, sample_seed)};
+  }
   /// The part of a height × width source that apply(·, sample_seed) will read, so the decoder
   /// can skip the rest (Dataset::load_region); a zero-size region means all of it.
   virtual DecodeRegion region(int height, int width, uint64_t sample_seed) const {

@@ -180,6 +180,10 @@ class TrainingLoop {
   /// Replaces the source of the micro-batches (ocl_bench: one fixed batch on the device).
   void set_source(std::unique_ptr<BatchSource> source) { source_ = std::move(source); }
   dist::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
+  /// The mean of the engine's figure `name` (TrainingEngine::figures) over the current epoch's
+  /// steps so far, a resumed epoch's earlier steps included (NaN before its first step): what
+  /// end_of_epoch can read of the epoch that just ended.
+  double epoch_figure(const std::string& name) const;
 
  private:
   struct Step;

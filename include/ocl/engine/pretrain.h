@@ -39,7 +39,17 @@ struct PretrainResult {
   std::string last_checkpoint;      // "" if none was written
   std::vector<double> step_losses;  // loss of every optimiser step taken by this run() call
   double knn_top1 = -1;             // the last kNN monitor top-1 (%), −1 if none ran
+  int64_t shortcut_alarms = 0;      // epochs of this run() call the shortcut alarm fired at
 };
+
+/// The shortcut alarm: an epoch's mean contrastive `accuracy` at or above
+/// eval.shortcut_accuracy while the kNN monitor has gained less than eval.shortcut_knn_gain
+/// points since its first run (`knn_start` → `knn_now`, top-1 in %) is the signature of a task
+/// solved by a cue both token groups share (a per-image colour) instead of by content. Returns
+/// the warning naming the symptom and the options that remove the cue, or "" (no alarm, the
+/// alarm off, or no figure yet: a negative kNN or a NaN accuracy).
+std::string shortcut_warning(const io::EvalConfig& eval, double accuracy, double knn_start,
+                             double knn_now);
 
 /// The OCL model a config describes (encoder sizes from `derived`), initialised from
 /// config.train.seed: the same config always starts from the same weights.
@@ -100,6 +110,8 @@ class Pretrainer : private TrainingEngine {
   std::shared_ptr<const data::Dataset> train_set_;
   std::unique_ptr<TrainingLoop> loop_;  // declared after run_: destroyed before its communicator
   double knn_top1_ = -1;                // the last kNN monitor figure
+  double knn_start_ = -1;  // the first kNN monitor figure of the run (kept in checkpoints)
+  int64_t shortcut_alarms_ = 0;
   std::shared_ptr<const data::Dataset> knn_bank_, knn_held_out_;  // kNN monitor, built on first use
   std::shared_ptr<const data::Transform> knn_transform_;
 };

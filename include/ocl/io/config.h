@@ -43,6 +43,10 @@ struct ModelConfig {
 
 struct MaskConfig {
   double ratio = 0.3;  // [0, 1); the model also checks that ≥ 2 tokens stay
+  /// Where the two token groups take their patches from: shared (the paper: one image) |
+  /// independent (two copies of the crop, each with its own draw of data.photometric; same
+  /// geometry, so positions and disjointness are unchanged; one more patch embedding).
+  std::string group_views = "shared";
 };
 
 struct LossConfig {
@@ -66,6 +70,11 @@ struct DataConfig {
   double crop_ratio_max = 4.0 / 3.0;
   std::string interpolation = "bicubic";  // bicubic | bilinear | area | nearest
   bool hflip = true;                      // with rrc_flip
+  /// Pre-training's colour augmentation after the crop (data/photometric.h): none (the paper) |
+  /// byol (BYOL / MoCo v3: colour jitter, grayscale, blur, solarisation, the blur scaled to
+  /// model.img_size; with mask.group_views independent the two copies get BYOL's two views) |
+  /// colour (jitter and grayscale only).
+  std::string photometric = "none";
   /// What of a JPEG RandomResizedCrop decodes: reduced (the crop's region, at 1/2, 1/4 or 1/8
   /// scale when the crop is 2×, 4×, 8× the image size) | region (the crop's region at full
   /// scale: the same pixels as full) | full (the whole image). See data::RegionDecode.
@@ -78,6 +87,9 @@ struct DataConfig {
   int64_t synthetic_train_size = 50000;
   int64_t synthetic_val_size = 10000;
   int64_t synthetic_classes = 10;
+  /// Synthetic data set colours: palette (shared palettes: shape is what identifies an image) |
+  /// random (per-image colours: colour identifies an image, the shortcut OCL alone falls for).
+  std::string synthetic_colours = "palette";
   /// Folder of the ImageFolder file-list cache (.ocl-filelist-<split>.txt); empty = data.path
   /// when it is writable, else ocl_pretrain uses its output folder.
   std::string cache_dir;
@@ -142,6 +154,12 @@ struct EvalConfig {
   double knn_t = 0.07;    // > 0
   int64_t knn_train_size = 10000;  // ≥ 1: train images used as the kNN memory bank (a subset)
   int64_t knn_val_size = 2000;     // ≥ 1: held-out images scored
+  /// The shortcut alarm (pre-training with the kNN monitor on): a warning when an epoch's mean
+  /// contrastive accuracy is ≥ shortcut_accuracy while kNN top-1 has gained less than
+  /// shortcut_knn_gain points since the first monitor run.
+  bool shortcut_alarm = true;
+  double shortcut_accuracy = 0.9;  // (0, 1]
+  double shortcut_knn_gain = 2.0;  // ≥ 0, percentage points
 };
 
 /// The linear probe (ocl_linprobe; MAE's main_linprobe, PAPER.md "Linear probing"): a

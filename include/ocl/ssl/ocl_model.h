@@ -53,8 +53,12 @@ class OCLImpl : public torch::nn::Cloneable<OCLImpl> {
 
   /// images [B, C, H, W] (normalised float) and noise [B, N] → loss and figures.
   /// The two groups run through the encoder as one batch of 2B sequences of L/2 + 1 tokens.
+  /// `images_b` (independent group views): the same crops drawn again photometrically, same
+  /// shape; group B's tokens are gathered from its patch embedding instead of `images`'s (the
+  /// indices, hence positions and disjointness, are the same). Undefined: one image for both.
   OCLOutput forward(const torch::Tensor& images, const torch::Tensor& noise,
-                    const FeatureGather& gather = nullptr);
+                    const FeatureGather& gather = nullptr,
+                    const torch::Tensor& images_b = torch::Tensor());
   /// Uniform mask noise [B, N] from `generator`, on the encoder's device, float32.
   torch::Tensor draw_noise(int64_t batch, at::Generator generator) const;
   /// Current logit scale s (0-d): exp(logit_scale) clamped, or the fixed 1/T.

@@ -1,0 +1,101 @@
+// Photometric augmentations for pre-training, in torchvision's semantics on 8-bit RGB (its PIL
+// path: ColorJitter's brightness, contrast and saturation are Pillow's ImageEnhance, hue is a
+// shift in Pillow's HSV, RandomGrayscale is Pillow's L, GaussianBlur is torchvision's float32
+// kernel with reflect padding, RandomSolarize is ImageOps.solarize), and the BYOL / MoCo v3
+// recipe built from them.
+//
+// OCL's paper uses none of them: masking makes its two views. They exist for data where the two
+// token groups of an image share a cue that identifies it without its content (a per-image
+// colour cast, a background gradient): the contrastive task is then solved by colour and the
+// encoder learns nothing else. Drawn independently for each group's copy of the crop
+// (`with_photometric` with two views; config `mask.group_views: independent`), they remove the
+// cue the groups share; README "Shortcuts" says when to use which.
+//
+//   auto t = with_photometric(random_resized_crop({}), {byol_view(0), byol_view(1)});
+//   t->views();                    // 2: apply_views gives the crop twice, drawn apart
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ocl/data/dataset.h"
+#include "ocl/data/transforms.h"
+
+namespace ocl::data {
+
+/// torchvision's ColorJitter(brightness, contrast, saturation, hue) inside RandomApply(p = prob):
+/// factors uniform on [max(0, 1 − v), 1 + v] (hue: [−hue, hue]), applied in a random order.
+struct ColorJitterOptions {
+  double brightness = 0.4, contrast = 0.4, saturation = 0.2;  // ≥ 0
+  double hue = 0.1;                                           // [0, 0.5]
+  double prob = 0.8;                                          // [0, 1]; 0 = off
+};
+
+/// One view's photometric pipeline, in torchvision's order: colour jitter, grayscale, blur,
+/// solarisation; each applied with its probability.
+struct PhotometricOptions {
+  ColorJitterOptions jitter;
+  double grayscale_prob = 0.2;  // RandomGrayscale(p), 3 channels out
+  double blur_prob = 1.0;       // GaussianBlur(kernel, sigma ~ U[sigma_min, sigma_max]) with p
+  double blur_sigma_min = 0.1, blur_sigma_max = 2.0;
+  /// Odd kernel side; 0 = BYOL's rule, 10 % of the image side made odd (23 at 224), at least 3.
+  int blur_kernel = 0;
+  double solarize_prob = 0.0;  // RandomSolarize(threshold, p)
+  int solarize_threshold = 128;
+  /// Whether any step can change an image (some probability above 0).
+  bool active() const;
+};
+
+/// No augmentation (every probability 0).
+PhotometricOptions no_photometric();
+/// BYOL's two views (Grill et al. 2020, App. B; MoCo v3's too) for 224-pixel crops: jitter
+/// (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale 0.2, blur σ ∈ [0.1, 2] with p 1.0 (view 0) /
+/// 0.1 (view 1), solarisation with p 0 / 0.2. `view` is 0 or 1. For another crop size the blur
+/// scales with it (`image_size`: σ ∈ [0.1, 2] · image_size / 224, as the kernel is 10 % of the
+/// side): BYOL's σ 2 on a 32-pixel crop would blur away what a 224-pixel one keeps.
+PhotometricOptions byol_view(int view, int image_size = 224);
+/// The colour part of BYOL's views alone: jitter and grayscale, no blur or solarisation.
+PhotometricOptions colour_view();
+/// SimCLR's augmentation at colour strength 1 (Chen et al. 2020, App. A): jitter
+/// (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale 0.2, blur σ ∈ [0.1, 2] · image_size / 224 with
+/// p 0.5, no solarisation; both views alike.
+PhotometricOptions simclr_view(int image_size = 224);
+/// The views a config's `data.photometric` names: "none", "byol", "colour", "simclr", for `views`
+/// copies (1: view 0's pipeline; 2: views 0 and 1) of `image_size` crops. Throws
+/// std::invalid_argument for another name.
+std::vector<PhotometricOptions> photometric_preset(const std::string& name, int views,
+                                                   int image_size = 224);
+
+// ---- the single operations (in place; each equals torchvision's F.* on a PIL RGB image) ------
+
+/// F.adjust_brightness: ImageEnhance.Brightness(factor), factor ≥ 0.
+void adjust_brightness(Image& image, double factor);
+/// F.adjust_contrast: ImageEnhance.Contrast(factor), factor ≥ 0.
+void adjust_contrast(Image& image, double factor);
+/// F.adjust_saturation: ImageEnhance.Color(factor), factor ≥ 0.
+void adjust_saturation(Image& image, double factor);
+/// F.adjust_hue: RGB → Pillow's 8-bit HSV, H += uint8(hue_factor · 255) (wrapping), → RGB.
+/// hue_factor in [−0.5, 0.5].
+void adjust_hue(Image& image, double hue_factor);
+/// F.rgb_to_grayscale(num_output_channels=3): Pillow's L in all three channels.
+void to_grayscale(Image& image);
+/// F.gaussian_blur(kernel_size, sigma): a normalised float32 Gaussian of `kernel_size` (odd)
+/// taps, reflect padding, rounded half to even. The kernel is clamped to the image (reflect
+/// padding needs half the kernel < each side).
+void gaussian_blur(Image& image, int kernel_size, double sigma);
+/// F.solarize: every channel value ≥ threshold becomes 255 − value.
+void solarize(Image& image, int threshold);
+
+/// One view's draws and operations on `image`, in place. Same image, options and rng state →
+/// same result.
+void photometric_augment(Image& image, const PhotometricOptions& options, SampleRng& rng);
+
+/// `base`, then one photometric pipeline per view: views.size() is 1 (apply) or 2 (apply_views:
+/// the base's output once, copied, each copy drawn apart: the same geometry, independent colour).
+/// View k draws from its own stream of the sample seed, so view 0 is the same image whether a
+/// second view is made or not, and the base's crop and flip are unchanged by either.
+std::shared_ptr<const Transform> with_photometric(std::shared_ptr<const Transform> base,
+                                                  std::vector<PhotometricOptions> views);
+
+}  // namespace ocl::data

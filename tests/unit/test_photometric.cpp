@@ -1,0 +1,288 @@
+// Photometric augmentations: every operation against torchvision's output on PIL images
+// (tests/fixtures/photometric_reference.safetensors, written by
+// scripts/make_photometric_reference.py), the presets, the per-view draws of with_photometric
+// and what the loader makes of a two-view transform.
+#include <algorithm>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "image_compare.h"
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ocl/data/loader.h>
+#include <ocl/data/photometric.h>
+#include <ocl/data/synthetic.h>
+#include <ocl/data/transforms.h>
+#include <ocl/io/safetensors.h>
+
+using namespace ocl::data;
+
+namespace {
+
+constexpr const char* kFixture = OCL_FIXTURE_DIR "/photometric_reference.safetensors";
+constexpr const char* kFormatVersion = "1";
+
+struct Case {
+  std::string name;
+  std::vector<double> args;
+};
+
+struct Reference {
+  std::vector<std::string> images;
+  std::vector<Case> cases;
+  std::map<std::string, Image> tensors;  // "input.<image>", "<case>.<image>"
+};
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string part; std::getline(in, part, sep);) out.push_back(part);
+  return out;
+}
+
+const Reference& reference() {
+  static const Reference ref = [] {
+    const auto file = ocl::io::read_safetensors(kFixture);
+    EXPECT_EQ(file.metadata.at("format_version"), kFormatVersion)
+        << "regenerate with /usr/bin/python3 scripts/make_photometric_reference.py";
+    Reference r;
+    r.images = split(file.metadata.at("images"), ',');
+    for (const auto& entry : split(file.metadata.at("cases"), ',')) {
+      auto parts = split(entry, ':');
+      Case c{parts.at(0), {}};
+      for (size_t i = 1; i < parts.size(); ++i) c.args.push_back(std::stod(parts[i]));
+      r.cases.push_back(c);
+    }
+    for (const auto& [name, tensor] : file.tensors)
+      r.tensors[name] = ocl::test::image_from_hwc(tensor);
+    return r;
+  }();
+  return ref;
+}
+
+// Replays a fixture case on `image` with this library's operation.
+void apply_case(const Case& c, Image& image) {
+  const auto& a = c.args;
+  const std::string kind = c.name.substr(0, c.name.find('_'));
+  if (kind == "brightness") return adjust_brightness(image, a.at(0));
+  if (kind == "contrast") return adjust_contrast(image, a.at(0));
+  if (kind == "saturation") return adjust_saturation(image, a.at(0));
+  if (kind == "hue") return adjust_hue(image, a.at(0));
+  if (kind == "grayscale") return to_grayscale(image);
+  if (kind == "blur") return gaussian_blur(image, static_cast<int>(a.at(0)), a.at(1));
+  if (kind == "solarize") return solarize(image, static_cast<int>(a.at(0)));
+  if (kind == "jitter") {
+    for (int i = 0; i < 4; ++i) {
+      const int op = static_cast<int>(a.at(i));
+      const double f = a.at(4 + op);
+      if (op == 0) adjust_brightness(image, f);
+      if (op == 1) adjust_contrast(image, f);
+      if (op == 2) adjust_saturation(image, f);
+      if (op == 3) adjust_hue(image, f);
+    }
+    return;
+  }
+  FAIL() << "unknown fixture case " << c.name;
+}
+
+Image test_image(int h = 24, int w = 28) {
+  Image im;
+  im.height = h;
+  im.width = w;
+  im.pixels.resize(static_cast<size_t>(h * w * 3));
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      uint8_t* p = &im.pixels[static_cast<size_t>((y * w + x) * 3)];
+      p[0] = static_cast<uint8_t>(20 + 8 * x);
+      p[1] = static_cast<uint8_t>(200 - 7 * y);
+      p[2] = static_cast<uint8_t>((x * y * 13) % 256);
+    }
+  return im;
+}
+
+}  // namespace
+
+TEST(Photometric, EveryOperationEqualsTorchvision) {
+  const auto& ref = reference();
+  ASSERT_GE(ref.cases.size(), 30u);
+  int exact_cases = 0;
+  for (const auto& c : ref.cases) {
+    for (const auto& img : ref.images) {
+      Image got = ref.tensors.at("input." + img);
+      apply_case(c, got);
+      const auto d = ocl::test::compare_pixels(got, ref.tensors.at(c.name + "." + img));
+      if (c.name.rfind("blur", 0) == 0) {
+        // The blur sums 2k float32 products where torchvision sums k² of them: a value within
+        // ~1e-4 of a half may round the other way. Anything else is a wrong kernel or border.
+        EXPECT_LE(d.max_abs, 1) << c.name << " on " << img;
+        EXPECT_LE(d.differing, static_cast<int64_t>(got.pixels.size() / 100))
+            << c.name << " on " << img;
+      } else {
+        EXPECT_EQ(d.differing, 0) << c.name << " on " << img << ": " << d.differing
+                                  << " values differ, max by " << d.max_abs;
+        exact_cases += d.differing == 0;
+      }
+    }
+  }
+  EXPECT_GT(exact_cases, 40);
+}
+
+TEST(Photometric, IdentityFactorsLeaveTheImage) {
+  const Image src = test_image();
+  for (auto op : {adjust_brightness, adjust_contrast, adjust_saturation}) {
+    Image im = src;
+    op(im, 1.0);
+    EXPECT_EQ(im.pixels, src.pixels);
+  }
+  Image im = src;
+  solarize(im, 256);
+  EXPECT_EQ(im.pixels, src.pixels);
+}
+
+TEST(Photometric, BadArgumentsAreRefused) {
+  Image im = test_image();
+  EXPECT_THROW(adjust_hue(im, 0.6), std::invalid_argument);
+  EXPECT_THROW(gaussian_blur(im, 4, 1.0), std::invalid_argument);
+  EXPECT_THROW(gaussian_blur(im, 3, 0.0), std::invalid_argument);
+  PhotometricOptions o;
+  o.grayscale_prob = 1.5;
+  SampleRng rng(1);
+  EXPECT_THROW(photometric_augment(im, o, rng), std::invalid_argument);
+  EXPECT_THROW(photometric_preset("strong", 1), std::invalid_argument);
+  EXPECT_THROW(with_photometric(resize_center_crop(16), {}), std::invalid_argument);
+}
+
+TEST(Photometric, PresetsAreByolsViews) {
+  const auto byol = photometric_preset("byol", 2);
+  ASSERT_EQ(byol.size(), 2u);
+  for (const auto& v : byol) {
+    EXPECT_DOUBLE_EQ(v.jitter.brightness, 0.4);
+    EXPECT_DOUBLE_EQ(v.jitter.contrast, 0.4);
+    EXPECT_DOUBLE_EQ(v.jitter.saturation, 0.2);
+    EXPECT_DOUBLE_EQ(v.jitter.hue, 0.1);
+    EXPECT_DOUBLE_EQ(v.jitter.prob, 0.8);
+    EXPECT_DOUBLE_EQ(v.grayscale_prob, 0.2);
+  }
+  EXPECT_DOUBLE_EQ(byol[0].blur_prob, 1.0);
+  EXPECT_DOUBLE_EQ(byol[1].blur_prob, 0.1);
+  EXPECT_DOUBLE_EQ(byol[0].solarize_prob, 0.0);
+  EXPECT_DOUBLE_EQ(byol[1].solarize_prob, 0.2);
+  EXPECT_DOUBLE_EQ(byol[0].blur_sigma_min, 0.1);
+  EXPECT_DOUBLE_EQ(byol[0].blur_sigma_max, 2.0);
+  // The blur follows the crop size: at 32 pixels σ ∈ [0.1, 2] · 32 / 224.
+  const auto small = photometric_preset("byol", 2, 32);
+  EXPECT_DOUBLE_EQ(small[1].blur_sigma_min, 0.1 * 32 / 224);
+  EXPECT_DOUBLE_EQ(small[1].blur_sigma_max, 2.0 * 32 / 224);
+  EXPECT_DOUBLE_EQ(small[1].solarize_prob, 0.2);
+  EXPECT_FALSE(photometric_preset("none", 1)[0].active());
+  const auto colour = photometric_preset("colour", 1)[0];
+  EXPECT_TRUE(colour.active());
+  EXPECT_EQ(colour.blur_prob, 0.0);
+  EXPECT_EQ(colour.solarize_prob, 0.0);
+}
+
+TEST(Photometric, DrawsAreDeterministicAndVary) {
+  const Image src = test_image();
+  const auto o = byol_view(1);
+  std::set<std::vector<uint8_t>> outputs;
+  for (uint64_t seed = 0; seed < 12; ++seed) {
+    Image a = src, b = src;
+    SampleRng ra(seed), rb(seed);
+    photometric_augment(a, o, ra);
+    photometric_augment(b, o, rb);
+    EXPECT_EQ(a.pixels, b.pixels) << "seed " << seed;
+    outputs.insert(a.pixels);
+  }
+  EXPECT_GE(outputs.size(), 10u);  // p 0.8 jitter: almost every draw changes the image
+  // Probability 0 everywhere: no change.
+  Image c = src;
+  SampleRng rc(3);
+  photometric_augment(c, no_photometric(), rc);
+  EXPECT_EQ(c.pixels, src.pixels);
+}
+
+TEST(Photometric, CertainStepsMatchTheirOperations) {
+  // Grayscale with p 1 and nothing else gives to_grayscale's image; solarise with p 1 likewise.
+  const Image src = test_image();
+  auto o = no_photometric();
+  o.grayscale_prob = 1.0;
+  Image a = src, want = src;
+  SampleRng rng(5);
+  photometric_augment(a, o, rng);
+  to_grayscale(want);
+  EXPECT_EQ(a.pixels, want.pixels);
+  o = no_photometric();
+  o.solarize_prob = 1.0;
+  Image b = src, want_b = src;
+  photometric_augment(b, o, rng);
+  solarize(want_b, 128);
+  EXPECT_EQ(b.pixels, want_b.pixels);
+}
+
+TEST(Photometric, TwoViewsShareTheCropAndDifferOnlyInColour) {
+  const Image src = test_image(40, 48);
+  RandomResizedCropOptions rrc;
+  rrc.size = 16;
+  rrc.decode = RegionDecode::Full;
+  const auto base = random_resized_crop(rrc);
+  const auto plain = with_photometric(base, {no_photometric(), no_photometric()});
+  const auto augmented = with_photometric(base, photometric_preset("byol", 2));
+  EXPECT_EQ(augmented->views(), 2);
+  EXPECT_EQ(with_photometric(base, {byol_view(0)})->views(), 1);
+  int differ = 0;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    const Image crop = base->apply(src, seed);
+    // No augmentation: both copies are the base's crop, pixel for pixel.
+    const auto same = plain->apply_views(src, seed);
+    ASSERT_EQ(same.size(), 2u);
+    EXPECT_EQ(same[0].pixels, crop.pixels);
+    EXPECT_EQ(same[1].pixels, crop.pixels);
+    // Augmented: view 0 is apply()'s image, the crop's geometry is kept (grayscale of both
+    // copies of a flat-coloured crop would agree; here: the same size and a deterministic draw).
+    const auto views = augmented->apply_views(src, seed);
+    ASSERT_EQ(views.size(), 2u);
+    EXPECT_EQ(views[0].pixels, augmented->apply(src, seed).pixels);
+    EXPECT_EQ(views[0].height, crop.height);
+    EXPECT_EQ(views[1].width, crop.width);
+    EXPECT_EQ(augmented->apply_views(src, seed)[1].pixels, views[1].pixels);
+    differ += views[0].pixels != views[1].pixels;
+    // The second view is the crop with view 1's own draw: replayed by hand.
+    Image by_hand = crop;
+    SampleRng rng(sample_seed(seed ^ 0x70686f746f6d6574ULL, 0, 1));
+    photometric_augment(by_hand, byol_view(1), rng);
+    EXPECT_EQ(views[1].pixels, by_hand.pixels);
+  }
+  EXPECT_GE(differ, 7);
+}
+
+TEST(Photometric, LoaderDeliversTheSecondView) {
+  SyntheticOptions so;
+  so.size = 16;
+  so.image_size = 16;
+  auto set = std::make_shared<SyntheticDataset>(so);
+  RandomResizedCropOptions rrc;
+  rrc.size = 16;
+  const auto base = random_resized_crop(rrc);
+  LoaderOptions lo;
+  lo.batch_size = 4;
+  lo.workers = 2;
+  lo.seed = 3;
+  Loader one(set, with_photometric(base, {byol_view(0)}), lo);
+  Loader two(set, with_photometric(base, photometric_preset("byol", 2)), lo);
+  one.start_epoch(1);
+  two.start_epoch(1);
+  for (int s = 0; s < 4; ++s) {
+    auto a = one.next(), b = two.next();
+    ASSERT_TRUE(a && b);
+    EXPECT_FALSE(a->second_view.defined());
+    ASSERT_TRUE(b->second_view.defined());
+    EXPECT_EQ(b->second_view.sizes(), b->images.sizes());
+    // The first copy does not depend on whether a second is made.
+    EXPECT_TRUE(torch::equal(a->images, b->images));
+    EXPECT_FALSE(torch::equal(b->images, b->second_view));
+  }
+}
