@@ -99,6 +99,10 @@ int main(int argc, char** argv) {
     const int img = static_cast<int>(config.model.img_size);
     auto train_set = ocl::data::make_dataset(config.data, img, /*train=*/true, config.train.seed);
     auto val_set = ocl::data::make_dataset(config.data, img, /*train=*/false, config.train.seed);
+    for (const auto* set : {train_set.get(), val_set.get()}) {
+      for (const auto& w : set->warnings())
+        if (writer) std::fprintf(stderr, "ocl_knn: warning: %s\n", w.c_str());
+    }
     const auto transform = ocl::data::make_transform(config.data, img, /*train=*/false);
     const auto t0 = std::chrono::steady_clock::now();
     auto train_f = ocl::engine::extract_features(encoder, *train_set, *transform, device, batch,

@@ -79,8 +79,10 @@ std::string join(const std::string& a, const std::string& b) {
 
 // Non-hidden entries of `dir`: sub-folders and image files (symbolic links followed, as
 // torchvision's os.walk(followlinks=True) and os.path.isfile do).
-void list_dir(const std::string& dir, std::vector<std::string>* dirs,
-              std::vector<std::string>* images) {
+// Lists `dir`'s visible sub-folders and image files, sorted. Returns "" or, when the folder
+// cannot be listed (permissions, I/O), the reason: what was listed before the error is kept.
+std::string list_dir(const std::string& dir, std::vector<std::string>* dirs,
+                     std::vector<std::string>* images) {
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
@@ -94,6 +96,7 @@ void list_dir(const std::string& dir, std::vector<std::string>* dirs,
   }
   if (dirs) std::sort(dirs->begin(), dirs->end());
   if (images) std::sort(images->begin(), images->end());
+  return ec ? ec.message() : "";
 }
 
 struct DirStamp {
@@ -106,6 +109,7 @@ struct Scan {
   std::vector<DirStamp> dirs;          // every folder under them, the class folders included
   std::vector<std::string> classes;    // the sub-folders holding at least one image
   std::vector<std::vector<std::string>> files;  // root-relative, per class
+  std::vector<std::string> unreadable;          // "<folder>: <reason>" of folders not listed
 };
 
 // torchvision's make_dataset order: folders in sorted path order (sorted(os.walk(...))), the
@@ -122,7 +126,8 @@ void scan_class(const std::string& root, const std::string& name, Scan* scan) {
     if (!stat_dir(join(root, rel), &stamp.mtime, &id) || !visited.insert(id).second) continue;
     scan->dirs.push_back(stamp);
     std::vector<std::string> subdirs, images;
-    list_dir(join(root, rel), &subdirs, &images);
+    if (auto error = list_dir(join(root, rel), &subdirs, &images); !error.empty())
+      scan->unreadable.push_back(join(root, rel) + ": " + error);
     for (const auto& d : subdirs) pending.push_back(join(rel, d));
     for (auto& f : images) f = join(rel, f);
     folders.emplace_back(rel, std::move(images));
@@ -432,13 +437,20 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolde
   if (!scan) {
     const Stamp started = now();
     scan.emplace();
-    list_dir(root_, &scan->root_dirs, nullptr);
+    if (auto error = list_dir(root_, &scan->root_dirs, nullptr); !error.empty())
+      throw std::runtime_error("ImageFolder: cannot list '" + root_ + "': " + error);
     for (const auto& name : scan->root_dirs) scan_class(root_, name, &*scan);
+    for (const auto& u : scan->unreadable)
+      warnings_.push_back("ImageFolder: cannot list the folder " + u +
+                          "; its images are left out (a class folder that cannot be read at all "
+                          "is missing from the classes)");
     if (scan->classes.empty()) {
       throw std::runtime_error("ImageFolder: no class folder with an image under '" + root_ +
-                               "' (expected <root>/<class>/<image>)");
+                               "' (expected <root>/<class>/<image>)" +
+                               (scan->unreadable.empty() ? "" : "; " + warnings_.front()));
     }
-    if (options.use_cache) write_cache(cache, root_, started, *scan);
+    // A list with unreadable folders is not cached: the next start scans (and warns) again.
+    if (options.use_cache && scan->unreadable.empty()) write_cache(cache, root_, started, *scan);
   }
   classes_ = std::move(scan->classes);
   for (size_t c = 0; c < scan->files.size(); ++c) {

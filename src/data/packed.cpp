@@ -402,6 +402,18 @@ struct PackedDataset::Mapping {
   }
 };
 
+bool PackedDataset::first_record_matches(int fd, uint32_t shard, uint64_t available) const {
+  for (const auto& r : index_.records) {
+    if (r.shard != shard) continue;
+    if (r.offset + r.size > available) return true;  // nothing to check before the cut
+    std::vector<uint8_t> bytes(r.size);
+    const ssize_t n = ::pread(fd, bytes.data(), bytes.size(), static_cast<off_t>(r.offset));
+    return n == static_cast<ssize_t>(bytes.size()) &&
+           pack_crc32(bytes.data(), bytes.size()) == r.crc32;
+  }
+  return true;
+}
+
 PackedDataset::PackedDataset(const std::string& folder) : folder_(folder) {
   const std::string index_path = pack_index_path(folder_);
   if (!io::path_exists(index_path)) {
@@ -423,7 +435,6 @@ PackedDataset::PackedDataset(const std::string& folder) : folder_(folder) {
     const auto actual = static_cast<uint64_t>(st.st_size);
     const uint64_t expected = index_.shard_sizes[s];
     if (actual != expected) {
-      ::close(fd);
       std::string first;
       for (size_t i = 0; i < index_.records.size(); ++i) {
         const auto& r = index_.records[i];
@@ -432,6 +443,17 @@ PackedDataset::PackedDataset(const std::string& folder) : folder_(folder) {
           break;
         }
       }
+      // A truncated shard keeps the records before the cut intact; another pack's shard does
+      // not match this index's checksums from its first record on.
+      if (actual < expected && !first_record_matches(fd, s, actual)) {
+        ::close(fd);
+        throw std::runtime_error("pack '" + folder_ + "': " + shard_name(s) + " has " +
+                                 std::to_string(actual) + " bytes, the index says " +
+                                 std::to_string(expected) +
+                                 " and its first record does not match the index's checksum "
+                                 "(the index and the shards do not belong together)");
+      }
+      ::close(fd);
       throw std::runtime_error(
           "pack '" + folder_ + "': " + shard_name(s) + " has " + std::to_string(actual) +
           " bytes, the index says " + std::to_string(expected) +

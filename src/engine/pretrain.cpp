@@ -106,6 +106,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   const int img = static_cast<int>(config_.model.img_size);
   data_config_ = run_data_config(config_.data, t.output_dir);
   train_set_ = data::make_dataset(data_config_, img, /*train=*/true, t.seed);
+  log_data_warnings(*train_set_, *run_.logger);
   // Two copies of each crop when the groups take independent colour draws.
   const int views = config_.mask.group_views == "independent" ? 2 : 1;
   auto loader = std::make_unique<data::Loader>(
@@ -185,6 +186,14 @@ void Pretrainer::log_setup() const {
            fused_adamw_ ? "fused (at::_fused_adamw_, one kernel per group)"
                         : "per parameter (torch::optim::AdamW)",
            o.fused);
+  if (config_.mask.group_views == "shared" && config_.data.photometric != "none") {
+    // One colour draw per image is a colour signature both groups see: a cue of its own.
+    log.warn(
+        "data.photometric {} with mask.group_views shared: one colour draw per image, seen by "
+        "both token groups, adds a per-image colour cue instead of removing one (README "
+        "\"Shortcuts\"); mask.group_views=independent draws it for each group",
+        config_.data.photometric);
+  }
   if (config_.mask.group_views == "independent") {
     if (config_.data.photometric == "none") {
       log.warn(

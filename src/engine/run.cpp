@@ -67,6 +67,10 @@ std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
   return std::make_unique<dist::Communicator>(launch, communicator_options(config, device));
 }
 
+void log_data_warnings(const data::Dataset& set, spdlog::logger& logger) {
+  for (const auto& w : set.warnings()) logger.warn("data: {}", w);
+}
+
 io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir) {
   io::DataConfig result = data;
   if (result.cache_dir.empty() && !result.path.empty() && ::access(result.path.c_str(), W_OK) != 0)

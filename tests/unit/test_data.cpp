@@ -727,6 +727,40 @@ TEST(ImageFolder, ClassesFilesAndLabels) {
   EXPECT_FALSE(has_image_extension("jpg"));
 }
 
+// A class folder that cannot be listed is named in a warning, its class is left out, and the file
+// list is not cached (the next start scans and warns again). The scan runs in a child process
+// that drops root's privileges (root reads any folder whatever its mode).
+TEST(ImageFolder, UnreadableClassFolderIsWarnedAboutAndNotCached) {
+  Tree tree;
+  const std::string cache = tree.dir.path() + "/list.txt";
+  for (const auto& p : {tree.dir.path(), tree.root(), tree.root() + "/ant"})
+    fs::permissions(p, fs::perms::all);
+  fs::permissions(tree.root() + "/cat", fs::perms::none);
+  EXPECT_EXIT(
+      {
+        if (::geteuid() == 0 && ::setuid(65534) != 0) std::_Exit(3);  // nobody
+        ImageFolderOptions o;
+        o.cache_path = cache;
+        ImageFolderDataset ds(tree.root(), o);
+        const auto w = ds.warnings();
+        const bool ok = ds.class_names() == std::vector<std::string>{"ant"} && w.size() == 1 &&
+                        w[0].find(tree.root() + "/cat: ") != std::string::npos &&
+                        w[0].find("left out") != std::string::npos && !fs::exists(cache);
+        if (!ok)
+          std::fprintf(stderr, "classes %zu, warnings: %s\n", ds.class_names().size(),
+                       w.empty() ? "none" : w[0].c_str());
+        std::_Exit(ok ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+  fs::permissions(tree.root() + "/cat", fs::perms::owner_all);
+  ImageFolderOptions o;
+  o.cache_path = cache;
+  ImageFolderDataset readable(tree.root(), o);
+  EXPECT_TRUE(readable.warnings().empty());
+  EXPECT_EQ(readable.class_names(), (std::vector<std::string>{"ant", "cat"}));
+  EXPECT_TRUE(fs::exists(cache));
+}
+
 TEST(ImageFolder, DecodesEveryLayoutToRgb) {
   Tree tree;
   ImageFolderDataset ds(tree.root());

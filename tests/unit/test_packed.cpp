@@ -221,6 +221,21 @@ TEST(Packed, BadIndexIsNamed) {
   EXPECT_NE(error_of([&] { PackedDataset p(dir); }).find("no index.ocl"), std::string::npos);
 }
 
+// Another pack's index that promises more bytes than these shards hold: not a truncation (the
+// records before the cut would match their checksums), so it is named as a mismatch.
+TEST(Packed, LargerForeignIndexIsAMismatchNotATruncation) {
+  const auto dir = make_dir("small_jpeg");
+  write_pack(dir, PackEncoding::Jpeg, 5, 1 << 20);
+  const auto other = make_dir("large_raw");
+  write_pack(other, PackEncoding::Raw, 12, 1 << 20);
+  ASSERT_GT(read_bytes(ocl::data::pack_shard_path(other, 0)).size(),
+            read_bytes(ocl::data::pack_shard_path(dir, 0)).size());
+  write_bytes(ocl::data::pack_index_path(dir), read_bytes(ocl::data::pack_index_path(other)));
+  const std::string e = error_of([&] { PackedDataset p(dir); });
+  EXPECT_NE(e.find("do not belong together"), std::string::npos) << e;
+  EXPECT_EQ(e.find("truncated"), std::string::npos) << e;
+}
+
 TEST(Packed, UndecodableRecordIsABadSample) {
   const auto dir = make_dir("undecodable");
   PackWriterOptions o;

@@ -71,6 +71,9 @@ class Dataset {
   }
   /// One line for logs: kind, location, size, classes.
   virtual std::string describe() const = 0;
+  /// Problems met while opening the data set that did not stop it (a folder that could not be
+  /// listed, ...), one line each, for the run to log as warnings.
+  virtual std::vector<std::string> warnings() const { return {}; }
 };
 
 }  // namespace ocl::data

@@ -47,6 +47,8 @@ class ImageFolderDataset : public Dataset {
   const std::string& file(int64_t index) const;
   /// Whether the list came from the cache.
   bool loaded_from_cache() const { return from_cache_; }
+  /// One line per folder the scan could not list (its images, or its class, left out).
+  std::vector<std::string> warnings() const override { return warnings_; }
 
  private:
   std::string root_;
@@ -54,6 +56,7 @@ class ImageFolderDataset : public Dataset {
   std::vector<std::string> files_;  // root-relative, sorted within each class
   std::vector<int32_t> labels_;
   bool from_cache_ = false;
+  std::vector<std::string> warnings_;
 };
 
 /// Decodes an encoded image held in memory (any format OpenCV reads) to 8-bit RGB; std::nullopt

@@ -166,6 +166,9 @@ class PackedDataset : public Dataset {
   uint64_t bytes() const;
 
  private:
+  // Whether the shard's first record (when it lies within `available` bytes of `fd`) has the
+  // checksum the index gives it: a truncated shard does, another pack's shard does not.
+  bool first_record_matches(int fd, uint32_t shard, uint64_t available) const;
   struct Mapping;
   std::string folder_;
   PackIndex index_;

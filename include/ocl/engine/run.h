@@ -116,6 +116,9 @@ int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& save
 /// ImageNet) keeps its file-list cache there instead, so that the second start does not scan
 /// 1.3 M files again.
 io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir);
+/// Logs each of a data set's warnings (data::Dataset::warnings: folders that could not be
+/// listed, ...) as a warning on `logger`.
+void log_data_warnings(const data::Dataset& set, spdlog::logger& logger);
 
 /// Options of this rank's training loader: `batch_size` images per micro-batch, data.workers,
 /// data.prefetch, data.max_bad_fraction, train.seed, the launch's shard, pinned memory on CUDA,
