@@ -2,6 +2,8 @@
 #include "ocl/data/jpeg.h"
 
 #include <jpeglib.h>
+// jerror.h after jpeglib.h: the warning codes (JWRN_JPEG_EOF).
+#include <jerror.h>
 
 #include <algorithm>
 #include <csetjmp>
@@ -14,12 +16,16 @@ namespace ocl::data {
 namespace {
 
 // libjpeg reports fatal errors through error_exit, which must not return: jump back to the
-// decode function's setjmp. Warnings (a stream that ends early, extraneous bytes) are ignored,
-// as OpenCV's decoder ignores them, so both decoders accept the same files.
+// decode function's setjmp. Warnings are not printed; one is kept: the compressed data ending
+// before the rows being decoded (JWRN_JPEG_EOF, "Premature end of JPEG file"), after which
+// libjpeg fills the rest with grey. Such an image is refused as truncated. Other warnings
+// (extraneous bytes between markers and the like) leave the pixels intact and are ignored, as
+// OpenCV's decoder ignores them.
 struct ErrorManager {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
   char message[JMSG_LENGTH_MAX];
+  bool premature_end;
 };
 
 [[noreturn]] void on_error(j_common_ptr cinfo) {
@@ -28,7 +34,10 @@ struct ErrorManager {
   std::longjmp(e->jump, 1);
 }
 
-void on_message(j_common_ptr, int) {}
+void on_message(j_common_ptr cinfo, int level) {
+  if (level == -1 && cinfo->err->msg_code == JWRN_JPEG_EOF)
+    reinterpret_cast<ErrorManager*>(cinfo->err)->premature_end = true;
+}
 
 // The error manager every decoder and encoder installs: errors jump, warnings are ignored.
 jpeg_error_mgr* install_errors(ErrorManager& err) {
@@ -36,6 +45,7 @@ jpeg_error_mgr* install_errors(ErrorManager& err) {
   pub->error_exit = on_error;
   pub->emit_message = on_message;
   err.message[0] = '\0';
+  err.premature_end = false;
   return pub;
 }
 
@@ -173,6 +183,10 @@ std::optional<Image> decode_jpeg(const uint8_t* data, size_t size, const RegionP
     throw;
   }
   jpeg_destroy_decompress(&cinfo);
+  if (status == 0 && err.premature_end) {
+    if (reason) *reason = "JPEG decoder: the data ends before the image does (truncated file)";
+    return std::nullopt;
+  }
   if (status == 0) return out;
   if (status == 2) {
     if (unsupported) *unsupported = true;

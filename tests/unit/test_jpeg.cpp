@@ -237,6 +237,34 @@ TEST(Jpeg, CorruptDataNamesTheDecoder) {
   EXPECT_NE(reason.find("1/3"), std::string::npos) << reason;
 }
 
+// A JPEG cut short (a partial download, a full disk) is refused as truncated, baseline and
+// progressive, for the whole image and for a region below the cut; a region that ends above the
+// cut never reads the missing data and decodes.
+TEST(Jpeg, TruncatedFileIsRefusedWhereTheDecodeReachesTheCut) {
+  for (const bool progressive : {false, true}) {
+    SCOPED_TRACE(progressive ? "progressive" : "baseline");
+    const auto bytes = encode(textured(128, 96, 9), progressive);
+    const std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + bytes.size() * 6 / 10);
+    std::string reason;
+    EXPECT_FALSE(ocl::data::decode_jpeg(cut.data(), cut.size(), {}, &reason));
+    EXPECT_NE(reason.find("truncated"), std::string::npos) << reason;
+    reason.clear();
+    EXPECT_FALSE(
+        ocl::data::decode_jpeg(cut.data(), cut.size(), plan_of({96, 0, 32, 96, 1}), &reason));
+    EXPECT_NE(reason.find("truncated"), std::string::npos) << reason;
+    if (!progressive) {  // baseline data is in row order: the top rows are all there
+      const Image top = decode(cut, {0, 0, 16, 96, 1});
+      EXPECT_EQ(top.pixels, window_of(decode(bytes), 0, 0, 16, 96));
+    }
+  }
+  // ImageFolder's decoder takes the refusal as an unreadable file (a bad sample).
+  const auto bytes = encode(textured(64, 64, 3));
+  const std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + bytes.size() * 6 / 10);
+  std::string reason;
+  EXPECT_FALSE(ocl::data::decode_image(cut.data(), cut.size(), &reason));
+  EXPECT_NE(reason.find("truncated"), std::string::npos) << reason;
+}
+
 // RandomResizedCrop on the region its own plan asked for gives the output it gives on the whole
 // image: exactly at scale 1, and within a few levels when the decoder reduced the scale.
 TEST(Jpeg, RandomResizedCropOnItsRegionEqualsTheWholeImage) {
