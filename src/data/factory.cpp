@@ -15,6 +15,7 @@ namespace fs = std::filesystem;
 
 std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int image_size,
                                             bool train, uint64_t seed) {
+  set_max_image_pixels(config.max_image_pixels);
   if (config.dataset == "synthetic") {
     SyntheticOptions o;
     o.size = train ? config.synthetic_train_size : config.synthetic_val_size;

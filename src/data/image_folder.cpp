@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <climits>
@@ -306,6 +307,26 @@ bool has_image_extension(const std::string& filename) {
                                             "tif", "tiff", "ppm", "pgm"};
   return std::any_of(std::begin(kExtensions), std::end(kExtensions),
                      [&](const char* e) { return ext == e; });
+}
+
+namespace {
+std::atomic<int64_t> g_max_image_pixels{kDefaultMaxImagePixels};
+}  // namespace
+
+void set_max_image_pixels(int64_t pixels) {
+  if (pixels < 1)
+    throw std::invalid_argument("max image pixels must be >= 1, got " + std::to_string(pixels));
+  g_max_image_pixels.store(pixels);
+}
+
+int64_t max_image_pixels() { return g_max_image_pixels.load(); }
+
+std::string image_size_refusal(int64_t height, int64_t width) {
+  const int64_t limit = max_image_pixels();
+  if (height * width <= limit) return "";
+  return std::to_string(width) + "x" + std::to_string(height) + " = " +
+         std::to_string(height * width) + " pixels, above the limit of " + std::to_string(limit) +
+         " (data.max_image_pixels)";
 }
 
 std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason) {

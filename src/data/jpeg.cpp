@@ -53,7 +53,8 @@ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // The decoding proper, apart from decode_jpeg so that no object with a destructor lives in the
 // frame that longjmp unwinds (the jump skips destructors). Returns 0 on success, 1 for a
-// corrupt stream (message in err), 2 for a JPEG this decoder leaves to OpenCV.
+// corrupt stream (message in err), 2 for a JPEG this decoder leaves to OpenCV, 3 for an image
+// above the pixel limit (max_image_pixels).
 int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t* data, size_t size,
                 const RegionPlanner& plan, Image& out) {
   cinfo.err = install_errors(err);
@@ -66,6 +67,7 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
                        (cinfo.num_components == 3 && (cinfo.jpeg_color_space == JCS_YCbCr ||
                                                       cinfo.jpeg_color_space == JCS_RGB)));
   if (!direct) return 2;
+  if (static_cast<int64_t>(cinfo.image_height) * cinfo.image_width > max_image_pixels()) return 3;
   const int source_h = static_cast<int>(cinfo.image_height);
   const int source_w = static_cast<int>(cinfo.image_width);
   DecodeRegion region;
@@ -188,6 +190,12 @@ std::optional<Image> decode_jpeg(const uint8_t* data, size_t size, const RegionP
     return std::nullopt;
   }
   if (status == 0) return out;
+  if (status == 3) {
+    if (reason)
+      *reason =
+          "JPEG decoder: image of " + image_size_refusal(cinfo.image_height, cinfo.image_width);
+    return std::nullopt;
+  }
   if (status == 2) {
     if (unsupported) *unsupported = true;
     if (reason) *reason = "JPEG colour space or precision left to the general decoder";

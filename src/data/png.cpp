@@ -41,6 +41,8 @@ std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* r
   spng_ihdr ihdr{};
   if (!err) err = spng_get_ihdr(ctx.get(), &ihdr);
   if (err) return fail(reason, spng_strerror(err));
+  if (auto refusal = image_size_refusal(ihdr.height, ihdr.width); !refusal.empty())
+    return fail(reason, "image of " + refusal);
   // 16-bit images decode to 16-bit RGBA and are scaled here (libspng's 8-bit formats keep the
   // high byte, which differs from rounding); everything else decodes to RGB8 directly (grey
   // and palette expanded, low bit depths scaled to 0..255, alpha and tRNS not applied).

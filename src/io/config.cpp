@@ -62,13 +62,25 @@ const std::vector<Section>& schema() {
        {OCL_KEY(loss, kappa), OCL_KEY(loss, temperature), OCL_KEY(loss, learnable_temperature),
         OCL_KEY(loss, max_logit_scale), OCL_KEY(loss, negatives)}},
       {"data",
-       {OCL_KEY(data, dataset), OCL_KEY(data, path), OCL_KEY(data, augment),
-        OCL_KEY(data, crop_scale_min), OCL_KEY(data, crop_scale_max), OCL_KEY(data, crop_ratio_min),
-        OCL_KEY(data, crop_ratio_max), OCL_KEY(data, interpolation), OCL_KEY(data, hflip),
-        OCL_KEY(data, photometric), OCL_KEY(data, decode), OCL_KEY(data, workers),
-        OCL_KEY(data, prefetch), OCL_KEY(data, max_bad_fraction),
-        OCL_KEY(data, synthetic_train_size), OCL_KEY(data, synthetic_val_size),
-        OCL_KEY(data, synthetic_classes), OCL_KEY(data, synthetic_colours),
+       {OCL_KEY(data, dataset),
+        OCL_KEY(data, path),
+        OCL_KEY(data, augment),
+        OCL_KEY(data, crop_scale_min),
+        OCL_KEY(data, crop_scale_max),
+        OCL_KEY(data, crop_ratio_min),
+        OCL_KEY(data, crop_ratio_max),
+        OCL_KEY(data, interpolation),
+        OCL_KEY(data, hflip),
+        OCL_KEY(data, photometric),
+        OCL_KEY(data, decode),
+        OCL_KEY(data, workers),
+        OCL_KEY(data, prefetch),
+        OCL_KEY(data, max_bad_fraction),
+        OCL_KEY(data, max_image_pixels),
+        OCL_KEY(data, synthetic_train_size),
+        OCL_KEY(data, synthetic_val_size),
+        OCL_KEY(data, synthetic_classes),
+        OCL_KEY(data, synthetic_colours),
         OCL_KEY(data, cache_dir)}},
       {"optim",
        {OCL_KEY(optim, name), OCL_KEY(optim, blr), OCL_KEY(optim, lr), OCL_KEY(optim, min_lr),
@@ -579,6 +591,7 @@ void validate_impl(const Config& c) {
   at_least("data.workers", d.workers, int64_t{1});
   at_least("data.prefetch", d.prefetch, int64_t{1});
   in_range("data.max_bad_fraction", d.max_bad_fraction, 0.0, 1.0, true);
+  at_least("data.max_image_pixels", d.max_image_pixels, int64_t{1});
   at_least("data.synthetic_train_size", d.synthetic_train_size, int64_t{1});
   at_least("data.synthetic_val_size", d.synthetic_val_size, int64_t{1});
   in_range("data.synthetic_classes", d.synthetic_classes, 10, 64);

@@ -451,6 +451,7 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.data.workers = 3;
   c.data.prefetch = 7;
   c.data.max_bad_fraction = 1e-300;
+  c.data.max_image_pixels = 4096;
   c.data.synthetic_train_size = 123;
   c.data.synthetic_val_size = 45;
   c.data.synthetic_classes = 64;

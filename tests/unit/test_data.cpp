@@ -27,6 +27,7 @@
 #include <ocl/data/cifar.h>
 #include <ocl/data/factory.h>
 #include <ocl/data/image_folder.h>
+#include <ocl/data/jpeg.h>
 #include <ocl/data/loader.h>
 #include <ocl/data/png.h>
 #include <ocl/data/synthetic.h>
@@ -923,6 +924,37 @@ TEST(Png, EncodeThenDecodeGivesTheSamePixels) {
   EXPECT_EQ(via_folder->pixels, image.pixels);
   image.pixels.pop_back();
   EXPECT_THROW(encode_png(image), std::invalid_argument);
+}
+
+// The pixel limit: an image above it is refused from its header by the JPEG and PNG decoders,
+// naming its size and the setting; at the limit it decodes.
+TEST(ImageFolder, ImagesAboveThePixelLimitAreRefusedFromTheirHeader) {
+  EXPECT_EQ(max_image_pixels(), kDefaultMaxImagePixels);
+  Image im;
+  im.height = 12;
+  im.width = 20;
+  im.pixels.assign(12 * 20 * 3, 77);
+  const auto png = encode_png(im);
+  const auto jpeg = encode_jpeg(im, 90);
+  set_max_image_pixels(239);
+  for (const auto* bytes : {&png, &jpeg}) {
+    std::string reason;
+    EXPECT_FALSE(decode_image(bytes->data(), bytes->size(), &reason));
+    EXPECT_NE(reason.find("20x12 = 240 pixels, above the limit of 239 (data.max_image_pixels)"),
+              std::string::npos)
+        << reason;
+  }
+  set_max_image_pixels(240);
+  EXPECT_TRUE(decode_image(png.data(), png.size()));
+  EXPECT_TRUE(decode_image(jpeg.data(), jpeg.size()));
+  EXPECT_THROW(set_max_image_pixels(0), std::invalid_argument);
+  set_max_image_pixels(kDefaultMaxImagePixels);
+  // The config's value is what a data set's decoders use.
+  ocl::io::DataConfig config;
+  config.max_image_pixels = 1000;
+  make_dataset(config, 16, true, 0);
+  EXPECT_EQ(max_image_pixels(), 1000);
+  set_max_image_pixels(kDefaultMaxImagePixels);
 }
 
 TEST(Png, CorruptTruncatedAndOversizedStreamsNameThePngDecoder) {

@@ -39,6 +39,18 @@ struct DecodeRegion {
 /// Given a source's height and width (from its header), the region to decode.
 using RegionPlanner = std::function<DecodeRegion(int height, int width)>;
 
+/// The largest image (height × width) the JPEG and PNG decoders accept: a larger one is refused
+/// from its header, before any pixel is decoded (a bad sample: skipped and counted), so that a
+/// small file claiming a huge picture cannot take gigabytes (a 388 KB PNG of 20000 × 20000 would
+/// decode to 1.2 GB). Process-wide; the default is Pillow's decompression-bomb limit,
+/// 178,956,970 pixels; data.max_image_pixels sets it (data::make_dataset). Other formats go
+/// through OpenCV, which applies its own limit (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 by default).
+inline constexpr int64_t kDefaultMaxImagePixels = 178956970;
+void set_max_image_pixels(int64_t pixels);  // ≥ 1
+int64_t max_image_pixels();
+/// "" when a height × width image is within the limit, else the reason naming the size and it.
+std::string image_size_refusal(int64_t height, int64_t width);
+
 /// One failed read: which sample, which file (may be empty), and why.
 struct BadSample {
   int64_t index = 0;

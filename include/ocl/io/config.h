@@ -83,6 +83,9 @@ struct DataConfig {
   int64_t prefetch = 4;  // ≥ 1 batches queued ahead
   /// Share of unreadable images tolerated before the run stops, [0, 1].
   double max_bad_fraction = 0.01;
+  /// ≥ 1: a JPEG or PNG larger than this (height × width) is refused from its header, a bad
+  /// sample (data::set_max_image_pixels; the default is Pillow's decompression-bomb limit).
+  int64_t max_image_pixels = 178956970;
   /// Synthetic data set: images in the train and held-out splits, and classes (≥ 10).
   int64_t synthetic_train_size = 50000;
   int64_t synthetic_val_size = 10000;
