@@ -63,6 +63,18 @@ LoadReport load_state_dict(torch::nn::Module& module, const TensorMap& tensors,
                                         c10::str(dst.sizes()));
       continue;
     }
+    // Whatever strict says: an integer tensor where a weight belongs is a file written wrongly
+    // (or a dtype relabelled), and a NaN or infinite weight spoils every step after it.
+    TORCH_CHECK(!dst.is_floating_point() || src.is_floating_point(), "load_state_dict: tensor '",
+                name, "' is ", src.scalar_type(), " in the file where the module holds ",
+                dst.scalar_type(),
+                " (an integer or boolean tensor is not a weight: a file written "
+                "wrongly or with its dtype relabelled); nothing was loaded");
+    if (src.is_floating_point()) {
+      const int64_t bad = src.numel() - torch::isfinite(src).sum().item<int64_t>();
+      TORCH_CHECK(bad == 0, "load_state_dict: tensor '", name, "' holds ", bad,
+                  " non-finite value(s) (NaN or inf) of ", src.numel(), "; nothing was loaded");
+    }
     copies.emplace_back(dst, src);
   }
   for (const auto& [name, src] : tensors) {

@@ -226,3 +226,29 @@ TEST(StateDict, RejectsUndefinedFileTensors) {
   file["fc.bias"] = torch::Tensor();
   OCL_EXPECT_THROW_WITH(load_state_dict(*net, file), "'fc.bias'");
 }
+
+// An integer tensor where the module holds floats (a dtype relabelled F32 → I32 in the file's
+// header keeps its byte size), or a weight holding NaN or inf, is refused by name, strict or
+// not, and nothing is loaded.
+TEST(StateDict, RejectsIntegerWeightsAndNonFiniteValuesBeforeLoadingAnything) {
+  for (const bool strict : {true, false}) {
+    Net net;
+    const auto before = state_dict(*net).at("fc.bias").clone();
+    auto file = matching_file();
+    file["fc.weight"] = file["fc.weight"].to(torch::kInt32);
+    LoadOptions options;
+    options.strict = strict;
+    OCL_EXPECT_THROW_WITH(load_state_dict(*net, file, options),
+                          "tensor 'fc.weight' is Int in the file where the module holds Float");
+    EXPECT_TRUE(torch::equal(state_dict(*net).at("fc.bias"), before)) << "nothing loaded";
+
+    file = matching_file();
+    file["fc.bias"] = file["fc.bias"].clone();
+    file["fc.bias"][0] = std::nan("");
+    OCL_EXPECT_THROW_WITH(load_state_dict(*net, file, options),
+                          "tensor 'fc.bias' holds 1 non-finite value(s)");
+    file["fc.bias"][0] = INFINITY;
+    OCL_EXPECT_THROW_WITH(load_state_dict(*net, file, options), "non-finite");
+    EXPECT_TRUE(torch::equal(state_dict(*net).at("fc.bias"), before)) << "nothing loaded";
+  }
+}

@@ -51,7 +51,9 @@ struct LoadOptions {
 /// With strict (the default) everything is checked BEFORE anything is copied, and a report
 /// that is not ok() throws c10::Error carrying summary(): a failing load changes nothing.
 /// A prefix in ignore_missing / ignore_unexpected hides the keys that start with it (an empty
-/// prefix hides all). Also throws if a file tensor is undefined, naming it.
+/// prefix hides all). Also throws (strict or not, before anything is copied) if a file tensor is
+/// undefined, is an integer or boolean tensor where the module holds a floating-point one, or
+/// holds a NaN or infinite value, naming it.
 LoadReport load_state_dict(torch::nn::Module& module, const TensorMap& tensors,
                            const LoadOptions& options = {});
 
