@@ -283,6 +283,15 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
   const std::string at = launch.master_addr + ":" + std::to_string(launch.master_port);
   try {
     d.store = connect_store(launch, launch.rank == 0, options.timeout);
+    // Each rank claims its number in the store before any group forms: a second process started
+    // with the same RANK learns it here and stops, and the others form their groups without it.
+    if (d.store->add("ocl/rank_claims/" + std::to_string(launch.rank), 1) > 1) {
+      throw std::runtime_error(
+          "another process was started as rank " + std::to_string(launch.rank) + " of " +
+          std::to_string(launch.world_size) +
+          " and claimed it first: each process needs its own RANK (a duplicated launch line, or "
+          "a requeued job overlapping its predecessor)");
+    }
     d.grads = d.make_group("ocl/grads/");
     d.loss = d.make_group("ocl/loss/");
     if (options.heartbeat_s > 0) {
@@ -295,12 +304,23 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
                                   ? static_cast<const c10::Error&>(e).what_without_backtrace()
                                   : e.what();
     std::ostringstream msg;
-    msg << d.where() << ": rendezvous at " << at << " (" << launch.source << ", " << d.backend
-        << ") failed after "
-        << static_cast<int64_t>(std::chrono::duration<double>(Clock::now() - started).count())
-        << " s: " << cause << ". Check that all " << launch.world_size
-        << " processes started, that they agree on MASTER_ADDR:MASTER_PORT, and that rank 0's "
-           "host accepts connections on that port";
+    if (cause.find("another process was started as rank") != std::string::npos) {
+      msg << d.where() << ": " << cause;
+    } else if (launch.rank == 0 && (cause.find("ddress already in use") != std::string::npos ||
+                                    cause.find("EADDRINUSE") != std::string::npos)) {
+      msg << d.where() << ": MASTER_PORT " << launch.master_port
+          << " is already in use on this machine, so rank 0 cannot host the rendezvous store: "
+             "another process started as rank 0 (a duplicated launch line), or an earlier run "
+             "still alive, holds it ("
+          << cause << ")";
+    } else {
+      msg << d.where() << ": rendezvous at " << at << " (" << launch.source << ", " << d.backend
+          << ") failed after "
+          << static_cast<int64_t>(std::chrono::duration<double>(Clock::now() - started).count())
+          << " s: " << cause << ". Check that all " << launch.world_size
+          << " processes started, that they agree on MASTER_ADDR:MASTER_PORT, and that rank 0's "
+             "host accepts connections on that port";
+    }
     // The heartbeat thread, if it started, must stop before impl_ goes.
     {
       std::lock_guard<std::mutex> lock(impl_->heartbeat.stop_mutex);

@@ -336,6 +336,54 @@ TEST(Distributed, RanksWithDifferentConfigsStopNamingTheKey) {
   }
 }
 
+// Two processes started with the same RANK: the one that claims it second stops at once naming
+// the duplicate, and the other two train to the end. For rank 0, the second cannot host the
+// store on the port the first holds, and says so.
+TEST(Distributed, DuplicateRankIsNamedAndTheOthersTrain) {
+  for (const int duplicate : {1, 0}) {
+    SCOPED_TRACE("duplicate rank " + std::to_string(duplicate));
+    const auto dir = make_dir("duplicate" + std::to_string(duplicate));
+    const auto config = write_tiny_config(dir);
+    const int port = ocl::dist::free_tcp_port();
+    // Long enough (30 epochs of 4 steps) for a slow-starting duplicate to reach the store
+    // before the pair that trains is done with it.
+    const auto args = run_args(config, dir + "/run", {"train.epochs=30", "train.save_every=30"});
+    std::vector<pid_t> pids;
+    std::vector<std::string> logs;
+    // Rank 0 first (it hosts the store), then rank 1 twice: one claims rank 1 first. Or rank 0
+    // twice (the duplicate in a folder of its own, which the run lock would otherwise refuse
+    // first), then rank 1: the first holds the port.
+    const std::vector<int> order =
+        duplicate == 1 ? std::vector<int>{0, 1, 1} : std::vector<int>{0, 0, 1};
+    for (size_t i = 0; i < order.size(); ++i) {
+      auto a = args;
+      if (duplicate == 0 && i == 1) {
+        a.push_back("--set");
+        a.push_back("train.output_dir=" + dir + "/other");
+      }
+      logs.push_back(dir + "/process" + std::to_string(i) + ".log");
+      pids.push_back(spawn_rank(order[i], 2, port, a, logs.back()));
+      if (i == 0) std::this_thread::sleep_for(std::chrono::seconds(3));
+    }
+    std::vector<int> codes;
+    for (pid_t pid : pids) codes.push_back(wait_for(pid, 300));
+    int refused = -1;
+    for (size_t i = 0; i < codes.size(); ++i) {
+      if (codes[i] != 0) {
+        EXPECT_EQ(refused, -1) << "more than one process failed";
+        refused = static_cast<int>(i);
+      }
+    }
+    ASSERT_GE(refused, 0) << "no process was refused";
+    EXPECT_EQ(codes[static_cast<size_t>(refused)], 1);
+    const std::string log = read_file(logs[static_cast<size_t>(refused)]);
+    EXPECT_NE(log.find(duplicate == 1 ? "another process was started as rank 1 of 2"
+                                      : "is already in use on this machine"),
+              std::string::npos)
+        << log;
+  }
+}
+
 // A MASTER_ADDR that does not resolve is named at once, not after the whole timeout.
 TEST(Distributed, UnresolvableMasterAddressIsNamedAtOnce) {
   const auto dir = make_dir("noaddr");
