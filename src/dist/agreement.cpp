@@ -100,6 +100,29 @@ void require_same_build_and_config(Communicator& comm, const torch::Device& devi
                                     changes.front().key, changes.front().b, changes.front().a)));
 }
 
+void require_same_data(Communicator& comm, const torch::Device& device, const std::string& what,
+                       int64_t size, int64_t classes) {
+  const auto all = comm.all_gather(torch::tensor({size, classes}, torch::kInt64).to(device),
+                                   Group::kLoss, "data set sizes")
+                       .view({comm.world_size(), 2})
+                       .cpu();
+  std::vector<int64_t> differ;
+  std::string views;
+  for (int64_t r = 1; r < comm.world_size(); ++r) {
+    if (all[r][0].item<int64_t>() == all[0][0].item<int64_t>() &&
+        all[r][1].item<int64_t>() == all[0][1].item<int64_t>())
+      continue;
+    differ.push_back(r);
+    views += fmt::format("; rank {}: {} images of {} classes", r, all[r][0].item<int64_t>(),
+                         all[r][1].item<int64_t>());
+  }
+  if (differ.empty()) return;
+  throw std::runtime_error(fmt::format(
+      "ranks see different data: {} of {} differs from rank 0's (rank 0: {} images of {} "
+      "classes{}); every rank must read the same copy of the data set",
+      what, ranks_list(differ), all[0][0].item<int64_t>(), all[0][1].item<int64_t>(), views));
+}
+
 std::optional<std::pair<int64_t, int64_t>> first_replica_difference(
     Communicator& comm, const torch::Device& device, const std::vector<torch::Tensor>& tensors) {
   std::vector<int64_t> sums;

@@ -140,7 +140,8 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   const auto data_config = run_data_config(config_.data, run_.spec.output_dir);
   train_set_ = data::make_dataset(data_config, img, /*train=*/true, t.seed);
   val_set_ = data::make_dataset(data_config, img, /*train=*/false, t.seed);
-  for (const auto* set : {train_set_.get(), val_set_.get()}) log_data_warnings(*set, *run_.logger);
+  run_.check_data(*train_set_, "the training set");
+  run_.check_data(*val_set_, "the validation set");
   val_transform_ = data::make_transform(data_config, img, /*train=*/false);
 
   // The model: the pre-trained encoder (or the random one) and a new head; MAE's layer-wise lr

@@ -200,7 +200,8 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
   const auto data_config = run_data_config(config_.data, run_.spec.output_dir);
   train_set_ = data::make_dataset(data_config, img, /*train=*/true, seed);
   const auto val_set = data::make_dataset(data_config, img, /*train=*/false, seed);
-  for (const auto* set : {train_set_.get(), val_set.get()}) log_data_warnings(*set, *run_.logger);
+  run_.check_data(*train_set_, "the training set");
+  run_.check_data(*val_set, "the validation set");
   const auto eval_transform = data::make_transform(data_config, img, /*train=*/false);
 
   // The head, initialised from the seed so that every rank starts the same, and LARS.

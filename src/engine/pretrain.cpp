@@ -106,7 +106,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   const int img = static_cast<int>(config_.model.img_size);
   data_config_ = run_data_config(config_.data, t.output_dir);
   train_set_ = data::make_dataset(data_config_, img, /*train=*/true, t.seed);
-  log_data_warnings(*train_set_, *run_.logger);
+  run_.check_data(*train_set_, "the training set");
   // Two copies of each crop when the groups take independent colour draws.
   const int views = config_.mask.group_views == "independent" ? 2 : 1;
   auto loader = std::make_unique<data::Loader>(

@@ -281,6 +281,11 @@ void RunContext::check_resumable() const {
   }
 }
 
+void RunContext::check_data(const data::Dataset& set, const std::string& what) const {
+  log_data_warnings(set, *logger);
+  if (comm) dist::require_same_data(*comm, device, what, set.size(), set.num_classes());
+}
+
 // Every rank must run the same build and config (dist/agreement.h), compared once at the
 // rendezvous before any collective whose size depends on the config. What may differ per process
 // without changing the training is left out: logging, loader workers, threads.

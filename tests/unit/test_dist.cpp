@@ -1,13 +1,17 @@
 // ocl::dist in one process: bucket layout, the gradient synchroniser's hooks, views and no_sync
 // over a one-rank Gloo group, the differentiable all-gather's plumbing, and the errors of a
-// rendezvous that cannot complete. The multi-rank behaviour is tested with several processes in
+// rendezvous that cannot complete; the data-set agreement with two ranks in two threads. The rest
+// of the multi-rank behaviour is tested with several processes in
 // tests/integration/test_distributed.cpp.
 #include <chrono>
+#include <string>
+#include <thread>
 
 #include "test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ocl/dist/agreement.h>
 #include <ocl/dist/all_gather.h>
 #include <ocl/dist/communicator.h>
 #include <ocl/dist/grad_sync.h>
@@ -214,3 +218,35 @@ TEST(Communicator, RejectsABackendThisBuildLacks) {
 }
 
 }  // namespace
+
+// Ranks that see different copies of a data set stop, each naming the ranks that differ and both
+// views; the same data passes. Two ranks in two threads of this process, over Gloo.
+TEST(Agreement, RanksWithDifferentDataSetsStopNamingBothViews) {
+  const int port = ocl::dist::free_tcp_port();
+  std::string errors[2];
+  auto rank = [&](int r, int64_t size) {
+    try {
+      ocl::dist::LaunchInfo l;
+      l.rank = l.local_rank = r;
+      l.world_size = l.local_world_size = 2;
+      l.master_port = port;
+      l.source = "test";
+      auto o = quick_options();
+      o.heartbeat_s = 0;
+      ocl::dist::Communicator comm(l, o);
+      ocl::dist::require_same_data(comm, torch::kCPU, "the training set", 1000, 10);
+      ocl::dist::require_same_data(comm, torch::kCPU, "the training set", size, 10);
+    } catch (const std::exception& e) {
+      errors[r] = e.what();
+    }
+  };
+  std::thread t0(rank, 0, 1000), t1(rank, 1, 998);
+  t0.join();
+  t1.join();
+  for (const auto& e : errors) {
+    EXPECT_NE(e.find("ranks see different data: the training set of rank 1 differs from rank 0's "
+                     "(rank 0: 1000 images of 10 classes; rank 1: 998 images of 10 classes)"),
+              std::string::npos)
+        << e;
+  }
+}

@@ -25,6 +25,14 @@ namespace ocl::dist {
 void require_same_build_and_config(Communicator& comm, const torch::Device& device,
                                    const std::string& build, const io::Config& config);
 
+/// Collective: every rank's view of a data set (`what`, e.g. "the training set": its number of
+/// images and of classes) compared with rank 0's. Ranks that read different copies of a data
+/// set (a node with a partial copy, another version) would shard different permutations and
+/// train on overlapping or missing images without a word; on a mismatch every rank throws
+/// std::runtime_error naming the ranks that differ and both views.
+void require_same_data(Communicator& comm, const torch::Device& device, const std::string& what,
+                       int64_t size, int64_t classes);
+
 /// Collective: a checksum of each tensor's bytes on every rank, all-gathered; the first
 /// (rank, tensor index) whose checksum differs from rank 0's, or nothing when all agree (every
 /// rank returns the same answer).

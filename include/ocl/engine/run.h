@@ -221,6 +221,9 @@ class RunContext {
   bool signalled() const;
   /// "<app>: LibTorch 2.6.0, device cpu, fp32, 2 threads" (+ `detail` after the precision).
   void log_startup(const std::string& detail = "") const;
+  /// Logs the data set's warnings and, with several ranks, checks that every rank sees the
+  /// same one (dist::require_same_data: its size and classes); `what` names it in messages.
+  void check_data(const data::Dataset& set, const std::string& what) const;
   /// The model and trainable parameter counts in millions, "12.34 M trainable, 0.50 M frozen".
   static std::string parameter_counts(const torch::nn::Module& module);
   bool is_writer() const { return writer_; }
