@@ -14,8 +14,17 @@ function(ocl_set_compile_options target)
   if(OCL_WERROR)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
-  if(OCL_SANITIZE)
-    target_compile_options(${target} PRIVATE -fsanitize=address,undefined -fno-omit-frame-pointer)
+  # Undefined behaviour stops the program (-fno-sanitize-recover) rather than printing a line a
+  # passing test run would hide.
+  if(OCL_SANITIZE OR OCL_FUZZ)
+    target_compile_options(${target} PRIVATE -fsanitize=address,undefined
+                                              -fno-sanitize-recover=undefined
+                                              -fno-omit-frame-pointer)
     target_link_options(${target} PRIVATE -fsanitize=address,undefined)
+  endif()
+  # libFuzzer's coverage instrumentation for the library code the fuzz targets reach (the targets
+  # themselves link with -fsanitize=fuzzer, which brings libFuzzer's main).
+  if(OCL_FUZZ)
+    target_compile_options(${target} PRIVATE -fsanitize=fuzzer-no-link)
   endif()
 endfunction()

@@ -31,7 +31,7 @@ if ! command -v "$cf" >/dev/null; then
   command -v "$cf" >/dev/null || { echo "check-format: $cf not found" >&2; exit 2; }
 fi
 
-dirs=(include src apps tests)
+dirs=(include src apps tests fuzz)
 files=()
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
   while IFS= read -r -d '' f; do

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything ocl needs to build and test on Debian/Ubuntu, from apt only.
 # Idempotent: packages already present are left alone. Run as root (or with sudo).
+#
+#   bash scripts/install-deps.sh          the build and the tests
+#   bash scripts/install-deps.sh --fuzz   those, and clang with libFuzzer (scripts/fuzz.sh)
 set -euo pipefail
 
 packages=(
@@ -18,6 +21,20 @@ packages=(
   python3-torch                 # scripts/make_reference.py (fixtures), scripts/bench_pretrain.py
   python3-matplotlib            # scripts/plot_metrics.py (the metrics plot of a run)
 )
+
+case "${1:-}" in
+  "") ;;
+  --fuzz)
+    packages+=(
+      clang                     # libFuzzer targets (OCL_FUZZ=ON)
+      libclang-rt-dev           # libFuzzer and the sanitizer runtimes (only recommended by clang)
+    )
+    ;;
+  *)
+    echo "install-deps: unknown option '$1' (known: --fuzz)" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for p in "${packages[@]}"; do

@@ -81,6 +81,11 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
     return 1;
   }
   cinfo.out_color_space = JCS_EXT_RGB;  // grey expands to RGB inside libjpeg-turbo too
+  // Block smoothing guesses the AC coefficients a progressive file never sent from the
+  // neighbouring blocks, which a cropped decode does not all have: a region would differ from
+  // the same window of the whole image. Off, for both (a complete file sends every coefficient,
+  // so it changes nothing there).
+  cinfo.do_block_smoothing = FALSE;
   cinfo.scale_num = 1;
   cinfo.scale_denom = static_cast<unsigned>(scale);
   jpeg_start_decompress(&cinfo);
@@ -96,7 +101,11 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
   // Fancy chroma upsampling treats the edges of a cropped row as image edges, so the outermost
   // column of a window inside the image differs from a whole decode: decode one column more on
   // each side and drop it afterwards.
-  const int wide_left = std::max(left - 1, 0), wide_right = std::min(right + 1, full_w);
+  // A window one chroma sample wide is upsampled as an image of that width (libjpeg-turbo's
+  // one-sample case), unlike the same columns of the whole image: keep two chroma samples or more.
+  const int min_width = 2 * cinfo.max_h_samp_factor;
+  const int wide_left = std::max(left - 1, 0);
+  const int wide_right = std::min(std::max(right + 1, wide_left + min_width), full_w);
   JDIMENSION x = static_cast<JDIMENSION>(wide_left);
   JDIMENSION w = static_cast<JDIMENSION>(wide_right - wide_left);
   // Widens [x, x + w) to whole iMCU columns (x moves left), so only those columns are decoded.

@@ -226,7 +226,10 @@ PackIndex read_pack_index(const std::string& path) {
   const uint64_t options_bytes = c.get(8);
   if (options_bytes > body) throw bad("writer options larger than the file");
   index.writer_options = c.take(static_cast<size_t>(options_bytes));
-  if (body - c.at() != uint64_t{shards} * 8 + records * kRecordBytes)
+  // records · 32 is compared only once it cannot wrap around (a corrupt count near 2^64 would
+  // otherwise match a small file and ask for an impossible vector).
+  const uint64_t rest = body - c.at();
+  if (records > rest / kRecordBytes || rest != uint64_t{shards} * 8 + records * kRecordBytes)
     throw bad("size does not match " + std::to_string(shards) + " shards and " +
               std::to_string(records) + " records");
   for (uint32_t s = 0; s < shards; ++s) index.shard_sizes.push_back(c.get(8));
@@ -248,6 +251,12 @@ PackIndex read_pack_index(const std::string& path) {
     if (r.offset > index.shard_sizes[r.shard] || r.size > index.shard_sizes[r.shard] - r.offset)
       throw bad(where + " lies outside " + shard_name(r.shard) + " (" +
                 std::to_string(index.shard_sizes[r.shard]) + " bytes)");
+    // As PackWriter::add: every record is an image of at least 1 x 1 in at least one byte (a
+    // raw record of 0 x 0 pixels would otherwise pass the raw size check as an empty image).
+    if (r.height == 0 || r.width == 0 || r.size == 0)
+      throw bad(where + " holds an image of " + std::to_string(r.height) + " x " +
+                std::to_string(r.width) + " pixels in " + std::to_string(r.size) +
+                " bytes (a record is at least 1 x 1 pixels, 1 byte)");
     if (r.label < 0 || static_cast<uint32_t>(r.label) >= classes)
       throw bad(where + " has label " + std::to_string(r.label) + " of " + std::to_string(classes) +
                 " classes");

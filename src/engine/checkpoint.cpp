@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -194,6 +195,50 @@ std::string latest_checkpoint(const std::string& output_dir) {
   return all.empty() ? "" : io::join_path(output_dir, all.back().second);
 }
 
+TrainingState parse_training_state(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    TORCH_CHECK(false, "checkpoint: '", source, "' is damaged: ", e.what());
+  }
+  TORCH_CHECK(j.is_object(), "checkpoint: '", source, "' is damaged: not a JSON object");
+  // Whole numbers only: nlohmann's get<> would truncate 1.5 to 1, wrap -1 into a huge seed, and
+  // leave a double beyond int64's range undefined.
+  auto integer = [&](const char* key, int64_t min) -> int64_t {
+    const auto it = j.find(key);
+    // (nlohmann stores a JSON integer >= 0 as unsigned: its range is checked before reading it
+    // as int64_t.)
+    const bool ok = it != j.end() && it->is_number_integer() &&
+                    (!it->is_number_unsigned() || it->get<uint64_t>() <= uint64_t{INT64_MAX}) &&
+                    it->get<int64_t>() >= min;
+    TORCH_CHECK(ok, "checkpoint: '", source, "' is damaged: \"", key, "\" is ",
+                it == j.end() ? std::string("missing") : it->dump(),
+                ", expected a whole number >= ", min);
+    return it->get<int64_t>();
+  };
+  const auto version = j.find("format_version");
+  TORCH_CHECK(version != j.end() && version->is_number_integer() &&
+                  version->get<int64_t>() == kStateVersion,
+              "checkpoint: '", source, "' has format_version ",
+              version == j.end() ? std::string("(none)") : version->dump(), ", expected ",
+              kStateVersion);
+  TrainingState state;
+  state.epoch = integer("epoch", 0);
+  state.step_in_epoch = integer("step_in_epoch", 0);
+  state.global_step = integer("global_step", 0);
+  state.nonfinite_skips = integer("nonfinite_skips", 0);
+  state.world_size = integer("world_size", 1);
+  const auto seed = j.find("seed");
+  TORCH_CHECK(seed != j.end() && seed->is_number_integer() &&
+                  (seed->is_number_unsigned() || seed->get<int64_t>() >= 0),
+              "checkpoint: '", source, "' is damaged: \"seed\" is ",
+              seed == j.end() ? std::string("missing") : seed->dump(),
+              ", expected a whole number >= 0");
+  state.seed = seed->get<uint64_t>();
+  return state;
+}
+
 Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_file) {
   std::string path = path_in;
   while (!path.empty() && path.size() > 1 && path.back() == '/') path.pop_back();
@@ -210,23 +255,7 @@ Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_
   Checkpoint c;
   c.path = path;
   const std::string state_path = io::join_path(path, "state.json");
-  json j;
-  try {
-    j = json::parse(read_text(state_path));
-    TORCH_CHECK(j.at("format_version").get<int>() == kStateVersion, "checkpoint: '", state_path,
-                "' has format_version ", j.at("format_version").dump(), ", expected ",
-                kStateVersion);
-    c.state.epoch = j.at("epoch").get<int64_t>();
-    c.state.step_in_epoch = j.at("step_in_epoch").get<int64_t>();
-    c.state.global_step = j.at("global_step").get<int64_t>();
-    c.state.nonfinite_skips = j.at("nonfinite_skips").get<int64_t>();
-    c.state.world_size = j.at("world_size").get<int64_t>();
-    c.state.seed = j.at("seed").get<uint64_t>();
-  } catch (const json::exception& e) {
-    TORCH_CHECK(false, "checkpoint: '", state_path, "' is damaged: ", e.what());
-  }
-  TORCH_CHECK(c.state.epoch >= 0 && c.state.step_in_epoch >= 0 && c.state.global_step >= 0,
-              "checkpoint: '", state_path, "' holds negative counters");
+  c.state = parse_training_state(read_text(state_path), state_path);
   c.model = io::read_safetensors(io::join_path(path, model_file)).tensors;
   c.trainer = io::read_safetensors(io::join_path(path, "trainer.safetensors")).tensors;
   c.config_yaml = read_text(io::join_path(path, "config.yaml"));

@@ -20,6 +20,7 @@
 
 #include <c10/util/Exception.h>
 #include <sys/stat.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include "ocl/io/spec.h"
@@ -295,6 +296,38 @@ double read_double(const YAML::Node& node, const std::string& path) {
   return v;
 }
 
+// Well-formed UTF-8 (RFC 3629: no overlong forms, surrogates or code points above U+10FFFF).
+bool valid_utf8(const std::string& s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      n = 1, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      n = 2, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (s.size() - i <= n) return false;
+    for (size_t k = 1; k <= n; ++k) {
+      const auto t = static_cast<unsigned char>(s[i + k]);
+      if ((t & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (t & 0x3F);
+    }
+    const uint32_t least[] = {0, 0x80, 0x800, 0x10000};
+    if (cp < least[n] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
 void assign(const Ref& ref, const YAML::Node& node, const std::string& path) {
   if (auto* s = std::get_if<std::string*>(&ref)) {
     // An empty value (`path:`) is the empty string, as the defaults of path and cache_dir are.
@@ -303,6 +336,12 @@ void assign(const Ref& ref, const YAML::Node& node, const std::string& path) {
       return;
     }
     if (!node.IsScalar()) type_error(path, node, "a string");
+    // yaml-cpp reads any bytes but writes back only UTF-8: another encoding's bytes (a Latin-1
+    // folder name) would come back changed from the run's config.yaml.
+    if (!valid_utf8(node.Scalar()))
+      throw ConfigError(path +
+                        ": not UTF-8 text (a config is UTF-8; rename the file or folder, "
+                        "or link to it from a UTF-8 name)");
     **s = node.Scalar();
   } else if (auto* i = std::get_if<int64_t*>(&ref)) {
     int64_t v = 0;
@@ -358,6 +397,59 @@ std::string at_line(const std::string& source, int line) {
 }
 
 int line_of(const YAML::Node& node) { return node.Mark().line + 1; }
+
+// Where each YAML document of a text starts: the mark of its first node. Not YAML::LoadAll,
+// which in yaml-cpp 0.7 never returns on a stray ',' outside brackets (a text of "," or "\0,"):
+// its parser hands back an empty document at the same place, forever. A document starting
+// where the previous one did is that place, and a syntax error.
+class DocumentStarts : public YAML::EventHandler {
+ public:
+  std::vector<YAML::Mark> starts;
+  void OnDocumentStart(const YAML::Mark&) override { first_node_ = true; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { node(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    node(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    node(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void node(const YAML::Mark& mark) {
+    if (first_node_) starts.push_back(mark);
+    first_node_ = false;
+  }
+  bool first_node_ = false;
+};
+
+std::vector<YAML::Mark> yaml_documents(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentStarts documents;
+  while (parser.HandleNextDocument(documents)) {
+    const auto& s = documents.starts;
+    if (s.size() >= 2 && s[s.size() - 1].pos == s[s.size() - 2].pos) {
+      const auto at = static_cast<size_t>(s.back().pos);
+      const std::string what =
+          at < text.size() && std::isprint(static_cast<unsigned char>(text[at]))
+              ? "'" + std::string(1, text[at]) + "'"
+              : "byte " +
+                    std::to_string(static_cast<unsigned char>(at < text.size() ? text[at] : 0));
+      throw YAML::ParserException(s.back(), "unexpected " + what + " (a ',' outside [ ] or { }?)");
+    }
+  }
+  return documents.starts;
+}
 
 void apply_document(Config& config, const YAML::Node& root, const std::string& source,
                     Origins& origins) {
@@ -712,13 +804,14 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
   Origins origins;
   YAML::Node root;
   try {
-    // LoadAll: a stray `---` would otherwise drop everything after it without a word.
-    const auto documents = YAML::LoadAll(yaml_text);
+    // Every document is counted: a stray `---` would otherwise drop everything after it without
+    // a word.
+    const auto documents = yaml_documents(yaml_text);
     if (documents.size() > 1)
-      throw ConfigError(at_line(source, line_of(documents[1])) + "holds " +
+      throw ConfigError(at_line(source, documents[1].line + 1) + "holds " +
                         std::to_string(documents.size()) +
                         " YAML documents (separated by ---); a config is one");
-    if (!documents.empty()) root = documents.front();
+    if (!documents.empty()) root = YAML::Load(yaml_text);
   } catch (const YAML::Exception& e) {
     std::string where = source;
     if (e.mark.line >= 0)

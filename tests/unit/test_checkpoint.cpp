@@ -147,6 +147,58 @@ TEST(Checkpoint, DamagedPartsGiveClearErrors) {
   }
 }
 
+// state.json holds whole numbers in range, or the checkpoint is refused by name: nlohmann's
+// get<> alone would truncate 1.5, wrap a negative seed and leave 1e300 undefined.
+TEST(Checkpoint, StateJsonValuesAreCheckedOneByOne) {
+  const std::string good =
+      R"({"format_version": 1, "epoch": 3, "step_in_epoch": 7, "global_step": 307,
+          "nonfinite_skips": 2, "world_size": 4, "seed": 18446744073709551615})";
+  const auto state = ocl::engine::parse_training_state(good, "run/state.json");
+  EXPECT_EQ(state.epoch, 3);
+  EXPECT_EQ(state.step_in_epoch, 7);
+  EXPECT_EQ(state.global_step, 307);
+  EXPECT_EQ(state.nonfinite_skips, 2);
+  EXPECT_EQ(state.world_size, 4);
+  EXPECT_EQ(state.seed, UINT64_MAX);
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"({"format_version": 1, "epoch": 1.5, "step_in_epoch": 0, "global_step": 0,
+           "nonfinite_skips": 0, "world_size": 1, "seed": 0})",
+       "\"epoch\" is 1.5"},
+      {R"({"format_version": 1, "epoch": 1e300, "step_in_epoch": 0, "global_step": 0,
+           "nonfinite_skips": 0, "world_size": 1, "seed": 0})",
+       "\"epoch\" is 1e+300"},
+      {R"({"format_version": 1, "epoch": 0, "step_in_epoch": -1, "global_step": 0,
+           "nonfinite_skips": 0, "world_size": 1, "seed": 0})",
+       "\"step_in_epoch\" is -1"},
+      {R"({"format_version": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0,
+           "nonfinite_skips": 0, "world_size": 0, "seed": 0})",
+       "\"world_size\" is 0"},
+      {R"({"format_version": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0,
+           "nonfinite_skips": 0, "world_size": 1, "seed": -1})",
+       "\"seed\" is -1"},
+      {R"({"format_version": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0,
+           "nonfinite_skips": 0, "world_size": 1})",
+       "\"seed\" is missing"},
+      {R"({"format_version": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 18446744073709551615,
+           "nonfinite_skips": 0, "world_size": 1, "seed": 0})",
+       "\"global_step\" is 18446744073709551615"},
+      {R"({"format_version": 2})", "format_version 2"},
+      {R"({"format_version": 1.0})", "format_version 1.0"},
+      {R"([1, 2])", "not a JSON object"},
+      {R"({"format_version": 1, "epoch": )", "is damaged"},
+  };
+  for (const auto& [text, needle] : bad) {
+    try {
+      ocl::engine::parse_training_state(text, "run/state.json");
+      ADD_FAILURE() << "accepted " << text;
+    } catch (const c10::Error& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find(needle), std::string::npos) << what;
+      EXPECT_NE(what.find("run/state.json"), std::string::npos) << what;
+    }
+  }
+}
+
 // A child writes checkpoints of ~8 MB in a loop and is killed with SIGKILL at various moments:
 // checkpoint-last must always name a complete, loadable checkpoint the child finished.
 TEST(Checkpoint, KillDuringWriteLeavesThePreviousIntact) {

@@ -177,6 +177,15 @@ TEST(Config, WrongTypesNameThePathTheValueAndTheType) {
                "model.freeze_patch_embed: expected true or "
                "false, got 'yes'");
   EXPECT_ERROR("data: {path: [a, b]}", "data.path: expected a string, got a list");
+  // Bytes of another encoding would not survive config.yaml (found by fuzz/config_fuzz.cpp);
+  // UTF-8, multi-byte included, does.
+  EXPECT_ERROR("data: {path: \"/data/caf\xe9\"}", "data.path: not UTF-8 text");
+  EXPECT_ERROR("data: {path: /data/\xed\xa0\x80}", "data.path: not UTF-8 text");  // a surrogate
+  EXPECT_ERROR("data: {path: /data/\xc0\xaf}", "data.path: not UTF-8 text");      // overlong '/'
+  {
+    const Config c = parse_config("data: {path: \"/data/caf\xc3\xa9/\xf0\x9f\x90\x88\"}");
+    EXPECT_EQ(parse_config(ocl::io::to_yaml(c)).data.path, "/data/caf\xc3\xa9/\xf0\x9f\x90\x88");
+  }
   EXPECT_ERROR("model: 3", "model: expected a map of keys (arch, img_size");
   EXPECT_ERROR("optim: {betas: [0.9]}",
                "optim.betas: expected a list [beta1, beta2], got a list of 1 item");
@@ -419,6 +428,11 @@ TEST(Config, YamlSyntaxErrorNamesFileAndLine) {
     EXPECT_GE(line, 4) << m;
   }
   EXPECT_ERROR("model: {arch: vit_b16}\n---\noptim: {blr: 1}\n", "holds 2 YAML documents");
+  // yaml-cpp 0.7's LoadAll never returned on these (found by fuzz/config_fuzz.cpp).
+  EXPECT_ERROR(",", "line 1, column 1: YAML syntax error: unexpected ','");
+  EXPECT_ERROR(std::string("\0,", 2), "YAML syntax error: unexpected byte 0");
+  EXPECT_ERROR("model: {arch: vit_b16}\n---\n,",
+               "line 3, column 1: YAML syntax error: unexpected ','");
 }
 
 TEST(Config, RoundTripsEveryFieldExactly) {

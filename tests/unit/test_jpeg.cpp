@@ -180,9 +180,15 @@ TEST(Jpeg, RegionEqualsTheWindowOfAWholeDecodeAtEveryScale) {
       const Image whole = decode(bytes, {0, 0, 247, 301, scale});
       EXPECT_EQ(whole.height, (247 + scale - 1) / scale);
       EXPECT_EQ(whole.width, (301 + scale - 1) / scale);
-      const DecodeRegion regions[] = {{0, 0, 50, 60, scale},     {100, 123, 80, 90, scale},
-                                      {190, 250, 57, 51, scale}, {13, 7, 1, 1, scale},
-                                      {0, 150, 247, 100, scale}, {246, 300, 1, 1, scale}};
+      const DecodeRegion regions[] = {{0, 0, 50, 60, scale},
+                                      {100, 123, 80, 90, scale},
+                                      {190, 250, 57, 51, scale},
+                                      {13, 7, 1, 1, scale},
+                                      {0, 150, 247, 100, scale},
+                                      {246, 300, 1, 1, scale},
+                                      // One column at the left edge: a window one chroma sample
+                                      // wide was upsampled differently (fuzz/jpeg_region_fuzz.cpp).
+                                      {40, 0, 30, 1, scale}};
       for (const auto& r : regions) {
         const Image part = decode(bytes, r);
         ASSERT_TRUE(part.window.partial());

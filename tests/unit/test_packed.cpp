@@ -221,6 +221,46 @@ TEST(Packed, BadIndexIsNamed) {
   EXPECT_NE(error_of([&] { PackedDataset p(dir); }).find("no index.ocl"), std::string::npos);
 }
 
+// A record count of 2^59 + 5 makes records · 32 wrap around to the size of 5 records: refused as a
+// size mismatch, not a 2^59-record vector (found by fuzz/pack_fuzz.cpp).
+TEST(Packed, RecordCountThatWrapsAroundIsRefused) {
+  const auto dir = make_dir("wrap");
+  write_pack(dir, PackEncoding::Raw, 5, 1 << 20);
+  const std::string index = ocl::data::pack_index_path(dir);
+  std::string bytes = read_bytes(index);
+  const uint64_t records = (uint64_t{1} << 59) + 5;  // header: magic, version, encoding, records
+  for (int i = 0; i < 8; ++i) bytes[16 + i] = static_cast<char>((records >> (8 * i)) & 0xff);
+  const size_t body = bytes.size() - 12;  // then the CRC-32 of the body and the end marker
+  const uint32_t crc = ocl::data::pack_crc32(reinterpret_cast<const uint8_t*>(bytes.data()), body);
+  for (int i = 0; i < 4; ++i) bytes[body + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
+  write_bytes(index, bytes);
+  const std::string error = error_of([&] { PackedDataset p(dir); });
+  EXPECT_NE(error.find("size does not match"), std::string::npos) << error;
+  EXPECT_NE(error.find(std::to_string(records) + " records"), std::string::npos) << error;
+}
+
+// A raw record of 0 x 0 pixels in 0 bytes passes the raw size check; PackWriter never writes
+// one, and the reader refuses it when the pack is opened rather than hand out an empty image.
+TEST(Packed, RecordWithoutPixelsIsRefused) {
+  const auto dir = make_dir("nopixels");
+  write_pack(dir, PackEncoding::Raw, 5, 1 << 20);
+  const std::string index = ocl::data::pack_index_path(dir);
+  std::string bytes = read_bytes(index);
+  const size_t body = bytes.size() - 12;  // the CRC-32 of the body and the end marker follow
+  const size_t record = body - 5 * 32;    // the 5 records of 32 bytes end the body
+  auto put = [&](size_t at, uint32_t v, int n) {
+    for (int i = 0; i < n; ++i) bytes[at + i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  };
+  put(record + 4, 0, 4);   // size
+  put(record + 20, 0, 2);  // height
+  put(record + 22, 0, 2);  // width
+  put(body, ocl::data::pack_crc32(reinterpret_cast<const uint8_t*>(bytes.data()), body), 4);
+  write_bytes(index, bytes);
+  const std::string error = error_of([&] { PackedDataset p(dir); });
+  EXPECT_NE(error.find("record 0 holds an image of 0 x 0 pixels in 0 bytes"), std::string::npos)
+      << error;
+}
+
 // Another pack's index that promises more bytes than these shards hold: not a truncation (the
 // records before the cut would match their checksums), so it is named as a mismatch.
 TEST(Packed, LargerForeignIndexIsAMismatchNotATruncation) {

@@ -54,6 +54,12 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
                             const std::string& config_yaml, int64_t keep_last,
                             const std::string& model_file = kEncoderFile);
 
+/// Parses the text of a checkpoint's state.json; `source` names it in messages. Throws
+/// c10::Error for text that is not a JSON object, another format_version, or a counter that is
+/// missing or not a whole number in range (epoch, steps and skips >= 0, world_size >= 1, seed an
+/// unsigned 64-bit integer).
+TrainingState parse_training_state(const std::string& text, const std::string& source);
+
 /// Reads a checkpoint folder (or the folder a `checkpoint-last` link names), its model from
 /// `model_file`. Throws naming the folder and the file when a part is missing, truncated or
 /// inconsistent.
