@@ -4,7 +4,8 @@
 // checksum), and, for an index that reads, the records' CRCs too, written back by the pack's own
 // writer: so the reader's size, offset, label and raw-size checks, and the decoding of records,
 // are what gets fuzzed. Findings beyond the sanitizers': an exception other than
-// std::runtime_error / std::out_of_range, or a record whose image does not match its size.
+// std::runtime_error (an index inside the pack reported out of range included), a record
+// refused without a reason, an image that does not match its size, a label that is no class.
 #include <cstdio>
 #include <cstring>
 #include <stdexcept>

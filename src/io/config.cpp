@@ -547,6 +547,11 @@ void require(bool ok, std::initializer_list<std::string> keys, const std::string
 void greater(const std::string& path, double v, double lo) {
   require(std::isfinite(v) && v > lo, {path}, "must be > " + shortest(lo) + ", got " + shortest(v));
 }
+// Upper bounds of sizes whose products the run computes (see validate_model_and_mask).
+constexpr int64_t kMaxImageSide = 65535;
+constexpr int64_t kMaxBatchSize = int64_t{1} << 24;
+constexpr int64_t kMaxAccumIter = int64_t{1} << 16;
+
 void at_least(const std::string& path, double v, double lo) {
   require(std::isfinite(v) && v >= lo, {path},
           "must be >= " + shortest(lo) + ", got " + shortest(v));
@@ -605,7 +610,9 @@ void validate_model_and_mask(const Config& c) {
     for (const auto& name : vit_preset_names()) list += name + " | ";
     throw Invalid({"model.arch"}, "must be one of " + list + "custom, got '" + m.arch + "'");
   }
-  at_least("model.img_size", m.img_size, int64_t{1});
+  // Bounded so that the derived sizes (patches = (img_size / patch_size)², the batch products)
+  // cannot overflow: far beyond any model or batch anyone trains.
+  in_range("model.img_size", m.img_size, int64_t{1}, kMaxImageSide);
   const bool custom = m.arch == "custom";
   const std::pair<const char*, int64_t> sizes[] = {{"model.patch_size", m.patch_size},
                                                    {"model.embed_dim", m.embed_dim},
@@ -700,13 +707,13 @@ void validate_impl(const Config& c) {
   in_range("optim.beta2", o.beta2, 0.0, 1.0, false);
   greater("optim.eps", o.eps, 0.0);
   at_least("optim.warmup_epochs", o.warmup_epochs, 0.0);
-  at_least("optim.accum_iter", o.accum_iter, int64_t{1});
+  in_range("optim.accum_iter", o.accum_iter, int64_t{1}, kMaxAccumIter);
   at_least("optim.clip_grad", o.clip_grad, 0.0);
   one_of("optim.fused", o.fused, {"auto", "on", "off"});
 
   const auto& t = c.train;
   at_least("train.epochs", t.epochs, int64_t{1});
-  at_least("train.batch_size", t.batch_size, int64_t{2});
+  in_range("train.batch_size", t.batch_size, int64_t{2}, kMaxBatchSize);
   at_least("train.steps_per_epoch", t.steps_per_epoch, int64_t{0});
   require(!t.output_dir.empty(), {"train.output_dir"}, "must not be empty");
   at_least("train.save_every", t.save_every, int64_t{1});
@@ -738,8 +745,8 @@ void validate_impl(const Config& c) {
 
   const auto& p = c.linprobe;
   at_least("linprobe.epochs", p.epochs, int64_t{1});
-  at_least("linprobe.batch_size", p.batch_size, int64_t{2});
-  at_least("linprobe.accum_iter", p.accum_iter, int64_t{1});
+  in_range("linprobe.batch_size", p.batch_size, int64_t{2}, kMaxBatchSize);
+  in_range("linprobe.accum_iter", p.accum_iter, int64_t{1}, kMaxAccumIter);
   greater("linprobe.blr", p.blr, 0.0);
   at_least("linprobe.lr", p.lr, 0.0);
   at_least("linprobe.min_lr", p.min_lr, 0.0);
@@ -752,8 +759,8 @@ void validate_impl(const Config& c) {
 
   const auto& f = c.finetune;
   at_least("finetune.epochs", f.epochs, int64_t{1});
-  at_least("finetune.batch_size", f.batch_size, int64_t{2});
-  at_least("finetune.accum_iter", f.accum_iter, int64_t{1});
+  in_range("finetune.batch_size", f.batch_size, int64_t{2}, kMaxBatchSize);
+  in_range("finetune.accum_iter", f.accum_iter, int64_t{1}, kMaxAccumIter);
   greater("finetune.blr", f.blr, 0.0);
   at_least("finetune.lr", f.lr, 0.0);
   at_least("finetune.min_lr", f.min_lr, 0.0);
@@ -890,7 +897,12 @@ DerivedConfig derive(const Config& config, int64_t world_size) {
   const int64_t grid = config.model.img_size / s.patch_size;
   d.num_patches = grid * grid;
   d.tokens_per_group = kept_token_count(d.num_patches, config.mask.ratio) / 2;
-  d.effective_batch = config.train.batch_size * config.optim.accum_iter * world_size;
+  // batch_size · accum_iter is at most 2^40 (validated); the world size is what could overflow.
+  if (__builtin_mul_overflow(config.train.batch_size * config.optim.accum_iter, world_size,
+                             &d.effective_batch))
+    throw ConfigError("train.batch_size " + std::to_string(config.train.batch_size) +
+                      " x optim.accum_iter " + std::to_string(config.optim.accum_iter) + " x " +
+                      std::to_string(world_size) + " processes overflows a 64-bit batch size");
   d.lr = absolute_lr(config.optim.lr, config.optim.blr, d.effective_batch);
   return d;
 }

@@ -198,7 +198,18 @@ TEST(Config, OutOfRangeValuesNameThePathTheValueAndTheRange) {
   EXPECT_ERROR("mask: {ratio: -0.1}", "mask.ratio: must be in [0, 1), got -0.1");
   EXPECT_ERROR("optim: {blr: -1}", "optim.blr: must be > 0, got -1");
   EXPECT_ERROR("optim: {blr: 0}", "optim.blr: must be > 0, got 0");
-  EXPECT_ERROR("train: {batch_size: 1}", "train.batch_size: must be >= 2, got 1");
+  EXPECT_ERROR("train: {batch_size: 1}", "train.batch_size: must be in [2, 16777216], got 1");
+  // Sizes whose products the run computes are bounded: batch_size · accum_iter · processes
+  // overflowed int64 (found by fuzz/config_fuzz.cpp), as did (img_size / patch_size)².
+  EXPECT_ERROR("train: {batch_size: 810403490757053660}",
+               "train.batch_size: must be in [2, 16777216], got 810403490757053660");
+  EXPECT_ERROR("optim: {accum_iter: 65537}", "optim.accum_iter: must be in [1, 65536], got 65537");
+  EXPECT_ERROR("finetune: {accum_iter: 0}", "finetune.accum_iter: must be in [1, 65536], got 0");
+  EXPECT_ERROR("linprobe: {batch_size: 16777217}", "linprobe.batch_size: must be in [2, 16777216]");
+  EXPECT_ERROR(
+      "model: {img_size: 1099511627776, patch_size: 1, arch: custom, embed_dim: 64, "
+      "depth: 1, num_heads: 1}",
+      "model.img_size: must be in [1, 65535], got 1099511627776");
   EXPECT_ERROR("data: {workers: 0}", "data.workers: must be >= 1, got 0");
   EXPECT_ERROR("loss: {kappa: 0}", "loss.kappa: must be > 0, got 0");
   EXPECT_ERROR("loss: {kappa: .inf}", "loss.kappa: must be > 0, got .inf");
@@ -622,6 +633,15 @@ TEST(Config, DeriveEffectiveBatchAndLr) {
   const auto absolute = derive(parse_config("optim: {lr: 1e-3, blr: 1}"), 8);
   EXPECT_EQ(absolute.lr, 1e-3);
   EXPECT_THROW(derive(c, 0), ConfigError);
+  // The largest batch and accumulation validation allows, over 2^23 processes, overflows.
+  const Config huge = parse_config("train: {batch_size: 16777216}\noptim: {accum_iter: 65536}");
+  EXPECT_EQ(derive(huge, 1 << 22).effective_batch, int64_t{1} << 62);
+  try {
+    derive(huge, 1 << 23);
+    ADD_FAILURE() << "an effective batch of 2^63 was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("overflows"), std::string::npos) << e.what();
+  }
   Config bad;
   bad.mask.ratio = 1.5;
   EXPECT_THROW(derive(bad), ConfigError);
