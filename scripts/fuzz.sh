@@ -7,7 +7,8 @@
 #   bash scripts/fuzz.sh --list                               the targets
 #   bash scripts/fuzz.sh --seeds                              rewrite fuzz/corpus/ (ocl_fuzz_seeds)
 #
-# Build folder: $OCL_FUZZ_BUILD_DIR (default build-fuzz/ in the repository). Each target starts
+# Build folder: $OCL_FUZZ_BUILD_DIR (default build-fuzz/ in the repository); corpora, findings
+# and logs go to $OCL_FUZZ_WORK_DIR (default: the build folder). Each target starts
 # from its seeds (fuzz/corpus/TARGET) and past findings (fuzz/regressions/TARGET), and keeps
 # what it discovers in BUILD/corpus/TARGET, so a later run goes on from there. A finding (crash,
 # sanitizer report, broken invariant, timeout, out of memory) is saved under BUILD/findings/TARGET/
@@ -19,6 +20,8 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 build=${OCL_FUZZ_BUILD_DIR:-$repo/build-fuzz}
 [[ "$build" == /* ]] || build=$repo/$build
+work_root=${OCL_FUZZ_WORK_DIR:-$build}
+[[ "$work_root" == /* ]] || work_root=$repo/$work_root
 jobs=$(nproc 2>/dev/null || echo 2)
 targets=(safetensors pack jpeg_region image cifar config state_json)
 
@@ -40,9 +43,9 @@ configure_and_build() { # configure_and_build TARGET...
 run_target() {
   local name=$1 seconds=$2
   shift 2
-  local work="$build/corpus/$name" findings="$build/findings/$name" tmp="$build/tmp/$name"
-  local log="$build/logs/$name.log"
-  mkdir -p "$work" "$findings" "$build/logs"
+  local work="$work_root/corpus/$name" findings="$work_root/findings/$name"
+  local tmp="$work_root/tmp/$name" log="$work_root/logs/$name.log"
+  mkdir -p "$work" "$findings" "$work_root/logs"
   rm -rf "$tmp"
   mkdir -p "$tmp"
   local seeds=("fuzz/corpus/$name")
@@ -68,7 +71,8 @@ run_target() {
   new=$(comm -13 <(echo "$before") <(find "$findings" -type f | sort))
   if ((rc != 0)) || [[ -n "$new" ]]; then
     printf 'fuzz: %-12s FINDING after %s executions (exit %d)\n' "$name" "${runs:-?}" "$rc"
-    grep -E "ERROR:|SUMMARY:|runtime error:|invariant broken|what\(\):" "$log" | head -n 5 |
+    grep -E "==[0-9]+== ?ERROR|SUMMARY:|runtime error:|invariant broken|Assertion|what\(\):" \
+      "$log" | head -n 5 |
       sed 's/^/fuzz:   /'
     [[ -z "$new" ]] || echo "$new" | head -n 3 | sed "s|^|fuzz:   input: |"
     echo "fuzz:   reproduce: $build/fuzz/ocl_fuzz_$name INPUT (then copy INPUT to" \

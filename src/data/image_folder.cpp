@@ -335,8 +335,11 @@ std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string*
 
 namespace {
 
-#ifndef OCL_WITH_IMGCODECS
-// The format a file's first bytes announce, for the message of a build without imgcodecs.
+// The format a file's first bytes announce, of those ocl hands to OpenCV (BMP, WebP, TIFF, PNM;
+// GIF only to name it), or nullptr. Nothing else reaches OpenCV: Debian's imgcodecs also tries
+// GDCM (DICOM), GDAL (through a temporary file in /tmp), JPEG 2000, OpenEXR and more on bytes
+// that match their signatures, and GDCM aborts the whole process on a 137-byte corrupt file
+// (an assertion, found by fuzz/image_fuzz.cpp): one bad file would end a training run.
 const char* format_of(const uint8_t* data, size_t size) {
   auto starts = [&](const char* magic, size_t n, size_t at = 0) {
     return size >= at + n && std::memcmp(data + at, magic, n) == 0;
@@ -348,7 +351,6 @@ const char* format_of(const uint8_t* data, size_t size) {
   if (size >= 2 && data[0] == 'P' && data[1] >= '1' && data[1] <= '7') return "a PNM/PPM/PGM image";
   return nullptr;
 }
-#endif
 
 // Everything but JPEG (8-bit grey/YCbCr/RGB) and PNG: OpenCV's imdecode where the build has
 // imgcodecs, else an error saying which build reads it. `known` names a format recognised
@@ -364,7 +366,11 @@ std::optional<Image> decode_with_opencv(const uint8_t* data, size_t size, const 
                           "OpenCV's imgcodecs); rebuild with libopencv-imgcodecs-dev and "
                           "-DOCL_WITH_IMGCODECS=ON to read it, or convert the file");
 #else
-  (void)known;
+  if (!known) known = format_of(data, size);
+  if (!known)
+    return fail(reason,
+                "not a decodable image (not JPEG, PNG, BMP, WebP, TIFF or PNM: unknown format or "
+                "corrupt data)");
   // OpenCV also warns on stderr about undecodable input, which the reason string already
   // carries to the loader's report: its default log level (info/warning) drops to errors once;
   // a level someone chose (debug, silent) stays.

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
 #include <string>
@@ -207,6 +208,38 @@ TEST(Jpeg, RegionEqualsTheWindowOfAWholeDecodeAtEveryScale) {
       }
     }
   }
+}
+
+// Only BMP, WebP, TIFF and PNM reach OpenCV: anything else is refused by its first bytes. A
+// 137-byte file with DICOM's signature made Debian's OpenCV call GDCM, which aborted the
+// process on an assertion (found by fuzz/image_fuzz.cpp); JPEG 2000, which OpenCV decodes, is
+// not a format ocl reads either.
+TEST(Jpeg, BytesOfUnlistedFormatsNeverReachOpenCv) {
+  std::ifstream in(std::string(OCL_FUZZ_DIR) + "/regressions/image/dicom_signature_aborts_gdcm",
+                   std::ios::binary);
+  const std::vector<uint8_t> dicom((std::istreambuf_iterator<char>(in)),
+                                   std::istreambuf_iterator<char>());
+  ASSERT_EQ(dicom.size(), 137u);
+  std::string reason;
+  EXPECT_FALSE(ocl::data::decode_image(dicom.data(), dicom.size(), &reason).has_value());
+  EXPECT_NE(reason.find("unknown format"), std::string::npos) << reason;
+#ifdef OCL_WITH_IMGCODECS
+  std::vector<uint8_t> jp2;
+  ASSERT_TRUE(cv::imencode(".jp2", textured(128, 128, 5), jp2));  // 6 resolution levels
+  ASSERT_FALSE(cv::imdecode(jp2, cv::IMREAD_COLOR).empty());      // OpenCV itself reads it
+  reason.clear();
+  EXPECT_FALSE(ocl::data::decode_image(jp2.data(), jp2.size(), &reason).has_value());
+  EXPECT_NE(reason.find("not JPEG, PNG, BMP, WebP, TIFF or PNM"), std::string::npos) << reason;
+  // The listed formats still decode through OpenCV.
+  for (const char* ext : {".bmp", ".tiff", ".ppm", ".webp"}) {
+    std::vector<uint8_t> bytes;
+    ASSERT_TRUE(cv::imencode(ext, textured(12, 20, 6), bytes)) << ext;
+    const auto image = ocl::data::decode_image(bytes.data(), bytes.size());
+    ASSERT_TRUE(image.has_value()) << ext;
+    EXPECT_EQ(image->height, 12) << ext;
+    EXPECT_EQ(image->width, 20) << ext;
+  }
+#endif
 }
 
 TEST(Jpeg, GreyDecodesToRgbAndOtherFormatsStillDecode) {

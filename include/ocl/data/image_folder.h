@@ -59,9 +59,12 @@ class ImageFolderDataset : public Dataset {
   std::vector<std::string> warnings_;
 };
 
-/// Decodes an encoded image held in memory (any format OpenCV reads) to 8-bit RGB; std::nullopt
-/// with `reason` filled when it cannot. Shared by ImageFolder and the packed format. JPEGs go
-/// through libjpeg-turbo directly (data/jpeg.h), the rest through OpenCV.
+/// Decodes an encoded image held in memory (JPEG, PNG, BMP, WebP, TIFF, PNM) to 8-bit RGB;
+/// std::nullopt with `reason` filled when it cannot. Shared by ImageFolder and the packed
+/// format. JPEGs go through libjpeg-turbo directly (data/jpeg.h), PNGs through libspng, and
+/// only bytes that start as BMP, WebP, TIFF or PNM (or a CMYK / 12-bit JPEG) through OpenCV:
+/// anything else is refused by its first bytes, never handed to the other decoders OpenCV
+/// carries (GDCM aborts the process on some corrupt files).
 std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason = nullptr);
 /// The same for a transform that reads only a region: a JPEG decodes only what `plan` asks for
 /// (see decode_jpeg); other formats decode whole.
