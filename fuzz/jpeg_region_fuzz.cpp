@@ -6,14 +6,16 @@
 // window of the whole decode at that scale (which jpeg.h promises; a stream libjpeg warns about,
 // "Corrupt JPEG data: bad Huffman code", is decoded best-effort, and a crop that skips part of it
 // can recover differently).
-#include <jpeglib.h>
-
 #include <algorithm>
 #include <csetjmp>
 #include <cstddef>
-#include <cstdio>  // jpeglib.h needs size_t and FILE declared first
+#include <cstdio>
 #include <string>
 #include <vector>
+
+// clang-format off: jpeglib.h needs size_t and FILE declared before it
+#include <jpeglib.h>
+// clang-format on
 
 #include "fuzz_support.h"
 #include "targets.h"

@@ -335,8 +335,9 @@ std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string*
 
 namespace {
 
-// The format a file's first bytes announce, of those ocl hands to OpenCV (BMP, WebP, TIFF, PNM;
-// GIF only to name it), or nullptr. Nothing else reaches OpenCV: Debian's imgcodecs also tries
+// The format a file's first bytes announce, of those ocl hands to OpenCV (BMP, WebP, TIFF, PNM),
+// or nullptr. Nothing else reaches OpenCV (not GIF either: OpenCV 4.6 has no GIF decoder and
+// passes such bytes on to the next signature that matches). Debian's imgcodecs also tries
 // GDCM (DICOM), GDAL (through a temporary file in /tmp), JPEG 2000, OpenEXR and more on bytes
 // that match their signatures, and GDCM aborts the whole process on a 137-byte corrupt file
 // (an assertion, found by fuzz/image_fuzz.cpp): one bad file would end a training run.
@@ -347,7 +348,6 @@ const char* format_of(const uint8_t* data, size_t size) {
   if (starts("BM", 2)) return "a BMP image";
   if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return "a WebP image";
   if (starts("II*\0", 4) || starts("MM\0*", 4)) return "a TIFF image";
-  if (starts("GIF8", 4)) return "a GIF image";
   if (size >= 2 && data[0] == 'P' && data[1] >= '1' && data[1] <= '7') return "a PNM/PPM/PGM image";
   return nullptr;
 }

@@ -223,6 +223,12 @@ TEST(Jpeg, BytesOfUnlistedFormatsNeverReachOpenCv) {
   std::string reason;
   EXPECT_FALSE(ocl::data::decode_image(dicom.data(), dicom.size(), &reason).has_value());
   EXPECT_NE(reason.find("unknown format"), std::string::npos) << reason;
+  // The same bytes behind a GIF's signature: OpenCV 4.6 has no GIF decoder and went on to GDCM.
+  std::vector<uint8_t> gif = dicom;
+  std::memcpy(gif.data(), "GIF89a", 6);
+  reason.clear();
+  EXPECT_FALSE(ocl::data::decode_image(gif.data(), gif.size(), &reason).has_value());
+  EXPECT_NE(reason.find("unknown format"), std::string::npos) << reason;
 #ifdef OCL_WITH_IMGCODECS
   std::vector<uint8_t> jp2;
   ASSERT_TRUE(cv::imencode(".jp2", textured(128, 128, 5), jp2));  // 6 resolution levels
