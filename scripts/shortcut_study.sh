@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The colour-shortcut study of README "Shortcuts": the quickstart (configs/quickstart.yaml, 8
 # epochs of a 4-block ViT on 4,096 synthetic 32x32 images) on the default synthetic set and on
-# its hard-colour variant (data.synthetic_colours=random), five ways each:
+# its hard-colour variant (data.synthetic_colours=random), six ways each:
 #   paper                OCL as the paper runs it (crop and flip only)
 #   byol, simclr         data.photometric=byol / simclr, one image for both token groups
 #   byol-independent,    the same with mask.group_views=independent: each group reads its own
 #   simclr-independent   colour draw of the crop
+#   simclr-independent-lit  and its own illumination gradient (data.illumination=96)
 # and prints one table: kNN top-1 of the random encoder (the monitor before training), after
 # training, the last epoch's contrastive accuracy and how often the shortcut alarm fired.
 #
@@ -13,6 +14,7 @@
 # OUT_DIR defaults to runs/shortcut-study; each run writes OUT_DIR/<set>-<variant>/ and is
 # skipped when its metrics.jsonl already holds the final kNN record (so a rerun completes one
 # that was cut short; delete the folder to redo it). About 4-5 minutes per run on 2 cores.
+# Another seed (data set, initialisation and draws): bash scripts/shortcut_study.sh DIR train.seed=1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/shortcut-study}
@@ -27,8 +29,9 @@ declare -A variants=(
   [byol]="data.photometric=byol mask.group_views=shared"
   [byol-independent]="data.photometric=byol mask.group_views=independent"
   [simclr]="data.photometric=simclr mask.group_views=shared"
-  [simclr-independent]="data.photometric=simclr mask.group_views=independent")
-order=(paper byol byol-independent simclr simclr-independent)
+  [simclr-independent]="data.photometric=simclr mask.group_views=independent"
+  [simclr-independent-lit]="data.photometric=simclr mask.group_views=independent data.illumination=96")
+order=(paper byol byol-independent simclr simclr-independent simclr-independent-lit)
 
 epochs=$(sed -n 's/^  epochs: *\([0-9]*\).*/\1/p' configs/quickstart.yaml | head -1)
 for set in hard default; do
@@ -58,7 +61,8 @@ print()
 print("| data set | variant | kNN top-1, random encoder | kNN top-1, trained | contrastive acc. (last epoch) | shortcut alarms |")
 print("|---|---|---|---|---|---|")
 for s in ("default", "hard"):
-    for v in ("paper", "byol", "byol-independent", "simclr", "simclr-independent"):
+    for v in ("paper", "byol", "byol-independent", "simclr", "simclr-independent",
+              "simclr-independent-lit"):
         path = os.path.join(out, f"{s}-{v}", "metrics.jsonl")
         recs = [json.loads(l) for l in open(path) if l.strip()]
         knn = [r for r in recs if r.get("type") == "knn"]

@@ -95,9 +95,13 @@ std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, in
 std::shared_ptr<const Transform> make_pretrain_transform(const io::DataConfig& config,
                                                          int image_size, int views) {
   auto base = make_transform(config, image_size, /*train=*/true);
-  if (config.photometric == "none") return base;
-  return with_photometric(std::move(base),
-                          photometric_preset(config.photometric, views, image_size));
+  if (config.photometric == "none" && config.illumination == 0) return base;
+  auto pipelines = photometric_preset(config.photometric, views, image_size);
+  for (auto& p : pipelines) {
+    p.illumination_prob = config.illumination > 0 ? 1.0 : 0.0;
+    p.illumination_strength = config.illumination;
+  }
+  return with_photometric(std::move(base), std::move(pipelines));
 }
 
 }  // namespace ocl::data

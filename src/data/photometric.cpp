@@ -37,9 +37,10 @@ void check_options(const PhotometricOptions& o) {
   } else if (!(j.hue >= 0 && j.hue <= 0.5)) {
     msg << "colour jitter hue must be in [0, 0.5], got " << j.hue;
   } else if (!probability(j.prob) || !probability(o.grayscale_prob) || !probability(o.blur_prob) ||
-             !probability(o.solarize_prob)) {
+             !probability(o.solarize_prob) || !probability(o.illumination_prob)) {
     msg << "probabilities must be in [0, 1], got jitter " << j.prob << ", grayscale "
-        << o.grayscale_prob << ", blur " << o.blur_prob << ", solarize " << o.solarize_prob;
+        << o.grayscale_prob << ", blur " << o.blur_prob << ", solarize " << o.solarize_prob
+        << ", illumination " << o.illumination_prob;
   } else if (!(o.blur_sigma_min > 0 && o.blur_sigma_min <= o.blur_sigma_max) ||
              !std::isfinite(o.blur_sigma_max)) {
     msg << "blur sigma range must satisfy 0 < min <= max, got [" << o.blur_sigma_min << ", "
@@ -48,6 +49,8 @@ void check_options(const PhotometricOptions& o) {
     msg << "blur kernel must be odd (or 0 for 10 % of the image side), got " << o.blur_kernel;
   } else if (o.solarize_threshold < 0 || o.solarize_threshold > 256) {
     msg << "solarize threshold must be in [0, 256], got " << o.solarize_threshold;
+  } else if (!(o.illumination_strength >= 0 && o.illumination_strength <= 255)) {
+    msg << "illumination strength must be in [0, 255] levels, got " << o.illumination_strength;
   } else {
     return;
   }
@@ -167,13 +170,14 @@ int blur_kernel_for(const Image& image, int kernel) {
 }  // namespace
 
 bool PhotometricOptions::active() const {
-  return jitter.prob > 0 || grayscale_prob > 0 || blur_prob > 0 || solarize_prob > 0;
+  return jitter.prob > 0 || grayscale_prob > 0 || blur_prob > 0 || solarize_prob > 0 ||
+         (illumination_prob > 0 && illumination_strength > 0);
 }
 
 PhotometricOptions no_photometric() {
   PhotometricOptions o;
   o.jitter.prob = 0;
-  o.grayscale_prob = o.blur_prob = o.solarize_prob = 0;
+  o.grayscale_prob = o.blur_prob = o.solarize_prob = o.illumination_prob = 0;
   return o;
 }
 
@@ -293,6 +297,24 @@ void solarize(Image& image, int threshold) {
   }
 }
 
+void illumination_gradient(Image& image, double angle, const std::array<double, 3>& amplitude) {
+  check_image(image, "illumination_gradient");
+  if (!std::isfinite(angle) || !std::isfinite(amplitude[0]) || !std::isfinite(amplitude[1]) ||
+      !std::isfinite(amplitude[2]))
+    throw std::invalid_argument("illumination_gradient: angle and amplitudes must be finite");
+  const double dx = std::cos(angle), dy = std::sin(angle);
+  const int h = image.height, w = image.width;
+  uint8_t* px = image.pixels.data();
+  for (int y = 0; y < h; ++y) {
+    const double ty = ((y + 0.5) / h - 0.5) * dy;
+    for (int x = 0; x < w; ++x, px += 3) {
+      const double t = ((x + 0.5) / w - 0.5) * dx + ty;
+      for (int c = 0; c < 3; ++c)
+        px[c] = clip8(px[c] + static_cast<int>(std::lround(amplitude[static_cast<size_t>(c)] * t)));
+    }
+  }
+}
+
 void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& rng) {
   check_options(o);
   check_image(image, "photometric_augment");
@@ -310,7 +332,18 @@ void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& r
   const bool blur = rng.uniform() < o.blur_prob;
   const double sigma = rng.uniform(o.blur_sigma_min, o.blur_sigma_max);
   const bool solar = rng.uniform() < o.solarize_prob;
+  // Drawn after the torchvision steps, and only when enabled, so that a pipeline without it
+  // draws what it always drew.
+  bool lit = false;
+  double angle = 0;
+  std::array<double, 3> amplitude{};
+  if (o.illumination_prob > 0 && o.illumination_strength > 0) {
+    lit = rng.uniform() < o.illumination_prob;
+    angle = rng.uniform(0, 2 * 3.14159265358979323846);
+    for (auto& a : amplitude) a = rng.uniform(-o.illumination_strength, o.illumination_strength);
+  }
 
+  if (lit) illumination_gradient(image, angle, amplitude);
   if (jitter) {
     for (int op : order) {
       // torchvision skips a factor whose range is the single value (0 strength).
@@ -365,6 +398,8 @@ class PhotometricTransform : public Transform {
         << o.jitter.saturation << "/" << o.jitter.hue << " p " << o.jitter.prob << ", grayscale p "
         << o.grayscale_prob << ", blur p " << o.blur_prob << " sigma [" << o.blur_sigma_min << ", "
         << o.blur_sigma_max << "], solarize p " << o.solarize_prob;
+      if (o.illumination_prob > 0 && o.illumination_strength > 0)
+        s << ", illumination " << o.illumination_strength << " p " << o.illumination_prob;
     }
     s << ")";
     return s.str();

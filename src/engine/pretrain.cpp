@@ -37,9 +37,9 @@ std::string shortcut_warning(const io::EvalConfig& eval, double accuracy, double
       "shortcut alarm: contrastive accuracy {:.3f} (>= eval.shortcut_accuracy {}) while kNN "
       "top-1 moved {:+.2f} points since the start ({:.2f} -> {:.2f} %, less than "
       "eval.shortcut_knn_gain {}): the two token groups are being matched by a cue they both "
-      "see, such as a per-image colour, not by content. Remove the cue: data.photometric=byol "
+      "see, such as a per-image colour, not by content. Remove the cue: data.photometric=simclr "
       "(colour augmentation) and mask.group_views=independent (each group from its own colour "
-      "draw of the crop); see README \"Shortcuts\"",
+      "draw of the crop), data.illumination for a lighting gradient; see README \"Shortcuts\"",
       accuracy, eval.shortcut_accuracy, gain, knn_start, knn_now, eval.shortcut_knn_gain);
 }
 
@@ -186,24 +186,30 @@ void Pretrainer::log_setup() const {
            fused_adamw_ ? "fused (at::_fused_adamw_, one kernel per group)"
                         : "per parameter (torch::optim::AdamW)",
            o.fused);
-  if (config_.mask.group_views == "shared" && config_.data.photometric != "none") {
+  // What each copy of the crop draws: data.photometric's preset and the illumination gradient.
+  const auto& d = config_.data;
+  const bool augmented = d.photometric != "none" || d.illumination > 0;
+  const std::string drawn = fmt::format(
+      "photometric '{}'{}", d.photometric,
+      d.illumination > 0 ? fmt::format(", illumination {}", d.illumination) : std::string());
+  if (config_.mask.group_views == "shared" && augmented) {
     // One colour draw per image is a colour signature both groups see: a cue of its own.
     log.warn(
-        "data.photometric {} with mask.group_views shared: one colour draw per image, seen by "
-        "both token groups, adds a per-image colour cue instead of removing one (README "
-        "\"Shortcuts\"); mask.group_views=independent draws it for each group",
-        config_.data.photometric);
+        "{} with mask.group_views shared: one colour draw per image, seen by both token groups, "
+        "adds a per-image colour cue instead of removing one (README \"Shortcuts\"); "
+        "mask.group_views=independent draws it for each group",
+        drawn);
   }
   if (config_.mask.group_views == "independent") {
-    if (config_.data.photometric == "none") {
+    if (!augmented) {
       log.warn(
           "mask.group_views independent with data.photometric none: both groups would read the "
-          "same pixels, so the groups share one image (set data.photometric to byol or colour)");
+          "same pixels, so the groups share one image (set data.photometric or data.illumination)");
     } else {
       log.info(
-          "views: each group reads its own copy of the crop, photometric '{}' drawn apart "
-          "(one more patch embedding per step)",
-          config_.data.photometric);
+          "views: each group reads its own copy of the crop, {} drawn apart (one more patch "
+          "embedding per step)",
+          drawn);
     }
   }
   log.info("output: {}", t.output_dir);

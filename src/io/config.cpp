@@ -73,6 +73,7 @@ const std::vector<Section>& schema() {
         OCL_KEY(data, interpolation),
         OCL_KEY(data, hflip),
         OCL_KEY(data, photometric),
+        OCL_KEY(data, illumination),
         OCL_KEY(data, decode),
         OCL_KEY(data, workers),
         OCL_KEY(data, prefetch),
@@ -686,6 +687,7 @@ void validate_impl(const Config& c) {
   one_of("data.interpolation", d.interpolation, {"bicubic", "bilinear", "area", "nearest"});
   one_of("data.decode", d.decode, {"reduced", "region", "full"});
   one_of("data.photometric", d.photometric, {"none", "byol", "colour", "simclr"});
+  in_range("data.illumination", d.illumination, 0.0, 255.0, true);
   one_of("data.synthetic_colours", d.synthetic_colours, {"palette", "random"});
   at_least("data.workers", d.workers, int64_t{1});
   at_least("data.prefetch", d.prefetch, int64_t{1});

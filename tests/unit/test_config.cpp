@@ -271,6 +271,9 @@ TEST(Config, EnumerationsListTheAllowedValues) {
                "mask.group_views: must be one of shared | independent, got 'split'");
   EXPECT_ERROR("data: {photometric: strong}",
                "data.photometric: must be one of none | byol | colour | simclr, got 'strong'");
+  EXPECT_ERROR("data: {illumination: -1}", "data.illumination: must be in [0, 255], got -1");
+  EXPECT_ERROR("data: {illumination: 256}", "data.illumination: must be in [0, 255], got 256");
+  EXPECT_EQ(error_of("data: {illumination: 255}"), "");
   EXPECT_ERROR("data: {synthetic_colours: rainbow}",
                "data.synthetic_colours: must be one of palette | random");
   EXPECT_ERROR("eval: {shortcut_accuracy: 0}", "eval.shortcut_accuracy: must be in (0, 1], got 0");
@@ -482,6 +485,7 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.data.synthetic_classes = 64;
   c.data.synthetic_colours = "random";
   c.data.photometric = "colour";
+  c.data.illumination = 40.5;
   c.data.cache_dir = "null";  // a string, not YAML's null
   c.optim.blr = 1e-4;
   c.optim.lr = 2.4e-3;

@@ -3,6 +3,8 @@
 // scripts/make_photometric_reference.py), the presets, the per-view draws of with_photometric
 // and what the loader makes of a two-view transform.
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -13,10 +15,12 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ocl/data/factory.h>
 #include <ocl/data/loader.h>
 #include <ocl/data/photometric.h>
 #include <ocl/data/synthetic.h>
 #include <ocl/data/transforms.h>
+#include <ocl/io/config.h>
 #include <ocl/io/safetensors.h>
 
 using namespace ocl::data;
@@ -285,4 +289,109 @@ TEST(Photometric, LoaderDeliversTheSecondView) {
     EXPECT_TRUE(torch::equal(a->images, b->images));
     EXPECT_FALSE(torch::equal(b->images, b->second_view));
   }
+}
+
+TEST(Photometric, IlluminationGradientAddsARampAlongItsDirection) {
+  // Against the formula computed here in double: channel c gains amplitude[c] · t with
+  // t = ((x + ½)/W − ½)·cos θ + ((y + ½)/H − ½)·sin θ, rounded half away from zero, clipped.
+  const Image src = test_image(12, 20);
+  const std::array<double, 3> amplitude = {90.0, -40.0, 255.0};
+  for (double angle : {0.0, 0.7, 2.0, 4.5}) {
+    Image im = src;
+    illumination_gradient(im, angle, amplitude);
+    for (int y = 0; y < im.height; ++y)
+      for (int x = 0; x < im.width; ++x)
+        for (int c = 0; c < 3; ++c) {
+          const size_t i = static_cast<size_t>((y * im.width + x) * 3 + c);
+          const double t = ((x + 0.5) / im.width - 0.5) * std::cos(angle) +
+                           ((y + 0.5) / im.height - 0.5) * std::sin(angle);
+          const double want = std::clamp(
+              std::round(src.pixels[i] + amplitude[static_cast<size_t>(c)] * t), 0.0, 255.0);
+          ASSERT_EQ(im.pixels[i], want) << "angle " << angle << " at " << y << "," << x << "," << c;
+        }
+  }
+  // Along x (θ = 0) on a flat grey image the ramp rises left to right by ~amplitude in all.
+  Image flat;
+  flat.height = 4;
+  flat.width = 64;
+  flat.pixels.assign(4 * 64 * 3, 128);
+  illumination_gradient(flat, 0.0, {100.0, 100.0, 100.0});
+  EXPECT_EQ(flat.pixels[0], 128 - 49);                    // t = −0.4921875 → −49.2
+  EXPECT_EQ(flat.pixels[63 * 3], 128 + 49);               // t = +0.4921875
+  EXPECT_EQ(flat.pixels[3 * 64 * 3 + 63 * 3], 128 + 49);  // every row alike
+  Image bad = src;
+  EXPECT_THROW(illumination_gradient(bad, std::nan(""), amplitude), std::invalid_argument);
+}
+
+TEST(Photometric, IlluminationDrawsOnlyWhenOnAndLeavesTheOtherDrawsAlone) {
+  const Image src = test_image();
+  // On (p 1, nothing else): the image is changed, differently for different seeds, and equals
+  // the operation with the draws made in photometric_augment's order after the torchvision ones.
+  auto o = no_photometric();
+  o.illumination_prob = 1.0;
+  o.illumination_strength = 80;
+  EXPECT_TRUE(o.active());
+  std::set<std::vector<uint8_t>> outputs;
+  for (uint64_t seed = 0; seed < 6; ++seed) {
+    Image a = src;
+    SampleRng rng(seed);
+    photometric_augment(a, o, rng);
+    SampleRng replay(seed);
+    // The torchvision steps' 12 draws, one 64-bit value each: jitter's p, the order's 3 swaps,
+    // 4 factors, grayscale, blur, σ, solarise.
+    for (int i = 0; i < 12; ++i) replay.next();
+    const bool lit = replay.uniform() < 1.0;
+    const double angle = replay.uniform(0, 2 * 3.14159265358979323846);
+    std::array<double, 3> amp{};
+    for (auto& v : amp) v = replay.uniform(-80, 80);
+    Image want = src;
+    if (lit) illumination_gradient(want, angle, amp);
+    EXPECT_EQ(a.pixels, want.pixels) << "seed " << seed;
+    outputs.insert(a.pixels);
+  }
+  EXPECT_EQ(outputs.size(), 6u);
+  // Off (strength 0): BYOL's view draws exactly what it drew before the option existed.
+  auto with_off = byol_view(1, 32);
+  with_off.illumination_prob = 1.0;  // strength 0 keeps it off
+  Image a = src, b = src;
+  SampleRng ra(9), rb(9);
+  photometric_augment(a, with_off, ra);
+  photometric_augment(b, byol_view(1, 32), rb);
+  EXPECT_EQ(a.pixels, b.pixels);
+  EXPECT_EQ(ra.uniform(), rb.uniform());
+  o.illumination_strength = 300;
+  Image c = src;
+  SampleRng rc(1);
+  EXPECT_THROW(photometric_augment(c, o, rc), std::invalid_argument);
+}
+
+TEST(Photometric, PretrainTransformAddsTheIlluminationToEachView) {
+  const Image src = test_image(40, 48);
+  ocl::io::DataConfig config;
+  config.crop_scale_min = 0.5;
+  // Neither augmentation: the crop alone, one view whatever is asked.
+  EXPECT_EQ(make_pretrain_transform(config, 16, 2)->views(), 1);
+  const Image crop = make_pretrain_transform(config, 16, 1)->apply(src, 7);
+  // The gradient alone makes the two copies differ; the crop and flip stay shared, so with the
+  // gradient off again the copies are the crop.
+  config.illumination = 60;
+  const auto lit = make_pretrain_transform(config, 16, 2);
+  ASSERT_EQ(lit->views(), 2);
+  EXPECT_NE(lit->describe().find("illumination 60 p 1"), std::string::npos) << lit->describe();
+  const auto copies = lit->apply_views(src, 7);
+  ASSERT_EQ(copies.size(), 2u);
+  EXPECT_NE(copies[0].pixels, copies[1].pixels);
+  // Each copy is the same crop plus a ramp: |t| ≤ (|cos θ| + |sin θ|) / 2 ≤ √2 / 2, so no value
+  // moves by more than 60 · √2 / 2 ≈ 42.4 levels, rounded.
+  for (const auto& copy : copies)
+    for (size_t i = 0; i < crop.pixels.size(); ++i)
+      ASSERT_LE(std::abs(copy.pixels[i] - crop.pixels[i]), 43) << i;
+  // With a preset the gradient joins each view's pipeline; without it the description is
+  // the preset's alone.
+  config.photometric = "simclr";
+  EXPECT_NE(make_pretrain_transform(config, 16, 2)->describe().find("illumination"),
+            std::string::npos);
+  config.illumination = 0;
+  EXPECT_EQ(make_pretrain_transform(config, 16, 2)->describe().find("illumination"),
+            std::string::npos);
 }

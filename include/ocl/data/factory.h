@@ -22,10 +22,10 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
 std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, int image_size,
                                                 bool train);
 
-/// Pre-training's transform: make_transform's training crop, then data.photometric's colour
-/// augmentation (photometric.h) for `views` copies: 1 (mask.group_views shared) or 2
-/// (independent: the same crop twice, drawn apart). With data.photometric none the crop alone,
-/// one view: two copies would be the same pixels.
+/// Pre-training's transform: make_transform's training crop, then data.illumination's gradient
+/// and data.photometric's colour augmentation (photometric.h) for `views` copies: 1
+/// (mask.group_views shared) or 2 (independent: the same crop twice, drawn apart). With neither
+/// augmentation the crop alone, one view: two copies would be the same pixels.
 std::shared_ptr<const Transform> make_pretrain_transform(const io::DataConfig& config,
                                                          int image_size, int views);
 

@@ -15,6 +15,7 @@
 //   t->views();                    // 2: apply_views gives the crop twice, drawn apart
 #pragma once
 
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,10 @@ struct PhotometricOptions {
   int blur_kernel = 0;
   double solarize_prob = 0.0;  // RandomSolarize(threshold, p)
   int solarize_threshold = 128;
+  /// An illumination gradient (not in torchvision; see illumination_gradient), applied first,
+  /// with p: each channel gains a ramp of amplitude U[-strength, strength] levels.
+  double illumination_prob = 0.0;
+  double illumination_strength = 0.0;  // [0, 255]
   /// Whether any step can change an image (some probability above 0).
   bool active() const;
 };
@@ -86,6 +91,12 @@ void to_grayscale(Image& image);
 void gaussian_blur(Image& image, int kernel_size, double sigma);
 /// F.solarize: every channel value ≥ threshold becomes 255 − value.
 void solarize(Image& image, int threshold);
+/// An uneven light or colour cast (not a torchvision operation): channel c of the pixel at
+/// (x, y) gains amplitude[c] · t, t = ((x + ½)/W − ½)·cos θ + ((y + ½)/H − ½)·sin θ, rounded to
+/// the nearest level (halves away from zero) and clipped to [0, 255]; t spans [−½, ½] along an
+/// axis. A per-image gradient (a vignette, a window's light, a coloured wall's reflection) is
+/// seen by every patch of an image; one drawn per token group hides it from the matching.
+void illumination_gradient(Image& image, double angle, const std::array<double, 3>& amplitude);
 
 /// One view's draws and operations on `image`, in place. Same image, options and rng state →
 /// same result.

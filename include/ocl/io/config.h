@@ -73,8 +73,12 @@ struct DataConfig {
   /// Pre-training's colour augmentation after the crop (data/photometric.h): none (the paper) |
   /// byol (BYOL / MoCo v3: colour jitter, grayscale, blur, solarisation, the blur scaled to
   /// model.img_size; with mask.group_views independent the two copies get BYOL's two views) |
-  /// colour (jitter and grayscale only).
+  /// simclr (SimCLR's colour strength 1) | colour (jitter and grayscale only).
   std::string photometric = "none";
+  /// Pre-training: an illumination gradient drawn for each copy of the crop, before
+  /// data.photometric (data::illumination_gradient): each channel gains a linear ramp in a random
+  /// direction of amplitude U[-v, v] levels; 0 = off, [0, 255].
+  double illumination = 0;
   /// What of a JPEG RandomResizedCrop decodes: reduced (the crop's region, at 1/2, 1/4 or 1/8
   /// scale when the crop is 2×, 4×, 8× the image size) | region (the crop's region at full
   /// scale: the same pixels as full) | full (the whole image). See data::RegionDecode.
