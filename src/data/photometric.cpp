@@ -171,7 +171,11 @@ int blur_kernel_for(const Image& image, int kernel) {
 
 bool PhotometricOptions::active() const {
   return jitter.prob > 0 || grayscale_prob > 0 || blur_prob > 0 || solarize_prob > 0 ||
-         (illumination_prob > 0 && illumination_strength > 0);
+         illuminates();
+}
+
+bool PhotometricOptions::illuminates() const {
+  return illumination_prob > 0 && illumination_strength > 0;
 }
 
 PhotometricOptions no_photometric() {
@@ -337,7 +341,7 @@ void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& r
   bool lit = false;
   double angle = 0;
   std::array<double, 3> amplitude{};
-  if (o.illumination_prob > 0 && o.illumination_strength > 0) {
+  if (o.illuminates()) {
     lit = rng.uniform() < o.illumination_prob;
     angle = rng.uniform(0, 2 * 3.14159265358979323846);
     for (auto& a : amplitude) a = rng.uniform(-o.illumination_strength, o.illumination_strength);
@@ -398,7 +402,7 @@ class PhotometricTransform : public Transform {
         << o.jitter.saturation << "/" << o.jitter.hue << " p " << o.jitter.prob << ", grayscale p "
         << o.grayscale_prob << ", blur p " << o.blur_prob << " sigma [" << o.blur_sigma_min << ", "
         << o.blur_sigma_max << "], solarize p " << o.solarize_prob;
-      if (o.illumination_prob > 0 && o.illumination_strength > 0)
+      if (o.illuminates())
         s << ", illumination " << o.illumination_strength << " p " << o.illumination_prob;
     }
     s << ")";

@@ -50,6 +50,9 @@ struct PhotometricOptions {
   double illumination_strength = 0.0;  // [0, 255]
   /// Whether any step can change an image (some probability above 0).
   bool active() const;
+  /// Whether the illumination gradient is on (a probability and a strength above 0); only then
+  /// are its draws made.
+  bool illuminates() const;
 };
 
 /// No augmentation (every probability 0).
