@@ -12,6 +12,10 @@ comparison; this script turns TF32 off on its side too.
         --features feats.safetensors --arch vit_base_patch16_224
     python3 scripts/timm_check.py ... --arch custom:32,4,128,4,4   (img, patch, dim, depth, heads)
 
+An encoder pre-trained with model.input_norm: patch records it in its file's metadata
+("ocl.input_norm", "ocl.input_norm_eps"); timm's ViT has no such step, so the inputs go through
+standardize_patches below first (the few lines a Python user of such weights needs too).
+
 Exits 0 when every row agrees within --tolerance (max |difference| of unit vectors), 1 if not.
 """
 import argparse
@@ -20,7 +24,20 @@ import sys
 import torch
 import torch.nn.functional as F
 import timm
+from safetensors import safe_open
 from safetensors.torch import load_file
+
+
+def standardize_patches(images, patch_size, eps):
+    """model.input_norm: patch. Every patch_size x patch_size patch of every channel of images
+    [B, C, H, W] (normalised as ocl and timm do) to (x - mean) / sqrt(var + eps) over its own
+    pixels, var biased."""
+    b, c, h, w = images.shape
+    p = patch_size
+    x = images.reshape(b, c, h // p, p, w // p, p)
+    mean = x.mean(dim=(3, 5), keepdim=True)
+    var = x.var(dim=(3, 5), unbiased=False, keepdim=True)
+    return ((x - mean) / torch.sqrt(var + eps)).reshape(b, c, h, w)
 
 
 def build(arch):
@@ -56,6 +73,14 @@ def main():
         print(f"timm_check: {a.features} has no val_inputs (run ocl_knn with --save-inputs N)")
         return 1
     inputs = saved["val_inputs"].float()
+    with safe_open(a.encoder, framework="pt") as f:
+        meta = f.metadata() or {}
+    if meta.get("ocl.input_norm", "none") == "patch":
+        eps = float(meta["ocl.input_norm_eps"])
+        patch = model.patch_embed.patch_size[0]
+        inputs = standardize_patches(inputs, patch, eps)
+        print(f"timm_check: {a.encoder} reads standardised patches (model.input_norm: patch, "
+              f"eps {eps:g}): inputs standardised per {patch}x{patch} patch")
     ocl_rows = saved["val_features"][: inputs.shape[0]].float()
     model = model.eval().to(a.device)
     with torch.no_grad():

@@ -105,7 +105,7 @@ std::string checkpoint_name(const TrainingState& state) {
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
                             const io::TensorMap& model, const io::TensorMap& trainer,
                             const std::string& config_yaml, int64_t keep_last,
-                            const std::string& model_file) {
+                            const std::string& model_file, const io::Metadata& model_metadata) {
   TORCH_CHECK(keep_last >= 1, "checkpoint: keep_last must be >= 1, got ", keep_last);
   TORCH_CHECK(io::is_dir(output_dir), "checkpoint: output folder '", output_dir,
               "' does not exist");
@@ -116,8 +116,10 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
   TORCH_CHECK(::mkdir(tmp.c_str(), 0777) == 0, "checkpoint: cannot create '", tmp,
               "': ", os_error());
   try {
-    io::write_safetensors(io::join_path(tmp, model_file), model,
-                          {{"format", "pt"}, {"ocl", "model in timm VisionTransformer names"}});
+    io::Metadata header = model_metadata;
+    header["format"] = "pt";
+    header["ocl"] = "model in timm VisionTransformer names";
+    io::write_safetensors(io::join_path(tmp, model_file), model, header);
     io::write_safetensors(io::join_path(tmp, "trainer.safetensors"), trainer, {{"format", "pt"}});
     json j = {{"format_version", kStateVersion},
               {"epoch", state.epoch},

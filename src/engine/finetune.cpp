@@ -289,10 +289,11 @@ EpochReport Finetuner::end_of_epoch(const TrainingState& state) {
   const auto acc = evaluate(model_);
   const double ema_top1 = ema_ ? evaluate(ema_->model()).top1 : -1;
   if (record_.add(state.epoch, acc.top1, acc.top5) && run_.is_writer()) {
-    io::Metadata meta{{"format", "ocl fine-tuned classifier (timm names)"},
-                      {"epoch", std::to_string(state.epoch)},
-                      {"top1", std::to_string(acc.top1)},
-                      {"arch", config_.model.arch}};
+    io::Metadata meta = nn::encoder_metadata(model_->options);
+    meta["format"] = "ocl fine-tuned classifier (timm names)";
+    meta["epoch"] = std::to_string(state.epoch);
+    meta["top1"] = std::to_string(acc.top1);
+    meta["arch"] = config_.model.arch;
     io::write_safetensors(run_.spec.output_dir + "/" + kBestModelFile, io::state_dict(*model_),
                           meta);
   }
@@ -311,7 +312,8 @@ EpochReport Finetuner::end_of_epoch(const TrainingState& state) {
 }
 
 CheckpointTensors Finetuner::checkpoint_tensors() {
-  CheckpointTensors c{io::state_dict(*model_), adamw_state(*optimizer_, groups_)};
+  CheckpointTensors c{io::state_dict(*model_), adamw_state(*optimizer_, groups_),
+                      nn::encoder_metadata(model_->options)};
   if (ema_) {
     for (const auto& [name, tensor] : io::state_dict(*ema_->model()))
       c.trainer[kEmaPrefix + name] = tensor;

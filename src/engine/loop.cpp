@@ -451,9 +451,9 @@ std::string TrainingLoop::write_checkpoint() {
     for (size_t i = 0; i < e.figures.size(); ++i) sums[4 + i] = e.figures[i];
     tensors.trainer[kEpochSumsKey] = torch::tensor(sums, torch::kFloat64);
   }
-  run_.last_checkpoint =
-      save_checkpoint(run_.spec.output_dir, run_.state, tensors.model, tensors.trainer,
-                      run_.spec.config_yaml, settings_.keep_last, run_.spec.model_file);
+  run_.last_checkpoint = save_checkpoint(
+      run_.spec.output_dir, run_.state, tensors.model, tensors.trainer, run_.spec.config_yaml,
+      settings_.keep_last, run_.spec.model_file, tensors.model_metadata);
   run_.logger->info("checkpoint written: {}", run_.last_checkpoint);
   return run_.last_checkpoint;
 }

@@ -271,6 +271,7 @@ CheckpointTensors Pretrainer::checkpoint_tensors() {
   CheckpointTensors c;
   for (const auto& [name, tensor] : io::state_dict(*model_->encoder))
     c.model[name] = tensor.to(torch::kCPU, torch::kFloat32);
+  c.model_metadata = nn::encoder_metadata(model_->encoder->options);
   c.trainer = adamw_state(*optimizer_, groups_);
   for (const auto& [name, tensor] : io::state_dict(*model_)) {
     if (name.rfind("encoder.", 0) != 0) c.trainer["model." + name] = tensor.to(torch::kCPU);

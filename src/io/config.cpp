@@ -57,7 +57,8 @@ const std::vector<Section>& schema() {
       {"model",
        {OCL_KEY(model, arch), OCL_KEY(model, img_size), OCL_KEY(model, patch_size),
         OCL_KEY(model, embed_dim), OCL_KEY(model, depth), OCL_KEY(model, num_heads),
-        OCL_KEY(model, mlp_ratio), OCL_KEY(model, drop_path), OCL_KEY(model, freeze_patch_embed)}},
+        OCL_KEY(model, mlp_ratio), OCL_KEY(model, drop_path), OCL_KEY(model, freeze_patch_embed),
+        OCL_KEY(model, input_norm), OCL_KEY(model, input_norm_eps)}},
       {"mask", {OCL_KEY(mask, ratio), OCL_KEY(mask, group_views)}},
       {"loss",
        {OCL_KEY(loss, kappa), OCL_KEY(loss, temperature), OCL_KEY(loss, learnable_temperature),
@@ -641,6 +642,12 @@ void validate_model_and_mask(const Config& c) {
               std::to_string(s.embed_dim));
   greater("model.mlp_ratio", m.mlp_ratio, 0.0);
   in_range("model.drop_path", m.drop_path, 0.0, 1.0, false);
+  one_of("model.input_norm", m.input_norm, {"none", "patch"});
+  greater("model.input_norm_eps", m.input_norm_eps, 0.0);
+  require(m.input_norm == "none" || s.patch_size >= 2, {"model.input_norm", "model.patch_size"},
+          "patch needs patches of at least 2x2 pixels (a 1x1 patch standardises to 0), got "
+          "patch size " +
+              std::to_string(s.patch_size) + from_preset);
 
   in_range("mask.ratio", c.mask.ratio, 0.0, 1.0, false);
   const int64_t grid = m.img_size / s.patch_size;

@@ -1,9 +1,45 @@
 // PatchEmbed (see include/ocl/nn/patch_embed.h).
 #include "ocl/nn/patch_embed.h"
 
+#include <cmath>
+
 #include <torch/nn/init.h>
 
 namespace ocl::nn {
+
+std::string input_norm_name(InputNorm norm) {
+  switch (norm) {
+    case InputNorm::None:
+      return "none";
+    case InputNorm::Patch:
+      return "patch";
+  }
+  TORCH_CHECK(false, "unknown InputNorm value ", static_cast<int>(norm));
+}
+
+InputNorm parse_input_norm(const std::string& name) {
+  if (name == "none") return InputNorm::None;
+  if (name == "patch") return InputNorm::Patch;
+  TORCH_CHECK(false, "unknown input normalisation '", name, "'; known: none, patch");
+}
+
+torch::Tensor standardize_patches(const torch::Tensor& images, int64_t patch_size, double eps) {
+  TORCH_CHECK(images.dim() == 4, "standardize_patches expects images [B, C, H, W], got ",
+              images.sizes());
+  TORCH_CHECK(patch_size >= 1, "patch size must be positive, got ", patch_size);
+  TORCH_CHECK(std::isfinite(eps) && eps > 0,
+              "the standardisation's eps must be > 0 and finite, got ", eps);
+  const int64_t B = images.size(0), C = images.size(1), H = images.size(2), W = images.size(3);
+  const int64_t p = patch_size;
+  TORCH_CHECK(H % p == 0 && W % p == 0, "images of ", H, "x", W, " do not divide into patches of ",
+              p, "x", p);
+  // [B, C, h, p, w, p]: the pixels of patch (i, j) of channel c are [b, c, i, :, j, :].
+  const auto patches = images.reshape({B, C, H / p, p, W / p, p});
+  const auto mean = patches.mean({3, 5}, /*keepdim=*/true);
+  const auto centred = patches - mean;
+  const auto var = centred.square().mean({3, 5}, /*keepdim=*/true);
+  return (centred / (var + eps).sqrt()).reshape({B, C, H, W});
+}
 
 PatchEmbedImpl::PatchEmbedImpl(const PatchEmbedOptions& options_) : options(options_) { reset(); }
 
@@ -14,6 +50,12 @@ void PatchEmbedImpl::reset() {
               " is not divisible by the patch size ", o.patch_size());
   TORCH_CHECK(o.in_chans() > 0, "input channels must be positive, got ", o.in_chans());
   TORCH_CHECK(o.embed_dim() > 0, "embedding width must be positive, got ", o.embed_dim());
+  TORCH_CHECK(o.input_norm() == InputNorm::None || o.patch_size() >= 2,
+              "the per-patch input standardisation needs patches of >= 2 pixels a side (a "
+              "1x1 patch standardises to 0), got patch size ",
+              o.patch_size());
+  TORCH_CHECK(std::isfinite(o.input_norm_eps()) && o.input_norm_eps() > 0,
+              "the input standardisation's eps must be > 0 and finite, got ", o.input_norm_eps());
   proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(
                                                        o.in_chans(), o.embed_dim(), o.patch_size())
                                                        .stride(o.patch_size())
@@ -44,15 +86,24 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
   TORCH_CHECK(images.size(2) == options.img_size() && images.size(3) == options.img_size(),
               "input images are ", images.size(2), "x", images.size(3),
               " but the model was built for ", options.img_size(), "x", options.img_size());
+  const auto pixels =
+      options.input_norm() == InputNorm::Patch
+          ? standardize_patches(images, options.patch_size(), options.input_norm_eps())
+          : images;
   // [B, D, h, w] → [B, h·w, D]
-  return proj(images).flatten(2).transpose(1, 2);
+  return proj(pixels).flatten(2).transpose(1, 2);
 }
 
 void PatchEmbedImpl::pretty_print(std::ostream& stream) const {
   stream << "ocl::nn::PatchEmbed(img_size=" << options.img_size()
          << ", patch_size=" << options.patch_size() << ", in_chans=" << options.in_chans()
          << ", embed_dim=" << options.embed_dim() << ", frozen=" << std::boolalpha
-         << options.frozen() << ")";
+         << options.frozen();
+  if (options.input_norm() != InputNorm::None) {
+    stream << ", input_norm=" << input_norm_name(options.input_norm())
+           << ", input_norm_eps=" << options.input_norm_eps();
+  }
+  stream << ")";
 }
 
 }  // namespace ocl::nn

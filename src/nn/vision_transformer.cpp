@@ -54,7 +54,9 @@ void VisionTransformerImpl::reset() {
   patch_embed =
       register_module("patch_embed", PatchEmbed(PatchEmbedOptions(o.img_size(), o.patch_size(), D)
                                                     .in_chans(o.in_chans())
-                                                    .frozen(o.freeze_patch_embed())));
+                                                    .frozen(o.freeze_patch_embed())
+                                                    .input_norm(o.input_norm())
+                                                    .input_norm_eps(o.input_norm_eps())));
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, D}));
   auto table = sincos_pos_embed_2d(D, grid_size(), grid_size(), /*cls_row=*/true).unsqueeze(0);
   if (o.trainable_pos_embed()) {
@@ -157,7 +159,10 @@ void VisionTransformerImpl::pretty_print(std::ostream& stream) const {
          << ", patch_size=" << o.patch_size() << ", embed_dim=" << o.embed_dim()
          << ", depth=" << o.depth() << ", num_heads=" << o.num_heads()
          << ", num_classes=" << o.num_classes()
-         << ", global_pool=" << (o.global_pool() == GlobalPool::Token ? "token" : "avg") << ")";
+         << ", global_pool=" << (o.global_pool() == GlobalPool::Token ? "token" : "avg");
+  if (o.input_norm() != InputNorm::None)
+    stream << ", input_norm=" << input_norm_name(o.input_norm());
+  stream << ")";
 }
 
 }  // namespace ocl::nn

@@ -2,6 +2,8 @@
 #include "ocl/nn/weights.h"
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -18,6 +20,14 @@ namespace ocl::nn {
 namespace {
 
 namespace fs = std::filesystem;
+
+// The shortest text that reads back as `v` (how the metadata records input_norm_eps).
+std::string shortest_double(double v) {
+  std::array<char, 32> buf{};
+  const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), v);
+  TORCH_CHECK(ec == std::errc(), "cannot format ", v);
+  return std::string(buf.data(), end);
+}
 
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
@@ -94,6 +104,35 @@ std::string EncoderLoadReport::describe() const {
   return s.str();
 }
 
+namespace {
+
+// The weights file's input standardisation must be the model's: the same tensors read other
+// pixels otherwise, and the features are silently wrong. A file without the key (timm, MAE,
+// converted checkpoints, ocl's before the option) was trained on plain pixels.
+void check_input_norm(const io::Metadata& metadata, const VisionTransformerOptions& model,
+                      const std::string& path) {
+  const auto it = metadata.find(kInputNormKey);
+  const std::string file_norm = it == metadata.end() ? "none" : it->second;
+  const std::string model_norm = input_norm_name(model.input_norm());
+  TORCH_CHECK(file_norm == model_norm, "encoder weights '", path,
+              "' were trained with model.input_norm: ", file_norm,
+              ", but the model is configured with model.input_norm: ", model_norm,
+              " (set the config's model.input_norm to ", file_norm,
+              ": the encoder's features depend on it)");
+  if (model.input_norm() == InputNorm::None) return;
+  const auto eps = metadata.find(kInputNormEpsKey);
+  TORCH_CHECK(eps != metadata.end(), "encoder weights '", path,
+              "' record model.input_norm: ", file_norm, " without its ", kInputNormEpsKey,
+              " (a damaged or hand-made header)");
+  const std::string model_eps = shortest_double(model.input_norm_eps());
+  TORCH_CHECK(eps->second == model_eps, "encoder weights '", path,
+              "' were trained with model.input_norm_eps: ", eps->second,
+              ", but the model is configured with model.input_norm_eps: ", model_eps,
+              " (set the config's value to the file's)");
+}
+
+}  // namespace
+
 EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std::string& path,
                                        const EncoderLoadOptions& options) {
   EncoderLoadReport report;
@@ -101,6 +140,7 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
   report.path = resolve_file(path);
   auto file = io::read_safetensors(report.path);
   if (auto it = file.metadata.find("source"); it != file.metadata.end()) report.source = it->second;
+  check_input_norm(file.metadata, encoder->options, report.path);
 
   const bool avg_pool = !encoder->norm && encoder->fc_norm;
   // A new head is trained (MAE main_finetune deletes the checkpoint's head.weight / head.bias);
@@ -186,7 +226,17 @@ nn::VisionTransformerOptions encoder_options(const io::Config& config,
                                       derived.depth, derived.num_heads)
       .mlp_ratio(m.mlp_ratio)
       .drop_path_rate(m.drop_path)
-      .freeze_patch_embed(m.freeze_patch_embed);
+      .freeze_patch_embed(m.freeze_patch_embed)
+      .input_norm(parse_input_norm(m.input_norm))
+      .input_norm_eps(m.input_norm_eps);
+}
+
+io::Metadata encoder_metadata(const VisionTransformerOptions& options) {
+  io::Metadata metadata = {{kInputNormKey, input_norm_name(options.input_norm())}};
+  if (options.input_norm() != InputNorm::None) {
+    metadata[kInputNormEpsKey] = shortest_double(options.input_norm_eps());
+  }
+  return metadata;
 }
 
 }  // namespace ocl::nn

@@ -97,6 +97,39 @@ TEST(OclKnn, MissingWeightsFileIsNamed) {
       << read_file(dir + "/bad.log");
 }
 
+// model.input_norm end to end: a pre-training run records it in its encoder.safetensors, an
+// evaluation configured alike loads the weights, one configured without it is refused naming
+// the key (its features would be silently wrong).
+TEST(InputNorm, PretrainingRecordsItAndEvaluationChecksIt) {
+  const auto dir = make_dir("input_norm");
+  const std::vector<std::string> args = {
+      "--config", std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
+      "--set",    "model.input_norm=patch",
+      "--set",    "data.synthetic_train_size=64",
+      "--set",    "data.synthetic_val_size=16",
+      "--set",    "data.workers=1",
+      "--set",    "train.batch_size=16",
+      "--set",    "train.epochs=1",
+      "--set",    "eval.knn_every=0",
+      "--set",    "train.output_dir=" + dir + "/pre"};
+  const pid_t pid = ocl_test::spawn(OCL_PRETRAIN_EXE, args, {}, dir + "/pretrain.log", kLaunchVars);
+  ASSERT_EQ(ocl_test::wait_for(pid, 300), 0) << read_file(dir + "/pretrain.log");
+  const auto file = ocl::io::read_safetensors(dir + "/pre/checkpoint-last/encoder.safetensors");
+  EXPECT_EQ(file.metadata.at("ocl.input_norm"), "patch");
+  EXPECT_EQ(file.metadata.at("ocl.input_norm_eps"), "0.25");
+  EXPECT_EQ(file.metadata.at("format"), "pt");
+
+  const std::string weights = dir + "/pre/checkpoint-last";
+  EXPECT_EQ(run_knn(dir, "same", {"--set", "model.input_norm=patch"}, weights), 0)
+      << read_file(dir + "/same.log");
+  EXPECT_EQ(run_knn(dir, "plain", {}, weights), 1) << read_file(dir + "/plain.log");
+  EXPECT_NE(read_file(dir + "/plain.log")
+                .find("were trained with model.input_norm: patch, but the model is configured "
+                      "with model.input_norm: none"),
+            std::string::npos)
+      << read_file(dir + "/plain.log");
+}
+
 // ocl_linprobe on the quickstart config at tiny sizes (64 training images, 13 validation images,
 // batch 16: 4 steps per epoch), MAE's protocol unless `extra` sets cached features; the output
 // in dir/out. Returns the exit code.

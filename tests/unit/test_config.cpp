@@ -269,6 +269,20 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("finetune: {global_pool: max}", "finetune.global_pool: must be one of avg | token");
   EXPECT_ERROR("mask: {group_views: split}",
                "mask.group_views: must be one of shared | independent, got 'split'");
+  EXPECT_ERROR("model: {input_norm: layer}",
+               "model.input_norm: must be one of none | patch, got 'layer'");
+  EXPECT_ERROR("model: {input_norm: patch, input_norm_eps: 0}",
+               "model.input_norm_eps: must be > 0, got 0");
+  EXPECT_ERROR("model: {input_norm_eps: .nan}", "model.input_norm_eps: must be > 0");
+  EXPECT_ERROR(
+      "model: {arch: custom, img_size: 8, patch_size: 1, embed_dim: 8, depth: 1, "
+      "num_heads: 1, input_norm: patch}\nmask: {ratio: 0.3}",
+      "patch needs patches of at least 2x2 pixels (a 1x1 patch standardises to 0), got "
+      "patch size 1");
+  EXPECT_EQ(error_of("model: {arch: custom, img_size: 8, patch_size: 1, embed_dim: 8, depth: 1, "
+                     "num_heads: 1}"),
+            "");
+  EXPECT_EQ(error_of("model: {input_norm: patch, input_norm_eps: 1.0e-3}"), "");
   EXPECT_ERROR("data: {photometric: strong}",
                "data.photometric: must be one of none | byol | colour | simclr, got 'strong'");
   EXPECT_ERROR("data: {illumination: -1}", "data.illumination: must be in [0, 255], got -1");
@@ -460,6 +474,8 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.model.mlp_ratio = 8.0 / 3.0;
   c.model.drop_path = 0.1;
   c.model.freeze_patch_embed = false;
+  c.model.input_norm = "patch";
+  c.model.input_norm_eps = 0.1 + 0.2;
   c.mask.ratio = 1.0 / 3.0;
   c.mask.group_views = "independent";
   c.loss.kappa = 1e-3;

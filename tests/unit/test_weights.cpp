@@ -87,6 +87,51 @@ TEST(EncoderWeights, OwnStateDictLoads) {
             "encoder weights: " + std::to_string(report.tensors_loaded) + " tensors from " + file);
 }
 
+TEST(EncoderWeights, TheFilesInputNormMustBeTheModels) {
+  using ocl::nn::InputNorm;
+  const auto patch = tiny().input_norm(InputNorm::Patch);
+  EXPECT_EQ(ocl::nn::encoder_metadata(patch),
+            (ocl::io::Metadata{{"ocl.input_norm", "patch"}, {"ocl.input_norm_eps", "0.25"}}));
+  EXPECT_EQ(ocl::nn::encoder_metadata(tiny()), (ocl::io::Metadata{{"ocl.input_norm", "none"}}));
+  EXPECT_EQ(ocl::nn::encoder_metadata(tiny().input_norm(InputNorm::Patch).input_norm_eps(0.1 + 0.2))
+                .at("ocl.input_norm_eps"),
+            "0.30000000000000004");
+
+  auto source = trained(patch, 11);
+  const std::string recorded = make_temp_dir() + "/patch.safetensors";
+  ocl::io::write_safetensors(recorded, ocl::io::state_dict(*source),
+                             ocl::nn::encoder_metadata(source->options));
+  auto same = VisionTransformer(patch);
+  load_encoder_weights(same, recorded);
+  EXPECT_TRUE(holds(same, snapshot(source)));
+
+  // Plain pixels into a model trained on standardised patches, and the reverse (a file without
+  // the key: timm, MAE, converted checkpoints): refused before anything is loaded.
+  auto plain = trained(tiny(), 12);
+  const auto plain_before = snapshot(plain);
+  OCL_EXPECT_THROW_WITH(load_encoder_weights(plain, recorded),
+                        "were trained with model.input_norm: patch, but the model is configured "
+                        "with model.input_norm: none (set the config's model.input_norm to patch");
+  EXPECT_TRUE(holds(plain, plain_before));
+  const auto unrecorded = write(ocl::io::state_dict(*source));
+  auto standardising = trained(patch, 13);
+  const auto standardising_before = snapshot(standardising);
+  OCL_EXPECT_THROW_WITH(load_encoder_weights(standardising, unrecorded),
+                        "were trained with model.input_norm: none, but the model is configured "
+                        "with model.input_norm: patch");
+  EXPECT_TRUE(holds(standardising, standardising_before));
+
+  auto other_eps = VisionTransformer(tiny().input_norm(InputNorm::Patch).input_norm_eps(0.5));
+  OCL_EXPECT_THROW_WITH(load_encoder_weights(other_eps, recorded),
+                        "were trained with model.input_norm_eps: 0.25, but the model is configured "
+                        "with model.input_norm_eps: 0.5");
+  // A header that names the option without its eps is damaged.
+  const std::string damaged = make_temp_dir() + "/damaged.safetensors";
+  ocl::io::write_safetensors(damaged, ocl::io::state_dict(*source), {{"ocl.input_norm", "patch"}});
+  auto reader = VisionTransformer(patch);
+  OCL_EXPECT_THROW_WITH(load_encoder_weights(reader, damaged), "without its ocl.input_norm_eps");
+}
+
 TEST(EncoderWeights, UnknownKeyThrowsNamingItAndChangesNothing) {
   auto tensors = ocl::io::state_dict(*trained(tiny(), 2));
   tensors["dist_token"] = torch::zeros({1, 1, 16});

@@ -45,14 +45,15 @@ inline constexpr const char* kEncoderFile = "encoder.safetensors";
 std::string checkpoint_name(const TrainingState& state);
 
 /// Writes a checkpoint folder under `output_dir` (named by checkpoint_name), `model` as
-/// `model_file` in it, points
+/// `model_file` in it (its header holds `model_metadata` beside the format entries), points
 /// `checkpoint-last` at it, then removes all but the newest `keep_last` checkpoints (never the
 /// one just written) and any temporary folder a killed writer left. Returns its path. Throws
 /// naming the path on any I/O error; what was there before is then untouched.
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
                             const io::TensorMap& model, const io::TensorMap& trainer,
                             const std::string& config_yaml, int64_t keep_last,
-                            const std::string& model_file = kEncoderFile);
+                            const std::string& model_file = kEncoderFile,
+                            const io::Metadata& model_metadata = {});
 
 /// Parses the text of a checkpoint's state.json; `source` names it in messages. Throws
 /// c10::Error for text that is not a JSON object, another format_version, or a counter that is

@@ -72,9 +72,11 @@ struct EpochReport {
   MetricFields fields;
 };
 
-/// What a checkpoint of an engine holds: its model file and the rest (optimiser state, ...).
+/// What a checkpoint of an engine holds: its model file and the rest (optimiser state, ...),
+/// and what the model file's header records beside the tensors (nn::encoder_metadata).
 struct CheckpointTensors {
   io::TensorMap model, trainer;
+  io::Metadata model_metadata;
 };
 
 /// What an engine supplies to the loop.

@@ -39,6 +39,16 @@ struct ModelConfig {
   double mlp_ratio = 4.0;          // > 0
   double drop_path = 0.0;          // [0, 1)
   bool freeze_patch_embed = true;  // paper §2.1
+  /// none (the paper) | patch: every p×p patch of every channel is standardised over its own
+  /// pixels before the patch embedding (nn::InputNorm), which takes away the flat colour a patch
+  /// shares with its image: the option for data whose per-image colour is a shortcut (README
+  /// "Shortcuts"). Part of the model: the evaluation apps need the same value, and the weights
+  /// file records it (a mismatch is refused when the weights are loaded). Needs patch_size >= 2.
+  std::string input_norm = "none";
+  /// > 0, finite, in the units of the model's input (pixels on [0, 1] minus ImageNet's mean,
+  /// over its std: one grey level is ~0.017): a patch whose variance is small against it (a
+  /// smooth gradient, noise) stays faint instead of being scaled to unit variance.
+  double input_norm_eps = 0.25;
 };
 
 struct MaskConfig {

@@ -1,14 +1,34 @@
 // Patch embedding: a p×p stride-p convolution from images to patch tokens, initialised as MAE
 // does and frozen by default for OCL pre-training (paper §2.1, MoCo v3's stop-gradient trick).
+// Optionally each patch is first standardised per channel (InputNorm::Patch), which takes away
+// the flat colour and brightness a patch shares with the rest of its image: the option for data
+// where per-image colour would otherwise let OCL's two token groups find each other by colour.
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
+#include <torch/types.h>
 
 namespace ocl::nn {
+
+/// What the patch embedding does to the pixels of a patch before projecting them.
+enum class InputNorm {
+  None,   // the pixels as they come (timm, MAE, the paper)
+  Patch,  // per patch and channel: (x − mean) / sqrt(var + eps) over the p×p pixels
+};
+/// "none" | "patch" (the config's spelling), and back; the parse throws naming the known values.
+std::string input_norm_name(InputNorm norm);
+InputNorm parse_input_norm(const std::string& name);
+
+/// Standardises every p×p patch of every channel of `images` [B, C, H, W] (H, W multiples of p)
+/// over its own pixels: (x − mean) / sqrt(var + eps), var the biased variance. A flat patch
+/// becomes 0; eps (in the units of `images`, here standardised pixels) keeps a patch of faint
+/// variation, such as a smooth gradient, faint instead of amplifying it to unit variance.
+torch::Tensor standardize_patches(const torch::Tensor& images, int64_t patch_size, double eps);
 
 struct PatchEmbedOptions {
   PatchEmbedOptions(int64_t img_size, int64_t patch_size, int64_t embed_dim)
@@ -19,9 +39,14 @@ struct PatchEmbedOptions {
   TORCH_ARG(int64_t, in_chans) = 3;
   /// Fixed for the whole run: no gradient, never updated (the paper's default).
   TORCH_ARG(bool, frozen) = true;
+  /// Standardise each patch before the projection (see InputNorm); eps > 0.
+  TORCH_ARG(InputNorm, input_norm) = InputNorm::None;
+  TORCH_ARG(double, input_norm_eps) = 0.25;
 };
 
-/// images [B, C, H, W] → tokens [B, N, D], N = (H/p)·(W/p), row-major over the patch grid.
+/// images [B, C, H, W] → tokens [B, N, D], N = (H/p)·(W/p), row-major over the patch grid; with
+/// InputNorm::Patch the projection reads standardize_patches(images) (no parameter is added: the
+/// state dict stays timm's, and the weights file records the option in its metadata).
 /// Submodule `proj` (a Conv2d), so parameters are timm's `proj.weight [D, C, p, p]`, `proj.bias`.
 class PatchEmbedImpl : public torch::nn::Cloneable<PatchEmbedImpl> {
  public:

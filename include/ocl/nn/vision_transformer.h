@@ -48,6 +48,9 @@ struct VisionTransformerOptions {
   TORCH_ARG(bool, freeze_patch_embed) = true;
   /// Register `pos_embed` as a trainable parameter instead of a fixed buffer.
   TORCH_ARG(bool, trainable_pos_embed) = false;
+  /// The patch embedding's input standardisation (PatchEmbedOptions::input_norm), and its eps.
+  TORCH_ARG(InputNorm, input_norm) = InputNorm::None;
+  TORCH_ARG(double, input_norm_eps) = 0.25;
 };
 
 /// Presets at patch 16 (and 14 for ViT-H), 224² input, as in timm / MAE.

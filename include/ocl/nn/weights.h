@@ -17,10 +17,15 @@
 #include <vector>
 
 #include "ocl/io/config.h"
+#include "ocl/io/safetensors.h"
 #include "ocl/io/state_dict.h"
 #include "ocl/nn/vision_transformer.h"
 
 namespace ocl::nn {
+
+/// Metadata keys of a weights file that say how its encoder reads pixels (encoder_metadata).
+inline constexpr const char* kInputNormKey = "ocl.input_norm";
+inline constexpr const char* kInputNormEpsKey = "ocl.input_norm_eps";
 
 struct EncoderLoadOptions {
   /// When the file's position grid differs from the model's (a 224² checkpoint into a 160²
@@ -64,13 +69,22 @@ struct EncoderLoadReport : io::LoadReport {
 ///   - anything else missing or unexpected, or any other shape mismatch, throws c10::Error
 ///     naming the file, the keys and (when they differ) the file's and the model's ViT sizes;
 ///     the model is then unchanged.
+///   - the file's "ocl.input_norm" (absent: "none") and, with "patch", "ocl.input_norm_eps" must
+///     equal the model's options (VisionTransformerOptions::input_norm): otherwise throws naming
+///     both values and the config key to set, before anything is loaded;
 /// Also throws naming the path when it does not exist, a folder lacks encoder.safetensors, or
 /// the file is not valid safetensors.
 EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std::string& path,
                                        const EncoderLoadOptions& options = {});
 
+/// What a weights file of an encoder with `options` records beside its tensors, for the loader
+/// above and for Python users: {"ocl.input_norm": "none" | "patch"} and, with "patch",
+/// "ocl.input_norm_eps" (shortest round-trip decimal). Checkpoints and model-best files get it.
+io::Metadata encoder_metadata(const VisionTransformerOptions& options);
+
 /// The encoder sizes a config describes (model section, presets resolved in `derived`), with
-/// its drop path and patch-embedding freezing; evaluation apps add a head and pooling.
+/// its drop path, patch-embedding freezing and input standardisation; evaluation apps add a head
+/// and pooling.
 nn::VisionTransformerOptions encoder_options(const io::Config& config,
                                              const io::DerivedConfig& derived);
 
