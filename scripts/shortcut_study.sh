@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The colour-shortcut study of README "Shortcuts": the quickstart (configs/quickstart.yaml, 8
 # epochs of a 4-block ViT on 4,096 synthetic 32x32 images) on the default synthetic set and on
-# its hard-colour variant (data.synthetic_colours=random), six ways each:
+# its hard-colour variant (data.synthetic_colours=random), seven ways each:
 #   paper                OCL as the paper runs it (crop and flip only)
+#   patch                the paper's recipe with model.input_norm=patch (each patch of each
+#                        channel standardised before the patch embedding)
 #   byol, simclr         data.photometric=byol / simclr, one image for both token groups
 #   byol-independent,    the same with mask.group_views=independent: each group reads its own
 #   simclr-independent   colour draw of the crop
@@ -26,12 +28,13 @@ mkdir -p "$out"
 declare -A sets=([default]="data.synthetic_colours=palette" [hard]="data.synthetic_colours=random")
 declare -A variants=(
   [paper]="data.photometric=none mask.group_views=shared"
+  [patch]="data.photometric=none mask.group_views=shared model.input_norm=patch"
   [byol]="data.photometric=byol mask.group_views=shared"
   [byol-independent]="data.photometric=byol mask.group_views=independent"
   [simclr]="data.photometric=simclr mask.group_views=shared"
   [simclr-independent]="data.photometric=simclr mask.group_views=independent"
   [simclr-independent-lit]="data.photometric=simclr mask.group_views=independent data.illumination=96")
-order=(paper byol byol-independent simclr simclr-independent simclr-independent-lit)
+order=(paper patch byol byol-independent simclr simclr-independent simclr-independent-lit)
 
 epochs=$(sed -n 's/^  epochs: *\([0-9]*\).*/\1/p' configs/quickstart.yaml | head -1)
 for set in hard default; do
@@ -61,7 +64,7 @@ print()
 print("| data set | variant | kNN top-1, random encoder | kNN top-1, trained | contrastive acc. (last epoch) | shortcut alarms |")
 print("|---|---|---|---|---|---|")
 for s in ("default", "hard"):
-    for v in ("paper", "byol", "byol-independent", "simclr", "simclr-independent",
+    for v in ("paper", "patch", "byol", "byol-independent", "simclr", "simclr-independent",
               "simclr-independent-lit"):
         path = os.path.join(out, f"{s}-{v}", "metrics.jsonl")
         recs = [json.loads(l) for l in open(path) if l.strip()]

@@ -37,9 +37,12 @@ std::string shortcut_warning(const io::EvalConfig& eval, double accuracy, double
       "shortcut alarm: contrastive accuracy {:.3f} (>= eval.shortcut_accuracy {}) while kNN "
       "top-1 moved {:+.2f} points since the start ({:.2f} -> {:.2f} %, less than "
       "eval.shortcut_knn_gain {}): the two token groups are being matched by a cue they both "
-      "see, such as a per-image colour, not by content. Remove the cue: data.photometric=simclr "
-      "(colour augmentation) and mask.group_views=independent (each group from its own colour "
-      "draw of the crop), data.illumination for a lighting gradient; see README \"Shortcuts\"",
+      "see, such as a per-image colour, not by content. Remove the cue: model.input_norm=patch "
+      "(each patch standardised before the patch embedding, so the flat colour it shares with "
+      "its image is gone; the evaluation apps then need the same setting), or "
+      "data.photometric=simclr with mask.group_views=independent (each group from its own "
+      "colour draw of the crop), data.illumination for a lighting gradient; see README "
+      "\"Shortcuts\"",
       accuracy, eval.shortcut_accuracy, gain, knn_start, knn_now, eval.shortcut_knn_gain);
 }
 

@@ -184,6 +184,7 @@ TEST(Pretrain, ShortcutAlarmFiresWhenColourSolvesTheTaskAndNotOtherwise) {
   EXPECT_EQ(fired, hard.shortcut_alarms);
   const std::string log = read_file(hard_dir + "/train.log");
   EXPECT_NE(log.find("shortcut alarm: contrastive accuracy"), std::string::npos);
+  EXPECT_NE(log.find("Remove the cue: model.input_norm=patch"), std::string::npos);
   EXPECT_NE(log.find("data.photometric=simclr"), std::string::npos);
 
   const auto easy_dir = make_temp_dir();

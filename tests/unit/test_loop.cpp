@@ -294,6 +294,7 @@ TEST(ShortcutAlarm, FiresOnHighAccuracyWithAFlatMonitorOnly) {
   const std::string w = ocl::engine::shortcut_warning(e, 0.97, 12.1, 12.9);
   EXPECT_NE(w.find("shortcut alarm: contrastive accuracy 0.970"), std::string::npos) << w;
   EXPECT_NE(w.find("+0.80 points"), std::string::npos) << w;
+  EXPECT_NE(w.find("Remove the cue: model.input_norm=patch"), std::string::npos) << w;
   EXPECT_NE(w.find("data.photometric=simclr"), std::string::npos) << w;
   EXPECT_NE(w.find("mask.group_views=independent"), std::string::npos) << w;
   // The quickstart's figures (accuracy 0.73, kNN 35.4 → 47.1 %): learning, no alarm.
