@@ -12,7 +12,8 @@
 // SyntheticColours::Random brings the per-image colours back (a background gradient between two
 // random colours in a random direction, a random foreground hue and its complement for texture
 // patches, random clutter): the "hard colour" variant on which that failure, and the options
-// that cure it (data/photometric.h), can be reproduced.
+// against it (model.input_norm: patch, nn/patch_embed.h, which cures it; data/photometric.h's
+// colour augmentation, which removes the shortcut but learns little), can be reproduced.
 #include "ocl/data/synthetic.h"
 
 #include <algorithm>
