@@ -23,9 +23,18 @@
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
+#include "ocl/io/number_text.h"
 #include "ocl/io/spec.h"
 
 namespace ocl::io {
+
+std::string shortest_number(double v) {
+  if (std::isnan(v)) return ".nan";
+  if (std::isinf(v)) return v > 0 ? ".inf" : "-.inf";
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
+}
 
 // Config files above this are refused before reading: configs are a few KB, and a huge YAML
 // (a 50 MB list) would take seconds and gigabytes before failing.
@@ -179,20 +188,12 @@ std::string key_names(const Section& section) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Number text: shortest round-trip form (std::to_chars), locale-independent both ways.
+// Number text: shortest round-trip form (io/number_text.h), locale-independent both ways.
 
-std::string shortest(double v) {
-  if (std::isnan(v)) return ".nan";
-  if (std::isinf(v)) return v > 0 ? ".inf" : "-.inf";
-  char buf[64];
-  const auto res = std::to_chars(buf, buf + sizeof buf, v);
-  return std::string(buf, res.ptr);
-}
-
-// As shortest(), but always with a '.', so YAML 1.1 readers such as PyYAML also see a float
+// As shortest_number(), but always with a '.', so YAML 1.1 readers such as PyYAML also see a float
 // ("1e-05" and "64" would be a string and an int there).
 std::string yaml_double(double v) {
-  std::string s = shortest(v);
+  std::string s = shortest_number(v);
   if (!std::isfinite(v) || s.find('.') != std::string::npos) return s;
   const auto e = s.find('e');
   if (e == std::string::npos) return s + ".0";
@@ -547,7 +548,8 @@ void require(bool ok, std::initializer_list<std::string> keys, const std::string
 }
 
 void greater(const std::string& path, double v, double lo) {
-  require(std::isfinite(v) && v > lo, {path}, "must be > " + shortest(lo) + ", got " + shortest(v));
+  require(std::isfinite(v) && v > lo, {path},
+          "must be > " + shortest_number(lo) + ", got " + shortest_number(v));
 }
 // Upper bounds of sizes whose products the run computes (see validate_model_and_mask).
 constexpr int64_t kMaxImageSide = 65535;
@@ -556,7 +558,7 @@ constexpr int64_t kMaxAccumIter = int64_t{1} << 16;
 
 void at_least(const std::string& path, double v, double lo) {
   require(std::isfinite(v) && v >= lo, {path},
-          "must be >= " + shortest(lo) + ", got " + shortest(v));
+          "must be >= " + shortest_number(lo) + ", got " + shortest_number(v));
 }
 void at_least(const std::string& path, int64_t v, int64_t lo) {
   require(v >= lo, {path}, "must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
@@ -570,8 +572,8 @@ void in_range(const std::string& path, int64_t v, int64_t lo, int64_t hi) {
 void in_range(const std::string& path, double v, double lo, double hi, bool closed_hi) {
   const bool ok = std::isfinite(v) && v >= lo && (closed_hi ? v <= hi : v < hi);
   require(ok, {path},
-          "must be in [" + shortest(lo) + ", " + shortest(hi) + (closed_hi ? "]" : ")") + ", got " +
-              shortest(v));
+          "must be in [" + shortest_number(lo) + ", " + shortest_number(hi) +
+              (closed_hi ? "]" : ")") + ", got " + shortest_number(v));
 }
 void one_of(const std::string& path, const std::string& v,
             std::initializer_list<const char*> allowed) {
@@ -653,7 +655,7 @@ void validate_model_and_mask(const Config& c) {
   const int64_t grid = m.img_size / s.patch_size;
   const int64_t n = grid * grid;
   require(tokens_per_group(n, c.mask.ratio) >= 1, {"mask.ratio", "model.img_size"},
-          shortest(c.mask.ratio) + " leaves no token for each of the two groups of the " +
+          shortest_number(c.mask.ratio) + " leaves no token for each of the two groups of the " +
               std::to_string(n) +
               " patches (floor(N*(1-r)/2) must be >= 1): lower mask.ratio "
               "or the patch size");
@@ -668,8 +670,9 @@ void validate_impl(const Config& c) {
   greater("loss.temperature", l.temperature, 0.0);
   require(std::isfinite(l.max_logit_scale) && l.max_logit_scale >= 1.0 / l.temperature,
           {"loss.max_logit_scale", "loss.temperature"},
-          "must be >= 1/loss.temperature = " + shortest(1.0 / l.temperature) +
-              " (the clamp would move the initial scale), got " + shortest(l.max_logit_scale));
+          "must be >= 1/loss.temperature = " + shortest_number(1.0 / l.temperature) +
+              " (the clamp would move the initial scale), got " +
+              shortest_number(l.max_logit_scale));
   one_of("loss.negatives", l.negatives, {"global", "local"});
 
   const auto& d = c.data;
@@ -680,17 +683,17 @@ void validate_impl(const Config& c) {
                                           : " (the folder holding the binary batches)"));
   one_of("data.augment", d.augment, {"rrc_flip", "none"});
   require(std::isfinite(d.crop_scale_min) && d.crop_scale_min > 0.0 && d.crop_scale_min <= 1.0,
-          {"data.crop_scale_min"}, "must be in (0, 1], got " + shortest(d.crop_scale_min));
+          {"data.crop_scale_min"}, "must be in (0, 1], got " + shortest_number(d.crop_scale_min));
   require(std::isfinite(d.crop_scale_max) && d.crop_scale_max > 0.0 && d.crop_scale_max <= 1.0,
-          {"data.crop_scale_max"}, "must be in (0, 1], got " + shortest(d.crop_scale_max));
+          {"data.crop_scale_max"}, "must be in (0, 1], got " + shortest_number(d.crop_scale_max));
   require(d.crop_scale_min <= d.crop_scale_max, {"data.crop_scale_min", "data.crop_scale_max"},
-          "must be <= data.crop_scale_max (" + shortest(d.crop_scale_max) + "), got " +
-              shortest(d.crop_scale_min));
+          "must be <= data.crop_scale_max (" + shortest_number(d.crop_scale_max) + "), got " +
+              shortest_number(d.crop_scale_min));
   greater("data.crop_ratio_min", d.crop_ratio_min, 0.0);
   greater("data.crop_ratio_max", d.crop_ratio_max, 0.0);
   require(d.crop_ratio_min <= d.crop_ratio_max, {"data.crop_ratio_min", "data.crop_ratio_max"},
-          "must be <= data.crop_ratio_max (" + shortest(d.crop_ratio_max) + "), got " +
-              shortest(d.crop_ratio_min));
+          "must be <= data.crop_ratio_max (" + shortest_number(d.crop_ratio_max) + "), got " +
+              shortest_number(d.crop_ratio_min));
   one_of("data.interpolation", d.interpolation, {"bicubic", "bilinear", "area", "nearest"});
   one_of("data.decode", d.decode, {"reduced", "region", "full"});
   one_of("data.photometric", d.photometric, {"none", "byol", "colour", "simclr"});
@@ -710,7 +713,7 @@ void validate_impl(const Config& c) {
   at_least("optim.lr", o.lr, 0.0);
   at_least("optim.min_lr", o.min_lr, 0.0);
   require(o.lr == 0.0 || o.min_lr <= o.lr, {"optim.min_lr", "optim.lr"},
-          "must be <= optim.lr (" + shortest(o.lr) + "), got " + shortest(o.min_lr));
+          "must be <= optim.lr (" + shortest_number(o.lr) + "), got " + shortest_number(o.min_lr));
   at_least("optim.weight_decay", o.weight_decay, 0.0);
   in_range("optim.beta1", o.beta1, 0.0, 1.0, false);
   in_range("optim.beta2", o.beta2, 0.0, 1.0, false);
@@ -749,7 +752,7 @@ void validate_impl(const Config& c) {
   at_least("eval.knn_val_size", e.knn_val_size, int64_t{1});
   require(
       std::isfinite(e.shortcut_accuracy) && e.shortcut_accuracy > 0.0 && e.shortcut_accuracy <= 1.0,
-      {"eval.shortcut_accuracy"}, "must be in (0, 1], got " + shortest(e.shortcut_accuracy));
+      {"eval.shortcut_accuracy"}, "must be in (0, 1], got " + shortest_number(e.shortcut_accuracy));
   at_least("eval.shortcut_knn_gain", e.shortcut_knn_gain, 0.0);
 
   const auto& p = c.linprobe;
@@ -759,8 +762,9 @@ void validate_impl(const Config& c) {
   greater("linprobe.blr", p.blr, 0.0);
   at_least("linprobe.lr", p.lr, 0.0);
   at_least("linprobe.min_lr", p.min_lr, 0.0);
-  require(p.lr == 0.0 || p.min_lr <= p.lr, {"linprobe.min_lr", "linprobe.lr"},
-          "must be <= linprobe.lr (" + shortest(p.lr) + "), got " + shortest(p.min_lr));
+  require(
+      p.lr == 0.0 || p.min_lr <= p.lr, {"linprobe.min_lr", "linprobe.lr"},
+      "must be <= linprobe.lr (" + shortest_number(p.lr) + "), got " + shortest_number(p.min_lr));
   at_least("linprobe.warmup_epochs", p.warmup_epochs, 0.0);
   at_least("linprobe.weight_decay", p.weight_decay, 0.0);
   at_least("linprobe.save_every", p.save_every, int64_t{1});
@@ -773,19 +777,21 @@ void validate_impl(const Config& c) {
   greater("finetune.blr", f.blr, 0.0);
   at_least("finetune.lr", f.lr, 0.0);
   at_least("finetune.min_lr", f.min_lr, 0.0);
-  require(f.lr == 0.0 || f.min_lr <= f.lr, {"finetune.min_lr", "finetune.lr"},
-          "must be <= finetune.lr (" + shortest(f.lr) + "), got " + shortest(f.min_lr));
+  require(
+      f.lr == 0.0 || f.min_lr <= f.lr, {"finetune.min_lr", "finetune.lr"},
+      "must be <= finetune.lr (" + shortest_number(f.lr) + "), got " + shortest_number(f.min_lr));
   at_least("finetune.warmup_epochs", f.warmup_epochs, 0.0);
   at_least("finetune.weight_decay", f.weight_decay, 0.0);
   require(std::isfinite(f.layer_decay) && f.layer_decay > 0.0 && f.layer_decay <= 1.0,
-          {"finetune.layer_decay"}, "must be in (0, 1], got " + shortest(f.layer_decay));
+          {"finetune.layer_decay"}, "must be in (0, 1], got " + shortest_number(f.layer_decay));
   in_range("finetune.beta1", f.beta1, 0.0, 1.0, false);
   in_range("finetune.beta2", f.beta2, 0.0, 1.0, false);
   at_least("finetune.clip_grad", f.clip_grad, 0.0);
   in_range("finetune.drop_path", f.drop_path, 0.0, 1.0, false);
   one_of("finetune.global_pool", f.global_pool, {"avg", "token"});
   require(std::isfinite(f.crop_scale_min) && f.crop_scale_min > 0.0 && f.crop_scale_min <= 1.0,
-          {"finetune.crop_scale_min"}, "must be in (0, 1], got " + shortest(f.crop_scale_min));
+          {"finetune.crop_scale_min"},
+          "must be in (0, 1], got " + shortest_number(f.crop_scale_min));
   if (f.auto_augment != "none") {
     try {
       parse_rand_augment_spec(f.auto_augment);

@@ -2,8 +2,6 @@
 #include "ocl/nn/weights.h"
 
 #include <algorithm>
-#include <array>
-#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -13,6 +11,7 @@
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include "ocl/io/number_text.h"
 #include "ocl/io/safetensors.h"
 #include "ocl/nn/pos_embed.h"
 
@@ -20,14 +19,6 @@ namespace ocl::nn {
 namespace {
 
 namespace fs = std::filesystem;
-
-// The shortest text that reads back as `v` (how the metadata records input_norm_eps).
-std::string shortest_double(double v) {
-  std::array<char, 32> buf{};
-  const auto [end, ec] = std::to_chars(buf.data(), buf.data() + buf.size(), v);
-  TORCH_CHECK(ec == std::errc(), "cannot format ", v);
-  return std::string(buf.data(), end);
-}
 
 bool starts_with(const std::string& s, const std::string& prefix) {
   return s.compare(0, prefix.size(), prefix) == 0;
@@ -124,7 +115,7 @@ void check_input_norm(const io::Metadata& metadata, const VisionTransformerOptio
   TORCH_CHECK(eps != metadata.end(), "encoder weights '", path,
               "' record model.input_norm: ", file_norm, " without its ", kInputNormEpsKey,
               " (a damaged or hand-made header)");
-  const std::string model_eps = shortest_double(model.input_norm_eps());
+  const std::string model_eps = io::shortest_number(model.input_norm_eps());
   TORCH_CHECK(eps->second == model_eps, "encoder weights '", path,
               "' were trained with model.input_norm_eps: ", eps->second,
               ", but the model is configured with model.input_norm_eps: ", model_eps,
@@ -234,7 +225,7 @@ nn::VisionTransformerOptions encoder_options(const io::Config& config,
 io::Metadata encoder_metadata(const VisionTransformerOptions& options) {
   io::Metadata metadata = {{kInputNormKey, input_norm_name(options.input_norm())}};
   if (options.input_norm() != InputNorm::None) {
-    metadata[kInputNormEpsKey] = shortest_double(options.input_norm_eps());
+    metadata[kInputNormEpsKey] = io::shortest_number(options.input_norm_eps());
   }
   return metadata;
 }
