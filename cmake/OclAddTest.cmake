@@ -1,7 +1,9 @@
-# ocl_add_test(<exe> LABELS <label>... SOURCES <file>...): one GoogleTest executable whose
-# cases become CTest tests carrying the given labels (unit, reference, integration, gpu).
+# ocl_add_test(<exe> [SERIAL] LABELS <label>... SOURCES <file>...): one GoogleTest executable
+# whose cases become CTest tests carrying the given labels (unit, reference, integration, gpu).
+# SERIAL: each case runs alone under `ctest -j N` (RUN_SERIAL), for cases that start processes
+# using every core, time their peers or hold the GPU; the others share the cores.
 function(ocl_add_test name)
-  cmake_parse_arguments(ARG "" "" "LABELS;SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "SERIAL" "" "LABELS;SOURCES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ocl::ocl GTest::gtest GTest::gtest_main)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
@@ -9,8 +11,12 @@ function(ocl_add_test name)
   if(OCL_PCH)
     target_precompile_headers(${name} REUSE_FROM ocl)
   endif()
+  set(serial FALSE)
+  if(ARG_SERIAL)
+    set(serial TRUE)
+  endif()
   gtest_discover_tests(${name}
     TEST_PREFIX "${ARG_LABELS}."
-    PROPERTIES LABELS "${ARG_LABELS}"
+    PROPERTIES LABELS "${ARG_LABELS}" RUN_SERIAL ${serial}
     DISCOVERY_TIMEOUT 120)
 endfunction()

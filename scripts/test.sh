@@ -25,5 +25,5 @@ stage() { # stage NAME CMD...: runs CMD, prints its elapsed seconds
 stage "install dependencies" bash scripts/install-deps.sh
 stage "configure ($build)" cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DOCL_WERROR=ON
 stage "build (-j$jobs)" cmake --build "$build" -j"$jobs"
-stage "test" ctest --test-dir "$build" --output-on-failure -j1 "$@"
+stage "test" ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@"
 echo "==> test.sh: all stages passed in $((SECONDS - start)) s"
