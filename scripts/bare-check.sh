@@ -61,6 +61,18 @@ if [ -f "$cache" ]; then
   grep -q "^OCL_OPENCV_imgcodecs_LIBRARY:.*NOTFOUND" "$cache" ||
     { echo "bare-check: OpenCV imgcodecs was found: the kit must not carry it" >&2; rc=1; }
 fi
+# The RPATH of the programs puts the kit before the system, so the BLAS that Debian LibTorch
+# multiplies with is the one in the kit: it must be OpenBLAS (the reference BLAS trains six
+# times slower).
+app=$work/build/apps/ocl_pretrain
+if [ -x "$app" ]; then
+  blas=$(ldd "$app" | sed -n "s/^[[:space:]]*libblas[.]so[.]3 => \([^ ]*\) .*/\1/p")
+  case "$(readlink -f "$blas")" in
+    "$kit"/*openblas*) echo "bare-check: ocl_pretrain multiplies with $(readlink -f "$blas")" ;;
+    *) echo "bare-check: ocl_pretrain loads libblas.so.3 from \"$blas\": not the OpenBLAS in the kit" >&2
+       rc=1 ;;
+  esac
+fi
 exit $rc
 '
 rc=0

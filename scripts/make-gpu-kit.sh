@@ -35,11 +35,14 @@ DEV_PACKAGES=(
   libopencv-core-dev libopencv-core406 libopencv-imgproc-dev libopencv-imgproc406
 )
 # What those libraries need at run time beyond the base (found with readelf -d; the closure
-# check below fails if this list falls behind): OpenCV's core links TBB, LAPACK/BLAS (the
-# reference ones: a few MB, and ocl does no linear algebra through OpenCV) and libGLX.
+# check below fails if this list falls behind): OpenCV's core links TBB, LAPACK/BLAS and libGLX.
+# The BLAS is OpenBLAS, not the reference one: the programs' RPATH puts the kit's libblas.so.3
+# before the system's, so where the LibTorch is Debian's CPU one (it links libblas.so.3 too), the
+# kit's BLAS is the one its matrix products run on; the reference BLAS made a CPU pre-training
+# six times slower. A CUDA LibTorch from pip carries its own BLAS and never loads this one.
 RUNTIME_PACKAGES=(
   libtbb12
-  liblapack3 libblas3 libgfortran5 libquadmath0
+  libopenblas0-pthread libgfortran5 libquadmath0
   libglx0 libglvnd0 libx11-6 libxcb1 libxau6 libxdmcp6 libbsd0 libmd0
 )
 # Sonames every glibc Linux system has (Debian 12 and Ubuntu 24.04 bases alike): glibc itself
@@ -87,10 +90,13 @@ if [[ -d "$kit/include/$arch" ]]; then
   cp -a "$kit/include/$arch/." "$kit/include/"
   rm -rf "${kit:?}/include/$arch"
 fi
-# LAPACK and BLAS live in subfolders, with the libblas.so.3 / liblapack.so.3 names made by
-# update-alternatives when the package is installed, which dpkg -x does not run.
-ln -sf blas/libblas.so.3 "$kit/lib/$arch/libblas.so.3"
-ln -sf lapack/liblapack.so.3 "$kit/lib/$arch/liblapack.so.3"
+# OpenBLAS lives in a subfolder, with the libblas.so.3 / liblapack.so.3 names made by
+# update-alternatives when the package is installed, which dpkg -x does not run. Its BLAS and
+# LAPACK find libopenblas.so.0 through RUNPATH $ORIGIN, which is the folder they were loaded
+# from: the link's, so libopenblas.so.0 is linked beside them.
+for name in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+  ln -sf "openblas-pthread/$name" "$kit/lib/$arch/$name"
+done
 
 # Closure: every DT_NEEDED of every kit library is a kit library or a base library.
 declare -A have=()
