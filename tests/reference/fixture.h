@@ -46,6 +46,11 @@ class ReferenceFixture {
   ocl::io::SafetensorsFile file_;
 };
 
+/// The OCL step fixture (scripts/make_reference.py), which the reference tests and the gpu tests
+/// both read: its format version is said once here, so that neither falls behind the script.
+inline constexpr const char* kOclStepFixtureVersion = "2";
+inline constexpr const char* kOclStepFixtureCommand = "/usr/bin/python3 scripts/make_reference.py";
+
 /// max |actual − expected| / max |expected| ≤ tol: relative to the tensor's scale, so entries
 /// near zero do not blow up the measure.
 inline ::testing::AssertionResult close(const std::string& what, const torch::Tensor& actual,

@@ -13,15 +13,14 @@
 namespace {
 
 constexpr const char* kFixture = OCL_FIXTURE_DIR "/ocl_reference.safetensors";
-constexpr const char* kFormatVersion = "2";
 // Both sides compute in float64 with the same operation order up to BLAS blocking and
 // reduction order, which leaves errors around 1e-15 relative; 1e-10 leaves five orders of
 // margin while still catching any real difference (a wrong constant, eps or index shows ≫ 1e-6).
 constexpr double kRelTol = 1e-10;
 
 const ocl_test::ReferenceFixture& fixture() {
-  static const ocl_test::ReferenceFixture f(kFixture, kFormatVersion,
-                                            "/usr/bin/python3 scripts/make_reference.py");
+  static const ocl_test::ReferenceFixture f(kFixture, ocl_test::kOclStepFixtureVersion,
+                                            ocl_test::kOclStepFixtureCommand);
   return f;
 }
 
