@@ -15,5 +15,5 @@ set -euo pipefail
 export OCL_TRIXIE_ROOT=${OCL_BARE_ROOT:-/var/cache/ocl/bare-root}
 export OCL_TRIXIE_SUITE=bookworm
 export OCL_TRIXIE_TORCH=1.13
-export OCL_TRIXIE_PACKAGES="g++ cmake ninja-build xz-utils libtorch-dev libgloo-dev libopenblas0-pthread python3-torch"
+export OCL_TRIXIE_PACKAGES="g++ cmake ninja-build xz-utils libtorch-dev libgloo-dev libopenblas0-openmp python3-torch"
 exec bash "$(dirname "${BASH_SOURCE[0]}")/trixie-root.sh" "$@"

@@ -9,7 +9,8 @@ set -euo pipefail
 packages=(
   g++ cmake ninja-build pkg-config
   libtorch-dev
-  libopenblas0-pthread          # Debian's LibTorch otherwise uses the reference BLAS (~15x slower)
+  libopenblas0-openmp           # Debian's LibTorch otherwise uses the reference BLAS (~15x slower);
+                                # OpenMP's build, which shares LibTorch's threads (see below)
   libgloo-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
@@ -36,6 +37,28 @@ case "${1:-}" in
     ;;
 esac
 
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+
+# Debian's LibTorch multiplies through libblas.so.3, whichever OpenBLAS the alternatives name.
+# The pthread build (priority 100, so the default when both are installed) keeps a thread pool
+# of its own beside LibTorch's OpenMP threads, and on a 2-core machine the two pools took the
+# cores from each other: ocl_bench stepped the quickstart model in 828-830 ms with it and in
+# 322-446 ms with the OpenMP build, ViT-S/16 in 2,627-2,694 against 1,045-1,327 ms. So the OpenMP
+# build is chosen explicitly, also where the pthread one is installed.
+use_openmp_openblas() {
+  local arch name dir
+  arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+  dir=/usr/lib/$arch/openblas-openmp
+  [[ -e "$dir/libblas.so.3" ]] || return 0
+  for name in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+    if [[ "$(readlink -f "/usr/lib/$arch/$name")" != "$(readlink -f "$dir/$name")" ]]; then
+      echo "install-deps: $name now from OpenBLAS's OpenMP build ($dir)"
+      $SUDO update-alternatives --quiet --set "$name-$arch" "$dir/$name"
+    fi
+  done
+}
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
@@ -45,12 +68,12 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#packages[@]} packages already installed"
+  use_openmp_openblas
   exit 0
 fi
 
-SUDO=""
-if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+use_openmp_openblas

@@ -36,13 +36,15 @@ DEV_PACKAGES=(
 )
 # What those libraries need at run time beyond the base (found with readelf -d; the closure
 # check below fails if this list falls behind): OpenCV's core links TBB, LAPACK/BLAS and libGLX.
-# The BLAS is OpenBLAS, not the reference one: the programs' RPATH puts the kit's libblas.so.3
-# before the system's, so where the LibTorch is Debian's CPU one (it links libblas.so.3 too), the
-# kit's BLAS is the one its matrix products run on; the reference BLAS made a CPU pre-training
-# six times slower. A CUDA LibTorch from pip carries its own BLAS and never loads this one.
+# The BLAS is OpenBLAS's OpenMP build, not the reference one: the programs' RPATH puts the kit's
+# libblas.so.3 before the system's, so where the LibTorch is Debian's CPU one (it links
+# libblas.so.3 too), the kit's BLAS is the one its matrix products run on; the reference BLAS
+# made a CPU pre-training six times slower, and the pthread build's own thread pool fights
+# LibTorch's OpenMP threads (scripts/install-deps.sh). A CUDA LibTorch from pip carries its own
+# BLAS and never calls this one; the OpenMP build starts no threads until it is called.
 RUNTIME_PACKAGES=(
   libtbb12
-  libopenblas0-pthread libgfortran5 libquadmath0
+  libopenblas0-openmp libgomp1 libgfortran5 libquadmath0
   libglx0 libglvnd0 libx11-6 libxcb1 libxau6 libxdmcp6 libbsd0 libmd0
 )
 # Sonames every glibc Linux system has (Debian 12 and Ubuntu 24.04 bases alike): glibc itself
@@ -95,7 +97,7 @@ fi
 # LAPACK find libopenblas.so.0 through RUNPATH $ORIGIN, which is the folder they were loaded
 # from: the link's, so libopenblas.so.0 is linked beside them.
 for name in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
-  ln -sf "openblas-pthread/$name" "$kit/lib/$arch/$name"
+  ln -sf "openblas-openmp/$name" "$kit/lib/$arch/$name"
 done
 
 # Closure: every DT_NEEDED of every kit library is a kit library or a base library.

@@ -36,7 +36,7 @@ LOCK="$ROOT.lock"
 PACKAGES=(
   g++ cmake ninja-build
   libtorch-dev
-  libopenblas0-pthread
+  libopenblas0-openmp
   libgloo-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
@@ -160,6 +160,14 @@ apt_in_root() { # apt_in_root PACKAGES...
   chroot_exec / apt-get update -q
   chroot_exec / apt-get install -y -q --no-install-recommends "$@"
   chroot_exec / apt-get clean
+  # OpenBLAS's OpenMP build, when installed, even beside the pthread one (whose priority is
+  # higher): the pthread build's own thread pool fights LibTorch's (scripts/install-deps.sh).
+  local name dir=/usr/lib/x86_64-linux-gnu/openblas-openmp
+  if [[ -e "$ROOT$dir/libblas.so.3" ]]; then
+    for name in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
+      chroot_exec / update-alternatives --quiet --set "$name-x86_64-linux-gnu" "$dir/$name"
+    done
+  fi
 }
 
 install_debootstrap() {
