@@ -11,7 +11,8 @@ Prints `key=value` lines like ocl_bench.
     python3 scripts/bench_gpu.py --img 224 --patch 16 --dim 1024 --depth 24 --heads 16 \
         --batch 256 --mask-ratio 0.4 --steps 20 --warmup 5
     python3 scripts/bench_gpu.py --device cpu --dim 192 --depth 2 --heads 3 --batch 8 --steps 2
-                                  (a smoke run without a GPU)
+                                  (a smoke run without a GPU; on PyTorch 1.x, which has no
+                                  SDPA, with the explicit attention, said as attention=explicit)
 """
 import argparse
 import math
@@ -44,8 +45,13 @@ def contrastive_loss(a, b, scale, kappa):
     return (F.cross_entropy(z_ab, labels) + F.cross_entropy(z_ba, labels)) / 2
 
 
+def has_sdpa():
+    return hasattr(F, "scaled_dot_product_attention")  # PyTorch >= 2.0
+
+
 def build(a, device):
-    make_reference.Attention.forward = sdpa_forward
+    if has_sdpa():  # else make_reference's explicit softmax attention (a smoke run on 1.x)
+        make_reference.Attention.forward = sdpa_forward
     torch.manual_seed(0)
     cfg = dict(img_size=a.img, patch_size=a.patch, embed_dim=a.dim, depth=a.depth,
                num_heads=a.heads)
@@ -131,7 +137,8 @@ def main():
         torch.backends.cudnn.allow_tf32 = True
     enc, logit_scale, opt, fused = build(a, device)
     print(f"pytorch={torch.__version__} device={device} bf16={int(a.bf16)} "
-          f"fused_adamw={int(fused)} batch={a.batch}", flush=True)
+          f"fused_adamw={int(fused)} attention={'sdpa' if has_sdpa() else 'explicit'} "
+          f"batch={a.batch}", flush=True)
     forward_loss, step = make_step(a, device, enc, logit_scale, opt)
     timed(a, device, step, forward_loss, "eager")
     if a.compile == "off":

@@ -10,6 +10,9 @@
 #   BATCH=256 STEPS=30 bash scripts/bench_gpu.sh   another batch, more steps
 #   MODELS=vitl16 MAX_BATCH=0 bash scripts/bench_gpu.sh     ViT-L only, no largest-batch search
 #   PYTHON=/opt/venv/bin/python bash scripts/bench_gpu.sh   the PyTorch to compare with
+#   DEVICE=cpu MODELS=quickstart BATCH=16 STEPS=2 WARMUP=1 MAX_BATCH=0 bash scripts/bench_gpu.sh
+#                                                  a smoke run of the whole comparison without a
+#                                                  GPU (fp32; its figures are no GPU claim)
 #   bash scripts/bench_gpu.sh --set data.dataset=packed --set data.path=/data/in1k-packed
 #                                                  extra overrides for ocl_bench (the loader line
 #                                                  then times the real data: see --data)
@@ -28,6 +31,13 @@ steps=${STEPS:-20}
 warmup=${WARMUP:-5}
 max_batch=${MAX_BATCH:-1}
 models=${MODELS:-"vitb16 vitl16"}
+device=${DEVICE:-cuda}
+case "$device" in
+  cuda) dev_sets=(--set train.device=cuda --set train.precision=bf16) py_dev=() matmul=8192 ;;
+  cpu) dev_sets=(--set train.device=cpu --set train.precision=fp32)
+       py_dev=(--device cpu --no-bf16 --compile off) matmul=512 ;;
+  *) echo "bench_gpu: DEVICE must be cuda or cpu, got '$device'" >&2; exit 2 ;;
+esac
 [[ -x "$bench" ]] || { echo "bench_gpu: $bench not built (cmake --build $build --target ocl_bench)" >&2; exit 2; }
 
 get() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
@@ -37,23 +47,24 @@ for model in $models; do
   case "$model" in
     vitb16) ratio_mask=0.3 ;;
     vitl16) ratio_mask=0.4 ;;
-    *) echo "bench_gpu: unknown model '$model' (vitb16 | vitl16)" >&2; exit 2 ;;
+    quickstart) ratio_mask=0.3 ;;  # the smoke run's size
+    *) echo "bench_gpu: unknown model '$model' (vitb16 | vitl16 | quickstart)" >&2; exit 2 ;;
   esac
   config="configs/$model.yaml"
-  sets=(--set train.device=cuda --set train.precision=bf16 --set "train.batch_size=$batch"
+  sets=("${dev_sets[@]}" --set "train.batch_size=$batch"
         --set "mask.ratio=$ratio_mask" --set optim.fused=auto
         --set "data.synthetic_train_size=$((batch * 4))" "$@")
   extra=()
   [[ "$max_batch" == 1 ]] && extra+=(--max-batch)
   echo "== $model (mask ratio $ratio_mask, batch $batch per GPU)"
   cpp=$("$bench" --config "$config" "${sets[@]}" --steps "$steps" --warmup "$warmup" \
-          --loader-batches 20 --matmul-size 8192 "${extra[@]}")
+          --loader-batches 20 --matmul-size "$matmul" "${extra[@]}")
   echo "$cpp" | sed 's/^/c++    : /'
   img=$(get "$cpp" img) patch=$(get "$cpp" patch) dim=$(get "$cpp" D) depth=$(get "$cpp" depth)
   heads=$(get "$cpp" heads)
   py=$("$python" scripts/bench_gpu.py --img "$img" --patch "$patch" --dim "$dim" --depth "$depth" \
          --heads "$heads" --batch "$batch" --mask-ratio "$ratio_mask" --steps "$steps" \
-         --warmup "$warmup")
+         --warmup "$warmup" "${py_dev[@]}")
   echo "$py" | sed 's/^/python : /'
   eager=$(echo "$py" | grep '^mode=eager' || true)
   compiled=$(echo "$py" | grep '^mode=compile' || true)
@@ -64,7 +75,7 @@ for model in $models; do
   printf '%-30s %12s %12s %12s\n' "training img/s" "$c_img" "$e_img" "${k_img:--}"
   printf '%-30s %12s %12s %12s\n' "peak memory (GiB)" "$(get "$cpp" peak_mem_gib)" "$(get "$eager" peak_mem_gib)" "$(get "$compiled" peak_mem_gib)"
   printf '%-30s %12s\n' "achieved TFLOP/s" "$(get "$cpp" achieved_tflops)"
-  printf '%-30s %12s\n' "bf16 matmul TFLOP/s (8192²)" "$(get "$cpp" matmul_tflops)"
+  printf '%-30s %12s\n' "$(get "$cpp" matmul_dtype) matmul TFLOP/s (${matmul}²)" "$(get "$cpp" matmul_tflops)"
   printf '%-30s %12s\n' "fraction of the matmul rate" "$(get "$cpp" fraction_of_matmul)"
   printf '%-30s %12s\n' "largest batch that fits" "$(echo "$cpp" | sed -n 's/^max_batch=\{0,1\}//p')"
   printf '%-30s %12s\n' "loader alone img/s" "$(get "$cpp" loader_img_per_s)"

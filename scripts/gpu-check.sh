@@ -25,7 +25,9 @@
 #   timm      the run's encoder.safetensors in timm.create_model(...) against ocl_knn's
 #             features of the same input images (needs timm and safetensors in python3)
 #   bench     scripts/bench_gpu.sh: ViT-B/16 r0.3 and ViT-L/16 r0.4, ocl beside PyTorch eager
-#             and torch.compile (GPU only)
+#             and torch.compile; without CUDA a smoke run of the same script on the CPU at the
+#             quickstart size, so that the script, both sides and its table are proven before
+#             a GPU's minutes go to them. Either way the table must come out whole.
 # NCCL is exercised by the gpu test GpuNccl.* (one rank: the machine has one GPU).
 #
 # State lives in --work (default .gpu-check/ in the repository, which git ignores and the
@@ -261,10 +263,37 @@ stage_timm() {
   tail -n 1 "$work/timm.txt" >"$work/status/timm.note"
 }
 
+# Whether bench_gpu.sh's table in $1 is whole: the step time and img/s rows hold a number on
+# both the C++ and the PyTorch side for every model, and every model has its ratio.
+bench_table_whole() {
+  local f=$1 row models
+  models=$(grep -ac '^== ' "$f")
+  ((models > 0)) || { echo "bench: no model in the output"; return 1; }
+  for row in "step time (ms)" "training img/s"; do
+    awk -v row="$row" -v want="$models" '
+      substr($0, 1, length(row)) == row {
+        n = split(substr($0, 31), f, " ")
+        if (n >= 2 && f[1] ~ /^[0-9.]+$/ && f[2] ~ /^[0-9.]+$/) ok++
+      }
+      END { exit ok == want ? 0 : 1 }' "$f" ||
+      { echo "bench: the '$row' row lacks a C++ or PyTorch figure"; return 1; }
+  done
+  [[ $(grep -acE '^C\+\+ / PyTorch eager: +[0-9.]+x$' "$f") == "$models" ]] ||
+    { echo "bench: a model lacks its C++ / PyTorch eager ratio"; return 1; }
+}
+
 stage_bench() {
-  have_cuda || { echo "no CUDA device: the GPU benchmark needs one"; echo "no CUDA device" >"$work/status/bench.note"; return 3; }
+  if ! have_cuda; then
+    echo "no CUDA device: the comparison on the CPU at the quickstart size (a smoke run)"
+    DEVICE=cpu MODELS=quickstart BATCH=16 STEPS=2 WARMUP=1 MAX_BATCH=0 OCL_BUILD_DIR=$build \
+      PYTHON=$python bash scripts/bench_gpu.sh | tee "$work/bench.txt" || return 1
+    bench_table_whole "$work/bench.txt" || return 1
+    echo "CPU smoke run, no GPU figure: the table is whole" >"$work/status/bench.note"
+    return 0
+  fi
   OCL_BUILD_DIR=$build PYTHON=$python STEPS=${BENCH_STEPS:-20} MAX_BATCH=${BENCH_MAX_BATCH:-0} \
     bash scripts/bench_gpu.sh | tee "$work/bench.txt" || return 1
+  bench_table_whole "$work/bench.txt" || return 1
   grep -a 'C++ / PyTorch eager' "$work/bench.txt" | paste -sd' ' >"$work/status/bench.note"
 }
 
@@ -309,7 +338,7 @@ run_stage() {
   progress "$name: running (limit ${lim} s, log $log)"
   rm -f "$work/status/$name.note"
   # The stage runs in a subshell under a time limit; its output goes to its log only.
-  ( export -f "stage_$name" wait_for have_cuda progress
+  ( export -f "stage_$name" wait_for have_cuda progress bench_table_whole
     export work build python jobs kit_dir log
     timeout --kill-after=10 "$lim" bash -c "set -o pipefail; stage_$name" ) >"$log" 2>&1 || rc=$?
   local secs=$((SECONDS - t0)) result
