@@ -283,18 +283,18 @@ bench_table_whole() {
 }
 
 stage_bench() {
-  if ! have_cuda; then
-    echo "no CUDA device: the comparison on the CPU at the quickstart size (a smoke run)"
-    DEVICE=cpu MODELS=quickstart BATCH=16 STEPS=2 WARMUP=1 MAX_BATCH=0 OCL_BUILD_DIR=$build \
-      PYTHON=$python bash scripts/bench_gpu.sh | tee "$work/bench.txt" || return 1
-    bench_table_whole "$work/bench.txt" || return 1
-    echo "CPU smoke run, no GPU figure: the table is whole" >"$work/status/bench.note"
-    return 0
-  fi
-  OCL_BUILD_DIR=$build PYTHON=$python STEPS=${BENCH_STEPS:-20} MAX_BATCH=${BENCH_MAX_BATCH:-0} \
-    bash scripts/bench_gpu.sh | tee "$work/bench.txt" || return 1
+  local smoke=()  # without CUDA: the CPU at the quickstart size (later assignments win in env)
+  have_cuda || smoke=(DEVICE=cpu MODELS=quickstart BATCH=16 STEPS=2 WARMUP=1 MAX_BATCH=0)
+  ((${#smoke[@]} == 0)) || echo "no CUDA device: the comparison on the CPU (a smoke run)"
+  env OCL_BUILD_DIR="$build" PYTHON="$python" STEPS="${BENCH_STEPS:-20}" \
+    MAX_BATCH="${BENCH_MAX_BATCH:-0}" "${smoke[@]}" bash scripts/bench_gpu.sh |
+    tee "$work/bench.txt" || return 1
   bench_table_whole "$work/bench.txt" || return 1
-  grep -a 'C++ / PyTorch eager' "$work/bench.txt" | paste -sd' ' >"$work/status/bench.note"
+  if ((${#smoke[@]})); then
+    echo "CPU smoke run, no GPU figure: the table is whole" >"$work/status/bench.note"
+  else
+    grep -a 'C++ / PyTorch eager' "$work/bench.txt" | paste -sd' ' >"$work/status/bench.note"
+  fi
 }
 
 # ---------------------------------------------------------------------------------------------

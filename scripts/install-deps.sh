@@ -10,7 +10,7 @@ packages=(
   g++ cmake ninja-build pkg-config
   libtorch-dev
   libopenblas0-openmp           # Debian's LibTorch otherwise uses the reference BLAS (~15x slower);
-                                # OpenMP's build, which shares LibTorch's threads (see below)
+                                # OpenMP's build, which shares LibTorch's threads
   libgloo-dev
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
@@ -40,24 +40,9 @@ esac
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
-# Debian's LibTorch multiplies through libblas.so.3, whichever OpenBLAS the alternatives name.
-# The pthread build (priority 100, so the default when both are installed) keeps a thread pool
-# of its own beside LibTorch's OpenMP threads, and on a 2-core machine the two pools took the
-# cores from each other: ocl_bench stepped the quickstart model in 828-830 ms with it and in
-# 322-446 ms with the OpenMP build, ViT-S/16 in 2,627-2,694 against 1,045-1,327 ms. So the OpenMP
-# build is chosen explicitly, also where the pthread one is installed.
-use_openmp_openblas() {
-  local arch name dir
-  arch=$(dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
-  dir=/usr/lib/$arch/openblas-openmp
-  [[ -e "$dir/libblas.so.3" ]] || return 0
-  for name in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
-    if [[ "$(readlink -f "/usr/lib/$arch/$name")" != "$(readlink -f "$dir/$name")" ]]; then
-      echo "install-deps: $name now from OpenBLAS's OpenMP build ($dir)"
-      $SUDO update-alternatives --quiet --set "$name-$arch" "$dir/$name"
-    fi
-  done
-}
+# OpenBLAS's OpenMP build rather than the pthread one, where both are installed: the pthread
+# build's own thread pool fights LibTorch's (scripts/use-openmp-openblas.sh says how much).
+use_openmp_openblas() { $SUDO bash "$(dirname "${BASH_SOURCE[0]}")/use-openmp-openblas.sh"; }
 
 missing=()
 for p in "${packages[@]}"; do

@@ -28,6 +28,7 @@ ROOT=${OCL_TRIXIE_ROOT:-/var/cache/ocl/trixie-root}
 ROOT=${ROOT%/}
 MIRROR=${OCL_TRIXIE_MIRROR:-http://deb.debian.org/debian}
 TORCH_WANT=${OCL_TRIXIE_TORCH:-2.6}
+SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SUITE=${OCL_TRIXIE_SUITE:-trixie}
 STAMP="$ROOT/.ocl-ready"
 LOCK="$ROOT.lock"
@@ -160,14 +161,8 @@ apt_in_root() { # apt_in_root PACKAGES...
   chroot_exec / apt-get update -q
   chroot_exec / apt-get install -y -q --no-install-recommends "$@"
   chroot_exec / apt-get clean
-  # OpenBLAS's OpenMP build, when installed, even beside the pthread one (whose priority is
-  # higher): the pthread build's own thread pool fights LibTorch's (scripts/install-deps.sh).
-  local name dir=/usr/lib/x86_64-linux-gnu/openblas-openmp
-  if [[ -e "$ROOT$dir/libblas.so.3" ]]; then
-    for name in libblas.so.3 liblapack.so.3 libopenblas.so.0; do
-      chroot_exec / update-alternatives --quiet --set "$name-x86_64-linux-gnu" "$dir/$name"
-    done
-  fi
+  # OpenBLAS's OpenMP build, when installed, even beside the pthread one (as on the host).
+  chroot_exec / bash -c "$(cat "$SCRIPTS/use-openmp-openblas.sh")"
 }
 
 install_debootstrap() {

@@ -150,7 +150,7 @@ std::vector<double> loss_curve(const torch::Device& device, int steps) {
     torch::manual_seed(1000 + step);
     const auto images = torch::randn({kBatch, 3, size, size}).to(device);
     const auto noise = torch::rand({kBatch, patches}, torch::kFloat64).to(device);
-    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+    ocl::compat::zero_grad(model->parameters());
     const auto out = model->forward(images, noise);
     out.loss.backward();
     ocl::optim::adamw_step(*optimizer, fused);
