@@ -10,6 +10,10 @@
 #   BATCH=256 STEPS=30 bash scripts/bench_gpu.sh   another batch, more steps
 #   MODELS=vitl16 MAX_BATCH=0 bash scripts/bench_gpu.sh     ViT-L only, no largest-batch search
 #   PYTHON=/opt/venv/bin/python bash scripts/bench_gpu.sh   the PyTorch to compare with
+#   COMPILE=off bash scripts/bench_gpu.sh          no torch.compile column (its compilation of
+#                                                  ViT-L takes minutes of a GPU visit); on:
+#                                                  fail when torch.compile cannot run; auto
+#                                                  (default): time it where it works
 #   DEVICE=cpu MODELS=quickstart BATCH=16 STEPS=2 WARMUP=1 MAX_BATCH=0 bash scripts/bench_gpu.sh
 #                                                  a smoke run of the whole comparison without a
 #                                                  GPU (fp32; its figures are no GPU claim)
@@ -32,8 +36,14 @@ warmup=${WARMUP:-5}
 max_batch=${MAX_BATCH:-1}
 models=${MODELS:-"vitb16 vitl16"}
 device=${DEVICE:-cuda}
+compile=${COMPILE:-auto}
+case "$compile" in
+  auto | on | off) ;;
+  *) echo "bench_gpu: COMPILE must be auto, on or off, got '$compile'" >&2; exit 2 ;;
+esac
 case "$device" in
-  cuda) dev_sets=(--set train.device=cuda --set train.precision=bf16) py_dev=() matmul=8192 ;;
+  cuda) dev_sets=(--set train.device=cuda --set train.precision=bf16) py_dev=(--compile "$compile")
+        matmul=8192 ;;
   cpu) dev_sets=(--set train.device=cpu --set train.precision=fp32)
        py_dev=(--device cpu --no-bf16 --compile off) matmul=512 ;;
   *) echo "bench_gpu: DEVICE must be cuda or cpu, got '$device'" >&2; exit 2 ;;

@@ -14,6 +14,13 @@
 #   ALLOW_CPU=1 bash scripts/build-gpu.sh              accept a CPU PyTorch (the same build
 #                                                      path on a machine without a GPU)
 #   JOBS=16 CMAKE_ARGS="-DOCL_WITH_IMGCODECS=OFF" ...  parallel jobs, extra CMake arguments
+#   TARGETS="ocl_pretrain ocl_unit_tests" ...          build only these targets
+#   NCCL_INCLUDE_DIR=/opt/nccl/include ...             nccl.h of the NCCL LibTorch was built with
+#
+# A CUDA LibTorch's CMake files enable CUDA as a language, so nvcc must be found: CUDACXX, else
+# nvcc on PATH, else /usr/local/cuda/bin/nvcc, else the nvidia-cuda-nvcc wheel beside PyTorch.
+# NCCL's headers (cmake/oclNccl.cmake checks that their version is LibTorch's): NCCL_INCLUDE_DIR,
+# else the nvidia-nccl wheel beside PyTorch, else the system's (Debian: libnccl-dev).
 #
 # With a PREFIX holding lib/x86_64-linux-gnu (the kit), the programs get an RPATH to it that
 # also covers the kit libraries' own dependencies (DT_RPATH, not RUNPATH), so they run with no
@@ -68,13 +75,52 @@ if [[ -n "${PREFIX:-}" ]]; then
             "-DCMAKE_LIBRARY_ARCHITECTURE=x86_64-linux-gnu")
   fi
 fi
+# Whether this LibTorch is a CUDA build (its CMake files then need nvcc, and ocl needs nccl.h).
+torch_cuda=0
+if [[ -n "${TORCH_DIR:-}" ]]; then
+  for d in "$TORCH_DIR/lib" "$TORCH_DIR/lib/x86_64-linux-gnu" "$TORCH_DIR/../.."; do
+    compgen -G "$d/libtorch_cuda.so*" >/dev/null && torch_cuda=1
+  done
+else
+  "$python" -c 'import torch, sys; sys.exit(0 if torch.version.cuda else 1)' && torch_cuda=1
+fi
+# The folder of the nvidia-* wheel $1 beside PyTorch (pip's CUDA libraries), or nothing.
+wheel_dir() {
+  [[ -z "${TORCH_DIR:-}" ]] || return 0
+  "$python" -c 'import importlib, sys
+try:
+    print(list(importlib.import_module("nvidia." + sys.argv[1]).__path__)[0])
+except Exception:
+    pass' "$1" 2>/dev/null || true
+}
+if ((torch_cuda)); then
+  nvcc=${CUDACXX:-}
+  [[ -n "$nvcc" ]] || nvcc=$(command -v nvcc || true)
+  [[ -n "$nvcc" || ! -x /usr/local/cuda/bin/nvcc ]] || nvcc=/usr/local/cuda/bin/nvcc
+  if [[ -z "$nvcc" ]]; then
+    d=$(wheel_dir cuda_nvcc)
+    [[ -z "$d" || ! -x "$d/bin/nvcc" ]] || nvcc=$d/bin/nvcc
+  fi
+  [[ -n "$nvcc" && -x "$nvcc" ]] ||
+    die "this LibTorch is a CUDA build, whose CMake files need nvcc (CUDA's compiler), and none was found: install the CUDA toolkit, or set CUDACXX to nvcc"
+  flags+=("-DCMAKE_CUDA_COMPILER=$nvcc")
+  nccl_inc=${NCCL_INCLUDE_DIR:-}
+  if [[ -z "$nccl_inc" ]]; then
+    d=$(wheel_dir nccl)
+    [[ -z "$d" || ! -f "$d/include/nccl.h" ]] || nccl_inc=$d/include
+  fi
+  [[ -z "$nccl_inc" ]] || flags+=("-DOCL_NCCL_INCLUDE_DIR=$nccl_inc")
+  echo "build-gpu: CUDA LibTorch; nvcc $nvcc; nccl.h from ${nccl_inc:-the system (or none: see the configure step)}"
+fi
 generator=()
 command -v ninja >/dev/null && generator=(-G Ninja)
 
 echo "build-gpu: LibTorch from $torch_prefix${PREFIX:+, dependencies from $PREFIX first}; build in $build"
 cmake -S "$repo" -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   "-DCMAKE_PREFIX_PATH=$prefix_path" "${flags[@]}" ${CMAKE_ARGS:-}
-cmake --build "$build" -j "${JOBS:-$(nproc)}"
+targets=()
+for t in ${TARGETS:-}; do targets+=(--target "$t"); done
+cmake --build "$build" -j "${JOBS:-$(nproc)}" "${targets[@]}"
 if [[ -n "${TESTS:-}" ]]; then
   ctest --test-dir "$build" -L "$TESTS" --output-on-failure
 fi

@@ -15,6 +15,12 @@
 # Other roots are made with the same code by setting these too (scripts/bare-root.sh does):
 #   OCL_TRIXIE_SUITE     the Debian suite (default trixie)
 #   OCL_TRIXIE_PACKAGES  the packages, space-separated (default the list below)
+#   OCL_TRIXIE_COMPONENTS  the archive's components, comma-separated (default main)
+#   OCL_TRIXIE_TORCH_PACKAGE  the package that holds LibTorch's headers (default libtorch-dev)
+#   OCL_TRIXIE_PREINSTALL  a host script, run as `bash SCRIPT ROOT` after debootstrap and
+#                          before apt installs the packages (scripts/cuda-root.sh installs its
+#                          cuDNN placeholder package with it); the script's checksum joins the
+#                          stamp, so a changed script runs again
 # It is complete only when ROOT/.ocl-ready exists (written last, holding the package list): a
 # root without it is what an interrupted run left, and is deleted and made again. When the
 # package list below changes, `ensure` installs what is missing.
@@ -30,6 +36,9 @@ MIRROR=${OCL_TRIXIE_MIRROR:-http://deb.debian.org/debian}
 TORCH_WANT=${OCL_TRIXIE_TORCH:-2.6}
 SCRIPTS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 SUITE=${OCL_TRIXIE_SUITE:-trixie}
+COMPONENTS=${OCL_TRIXIE_COMPONENTS:-main}
+TORCH_PACKAGE=${OCL_TRIXIE_TORCH_PACKAGE:-libtorch-dev}
+PREINSTALL=${OCL_TRIXIE_PREINSTALL:-}
 STAMP="$ROOT/.ocl-ready"
 LOCK="$ROOT.lock"
 
@@ -46,7 +55,7 @@ PACKAGES=(
   zlib1g-dev libjpeg62-turbo-dev libspng-dev
 )
 if [[ -n "${OCL_TRIXIE_PACKAGES:-}" ]]; then
-  read -r -a PACKAGES <<<"$OCL_TRIXIE_PACKAGES"
+  read -r -d '' -a PACKAGES <<<"$OCL_TRIXIE_PACKAGES" || true # any whitespace, newlines too
 fi
 
 log() { echo "$(basename "$ROOT"): $*" >&2; }
@@ -135,7 +144,11 @@ chroot_exec() { # chroot_exec CWD CMD...
 # ---------------------------------------------------------------------------------------------
 # ensure
 
-wanted_list() { printf '%s\n' "${PACKAGES[@]}"; }
+wanted_list() {
+  printf '%s\n' "${PACKAGES[@]}"
+  [[ "$COMPONENTS" == main ]] || echo "components: $COMPONENTS"
+  [[ -z "$PREINSTALL" ]] || echo "preinstall: $(basename "$PREINSTALL") $(sha256sum <"$PREINSTALL" | cut -c1-16)"
+}
 
 torch_version() { # prints e.g. 2.6.0 from the root's headers
   local h="$ROOT/usr/include/torch/csrc/api/include/torch/version.h"
@@ -147,8 +160,8 @@ torch_version() { # prints e.g. 2.6.0 from the root's headers
 check_torch() {
   local v pkg
   v=$(torch_version) || die "no LibTorch headers in $ROOT"
-  pkg=$(chroot "$ROOT" dpkg-query -W -f='${Version}' libtorch-dev 2>/dev/null || echo '?')
-  log "LibTorch in the root: $v (libtorch-dev $pkg)"
+  pkg=$(chroot "$ROOT" dpkg-query -W -f='${Version}' "$TORCH_PACKAGE" 2>/dev/null || echo '?')
+  log "LibTorch in the root: $v ($TORCH_PACKAGE $pkg)"
   [[ "$v" == "$TORCH_WANT" || "$v" == "$TORCH_WANT".* ]] ||
     die "expected LibTorch $TORCH_WANT in $ROOT, found $v (set OCL_TRIXIE_TORCH to accept it)"
 }
@@ -198,9 +211,9 @@ cmd_ensure() {
 
   if [[ ! -e "$ROOT" ]]; then
     install_debootstrap
-    log "debootstrap --variant=minbase $SUITE $ROOT $MIRROR"
+    log "debootstrap --variant=minbase --components=$COMPONENTS $SUITE $ROOT $MIRROR"
     mkdir -p "$(dirname "$ROOT")"
-    debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 || {
+    debootstrap --variant=minbase --components="$COMPONENTS" "$SUITE" "$ROOT" "$MIRROR" >"$ROOT.debootstrap.log" 2>&1 || {
       tail -n 30 "$ROOT.debootstrap.log" >&2
       die "debootstrap failed (log: $ROOT.debootstrap.log)"
     }
@@ -210,6 +223,10 @@ cmd_ensure() {
   fi
 
   mount_system
+  if [[ -n "$PREINSTALL" ]]; then
+    log "preinstall: $PREINSTALL $ROOT"
+    bash "$PREINSTALL" "$ROOT" || die "preinstall failed: $PREINSTALL"
+  fi
   apt_in_root "${PACKAGES[@]}"
   unmount_all
   check_torch

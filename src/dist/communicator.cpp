@@ -6,12 +6,15 @@
 //   - TCPStoreOptions::useLibUV exists from 2.3 and must be off where LibTorch lacks libuv;
 //   - Gloo has no _allgather_base or reduce_scatter on 1.13: list allgather, and all-reduce +
 //     narrow (on 2.x too, for one code path); NCCL uses the flat collectives.
+// The NCCL parts compile only where CMake proved nccl.h fits the LibTorch (OCL_WITH_C10D_NCCL,
+// cmake/oclNccl.cmake); LibTorch's own USE_C10D_NCCL is set for every CUDA build.
 #include "ocl/dist/communicator.h"
 
 #include <netdb.h>
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <mutex>
 #include <sstream>
@@ -21,7 +24,7 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_NCCL
+#ifdef OCL_WITH_C10D_NCCL
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -79,7 +82,7 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const LaunchInfo& l, bool serve
 
 bool backend_available(const std::string& backend) {
   if (backend == "gloo") return true;
-#ifdef USE_C10D_NCCL
+#ifdef OCL_WITH_C10D_NCCL
   if (backend == "nccl") return true;
 #endif
   return false;
@@ -115,6 +118,9 @@ struct Communicator::Impl {
   std::mutex current_mutex;
   std::string current;  // "#seq what" of the collective last started
   Heartbeat heartbeat;
+  // A collective failed: NCCL groups are then aborted, not shut down (from 2.6 a shutdown waits
+  // for the outstanding work of a communicator that may never finish it).
+  std::atomic<bool> failed{false};
 
   BackendBase& group(Group g) { return g == Group::kGradients ? *grads : *loss; }
 
@@ -197,6 +203,7 @@ struct Communicator::Impl {
 
   [[noreturn]] void fail(int64_t n, const std::string& what, Clock::time_point started,
                          const std::string& cause) {
+    failed = true;
     const double after = std::chrono::duration<double>(Clock::now() - started).count();
     std::ostringstream msg;
     msg << where() << ": collective #" << n << " (" << what << ", " << backend << ") failed after "
@@ -237,10 +244,18 @@ struct Communicator::Impl {
       }
       return c10::make_intrusive<c10d::ProcessGroupGloo>(store_view, rank, size, o);
     }
-#ifdef USE_C10D_NCCL
+#ifdef OCL_WITH_C10D_NCCL
     auto o = c10d::ProcessGroupNCCL::Options::create();
     o->timeout = options.timeout;
-    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store_view, rank, size, o);
+    auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_view, rank, size, o);
+#if OCL_TORCH_AT_LEAST(2, 6)
+    // Bound to this rank's device: NCCL's communicator set-up and any collective without a
+    // tensor use it instead of guessing one from the rank (PyTorch's
+    // init_process_group(device_id=...)). Checked against 2.6's headers; barrier() passes the
+    // device itself on every version.
+    group->setBoundDeviceId(options.device);
+#endif
+    return group;
 #else
     throw std::invalid_argument("this build of ocl has no NCCL backend");
 #endif
@@ -265,8 +280,8 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
   }
   if (!backend_available(d.backend)) {
     throw std::invalid_argument("dist.backend " + d.backend +
-                                " is not available in this build (CPU-only LibTorch, or built "
-                                "without USE_C10D_NCCL): use dist.backend=gloo");
+                                " is not available in this build (a CPU LibTorch, or configured "
+                                "with -DOCL_WITH_NCCL=OFF): use dist.backend=gloo");
   }
   if (d.backend == "nccl" && !options.device.is_cuda()) {
     throw std::invalid_argument("dist.backend nccl needs a CUDA device; train.device is " +
@@ -275,8 +290,26 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
   if (launch.world_size < 1 || launch.rank < 0 || launch.rank >= launch.world_size) {
     throw std::invalid_argument("invalid launch: " + launch.describe());
   }
-#ifdef USE_C10D_NCCL
-  if (d.backend == "nccl") c10::cuda::set_device(options.device.index());
+#ifdef OCL_WITH_C10D_NCCL
+  if (d.backend == "nccl") {
+    // Before any rendezvous, so that a rank without a GPU says so at once.
+    const auto visible = static_cast<int64_t>(c10::cuda::device_count());
+    if (visible == 0) {
+      throw std::invalid_argument(
+          "dist.backend nccl needs a CUDA device, and this process sees no CUDA device (no GPU, "
+          "no driver, or CUDA_VISIBLE_DEVICES empty): use dist.backend=gloo on CPUs");
+    }
+    if (options.device.index() >= visible) {
+      throw std::invalid_argument("dist.backend nccl: device " + options.device.str() +
+                                  " does not exist, this process sees " + std::to_string(visible) +
+                                  " CUDA devices");
+    }
+    c10::cuda::set_device(options.device.index());
+    // A failed or timed-out collective throws from wait() (and reaches fail(): the collective,
+    // the peers), instead of NCCL's watchdog ending the process first with a message of its own.
+    // Set by the user (to 0), PyTorch's watchdog behaviour stands.
+    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+  }
 #endif
   require_resolvable(launch.master_addr);
   const auto started = Clock::now();
@@ -342,11 +375,23 @@ Communicator::~Communicator() {
   }
   h.stop_cv.notify_all();
   if (h.thread.joinable()) h.thread.join();
-#if defined(USE_C10D_NCCL) && OCL_TORCH_AT_LEAST(2, 3)
+#if defined(OCL_WITH_C10D_NCCL) && OCL_TORCH_AT_LEAST(2, 3)
   // NCCL communicators are torn down explicitly (PyTorch's destroy_process_group); destroying
-  // them implicitly at exit leaks resources and warns.
+  // them implicitly at exit leaks resources and warns. After a failed collective they are
+  // aborted: a shutdown would wait for work that a lost peer never lets finish.
   for (auto* group : {impl_->grads.get(), impl_->loss.get()}) {
-    if (auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(group)) nccl->shutdown();
+    auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(group);
+    if (nccl == nullptr) continue;
+    try {
+      if (impl_->failed) {
+        nccl->abort();
+      } else {
+        nccl->shutdown();
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s: tearing down an NCCL group: %s\n", impl_->where().c_str(),
+                   e.what());
+    }
   }
 #endif
 }
@@ -476,7 +521,11 @@ void Communicator::barrier(const std::string& what) {
   const std::string name = "barrier: " + what;
   const int64_t n = d.begin(Group::kLoss, name);
   try {
-    auto work = d.group(Group::kLoss).barrier();
+    c10d::BarrierOptions o;
+    // NCCL's barrier is an all-reduce on a device: this rank's own, not one guessed from the
+    // rank number.
+    if (d.backend == "nccl") o.device_ids = {d.options.device.index()};
+    auto work = d.group(Group::kLoss).barrier(o);
     d.wait(work, n, name, started);
   } catch (const c10::Error& e) {
     d.fail(n, name, started, e.what_without_backtrace());

@@ -361,8 +361,8 @@ TEST(Pretrain, OutputFolderOfAnotherRunIsRefusedUnlessResumingOrOverwriting) {
 
 #ifdef OCL_PRETRAIN_EXE
 // Runs the app; returns its exit status and fills `output` with stdout + stderr.
-int run_app(const std::string& args, std::string* output) {
-  const std::string cmd = std::string(OCL_PRETRAIN_EXE) + " " + args + " 2>&1";
+int run_exe(const std::string& exe, const std::string& args, std::string* output) {
+  const std::string cmd = exe + " " + args + " 2>&1";
   FILE* pipe = ::popen(cmd.c_str(), "r");
   if (pipe == nullptr) return -1;
   char buf[4096];
@@ -370,6 +370,10 @@ int run_app(const std::string& args, std::string* output) {
   while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
   const int status = ::pclose(pipe);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int run_app(const std::string& args, std::string* output) {
+  return run_exe(OCL_PRETRAIN_EXE, args, output);
 }
 
 std::string tiny_args(const std::string& out) {
@@ -418,6 +422,31 @@ TEST(PretrainApp, PrintConfigShowsTheResolvedConfigAndDerivedValues) {
   EXPECT_NE(output.find("tokens_per_group: 5"), std::string::npos) << output;  // 16 · 0.7 / 2
   EXPECT_NE(output.find("steps_per_epoch: 64"), std::string::npos) << output;  // 2048 / 32
   EXPECT_FALSE(exists(out)) << "--print-config must not create the output folder";
+}
+
+// Asked for CUDA where there is none, the apps stop at once saying why, in every build: a CPU
+// LibTorch, or a CUDA LibTorch on a machine without a GPU (CI's CUDA build), where ocl_bench is
+// compiled with its CUDA statistics (OCL_BENCH_CUDA) and must still not reach them.
+TEST(PretrainApp, CudaWithoutAGpuIsRefusedNamingWhy) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible";
+  const std::string cuda = " --set train.device=cuda";
+  std::string output;
+  EXPECT_EQ(run_app(tiny_args(make_temp_dir()) + cuda, &output), 1) << output;
+  EXPECT_NE(output.find("train.device is 'cuda' but CUDA is not available"), std::string::npos)
+      << output;
+#ifdef OCL_BENCH_EXE
+  for (const char* extra : {"", " --max-batch"}) {
+    output.clear();
+    EXPECT_EQ(
+        run_exe(OCL_BENCH_EXE,
+                "--config " OCL_SOURCE_DIR "/configs/quickstart.yaml --steps 1" + cuda + extra,
+                &output),
+        1)
+        << output;
+    EXPECT_NE(output.find("train.device is 'cuda' but CUDA is not available"), std::string::npos)
+        << output;
+  }
+#endif
 }
 
 TEST(PretrainApp, SigtermMidRunLeavesALoadableCheckpointAndResumeFinishes) {

@@ -59,7 +59,9 @@ inline ::testing::AssertionResult close(const std::string& what, const torch::Te
   if (actual.sizes() != expected.sizes())
     return ::testing::AssertionFailure()
            << what << ": shape " << actual.sizes() << " vs reference " << expected.sizes();
-  auto a = actual.detach().to(torch::kFloat64).cpu(), e = expected.to(torch::kFloat64);
+  // Both on the CPU: a CUDA result against a CPU fixture, or two CUDA tensors.
+  auto a = actual.detach().to(torch::kFloat64).cpu(),
+       e = expected.detach().to(torch::kFloat64).cpu();
   const double scale = std::max(e.abs().max().item<double>(), 1e-300);
   const double err = (a - e).abs().max().item<double>() / scale;
   if (err <= tol) return ::testing::AssertionSuccess();

@@ -217,6 +217,30 @@ TEST(Communicator, RejectsABackendThisBuildLacks) {
   }
 }
 
+// A CUDA LibTorch configured with OCL_WITH_NCCL (the default) has ocl's NCCL code compiled in:
+// asked for NCCL on a machine without a GPU, the communicator stops in that code with the
+// message for a missing device, before any rendezvous. A CPU LibTorch (or OCL_WITH_NCCL=OFF)
+// says instead that the build has no NCCL. OCL_TEST_EXPECT_NCCL comes from CMake.
+TEST(Communicator, NcclIsCompiledInExactlyWhereLibTorchIsACudaBuild) {
+  auto o = quick_options();
+  o.backend = "nccl";
+  o.device = torch::Device(torch::kCUDA, 0);
+#if OCL_TEST_EXPECT_NCCL
+  EXPECT_TRUE(ocl::dist::backend_available("nccl"))
+      << "a CUDA LibTorch with OCL_WITH_NCCL=ON must have the NCCL process group";
+  if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: tests/gpu covers NCCL there";
+  const auto start = std::chrono::steady_clock::now();
+  OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(single_rank_launch(), o),
+                        "dist.backend nccl needs a CUDA device, and this process sees no CUDA "
+                        "device");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10);
+#else
+  EXPECT_FALSE(ocl::dist::backend_available("nccl"));
+  OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(single_rank_launch(), o),
+                        "dist.backend nccl is not available in this build");
+#endif
+}
+
 }  // namespace
 
 // Ranks that see different copies of a data set stop, each naming the ranks that differ and both
