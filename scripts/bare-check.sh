@@ -4,7 +4,8 @@
 # (scripts/bare-root.sh: a compiler, CMake, Ninja, Debian's CPU LibTorch and PyTorch, none of
 # ocl's other dependencies), and runs scripts/gpu-check.sh inside it with the kit: the build from
 # the kit alone, the unit and reference tests, a short CPU ocl_pretrain stopped by SIGTERM and
-# resumed, ocl_knn and ocl_finetune from its checkpoint; the GPU-only stages skip, saying so.
+# resumed, ocl_knn and ocl_finetune from its checkpoint, the benchmark's smoke run; the reference
+# and gpu tests (the unit tests run in CI's host and CUDA stages); the GPU-only stages skip.
 # Then checks that the root has none of ocl's -dev packages and that CMake found every
 # dependency in the kit.
 #
@@ -42,7 +43,9 @@ for p in libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-de
   fi
 done
 rc=0
-TORCH_DIR=/usr STAGE_LIMIT_BUILD=${STAGE_LIMIT_BUILD:-2400} STAGE_LIMIT_TEST=${STAGE_LIMIT_TEST:-1800} \
+# The unit tests run on the host and in the CUDA build (the host-test and cuda-test stages of
+# CI); here the kit is proven by the reference and gpu tests and the apps: half the build.
+TEST_LABELS="reference|gpu" TORCH_DIR=/usr STAGE_LIMIT_BUILD=${STAGE_LIMIT_BUILD:-2400} STAGE_LIMIT_TEST=${STAGE_LIMIT_TEST:-1800} \
   STAGE_LIMIT_PRETRAIN=${STAGE_LIMIT_PRETRAIN:-900} \
   bash scripts/gpu-check.sh --kit .gpu-kit/ocl-gpu-kit.tar.xz --work "$work" --fresh \
     --budget 4000 || rc=$?

@@ -23,7 +23,8 @@
 #   versions  compiler, CMake, Python, torch, CUDA, GPU, driver, glibc, cores
 #   build     scripts/build-gpu.sh against python3's LibTorch with the kit as PREFIX, all cores:
 #             the apps and the unit, reference and gpu tests; whether NCCL was found
-#   test      ctest -L "unit|reference|gpu" -j <cores>; on a GPU no gpu test may skip
+#   test      ctest -L "unit|reference|gpu" -j <cores> (TEST_LABELS: another set, with the
+#             build's test programs to match); on a GPU no gpu test may skip
 #   pretrain  a real ocl_pretrain (ViT-B/16, 224², bf16 on a GPU; a small ViT on a CPU) on the
 #             synthetic set through the loader: SIGTERM after the first checkpoint, --resume
 #             auto to the end, then ocl_knn (features saved) and a few ocl_finetune steps
@@ -164,7 +165,8 @@ stage_build() {
   [[ -n "$kit_dir" ]] || echo "gpu-check: no kit (--kit, or .gpu-kit/): dependencies from the system"
   # What the later stages run, and no more: the integration tests are CI's (they take a third
   # of a full build and never run here).
-  local targets="ocl_pretrain ocl_knn ocl_finetune ocl_linprobe ocl_bench ocl_unit_tests ocl_reference_tests ocl_gpu_tests"
+  local targets="ocl_pretrain ocl_knn ocl_finetune ocl_linprobe ocl_bench ocl_reference_tests ocl_gpu_tests"
+  [[ "${TEST_LABELS:-unit|reference|gpu}" != *unit* ]] || targets+=" ocl_unit_tests"
   local nccl_off=""
   if ! TARGETS=$targets ALLOW_CPU=$allow_cpu PREFIX=$kit_dir BUILD=$build JOBS=$jobs \
        PYTHON=$python CMAKE_ARGS="-DOCL_WERROR=OFF ${CMAKE_ARGS:-}" bash scripts/build-gpu.sh; then
@@ -186,7 +188,7 @@ stage_build() {
 stage_test() {
   [[ -x "$build/apps/ocl_pretrain" ]] || { echo "no build in $build: run the build stage"; return 1; }
   local rc=0
-  ctest --test-dir "$build" -L "unit|reference|gpu" -j "$jobs" --output-on-failure \
+  ctest --test-dir "$build" -L "${TEST_LABELS:-unit|reference|gpu}" -j "$jobs" --output-on-failure \
     --timeout 600 || rc=1
   local summary skipped
   summary=$(grep -a 'tests passed' "$log" | tail -n 1)
@@ -371,7 +373,7 @@ run_stage() {
   rm -f "$work/status/$name.note"
   # The stage runs in a subshell under a time limit; its output goes to its log only.
   ( export -f "stage_$name" wait_for have_cuda progress bench_table_whole
-    export work build python jobs kit_dir log
+    export work build python jobs kit_dir log TEST_LABELS
     timeout --kill-after=10 "$lim" bash -c "set -o pipefail; stage_$name" ) >"$log" 2>&1 || rc=$?
   local secs=$((SECONDS - t0)) result
   case "$rc" in
