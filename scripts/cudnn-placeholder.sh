@@ -11,10 +11,13 @@
 set -euo pipefail
 root=${1:?usage: cudnn-placeholder.sh ROOT}
 die() { echo "cudnn-placeholder: error: $*" >&2; exit 1; }
+trap 'rc=$?; ((rc == 0)) || echo "cudnn-placeholder: failed (exit $rc)" >&2' EXIT
 
 lib=${OCL_CUDNN_LIB:-}
 if [[ -z "$lib" ]]; then
-  lib=$(ldconfig -p 2>/dev/null | awk '$1 == "libcudnn.so.9" && /x86-64/ { print $NF; exit }')
+  # awk reads to the end: an early exit could end ldconfig with SIGPIPE, which pipefail and
+  # set -e would turn into a silent failure of this script.
+  lib=$(ldconfig -p 2>/dev/null | awk '$1 == "libcudnn.so.9" && /x86-64/ && !found { print $NF; found = 1 }' || true)
 fi
 for c in /usr/local/cuda/lib64/libcudnn.so.9 /usr/local/cuda/targets/x86_64-linux/lib/libcudnn.so.9; do
   [[ -n "$lib" ]] || { [[ -e "$c" ]] && lib=$c; }
@@ -26,7 +29,7 @@ soname=$(objdump -p "$lib" 2>/dev/null | awk '$1 == "SONAME" { print $2 }')
 [[ "$soname" == libcudnn.so.9 ]] || die "$lib has soname '$soname', not libcudnn.so.9"
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap 'rc=$?; rm -rf "$work"; ((rc == 0)) || echo "cudnn-placeholder: failed (exit $rc)" >&2' EXIT
 pkg=$work/pkg
 mkdir -p "$pkg/DEBIAN" "$pkg/usr/lib/x86_64-linux-gnu" "$pkg/etc/apt/preferences.d"
 install -m 644 "$lib" "$pkg/usr/lib/x86_64-linux-gnu/libcudnn.so.9"
