@@ -22,7 +22,7 @@
 # dependency and ships cuDNN 9's front library (libcudnn.so.9) taken from this machine's own
 # NVIDIA cuDNN 9, which LibTorch's CUDA library is linked against. cuDNN only serves
 # convolutions on a GPU, which nothing here reaches. The placeholder lives in this root only:
-# it is never part of a build a user runs on a GPU (README, "Building with CUDA").
+# it is never part of a build a user runs on a GPU (docs/building.md, "Debian 13's CUDA LibTorch").
 set -euo pipefail
 scripts=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export OCL_TRIXIE_ROOT=${OCL_CUDA_ROOT:-/var/cache/ocl/cuda-root}

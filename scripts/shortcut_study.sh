@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The colour-shortcut study of README "Shortcuts": the quickstart (configs/quickstart.yaml, 8
+# The colour-shortcut study of docs/shortcuts.md: the quickstart (configs/quickstart.yaml, 8
 # epochs of a 4-block ViT on 4,096 synthetic 32x32 images) on the default synthetic set and on
 # its hard-colour variant (data.synthetic_colours=random), seven ways each:
 #   paper                OCL as the paper runs it (crop and flip only)

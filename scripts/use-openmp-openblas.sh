@@ -7,7 +7,7 @@
 # name, and they prefer the pthread build (priority 100 against 95). That build keeps a thread
 # pool of its own beside LibTorch's OpenMP threads, and on a 2-core machine the two pools took
 # the cores from each other: ocl_bench stepped the quickstart model in 828-830 ms with it and in
-# 322-446 ms with the OpenMP build, ViT-S/16 in 2,627-2,694 against 1,045-1,327 ms (README,
+# 322-446 ms with the OpenMP build, ViT-S/16 in 2,627-2,694 against 1,045-1,327 ms (docs/building.md,
 # Building).
 set -euo pipefail
 

@@ -41,8 +41,8 @@ std::string shortcut_warning(const io::EvalConfig& eval, double accuracy, double
       "(each patch standardised before the patch embedding, so the flat colour it shares with "
       "its image is gone; the evaluation apps then need the same setting), or "
       "data.photometric=simclr with mask.group_views=independent (each group from its own "
-      "colour draw of the crop), data.illumination for a lighting gradient; see README "
-      "\"Shortcuts\"",
+      "colour draw of the crop), data.illumination for a lighting gradient; see "
+      "docs/shortcuts.md",
       accuracy, eval.shortcut_accuracy, gain, knn_start, knn_now, eval.shortcut_knn_gain);
 }
 
@@ -199,7 +199,7 @@ void Pretrainer::log_setup() const {
     // One colour draw per image is a colour signature both groups see: a cue of its own.
     log.warn(
         "{} with mask.group_views shared: one colour draw per image, seen by both token groups, "
-        "adds a per-image colour cue instead of removing one (README \"Shortcuts\"); "
+        "adds a per-image colour cue instead of removing one (docs/shortcuts.md); "
         "mask.group_views=independent draws it for each group",
         drawn);
   }

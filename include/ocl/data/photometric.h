@@ -9,7 +9,7 @@
 // colour cast, a background gradient): the contrastive task is then solved by colour and the
 // encoder learns nothing else. Drawn independently for each group's copy of the crop
 // (`with_photometric` with two views; config `mask.group_views: independent`), they remove the
-// cue the groups share; README "Shortcuts" says when to use which.
+// cue the groups share; docs/shortcuts.md says when to use which.
 //
 //   auto t = with_photometric(random_resized_crop({}), {byol_view(0), byol_view(1)});
 //   t->views();                    // 2: apply_views gives the crop twice, drawn apart

@@ -41,9 +41,9 @@ struct ModelConfig {
   bool freeze_patch_embed = true;  // paper §2.1
   /// none (the paper) | patch: every p×p patch of every channel is standardised over its own
   /// pixels before the patch embedding (nn::InputNorm), which takes away the flat colour a patch
-  /// shares with its image: the option for data whose per-image colour is a shortcut (README
-  /// "Shortcuts"). Part of the model: the evaluation apps need the same value, and the weights
-  /// file records it (a mismatch is refused when the weights are loaded). Needs patch_size >= 2.
+  /// shares with its image: the option for data whose per-image colour is a shortcut
+  /// (docs/shortcuts.md). Part of the model: the evaluation apps need the same value, and the
+  /// weights file records it (a mismatch is refused when loading). Needs patch_size >= 2.
   std::string input_norm = "none";
   /// > 0, finite, in the units of the model's input (pixels on [0, 1] minus ImageNet's mean,
   /// over its std: one grey level is ~0.017): a patch whose variance is small against it (a
@@ -158,7 +158,8 @@ struct DistConfig {
   double bucket_mb = 25;       // > 0: gradient all-reduce bucket size (DDP's bucket_cap_mb)
   double first_bucket_mb = 1;  // > 0: the first bucket, small so communication starts early
   /// Start each bucket's all-reduce during backward (true), or all of them after backward
-  /// (false: for CPU processes that have no core to spare for communication; see README).
+  /// (false: for CPU processes that have no core to spare for communication; see
+  /// docs/pretraining.md).
   bool overlap = true;
   /// ≥ 0: every N optimiser steps (0 = never) the ranks compare checksums of their parameters
   /// and stop with an error naming the first parameter that differs.
