@@ -23,6 +23,7 @@ stage() { # stage NAME CMD...: runs CMD, prints its elapsed seconds
 }
 
 stage "install dependencies" bash scripts/install-deps.sh
+# The same flags as README's first command, so that it reuses that command's build.
 stage "configure ($build)" cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DOCL_WERROR=ON
 stage "build (-j$jobs)" cmake --build "$build" -j"$jobs"
 stage "test" ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@"
