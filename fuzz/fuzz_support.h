@@ -60,30 +60,34 @@ inline void require(bool ok, const char* what) {
   std::abort();
 }
 
-// The scratch folder's path once made, for remove_scratch_dir_if_made.
+// The scratch folder's path while it exists ("" before it is made and after it is removed).
 inline std::string& scratch_dir_made() {
   static std::string made;
   return made;
 }
 
-/// A folder of this process's own under $TMPDIR (or /tmp), made on first use. The targets write
-/// their files there afresh for every input; libFuzzer runs one input at a time per process.
+/// A folder of this process's own under $TMPDIR (or /tmp), made on first use, and made anew
+/// after remove_scratch_dir_if_made (the unit tests replay several targets in one process when
+/// the test program runs whole). The targets write their files there afresh for every input;
+/// libFuzzer runs one input at a time per process.
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  std::string& dir = scratch_dir_made();
+  if (dir.empty()) {
     const char* tmp = std::getenv("TMPDIR");
     std::string path =
         std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/ocl-fuzz-XXXXXX";
     require(::mkdtemp(path.data()) != nullptr, "cannot make a scratch folder");
-    scratch_dir_made() = path;
-    return path;
-  }();
+    dir = path;
+  }
   return dir;
 }
 
 /// Removes the scratch folder if this process made one (the unit tests' replay; a libFuzzer run
 /// leaves it to scripts/fuzz.sh, which gives each run its own TMPDIR).
 inline void remove_scratch_dir_if_made() {
-  if (!scratch_dir_made().empty()) std::filesystem::remove_all(scratch_dir_made());
+  if (scratch_dir_made().empty()) return;
+  std::filesystem::remove_all(scratch_dir_made());
+  scratch_dir_made().clear();
 }
 
 /// Writes `bytes` to `path` (created or truncated); a failure stops the run (it is the
