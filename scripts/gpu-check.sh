@@ -14,8 +14,8 @@
 #
 # A lent GPU machine gives 15 minutes in all, its start included, and one call at most 10: the
 # visit is two calls (docs/gpu-visit.md has the plan and its timings):
-#   1. bash scripts/gpu-check.sh --skip bench --budget 540     build, tests, the real run, timm
-#   2. BENCH_MODELS=vitl16 BENCH_COMPILE=off bash scripts/gpu-check.sh --only bench --budget 300
+#   1. bash scripts/gpu-check.sh --skip bench --budget 500     build, tests, the real run, timm
+#   2. BENCH_MODELS=vitl16 BENCH_COMPILE=off bash scripts/gpu-check.sh --only bench --budget 240
 #
 # Stages, in order (a line of progress each; each has a time limit, STAGE_LIMIT_<NAME> seconds,
 # cut to what is left of the budget; a stage that needs more than is left is deferred to the
@@ -168,16 +168,17 @@ stage_build() {
   local targets="ocl_pretrain ocl_knn ocl_finetune ocl_linprobe ocl_bench ocl_reference_tests ocl_gpu_tests"
   [[ "${TEST_LABELS:-unit|reference|gpu}" != *unit* ]] || targets+=" ocl_unit_tests"
   local nccl_off=""
-  if ! TARGETS=$targets ALLOW_CPU=$allow_cpu PREFIX=$kit_dir BUILD=$build JOBS=$jobs \
-       PYTHON=$python CMAKE_ARGS="-DOCL_WERROR=OFF ${CMAKE_ARGS:-}" bash scripts/build-gpu.sh; then
+  build_with() { # build_with EXTRA_CMAKE_ARGS
+    TARGETS=$targets ALLOW_CPU=$allow_cpu PREFIX=$kit_dir BUILD=$build JOBS=$jobs \
+      PYTHON=$python CMAKE_ARGS="-DOCL_WERROR=OFF $1 ${CMAKE_ARGS:-}" bash scripts/build-gpu.sh
+  }
+  if ! build_with ""; then
     # No NCCL headers that fit this LibTorch: the rest of the visit still runs, without NCCL
     # (the gpu test GpuNccl.* then skips, which fails the test stage on a GPU and says why).
     grep -aqe '-DOCL_WITH_NCCL=OFF' "$log" || return 1
     echo "gpu-check: the NCCL check stopped the configure step: building without NCCL"
     nccl_off=" (NCCL check failed: see logs/build.log)"
-    TARGETS=$targets ALLOW_CPU=$allow_cpu PREFIX=$kit_dir BUILD=$build JOBS=$jobs \
-      PYTHON=$python CMAKE_ARGS="-DOCL_WERROR=OFF -DOCL_WITH_NCCL=OFF ${CMAKE_ARGS:-}" \
-      bash scripts/build-gpu.sh || return 1
+    build_with "-DOCL_WITH_NCCL=OFF" || return 1
   fi
   local nccl
   nccl=$(grep -ao 'ocl: CUDA LibTorch, with[a-z ]*NCCL[0-9. ]*\|ocl: CPU LibTorch' "$log" | tail -n 1 | sed 's/^.*ocl: //')
@@ -307,7 +308,7 @@ stage_bench() {
   have_cuda || smoke=(DEVICE=cpu MODELS=quickstart BATCH=16 STEPS=2 WARMUP=1 MAX_BATCH=0)
   ((${#smoke[@]} == 0)) || echo "no CUDA device: the comparison on the CPU (a smoke run)"
   env OCL_BUILD_DIR="$build" PYTHON="$python" STEPS="${BENCH_STEPS:-20}" \
-    MAX_BATCH="${BENCH_MAX_BATCH:-0}" MODELS="${BENCH_MODELS:-vitb16 vitl16}" \
+    MAX_BATCH="${BENCH_MAX_BATCH:-0}" MODELS="$BENCH_MODELS" \
     COMPILE="${BENCH_COMPILE:-auto}" "${smoke[@]}" bash scripts/bench_gpu.sh |
     tee "$work/bench.txt" || return 1
   bench_table_whole "$work/bench.txt" || return 1
@@ -328,8 +329,8 @@ declare -A limit=([versions]=60 [build]=420 [test]=300 [pretrain]=300 [timm]=120
 # eager mode, and 120-240 s more a model under torch.compile.
 declare -A least=([versions]=10 [build]=150 [test]=90 [pretrain]=90 [timm]=30 [bench]=90)
 if [[ -f "$work/build/build.ninja" || -f "$work/build/Makefile" ]]; then least[build]=30; fi
-bench_models=${BENCH_MODELS:-vitb16 vitl16}
-bench_count=$(wc -w <<<"$bench_models")
+BENCH_MODELS=${BENCH_MODELS:-vitb16 vitl16}
+bench_count=$(wc -w <<<"$BENCH_MODELS")
 if [[ "${BENCH_COMPILE:-auto}" == off ]]; then
   least[bench]=$((90 * bench_count))
 else
@@ -373,7 +374,7 @@ run_stage() {
   rm -f "$work/status/$name.note"
   # The stage runs in a subshell under a time limit; its output goes to its log only.
   ( export -f "stage_$name" wait_for have_cuda progress bench_table_whole
-    export work build python jobs kit_dir log TEST_LABELS
+    export work build python jobs kit_dir log TEST_LABELS BENCH_MODELS
     timeout --kill-after=10 "$lim" bash -c "set -o pipefail; stage_$name" ) >"$log" 2>&1 || rc=$?
   local secs=$((SECONDS - t0)) result
   case "$rc" in
