@@ -46,18 +46,19 @@ extern "C" void on_stop_signal(int signo) {
 
 }  // namespace
 
-std::optional<int> run_local_workers_if_asked(int nproc_per_node, const dist::LaunchInfo& launch,
-                                              int argc, char** argv) {
+std::optional<int> run_local_workers_if_asked(int nproc_per_node,
+                                              const distributed::LaunchInfo& launch, int argc,
+                                              char** argv) {
   if (nproc_per_node <= 0) return std::nullopt;
   if (launch.distributed()) {
     throw std::runtime_error("--nproc-per-node " + std::to_string(nproc_per_node) +
                              " inside a launch that already has " + launch.describe() +
                              ": use one launcher, not two");
   }
-  dist::LocalLaunchOptions options;
+  distributed::LocalLaunchOptions options;
   options.nproc = nproc_per_node;
-  options.argv = dist::worker_command(argc, argv);
-  return dist::run_local_workers(options);
+  options.argv = distributed::worker_command(argc, argv);
+  return distributed::run_local_workers(options);
 }
 
 const std::atomic<int>* install_stop_handlers(const char* program) {

@@ -11,7 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include <ocl/dist/launch.h>
+#include <ocl/distributed/launch.h>
 
 namespace ocl::apps {
 
@@ -19,8 +19,9 @@ namespace ocl::apps {
 /// as local workers, waits, and returns the exit code to end main with. Throws when the process
 /// already runs inside another launch (torchrun, srun, mpirun). With 0: std::nullopt (this
 /// process is a worker, or the only process).
-std::optional<int> run_local_workers_if_asked(int nproc_per_node, const dist::LaunchInfo& launch,
-                                              int argc, char** argv);
+std::optional<int> run_local_workers_if_asked(int nproc_per_node,
+                                              const distributed::LaunchInfo& launch, int argc,
+                                              char** argv);
 
 /// Installs SIGTERM/SIGINT handlers for `program` and returns the flag they set (the signal
 /// number). The first signal asks for a clean stop ("finishing the step and writing a

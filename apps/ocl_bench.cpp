@@ -13,26 +13,26 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <limits>
 #include <memory>
-#include <thread>
 
 #include "app_common.h"
+#include "app_training.h"
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
 #include <ocl/compat.h>
 #include <ocl/data/factory.h>
 #include <ocl/data/loader.h>
-#include <ocl/dist/communicator.h>
-#include <ocl/dist/grad_sync.h>
-#include <ocl/dist/launch.h>
+#include <ocl/distributed/communicator.h>
+#include <ocl/distributed/grad_sync.h>
+#include <ocl/distributed/launch.h>
 #include <ocl/engine/loop.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/engine/run.h>
 #include <ocl/io/config.h>
 #include <ocl/optim/adamw_step.h>
-#include <ocl/optim/param_groups.h>
 
 // OCL_BENCH_CUDA: LibTorch was built with CUDA (apps/CMakeLists.txt), so the caching
 // allocator's statistics can be read; CPU builds lack libc10_cuda and the CUDA runtime headers.
@@ -104,73 +104,83 @@ void reset_peak_memory(const torch::Device& device) {
 void release_cached_memory() { c10::cuda::CUDACachingAllocator::emptyCache(); }
 #endif
 
-// The same step three ways on every rank, with global negatives gathered in all three:
+// The same uint8 batch for every micro-batch (the step without the data path).
+class FixedBatch : public ocl::engine::BatchSource {
+ public:
+  explicit FixedBatch(ocl::data::Batch batch) : batch_(std::move(batch)) {}
+  int64_t batches_per_epoch() const override { return std::numeric_limits<int64_t>::max(); }
+  void start_epoch(int64_t, int64_t) override {}
+  ocl::data::Batch next() override { return batch_; }
+  int64_t size() const override { return batch_.images.size(0); }
+
+ private:
+  ocl::data::Batch batch_;
+};
+
+// A Pretrainer of `config` on synthetic data that writes nothing and logs warnings only: its
+// loop's step is what the benchmarks time (the training step of a real run, the same code).
+std::unique_ptr<ocl::engine::Pretrainer> quiet_trainer(const ocl::io::Config& config,
+                                                       const ocl::distributed::LaunchInfo& launch) {
+  ocl::engine::PretrainOptions quiet;
+  quiet.write_nothing = true;
+  quiet.console = std::make_shared<ocl::io::ConsoleSink>(stderr, false);
+  quiet.launch = launch;
+  auto step_config = config;
+  step_config.data.dataset = "synthetic";
+  step_config.log.level = "warn";
+  step_config.eval.knn_every = 0;
+  step_config.dist.verify_every = 0;  // the local mode below lets the replicas drift apart
+  return std::make_unique<ocl::engine::Pretrainer>(step_config, quiet);
+}
+
+// The loop's own step three ways on every rank (TrainingLoop::set_grad_sync_mode), global
+// negatives gathered in all three:
 //   local       no gradient all-reduce (what one process would do),
-//   overlapped  the GradSynchronizer: buckets all-reduced while backward still runs,
+//   overlapped  buckets all-reduced while backward still runs,
 //   after       backward first, then every bucket all-reduced (no overlap).
 // after − local is the all-reduce time; overlapped − local what of it still shows; the rest
 // was hidden behind backward. Rank 0 prints the medians.
-int bench_grad_sync(const ocl::io::Config& config, const ocl::dist::LaunchInfo& launch,
+int bench_grad_sync(const ocl::io::Config& config, const ocl::distributed::LaunchInfo& launch,
                     int64_t steps, int64_t warmup) {
-  const auto d = ocl::io::derive(config, launch.world_size);
+  using Mode = ocl::engine::GradSyncMode;
+  auto trainer = quiet_trainer(config, launch);
+  auto& loop = trainer->loop();
+  auto& comm = *trainer->context().comm;
+  const torch::Device device = trainer->context().device;
   const auto& t = config.train;
-  ocl::engine::set_process_threads(config, launch);
-  const torch::Device device = ocl::engine::resolve_device(t.device, launch);
-  const bool bf16 = ocl::engine::use_bf16(config, device);
-  ocl::dist::Communicator comm(launch, ocl::engine::communicator_options(config, device));
-
-  auto model = ocl::engine::build_ocl_model(config, d);
-  model->to(device);
-  auto groups = ocl::optim::weight_decay_groups(*model, config.optim.weight_decay);
-  std::vector<torch::Tensor> trainable;
-  for (const auto& g : groups) trainable.insert(trainable.end(), g.params.begin(), g.params.end());
-  ocl::dist::GradSyncOptions so;
-  so.bucket_mb = config.dist.bucket_mb;
-  so.first_bucket_mb = config.dist.first_bucket_mb;
-  ocl::dist::GradSynchronizer sync(comm, trainable, so);
-  const auto gather = ocl::engine::global_negatives(comm);
   // A fixed batch of random pixels: the data path is not what is measured here.
   torch::manual_seed(static_cast<uint64_t>(t.seed) + static_cast<uint64_t>(launch.rank));
-  auto images =
-      torch::randn({t.batch_size, 3, config.model.img_size, config.model.img_size}).to(device);
-  enum Mode { kLocal, kOverlapped, kAfter };
-  auto step = [&](Mode mode, int64_t i) {
-    ocl::compat::zero_grad(trainable);
-    auto noise = ocl::engine::step_mask_noise(t.seed, i, 0, t.batch_size, d.num_patches,
-                                              launch.rank, launch.world_size)
-                     .to(device);
-    sync.set_sync(mode == kOverlapped);
-    torch::Tensor loss;
-    {
-      ocl::compat::AutocastGuard autocast(device.type(), bf16);
-      loss = model->forward(images, noise, gather).loss;
-    }
-    loss.backward();
-    if (mode == kAfter) sync.set_sync(true);  // finish() now launches every bucket
-    if (mode != kLocal) sync.finish();
-    if (device.is_cuda()) torch::cuda::synchronize();
-    return loss.item<double>();
-  };
+  ocl::data::Batch batch;
+  batch.images =
+      torch::randint(0, 256, {t.batch_size, 3, config.model.img_size, config.model.img_size},
+                     torch::TensorOptions().dtype(torch::kUInt8))
+          .to(device);
+  loop.set_source(std::make_unique<FixedBatch>(batch));
+  loop.connect_gradients();
+  const Mode modes[] = {Mode::kLocal, Mode::kOverlapped, Mode::kAfterBackward};
   // Interleaved, so that the three see the same machine state; medians against outliers.
   std::vector<double> times[3];
   for (int64_t i = 0; i < warmup + steps; ++i) {
-    for (Mode mode : {kLocal, kOverlapped, kAfter}) {
+    for (int m = 0; m < 3; ++m) {
+      loop.set_grad_sync_mode(modes[m]);
       comm.barrier("benchmark step");
       const auto t0 = Clock::now();
-      step(mode, i);
-      if (i >= warmup) times[mode].push_back(seconds_since(t0));
+      loop.step();
+      synchronize(device);
+      if (i >= warmup) times[m].push_back(seconds_since(t0));
     }
   }
   auto median = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
     return v[v.size() / 2];
   };
-  const double local = median(times[kLocal]), overlapped = median(times[kOverlapped]),
-               after = median(times[kAfter]);
+  const double local = median(times[0]), overlapped = median(times[1]), after = median(times[2]);
   const double comm_s = std::max(after - local, 1e-9);
+  const auto& sync = *loop.grad_sync();
   int64_t bytes = 0;
   for (auto b : sync.bucket_bytes()) bytes += b;
   if (launch.rank == 0) {
+    const auto d = ocl::io::derive(config, launch.world_size);
     std::printf(
         "grad_sync world=%lld backend=%s threads=%d batch=%lld D=%lld depth=%lld gradient_mib=%.2f "
         "buckets=%lld\n",
@@ -187,212 +197,236 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::dist::LaunchInfo& 
   return 0;
 }
 
-// The same uint8 batch for every micro-batch (the step without the data path).
-class FixedBatch : public ocl::engine::BatchSource {
- public:
-  explicit FixedBatch(ocl::data::Batch batch) : batch_(std::move(batch)) {}
-  int64_t batches_per_epoch() const override { return std::numeric_limits<int64_t>::max(); }
-  void start_epoch(int64_t, int64_t) override {}
-  ocl::data::Batch next() override { return batch_; }
-  int64_t size() const override { return batch_.images.size(0); }
+// The loader alone: decode or generate, augment, uint8 batches of the config's data set, for
+// `batches` batches (none: only the first, which the step benchmark reuses).
+ocl::data::Batch bench_loader(const ocl::io::Config& config, int64_t batches) {
+  const auto& t = config.train;
+  const int img = static_cast<int>(config.model.img_size);
+  auto dataset = ocl::data::make_dataset(config.data, img, true, t.seed);
+  ocl::data::LoaderOptions lo;
+  lo.batch_size = t.batch_size;
+  lo.workers = config.data.workers;
+  lo.prefetch = config.data.prefetch;
+  lo.seed = t.seed;
+  // Pre-training's transform: data.photometric and mask.group_views count in the figure.
+  const int views = config.mask.group_views == "independent" ? 2 : 1;
+  const auto transform = ocl::data::make_pretrain_transform(config.data, img, views);
+  ocl::data::Loader loader(dataset, transform, lo);
+  loader.start_epoch(0);
+  auto first = loader.next();
+  TORCH_CHECK(first.has_value(), "the data set is smaller than one batch");
+  if (batches == 0) return std::move(*first);
+  const auto t0 = Clock::now();
+  int64_t images = 0;
+  for (int64_t i = 0; i < batches; ++i) {
+    auto b = loader.next();
+    if (!b) {
+      loader.start_epoch(1);
+      b = loader.next();
+    }
+    images += b->images.size(0);
+  }
+  std::printf("loader_img_per_s=%.1f workers=%lld views=%d photometric=%s data=%s\n",
+              images / seconds_since(t0), (long long)config.data.workers, transform->views(),
+              config.data.photometric.c_str(), dataset->describe().c_str());
+  return std::move(*first);
+}
 
- private:
-  ocl::data::Batch batch_;
+// The largest batch whose step fits in GPU memory: doubling from the configured batch until a
+// step runs out of memory, then bisection between the last batch that fit and the first that
+// did not. Two steps per trial: the first allocates the optimiser state, the second shows the
+// steady-state peak.
+void search_max_batch(ocl::engine::Pretrainer& trainer,
+                      const std::function<void(const torch::Tensor&)>& step, int64_t batch, int img,
+                      const torch::Device& device) {
+#if defined(OCL_BENCH_CUDA)
+  auto fits = [&](int64_t b) {
+    try {
+      auto x = torch::randint(0, 256, {b, 3, img, img},
+                              torch::TensorOptions().dtype(torch::kUInt8).device(device));
+      step(x);
+      step(x);
+      synchronize(device);
+      return true;
+    } catch (const c10::OutOfMemoryError&) {
+      ocl::compat::zero_grad(trainer.model()->parameters());
+      release_cached_memory();
+      return false;
+    }
+  };
+  int64_t lo = 0, hi = batch;
+  const int64_t cap = int64_t{1} << 16;
+  while (hi <= cap && fits(hi)) {
+    lo = hi;
+    hi *= 2;
+  }
+  if (lo == 0) {
+    std::printf("max_batch=0 (batch %lld does not fit)\n", (long long)batch);
+  } else if (hi > cap) {
+    std::printf("max_batch>=%lld (search capped)\n", (long long)lo);
+  } else {
+    while (hi - lo > 1) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      (fits(mid) ? lo : hi) = mid;
+    }
+    std::printf("max_batch=%lld\n", (long long)lo);
+  }
+#else
+  (void)trainer, (void)step, (void)batch, (void)img, (void)device;  // refused by run_benchmarks
+#endif
+}
+
+struct BenchArgs {
+  std::string config_path;
+  std::vector<std::string> overrides;
+  int64_t steps = 10, warmup = 2, loader_batches = 20, matmul_size = -1;
+  bool max_batch = false, grad_sync = false, data_only = false, print_config = false;
+  int nproc_per_node = 0;
 };
+
+// The loop's training step (engine::TrainingLoop::step: forward, backward, gradient norm, the
+// step's figures, the update) on a fixed batch already on the device, the data path being
+// measured apart; then the matmul rate and the largest batch when asked.
+int bench_step(const BenchArgs& args, const ocl::io::Config& config,
+               const ocl::data::Batch& first) {
+  const auto d = ocl::io::derive(config);
+  auto trainer = quiet_trainer(config, ocl::distributed::LaunchInfo{});
+  const torch::Device device = trainer->context().device;
+  const bool fused = ocl::optim::resolve_fused_adamw(config.optim.fused, device);
+  auto& loop = trainer->loop();
+  auto step = [&](const torch::Tensor& images_u8) {
+    ocl::data::Batch batch;
+    batch.images = images_u8;
+    loop.set_source(std::make_unique<FixedBatch>(batch));
+    return loop.step();
+  };
+  auto images = first.images.to(device);
+  const int64_t B = images.size(0);
+  for (int64_t i = 0; i < args.warmup; ++i) step(images);
+  // The timer starts on an idle device and stops when the last update has run: the step's own
+  // synchronisation (the loss read) comes before its update. The peak is the steady state's,
+  // after the warm-up allocated the optimiser state (as bench_gpu.py measures it).
+  synchronize(device);
+#if defined(OCL_BENCH_CUDA)
+  if (device.is_cuda()) reset_peak_memory(device);
+#endif
+  const auto t0 = Clock::now();
+  double loss = 0;
+  for (int64_t i = 0; i < args.steps; ++i) loss = step(images);
+  synchronize(device);
+  const double secs = seconds_since(t0);
+  const double img_s = static_cast<double>(args.steps * B) / secs;
+  const double achieved = img_s * train_flops_per_image(d) / 1e12;
+  std::printf(
+      "step_ms=%.2f img_per_s=%.2f gflop_per_image=%.3f achieved_tflops=%.4f last_loss=%.4f "
+      "adamw=%s\n",
+      1e3 * secs / args.steps, img_s, train_flops_per_image(d) / 1e9, achieved, loss,
+      fused ? "fused" : "plain");
+#if defined(OCL_BENCH_CUDA)
+  if (device.is_cuda()) std::printf("peak_mem_gib=%.3f\n", peak_memory_gib(device));
+#endif
+  if (args.matmul_size != 0) {
+    const auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
+    const int64_t n = args.matmul_size > 0 ? args.matmul_size : (device.is_cuda() ? 8192 : 1024);
+    const double rate = matmul_tflops(device, n, dtype);
+    std::printf("matmul_size=%lld matmul_dtype=%s matmul_tflops=%.3f fraction_of_matmul=%.4f\n",
+                (long long)n, device.is_cuda() ? "bf16" : "fp32", rate, achieved / rate);
+  }
+  if (args.max_batch) {
+    search_max_batch(
+        *trainer, [&](const torch::Tensor& x) { step(x); }, B,
+        static_cast<int>(config.model.img_size), device);
+  }
+  return 0;
+}
+
+// One line of what is measured and on what, before the figures.
+void print_setup(const BenchArgs& args, const ocl::io::Config& config, const torch::Device& device,
+                 bool bf16, bool tf32) {
+  const auto d = ocl::io::derive(config);
+  std::printf(
+      "config=%s arch=%s img=%lld patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "
+      "batch=%lld threads=%d device=%s precision=%s tf32=%d torch=%s\n",
+      args.config_path.c_str(), config.model.arch.c_str(), (long long)config.model.img_size,
+      (long long)d.patch_size, (long long)d.embed_dim, (long long)d.depth, (long long)d.num_heads,
+      (long long)d.tokens_per_group, (long long)config.train.batch_size, torch::get_num_threads(),
+      device.str().c_str(), bf16 ? "bf16" : "fp32", tf32 ? 1 : 0,
+      ocl::compat::torch_version().c_str());
+}
+
+int run_benchmarks(const BenchArgs& args) {
+  auto config = ocl::io::load_config(args.config_path, args.overrides);
+  if (args.grad_sync) {
+    const auto launch = ocl::distributed::launch_from_environment();
+    if (!launch.distributed()) {
+      throw std::runtime_error("--grad-sync needs several processes: add --nproc-per-node 2");
+    }
+    return bench_grad_sync(config, launch, args.steps, args.warmup);
+  }
+  if (!args.data_only) config.data.dataset = "synthetic";
+  ocl::engine::set_process_threads(config,
+                                   ocl::distributed::LaunchInfo{});  // one process: every core
+  const torch::Device device = ocl::engine::resolve_device(config.train.device);
+  // optim.fused: on without a kernel for this device fails here, before the slow set-up.
+  ocl::optim::resolve_fused_adamw(config.optim.fused, device);
+#if !defined(OCL_BENCH_CUDA)
+  if (args.max_batch) {
+    throw std::runtime_error("--max-batch needs a CUDA build of LibTorch; this one (" +
+                             ocl::compat::torch_version() + ") has none");
+  }
+#endif
+  if (args.max_batch && !device.is_cuda()) {
+    throw std::runtime_error(
+        "--max-batch needs a CUDA device (train.device=cuda); this run is on " + device.str());
+  }
+  print_setup(args, config, device, ocl::engine::use_bf16(config, device),
+              ocl::engine::set_tf32(config, device));
+  const auto first = bench_loader(config, args.loader_batches);
+  if (args.data_only) return 0;
+  return bench_step(args, config, first);
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"ocl_bench: pre-training step and data loader throughput on synthetic data"};
-  std::string config_path;
-  std::vector<std::string> overrides;
-  int64_t steps = 10, warmup = 2, loader_batches = 20;
-  app.add_option("--config", config_path, "YAML config")->required();
-  app.add_option("--set", overrides, "override a key (repeatable)");
-  app.add_option("--steps", steps, "timed steps")->check(ocl::apps::at_least(1));
-  app.add_option("--warmup", warmup, "untimed steps first")->check(ocl::apps::at_least(0));
-  app.add_option("--loader-batches", loader_batches, "batches timed for the loader alone (0: skip)")
+  BenchArgs args;
+  app.add_option("--config", args.config_path, "YAML config")->required();
+  app.add_option("--set", args.overrides, "override a key (repeatable)");
+  app.add_option("--steps", args.steps, "timed steps")->check(ocl::apps::at_least(1));
+  app.add_option("--warmup", args.warmup, "untimed steps first")->check(ocl::apps::at_least(0));
+  app.add_option("--loader-batches", args.loader_batches,
+                 "batches timed for the loader alone (0: skip)")
       ->check(ocl::apps::at_least(0));
-  int64_t matmul_size = -1;
-  app.add_option("--matmul-size", matmul_size,
+  app.add_option("--matmul-size", args.matmul_size,
                  "n of the n×n matrix products timed beside the step (bf16 on CUDA, fp32 on CPU); "
                  "-1: 8192 on CUDA, 1024 on CPU; 0: skip");
-  bool max_batch = false;
-  app.add_flag("--max-batch", max_batch,
+  app.add_flag("--max-batch", args.max_batch,
                "search the largest batch whose step fits in GPU memory (CUDA only)");
-  bool grad_sync = false, data_only = false;
-  app.add_flag("--data", data_only,
+  app.add_flag("--data", args.data_only,
                "time only the loader (decode, train transform, uint8 batches) on the config's "
                "own data set instead of synthetic images");
-  int nproc_per_node = 0;
-  app.add_flag("--grad-sync", grad_sync,
+  app.add_flag("--grad-sync", args.grad_sync,
                "measure how much of the gradient all-reduce hides behind backward (needs several "
                "processes: --nproc-per-node, torchrun, srun)");
-  app.add_option("--nproc-per-node", nproc_per_node, "start this many local processes")
+  app.add_option("--nproc-per-node", args.nproc_per_node, "start this many local processes")
       ->check(ocl::apps::at_least(1));
+  ocl::apps::add_print_config_flag(app, args.print_config);
   if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
   return ocl::apps::run_reporting_errors("ocl_bench", [&] {
+    if (args.print_config) {
+      // What the step benchmark trains on: the config on synthetic data (--data: its own data).
+      auto config = ocl::io::load_config(args.config_path, args.overrides);
+      if (!args.data_only) config.data.dataset = "synthetic";
+      const auto world = ocl::distributed::launch_from_environment().world_size;
+      ocl::apps::print_config(config, args.nproc_per_node > 0 ? args.nproc_per_node : world,
+                              "train");
+      return 0;
+    }
     if (auto code = ocl::apps::run_local_workers_if_asked(
-            nproc_per_node, ocl::dist::launch_from_environment(), argc, argv)) {
+            args.nproc_per_node, ocl::distributed::launch_from_environment(), argc, argv)) {
       return *code;
     }
-    auto config = ocl::io::load_config(config_path, overrides);
-    if (grad_sync) {
-      const auto launch = ocl::dist::launch_from_environment();
-      if (!launch.distributed()) {
-        throw std::runtime_error("--grad-sync needs several processes: add --nproc-per-node 2");
-      }
-      return bench_grad_sync(config, launch, steps, warmup);
-    }
-    if (!data_only) config.data.dataset = "synthetic";
-    const auto d = ocl::io::derive(config);
-    const auto& t = config.train;
-    ocl::engine::set_process_threads(config, ocl::dist::LaunchInfo{});  // one process: every core
-    const torch::Device device = ocl::engine::resolve_device(t.device);
-    // optim.fused: on without a kernel for this device fails here, before the slow set-up.
-    const bool fused = ocl::optim::resolve_fused_adamw(config.optim.fused, device);
-    if (max_batch && !device.is_cuda()) {
-      throw std::runtime_error(
-          "--max-batch needs a CUDA device (train.device=cuda); this run is on " + device.str());
-    }
-#if !defined(OCL_BENCH_CUDA)
-    if (max_batch) {
-      throw std::runtime_error("--max-batch needs a CUDA build of LibTorch; this one (" +
-                               ocl::compat::torch_version() + ") has none");
-    }
-#endif
-    const bool bf16 = ocl::engine::use_bf16(config, device);
-    const bool tf32 = ocl::engine::set_tf32(config, device);
-    const int img = static_cast<int>(config.model.img_size);
-    std::printf(
-        "config=%s arch=%s img=%d patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "
-        "batch=%lld threads=%d device=%s precision=%s tf32=%d torch=%s\n",
-        config_path.c_str(), config.model.arch.c_str(), img, (long long)d.patch_size,
-        (long long)d.embed_dim, (long long)d.depth, (long long)d.num_heads,
-        (long long)d.tokens_per_group, (long long)t.batch_size, torch::get_num_threads(),
-        device.str().c_str(), bf16 ? "bf16" : "fp32", tf32 ? 1 : 0,
-        ocl::compat::torch_version().c_str());
-
-    // --- the loader alone: decode/generate + augment into uint8 batches
-    auto dataset = ocl::data::make_dataset(config.data, img, true, t.seed);
-    ocl::data::LoaderOptions lo;
-    lo.batch_size = t.batch_size;
-    lo.workers = config.data.workers;
-    lo.prefetch = config.data.prefetch;
-    lo.seed = t.seed;
-    // Pre-training's transform: data.photometric and mask.group_views count in the figure.
-    const int views = config.mask.group_views == "independent" ? 2 : 1;
-    const auto transform = ocl::data::make_pretrain_transform(config.data, img, views);
-    ocl::data::Loader loader(dataset, transform, lo);
-    loader.start_epoch(0);
-    auto first = loader.next();
-    TORCH_CHECK(first.has_value(), "the data set is smaller than one batch");
-    if (loader_batches > 0) {
-      const auto t0 = Clock::now();
-      int64_t images = 0;
-      for (int64_t i = 0; i < loader_batches; ++i) {
-        auto b = loader.next();
-        if (!b) {
-          loader.start_epoch(1);
-          b = loader.next();
-        }
-        images += b->images.size(0);
-      }
-      std::printf("loader_img_per_s=%.1f workers=%lld views=%d photometric=%s data=%s\n",
-                  images / seconds_since(t0), (long long)config.data.workers, transform->views(),
-                  config.data.photometric.c_str(), dataset->describe().c_str());
-    }
-    if (data_only) return 0;
-
-    // --- the training step, the loop's own (engine::TrainingLoop::step: forward, backward,
-    // gradient norm, the step's figures, the update), on a fixed batch already on the device:
-    // the data path is measured above. The Pretrainer writes nothing.
-    ocl::engine::PretrainOptions quiet;
-    quiet.write_nothing = true;
-    quiet.console = std::make_shared<ocl::engine::ConsoleSink>(stderr, false);
-    auto step_config = config;
-    step_config.log.level = "warn";
-    step_config.eval.knn_every = 0;
-    ocl::engine::Pretrainer trainer(step_config, quiet);
-    auto& loop = trainer.loop();
-    auto step = [&](const torch::Tensor& images_u8) {
-      ocl::data::Batch batch;
-      batch.images = images_u8;
-      loop.set_source(std::make_unique<FixedBatch>(batch));
-      return loop.step();
-    };
-    auto images = first->images.to(device);
-    const int64_t B = images.size(0);
-    for (int64_t i = 0; i < warmup; ++i) step(images);
-    // The timer starts on an idle device and stops when the last update has run: the step's own
-    // synchronisation (the loss read) comes before its update. The peak is the steady state's,
-    // after the warm-up allocated the optimiser state (as bench_gpu.py measures it).
-    synchronize(device);
-#if defined(OCL_BENCH_CUDA)
-    if (device.is_cuda()) reset_peak_memory(device);
-#endif
-    const auto t0 = Clock::now();
-    double loss = 0;
-    for (int64_t i = 0; i < steps; ++i) loss = step(images);
-    synchronize(device);
-    const double secs = seconds_since(t0);
-    const double img_s = static_cast<double>(steps * B) / secs;
-    const double achieved = img_s * train_flops_per_image(d) / 1e12;
-    std::printf(
-        "step_ms=%.2f img_per_s=%.2f gflop_per_image=%.3f achieved_tflops=%.4f last_loss=%.4f "
-        "adamw=%s\n",
-        1e3 * secs / steps, img_s, train_flops_per_image(d) / 1e9, achieved, loss,
-        fused ? "fused" : "plain");
-#if defined(OCL_BENCH_CUDA)
-    if (device.is_cuda()) std::printf("peak_mem_gib=%.3f\n", peak_memory_gib(device));
-#endif
-    if (matmul_size != 0) {
-      const auto dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat;
-      const int64_t n = matmul_size > 0 ? matmul_size : (device.is_cuda() ? 8192 : 1024);
-      const double rate = matmul_tflops(device, n, dtype);
-      std::printf("matmul_size=%lld matmul_dtype=%s matmul_tflops=%.3f fraction_of_matmul=%.4f\n",
-                  (long long)n, device.is_cuda() ? "bf16" : "fp32", rate, achieved / rate);
-    }
-    if (max_batch) {
-#if defined(OCL_BENCH_CUDA)
-      // Doubling from the configured batch until a step runs out of memory, then bisection
-      // between the last batch that fit and the first that did not. Two steps per trial: the
-      // first allocates the optimiser state, the second shows the steady-state peak.
-      auto fits = [&](int64_t batch) {
-        try {
-          auto x = torch::randint(0, 256, {batch, 3, img, img},
-                                  torch::TensorOptions().dtype(torch::kUInt8).device(device));
-          step(x);
-          step(x);
-          synchronize(device);
-          return true;
-        } catch (const c10::OutOfMemoryError&) {
-          ocl::compat::zero_grad(trainer.model()->parameters());
-          release_cached_memory();
-          return false;
-        }
-      };
-      int64_t lo = 0, hi = B;
-      const int64_t cap = int64_t{1} << 16;
-      while (hi <= cap && fits(hi)) {
-        lo = hi;
-        hi *= 2;
-      }
-      if (lo == 0) {
-        std::printf("max_batch=0 (batch %lld does not fit)\n", (long long)B);
-      } else if (hi > cap) {
-        std::printf("max_batch>=%lld (search capped)\n", (long long)lo);
-      } else {
-        while (hi - lo > 1) {
-          const int64_t mid = lo + (hi - lo) / 2;
-          (fits(mid) ? lo : hi) = mid;
-        }
-        std::printf("max_batch=%lld\n", (long long)lo);
-      }
-#else
-      (void)max_batch;
-#endif
-    }
-    return 0;
+    return run_benchmarks(args);
   });
 }

@@ -3,7 +3,7 @@
 //   ocl_finetune --config configs/vitb16.yaml --weights runs/vitb16/checkpoint-last
 //   ocl_finetune --config configs/quickstart.yaml --weights none          (the random baseline)
 //   ocl_finetune --nproc-per-node 4 --config ... --weights ... [--resume auto]
-//   ocl_finetune --config ... --resume auto --eval-only                   (evaluate the newest)
+//   ocl_finetune --config ... --resume auto --eval                        (evaluate the newest)
 //
 // Trains the whole ViT with a new head under the config's finetune recipe (layer-wise lr decay,
 // drop path, RandAugment, random erasing, mixup / cutmix, label smoothing; engine::Finetuner)
@@ -15,9 +15,10 @@
 #include <vector>
 
 #include "app_common.h"
+#include "app_training.h"
 #include <CLI/CLI.hpp>
 
-#include <ocl/dist/launch.h>
+#include <ocl/distributed/launch.h>
 #include <ocl/engine/finetune.h>
 #include <ocl/io/config.h>
 
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   ocl::engine::FinetuneOptions options;
   int nproc_per_node = 0;
+  bool print_config = false;
   app.add_option("--config", config_path, "YAML config: model sizes, data, finetune recipe")
       ->required();
   std::string weights;
@@ -41,20 +43,26 @@ int main(int argc, char** argv) {
                  "fine-tuning checkpoint folder");
   app.add_flag("--overwrite", options.overwrite,
                "start afresh in an output folder that holds another fine-tuning run");
-  app.add_flag("--eval-only", options.eval_only,
-               "only evaluate the model of --resume on the validation split and exit");
+  ocl::apps::add_eval_flag(app, "ocl_finetune", options.eval_only,
+                           "only evaluate the model of --resume on the validation split and exit");
   app.add_option("--stop-after-steps", options.stop_after_steps,
                  "stop as if pre-empted after this many optimiser steps (testing)")
       ->check(ocl::apps::at_least(0));
   app.add_option("--nproc-per-node", nproc_per_node,
                  "start this many worker processes on this machine (one per GPU; CPU: Gloo)")
       ->check(ocl::apps::at_least(1));
+  ocl::apps::add_print_config_flag(app, print_config);
   if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
   options.weights = weights;
 
   return ocl::apps::run_reporting_errors("ocl_finetune", [&] {
     const auto config = ocl::io::load_config(config_path, overrides);
-    const auto launch = ocl::dist::launch_from_environment();
+    const auto launch = ocl::distributed::launch_from_environment();
+    if (print_config) {
+      ocl::apps::print_config(config, nproc_per_node > 0 ? nproc_per_node : launch.world_size,
+                              "finetune");
+      return 0;
+    }
     if (auto code = ocl::apps::run_local_workers_if_asked(nproc_per_node, launch, argc, argv)) {
       return *code;
     }
@@ -67,20 +75,9 @@ int main(int argc, char** argv) {
     options.launch = launch;
     ocl::engine::Finetuner tuner(config, options);
     const auto r = tuner.run();
-    if (launch.rank == 0) {
-      if (r.interrupted) {
-        std::fprintf(stderr, "ocl_finetune: stopped cleanly; checkpoint %s\n",
-                     r.checkpoint.c_str());
-      } else if (options.eval_only) {
-        std::printf("fine-tuned model (eval): top-1 %.2f %%, top-5 %.2f %%\n", r.last_top1,
-                    r.last_top5);
-      } else if (!r.nothing_to_do) {
-        std::printf(
-            "fine-tuning: best top-1 %.2f %% (epoch %lld), last top-1 %.2f %%, top-5 %.2f %%\n",
-            r.best_top1, static_cast<long long>(r.best_epoch), r.last_top1, r.last_top5);
-      }
-      std::fflush(stdout);
-    }
+    ocl::apps::report_end_of_run(
+        "ocl_finetune", launch.rank, r.interrupted, r.checkpoint,
+        ocl::apps::classifier_summary("fine-tuning", options.eval_only, r));
     return 0;
   });
 }

@@ -15,9 +15,10 @@
 #include <vector>
 
 #include "app_common.h"
+#include "app_training.h"
 #include <CLI/CLI.hpp>
 
-#include <ocl/dist/launch.h>
+#include <ocl/distributed/launch.h>
 #include <ocl/engine/linprobe.h>
 #include <ocl/io/config.h>
 
@@ -27,6 +28,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   ocl::engine::LinprobeOptions options;
   int nproc_per_node = 0;
+  bool print_config = false;
   app.add_option("--config", config_path, "YAML config: model sizes, data, linprobe recipe")
       ->required();
   app.add_option("--weights", options.weights,
@@ -40,19 +42,25 @@ int main(int argc, char** argv) {
                  "checkpoint folder");
   app.add_flag("--overwrite", options.overwrite,
                "start afresh in an output folder that holds another probe's checkpoint");
-  app.add_flag("--eval", options.eval_only,
-               "only evaluate the head (of --resume, else the initial one) and exit");
+  ocl::apps::add_eval_flag(app, "ocl_linprobe", options.eval_only,
+                           "only evaluate the head (of --resume, else the initial one) and exit");
   app.add_option("--stop-after-steps", options.stop_after_steps,
                  "stop as if pre-empted after this many optimiser steps of this run (testing)")
       ->check(ocl::apps::at_least(0));
   app.add_option("--nproc-per-node", nproc_per_node,
                  "start this many worker processes on this machine (one per GPU; CPU: Gloo)")
       ->check(ocl::apps::at_least(1));
+  ocl::apps::add_print_config_flag(app, print_config);
   if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
 
   return ocl::apps::run_reporting_errors("ocl_linprobe", [&] {
     const auto config = ocl::io::load_config(config_path, overrides);
-    const auto launch = ocl::dist::launch_from_environment();
+    const auto launch = ocl::distributed::launch_from_environment();
+    if (print_config) {
+      ocl::apps::print_config(config, nproc_per_node > 0 ? nproc_per_node : launch.world_size,
+                              "linprobe");
+      return 0;
+    }
     if (auto code = ocl::apps::run_local_workers_if_asked(nproc_per_node, launch, argc, argv)) {
       return *code;
     }
@@ -60,20 +68,9 @@ int main(int argc, char** argv) {
     options.launch = launch;
     ocl::engine::LinearProbe probe(config, options);
     const auto r = probe.run();
-    if (launch.rank == 0) {
-      if (r.interrupted) {
-        std::fprintf(stderr, "ocl_linprobe: stopped cleanly; checkpoint %s\n",
-                     r.checkpoint.c_str());
-      } else if (options.eval_only) {
-        std::printf("linear probe (eval): top-1 %.2f %%, top-5 %.2f %%\n", r.last_top1,
-                    r.last_top5);
-      } else {
-        std::printf(
-            "linear probe: best top-1 %.2f %% (epoch %lld), last top-1 %.2f %%, top-5 %.2f %%\n",
-            r.best_top1, static_cast<long long>(r.best_epoch), r.last_top1, r.last_top5);
-      }
-      std::fflush(stdout);
-    }
+    ocl::apps::report_end_of_run(
+        "ocl_linprobe", launch.rank, r.interrupted, r.checkpoint,
+        ocl::apps::classifier_summary("linear probe", options.eval_only, r));
     return 0;
   });
 }

@@ -31,7 +31,7 @@
 #include <ocl/data/cifar.h>
 #include <ocl/data/image_folder.h>
 #include <ocl/data/packed.h>
-#include <ocl/engine/console.h>
+#include <ocl/io/console.h>
 
 namespace {
 
@@ -87,10 +87,9 @@ Encoded encode(const ocl::data::Dataset& set, int64_t index, const PackSettings&
   return e;
 }
 
-// Packs one split; returns false when stopped by a signal.
-bool pack_split(const PackSettings& s, const std::string& split, const std::atomic<int>* stop) {
-  const auto set = open_source(s, split);
-  const std::string folder = (fs::path(s.output) / split).string();
+// The split's output folder made ready: --overwrite clears a pack there, an interrupted pack
+// needs --resume, a finished one --overwrite.
+void prepare_folder(const PackSettings& s, const std::string& folder) {
   if (s.overwrite && fs::exists(folder)) {
     for (const auto& entry : fs::directory_iterator(folder)) {
       const auto name = entry.path().filename().string();
@@ -105,6 +104,9 @@ bool pack_split(const PackSettings& s, const std::string& split, const std::atom
   if (fs::exists(ocl::data::pack_index_path(folder)))
     throw std::runtime_error("'" + folder +
                              "' already holds a finished pack: add --overwrite to replace it");
+}
+
+ocl::data::PackWriterOptions writer_options(const PackSettings& s, const std::string& split) {
   ocl::data::PackWriterOptions o;
   o.encoding = s.encoding == "raw" ? ocl::data::PackEncoding::Raw : ocl::data::PackEncoding::Jpeg;
   o.max_shard_bytes = static_cast<uint64_t>(s.shard_mb * (1 << 20));
@@ -112,8 +114,58 @@ bool pack_split(const PackSettings& s, const std::string& split, const std::atom
                   " split=" + split + " short_side=" + std::to_string(s.short_side) +
                   " encoding=" + s.encoding +
                   (s.encoding == "jpeg" ? " quality=" + std::to_string(s.quality) : "");
-  ocl::data::PackWriter writer(folder, set->class_names(), o, s.resume);
+  return o;
+}
 
+// Images [base, base + count) of `set` encoded by `threads` threads into slots[0, count).
+void encode_chunk(const ocl::data::Dataset& set, int64_t base, int64_t count, int threads,
+                  const PackSettings& s, std::vector<Encoded>& slots) {
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&] {
+      for (int64_t i = next++; i < count; i = next++) {
+        try {
+          slots[static_cast<size_t>(i)] = encode(set, base + i, s);
+        } catch (...) {
+          std::lock_guard<std::mutex> lock(error_mutex);
+          if (!error) error = std::current_exception();
+        }
+      }
+    });
+  }
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
+// The encoded slots written in order (an unreadable image is skipped and named); returns how
+// many were skipped.
+int64_t write_chunk(const ocl::data::Dataset& set, int64_t base, int64_t count,
+                    std::vector<Encoded>& slots, ocl::data::PackWriter& writer) {
+  int64_t bad = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    auto& e = slots[static_cast<size_t>(i)];
+    if (e.ok) {
+      writer.add(e.bytes.data(), e.bytes.size(), static_cast<int32_t>(set.label(base + i)),
+                 e.height, e.width, base + i);
+    } else {
+      ++bad;
+      std::fprintf(stderr, "ocl_pack: skipped unreadable image %lld (%s): %s\n",
+                   static_cast<long long>(base + i), e.bad.path.c_str(), e.bad.reason.c_str());
+    }
+    e = Encoded{};
+  }
+  return bad;
+}
+
+// Packs one split; returns false when stopped by a signal.
+bool pack_split(const PackSettings& s, const std::string& split, const std::atomic<int>* stop) {
+  const auto set = open_source(s, split);
+  const std::string folder = (fs::path(s.output) / split).string();
+  prepare_folder(s, folder);
+  ocl::data::PackWriter writer(folder, set->class_names(), writer_options(s, split), s.resume);
   const int64_t n = set->size();
   const int64_t first = writer.next_source();
   const int threads = s.threads > 0
@@ -134,45 +186,17 @@ bool pack_split(const PackSettings& s, const std::string& split, const std::atom
   auto last_report = start;
   for (int64_t base = first; base < n; base += chunk) {
     const int64_t count = std::min(chunk, n - base);
-    std::atomic<int64_t> next{0};
-    std::vector<std::thread> pool;
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    for (int t = 0; t < threads; ++t) {
-      pool.emplace_back([&] {
-        for (int64_t i = next++; i < count; i = next++) {
-          try {
-            slots[static_cast<size_t>(i)] = encode(*set, base + i, s);
-          } catch (...) {
-            std::lock_guard<std::mutex> lock(error_mutex);
-            if (!error) error = std::current_exception();
-          }
-        }
-      });
-    }
-    for (auto& t : pool) t.join();
-    if (error) std::rethrow_exception(error);
-    for (int64_t i = 0; i < count; ++i) {
-      auto& e = slots[static_cast<size_t>(i)];
-      if (e.ok) {
-        writer.add(e.bytes.data(), e.bytes.size(), static_cast<int32_t>(set->label(base + i)),
-                   e.height, e.width, base + i);
-      } else {
-        ++bad;
-        std::fprintf(stderr, "ocl_pack: skipped unreadable image %lld (%s): %s\n",
-                     static_cast<long long>(base + i), e.bad.path.c_str(), e.bad.reason.c_str());
-      }
-      e = Encoded{};
-    }
+    encode_chunk(*set, base, count, threads, s, slots);
+    bad += write_chunk(*set, base, count, slots, writer);
     done = base + count;
     const auto now = Clock::now();
     if (std::chrono::duration<double>(now - last_report).count() >= 2.0 || done == n) {
       const double seconds = std::chrono::duration<double>(now - start).count();
       const double rate = static_cast<double>(done - first) / std::max(seconds, 1e-9);
-      std::printf("%s: %lld / %lld images, %.0f img/s, ETA %s\n", split.c_str(),
-                  static_cast<long long>(done), static_cast<long long>(n), rate,
-                  ocl::engine::format_duration(static_cast<double>(n - done) / std::max(rate, 1e-9))
-                      .c_str());
+      std::printf(
+          "%s: %lld / %lld images, %.0f img/s, ETA %s\n", split.c_str(),
+          static_cast<long long>(done), static_cast<long long>(n), rate,
+          ocl::io::format_duration(static_cast<double>(n - done) / std::max(rate, 1e-9)).c_str());
       std::fflush(stdout);
       last_report = now;
     }

@@ -7,38 +7,15 @@
 // Reads the config, trains (engine::Pretrainer), and exits 0 when done, 0 after a clean stop on
 // SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on a bad
 // command line. A second signal (a second or more after the first) ends the process at once.
-#include <algorithm>
 #include <cstdio>
-#include <cstdlib>
-#include <iostream>
 
 #include "app_common.h"
+#include "app_training.h"
 #include <CLI/CLI.hpp>
 
-#include <ocl/data/factory.h>
-#include <ocl/dist/launch.h>
+#include <ocl/distributed/launch.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/config.h>
-
-namespace {
-
-// Steps per epoch need the training set's size: build it (ImageFolder reads its cached list).
-void print_steps_per_epoch(const ocl::io::Config& config, int64_t world_size) {
-  try {
-    const auto dataset = ocl::data::make_dataset(
-        config.data, static_cast<int>(config.model.img_size), /*train=*/true, config.train.seed);
-    // Each rank reads ceil(size / W) images of every epoch (DistributedSampler's padding).
-    const int64_t per_rank = (dataset->size() + world_size - 1) / world_size;
-    int64_t steps = per_rank / config.train.batch_size / config.optim.accum_iter;
-    if (config.train.steps_per_epoch > 0) steps = std::min(steps, config.train.steps_per_epoch);
-    std::cout << "#   steps_per_epoch: " << steps << "   # " << dataset->size()
-              << " training images\n";
-  } catch (const std::exception& e) {
-    std::cout << "#   steps_per_epoch: unknown (" << e.what() << ")\n";
-  }
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"ocl_pretrain: OCL self-supervised pre-training of a Vision Transformer"};
@@ -55,9 +32,7 @@ int main(int argc, char** argv) {
                  "checkpoint folder");
   app.add_flag("--overwrite", overwrite,
                "start afresh in an output folder that holds another run (deletes its checkpoints)");
-  app.add_flag("--print-config", print_config,
-               "print the resolved config with derived values (effective batch, lr, steps, "
-               "tokens per group) and exit");
+  ocl::apps::add_print_config_flag(app, print_config);
   app.add_option("--stop-after-steps", stop_after_steps,
                  "stop as if pre-empted after this many optimiser steps of the run (testing)")
       ->check(ocl::apps::at_least(0));
@@ -70,13 +45,13 @@ int main(int argc, char** argv) {
   return ocl::apps::run_reporting_errors("ocl_pretrain", [&] {
     const auto config = ocl::io::load_config(config_path, overrides);
     if (print_config) {
-      const auto world =
-          nproc_per_node > 0 ? nproc_per_node : ocl::dist::launch_from_environment().world_size;
-      std::cout << ocl::io::to_yaml_with_derived(config, ocl::io::derive(config, world));
-      print_steps_per_epoch(config, world);
+      const auto world = nproc_per_node > 0
+                             ? nproc_per_node
+                             : ocl::distributed::launch_from_environment().world_size;
+      ocl::apps::print_config(config, world, "train");
       return 0;
     }
-    const auto launch = ocl::dist::launch_from_environment();
+    const auto launch = ocl::distributed::launch_from_environment();
     if (auto code = ocl::apps::run_local_workers_if_asked(nproc_per_node, launch, argc, argv)) {
       return *code;
     }
@@ -88,10 +63,8 @@ int main(int argc, char** argv) {
     options.launch = launch;
     ocl::engine::Pretrainer trainer(config, options);
     const auto result = trainer.run();
-    if (result.interrupted) {
-      std::fprintf(stderr, "ocl_pretrain: stopped cleanly; checkpoint %s\n",
-                   result.last_checkpoint.c_str());
-    }
+    ocl::apps::report_end_of_run("ocl_pretrain", launch.rank, result.interrupted,
+                                 result.last_checkpoint, "");
     return 0;
   });
 }

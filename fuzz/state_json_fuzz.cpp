@@ -1,4 +1,4 @@
-// Fuzz target: a checkpoint's state.json (engine::parse_training_state). Findings beyond the
+// Fuzz target: a checkpoint's state.json (io::parse_training_state). Findings beyond the
 // sanitizers': an error other than c10::Error, or an accepted state outside the documented ranges.
 #include <string>
 
@@ -6,7 +6,7 @@
 #include "targets.h"
 #include <c10/util/Exception.h>
 
-#include "ocl/engine/checkpoint.h"
+#include "ocl/io/checkpoint.h"
 
 namespace ocl::fuzz::state_json_target {
 
@@ -15,7 +15,7 @@ void init() {}
 int run(const uint8_t* data, size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
   try {
-    const auto state = ocl::engine::parse_training_state(text, "fuzz/state.json");
+    const auto state = ocl::io::parse_training_state(text, "fuzz/state.json");
     ocl::fuzz::require(state.epoch >= 0 && state.step_in_epoch >= 0 && state.global_step >= 0 &&
                            state.nonfinite_skips >= 0 && state.world_size >= 1,
                        "an accepted state.json holds a counter out of range");

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks that #include directives point down DESIGN.md's layers only:
-#   apps → engine → {dist, data, optim, ssl} → nn → io / compat
+#   apps → engine → {distributed, data, optim, ssl} → nn → io / compat
 # A layer's sources (src/<layer>/, include/ocl/<layer>/) may include their own layer and the
 # ones listed for it below; anything else is printed and the script exits 1.
 set -euo pipefail
@@ -12,8 +12,8 @@ declare -A allowed=(
   [ssl]="ssl nn io"
   [optim]="optim nn io"
   [data]="data io"
-  [dist]="dist io"
-  [engine]="engine dist data optim ssl nn io"
+  [distributed]="distributed io"
+  [engine]="engine distributed data optim ssl nn io"
 )
 bad=0
 for layer in "${!allowed[@]}"; do

@@ -15,7 +15,7 @@
 //   LayerNorm    1.13's CPU kernel rejects a bf16 input with fp32 weights (autocast leaves
 //                layer_norm uncast there): layer_norm() upcasts, as CUDA autocast does
 // The c10d differences (ProcessGroup vs Backend, TCPStoreOptions::useLibUV, Gloo's missing
-// flat collectives on 1.13) live in src/dist/communicator.cpp, so that ocl's public headers
+// flat collectives on 1.13) live in src/distributed/communicator.cpp, so that ocl's public headers
 // need no Gloo or NCCL headers.
 // clang-format on
 #pragma once

@@ -29,6 +29,7 @@
 #include "ocl/io/state_dict.h"
 #include "ocl/nn/attention.h"
 #include "ocl/nn/block.h"
+#include "ocl/nn/linear_probe_head.h"
 #include "ocl/nn/patch_embed.h"
 #include "ocl/nn/pos_embed.h"
 #include "ocl/nn/vision_transformer.h"

@@ -51,6 +51,36 @@ jpeg_error_mgr* install_errors(ErrorManager& err) {
 
 int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// The decoded rows [top, bottom) into `pixels` (row `top` first). Called from decode_into's
+// setjmp frame: it holds no object with a destructor, which a longjmp from libjpeg would skip.
+void read_rows(jpeg_decompress_struct& cinfo, uint8_t* pixels, size_t stride, int top, int bottom) {
+  JSAMPROW rows[16];
+  while (static_cast<int>(cinfo.output_scanline) < bottom) {
+    const int at = static_cast<int>(cinfo.output_scanline);
+    const int n = std::min(16, bottom - at);
+    for (int k = 0; k < n; ++k) rows[k] = pixels + static_cast<size_t>(at - top + k) * stride;
+    jpeg_read_scanlines(&cinfo, rows, static_cast<JDIMENSION>(n));
+  }
+}
+
+// The extra column decoded on each side of a window inside the image (see decode_into) dropped
+// from `out`, whose first column is the decoded image's column `left` of `full_width`; returns
+// the window's first column.
+int drop_extra_columns(Image& out, int left, int full_width) {
+  const int drop_left = left > 0 ? 1 : 0;
+  const int drop_right = left + out.width < full_width ? 1 : 0;
+  if (drop_left + drop_right == 0) return left;
+  const int kept = out.width - drop_left - drop_right;
+  for (int y = 0; y < out.height; ++y) {
+    std::memmove(out.pixels.data() + static_cast<size_t>(y) * kept * 3,
+                 out.pixels.data() + (static_cast<size_t>(y) * out.width + drop_left) * 3,
+                 static_cast<size_t>(kept) * 3);
+  }
+  out.width = kept;
+  out.pixels.resize(static_cast<size_t>(out.height) * kept * 3);
+  return left + drop_left;
+}
+
 // The decoding proper, apart from decode_jpeg so that no object with a destructor lives in the
 // frame that longjmp unwinds (the jump skips destructors). Returns 0 on success, 1 for a
 // corrupt stream (message in err), 2 for a JPEG this decoder leaves to OpenCV, 3 for an image
@@ -115,34 +145,14 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
   out.width = static_cast<int>(cinfo.output_width);  // the cropped width
   out.pixels.resize(static_cast<size_t>(out.height) * out.width * 3);
   const size_t stride = static_cast<size_t>(out.width) * 3;
-  JSAMPROW rows[16];
-  while (static_cast<int>(cinfo.output_scanline) < bottom) {
-    const int at = static_cast<int>(cinfo.output_scanline);
-    const int n = std::min(16, bottom - at);
-    for (int k = 0; k < n; ++k)
-      rows[k] = out.pixels.data() + static_cast<size_t>(at - top + k) * stride;
-    jpeg_read_scanlines(&cinfo, rows, static_cast<JDIMENSION>(n));
-  }
+  read_rows(cinfo, out.pixels.data(), stride, top, bottom);
   // Rows below the region are never decoded: abort rather than finish.
   if (static_cast<int>(cinfo.output_scanline) < full_h) {
     jpeg_abort_decompress(&cinfo);
   } else {
     jpeg_finish_decompress(&cinfo);
   }
-  int window_left = static_cast<int>(x);
-  const int drop_left = window_left > 0 ? 1 : 0;
-  const int drop_right = window_left + out.width < full_w ? 1 : 0;
-  if (drop_left + drop_right > 0) {
-    const int kept = out.width - drop_left - drop_right;
-    for (int y = 0; y < out.height; ++y) {
-      std::memmove(out.pixels.data() + static_cast<size_t>(y) * kept * 3,
-                   out.pixels.data() + (static_cast<size_t>(y) * out.width + drop_left) * 3,
-                   static_cast<size_t>(kept) * 3);
-    }
-    out.width = kept;
-    out.pixels.resize(static_cast<size_t>(out.height) * kept * 3);
-    window_left += drop_left;
-  }
+  const int window_left = drop_extra_columns(out, static_cast<int>(x), full_w);
   if (partial) out.window = SourceWindow{source_h, source_w, top, window_left, scale};
   return 0;
 }

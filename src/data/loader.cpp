@@ -59,12 +59,7 @@ struct Loader::Impl {
 
   int64_t per_rank() const { return (dataset->size() + o.world_size - 1) / o.world_size; }
 
-  int64_t steps() const {
-    const int64_t n = per_rank();
-    int64_t s = o.drop_last ? n / o.batch_size : (n + o.batch_size - 1) / o.batch_size;
-    if (o.max_steps_per_epoch > 0) s = std::min(s, o.max_steps_per_epoch);
-    return s;
-  }
+  int64_t steps() const { return batches_per_epoch(dataset->size(), o); }
 
   double bad_limit() const { return o.max_bad_fraction * static_cast<double>(dataset->size()); }
 
@@ -284,6 +279,13 @@ void Loader::shutdown() {
 }
 
 Loader::~Loader() { shutdown(); }
+
+int64_t batches_per_epoch(int64_t dataset_size, const LoaderOptions& o) {
+  const int64_t n = (dataset_size + o.world_size - 1) / o.world_size;
+  int64_t s = o.drop_last ? n / o.batch_size : (n + o.batch_size - 1) / o.batch_size;
+  if (o.max_steps_per_epoch > 0) s = std::min(s, o.max_steps_per_epoch);
+  return s;
+}
 
 int64_t Loader::steps_per_epoch() const { return impl_->steps(); }
 

@@ -179,6 +179,44 @@ void write_pack_index(const std::string& path, const PackIndex& index) {
   io::write_file_atomic(path, out);
 }
 
+// The index's records after its shard sizes, each checked against them and the header: in a
+// shard, inside it, an image of at least 1 x 1 in at least one byte, a known label.
+template <class Bad>
+void read_records(Cursor& c, PackIndex& index, uint64_t records, uint32_t shards, uint32_t classes,
+                  const Bad& bad) {
+  index.records.resize(static_cast<size_t>(records));
+  for (uint64_t i = 0; i < records; ++i) {
+    PackRecord& r = index.records[i];
+    r.shard = static_cast<uint32_t>(c.get(4));
+    r.size = static_cast<uint32_t>(c.get(4));
+    r.offset = c.get(8);
+    r.label = static_cast<int32_t>(static_cast<uint32_t>(c.get(4)));
+    r.height = static_cast<uint16_t>(c.get(2));
+    r.width = static_cast<uint16_t>(c.get(2));
+    r.crc32 = static_cast<uint32_t>(c.get(4));
+    r.source = static_cast<uint32_t>(c.get(4));
+    const std::string where = "record " + std::to_string(i);
+    if (r.shard >= shards)
+      throw bad(where + " is in shard " + std::to_string(r.shard) + " of " +
+                std::to_string(shards));
+    if (r.offset > index.shard_sizes[r.shard] || r.size > index.shard_sizes[r.shard] - r.offset)
+      throw bad(where + " lies outside " + shard_name(r.shard) + " (" +
+                std::to_string(index.shard_sizes[r.shard]) + " bytes)");
+    // As PackWriter::add: every record is an image of at least 1 x 1 in at least one byte (a
+    // raw record of 0 x 0 pixels would otherwise pass the raw size check as an empty image).
+    if (r.height == 0 || r.width == 0 || r.size == 0)
+      throw bad(where + " holds an image of " + std::to_string(r.height) + " x " +
+                std::to_string(r.width) + " pixels in " + std::to_string(r.size) +
+                " bytes (a record is at least 1 x 1 pixels, 1 byte)");
+    if (r.label < 0 || static_cast<uint32_t>(r.label) >= classes)
+      throw bad(where + " has label " + std::to_string(r.label) + " of " + std::to_string(classes) +
+                " classes");
+    if (index.encoding == PackEncoding::Raw && uint64_t{r.size} != uint64_t{r.height} * r.width * 3)
+      throw bad(where + ": raw size " + std::to_string(r.size) + " is not " +
+                std::to_string(r.height) + " x " + std::to_string(r.width) + " x 3");
+  }
+}
+
 PackIndex read_pack_index(const std::string& path) {
   const std::string bytes = read_file_bytes(path);
   auto bad = [&](const std::string& what) {
@@ -233,37 +271,7 @@ PackIndex read_pack_index(const std::string& path) {
     throw bad("size does not match " + std::to_string(shards) + " shards and " +
               std::to_string(records) + " records");
   for (uint32_t s = 0; s < shards; ++s) index.shard_sizes.push_back(c.get(8));
-  index.records.resize(static_cast<size_t>(records));
-  for (uint64_t i = 0; i < records; ++i) {
-    PackRecord& r = index.records[i];
-    r.shard = static_cast<uint32_t>(c.get(4));
-    r.size = static_cast<uint32_t>(c.get(4));
-    r.offset = c.get(8);
-    r.label = static_cast<int32_t>(static_cast<uint32_t>(c.get(4)));
-    r.height = static_cast<uint16_t>(c.get(2));
-    r.width = static_cast<uint16_t>(c.get(2));
-    r.crc32 = static_cast<uint32_t>(c.get(4));
-    r.source = static_cast<uint32_t>(c.get(4));
-    const std::string where = "record " + std::to_string(i);
-    if (r.shard >= shards)
-      throw bad(where + " is in shard " + std::to_string(r.shard) + " of " +
-                std::to_string(shards));
-    if (r.offset > index.shard_sizes[r.shard] || r.size > index.shard_sizes[r.shard] - r.offset)
-      throw bad(where + " lies outside " + shard_name(r.shard) + " (" +
-                std::to_string(index.shard_sizes[r.shard]) + " bytes)");
-    // As PackWriter::add: every record is an image of at least 1 x 1 in at least one byte (a
-    // raw record of 0 x 0 pixels would otherwise pass the raw size check as an empty image).
-    if (r.height == 0 || r.width == 0 || r.size == 0)
-      throw bad(where + " holds an image of " + std::to_string(r.height) + " x " +
-                std::to_string(r.width) + " pixels in " + std::to_string(r.size) +
-                " bytes (a record is at least 1 x 1 pixels, 1 byte)");
-    if (r.label < 0 || static_cast<uint32_t>(r.label) >= classes)
-      throw bad(where + " has label " + std::to_string(r.label) + " of " + std::to_string(classes) +
-                " classes");
-    if (index.encoding == PackEncoding::Raw && uint64_t{r.size} != uint64_t{r.height} * r.width * 3)
-      throw bad(where + ": raw size " + std::to_string(r.size) + " is not " +
-                std::to_string(r.height) + " x " + std::to_string(r.width) + " x 3");
-  }
+  read_records(c, index, records, shards, classes, bad);
   return index;
 }
 

@@ -189,9 +189,72 @@ void bands(cv::Mat& mask, const Frame& f, double period, double width, SampleRng
   }
 }
 
+// The outline of a polygonal concept (square, triangle, star, cross, arrow) in the unit frame;
+// empty for the others.
+std::vector<cv::Point2d> concept_outline(int kind) {
+  std::vector<cv::Point2d> pts;
+  switch (kind) {
+    case kSquare:
+      return {{-0.78, -0.78}, {0.78, -0.78}, {0.78, 0.78}, {-0.78, 0.78}};
+    case kTriangle:
+      for (int k = 0; k < 3; ++k) {
+        const double a = -kPi / 2 + 2 * kPi * k / 3;
+        pts.push_back({std::cos(a), std::sin(a) + 0.15});
+      }
+      return pts;
+    case kStar:
+      for (int k = 0; k < 10; ++k) {
+        const double a = -kPi / 2 + kPi * k / 5, rad = k % 2 == 0 ? 1.0 : 0.42;
+        pts.push_back({rad * std::cos(a), rad * std::sin(a)});
+      }
+      return pts;
+    case kCross: {
+      const double w = 0.28;
+      return {{-w, -1}, {w, -1}, {w, -w}, {1, -w}, {1, w},   {w, w},
+              {w, 1},   {-w, 1}, {-w, w}, {-1, w}, {-1, -w}, {-w, -w}};
+    }
+    case kArrow:
+      return {{-1, -0.17},  {0.15, -0.17}, {0.15, -0.58}, {1, 0},
+              {0.15, 0.58}, {0.15, 0.17},  {-1, 0.17}};
+  }
+  return pts;
+}
+
+// A texture concept (stripes, diagonal lines, checkerboard) into `shape`, and the patch behind
+// it into `region`.
+void draw_texture(int kind, Frame f, cv::Mat& shape, cv::Mat& region, SampleRng& rng) {
+  texture_region(region, f, rng);
+  if (kind == kDiagonalLines) {
+    // Thin lines (always at least a pixel) closer together than the stripes' bands.
+    const double period = rng.uniform(0.26, 0.36), phase = rng.uniform(0, period);
+    for (double v = -1.4 + phase; v < 1.4; v += period) {
+      cv::line(shape, f.at(-1.4, v), f.at(1.4, v), cv::Scalar(255), f.px(0.07), cv::LINE_AA,
+               kShift);
+    }
+  } else if (kind == kCheckerboard) {
+    const int n = static_cast<int>(rng.between(3, 5));
+    const int parity = static_cast<int>(rng.below(2));
+    const double cell = 2.0 / n;
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j < n; ++j) {
+        if ((i + j) % 2 != parity) continue;
+        const double u0 = -1 + i * cell, v0 = -1 + j * cell;
+        polygon(shape, f, {{u0, v0}, {u0 + cell, v0}, {u0 + cell, v0 + cell}, {u0, v0 + cell}});
+      }
+    }
+  } else {
+    const double period = rng.uniform(0.4, 0.6);
+    bands(shape, f, period, period * rng.uniform(0.4, 0.55), rng);
+  }
+}
+
 // Draws the concept into `shape` (alpha of the foreground colour) and, for textures, the patch
 // behind it into `region` (alpha of a second colour). Returns whether `region` was used.
 bool draw_concept(int kind, Frame f, cv::Mat& shape, cv::Mat& region, SampleRng& rng) {
+  if (const auto outline = concept_outline(kind); !outline.empty()) {
+    polygon(shape, f, outline);
+    return false;
+  }
   switch (kind) {
     case kCircle:
       ellipse(shape, f, 0, 0, 0.9, 0.9, cv::FILLED);
@@ -199,75 +262,12 @@ bool draw_concept(int kind, Frame f, cv::Mat& shape, cv::Mat& region, SampleRng&
     case kRing:
       ellipse(shape, f, 0, 0, 0.8, 0.8, f.px(0.28));
       return false;
-    case kSquare:
-      polygon(shape, f, {{-0.78, -0.78}, {0.78, -0.78}, {0.78, 0.78}, {-0.78, 0.78}});
-      return false;
-    case kTriangle: {
-      std::vector<cv::Point2d> pts;
-      for (int k = 0; k < 3; ++k) {
-        const double a = -kPi / 2 + 2 * kPi * k / 3;
-        pts.push_back({std::cos(a), std::sin(a) + 0.15});
-      }
-      polygon(shape, f, pts);
-      return false;
-    }
-    case kStar: {
-      std::vector<cv::Point2d> pts;
-      for (int k = 0; k < 10; ++k) {
-        const double a = -kPi / 2 + kPi * k / 5, rad = k % 2 == 0 ? 1.0 : 0.42;
-        pts.push_back({rad * std::cos(a), rad * std::sin(a)});
-      }
-      polygon(shape, f, pts);
-      return false;
-    }
-    case kCross: {
-      const double w = 0.28;
-      polygon(shape, f,
-              {{-w, -1},
-               {w, -1},
-               {w, -w},
-               {1, -w},
-               {1, w},
-               {w, w},
-               {w, 1},
-               {-w, 1},
-               {-w, w},
-               {-1, w},
-               {-1, -w},
-               {-w, -w}});
-      return false;
-    }
     case kHStripes:
     case kVStripes:
-    case kDiagonalLines: {
-      texture_region(region, f, rng);
-      if (kind == kDiagonalLines) {
-        // Thin lines (always at least a pixel) closer together than the stripes' bands.
-        const double period = rng.uniform(0.26, 0.36), phase = rng.uniform(0, period);
-        for (double v = -1.4 + phase; v < 1.4; v += period) {
-          cv::line(shape, f.at(-1.4, v), f.at(1.4, v), cv::Scalar(255), f.px(0.07), cv::LINE_AA,
-                   kShift);
-        }
-      } else {
-        const double period = rng.uniform(0.4, 0.6);
-        bands(shape, f, period, period * rng.uniform(0.4, 0.55), rng);
-      }
+    case kDiagonalLines:
+    case kCheckerboard:
+      draw_texture(kind, f, shape, region, rng);
       return true;
-    }
-    case kCheckerboard: {
-      texture_region(region, f, rng);
-      const int n = static_cast<int>(rng.between(3, 5));
-      const int parity = static_cast<int>(rng.below(2));
-      const double cell = 2.0 / n;
-      for (int i = 0; i < n; ++i) {
-        for (int j = 0; j < n; ++j) {
-          if ((i + j) % 2 != parity) continue;
-          const double u0 = -1 + i * cell, v0 = -1 + j * cell;
-          polygon(shape, f, {{u0, v0}, {u0 + cell, v0}, {u0 + cell, v0 + cell}, {u0, v0 + cell}});
-        }
-      }
-      return true;
-    }
     case kConcentricRings:
       for (double rad : {1.0, 0.67, 0.34}) ellipse(shape, f, 0, 0, rad, rad, f.px(0.12));
       return false;
@@ -283,16 +283,6 @@ bool draw_concept(int kind, Frame f, cv::Mat& shape, cv::Mat& region, SampleRng&
     case kCrescent:
       ellipse(shape, f, 0, 0, 1.0, 1.0, cv::FILLED);
       ellipse(shape, f, 0.45, -0.1, 0.8, 0.8, cv::FILLED, 0);
-      return false;
-    case kArrow:
-      polygon(shape, f,
-              {{-1, -0.17},
-               {0.15, -0.17},
-               {0.15, -0.58},
-               {1, 0},
-               {0.15, 0.58},
-               {0.15, 0.17},
-               {-1, 0.17}});
       return false;
     case kEllipsePair:
       ellipse(shape, f, -0.5, 0, 0.32, 0.72, cv::FILLED);
@@ -360,20 +350,11 @@ int64_t SyntheticDataset::label(int64_t index) const {
   return index % options_.num_classes;
 }
 
-std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
-  const int kind = static_cast<int>(label(index));
-  const int S = options_.image_size;
-  // The salt keeps this stream apart from the loader's augmentation seeds (same mixer).
-  SampleRng rng(sample_seed(options_.seed ^ 0x73796e7468657469ULL, options_.train ? 0 : 1, index));
+namespace {
 
-  Image out;
-  out.height = out.width = S;
-  out.pixels.resize(static_cast<size_t>(S) * S * 3);
-  cv::Mat image(S, S, CV_8UC3, out.pixels.data());
-
-  Colours colours{options_.colours};
-  colours.background(image, rng);
-  // Clutter that belongs to no class: a few short lines and small blobs.
+// Clutter that belongs to no class: a few short lines and small blobs.
+void draw_clutter(cv::Mat& image, Colours& colours, SampleRng& rng) {
+  const int S = image.rows;
   const int clutter = static_cast<int>(rng.between(2, 5));
   for (int i = 0; i < clutter; ++i) {
     const Rgb colour = colours.other(rng);
@@ -387,8 +368,12 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
                  scalar(colour), cv::FILLED, cv::LINE_AA, kShift);
     }
   }
+}
 
-  // The object: size 0.35-0.8 of the image, placed so that at most a sliver leaves it.
+// Where the object of concept `kind` sits in an S×S image: size 0.35-0.8 of the image, placed
+// so that at most a sliver leaves it. Orientation is the concept for stripes and diagonal lines
+// (a horizontal flip keeps each in its class); every other concept takes any rotation.
+Frame object_frame(int kind, int S, SampleRng& rng) {
   Frame f{};
   f.r = rng.uniform(0.35, 0.8) * S / 2;
   const double margin = std::min(0.85 * f.r, S / 2.0);
@@ -396,8 +381,6 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
   f.cy = rng.uniform(margin, S - margin);
   f.ax = std::exp(rng.uniform(-0.15, 0.15));
   f.ay = 1.0 / f.ax;
-  // Orientation is the concept for stripes and diagonal lines (a horizontal flip keeps each in
-  // its class); every other concept takes any rotation.
   const double jitter = rng.uniform(-1, 1);
   switch (kind) {
     case kHStripes:
@@ -413,9 +396,50 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
       f.angle = rng.uniform(0, 2 * kPi);
       break;
   }
+  return f;
+}
+
+// Sometimes an occluder over part of the object: at most 15% of its bounding box.
+void maybe_occlude(cv::Mat& image, const Frame& f, Colours& colours, SampleRng& rng) {
+  if (rng.uniform() >= 0.35) return;
+  const double area = rng.uniform(0.04, 0.15) * (2 * f.r) * (2 * f.r);
+  const double aspect = std::exp(rng.uniform(std::log(0.5), std::log(2.0)));
+  const double w = std::sqrt(area * aspect), h = std::sqrt(area / aspect);
+  const double ox = f.cx + rng.uniform(-0.7, 0.7) * f.r, oy = f.cy + rng.uniform(-0.7, 0.7) * f.r;
+  cv::rectangle(image, fixed({ox - w / 2, oy - h / 2}), fixed({ox + w / 2, oy + h / 2}),
+                scalar(colours.other(rng)), cv::FILLED, cv::LINE_AA, kShift);
+}
+
+// Mild pixel noise, uniform in [-6, 6], eight values per 64-bit draw.
+void add_pixel_noise(std::vector<uint8_t>& pixels, SampleRng& rng) {
+  uint64_t bits = 0;
+  for (size_t i = 0; i < pixels.size(); ++i) {
+    if (i % 8 == 0) bits = rng.next();
+    const int v = pixels[i] + static_cast<int>((bits & 0xff) % 13) - 6;
+    bits >>= 8;
+    pixels[i] = static_cast<uint8_t>(std::clamp(v, 0, 255));
+  }
+}
+
+}  // namespace
+
+std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
+  const int kind = static_cast<int>(label(index));
+  const int S = options_.image_size;
+  // The salt keeps this stream apart from the loader's augmentation seeds (same mixer).
+  SampleRng rng(sample_seed(options_.seed ^ 0x73796e7468657469ULL, options_.train ? 0 : 1, index));
+
+  Image out;
+  out.height = out.width = S;
+  out.pixels.resize(static_cast<size_t>(S) * S * 3);
+  cv::Mat image(S, S, CV_8UC3, out.pixels.data());
+
+  Colours colours{options_.colours};
+  colours.background(image, rng);
+  draw_clutter(image, colours, rng);
+  const Frame f = object_frame(kind, S, rng);
   // Texture concepts sit on a patch of the other foreground colour.
   const auto [foreground, patch] = colours.object(rng);
-
   // Plain constructors, not Mat::zeros: its lazily built singleton is a (benign) data race.
   cv::Mat shape(S, S, CV_8UC1, cv::Scalar(0)), region(S, S, CV_8UC1, cv::Scalar(0));
   if (draw_concept(kind, f, shape, region, rng)) {
@@ -423,25 +447,8 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
     composite(image, region, patch);
   }
   composite(image, shape, foreground);
-
-  // Sometimes an occluder over part of the object: at most 15% of its bounding box.
-  if (rng.uniform() < 0.35) {
-    const double area = rng.uniform(0.04, 0.15) * (2 * f.r) * (2 * f.r);
-    const double aspect = std::exp(rng.uniform(std::log(0.5), std::log(2.0)));
-    const double w = std::sqrt(area * aspect), h = std::sqrt(area / aspect);
-    const double ox = f.cx + rng.uniform(-0.7, 0.7) * f.r, oy = f.cy + rng.uniform(-0.7, 0.7) * f.r;
-    cv::rectangle(image, fixed({ox - w / 2, oy - h / 2}), fixed({ox + w / 2, oy + h / 2}),
-                  scalar(colours.other(rng)), cv::FILLED, cv::LINE_AA, kShift);
-  }
-
-  // Mild pixel noise, uniform in [-6, 6], eight values per 64-bit draw.
-  uint64_t bits = 0;
-  for (size_t i = 0; i < out.pixels.size(); ++i) {
-    if (i % 8 == 0) bits = rng.next();
-    const int v = out.pixels[i] + static_cast<int>((bits & 0xff) % 13) - 6;
-    bits >>= 8;
-    out.pixels[i] = static_cast<uint8_t>(std::clamp(v, 0, 255));
-  }
+  maybe_occlude(image, f, colours, rng);
+  add_pixel_noise(out.pixels, rng);
   return out;
 }
 

@@ -18,6 +18,7 @@
 #include "ocl/engine/knn.h"
 #include "ocl/io/state_dict.h"
 #include "ocl/nn/weights.h"
+#include "ocl/optim/adamw_state.h"
 #include "ocl/optim/adamw_step.h"
 
 namespace ocl::engine {
@@ -60,7 +61,7 @@ nn::VisionTransformer build_finetune_model(const io::Config& config, int64_t num
 ClassifierAccuracy evaluate_classifier(nn::VisionTransformer& model, const data::Dataset& val,
                                        const data::Transform& transform,
                                        const torch::Device& device, int64_t batch, int64_t workers,
-                                       bool bf16, dist::Communicator* comm) {
+                                       bool bf16, distributed::Communicator* comm) {
   const bool was_training = model->is_training();
   model->eval();
   const int64_t k = std::min<int64_t>(5, model->options.num_classes());
@@ -169,7 +170,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
         train_set_, transform,
         training_loader_options(config_, f.batch_size, f.accum_iter, run_.options.launch,
                                 run_.device, run_.logger));
-    auto settings = section_loop_settings(f, "finetune", recipe_.lr);
+    auto settings = section_loop_settings(config_, f, "finetune", recipe_.lr);
     settings.clip_grad = f.clip_grad;
     settings.nonfinite_hint = "lower finetune.blr or set finetune.clip_grad";
     loop_ = std::make_unique<TrainingLoop>(run_, static_cast<TrainingEngine&>(*this),
@@ -188,7 +189,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
     if (ema_ && !ema_tensors.empty()) io::load_state_dict(*ema_->model(), ema_tensors);
     if (ema_ && ema_tensors.empty())
       run_.logger->warn("the checkpoint has no model EMA: the EMA restarts from its weights");
-    if (loop_) load_adamw_state(*optimizer_, groups_, c.trainer);
+    if (loop_) optim::load_adamw_state(*optimizer_, groups_, c.trainer);
     record_.load(c.trainer, "finetune");
   }
   run_.resume_position(
@@ -285,10 +286,10 @@ ClassifierAccuracy Finetuner::evaluate(nn::VisionTransformer& model) {
                              run_.comm.get());
 }
 
-EpochReport Finetuner::end_of_epoch(const TrainingState& state) {
+EpochReport Finetuner::end_of_epoch(const io::TrainingState& state) {
   const auto acc = evaluate(model_);
   const double ema_top1 = ema_ ? evaluate(ema_->model()).top1 : -1;
-  if (record_.add(state.epoch, acc.top1, acc.top5) && run_.is_writer()) {
+  if (record_.add(state.epoch, acc) && run_.is_writer()) {
     io::Metadata meta = nn::encoder_metadata(model_->options);
     meta["format"] = "ocl fine-tuned classifier (timm names)";
     meta["epoch"] = std::to_string(state.epoch);
@@ -312,7 +313,7 @@ EpochReport Finetuner::end_of_epoch(const TrainingState& state) {
 }
 
 CheckpointTensors Finetuner::checkpoint_tensors() {
-  CheckpointTensors c{io::state_dict(*model_), adamw_state(*optimizer_, groups_),
+  CheckpointTensors c{io::state_dict(*model_), optim::adamw_state(*optimizer_, groups_),
                       nn::encoder_metadata(model_->options)};
   if (ema_) {
     for (const auto& [name, tensor] : io::state_dict(*ema_->model()))
@@ -325,15 +326,13 @@ CheckpointTensors Finetuner::checkpoint_tensors() {
 FinetuneResult Finetuner::run() {
   if (!run_.options.eval_only) return train_classifier(run_, *loop_, record_);
   const auto acc = evaluate(model_);
-  record_.last_top1 = acc.top1;
-  record_.last_top5 = acc.top5;
   run_.logger->info("eval of {}: top-1 {:.2f} %, top-5 {:.2f} %, loss {:.4f} ({} images)",
                     run_.last_checkpoint, acc.top1, acc.top5, acc.loss, acc.images);
   if (ema_) {
     const auto ema = evaluate(ema_->model());
     run_.logger->info("eval of its EMA: top-1 {:.2f} %, top-5 {:.2f} %", ema.top1, ema.top5);
   }
-  return classifier_result(run_, record_);
+  return evaluated_classifier(run_, record_, acc);
 }
 
 }  // namespace ocl::engine

@@ -51,7 +51,7 @@ torch::Tensor interleave_ranks(const torch::Tensor& gathered, int64_t world, int
 
 Features map_dataset(const DatasetForward& forward, const data::Dataset& dataset,
                      const data::Transform& transform, const torch::Device& device, int64_t batch,
-                     int64_t limit, int64_t workers, dist::Communicator* comm) {
+                     int64_t limit, int64_t workers, distributed::Communicator* comm) {
   TORCH_CHECK(batch >= 1, "map_dataset: batch must be >= 1, got ", batch);
   const int64_t n = limit > 0 ? std::min(limit, dataset.size()) : dataset.size();
   TORCH_CHECK(n >= 1, "map_dataset: the data set is empty");
@@ -88,15 +88,15 @@ Features map_dataset(const DatasetForward& forward, const data::Dataset& dataset
   TORCH_CHECK(f.size(0) == per_rank, "map_dataset: expected ", per_rank, " samples, got ",
               f.size(0));
   if (world == 1) return {f.cpu(), l.cpu()};
-  f = comm->all_gather(f, dist::Group::kLoss, "per-image outputs");
-  l = comm->all_gather(l, dist::Group::kLoss, "per-image labels");
+  f = comm->all_gather(f, distributed::Group::kLoss, "per-image outputs");
+  l = comm->all_gather(l, distributed::Group::kLoss, "per-image labels");
   return {interleave_ranks(f, world, n).cpu(), interleave_ranks(l, world, n).view({-1}).cpu()};
 }
 
 Features extract_features(nn::VisionTransformer& encoder, const data::Dataset& dataset,
                           const data::Transform& transform, const torch::Device& device,
                           int64_t batch, int64_t limit, int64_t workers, bool bf16,
-                          dist::Communicator* comm, bool normalize) {
+                          distributed::Communicator* comm, bool normalize) {
   const bool was_training = encoder->is_training();
   encoder->eval();
   auto forward = [&](const torch::Tensor& images, const torch::Tensor& /*labels*/) {
@@ -122,7 +122,7 @@ Features extract_features(nn::VisionTransformer& encoder, const data::Dataset& d
 
 std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
                                     int64_t num_classes, const KnnOptions& options,
-                                    dist::Communicator* comm) {
+                                    distributed::Communicator* comm) {
   TORCH_CHECK(train.features.dim() == 2 && test.features.dim() == 2 &&
                   train.features.size(1) == test.features.size(1),
               "kNN: features must be [N, D] with the same D, got train ", train.features.sizes(),
@@ -171,7 +171,7 @@ std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
   }
   if (comm != nullptr) {
     auto counts = correct.to(dev);
-    comm->all_reduce_sum(counts, dist::Group::kLoss, "kNN hit counts");
+    comm->all_reduce_sum(counts, distributed::Group::kLoss, "kNN hit counts");
     correct = counts.cpu();
   }
   std::vector<KnnResult> out;

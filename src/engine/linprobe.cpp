@@ -56,31 +56,9 @@ RunSpec linprobe_spec(const io::Config& config, const LinprobeOptions& options,
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// The head and its pieces
+// The head's optimiser, its evaluation, the cached features' rows
 
-LinprobeHeadImpl::LinprobeHeadImpl(int64_t dim, int64_t num_classes) {
-  TORCH_CHECK(dim >= 1 && num_classes >= 1, "linear probe head: needs dim, num_classes >= 1, got ",
-              dim, ", ", num_classes);
-  bn = register_module(
-      "bn", torch::nn::BatchNorm1d(torch::nn::BatchNormOptions(dim).affine(false).eps(1e-6)));
-  fc = register_module("fc", torch::nn::Linear(dim, num_classes));
-  reset_parameters();
-}
-
-void LinprobeHeadImpl::reset_parameters() {
-  torch::NoGradGuard no_grad;
-  torch::nn::init::normal_(fc->weight, 0.0, 0.01);
-  torch::nn::init::zeros_(fc->bias);
-}
-
-torch::Tensor LinprobeHeadImpl::forward(const torch::Tensor& features) {
-  TORCH_CHECK(features.dim() == 2 && features.size(1) == fc->options.in_features(),
-              "linear probe head: features must be [B, ", fc->options.in_features(), "], got ",
-              features.sizes());
-  return fc->forward(bn->forward(features));
-}
-
-optim::Lars make_linprobe_lars(LinprobeHead& head, double weight_decay) {
+optim::Lars make_linprobe_lars(nn::LinearProbeHead& head, double weight_decay) {
   optim::LarsOptions o;
   o.momentum = 0.9;
   o.trust_coefficient = 0.001;
@@ -88,8 +66,9 @@ optim::Lars make_linprobe_lars(LinprobeHead& head, double weight_decay) {
   return optim::Lars(head->parameters(), o);
 }
 
-ProbeAccuracy evaluate_head(LinprobeHead& head, const Features& val, const torch::Device& device,
-                            dist::Communicator* comm, int64_t batch) {
+ClassifierAccuracy evaluate_head(nn::LinearProbeHead& head, const Features& val,
+                                 const torch::Device& device, distributed::Communicator* comm,
+                                 int64_t batch) {
   TORCH_CHECK(val.features.dim() == 2 && val.labels.dim() == 1 &&
                   val.features.size(0) == val.labels.size(0),
               "linear probe evaluation: features [N, D] and labels [N] expected, got ",
@@ -106,27 +85,33 @@ ProbeAccuracy evaluate_head(LinprobeHead& head, const Features& val, const torch
   auto mine = torch::arange(rank, n, world, torch::kInt64);
   auto f = val.features.index_select(0, mine);
   auto l = val.labels.index_select(0, mine);
-  int64_t hit1 = 0, hit5 = 0;
+  // [top-1 hits, top-k hits, rows, cross-entropy sum] of this rank's rows, summed over ranks
+  // (in float64: the counts stay exact up to 2^53 rows).
+  auto sums = torch::zeros({4}, torch::TensorOptions(torch::kFloat64).device(device));
   for (int64_t start = 0; start < mine.size(0); start += batch) {
     const int64_t len = std::min(batch, mine.size(0) - start);
     auto logits = head->forward(f.narrow(0, start, len).to(device, torch::kFloat32));
-    auto hits =
-        std::get<1>(logits.topk(top, 1)).eq(l.narrow(0, start, len).to(device).unsqueeze(1));
-    hit1 += hits.narrow(1, 0, 1).sum().item<int64_t>();
-    hit5 += hits.sum().item<int64_t>();
+    const auto labels = l.narrow(0, start, len).to(device);
+    auto hits = std::get<1>(logits.topk(top, 1)).eq(labels.unsqueeze(1));
+    const auto loss = torch::nn::functional::cross_entropy(
+        logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    const auto as_double = torch::kFloat64;
+    sums[0] += hits.narrow(1, 0, 1).sum().to(as_double);
+    sums[1] += hits.sum().to(as_double);
+    sums[2] += static_cast<double>(len);
+    sums[3] += loss.to(as_double);
   }
   head->train(was_training);
-  auto counts = torch::tensor({hit1, hit5, mine.size(0)}, torch::kInt64);
-  if (comm != nullptr) {
-    auto c = counts.to(device);
-    comm->all_reduce_sum(c, dist::Group::kLoss, "linear probe hit counts");
-    counts = c.cpu();
-  }
-  ProbeAccuracy acc;
-  acc.images = counts[2].item<int64_t>();
+  if (comm != nullptr)
+    comm->all_reduce_sum(sums, distributed::Group::kLoss, "linear probe hit counts");
+  const auto v = sums.cpu();
+  const double* p = v.data_ptr<double>();
+  ClassifierAccuracy acc;
+  acc.images = static_cast<int64_t>(p[2]);
   if (acc.images > 0) {
-    acc.top1 = 100.0 * static_cast<double>(counts[0].item<int64_t>()) / acc.images;
-    acc.top5 = 100.0 * static_cast<double>(counts[1].item<int64_t>()) / acc.images;
+    acc.top1 = 100.0 * p[0] / p[2];
+    acc.top5 = 100.0 * p[1] / p[2];
+    acc.loss = p[3] / p[2];
   }
   return acc;
 }
@@ -206,49 +191,22 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
 
   // The head, initialised from the seed so that every rank starts the same, and LARS.
   torch::manual_seed(data::sample_seed(seed ^ kHeadStream, 0, 0));
-  head_ = LinprobeHead(derived.embed_dim, train_set_->num_classes());
+  head_ = nn::LinearProbeHead(derived.embed_dim, train_set_->num_classes());
   head_->to(run_.device);
   head_->train();
   trainable_ = head_->parameters();
   lars_ = std::make_unique<optim::Lars>(make_linprobe_lars(head_, p.weight_decay));
 
   // Features: the validation set once (the encoder is frozen); with cached_features the
-  // training set too, through the evaluation transform.
+  // training set too (make_loop).
   const auto t0 = std::chrono::steady_clock::now();
-  auto extract = [&](const data::Dataset& set) {
-    return extract_features(encoder_, set, *eval_transform, run_.device, p.batch_size, 0,
-                            config_.data.workers, run_.bf16, run_.comm.get(),
-                            /*normalize=*/false);
-  };
-  val_features_ = extract(*val_set);
+  val_features_ = extract(*val_set, *eval_transform);
   int64_t train_rows = 0;
-  if (!run_.options.eval_only) {
-    std::unique_ptr<BatchSource> source;
-    if (p.cached_features) {
-      run_.logger->warn(
-          "linprobe.cached_features: the head trains on features of the training images "
-          "through Resize + CenterCrop, extracted once, without RandomResizedCrop + flip: not "
-          "MAE's protocol, the figures are not comparable to the paper's");
-      auto rows = extract(*train_set_);
-      train_rows = rows.labels.size(0);
-      source = std::make_unique<FeatureRows>(std::move(rows), p.batch_size, p.accum_iter, seed,
-                                             run_.rank, run_.world_size);
-    } else {
-      auto lo = training_loader_options(config_, p.batch_size, p.accum_iter, run_.options.launch,
-                                        run_.device, run_.logger);
-      lo.max_steps_per_epoch = 0;  // train.steps_per_epoch caps pre-training only
-      source = loader_source(std::make_unique<data::Loader>(
-          train_set_, data::make_transform(data_config, img, /*train=*/true), lo));
-    }
-    auto settings = section_loop_settings(p, "linprobe", recipe_.lr);
-    settings.nonfinite_hint = "lower linprobe.blr or linprobe.lr";
-    loop_ = std::make_unique<TrainingLoop>(run_, static_cast<TrainingEngine&>(*this),
-                                           std::move(source), settings);
-  }
+  if (!run_.options.eval_only) loop_ = make_loop(data_config, *eval_transform, train_rows);
   run_.logger->info("features: {} validation{} images extracted in {}",
                     val_features_.labels.size(0),
                     train_rows > 0 ? fmt::format(" and {} training", train_rows) : "",
-                    format_duration(seconds_since(t0)));
+                    io::format_duration(seconds_since(t0)));
 
   if (run_.resumed) resume(*run_.resumed, derived.embed_dim);
   run_.resume_position(
@@ -267,8 +225,43 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
 
 LinearProbe::~LinearProbe() = default;
 
+Features LinearProbe::extract(const data::Dataset& set, const data::Transform& transform) {
+  return extract_features(encoder_, set, transform, run_.device, config_.linprobe.batch_size, 0,
+                          config_.data.workers, run_.bf16, run_.comm.get(), /*normalize=*/false);
+}
+
+// The loop on the training images (RandomResizedCrop + flip through the frozen encoder at every
+// step), or with linprobe.cached_features on their features extracted once through the
+// evaluation transform (`cached_rows` of them).
+std::unique_ptr<TrainingLoop> LinearProbe::make_loop(const io::DataConfig& data_config,
+                                                     const data::Transform& eval_transform,
+                                                     int64_t& cached_rows) {
+  const auto& p = config_.linprobe;
+  std::unique_ptr<BatchSource> source;
+  if (p.cached_features) {
+    run_.logger->warn(
+        "linprobe.cached_features: the head trains on features of the training images "
+        "through Resize + CenterCrop, extracted once, without RandomResizedCrop + flip: not "
+        "MAE's protocol, the figures are not comparable to the paper's");
+    auto rows = extract(*train_set_, eval_transform);
+    cached_rows = rows.labels.size(0);
+    source = std::make_unique<FeatureRows>(std::move(rows), p.batch_size, p.accum_iter,
+                                           config_.train.seed, run_.rank, run_.world_size);
+  } else {
+    auto lo = training_loader_options(config_, p.batch_size, p.accum_iter, run_.options.launch,
+                                      run_.device, run_.logger);
+    const int img = static_cast<int>(config_.model.img_size);
+    source = loader_source(std::make_unique<data::Loader>(
+        train_set_, data::make_transform(data_config, img, /*train=*/true), lo));
+  }
+  auto settings = section_loop_settings(config_, p, "linprobe", recipe_.lr);
+  settings.nonfinite_hint = "lower linprobe.blr or linprobe.lr";
+  return std::make_unique<TrainingLoop>(run_, static_cast<TrainingEngine&>(*this),
+                                        std::move(source), settings);
+}
+
 // The head, the LARS momentum and the validation record of a checkpoint.
-void LinearProbe::resume(const Checkpoint& c, int64_t dim) {
+void LinearProbe::resume(const io::Checkpoint& c, int64_t dim) {
   try {
     io::load_state_dict(*head_, c.model);
   } catch (const c10::Error& e) {
@@ -326,7 +319,7 @@ MicroStep LinearProbe::forward(const data::Batch& batch, const StepContext&) {
       {}};
 }
 
-ProbeAccuracy LinearProbe::evaluate() {
+ClassifierAccuracy LinearProbe::evaluate() {
   // DDP's broadcast_buffers: each rank's BatchNorm saw only its shard; rank 0's statistics are
   // the ones saved, so they are the ones evaluated.
   if (run_.comm)
@@ -335,9 +328,9 @@ ProbeAccuracy LinearProbe::evaluate() {
   return evaluate_head(head_, val_features_, run_.device, run_.comm.get());
 }
 
-EpochReport LinearProbe::end_of_epoch(const TrainingState& state) {
+EpochReport LinearProbe::end_of_epoch(const io::TrainingState& state) {
   const auto acc = evaluate();
-  record_.add(state.epoch, acc.top1, acc.top5);
+  record_.add(state.epoch, acc);
   return {fmt::format(", val top-1 {:.2f} %, top-5 {:.2f} % ({} images; best {:.2f} % at epoch {})",
                       acc.top1, acc.top5, acc.images, record_.best_top1, record_.best_epoch),
           {{"top1", acc.top1}, {"top5", acc.top5}, {"best_top1", record_.best_top1}}};
@@ -345,11 +338,11 @@ EpochReport LinearProbe::end_of_epoch(const TrainingState& state) {
 
 CheckpointTensors LinearProbe::checkpoint_tensors() {
   CheckpointTensors c;
-  for (const auto& [name, tensor] : io::state_dict(*head_)) c.model[name] = tensor.to(torch::kCPU);
+  c.model = io::state_dict(*head_);
   const auto named = head_->named_parameters();
   for (size_t i = 0; i < named.size(); ++i) {
     const auto& mu = lars_->momentum_buffers()[i];
-    if (mu.defined()) c.trainer["optim." + named[i].key() + ".momentum"] = mu.to(torch::kCPU);
+    if (mu.defined()) c.trainer["optim." + named[i].key() + ".momentum"] = mu;
   }
   record_.save(c.trainer, "linprobe");
   return c;
@@ -358,12 +351,11 @@ CheckpointTensors LinearProbe::checkpoint_tensors() {
 LinprobeResult LinearProbe::run() {
   if (!run_.options.eval_only) return train_classifier(run_, *loop_, record_);
   const auto acc = evaluate();
-  record_.last_top1 = acc.top1;
-  record_.last_top5 = acc.top5;
-  run_.logger->info("evaluation of the {} head on {} images: top-1 {:.2f} %, top-5 {:.2f} %",
-                    run_.resumed ? fmt::format("resumed (epoch {})", run_.state.epoch) : "initial",
-                    acc.images, acc.top1, acc.top5);
-  return classifier_result(run_, record_);
+  run_.logger->info(
+      "evaluation of the {} head on {} images: top-1 {:.2f} %, top-5 {:.2f} %, loss {:.4f}",
+      run_.resumed ? fmt::format("resumed (epoch {})", run_.state.epoch) : "initial", acc.images,
+      acc.top1, acc.top5, acc.loss);
+  return evaluated_classifier(run_, record_, acc);
 }
 
 }  // namespace ocl::engine

@@ -11,10 +11,11 @@
 
 #include "ocl/compat.h"
 #include "ocl/data/factory.h"
-#include "ocl/dist/all_gather.h"
+#include "ocl/distributed/all_gather.h"
 #include "ocl/engine/knn.h"
 #include "ocl/io/state_dict.h"
 #include "ocl/nn/weights.h"
+#include "ocl/optim/adamw_state.h"
 #include "ocl/optim/adamw_step.h"
 
 namespace ocl::engine {
@@ -69,12 +70,12 @@ torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro,
   return noise;
 }
 
-ssl::FeatureGather global_negatives(dist::Communicator& comm) {
-  dist::Communicator* c = &comm;
+ssl::FeatureGather global_negatives(distributed::Communicator& comm) {
+  distributed::Communicator* c = &comm;
   return [c](const torch::Tensor& a, const torch::Tensor& b) {
     // One collective for both groups: [2B, D] per rank → [W, 2B, D].
     const int64_t n = a.size(0);
-    auto all = dist::all_gather_with_grad(*c, torch::cat({a, b}, 0))
+    auto all = distributed::all_gather_with_grad(*c, torch::cat({a, b}, 0))
                    .view({c->world_size(), 2 * n, a.size(1)});
     ssl::GatheredFeatures g;
     g.a_all = all.narrow(1, 0, n).reshape({-1, a.size(1)});
@@ -116,17 +117,17 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
       train_set_, data::make_pretrain_transform(data_config_, img, views),
       training_loader_options(config_, t.batch_size, o.accum_iter, run_.options.launch, run_.device,
                               run_.logger));
-  loop_ = std::make_unique<TrainingLoop>(
-      run_, static_cast<TrainingEngine&>(*this), loader_source(std::move(loader)),
-      LoopSettings{
-          .epochs = t.epochs,
-          .accum_iter = o.accum_iter,
-          .batch_size = t.batch_size,
-          .save_every = t.save_every,
-          .keep_last = t.keep_last,
-          .clip_grad = o.clip_grad,
-          .schedule = {derived_.lr, o.min_lr, o.warmup_epochs, static_cast<double>(t.epochs)},
-          .section = "train"});
+  // Pre-training's recipe spans two sections (train, optim); its records are "step", "epoch".
+  const struct {
+    int64_t epochs, accum_iter, batch_size, save_every, keep_last;
+    double min_lr, warmup_epochs;
+  } recipe{t.epochs,    o.accum_iter, t.batch_size,   t.save_every,
+           t.keep_last, o.min_lr,     o.warmup_epochs};
+  LoopSettings settings = section_loop_settings(config_, recipe, "train", derived_.lr);
+  settings.records = "";
+  settings.clip_grad = o.clip_grad;
+  loop_ = std::make_unique<TrainingLoop>(run_, static_cast<TrainingEngine&>(*this),
+                                         loader_source(std::move(loader)), settings);
 
   if (run_.resumed) {
     const auto& c = *run_.resumed;
@@ -138,7 +139,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     io::LoadOptions rest_options;
     rest_options.ignore_missing = {"encoder."};
     io::load_state_dict(*model_, model_rest, rest_options);
-    load_adamw_state(*optimizer_, groups_, c.trainer);
+    optim::load_adamw_state(*optimizer_, groups_, c.trainer);
     if (const auto it = c.trainer.find("monitor.knn_start"); it != c.trainer.end())
       knn_start_ = it->second.item<double>();
   }
@@ -246,7 +247,7 @@ MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
 
 void Pretrainer::update() { optim::adamw_step(*optimizer_, fused_adamw_); }
 
-EpochReport Pretrainer::end_of_epoch(const TrainingState& state) {
+EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
   const int64_t every = config_.eval.knn_every;
   if (every <= 0 || (state.epoch % every != 0 && state.epoch != config_.train.epochs)) return {};
   knn_top1_ = run_knn_monitor();
@@ -272,12 +273,11 @@ EpochReport Pretrainer::end_of_epoch(const TrainingState& state) {
 
 CheckpointTensors Pretrainer::checkpoint_tensors() {
   CheckpointTensors c;
-  for (const auto& [name, tensor] : io::state_dict(*model_->encoder))
-    c.model[name] = tensor.to(torch::kCPU, torch::kFloat32);
+  c.model = io::state_dict(*model_->encoder);
   c.model_metadata = nn::encoder_metadata(model_->encoder->options);
-  c.trainer = adamw_state(*optimizer_, groups_);
+  c.trainer = optim::adamw_state(*optimizer_, groups_);
   for (const auto& [name, tensor] : io::state_dict(*model_)) {
-    if (name.rfind("encoder.", 0) != 0) c.trainer["model." + name] = tensor.to(torch::kCPU);
+    if (name.rfind("encoder.", 0) != 0) c.trainer["model." + name] = tensor;
   }
   // The alarm's baseline survives a resume.
   c.trainer["monitor.knn_start"] = torch::tensor(knn_start_, torch::kFloat64);
@@ -341,7 +341,7 @@ PretrainResult Pretrainer::run() {
   if (!r.interrupted && !result.step_losses.empty()) {
     run_.logger->info(
         "done: {} epochs, {} steps in {}; encoder weights (timm names): {}/encoder.safetensors",
-        config_.train.epochs, run_.state.global_step, format_duration(seconds_since(start)),
+        config_.train.epochs, run_.state.global_step, io::format_duration(seconds_since(start)),
         r.last_checkpoint);
   }
   return result;

@@ -15,20 +15,21 @@
 #include <torch/torch.h>
 
 #include "ocl/compat.h"
-#include "ocl/dist/agreement.h"
+#include "ocl/distributed/agreement.h"
 #include "ocl/io/files.h"
 
 namespace ocl::engine {
 
-std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<ConsoleSink>& console,
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
                                             const std::string& log_file, const io::Config& config,
                                             int64_t rank) {
   const auto& level = config.log.level;
   const bool chatty = level == "trace" || level == "debug" || level == "info";
-  return make_run_logger(console, rank == 0 ? log_file : "", rank == 0 || !chatty ? level : "warn");
+  return io::make_run_logger(console, rank == 0 ? log_file : "",
+                             rank == 0 || !chatty ? level : "warn");
 }
 
-void set_process_threads(const io::Config& config, const dist::LaunchInfo& launch) {
+void set_process_threads(const io::Config& config, const distributed::LaunchInfo& launch) {
   const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
   const int64_t local = std::max<int64_t>(1, launch.local_world_size);
   const int64_t threads =
@@ -48,23 +49,23 @@ bool set_tf32(const io::Config& config, const torch::Device& device) {
   return config.train.tf32;
 }
 
-dist::CommunicatorOptions communicator_options(const io::Config& config,
-                                               const torch::Device& device) {
-  dist::CommunicatorOptions options;
+distributed::CommunicatorOptions communicator_options(const io::Config& config,
+                                                      const torch::Device& device) {
+  distributed::CommunicatorOptions options;
   options.backend = config.dist.backend;
   options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
   options.device = device;
   return options;
 }
 
-std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
-                                                  const dist::LaunchInfo& launch,
-                                                  const torch::Device& device,
-                                                  spdlog::logger& logger) {
+std::unique_ptr<distributed::Communicator> connect_ranks(const io::Config& config,
+                                                         const distributed::LaunchInfo& launch,
+                                                         const torch::Device& device,
+                                                         spdlog::logger& logger) {
   if (launch.world_size <= 1) return nullptr;
   logger.info("distributed: {}; waiting for all {} processes", launch.describe(),
               launch.world_size);
-  return std::make_unique<dist::Communicator>(launch, communicator_options(config, device));
+  return std::make_unique<distributed::Communicator>(launch, communicator_options(config, device));
 }
 
 void log_data_warnings(const data::Dataset& set, spdlog::logger& logger) {
@@ -79,7 +80,8 @@ io::DataConfig run_data_config(const io::DataConfig& data, const std::string& ou
 }
 
 data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
-                                            int64_t accum_iter, const dist::LaunchInfo& launch,
+                                            int64_t accum_iter,
+                                            const distributed::LaunchInfo& launch,
                                             const torch::Device& device,
                                             std::shared_ptr<spdlog::logger> logger) {
   data::LoaderOptions o;
@@ -99,27 +101,44 @@ data::LoaderOptions training_loader_options(const io::Config& config, int64_t ba
   return o;
 }
 
+std::string section_derived_yaml(const std::string& section, const std::string& title,
+                                 int64_t effective_batch, double lr) {
+  std::ostringstream yaml;
+  yaml << "# " << title << ":\n"
+       << "#   effective_batch: " << effective_batch << "  # " << section << ".batch_size · "
+       << section << ".accum_iter · processes\n"
+       << "#   lr: " << lr << "\n";
+  return yaml.str();
+}
+
+int64_t training_steps_per_epoch(const io::Config& config, int64_t dataset_size,
+                                 const StepLayout& layout) {
+  distributed::LaunchInfo launch;
+  launch.world_size = layout.world_size;
+  const auto options = training_loader_options(config, layout.batch_size, layout.accum_iter, launch,
+                                               torch::kCPU, nullptr);
+  return data::batches_per_epoch(dataset_size, options) / layout.accum_iter;
+}
+
 RunSpec evaluation_run_spec(const io::Config& config, int64_t world_size, const std::string& app,
                             const std::string& section, const std::string& output_dir,
                             const std::string& title, int64_t effective_batch, double lr,
                             const std::string& weights) {
   std::ostringstream yaml;
-  yaml << io::to_yaml_with_derived(config, io::derive(config, world_size)) << "# " << title << ":\n"
-       << "#   effective_batch: " << effective_batch << "  # " << section << ".batch_size · "
-       << section << ".accum_iter · processes\n"
-       << "#   lr: " << lr << "\n"
-       << "#   weights: " << weights << "\n";
+  yaml << io::to_yaml_with_derived(config, io::derive(config, world_size))
+       << section_derived_yaml(section, title, effective_batch, lr) << "#   weights: " << weights
+       << "\n";
   return {.app = app,
           .output_dir = output_dir.empty() ? config.train.output_dir + "/" + section : output_dir,
           .output_key = section + ".output_dir",
           .config_yaml = yaml.str()};
 }
 
-bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device& device) {
+bool any_rank_stopping(distributed::Communicator* comm, bool local, const torch::Device& device) {
   if (comm == nullptr) return local;
   auto flag =
       torch::full({1}, local ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat64).device(device));
-  comm->all_reduce_sum(flag, dist::Group::kLoss, "stop decision");
+  comm->all_reduce_sum(flag, distributed::Group::kLoss, "stop decision");
   return flag.item<double>() > 0;
 }
 
@@ -142,7 +161,7 @@ torch::Device resolve_device(const std::string& name) {
   return device;
 }
 
-torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch) {
+torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch) {
   if (!launch.distributed()) return resolve_device(name);
   if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
     return resolve_device("cuda:" + std::to_string(launch.local_rank));
@@ -156,19 +175,15 @@ torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& la
   return resolve_device(name);
 }
 
-std::unique_ptr<dist::GradSynchronizer> make_grad_sync(dist::Communicator& comm,
-                                                       const std::vector<torch::Tensor>& params,
-                                                       const io::Config& config,
-                                                       spdlog::logger& logger) {
-  dist::GradSyncOptions o;
-  o.bucket_mb = config.dist.bucket_mb;
-  o.first_bucket_mb = config.dist.first_bucket_mb;
-  auto sync = std::make_unique<dist::GradSynchronizer>(comm, params, o);
+std::unique_ptr<distributed::GradSynchronizer> make_grad_sync(
+    distributed::Communicator& comm, const std::vector<torch::Tensor>& params,
+    const distributed::GradSyncOptions& options, bool overlap, spdlog::logger& logger) {
+  auto sync = std::make_unique<distributed::GradSynchronizer>(comm, params, options);
   const auto sizes = sync->bucket_bytes();
   logger.info("gradient all-reduce: {} buckets ({:.2f} MiB first, {:.1f} MiB cap), {} backend, {}",
-              sizes.size(), sizes.empty() ? 0.0 : sizes.front() / 1048576.0, config.dist.bucket_mb,
+              sizes.size(), sizes.empty() ? 0.0 : sizes.front() / 1048576.0, options.bucket_mb,
               comm.backend(),
-              config.dist.overlap ? "overlapping backward" : "after backward (dist.overlap off)");
+              overlap ? "overlapping backward" : "after backward (dist.overlap off)");
   return sync;
 }
 
@@ -200,7 +215,7 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
       world_size(options.launch.world_size) {
   writer_ = rank == 0 && !options.eval_only && !options.write_nothing;
   if (options.resume == "auto") {
-    resume_from = latest_checkpoint(spec.output_dir);
+    resume_from = io::latest_checkpoint(spec.output_dir);
   } else if (!options.resume.empty()) {
     resume_from = options.resume;
   }
@@ -209,7 +224,7 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
   // resume refused here leaves the run as it was.
   std::string unreadable_config;
   if (!resume_from.empty()) {
-    resumed = load_checkpoint(resume_from, spec.model_file);
+    resumed = io::load_checkpoint(resume_from, spec.model_file);
     try {
       resumed_config = io::parse_config(resumed->config_yaml, {}, resumed->path + "/config.yaml");
     } catch (const std::exception& e) {
@@ -220,8 +235,8 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
   prepare_folder();
 
   console = options.console ? options.console
-                            : std::make_shared<ConsoleSink>(
-                                  stdout, writer_ && want_status_line(config.log.progress));
+                            : std::make_shared<io::ConsoleSink>(
+                                  stdout, writer_ && io::want_status_line(config.log.progress));
   logger = rank_logger(console, writer_ ? spec.output_dir + "/train.log" : "", config, rank);
   if (writer_) io::write_text_atomic(spec.output_dir + "/config.yaml", spec.config_yaml);
   if (!unreadable_config.empty()) {
@@ -283,7 +298,7 @@ void RunContext::check_resumable() const {
 
 void RunContext::check_data(const data::Dataset& set, const std::string& what) const {
   log_data_warnings(set, *logger);
-  if (comm) dist::require_same_data(*comm, device, what, set.size(), set.num_classes());
+  if (comm) distributed::require_same_data(*comm, device, what, set.size(), set.num_classes());
 }
 
 // Every rank must run the same build and config (dist/agreement.h), compared once at the
@@ -296,7 +311,7 @@ void RunContext::check_ranks_agree() const {
   shared.data.workers = defaults.data.workers;
   shared.data.prefetch = defaults.data.prefetch;
   shared.train.threads = defaults.train.threads;
-  dist::require_same_build_and_config(
+  distributed::require_same_build_and_config(
       *comm, device,
       fmt::format("ocl {} built by {}, LibTorch {}", OCL_VERSION_STRING, __VERSION__,
                   compat::torch_version()),
@@ -328,7 +343,7 @@ void RunContext::prepare_folder() {
   lock_folder();
   if (!options.resume.empty()) return;
   const std::string config_path = out + "/config.yaml";
-  const std::string previous = latest_checkpoint(out);
+  const std::string previous = io::latest_checkpoint(out);
   if (!options.overwrite && (io::path_exists(config_path) || !previous.empty())) {
     std::string why;
     if (io::path_exists(config_path)) {
@@ -351,7 +366,7 @@ void RunContext::prepare_folder() {
   }
   if (options.overwrite) {
     // The old run's checkpoints would outrank the new run's in pruning and checkpoint-last.
-    remove_checkpoints(out);
+    io::remove_checkpoints(out);
     std::remove((out + "/metrics.jsonl").c_str());
     for (const auto& file : spec.own_files) std::remove((out + "/" + file).c_str());
   }
@@ -386,14 +401,15 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
     // A fresh run starts a new metrics file; a resumed one keeps the records up to its step.
     if (!resumed) std::remove((spec.output_dir + "/metrics.jsonl").c_str());
     metrics =
-        std::make_unique<MetricsLog>(spec.output_dir + "/metrics.jsonl", keep_metrics_through);
+        std::make_unique<io::MetricsLog>(spec.output_dir + "/metrics.jsonl", keep_metrics_through);
   }
   if (!comm) return;
   // Every rank must continue from the same point: they read the same folder, but a node whose
   // view of it differs (not a shared file system) would silently diverge.
   auto where = torch::tensor({state.epoch, state.step_in_epoch, state.global_step}, torch::kInt64)
                    .to(device);
-  auto all = comm->all_gather(where, dist::Group::kLoss, "resume position").view({-1, 3}).cpu();
+  auto all =
+      comm->all_gather(where, distributed::Group::kLoss, "resume position").view({-1, 3}).cpu();
   for (int64_t r = 1; r < world_size; ++r) {
     if (!torch::equal(all[r], all[0])) {
       std::ostringstream msg;

@@ -46,9 +46,29 @@ namespace {
 
 using Ref = std::variant<std::string*, int64_t*, uint64_t*, double*, bool*>;
 
+// What a key's value must be on its own; checks that involve several keys are validate_impl's.
+struct Rule {
+  enum Kind { kAny, kAtLeast, kAbove, kClosed, kHalfOpen, kUnit, kOneOf } kind = kAny;
+  double lo = 0, hi = 0;
+  std::vector<const char*> words;
+};
+Rule any() { return {}; }
+Rule ge(double lo) { return {Rule::kAtLeast, lo, 0, {}}; }                  // >= lo
+Rule gt(double lo) { return {Rule::kAbove, lo, 0, {}}; }                    // > lo
+Rule in(double lo, double hi) { return {Rule::kClosed, lo, hi, {}}; }       // [lo, hi]
+Rule below(double lo, double hi) { return {Rule::kHalfOpen, lo, hi, {}}; }  // [lo, hi)
+Rule unit() { return {Rule::kUnit, 0, 1, {}}; }                             // (0, 1]
+Rule words(std::vector<const char*> allowed) { return {Rule::kOneOf, 0, 0, std::move(allowed)}; }
+
+// Upper bounds of sizes whose products the run computes (see validate_model_and_mask).
+constexpr int64_t kMaxImageSide = 65535;
+constexpr int64_t kMaxBatchSize = int64_t{1} << 24;
+constexpr int64_t kMaxAccumIter = int64_t{1} << 16;
+
 struct Key {
   const char* name;
   Ref (*get)(Config&);
+  Rule rule;
 };
 
 struct Section {
@@ -56,97 +76,114 @@ struct Section {
   std::vector<Key> keys;
 };
 
-#define OCL_KEY(section, field)                                \
-  Key {                                                        \
-#field, [](Config & c) -> Ref { return &c.section.field; } \
+#define OCL_KEY(section, field, rule)                                \
+  Key {                                                              \
+#field, [](Config & c) -> Ref { return &c.section.field; }, rule \
   }
 
 const std::vector<Section>& schema() {
   static const std::vector<Section> sections = {
       {"model",
-       {OCL_KEY(model, arch), OCL_KEY(model, img_size), OCL_KEY(model, patch_size),
-        OCL_KEY(model, embed_dim), OCL_KEY(model, depth), OCL_KEY(model, num_heads),
-        OCL_KEY(model, mlp_ratio), OCL_KEY(model, drop_path), OCL_KEY(model, freeze_patch_embed),
-        OCL_KEY(model, input_norm), OCL_KEY(model, input_norm_eps)}},
-      {"mask", {OCL_KEY(mask, ratio), OCL_KEY(mask, group_views)}},
+       {OCL_KEY(model, arch, any()), OCL_KEY(model, img_size, in(1, kMaxImageSide)),
+        OCL_KEY(model, patch_size, any()), OCL_KEY(model, embed_dim, any()),
+        OCL_KEY(model, depth, any()), OCL_KEY(model, num_heads, any()),
+        OCL_KEY(model, mlp_ratio, gt(0)), OCL_KEY(model, drop_path, below(0, 1)),
+        OCL_KEY(model, freeze_patch_embed, any()),
+        OCL_KEY(model, input_norm, words({"none", "patch"})),
+        OCL_KEY(model, input_norm_eps, gt(0))}},
+      {"mask",
+       {OCL_KEY(mask, ratio, below(0, 1)),
+        OCL_KEY(mask, group_views, words({"shared", "independent"}))}},
       {"loss",
-       {OCL_KEY(loss, kappa), OCL_KEY(loss, temperature), OCL_KEY(loss, learnable_temperature),
-        OCL_KEY(loss, max_logit_scale), OCL_KEY(loss, negatives)}},
+       {OCL_KEY(loss, kappa, gt(0)), OCL_KEY(loss, temperature, gt(0)),
+        OCL_KEY(loss, learnable_temperature, any()), OCL_KEY(loss, max_logit_scale, any()),
+        OCL_KEY(loss, negatives, words({"global", "local"}))}},
       {"data",
-       {OCL_KEY(data, dataset),
-        OCL_KEY(data, path),
-        OCL_KEY(data, augment),
-        OCL_KEY(data, crop_scale_min),
-        OCL_KEY(data, crop_scale_max),
-        OCL_KEY(data, crop_ratio_min),
-        OCL_KEY(data, crop_ratio_max),
-        OCL_KEY(data, interpolation),
-        OCL_KEY(data, hflip),
-        OCL_KEY(data, photometric),
-        OCL_KEY(data, illumination),
-        OCL_KEY(data, decode),
-        OCL_KEY(data, workers),
-        OCL_KEY(data, prefetch),
-        OCL_KEY(data, max_bad_fraction),
-        OCL_KEY(data, max_image_pixels),
-        OCL_KEY(data, synthetic_train_size),
-        OCL_KEY(data, synthetic_val_size),
-        OCL_KEY(data, synthetic_classes),
-        OCL_KEY(data, synthetic_colours),
-        OCL_KEY(data, cache_dir)}},
+       {OCL_KEY(data, dataset,
+                words({"synthetic", "imagefolder", "packed", "cifar10", "cifar100"})),
+        OCL_KEY(data, path, any()),
+        OCL_KEY(data, augment, words({"rrc_flip", "none"})),
+        OCL_KEY(data, crop_scale_min, unit()),
+        OCL_KEY(data, crop_scale_max, unit()),
+        OCL_KEY(data, crop_ratio_min, gt(0)),
+        OCL_KEY(data, crop_ratio_max, gt(0)),
+        OCL_KEY(data, interpolation, words({"bicubic", "bilinear", "area", "nearest"})),
+        OCL_KEY(data, hflip, any()),
+        OCL_KEY(data, photometric, words({"none", "byol", "colour", "simclr"})),
+        OCL_KEY(data, illumination, in(0, 255)),
+        OCL_KEY(data, decode, words({"reduced", "region", "full"})),
+        OCL_KEY(data, workers, ge(1)),
+        OCL_KEY(data, prefetch, ge(1)),
+        OCL_KEY(data, max_bad_fraction, in(0, 1)),
+        OCL_KEY(data, max_image_pixels, ge(1)),
+        OCL_KEY(data, synthetic_train_size, ge(1)),
+        OCL_KEY(data, synthetic_val_size, ge(1)),
+        OCL_KEY(data, synthetic_classes, in(10, 64)),
+        OCL_KEY(data, synthetic_colours, words({"palette", "random"})),
+        OCL_KEY(data, cache_dir, any())}},
       {"optim",
-       {OCL_KEY(optim, name), OCL_KEY(optim, blr), OCL_KEY(optim, lr), OCL_KEY(optim, min_lr),
-        OCL_KEY(optim, weight_decay), OCL_KEY(optim, beta1), OCL_KEY(optim, beta2),
-        OCL_KEY(optim, eps), OCL_KEY(optim, warmup_epochs), OCL_KEY(optim, accum_iter),
-        OCL_KEY(optim, clip_grad), OCL_KEY(optim, fused)}},
+       {OCL_KEY(optim, name, words({"adamw"})), OCL_KEY(optim, blr, gt(0)),
+        OCL_KEY(optim, lr, ge(0)), OCL_KEY(optim, min_lr, ge(0)),
+        OCL_KEY(optim, weight_decay, ge(0)), OCL_KEY(optim, beta1, below(0, 1)),
+        OCL_KEY(optim, beta2, below(0, 1)), OCL_KEY(optim, eps, gt(0)),
+        OCL_KEY(optim, warmup_epochs, ge(0)), OCL_KEY(optim, accum_iter, in(1, kMaxAccumIter)),
+        OCL_KEY(optim, clip_grad, ge(0)), OCL_KEY(optim, fused, words({"auto", "on", "off"}))}},
       {"train",
-       {OCL_KEY(train, epochs), OCL_KEY(train, batch_size), OCL_KEY(train, steps_per_epoch),
-        OCL_KEY(train, seed), OCL_KEY(train, output_dir), OCL_KEY(train, save_every),
-        OCL_KEY(train, keep_last), OCL_KEY(train, device), OCL_KEY(train, precision),
-        OCL_KEY(train, tf32), OCL_KEY(train, threads), OCL_KEY(train, on_nonfinite),
-        OCL_KEY(train, max_nonfinite_skips)}},
+       {OCL_KEY(train, epochs, ge(1)), OCL_KEY(train, batch_size, in(2, kMaxBatchSize)),
+        OCL_KEY(train, steps_per_epoch, ge(0)), OCL_KEY(train, seed, any()),
+        OCL_KEY(train, output_dir, any()), OCL_KEY(train, save_every, ge(1)),
+        OCL_KEY(train, keep_last, ge(1)), OCL_KEY(train, device, any()),
+        OCL_KEY(train, precision, words({"auto", "fp32", "bf16"})), OCL_KEY(train, tf32, any()),
+        OCL_KEY(train, threads, ge(0)), OCL_KEY(train, on_nonfinite, words({"stop", "skip"})),
+        OCL_KEY(train, max_nonfinite_skips, ge(0))}},
       {"dist",
-       {OCL_KEY(dist, backend), OCL_KEY(dist, timeout_s), OCL_KEY(dist, bucket_mb),
-        OCL_KEY(dist, first_bucket_mb), OCL_KEY(dist, overlap), OCL_KEY(dist, verify_every)}},
+       {OCL_KEY(dist, backend, words({"auto", "nccl", "gloo"})), OCL_KEY(dist, timeout_s, gt(0)),
+        OCL_KEY(dist, bucket_mb, gt(0)), OCL_KEY(dist, first_bucket_mb, gt(0)),
+        OCL_KEY(dist, overlap, any()), OCL_KEY(dist, verify_every, ge(0))}},
       {"eval",
-       {OCL_KEY(eval, knn_every), OCL_KEY(eval, knn_k), OCL_KEY(eval, knn_t),
-        OCL_KEY(eval, knn_train_size), OCL_KEY(eval, knn_val_size), OCL_KEY(eval, shortcut_alarm),
-        OCL_KEY(eval, shortcut_accuracy), OCL_KEY(eval, shortcut_knn_gain)}},
+       {OCL_KEY(eval, knn_every, ge(0)), OCL_KEY(eval, knn_k, ge(1)), OCL_KEY(eval, knn_t, gt(0)),
+        OCL_KEY(eval, knn_train_size, ge(1)), OCL_KEY(eval, knn_val_size, ge(1)),
+        OCL_KEY(eval, shortcut_alarm, any()), OCL_KEY(eval, shortcut_accuracy, unit()),
+        OCL_KEY(eval, shortcut_knn_gain, ge(0))}},
       {"linprobe",
-       {OCL_KEY(linprobe, epochs), OCL_KEY(linprobe, batch_size), OCL_KEY(linprobe, accum_iter),
-        OCL_KEY(linprobe, blr), OCL_KEY(linprobe, lr), OCL_KEY(linprobe, min_lr),
-        OCL_KEY(linprobe, warmup_epochs), OCL_KEY(linprobe, weight_decay),
-        OCL_KEY(linprobe, output_dir), OCL_KEY(linprobe, cached_features),
-        OCL_KEY(linprobe, save_every), OCL_KEY(linprobe, keep_last)}},
+       {OCL_KEY(linprobe, epochs, ge(1)), OCL_KEY(linprobe, batch_size, in(2, kMaxBatchSize)),
+        OCL_KEY(linprobe, accum_iter, in(1, kMaxAccumIter)), OCL_KEY(linprobe, blr, gt(0)),
+        OCL_KEY(linprobe, lr, ge(0)), OCL_KEY(linprobe, min_lr, ge(0)),
+        OCL_KEY(linprobe, warmup_epochs, ge(0)), OCL_KEY(linprobe, weight_decay, ge(0)),
+        OCL_KEY(linprobe, output_dir, any()), OCL_KEY(linprobe, cached_features, any()),
+        OCL_KEY(linprobe, save_every, ge(1)), OCL_KEY(linprobe, keep_last, ge(1))}},
       {"finetune",
-       {OCL_KEY(finetune, epochs),
-        OCL_KEY(finetune, batch_size),
-        OCL_KEY(finetune, accum_iter),
-        OCL_KEY(finetune, blr),
-        OCL_KEY(finetune, lr),
-        OCL_KEY(finetune, min_lr),
-        OCL_KEY(finetune, warmup_epochs),
-        OCL_KEY(finetune, weight_decay),
-        OCL_KEY(finetune, layer_decay),
-        OCL_KEY(finetune, beta1),
-        OCL_KEY(finetune, beta2),
-        OCL_KEY(finetune, clip_grad),
-        OCL_KEY(finetune, drop_path),
-        OCL_KEY(finetune, global_pool),
-        OCL_KEY(finetune, crop_scale_min),
-        OCL_KEY(finetune, auto_augment),
-        OCL_KEY(finetune, reprob),
-        OCL_KEY(finetune, mixup),
-        OCL_KEY(finetune, cutmix),
-        OCL_KEY(finetune, mixup_prob),
-        OCL_KEY(finetune, mixup_switch_prob),
-        OCL_KEY(finetune, smoothing),
-        OCL_KEY(finetune, model_ema),
-        OCL_KEY(finetune, model_ema_decay),
-        OCL_KEY(finetune, output_dir),
-        OCL_KEY(finetune, save_every),
-        OCL_KEY(finetune, keep_last)}},
-      {"log", {OCL_KEY(log, every), OCL_KEY(log, level), OCL_KEY(log, progress)}},
+       {OCL_KEY(finetune, epochs, ge(1)),
+        OCL_KEY(finetune, batch_size, in(2, kMaxBatchSize)),
+        OCL_KEY(finetune, accum_iter, in(1, kMaxAccumIter)),
+        OCL_KEY(finetune, blr, gt(0)),
+        OCL_KEY(finetune, lr, ge(0)),
+        OCL_KEY(finetune, min_lr, ge(0)),
+        OCL_KEY(finetune, warmup_epochs, ge(0)),
+        OCL_KEY(finetune, weight_decay, ge(0)),
+        OCL_KEY(finetune, layer_decay, unit()),
+        OCL_KEY(finetune, beta1, below(0, 1)),
+        OCL_KEY(finetune, beta2, below(0, 1)),
+        OCL_KEY(finetune, clip_grad, ge(0)),
+        OCL_KEY(finetune, drop_path, below(0, 1)),
+        OCL_KEY(finetune, global_pool, words({"avg", "token"})),
+        OCL_KEY(finetune, crop_scale_min, unit()),
+        OCL_KEY(finetune, auto_augment, any()),
+        OCL_KEY(finetune, reprob, in(0, 1)),
+        OCL_KEY(finetune, mixup, ge(0)),
+        OCL_KEY(finetune, cutmix, ge(0)),
+        OCL_KEY(finetune, mixup_prob, in(0, 1)),
+        OCL_KEY(finetune, mixup_switch_prob, in(0, 1)),
+        OCL_KEY(finetune, smoothing, below(0, 1)),
+        OCL_KEY(finetune, model_ema, any()),
+        OCL_KEY(finetune, model_ema_decay, below(0, 1)),
+        OCL_KEY(finetune, output_dir, any()),
+        OCL_KEY(finetune, save_every, ge(1)),
+        OCL_KEY(finetune, keep_last, ge(1))}},
+      {"log",
+       {OCL_KEY(log, every, ge(1)),
+        OCL_KEY(log, level, words({"trace", "debug", "info", "warn", "error"})),
+        OCL_KEY(log, progress, words({"auto", "bar", "lines"}))}},
   };
   return sections;
 }
@@ -551,11 +588,6 @@ void greater(const std::string& path, double v, double lo) {
   require(std::isfinite(v) && v > lo, {path},
           "must be > " + shortest_number(lo) + ", got " + shortest_number(v));
 }
-// Upper bounds of sizes whose products the run computes (see validate_model_and_mask).
-constexpr int64_t kMaxImageSide = 65535;
-constexpr int64_t kMaxBatchSize = int64_t{1} << 24;
-constexpr int64_t kMaxAccumIter = int64_t{1} << 16;
-
 void at_least(const std::string& path, double v, double lo) {
   require(std::isfinite(v) && v >= lo, {path},
           "must be >= " + shortest_number(lo) + ", got " + shortest_number(v));
@@ -576,7 +608,7 @@ void in_range(const std::string& path, double v, double lo, double hi, bool clos
               (closed_hi ? "]" : ")") + ", got " + shortest_number(v));
 }
 void one_of(const std::string& path, const std::string& v,
-            std::initializer_list<const char*> allowed) {
+            const std::vector<const char*>& allowed) {
   std::string list;
   for (const char* a : allowed) {
     if (v == a) return;
@@ -614,9 +646,6 @@ void validate_model_and_mask(const Config& c) {
     for (const auto& name : vit_preset_names()) list += name + " | ";
     throw Invalid({"model.arch"}, "must be one of " + list + "custom, got '" + m.arch + "'");
   }
-  // Bounded so that the derived sizes (patches = (img_size / patch_size)², the batch products)
-  // cannot overflow: far beyond any model or batch anyone trains.
-  in_range("model.img_size", m.img_size, int64_t{1}, kMaxImageSide);
   const bool custom = m.arch == "custom";
   const std::pair<const char*, int64_t> sizes[] = {{"model.patch_size", m.patch_size},
                                                    {"model.embed_dim", m.embed_dim},
@@ -642,16 +671,10 @@ void validate_model_and_mask(const Config& c) {
           "must be divisible by 4 (the 2-D sin-cos positions use D/4 frequencies per axis and "
           "function), got " +
               std::to_string(s.embed_dim));
-  greater("model.mlp_ratio", m.mlp_ratio, 0.0);
-  in_range("model.drop_path", m.drop_path, 0.0, 1.0, false);
-  one_of("model.input_norm", m.input_norm, {"none", "patch"});
-  greater("model.input_norm_eps", m.input_norm_eps, 0.0);
   require(m.input_norm == "none" || s.patch_size >= 2, {"model.input_norm", "model.patch_size"},
           "patch needs patches of at least 2x2 pixels (a 1x1 patch standardises to 0), got "
           "patch size " +
               std::to_string(s.patch_size) + from_preset);
-
-  in_range("mask.ratio", c.mask.ratio, 0.0, 1.0, false);
   const int64_t grid = m.img_size / s.patch_size;
   const int64_t n = grid * grid;
   require(tokens_per_group(n, c.mask.ratio) >= 1, {"mask.ratio", "model.img_size"},
@@ -659,139 +682,73 @@ void validate_model_and_mask(const Config& c) {
               std::to_string(n) +
               " patches (floor(N*(1-r)/2) must be >= 1): lower mask.ratio "
               "or the patch size");
-  one_of("mask.group_views", c.mask.group_views, {"shared", "independent"});
 }
 
-void validate_impl(const Config& c) {
-  validate_model_and_mask(c);
+// A key's own rule (Rule) on its value, with the message of the helpers above.
+void check_rule(const std::string& path, const Rule& r, const Ref& ref) {
+  std::visit(
+      [&](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          if (r.kind == Rule::kOneOf) one_of(path, *p, r.words);
+        } else if constexpr (std::is_same_v<T, int64_t>) {
+          if (r.kind == Rule::kAtLeast) at_least(path, *p, static_cast<int64_t>(r.lo));
+          if (r.kind == Rule::kClosed)
+            in_range(path, *p, static_cast<int64_t>(r.lo), static_cast<int64_t>(r.hi));
+        } else if constexpr (std::is_same_v<T, double>) {
+          if (r.kind == Rule::kAtLeast) at_least(path, *p, r.lo);
+          if (r.kind == Rule::kAbove) greater(path, *p, r.lo);
+          if (r.kind == Rule::kClosed) in_range(path, *p, r.lo, r.hi, true);
+          if (r.kind == Rule::kHalfOpen) in_range(path, *p, r.lo, r.hi, false);
+          if (r.kind == Rule::kUnit) {
+            require(std::isfinite(*p) && *p > 0.0 && *p <= 1.0, {path},
+                    "must be in (0, 1], got " + shortest_number(*p));
+          }
+        }
+      },
+      ref);
+}
 
+void min_lr_at_most_lr(const std::string& section, double lr, double min_lr) {
+  require(lr == 0.0 || min_lr <= lr, {section + ".min_lr", section + ".lr"},
+          "must be <= " + section + ".lr (" + shortest_number(lr) + "), got " +
+              shortest_number(min_lr));
+}
+
+// Every key's own rule (the schema table), then what involves several keys or more than a
+// bound: the model's sizes, the data path, ordered pairs, the device, the RandAugment spec.
+void validate_impl(const Config& c) {
+  for (const auto& section : schema()) {
+    for (const auto& key : section.keys)
+      check_rule(std::string(section.name) + "." + key.name, key.rule, ref_of(key, c));
+  }
+  validate_model_and_mask(c);
   const auto& l = c.loss;
-  greater("loss.kappa", l.kappa, 0.0);
-  greater("loss.temperature", l.temperature, 0.0);
   require(std::isfinite(l.max_logit_scale) && l.max_logit_scale >= 1.0 / l.temperature,
           {"loss.max_logit_scale", "loss.temperature"},
           "must be >= 1/loss.temperature = " + shortest_number(1.0 / l.temperature) +
               " (the clamp would move the initial scale), got " +
               shortest_number(l.max_logit_scale));
-  one_of("loss.negatives", l.negatives, {"global", "local"});
-
   const auto& d = c.data;
-  one_of("data.dataset", d.dataset, {"synthetic", "imagefolder", "packed", "cifar10", "cifar100"});
   require(d.dataset == "synthetic" || !d.path.empty(), {"data.path", "data.dataset"},
           "required with data.dataset " + d.dataset +
               (d.dataset == "imagefolder" ? " (the folder holding train/ and val/)"
                                           : " (the folder holding the binary batches)"));
-  one_of("data.augment", d.augment, {"rrc_flip", "none"});
-  require(std::isfinite(d.crop_scale_min) && d.crop_scale_min > 0.0 && d.crop_scale_min <= 1.0,
-          {"data.crop_scale_min"}, "must be in (0, 1], got " + shortest_number(d.crop_scale_min));
-  require(std::isfinite(d.crop_scale_max) && d.crop_scale_max > 0.0 && d.crop_scale_max <= 1.0,
-          {"data.crop_scale_max"}, "must be in (0, 1], got " + shortest_number(d.crop_scale_max));
   require(d.crop_scale_min <= d.crop_scale_max, {"data.crop_scale_min", "data.crop_scale_max"},
           "must be <= data.crop_scale_max (" + shortest_number(d.crop_scale_max) + "), got " +
               shortest_number(d.crop_scale_min));
-  greater("data.crop_ratio_min", d.crop_ratio_min, 0.0);
-  greater("data.crop_ratio_max", d.crop_ratio_max, 0.0);
   require(d.crop_ratio_min <= d.crop_ratio_max, {"data.crop_ratio_min", "data.crop_ratio_max"},
           "must be <= data.crop_ratio_max (" + shortest_number(d.crop_ratio_max) + "), got " +
               shortest_number(d.crop_ratio_min));
-  one_of("data.interpolation", d.interpolation, {"bicubic", "bilinear", "area", "nearest"});
-  one_of("data.decode", d.decode, {"reduced", "region", "full"});
-  one_of("data.photometric", d.photometric, {"none", "byol", "colour", "simclr"});
-  in_range("data.illumination", d.illumination, 0.0, 255.0, true);
-  one_of("data.synthetic_colours", d.synthetic_colours, {"palette", "random"});
-  at_least("data.workers", d.workers, int64_t{1});
-  at_least("data.prefetch", d.prefetch, int64_t{1});
-  in_range("data.max_bad_fraction", d.max_bad_fraction, 0.0, 1.0, true);
-  at_least("data.max_image_pixels", d.max_image_pixels, int64_t{1});
-  at_least("data.synthetic_train_size", d.synthetic_train_size, int64_t{1});
-  at_least("data.synthetic_val_size", d.synthetic_val_size, int64_t{1});
-  in_range("data.synthetic_classes", d.synthetic_classes, 10, 64);
-
-  const auto& o = c.optim;
-  one_of("optim.name", o.name, {"adamw"});
-  greater("optim.blr", o.blr, 0.0);
-  at_least("optim.lr", o.lr, 0.0);
-  at_least("optim.min_lr", o.min_lr, 0.0);
-  require(o.lr == 0.0 || o.min_lr <= o.lr, {"optim.min_lr", "optim.lr"},
-          "must be <= optim.lr (" + shortest_number(o.lr) + "), got " + shortest_number(o.min_lr));
-  at_least("optim.weight_decay", o.weight_decay, 0.0);
-  in_range("optim.beta1", o.beta1, 0.0, 1.0, false);
-  in_range("optim.beta2", o.beta2, 0.0, 1.0, false);
-  greater("optim.eps", o.eps, 0.0);
-  at_least("optim.warmup_epochs", o.warmup_epochs, 0.0);
-  in_range("optim.accum_iter", o.accum_iter, int64_t{1}, kMaxAccumIter);
-  at_least("optim.clip_grad", o.clip_grad, 0.0);
-  one_of("optim.fused", o.fused, {"auto", "on", "off"});
-
+  min_lr_at_most_lr("optim", c.optim.lr, c.optim.min_lr);
+  min_lr_at_most_lr("linprobe", c.linprobe.lr, c.linprobe.min_lr);
+  min_lr_at_most_lr("finetune", c.finetune.lr, c.finetune.min_lr);
   const auto& t = c.train;
-  at_least("train.epochs", t.epochs, int64_t{1});
-  in_range("train.batch_size", t.batch_size, int64_t{2}, kMaxBatchSize);
-  at_least("train.steps_per_epoch", t.steps_per_epoch, int64_t{0});
   require(!t.output_dir.empty(), {"train.output_dir"}, "must not be empty");
-  at_least("train.save_every", t.save_every, int64_t{1});
-  at_least("train.keep_last", t.keep_last, int64_t{1});
   const bool cuda_n = t.device.rfind("cuda:", 0) == 0 && t.device.size() > 5 &&
                       t.device.find_first_not_of("0123456789", 5) == std::string::npos;
   if (!cuda_n) one_of("train.device", t.device, {"auto", "cpu", "cuda", "cuda:N"});
-  one_of("train.precision", t.precision, {"auto", "fp32", "bf16"});
-  at_least("train.threads", t.threads, int64_t{0});
-  one_of("train.on_nonfinite", t.on_nonfinite, {"stop", "skip"});
-  at_least("train.max_nonfinite_skips", t.max_nonfinite_skips, int64_t{0});
-
-  one_of("dist.backend", c.dist.backend, {"auto", "nccl", "gloo"});
-  greater("dist.timeout_s", c.dist.timeout_s, 0.0);
-  greater("dist.bucket_mb", c.dist.bucket_mb, 0.0);
-  greater("dist.first_bucket_mb", c.dist.first_bucket_mb, 0.0);
-  at_least("dist.verify_every", c.dist.verify_every, int64_t{0});
-
-  const auto& e = c.eval;
-  at_least("eval.knn_every", e.knn_every, int64_t{0});
-  at_least("eval.knn_k", e.knn_k, int64_t{1});
-  greater("eval.knn_t", e.knn_t, 0.0);
-  at_least("eval.knn_train_size", e.knn_train_size, int64_t{1});
-  at_least("eval.knn_val_size", e.knn_val_size, int64_t{1});
-  require(
-      std::isfinite(e.shortcut_accuracy) && e.shortcut_accuracy > 0.0 && e.shortcut_accuracy <= 1.0,
-      {"eval.shortcut_accuracy"}, "must be in (0, 1], got " + shortest_number(e.shortcut_accuracy));
-  at_least("eval.shortcut_knn_gain", e.shortcut_knn_gain, 0.0);
-
-  const auto& p = c.linprobe;
-  at_least("linprobe.epochs", p.epochs, int64_t{1});
-  in_range("linprobe.batch_size", p.batch_size, int64_t{2}, kMaxBatchSize);
-  in_range("linprobe.accum_iter", p.accum_iter, int64_t{1}, kMaxAccumIter);
-  greater("linprobe.blr", p.blr, 0.0);
-  at_least("linprobe.lr", p.lr, 0.0);
-  at_least("linprobe.min_lr", p.min_lr, 0.0);
-  require(
-      p.lr == 0.0 || p.min_lr <= p.lr, {"linprobe.min_lr", "linprobe.lr"},
-      "must be <= linprobe.lr (" + shortest_number(p.lr) + "), got " + shortest_number(p.min_lr));
-  at_least("linprobe.warmup_epochs", p.warmup_epochs, 0.0);
-  at_least("linprobe.weight_decay", p.weight_decay, 0.0);
-  at_least("linprobe.save_every", p.save_every, int64_t{1});
-  at_least("linprobe.keep_last", p.keep_last, int64_t{1});
-
   const auto& f = c.finetune;
-  at_least("finetune.epochs", f.epochs, int64_t{1});
-  in_range("finetune.batch_size", f.batch_size, int64_t{2}, kMaxBatchSize);
-  in_range("finetune.accum_iter", f.accum_iter, int64_t{1}, kMaxAccumIter);
-  greater("finetune.blr", f.blr, 0.0);
-  at_least("finetune.lr", f.lr, 0.0);
-  at_least("finetune.min_lr", f.min_lr, 0.0);
-  require(
-      f.lr == 0.0 || f.min_lr <= f.lr, {"finetune.min_lr", "finetune.lr"},
-      "must be <= finetune.lr (" + shortest_number(f.lr) + "), got " + shortest_number(f.min_lr));
-  at_least("finetune.warmup_epochs", f.warmup_epochs, 0.0);
-  at_least("finetune.weight_decay", f.weight_decay, 0.0);
-  require(std::isfinite(f.layer_decay) && f.layer_decay > 0.0 && f.layer_decay <= 1.0,
-          {"finetune.layer_decay"}, "must be in (0, 1], got " + shortest_number(f.layer_decay));
-  in_range("finetune.beta1", f.beta1, 0.0, 1.0, false);
-  in_range("finetune.beta2", f.beta2, 0.0, 1.0, false);
-  at_least("finetune.clip_grad", f.clip_grad, 0.0);
-  in_range("finetune.drop_path", f.drop_path, 0.0, 1.0, false);
-  one_of("finetune.global_pool", f.global_pool, {"avg", "token"});
-  require(std::isfinite(f.crop_scale_min) && f.crop_scale_min > 0.0 && f.crop_scale_min <= 1.0,
-          {"finetune.crop_scale_min"},
-          "must be in (0, 1], got " + shortest_number(f.crop_scale_min));
   if (f.auto_augment != "none") {
     try {
       parse_rand_augment_spec(f.auto_augment);
@@ -801,19 +758,6 @@ void validate_impl(const Config& c) {
           std::string(e.what()) + " (a RandAugment spec such as rand-m9-mstd0.5-inc1, or none)");
     }
   }
-  in_range("finetune.reprob", f.reprob, 0.0, 1.0, true);
-  at_least("finetune.mixup", f.mixup, 0.0);
-  at_least("finetune.cutmix", f.cutmix, 0.0);
-  in_range("finetune.mixup_prob", f.mixup_prob, 0.0, 1.0, true);
-  in_range("finetune.mixup_switch_prob", f.mixup_switch_prob, 0.0, 1.0, true);
-  in_range("finetune.smoothing", f.smoothing, 0.0, 1.0, false);
-  in_range("finetune.model_ema_decay", f.model_ema_decay, 0.0, 1.0, false);
-  at_least("finetune.save_every", f.save_every, int64_t{1});
-  at_least("finetune.keep_last", f.keep_last, int64_t{1});
-
-  at_least("log.every", c.log.every, int64_t{1});
-  one_of("log.level", c.log.level, {"trace", "debug", "info", "warn", "error"});
-  one_of("log.progress", c.log.progress, {"auto", "bar", "lines"});
 }
 
 }  // namespace

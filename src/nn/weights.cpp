@@ -122,6 +122,27 @@ void check_input_norm(const io::Metadata& metadata, const VisionTransformerOptio
               " (set the config's value to the file's)");
 }
 
+// Positions of another grid: resampled in float64 (whatever the file's dtype), keeping CLS. A
+// table of another width is left to the strict load, which reports it with the other keys.
+void resample_positions_if_needed(io::TensorMap& tensors, const io::TensorMap& module,
+                                  const EncoderLoadOptions& options, EncoderLoadReport& report) {
+  const auto file_pos = tensors.find("pos_embed");
+  const auto module_pos = module.find("pos_embed");
+  if (file_pos == tensors.end() || module_pos == module.end() ||
+      file_pos->second.sizes() == module_pos->second.sizes())
+    return;
+  const auto& src = file_pos->second;
+  const auto& dst = module_pos->second;
+  const int64_t old_g = square_grid(src), new_g = square_grid(dst);
+  if (old_g <= 0 || new_g <= 0 || src.size(2) != dst.size(2)) return;
+  TORCH_CHECK(options.resample_pos_embed, "encoder weights '", report.path,
+              "': pos_embed is for a ", old_g, "x", old_g, " patch grid, the model's for ", new_g,
+              "x", new_g, ", and resampling is off");
+  file_pos->second = nn::resample_pos_embed(src.to(torch::kFloat64), old_g, old_g, new_g, new_g);
+  report.pos_embed_resampled = std::to_string(old_g) + "x" + std::to_string(old_g) + " -> " +
+                               std::to_string(new_g) + "x" + std::to_string(new_g);
+}
+
 }  // namespace
 
 EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std::string& path,
@@ -161,26 +182,7 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
     }
   }
 
-  // Positions of another grid: resample in float64 (whatever the file's dtype), keeping CLS. A
-  // table of another width is left to the strict load, which reports it with the other keys.
-  const auto file_pos = tensors.find("pos_embed");
-  const auto module_pos = module.find("pos_embed");
-  if (file_pos != tensors.end() && module_pos != module.end() &&
-      file_pos->second.sizes() != module_pos->second.sizes()) {
-    const auto& src = file_pos->second;
-    const auto& dst = module_pos->second;
-    const int64_t old_g = square_grid(src), new_g = square_grid(dst);
-    if (old_g > 0 && new_g > 0 && src.size(2) == dst.size(2)) {
-      TORCH_CHECK(options.resample_pos_embed, "encoder weights '", report.path,
-                  "': pos_embed is for a ", old_g, "x", old_g, " patch grid, the model's for ",
-                  new_g, "x", new_g, ", and resampling is off");
-      file_pos->second =
-          nn::resample_pos_embed(src.to(torch::kFloat64), old_g, old_g, new_g, new_g);
-      report.pos_embed_resampled = std::to_string(old_g) + "x" + std::to_string(old_g) + " -> " +
-                                   std::to_string(new_g) + "x" + std::to_string(new_g);
-    }
-  }
-
+  resample_positions_if_needed(tensors, module, options, report);
   io::LoadOptions load;
   load.strict = true;
   load.ignore_missing = allowed_missing;

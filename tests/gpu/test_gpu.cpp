@@ -15,11 +15,12 @@
 #include <torch/torch.h>
 
 #include <ocl/compat.h>
-#include <ocl/dist/all_gather.h>
-#include <ocl/dist/communicator.h>
-#include <ocl/dist/launch.h>
-#include <ocl/engine/checkpoint.h>
+#include <ocl/distributed/all_gather.h>
+#include <ocl/distributed/communicator.h>
+#include <ocl/distributed/launch.h>
+#include <ocl/io/checkpoint.h>
 #include <ocl/ocl.h>
+#include <ocl/optim/adamw_state.h>
 #include <ocl/optim/adamw_step.h>
 #include <ocl/optim/param_groups.h>
 
@@ -258,8 +259,8 @@ TEST(Gpu, FusedAdamWMatchesPlainUpdate) {
     ocl::optim::adamw_step(*plain_opt, false);
     ocl::optim::adamw_step(*fused_opt, true);
   }
-  const auto sp = ocl::engine::adamw_state(*plain_opt, plain);
-  const auto sf = ocl::engine::adamw_state(*fused_opt, fused);
+  const auto sp = ocl::optim::adamw_state(*plain_opt, plain);
+  const auto sf = ocl::optim::adamw_state(*fused_opt, fused);
   ASSERT_EQ(sp.size(), sf.size());
   for (const auto& [name, t] : sp) {
     EXPECT_TRUE(torch::allclose(t.cpu(), sf.at(name).cpu(), 1e-6, 2e-6)) << name;
@@ -276,34 +277,34 @@ TEST(Gpu, FusedAdamWMatchesPlainUpdate) {
 // step uses on CUDA tensors, and the differentiable all-gather of the loss with its backward.
 TEST(GpuNccl, OneRankCollectivesRunOverNccl) {
   SKIP_WITHOUT_CUDA();
-  if (!ocl::dist::backend_available("nccl")) {
+  if (!ocl::distributed::backend_available("nccl")) {
     GTEST_SKIP() << "this build has no NCCL process group (the CMake check did not define "
                     "USE_C10D_NCCL)";
   }
-  ocl::dist::LaunchInfo launch;
-  launch.master_port = ocl::dist::free_tcp_port();
+  ocl::distributed::LaunchInfo launch;
+  launch.master_port = ocl::distributed::free_tcp_port();
   launch.source = "test";
-  ocl::dist::CommunicatorOptions o;
+  ocl::distributed::CommunicatorOptions o;
   o.backend = "nccl";
   o.device = torch::Device(torch::kCUDA, 0);
   o.timeout = std::chrono::seconds(60);
   o.heartbeat_s = 0;
-  ocl::dist::Communicator comm(launch, o);
+  ocl::distributed::Communicator comm(launch, o);
   EXPECT_EQ(comm.backend(), "nccl");
   const auto cuda = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
   auto t = torch::arange(12, cuda).view({3, 4});
   const auto expected = t.clone();
-  comm.all_reduce_sum(t, ocl::dist::Group::kGradients, "test tensor");
+  comm.all_reduce_sum(t, ocl::distributed::Group::kGradients, "test tensor");
   EXPECT_TRUE(torch::equal(t.cpu(), expected.cpu()));
-  EXPECT_TRUE(
-      torch::equal(comm.all_gather(t, ocl::dist::Group::kLoss, "test").cpu(), expected.cpu()));
-  EXPECT_TRUE(torch::equal(comm.reduce_scatter_sum(t, ocl::dist::Group::kLoss, "test").cpu(),
+  EXPECT_TRUE(torch::equal(comm.all_gather(t, ocl::distributed::Group::kLoss, "test").cpu(),
+                           expected.cpu()));
+  EXPECT_TRUE(torch::equal(comm.reduce_scatter_sum(t, ocl::distributed::Group::kLoss, "test").cpu(),
                            expected.cpu()));
   auto b = torch::full({5}, 3.0, cuda);
   comm.broadcast_from_rank0({b}, "test");
   EXPECT_TRUE(torch::equal(b.cpu(), torch::full({5}, 3.0)));
   auto x = torch::randn({4, 8}, cuda).requires_grad_();
-  auto gathered = ocl::dist::all_gather_with_grad(comm, x);
+  auto gathered = ocl::distributed::all_gather_with_grad(comm, x);
   EXPECT_TRUE(torch::equal(gathered.detach().cpu(), x.detach().cpu()));
   (gathered * 2).sum().backward();
   EXPECT_TRUE(torch::allclose(x.grad().cpu(), torch::full({4, 8}, 2.0)));

@@ -26,9 +26,9 @@
 
 #include <ocl/data/factory.h>
 #include <ocl/data/loader.h>
-#include <ocl/dist/launch.h>
-#include <ocl/engine/checkpoint.h>
+#include <ocl/distributed/launch.h>
 #include <ocl/engine/pretrain.h>
+#include <ocl/io/checkpoint.h>
 #include <ocl/io/config.h>
 #include <ocl/io/safetensors.h>
 
@@ -59,10 +59,11 @@ log: {every: 1, progress: lines}
   return path;
 }
 
-// ocl_pretrain as rank `rank` of `world` (torchrun's variables; world 0: none of them set),
-// output in `log`.
+// ocl_pretrain (or `exe`) as rank `rank` of `world` (torchrun's variables; world 0: none of them
+// set), output in `log`.
 pid_t spawn_rank(int rank, int world, int port, const std::vector<std::string>& args,
-                 const std::string& log, const std::map<std::string, std::string>& env = {}) {
+                 const std::string& log, const std::map<std::string, std::string>& env = {},
+                 const std::string& exe = OCL_PRETRAIN_EXE) {
   const std::vector<std::string> launch_vars = {
       "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
   std::map<std::string, std::string> set;
@@ -72,7 +73,7 @@ pid_t spawn_rank(int rank, int world, int port, const std::vector<std::string>& 
            {"MASTER_ADDR", "127.0.0.1"},          {"MASTER_PORT", std::to_string(port)}};
   }
   for (const auto& [key, value] : env) set[key] = value;
-  return ocl_test::spawn(OCL_PRETRAIN_EXE, args, set, log, launch_vars);
+  return ocl_test::spawn(exe, args, set, log, launch_vars);
 }
 
 using ocl_test::wait_for;
@@ -80,15 +81,17 @@ using ocl_test::wait_for;
 // Runs `world` ranks (0 = a plain single process) to completion; returns their exit codes.
 std::vector<int> run_ranks(int world, const std::vector<std::string>& args, const std::string& dir,
                            const std::vector<std::vector<std::string>>& per_rank_args = {},
-                           const std::map<std::string, std::string>& env = {}) {
-  const int port = ocl::dist::free_tcp_port();
+                           const std::map<std::string, std::string>& env = {},
+                           const std::string& exe = OCL_PRETRAIN_EXE) {
+  const int port = ocl::distributed::free_tcp_port();
   std::vector<pid_t> pids;
   const int n = std::max(world, 1);
   for (int r = 0; r < n; ++r) {
     auto a = args;
     if (r < static_cast<int>(per_rank_args.size()))
       a.insert(a.end(), per_rank_args[r].begin(), per_rank_args[r].end());
-    pids.push_back(spawn_rank(r, world, port, a, dir + "/rank" + std::to_string(r) + ".log", env));
+    pids.push_back(
+        spawn_rank(r, world, port, a, dir + "/rank" + std::to_string(r) + ".log", env, exe));
   }
   std::vector<int> codes;
   for (pid_t pid : pids) codes.push_back(wait_for(pid, 300));
@@ -100,12 +103,12 @@ std::string make_dir(const std::string& name) {
 }
 
 ocl::io::TensorMap trainer_state(const std::string& run_dir) {
-  return ocl::io::read_safetensors(ocl::engine::latest_checkpoint(run_dir) + "/trainer.safetensors")
+  return ocl::io::read_safetensors(ocl::io::latest_checkpoint(run_dir) + "/trainer.safetensors")
       .tensors;
 }
 
 ocl::io::TensorMap encoder_state(const std::string& run_dir) {
-  return ocl::io::read_safetensors(ocl::engine::latest_checkpoint(run_dir) + "/encoder.safetensors")
+  return ocl::io::read_safetensors(ocl::io::latest_checkpoint(run_dir) + "/encoder.safetensors")
       .tensors;
 }
 
@@ -300,14 +303,14 @@ TEST(Distributed, AccumulationCommunicatesOncePerStepAndReplicasStayIdentical) {
 }
 
 // The replica check catches replicas that drift apart without a config difference (a
-// non-deterministic kernel, a faulty GPU): here rank 1's first parameter is nudged by the
-// loop's fault injection.
+// non-deterministic kernel, a faulty GPU): here rank 1's first trainable parameter is nudged
+// before its first update (ocl_test_diverging_rank, through the loop's before_optimizer_step).
 TEST(Distributed, ReplicaCheckStopsRanksThatDiverged) {
   const auto dir = make_dir("diverge");
   const auto config = write_tiny_config(dir);
-  const auto codes = run_ranks(
-      2, run_args(config, dir + "/run", {"dist.verify_every=1", "train.steps_per_epoch=2"}), dir,
-      {}, {{"OCL_FAULT_DIVERGE_RANK", "1"}});
+  auto args = run_args(config, dir + "/run", {"dist.verify_every=1", "train.steps_per_epoch=2"});
+  args.insert(args.end(), {"--diverge-rank", "1"});
+  const auto codes = run_ranks(2, args, dir, {}, {}, OCL_DIVERGING_RANK_EXE);
   EXPECT_EQ(codes, (std::vector<int>{1, 1}));
   const std::string log = read_file(dir + "/rank0.log");
   EXPECT_NE(log.find("parameters diverged after global step 1"), std::string::npos) << log;
@@ -344,7 +347,7 @@ TEST(Distributed, DuplicateRankIsNamedAndTheOthersTrain) {
     SCOPED_TRACE("duplicate rank " + std::to_string(duplicate));
     const auto dir = make_dir("duplicate" + std::to_string(duplicate));
     const auto config = write_tiny_config(dir);
-    const int port = ocl::dist::free_tcp_port();
+    const int port = ocl::distributed::free_tcp_port();
     // Long enough (30 epochs of 4 steps) for a slow-starting duplicate to reach the store
     // before the pair that trains is done with it.
     const auto args = run_args(config, dir + "/run", {"train.epochs=30", "train.save_every=30"});
@@ -389,7 +392,7 @@ TEST(Distributed, UnresolvableMasterAddressIsNamedAtOnce) {
   const auto dir = make_dir("noaddr");
   const auto config = write_tiny_config(dir);
   const auto start = Clock::now();
-  const pid_t pid = spawn_rank(1, 2, ocl::dist::free_tcp_port(),
+  const pid_t pid = spawn_rank(1, 2, ocl::distributed::free_tcp_port(),
                                run_args(config, dir + "/run", {"dist.timeout_s=120"}),
                                dir + "/rank1.log", {{"MASTER_ADDR", "no.such.host.invalid"}});
   EXPECT_EQ(wait_for(pid, 150), 1);
@@ -408,7 +411,7 @@ void expect_peer_failure_reported(int victim, bool hang) {
   const double timeout_s = hang ? 4 : 60;
   const auto args = run_args(config, dir + "/run",
                              {"train.epochs=1000", "dist.timeout_s=" + std::to_string(timeout_s)});
-  const int port = ocl::dist::free_tcp_port();
+  const int port = ocl::distributed::free_tcp_port();
   const pid_t pids[2] = {spawn_rank(0, 2, port, args, dir + "/rank0.log"),
                          spawn_rank(1, 2, port, args, dir + "/rank1.log")};
   // Let it train a few epochs first (4 steps each).
@@ -435,9 +438,9 @@ void expect_peer_failure_reported(int victim, bool hang) {
             std::string::npos)
       << log;
   // What was written is intact: the newest checkpoint (one per epoch) loads.
-  const std::string last = ocl::engine::latest_checkpoint(dir + "/run");
+  const std::string last = ocl::io::latest_checkpoint(dir + "/run");
   ASSERT_NE(last, "");
-  EXPECT_GE(ocl::engine::load_checkpoint(last).state.epoch, 1);
+  EXPECT_GE(ocl::io::load_checkpoint(last).state.epoch, 1);
 }
 
 TEST(Distributed, KilledRankMakesTheOtherExitNamingIt) { expect_peer_failure_reported(1, false); }
@@ -457,7 +460,7 @@ TEST(Distributed, TwoProcessCheckpointResumesInOneProcess) {
   const auto first = run_ranks(2, run_args(config, dir + "/run", {"train.epochs=2"}), dir,
                                {{"--stop-after-steps", "3"}, {"--stop-after-steps", "3"}});
   ASSERT_EQ(first, (std::vector<int>{0, 0})) << read_file(dir + "/rank0.log");
-  auto c = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(dir + "/run"));
+  auto c = ocl::io::load_checkpoint(ocl::io::latest_checkpoint(dir + "/run"));
   EXPECT_EQ(c.state.world_size, 2);
   EXPECT_EQ(c.state.step_in_epoch, 3);
 
@@ -470,7 +473,7 @@ TEST(Distributed, TwoProcessCheckpointResumesInOneProcess) {
   EXPECT_NE(log.find("written by 2 processes and this run has 1: epoch 0 continues at step 6"),
             std::string::npos)
       << log;
-  c = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(dir + "/run"));
+  c = ocl::io::load_checkpoint(ocl::io::latest_checkpoint(dir + "/run"));
   EXPECT_EQ(c.state.world_size, 1);
   EXPECT_EQ(c.state.epoch, 2);
   EXPECT_EQ(c.state.global_step, 3 + 2 + 8);
@@ -547,7 +550,9 @@ TEST(Distributed, LauncherForwardsSigtermAndTheRunResumes) {
   ASSERT_EQ(code, 0) << log;
   EXPECT_NE(log.find("[rank 0] ocl_pretrain: stopped cleanly; checkpoint"), std::string::npos)
       << log;
-  const auto stopped = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(dir + "/run"));
+  // The run's last line comes from rank 0 alone, as in every training app.
+  EXPECT_EQ(log.find("[rank 1] ocl_pretrain: stopped cleanly"), std::string::npos) << log;
+  const auto stopped = ocl::io::load_checkpoint(ocl::io::latest_checkpoint(dir + "/run"));
   EXPECT_GT(stopped.state.global_step, 4);
 
   // Continue for two more epochs with both ranks.
@@ -556,7 +561,7 @@ TEST(Distributed, LauncherForwardsSigtermAndTheRunResumes) {
   resume.insert(resume.end(), {"--resume", "auto"});
   const auto codes = run_ranks(2, resume, dir);
   ASSERT_EQ(codes, (std::vector<int>{0, 0})) << read_file(dir + "/rank0.log");
-  const auto done = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(dir + "/run"));
+  const auto done = ocl::io::load_checkpoint(ocl::io::latest_checkpoint(dir + "/run"));
   EXPECT_EQ(done.state.epoch, stopped.state.epoch + 2);
   EXPECT_GT(done.state.global_step, stopped.state.global_step);
 }

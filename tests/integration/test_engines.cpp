@@ -16,7 +16,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <ocl/engine/checkpoint.h>
+#include <ocl/io/checkpoint.h>
 #include <ocl/io/safetensors.h>
 
 namespace {
@@ -116,10 +116,10 @@ TEST_P(EveryEngine, StopAfterStepsCountsThisRunsStepsAndResumesExactly) {
   ASSERT_EQ(run("first", "parts", {"--stop-after-steps", "3"}), 0) << read_file(out("first.log"));
   EXPECT_NE(read_file(out("first.log")).find("stopped cleanly"), std::string::npos)
       << read_file(out("first.log"));
-  EXPECT_EQ(ocl::engine::latest_checkpoint(out("parts")), out("parts") + "/checkpoint-0000-000003");
+  EXPECT_EQ(ocl::io::latest_checkpoint(out("parts")), out("parts") + "/checkpoint-0000-000003");
   ASSERT_EQ(run("second", "parts", {"--resume", "auto", "--stop-after-steps", "3"}), 0)
       << read_file(out("second.log"));
-  EXPECT_EQ(ocl::engine::latest_checkpoint(out("parts")), out("parts") + "/checkpoint-0001-000002");
+  EXPECT_EQ(ocl::io::latest_checkpoint(out("parts")), out("parts") + "/checkpoint-0001-000002");
   ASSERT_EQ(run("third", "parts", {"--resume", "auto"}), 0) << read_file(out("third.log"));
   EXPECT_NE(read_file(out("third.log")).find("resumed from"), std::string::npos);
 
@@ -148,8 +148,8 @@ TEST_P(EveryEngine, SigtermWritesACheckpointAndExitsZero) {
   EXPECT_EQ(ocl_test::wait_for(pid, 120), 0) << read_file(out("run.log"));
   EXPECT_NE(read_file(out("run.log")).find("stopped cleanly"), std::string::npos)
       << read_file(out("run.log"));
-  const auto c = ocl::engine::load_checkpoint(ocl::engine::latest_checkpoint(out("run")),
-                                              GetParam().model_file);
+  const auto c =
+      ocl::io::load_checkpoint(ocl::io::latest_checkpoint(out("run")), GetParam().model_file);
   EXPECT_EQ(c.state.epoch, 0);
   EXPECT_GT(c.state.step_in_epoch, 0);
 }
@@ -164,9 +164,9 @@ TEST_P(EveryEngine, ACheckpointOfTwoProcessesResumesInOneByImagesSeen) {
   EXPECT_NE(log.find("written by 2 processes and this run has 1: epoch 0 continues at step 6"),
             std::string::npos)
       << log;
-  EXPECT_EQ(ocl::engine::load_checkpoint(out("run") + "/checkpoint-last", GetParam().model_file)
-                .state.epoch,
-            2);
+  EXPECT_EQ(
+      ocl::io::load_checkpoint(out("run") + "/checkpoint-last", GetParam().model_file).state.epoch,
+      2);
 }
 
 INSTANTIATE_TEST_SUITE_P(Apps, EveryEngine, ::testing::ValuesIn(engines()),

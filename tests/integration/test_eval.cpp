@@ -13,7 +13,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <ocl/dist/launch.h>
+#include <ocl/distributed/launch.h>
 #include <ocl/io/safetensors.h>
 
 namespace {
@@ -180,10 +180,13 @@ TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
   EXPECT_NE(metrics.find("\"best_top1\""), std::string::npos) << metrics;
   EXPECT_NE(read_file(dir + "/out/train.log").find("val top-1"), std::string::npos);
 
-  // Finished: --resume auto has nothing to do; without it the folder is refused.
+  // Finished: --resume auto has nothing to do, and says so without a "best top-1" line of a
+  // run it did not train; without it the folder is refused.
   ASSERT_EQ(run_linprobe(dir, "again", "out", {"--resume", "auto"}), 0)
       << read_file(dir + "/again.log");
   EXPECT_NE(read_file(dir + "/again.log").find("nothing to do"), std::string::npos)
+      << read_file(dir + "/again.log");
+  EXPECT_EQ(read_file(dir + "/again.log").find("best top-1"), std::string::npos)
       << read_file(dir + "/again.log");
   EXPECT_EQ(run_linprobe(dir, "refused", "out", {}), 1);
   EXPECT_NE(read_file(dir + "/refused.log").find("--resume auto"), std::string::npos)
@@ -199,6 +202,22 @@ TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
   EXPECT_NE(cont.find("epoch 2/2 done"), std::string::npos) << cont;
   EXPECT_EQ(cont.find("epoch 1/2 done"), std::string::npos) << cont;
   EXPECT_EQ(count_of(read_file(dir + "/cont/metrics.jsonl"), "\"type\":\"linprobe_epoch\""), 2);
+
+  // train.steps_per_epoch caps the probe's epochs as it caps the other engines' (4 steps of
+  // batch 16 without it), on both paths: the image loader and the cached features.
+  for (const char* cached : {"false", "true"}) {
+    const std::string out = std::string("capped_") + cached;
+    ASSERT_EQ(run_linprobe(dir, out, out,
+                           {"--set", "train.steps_per_epoch=1", "--set",
+                            std::string("linprobe.cached_features=") + cached}),
+              0)
+        << read_file(dir + "/" + out + ".log");
+    EXPECT_EQ(count_of(read_file(dir + "/" + out + "/metrics.jsonl"), "\"type\":\"linprobe_step\""),
+              2)
+        << cached;
+    EXPECT_NE(read_file(dir + "/" + out + ".log").find("2 epochs of 1 steps"), std::string::npos)
+        << read_file(dir + "/" + out + ".log");
+  }
 }
 
 // The same head evaluated by one and two processes on 13 validation images: every image counts
@@ -247,6 +266,39 @@ TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
   EXPECT_NE(cached.find("64 training images extracted"), std::string::npos) << cached;
   EXPECT_NE(cached.find("cached features (no augmentation)"), std::string::npos) << cached;
   EXPECT_EQ(count_of(read_file(dir + "/cached/metrics.jsonl"), "\"type\":\"linprobe_epoch\""), 2);
+}
+
+// --print-config in every evaluation app: the resolved config and its derived values; for the
+// training ones their section's effective batch, lr and steps per epoch as the loader cuts them.
+// Nothing is created or trained.
+TEST(EvaluationApps, PrintConfigShowsEachSectionsDerivedValues) {
+  const auto dir = make_dir("print");
+  const std::string config = std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml";
+  auto print = [&](const char* exe, const std::string& name, std::vector<std::string> args) {
+    args.insert(args.begin(),
+                {"--config", config, "--print-config", "--set", "data.synthetic_train_size=64",
+                 "--set", "train.output_dir=" + dir + "/never"});
+    const pid_t pid = ocl_test::spawn(exe, args, {}, dir + "/" + name + ".log", kLaunchVars);
+    EXPECT_EQ(ocl_test::wait_for(pid, 120), 0) << read_file(dir + "/" + name + ".log");
+    return read_file(dir + "/" + name + ".log");
+  };
+  const auto finetune = print(OCL_FINETUNE_EXE, "finetune",
+                              {"--set", "finetune.batch_size=8", "--set", "finetune.accum_iter=2"});
+  EXPECT_NE(finetune.find("# fine-tuning:"), std::string::npos) << finetune;
+  EXPECT_NE(finetune.find("effective_batch: 16  # finetune.batch_size"), std::string::npos)
+      << finetune;
+  EXPECT_NE(finetune.find("#   steps_per_epoch: 4"), std::string::npos) << finetune;  // 64 / 16
+  const auto probe =
+      print(OCL_LINPROBE_EXE, "linprobe", {"--weights", "none", "--set", "linprobe.batch_size=32"});
+  EXPECT_NE(probe.find("# linear probe:"), std::string::npos) << probe;
+  EXPECT_NE(probe.find("effective_batch: 32  # linprobe.batch_size"), std::string::npos) << probe;
+  EXPECT_NE(probe.find("#   steps_per_epoch: 2"), std::string::npos) << probe;  // 64 / 32
+  const auto knn = print(OCL_KNN_EXE, "knn", {"--weights", "none"});
+  EXPECT_NE(knn.find("model:"), std::string::npos) << knn;
+  EXPECT_NE(knn.find("# derived:"), std::string::npos) << knn;
+  EXPECT_EQ(knn.find("#   steps_per_epoch"), std::string::npos) << knn;  // it trains nothing
+  EXPECT_EQ(knn.find("kNN k"), std::string::npos) << knn;
+  EXPECT_FALSE(std::ifstream(dir + "/never").good());
 }
 
 // ocl_finetune on the quickstart config at tiny sizes (64 training images, 13 validation images,
@@ -327,8 +379,8 @@ TEST(OclFinetune, TrainsAndAStoppedRunResumesToTheSameWeights) {
   EXPECT_EQ(run_finetune(dir, "refused", "whole", {}), 1);
   EXPECT_NE(read_file(dir + "/refused.log").find("--resume auto"), std::string::npos)
       << read_file(dir + "/refused.log");
-  // --eval-only needs a model to evaluate.
-  EXPECT_EQ(run_finetune(dir, "noresume", "fresh", {"--eval-only"}), 1);
+  // --eval needs a model to evaluate.
+  EXPECT_EQ(run_finetune(dir, "noresume", "fresh", {"--eval"}), 1);
   EXPECT_NE(read_file(dir + "/noresume.log").find("--resume"), std::string::npos)
       << read_file(dir + "/noresume.log");
   // Without --weights and nothing to resume it refuses, rather than fine-tune a random encoder.
@@ -350,12 +402,16 @@ TEST(OclFinetune, TwoProcessesEvaluateLikeOneAndTrain) {
   const auto dir = make_dir("finetune2");
   ASSERT_EQ(run_finetune(dir, "train", "out", {"--set", "finetune.epochs=1"}), 0)
       << read_file(dir + "/train.log");
-  const std::string line = "fine-tuned model \\(eval\\): top-1 [0-9.]+ %, top-5 [0-9.]+ %";
-  ASSERT_EQ(run_finetune(dir, "eval1", "out", {"--eval-only", "--resume", "auto"}), 0)
+  const std::string line = "fine-tuning \\(eval\\): top-1 [0-9.]+ %, top-5 [0-9.]+ %";
+  ASSERT_EQ(run_finetune(dir, "eval1", "out", {"--eval", "--resume", "auto"}), 0)
       << read_file(dir + "/eval1.log");
+  // --eval-only, the flag's earlier name, still works and says it is deprecated.
   ASSERT_EQ(run_finetune(dir, "eval2", "out",
                          {"--eval-only", "--resume", "auto", "--nproc-per-node", "2"}),
             0)
+      << read_file(dir + "/eval2.log");
+  EXPECT_NE(read_file(dir + "/eval2.log").find("--eval-only is deprecated: use --eval"),
+            std::string::npos)
       << read_file(dir + "/eval2.log");
   const auto one = first_match(read_file(dir + "/eval1.log"), line);
   const auto two = first_match(read_file(dir + "/eval2.log"), line);

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -65,7 +66,7 @@ ocl::io::Config tiny_config(const std::string& out, std::vector<std::string> ext
 
 ocl::engine::PretrainOptions quiet_options() {
   ocl::engine::PretrainOptions o;
-  o.console = std::make_shared<ocl::engine::ConsoleSink>(stderr, false);
+  o.console = std::make_shared<ocl::io::ConsoleSink>(stderr, false);
   return o;
 }
 
@@ -110,7 +111,7 @@ void expect_resume_reproduces_the_uninterrupted_run(const std::vector<std::strin
     step_records += line.find("\"type\":\"step\"") != std::string::npos;
   EXPECT_EQ(step_records, 8);
   // Checkpoints at each epoch end (save_every 1), the encoder in timm names.
-  const auto last = ocl::engine::load_checkpoint(dir_b + "/checkpoint-last");
+  const auto last = ocl::io::load_checkpoint(dir_b + "/checkpoint-last");
   EXPECT_EQ(last.path, dir_b + "/checkpoint-0002");
   EXPECT_TRUE(last.model.count("blocks.1.attn.qkv.weight"));
   EXPECT_TRUE(last.model.count("pos_embed"));
@@ -449,6 +450,43 @@ TEST(PretrainApp, CudaWithoutAGpuIsRefusedNamingWhy) {
 #endif
 }
 
+#ifdef OCL_BENCH_EXE
+// ocl_bench --grad-sync times the training loop's own step three ways on two ranks (no
+// all-reduce, all-reduce during backward, after it) and prints one line of medians on rank 0.
+TEST(BenchApp, GradSyncTimesTheLoopsStepOnTwoRanks) {
+  std::string output;
+  ASSERT_EQ(run_exe(OCL_BENCH_EXE,
+                    "--grad-sync --nproc-per-node 2 --steps 2 --warmup 1 --config " OCL_SOURCE_DIR
+                    "/configs/quickstart.yaml --set train.batch_size=8 --set train.threads=1",
+                    &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("grad_sync world=2 backend=gloo"), std::string::npos) << output;
+  const std::regex line(
+      "step_local_ms=[0-9.]+ step_overlapped_ms=[0-9.]+ "
+      "step_allreduce_after_backward_ms=[0-9.]+ allreduce_ms=[-0-9.]+ ");
+  EXPECT_TRUE(std::regex_search(output, line)) << output;
+  // Rank 0 alone prints the figures.
+  EXPECT_EQ(output.find("[rank 1] step_local_ms"), std::string::npos) << output;
+}
+
+// --print-config prints what the step benchmark trains: the config on synthetic data, with the
+// derived values and its steps per epoch, and runs nothing.
+TEST(BenchApp, PrintConfigShowsTheStepsConfig) {
+  std::string output;
+  ASSERT_EQ(run_exe(OCL_BENCH_EXE,
+                    "--print-config --config " OCL_SOURCE_DIR
+                    "/configs/quickstart.yaml --set train.batch_size=16 --set "
+                    "data.synthetic_train_size=256",
+                    &output),
+            0)
+      << output;
+  EXPECT_NE(output.find("effective_batch: 16"), std::string::npos) << output;
+  EXPECT_NE(output.find("#   steps_per_epoch: 16"), std::string::npos) << output;  // 256 / 16
+  EXPECT_EQ(output.find("step_ms="), std::string::npos) << output;
+}
+#endif
+
 TEST(PretrainApp, SigtermMidRunLeavesALoadableCheckpointAndResumeFinishes) {
   const auto out = make_temp_dir();
   const std::string cmd = std::string(OCL_PRETRAIN_EXE) + " " + tiny_args(out);
@@ -470,15 +508,15 @@ TEST(PretrainApp, SigtermMidRunLeavesALoadableCheckpointAndResumeFinishes) {
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
-  const auto latest = ocl::engine::latest_checkpoint(out);
+  const auto latest = ocl::io::latest_checkpoint(out);
   ASSERT_FALSE(latest.empty());
-  const auto c = ocl::engine::load_checkpoint(latest);
+  const auto c = ocl::io::load_checkpoint(latest);
   EXPECT_GT(c.state.global_step, 0);
   EXPECT_LT(c.state.epoch, 4) << "the run should have been stopped early";
   std::string output;
   EXPECT_EQ(run_app(tiny_args(out) + " --resume auto", &output), 0) << output;
   EXPECT_NE(output.find("resumed from"), std::string::npos) << output;
-  EXPECT_EQ(ocl::engine::load_checkpoint(out + "/checkpoint-last").state.epoch, 4);
+  EXPECT_EQ(ocl::io::load_checkpoint(out + "/checkpoint-last").state.epoch, 4);
 }
 #endif
 

@@ -7,7 +7,8 @@
 #include <torch/torch.h>
 
 #include <ocl/compat.h>
-#include <ocl/engine/checkpoint.h>
+#include <ocl/io/checkpoint.h>
+#include <ocl/optim/adamw_state.h>
 #include <ocl/optim/adamw_step.h>
 #include <ocl/optim/param_groups.h>
 
@@ -70,8 +71,8 @@ constexpr double kRtol = 1e-6;
 
 void expect_same(const torch::optim::AdamW& a_opt, const std::vector<ocl::optim::ParamGroup>& a,
                  const torch::optim::AdamW& b_opt, const std::vector<ocl::optim::ParamGroup>& b) {
-  const auto sa = ocl::engine::adamw_state(a_opt, a);
-  const auto sb = ocl::engine::adamw_state(b_opt, b);
+  const auto sa = ocl::optim::adamw_state(a_opt, a);
+  const auto sb = ocl::optim::adamw_state(b_opt, b);
   ASSERT_EQ(sa.size(), sb.size());
   for (const auto& [name, t] : sa) {
     ASSERT_TRUE(sb.count(name)) << name;
@@ -150,7 +151,7 @@ TEST(FusedAdamW, EqualsLibTorchAdamWOverSeveralSteps) {
   expect_same(*plain_opt, plain, *fused_opt, fused);
   // The comparison is not vacuous: the parameters moved, and b2 has one step fewer.
   EXPECT_GT((plain[0].params[0] - start).abs().max().item<double>(), 1e-2);
-  const auto state = ocl::engine::adamw_state(*fused_opt, fused);
+  const auto state = ocl::optim::adamw_state(*fused_opt, fused);
   EXPECT_EQ(state.at("optim.w1.step").item<int64_t>(), 6);
   EXPECT_EQ(state.at("optim.b2.step").item<int64_t>(), 5);
 }
@@ -168,10 +169,10 @@ TEST(FusedAdamW, CheckpointResumesOnEitherPath) {
     auto opt = ocl::optim::make_adamw(groups, kSettings);
     run_steps(*opt, groups, 0, 3, first_fused);
     // What a checkpoint holds, read into a fresh optimiser over fresh copies of the parameters.
-    const auto saved = ocl::engine::adamw_state(*opt, groups);
+    const auto saved = ocl::optim::adamw_state(*opt, groups);
     auto resumed = clone_groups(groups);
     auto resumed_opt = ocl::optim::make_adamw(resumed, kSettings);
-    ocl::engine::load_adamw_state(*resumed_opt, resumed, saved);
+    ocl::optim::load_adamw_state(*resumed_opt, resumed, saved);
     run_steps(*resumed_opt, resumed, 3, 6, !first_fused);
     expect_same(*ref_opt, ref, *resumed_opt, resumed);
   }

@@ -16,9 +16,11 @@
 #include <sys/wait.h>
 #include <torch/torch.h>
 
-#include <ocl/engine/checkpoint.h>
+#include <ocl/io/checkpoint.h>
 
 namespace {
+
+namespace io = ocl::io;
 
 std::string make_temp_dir() { return ocl::test::make_temp_dir("ocl_ckpt_"); }
 
@@ -27,8 +29,8 @@ bool exists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
-ocl::engine::TrainingState state_at(int64_t epoch, int64_t step, int64_t global) {
-  ocl::engine::TrainingState s;
+ocl::io::TrainingState state_at(int64_t epoch, int64_t step, int64_t global) {
+  ocl::io::TrainingState s;
   s.epoch = epoch;
   s.step_in_epoch = step;
   s.global_step = global;
@@ -41,34 +43,33 @@ ocl::io::TensorMap encoder_of(float value, int64_t n = 16) {
 }
 
 TEST(Checkpoint, Names) {
-  EXPECT_EQ(ocl::engine::checkpoint_name(state_at(4, 0, 40)), "checkpoint-0004");
-  EXPECT_EQ(ocl::engine::checkpoint_name(state_at(4, 120, 520)), "checkpoint-0004-000120");
+  EXPECT_EQ(ocl::io::checkpoint_name(state_at(4, 0, 40)), "checkpoint-0004");
+  EXPECT_EQ(ocl::io::checkpoint_name(state_at(4, 120, 520)), "checkpoint-0004-000120");
 }
 
 // A run folder copied without its link (cp -a then rm, rsync without -l) or with the link turned
 // into a folder (cp -rL): resume still finds the newest complete checkpoint, the next save puts
 // the link back, and pruning never deletes a checkpoint newer than the one it just wrote.
 TEST(Checkpoint, TheNewestIsFoundWithoutTheLinkAndNewerOnesAreNeverPruned) {
-  namespace engine = ocl::engine;
   const auto dir = make_temp_dir();
   for (int64_t e : {1, 2})
-    engine::save_checkpoint(dir, state_at(e, 0, 10 * e), encoder_of(1.f), {}, "", 5);
+    io::save_checkpoint(dir, state_at(e, 0, 10 * e), encoder_of(1.f), {}, "", 5);
   ASSERT_EQ(::unlink((dir + "/checkpoint-last").c_str()), 0);
-  EXPECT_EQ(engine::latest_checkpoint(dir), dir + "/checkpoint-0002");
+  EXPECT_EQ(io::latest_checkpoint(dir), dir + "/checkpoint-0002");
   ::mkdir((dir + "/checkpoint-0003").c_str(), 0777);  // incomplete: no state.json
-  EXPECT_EQ(engine::latest_checkpoint(dir), dir + "/checkpoint-0002");
+  EXPECT_EQ(io::latest_checkpoint(dir), dir + "/checkpoint-0002");
   ::rmdir((dir + "/checkpoint-0003").c_str());
   ASSERT_EQ(::mkdir((dir + "/checkpoint-last").c_str(), 0777), 0);  // cp -rL made it a folder
   std::ofstream(dir + "/checkpoint-last/state.json") << "{}";
-  EXPECT_EQ(engine::latest_checkpoint(dir), dir + "/checkpoint-0002");
-  engine::save_checkpoint(dir, state_at(3, 0, 30), encoder_of(1.f), {}, "", 5);
-  EXPECT_EQ(engine::latest_checkpoint(dir), dir + "/checkpoint-0003");
+  EXPECT_EQ(io::latest_checkpoint(dir), dir + "/checkpoint-0002");
+  io::save_checkpoint(dir, state_at(3, 0, 30), encoder_of(1.f), {}, "", 5);
+  EXPECT_EQ(io::latest_checkpoint(dir), dir + "/checkpoint-0003");
   struct stat st {};
   ASSERT_EQ(::lstat((dir + "/checkpoint-last").c_str(), &st), 0);
   EXPECT_TRUE(S_ISLNK(st.st_mode));
   // An older position written with keep_last 1 (a run restarted by mistake) prunes only what is
   // older than itself.
-  engine::save_checkpoint(dir, state_at(1, 5, 15), encoder_of(1.f), {}, "", 1);
+  io::save_checkpoint(dir, state_at(1, 5, 15), encoder_of(1.f), {}, "", 1);
   EXPECT_FALSE(exists(dir + "/checkpoint-0001"));
   EXPECT_TRUE(exists(dir + "/checkpoint-0001-000005"));
   EXPECT_TRUE(exists(dir + "/checkpoint-0002"));
@@ -77,14 +78,14 @@ TEST(Checkpoint, TheNewestIsFoundWithoutTheLinkAndNewerOnesAreNeverPruned) {
 
 TEST(Checkpoint, RoundTripAndLastLink) {
   const auto dir = make_temp_dir();
-  EXPECT_EQ(ocl::engine::latest_checkpoint(dir), "");
+  EXPECT_EQ(ocl::io::latest_checkpoint(dir), "");
   ocl::io::TensorMap trainer{{"model.logit_scale", torch::tensor(2.5)},
                              {"optim.x.step", torch::tensor(int64_t{3})}};
-  const auto path = ocl::engine::save_checkpoint(dir, state_at(2, 5, 25), encoder_of(1.5f), trainer,
-                                                 "train:\n  epochs: 3\n", 2);
+  const auto path = ocl::io::save_checkpoint(dir, state_at(2, 5, 25), encoder_of(1.5f), trainer,
+                                             "train:\n  epochs: 3\n", 2);
   EXPECT_EQ(path, dir + "/checkpoint-0002-000005");
-  EXPECT_EQ(ocl::engine::latest_checkpoint(dir), path);
-  const auto c = ocl::engine::load_checkpoint(dir + "/checkpoint-last");
+  EXPECT_EQ(ocl::io::latest_checkpoint(dir), path);
+  const auto c = ocl::io::load_checkpoint(dir + "/checkpoint-last");
   EXPECT_EQ(c.state.epoch, 2);
   EXPECT_EQ(c.state.step_in_epoch, 5);
   EXPECT_EQ(c.state.global_step, 25);
@@ -98,31 +99,30 @@ TEST(Checkpoint, KeepsOnlyTheNewestAndLeftoversAreCleaned) {
   const auto dir = make_temp_dir();
   ::mkdir((dir + "/checkpoint-0001.tmp-99999").c_str(), 0777);  // a killed writer's leftover
   for (int64_t e = 1; e <= 4; ++e) {
-    ocl::engine::save_checkpoint(dir, state_at(e, 0, 10 * e), encoder_of(static_cast<float>(e)), {},
-                                 "", 2);
+    ocl::io::save_checkpoint(dir, state_at(e, 0, 10 * e), encoder_of(static_cast<float>(e)), {}, "",
+                             2);
   }
   EXPECT_FALSE(exists(dir + "/checkpoint-0001"));
   EXPECT_FALSE(exists(dir + "/checkpoint-0002"));
   EXPECT_TRUE(exists(dir + "/checkpoint-0003/encoder.safetensors"));
   EXPECT_TRUE(exists(dir + "/checkpoint-0004/encoder.safetensors"));
   EXPECT_FALSE(exists(dir + "/checkpoint-0001.tmp-99999"));
-  EXPECT_EQ(ocl::engine::latest_checkpoint(dir), dir + "/checkpoint-0004");
+  EXPECT_EQ(ocl::io::latest_checkpoint(dir), dir + "/checkpoint-0004");
   // A mid-epoch checkpoint orders after its epoch's start.
-  ocl::engine::save_checkpoint(dir, state_at(4, 3, 43), encoder_of(5.f), {}, "", 2);
+  ocl::io::save_checkpoint(dir, state_at(4, 3, 43), encoder_of(5.f), {}, "", 2);
   EXPECT_FALSE(exists(dir + "/checkpoint-0003"));
   EXPECT_TRUE(exists(dir + "/checkpoint-0004"));
-  ocl::engine::remove_checkpoints(dir);
+  ocl::io::remove_checkpoints(dir);
   EXPECT_FALSE(exists(dir + "/checkpoint-0004"));
-  EXPECT_EQ(ocl::engine::latest_checkpoint(dir), "");
+  EXPECT_EQ(ocl::io::latest_checkpoint(dir), "");
 }
 
 TEST(Checkpoint, DamagedPartsGiveClearErrors) {
   const auto dir = make_temp_dir();
-  const auto path =
-      ocl::engine::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
+  const auto path = ocl::io::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
   auto expect_error = [&](const std::string& needle) {
     try {
-      ocl::engine::load_checkpoint(path);
+      ocl::io::load_checkpoint(path);
       ADD_FAILURE() << "expected an error naming " << needle;
     } catch (const c10::Error& e) {
       EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
@@ -134,13 +134,13 @@ TEST(Checkpoint, DamagedPartsGiveClearErrors) {
   ASSERT_EQ(::stat(enc.c_str(), &st), 0);
   ASSERT_EQ(::truncate(enc.c_str(), st.st_size - 10), 0);
   expect_error("encoder.safetensors");
-  ocl::engine::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
+  ocl::io::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
   // Damaged state.
   { std::ofstream(path + "/state.json") << "{\"format_version\": 1, \"epoch\": "; }
   expect_error("state.json");
   // Missing folder.
   try {
-    ocl::engine::load_checkpoint(dir + "/checkpoint-0099");
+    ocl::io::load_checkpoint(dir + "/checkpoint-0099");
     ADD_FAILURE() << "expected an error";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("checkpoint-0099"), std::string::npos);
@@ -153,7 +153,7 @@ TEST(Checkpoint, StateJsonValuesAreCheckedOneByOne) {
   const std::string good =
       R"({"format_version": 1, "epoch": 3, "step_in_epoch": 7, "global_step": 307,
           "nonfinite_skips": 2, "world_size": 4, "seed": 18446744073709551615})";
-  const auto state = ocl::engine::parse_training_state(good, "run/state.json");
+  const auto state = ocl::io::parse_training_state(good, "run/state.json");
   EXPECT_EQ(state.epoch, 3);
   EXPECT_EQ(state.step_in_epoch, 7);
   EXPECT_EQ(state.global_step, 307);
@@ -189,7 +189,7 @@ TEST(Checkpoint, StateJsonValuesAreCheckedOneByOne) {
   };
   for (const auto& [text, needle] : bad) {
     try {
-      ocl::engine::parse_training_state(text, "run/state.json");
+      ocl::io::parse_training_state(text, "run/state.json");
       ADD_FAILURE() << "accepted " << text;
     } catch (const c10::Error& e) {
       const std::string what = e.what();
@@ -203,24 +203,23 @@ TEST(Checkpoint, StateJsonValuesAreCheckedOneByOne) {
 // checkpoint-last must always name a complete, loadable checkpoint the child finished.
 TEST(Checkpoint, KillDuringWriteLeavesThePreviousIntact) {
   const auto dir = make_temp_dir();
-  ocl::engine::save_checkpoint(dir, state_at(0, 1, 1), encoder_of(1.f, 1 << 21), {}, "first", 2);
+  ocl::io::save_checkpoint(dir, state_at(0, 1, 1), encoder_of(1.f, 1 << 21), {}, "first", 2);
   for (int delay_ms : {5, 20, 45, 80}) {
     const pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
       for (int64_t s = 2;; ++s) {
-        ocl::engine::save_checkpoint(dir, state_at(0, s, s),
-                                     encoder_of(static_cast<float>(s), 1 << 21), {},
-                                     "step " + std::to_string(s), 2);
+        ocl::io::save_checkpoint(dir, state_at(0, s, s), encoder_of(static_cast<float>(s), 1 << 21),
+                                 {}, "step " + std::to_string(s), 2);
       }
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
     ::kill(pid, SIGKILL);
     int status = 0;
     ::waitpid(pid, &status, 0);
-    const auto latest = ocl::engine::latest_checkpoint(dir);
+    const auto latest = ocl::io::latest_checkpoint(dir);
     ASSERT_FALSE(latest.empty());
-    const auto c = ocl::engine::load_checkpoint(latest);
+    const auto c = ocl::io::load_checkpoint(latest);
     const auto s = c.state.global_step;
     EXPECT_TRUE(torch::equal(c.model.at("norm.weight"),
                              torch::full({1 << 21}, s == 1 ? 1.f : static_cast<float>(s))))

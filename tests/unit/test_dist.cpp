@@ -11,15 +11,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <ocl/dist/agreement.h>
-#include <ocl/dist/all_gather.h>
-#include <ocl/dist/communicator.h>
-#include <ocl/dist/grad_sync.h>
-#include <ocl/dist/launch.h>
+#include <ocl/distributed/agreement.h>
+#include <ocl/distributed/all_gather.h>
+#include <ocl/distributed/communicator.h>
+#include <ocl/distributed/grad_sync.h>
+#include <ocl/distributed/launch.h>
 
 namespace {
 
-using ocl::dist::assign_buckets;
+using ocl::distributed::assign_buckets;
 
 torch::Tensor floats(int64_t n) { return torch::zeros({n}, torch::kFloat32); }
 
@@ -56,17 +56,17 @@ TEST(Buckets, EveryParameterOnceOversizedAloneDtypesApart) {
   EXPECT_EQ(b.back().back(), 0u);
 }
 
-ocl::dist::LaunchInfo single_rank_launch() {
-  ocl::dist::LaunchInfo l;
+ocl::distributed::LaunchInfo single_rank_launch() {
+  ocl::distributed::LaunchInfo l;
   l.rank = 0;
   l.world_size = 1;
-  l.master_port = ocl::dist::free_tcp_port();
+  l.master_port = ocl::distributed::free_tcp_port();
   l.source = "test";
   return l;
 }
 
-ocl::dist::CommunicatorOptions quick_options() {
-  ocl::dist::CommunicatorOptions o;
+ocl::distributed::CommunicatorOptions quick_options() {
+  ocl::distributed::CommunicatorOptions o;
   o.backend = "gloo";
   o.timeout = std::chrono::seconds(20);
   o.heartbeat_s = 0;
@@ -95,11 +95,11 @@ TEST(GradSynchronizer, GradientsAreBucketViewsAndOneRankAveragesToThemselves) {
   plain.w2 = net.w2.detach().clone().requires_grad_();
   plain.loss(x).backward();
 
-  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
-  ocl::dist::GradSyncOptions so;
+  ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
+  ocl::distributed::GradSyncOptions so;
   so.first_bucket_mb = 2048.0 / (1024 * 1024);  // w2 (2 KiB) alone first
   so.bucket_mb = 9000.0 / (1024 * 1024);        // then b1 + w1 (8.25 KiB) together
-  ocl::dist::GradSynchronizer sync(comm, net.params(), so);
+  ocl::distributed::GradSynchronizer sync(comm, net.params(), so);
   ASSERT_EQ(sync.num_buckets(), 2);
   EXPECT_EQ(sync.bucket_bytes(), (std::vector<int64_t>{2048, 8448}));
   // Views: writing through one gradient is seen in the bucket layout (w2 starts bucket 0).
@@ -126,19 +126,20 @@ TEST(GradSynchronizer, NoSyncAccumulatesWithoutCommunicating) {
   plain.loss(x1).backward();
   plain.loss(x2).backward();
 
-  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
-  ocl::dist::GradSynchronizer sync(comm, net.params(), {});
-  const int64_t before = comm.collectives_started(ocl::dist::Group::kGradients);
+  ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
+  ocl::distributed::GradSynchronizer sync(comm, net.params(), {});
+  const int64_t before = comm.collectives_started(ocl::distributed::Group::kGradients);
   sync.set_sync(false);
   net.loss(x1).backward();
   sync.finish();  // a no-op after a no_sync backward
   EXPECT_EQ(sync.buckets_launched(), 0);
-  EXPECT_EQ(comm.collectives_started(ocl::dist::Group::kGradients), before);
+  EXPECT_EQ(comm.collectives_started(ocl::distributed::Group::kGradients), before);
   sync.set_sync(true);
   net.loss(x2).backward();
   sync.finish();
   EXPECT_EQ(sync.buckets_launched(), sync.num_buckets());
-  EXPECT_EQ(comm.collectives_started(ocl::dist::Group::kGradients), before + sync.num_buckets());
+  EXPECT_EQ(comm.collectives_started(ocl::distributed::Group::kGradients),
+            before + sync.num_buckets());
   EXPECT_TRUE(torch::allclose(net.w1.grad(), plain.w1.grad(), 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(net.w2.grad(), plain.w2.grad(), 1e-5, 1e-6));
 }
@@ -147,8 +148,8 @@ TEST(GradSynchronizer, WithoutOverlapFinishCommunicatesEverything) {
   torch::manual_seed(3);
   TwoLayers net;
   auto x = torch::randn({4, 32});
-  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
-  ocl::dist::GradSynchronizer sync(comm, net.params(), {});
+  ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
+  ocl::distributed::GradSynchronizer sync(comm, net.params(), {});
   sync.set_sync(false);  // what dist.overlap: false does during backward
   net.loss(x).backward();
   EXPECT_EQ(sync.buckets_launched(), 0);
@@ -163,11 +164,11 @@ TEST(GradSynchronizer, WithoutOverlapFinishCommunicatesEverything) {
 TEST(GradSynchronizer, ParametersWithoutGradientStillLaunchInOrder) {
   torch::manual_seed(2);
   TwoLayers net;
-  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
-  ocl::dist::GradSyncOptions so;
+  ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
+  ocl::distributed::GradSyncOptions so;
   so.first_bucket_mb = 2048.0 / (1024 * 1024);
   so.bucket_mb = 9000.0 / (1024 * 1024);
-  ocl::dist::GradSynchronizer sync(comm, net.params(), so);
+  ocl::distributed::GradSynchronizer sync(comm, net.params(), so);
   // A loss of w2 alone: bucket 1 (w1, b1) never becomes ready during backward.
   net.w2.pow(2).sum().backward();
   EXPECT_EQ(sync.buckets_launched_in_backward(), 1);
@@ -178,20 +179,21 @@ TEST(GradSynchronizer, ParametersWithoutGradientStillLaunchInOrder) {
 }
 
 TEST(GradSynchronizer, RefusesFrozenParameters) {
-  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
-  OCL_EXPECT_THROW_WITH(ocl::dist::GradSynchronizer(comm, {torch::zeros({3})}, {}),
+  ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
+  OCL_EXPECT_THROW_WITH(ocl::distributed::GradSynchronizer(comm, {torch::zeros({3})}, {}),
                         "leave frozen parameters out");
 }
 
 TEST(AllGatherWithGrad, OneRankIsTheIdentityForwardAndBackward) {
-  ocl::dist::Communicator comm(single_rank_launch(), quick_options());
+  ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
   auto x = torch::randn({3, 4}, torch::kFloat64).requires_grad_();
-  auto y = ocl::dist::all_gather_with_grad(comm, x);
+  auto y = ocl::distributed::all_gather_with_grad(comm, x);
   EXPECT_TRUE(torch::equal(y, x));
   auto w = torch::randn({3, 4}, torch::kFloat64);
   (y * w).sum().backward();
   EXPECT_TRUE(torch::allclose(x.grad(), w));
-  EXPECT_EQ(comm.collectives_started(ocl::dist::Group::kLoss), 2);  // gather + reduce-scatter
+  EXPECT_EQ(comm.collectives_started(ocl::distributed::Group::kLoss),
+            2);  // gather + reduce-scatter
 }
 
 TEST(Communicator, RendezvousWithoutThePeersTimesOutNamingTheAddress) {
@@ -200,7 +202,7 @@ TEST(Communicator, RendezvousWithoutThePeersTimesOutNamingTheAddress) {
   auto o = quick_options();
   o.timeout = std::chrono::seconds(2);
   const auto start = std::chrono::steady_clock::now();
-  OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(launch, o),
+  OCL_EXPECT_THROW_WITH(ocl::distributed::Communicator(launch, o),
                         "rendezvous at 127.0.0.1:" + std::to_string(launch.master_port));
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 30);
 }
@@ -208,11 +210,11 @@ TEST(Communicator, RendezvousWithoutThePeersTimesOutNamingTheAddress) {
 TEST(Communicator, RejectsABackendThisBuildLacks) {
   auto o = quick_options();
   o.backend = "mpi";
-  OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(single_rank_launch(), o),
+  OCL_EXPECT_THROW_WITH(ocl::distributed::Communicator(single_rank_launch(), o),
                         "dist.backend must be auto, nccl or gloo");
-  if (!ocl::dist::backend_available("nccl")) {
+  if (!ocl::distributed::backend_available("nccl")) {
     o.backend = "nccl";
-    OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(single_rank_launch(), o),
+    OCL_EXPECT_THROW_WITH(ocl::distributed::Communicator(single_rank_launch(), o),
                           "dist.backend nccl is not available");
   }
 }
@@ -226,17 +228,17 @@ TEST(Communicator, NcclIsCompiledInExactlyWhereLibTorchIsACudaBuild) {
   o.backend = "nccl";
   o.device = torch::Device(torch::kCUDA, 0);
 #if OCL_TEST_EXPECT_NCCL
-  EXPECT_TRUE(ocl::dist::backend_available("nccl"))
+  EXPECT_TRUE(ocl::distributed::backend_available("nccl"))
       << "a CUDA LibTorch with OCL_WITH_NCCL=ON must have the NCCL process group";
   if (torch::cuda::is_available()) GTEST_SKIP() << "a GPU is visible: tests/gpu covers NCCL there";
   const auto start = std::chrono::steady_clock::now();
-  OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(single_rank_launch(), o),
+  OCL_EXPECT_THROW_WITH(ocl::distributed::Communicator(single_rank_launch(), o),
                         "dist.backend nccl needs a CUDA device, and this process sees no CUDA "
                         "device");
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 10);
 #else
-  EXPECT_FALSE(ocl::dist::backend_available("nccl"));
-  OCL_EXPECT_THROW_WITH(ocl::dist::Communicator(single_rank_launch(), o),
+  EXPECT_FALSE(ocl::distributed::backend_available("nccl"));
+  OCL_EXPECT_THROW_WITH(ocl::distributed::Communicator(single_rank_launch(), o),
                         "dist.backend nccl is not available in this build");
 #endif
 }
@@ -246,20 +248,20 @@ TEST(Communicator, NcclIsCompiledInExactlyWhereLibTorchIsACudaBuild) {
 // Ranks that see different copies of a data set stop, each naming the ranks that differ and both
 // views; the same data passes. Two ranks in two threads of this process, over Gloo.
 TEST(Agreement, RanksWithDifferentDataSetsStopNamingBothViews) {
-  const int port = ocl::dist::free_tcp_port();
+  const int port = ocl::distributed::free_tcp_port();
   std::string errors[2];
   auto rank = [&](int r, int64_t size) {
     try {
-      ocl::dist::LaunchInfo l;
+      ocl::distributed::LaunchInfo l;
       l.rank = l.local_rank = r;
       l.world_size = l.local_world_size = 2;
       l.master_port = port;
       l.source = "test";
       auto o = quick_options();
       o.heartbeat_s = 0;
-      ocl::dist::Communicator comm(l, o);
-      ocl::dist::require_same_data(comm, torch::kCPU, "the training set", 1000, 10);
-      ocl::dist::require_same_data(comm, torch::kCPU, "the training set", size, 10);
+      ocl::distributed::Communicator comm(l, o);
+      ocl::distributed::require_same_data(comm, torch::kCPU, "the training set", 1000, 10);
+      ocl::distributed::require_same_data(comm, torch::kCPU, "the training set", size, 10);
     } catch (const std::exception& e) {
       errors[r] = e.what();
     }

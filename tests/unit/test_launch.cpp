@@ -21,10 +21,10 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include <ocl/dist/launch.h>
+#include <ocl/distributed/launch.h>
 
 namespace fs = std::filesystem;
-using namespace ocl::dist;
+using namespace ocl::distributed;
 
 namespace {
 

@@ -13,11 +13,11 @@
 namespace {
 
 using ocl::engine::Features;
-using ocl::engine::LinprobeHead;
+using ocl::nn::LinearProbeHead;
 
 TEST(LinearProbe, HeadInitialisation) {
   torch::manual_seed(0);
-  LinprobeHead head(768, 1000);
+  LinearProbeHead head(768, 1000);
   // Only the Linear is trainable: the BatchNorm has no affine parameters.
   const auto params = head->named_parameters();
   ASSERT_EQ(params.size(), 2u);
@@ -38,6 +38,15 @@ TEST(LinearProbe, HeadInitialisation) {
   // LARS over exactly these two tensors.
   auto lars = ocl::engine::make_linprobe_lars(head, 0.0);
   EXPECT_EQ(lars.params().size(), 2u);
+  // The options other than MAE's, and a clone with the same tensors.
+  LinearProbeHead custom(ocl::nn::LinearProbeHeadOptions(8, 3).bn_eps(1e-5).init_std(0.0));
+  EXPECT_DOUBLE_EQ(custom->bn->options.eps(), 1e-5);
+  EXPECT_EQ(custom->fc->weight.abs().max().item<double>(), 0.0);
+  const auto copy = std::dynamic_pointer_cast<ocl::nn::LinearProbeHeadImpl>(head->clone());
+  ASSERT_NE(copy, nullptr);
+  EXPECT_TRUE(copy->fc->weight.equal(head->fc->weight));
+  EXPECT_NE(copy->fc->weight.data_ptr(), head->fc->weight.data_ptr());
+  EXPECT_THROW(LinearProbeHead(0, 3), c10::Error);
 }
 
 // n points of each of 4 Gaussian clusters in 16-D (unit noise, centres ~N(0, 4²) apart), with
@@ -51,7 +60,7 @@ Features clusters(const torch::Tensor& centres, int64_t n, uint64_t seed) {
 
 // One epoch of plain head training on `rows` (what the shared loop does for the cached-features
 // path, without its accumulation and logging): returns the mean loss.
-double train_epoch(LinprobeHead& head, ocl::optim::Lars& lars,
+double train_epoch(LinearProbeHead& head, ocl::optim::Lars& lars,
                    const ocl::optim::CosineSchedule& schedule, ocl::engine::FeatureRows& rows,
                    int64_t epoch) {
   const int64_t steps = rows.batches_per_epoch();
@@ -75,7 +84,7 @@ TEST(LinearProbe, SeparableClustersReachFullAccuracy) {
   const auto centres = torch::randn({4, 16}, gen) * 4.0;
   const Features train = clusters(centres, 128, 1), val = clusters(centres, 64, 2);
   torch::manual_seed(0);
-  LinprobeHead head(16, 4);
+  LinearProbeHead head(16, 4);
   auto lars = ocl::engine::make_linprobe_lars(head, 0.0);
   ocl::engine::FeatureRows rows(train, /*batch_size=*/32, /*accum_iter=*/1, /*seed=*/0);
   EXPECT_EQ(rows.batches_per_epoch(), 16);  // 512 rows
@@ -97,6 +106,16 @@ TEST(LinearProbe, SeparableClustersReachFullAccuracy) {
   const auto after = ocl::engine::evaluate_head(head, val, torch::kCPU, nullptr, /*batch=*/7);
   EXPECT_GE(after.top1, 99.0) << "before training: " << before.top1 << " %";
   EXPECT_DOUBLE_EQ(after.top5, 100.0);  // 4 classes: top-4 always holds the truth
+  // The mean cross-entropy over batches of 7 is the whole set's, by hand in float64.
+  head->eval();
+  torch::NoGradGuard no_grad;
+  const auto logits = head->forward(val.features.to(torch::kFloat32)).to(torch::kFloat64);
+  const double expected =
+      (torch::logsumexp(logits, 1) - logits.gather(1, val.labels.view({-1, 1})).squeeze(1))
+          .mean()
+          .item<double>();
+  EXPECT_GT(expected, 0.0);
+  EXPECT_NEAR(after.loss, expected, 1e-5 * (1.0 + expected));
 }
 
 // The row order is a function of (seed, epoch); two ranks take between them exactly the rows

@@ -22,6 +22,9 @@
 namespace {
 
 using namespace ocl::engine;
+using ocl::io::ConsoleSink;
+using ocl::io::MetricsLog;
+using ocl::io::TrainingState;
 
 // 24 rows of 4 features with targets y = x · w*; each epoch's order drawn from the epoch.
 class ToyRows : public BatchSource {
@@ -108,13 +111,14 @@ struct ToyRun {
                                                .output_dir = dir,
                                                .output_key = "train.output_dir",
                                                .config_yaml = ocl::io::to_yaml(config)});
-    loop = std::make_unique<TrainingLoop>(*run, engine, std::make_unique<ToyRows>(batch),
-                                          LoopSettings{.epochs = 3,
-                                                       .batch_size = batch,
-                                                       .save_every = 1,
-                                                       .keep_last = 9,
-                                                       .schedule = {0.05, 0.0, 0.5, 3.0},
-                                                       .section = "toy"});
+    LoopSettings settings = ocl::engine::run_loop_settings(config);
+    settings.epochs = 3;
+    settings.batch_size = batch;
+    settings.save_every = 1;
+    settings.keep_last = 9;
+    settings.schedule = {0.05, 0.0, 0.5, 3.0};
+    settings.section = "toy";
+    loop = std::make_unique<TrainingLoop>(*run, engine, std::make_unique<ToyRows>(batch), settings);
     if (run->resumed) ocl::io::load_state_dict(*engine.model_, run->resumed->model);
     run->resume_position(
         [](const ocl::io::Config&) {

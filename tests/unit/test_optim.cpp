@@ -6,7 +6,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <ocl/engine/checkpoint.h>
+#include <ocl/io/checkpoint.h>
+#include <ocl/optim/adamw_state.h>
 #include <ocl/optim/param_groups.h>
 #include <ocl/optim/schedule.h>
 #include <ocl/ssl/ocl_model.h>
@@ -129,7 +130,7 @@ TEST(AdamWState, RoundTripContinuesExactly) {
   auto oa = ocl::optim::make_adamw(ga, {1e-3, 0.9, 0.95, 1e-8});
   run_step(a, *oa, 10);
   run_step(a, *oa, 11);
-  auto saved = ocl::engine::adamw_state(*oa, ga);
+  auto saved = ocl::optim::adamw_state(*oa, ga);
   EXPECT_EQ(saved.at("optim.logit_scale.step").item<int64_t>(), 2);
   EXPECT_EQ(saved.count("optim.encoder.patch_embed.proj.weight.exp_avg"), 0u);  // frozen
 
@@ -141,7 +142,7 @@ TEST(AdamWState, RoundTripContinuesExactly) {
   }
   auto gb = ocl::optim::weight_decay_groups(*b, 0.05);
   auto ob = ocl::optim::make_adamw(gb, {1e-3, 0.9, 0.95, 1e-8});
-  ocl::engine::load_adamw_state(*ob, gb, saved);
+  ocl::optim::load_adamw_state(*ob, gb, saved);
   run_step(a, *oa, 12);
   run_step(b, *ob, 12);
   auto pa = a->named_parameters();
@@ -158,7 +159,7 @@ TEST(AdamWState, MismatchedShapeNamesTheParameter) {
                          {"optim.logit_scale.exp_avg_sq", torch::zeros({2})},
                          {"optim.logit_scale.step", torch::tensor(int64_t{1})}};
   try {
-    ocl::engine::load_adamw_state(*oa, ga, bad);
+    ocl::optim::load_adamw_state(*oa, ga, bad);
     FAIL() << "expected an error";
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("logit_scale"), std::string::npos) << e.what();

@@ -57,6 +57,11 @@ struct Batch {
   torch::Tensor second_view;
 };
 
+/// Batches per epoch of this rank for a data set of `dataset_size` samples under `options`:
+/// ceil(size / world_size) samples per rank (DistributedSampler's padding), cut into batches
+/// (drop_last: whole ones only), at most max_steps_per_epoch. Loader::steps_per_epoch is this.
+int64_t batches_per_epoch(int64_t dataset_size, const LoaderOptions& options);
+
 class Loader {
  public:
   /// `transform` may be null: images are then batched as loaded and must all share one size.

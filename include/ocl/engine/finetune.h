@@ -35,7 +35,8 @@
 #include "ocl/data/dataset.h"
 #include "ocl/data/mixing.h"
 #include "ocl/data/transforms.h"
-#include "ocl/dist/communicator.h"
+#include "ocl/distributed/communicator.h"
+#include "ocl/engine/classifier.h"
 #include "ocl/engine/loop.h"
 #include "ocl/engine/run.h"
 #include "ocl/io/config.h"
@@ -51,18 +52,12 @@ namespace ocl::engine {
 /// re-initialised as MAE does (weight ~ N(0, (2e-5)²), bias 0).
 nn::VisionTransformer build_finetune_model(const io::Config& config, int64_t num_classes);
 
-struct ClassifierAccuracy {
-  double top1 = 0, top5 = 0;  // percent (top-k with k = min(5, classes))
-  double loss = 0;            // mean cross-entropy (hard labels)
-  int64_t images = 0;         // every validation image once, all ranks together
-};
-
 /// `model` (eval mode, no gradients, bf16 autocast when asked) on the validation images; the
 /// model's mode is restored. With `comm`, sharded over ranks and gathered exactly once.
 ClassifierAccuracy evaluate_classifier(nn::VisionTransformer& model, const data::Dataset& val,
                                        const data::Transform& transform,
                                        const torch::Device& device, int64_t batch, int64_t workers,
-                                       bool bf16, dist::Communicator* comm = nullptr);
+                                       bool bf16, distributed::Communicator* comm = nullptr);
 
 /// The options of every engine (engine/run.h: resume, overwrite, eval_only, stop, console,
 /// launch) and the encoder weights.
@@ -96,7 +91,7 @@ class Finetuner : private TrainingEngine {
   void set_lr(double lr) override;
   MicroStep forward(const data::Batch& batch, const StepContext& at) override;
   void update() override;
-  EpochReport end_of_epoch(const TrainingState& state) override;
+  EpochReport end_of_epoch(const io::TrainingState& state) override;
   CheckpointTensors checkpoint_tensors() override;
   ClassifierAccuracy evaluate(nn::VisionTransformer& model);
   std::shared_ptr<const data::Transform> train_transform() const;

@@ -12,7 +12,7 @@
 
 #include "ocl/data/dataset.h"
 #include "ocl/data/transforms.h"
-#include "ocl/dist/communicator.h"
+#include "ocl/distributed/communicator.h"
 #include "ocl/nn/vision_transformer.h"
 
 namespace ocl::engine {
@@ -33,7 +33,7 @@ using DatasetForward =
 Features map_dataset(const DatasetForward& forward, const data::Dataset& dataset,
                      const data::Transform& transform, const torch::Device& device,
                      int64_t batch = 256, int64_t limit = 0, int64_t workers = 2,
-                     dist::Communicator* comm = nullptr);
+                     distributed::Communicator* comm = nullptr);
 
 /// The CLS output after the final norm of every image of `dataset` (the first `limit` when
 /// limit > 0), through `transform`, in eval mode without gradients, `batch` images at a time.
@@ -44,7 +44,7 @@ Features map_dataset(const DatasetForward& forward, const data::Dataset& dataset
 Features extract_features(nn::VisionTransformer& encoder, const data::Dataset& dataset,
                           const data::Transform& transform, const torch::Device& device,
                           int64_t batch = 256, int64_t limit = 0, int64_t workers = 2,
-                          bool bf16 = false, dist::Communicator* comm = nullptr,
+                          bool bf16 = false, distributed::Communicator* comm = nullptr,
                           bool normalize = true);
 
 struct KnnResult {
@@ -72,6 +72,6 @@ struct KnnOptions {
 /// the figures for the whole test set.
 std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
                                     int64_t num_classes, const KnnOptions& options,
-                                    dist::Communicator* comm = nullptr);
+                                    distributed::Communicator* comm = nullptr);
 
 }  // namespace ocl::engine

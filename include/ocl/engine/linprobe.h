@@ -32,52 +32,32 @@
 #include <vector>
 
 #include <spdlog/logger.h>
-#include <torch/nn/module.h>
-#include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/linear.h>
 
 #include "ocl/data/dataset.h"
-#include "ocl/dist/communicator.h"
+#include "ocl/data/transforms.h"
+#include "ocl/distributed/communicator.h"
+#include "ocl/engine/classifier.h"
 #include "ocl/engine/knn.h"
 #include "ocl/engine/loop.h"
 #include "ocl/engine/run.h"
 #include "ocl/io/config.h"
+#include "ocl/nn/linear_probe_head.h"
 #include "ocl/nn/vision_transformer.h"
 #include "ocl/optim/lars.h"
 
 namespace ocl::engine {
 
-/// MAE's probe head: BatchNorm1d(dim, affine=false, eps=1e-6) then Linear(dim, num_classes).
-/// Tensors: bn.running_mean, bn.running_var, bn.num_batches_tracked, fc.weight, fc.bias.
-class LinprobeHeadImpl : public torch::nn::Module {
- public:
-  LinprobeHeadImpl(int64_t dim, int64_t num_classes);
-  /// fc.weight ~ N(0, 0.01²) from the global generator, fc.bias = 0. MAE calls
-  /// trunc_normal_(std=0.01) with timm's default bounds ±2, i.e. ±200σ: a plain normal.
-  void reset_parameters();
-  /// features [B, D] → logits [B, num_classes].
-  torch::Tensor forward(const torch::Tensor& features);
-
-  torch::nn::BatchNorm1d bn{nullptr};
-  torch::nn::Linear fc{nullptr};
-};
-TORCH_MODULE(LinprobeHead);
-
 /// LARS over the head as MAE's probe builds it: momentum 0.9, trust 0.001, weight decay
 /// (on fc.weight only, LARS skips vectors) as given.
-optim::Lars make_linprobe_lars(LinprobeHead& head, double weight_decay);
+optim::Lars make_linprobe_lars(nn::LinearProbeHead& head, double weight_decay);
 
-struct ProbeAccuracy {
-  double top1 = 0;     // percent
-  double top5 = 0;     // percent (top-k with k = min(5, classes))
-  int64_t images = 0;  // validation images counted (all ranks together)
-};
-
-/// The head (in eval mode: BatchNorm running statistics) on every row of `val`, `batch` rows
+/// The head (in eval mode: BatchNorm running statistics) on every row of `val` (top-1, top-5,
+/// the mean cross-entropy), `batch` rows
 /// at a time; the head's mode is restored. With `comm`, rank r scores rows r, r + W, ... and
 /// the hit counts are summed: every rank returns the figures of the whole set.
-ProbeAccuracy evaluate_head(LinprobeHead& head, const Features& val, const torch::Device& device,
-                            dist::Communicator* comm = nullptr, int64_t batch = 4096);
+ClassifierAccuracy evaluate_head(nn::LinearProbeHead& head, const Features& val,
+                                 const torch::Device& device,
+                                 distributed::Communicator* comm = nullptr, int64_t batch = 4096);
 
 /// The cached-features path's training rows as micro-batches (Batch::images holds the features
 /// [b, D], Batch::labels the labels): each epoch visits the rows in an order drawn from
@@ -111,7 +91,7 @@ struct LinprobeOptions : RunOptions {
 
 using LinprobeResult = ClassifierRunResult;
 
-/// The checkpoints' model file: the head, in the names of LinprobeHead.
+/// The checkpoints' model file: the head, in the names of nn::LinearProbeHead.
 inline constexpr const char* kHeadFile = "head.safetensors";
 
 class LinearProbe : private TrainingEngine {
@@ -128,7 +108,7 @@ class LinearProbe : private TrainingEngine {
   LinprobeResult run();
 
   const std::string& output_dir() const { return run_.spec.output_dir; }
-  LinprobeHead& head() { return head_; }
+  nn::LinearProbeHead& head() { return head_; }
 
  private:
   // TrainingEngine: a micro-batch through the frozen encoder (or its cached features) and the
@@ -138,17 +118,21 @@ class LinearProbe : private TrainingEngine {
   void set_lr(double lr) override { lars_->set_lr(lr); }
   MicroStep forward(const data::Batch& batch, const StepContext& at) override;
   void update() override { lars_->step(); }
-  EpochReport end_of_epoch(const TrainingState& state) override;
+  EpochReport end_of_epoch(const io::TrainingState& state) override;
   CheckpointTensors checkpoint_tensors() override;
-  ProbeAccuracy evaluate();  // BatchNorm statistics from rank 0, then the sharded evaluation
-  void resume(const Checkpoint& checkpoint, int64_t dim);
+  ClassifierAccuracy evaluate();  // BatchNorm statistics from rank 0, then the sharded evaluation
+  Features extract(const data::Dataset& set, const data::Transform& transform);
+  std::unique_ptr<TrainingLoop> make_loop(const io::DataConfig& data_config,
+                                          const data::Transform& eval_transform,
+                                          int64_t& cached_rows);
+  void resume(const io::Checkpoint& checkpoint, int64_t dim);
   void log_setup(const data::Dataset& val_set) const;
 
   io::Config config_;
   SectionRecipe recipe_;  // processes × batch × accumulation, peak lr
   RunContext run_;
   nn::VisionTransformer encoder_{nullptr};
-  LinprobeHead head_{nullptr};
+  nn::LinearProbeHead head_{nullptr};
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<optim::Lars> lars_;
   std::shared_ptr<const data::Dataset> train_set_;

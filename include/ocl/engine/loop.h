@@ -5,7 +5,10 @@
 // update; log windows with the status line and ETA, metrics.jsonl records; the stop decision (a
 // signal on any rank, --stop-after-steps) folded into the step's one all-reduce; the replica
 // check (dist.verify_every); checkpoints every save_every epochs, at the end and on a stop,
-// keeping keep_last. What an engine supplies is the TrainingEngine interface below.
+// keeping keep_last. What an engine supplies is the TrainingEngine interface below; everything
+// the loop does as the config says is read once into LoopSettings. src/engine/loop.cpp reads top
+// to bottom: run() and its phases, then one optimiser step and its phases; the log line, status
+// line and metrics records are in src/engine/loop_report.cpp.
 //
 // Each step's randomness is a function of (seed, global step, micro-batch, rank) (StepContext)
 // and each epoch's data order of (seed, epoch), so a run stopped anywhere and resumed takes the
@@ -21,7 +24,7 @@
 #include <torch/nn/module.h>
 
 #include "ocl/data/loader.h"
-#include "ocl/dist/grad_sync.h"
+#include "ocl/distributed/grad_sync.h"
 #include "ocl/engine/run.h"
 #include "ocl/optim/schedule.h"
 
@@ -69,11 +72,12 @@ std::unique_ptr<BatchSource> loader_source(std::unique_ptr<data::Loader> loader)
 /// metrics.jsonl record (after the loop's epoch, global_step, loss and figures).
 struct EpochReport {
   std::string text;
-  MetricFields fields;
+  io::MetricFields fields;
 };
 
 /// What a checkpoint of an engine holds: its model file and the rest (optimiser state, ...),
-/// and what the model file's header records beside the tensors (nn::encoder_metadata).
+/// and what the model file's header records beside the tensors (nn::encoder_metadata). The
+/// tensors may be on any device and in any dtype: the checkpoint writer copies them to the CPU.
 struct CheckpointTensors {
   io::TensorMap model, trainer;
   io::Metadata model_metadata;
@@ -94,12 +98,15 @@ class TrainingEngine {
   /// The optimiser step on the gradients (and what follows it: an EMA).
   virtual void update() = 0;
   /// After an epoch's last step (`state.epoch` counts it already): evaluation and the like.
-  virtual EpochReport end_of_epoch(const TrainingState& state) = 0;
+  virtual EpochReport end_of_epoch(const io::TrainingState& state) = 0;
   virtual CheckpointTensors checkpoint_tensors() = 0;
 };
 
-/// The loop's recipe (from the engine's config section).
+/// Everything the loop does as the config says, read once when the engine builds its loop: the
+/// engine's section (epochs, batch, accumulation, checkpoints, lr schedule) and the run-wide keys
+/// (log.every, train.on_nonfinite, dist.*). The loop reads no config key itself.
 struct LoopSettings {
+  // The engine's section.
   int64_t epochs = 1, accum_iter = 1, batch_size = 1;
   int64_t save_every = 1, keep_last = 1;
   double clip_grad = 0;  // max gradient norm, 0 = off
@@ -108,21 +115,38 @@ struct LoopSettings {
   /// metrics.jsonl record types: "step"/"epoch" when empty, else "<records>_step"/"_epoch".
   std::string records;
   std::string nonfinite_hint;  // what to change, appended to a non-finite error
+  // The run-wide keys (run_loop_settings).
+  int64_t max_steps_per_epoch = 0;         // train.steps_per_epoch: a cap on every engine, 0 = none
+  int64_t log_every = 1;                   // log.every: steps per log line and metrics record
+  bool skip_nonfinite = false;             // train.on_nonfinite: skip (else stop)
+  int64_t max_nonfinite_skips = 0;         // train.max_nonfinite_skips
+  distributed::GradSyncOptions grad_sync;  // dist.bucket_mb, dist.first_bucket_mb
+  bool overlap = true;                     // dist.overlap: all-reduce during backward
+  int64_t verify_every = 0;                // dist.verify_every: replica check period, 0 = never
 };
+
+/// The run-wide part of LoopSettings from `config` (train.steps_per_epoch, log.every,
+/// train.on_nonfinite,
+/// train.max_nonfinite_skips, dist.bucket_mb, dist.first_bucket_mb, dist.overlap,
+/// dist.verify_every); the engine's section fields keep their defaults.
+LoopSettings run_loop_settings(const io::Config& config);
 
 /// The loop settings of an evaluation section (finetune, linprobe: its fields of these names)
 /// with peak lr `lr`: warmup + cosine to min_lr over its epochs, records "<name>_step" and
-/// "<name>_epoch".
+/// "<name>_epoch", and the run-wide keys of `config`.
 template <class Section>
-LoopSettings section_loop_settings(const Section& s, const std::string& name, double lr) {
-  return {.epochs = s.epochs,
-          .accum_iter = s.accum_iter,
-          .batch_size = s.batch_size,
-          .save_every = s.save_every,
-          .keep_last = s.keep_last,
-          .schedule = {lr, s.min_lr, s.warmup_epochs, static_cast<double>(s.epochs)},
-          .section = name,
-          .records = name};
+LoopSettings section_loop_settings(const io::Config& config, const Section& s,
+                                   const std::string& name, double lr) {
+  LoopSettings settings = run_loop_settings(config);
+  settings.epochs = s.epochs;
+  settings.accum_iter = s.accum_iter;
+  settings.batch_size = s.batch_size;
+  settings.save_every = s.save_every;
+  settings.keep_last = s.keep_last;
+  settings.schedule = {lr, s.min_lr, s.warmup_epochs, static_cast<double>(s.epochs)};
+  settings.section = name;
+  settings.records = name;
+  return settings;
 }
 
 struct LoopResult {
@@ -131,33 +155,14 @@ struct LoopResult {
   std::string last_checkpoint;      // "" if none was written or resumed
 };
 
-/// The validation figures of a classifier run (fine-tuning, the linear probe) over its epochs,
-/// resumed ones included; kept in its checkpoints as "<prefix>.best_top1" and the like.
-struct ValidationRecord {
-  double best_top1 = -1, last_top1 = -1, last_top5 = -1;
-  int64_t best_epoch = 0;
-  /// Records epoch `epoch`'s figures; returns whether it is the best so far.
-  bool add(int64_t epoch, double top1, double top5);
-  void save(io::TensorMap& trainer, const std::string& prefix) const;
-  void load(const io::TensorMap& trainer, const std::string& prefix);  // absent keys: unchanged
+/// How the gradient all-reduce of a distributed step runs: as dist.overlap says, or (ocl_bench
+/// --grad-sync) forced to one way to measure it.
+enum class GradSyncMode {
+  kConfigured,     // dist.overlap
+  kOverlapped,     // buckets all-reduced while backward runs
+  kAfterBackward,  // every bucket all-reduced after backward
+  kLocal,          // no all-reduce: each rank keeps its own gradients (a benchmark's baseline)
 };
-
-/// What a classifier run (fine-tuning, the linear probe) returns: its validation record (best
-/// top-1 in percent over all epochs, resumed ones included; the last figures) and where it ended.
-struct ClassifierRunResult : ValidationRecord {
-  int64_t epochs_done = 0;
-  bool interrupted = false;    // stopped by a signal or --stop-after-steps before the end
-  bool nothing_to_do = false;  // resumed from a finished run
-  std::string checkpoint;      // the last checkpoint written or resumed, "" if none
-};
-
-class TrainingLoop;
-/// The result of a classifier run that only evaluated: the record and where the run stands.
-ClassifierRunResult classifier_result(const RunContext& run, const ValidationRecord& record);
-/// Trains a classifier run with `loop` and returns its result; a run that trained to the end
-/// logs its last line (the epochs, the time, the best and last top-1).
-ClassifierRunResult train_classifier(RunContext& run, TrainingLoop& loop,
-                                     const ValidationRecord& record);
 
 class TrainingLoop {
  public:
@@ -171,7 +176,8 @@ class TrainingLoop {
   /// (call after the engine has loaded its checkpoint); logs the bucket layout.
   void connect_gradients();
   /// Trains until settings.epochs are done or a stop is asked for; a finished run says
-  /// "nothing to do".
+  /// "nothing to do". Reads top to bottom: start, then per epoch begin_epoch, the steps (each
+  /// train_step, then after_step: log, status line, a stop mid-epoch), end_epoch; finish.
   LoopResult run();
   /// Writes a checkpoint of the current state (rank 0; "" on the others).
   std::string write_checkpoint();
@@ -181,7 +187,9 @@ class TrainingLoop {
   double step();
   /// Replaces the source of the micro-batches (ocl_bench: one fixed batch on the device).
   void set_source(std::unique_ptr<BatchSource> source) { source_ = std::move(source); }
-  dist::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
+  distributed::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
+  /// How step() and run() all-reduce gradients from now on (ocl_bench --grad-sync).
+  void set_grad_sync_mode(GradSyncMode mode) { grad_sync_mode_ = mode; }
   /// The mean of the engine's figure `name` (TrainingEngine::figures) over the current epoch's
   /// steps so far, a resumed epoch's earlier steps included (NaN before its first step): what
   /// end_of_epoch can read of the epoch that just ended.
@@ -189,9 +197,24 @@ class TrainingLoop {
 
  private:
   struct Step;
+  struct Window;
+  // run()'s phases.
+  void begin_epoch();
+  bool after_step(const Step& step, LoopResult& result);  // true: stopped mid-epoch
+  bool end_epoch(LoopResult& result);                     // true: stopped after the epoch
+  void finish();
+  // train_step()'s phases.
   Step train_step();
-  void log_window(const Step& step, double eta);
+  torch::Tensor accumulate(Step& step);  // forward + backward of the micro-batches: their sums
+  void reduce_figures(Step& step, const torch::Tensor& sums, const torch::Tensor& norm);
+  void skip_or_stop_nonfinite(const Step& step);
   void verify_replicas();
+  // What the run reports.
+  void log_window(const Step& step, double eta);
+  void show_status(const Step& step, double eta);
+  void log_epoch(double epoch_time, const EpochReport& report);
+  double eta_seconds() const;
+  bool step_limit_reached() const;
 
   RunContext& run_;
   TrainingEngine& engine_;
@@ -199,11 +222,13 @@ class TrainingLoop {
   LoopSettings settings_;
   std::vector<Figure> figures_;
   int64_t steps_per_epoch_ = 0;
-  std::unique_ptr<dist::GradSynchronizer> grad_sync_;
+  std::unique_ptr<distributed::GradSynchronizer> grad_sync_;
+  GradSyncMode grad_sync_mode_ = GradSyncMode::kConfigured;
   int64_t verified_step_ = 0;  // the last global step whose replicas were checked equal
   std::chrono::steady_clock::time_point run_start_;
+  int64_t first_step_ = 0, steps_this_run_ = 0;  // the global step run() started at; since
+  bool stop_ = false;                            // a stop was asked: taken at the next chance
   torch::Tensor resumed_epoch_sums_;  // a mid-epoch checkpoint's sums, until its epoch starts
-  struct Window;
   std::unique_ptr<Window> window_, epoch_sums_;
 };
 

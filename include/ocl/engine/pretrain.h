@@ -21,7 +21,7 @@
 
 #include "ocl/data/dataset.h"
 #include "ocl/data/transforms.h"
-#include "ocl/dist/communicator.h"
+#include "ocl/distributed/communicator.h"
 #include "ocl/engine/loop.h"
 #include "ocl/engine/run.h"
 #include "ocl/io/config.h"
@@ -34,7 +34,7 @@ namespace ocl::engine {
 using PretrainOptions = RunOptions;
 
 struct PretrainResult {
-  TrainingState state;              // where the run stopped
+  io::TrainingState state;          // where the run stopped
   bool interrupted = false;         // stopped by a signal (or stop_after_steps) before the end
   std::string last_checkpoint;      // "" if none was written
   std::vector<double> step_losses;  // loss of every optimiser step taken by this run() call
@@ -65,7 +65,7 @@ torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro,
 
 /// Global negatives for ssl::OCL::forward: both groups' CLS outputs of every rank, gathered
 /// with one differentiable all-gather; this rank's rows start at rank · B.
-ssl::FeatureGather global_negatives(dist::Communicator& comm);
+ssl::FeatureGather global_negatives(distributed::Communicator& comm);
 
 class Pretrainer : private TrainingEngine {
  public:
@@ -80,9 +80,11 @@ class Pretrainer : private TrainingEngine {
 
   const io::Config& config() const { return config_; }
   ssl::OCL& model() { return model_; }
-  const TrainingState& state() const { return run_.state; }
+  const io::TrainingState& state() const { return run_.state; }
   /// The loop that trains it (ocl_bench times its steps).
   TrainingLoop& loop() { return *loop_; }
+  /// What the run stands on: its device, its communicator (ocl_bench --grad-sync).
+  const RunContext& context() const { return run_; }
 
  private:
   // TrainingEngine: OCL's step on a micro-batch, AdamW, the kNN monitor, the checkpoint.
@@ -92,7 +94,7 @@ class Pretrainer : private TrainingEngine {
   void set_lr(double lr) override;
   MicroStep forward(const data::Batch& batch, const StepContext& at) override;
   void update() override;
-  EpochReport end_of_epoch(const TrainingState& state) override;
+  EpochReport end_of_epoch(const io::TrainingState& state) override;
   CheckpointTensors checkpoint_tensors() override;
   double run_knn_monitor();
   void log_setup() const;

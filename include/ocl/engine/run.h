@@ -26,14 +26,14 @@
 #include <torch/types.h>
 
 #include "ocl/data/loader.h"
-#include "ocl/dist/communicator.h"
-#include "ocl/dist/grad_sync.h"
-#include "ocl/dist/launch.h"
-#include "ocl/engine/checkpoint.h"
-#include "ocl/engine/console.h"
-#include "ocl/engine/metrics.h"
+#include "ocl/distributed/communicator.h"
+#include "ocl/distributed/grad_sync.h"
+#include "ocl/distributed/launch.h"
+#include "ocl/io/checkpoint.h"
 #include "ocl/io/config.h"
+#include "ocl/io/console.h"
 #include "ocl/io/files.h"
+#include "ocl/io/metrics_log.h"
 
 namespace ocl::engine {
 
@@ -41,7 +41,7 @@ namespace ocl::engine {
 
 /// The run logger of rank `rank`: rank 0 logs at log.level to the console and to `log_file`
 /// (none when empty); the other ranks print warnings and errors only and write no file.
-std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<ConsoleSink>& console,
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
                                             const std::string& log_file, const io::Config& config,
                                             int64_t rank);
 
@@ -51,11 +51,11 @@ torch::Device resolve_device(const std::string& name);
 /// The same for one process of a launch: with several processes, "auto" (when CUDA is there)
 /// and "cuda" mean this process's GPU, cuda:LOCAL_RANK; "cuda:N" with several processes on a
 /// node is refused (they would share one GPU).
-torch::Device resolve_device(const std::string& name, const dist::LaunchInfo& launch);
+torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch);
 
 /// Intra-op threads: train.threads, or the node's cores divided among its local processes
 /// (some LibTorch builds, Debian's among them, otherwise start with one thread).
-void set_process_threads(const io::Config& config, const dist::LaunchInfo& launch);
+void set_process_threads(const io::Config& config, const distributed::LaunchInfo& launch);
 
 /// bf16 autocast: train.precision bf16, or auto on a CUDA device.
 bool use_bf16(const io::Config& config, const torch::Device& device);
@@ -66,23 +66,22 @@ bool use_bf16(const io::Config& config, const torch::Device& device);
 bool set_tf32(const io::Config& config, const torch::Device& device);
 
 /// The communicator settings of `config` (dist.backend, dist.timeout_s) on `device`.
-dist::CommunicatorOptions communicator_options(const io::Config& config,
-                                               const torch::Device& device);
+distributed::CommunicatorOptions communicator_options(const io::Config& config,
+                                                      const torch::Device& device);
 /// The communicator of a distributed launch (dist.backend, dist.timeout_s, on `device`), after
 /// logging that it waits for the others; nullptr for a single process.
-std::unique_ptr<dist::Communicator> connect_ranks(const io::Config& config,
-                                                  const dist::LaunchInfo& launch,
-                                                  const torch::Device& device,
-                                                  spdlog::logger& logger);
+std::unique_ptr<distributed::Communicator> connect_ranks(const io::Config& config,
+                                                         const distributed::LaunchInfo& launch,
+                                                         const torch::Device& device,
+                                                         spdlog::logger& logger);
 
 /// The gradient synchroniser of a distributed run over `params` (the trainable parameters in
-/// optimiser order), with the config's dist.bucket_mb and dist.first_bucket_mb; rank 0's
+/// optimiser order) with `options` (dist.bucket_mb, dist.first_bucket_mb: LoopSettings); rank 0's
 /// parameters are broadcast to every rank. Logs the bucket layout and whether the all-reduce
-/// overlaps backward (dist.overlap, which the training loop applies).
-std::unique_ptr<dist::GradSynchronizer> make_grad_sync(dist::Communicator& comm,
-                                                       const std::vector<torch::Tensor>& params,
-                                                       const io::Config& config,
-                                                       spdlog::logger& logger);
+/// overlaps backward (`overlap`, dist.overlap, which the training loop applies).
+std::unique_ptr<distributed::GradSynchronizer> make_grad_sync(
+    distributed::Communicator& comm, const std::vector<torch::Tensor>& params,
+    const distributed::GradSyncOptions& options, bool overlap, spdlog::logger& logger);
 
 /// The images one optimiser step takes: a run layout (processes × batch × accumulation).
 struct StepLayout {
@@ -125,13 +124,14 @@ void log_data_warnings(const data::Dataset& set, spdlog::logger& logger);
 /// at most train.steps_per_epoch × accum_iter batches per epoch (when set), and each unreadable
 /// image logged as a warning on `logger`.
 data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
-                                            int64_t accum_iter, const dist::LaunchInfo& launch,
+                                            int64_t accum_iter,
+                                            const distributed::LaunchInfo& launch,
                                             const torch::Device& device,
                                             std::shared_ptr<spdlog::logger> logger);
 
 /// Whether any rank asks to stop (its `local` flag: a signal, a step limit), so that all of them
 /// stop at the same step; one small all-reduce, or just `local` without `comm`.
-bool any_rank_stopping(dist::Communicator* comm, bool local, const torch::Device& device);
+bool any_rank_stopping(distributed::Communicator* comm, bool local, const torch::Device& device);
 
 /// Seconds on the monotonic clock since `start`.
 inline double seconds_since(std::chrono::steady_clock::time_point start) {
@@ -162,13 +162,13 @@ struct RunOptions {
   /// Stop as if signalled once this many optimiser steps of this run are done (0 = never).
   int64_t stop_after_steps = 0;
   /// Console sink (status line); nullptr = plain lines on stdout.
-  std::shared_ptr<ConsoleSink> console;
+  std::shared_ptr<io::ConsoleSink> console;
   /// Called before every optimiser step with the global step and the trainable parameters
   /// (their .grad() holds the step's gradient, after clipping): tests and debugging.
   std::function<void(int64_t, const std::vector<torch::Tensor>&)> before_optimizer_step;
-  /// This process's place in a distributed run (dist::launch_from_environment()); the default
-  /// is a single process.
-  dist::LaunchInfo launch;
+  /// This process's place in a distributed run (distributed::launch_from_environment()); the
+  /// default is a single process.
+  distributed::LaunchInfo launch;
 };
 
 /// What an engine tells its run about itself.
@@ -178,13 +178,24 @@ struct RunSpec {
   std::string output_key;   // the config key that names it, for messages ("train.output_dir")
   std::string config_yaml;  // config.yaml, written by rank 0
   /// The checkpoints' model file (kEncoderFile, or the probe's head.safetensors).
-  std::string model_file = kEncoderFile;
+  std::string model_file = io::kEncoderFile;
   /// Files of the run besides its checkpoints and metrics.jsonl that --overwrite removes.
   std::vector<std::string> own_files;
   /// The engine's preconditions on the checkpoint to resume from ("" = none), checked before
   /// anything is created or written; throws naming what is missing.
   std::function<void(const std::string& resume_from)> precondition;
 };
+
+/// The commented block of an evaluation section's derived values (config.yaml, --print-config):
+/// "# <title>:" then its effective batch and lr.
+std::string section_derived_yaml(const std::string& section, const std::string& title,
+                                 int64_t effective_batch, double lr);
+
+/// Optimiser steps per epoch of a training engine whose step is `layout` on `dataset_size`
+/// training images, as its loader cuts them (each rank ceil(size / processes) images, whole
+/// batches, whole steps; train.steps_per_epoch caps it): what --print-config shows.
+int64_t training_steps_per_epoch(const io::Config& config, int64_t dataset_size,
+                                 const StepLayout& layout);
 
 /// The run of an evaluation engine (fine-tuning, the linear probe) on config section `section`
 /// of a run of `world_size` processes: its folder (`output_dir`, the section's setting, else
@@ -222,7 +233,7 @@ class RunContext {
   /// "<app>: LibTorch 2.6.0, device cpu, fp32, 2 threads" (+ `detail` after the precision).
   void log_startup(const std::string& detail = "") const;
   /// Logs the data set's warnings and, with several ranks, checks that every rank sees the
-  /// same one (dist::require_same_data: its size and classes); `what` names it in messages.
+  /// same one (distributed::require_same_data: its size and classes); `what` names it in messages.
   void check_data(const data::Dataset& set, const std::string& what) const;
   /// The model and trainable parameter counts in millions, "12.34 M trainable, 0.50 M frozen".
   static std::string parameter_counts(const torch::nn::Module& module);
@@ -232,16 +243,16 @@ class RunContext {
   const RunOptions options;
   const RunSpec spec;
   const int64_t rank, world_size;
-  std::shared_ptr<ConsoleSink> console;
+  std::shared_ptr<io::ConsoleSink> console;
   std::shared_ptr<spdlog::logger> logger;
   torch::Device device{torch::kCPU};
   bool bf16 = false, tf32 = false;
-  std::unique_ptr<dist::Communicator> comm;  // null in one process
-  std::unique_ptr<MetricsLog> metrics;       // rank 0 of a training run, after resume_position
+  std::unique_ptr<distributed::Communicator> comm;  // null in one process
+  std::unique_ptr<io::MetricsLog> metrics;   // rank 0 of a training run, after resume_position
   std::string resume_from;                   // the checkpoint folder, "" when starting fresh
-  std::optional<Checkpoint> resumed;         // read; its tensors freed by resume_position
+  std::optional<io::Checkpoint> resumed;     // read; its tensors freed by resume_position
   std::optional<io::Config> resumed_config;  // the checkpoint's config, when readable
-  TrainingState state;                       // where the run stands
+  io::TrainingState state;                   // where the run stands
   std::string last_checkpoint;               // the newest written or resumed, "" if none
 
  private:

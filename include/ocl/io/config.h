@@ -134,7 +134,8 @@ struct OptimConfig {
 struct TrainConfig {
   int64_t epochs = 800;     // ≥ 1
   int64_t batch_size = 64;  // ≥ 2 per process and micro-batch
-  /// Cap on optimiser steps per epoch (0 = the whole data set): short runs and tests.
+  /// Cap on the optimiser steps of every training epoch (0 = the whole data set): pre-training,
+  /// fine-tuning and the linear probe (both its paths) alike. Short runs and tests.
   int64_t steps_per_epoch = 0;
   uint64_t seed = 0;
   std::string output_dir = "runs/default";

@@ -2,7 +2,7 @@
 // one multi-tensor kernel (CUDA on LibTorch ≥ 2.0, CPU on ≥ 2.6) instead of torch::optim::AdamW's
 // five to seven kernels per parameter. The fused step reads and writes the state
 // torch::optim::AdamW keeps (AdamWParamState: exp_avg, exp_avg_sq, step), so checkpoints
-// (engine::adamw_state) are the same either way and the two paths may alternate within a run.
+// (optim::adamw_state) are the same either way and the two paths may alternate within a run.
 //
 //   auto opt = ocl::optim::make_adamw(groups, settings);
 //   const bool fused = ocl::optim::resolve_fused_adamw("auto", device);

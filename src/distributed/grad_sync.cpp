@@ -1,5 +1,5 @@
-// The bucketed, overlapped gradient all-reduce (see include/ocl/dist/grad_sync.h).
-#include "ocl/dist/grad_sync.h"
+// The bucketed, overlapped gradient all-reduce (see include/ocl/distributed/grad_sync.h).
+#include "ocl/distributed/grad_sync.h"
 
 #include <mutex>
 #include <stdexcept>
@@ -10,7 +10,7 @@
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
-namespace ocl::dist {
+namespace ocl::distributed {
 
 std::vector<std::vector<size_t>> assign_buckets(const std::vector<torch::Tensor>& params,
                                                 int64_t first_cap_bytes, int64_t cap_bytes) {
@@ -210,4 +210,4 @@ int64_t GradSynchronizer::buckets_launched_in_backward() const {
 
 void GradSynchronizer::rebind_gradients() { impl_->bind_gradients(); }
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

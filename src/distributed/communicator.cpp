@@ -1,4 +1,5 @@
-// c10d process groups behind ocl::dist::Communicator (see include/ocl/dist/communicator.h).
+// c10d process groups behind ocl::distributed::Communicator (see
+// include/ocl/distributed/communicator.h).
 //
 // LibTorch differences handled here (the c10d half of compat.h, kept out of the public
 // headers so that users of ocl need no Gloo or NCCL headers):
@@ -8,7 +9,7 @@
 //     narrow (on 2.x too, for one code path); NCCL uses the flat collectives.
 // The NCCL parts compile only where CMake proved nccl.h fits the LibTorch (OCL_WITH_C10D_NCCL,
 // cmake/oclNccl.cmake); LibTorch's own USE_C10D_NCCL is set for every CUDA build.
-#include "ocl/dist/communicator.h"
+#include "ocl/distributed/communicator.h"
 
 #include <netdb.h>
 
@@ -31,7 +32,7 @@
 
 #include "ocl/compat.h"
 
-namespace ocl::dist {
+namespace ocl::distributed {
 namespace {
 
 #if OCL_TORCH_AT_LEAST(2, 0)
@@ -130,6 +131,40 @@ struct Communicator::Impl {
     std::lock_guard<std::mutex> lock(current_mutex);
     current = "#" + std::to_string(n) + " " + what;
     return n;
+  }
+
+  // Stops the heartbeat thread, if it runs.
+  void stop_heartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(heartbeat.stop_mutex);
+      heartbeat.stop = true;
+    }
+    heartbeat.stop_cv.notify_all();
+    if (heartbeat.thread.joinable()) heartbeat.thread.join();
+  }
+
+  // What a failed rendezvous says: a duplicated rank, rank 0's port taken, or the rendezvous
+  // itself with what to check.
+  std::string rendezvous_error(const std::string& cause, Clock::time_point started) const {
+    std::ostringstream msg;
+    if (cause.find("another process was started as rank") != std::string::npos) {
+      msg << where() << ": " << cause;
+    } else if (launch.rank == 0 && (cause.find("ddress already in use") != std::string::npos ||
+                                    cause.find("EADDRINUSE") != std::string::npos)) {
+      msg << where() << ": MASTER_PORT " << launch.master_port
+          << " is already in use on this machine, so rank 0 cannot host the rendezvous store: "
+             "another process started as rank 0 (a duplicated launch line), or an earlier run "
+             "still alive, holds it ("
+          << cause << ")";
+    } else {
+      msg << where() << ": rendezvous at " << launch.master_addr << ":" << launch.master_port
+          << " (" << launch.source << ", " << backend << ") failed after "
+          << static_cast<int64_t>(std::chrono::duration<double>(Clock::now() - started).count())
+          << " s: " << cause << ". Check that all " << launch.world_size
+          << " processes started, that they agree on MASTER_ADDR:MASTER_PORT, and that rank 0's "
+             "host accepts connections on that port";
+    }
+    return msg.str();
   }
 
   std::string where() const {
@@ -268,52 +303,64 @@ void PendingCollective::wait() {
   impl->comm->wait(impl->work, impl->seq, impl->what, impl->started);
 }
 
-Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options)
-    : impl_(std::make_unique<Impl>()) {
-  auto& d = *impl_;
-  d.launch = launch;
-  d.options = options;
-  d.backend =
+namespace {
+
+// dist.backend resolved ("auto": NCCL on a GPU, Gloo on the CPU) and checked against this build
+// and the device, before anything connects.
+std::string checked_backend(const LaunchInfo& launch, const CommunicatorOptions& options) {
+  const std::string backend =
       options.backend == "auto" ? (options.device.is_cuda() ? "nccl" : "gloo") : options.backend;
-  if (d.backend != "gloo" && d.backend != "nccl") {
-    throw std::invalid_argument("dist.backend must be auto, nccl or gloo, got '" + d.backend + "'");
+  if (backend != "gloo" && backend != "nccl") {
+    throw std::invalid_argument("dist.backend must be auto, nccl or gloo, got '" + backend + "'");
   }
-  if (!backend_available(d.backend)) {
-    throw std::invalid_argument("dist.backend " + d.backend +
+  if (!backend_available(backend)) {
+    throw std::invalid_argument("dist.backend " + backend +
                                 " is not available in this build (a CPU LibTorch, or configured "
                                 "with -DOCL_WITH_NCCL=OFF): use dist.backend=gloo");
   }
-  if (d.backend == "nccl" && !options.device.is_cuda()) {
+  if (backend == "nccl" && !options.device.is_cuda()) {
     throw std::invalid_argument("dist.backend nccl needs a CUDA device; train.device is " +
                                 options.device.str());
   }
   if (launch.world_size < 1 || launch.rank < 0 || launch.rank >= launch.world_size) {
     throw std::invalid_argument("invalid launch: " + launch.describe());
   }
+  return backend;
+}
+
+// NCCL's device, before any rendezvous, so that a rank without a GPU says so at once.
+void prepare_nccl_device([[maybe_unused]] const CommunicatorOptions& options) {
 #ifdef OCL_WITH_C10D_NCCL
-  if (d.backend == "nccl") {
-    // Before any rendezvous, so that a rank without a GPU says so at once.
-    const auto visible = static_cast<int64_t>(c10::cuda::device_count());
-    if (visible == 0) {
-      throw std::invalid_argument(
-          "dist.backend nccl needs a CUDA device, and this process sees no CUDA device (no GPU, "
-          "no driver, or CUDA_VISIBLE_DEVICES empty): use dist.backend=gloo on CPUs");
-    }
-    if (options.device.index() >= visible) {
-      throw std::invalid_argument("dist.backend nccl: device " + options.device.str() +
-                                  " does not exist, this process sees " + std::to_string(visible) +
-                                  " CUDA devices");
-    }
-    c10::cuda::set_device(options.device.index());
-    // A failed or timed-out collective throws from wait() (and reaches fail(): the collective,
-    // the peers), instead of NCCL's watchdog ending the process first with a message of its own.
-    // Set by the user (to 0), PyTorch's watchdog behaviour stands.
-    ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+  const auto visible = static_cast<int64_t>(c10::cuda::device_count());
+  if (visible == 0) {
+    throw std::invalid_argument(
+        "dist.backend nccl needs a CUDA device, and this process sees no CUDA device (no GPU, "
+        "no driver, or CUDA_VISIBLE_DEVICES empty): use dist.backend=gloo on CPUs");
   }
+  if (options.device.index() >= visible) {
+    throw std::invalid_argument("dist.backend nccl: device " + options.device.str() +
+                                " does not exist, this process sees " + std::to_string(visible) +
+                                " CUDA devices");
+  }
+  c10::cuda::set_device(options.device.index());
+  // A failed or timed-out collective throws from wait() (and reaches fail(): the collective,
+  // the peers), instead of NCCL's watchdog ending the process first with a message of its own.
+  // Set by the user (to 0), PyTorch's watchdog behaviour stands.
+  ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
 #endif
+}
+
+}  // namespace
+
+Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options)
+    : impl_(std::make_unique<Impl>()) {
+  auto& d = *impl_;
+  d.launch = launch;
+  d.options = options;
+  d.backend = checked_backend(launch, options);
+  if (d.backend == "nccl") prepare_nccl_device(options);
   require_resolvable(launch.master_addr);
   const auto started = Clock::now();
-  const std::string at = launch.master_addr + ":" + std::to_string(launch.master_port);
   try {
     d.store = connect_store(launch, launch.rank == 0, options.timeout);
     // Each rank claims its number in the store before any group forms: a second process started
@@ -336,45 +383,14 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
     const std::string cause = dynamic_cast<const c10::Error*>(&e) != nullptr
                                   ? static_cast<const c10::Error&>(e).what_without_backtrace()
                                   : e.what();
-    std::ostringstream msg;
-    if (cause.find("another process was started as rank") != std::string::npos) {
-      msg << d.where() << ": " << cause;
-    } else if (launch.rank == 0 && (cause.find("ddress already in use") != std::string::npos ||
-                                    cause.find("EADDRINUSE") != std::string::npos)) {
-      msg << d.where() << ": MASTER_PORT " << launch.master_port
-          << " is already in use on this machine, so rank 0 cannot host the rendezvous store: "
-             "another process started as rank 0 (a duplicated launch line), or an earlier run "
-             "still alive, holds it ("
-          << cause << ")";
-    } else {
-      msg << d.where() << ": rendezvous at " << at << " (" << launch.source << ", " << d.backend
-          << ") failed after "
-          << static_cast<int64_t>(std::chrono::duration<double>(Clock::now() - started).count())
-          << " s: " << cause << ". Check that all " << launch.world_size
-          << " processes started, that they agree on MASTER_ADDR:MASTER_PORT, and that rank 0's "
-             "host accepts connections on that port";
-    }
     // The heartbeat thread, if it started, must stop before impl_ goes.
-    {
-      std::lock_guard<std::mutex> lock(impl_->heartbeat.stop_mutex);
-      impl_->heartbeat.stop = true;
-    }
-    if (impl_->heartbeat.thread.joinable()) {
-      impl_->heartbeat.stop_cv.notify_all();
-      impl_->heartbeat.thread.join();
-    }
-    throw CollectiveError(msg.str());
+    d.stop_heartbeat();
+    throw CollectiveError(d.rendezvous_error(cause, started));
   }
 }
 
 Communicator::~Communicator() {
-  auto& h = impl_->heartbeat;
-  {
-    std::lock_guard<std::mutex> lock(h.stop_mutex);
-    h.stop = true;
-  }
-  h.stop_cv.notify_all();
-  if (h.thread.joinable()) h.thread.join();
+  impl_->stop_heartbeat();
 #if defined(OCL_WITH_C10D_NCCL) && OCL_TORCH_AT_LEAST(2, 3)
   // NCCL communicators are torn down explicitly (PyTorch's destroy_process_group); destroying
   // them implicitly at exit leaks resources and warns. After a failed collective they are
@@ -532,4 +548,4 @@ void Communicator::barrier(const std::string& what) {
   }
 }
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

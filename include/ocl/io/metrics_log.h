@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-namespace ocl::engine {
+namespace ocl::io {
 
 using MetricFields = std::vector<std::pair<std::string, double>>;
 
@@ -32,4 +32,4 @@ class MetricsLog {
   int fd_ = -1;
 };
 
-}  // namespace ocl::engine
+}  // namespace ocl::io

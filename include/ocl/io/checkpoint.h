@@ -11,12 +11,9 @@
 #include <string>
 #include <vector>
 
-#include <torch/optim/adamw.h>
-
 #include "ocl/io/safetensors.h"
-#include "ocl/optim/param_groups.h"
 
-namespace ocl::engine {
+namespace ocl::io {
 
 /// Where a run stands. The randomness of step s is a function of (seed, s) and the data order
 /// of (seed, epoch), so these counters are the whole RNG state.
@@ -33,8 +30,8 @@ struct TrainingState {
 struct Checkpoint {
   std::string path;
   TrainingState state;
-  io::TensorMap model;      // the model file's tensors (timm names)
-  io::TensorMap trainer;    // optimiser state ("optim.<param>.*") and the engine's own tensors
+  TensorMap model;          // the model file's tensors (timm names)
+  TensorMap trainer;        // optimiser state ("optim.<param>.*") and the engine's own tensors
   std::string config_yaml;  // the run's resolved config
 };
 
@@ -50,10 +47,10 @@ std::string checkpoint_name(const TrainingState& state);
 /// one just written) and any temporary folder a killed writer left. Returns its path. Throws
 /// naming the path on any I/O error; what was there before is then untouched.
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
-                            const io::TensorMap& model, const io::TensorMap& trainer,
+                            const TensorMap& model, const TensorMap& trainer,
                             const std::string& config_yaml, int64_t keep_last,
                             const std::string& model_file = kEncoderFile,
-                            const io::Metadata& model_metadata = {});
+                            const Metadata& model_metadata = {});
 
 /// Parses the text of a checkpoint's state.json; `source` names it in messages. Throws
 /// c10::Error for text that is not a JSON object, another format_version, or a counter that is
@@ -73,14 +70,4 @@ void remove_checkpoints(const std::string& output_dir);
 /// The folder `output_dir/checkpoint-last` points to, or "" when there is none.
 std::string latest_checkpoint(const std::string& output_dir);
 
-/// AdamW's per-parameter state as named tensors "optim.<name>.exp_avg", ".exp_avg_sq" and
-/// ".step" (int64 0-d), for the parameters of `groups` (names from ParamGroup::names).
-io::TensorMap adamw_state(const torch::optim::AdamW& optimizer,
-                          const std::vector<optim::ParamGroup>& groups);
-
-/// Restores what adamw_state wrote into `optimizer` (built over the same groups). Throws naming
-/// the parameter when a tensor is missing or has another shape.
-void load_adamw_state(torch::optim::AdamW& optimizer, const std::vector<optim::ParamGroup>& groups,
-                      const io::TensorMap& tensors);
-
-}  // namespace ocl::engine
+}  // namespace ocl::io

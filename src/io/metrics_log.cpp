@@ -1,5 +1,5 @@
-// metrics.jsonl writer (see include/ocl/engine/metrics.h).
-#include "ocl/engine/metrics.h"
+// metrics.jsonl writer (see include/ocl/io/metrics_log.h).
+#include "ocl/io/metrics_log.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -15,7 +15,7 @@
 
 #include "ocl/io/files.h"
 
-namespace ocl::engine {
+namespace ocl::io {
 
 MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : path_(path) {
   if (keep_through_step >= 0) {
@@ -82,4 +82,4 @@ void MetricsLog::write(const std::string& type, const MetricFields& fields) {
   }
 }
 
-}  // namespace ocl::engine
+}  // namespace ocl::io

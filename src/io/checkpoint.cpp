@@ -1,6 +1,6 @@
-// Checkpoint folders: atomic writes, the checkpoint-last link, pruning, and AdamW state as named
-// tensors (see include/ocl/engine/checkpoint.h).
-#include "ocl/engine/checkpoint.h"
+// Checkpoint folders: atomic writes, the checkpoint-last link, pruning
+// (see include/ocl/io/checkpoint.h).
+#include "ocl/io/checkpoint.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -20,7 +20,7 @@
 #include "ocl/compat.h"
 #include "ocl/io/files.h"
 
-namespace ocl::engine {
+namespace ocl::io {
 namespace {
 
 using json = nlohmann::json;
@@ -33,7 +33,7 @@ std::string os_error() { return std::generic_category().message(errno); }
 // The io helpers' errors as the checkpoint code reports every error: c10::Error, "checkpoint: ".
 std::string read_text(const std::string& path) {
   try {
-    return io::read_text_file(path);
+    return read_text_file(path);
   } catch (const std::runtime_error& e) {
     TORCH_CHECK(false, "checkpoint: ", e.what());
   }
@@ -42,7 +42,7 @@ std::string read_text(const std::string& path) {
 
 void write_synced(const std::string& path, const std::string& text) {
   try {
-    io::write_file_synced(path, text);
+    write_file_synced(path, text);
   } catch (const std::runtime_error& e) {
     TORCH_CHECK(false, "checkpoint: ", e.what());
   }
@@ -79,10 +79,10 @@ std::string link_target(const std::string& link) {
 std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> complete_checkpoints(
     const std::string& output_dir) {
   std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> out;
-  for (const auto& entry : io::list_dir(output_dir)) {
+  for (const auto& entry : list_dir(output_dir)) {
     std::pair<int64_t, int64_t> order;
     if (parse_name(entry, &order) &&
-        io::path_exists(io::join_path(io::join_path(output_dir, entry), "state.json")))
+        path_exists(join_path(join_path(output_dir, entry), "state.json")))
       out.emplace_back(order, entry);
   }
   std::sort(out.begin(), out.end());
@@ -103,24 +103,23 @@ std::string checkpoint_name(const TrainingState& state) {
 }
 
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
-                            const io::TensorMap& model, const io::TensorMap& trainer,
+                            const TensorMap& model, const TensorMap& trainer,
                             const std::string& config_yaml, int64_t keep_last,
-                            const std::string& model_file, const io::Metadata& model_metadata) {
+                            const std::string& model_file, const Metadata& model_metadata) {
   TORCH_CHECK(keep_last >= 1, "checkpoint: keep_last must be >= 1, got ", keep_last);
-  TORCH_CHECK(io::is_dir(output_dir), "checkpoint: output folder '", output_dir,
-              "' does not exist");
+  TORCH_CHECK(is_dir(output_dir), "checkpoint: output folder '", output_dir, "' does not exist");
   const std::string name = checkpoint_name(state);
-  const std::string final_path = io::join_path(output_dir, name);
+  const std::string final_path = join_path(output_dir, name);
   const std::string tmp = final_path + ".tmp-" + std::to_string(::getpid());
-  io::remove_tree(tmp);
+  remove_tree(tmp);
   TORCH_CHECK(::mkdir(tmp.c_str(), 0777) == 0, "checkpoint: cannot create '", tmp,
               "': ", os_error());
   try {
-    io::Metadata header = model_metadata;
+    Metadata header = model_metadata;
     header["format"] = "pt";
     header["ocl"] = "model in timm VisionTransformer names";
-    io::write_safetensors(io::join_path(tmp, model_file), model, header);
-    io::write_safetensors(io::join_path(tmp, "trainer.safetensors"), trainer, {{"format", "pt"}});
+    write_safetensors(join_path(tmp, model_file), model, header);
+    write_safetensors(join_path(tmp, "trainer.safetensors"), trainer, {{"format", "pt"}});
     json j = {{"format_version", kStateVersion},
               {"epoch", state.epoch},
               {"step_in_epoch", state.step_in_epoch},
@@ -129,42 +128,42 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
               {"world_size", state.world_size},
               {"seed", state.seed},
               {"torch_version", compat::torch_version()}};
-    write_synced(io::join_path(tmp, "state.json"), j.dump(2) + "\n");
-    write_synced(io::join_path(tmp, "config.yaml"), config_yaml);
-    io::sync_dir(tmp);
-    if (io::is_dir(final_path)) {
+    write_synced(join_path(tmp, "state.json"), j.dump(2) + "\n");
+    write_synced(join_path(tmp, "config.yaml"), config_yaml);
+    sync_dir(tmp);
+    if (is_dir(final_path)) {
       // A checkpoint of the same name (a step redone after a resume) is replaced by swapping
       // the two folders in one atomic step, so checkpoint-last never names a missing folder.
       TORCH_CHECK(
           ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) == 0,
           "checkpoint: cannot replace '", final_path, "': ", os_error());
-      io::remove_tree(tmp);  // now the old checkpoint
+      remove_tree(tmp);  // now the old checkpoint
     } else {
       TORCH_CHECK(::rename(tmp.c_str(), final_path.c_str()) == 0, "checkpoint: cannot rename '",
                   tmp, "' to '", final_path, "': ", os_error());
     }
   } catch (...) {
-    io::remove_tree(tmp);
+    remove_tree(tmp);
     throw;
   }
   // checkpoint-last: a new relative link renamed over the old one (atomic). A copy of the run
   // may hold a folder or a file of that name instead of the link: it is replaced.
-  const std::string link = io::join_path(output_dir, kLastLink);
+  const std::string link = join_path(output_dir, kLastLink);
   struct stat link_stat {};
-  if (::lstat(link.c_str(), &link_stat) == 0 && S_ISDIR(link_stat.st_mode)) io::remove_tree(link);
+  if (::lstat(link.c_str(), &link_stat) == 0 && S_ISDIR(link_stat.st_mode)) remove_tree(link);
   const std::string link_tmp = link + ".tmp-" + std::to_string(::getpid());
   ::unlink(link_tmp.c_str());
   TORCH_CHECK(::symlink(name.c_str(), link_tmp.c_str()) == 0, "checkpoint: cannot create link '",
               link_tmp, "': ", os_error());
   TORCH_CHECK(::rename(link_tmp.c_str(), link.c_str()) == 0, "checkpoint: cannot update '", link,
               "': ", os_error());
-  io::sync_dir(output_dir);
+  sync_dir(output_dir);
 
   // Prune: leftovers of killed writers, and complete checkpoints beyond the newest keep_last of
   // those up to this one (a newer one, which this run did not write, is never deleted).
-  for (const auto& entry : io::list_dir(output_dir)) {
+  for (const auto& entry : list_dir(output_dir)) {
     if (entry.rfind(kPrefix, 0) == 0 && entry.find(".tmp-") != std::string::npos)
-      io::remove_tree(io::join_path(output_dir, entry));
+      remove_tree(join_path(output_dir, entry));
   }
   std::vector<std::string> older;
   const auto written = std::make_pair(state.epoch, state.step_in_epoch);
@@ -172,29 +171,29 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
     if (order <= written) older.push_back(entry);
   const auto excess = static_cast<int64_t>(older.size()) - keep_last;
   for (int64_t i = 0; i < excess; ++i) {
-    if (older[i] != name) io::remove_tree(io::join_path(output_dir, older[i]));
+    if (older[i] != name) remove_tree(join_path(output_dir, older[i]));
   }
   return final_path;
 }
 
 void remove_checkpoints(const std::string& output_dir) {
-  ::unlink(io::join_path(output_dir, kLastLink).c_str());
-  for (const auto& entry : io::list_dir(output_dir)) {
-    if (entry.rfind(kPrefix, 0) == 0) io::remove_tree(io::join_path(output_dir, entry));
+  ::unlink(join_path(output_dir, kLastLink).c_str());
+  for (const auto& entry : list_dir(output_dir)) {
+    if (entry.rfind(kPrefix, 0) == 0) remove_tree(join_path(output_dir, entry));
   }
 }
 
 std::string latest_checkpoint(const std::string& output_dir) {
-  const std::string link = io::join_path(output_dir, kLastLink);
+  const std::string link = join_path(output_dir, kLastLink);
   const std::string target = link_target(link);
   if (!target.empty()) {
-    const std::string path = target[0] == '/' ? target : io::join_path(output_dir, target);
-    if (io::path_exists(io::join_path(path, "state.json"))) return path;
+    const std::string path = target[0] == '/' ? target : join_path(output_dir, target);
+    if (path_exists(join_path(path, "state.json"))) return path;
   }
   // No link, a broken one, or a copy that turned it into a file or a folder (cp -rL, rsync
   // without -l): the newest complete checkpoint folder.
   const auto all = complete_checkpoints(output_dir);
-  return all.empty() ? "" : io::join_path(output_dir, all.back().second);
+  return all.empty() ? "" : join_path(output_dir, all.back().second);
 }
 
 TrainingState parse_training_state(const std::string& text, const std::string& source) {
@@ -250,62 +249,18 @@ Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_
     const std::string target = link_target(path);
     const auto slash = path.find_last_of('/');
     const std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
-    path = target.empty() || target[0] == '/' || parent.empty() ? target
-                                                                : io::join_path(parent, target);
+    path =
+        target.empty() || target[0] == '/' || parent.empty() ? target : join_path(parent, target);
   }
-  TORCH_CHECK(io::is_dir(path), "checkpoint: '", path_in, "' is not a checkpoint folder");
+  TORCH_CHECK(is_dir(path), "checkpoint: '", path_in, "' is not a checkpoint folder");
   Checkpoint c;
   c.path = path;
-  const std::string state_path = io::join_path(path, "state.json");
+  const std::string state_path = join_path(path, "state.json");
   c.state = parse_training_state(read_text(state_path), state_path);
-  c.model = io::read_safetensors(io::join_path(path, model_file)).tensors;
-  c.trainer = io::read_safetensors(io::join_path(path, "trainer.safetensors")).tensors;
-  c.config_yaml = read_text(io::join_path(path, "config.yaml"));
+  c.model = read_safetensors(join_path(path, model_file)).tensors;
+  c.trainer = read_safetensors(join_path(path, "trainer.safetensors")).tensors;
+  c.config_yaml = read_text(join_path(path, "config.yaml"));
   return c;
 }
 
-io::TensorMap adamw_state(const torch::optim::AdamW& optimizer,
-                          const std::vector<optim::ParamGroup>& groups) {
-  io::TensorMap out;
-  const auto& state = optimizer.state();
-  for (const auto& group : groups) {
-    for (size_t i = 0; i < group.params.size(); ++i) {
-      const auto it = state.find(compat::optimizer_state_key(group.params[i]));
-      if (it == state.end()) continue;  // no step taken yet for this parameter
-      const auto& s = static_cast<const torch::optim::AdamWParamState&>(*it->second);
-      const std::string key = "optim." + group.names[i];
-      out[key + ".exp_avg"] = s.exp_avg();
-      out[key + ".exp_avg_sq"] = s.exp_avg_sq();
-      out[key + ".step"] = torch::tensor(s.step(), torch::kLong);
-    }
-  }
-  return out;
-}
-
-void load_adamw_state(torch::optim::AdamW& optimizer, const std::vector<optim::ParamGroup>& groups,
-                      const io::TensorMap& tensors) {
-  auto& state = optimizer.state();
-  for (const auto& group : groups) {
-    for (size_t i = 0; i < group.params.size(); ++i) {
-      const auto& p = group.params[i];
-      const std::string key = "optim." + group.names[i];
-      const auto avg = tensors.find(key + ".exp_avg");
-      const auto sq = tensors.find(key + ".exp_avg_sq");
-      const auto step = tensors.find(key + ".step");
-      const bool any = avg != tensors.end() || sq != tensors.end() || step != tensors.end();
-      if (!any) continue;  // saved before this parameter's first step
-      TORCH_CHECK(avg != tensors.end() && sq != tensors.end() && step != tensors.end(),
-                  "checkpoint: optimizer state of '", group.names[i], "' is incomplete");
-      TORCH_CHECK(avg->second.sizes() == p.sizes() && sq->second.sizes() == p.sizes(),
-                  "checkpoint: optimizer state of '", group.names[i], "' has shape ",
-                  avg->second.sizes(), ", the parameter ", p.sizes());
-      auto s = std::make_unique<torch::optim::AdamWParamState>();
-      s->step(step->second.item<int64_t>());
-      s->exp_avg(avg->second.to(p.options()).clone());
-      s->exp_avg_sq(sq->second.to(p.options()).clone());
-      state[compat::optimizer_state_key(p)] = std::move(s);
-    }
-  }
-}
-
-}  // namespace ocl::engine
+}  // namespace ocl::io

@@ -20,9 +20,9 @@
 
 #include <torch/types.h>
 
-#include "ocl/dist/communicator.h"
+#include "ocl/distributed/communicator.h"
 
-namespace ocl::dist {
+namespace ocl::distributed {
 
 struct GradSyncOptions {
   double bucket_mb = 25.0;           // later buckets (MiB of gradient)
@@ -72,4 +72,4 @@ class GradSynchronizer {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

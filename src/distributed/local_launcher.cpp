@@ -24,11 +24,11 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
-#include "ocl/dist/launch.h"
+#include "ocl/distributed/launch.h"
 
 extern char** environ;
 
-namespace ocl::dist {
+namespace ocl::distributed {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -316,7 +316,9 @@ std::vector<std::string> worker_command(int argc, const char* const* argv) {
   return out;
 }
 
-int run_local_workers(const LocalLaunchOptions& o) {
+namespace {
+
+void check_launch_options(const LocalLaunchOptions& o) {
   if (o.nproc < 1) {
     throw std::invalid_argument("run_local_workers: nproc must be at least 1, got " +
                                 std::to_string(o.nproc));
@@ -333,51 +335,64 @@ int run_local_workers(const LocalLaunchOptions& o) {
     throw std::invalid_argument("run_local_workers: master_port " + std::to_string(o.master_port) +
                                 " is outside [0, 65535]");
   }
-  const int port = o.master_port != 0 ? o.master_port : free_tcp_port();
-  const std::vector<std::string> texts = errno_texts();
-  std::vector<std::string> argv_storage = o.argv;
+}
 
-  // Whatever this process printed before must come out before the workers' lines.
-  std::cout.flush();
-  std::cerr.flush();
-  std::fflush(nullptr);
+// The workers of one launch, from their start to the last one's end: their output forwarded
+// line by line with a rank prefix, the launcher's signals forwarded to them, and the first
+// failure stopping the others (SIGTERM, then SIGKILL after grace_s).
+class WorkerGroup {
+ public:
+  explicit WorkerGroup(const LocalLaunchOptions& o)
+      : o_(o),
+        port_(o.master_port != 0 ? o.master_port : free_tcp_port()),
+        texts_(errno_texts()),
+        argv_storage_(o.argv),
+        workers_(static_cast<size_t>(o.nproc)) {}
 
-  SignalScope signals;
-  std::vector<Worker> workers(static_cast<size_t>(o.nproc));
-
-  // The first failure: its rank, code and description; start_error when a worker could not even
-  // be started (pipe or fork failed), which is thrown once the others are stopped.
-  int failed_rank = -1, failed_code = 0;
-  std::string start_error;
-  bool stopping = false, killed = false;
-  Clock::time_point kill_at{};
-
-  const auto live_count = [&] {
-    return std::count_if(workers.begin(), workers.end(), [](const Worker& w) { return w.alive; });
-  };
-  const auto signal_live = [&](int sig) {
-    for (auto& w : workers) {
-      if (w.alive) ::kill(w.pid, sig);
+  // Starts every rank; a rank that cannot be started stops the ones already running.
+  void start_all() {
+    for (int rank = 0; rank < o_.nproc; ++rank) {
+      if (!start(rank)) break;
     }
-  };
-  const auto stop_others = [&](const std::string& what) {
-    const auto others = live_count();
-    std::string line = "ocl: " + what;
-    if (others > 0) {
-      line +=
-          "; stopping the other " + std::to_string(others) + (others == 1 ? " worker" : " workers");
+    if (!start_error_.empty()) {
+      failed_rank_ = -1;
+      failed_code_ = 1;
+      stop_others(start_error_);
     }
-    write_all(STDERR_FILENO, line + "\n");
-    stopping = true;
-    signal_live(SIGTERM);
-    kill_at = Clock::now() +
-              std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.grace_s));
-  };
+  }
 
-  for (int rank = 0; rank < o.nproc; ++rank) {
-    Worker& w = workers[static_cast<size_t>(rank)];
+  // Reap, escalate, wait on the pipes and the self-pipe (100 ms at most, which bounds how late a
+  // reap or the SIGKILL can be), forward output and signals; until no worker is left.
+  void supervise() {
+    while (live_count() > 0) {
+      reap();
+      if (live_count() == 0) break;
+      if (stopping_ && !killed_ && Clock::now() >= kill_at_) {
+        signal_live(SIGKILL);
+        killed_ = true;
+      }
+      forward_output_and_signals();
+    }
+  }
+
+  // Every worker has ended. A grandchild may still hold a pipe open; take what is buffered now
+  // and stop there rather than wait for it. Returns the launch's exit code.
+  int finish() {
+    for (auto& w : workers_) {
+      w.out.drain();
+      w.err.drain();
+      w.out.close_now();
+      w.err.close_now();
+    }
+    if (!start_error_.empty()) throw std::runtime_error("ocl: " + start_error_);
+    return failed_rank_ >= 0 ? failed_code_ : 0;
+  }
+
+ private:
+  bool start(int rank) {
+    Worker& w = workers_[static_cast<size_t>(rank)];
     const std::string prefix = "[rank " + std::to_string(rank) + "] ";
-    const ChildPlan plan = plan_child(o, rank, port, argv_storage);
+    const ChildPlan plan = plan_child(o_, rank, port_, argv_storage_);
     std::pair<int, int> out{-1, -1}, err{-1, -1};
     try {
       out = make_pipe(true);
@@ -387,12 +402,11 @@ int run_local_workers(const LocalLaunchOptions& o) {
         ::close(out.first);
         ::close(out.second);
       }
-      start_error = "could not start rank " + std::to_string(rank) + ": " + e.what();
-      break;
+      start_error_ = "could not start rank " + std::to_string(rank) + ": " + e.what();
+      return false;
     }
     w.out = Stream{out.first, STDOUT_FILENO, prefix, {}};
     w.err = Stream{err.first, STDERR_FILENO, prefix, {}};
-
     // Signals are blocked across fork so that none runs our handler in the child before it has
     // put the old dispositions back.
     sigset_t block, old_mask;
@@ -401,7 +415,7 @@ int run_local_workers(const LocalLaunchOptions& o) {
     sigaddset(&block, SIGTERM);
     ::pthread_sigmask(SIG_BLOCK, &block, &old_mask);
     const pid_t pid = ::fork();
-    if (pid == 0) exec_child(plan, out.second, err.second, signals, old_mask, texts);
+    if (pid == 0) exec_child(plan, out.second, err.second, signals_, old_mask, texts_);
     const int fork_errno = errno;
     ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     // Only the child may hold the write ends, or EOF would never come.
@@ -410,24 +424,19 @@ int run_local_workers(const LocalLaunchOptions& o) {
     if (pid < 0) {
       w.out.close_now();
       w.err.close_now();
-      start_error =
+      start_error_ =
           "could not start rank " + std::to_string(rank) + ": " + errno_text("fork", fork_errno);
-      break;
+      return false;
     }
     w.pid = pid;
     w.alive = true;
-  }
-  if (!start_error.empty()) {
-    failed_rank = -1;
-    failed_code = 1;
-    stop_others(start_error);
+    return true;
   }
 
-  // The loop: reap, escalate, wait on the pipes and the self-pipe (100 ms at most, which bounds
-  // how late a reap or the SIGKILL can be), forward output and signals.
-  while (live_count() > 0) {
-    for (int rank = 0; rank < o.nproc; ++rank) {
-      Worker& w = workers[static_cast<size_t>(rank)];
+  // The workers that ended since the last look; the first failure stops the others.
+  void reap() {
+    for (int rank = 0; rank < o_.nproc; ++rank) {
+      Worker& w = workers_[static_cast<size_t>(rank)];
       if (!w.alive) continue;
       int status = 0;
       const pid_t r = ::waitpid(w.pid, &status, WNOHANG);
@@ -438,22 +447,19 @@ int run_local_workers(const LocalLaunchOptions& o) {
       w.out.drain();
       w.err.drain();
       const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-      if (failed && !stopping) {
-        failed_rank = rank;
-        failed_code = exit_code(status);
+      if (failed && !stopping_) {
+        failed_rank_ = rank;
+        failed_code_ = exit_code(status);
         stop_others("rank " + std::to_string(rank) + " " + describe_status(status));
       }
     }
-    if (live_count() == 0) break;
-    if (stopping && !killed && Clock::now() >= kill_at) {
-      signal_live(SIGKILL);
-      killed = true;
-    }
+  }
 
+  void forward_output_and_signals() {
     std::vector<pollfd> fds;
     std::vector<Stream*> streams;
-    fds.push_back({signals.wake_fd(), POLLIN, 0});
-    for (auto& w : workers) {
+    fds.push_back({signals_.wake_fd(), POLLIN, 0});
+    for (auto& w : workers_) {
       for (Stream* s : {&w.out, &w.err}) {
         if (s->fd < 0) continue;
         fds.push_back({s->fd, POLLIN, 0});
@@ -461,14 +467,14 @@ int run_local_workers(const LocalLaunchOptions& o) {
       }
     }
     int timeout_ms = 100;
-    if (stopping && !killed) {
+    if (stopping_ && !killed_) {
       const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(kill_at - Clock::now()).count();
+          std::chrono::duration_cast<std::chrono::milliseconds>(kill_at_ - Clock::now()).count();
       timeout_ms = static_cast<int>(std::clamp<int64_t>(left, 0, 100));
     }
     const int n = ::poll(fds.data(), fds.size(), timeout_ms);
     if (n < 0) {
-      if (errno == EINTR) continue;
+      if (errno == EINTR) return;
       throw std::system_error(errno, std::generic_category(), "run_local_workers: poll");
     }
     // Forwarded as received. Ctrl-C in a terminal reaches the workers directly too (they share
@@ -486,16 +492,54 @@ int run_local_workers(const LocalLaunchOptions& o) {
     }
   }
 
-  // Every worker has ended. A grandchild may still hold a pipe open; take what is buffered now
-  // and stop there rather than wait for it.
-  for (auto& w : workers) {
-    w.out.drain();
-    w.err.drain();
-    w.out.close_now();
-    w.err.close_now();
+  int64_t live_count() const {
+    return std::count_if(workers_.begin(), workers_.end(), [](const Worker& w) { return w.alive; });
   }
-  if (!start_error.empty()) throw std::runtime_error("ocl: " + start_error);
-  return failed_rank >= 0 ? failed_code : 0;
+  void signal_live(int sig) {
+    for (auto& w : workers_) {
+      if (w.alive) ::kill(w.pid, sig);
+    }
+  }
+  void stop_others(const std::string& what) {
+    const auto others = live_count();
+    std::string line = "ocl: " + what;
+    if (others > 0) {
+      line +=
+          "; stopping the other " + std::to_string(others) + (others == 1 ? " worker" : " workers");
+    }
+    write_all(STDERR_FILENO, line + "\n");
+    stopping_ = true;
+    signal_live(SIGTERM);
+    kill_at_ = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(o_.grace_s));
+  }
+
+  const LocalLaunchOptions& o_;
+  const int port_;
+  const std::vector<std::string> texts_;
+  std::vector<std::string> argv_storage_;
+  SignalScope signals_;
+  std::vector<Worker> workers_;
+  // The first failure: its rank, code and description; start_error_ when a worker could not
+  // even be started (pipe or fork failed), which is thrown once the others are stopped.
+  int failed_rank_ = -1, failed_code_ = 0;
+  std::string start_error_;
+  bool stopping_ = false, killed_ = false;
+  Clock::time_point kill_at_{};
+};
+
+}  // namespace
+
+int run_local_workers(const LocalLaunchOptions& o) {
+  check_launch_options(o);
+  // Whatever this process printed before must come out before the workers' lines.
+  std::cout.flush();
+  std::cerr.flush();
+  std::fflush(nullptr);
+  WorkerGroup group(o);
+  group.start_all();
+  group.supervise();
+  return group.finish();
 }
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

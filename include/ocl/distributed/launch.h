@@ -2,8 +2,8 @@
 // SLURM's or Open MPI's environment variables; and the built-in single-node launcher behind
 // `ocl_pretrain --nproc-per-node N`, which starts N workers of the same program itself.
 //
-//   auto launch = ocl::dist::launch_from_environment();   // world_size 1 when nothing is set
-//   if (launch.distributed()) { ... ocl::dist::Communicator comm(launch, ...); }
+//   auto launch = ocl::distributed::launch_from_environment();   // world_size 1 when nothing is
+//   set if (launch.distributed()) { ... ocl::distributed::Communicator comm(launch, ...); }
 #pragma once
 
 #include <cstdint>
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-namespace ocl::dist {
+namespace ocl::distributed {
 
 struct LaunchInfo {
   int64_t rank = 0;
@@ -79,4 +79,4 @@ int run_local_workers(const LocalLaunchOptions& options);
 /// our arguments, less `--nproc-per-node N` (or `--nproc-per-node=N`).
 std::vector<std::string> worker_command(int argc, const char* const* argv);
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

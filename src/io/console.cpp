@@ -1,5 +1,5 @@
-// Console sink with an in-place status line, and the run logger (see include/ocl/engine/console.h).
-#include "ocl/engine/console.h"
+// Console sink with an in-place status line, and the run logger (see include/ocl/io/console.h).
+#include "ocl/io/console.h"
 
 #include <unistd.h>
 
@@ -9,7 +9,7 @@
 
 #include <spdlog/sinks/basic_file_sink.h>
 
-namespace ocl::engine {
+namespace ocl::io {
 
 ConsoleSink::ConsoleSink(std::FILE* out, bool status_line) : out_(out), status_line_(status_line) {
   set_pattern_(std::string("%Y-%m-%d %H:%M:%S %^%l%$ %v"));
@@ -92,4 +92,4 @@ std::string format_duration(double seconds) {
   return buf;
 }
 
-}  // namespace ocl::engine
+}  // namespace ocl::io

@@ -13,10 +13,10 @@
 
 #include <torch/types.h>
 
-#include "ocl/dist/communicator.h"
+#include "ocl/distributed/communicator.h"
 #include "ocl/io/config.h"
 
-namespace ocl::dist {
+namespace ocl::distributed {
 
 /// Collective (every rank calls it once, on `device`): throws std::runtime_error on every rank
 /// when some rank's `build` (a description of the binary) or `config` differs from rank 0's,
@@ -39,4 +39,4 @@ void require_same_data(Communicator& comm, const torch::Device& device, const st
 std::optional<std::pair<int64_t, int64_t>> first_replica_difference(
     Communicator& comm, const torch::Device& device, const std::vector<torch::Tensor>& tensors);
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

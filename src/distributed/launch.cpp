@@ -1,6 +1,6 @@
 // Reading the launch from torchrun's, SLURM's or Open MPI's variables, strictly: a malformed value
 // stops the run here, naming the variable, instead of as a hang at the rendezvous.
-#include "ocl/dist/launch.h"
+#include "ocl/distributed/launch.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -16,7 +16,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-namespace ocl::dist {
+namespace ocl::distributed {
 namespace {
 
 std::string quoted(const std::string& name, const std::string& value) {
@@ -348,4 +348,4 @@ int free_tcp_port() {
   return ntohs(addr.sin_port);
 }
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

@@ -11,7 +11,7 @@
 #include <spdlog/logger.h>
 #include <spdlog/sinks/base_sink.h>
 
-namespace ocl::engine {
+namespace ocl::io {
 
 class ConsoleSink : public spdlog::sinks::base_sink<std::mutex> {
  public:
@@ -48,4 +48,4 @@ std::shared_ptr<spdlog::logger> make_run_logger(const std::shared_ptr<ConsoleSin
                                                 const std::string& log_file,
                                                 const std::string& level);
 
-}  // namespace ocl::engine
+}  // namespace ocl::io

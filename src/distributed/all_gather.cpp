@@ -1,11 +1,11 @@
-// The differentiable all-gather (see include/ocl/dist/all_gather.h).
-#include "ocl/dist/all_gather.h"
+// The differentiable all-gather (see include/ocl/distributed/all_gather.h).
+#include "ocl/distributed/all_gather.h"
 
 #include <cstdint>
 
 #include <torch/autograd.h>
 
-namespace ocl::dist {
+namespace ocl::distributed {
 namespace {
 
 // The communicator travels through the autograd context as an integer: saved_data holds
@@ -36,4 +36,4 @@ torch::Tensor all_gather_with_grad(Communicator& comm, const torch::Tensor& x) {
   return AllGatherFunction::apply(x, static_cast<int64_t>(reinterpret_cast<intptr_t>(&comm)));
 }
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

@@ -5,9 +5,9 @@
 // not arrive within the timeout), the error names this rank, the collective, and what the
 // other ranks were last seen doing, from heartbeats each rank keeps in the store.
 //
-//   ocl::dist::Communicator comm(ocl::dist::launch_from_environment(), {"auto", 600s, cpu});
-//   comm.broadcast_from_rank0(params, "initial parameters");
-//   comm.all_reduce_sum(figures, Group::kLoss, "step figures");
+//   ocl::distributed::Communicator comm(ocl::distributed::launch_from_environment(), {"auto", 600s,
+//   cpu}); comm.broadcast_from_rank0(params, "initial parameters"); comm.all_reduce_sum(figures,
+//   Group::kLoss, "step figures");
 #pragma once
 
 #include <chrono>
@@ -19,9 +19,9 @@
 
 #include <torch/types.h>
 
-#include "ocl/dist/launch.h"
+#include "ocl/distributed/launch.h"
 
-namespace ocl::dist {
+namespace ocl::distributed {
 
 /// Thrown when a collective fails or times out: a peer died, hung, or the network failed.
 class CollectiveError : public std::runtime_error {
@@ -102,4 +102,4 @@ class Communicator {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed

@@ -1,5 +1,5 @@
-// Ranks that run the same build and config (see include/ocl/dist/agreement.h).
-#include "ocl/dist/agreement.h"
+// Ranks that run the same build and config (see include/ocl/distributed/agreement.h).
+#include "ocl/distributed/agreement.h"
 
 #include <algorithm>
 #include <cstring>
@@ -9,7 +9,7 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-namespace ocl::dist {
+namespace ocl::distributed {
 namespace {
 
 // FNV-1a over bytes, 8 at a time: one digest for config texts and parameter bytes alike.
@@ -138,4 +138,4 @@ std::optional<std::pair<int64_t, int64_t>> first_replica_difference(
   return std::nullopt;
 }
 
-}  // namespace ocl::dist
+}  // namespace ocl::distributed
