@@ -1,11 +1,13 @@
 // Shared app plumbing (see app_common.h).
 #include "app_common.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
@@ -115,7 +117,16 @@ CLI::Validator positive() {
       "a number > 0");
 }
 
+void keep_freed_memory_for_reuse() {
+  for (const char* tuned : {"GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}) {
+    if (std::getenv(tuned) != nullptr) return;
+  }
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 int run_reporting_errors(const char* program, const std::function<int()>& body) {
+  keep_freed_memory_for_reuse();
   try {
     return body();
   } catch (const io::ConfigError& e) {

@@ -129,4 +129,8 @@ void zero_grad(const std::vector<at::Tensor>& params) {
   }
 }
 
+void clear_grad(const std::vector<at::Tensor>& params) {
+  for (const auto& p : params) const_cast<at::Tensor&>(p).mutable_grad().reset();
+}
+
 }  // namespace ocl::compat

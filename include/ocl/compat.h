@@ -98,5 +98,10 @@ std::string optimizer_state_key(const at::Tensor& p);
 /// Zeroes every defined gradient in place (never sets it to undefined), so gradients that are
 /// views into communication buckets stay views. The same on 1.13 and 2.x.
 void zero_grad(const std::vector<at::Tensor>& params);
+/// Sets every gradient to undefined (PyTorch's zero_grad(set_to_none=True)): the next backward
+/// then hands each parameter its gradient buffer as is, instead of adding it to a zeroed one
+/// (a memset and an extra pass over every gradient per step). Not for gradients that must stay
+/// views into communication buckets (zero_grad). The same on 1.13 and 2.x.
+void clear_grad(const std::vector<at::Tensor>& params);
 
 }  // namespace ocl::compat

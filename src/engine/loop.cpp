@@ -240,7 +240,12 @@ TrainingLoop::Step TrainingLoop::train_step() {
   st.lr = settings_.schedule.at(static_cast<double>(state.epoch) +
                                 static_cast<double>(state.step_in_epoch) / steps_per_epoch_);
   engine_.set_lr(st.lr);
-  compat::zero_grad(params);
+  // Gradients that are views into the all-reduce buckets are zeroed in place; one process lets
+  // backward hand each parameter its gradient buffer instead (no memset, no extra add).
+  if (grad_sync_)
+    compat::zero_grad(params);
+  else
+    compat::clear_grad(params);
   const torch::Tensor sums = accumulate(st);
   if (grad_sync_ && grad_sync_mode_ != GradSyncMode::kLocal) {
     grad_sync_->set_sync(true);  // without overlap: finish() starts every bucket now
