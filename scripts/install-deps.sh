@@ -21,6 +21,8 @@ packages=(
   libspng-dev                   # PNG decoding and encoding
   python3-torch                 # scripts/make_reference.py (fixtures), scripts/bench_pretrain.py
   python3-matplotlib            # scripts/plot_metrics.py (the metrics plot of a run)
+  python3-protobuf python3-crcmod  # tests/integration/read_tfevents.py (TensorBoard files, read
+                                   # independently of ocl's writer)
 )
 
 case "${1:-}" in

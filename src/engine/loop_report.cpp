@@ -36,7 +36,7 @@ void TrainingLoop::log_window(const Step& st, double eta) {
                                  {"img_per_s", img_s},
                                  {"data_wait", wait_share},
                                  {"elapsed_s", seconds_since(run_start_)}});
-    run_.metrics->write(settings_.records.empty() ? "step" : settings_.records + "_step", fields);
+    run_.record(settings_.records.empty() ? "step" : settings_.records + "_step", fields);
   }
   *window_ = Window();
 }
@@ -74,7 +74,7 @@ void TrainingLoop::log_epoch(double epoch_time, const EpochReport& report) {
                                {"bad_samples", static_cast<double>(bad)},
                                {"nonfinite_skips", static_cast<double>(state.nonfinite_skips)}});
   fields.insert(fields.end(), report.fields.begin(), report.fields.end());
-  run_.metrics->write(settings_.records.empty() ? "epoch" : settings_.records + "_epoch", fields);
+  run_.record(settings_.records.empty() ? "epoch" : settings_.records + "_epoch", fields);
 }
 
 }  // namespace ocl::engine

@@ -257,12 +257,12 @@ EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
   // shows the gap opening.
   const std::string warning = shortcut_warning(config_.eval, accuracy, knn_start_, knn_top1_);
   if (run_.metrics && config_.eval.shortcut_alarm)
-    run_.metrics->write("shortcut", {{"epoch", static_cast<double>(state.epoch)},
-                                     {"global_step", static_cast<double>(state.global_step)},
-                                     {"accuracy", accuracy},
-                                     {"knn_top1", knn_top1_},
-                                     {"knn_start", knn_start_},
-                                     {"alarm", warning.empty() ? 0.0 : 1.0}});
+    run_.record("shortcut", {{"epoch", static_cast<double>(state.epoch)},
+                             {"global_step", static_cast<double>(state.global_step)},
+                             {"accuracy", accuracy},
+                             {"knn_top1", knn_top1_},
+                             {"knn_start", knn_start_},
+                             {"alarm", warning.empty() ? 0.0 : 1.0}});
   if (!warning.empty()) {
     run_.logger->warn("{}", warning);
     ++shortcut_alarms_;
@@ -315,11 +315,11 @@ double Pretrainer::run_knn_monitor() {
       r.k, e.knn_t, train_f.labels.size(0), val_f.labels.size(0), r.top1, r.top5,
       seconds_since(t0));
   if (run_.metrics)
-    run_.metrics->write("knn", {{"epoch", static_cast<double>(run_.state.epoch)},
-                                {"global_step", static_cast<double>(run_.state.global_step)},
-                                {"knn_top1", r.top1},
-                                {"knn_top5", r.top5},
-                                {"knn_k", static_cast<double>(r.k)}});
+    run_.record("knn", {{"epoch", static_cast<double>(run_.state.epoch)},
+                        {"global_step", static_cast<double>(run_.state.global_step)},
+                        {"knn_top1", r.top1},
+                        {"knn_top5", r.top5},
+                        {"knn_k", static_cast<double>(r.k)}});
   return r.top1;
 }
 

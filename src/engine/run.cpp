@@ -19,6 +19,16 @@
 #include "ocl/io/files.h"
 
 namespace ocl::engine {
+namespace {
+
+// The TensorBoard event files of an earlier run in `folder`.
+void remove_event_files(const std::string& folder) {
+  for (const auto& name : io::list_dir(folder)) {
+    if (name.rfind("events.out.tfevents.", 0) == 0) std::remove((folder + "/" + name).c_str());
+  }
+}
+
+}  // namespace
 
 std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
                                             const std::string& log_file, const io::Config& config,
@@ -368,6 +378,7 @@ void RunContext::prepare_folder() {
     // The old run's checkpoints would outrank the new run's in pruning and checkpoint-last.
     io::remove_checkpoints(out);
     std::remove((out + "/metrics.jsonl").c_str());
+    remove_event_files(out);
     for (const auto& file : spec.own_files) std::remove((out + "/" + file).c_str());
   }
 }
@@ -402,6 +413,7 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
     if (!resumed) std::remove((spec.output_dir + "/metrics.jsonl").c_str());
     metrics =
         std::make_unique<io::MetricsLog>(spec.output_dir + "/metrics.jsonl", keep_metrics_through);
+    if (config.log.tensorboard) open_event_file();
   }
   if (!comm) return;
   // Every rank must continue from the same point: they read the same folder, but a node whose
@@ -420,6 +432,31 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
       throw std::runtime_error(msg.str());
     }
   }
+}
+
+// A fresh run removes an earlier run's event files; a resumed one adds a file of its own that
+// starts by purging the points after its step. The config goes in as text at the first step.
+void RunContext::open_event_file() {
+  if (!resumed) remove_event_files(spec.output_dir);
+  events = std::make_unique<io::EventFileWriter>(spec.output_dir);
+  if (resumed) events->add_session_start(state.global_step + 1);
+  events->add_text("config", "```yaml\n" + spec.config_yaml + "```", state.global_step);
+  events->flush();
+}
+
+void RunContext::record(const std::string& type, const io::MetricFields& fields) {
+  if (!metrics) return;
+  metrics->write(type, fields);
+  if (!events) return;
+  std::vector<std::pair<std::string, double>> scalars;
+  double step = static_cast<double>(state.global_step);
+  for (const auto& [name, value] : fields) {
+    if (name == "global_step") step = value;
+    if (const auto tag = io::tensorboard_tag(type, name); !tag.empty())
+      scalars.emplace_back(tag, value);
+  }
+  events->add_scalars(scalars, static_cast<int64_t>(step));
+  events->flush();
 }
 
 bool RunContext::signalled() const {

@@ -183,7 +183,7 @@ const std::vector<Section>& schema() {
       {"log",
        {OCL_KEY(log, every, ge(1)),
         OCL_KEY(log, level, words({"trace", "debug", "info", "warn", "error"})),
-        OCL_KEY(log, progress, words({"auto", "bar", "lines"}))}},
+        OCL_KEY(log, progress, words({"auto", "bar", "lines"})), OCL_KEY(log, tensorboard, any())}},
   };
   return sections;
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -15,6 +16,7 @@
 
 #include "test_util.h"
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
@@ -23,6 +25,7 @@
 #include <ocl/data/loader.h>
 #include <ocl/data/png.h>
 #include <ocl/engine/pretrain.h>
+#include <ocl/io/files.h>
 #include <ocl/io/state_dict.h>
 
 namespace {
@@ -486,6 +489,59 @@ TEST(BenchApp, PrintConfigShowsTheStepsConfig) {
   EXPECT_EQ(output.find("step_ms="), std::string::npos) << output;
 }
 #endif
+
+// The TensorBoard event files of a run stopped mid-epoch and resumed, read by an independent
+// reader (tests/integration/read_tfevents.py: python3-protobuf with TensorBoard's field numbers,
+// both CRCs of every record, TensorBoard's purge on SessionLog START): one curve per figure, equal
+// to metrics.jsonl's records (float32 in the event file), and the config as text.
+TEST(PretrainApp, TensorBoardFilesReadAsOneCurveEqualToMetricsJsonl) {
+  const auto out = make_temp_dir();
+  const std::string args =
+      tiny_args(out) + " --set log.every=1 --set train.epochs=2 --set train.steps_per_epoch=4";
+  std::string output;
+  ASSERT_EQ(run_app(args + " --stop-after-steps 5", &output), 0) << output;
+  // Stopped after step 5 of 8 (mid-epoch 2), with its checkpoint there; the resumed run writes
+  // steps 6 to 8 in a second file that starts with SessionLog START at step 6.
+  ASSERT_EQ(run_app(args + " --resume auto", &output), 0) << output;
+  std::string json;
+  ASSERT_EQ(run_exe("/usr/bin/python3", OCL_SOURCE_DIR "/tests/integration/read_tfevents.py " + out,
+                    &json),
+            0)
+      << json;
+  const auto read = nlohmann::json::parse(json);
+  EXPECT_EQ(read["files"], 2) << json;
+  EXPECT_EQ(read["file_version"], "brain.Event:2") << json;
+  EXPECT_EQ(read["session_starts"], nlohmann::json::array({6})) << json;
+  ASSERT_TRUE(read["texts"].contains("config")) << json;
+  EXPECT_NE(read["texts"]["config"][0][1].get<std::string>().find("train:"), std::string::npos);
+  // metrics.jsonl's step records, in order: (global_step, loss, lr).
+  std::vector<std::array<double, 3>> records;
+  std::ifstream in(out + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j["type"] == "step") records.push_back({j["global_step"], j["loss"], j["lr"]});
+  }
+  ASSERT_EQ(records.size(), 8u) << "2 epochs of 4 steps";
+  for (const auto& [tag, column] :
+       {std::pair<const char*, int>{"train/loss", 1}, {"train/lr", 2}}) {
+    const auto& curve = read["scalars"][tag];
+    ASSERT_EQ(curve.size(), records.size()) << tag << ": " << json;
+    for (size_t i = 0; i < records.size(); ++i) {
+      EXPECT_EQ(curve[i][0].get<double>(), records[i][0]) << tag << " point " << i;
+      const double want = records[i][column];
+      EXPECT_NEAR(curve[i][1].get<double>(), want, 1e-6 * std::abs(want) + 1e-12)
+          << tag << " point " << i;
+    }
+  }
+  EXPECT_TRUE(read["scalars"].contains("epoch/loss")) << json;
+  // log.tensorboard: false writes none.
+  const auto off = make_temp_dir();
+  ASSERT_EQ(run_app(tiny_args(off) + " --set train.epochs=1 --set log.tensorboard=false", &output),
+            0)
+      << output;
+  for (const auto& name : ocl::io::list_dir(off))
+    EXPECT_EQ(name.rfind("events.out.tfevents.", 0), std::string::npos) << name;
+}
 
 TEST(PretrainApp, SigtermMidRunLeavesALoadableCheckpointAndResumeFinishes) {
   const auto out = make_temp_dir();

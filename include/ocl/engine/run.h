@@ -32,6 +32,7 @@
 #include "ocl/io/checkpoint.h"
 #include "ocl/io/config.h"
 #include "ocl/io/console.h"
+#include "ocl/io/event_file.h"
 #include "ocl/io/files.h"
 #include "ocl/io/metrics_log.h"
 
@@ -223,11 +224,18 @@ class RunContext {
   /// starts at zero with train.seed; a resumed one continues where the checkpoint stopped, its
   /// epoch position converted to this run's layout (resume_step_in_epoch; `layout_of` gives
   /// the layout of the checkpoint's config), in the next epoch when this config's epochs are
-  /// shorter. Opens metrics.jsonl (a resumed run keeps the records up to its step), checks
+  /// shorter. Opens metrics.jsonl (a resumed run keeps the records up to its step) and the
+  /// TensorBoard event file (a resumed run's begins with SessionLog START at its next step, so
+  /// that TensorBoard drops what the interrupted run wrote after its checkpoint), checks
   /// that every rank is at the same place, and frees the checkpoint's tensors.
   void resume_position(const std::function<StepLayout(const io::Config&)>& layout_of,
                        const StepLayout& now, int64_t steps_per_epoch, double lr);
 
+  /// A record of the run (metrics.jsonl's "type" and fields, "global_step" among them) into
+  /// metrics.jsonl and, with log.tensorboard, the event file as scalars at its global step
+  /// (io::tensorboard_tag), flushed: a crash loses at most the record being written. Rank 0 of
+  /// a training run only; a no-op elsewhere.
+  void record(const std::string& type, const io::MetricFields& fields);
   /// Whether a signal asked this rank to stop.
   bool signalled() const;
   /// "<app>: LibTorch 2.6.0, device cpu, fp32, 2 threads" (+ `detail` after the precision).
@@ -248,15 +256,17 @@ class RunContext {
   torch::Device device{torch::kCPU};
   bool bf16 = false, tf32 = false;
   std::unique_ptr<distributed::Communicator> comm;  // null in one process
-  std::unique_ptr<io::MetricsLog> metrics;   // rank 0 of a training run, after resume_position
-  std::string resume_from;                   // the checkpoint folder, "" when starting fresh
-  std::optional<io::Checkpoint> resumed;     // read; its tensors freed by resume_position
-  std::optional<io::Config> resumed_config;  // the checkpoint's config, when readable
-  io::TrainingState state;                   // where the run stands
-  std::string last_checkpoint;               // the newest written or resumed, "" if none
+  std::unique_ptr<io::MetricsLog> metrics;      // rank 0 of a training run, after resume_position
+  std::unique_ptr<io::EventFileWriter> events;  // the same, with log.tensorboard
+  std::string resume_from;                      // the checkpoint folder, "" when starting fresh
+  std::optional<io::Checkpoint> resumed;        // read; its tensors freed by resume_position
+  std::optional<io::Config> resumed_config;     // the checkpoint's config, when readable
+  io::TrainingState state;                      // where the run stands
+  std::string last_checkpoint;                  // the newest written or resumed, "" if none
 
  private:
   void prepare_folder();
+  void open_event_file();
   void lock_folder();
   void check_resumable() const;
   void check_ranks_agree() const;

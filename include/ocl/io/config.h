@@ -242,6 +242,8 @@ struct LogConfig {
   int64_t every = 20;             // ≥ 1 steps between log lines / metrics records
   std::string level = "info";     // trace | debug | info | warn | error
   std::string progress = "auto";  // auto (status line on a terminal) | bar | lines
+  /// TensorBoard event file in the output folder (rank 0), beside metrics.jsonl.
+  bool tensorboard = true;
 };
 
 struct Config {

@@ -1,0 +1,67 @@
+// TensorBoard event files (events.out.tfevents.<seconds>.<host>.<pid>): what `tensorboard
+// --logdir` and `wandb sync --sync-tensorboard` read. A file is a sequence of TFRecords (the
+// length, a masked CRC-32C of the length, the serialised tensorflow.Event, a masked CRC-32C of
+// it), the first event carrying file_version "brain.Event:2". The few Event and Summary fields
+// written here are encoded by hand, with the field numbers of TensorBoard's event.proto and
+// summary.proto: scalars (Summary.Value.simple_value), a text summary (the text plugin's string
+// tensor) and SessionLog START, which TensorBoard reads as "drop this run's points at and after
+// this step" (a resumed run, as PyTorch's SummaryWriter(purge_step=...) does).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace ocl::io {
+
+/// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) of `size` bytes, continuing from
+/// `crc` (0 to start). crc32c("123456789") is 0xE3069283, the standard check value.
+uint32_t crc32c(const void* data, size_t size, uint32_t crc = 0);
+/// TFRecord's masked CRC: ((crc >> 15) | (crc << 17)) + 0xa282ead8 of crc32c(data).
+uint32_t masked_crc32c(const void* data, size_t size);
+
+/// One TFRecord around `payload`: its little-endian 64-bit length, the length's masked CRC, the
+/// payload, the payload's masked CRC.
+std::string tfrecord(const std::string& payload);
+
+/// The TensorBoard tag of field `field` of a metrics.jsonl record of type `record_type`, grouped
+/// as TensorBoard shows them: a log window's figures (types "step", "<section>_step") under
+/// "train/", an epoch's evaluation figures (top1, top5, val_loss, best_top1, ema_top1) under
+/// "eval/", a "knn" record's under "knn/" (knn_top1 as knn/top1), a "shortcut" record's under
+/// "shortcut/", the epoch's other figures (its mean loss, time, ...) under "epoch/"; "" for what
+/// is not plotted: the axes (epoch, global_step) and the kNN and shortcut figures an epoch record
+/// repeats from their own records.
+std::string tensorboard_tag(const std::string& record_type, const std::string& field);
+
+class EventFileWriter {
+ public:
+  /// Creates events.out.tfevents.<seconds>.<host>.<pid> in the existing `folder` and writes the
+  /// file_version event. Throws naming the file when it cannot be created or written.
+  explicit EventFileWriter(const std::string& folder);
+  ~EventFileWriter();
+  EventFileWriter(const EventFileWriter&) = delete;
+  EventFileWriter& operator=(const EventFileWriter&) = delete;
+
+  /// One event at `step` holding a scalar for each (tag, value); NaN and infinities are kept
+  /// (TensorBoard shows them as such).
+  void add_scalars(const std::vector<std::pair<std::string, double>>& values, int64_t step);
+  /// A text summary (TensorBoard's Text tab; markdown) under `tag` at `step`.
+  void add_text(const std::string& tag, const std::string& text, int64_t step);
+  /// SessionLog START at `step`: TensorBoard drops the points of earlier events of this run at
+  /// and after `step` (what a resumed run writes first).
+  void add_session_start(int64_t step);
+  /// Writes what is buffered, whole records only; throws naming the file on a failed write (the
+  /// file is cut back to its last whole record).
+  void flush();
+  const std::string& path() const { return path_; }
+
+ private:
+  void add_event(int64_t step, int field, const std::string& body);
+  std::string path_;
+  int fd_ = -1;
+  std::string pending_;  // whole records not yet written
+};
+
+}  // namespace ocl::io
