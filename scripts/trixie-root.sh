@@ -53,6 +53,7 @@ PACKAGES=(
   libgtest-dev
   nlohmann-json3-dev
   zlib1g-dev libjpeg62-turbo-dev libspng-dev
+  python3-protobuf python3-crcmod  # tests/integration/read_tfevents.py
 )
 if [[ -n "${OCL_TRIXIE_PACKAGES:-}" ]]; then
   read -r -d '' -a PACKAGES <<<"$OCL_TRIXIE_PACKAGES" || true # any whitespace, newlines too
