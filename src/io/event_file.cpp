@@ -11,6 +11,8 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "ocl/io/files.h"
+
 namespace ocl::io {
 namespace {
 
@@ -196,21 +198,12 @@ void EventFileWriter::add_session_start(int64_t step) {
 
 void EventFileWriter::flush() {
   if (pending_.empty()) return;
-  const off_t before = ::lseek(fd_, 0, SEEK_END);
-  size_t done = 0;
-  while (done < pending_.size()) {
-    const ssize_t n = ::write(fd_, pending_.data() + done, pending_.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = std::generic_category().message(n < 0 ? errno : ENOSPC);
-      if (before >= 0) (void)!::ftruncate(fd_, before);
-      pending_.clear();
-      throw std::runtime_error("tensorboard: cannot write '" + path_ + "': " + why +
-                               " (the last records were not written; earlier ones are whole)");
-    }
-    done += static_cast<size_t>(n);
-  }
+  const std::string why = append_whole(fd_, pending_);
   pending_.clear();
+  if (!why.empty()) {
+    throw std::runtime_error("tensorboard: cannot write '" + path_ + "': " + why +
+                             " (the last records were not written; earlier ones are whole)");
+  }
 }
 
 }  // namespace ocl::io

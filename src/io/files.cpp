@@ -195,4 +195,20 @@ bool FileLock::acquire(const std::string& path, const std::string& note, std::st
   return true;
 }
 
+std::string append_whole(int fd, std::string_view bytes) {
+  const off_t before = ::lseek(fd, 0, SEEK_END);
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = std::generic_category().message(n < 0 ? errno : ENOSPC);
+      if (before >= 0) (void)!::ftruncate(fd, before);
+      return why;
+    }
+    done += static_cast<size_t>(n);
+  }
+  return "";
+}
+
 }  // namespace ocl::io

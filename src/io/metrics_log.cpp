@@ -64,21 +64,12 @@ void MetricsLog::write(const std::string& type, const MetricFields& fields) {
       j[key] = value;
     }
   }
-  // The whole line or nothing: a write that fails part-way (a full disk) is cut back, so that
-  // no record is torn or spliced into the next, and the run stops on the error.
-  const std::string line = j.dump() + "\n";
-  const off_t before = ::lseek(fd_, 0, SEEK_END);
-  size_t done = 0;
-  while (done < line.size()) {
-    const ssize_t n = ::write(fd_, line.data() + done, line.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = std::generic_category().message(n < 0 ? errno : ENOSPC);
-      if (before >= 0) (void)!::ftruncate(fd_, before);
-      throw std::runtime_error("metrics: cannot write '" + path_ + "': " + why + " (the '" + type +
-                               "' record was not written; earlier records are whole)");
-    }
-    done += static_cast<size_t>(n);
+  // The whole line or nothing (append_whole), so that no record is torn or spliced into the
+  // next, and the run stops on the error.
+  const std::string why = append_whole(fd_, j.dump() + "\n");
+  if (!why.empty()) {
+    throw std::runtime_error("metrics: cannot write '" + path_ + "': " + why + " (the '" + type +
+                             "' record was not written; earlier records are whole)");
   }
 }
 

@@ -1,6 +1,9 @@
 // TensorBoard event files (io/event_file.h): CRC-32C against its standard check values, the
 // TFRecord framing byte by byte, the tags records map to, and a full disk named. The files a run
 // writes are read back by an independent reader in tests/integration (read_tfevents.py).
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -9,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include <ocl/io/event_file.h>
+#include <ocl/io/files.h>
 
 namespace {
 
@@ -58,6 +62,22 @@ TEST(EventFile, RecordsMapToTensorBoardsGroups) {
   EXPECT_EQ(tensorboard_tag("knn", "knn_top1"), "knn/top1");
   EXPECT_EQ(tensorboard_tag("epoch", "knn_top1"), "");  // the knn record holds it
   EXPECT_EQ(tensorboard_tag("shortcut", "accuracy"), "shortcut/accuracy");
+}
+
+// The event file's and metrics.jsonl's writes go through append_whole: on a full disk it says
+// why and leaves the file as it was.
+TEST(EventFile, AFullDiskIsReportedByTheWholeRecordAppend) {
+  const int fd = ::open("/dev/full", O_WRONLY | O_APPEND);
+  ASSERT_GE(fd, 0);
+  EXPECT_EQ(ocl::io::append_whole(fd, "a record\n"), "No space left on device");
+  ::close(fd);
+  const auto dir = ocl::test::make_temp_dir("ocl_append_");
+  const int ok = ::open((dir + "/f").c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
+  ASSERT_GE(ok, 0);
+  EXPECT_EQ(ocl::io::append_whole(ok, "one\n"), "");
+  EXPECT_EQ(ocl::io::append_whole(ok, "two\n"), "");
+  ::close(ok);
+  EXPECT_EQ(ocl::test::read_file(dir + "/f"), "one\ntwo\n");
 }
 
 TEST(EventFile, AFolderThatCannotTakeTheFileIsNamed) {

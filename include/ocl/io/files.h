@@ -46,6 +46,11 @@ void write_file_synced(const std::string& path, std::string_view bytes);
 /// step that failed and the system's reason (a full disk: "No space left on device").
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+/// Appends `bytes` to the file open as `fd` (O_APPEND) whole or not at all: a write that fails
+/// part-way (a full disk) cuts the file back to where it was, so that no record is torn or
+/// spliced into the next. Returns "" on success, else the reason (strerror's text).
+std::string append_whole(int fd, std::string_view bytes);
+
 /// write_file_atomic for text.
 void write_text_atomic(const std::string& path, const std::string& text);
 
