@@ -30,7 +30,7 @@
 #include <ocl/distributed/launch.h>
 #include <ocl/engine/loop.h>
 #include <ocl/engine/pretrain.h>
-#include <ocl/engine/run.h>
+#include <ocl/engine/startup.h>
 #include <ocl/io/config.h>
 #include <ocl/optim/adamw_step.h>
 
@@ -145,8 +145,8 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::distributed::Launc
   using Mode = ocl::engine::GradSyncMode;
   auto trainer = quiet_trainer(config, launch);
   auto& loop = trainer->loop();
-  auto& comm = *trainer->context().comm;
-  const torch::Device device = trainer->context().device;
+  auto& comm = *trainer->context().comm();
+  const torch::Device device = trainer->context().device();
   const auto& t = config.train;
   // A fixed batch of random pixels: the data path is not what is measured here.
   torch::manual_seed(static_cast<uint64_t>(t.seed) + static_cast<uint64_t>(launch.rank));
@@ -291,7 +291,7 @@ int bench_step(const BenchArgs& args, const ocl::io::Config& config,
                const ocl::data::Batch& first) {
   const auto d = ocl::io::derive(config);
   auto trainer = quiet_trainer(config, ocl::distributed::LaunchInfo{});
-  const torch::Device device = trainer->context().device;
+  const torch::Device device = trainer->context().device();
   const bool fused = ocl::optim::resolve_fused_adamw(config.optim.fused, device);
   auto& loop = trainer->loop();
   auto step = [&](const torch::Tensor& images_u8) {

@@ -26,7 +26,7 @@
 #include <ocl/distributed/launch.h>
 #include <ocl/engine/knn.h>
 #include <ocl/engine/pretrain.h>
-#include <ocl/engine/run.h>
+#include <ocl/engine/startup.h>
 #include <ocl/io/config.h>
 #include <ocl/io/safetensors.h>
 #include <ocl/nn/weights.h>

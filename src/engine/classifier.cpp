@@ -42,8 +42,8 @@ namespace {
 ClassifierRunResult result_at(const RunContext& run, const ValidationRecord& record) {
   ClassifierRunResult result;
   static_cast<ValidationRecord&>(result) = record;
-  result.epochs_done = run.state.epoch;
-  result.checkpoint = run.last_checkpoint;
+  result.epochs_done = run.state().epoch;
+  result.checkpoint = run.last_checkpoint();
   return result;
 }
 
@@ -64,9 +64,9 @@ ClassifierRunResult train_classifier(RunContext& run, TrainingLoop& loop,
   result.interrupted = trained.interrupted;
   result.nothing_to_do = trained.step_losses.empty() && !trained.interrupted;
   if (!result.interrupted && !result.nothing_to_do) {
-    run.logger->info("done: {} epochs in {}; best top-1 {:.2f} % (epoch {}), last top-1 {:.2f} %",
-                     run.state.epoch, io::format_duration(seconds_since(start)), record.best_top1,
-                     record.best_epoch, record.last_top1);
+    run.log().info("done: {} epochs in {}; best top-1 {:.2f} % (epoch {}), last top-1 {:.2f} %",
+                   run.state().epoch, io::format_duration(seconds_since(start)), record.best_top1,
+                   record.best_epoch, record.last_top1);
   }
   return result;
 }

@@ -82,9 +82,9 @@ TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
     steps_per_epoch_ = std::min(steps_per_epoch_, settings_.max_steps_per_epoch);
   // A checkpoint taken mid-epoch keeps the epoch's sums so far: the epoch's means cover all of
   // its steps, those before the stop included.
-  if (run_.resumed && run_.resumed->state.step_in_epoch > 0) {
-    const auto it = run_.resumed->trainer.find(kEpochSumsKey);
-    if (it != run_.resumed->trainer.end() &&
+  if (run_.resumed() && run_.resumed()->state.step_in_epoch > 0) {
+    const auto it = run_.resumed()->trainer.find(kEpochSumsKey);
+    if (it != run_.resumed()->trainer.end() &&
         it->second.numel() == 4 + static_cast<int64_t>(figures_.size()))
       resumed_epoch_sums_ = it->second.to(torch::kFloat64).contiguous();
   }
@@ -94,16 +94,16 @@ TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
         "the training set ({} images) does not fill one optimiser step of {}.batch_size {} × "
         "{}.accum_iter {} × {} processes: lower them or use more data",
         source_->size(), s, settings_.batch_size, s == "train" ? "optim" : s, settings_.accum_iter,
-        run_.world_size));
+        run_.world_size()));
   }
 }
 
 TrainingLoop::~TrainingLoop() = default;
 
 void TrainingLoop::connect_gradients() {
-  if (run_.comm && !grad_sync_) {
-    grad_sync_ = make_grad_sync(*run_.comm, engine_.trainable(), settings_.grad_sync,
-                                settings_.overlap, *run_.logger);
+  if (run_.comm() && !grad_sync_) {
+    grad_sync_ = make_grad_sync(*run_.comm(), engine_.trainable(), settings_.grad_sync,
+                                settings_.overlap, run_.log());
   }
 }
 
@@ -112,19 +112,19 @@ void TrainingLoop::connect_gradients() {
 
 LoopResult TrainingLoop::run() {
   LoopResult result;
-  result.last_checkpoint = run_.last_checkpoint;
-  if (run_.state.epoch >= settings_.epochs) {
-    run_.logger->info("nothing to do: all {} epochs are done (checkpoint {})", settings_.epochs,
-                      run_.last_checkpoint);
+  result.last_checkpoint = run_.last_checkpoint();
+  if (run_.state().epoch >= settings_.epochs) {
+    run_.log().info("nothing to do: all {} epochs are done (checkpoint {})", settings_.epochs,
+                    run_.last_checkpoint());
     return result;
   }
   connect_gradients();
   run_start_ = Clock::now();
-  first_step_ = run_.state.global_step;
+  first_step_ = run_.state().global_step;
   steps_this_run_ = 0;
-  while (run_.state.epoch < settings_.epochs) {
+  while (run_.state().epoch < settings_.epochs) {
     begin_epoch();
-    while (run_.state.step_in_epoch < steps_per_epoch_) {
+    while (run_.state().step_in_epoch < steps_per_epoch_) {
       const Step step = train_step();
       result.step_losses.push_back(step.loss);
       if (after_step(step, result)) return result;
@@ -132,16 +132,16 @@ LoopResult TrainingLoop::run() {
     if (end_epoch(result)) return result;
   }
   finish();
-  result.last_checkpoint = run_.last_checkpoint;
+  result.last_checkpoint = run_.last_checkpoint();
   return result;
 }
 
 // The epoch's data order from its start (or, resumed mid-epoch, from its next step) and its
 // sums: a mid-epoch checkpoint's sums so far, so that the epoch's means cover all its steps.
 void TrainingLoop::begin_epoch() {
-  source_->start_epoch(run_.state.epoch, run_.state.step_in_epoch * settings_.accum_iter);
+  source_->start_epoch(run_.state().epoch, run_.state().step_in_epoch * settings_.accum_iter);
   *epoch_sums_ = Window();
-  if (resumed_epoch_sums_.defined() && run_.state.step_in_epoch > 0) {
+  if (resumed_epoch_sums_.defined() && run_.state().step_in_epoch > 0) {
     const double* v = resumed_epoch_sums_.data_ptr<double>();
     epoch_sums_->loss = v[0];
     epoch_sums_->steps = static_cast<int64_t>(v[1]);
@@ -158,7 +158,7 @@ void TrainingLoop::begin_epoch() {
 // stop asked during the step is taken here unless the step ended the epoch (end_epoch takes it
 // then, after the evaluation). Returns whether the run stopped.
 bool TrainingLoop::after_step(const Step& step, LoopResult& result) {
-  const auto& state = run_.state;
+  const auto& state = run_.state();
   steps_this_run_ += 1;
   window_->add(step);
   epoch_sums_->add(step);
@@ -168,11 +168,11 @@ bool TrainingLoop::after_step(const Step& step, LoopResult& result) {
   show_status(step, eta);
   stop_ = step.stop || step_limit_reached();
   if (!stop_ || state.step_in_epoch == steps_per_epoch_) return false;
-  run_.console->clear_status();
-  run_.logger->warn("stop requested: writing a checkpoint at global step {}", state.global_step);
+  run_.clear_status();
+  run_.log().warn("stop requested: writing a checkpoint at global step {}", state.global_step);
   result.last_checkpoint = write_checkpoint();
   result.interrupted = true;
-  run_.logger->warn(
+  run_.log().warn(
       "stopped at epoch {}, step {}; continue with --resume auto{}", state.epoch,
       state.step_in_epoch,
       result.last_checkpoint.empty() ? "" : " (or --resume " + result.last_checkpoint + ")");
@@ -182,46 +182,46 @@ bool TrainingLoop::after_step(const Step& step, LoopResult& result) {
 // The epoch's evaluation (the engine's end_of_epoch), its log line and record, its checkpoint;
 // then the stop decision of all ranks. Returns whether the run stopped before its last epoch.
 bool TrainingLoop::end_epoch(LoopResult& result) {
-  auto& state = run_.state;
+  auto& state = run_.state();
   state.epoch += 1;
   state.step_in_epoch = 0;
-  run_.console->clear_status();
+  run_.clear_status();
   const double epoch_time = seconds_since(epoch_sums_->start);
   log_epoch(epoch_time, engine_.end_of_epoch(state));
   const bool saved = state.epoch % settings_.save_every == 0 || state.epoch == settings_.epochs;
   if (saved) result.last_checkpoint = write_checkpoint();
   // A stop asked at the epoch's last step, or during its evaluation or checkpoint.
-  stop_ = any_rank_stopping(run_.comm.get(), run_.signalled() || stop_, run_.device) ||
+  stop_ = any_rank_stopping(run_.comm(), run_.signalled() || stop_, run_.device()) ||
           step_limit_reached();
   if (!stop_ || state.epoch >= settings_.epochs) return false;
   if (!saved) result.last_checkpoint = write_checkpoint();
   result.interrupted = true;
-  run_.logger->warn("stopped after epoch {}; continue with --resume auto", state.epoch);
+  run_.log().warn("stopped after epoch {}; continue with --resume auto", state.epoch);
   return true;
 }
 
 // Every rank at the end, and what the run's communication did.
 void TrainingLoop::finish() {
-  if (!run_.comm) return;
-  run_.comm->barrier("end of training");
-  run_.logger->info(
+  if (!run_.comm()) return;
+  run_.comm()->barrier("end of training");
+  run_.log().info(
       "communication: {} gradient bucket all-reduces ({} buckets per step, {} of the last "
       "step's started during backward){}",
       grad_sync_->buckets_launched(), grad_sync_->num_buckets(),
       grad_sync_->buckets_launched_in_backward(),
       verified_step_ > 0 ? fmt::format("; parameters identical on all {} ranks at step {}",
-                                       run_.world_size, verified_step_)
+                                       run_.world_size(), verified_step_)
                          : std::string());
 }
 
 double TrainingLoop::eta_seconds() const {
-  const int64_t done = std::max<int64_t>(run_.state.global_step - first_step_, 1);
-  const int64_t left = settings_.epochs * steps_per_epoch_ - run_.state.global_step;
+  const int64_t done = std::max<int64_t>(run_.state().global_step - first_step_, 1);
+  const int64_t left = settings_.epochs * steps_per_epoch_ - run_.state().global_step;
   return seconds_since(run_start_) / static_cast<double>(done) * static_cast<double>(left);
 }
 
 bool TrainingLoop::step_limit_reached() const {
-  const int64_t limit = run_.options.stop_after_steps;
+  const int64_t limit = run_.stop_after_steps();
   return limit > 0 && steps_this_run_ >= limit;
 }
 
@@ -234,7 +234,7 @@ double TrainingLoop::step() {
 // One optimiser step, top to bottom
 
 TrainingLoop::Step TrainingLoop::train_step() {
-  auto& state = run_.state;
+  auto& state = run_.state();
   const auto& params = engine_.trainable();
   Step st;
   st.lr = settings_.schedule.at(static_cast<double>(state.epoch) +
@@ -255,15 +255,14 @@ TrainingLoop::Step TrainingLoop::train_step() {
   if (settings_.clip_grad > 0) optim::clip_grads(params, norm, settings_.clip_grad);
   reduce_figures(st, sums, norm);
   if (std::isfinite(st.loss) && std::isfinite(st.grad_norm)) {
-    if (run_.options.before_optimizer_step)
-      run_.options.before_optimizer_step(state.global_step, params);
+    run_.before_optimizer_step(state.global_step, params);
     engine_.update();
   } else {
     skip_or_stop_nonfinite(st);
     compat::zero_grad(params);
     st.skipped = true;
   }
-  if (run_.comm && settings_.verify_every > 0 &&
+  if (run_.comm() && settings_.verify_every > 0 &&
       (state.global_step + 1) % settings_.verify_every == 0)
     verify_replicas();
   state.global_step += 1;
@@ -279,9 +278,9 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
   const int64_t accum = settings_.accum_iter;
   const bool overlapped = grad_sync_mode_ == GradSyncMode::kOverlapped ||
                           (grad_sync_mode_ == GradSyncMode::kConfigured && settings_.overlap);
-  const auto& state = run_.state;
+  const auto& state = run_.state();
   StepContext at{state.seed, state.epoch, state.step_in_epoch, state.global_step,
-                 0,          run_.rank,   run_.world_size};
+                 0,          run_.rank(), run_.world_size()};
   torch::Tensor sums;
   for (at.micro = 0; at.micro < accum; ++at.micro) {
     const auto wait_start = Clock::now();
@@ -294,7 +293,7 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
     for (const auto& f : micro.figures) parts.push_back(f.detach().to(torch::kFloat64).reshape({}));
     auto values = torch::stack(parts);
     sums = at.micro == 0 ? values : sums + values;
-    st.images += batch.images.size(0) * run_.world_size;
+    st.images += batch.images.size(0) * run_.world_size();
   }
   return sums;
 }
@@ -305,10 +304,10 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
 void TrainingLoop::reduce_figures(Step& st, const torch::Tensor& sums, const torch::Tensor& norm) {
   auto per_rank =
       torch::cat({sums, torch::full({1}, run_.signalled() ? 1.0 : 0.0, sums.options())});
-  if (run_.comm) run_.comm->all_reduce_sum(per_rank, distributed::Group::kLoss, "step figures");
+  if (run_.comm()) run_.comm()->all_reduce_sum(per_rank, distributed::Group::kLoss, "step figures");
   const auto v = torch::cat({per_rank, norm.to(torch::kFloat64).reshape({1})}).cpu();
   const double* p = v.data_ptr<double>();
-  const double mean = 1.0 / static_cast<double>(settings_.accum_iter * run_.world_size);
+  const double mean = 1.0 / static_cast<double>(settings_.accum_iter * run_.world_size());
   const size_t n = figures_.size();
   st.loss = p[0] * mean;
   for (size_t i = 0; i < n; ++i) st.figures.push_back(p[1 + i] * mean);
@@ -319,7 +318,7 @@ void TrainingLoop::reduce_figures(Step& st, const torch::Tensor& sums, const tor
 // train.on_nonfinite: stop throws naming the step and its figures; skip counts the step as
 // skipped, up to train.max_nonfinite_skips.
 void TrainingLoop::skip_or_stop_nonfinite(const Step& st) {
-  auto& state = run_.state;
+  auto& state = run_.state();
   std::string what = fmt::format(
       "non-finite {} at epoch {}, step {} of {} (global step {}): loss {}, grad norm {}",
       std::isfinite(st.loss) ? "gradient" : "loss", state.epoch, state.step_in_epoch,
@@ -328,15 +327,15 @@ void TrainingLoop::skip_or_stop_nonfinite(const Step& st) {
     what += fmt::format(", {} {}", figures_[i].name, st.figures[i]);
   what += fmt::format(", lr {}; {}last good checkpoint: {}", st.lr,
                       settings_.nonfinite_hint.empty() ? "" : settings_.nonfinite_hint + "; ",
-                      run_.last_checkpoint.empty() ? "none" : run_.last_checkpoint);
+                      run_.last_checkpoint().empty() ? "none" : run_.last_checkpoint());
   if (!settings_.skip_nonfinite || state.nonfinite_skips >= settings_.max_nonfinite_skips) {
     throw std::runtime_error(what + (settings_.skip_nonfinite
                                          ? " (train.max_nonfinite_skips reached)"
                                          : " (train.on_nonfinite: stop)"));
   }
   state.nonfinite_skips += 1;
-  run_.logger->warn("{}: step skipped ({} of at most {} skips)", what, state.nonfinite_skips,
-                    settings_.max_nonfinite_skips);
+  run_.log().warn("{}: step skipped ({} of at most {} skips)", what, state.nonfinite_skips,
+                  settings_.max_nonfinite_skips);
 }
 
 // A checksum of each parameter's bytes, all-gathered: replicas that drifted apart (a
@@ -345,8 +344,9 @@ void TrainingLoop::verify_replicas() {
   const auto named = engine_.trained_module().named_parameters();
   std::vector<torch::Tensor> tensors;
   for (const auto& item : named) tensors.push_back(item.value());
-  const int64_t step = run_.state.global_step + 1;
-  if (const auto bad = distributed::first_replica_difference(*run_.comm, run_.device, tensors)) {
+  const int64_t step = run_.state().global_step + 1;
+  if (const auto bad =
+          distributed::first_replica_difference(*run_.comm(), run_.device(), tensors)) {
     throw std::runtime_error(fmt::format(
         "the ranks' parameters diverged after global step {}: '{}' on rank {} differs from "
         "rank 0's (dist.verify_every {}); check that every rank runs the same config and binary",
@@ -360,7 +360,7 @@ void TrainingLoop::verify_replicas() {
 std::string TrainingLoop::write_checkpoint() {
   if (!run_.is_writer()) return "";
   CheckpointTensors tensors = engine_.checkpoint_tensors();
-  if (run_.state.step_in_epoch > 0) {
+  if (run_.state().step_in_epoch > 0) {
     const Window& e = *epoch_sums_;
     std::vector<double> sums = {e.loss, static_cast<double>(e.steps), static_cast<double>(e.images),
                                 e.data_wait_s};
@@ -368,11 +368,8 @@ std::string TrainingLoop::write_checkpoint() {
     for (size_t i = 0; i < e.figures.size(); ++i) sums[4 + i] = e.figures[i];
     tensors.trainer[kEpochSumsKey] = torch::tensor(sums, torch::kFloat64);
   }
-  run_.last_checkpoint = io::save_checkpoint(
-      run_.spec.output_dir, run_.state, tensors.model, tensors.trainer, run_.spec.config_yaml,
-      settings_.keep_last, run_.spec.model_file, tensors.model_metadata);
-  run_.logger->info("checkpoint written: {}", run_.last_checkpoint);
-  return run_.last_checkpoint;
+  return run_.write_checkpoint(tensors.model, tensors.trainer, tensors.model_metadata,
+                               settings_.keep_last);
 }
 
 }  // namespace ocl::engine

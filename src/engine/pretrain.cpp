@@ -97,14 +97,14 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   const auto& o = config_.optim;
   // The model, initialised from the seed: the same config gives the same start.
   model_ = build_ocl_model(config_, derived_);
-  model_->to(run_.device);
+  model_->to(run_.device());
   model_->train();
-  if (run_.comm && config_.loss.negatives == "global") gather_ = global_negatives(*run_.comm);
+  if (run_.comm() && config_.loss.negatives == "global") gather_ = global_negatives(*run_.comm());
   groups_ = optim::weight_decay_groups(*model_, o.weight_decay);
   for (const auto& g : groups_)
     trainable_.insert(trainable_.end(), g.params.begin(), g.params.end());
   optimizer_ = optim::make_adamw(groups_, {derived_.lr, o.beta1, o.beta2, o.eps});
-  fused_adamw_ = optim::resolve_fused_adamw(o.fused, run_.device);
+  fused_adamw_ = optim::resolve_fused_adamw(o.fused, run_.device());
 
   // Data (run_data_config: a read-only data set keeps its file-list cache in the run's folder).
   const int img = static_cast<int>(config_.model.img_size);
@@ -115,8 +115,8 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   const int views = config_.mask.group_views == "independent" ? 2 : 1;
   auto loader = std::make_unique<data::Loader>(
       train_set_, data::make_pretrain_transform(data_config_, img, views),
-      training_loader_options(config_, t.batch_size, o.accum_iter, run_.options.launch, run_.device,
-                              run_.logger));
+      training_loader_options(config_, t.batch_size, o.accum_iter, run_.launch(), run_.device(),
+                              run_.logger()));
   // Pre-training's recipe spans two sections (train, optim); its records are "step", "epoch".
   const struct {
     int64_t epochs, accum_iter, batch_size, save_every, keep_last;
@@ -129,8 +129,8 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   loop_ = std::make_unique<TrainingLoop>(run_, static_cast<TrainingEngine&>(*this),
                                          loader_source(std::move(loader)), settings);
 
-  if (run_.resumed) {
-    const auto& c = *run_.resumed;
+  if (run_.resumed()) {
+    const auto& c = *run_.resumed();
     io::load_state_dict(*model_->encoder, c.model);
     io::TensorMap model_rest;  // the logit scale
     for (const auto& [name, tensor] : c.trainer) {
@@ -147,7 +147,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
       [](const io::Config& c) {
         return StepLayout{1, c.train.batch_size, c.optim.accum_iter};
       },
-      {run_.world_size, t.batch_size, o.accum_iter}, loop_->steps_per_epoch(), derived_.lr);
+      {run_.world_size(), t.batch_size, o.accum_iter}, loop_->steps_per_epoch(), derived_.lr);
   // Parameters are broadcast from rank 0 (the same initialisation or checkpoint everywhere,
   // made certain); gradients become views into the all-reduce buckets.
   loop_->connect_gradients();
@@ -160,8 +160,8 @@ void Pretrainer::log_setup() const {
   const auto& t = config_.train;
   const auto& o = config_.optim;
   const auto& m = config_.model;
-  auto& log = *run_.logger;
-  const int64_t world = run_.world_size;
+  auto& log = run_.log();
+  const int64_t world = run_.world_size();
   run_.log_startup();
   log.info("model: {} {}x{}/{} D{} depth {} heads {}; {}", m.arch, m.img_size, m.img_size,
            derived_.patch_size, derived_.embed_dim, derived_.depth, derived_.num_heads,
@@ -226,19 +226,19 @@ std::vector<Figure> Pretrainer::figures() const {
 void Pretrainer::set_lr(double lr) { optim::set_learning_rate(*optimizer_, groups_, lr); }
 
 MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
-  auto images = data::normalize_images(batch.images, run_.device);
+  auto images = data::normalize_images(batch.images, run_.device());
   // Independent group views: group B's copy of the crops.
   torch::Tensor images_b;
   if (batch.second_view.defined())
-    images_b = data::normalize_images(batch.second_view, run_.device);
+    images_b = data::normalize_images(batch.second_view, run_.device());
   auto noise = step_mask_noise(at.seed, at.global_step, at.micro, images.size(0),
                                derived_.num_patches, at.rank, at.world_size)
-                   .to(run_.device);
+                   .to(run_.device());
   // Drop path draws from the global generator: seeded per micro-step and rank, for exact resumes.
   torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.slot()));
   ssl::OCLOutput out;
   {
-    compat::AutocastGuard autocast(run_.device.type(), run_.bf16);
+    compat::AutocastGuard autocast(run_.device().type(), run_.bf16());
     out = model_->forward(images, noise, gather_, images_b);
   }
   const auto& f = out.figures;
@@ -256,7 +256,7 @@ EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
   // The shortcut alarm: both figures go to metrics.jsonl whether it fires or not, so the plot
   // shows the gap opening.
   const std::string warning = shortcut_warning(config_.eval, accuracy, knn_start_, knn_top1_);
-  if (run_.metrics && config_.eval.shortcut_alarm)
+  if (run_.records() && config_.eval.shortcut_alarm)
     run_.record("shortcut", {{"epoch", static_cast<double>(state.epoch)},
                              {"global_step", static_cast<double>(state.global_step)},
                              {"accuracy", accuracy},
@@ -264,7 +264,7 @@ EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
                              {"knn_start", knn_start_},
                              {"alarm", warning.empty() ? 0.0 : 1.0}});
   if (!warning.empty()) {
-    run_.logger->warn("{}", warning);
+    run_.log().warn("{}", warning);
     ++shortcut_alarms_;
     report.fields.emplace_back("shortcut_alarm", 1.0);
   }
@@ -299,24 +299,24 @@ double Pretrainer::run_knn_monitor() {
   const auto t0 = Clock::now();
   // Every rank extracts and classifies its share; the figures are the whole sets'.
   auto train_f =
-      extract_features(model_->encoder, *bank, *transform, run_.device, config_.train.batch_size,
-                       e.knn_train_size, config_.data.workers, run_.bf16, run_.comm.get());
-  auto val_f = extract_features(model_->encoder, *held_out, *transform, run_.device,
+      extract_features(model_->encoder, *bank, *transform, run_.device(), config_.train.batch_size,
+                       e.knn_train_size, config_.data.workers, run_.bf16(), run_.comm());
+  auto val_f = extract_features(model_->encoder, *held_out, *transform, run_.device(),
                                 config_.train.batch_size, e.knn_val_size, config_.data.workers,
-                                run_.bf16, run_.comm.get());
+                                run_.bf16(), run_.comm());
   KnnOptions ko;
   ko.ks = {e.knn_k};
   ko.temperature = e.knn_t;
-  ko.device = run_.device;
-  auto r = knn_evaluate(train_f, val_f, bank->num_classes(), ko, run_.comm.get()).front();
-  run_.logger->info(
+  ko.device = run_.device();
+  auto r = knn_evaluate(train_f, val_f, bank->num_classes(), ko, run_.comm()).front();
+  run_.log().info(
       "kNN monitor (k {}, T {}, {} train / {} held-out images): top-1 {:.2f} %, top-5 {:.2f} % "
       "({:.1f} s)",
       r.k, e.knn_t, train_f.labels.size(0), val_f.labels.size(0), r.top1, r.top5,
       seconds_since(t0));
-  if (run_.metrics)
-    run_.record("knn", {{"epoch", static_cast<double>(run_.state.epoch)},
-                        {"global_step", static_cast<double>(run_.state.global_step)},
+  if (run_.records())
+    run_.record("knn", {{"epoch", static_cast<double>(run_.state().epoch)},
+                        {"global_step", static_cast<double>(run_.state().global_step)},
                         {"knn_top1", r.top1},
                         {"knn_top5", r.top5},
                         {"knn_k", static_cast<double>(r.k)}});
@@ -326,22 +326,22 @@ double Pretrainer::run_knn_monitor() {
 PretrainResult Pretrainer::run() {
   PretrainResult result;
   // The kNN figure of the encoder at initialisation: the baseline the curve must rise above.
-  if (config_.eval.knn_every > 0 && run_.state.global_step == 0) {
+  if (config_.eval.knn_every > 0 && run_.state().global_step == 0) {
     knn_top1_ = run_knn_monitor();
     knn_start_ = knn_top1_;
   }
   const auto start = Clock::now();
   auto r = loop_->run();
-  result.state = run_.state;
+  result.state = run_.state();
   result.interrupted = r.interrupted;
   result.last_checkpoint = r.last_checkpoint;
   result.step_losses = std::move(r.step_losses);
   result.knn_top1 = knn_top1_;
   result.shortcut_alarms = shortcut_alarms_;
   if (!r.interrupted && !result.step_losses.empty()) {
-    run_.logger->info(
+    run_.log().info(
         "done: {} epochs, {} steps in {}; encoder weights (timm names): {}/encoder.safetensors",
-        config_.train.epochs, run_.state.global_step, io::format_duration(seconds_since(start)),
+        config_.train.epochs, run_.state().global_step, io::format_duration(seconds_since(start)),
         r.last_checkpoint);
   }
   return result;

@@ -1,4 +1,4 @@
-// The start-up of a process and the run every engine stands on (see include/ocl/engine/run.h).
+// The run every engine stands on (see include/ocl/engine/run.h).
 #include "ocl/engine/run.h"
 
 #include <unistd.h>
@@ -29,54 +29,6 @@ void remove_event_files(const std::string& folder) {
 }
 
 }  // namespace
-
-std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
-                                            const std::string& log_file, const io::Config& config,
-                                            int64_t rank) {
-  const auto& level = config.log.level;
-  const bool chatty = level == "trace" || level == "debug" || level == "info";
-  return io::make_run_logger(console, rank == 0 ? log_file : "",
-                             rank == 0 || !chatty ? level : "warn");
-}
-
-void set_process_threads(const io::Config& config, const distributed::LaunchInfo& launch) {
-  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
-  const int64_t local = std::max<int64_t>(1, launch.local_world_size);
-  const int64_t threads =
-      config.train.threads > 0 ? config.train.threads : std::max<int64_t>(1, cores / local);
-  torch::set_num_threads(static_cast<int>(threads));
-}
-
-bool use_bf16(const io::Config& config, const torch::Device& device) {
-  const auto& precision = config.train.precision;
-  return precision == "bf16" || (precision == "auto" && device.is_cuda());
-}
-
-bool set_tf32(const io::Config& config, const torch::Device& device) {
-  if (!device.is_cuda()) return false;
-  at::globalContext().setAllowTF32CuBLAS(config.train.tf32);
-  at::globalContext().setAllowTF32CuDNN(config.train.tf32);
-  return config.train.tf32;
-}
-
-distributed::CommunicatorOptions communicator_options(const io::Config& config,
-                                                      const torch::Device& device) {
-  distributed::CommunicatorOptions options;
-  options.backend = config.dist.backend;
-  options.timeout = std::chrono::milliseconds(static_cast<int64_t>(config.dist.timeout_s * 1000));
-  options.device = device;
-  return options;
-}
-
-std::unique_ptr<distributed::Communicator> connect_ranks(const io::Config& config,
-                                                         const distributed::LaunchInfo& launch,
-                                                         const torch::Device& device,
-                                                         spdlog::logger& logger) {
-  if (launch.world_size <= 1) return nullptr;
-  logger.info("distributed: {}; waiting for all {} processes", launch.describe(),
-              launch.world_size);
-  return std::make_unique<distributed::Communicator>(launch, communicator_options(config, device));
-}
 
 void log_data_warnings(const data::Dataset& set, spdlog::logger& logger) {
   for (const auto& w : set.warnings()) logger.warn("data: {}", w);
@@ -144,59 +96,6 @@ RunSpec evaluation_run_spec(const io::Config& config, int64_t world_size, const 
           .config_yaml = yaml.str()};
 }
 
-bool any_rank_stopping(distributed::Communicator* comm, bool local, const torch::Device& device) {
-  if (comm == nullptr) return local;
-  auto flag =
-      torch::full({1}, local ? 1.0 : 0.0, torch::TensorOptions(torch::kFloat64).device(device));
-  comm->all_reduce_sum(flag, distributed::Group::kLoss, "stop decision");
-  return flag.item<double>() > 0;
-}
-
-torch::Device resolve_device(const std::string& name) {
-  if (name == "auto") {
-    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
-                                       : torch::Device(torch::kCPU);
-  }
-  if (name == "cpu") return torch::kCPU;
-  if (!torch::cuda::is_available()) {
-    throw std::runtime_error("train.device is '" + name +
-                             "' but CUDA is not available (a CPU build of LibTorch, or no GPU); "
-                             "use train.device=cpu or auto");
-  }
-  torch::Device device(name);
-  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
-    throw std::runtime_error("train.device is '" + name + "' but only " +
-                             std::to_string(torch::cuda::device_count()) + " GPUs are visible");
-  }
-  return device;
-}
-
-torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch) {
-  if (!launch.distributed()) return resolve_device(name);
-  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
-    return resolve_device("cuda:" + std::to_string(launch.local_rank));
-  }
-  if (name.rfind("cuda:", 0) == 0 && launch.local_world_size > 1) {
-    throw std::runtime_error("train.device is '" + name + "', one GPU for all " +
-                             std::to_string(launch.local_world_size) +
-                             " processes of this node: use cuda or auto (each process takes the "
-                             "GPU of its LOCAL_RANK)");
-  }
-  return resolve_device(name);
-}
-
-std::unique_ptr<distributed::GradSynchronizer> make_grad_sync(
-    distributed::Communicator& comm, const std::vector<torch::Tensor>& params,
-    const distributed::GradSyncOptions& options, bool overlap, spdlog::logger& logger) {
-  auto sync = std::make_unique<distributed::GradSynchronizer>(comm, params, options);
-  const auto sizes = sync->bucket_bytes();
-  logger.info("gradient all-reduce: {} buckets ({:.2f} MiB first, {:.1f} MiB cap), {} backend, {}",
-              sizes.size(), sizes.empty() ? 0.0 : sizes.front() / 1048576.0, options.bucket_mb,
-              comm.backend(),
-              overlap ? "overlapping backward" : "after backward (dist.overlap off)");
-  return sync;
-}
-
 int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& saved,
                              const StepLayout& now, double lr, spdlog::logger& logger) {
   const int64_t images = step * saved.images();
@@ -218,25 +117,22 @@ int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& save
 }
 
 RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSpec spec_in)
-    : config(config_in),
-      options(std::move(options_in)),
-      spec(std::move(spec_in)),
-      rank(options.launch.rank),
-      world_size(options.launch.world_size) {
-  writer_ = rank == 0 && !options.eval_only && !options.write_nothing;
-  if (options.resume == "auto") {
-    resume_from = io::latest_checkpoint(spec.output_dir);
-  } else if (!options.resume.empty()) {
-    resume_from = options.resume;
+    : config_(config_in), options_(std::move(options_in)), spec_(std::move(spec_in)) {
+  writer_ = rank() == 0 && !options_.eval_only && !options_.write_nothing;
+  if (options_.resume == "auto") {
+    resume_from_ = io::latest_checkpoint(spec_.output_dir);
+  } else if (!options_.resume.empty()) {
+    resume_from_ = options_.resume;
   }
-  if (spec.precondition) spec.precondition(resume_from);
+  if (spec_.precondition) spec_.precondition(resume_from_);
   // The checkpoint is read and checked before anything in the folder is written, so that a
   // resume refused here leaves the run as it was.
   std::string unreadable_config;
-  if (!resume_from.empty()) {
-    resumed = io::load_checkpoint(resume_from, spec.model_file);
+  if (!resume_from_.empty()) {
+    resumed_ = io::load_checkpoint(resume_from_, spec_.model_file);
     try {
-      resumed_config = io::parse_config(resumed->config_yaml, {}, resumed->path + "/config.yaml");
+      resumed_config_ =
+          io::parse_config(resumed_->config_yaml, {}, resumed_->path + "/config.yaml");
     } catch (const std::exception& e) {
       unreadable_config = e.what();
     }
@@ -244,55 +140,55 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
   }
   prepare_folder();
 
-  console = options.console ? options.console
-                            : std::make_shared<io::ConsoleSink>(
-                                  stdout, writer_ && io::want_status_line(config.log.progress));
-  logger = rank_logger(console, writer_ ? spec.output_dir + "/train.log" : "", config, rank);
-  if (writer_) io::write_text_atomic(spec.output_dir + "/config.yaml", spec.config_yaml);
+  console_ = options_.console ? options_.console
+                              : std::make_shared<io::ConsoleSink>(
+                                    stdout, writer_ && io::want_status_line(config_.log.progress));
+  logger_ = rank_logger(console_, writer_ ? spec_.output_dir + "/train.log" : "", config_, rank());
+  if (writer_) io::write_text_atomic(spec_.output_dir + "/config.yaml", spec_.config_yaml);
   if (!unreadable_config.empty()) {
-    logger->warn("the checkpoint's config cannot be read ({}); using the given config",
-                 unreadable_config);
-  } else if (resumed_config && *resumed_config != config) {
-    logger->warn("resuming with a config that differs from the checkpoint's: {}",
-                 io::config_difference(*resumed_config, config));
-  } else if (options.resume == "auto" && !resumed) {
-    logger->info("--resume auto: no checkpoint in {}, starting fresh", spec.output_dir);
+    logger_->warn("the checkpoint's config cannot be read ({}); using the given config",
+                  unreadable_config);
+  } else if (resumed_config_ && *resumed_config_ != config_) {
+    logger_->warn("resuming with a config that differs from the checkpoint's: {}",
+                  io::config_difference(*resumed_config_, config_));
+  } else if (options_.resume == "auto" && !resumed_) {
+    logger_->info("--resume auto: no checkpoint in {}, starting fresh", spec_.output_dir);
   }
 
-  device = resolve_device(config.train.device, options.launch);
-  bf16 = use_bf16(config, device);
-  tf32 = set_tf32(config, device);
-  set_process_threads(config, options.launch);
+  device_ = resolve_device(config_.train.device, options_.launch);
+  bf16_ = use_bf16(config_, device_);
+  tf32_ = set_tf32(config_, device_);
+  set_process_threads(config_, options_.launch);
   // Rendezvous now, before the slow data set-up, so that a missing rank is reported early.
-  comm = connect_ranks(config, options.launch, device, *logger);
-  if (comm) check_ranks_agree();
+  comm_ = connect_ranks(config_, options_.launch, device_, *logger_);
+  if (comm_) check_ranks_agree();
 }
 
 RunContext::~RunContext() {
-  if (console) console->clear_status();
+  if (console_) console_->clear_status();
 }
 
 // A checkpoint that cannot continue under this config is refused naming what differs: its
 // model's sizes (the tensors would not fit), or its seed (a run's data order, masks and
 // augmentation all follow one seed; mixing two would be a run neither seed describes).
 void RunContext::check_resumable() const {
-  const std::string& path = resumed->path;
-  if (resumed->state.seed != config.train.seed) {
+  const std::string& path = resumed_->path;
+  if (resumed_->state.seed != config_.train.seed) {
     throw std::runtime_error(fmt::format(
         "--resume: the checkpoint {} was trained with train.seed {} and this config has {}; a "
         "run's data order, masks and augmentation follow one seed: resume with --set "
         "train.seed={}, or start a new run",
-        path, resumed->state.seed, config.train.seed, resumed->state.seed));
+        path, resumed_->state.seed, config_.train.seed, resumed_->state.seed));
   }
-  if (!resumed_config) return;
-  const auto was = io::derive(*resumed_config, 1), now = io::derive(config, 1);
+  if (!resumed_config_) return;
+  const auto was = io::derive(*resumed_config_, 1), now = io::derive(config_, 1);
   const std::vector<std::tuple<const char*, double, double>> sizes = {
-      {"model.img_size", resumed_config->model.img_size, config.model.img_size},
+      {"model.img_size", resumed_config_->model.img_size, config_.model.img_size},
       {"model.patch_size", was.patch_size, now.patch_size},
       {"model.embed_dim", was.embed_dim, now.embed_dim},
       {"model.depth", was.depth, now.depth},
       {"model.num_heads", was.num_heads, now.num_heads},
-      {"model.mlp_ratio", resumed_config->model.mlp_ratio, config.model.mlp_ratio}};
+      {"model.mlp_ratio", resumed_config_->model.mlp_ratio, config_.model.mlp_ratio}};
   std::string differ;
   for (const auto& [key, a, b] : sizes) {
     if (a != b)
@@ -307,8 +203,8 @@ void RunContext::check_resumable() const {
 }
 
 void RunContext::check_data(const data::Dataset& set, const std::string& what) const {
-  log_data_warnings(set, *logger);
-  if (comm) distributed::require_same_data(*comm, device, what, set.size(), set.num_classes());
+  log_data_warnings(set, *logger_);
+  if (comm_) distributed::require_same_data(*comm_, device_, what, set.size(), set.num_classes());
 }
 
 // Every rank must run the same build and config (dist/agreement.h), compared once at the
@@ -316,13 +212,13 @@ void RunContext::check_data(const data::Dataset& set, const std::string& what) c
 // without changing the training is left out: logging, loader workers, threads.
 void RunContext::check_ranks_agree() const {
   const io::Config defaults;
-  io::Config shared = config;
+  io::Config shared = config_;
   shared.log = defaults.log;
   shared.data.workers = defaults.data.workers;
   shared.data.prefetch = defaults.data.prefetch;
   shared.train.threads = defaults.train.threads;
   distributed::require_same_build_and_config(
-      *comm, device,
+      *comm_, device_,
       fmt::format("ocl {} built by {}, LibTorch {}", OCL_VERSION_STRING, __VERSION__,
                   compat::torch_version()),
       shared);
@@ -335,11 +231,11 @@ void RunContext::lock_folder() {
   char host[256] = "?";
   ::gethostname(host, sizeof(host) - 1);
   std::string holder;
-  if (!lock_.acquire(spec.output_dir + "/.lock",
-                     fmt::format("{} pid {} on {}", spec.app, ::getpid(), host), &holder)) {
-    throw std::runtime_error("output folder '" + spec.output_dir + "' is in use by another run (" +
+  if (!lock_.acquire(spec_.output_dir + "/.lock",
+                     fmt::format("{} pid {} on {}", spec_.app, ::getpid(), host), &holder)) {
+    throw std::runtime_error("output folder '" + spec_.output_dir + "' is in use by another run (" +
                              (holder.empty() ? "its .lock is held" : holder) +
-                             "): wait for it to end, or choose another " + spec.output_key);
+                             "): wait for it to end, or choose another " + spec_.output_key);
   }
 }
 
@@ -348,18 +244,18 @@ void RunContext::lock_folder() {
 // others could read the config.yaml it has just written.
 void RunContext::prepare_folder() {
   if (!writer_) return;
-  const std::string& out = spec.output_dir;
+  const std::string& out = spec_.output_dir;
   io::make_dirs(out);
   lock_folder();
-  if (!options.resume.empty()) return;
+  if (!options_.resume.empty()) return;
   const std::string config_path = out + "/config.yaml";
   const std::string previous = io::latest_checkpoint(out);
-  if (!options.overwrite && (io::path_exists(config_path) || !previous.empty())) {
+  if (!options_.overwrite && (io::path_exists(config_path) || !previous.empty())) {
     std::string why;
     if (io::path_exists(config_path)) {
       try {
         why = io::config_difference(
-            io::parse_config(io::read_text_file(config_path), {}, config_path), config);
+            io::parse_config(io::read_text_file(config_path), {}, config_path), config_);
       } catch (const std::exception& e) {
         why = std::string("its config cannot be read (") + e.what() + ")";
       }
@@ -371,58 +267,59 @@ void RunContext::prepare_folder() {
                        : "a different run (" + why + ")") +
           ": pass --resume auto to continue it, --overwrite to start again there, or choose "
           "another " +
-          spec.output_key);
+          spec_.output_key);
     }
   }
-  if (options.overwrite) {
+  if (options_.overwrite) {
     // The old run's checkpoints would outrank the new run's in pruning and checkpoint-last.
     io::remove_checkpoints(out);
     std::remove((out + "/metrics.jsonl").c_str());
     remove_event_files(out);
-    for (const auto& file : spec.own_files) std::remove((out + "/" + file).c_str());
+    for (const auto& file : spec_.own_files) std::remove((out + "/" + file).c_str());
   }
 }
 
 void RunContext::resume_position(const std::function<StepLayout(const io::Config&)>& layout_of,
                                  const StepLayout& now, int64_t steps_per_epoch, double lr) {
   int64_t keep_metrics_through = -1;
-  if (resumed) {
-    state = resumed->state;
+  if (resumed_) {
+    state_ = resumed_->state;
     const StepLayout saved_layout =
-        resumed_config ? layout_of(*resumed_config)
-                       : StepLayout{state.world_size, now.batch_size, now.accum_iter};
-    state.step_in_epoch = resume_step_in_epoch(
-        state.epoch, state.step_in_epoch,
-        {state.world_size, saved_layout.batch_size, saved_layout.accum_iter}, now, lr, *logger);
-    if (steps_per_epoch > 0 && state.step_in_epoch >= steps_per_epoch) {
-      state.epoch += 1;  // the epoch got shorter in the new config
-      state.step_in_epoch = 0;
+        resumed_config_ ? layout_of(*resumed_config_)
+                        : StepLayout{state_.world_size, now.batch_size, now.accum_iter};
+    state_.step_in_epoch = resume_step_in_epoch(
+        state_.epoch, state_.step_in_epoch,
+        {state_.world_size, saved_layout.batch_size, saved_layout.accum_iter}, now, lr, *logger_);
+    if (steps_per_epoch > 0 && state_.step_in_epoch >= steps_per_epoch) {
+      state_.epoch += 1;  // the epoch got shorter in the new config
+      state_.step_in_epoch = 0;
     }
-    last_checkpoint = resumed->path;
-    keep_metrics_through = state.global_step;
-    logger->info("resumed from {}: epoch {}, step {} of the epoch, global step {}", resumed->path,
-                 state.epoch, state.step_in_epoch, state.global_step);
-    resumed->model.clear();
-    resumed->trainer.clear();
+    last_checkpoint_ = resumed_->path;
+    keep_metrics_through = state_.global_step;
+    logger_->info("resumed from {}: epoch {}, step {} of the epoch, global step {}", resumed_->path,
+                  state_.epoch, state_.step_in_epoch, state_.global_step);
+    resumed_->model.clear();
+    resumed_->trainer.clear();
   } else {
-    state.seed = config.train.seed;
+    state_.seed = config_.train.seed;
   }
-  state.world_size = world_size;
+  state_.world_size = world_size();
   if (writer_) {
     // A fresh run starts a new metrics file; a resumed one keeps the records up to its step.
-    if (!resumed) std::remove((spec.output_dir + "/metrics.jsonl").c_str());
-    metrics =
-        std::make_unique<io::MetricsLog>(spec.output_dir + "/metrics.jsonl", keep_metrics_through);
-    if (config.log.tensorboard) open_event_file();
+    if (!resumed_) std::remove((spec_.output_dir + "/metrics.jsonl").c_str());
+    metrics_ =
+        std::make_unique<io::MetricsLog>(spec_.output_dir + "/metrics.jsonl", keep_metrics_through);
+    if (config_.log.tensorboard) open_event_file();
   }
-  if (!comm) return;
+  if (!comm_) return;
   // Every rank must continue from the same point: they read the same folder, but a node whose
   // view of it differs (not a shared file system) would silently diverge.
-  auto where = torch::tensor({state.epoch, state.step_in_epoch, state.global_step}, torch::kInt64)
-                   .to(device);
+  auto where =
+      torch::tensor({state_.epoch, state_.step_in_epoch, state_.global_step}, torch::kInt64)
+          .to(device_);
   auto all =
-      comm->all_gather(where, distributed::Group::kLoss, "resume position").view({-1, 3}).cpu();
-  for (int64_t r = 1; r < world_size; ++r) {
+      comm_->all_gather(where, distributed::Group::kLoss, "resume position").view({-1, 3}).cpu();
+  for (int64_t r = 1; r < world_size(); ++r) {
     if (!torch::equal(all[r], all[0])) {
       std::ostringstream msg;
       msg << "ranks disagree on where to resume: rank 0 is at (epoch, step, global step) " << all[0]
@@ -437,37 +334,47 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
 // A fresh run removes an earlier run's event files; a resumed one adds a file of its own that
 // starts by purging the points after its step. The config goes in as text at the first step.
 void RunContext::open_event_file() {
-  if (!resumed) remove_event_files(spec.output_dir);
-  events = std::make_unique<io::EventFileWriter>(spec.output_dir);
-  if (resumed) events->add_session_start(state.global_step + 1);
-  events->add_text("config", "```yaml\n" + spec.config_yaml + "```", state.global_step);
-  events->flush();
+  if (!resumed_) remove_event_files(spec_.output_dir);
+  events_ = std::make_unique<io::EventFileWriter>(spec_.output_dir);
+  if (resumed_) events_->add_session_start(state_.global_step + 1);
+  events_->add_text("config", "```yaml\n" + spec_.config_yaml + "```", state_.global_step);
+  events_->flush();
 }
 
 void RunContext::record(const std::string& type, const io::MetricFields& fields) {
-  if (!metrics) return;
-  metrics->write(type, fields);
-  if (!events) return;
+  if (!metrics_) return;
+  metrics_->write(type, fields);
+  if (!events_) return;
   std::vector<std::pair<std::string, double>> scalars;
-  double step = static_cast<double>(state.global_step);
+  double step = static_cast<double>(state_.global_step);
   for (const auto& [name, value] : fields) {
     if (name == "global_step") step = value;
     if (const auto tag = io::tensorboard_tag(type, name); !tag.empty())
       scalars.emplace_back(tag, value);
   }
-  events->add_scalars(scalars, static_cast<int64_t>(step));
-  events->flush();
+  events_->add_scalars(scalars, static_cast<int64_t>(step));
+  events_->flush();
+}
+
+std::string RunContext::write_checkpoint(const io::TensorMap& model, const io::TensorMap& trainer,
+                                         const io::Metadata& model_metadata, int64_t keep_last) {
+  if (!writer_) return "";
+  last_checkpoint_ =
+      io::save_checkpoint(spec_.output_dir, state_, model, trainer, spec_.config_yaml, keep_last,
+                          spec_.model_file, model_metadata);
+  logger_->info("checkpoint written: {}", last_checkpoint_);
+  return last_checkpoint_;
 }
 
 bool RunContext::signalled() const {
-  return options.stop_requested != nullptr && options.stop_requested->load() != 0;
+  return options_.stop_requested != nullptr && options_.stop_requested->load() != 0;
 }
 
 void RunContext::log_startup(const std::string& detail) const {
-  logger->info("{}: LibTorch {}, device {}, {}{}{}, {} threads", spec.app, compat::torch_version(),
-               device.str(), bf16 ? "bf16 autocast" : "fp32", detail,
-               device.is_cuda() ? (tf32 ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
-               torch::get_num_threads());
+  logger_->info("{}: LibTorch {}, device {}, {}{}{}, {} threads", spec_.app,
+                compat::torch_version(), device_.str(), bf16_ ? "bf16 autocast" : "fp32", detail,
+                device_.is_cuda() ? (tf32_ ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
+                torch::get_num_threads());
 }
 
 std::string RunContext::parameter_counts(const torch::nn::Module& module) {

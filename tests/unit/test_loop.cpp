@@ -119,7 +119,7 @@ struct ToyRun {
     settings.schedule = {0.05, 0.0, 0.5, 3.0};
     settings.section = "toy";
     loop = std::make_unique<TrainingLoop>(*run, engine, std::make_unique<ToyRows>(batch), settings);
-    if (run->resumed) ocl::io::load_state_dict(*engine.model_, run->resumed->model);
+    if (run->resumed()) ocl::io::load_state_dict(*engine.model_, run->resumed()->model);
     run->resume_position(
         [](const ocl::io::Config&) {
           return StepLayout{1, 4, 1};
@@ -163,13 +163,13 @@ TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun)
     const auto r = first.loop->run();
     EXPECT_TRUE(r.interrupted);
     EXPECT_EQ(r.last_checkpoint, dir + "/checkpoint-0000-000004");
-    EXPECT_EQ(first.run->state.global_step, 4);
+    EXPECT_EQ(first.run->state().global_step, 4);
     losses = r.step_losses;
   }
   stop.resume = "auto";  // 4 more steps of this run: global step 8, epoch 1 step 2
   {
     ToyRun second(dir, stop);
-    EXPECT_EQ(second.run->state.global_step, 4);
+    EXPECT_EQ(second.run->state().global_step, 4);
     const auto r = second.loop->run();
     EXPECT_EQ(r.last_checkpoint, dir + "/checkpoint-0001-000002");
     losses.insert(losses.end(), r.step_losses.begin(), r.step_losses.end());
@@ -208,8 +208,8 @@ TEST(TrainingLoop, StopAtAnEpochsLastStepEndsTheEpochFirst) {
   EXPECT_TRUE(r.interrupted);
   EXPECT_EQ(run.engine.epochs_ended, (std::vector<int64_t>{1}));
   EXPECT_EQ(r.last_checkpoint, dir + "/checkpoint-0001");
-  EXPECT_EQ(run.run->state.epoch, 1);
-  EXPECT_EQ(run.run->state.step_in_epoch, 0);
+  EXPECT_EQ(run.run->state().epoch, 1);
+  EXPECT_EQ(run.run->state().step_in_epoch, 0);
   const auto metrics = ocl::test::read_file(dir + "/metrics.jsonl");
   EXPECT_NE(metrics.find("\"toy_metric\":8"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("\"mean_output\""), std::string::npos) << metrics;
@@ -244,7 +244,7 @@ TEST(RunContext, AResumeThatCannotContinueIsRefusedTouchingNothing) {
   EXPECT_EQ(ocl::test::read_file(dir + "/config.yaml"), config_before);
   EXPECT_EQ(ocl::test::read_file(dir + "/train.log"), log_before);
   ToyRun resumed(dir, resume, {"train.seed=3"});
-  EXPECT_EQ(resumed.run->state.global_step, 2);
+  EXPECT_EQ(resumed.run->state().global_step, 2);
 }
 
 TEST(MetricsLog, AFullDiskStopsTheRunWithoutATornRecord) {
@@ -275,7 +275,7 @@ TEST(TrainingLoop, NonFiniteStepStopsNamingItOrIsSkipped) {
   ToyRun run(dir2, {}, {"train.on_nonfinite=skip", "train.max_nonfinite_skips=1"}, 4, 2);
   const auto r = run.loop->run();
   EXPECT_FALSE(r.interrupted);
-  EXPECT_EQ(run.run->state.nonfinite_skips, 1);
+  EXPECT_EQ(run.run->state().nonfinite_skips, 1);
   EXPECT_EQ(run.engine.updates, 17);  // 18 steps, one skipped
   EXPECT_NE(ocl::test::read_file(dir2 + "/train.log").find("step skipped (1 of at most 1"),
             std::string::npos);

@@ -1,4 +1,5 @@
-// Process start-up settings of engine/run.h that unit tests can check on any machine.
+// Process start-up settings (engine/startup.h) and a run's layout (engine/run.h) that unit
+// tests can check on any machine.
 #include <memory>
 #include <sstream>
 

@@ -81,7 +81,7 @@ class Finetuner : private TrainingEngine {
 
   nn::VisionTransformer& model() { return model_; }
   const std::vector<optim::ParamGroup>& param_groups() const { return groups_; }
-  const std::string& output_dir() const { return run_.spec.output_dir; }
+  const std::string& output_dir() const { return run_.output_dir(); }
 
  private:
   // TrainingEngine: a micro-batch through erasing, mixup / cutmix and the ViT; AdamW + EMA; the

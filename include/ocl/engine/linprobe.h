@@ -107,7 +107,7 @@ class LinearProbe : private TrainingEngine {
   /// eval_only, evaluates the head (the resumed one, else the initial one) and returns.
   LinprobeResult run();
 
-  const std::string& output_dir() const { return run_.spec.output_dir; }
+  const std::string& output_dir() const { return run_.output_dir(); }
   nn::LinearProbeHead& head() { return head_; }
 
  private:

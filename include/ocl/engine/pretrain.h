@@ -80,7 +80,7 @@ class Pretrainer : private TrainingEngine {
 
   const io::Config& config() const { return config_; }
   ssl::OCL& model() { return model_; }
-  const io::TrainingState& state() const { return run_.state; }
+  const io::TrainingState& state() const { return run_.state(); }
   /// The loop that trains it (ocl_bench times its steps).
   TrainingLoop& loop() { return *loop_; }
   /// What the run stands on: its device, its communicator (ocl_bench --grad-sync).

@@ -1,20 +1,19 @@
 // The run every training engine stands on (pre-training, fine-tuning, the linear probe; start
-// here when adding one), and the pieces of a process's start-up it is made of (the rank's logger,
-// the device, threads, precision, the connection to the other ranks), which ocl_knn and ocl_bench
-// use on their own. The run: the output folder and the choice to resume it, start it again or
-// refuse it; this rank's logger and status line; the device, precision, threads and the connection
-// to the other ranks; config.yaml and metrics.jsonl; the checkpoint to resume from and where its
-// epoch continues under this run's layout, agreed by every rank. The loop that trains on it is
-// engine/loop.h; what is an engine's own (its model, the forward of a micro-batch, its
-// evaluation, what its checkpoint holds) stays in the engine.
+// here when adding one): the output folder and the choice to resume it, start it again or refuse
+// it; this rank's logger and status line; the device, precision, threads and the connection to
+// the other ranks (engine/startup.h); config.yaml, metrics.jsonl and the TensorBoard event file;
+// the checkpoint to resume from and where its epoch continues under this run's layout, agreed by
+// every rank; the checkpoints it writes. Engines and the loop see it through the methods of
+// RunContext, not its members. The loop that trains on it is engine/loop.h; what is an engine's
+// own (its model, the forward of a micro-batch, its evaluation, what its checkpoint holds) stays
+// in the engine.
 //
 //   RunContext run(config, options, {"ocl_pretrain", out, "train.output_dir", yaml});
-//   ... build the model, the optimiser and the data; load run.resumed->model into it ...
-//   run.resume_position(layout_of, now, steps_per_epoch, lr);   // run.state is now where to go on
+//   ... build the model, the optimiser and the data; load run.resumed()->model into it ...
+//   run.resume_position(layout_of, now, steps_per_epoch, lr);   // run.state() is where to go on
 #pragma once
 
 #include <atomic>
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -27,8 +26,8 @@
 
 #include "ocl/data/loader.h"
 #include "ocl/distributed/communicator.h"
-#include "ocl/distributed/grad_sync.h"
 #include "ocl/distributed/launch.h"
+#include "ocl/engine/startup.h"
 #include "ocl/io/checkpoint.h"
 #include "ocl/io/config.h"
 #include "ocl/io/console.h"
@@ -37,52 +36,6 @@
 #include "ocl/io/metrics_log.h"
 
 namespace ocl::engine {
-
-// --- The pieces of a process's start-up (RunContext uses them; ocl_knn and ocl_bench too)
-
-/// The run logger of rank `rank`: rank 0 logs at log.level to the console and to `log_file`
-/// (none when empty); the other ranks print warnings and errors only and write no file.
-std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
-                                            const std::string& log_file, const io::Config& config,
-                                            int64_t rank);
-
-/// train.device → a device: "auto" (the first GPU when CUDA is available, else the CPU), "cpu",
-/// "cuda", "cuda:N". Throws naming the value when CUDA or that GPU is not there.
-torch::Device resolve_device(const std::string& name);
-/// The same for one process of a launch: with several processes, "auto" (when CUDA is there)
-/// and "cuda" mean this process's GPU, cuda:LOCAL_RANK; "cuda:N" with several processes on a
-/// node is refused (they would share one GPU).
-torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch);
-
-/// Intra-op threads: train.threads, or the node's cores divided among its local processes
-/// (some LibTorch builds, Debian's among them, otherwise start with one thread).
-void set_process_threads(const io::Config& config, const distributed::LaunchInfo& launch);
-
-/// bf16 autocast: train.precision bf16, or auto on a CUDA device.
-bool use_bf16(const io::Config& config, const torch::Device& device);
-
-/// TF32 for fp32 matmuls (cuBLAS) and convolutions (cuDNN) on a CUDA `device`, as
-/// train.tf32 says; returns whether it is on. LibTorch's own default is off for cuBLAS and on
-/// for cuDNN. Process-wide (LibTorch's global context); nothing is changed for a CPU device.
-bool set_tf32(const io::Config& config, const torch::Device& device);
-
-/// The communicator settings of `config` (dist.backend, dist.timeout_s) on `device`.
-distributed::CommunicatorOptions communicator_options(const io::Config& config,
-                                                      const torch::Device& device);
-/// The communicator of a distributed launch (dist.backend, dist.timeout_s, on `device`), after
-/// logging that it waits for the others; nullptr for a single process.
-std::unique_ptr<distributed::Communicator> connect_ranks(const io::Config& config,
-                                                         const distributed::LaunchInfo& launch,
-                                                         const torch::Device& device,
-                                                         spdlog::logger& logger);
-
-/// The gradient synchroniser of a distributed run over `params` (the trainable parameters in
-/// optimiser order) with `options` (dist.bucket_mb, dist.first_bucket_mb: LoopSettings); rank 0's
-/// parameters are broadcast to every rank. Logs the bucket layout and whether the all-reduce
-/// overlaps backward (`overlap`, dist.overlap, which the training loop applies).
-std::unique_ptr<distributed::GradSynchronizer> make_grad_sync(
-    distributed::Communicator& comm, const std::vector<torch::Tensor>& params,
-    const distributed::GradSyncOptions& options, bool overlap, spdlog::logger& logger);
 
 /// The images one optimiser step takes: a run layout (processes × batch × accumulation).
 struct StepLayout {
@@ -129,15 +82,6 @@ data::LoaderOptions training_loader_options(const io::Config& config, int64_t ba
                                             const distributed::LaunchInfo& launch,
                                             const torch::Device& device,
                                             std::shared_ptr<spdlog::logger> logger);
-
-/// Whether any rank asks to stop (its `local` flag: a signal, a step limit), so that all of them
-/// stop at the same step; one small all-reduce, or just `local` without `comm`.
-bool any_rank_stopping(distributed::Communicator* comm, bool local, const torch::Device& device);
-
-/// Seconds on the monotonic clock since `start`.
-inline double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
 
 // --- The run
 
@@ -220,7 +164,7 @@ class RunContext {
   RunContext(const RunContext&) = delete;
   RunContext& operator=(const RunContext&) = delete;
 
-  /// Once the engine has loaded `resumed` into its model: the run's position. A fresh run
+  /// Once the engine has loaded resumed() into its model: the run's position. A fresh run
   /// starts at zero with train.seed; a resumed one continues where the checkpoint stopped, its
   /// epoch position converted to this run's layout (resume_step_in_epoch; `layout_of` gives
   /// the layout of the checkpoint's config), in the next epoch when this config's epochs are
@@ -231,38 +175,66 @@ class RunContext {
   void resume_position(const std::function<StepLayout(const io::Config&)>& layout_of,
                        const StepLayout& now, int64_t steps_per_epoch, double lr);
 
-  /// A record of the run (metrics.jsonl's "type" and fields, "global_step" among them) into
-  /// metrics.jsonl and, with log.tensorboard, the event file as scalars at its global step
-  /// (io::tensorboard_tag), flushed: a crash loses at most the record being written. Rank 0 of
-  /// a training run only; a no-op elsewhere.
-  void record(const std::string& type, const io::MetricFields& fields);
-  /// Whether a signal asked this rank to stop.
-  bool signalled() const;
+  // --- What the run is and where it runs
+  const std::string& output_dir() const { return spec_.output_dir; }
+  const distributed::LaunchInfo& launch() const { return options_.launch; }
+  int64_t rank() const { return options_.launch.rank; }
+  int64_t world_size() const { return options_.launch.world_size; }
+  /// Only evaluate (--eval): nothing is trained or written.
+  bool eval_only() const { return options_.eval_only; }
+  const torch::Device& device() const { return device_; }
+  bool bf16() const { return bf16_; }
+  /// The connection to the other ranks; nullptr in one process.
+  distributed::Communicator* comm() const { return comm_.get(); }
+  /// This rank's logger (rank 0 at log.level, to the console and train.log).
+  spdlog::logger& log() const { return *logger_; }
+  const std::shared_ptr<spdlog::logger>& logger() const { return logger_; }
   /// "<app>: LibTorch 2.6.0, device cpu, fp32, 2 threads" (+ `detail` after the precision).
   void log_startup(const std::string& detail = "") const;
   /// Logs the data set's warnings and, with several ranks, checks that every rank sees the
   /// same one (distributed::require_same_data: its size and classes); `what` names it in messages.
   void check_data(const data::Dataset& set, const std::string& what) const;
+
+  // --- Where it stands
+  /// The checkpoint being resumed, read by the constructor; nullptr when starting fresh. Its
+  /// tensors are freed by resume_position, its state and path stay.
+  const io::Checkpoint* resumed() const { return resumed_ ? &*resumed_ : nullptr; }
+  /// Where the run stands: the loop advances it.
+  io::TrainingState& state() { return state_; }
+  const io::TrainingState& state() const { return state_; }
+  /// The newest checkpoint written or resumed, "" if none.
+  const std::string& last_checkpoint() const { return last_checkpoint_; }
+
+  // --- What it writes (rank 0 of a run that writes; no-ops elsewhere)
+  /// Whether this rank writes the run's files (rank 0, not --eval, not ocl_bench).
+  bool is_writer() const { return writer_; }
+  /// Whether records go anywhere (metrics.jsonl is open): callers can skip computing them.
+  bool records() const { return metrics_ != nullptr; }
+  /// A record of the run (metrics.jsonl's "type" and fields, "global_step" among them) into
+  /// metrics.jsonl and, with log.tensorboard, the event file as scalars at its global step
+  /// (io::tensorboard_tag), flushed: a crash loses at most the record being written.
+  void record(const std::string& type, const io::MetricFields& fields);
+  /// Writes a checkpoint of state() with these tensors (copied to the CPU) and config.yaml,
+  /// keeping the newest `keep_last`; returns its folder ("" on ranks that do not write).
+  std::string write_checkpoint(const io::TensorMap& model, const io::TensorMap& trainer,
+                               const io::Metadata& model_metadata, int64_t keep_last);
+  /// The console's status line (shown only on a terminal, rank 0).
+  bool has_status_line() const { return console_->has_status_line(); }
+  void set_status(const std::string& line) const { console_->set_status(line); }
+  void clear_status() const { console_->clear_status(); }
+
+  // --- What the caller asked of the loop (RunOptions)
+  /// Whether a signal asked this rank to stop.
+  bool signalled() const;
+  /// Stop as if signalled after this many optimiser steps of this run (0 = never).
+  int64_t stop_after_steps() const { return options_.stop_after_steps; }
+  /// The caller's hook before every optimiser step (RunOptions::before_optimizer_step).
+  void before_optimizer_step(int64_t global_step, const std::vector<torch::Tensor>& params) const {
+    if (options_.before_optimizer_step) options_.before_optimizer_step(global_step, params);
+  }
+
   /// The model and trainable parameter counts in millions, "12.34 M trainable, 0.50 M frozen".
   static std::string parameter_counts(const torch::nn::Module& module);
-  bool is_writer() const { return writer_; }
-
-  const io::Config& config;
-  const RunOptions options;
-  const RunSpec spec;
-  const int64_t rank, world_size;
-  std::shared_ptr<io::ConsoleSink> console;
-  std::shared_ptr<spdlog::logger> logger;
-  torch::Device device{torch::kCPU};
-  bool bf16 = false, tf32 = false;
-  std::unique_ptr<distributed::Communicator> comm;  // null in one process
-  std::unique_ptr<io::MetricsLog> metrics;      // rank 0 of a training run, after resume_position
-  std::unique_ptr<io::EventFileWriter> events;  // the same, with log.tensorboard
-  std::string resume_from;                      // the checkpoint folder, "" when starting fresh
-  std::optional<io::Checkpoint> resumed;        // read; its tensors freed by resume_position
-  std::optional<io::Config> resumed_config;     // the checkpoint's config, when readable
-  io::TrainingState state;                      // where the run stands
-  std::string last_checkpoint;                  // the newest written or resumed, "" if none
 
  private:
   void prepare_folder();
@@ -270,8 +242,24 @@ class RunContext {
   void lock_folder();
   void check_resumable() const;
   void check_ranks_agree() const;
+
+  const io::Config& config_;
+  const RunOptions options_;
+  const RunSpec spec_;
   bool writer_ = false;  // rank 0 of a run that writes (not eval-only)
-  io::FileLock lock_;    // the run folder's lock, held for the run's lifetime
+  std::shared_ptr<io::ConsoleSink> console_;
+  std::shared_ptr<spdlog::logger> logger_;
+  torch::Device device_{torch::kCPU};
+  bool bf16_ = false, tf32_ = false;
+  std::unique_ptr<distributed::Communicator> comm_;  // null in one process
+  std::unique_ptr<io::MetricsLog> metrics_;      // rank 0 of a training run, after resume_position
+  std::unique_ptr<io::EventFileWriter> events_;  // the same, with log.tensorboard
+  std::string resume_from_;                      // the checkpoint folder, "" when starting fresh
+  std::optional<io::Checkpoint> resumed_;        // read; its tensors freed by resume_position
+  std::optional<io::Config> resumed_config_;     // the checkpoint's config, when readable
+  io::TrainingState state_;                      // where the run stands
+  std::string last_checkpoint_;                  // the newest written or resumed, "" if none
+  io::FileLock lock_;  // the run folder's lock, held for the run's lifetime
 };
 
 }  // namespace ocl::engine
