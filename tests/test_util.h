@@ -3,12 +3,14 @@
 
 #include <stdlib.h>  // mkdtemp
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
 namespace ocl::test {
 
@@ -25,6 +27,19 @@ inline std::string read_file(const std::string& path) {
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+/// Runs `exe args` through the shell; returns its exit status (-1 when it did not exit) and
+/// appends its stdout and stderr to `output`.
+inline int run_exe(const std::string& exe, const std::string& args, std::string* output) {
+  const std::string cmd = exe + " " + args + " 2>&1";
+  FILE* pipe = ::popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
+  const int status = ::pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 }  // namespace ocl::test

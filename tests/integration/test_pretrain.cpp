@@ -364,17 +364,7 @@ TEST(Pretrain, OutputFolderOfAnotherRunIsRefusedUnlessResumingOrOverwriting) {
 }
 
 #ifdef OCL_PRETRAIN_EXE
-// Runs the app; returns its exit status and fills `output` with stdout + stderr.
-int run_exe(const std::string& exe, const std::string& args, std::string* output) {
-  const std::string cmd = exe + " " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  if (pipe == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) output->append(buf, n);
-  const int status = ::pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
+using ocl::test::run_exe;
 
 int run_app(const std::string& args, std::string* output) {
   return run_exe(OCL_PRETRAIN_EXE, args, output);
@@ -541,6 +531,39 @@ TEST(PretrainApp, TensorBoardFilesReadAsOneCurveEqualToMetricsJsonl) {
       << output;
   for (const auto& name : ocl::io::list_dir(off))
     EXPECT_EQ(name.rfind("events.out.tfevents.", 0), std::string::npos) << name;
+}
+
+// scripts/plot_metrics.py over two runs that differ in one config key: one PNG with both, its
+// legend naming each run and that key's value; one run alone keeps its own metrics.png.
+TEST(PlotMetrics, TwoRunsAreOverlaidWithTheKeyTheyDifferIn) {
+  std::string output;
+  if (run_exe("/usr/bin/python3", "-c 'import matplotlib, yaml'", &output) != 0)
+    GTEST_SKIP() << "/usr/bin/python3 has no matplotlib or PyYAML (python3-matplotlib and "
+                    "python3-yaml: scripts/install-deps.sh installs them on the host; the Debian "
+                    "13 roots leave them out)";
+  const auto root = make_temp_dir();
+  for (const auto& [run, ratio] : {std::pair<const char*, const char*>{"a", "0.3"}, {"b", "0.5"}}) {
+    ASSERT_EQ(run_app(tiny_args(root + "/" + run) +
+                          " --set train.epochs=2 --set train.steps_per_epoch=3 --set log.every=1"
+                          " --set eval.knn_every=1 --set mask.ratio=" +
+                          ratio,
+                      &output),
+              0)
+        << output;
+  }
+  const std::string png_signature = "\x89PNG\r\n\x1a\n";
+  const std::string script = OCL_SOURCE_DIR "/scripts/plot_metrics.py ";
+  output.clear();
+  ASSERT_EQ(run_exe("/usr/bin/python3", script + root + "/a " + root + "/b", &output), 0) << output;
+  EXPECT_NE(output.find("(2 runs; differing keys: mask.ratio)"), std::string::npos) << output;
+  EXPECT_NE(output.find("  a: mask.ratio=0.3\n"), std::string::npos) << output;
+  EXPECT_NE(output.find("  b: mask.ratio=0.5\n"), std::string::npos) << output;
+  EXPECT_EQ(read_file(root + "/metrics-comparison.png").substr(0, 8), png_signature);
+
+  output.clear();
+  ASSERT_EQ(run_exe("/usr/bin/python3", script + root + "/a", &output), 0) << output;
+  EXPECT_EQ(read_file(root + "/a/metrics.png").substr(0, 8), png_signature);
+  EXPECT_FALSE(exists(root + "/a/metrics-comparison.png"));
 }
 
 TEST(PretrainApp, SigtermMidRunLeavesALoadableCheckpointAndResumeFinishes) {
