@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """Exports an ocl encoder for the paper's downstream code: COCO detection with ViTDet
 (detectron2) and ADE20K segmentation with UperNet (mmsegmentation, or BEiT's / MAE's code).
 
