@@ -41,6 +41,12 @@ void print_config(const io::Config& config, int64_t world_size, const std::strin
   }
 }
 
+void add_resume_flags(CLI::App& app, std::string& resume, bool& overwrite,
+                      const std::string& resume_help, const std::string& overwrite_help) {
+  auto* resume_option = app.add_option("--resume", resume, resume_help);
+  app.add_flag("--overwrite", overwrite, overwrite_help)->excludes(resume_option);
+}
+
 void add_eval_flag(CLI::App& app, const char* program, bool& eval, const std::string& description) {
   app.add_flag("--eval", eval, description);
   app.add_flag_callback(

@@ -23,6 +23,11 @@ void add_print_config_flag(CLI::App& app, bool& print_config);
 /// that trains nothing. Creates and writes nothing else.
 void print_config(const io::Config& config, int64_t world_size, const std::string& section);
 
+/// Adds --resume and --overwrite to `app`, which exclude each other: given both, the command line
+/// is refused (exit 2) naming the two, instead of one being ignored.
+void add_resume_flags(CLI::App& app, std::string& resume, bool& overwrite,
+                      const std::string& resume_help, const std::string& overwrite_help);
+
 /// Adds --eval (only evaluate, then exit: MAE's flag name) to `app`, with --eval-only as a
 /// deprecated alias that says so on stderr when used.
 void add_eval_flag(CLI::App& app, const char* program, bool& eval, const std::string& description);

@@ -28,9 +28,9 @@
 #include <ocl/distributed/communicator.h>
 #include <ocl/distributed/grad_sync.h>
 #include <ocl/distributed/launch.h>
+#include <ocl/distributed/process.h>
 #include <ocl/engine/loop.h>
 #include <ocl/engine/pretrain.h>
-#include <ocl/engine/startup.h>
 #include <ocl/io/config.h>
 #include <ocl/optim/adamw_step.h>
 
@@ -364,9 +364,9 @@ int run_benchmarks(const BenchArgs& args) {
     return bench_grad_sync(config, launch, args.steps, args.warmup);
   }
   if (!args.data_only) config.data.dataset = "synthetic";
-  ocl::engine::set_process_threads(config,
-                                   ocl::distributed::LaunchInfo{});  // one process: every core
-  const torch::Device device = ocl::engine::resolve_device(config.train.device);
+  ocl::distributed::set_process_threads(config,
+                                        ocl::distributed::LaunchInfo{});  // one process: every core
+  const torch::Device device = ocl::distributed::resolve_device(config.train.device);
   // optim.fused: on without a kernel for this device fails here, before the slow set-up.
   ocl::optim::resolve_fused_adamw(config.optim.fused, device);
 #if !defined(OCL_BENCH_CUDA)
@@ -379,8 +379,8 @@ int run_benchmarks(const BenchArgs& args) {
     throw std::runtime_error(
         "--max-batch needs a CUDA device (train.device=cuda); this run is on " + device.str());
   }
-  print_setup(args, config, device, ocl::engine::use_bf16(config, device),
-              ocl::engine::set_tf32(config, device));
+  print_setup(args, config, device, ocl::distributed::use_bf16(config, device),
+              ocl::distributed::set_tf32(config, device));
   const auto first = bench_loader(config, args.loader_batches);
   if (args.data_only) return 0;
   return bench_step(args, config, first);

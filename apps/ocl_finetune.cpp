@@ -38,11 +38,11 @@ int main(int argc, char** argv) {
                  "random baseline (not needed with --resume)");
   app.add_option("--set", overrides,
                  "override a config key: --set finetune.epochs=10 (repeatable)");
-  app.add_option("--resume", options.resume,
-                 "'auto': continue from <output>/checkpoint-last if there is one; or a "
-                 "fine-tuning checkpoint folder");
-  app.add_flag("--overwrite", options.overwrite,
-               "start afresh in an output folder that holds another fine-tuning run");
+  ocl::apps::add_resume_flags(
+      app, options.resume, options.overwrite,
+      "'auto': continue from <output>/checkpoint-last if there is one; or "
+      "a fine-tuning checkpoint folder",
+      "start afresh in an output folder that holds another fine-tuning run");
   ocl::apps::add_eval_flag(app, "ocl_finetune", options.eval_only,
                            "only evaluate the model of --resume on the validation split and exit");
   app.add_option("--stop-after-steps", options.stop_after_steps,

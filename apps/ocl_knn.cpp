@@ -8,9 +8,13 @@
 // Resize + CenterCrop; features are the L2-normalised CLS outputs after the final norm. With
 // several processes (torchrun, srun, --nproc-per-node) each extracts and classifies every W-th
 // image. Prints one line per k; exits 0, 1 on an error, 2 on a bad command line.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -24,10 +28,11 @@
 #include <ocl/data/factory.h>
 #include <ocl/distributed/communicator.h>
 #include <ocl/distributed/launch.h>
+#include <ocl/distributed/process.h>
 #include <ocl/engine/knn.h>
 #include <ocl/engine/pretrain.h>
-#include <ocl/engine/startup.h>
 #include <ocl/io/config.h>
+#include <ocl/io/files.h>
 #include <ocl/io/safetensors.h>
 #include <ocl/nn/weights.h>
 
@@ -99,6 +104,22 @@ void save_features(const KnnArgs& a, const ocl::engine::Features& train_f,
   if (writer) ocl::io::write_safetensors(a.save_features, saved);
 }
 
+// --save-features' folder must exist and be writable before minutes of extraction, not after.
+void check_destination(const std::string& file) {
+  const auto slash = file.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : file.substr(0, slash);
+  if (!ocl::io::is_dir(dir)) {
+    throw std::invalid_argument("--save-features " + file + ": there is no folder '" + dir +
+                                "' (make it first); nothing was extracted");
+  }
+  if (::access(dir.c_str(), W_OK) != 0) {
+    throw std::invalid_argument("--save-features " + file + ": cannot write into '" + dir + "' (" +
+                                std::strerror(errno) + "); nothing was extracted");
+  }
+}
+
 int run_knn(KnnArgs& a, const ocl::distributed::LaunchInfo& launch) {
   const auto config = ocl::io::load_config(a.config_path, a.overrides);
   const auto derived = ocl::io::derive(config, launch.world_size);
@@ -108,13 +129,14 @@ int run_knn(KnnArgs& a, const ocl::distributed::LaunchInfo& launch) {
   if (a.save_inputs > 0 && a.save_features.empty()) {
     throw std::invalid_argument("--save-inputs needs --save-features (the file to write)");
   }
-  const auto device = ocl::engine::resolve_device(config.train.device, launch);
-  const bool bf16 = ocl::engine::use_bf16(config, device);
-  ocl::engine::set_process_threads(config, launch);
+  if (!a.save_features.empty() && launch.rank == 0) check_destination(a.save_features);
+  const auto device = ocl::distributed::resolve_device(config.train.device, launch);
+  const bool bf16 = ocl::distributed::use_bf16(config, device);
+  ocl::distributed::set_process_threads(config, launch);
   std::unique_ptr<ocl::distributed::Communicator> comm;
   if (launch.distributed()) {
     comm = std::make_unique<ocl::distributed::Communicator>(
-        launch, ocl::engine::communicator_options(config, device));
+        launch, ocl::distributed::communicator_options(config, device));
   }
   const bool writer = launch.rank == 0;
 
@@ -128,6 +150,7 @@ int run_knn(KnnArgs& a, const ocl::distributed::LaunchInfo& launch) {
   const int img = static_cast<int>(config.model.img_size);
   auto train_set = ocl::data::make_dataset(config.data, img, /*train=*/true, config.train.seed);
   auto val_set = ocl::data::make_dataset(config.data, img, /*train=*/false, config.train.seed);
+  ocl::data::require_same_classes(*train_set, *val_set);
   for (const auto* set : {train_set.get(), val_set.get()}) {
     for (const auto& w : set->warnings())
       if (writer) std::fprintf(stderr, "ocl_knn: warning: %s\n", w.c_str());
@@ -140,10 +163,6 @@ int run_knn(KnnArgs& a, const ocl::distributed::LaunchInfo& launch) {
   auto val_f = ocl::engine::extract_features(encoder, *val_set, *transform, device, batch,
                                              a.val_size, workers, bf16, comm.get());
   const double extract_s = ocl::engine::seconds_since(t0);
-  if (!a.save_features.empty()) {
-    save_features(a, train_f, val_f, *val_set, *transform, img, device, batch, workers, comm.get(),
-                  writer);
-  }
   ocl::engine::KnnOptions ko;
   ko.ks = a.ks;
   ko.temperature = a.temperature;
@@ -159,12 +178,17 @@ int run_knn(KnnArgs& a, const ocl::distributed::LaunchInfo& launch) {
                 static_cast<long long>(train_f.labels.size(0)),
                 static_cast<long long>(val_f.labels.size(0)),
                 static_cast<long long>(train_f.features.size(1)), extract_s,
-                a.save_features.empty() ? "" : ("; saved to " + a.save_features).c_str());
+                a.save_features.empty() ? "" : ("; saving to " + a.save_features).c_str());
     for (const auto& r : results) {
       std::printf("kNN k %lld, T %g: top-1 %.2f %%, top-5 %.2f %%\n", static_cast<long long>(r.k),
                   a.temperature, r.top1, r.top5);
     }
     std::fflush(stdout);
+  }
+  // After the figures, so that a write that fails (a full disk) loses nothing already computed.
+  if (!a.save_features.empty()) {
+    save_features(a, train_f, val_f, *val_set, *transform, img, device, batch, workers, comm.get(),
+                  writer);
   }
   if (comm) comm->barrier("end of ocl_knn");
   return 0;

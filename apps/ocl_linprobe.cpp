@@ -37,11 +37,11 @@ int main(int argc, char** argv) {
       ->required();
   app.add_option("--set", overrides,
                  "override a config key: --set linprobe.epochs=10 (repeatable)");
-  app.add_option("--resume", options.resume,
-                 "'auto': continue from <output>/checkpoint-last if there is one; or a probe "
-                 "checkpoint folder");
-  app.add_flag("--overwrite", options.overwrite,
-               "start afresh in an output folder that holds another probe's checkpoint");
+  ocl::apps::add_resume_flags(app, options.resume, options.overwrite,
+                              "'auto': continue from <output>/checkpoint-last if there is one; or "
+                              "a probe checkpoint folder",
+                              "start afresh in an output folder that holds another probe's "
+                              "checkpoint");
   ocl::apps::add_eval_flag(app, "ocl_linprobe", options.eval_only,
                            "only evaluate the head (of --resume, else the initial one) and exit");
   app.add_option("--stop-after-steps", options.stop_after_steps,

@@ -27,11 +27,10 @@ int main(int argc, char** argv) {
   int nproc_per_node = 0;
   app.add_option("--config", config_path, "YAML config (configs/*.yaml)")->required();
   app.add_option("--set", overrides, "override a key: --set optim.blr=1e-4 (repeatable)");
-  app.add_option("--resume", resume,
-                 "'auto': continue from <output_dir>/checkpoint-last if there is one; or a "
-                 "checkpoint folder");
-  app.add_flag("--overwrite", overwrite,
-               "start afresh in an output folder that holds another run (deletes its checkpoints)");
+  ocl::apps::add_resume_flags(
+      app, resume, overwrite,
+      "'auto': continue from <output_dir>/checkpoint-last if there is one; or a checkpoint folder",
+      "start afresh in an output folder that holds another run (deletes its checkpoints)");
   ocl::apps::add_print_config_flag(app, print_config);
   app.add_option("--stop-after-steps", stop_after_steps,
                  "stop as if pre-empted after this many optimiser steps of the run (testing)")

@@ -23,6 +23,8 @@ packages=(
   python3-matplotlib python3-yaml  # scripts/plot_metrics.py (a run's plot; several runs' legends)
   python3-protobuf python3-crcmod  # tests/integration/read_tfevents.py (TensorBoard files, read
                                    # independently of ocl's writer)
+  iproute2 nftables util-linux  # scripts/netns-cluster.sh: the multi-node tests' namespaces,
+                                # links and faults (ip, nft, unshare)
 )
 
 case "${1:-}" in

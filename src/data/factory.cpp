@@ -1,6 +1,7 @@
 // The data set and transform a run's DataConfig names, for its train and held-out splits.
 #include "ocl/data/factory.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <stdexcept>
 
@@ -68,6 +69,25 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
   } catch (const std::runtime_error& e) {
     throw std::runtime_error("data.path = '" + config.path + "': " + e.what());
   }
+}
+
+void require_same_classes(const Dataset& train, const Dataset& val) {
+  const auto& a = train.class_names();
+  const auto& b = val.class_names();
+  if (a == b) return;
+  auto only = [](const std::vector<std::string>& x, const std::vector<std::string>& y) {
+    std::string names;
+    for (const auto& c : x) {
+      if (std::find(y.begin(), y.end(), c) == y.end())
+        names += (names.empty() ? "'" : ", '") + c + "'";
+    }
+    return names.empty() ? std::string("none") : names;
+  };
+  throw std::runtime_error("the training and validation splits have different classes (" +
+                           std::to_string(a.size()) + " and " + std::to_string(b.size()) +
+                           "): only in training " + only(a, b) + "; only in validation " +
+                           only(b, a) + "; every label after a missing class would shift (" +
+                           train.describe() + "; " + val.describe() + ")");
 }
 
 std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, int image_size,

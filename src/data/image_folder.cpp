@@ -111,11 +111,13 @@ struct Scan {
   std::vector<std::string> classes;    // the sub-folders holding at least one image
   std::vector<std::vector<std::string>> files;  // root-relative, per class
   std::vector<std::string> unreadable;          // "<folder>: <reason>" of folders not listed
+  std::vector<std::string> empty;               // readable class folders holding no image
 };
 
 // torchvision's make_dataset order: folders in sorted path order (sorted(os.walk(...))), the
 // files of each folder sorted by name.
 void scan_class(const std::string& root, const std::string& name, Scan* scan) {
+  const size_t unreadable_before = scan->unreadable.size();
   std::vector<std::pair<std::string, std::vector<std::string>>> folders;
   std::set<std::pair<dev_t, ino_t>> visited;  // a symlink cycle is walked once
   std::vector<std::string> pending{name};
@@ -137,7 +139,11 @@ void scan_class(const std::string& root, const std::string& name, Scan* scan) {
             [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<std::string> files;
   for (auto& f : folders) files.insert(files.end(), f.second.begin(), f.second.end());
-  if (files.empty()) return;
+  if (files.empty()) {
+    // (An unreadable one is warned about instead; the class-list check of the splits names it.)
+    if (scan->unreadable.size() == unreadable_before) scan->empty.push_back(name);
+    return;
+  }
   scan->classes.push_back(name);
   scan->files.push_back(std::move(files));
 }
@@ -467,6 +473,17 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolde
     if (auto error = list_dir(root_, &scan->root_dirs, nullptr); !error.empty())
       throw std::runtime_error("ImageFolder: cannot list '" + root_ + "': " + error);
     for (const auto& name : scan->root_dirs) scan_class(root_, name, &*scan);
+    // As torchvision's ImageFolder: every class folder needs an image, or the labels of the
+    // classes after it shift against a split (or a model) that has it.
+    if (!scan->empty.empty()) {
+      std::string names;
+      for (const auto& e : scan->empty) names += (names.empty() ? "'" : ", '") + e + "'";
+      throw std::runtime_error("ImageFolder: the class folder" +
+                               std::string(scan->empty.size() > 1 ? "s " : " ") + names +
+                               " under '" + root_ +
+                               "' hold no image; every class needs one (as in torchvision), or "
+                               "the labels after it shift: add its images or remove it");
+    }
     for (const auto& u : scan->unreadable)
       warnings_.push_back("ImageFolder: cannot list the folder " + u +
                           "; its images are left out (a class folder that cannot be read at all "

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -42,6 +43,9 @@ using BackendBase = c10d::ProcessGroup;
 #endif
 
 using Clock = std::chrono::steady_clock;
+
+// Set by a process that calls the rendezvous off (abort_rendezvous); every waiting rank stops.
+constexpr const char* kAbortKey = "ocl/abort";
 
 std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
 std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
@@ -81,6 +85,15 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const LaunchInfo& l, bool serve
 
 }  // namespace
 
+void abort_rendezvous(const LaunchInfo& launch, const std::string& reason) {
+  try {
+    auto store = connect_store(launch, /*server=*/false, std::chrono::seconds(3));
+    store->set(kAbortKey, bytes(reason));
+  } catch (const std::exception&) {
+    // No rendezvous to call off (rank 0 is not there yet, or gone): nothing waits on it.
+  }
+}
+
 bool backend_available(const std::string& backend) {
   if (backend == "gloo") return true;
 #ifdef OCL_WITH_C10D_NCCL
@@ -90,15 +103,77 @@ bool backend_available(const std::string& backend) {
 }
 
 // What each rank was last seen doing: a heartbeat counter and the collective it last entered,
-// written to "ocl/hb/<rank>" every heartbeat_s by a thread with its own store connection.
+// written to "ocl/hb/<rank>" every heartbeat_s by a thread with its own store connection. The
+// thread and failure reports share this state through a shared_ptr, not the Communicator: a
+// store call to a node cut off the network can block for TCP's whole retry time (many minutes),
+// and such a thread is then left behind at exit instead of being joined forever.
 struct Heartbeat {
   std::mutex mutex;  // guards store (the thread and failure reports share the connection)
   c10::intrusive_ptr<c10d::Store> store;
-  std::thread thread;
-  std::mutex stop_mutex;
-  std::condition_variable stop_cv;
-  bool stop = false;
+  std::mutex state_mutex;  // guards what follows
+  std::condition_variable changed;
+  bool stop = false, exited = false;
+  std::string current;  // "#seq what" of the collective last started
 };
+
+// The heartbeat thread's loop, on `hb` alone.
+static void heartbeat_loop(const std::shared_ptr<Heartbeat>& hb, int64_t rank, double period_s) {
+  int64_t count = 0;
+  const auto period = std::chrono::duration<double>(period_s);
+  std::unique_lock<std::mutex> state(hb->state_mutex);
+  while (!hb->stop) {
+    const std::string value =
+        std::to_string(++count) + " " + (hb->current.empty() ? "#0 (none yet)" : hb->current);
+    state.unlock();
+    try {
+      std::lock_guard<std::mutex> lock(hb->mutex);
+      hb->store->set("ocl/hb/" + std::to_string(rank), bytes(value));
+    } catch (...) {
+      // The store's host (rank 0) has gone: failure reports say so; nothing to do here.
+    }
+    state.lock();
+    hb->changed.wait_for(state, period, [&] { return hb->stop; });
+  }
+  hb->exited = true;
+  hb->changed.notify_all();
+}
+
+// Every rank's heartbeat as the store holds it now ("" for none), read on a thread of its own:
+// nullopt when the store does not answer within `deadline` (the thread is then left behind).
+static std::optional<std::vector<std::string>> read_heartbeats(
+    const std::shared_ptr<Heartbeat>& hb, int64_t world_size,
+    std::chrono::duration<double> deadline) {
+  struct Reading {
+    std::mutex mutex;
+    std::condition_variable done_cv;
+    bool done = false, failed = false;
+    std::vector<std::string> values;
+  };
+  auto reading = std::make_shared<Reading>();
+  std::thread([hb, reading, world_size] {
+    std::vector<std::string> values(static_cast<size_t>(world_size));
+    bool failed = false;
+    try {
+      std::lock_guard<std::mutex> lock(hb->mutex);
+      for (int64_t r = 0; r < world_size; ++r) {
+        const std::string key = "ocl/hb/" + std::to_string(r);
+        values[static_cast<size_t>(r)] = hb->store->check({key}) ? text(hb->store->get(key)) : "";
+      }
+    } catch (const std::exception&) {
+      failed = true;
+    }
+    std::lock_guard<std::mutex> lock(reading->mutex);
+    reading->values = std::move(values);
+    reading->failed = failed;
+    reading->done = true;
+    reading->done_cv.notify_all();
+  }).detach();
+  std::unique_lock<std::mutex> lock(reading->mutex);
+  if (!reading->done_cv.wait_for(lock, deadline, [&] { return reading->done; }))
+    return std::nullopt;
+  if (reading->failed) throw std::runtime_error("the store refused");
+  return reading->values;
+}
 
 struct PendingCollective::Impl {
   c10::intrusive_ptr<c10d::Work> work;
@@ -116,9 +191,8 @@ struct Communicator::Impl {
   c10::intrusive_ptr<BackendBase> grads, loss;
   std::atomic<int64_t> seq{0};
   std::atomic<int64_t> started_grads{0}, started_loss{0};
-  std::mutex current_mutex;
-  std::string current;  // "#seq what" of the collective last started
-  Heartbeat heartbeat;
+  std::shared_ptr<Heartbeat> heartbeat = std::make_shared<Heartbeat>();
+  std::thread heartbeat_thread;
   // A collective failed: NCCL groups are then aborted, not shut down (from 2.6 a shutdown waits
   // for the outstanding work of a communicator that may never finish it).
   std::atomic<bool> failed{false};
@@ -128,26 +202,34 @@ struct Communicator::Impl {
   int64_t begin(Group g, const std::string& what) {
     const int64_t n = ++seq;
     (g == Group::kGradients ? started_grads : started_loss)++;
-    std::lock_guard<std::mutex> lock(current_mutex);
-    current = "#" + std::to_string(n) + " " + what;
+    std::lock_guard<std::mutex> lock(heartbeat->state_mutex);
+    heartbeat->current = "#" + std::to_string(n) + " " + what;
     return n;
   }
 
-  // Stops the heartbeat thread, if it runs.
+  // Stops the heartbeat thread, if it runs: joined when it ends within a few seconds, else left
+  // behind (blocked in a store call to a node that is gone; it holds only the shared state).
   void stop_heartbeat() {
-    {
-      std::lock_guard<std::mutex> lock(heartbeat.stop_mutex);
-      heartbeat.stop = true;
+    if (!heartbeat_thread.joinable()) return;
+    std::unique_lock<std::mutex> state(heartbeat->state_mutex);
+    heartbeat->stop = true;
+    heartbeat->changed.notify_all();
+    const bool ended = heartbeat->changed.wait_for(state, std::chrono::seconds(3),
+                                                   [&] { return heartbeat->exited; });
+    state.unlock();
+    if (ended) {
+      heartbeat_thread.join();
+    } else {
+      heartbeat_thread.detach();
     }
-    heartbeat.stop_cv.notify_all();
-    if (heartbeat.thread.joinable()) heartbeat.thread.join();
   }
 
   // What a failed rendezvous says: a duplicated rank, rank 0's port taken, or the rendezvous
   // itself with what to check.
   std::string rendezvous_error(const std::string& cause, Clock::time_point started) const {
     std::ostringstream msg;
-    if (cause.find("another process was started as rank") != std::string::npos) {
+    if (cause.find("another process was started as rank") != std::string::npos ||
+        cause.find("the rendezvous was called off") != std::string::npos) {
       msg << where() << ": " << cause;
     } else if (launch.rank == 0 && (cause.find("ddress already in use") != std::string::npos ||
                                     cause.find("EADDRINUSE") != std::string::npos)) {
@@ -171,23 +253,28 @@ struct Communicator::Impl {
     return "rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world_size);
   }
 
-  void heartbeat_loop() {
-    int64_t count = 0;
-    const auto period = std::chrono::duration<double>(options.heartbeat_s);
-    std::unique_lock<std::mutex> stop_lock(heartbeat.stop_mutex);
-    while (!heartbeat.stop) {
-      std::string value;
-      {
-        std::lock_guard<std::mutex> lock(current_mutex);
-        value = std::to_string(++count) + " " + (current.empty() ? "#0 (none yet)" : current);
+  // Every rank's claim, polled, before the process groups form (their own rendezvous cannot be
+  // interrupted): a process that finds this run cannot start (a second rank 0) stops the others
+  // at once through kAbortKey, and a timeout names the ranks that never came.
+  void wait_for_claims(Clock::time_point started) {
+    std::vector<std::string> keys;
+    for (int64_t r = 0; r < launch.world_size; ++r)
+      keys.push_back("ocl/rank_claims/" + std::to_string(r));
+    while (true) {
+      if (store->check({kAbortKey})) {
+        throw std::runtime_error("the rendezvous was called off: " + text(store->get(kAbortKey)));
       }
-      try {
-        std::lock_guard<std::mutex> lock(heartbeat.mutex);
-        heartbeat.store->set("ocl/hb/" + std::to_string(launch.rank), bytes(value));
-      } catch (...) {
-        // The store's host (rank 0) has gone: failure reports say so; nothing to do here.
+      if (store->check(keys)) return;
+      if (Clock::now() - started > options.timeout) {
+        std::string missing;
+        for (int64_t r = 0; r < launch.world_size; ++r) {
+          if (!store->check({keys[static_cast<size_t>(r)]}))
+            missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+        }
+        throw std::runtime_error("rank(s) " + missing + " never joined within dist.timeout_s (" +
+                                 std::to_string(options.timeout.count() / 1000) + " s)");
       }
-      heartbeat.stop_cv.wait_for(stop_lock, period, [&] { return heartbeat.stop; });
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   }
 
@@ -195,37 +282,40 @@ struct Communicator::Impl {
   // not move has died or is stopped; one whose counter moved is alive, and its last collective
   // says whether it is behind.
   std::string peer_report() {
-    if (!heartbeat.store) return "";
+    if (!heartbeat->store) return "";
     const auto pause = std::chrono::duration<double>(std::max(3 * options.heartbeat_s, 1.0));
-    auto read_all = [&](std::vector<std::string>& out) {
-      std::lock_guard<std::mutex> lock(heartbeat.mutex);
-      for (int64_t r = 0; r < launch.world_size; ++r) {
-        const std::string key = "ocl/hb/" + std::to_string(r);
-        out[r] = heartbeat.store->check({key}) ? text(heartbeat.store->get(key)) : "";
-      }
-    };
-    std::vector<std::string> first(launch.world_size), second(launch.world_size);
+    // A live store answers in milliseconds; one behind a cut link never does (TCP retries for
+    // minutes), so a few seconds tell the two apart.
+    const auto deadline = std::chrono::duration<double>(3.0);
+    const std::string store_at = launch.master_addr + ":" + std::to_string(launch.master_port);
+    std::optional<std::vector<std::string>> first, second;
     try {
-      read_all(first);
-      std::this_thread::sleep_for(pause);
-      read_all(second);
+      first = read_heartbeats(heartbeat, launch.world_size, deadline);
+      if (first) {
+        std::this_thread::sleep_for(pause);
+        second = read_heartbeats(heartbeat, launch.world_size, deadline);
+      }
     } catch (const std::exception&) {
-      return "rank 0 hosts the rendezvous store at " + launch.master_addr + ":" +
-             std::to_string(launch.master_port) +
+      return "rank 0 hosts the rendezvous store at " + store_at +
              " and it cannot be reached: rank 0 has probably died";
+    }
+    if (!first || !second) {
+      return "the rendezvous store at " + store_at + " (rank 0's node) cannot be reached: no " +
+             "answer within " + std::to_string(static_cast<int>(deadline.count())) +
+             " s; the network to that node is cut, or the node is gone";
     }
     std::ostringstream report;
     bool any = false;
     for (int64_t r = 0; r < launch.world_size; ++r) {
       if (r == launch.rank) continue;
-      const auto space = second[r].find(' ');
-      const std::string last = space == std::string::npos ? "?" : second[r].substr(space + 1);
+      const auto space = (*second)[r].find(' ');
+      const std::string last = space == std::string::npos ? "?" : (*second)[r].substr(space + 1);
       if (any) report << "; ";
       any = true;
-      if (second[r].empty()) {
+      if ((*second)[r].empty()) {
         report << "rank " << r << " never sent a heartbeat";
-      } else if (first[r] == second[r] ||
-                 first[r].substr(0, first[r].find(' ')) == second[r].substr(0, space)) {
+      } else if ((*first)[r] == (*second)[r] ||
+                 (*first)[r].substr(0, (*first)[r].find(' ')) == (*second)[r].substr(0, space)) {
         report << "rank " << r << " has stopped (no heartbeat for "
                << static_cast<int>(pause.count()) << " s; the last collective it reported: " << last
                << ")";
@@ -372,12 +462,14 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
           " and claimed it first: each process needs its own RANK (a duplicated launch line, or "
           "a requeued job overlapping its predecessor)");
     }
+    d.wait_for_claims(started);
     d.grads = d.make_group("ocl/grads/");
     d.loss = d.make_group("ocl/loss/");
     if (options.heartbeat_s > 0) {
-      d.heartbeat.store = connect_store(launch, /*server=*/false, std::chrono::seconds(5));
-      d.heartbeat.store->setTimeout(std::chrono::seconds(5));
-      d.heartbeat.thread = std::thread([&d] { d.heartbeat_loop(); });
+      d.heartbeat->store = connect_store(launch, /*server=*/false, std::chrono::seconds(5));
+      d.heartbeat->store->setTimeout(std::chrono::seconds(5));
+      d.heartbeat_thread =
+          std::thread(heartbeat_loop, d.heartbeat, launch.rank, options.heartbeat_s);
     }
   } catch (const std::exception& e) {
     const std::string cause = dynamic_cast<const c10::Error*>(&e) != nullptr

@@ -107,6 +107,7 @@ RunSpec finetune_spec(const io::Config& config, const FinetuneOptions& options,
                                      config.finetune.output_dir, "fine-tuning", effective_batch, lr,
                                      options.weights);
   spec.own_files = {kBestModelFile};
+  spec.kind = "fine-tuning";
   const std::string out = spec.output_dir;
   spec.precondition = [out, eval_only = options.eval_only, weights = options.weights,
                        auto_resume = options.resume == "auto"](const std::string& resume_from) {
@@ -141,6 +142,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   const auto data_config = run_data_config(config_.data, run_.output_dir());
   train_set_ = data::make_dataset(data_config, img, /*train=*/true, t.seed);
   val_set_ = data::make_dataset(data_config, img, /*train=*/false, t.seed);
+  data::require_same_classes(*train_set_, *val_set_);
   run_.check_data(*train_set_, "the training set");
   run_.check_data(*val_set_, "the validation set");
   val_transform_ = data::make_transform(data_config, img, /*train=*/false);

@@ -34,6 +34,7 @@ RunSpec linprobe_spec(const io::Config& config, const LinprobeOptions& options,
                                      config.linprobe.output_dir, "linear probe", effective_batch,
                                      lr, options.weights);
   spec.model_file = kHeadFile;
+  spec.kind = "linear probe";
   spec.own_files = {kOldCheckpointFile};
   const std::string out = spec.output_dir;
   spec.precondition = [out, resume = options.resume](const std::string& resume_from) {
@@ -185,6 +186,7 @@ LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
   const auto data_config = run_data_config(config_.data, run_.output_dir());
   train_set_ = data::make_dataset(data_config, img, /*train=*/true, seed);
   const auto val_set = data::make_dataset(data_config, img, /*train=*/false, seed);
+  data::require_same_classes(*train_set_, *val_set);
   run_.check_data(*train_set_, "the training set");
   run_.check_data(*val_set, "the validation set");
   const auto eval_transform = data::make_transform(data_config, img, /*train=*/false);

@@ -102,8 +102,8 @@ TrainingLoop::~TrainingLoop() = default;
 
 void TrainingLoop::connect_gradients() {
   if (run_.comm() && !grad_sync_) {
-    grad_sync_ = make_grad_sync(*run_.comm(), engine_.trainable(), settings_.grad_sync,
-                                settings_.overlap, run_.log());
+    grad_sync_ = distributed::make_grad_sync(*run_.comm(), engine_.trainable(), settings_.grad_sync,
+                                             settings_.overlap, run_.log());
   }
 }
 
@@ -118,6 +118,7 @@ LoopResult TrainingLoop::run() {
                     run_.last_checkpoint());
     return result;
   }
+  run_.begin_records();
   connect_gradients();
   run_start_ = Clock::now();
   first_step_ = run_.state().global_step;
@@ -191,7 +192,7 @@ bool TrainingLoop::end_epoch(LoopResult& result) {
   const bool saved = state.epoch % settings_.save_every == 0 || state.epoch == settings_.epochs;
   if (saved) result.last_checkpoint = write_checkpoint();
   // A stop asked at the epoch's last step, or during its evaluation or checkpoint.
-  stop_ = any_rank_stopping(run_.comm(), run_.signalled() || stop_, run_.device()) ||
+  stop_ = distributed::any_rank_stopping(run_.comm(), run_.signalled() || stop_, run_.device()) ||
           step_limit_reached();
   if (!stop_ || state.epoch >= settings_.epochs) return false;
   if (!saved) result.last_checkpoint = write_checkpoint();

@@ -291,6 +291,7 @@ double Pretrainer::run_knn_monitor() {
   if (!knn_bank_) {
     knn_bank_ = data::make_dataset(data_config_, img, /*train=*/true, config_.train.seed);
     knn_held_out_ = data::make_dataset(data_config_, img, /*train=*/false, config_.train.seed);
+    data::require_same_classes(*knn_bank_, *knn_held_out_);
     knn_transform_ = data::make_transform(data_config_, img, /*train=*/false);
   }
   const auto& bank = knn_bank_;

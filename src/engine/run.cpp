@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
@@ -30,92 +31,6 @@ void remove_event_files(const std::string& folder) {
 
 }  // namespace
 
-void log_data_warnings(const data::Dataset& set, spdlog::logger& logger) {
-  for (const auto& w : set.warnings()) logger.warn("data: {}", w);
-}
-
-io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir) {
-  io::DataConfig result = data;
-  if (result.cache_dir.empty() && !result.path.empty() && ::access(result.path.c_str(), W_OK) != 0)
-    result.cache_dir = output_dir;
-  return result;
-}
-
-data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
-                                            int64_t accum_iter,
-                                            const distributed::LaunchInfo& launch,
-                                            const torch::Device& device,
-                                            std::shared_ptr<spdlog::logger> logger) {
-  data::LoaderOptions o;
-  o.batch_size = batch_size;
-  o.workers = config.data.workers;
-  o.prefetch = config.data.prefetch;
-  o.seed = config.train.seed;
-  o.rank = launch.rank;
-  o.world_size = launch.world_size;
-  o.max_bad_fraction = config.data.max_bad_fraction;
-  o.pin_memory = device.is_cuda();
-  o.max_steps_per_epoch =
-      config.train.steps_per_epoch > 0 ? config.train.steps_per_epoch * accum_iter : 0;
-  o.on_bad_sample = [logger = std::move(logger)](const data::BadSample& bad) {
-    logger->warn("skipping unreadable image #{} {}: {}", bad.index, bad.path, bad.reason);
-  };
-  return o;
-}
-
-std::string section_derived_yaml(const std::string& section, const std::string& title,
-                                 int64_t effective_batch, double lr) {
-  std::ostringstream yaml;
-  yaml << "# " << title << ":\n"
-       << "#   effective_batch: " << effective_batch << "  # " << section << ".batch_size · "
-       << section << ".accum_iter · processes\n"
-       << "#   lr: " << lr << "\n";
-  return yaml.str();
-}
-
-int64_t training_steps_per_epoch(const io::Config& config, int64_t dataset_size,
-                                 const StepLayout& layout) {
-  distributed::LaunchInfo launch;
-  launch.world_size = layout.world_size;
-  const auto options = training_loader_options(config, layout.batch_size, layout.accum_iter, launch,
-                                               torch::kCPU, nullptr);
-  return data::batches_per_epoch(dataset_size, options) / layout.accum_iter;
-}
-
-RunSpec evaluation_run_spec(const io::Config& config, int64_t world_size, const std::string& app,
-                            const std::string& section, const std::string& output_dir,
-                            const std::string& title, int64_t effective_batch, double lr,
-                            const std::string& weights) {
-  std::ostringstream yaml;
-  yaml << io::to_yaml_with_derived(config, io::derive(config, world_size))
-       << section_derived_yaml(section, title, effective_batch, lr) << "#   weights: " << weights
-       << "\n";
-  return {.app = app,
-          .output_dir = output_dir.empty() ? config.train.output_dir + "/" + section : output_dir,
-          .output_key = section + ".output_dir",
-          .config_yaml = yaml.str()};
-}
-
-int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& saved,
-                             const StepLayout& now, double lr, spdlog::logger& logger) {
-  const int64_t images = step * saved.images();
-  const int64_t continue_at = images / now.images();
-  if (saved.world_size != now.world_size && step > 0) {
-    logger.warn(
-        "the checkpoint was written by {} processes and this run has {}: epoch {} continues at "
-        "step {} (after {} of its images; step {} of {} processes), the effective batch is now "
-        "{} and lr {:.3g}",
-        saved.world_size, now.world_size, epoch, continue_at, images, step, saved.world_size,
-        now.images(), lr);
-  } else if (saved.world_size != now.world_size) {
-    logger.warn(
-        "the checkpoint was written by {} processes and this run has {}: the effective batch "
-        "is now {} and lr {:.3g}",
-        saved.world_size, now.world_size, now.images(), lr);
-  }
-  return continue_at;
-}
-
 RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSpec spec_in)
     : config_(config_in), options_(std::move(options_in)), spec_(std::move(spec_in)) {
   writer_ = rank() == 0 && !options_.eval_only && !options_.write_nothing;
@@ -129,7 +44,14 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
   // resume refused here leaves the run as it was.
   std::string unreadable_config;
   if (!resume_from_.empty()) {
-    resumed_ = io::load_checkpoint(resume_from_, spec_.model_file);
+    check_checkpoint_kind();
+    try {
+      resumed_ = io::load_checkpoint(resume_from_, spec_.model_file);
+    } catch (const c10::Error& e) {
+      refuse_damaged_checkpoint(e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      refuse_damaged_checkpoint(e.what());
+    }
     try {
       resumed_config_ =
           io::parse_config(resumed_->config_yaml, {}, resumed_->path + "/config.yaml");
@@ -143,8 +65,8 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
   console_ = options_.console ? options_.console
                               : std::make_shared<io::ConsoleSink>(
                                     stdout, writer_ && io::want_status_line(config_.log.progress));
-  logger_ = rank_logger(console_, writer_ ? spec_.output_dir + "/train.log" : "", config_, rank());
-  if (writer_) io::write_text_atomic(spec_.output_dir + "/config.yaml", spec_.config_yaml);
+  logger_ = distributed::rank_logger(console_, writer_ ? spec_.output_dir + "/train.log" : "",
+                                     config_, rank());
   if (!unreadable_config.empty()) {
     logger_->warn("the checkpoint's config cannot be read ({}); using the given config",
                   unreadable_config);
@@ -155,17 +77,50 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
     logger_->info("--resume auto: no checkpoint in {}, starting fresh", spec_.output_dir);
   }
 
-  device_ = resolve_device(config_.train.device, options_.launch);
-  bf16_ = use_bf16(config_, device_);
-  tf32_ = set_tf32(config_, device_);
-  set_process_threads(config_, options_.launch);
+  device_ = distributed::resolve_device(config_.train.device, options_.launch);
+  bf16_ = distributed::use_bf16(config_, device_);
+  tf32_ = distributed::set_tf32(config_, device_);
+  distributed::set_process_threads(config_, options_.launch);
   // Rendezvous now, before the slow data set-up, so that a missing rank is reported early.
-  comm_ = connect_ranks(config_, options_.launch, device_, *logger_);
+  comm_ = distributed::connect_ranks(config_, options_.launch, device_, *logger_);
   if (comm_) check_ranks_agree();
 }
 
 RunContext::~RunContext() {
   if (console_) console_->clear_status();
+}
+
+// A checkpoint that does not read whole: when an older one beside it does, the message says to
+// resume from that one instead of leaving the user to find it.
+void RunContext::refuse_damaged_checkpoint(const std::string& why) const {
+  const std::string older = io::older_readable_checkpoint(resume_from_, spec_.model_file);
+  if (older.empty()) throw std::runtime_error(why);
+  throw std::runtime_error(fmt::format(
+      "--resume: {}; the older checkpoint {} reads whole: resume from it with --resume {} (the "
+      "steps after it are trained again)",
+      why, older, older));
+}
+
+// Another app's checkpoint is refused in one line, before anything is written, instead of a dump
+// of keys that do not fit.
+void RunContext::check_checkpoint_kind() const {
+  std::string kind;
+  try {
+    kind = io::checkpoint_kind(resume_from_);
+  } catch (const std::exception&) {
+    return;  // a damaged file: load_checkpoint reports it, with an older checkpoint to use
+  }
+  if (kind.empty() || kind == spec_.kind) return;
+  const std::map<std::string, std::string> app = {{"pre-training", "ocl_pretrain"},
+                                                  {"fine-tuning", "ocl_finetune"},
+                                                  {"linear probe", "ocl_linprobe"}};
+  std::string advice = "resume it with " + app.at(kind);
+  // An encoder's checkpoint is what an evaluation starts from.
+  if (kind != "linear probe" && spec_.kind != "pre-training")
+    advice += ", or pass it to " + spec_.app + " as --weights";
+  throw std::runtime_error(fmt::format(
+      "--resume: {} is a {} checkpoint and {} resumes {} checkpoints: {}; nothing was written",
+      resume_from_, kind, spec_.app, spec_.kind, advice));
 }
 
 // A checkpoint that cannot continue under this config is refused naming what differs: its
@@ -200,6 +155,18 @@ void RunContext::check_resumable() const {
                              ": its weights do not fit this model; resume with the checkpoint's "
                              "model sizes, or start a new run");
   }
+  // The same tensors read other pixels under another input standardisation: training on would
+  // change the function the weights compute, and record the new setting in them.
+  const auto& a = resumed_config_->model;
+  const auto& b = config_.model;
+  if (a.input_norm != b.input_norm ||
+      (b.input_norm != "none" && a.input_norm_eps != b.input_norm_eps)) {
+    throw std::runtime_error(fmt::format(
+        "--resume: the checkpoint {} was trained with model.input_norm {} (eps {}) and the config "
+        "asks for {} (eps {}): the encoder's weights only fit the pixels they were trained on; "
+        "resume with --set model.input_norm={}, or start a new run",
+        path, a.input_norm, a.input_norm_eps, b.input_norm, b.input_norm_eps, a.input_norm));
+  }
 }
 
 void RunContext::check_data(const data::Dataset& set, const std::string& what) const {
@@ -230,13 +197,29 @@ void RunContext::check_ranks_agree() const {
 void RunContext::lock_folder() {
   char host[256] = "?";
   ::gethostname(host, sizeof(host) - 1);
+  const auto& l = options_.launch;
+  // Who holds it, and as which rank of which launch: a second rank 0 of the same launch is told
+  // apart from another run.
+  const std::string launch_note = l.distributed()
+                                      ? fmt::format(", rank {} of {} (rendezvous {}:{})", l.rank,
+                                                    l.world_size, l.master_addr, l.master_port)
+                                      : "";
   std::string holder;
-  if (!lock_.acquire(spec_.output_dir + "/.lock",
-                     fmt::format("{} pid {} on {}", spec_.app, ::getpid(), host), &holder)) {
-    throw std::runtime_error("output folder '" + spec_.output_dir + "' is in use by another run (" +
-                             (holder.empty() ? "its .lock is held" : holder) +
-                             "): wait for it to end, or choose another " + spec_.output_key);
+  if (lock_.acquire(spec_.output_dir + "/.lock",
+                    fmt::format("{} pid {} on {}{}", spec_.app, ::getpid(), host, launch_note),
+                    &holder))
+    return;
+  if (!launch_note.empty() && holder.find(launch_note) != std::string::npos) {
+    const std::string why = fmt::format(
+        "RANK={} was given to two processes of one launch ({} and {} pid {} on {}): each process "
+        "needs its own RANK",
+        l.rank, holder.substr(0, holder.find(launch_note)), spec_.app, ::getpid(), host);
+    distributed::abort_rendezvous(l, why);  // the first one stops at once too
+    throw std::runtime_error(why);
   }
+  throw std::runtime_error("output folder '" + spec_.output_dir + "' is in use by another run (" +
+                           (holder.empty() ? "its .lock is held" : holder) +
+                           "): wait for it to end, or choose another " + spec_.output_key);
 }
 
 // Never silently mix two runs. Every rank reads the folder (it must be on a file system all
@@ -304,13 +287,7 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
     state_.seed = config_.train.seed;
   }
   state_.world_size = world_size();
-  if (writer_) {
-    // A fresh run starts a new metrics file; a resumed one keeps the records up to its step.
-    if (!resumed_) std::remove((spec_.output_dir + "/metrics.jsonl").c_str());
-    metrics_ =
-        std::make_unique<io::MetricsLog>(spec_.output_dir + "/metrics.jsonl", keep_metrics_through);
-    if (config_.log.tensorboard) open_event_file();
-  }
+  keep_metrics_through_ = keep_metrics_through;
   if (!comm_) return;
   // Every rank must continue from the same point: they read the same folder, but a node whose
   // view of it differs (not a shared file system) would silently diverge.
@@ -341,7 +318,20 @@ void RunContext::open_event_file() {
   events_->flush();
 }
 
+// Deferred until there is something to record: a resumed run with nothing left to do leaves
+// the folder as it was (its config.yaml is the one its checkpoints were trained with).
+void RunContext::begin_records() {
+  if (!writer_ || metrics_) return;
+  io::write_text_atomic(spec_.output_dir + "/config.yaml", spec_.config_yaml);
+  // A fresh run starts a new metrics file; a resumed one keeps the records up to its step.
+  if (!resumed_) std::remove((spec_.output_dir + "/metrics.jsonl").c_str());
+  metrics_ =
+      std::make_unique<io::MetricsLog>(spec_.output_dir + "/metrics.jsonl", keep_metrics_through_);
+  if (config_.log.tensorboard) open_event_file();
+}
+
 void RunContext::record(const std::string& type, const io::MetricFields& fields) {
+  begin_records();
   if (!metrics_) return;
   metrics_->write(type, fields);
   if (!events_) return;

@@ -4,14 +4,17 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <sstream>
 #include <system_error>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
@@ -38,6 +41,23 @@ std::string read_text(const std::string& path) {
     TORCH_CHECK(false, "checkpoint: ", e.what());
   }
   return {};
+}
+
+// CRC-32 (zlib's) of a file's bytes, read in 4 MiB pieces; throws naming it when unreadable.
+uint32_t file_crc32(const std::string& path, uint64_t* bytes) {
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in.good(), "checkpoint: cannot read '", path, "'");
+  std::vector<char> buf(4 << 20);
+  uLong crc = crc32(0L, Z_NULL, 0);
+  *bytes = 0;
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const auto n = static_cast<size_t>(in.gcount());
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(n));
+    *bytes += n;
+  }
+  TORCH_CHECK(in.eof(), "checkpoint: error reading '", path, "'");
+  return static_cast<uint32_t>(crc);
 }
 
 void write_synced(const std::string& path, const std::string& text) {
@@ -102,6 +122,56 @@ std::string checkpoint_name(const TrainingState& state) {
   return buf;
 }
 
+namespace {
+
+// Weights and optimiser state must be finite: one NaN in AdamW's moments makes every later step
+// NaN, and a checkpoint of it would be taken for a good one. (The epoch's figures may be NaN.)
+const std::vector<std::string> kMustBeFinite = {"optim.", "model.", "ema."};  // in trainer
+
+void require_finite(const TensorMap& tensors, const std::string& what,
+                    const std::vector<std::string>& prefixes) {
+  for (const auto& [name, t] : tensors) {
+    if (!t.is_floating_point() || t.numel() == 0) continue;
+    if (std::none_of(prefixes.begin(), prefixes.end(),
+                     [&](const std::string& p) { return name.rfind(p, 0) == 0; }))
+      continue;
+    TORCH_CHECK(torch::isfinite(t).all().item<bool>(), "checkpoint: ", what, ": tensor '", name,
+                "' holds NaN or infinity");
+  }
+}
+
+}  // namespace
+
+// The files of a checkpoint in folder `dir`: the model, the trainer state, config.yaml, and
+// state.json last, with the position and each file's size and CRC-32 (checked on load: a bit
+// flipped on disk that leaves the values finite would otherwise resume silently).
+static void write_checkpoint_files(const std::string& dir, const TrainingState& state,
+                                   const TensorMap& model, const TensorMap& trainer,
+                                   const std::string& config_yaml, const std::string& model_file,
+                                   const Metadata& model_metadata) {
+  Metadata header = model_metadata;
+  header["format"] = "pt";
+  header["ocl"] = "model in timm VisionTransformer names";
+  write_safetensors(join_path(dir, model_file), model, header);
+  write_safetensors(join_path(dir, "trainer.safetensors"), trainer, {{"format", "pt"}});
+  json j = {{"format_version", kStateVersion},
+            {"epoch", state.epoch},
+            {"step_in_epoch", state.step_in_epoch},
+            {"global_step", state.global_step},
+            {"nonfinite_skips", state.nonfinite_skips},
+            {"world_size", state.world_size},
+            {"seed", state.seed},
+            {"torch_version", compat::torch_version()}};
+  write_synced(join_path(dir, "config.yaml"), config_yaml);
+  for (const std::string& file :
+       std::vector<std::string>{model_file, "trainer.safetensors", "config.yaml"}) {
+    uint64_t bytes = 0;
+    const uint32_t crc = file_crc32(join_path(dir, file), &bytes);
+    j["files"][file] = {{"bytes", bytes}, {"crc32", crc}};
+  }
+  write_synced(join_path(dir, "state.json"), j.dump(2) + "\n");
+}
+
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
                             const TensorMap& model, const TensorMap& trainer,
                             const std::string& config_yaml, int64_t keep_last,
@@ -110,26 +180,17 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
   TORCH_CHECK(is_dir(output_dir), "checkpoint: output folder '", output_dir, "' does not exist");
   const std::string name = checkpoint_name(state);
   const std::string final_path = join_path(output_dir, name);
+  // Never a checkpoint of a diverged model: it would be taken for the last good one, and
+  // keep_last would prune the clean ones before it. The older checkpoints stay as they are.
+  const std::string refused = "not writing " + final_path + " (the checkpoints before it are kept)";
+  require_finite(model, refused, {""});
+  require_finite(trainer, refused, kMustBeFinite);
   const std::string tmp = final_path + ".tmp-" + std::to_string(::getpid());
   remove_tree(tmp);
   TORCH_CHECK(::mkdir(tmp.c_str(), 0777) == 0, "checkpoint: cannot create '", tmp,
               "': ", os_error());
   try {
-    Metadata header = model_metadata;
-    header["format"] = "pt";
-    header["ocl"] = "model in timm VisionTransformer names";
-    write_safetensors(join_path(tmp, model_file), model, header);
-    write_safetensors(join_path(tmp, "trainer.safetensors"), trainer, {{"format", "pt"}});
-    json j = {{"format_version", kStateVersion},
-              {"epoch", state.epoch},
-              {"step_in_epoch", state.step_in_epoch},
-              {"global_step", state.global_step},
-              {"nonfinite_skips", state.nonfinite_skips},
-              {"world_size", state.world_size},
-              {"seed", state.seed},
-              {"torch_version", compat::torch_version()}};
-    write_synced(join_path(tmp, "state.json"), j.dump(2) + "\n");
-    write_synced(join_path(tmp, "config.yaml"), config_yaml);
+    write_checkpoint_files(tmp, state, model, trainer, config_yaml, model_file, model_metadata);
     sync_dir(tmp);
     if (is_dir(final_path)) {
       // A checkpoint of the same name (a step redone after a resume) is replaced by swapping
@@ -174,6 +235,39 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
     if (older[i] != name) remove_tree(join_path(output_dir, older[i]));
   }
   return final_path;
+}
+
+std::string checkpoint_kind(const std::string& path) {
+  const std::string encoder = join_path(path, kEncoderFile);
+  if (!path_exists(encoder))
+    return path_exists(join_path(path, "head.safetensors")) ? "linear probe" : "";
+  const auto names = read_safetensors_header(encoder).names;
+  const bool head = std::find(names.begin(), names.end(), "head.weight") != names.end();
+  return head ? "fine-tuning" : "pre-training";
+}
+
+std::string older_readable_checkpoint(const std::string& checkpoint,
+                                      const std::string& model_file) {
+  std::string real = checkpoint;
+  while (!real.empty() && real.back() == '/') real.pop_back();
+  if (const auto target = link_target(real); !target.empty())  // checkpoint-last
+    real = target[0] == '/' ? target : join_path(real.substr(0, real.rfind('/') + 1), target);
+  const auto slash = real.rfind('/');
+  const std::string folder = slash == std::string::npos ? "." : real.substr(0, slash);
+  std::pair<int64_t, int64_t> damaged;
+  if (!parse_name(real.substr(slash + 1), &damaged)) return "";
+  const auto all = complete_checkpoints(folder);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (it->first >= damaged) continue;
+    const std::string path = join_path(folder, it->second);
+    try {
+      load_checkpoint(path, model_file);
+      return path;
+    } catch (const std::exception&) {
+      // damaged too: try the one before
+    }
+  }
+  return "";
 }
 
 void remove_checkpoints(const std::string& output_dir) {
@@ -240,6 +334,27 @@ TrainingState parse_training_state(const std::string& text, const std::string& s
   return state;
 }
 
+namespace {
+
+// The sizes and CRC-32s state.json records (checkpoints of earlier versions record none).
+void verify_files(const std::string& folder, const json& state) {
+  const auto files = state.find("files");
+  if (files == state.end() || !files->is_object()) return;
+  for (const auto& [name, want] : files->items()) {
+    const std::string path = join_path(folder, name);
+    const auto want_bytes = want.value("bytes", uint64_t{0});
+    const auto want_crc = want.value("crc32", uint32_t{0});
+    uint64_t bytes = 0;
+    const uint32_t crc = file_crc32(path, &bytes);
+    TORCH_CHECK(bytes == want_bytes, "checkpoint: '", path, "' has ", bytes,
+                " bytes and state.json ", "recorded ", want_bytes, " (truncated or replaced)");
+    TORCH_CHECK(crc == want_crc, "checkpoint: '", path, "' does not match the CRC-32 state.json ",
+                "recorded (", crc, " instead of ", want_crc, "): the file is damaged");
+  }
+}
+
+}  // namespace
+
 Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_file) {
   std::string path = path_in;
   while (!path.empty() && path.size() > 1 && path.back() == '/') path.pop_back();
@@ -256,10 +371,17 @@ Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_
   Checkpoint c;
   c.path = path;
   const std::string state_path = join_path(path, "state.json");
-  c.state = parse_training_state(read_text(state_path), state_path);
+  const std::string state_text = read_text(state_path);
+  c.state = parse_training_state(state_text, state_path);
+  verify_files(path, json::parse(state_text));
   c.model = read_safetensors(join_path(path, model_file)).tensors;
   c.trainer = read_safetensors(join_path(path, "trainer.safetensors")).tensors;
   c.config_yaml = read_text(join_path(path, "config.yaml"));
+  const std::string diverged =
+      " (the run had diverged when it was written, or the file is damaged)";
+  require_finite(c.model, "'" + join_path(path, model_file) + "'" + diverged, {""});
+  require_finite(c.trainer, "'" + join_path(path, "trainer.safetensors") + "'" + diverged,
+                 kMustBeFinite);
   return c;
 }
 

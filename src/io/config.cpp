@@ -14,6 +14,7 @@
 #include <sstream>
 #include <string>
 #include <system_error>
+#include <tuple>
 #include <type_traits>
 #include <variant>
 #include <vector>
@@ -54,7 +55,7 @@ struct Rule {
 };
 Rule any() { return {}; }
 Rule ge(double lo) { return {Rule::kAtLeast, lo, 0, {}}; }                  // >= lo
-Rule gt(double lo) { return {Rule::kAbove, lo, 0, {}}; }                    // > lo
+Rule gt(double lo, double hi = 0) { return {Rule::kAbove, lo, hi, {}}; }    // > lo (<= hi)
 Rule in(double lo, double hi) { return {Rule::kClosed, lo, hi, {}}; }       // [lo, hi]
 Rule below(double lo, double hi) { return {Rule::kHalfOpen, lo, hi, {}}; }  // [lo, hi)
 Rule unit() { return {Rule::kUnit, 0, 1, {}}; }                             // (0, 1]
@@ -64,6 +65,13 @@ Rule words(std::vector<const char*> allowed) { return {Rule::kOneOf, 0, 0, std::
 constexpr int64_t kMaxImageSide = 65535;
 constexpr int64_t kMaxBatchSize = int64_t{1} << 24;
 constexpr int64_t kMaxAccumIter = int64_t{1} << 16;
+// Bounds past which a value passes no real run and fails later without naming its key: loader
+// threads the system refuses, a synthetic set whose labels alone exhaust memory, a learning rate
+// that is no float32 (the optimiser's type), a model no machine holds.
+constexpr int64_t kMaxWorkers = 1024;
+constexpr int64_t kMaxSyntheticImages = 100'000'000;
+constexpr double kMaxLr = std::numeric_limits<float>::max();  // the optimiser's type
+constexpr int64_t kMaxDepth = 1024, kMaxEmbedDim = 65536, kMaxHeads = 4096;
 
 struct Key {
   const char* name;
@@ -112,18 +120,18 @@ const std::vector<Section>& schema() {
         OCL_KEY(data, photometric, words({"none", "byol", "colour", "simclr"})),
         OCL_KEY(data, illumination, in(0, 255)),
         OCL_KEY(data, decode, words({"reduced", "region", "full"})),
-        OCL_KEY(data, workers, ge(1)),
+        OCL_KEY(data, workers, in(1, kMaxWorkers)),
         OCL_KEY(data, prefetch, ge(1)),
         OCL_KEY(data, max_bad_fraction, in(0, 1)),
         OCL_KEY(data, max_image_pixels, ge(1)),
-        OCL_KEY(data, synthetic_train_size, ge(1)),
-        OCL_KEY(data, synthetic_val_size, ge(1)),
+        OCL_KEY(data, synthetic_train_size, in(1, kMaxSyntheticImages)),
+        OCL_KEY(data, synthetic_val_size, in(1, kMaxSyntheticImages)),
         OCL_KEY(data, synthetic_classes, in(10, 64)),
         OCL_KEY(data, synthetic_colours, words({"palette", "random"})),
         OCL_KEY(data, cache_dir, any())}},
       {"optim",
-       {OCL_KEY(optim, name, words({"adamw"})), OCL_KEY(optim, blr, gt(0)),
-        OCL_KEY(optim, lr, ge(0)), OCL_KEY(optim, min_lr, ge(0)),
+       {OCL_KEY(optim, name, words({"adamw"})), OCL_KEY(optim, blr, gt(0, kMaxLr)),
+        OCL_KEY(optim, lr, in(0, kMaxLr)), OCL_KEY(optim, min_lr, in(0, kMaxLr)),
         OCL_KEY(optim, weight_decay, ge(0)), OCL_KEY(optim, beta1, below(0, 1)),
         OCL_KEY(optim, beta2, below(0, 1)), OCL_KEY(optim, eps, gt(0)),
         OCL_KEY(optim, warmup_epochs, ge(0)), OCL_KEY(optim, accum_iter, in(1, kMaxAccumIter)),
@@ -147,8 +155,8 @@ const std::vector<Section>& schema() {
         OCL_KEY(eval, shortcut_knn_gain, ge(0))}},
       {"linprobe",
        {OCL_KEY(linprobe, epochs, ge(1)), OCL_KEY(linprobe, batch_size, in(2, kMaxBatchSize)),
-        OCL_KEY(linprobe, accum_iter, in(1, kMaxAccumIter)), OCL_KEY(linprobe, blr, gt(0)),
-        OCL_KEY(linprobe, lr, ge(0)), OCL_KEY(linprobe, min_lr, ge(0)),
+        OCL_KEY(linprobe, accum_iter, in(1, kMaxAccumIter)), OCL_KEY(linprobe, blr, gt(0, kMaxLr)),
+        OCL_KEY(linprobe, lr, in(0, kMaxLr)), OCL_KEY(linprobe, min_lr, in(0, kMaxLr)),
         OCL_KEY(linprobe, warmup_epochs, ge(0)), OCL_KEY(linprobe, weight_decay, ge(0)),
         OCL_KEY(linprobe, output_dir, any()), OCL_KEY(linprobe, cached_features, any()),
         OCL_KEY(linprobe, save_every, ge(1)), OCL_KEY(linprobe, keep_last, ge(1))}},
@@ -156,9 +164,9 @@ const std::vector<Section>& schema() {
        {OCL_KEY(finetune, epochs, ge(1)),
         OCL_KEY(finetune, batch_size, in(2, kMaxBatchSize)),
         OCL_KEY(finetune, accum_iter, in(1, kMaxAccumIter)),
-        OCL_KEY(finetune, blr, gt(0)),
-        OCL_KEY(finetune, lr, ge(0)),
-        OCL_KEY(finetune, min_lr, ge(0)),
+        OCL_KEY(finetune, blr, gt(0, kMaxLr)),
+        OCL_KEY(finetune, lr, in(0, kMaxLr)),
+        OCL_KEY(finetune, min_lr, in(0, kMaxLr)),
         OCL_KEY(finetune, warmup_epochs, ge(0)),
         OCL_KEY(finetune, weight_decay, ge(0)),
         OCL_KEY(finetune, layer_decay, unit()),
@@ -647,11 +655,13 @@ void validate_model_and_mask(const Config& c) {
     throw Invalid({"model.arch"}, "must be one of " + list + "custom, got '" + m.arch + "'");
   }
   const bool custom = m.arch == "custom";
-  const std::pair<const char*, int64_t> sizes[] = {{"model.patch_size", m.patch_size},
-                                                   {"model.embed_dim", m.embed_dim},
-                                                   {"model.depth", m.depth},
-                                                   {"model.num_heads", m.num_heads}};
-  for (const auto& [path, v] : sizes) {
+  const std::tuple<const char*, int64_t, int64_t> sizes[] = {
+      {"model.patch_size", m.patch_size, kMaxImageSide},
+      {"model.embed_dim", m.embed_dim, kMaxEmbedDim},
+      {"model.depth", m.depth, kMaxDepth},
+      {"model.num_heads", m.num_heads, kMaxHeads}};
+  for (const auto& [path, v, most] : sizes) {
+    require(v <= most, {path}, "must be <= " + std::to_string(most) + ", got " + std::to_string(v));
     if (custom)
       require(v > 0, {path, "model.arch"},
               "must be > 0 with model.arch custom (there is no preset to take it from), got " +
@@ -698,6 +708,10 @@ void check_rule(const std::string& path, const Rule& r, const Ref& ref) {
         } else if constexpr (std::is_same_v<T, double>) {
           if (r.kind == Rule::kAtLeast) at_least(path, *p, r.lo);
           if (r.kind == Rule::kAbove) greater(path, *p, r.lo);
+          if (r.kind == Rule::kAbove && r.hi > r.lo) {
+            require(*p <= r.hi, {path},
+                    "must be <= " + shortest_number(r.hi) + ", got " + shortest_number(*p));
+          }
           if (r.kind == Rule::kClosed) in_range(path, *p, r.lo, r.hi, true);
           if (r.kind == Rule::kHalfOpen) in_range(path, *p, r.lo, r.hi, false);
           if (r.kind == Rule::kUnit) {

@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -17,6 +19,7 @@
 
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 
 namespace ocl::io {
 namespace {
@@ -173,8 +176,63 @@ FileLock::~FileLock() {
   if (fd_ >= 0) ::close(fd_);
 }
 
+namespace {
+
+// The pid holding a flock on the file open as `fd`, from /proc/locks (Linux); -1 if unknown.
+pid_t flock_holder(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return -1;
+  std::ifstream locks("/proc/locks");
+  char file[96];
+  std::snprintf(file, sizeof(file), "%02x:%02x:%llu", major(st.st_dev), minor(st.st_dev),
+                static_cast<unsigned long long>(st.st_ino));
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream fields(line);
+    std::string id, kind, advisory, mode, pid, where;
+    fields >> id >> kind;
+    if (kind == "->") fields >> kind;  // a waiter, listed under the holder
+    fields >> advisory >> mode >> pid >> where;
+    if (kind == "FLOCK" && where == file) {
+      try {
+        return static_cast<pid_t>(std::stol(pid));
+      } catch (const std::exception&) {
+        return -1;
+      }
+    }
+  }
+  return -1;
+}
+
+// "pid 123 (ocl_pretrain)": the holder as the kernel names it.
+std::string process_name(pid_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return "pid " + std::to_string(pid) + (name.empty() ? "" : " (" + name + ")");
+}
+
+// The first line of a lock file's note, printable characters only: it goes into a message.
+std::string printable_first_line(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '\n' || c == '\r') break;
+    out += std::isprint(static_cast<unsigned char>(c)) ? c : '?';
+  }
+  return out;
+}
+
+}  // namespace
+
+// O_NOFOLLOW: a lock file that is a symbolic link is refused, never written through (it could
+// point at any file the user can write). The holder is named from the kernel's lock table; the
+// note in the file is only believed when it names that same pid, since a program other than ocl
+// may hold the lock under an old run's note.
 bool FileLock::acquire(const std::string& path, const std::string& note, std::string* holder) {
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0 && errno == ELOOP) {
+    throw std::runtime_error("the lock file '" + path +
+                             "' is a symbolic link; ocl does not write through one: remove it");
+  }
   if (fd < 0) {
     throw std::runtime_error("cannot open the lock file '" + path +
                              "': " + std::generic_category().message(errno));
@@ -183,7 +241,16 @@ bool FileLock::acquire(const std::string& path, const std::string& note, std::st
     if (holder != nullptr) {
       char text[512];
       const ssize_t n = ::pread(fd, text, sizeof(text) - 1, 0);
-      holder->assign(text, n > 0 ? static_cast<size_t>(n) : 0);
+      const std::string written =
+          printable_first_line(std::string(text, n > 0 ? static_cast<size_t>(n) : 0));
+      const pid_t pid = flock_holder(fd);
+      if (pid <= 0) {
+        *holder = written;
+      } else if (written.find("pid " + std::to_string(pid) + " ") != std::string::npos) {
+        *holder = written;
+      } else {
+        *holder = "held by " + process_name(pid);
+      }
     }
     ::close(fd);
     return false;

@@ -286,6 +286,7 @@ torch::Tensor empty_for(const Entry& e) {
 class Fd {
  public:
   explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   ~Fd() {
@@ -343,10 +344,20 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
   return file;
 }
 
-SafetensorsFile read_safetensors(const std::string& path) {
+namespace {
+
+// The opened file and its checked header (the data area's layout included, not its bytes).
+struct OpenedFile {
+  Fd fd;
+  uint64_t header_length = 0;
+  Header header;
+};
+
+OpenedFile open_safetensors(const std::string& path) {
   // O_NONBLOCK: a FIFO given by mistake is refused below instead of blocking the open forever
   // (it does not change reads of a regular file).
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+  OpenedFile f{Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK))};
+  const Fd& fd = f.fd;
   TORCH_CHECK(fd.get() >= 0, "safetensors: cannot open '", path, "': ", os_error(errno));
   struct stat st {};
   TORCH_CHECK(::fstat(fd.get(), &st) == 0, "safetensors: cannot stat '", path,
@@ -361,7 +372,26 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const uint64_t n = checked_header_length(first8, size, path);
   std::string text(n, '\0');
   read_exact(fd.get(), reinterpret_cast<uint8_t*>(text.data()), n, 8, path);
-  Header h = parse_header(text.data(), n, size - 8 - n, path);
+  f.header_length = n;
+  f.header = parse_header(text.data(), n, size - 8 - n, path);
+  return f;
+}
+
+}  // namespace
+
+SafetensorsHeader read_safetensors_header(const std::string& path) {
+  auto f = open_safetensors(path);
+  SafetensorsHeader header;
+  header.metadata = std::move(f.header.metadata);
+  for (const auto& e : f.header.entries) header.names.push_back(e.name);
+  return header;
+}
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  auto f = open_safetensors(path);
+  const Fd& fd = f.fd;
+  const uint64_t n = f.header_length;
+  Header& h = f.header;
 
   SafetensorsFile file;
   file.metadata = std::move(h.metadata);

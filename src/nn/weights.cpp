@@ -103,10 +103,17 @@ namespace {
 void check_input_norm(const io::Metadata& metadata, const VisionTransformerOptions& model,
                       const std::string& path) {
   const auto it = metadata.find(kInputNormKey);
-  const std::string file_norm = it == metadata.end() ? "none" : it->second;
+  const bool recorded = it != metadata.end();
+  const std::string file_norm = recorded ? it->second : "none";
+  TORCH_CHECK(file_norm == "none" || file_norm == "patch", "encoder weights '", path,
+              "' have a damaged header: ", kInputNormKey, " is '", file_norm,
+              "', which is no input normalisation ocl knows (none, patch)");
   const std::string model_norm = input_norm_name(model.input_norm());
-  TORCH_CHECK(file_norm == model_norm, "encoder weights '", path,
-              "' were trained with model.input_norm: ", file_norm,
+  TORCH_CHECK(file_norm == model_norm, "encoder weights '", path, "' ",
+              recorded ? "were trained with model.input_norm: " + file_norm
+                       : std::string("record no ") + kInputNormKey +
+                             " (taken as none: timm, MAE "
+                             "and converted weights)",
               ", but the model is configured with model.input_norm: ", model_norm,
               " (set the config's model.input_norm to ", file_norm,
               ": the encoder's features depend on it)");

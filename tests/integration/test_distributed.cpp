@@ -387,6 +387,37 @@ TEST(Distributed, DuplicateRankIsNamedAndTheOthersTrain) {
   }
 }
 
+// Two processes started as rank 0 of one launch on one folder (and no rank 1): the second names
+// the duplicated RANK instead of only a folder in use, and calls the rendezvous off, so the first
+// stops at once instead of waiting out dist.timeout_s.
+TEST(Distributed, TwoRankZeroProcessesOnOneFolderBothStopAtOnce) {
+  const auto dir = make_dir("two_rank0");
+  const auto config = write_tiny_config(dir);
+  const auto args = run_args(config, dir + "/run", {"dist.timeout_s=120"});
+  const int port = ocl::distributed::free_tcp_port();
+  const auto start = Clock::now();
+  const pid_t first = spawn_rank(0, 2, port, args, dir + "/first.log");
+  // The first holds the folder and waits for rank 1 at the rendezvous.
+  while (read_file(dir + "/first.log").find("waiting for all 2 processes") == std::string::npos) {
+    ASSERT_LT(std::chrono::duration<double>(Clock::now() - start).count(), 60)
+        << read_file(dir + "/first.log");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const pid_t second = spawn_rank(0, 2, port, args, dir + "/second.log");
+  const auto second_at = Clock::now();
+  EXPECT_EQ(wait_for(second, 60), 1);
+  EXPECT_EQ(wait_for(first, 60), 1);
+  const double took = std::chrono::duration<double>(Clock::now() - second_at).count();
+  EXPECT_LT(took, 20) << "the first rank 0 waited for its timeout";
+  const std::string second_log = read_file(dir + "/second.log");
+  const std::string first_log = read_file(dir + "/first.log");
+  EXPECT_NE(second_log.find("RANK=0 was given to two processes of one launch"), std::string::npos)
+      << second_log;
+  EXPECT_NE(first_log.find("the rendezvous was called off: RANK=0 was given to two processes"),
+            std::string::npos)
+      << first_log;
+}
+
 // A MASTER_ADDR that does not resolve is named at once, not after the whole timeout.
 TEST(Distributed, UnresolvableMasterAddressIsNamedAtOnce) {
   const auto dir = make_dir("noaddr");

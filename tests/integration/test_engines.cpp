@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <chrono>
+#include <map>
 #include <ostream>
 #include <string>
 #include <thread>
@@ -17,6 +18,7 @@
 #include <torch/torch.h>
 
 #include <ocl/io/checkpoint.h>
+#include <ocl/io/files.h>
 #include <ocl/io/safetensors.h>
 
 namespace {
@@ -63,33 +65,39 @@ std::vector<EngineCase> engines() {
   return out;
 }
 
+// The app's command line at tiny sizes: 2 epochs of `train_images` / (batch · processes) steps,
+// its output in `folder`.
+std::vector<std::string> tiny_args(const EngineCase& e, const std::string& folder,
+                                   int64_t train_images, int64_t batch) {
+  const std::string output_key =
+      e.section == "train" ? "train.output_dir" : e.section + ".output_dir";
+  std::vector<std::string> args = {"--config",
+                                   std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml"};
+  for (const std::string& kv : std::vector<std::string>{
+           "model.img_size=16", "model.patch_size=4", "model.embed_dim=32", "model.depth=1",
+           "model.num_heads=2", "data.workers=1", "train.threads=1", "log.every=1",
+           "log.progress=lines", "data.synthetic_val_size=13",
+           "data.synthetic_train_size=" + std::to_string(train_images),
+           e.section + ".batch_size=" + std::to_string(batch), e.section + ".epochs=2",
+           output_key + "=" + folder}) {
+    args.insert(args.end(), {"--set", kv});
+  }
+  args.insert(args.end(), e.extra.begin(), e.extra.end());
+  return args;
+}
+
 class EveryEngine : public ::testing::TestWithParam<EngineCase> {
  protected:
   void SetUp() override { dir_ = ocl::test::make_temp_dir("ocl_engines_" + GetParam().name + "_"); }
 
   std::string out(const std::string& name) const { return dir_ + "/" + name; }
 
-  // The app at tiny sizes: 2 epochs of `train_images` / (batch · processes) steps, its output
-  // in out(folder); starts it and returns its pid.
+  // The app at tiny sizes (tiny_args), its output in out(folder); starts it, returns its pid.
   pid_t start(const std::string& log, const std::string& folder, int64_t train_images,
               int64_t batch, const std::vector<std::string>& extra) const {
-    const auto& e = GetParam();
-    const std::string output_key =
-        e.section == "train" ? "train.output_dir" : e.section + ".output_dir";
-    std::vector<std::string> args = {"--config",
-                                     std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml"};
-    for (const std::string& kv : std::vector<std::string>{
-             "model.img_size=16", "model.patch_size=4", "model.embed_dim=32", "model.depth=1",
-             "model.num_heads=2", "data.workers=1", "train.threads=1", "log.every=1",
-             "log.progress=lines", "data.synthetic_val_size=13",
-             "data.synthetic_train_size=" + std::to_string(train_images),
-             e.section + ".batch_size=" + std::to_string(batch), e.section + ".epochs=2",
-             output_key + "=" + out(folder)}) {
-      args.insert(args.end(), {"--set", kv});
-    }
-    args.insert(args.end(), e.extra.begin(), e.extra.end());
+    auto args = tiny_args(GetParam(), out(folder), train_images, batch);
     args.insert(args.end(), extra.begin(), extra.end());
-    return ocl_test::spawn(e.exe, args, {}, out(log + ".log"), kLaunchVars);
+    return ocl_test::spawn(GetParam().exe, args, {}, out(log + ".log"), kLaunchVars);
   }
   int run(const std::string& log, const std::string& folder, const std::vector<std::string>& extra,
           int64_t batch = 8) const {
@@ -133,6 +141,16 @@ TEST_P(EveryEngine, StopAfterStepsCountsThisRunsStepsAndResumesExactly) {
   EXPECT_EQ(count_of(metrics, "\"type\":\"" + records + "epoch\""), 2) << metrics;
 }
 
+// --resume with --overwrite: refused on the command line (exit 2) naming both, before anything
+// is written, instead of one of them being ignored.
+TEST_P(EveryEngine, ResumeWithOverwriteIsRefusedNamingBoth) {
+  EXPECT_EQ(run("both", "both", {"--resume", "auto", "--overwrite"}), 2)
+      << read_file(out("both.log"));
+  const std::string log = read_file(out("both.log"));
+  EXPECT_NE(log.find("--resume excludes --overwrite"), std::string::npos) << log;
+  EXPECT_FALSE(ocl::io::path_exists(out("both")));
+}
+
 // SIGTERM mid-epoch: the step in progress finishes, a checkpoint is written, the exit code is 0.
 TEST_P(EveryEngine, SigtermWritesACheckpointAndExitsZero) {
   const pid_t pid = start("run", "run", 4096, 8, {});
@@ -167,6 +185,46 @@ TEST_P(EveryEngine, ACheckpointOfTwoProcessesResumesInOneByImagesSeen) {
   EXPECT_EQ(
       ocl::io::load_checkpoint(out("run") + "/checkpoint-last", GetParam().model_file).state.epoch,
       2);
+}
+
+// Each app given another app's checkpoint to resume: one line naming the checkpoint's kind and
+// the app that resumes it, exit 1, and no output folder made (it used to end in a dump of keys
+// after creating the folder, its lock, config and log).
+TEST(Engines, AnotherAppsCheckpointIsRefusedNamingItsKind) {
+  const auto dir = ocl::test::make_temp_dir("ocl_engines_kind_");
+  const std::map<std::string, std::string> kinds = {
+      {"pretrain", "pre-training"}, {"finetune", "fine-tuning"}, {"linprobe", "linear probe"}};
+  const auto all = engines();
+  auto command = [](const EngineCase& e, const std::string& folder) {
+    return tiny_args(e, folder, 32, 8);
+  };
+  for (const auto& from : all) {
+    auto args = command(from, dir + "/" + from.name);
+    args.insert(args.end(), {"--stop-after-steps", "1"});
+    ASSERT_EQ(
+        ocl_test::wait_for(
+            ocl_test::spawn(from.exe, args, {}, dir + "/" + from.name + ".log", kLaunchVars), 120),
+        0)
+        << read_file(dir + "/" + from.name + ".log");
+  }
+  for (const auto& from : all) {
+    for (const auto& to : all) {
+      if (from.name == to.name) continue;
+      const std::string folder = dir + "/" + from.name + "_into_" + to.name;
+      auto args = command(to, folder);
+      args.insert(args.end(), {"--resume", dir + "/" + from.name + "/checkpoint-last"});
+      const std::string log = folder + ".log";
+      EXPECT_EQ(ocl_test::wait_for(ocl_test::spawn(to.exe, args, {}, log, kLaunchVars), 120), 1)
+          << read_file(log);
+      const std::string text = read_file(log);
+      EXPECT_NE(text.find("is a " + kinds.at(from.name) + " checkpoint and ocl_" + to.name +
+                          " resumes " + kinds.at(to.name) + " checkpoints"),
+                std::string::npos)
+          << text;
+      EXPECT_NE(text.find("nothing was written"), std::string::npos) << text;
+      EXPECT_FALSE(ocl::io::path_exists(folder)) << from.name << " into " << to.name;
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Apps, EveryEngine, ::testing::ValuesIn(engines()),

@@ -97,6 +97,28 @@ TEST(OclKnn, MissingWeightsFileIsNamed) {
       << read_file(dir + "/bad.log");
 }
 
+// --save-features into a folder that does not exist: refused before any extraction, naming the
+// folder (it used to fail only after every feature had been extracted, and print no figure).
+TEST(OclKnn, SaveFeaturesIntoAMissingFolderIsRefusedFirst) {
+  const auto dir = make_dir("knn_dest");
+  const std::vector<std::string> args = {
+      "--config",        std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
+      "--weights",       "none",
+      "--train-size",    "37",
+      "--val-size",      "13",
+      "--set",           "data.workers=1",
+      "--save-features", dir + "/no/such/folder/features.safetensors"};
+  const pid_t pid = ocl_test::spawn(OCL_KNN_EXE, args, {}, dir + "/knn.log", kLaunchVars);
+  EXPECT_EQ(ocl_test::wait_for(pid, 120), 1);
+  const std::string log = read_file(dir + "/knn.log");
+  EXPECT_NE(log.find("there is no folder '" + dir +
+                     "/no/such/folder' (make it first); nothing "
+                     "was extracted"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(log.find("features:"), std::string::npos) << log;
+}
+
 // model.input_norm end to end: a pre-training run records it in its encoder.safetensors, an
 // evaluation configured alike loads the weights, one configured without it is refused naming
 // the key (its features would be silently wrong).

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -12,11 +13,13 @@
 
 #include "test_util.h"
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 
 #include <ocl/io/checkpoint.h>
+#include <ocl/io/safetensors.h>
 
 namespace {
 
@@ -145,6 +148,56 @@ TEST(Checkpoint, DamagedPartsGiveClearErrors) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("checkpoint-0099"), std::string::npos);
   }
+}
+
+// One NaN in AdamW's moments (written by hand into a checkpoint) is refused on load naming the
+// tensor; a model or moments that are not finite are never written as a checkpoint, and the
+// older checkpoints stay (keep_last prunes nothing).
+TEST(Checkpoint, NonFiniteWeightsOrOptimiserStateAreNeitherLoadedNorWritten) {
+  const auto dir = make_temp_dir();
+  ocl::io::TensorMap trainer = {{"optim.norm.weight.exp_avg", torch::zeros({16})},
+                                {"finetune.last_top5", torch::full({}, NAN, torch::kFloat64)}};
+  const auto good =
+      ocl::io::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), trainer, "", 1);
+  EXPECT_NO_THROW(ocl::io::load_checkpoint(good));  // a NaN figure is not a weight
+
+  auto nan_state = trainer;
+  nan_state["optim.norm.weight.exp_avg"] = torch::zeros({16}).index_put_({3}, NAN);
+  OCL_EXPECT_THROW_WITH(
+      ocl::io::save_checkpoint(dir, state_at(2, 0, 20), encoder_of(1.f), nan_state, "", 1),
+      "not writing " + dir +
+          "/checkpoint-0002 (the checkpoints before it are "
+          "kept): tensor 'optim.norm.weight.exp_avg' holds NaN or infinity");
+  OCL_EXPECT_THROW_WITH(
+      ocl::io::save_checkpoint(dir, state_at(2, 0, 20), encoder_of(INFINITY), trainer, "", 1),
+      "tensor 'cls_token' holds NaN or infinity");
+  EXPECT_FALSE(exists(dir + "/checkpoint-0002"));
+  EXPECT_EQ(ocl::io::latest_checkpoint(dir), good);
+
+  // As an earlier version's checkpoint (no checksums in state.json) would hold it.
+  ocl::io::write_safetensors(good + "/trainer.safetensors", nan_state);
+  auto state = nlohmann::json::parse(ocl::test::read_file(good + "/state.json"));
+  state.erase("files");
+  std::ofstream(good + "/state.json") << state.dump();
+  OCL_EXPECT_THROW_WITH(ocl::io::load_checkpoint(good),
+                        "trainer.safetensors' (the run had diverged when it was written, or the "
+                        "file is damaged): tensor 'optim.norm.weight.exp_avg' holds NaN");
+}
+
+// A bit flipped on disk that leaves every value finite: state.json's CRC-32 of the file names it
+// (it used to resume silently).
+TEST(Checkpoint, AFlippedBitIsCaughtByTheRecordedChecksum) {
+  const auto dir = make_temp_dir();
+  const auto path = ocl::io::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
+  EXPECT_NO_THROW(ocl::io::load_checkpoint(path));
+  const std::string enc = path + "/encoder.safetensors";
+  std::string bytes = ocl::test::read_file(enc);
+  bytes[bytes.size() - 3] ^= 0x01;  // a mantissa bit of the last weight: 1.0 becomes 1.00003
+  std::ofstream(enc, std::ios::binary) << bytes;
+  ASSERT_TRUE(
+      ocl::io::read_safetensors(enc).tensors.at("norm.weight").isfinite().all().item<bool>());
+  OCL_EXPECT_THROW_WITH(ocl::io::load_checkpoint(path),
+                        "encoder.safetensors' does not match the CRC-32 state.json recorded");
 }
 
 // state.json holds whole numbers in range, or the checkpoint is refused by name: nlohmann's

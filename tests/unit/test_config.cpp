@@ -210,7 +210,19 @@ TEST(Config, OutOfRangeValuesNameThePathTheValueAndTheRange) {
       "model: {img_size: 1099511627776, patch_size: 1, arch: custom, embed_dim: 64, "
       "depth: 1, num_heads: 1}",
       "model.img_size: must be in [1, 65535], got 1099511627776");
-  EXPECT_ERROR("data: {workers: 0}", "data.workers: must be >= 1, got 0");
+  EXPECT_ERROR("data: {workers: 0}", "data.workers: must be in [1, 1024], got 0");
+  // Values that used to pass and then fail far from their key (issue 30): a million loader
+  // threads ("Resource temporarily unavailable"), 7 GB of blocks, a synthetic set whose labels
+  // exhaust memory, a learning rate that is no float32.
+  EXPECT_ERROR("data: {workers: 1000000}", "data.workers: must be in [1, 1024], got 1000000");
+  EXPECT_ERROR("model: {depth: 100000}", "model.depth: must be <= 1024, got 100000");
+  EXPECT_ERROR("model: {embed_dim: 1048576}", "model.embed_dim: must be <= 65536, got 1048576");
+  EXPECT_ERROR("data: {synthetic_train_size: 1.0e14}", "data.synthetic_train_size: ");
+  EXPECT_ERROR("data: {synthetic_train_size: 100000000000000}",
+               "data.synthetic_train_size: must be in [1, 100000000], got 100000000000000");
+  EXPECT_ERROR("optim: {lr: 1.0e39}",
+               "optim.lr: must be in [0, 3.4028234663852886e+38], got 1e+39");
+  EXPECT_ERROR("finetune: {blr: 1.0e39}", "finetune.blr: must be <= 3.4028234663852886e+38");
   EXPECT_ERROR("loss: {kappa: 0}", "loss.kappa: must be > 0, got 0");
   EXPECT_ERROR("loss: {kappa: .inf}", "loss.kappa: must be > 0, got .inf");
   EXPECT_ERROR("optim: {beta2: 1}", "optim.beta2: must be in [0, 1), got 1");

@@ -21,6 +21,7 @@
 #include <set>
 #include <thread>
 
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -677,8 +678,7 @@ struct Tree {
                 }));
     write_bytes(r / "ant" / "zero.jpg", {});
     write_bytes(r / "ant" / "garbage.jpg", std::vector<uint8_t>(300, 0x5a));
-    // An empty class folder, a hidden folder and a stray file at the root: none is a class.
-    fs::create_directories(r / "empty");
+    // A hidden folder and a stray file at the root: neither is a class.
     write_bytes(r / ".git" / "x.png", png(3, 2, 2, 8, rgb8));
     write_bytes(r / "README.png", png(3, 2, 2, 8, rgb8));
     age_folders();
@@ -703,6 +703,25 @@ int64_t find(const ImageFolderDataset& ds, const std::string& file) {
 }
 }  // namespace
 
+// A class that only one split has (its folder unreadable, or missing, in the other): refused
+// naming it, before labels that shift would be compared with each other.
+TEST(ImageFolder, SplitsWithDifferentClassesAreRefusedNamingThem) {
+  TempDir dir;
+  for (const char* c : {"ant", "bee", "cat"}) {
+    write_bytes(dir.path() + "/train/" + c + "/x.bmp", bmp(1, 1, {1, 2, 3}));
+    if (std::string(c) != "bee")
+      write_bytes(dir.path() + "/val/" + c + "/x.bmp", bmp(1, 1, {1, 2, 3}));
+  }
+  ImageFolderOptions no_cache;
+  no_cache.use_cache = false;
+  const ImageFolderDataset train(dir.path() + "/train", no_cache),
+      val(dir.path() + "/val", no_cache);
+  OCL_EXPECT_THROW_WITH(ocl::data::require_same_classes(train, val),
+                        "the training and validation splits have different classes (3 and 2): "
+                        "only in training 'bee'; only in validation none");
+  ocl::data::require_same_classes(train, train);
+}
+
 TEST(ImageFolder, ClassesFilesAndLabels) {
   Tree tree;
   ImageFolderOptions no_cache;
@@ -721,7 +740,13 @@ TEST(ImageFolder, ClassesFilesAndLabels) {
   EXPECT_FALSE(fs::exists(tree.root() + "/.ocl-filelist.txt"));
   EXPECT_THROW(ds.file(ds.size()), std::out_of_range);
   EXPECT_THROW(ImageFolderDataset(tree.dir.path() + "/missing"), std::runtime_error);
-  EXPECT_THROW(ImageFolderDataset(tree.root() + "/empty"), std::runtime_error);
+  EXPECT_THROW(ImageFolderDataset(tree.root() + "/cat/sub"), std::runtime_error);  // no class
+  // An empty class folder is refused naming it, as torchvision does: the labels after it would
+  // shift against a split that has the class.
+  fs::create_directories(tree.root() + "/bee");
+  OCL_EXPECT_THROW_WITH(ImageFolderDataset(tree.root(), no_cache),
+                        "the class folder 'bee' under '" + tree.root() + "' hold no image");
+  fs::remove(tree.root() + "/bee");
   EXPECT_TRUE(has_image_extension("x.JPEG"));
   EXPECT_TRUE(has_image_extension("x.webp"));
   EXPECT_FALSE(has_image_extension("x.txt"));
@@ -1010,23 +1035,12 @@ TEST(ImageFolder, FileListCacheIsWrittenReusedAndRebuilt) {
   EXPECT_EQ(third.size(), first.size() + 1);
   EXPECT_EQ(third.file(third.size() - 1), "cat/sub/new.bmp");
 
-  // The empty class folder gets an image: it becomes a class (its mtime was recorded too).
-  tree.age_folders();
-  ImageFolderDataset fourth(tree.root(), o);
-  EXPECT_FALSE(fourth.loaded_from_cache());  // ageing the folders changed their mtimes
-  ImageFolderDataset fifth(tree.root(), o);
-  EXPECT_TRUE(fifth.loaded_from_cache());
-  write_bytes(tree.root() + "/empty/x.bmp", bmp(1, 1, {1, 2, 3}));
-  ImageFolderDataset sixth(tree.root(), o);
-  EXPECT_FALSE(sixth.loaded_from_cache());
-  EXPECT_EQ(sixth.class_names(), (std::vector<std::string>{"ant", "cat", "empty"}));
-
   // A new class folder changes root's listing.
   tree.age_folders();
   ImageFolderDataset(tree.root(), o);
   EXPECT_TRUE(ImageFolderDataset(tree.root(), o).loaded_from_cache());
   write_bytes(tree.root() + "/dog/d.bmp", bmp(1, 1, {1, 2, 3}));
-  EXPECT_EQ(ImageFolderDataset(tree.root(), o).num_classes(), 4);
+  EXPECT_EQ(ImageFolderDataset(tree.root(), o).num_classes(), 3);
 
   // An unwritable location means no cache, not an error.
   o.cache_path = tree.dir.path() + "/no/such/folder/list.txt";
@@ -1037,7 +1051,7 @@ TEST(ImageFolder, FileListCacheIsWrittenReusedAndRebuilt) {
   // The default location is inside root, hidden, so it is never taken for a class or an image.
   ImageFolderDataset(tree.root(), ImageFolderOptions{});
   EXPECT_TRUE(fs::exists(tree.root() + "/.ocl-filelist.txt"));
-  EXPECT_EQ(ImageFolderDataset(tree.root(), ImageFolderOptions{}).num_classes(), 4);
+  EXPECT_EQ(ImageFolderDataset(tree.root(), ImageFolderOptions{}).num_classes(), 3);
 }
 
 // ---------------------------------------------------------------------------------------------

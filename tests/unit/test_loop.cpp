@@ -2,7 +2,11 @@
 // a linear regression on 24 fixed rows. What every engine inherits is checked here once: a stop
 // after N steps of this run and its exact resume, a stop at an epoch's last step, the log and
 // epoch records, the non-finite policy, and a training set too small for one step.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <fstream>
 #include <limits>
 #include <map>
 #include <sstream>
@@ -12,11 +16,13 @@
 #include "test_util.h"
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <torch/torch.h>
 
 #include <ocl/engine/loop.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/engine/run.h>
+#include <ocl/io/files.h>
 #include <ocl/io/state_dict.h>
 
 namespace {
@@ -226,6 +232,42 @@ TEST(RunContext, AFolderInUseByAnotherRunIsRefused) {
   OCL_EXPECT_THROW_WITH(ToyRun(dir, {}), "is in use by another run (toy pid ");
 }
 
+// A lock file that is a symbolic link is refused, and the file it points to is left as it was.
+TEST(FileLock, ASymbolicLinkIsRefusedAndItsTargetUntouched) {
+  const auto dir = ocl::test::make_temp_dir("ocl_lock_link_");
+  std::ofstream(dir + "/precious.txt") << "precious\n";
+  ASSERT_EQ(::symlink((dir + "/precious.txt").c_str(), (dir + "/.lock").c_str()), 0);
+  ocl::io::FileLock lock;
+  std::string holder;
+  OCL_EXPECT_THROW_WITH(lock.acquire(dir + "/.lock", "toy pid 1 on host", &holder),
+                        "is a symbolic link; ocl does not write through one");
+  EXPECT_EQ(ocl::test::read_file(dir + "/precious.txt"), "precious\n");
+}
+
+// Another program holding the lock under an old run's note is named by the kernel's lock table,
+// not by the note, and on one line; ocl's own note is believed when it names the holder's pid.
+TEST(FileLock, TheHolderIsNamedByTheKernelNotByAStaleNote) {
+  const auto dir = ocl::test::make_temp_dir("ocl_lock_holder_");
+  const std::string path = dir + "/.lock";
+  std::ofstream(path) << "ocl_pretrain pid 1 on old-host\nspliced into the message";
+  const int other = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(other, 0);
+  ASSERT_EQ(::flock(other, LOCK_EX), 0);
+  ocl::io::FileLock lock;
+  std::string holder;
+  EXPECT_FALSE(lock.acquire(path, "toy pid 2 on host", &holder));
+  EXPECT_EQ(holder.find('\n'), std::string::npos) << holder;
+  EXPECT_EQ(holder.find("old-host"), std::string::npos) << holder;
+  EXPECT_EQ(holder.rfind("held by pid " + std::to_string(::getpid()), 0), 0u) << holder;
+  ::close(other);
+
+  const std::string note = "toy pid " + std::to_string(::getpid()) + " on host";
+  ocl::io::FileLock first, second;
+  ASSERT_TRUE(first.acquire(path, note, &holder));
+  EXPECT_FALSE(second.acquire(path, "toy pid 3 on host", &holder));
+  EXPECT_EQ(holder, note);
+}
+
 // A checkpoint that cannot continue under the config (another seed, other model sizes) is
 // refused with the values named, before anything in the folder is written.
 TEST(RunContext, AResumeThatCannotContinueIsRefusedTouchingNothing) {
@@ -241,10 +283,50 @@ TEST(RunContext, AResumeThatCannotContinueIsRefusedTouchingNothing) {
                         "was trained with train.seed 3 and this config has 9");
   OCL_EXPECT_THROW_WITH(ToyRun(dir, resume, {"train.seed=3", "model.img_size=112"}),
                         "was trained with model.img_size 224 (the config asks for 112)");
+  OCL_EXPECT_THROW_WITH(ToyRun(dir, resume, {"train.seed=3", "model.input_norm=patch"}),
+                        "was trained with model.input_norm none (eps 0.25) and the config asks "
+                        "for patch (eps 0.25)");
   EXPECT_EQ(ocl::test::read_file(dir + "/config.yaml"), config_before);
   EXPECT_EQ(ocl::test::read_file(dir + "/train.log"), log_before);
   ToyRun resumed(dir, resume, {"train.seed=3"});
   EXPECT_EQ(resumed.run->state().global_step, 2);
+}
+
+// A resume with nothing left to do writes nothing: config.yaml stays the one the checkpoints
+// were trained with, and no metrics record or event file is added.
+TEST(RunContext, AResumeWithNothingToDoWritesNothing) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_nothing_");
+  ToyRun(dir, {}).loop->run();
+  const auto config_before = ocl::test::read_file(dir + "/config.yaml");
+  const auto metrics_before = ocl::test::read_file(dir + "/metrics.jsonl");
+  const auto files_before = ocl::io::list_dir(dir);
+  ASSERT_FALSE(config_before.empty());
+  RunOptions resume;
+  resume.resume = "auto";
+  ToyRun again(dir, resume, {"log.every=2"});
+  again.loop->run();
+  EXPECT_EQ(ocl::test::read_file(dir + "/config.yaml"), config_before);
+  EXPECT_EQ(ocl::test::read_file(dir + "/metrics.jsonl"), metrics_before);
+  EXPECT_EQ(ocl::io::list_dir(dir), files_before);
+}
+
+// The newest checkpoint truncated: --resume auto is refused naming the damage and the older
+// checkpoint beside it that reads whole, with the flag to resume from it; that one resumes.
+TEST(RunContext, ADamagedCheckpointPointsToTheOlderCompleteOne) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_damaged_");
+  ToyRun(dir, {}).loop->run();  // 3 epochs, a checkpoint after each
+  const std::string newest = dir + "/checkpoint-0003";
+  ASSERT_EQ(ocl::io::latest_checkpoint(dir), newest);
+  ASSERT_EQ(::truncate((newest + "/encoder.safetensors").c_str(), 20), 0);
+  RunOptions resume;
+  resume.resume = "auto";
+  OCL_EXPECT_THROW_WITH(ToyRun(dir, resume), "the older checkpoint " + dir +
+                                                 "/checkpoint-0002 reads whole: resume from it "
+                                                 "with --resume " +
+                                                 dir + "/checkpoint-0002");
+  resume.resume = dir + "/checkpoint-0002";
+  ToyRun older(dir, resume);
+  EXPECT_EQ(older.run->state().epoch, 2);
 }
 
 TEST(MetricsLog, AFullDiskStopsTheRunWithoutATornRecord) {

@@ -117,8 +117,8 @@ TEST(EncoderWeights, TheFilesInputNormMustBeTheModels) {
   auto standardising = trained(patch, 13);
   const auto standardising_before = snapshot(standardising);
   OCL_EXPECT_THROW_WITH(load_encoder_weights(standardising, unrecorded),
-                        "were trained with model.input_norm: none, but the model is configured "
-                        "with model.input_norm: patch");
+                        "record no ocl.input_norm (taken as none: timm, MAE and converted "
+                        "weights), but the model is configured with model.input_norm: patch");
   EXPECT_TRUE(holds(standardising, standardising_before));
 
   auto other_eps = VisionTransformer(tiny().input_norm(InputNorm::Patch).input_norm_eps(0.5));
@@ -130,6 +130,12 @@ TEST(EncoderWeights, TheFilesInputNormMustBeTheModels) {
   ocl::io::write_safetensors(damaged, ocl::io::state_dict(*source), {{"ocl.input_norm", "patch"}});
   auto reader = VisionTransformer(patch);
   OCL_EXPECT_THROW_WITH(load_encoder_weights(reader, damaged), "without its ocl.input_norm_eps");
+  // A value no version of ocl writes is a damaged header, not advice to configure it.
+  const std::string bogus = make_temp_dir() + "/bogus.safetensors";
+  ocl::io::write_safetensors(bogus, ocl::io::state_dict(*source), {{"ocl.input_norm", "bogus"}});
+  OCL_EXPECT_THROW_WITH(load_encoder_weights(reader, bogus),
+                        "have a damaged header: ocl.input_norm is 'bogus', which is no input "
+                        "normalisation ocl knows (none, patch)");
 }
 
 TEST(EncoderWeights, UnknownKeyThrowsNamingItAndChangesNothing) {

@@ -46,6 +46,12 @@ struct CommunicatorOptions {
 /// Whether this LibTorch build has the c10d backend ("gloo", "nccl").
 bool backend_available(const std::string& backend);
 
+/// Calls off the rendezvous of `launch` (its store at MASTER_ADDR:MASTER_PORT) with `reason`:
+/// every rank still waiting for the others stops at once with it, instead of at dist.timeout_s.
+/// For a process that finds the run cannot start, such as a second process started as rank 0.
+/// Does nothing when no store answers within a few seconds.
+void abort_rendezvous(const LaunchInfo& launch, const std::string& reason);
+
 /// A finished or pending collective. wait() blocks until it is done (NCCL: until the current
 /// stream is ordered after it) and throws CollectiveError if it failed.
 class PendingCollective {

@@ -1,9 +1,9 @@
 // The run every training engine stands on (pre-training, fine-tuning, the linear probe; start
 // here when adding one): the output folder and the choice to resume it, start it again or refuse
 // it; this rank's logger and status line; the device, precision, threads and the connection to
-// the other ranks (engine/startup.h); config.yaml, metrics.jsonl and the TensorBoard event file;
-// the checkpoint to resume from and where its epoch continues under this run's layout, agreed by
-// every rank; the checkpoints it writes. Engines and the loop see it through the methods of
+// the other ranks (distributed/process.h); config.yaml, metrics.jsonl and the TensorBoard event
+// file; the checkpoint to resume from and where its epoch continues under this run's layout, agreed
+// by every rank; the checkpoints it writes. Engines and the loop see it through the methods of
 // RunContext, not its members. The loop that trains on it is engine/loop.h; what is an engine's
 // own (its model, the forward of a micro-batch, its evaluation, what its checkpoint holds) stays
 // in the engine.
@@ -27,7 +27,7 @@
 #include "ocl/data/loader.h"
 #include "ocl/distributed/communicator.h"
 #include "ocl/distributed/launch.h"
-#include "ocl/engine/startup.h"
+#include "ocl/distributed/process.h"
 #include "ocl/io/checkpoint.h"
 #include "ocl/io/config.h"
 #include "ocl/io/console.h"
@@ -36,6 +36,11 @@
 #include "ocl/io/metrics_log.h"
 
 namespace ocl::engine {
+
+/// Seconds on the monotonic clock since `start`.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 /// The images one optimiser step takes: a run layout (processes × batch × accumulation).
 struct StepLayout {
@@ -124,6 +129,10 @@ struct RunSpec {
   std::string config_yaml;  // config.yaml, written by rank 0
   /// The checkpoints' model file (kEncoderFile, or the probe's head.safetensors).
   std::string model_file = io::kEncoderFile;
+  /// The kind of run, which its checkpoints are recognised by: "pre-training", "fine-tuning"
+  /// (its encoder holds a classifier head) or "linear probe" (head.safetensors, no encoder).
+  /// A checkpoint of another kind is refused naming it and the app that resumes it.
+  std::string kind = "pre-training";
   /// Files of the run besides its checkpoints and metrics.jsonl that --overwrite removes.
   std::vector<std::string> own_files;
   /// The engine's preconditions on the checkpoint to resume from ("" = none), checked before
@@ -156,9 +165,10 @@ class RunContext {
  public:
   /// Resolves the checkpoint to resume from; refuses an output folder holding another run (a
   /// different config.yaml, or checkpoints) unless resuming or --overwrite; makes the logger,
-  /// writes config.yaml, sets the device, precision, TF32 and threads, connects the ranks and
-  /// reads the checkpoint (warning when its config differs). Nothing is written by an
-  /// eval-only run or by ranks other than 0.
+  /// sets the device, precision, TF32 and threads, connects the ranks and reads the checkpoint
+  /// (warning when its config differs; refusing one that is damaged, of another seed, model
+  /// size or input standardisation, and naming an older checkpoint that reads whole). Nothing is
+  /// written by an eval-only run or by ranks other than 0.
   RunContext(const io::Config& config, RunOptions options, RunSpec spec);
   ~RunContext();
   RunContext(const RunContext&) = delete;
@@ -168,10 +178,10 @@ class RunContext {
   /// starts at zero with train.seed; a resumed one continues where the checkpoint stopped, its
   /// epoch position converted to this run's layout (resume_step_in_epoch; `layout_of` gives
   /// the layout of the checkpoint's config), in the next epoch when this config's epochs are
-  /// shorter. Opens metrics.jsonl (a resumed run keeps the records up to its step) and the
-  /// TensorBoard event file (a resumed run's begins with SessionLog START at its next step, so
-  /// that TensorBoard drops what the interrupted run wrote after its checkpoint), checks
-  /// that every rank is at the same place, and frees the checkpoint's tensors.
+  /// shorter. Checks that every rank is at the same place, and frees the checkpoint's tensors.
+  /// What the run then writes (begin_records): metrics.jsonl keeps a resumed run's records up
+  /// to its step, and its TensorBoard event file begins with SessionLog START at its next step,
+  /// so that TensorBoard drops what the interrupted run wrote after its checkpoint.
   void resume_position(const std::function<StepLayout(const io::Config&)>& layout_of,
                        const StepLayout& now, int64_t steps_per_epoch, double lr);
 
@@ -208,8 +218,12 @@ class RunContext {
   // --- What it writes (rank 0 of a run that writes; no-ops elsewhere)
   /// Whether this rank writes the run's files (rank 0, not --eval, not ocl_bench).
   bool is_writer() const { return writer_; }
-  /// Whether records go anywhere (metrics.jsonl is open): callers can skip computing them.
-  bool records() const { return metrics_ != nullptr; }
+  /// Whether records go anywhere (this rank writes): callers can skip computing them.
+  bool records() const { return writer_; }
+  /// Writes config.yaml and opens metrics.jsonl and the event file, once, when the run has
+  /// something to do (the loop's first step, an engine's first record): a resumed run with
+  /// nothing left to do writes none of them.
+  void begin_records();
   /// A record of the run (metrics.jsonl's "type" and fields, "global_step" among them) into
   /// metrics.jsonl and, with log.tensorboard, the event file as scalars at its global step
   /// (io::tensorboard_tag), flushed: a crash loses at most the record being written.
@@ -241,6 +255,8 @@ class RunContext {
   void open_event_file();
   void lock_folder();
   void check_resumable() const;
+  [[noreturn]] void refuse_damaged_checkpoint(const std::string& why) const;
+  void check_checkpoint_kind() const;
   void check_ranks_agree() const;
 
   const io::Config& config_;
@@ -259,6 +275,7 @@ class RunContext {
   std::optional<io::Config> resumed_config_;     // the checkpoint's config, when readable
   io::TrainingState state_;                      // where the run stands
   std::string last_checkpoint_;                  // the newest written or resumed, "" if none
+  int64_t keep_metrics_through_ = -1;            // a resumed run's metrics.jsonl keeps these
   io::FileLock lock_;  // the run folder's lock, held for the run's lifetime
 };
 

@@ -63,6 +63,17 @@ TrainingState parse_training_state(const std::string& text, const std::string& s
 /// inconsistent.
 Checkpoint load_checkpoint(const std::string& path, const std::string& model_file = kEncoderFile);
 
+/// The kind of run that wrote checkpoint folder `path`, from its files and the encoder's header
+/// alone: "linear probe" (head.safetensors, no encoder.safetensors), "fine-tuning" (an encoder
+/// holding the classifier's head.weight), "pre-training" (an encoder without one), or "".
+std::string checkpoint_kind(const std::string& path);
+
+/// The newest checkpoint beside `checkpoint` (in its folder) that is older than it and reads
+/// whole (load_checkpoint with `model_file` succeeds): where to resume when `checkpoint` is
+/// damaged. "" when there is none.
+std::string older_readable_checkpoint(const std::string& checkpoint,
+                                      const std::string& model_file = kEncoderFile);
+
 /// Deletes every checkpoint folder under `output_dir` and the checkpoint-last link (starting a
 /// run again in the same folder).
 void remove_checkpoints(const std::string& output_dir);

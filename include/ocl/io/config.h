@@ -93,7 +93,7 @@ struct DataConfig {
   /// scale when the crop is 2×, 4×, 8× the image size) | region (the crop's region at full
   /// scale: the same pixels as full) | full (the whole image). See data::RegionDecode.
   std::string decode = "reduced";
-  int64_t workers = 4;   // ≥ 1 decode/augment threads
+  int64_t workers = 4;   // [1, 1024] decode/augment threads
   int64_t prefetch = 4;  // ≥ 1 batches queued ahead
   /// Share of unreadable images tolerated before the run stops, [0, 1].
   double max_bad_fraction = 0.01;

@@ -54,6 +54,15 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
 /// Also throws when the file cannot be opened or read (naming `path` and the OS error).
 SafetensorsFile read_safetensors(const std::string& path);
 
+/// A safetensors file's tensor names (in the header's order) and metadata, without its data.
+struct SafetensorsHeader {
+  std::vector<std::string> names;
+  Metadata metadata;
+};
+/// Reads only the header of the file at `path`, with read_safetensors' checks of the header and
+/// of the data area's layout (the file's size), so a cheap look at a large file.
+SafetensorsHeader read_safetensors_header(const std::string& path);
+
 /// The bytes of a safetensors file holding `tensors` (any device, any strides: written as
 /// contiguous CPU data) and `metadata` ("__metadata__" is omitted when empty). The JSON header
 /// is padded with spaces to a multiple of 8 bytes and the data is ordered by item size

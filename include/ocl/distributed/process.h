@@ -1,7 +1,8 @@
-// The pieces of a process's start-up that every run is made of and that ocl_knn and ocl_bench
-// use on their own: this rank's logger, the device, threads, precision and TF32, the connection
-// to the other ranks, the gradient synchroniser, and the ranks' agreement to stop. The run that
-// puts them together for a training engine is engine/run.h.
+// This process of a (possibly distributed) run, set up from its config and its place in the
+// launch: this rank's logger, its device (the GPU of its LOCAL_RANK), its share of the node's
+// cores, precision and TF32, its connection to the other ranks, the gradient synchroniser, and
+// the ranks' agreement to stop. The training run puts them together (engine/run.h); ocl_knn and
+// ocl_bench use them on their own.
 //
 //   const torch::Device device = resolve_device(config.train.device, launch);
 //   set_process_threads(config, launch);
@@ -23,7 +24,7 @@
 #include "ocl/io/config.h"
 #include "ocl/io/console.h"
 
-namespace ocl::engine {
+namespace ocl::distributed {
 
 /// The run logger of rank `rank`: rank 0 logs at log.level to the console and to `log_file`
 /// (none when empty); the other ranks print warnings and errors only and write no file.
@@ -73,9 +74,4 @@ std::unique_ptr<distributed::GradSynchronizer> make_grad_sync(
 /// stop at the same step; one small all-reduce, or just `local` without `comm`.
 bool any_rank_stopping(distributed::Communicator* comm, bool local, const torch::Device& device);
 
-/// Seconds on the monotonic clock since `start`.
-inline double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
-
-}  // namespace ocl::engine
+}  // namespace ocl::distributed

@@ -1,5 +1,5 @@
-// The pieces of a process's start-up (see include/ocl/engine/startup.h).
-#include "ocl/engine/startup.h"
+// This process of a run (see include/ocl/distributed/process.h).
+#include "ocl/distributed/process.h"
 
 #include <algorithm>
 #include <stdexcept>
@@ -7,7 +7,7 @@
 
 #include <torch/torch.h>
 
-namespace ocl::engine {
+namespace ocl::distributed {
 
 std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
                                             const std::string& log_file, const io::Config& config,
@@ -110,4 +110,4 @@ std::unique_ptr<distributed::GradSynchronizer> make_grad_sync(
   return sync;
 }
 
-}  // namespace ocl::engine
+}  // namespace ocl::distributed
