@@ -301,7 +301,9 @@ int bench_step(const BenchArgs& args, const ocl::io::Config& config,
     return loop.step();
   };
   auto images = first.images.to(device);
-  const int64_t B = images.size(0);
+  // A step runs optim.accum_iter micro-batches of this batch (the configs' recipes accumulate):
+  // each counts, so img/s is the images a step trains on.
+  const int64_t B = images.size(0) * config.optim.accum_iter;
   for (int64_t i = 0; i < args.warmup; ++i) step(images);
   // The timer starts on an idle device and stops when the last update has run: the step's own
   // synchronisation (the loss read) comes before its update. The peak is the steady state's,
@@ -319,9 +321,9 @@ int bench_step(const BenchArgs& args, const ocl::io::Config& config,
   const double achieved = img_s * train_flops_per_image(d) / 1e12;
   std::printf(
       "step_ms=%.2f img_per_s=%.2f gflop_per_image=%.3f achieved_tflops=%.4f last_loss=%.4f "
-      "adamw=%s\n",
+      "adamw=%s accum_iter=%lld\n",
       1e3 * secs / args.steps, img_s, train_flops_per_image(d) / 1e9, achieved, loss,
-      fused ? "fused" : "plain");
+      fused ? "fused" : "plain", static_cast<long long>(config.optim.accum_iter));
 #if defined(OCL_BENCH_CUDA)
   if (device.is_cuda()) std::printf("peak_mem_gib=%.3f\n", peak_memory_gib(device));
 #endif

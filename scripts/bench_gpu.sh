@@ -61,7 +61,8 @@ for model in $models; do
     *) echo "bench_gpu: unknown model '$model' (vitb16 | vitl16 | quickstart)" >&2; exit 2 ;;
   esac
   config="configs/$model.yaml"
-  sets=("${dev_sets[@]}" --set "train.batch_size=$batch"
+  # One micro-batch a step, as bench_gpu.py's step (the configs' recipes accumulate several).
+  sets=("${dev_sets[@]}" --set "train.batch_size=$batch" --set optim.accum_iter=1
         --set "mask.ratio=$ratio_mask" --set optim.fused=auto
         --set "data.synthetic_train_size=$((batch * 4))" "$@")
   extra=()

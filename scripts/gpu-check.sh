@@ -323,16 +323,16 @@ stage_bench() {
 
 declare -A limit=([versions]=60 [build]=420 [test]=300 [pretrain]=300 [timm]=120 [bench]=420)
 # The least time worth starting a stage with: a stage started with less would only time out and
-# leave nothing. Estimated for 16 cores and an H100 from the code (nothing here has run on one
-# yet): a fresh build 150-240 s (an incremental one 10 s); the tests 90-180 s, each test process
-# loading libtorch_cuda; the real run 90-150 s; timm 30-60 s; the benchmark 60-90 s a model in
-# eager mode, and 120-240 s more a model under torch.compile.
-declare -A least=([versions]=10 [build]=150 [test]=90 [pretrain]=90 [timm]=30 [bench]=90)
+# leave nothing. Measured on an H100 with 16 cores (2026-12-06, docs/gpu-visit.md): a fresh build
+# of all but the unit tests 92 s (the unit tests add to it); the reference and gpu tests 14 s;
+# the real run 39 s; timm 18 s; the benchmark 25 s a model in eager mode. torch.compile is still
+# an estimate: 120-240 s more a model. Each least keeps a margin over what was measured.
+declare -A least=([versions]=10 [build]=150 [test]=60 [pretrain]=60 [timm]=30 [bench]=45)
 if [[ -f "$work/build/build.ninja" || -f "$work/build/Makefile" ]]; then least[build]=30; fi
 BENCH_MODELS=${BENCH_MODELS:-vitb16 vitl16}
 bench_count=$(wc -w <<<"$BENCH_MODELS")
 if [[ "${BENCH_COMPILE:-auto}" == off ]]; then
-  least[bench]=$((90 * bench_count))
+  least[bench]=$((45 * bench_count))
 else
   least[bench]=$((330 * bench_count))
 fi

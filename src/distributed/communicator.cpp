@@ -8,7 +8,10 @@
 //   - Gloo has no _allgather_base or reduce_scatter on 1.13: list allgather, and all-reduce +
 //     narrow (on 2.x too, for one code path); NCCL uses the flat collectives.
 // The NCCL parts compile only where CMake proved nccl.h fits the LibTorch (OCL_WITH_C10D_NCCL,
-// cmake/oclNccl.cmake); LibTorch's own USE_C10D_NCCL is set for every CUDA build.
+// cmake/oclNccl.cmake); LibTorch's own USE_C10D_NCCL is set for every CUDA build. The Gloo parts
+// compile where Gloo's headers are beside the LibTorch (OCL_WITH_C10D_GLOO): Debian's LibTorch
+// has them (libgloo-dev), PyTorch's pip wheels ship none, and a CUDA build from a wheel then
+// runs its processes over NCCL only.
 #include "ocl/distributed/communicator.h"
 
 #include <netdb.h>
@@ -24,8 +27,11 @@
 
 #include <c10/util/Exception.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef OCL_WITH_C10D_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #ifdef OCL_WITH_C10D_NCCL
 #include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
@@ -50,7 +56,7 @@ constexpr const char* kAbortKey = "ocl/abort";
 std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
 std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 
-bool is_loopback(const std::string& host) {
+[[maybe_unused]] bool is_loopback(const std::string& host) {
   return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
 }
 
@@ -95,7 +101,9 @@ void abort_rendezvous(const LaunchInfo& launch, const std::string& reason) {
 }
 
 bool backend_available(const std::string& backend) {
+#ifdef OCL_WITH_C10D_GLOO
   if (backend == "gloo") return true;
+#endif
 #ifdef OCL_WITH_C10D_NCCL
   if (backend == "nccl") return true;
 #endif
@@ -354,7 +362,9 @@ struct Communicator::Impl {
 
   c10::intrusive_ptr<BackendBase> make_group(const std::string& prefix) {
     auto store_view = c10::make_intrusive<c10d::PrefixStore>(prefix, store);
-    const int rank = static_cast<int>(launch.rank), size = static_cast<int>(launch.world_size);
+    [[maybe_unused]] const int rank = static_cast<int>(launch.rank),
+                               size = static_cast<int>(launch.world_size);
+#ifdef OCL_WITH_C10D_GLOO
     if (backend == "gloo") {
       auto o = c10d::ProcessGroupGloo::Options::create(options.timeout);
       // Multi-node runs bind the interface named by GLOO_SOCKET_IFNAME (PyTorch's variable) or
@@ -369,6 +379,7 @@ struct Communicator::Impl {
       }
       return c10::make_intrusive<c10d::ProcessGroupGloo>(store_view, rank, size, o);
     }
+#endif
 #ifdef OCL_WITH_C10D_NCCL
     auto o = c10d::ProcessGroupNCCL::Options::create();
     o->timeout = options.timeout;
@@ -404,9 +415,13 @@ std::string checked_backend(const LaunchInfo& launch, const CommunicatorOptions&
     throw std::invalid_argument("dist.backend must be auto, nccl or gloo, got '" + backend + "'");
   }
   if (!backend_available(backend)) {
-    throw std::invalid_argument("dist.backend " + backend +
-                                " is not available in this build (a CPU LibTorch, or configured "
-                                "with -DOCL_WITH_NCCL=OFF): use dist.backend=gloo");
+    throw std::invalid_argument(
+        backend == "nccl"
+            ? "dist.backend nccl is not available in this build (a CPU LibTorch, or configured "
+              "with -DOCL_WITH_NCCL=OFF): use dist.backend=gloo"
+            : "dist.backend gloo is not available in this build (its LibTorch came without "
+              "Gloo's headers, as PyTorch's pip wheels do): use dist.backend=nccl on GPUs, or "
+              "build against a LibTorch with Gloo's headers (Debian: libgloo-dev)");
   }
   if (backend == "nccl" && !options.device.is_cuda()) {
     throw std::invalid_argument("dist.backend nccl needs a CUDA device; train.device is " +

@@ -4,6 +4,7 @@
 #include <torch/nn/functional/activation.h>
 
 #include "ocl/compat.h"
+#include "ocl/nn/linear.h"
 
 namespace ocl::nn {
 
@@ -27,7 +28,7 @@ void MlpImpl::reset() {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // GELU without the tanh approximation: timm's and MAE's default, and what checkpoints expect.
-  return fc2(torch::gelu(fc1(x)));
+  return linear(fc2, torch::gelu(linear(fc1, x)));
 }
 
 LayerScaleImpl::LayerScaleImpl(int64_t dim_, double init_value_)

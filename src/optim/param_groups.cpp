@@ -96,11 +96,17 @@ void set_learning_rate(torch::optim::Optimizer& optimizer, const std::vector<Par
 }
 
 torch::Tensor grad_norm(const std::vector<torch::Tensor>& params) {
-  std::vector<torch::Tensor> norms;
+  std::vector<torch::Tensor> grads;
   for (const auto& p : params) {
-    if (p.grad().defined()) norms.push_back(p.grad().detach().to(torch::kFloat32).norm());
+    if (p.grad().defined()) grads.push_back(p.grad().detach());
   }
-  if (norms.empty()) return torch::zeros({});
+  if (grads.empty()) return torch::zeros({});
+  // One multi-tensor kernel for all the norms (torch.nn.utils.clip_grad_norm_'s foreach path),
+  // not a reduction launched per parameter: ViT-L has nearly 300 of them.
+  auto norms = at::_foreach_norm(grads, 2);
+  for (auto& n : norms) {
+    if (n.scalar_type() != torch::kFloat32) n = n.to(torch::kFloat32);
+  }
   return torch::stack(norms).norm();
 }
 

@@ -65,6 +65,13 @@ ocl::distributed::LaunchInfo single_rank_launch() {
   return l;
 }
 
+// Gloo is compiled in where its headers were found beside LibTorch (every Debian build; not
+// PyTorch's pip wheels, whose CUDA builds run over NCCL alone). The tests that meet over Gloo
+// need it; Communicator.GlooIsCompiledInExactlyWhereItsHeadersAre checks the refusal without it.
+#define OCL_REQUIRE_GLOO()                          \
+  if (!ocl::distributed::backend_available("gloo")) \
+  GTEST_SKIP() << "this build has no Gloo (a LibTorch without Gloo's headers)"
+
 ocl::distributed::CommunicatorOptions quick_options() {
   ocl::distributed::CommunicatorOptions o;
   o.backend = "gloo";
@@ -85,6 +92,7 @@ struct TwoLayers {
 };
 
 TEST(GradSynchronizer, GradientsAreBucketViewsAndOneRankAveragesToThemselves) {
+  OCL_REQUIRE_GLOO();
   torch::manual_seed(0);
   TwoLayers net;
   auto x = torch::randn({4, 32});
@@ -116,6 +124,7 @@ TEST(GradSynchronizer, GradientsAreBucketViewsAndOneRankAveragesToThemselves) {
 }
 
 TEST(GradSynchronizer, NoSyncAccumulatesWithoutCommunicating) {
+  OCL_REQUIRE_GLOO();
   torch::manual_seed(1);
   TwoLayers net;
   auto x1 = torch::randn({4, 32}), x2 = torch::randn({4, 32});
@@ -145,6 +154,7 @@ TEST(GradSynchronizer, NoSyncAccumulatesWithoutCommunicating) {
 }
 
 TEST(GradSynchronizer, WithoutOverlapFinishCommunicatesEverything) {
+  OCL_REQUIRE_GLOO();
   torch::manual_seed(3);
   TwoLayers net;
   auto x = torch::randn({4, 32});
@@ -162,6 +172,7 @@ TEST(GradSynchronizer, WithoutOverlapFinishCommunicatesEverything) {
 }
 
 TEST(GradSynchronizer, ParametersWithoutGradientStillLaunchInOrder) {
+  OCL_REQUIRE_GLOO();
   torch::manual_seed(2);
   TwoLayers net;
   ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
@@ -179,12 +190,14 @@ TEST(GradSynchronizer, ParametersWithoutGradientStillLaunchInOrder) {
 }
 
 TEST(GradSynchronizer, RefusesFrozenParameters) {
+  OCL_REQUIRE_GLOO();
   ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
   OCL_EXPECT_THROW_WITH(ocl::distributed::GradSynchronizer(comm, {torch::zeros({3})}, {}),
                         "leave frozen parameters out");
 }
 
 TEST(AllGatherWithGrad, OneRankIsTheIdentityForwardAndBackward) {
+  OCL_REQUIRE_GLOO();
   ocl::distributed::Communicator comm(single_rank_launch(), quick_options());
   auto x = torch::randn({3, 4}, torch::kFloat64).requires_grad_();
   auto y = ocl::distributed::all_gather_with_grad(comm, x);
@@ -197,6 +210,7 @@ TEST(AllGatherWithGrad, OneRankIsTheIdentityForwardAndBackward) {
 }
 
 TEST(Communicator, RendezvousWithoutThePeersTimesOutNamingTheAddress) {
+  OCL_REQUIRE_GLOO();
   auto launch = single_rank_launch();
   launch.world_size = 2;  // rank 1 never comes
   auto o = quick_options();
@@ -243,11 +257,24 @@ TEST(Communicator, NcclIsCompiledInExactlyWhereLibTorchIsACudaBuild) {
 #endif
 }
 
+// OCL_TEST_EXPECT_GLOO comes from CMake: whether it found Gloo's headers beside LibTorch.
+TEST(Communicator, GlooIsCompiledInExactlyWhereItsHeadersAre) {
+#if OCL_TEST_EXPECT_GLOO
+  EXPECT_TRUE(ocl::distributed::backend_available("gloo"));
+#else
+  EXPECT_FALSE(ocl::distributed::backend_available("gloo"));
+  OCL_EXPECT_THROW_WITH(ocl::distributed::Communicator(single_rank_launch(), quick_options()),
+                        "dist.backend gloo is not available in this build (its LibTorch came "
+                        "without Gloo's headers");
+#endif
+}
+
 }  // namespace
 
 // Ranks that see different copies of a data set stop, each naming the ranks that differ and both
 // views; the same data passes. Two ranks in two threads of this process, over Gloo.
 TEST(Agreement, RanksWithDifferentDataSetsStopNamingBothViews) {
+  OCL_REQUIRE_GLOO();
   const int port = ocl::distributed::free_tcp_port();
   std::string errors[2];
   auto rank = [&](int r, int64_t size) {

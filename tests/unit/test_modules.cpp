@@ -1,6 +1,8 @@
 // ocl::nn modules: timm names and sizes, initialisation, freezing, the subset forward, pooling,
 // stochastic depth and clear errors on bad shapes.
+#include <map>
 #include <set>
+#include <string>
 
 #include "test_util.h"
 #include <gtest/gtest.h>
@@ -23,6 +25,20 @@ int64_t numel(const VisionTransformer& vit) {
   for (const auto& p : vit->parameters()) n += p.numel();
   for (const auto& b : vit->buffers()) n += b.numel();
   return n;
+}
+// How many nodes of each kind the autograd graph behind `root` holds.
+std::map<std::string, int> graph_nodes(const std::shared_ptr<torch::autograd::Node>& root) {
+  std::map<std::string, int> count;
+  std::set<const torch::autograd::Node*> seen;
+  std::vector<std::shared_ptr<torch::autograd::Node>> todo{root};
+  while (!todo.empty()) {
+    auto node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node.get()).second) continue;
+    count[node->name()] += 1;
+    for (const auto& edge : node->next_edges()) todo.push_back(edge.function);
+  }
+  return count;
 }
 }  // namespace
 
@@ -209,4 +225,19 @@ TEST(Block, LayerScaleScalesTheResidualBranches) {
   // With γ = 1e-6 the block is nearly the identity; without LayerScale it is not.
   EXPECT_LT((tiny(x) - x).abs().max().item<double>(), 1e-4);
   EXPECT_GT((none(x) - x).abs().max().item<double>(), 1e-2);
+}
+
+// The block's hot path as PyTorch's eager ViT runs it (an H100 profile found both): each linear
+// is one GEMM that adds its bias (LibTorch's C++ Linear adds it in a second pass over the output
+// for 3-D inputs), and q, k, v come apart by one unbind, whose backward stacks the three
+// gradients, instead of three selects, whose backward zeroes and adds full-size tensors.
+TEST(Block, LinearsAddTheirBiasInTheGemmAndQkvSplitsByOneUnbind) {
+  torch::manual_seed(0);
+  Block block(BlockOptions(16, 2));
+  auto x = torch::randn({2, 5, 16}, torch::requires_grad());
+  auto nodes = graph_nodes(block(x).grad_fn());
+  EXPECT_EQ(nodes["AddBackward0"], 2) << "the two residual additions, no bias added apart";
+  EXPECT_EQ(nodes["AddmmBackward0"], 4) << "qkv, proj, fc1, fc2";
+  EXPECT_EQ(nodes["SelectBackward0"], 0);
+  EXPECT_EQ(nodes["UnbindBackward0"], 1);
 }
