@@ -408,4 +408,54 @@ TEST_F(MultiNode, NodeWhoseDataDiffersIsNamed) {
   EXPECT_FALSE(ocl::io::path_exists(dir_ + "/run/checkpoint-last"));
 }
 
+// The rank agreement across nodes: node 1's processes started with another optim.lr stop every
+// rank before any step, naming the ranks and the key.
+TEST_F(MultiNode, ConfigDifferingOnANodeIsNamed) {
+  std::vector<pid_t> pids;
+  world_ = kWorld;
+  for (int n = 0; n < kNodes; ++n) {
+    for (int l = 0; l < kPerNode; ++l) {
+      auto a = args(dir_ + "/run", {n == 1 ? "optim.lr=2.0e-3" : "optim.lr=1.0e-3"});
+      pids.push_back(start_rank(n, l, a, "config", Launcher::kTorchrun));
+    }
+  }
+  const auto codes = wait_all(pids, 120);
+  const std::string log = logs("config");
+  for (int r = 0; r < kWorld; ++r) EXPECT_NE(codes[r], 0) << "rank " << r << "\n" << log;
+  const std::string log0 = read_file(log_path("config", 0, 0));
+  EXPECT_NE(log0.find("ranks run different configs: the config of ranks 2, 3 differs from rank "
+                      "0's"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("optim.lr is 0.002, on rank 0 0.001"), std::string::npos) << log;
+  EXPECT_FALSE(ocl::io::path_exists(dir_ + "/run/checkpoint-last"));
+}
+
+// The run folder's lock across nodes (one file system): a run on node 1 started on the folder a
+// run on node 0 is using is refused, naming the holder.
+TEST_F(MultiNode, AFolderInUseOnAnotherNodeIsRefused) {
+  const std::string run = dir_ + "/run";
+  const auto first = start_all(1, args(run, {"train.epochs=1000"}), "holder");
+  wait_for_log("holder", "epoch 1/1000 step 2/8");
+  std::vector<std::string> a = args(run);
+  const std::string log = dir_ + "/intruder.log";
+  const pid_t intruder = ocl_test::spawn(
+      "/usr/sbin/ip",
+      [&] {
+        std::vector<std::string> argv = {"netns", "exec", name_ + "-n1", OCL_PRETRAIN_EXE};
+        argv.insert(argv.end(), a.begin(), a.end());
+        return argv;
+      }(),
+      {}, log,
+      {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"});
+  pids_.push_back(intruder);
+  EXPECT_EQ(ocl_test::wait_for(intruder, 60), 1);
+  const std::string text = read_file(log);
+  EXPECT_NE(text.find("output folder '" + run + "' is in use by another run (ocl_pretrain pid "),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find(", rank 0 of 2 (rendezvous node0:29500)"), std::string::npos) << text;
+  for (pid_t pid : first) ::kill(pid, SIGKILL);
+}
+
 }  // namespace
