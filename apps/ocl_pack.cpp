@@ -5,6 +5,12 @@
 //   ocl_pack --source /data/imagenet --output /data/in-raw --encoding raw --short-side 160
 //   ocl_pack --source /data/cifar10 --from cifar10 --output /data/cifar10-pack --short-side 0
 //   ocl_pack ... --resume                          (continue an interrupted run)
+//   ocl_pack --source /data/imagenet --output /data/in-wds --format webdataset --shard-mb 512
+//
+// --format webdataset writes WebDataset tar shards instead (<output>/<split>-000000.tar, ...;
+// members <index>.jpg and <index>.cls, data/tar_writer.h), for data.dataset: webdataset and any
+// other WebDataset reader. Each shard is written whole (atomically); a stopped run keeps the
+// shards it finished and is run again with --overwrite (--resume is the packed format's).
 //
 // Each split's images are decoded, shrunk so the shorter side is at most --short-side (0: as
 // they are) with area interpolation, and stored as JPEG at --quality or as raw RGB, in shards of
@@ -31,7 +37,10 @@
 #include <ocl/data/cifar.h>
 #include <ocl/data/image_folder.h>
 #include <ocl/data/packed.h>
+#include <ocl/data/tar_writer.h>
+#include <ocl/data/webdataset.h>
 #include <ocl/io/console.h>
+#include <ocl/io/files.h>
 
 namespace {
 
@@ -39,7 +48,7 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 struct PackSettings {
-  std::string source, output, from = "imagefolder", encoding = "jpeg";
+  std::string source, output, from = "imagefolder", encoding = "jpeg", format = "packed";
   std::vector<std::string> splits = {"train", "val"};
   int short_side = 256, quality = 90, threads = 0;
   int64_t stop_after = 0;  // testing: stop as if signalled after this many images
@@ -160,6 +169,107 @@ int64_t write_chunk(const ocl::data::Dataset& set, int64_t base, int64_t count,
   return bad;
 }
 
+// WebDataset shard `n` of a split.
+std::string shard_path(const PackSettings& s, const std::string& split, int64_t n) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "-%06lld.tar", static_cast<long long>(n));
+  return (fs::path(s.output) / (split + name)).string();
+}
+
+// The output folder made ready for a split's shards: earlier ones (and their indexes) are
+// refused, or removed with --overwrite.
+void prepare_shard_folder(const PackSettings& s, const std::string& split) {
+  ocl::io::make_dirs(s.output);
+  const std::string prefix = split + "-";
+  for (const auto& name : ocl::io::list_dir(s.output)) {
+    const bool shard_file = name.rfind(prefix, 0) == 0 &&
+                            (name.size() > 4 && (name.compare(name.size() - 4, 4, ".tar") == 0 ||
+                                                 name.find(".tar.ocl-index") != std::string::npos));
+    if (!shard_file) continue;
+    if (!s.overwrite)
+      throw std::runtime_error("'" + s.output + "' already holds " + split + " shards (" + name +
+                               "): add --overwrite to replace them");
+    fs::remove(fs::path(s.output) / name);
+  }
+}
+
+// The written shards opened as data.dataset webdataset reads them, and their pattern printed.
+void report_shards(const PackSettings& s, const std::string& split, int64_t shards, int64_t bad) {
+  char last[24];
+  std::snprintf(last, sizeof(last), "%06lld", static_cast<long long>(shards - 1));
+  const std::string pattern =
+      (fs::path(s.output) / (split + "-{000000.." + last + "}.tar")).string();
+  ocl::data::WebDatasetOptions o;
+  o.progress = false;
+  ocl::data::WebDataset check(pattern, o);
+  std::printf("%s: done: %s; %lld unreadable images skipped\n%s: data.path %s\n", split.c_str(),
+              check.describe().c_str(), static_cast<long long>(bad), split.c_str(),
+              pattern.c_str());
+  std::fflush(stdout);
+}
+
+// Writes one split as WebDataset shards; returns false when stopped by a signal.
+bool write_shards(const PackSettings& s, const std::string& split, const std::atomic<int>* stop) {
+  const auto set = open_source(s, split);
+  prepare_shard_folder(s, split);
+  const int64_t n = set->size();
+  const int threads = s.threads > 0
+                          ? s.threads
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const uint64_t shard_bytes = static_cast<uint64_t>(s.shard_mb * (1 << 20));
+  std::printf("%s: %lld images, %lld classes -> %s (webdataset, jpeg q%d, shorter side %s)\n",
+              split.c_str(), static_cast<long long>(n), static_cast<long long>(set->num_classes()),
+              shard_path(s, split, 0).c_str(), s.quality,
+              s.short_side > 0 ? ("<= " + std::to_string(s.short_side)).c_str() : "as is");
+  std::fflush(stdout);
+  const auto now = std::chrono::system_clock::now().time_since_epoch();
+  ocl::data::TarBuilder tar(std::chrono::duration_cast<std::chrono::seconds>(now).count());
+  int64_t shards = 0, bad = 0;
+  auto close_shard = [&] {
+    if (tar.members() == 0) return;
+    ocl::io::write_file_atomic(shard_path(s, split, shards++), tar.finish());
+  };
+  const int64_t chunk = int64_t{threads} * 8;
+  std::vector<Encoded> slots(static_cast<size_t>(chunk));
+  for (int64_t base = 0; base < n; base += chunk) {
+    const int64_t count = std::min(chunk, n - base);
+    encode_chunk(*set, base, count, threads, s, slots);
+    for (int64_t i = 0; i < count; ++i) {
+      auto& e = slots[static_cast<size_t>(i)];
+      if (!e.ok) {
+        ++bad;
+        std::fprintf(stderr, "ocl_pack: skipped unreadable image %lld (%s): %s\n",
+                     static_cast<long long>(base + i), e.bad.path.c_str(), e.bad.reason.c_str());
+        continue;
+      }
+      char key[24];
+      std::snprintf(key, sizeof(key), "%08lld", static_cast<long long>(base + i));
+      const std::string label = std::to_string(set->label(base + i));
+      tar.add(std::string(key) + ".jpg", e.bytes.data(), e.bytes.size());
+      tar.add(std::string(key) + ".cls", reinterpret_cast<const uint8_t*>(label.data()),
+              label.size());
+      e = Encoded{};
+      if (tar.size() >= shard_bytes) close_shard();
+    }
+    const int64_t done = base + count;
+    const bool stop_now =
+        (stop != nullptr && stop->load() != 0) || (s.stop_after > 0 && done >= s.stop_after);
+    if (stop_now && done < n) {
+      close_shard();
+      std::fprintf(stderr,
+                   "ocl_pack: stopped after %lld of %lld %s images; the %lld shards written are "
+                   "whole; rerun with --overwrite to write them all\n",
+                   static_cast<long long>(done), static_cast<long long>(n), split.c_str(),
+                   static_cast<long long>(shards));
+      return false;
+    }
+  }
+  close_shard();
+  if (shards == 0) throw std::runtime_error(split + ": no readable image to write");
+  report_shards(s, split, shards, bad);
+  return true;
+}
+
 // Packs one split; returns false when stopped by a signal.
 bool pack_split(const PackSettings& s, const std::string& split, const std::atomic<int>* stop) {
   const auto set = open_source(s, split);
@@ -246,15 +356,25 @@ int main(int argc, char** argv) {
                  "stop as if interrupted after about this many images (testing)")
       ->check(ocl::apps::at_least(0));
   app.add_flag("--overwrite", s.overwrite, "replace an existing pack");
+  app.add_option("--format", s.format, "packed (data.dataset: packed) or webdataset (tar shards)")
+      ->check(CLI::IsMember({"packed", "webdataset"}));
   if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
   if (s.resume && s.overwrite) {
     std::fprintf(stderr, "ocl_pack: --resume and --overwrite exclude each other\n");
     return 2;
   }
+  if (s.format == "webdataset" && (s.resume || s.encoding == "raw")) {
+    std::fprintf(stderr, "ocl_pack: --format webdataset writes JPEG shards whole: %s\n",
+                 s.resume ? "--resume is the packed format's (rerun with --overwrite)"
+                          : "--encoding raw is the packed format's");
+    return 2;
+  }
   return ocl::apps::run_reporting_errors("ocl_pack", [&] {
     const auto* stop = ocl::apps::install_stop_handlers("ocl_pack");
     for (const auto& split : s.splits) {
-      if (!pack_split(s, split, stop)) return 0;
+      const bool finished =
+          s.format == "webdataset" ? write_shards(s, split, stop) : pack_split(s, split, stop);
+      if (!finished) return 0;
     }
     return 0;
   });

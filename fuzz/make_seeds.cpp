@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iostream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -254,6 +255,22 @@ void state_json_seeds() {
 
 }  // namespace
 
+// Tar archives: the unit tests' fixtures, which Python's tarfile wrote in the pax, GNU and ustar
+// formats (scripts/make_tar_fixtures.py), and two damaged ones.
+void tar_seeds(const std::string& configs_dir) {
+  const fs::path fixtures = fs::path(configs_dir).parent_path() / "tests" / "fixtures" / "tar";
+  for (const char* name : {"pax.tar", "gnu.tar", "ustar.tar"}) {
+    const std::string bytes = read_all(fixtures / name);
+    if (bytes.empty()) throw std::runtime_error("no fixture " + (fixtures / name).string());
+    seed("tar", name, bytes);
+  }
+  const std::string pax = read_all(fixtures / "pax.tar");
+  seed("tar", "pax_cut_in_data.tar", pax.substr(0, 4608 + 100));
+  std::string bad_checksum = read_all(fixtures / "ustar.tar");
+  bad_checksum[148] = '7';
+  seed("tar", "ustar_bad_checksum.tar", bad_checksum);
+}
+
 int main(int argc, char** argv) {
   if (argc != 3) {
     std::cerr << "usage: ocl_fuzz_seeds OUT_DIR CONFIGS_DIR\n";
@@ -266,6 +283,7 @@ int main(int argc, char** argv) {
   cifar_seeds();
   config_seeds(argv[2]);
   state_json_seeds();
+  tar_seeds(argv[2]);
   std::cout << "ocl_fuzz_seeds: corpora written under " << out_root << "\n";
   return 0;
 }

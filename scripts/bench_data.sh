@@ -2,7 +2,9 @@
 # Data-loading throughput, side by side in one run: ocl's pre-training loader (decode →
 # RandomResizedCrop 224 → flip → uint8 batches; ocl_bench --data) on an ImageFolder of JPEGs
 # decoded whole (data.decode full) and only in the crop's region (region), on the same images
-# packed as JPEG and as raw pixels (ocl_pack), and torchvision's ImageFolder + DataLoader doing
+# packed as JPEG and as raw pixels (ocl_pack), as WebDataset tar shards (ocl_pack --format
+# webdataset, the packed JPEG's encoding; with the time the shards' index takes to build and to
+# read from its cache), and torchvision's ImageFolder + DataLoader doing
 # the same work (scripts/bench_data_torchvision.py), with 1 worker and with one per core. Then
 # the same on a smaller set of images twice the size (~1000x750), where crops of 448 pixels and
 # more let the decoder work at half scale (data.decode reduced). A benchmark, not a test: it
@@ -46,14 +48,20 @@ for enc in jpeg raw; do
   fi
 done
 
+if [[ ! -f "$work/wds/train-000000.tar" ]]; then
+  "$build/apps/ocl_pack" --source "$folder" --output "$work/wds" --format webdataset --split train >/dev/null
+fi
+wds_shards=$(ls "$work"/wds/train-*.tar | wc -l)
+wds="$work/wds/train-{000000..$(printf '%06d' $((wds_shards - 1)))}.tar"
+
 # Every row reads from the page cache: the files are read once first, so the first row does
 # not pay for the disk and the rest do not get it for free.
-find "$folder" "$large" "$work/pack-jpeg" "$work/pack-raw" -type f -exec cat {} + >/dev/null
+find "$folder" "$large" "$work/pack-jpeg" "$work/pack-raw" "$work/wds" -type f -exec cat {} + >/dev/null
 
 get() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 ocl() { # ocl DATASET PATH WORKERS DECODE → img/s
   local out
-  out=$("$build/apps/ocl_bench" --data --config configs/vitb16.yaml --loader-batches "$batches" \
+  out=$("$build/apps/ocl_bench" --data --config configs/vitb16.yaml --loader-batches "${BATCHES:-$batches}" \
     --set "data.dataset=$1" --set "data.path=$2" --set "data.workers=$3" --set "data.decode=$4" \
     --set train.threads=1 --set train.device=cpu --set train.batch_size=64 \
     --set data.crop_scale_min=0.2 2>/dev/null)
@@ -63,6 +71,13 @@ tv() { # tv ROOT WORKERS → img/s
   get "$(/usr/bin/python3 scripts/bench_data_torchvision.py "$1/train" --workers "$2" --batches "$batches" 2>/dev/null)" torchvision_img_per_s
 }
 
+# The shards' index: opened with no index (built from the tar headers) and again (from its
+# cache), one batch each; the difference between the two is the index's build time.
+seconds() { local t0; t0=$(date +%s.%N); "$@" >/dev/null; awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+rm -f "$work"/wds/*.ocl-index
+wds_first=$(BATCHES=1 seconds ocl webdataset "$wds" 1 region)
+wds_cached=$(BATCHES=1 seconds ocl webdataset "$wds" 1 region)
+
 declare -A r
 for w in 1 "$cores"; do
   r[tv,$w]=$(tv "$folder" "$w")
@@ -70,6 +85,7 @@ for w in 1 "$cores"; do
   r[region,$w]=$(ocl imagefolder "$folder" "$w" region)
   r[jpeg,$w]=$(ocl packed "$work/pack-jpeg" "$w" region)
   r[raw,$w]=$(ocl packed "$work/pack-raw" "$w" region)
+  r[wds,$w]=$(ocl webdataset "$wds" "$w" region)
   r[ltv,$w]=$(tv "$large" "$w")
   r[lfull,$w]=$(ocl imagefolder "$large" "$w" full)
   r[lregion,$w]=$(ocl imagefolder "$large" "$w" region)
@@ -90,6 +106,8 @@ row "ocl ImageFolder, whole-image decode" full tv
 row "ocl ImageFolder, crop-region decode" region tv
 row "ocl packed JPEG (q90, short 256)" jpeg tv
 row "ocl packed raw (short 256)" raw tv
+row "ocl WebDataset shards (q90, short 256)" wds tv
+echo "WebDataset index of $wds_shards shard(s), $images images: opened and one batch read in $wds_first s with no index, $wds_cached s from the cached index"
 awk -v i="${r[raw,$cores]}" -v b="$raw_bytes" -v n="$images" \
   'BEGIN { printf "packed raw with %s workers reads %.2f GB/s of pixels (%.0f KB an image)\n", "'"$cores"'", i * b / n / 1e9, b / n / 1024 }'
 large_images=$(find "$large/train" -name '*.jpg' | wc -l)

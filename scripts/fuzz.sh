@@ -23,7 +23,7 @@ build=${OCL_FUZZ_BUILD_DIR:-$repo/build-fuzz}
 work_root=${OCL_FUZZ_WORK_DIR:-$build}
 [[ "$work_root" == /* ]] || work_root=$repo/$work_root
 jobs=$(nproc 2>/dev/null || echo 2)
-targets=(safetensors pack jpeg_region image cifar config state_json)
+targets=(safetensors pack jpeg_region image cifar config state_json tar)
 
 usage() {
   sed -n '5,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2

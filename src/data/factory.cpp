@@ -10,6 +10,7 @@
 #include "ocl/data/packed.h"
 #include "ocl/data/photometric.h"
 #include "ocl/data/synthetic.h"
+#include "ocl/data/webdataset.h"
 
 namespace ocl::data {
 namespace fs = std::filesystem;
@@ -29,9 +30,26 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
   }
   const bool folder = config.dataset == "imagefolder";
   const bool packed = config.dataset == "packed";
+  if (config.dataset == "webdataset") {
+    const std::string& spec = train ? config.path : config.val_path;
+    const char* key = train ? "data.path" : "data.val_path";
+    if (spec.empty()) {
+      throw std::runtime_error(std::string(key) + ": must name the " +
+                               (train ? "training" : "held-out") +
+                               " shards for data.dataset webdataset (a pattern such as "
+                               "/data/val-{000000..000063}.tar, or a list file)");
+    }
+    WebDatasetOptions o;
+    o.cache_dir = config.cache_dir;
+    try {
+      return std::make_shared<WebDataset>(spec, o);
+    } catch (const std::runtime_error& e) {
+      throw std::runtime_error(std::string(key) + " = '" + spec + "': " + e.what());
+    }
+  }
   if (!folder && !packed && config.dataset != "cifar10" && config.dataset != "cifar100") {
     throw std::invalid_argument(
-        "data.dataset: expected synthetic | imagefolder | packed | cifar10 | "
+        "data.dataset: expected synthetic | imagefolder | packed | webdataset | cifar10 | "
         "cifar100, got '" +
         config.dataset + "'");
   }

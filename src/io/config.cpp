@@ -108,8 +108,9 @@ const std::vector<Section>& schema() {
         OCL_KEY(loss, negatives, words({"global", "local"}))}},
       {"data",
        {OCL_KEY(data, dataset,
-                words({"synthetic", "imagefolder", "packed", "cifar10", "cifar100"})),
+                words({"synthetic", "imagefolder", "packed", "webdataset", "cifar10", "cifar100"})),
         OCL_KEY(data, path, any()),
+        OCL_KEY(data, val_path, any()),
         OCL_KEY(data, augment, words({"rrc_flip", "none"})),
         OCL_KEY(data, crop_scale_min, unit()),
         OCL_KEY(data, crop_scale_max, unit()),
@@ -746,8 +747,9 @@ void validate_impl(const Config& c) {
   const auto& d = c.data;
   require(d.dataset == "synthetic" || !d.path.empty(), {"data.path", "data.dataset"},
           "required with data.dataset " + d.dataset +
-              (d.dataset == "imagefolder" ? " (the folder holding train/ and val/)"
-                                          : " (the folder holding the binary batches)"));
+              (d.dataset == "imagefolder"  ? " (the folder holding train/ and val/)"
+               : d.dataset == "webdataset" ? " (the training shards: a pattern or a list file)"
+                                           : " (the folder holding the binary batches)"));
   require(d.crop_scale_min <= d.crop_scale_max, {"data.crop_scale_min", "data.crop_scale_max"},
           "must be <= data.crop_scale_max (" + shortest_number(d.crop_scale_max) + "), got " +
               shortest_number(d.crop_scale_min));

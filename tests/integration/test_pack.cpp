@@ -14,8 +14,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ocl/data/image_folder.h>
 #include <ocl/data/packed.h>
 #include <ocl/data/synthetic.h>
+#include <ocl/data/webdataset.h>
 #include <ocl/io/safetensors.h>
 
 namespace {
@@ -135,6 +137,40 @@ TEST(OclPack, PacksRefusesResumesAndMatchesTheImageFolder) {
   EXPECT_LT((packed.at("val_features") - folder.at("val_features")).abs().max().item<double>(),
             1e-6);
   EXPECT_NE(read_file(dir + "/knn_packed.log").find("packed (raw)"), std::string::npos);
+}
+
+// --format webdataset: the folder as tar shards that data.dataset webdataset reads back, each
+// sample labelled as the folder labels its file and keyed by the file's index; the corrupt file
+// skipped and named; existing shards refused without --overwrite; --resume refused.
+TEST(OclPack, WritesWebDatasetShardsThatReadAsTheFolder) {
+  const auto dir = make_dir("wds");
+  make_image_folder(dir + "/folder");
+  const std::string out = dir + "/wds";
+  ASSERT_EQ(pack(dir, "wds", {"--output", out, "--format", "webdataset", "--short-side", "0"}), 0)
+      << read_file(dir + "/wds.log");
+  const auto log = read_file(dir + "/wds.log");
+  EXPECT_NE(log.find("img_9.jpg"), std::string::npos) << log;
+  EXPECT_NE(log.find("train: data.path " + out + "/train-{000000..000000}.tar"), std::string::npos)
+      << log;
+  ocl::data::ImageFolderOptions fo;
+  fo.use_cache = false;
+  const ocl::data::ImageFolderDataset folder(dir + "/folder/train", fo);
+  const ocl::data::WebDataset shards(out + "/train-{000000..000000}.tar");
+  ASSERT_EQ(shards.size(), folder.size() - 1);  // less the corrupt file
+  for (int64_t i = 0; i < shards.size(); ++i) {
+    const std::string path = shards.sample_path(i);  // ".../train-000000.tar:00000007.jpg"
+    const int64_t source = std::stoll(path.substr(path.rfind(':') + 1, 8));
+    EXPECT_EQ(shards.label(i), folder.label(source)) << path;
+    const auto image = shards.load(i);
+    ASSERT_TRUE(image.has_value()) << path;
+    EXPECT_EQ(image->height, 40);
+  }
+  EXPECT_EQ(ocl::data::WebDataset(out + "/val-{000000..000000}.tar").size(), 9);
+  EXPECT_EQ(pack(dir, "again", {"--output", out, "--format", "webdataset"}), 1);
+  EXPECT_NE(read_file(dir + "/again.log").find("already holds train shards"), std::string::npos);
+  EXPECT_EQ(pack(dir, "resume", {"--output", out, "--format", "webdataset", "--resume"}), 2);
+  ASSERT_EQ(pack(dir, "over", {"--output", out, "--format", "webdataset", "--overwrite"}), 0)
+      << read_file(dir + "/over.log");
 }
 
 }  // namespace

@@ -24,6 +24,8 @@
 #include <ocl/data/factory.h>
 #include <ocl/data/loader.h>
 #include <ocl/data/png.h>
+#include <ocl/data/synthetic.h>
+#include <ocl/data/tar_writer.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/files.h>
 #include <ocl/io/state_dict.h>
@@ -133,6 +135,37 @@ TEST(Pretrain, ResumeWithIndependentGroupViewsReproducesTheUninterruptedRun) {
   expect_resume_reproduces_the_uninterrupted_run({"model.depth=2", "mask.group_views=independent",
                                                   "data.photometric=byol",
                                                   "data.synthetic_colours=random"});
+}
+
+// The same resume on WebDataset shards (three a split, written by ocl's TarBuilder, lossless PNG
+// images of the synthetic set): the sampler's order, the workers' reads and the resume position
+// are the data set's whatever its format, and the shards' boundaries change none of them.
+TEST(Pretrain, ResumeOnWebDatasetShardsReproducesTheUninterruptedRun) {
+  const auto dir = make_temp_dir();
+  for (const bool train : {true, false}) {
+    ocl::data::SyntheticOptions o;
+    o.size = train ? 128 : 64;
+    o.num_classes = 10;
+    o.image_size = 16;
+    o.seed = 3;
+    o.train = train;
+    const ocl::data::SyntheticDataset set(o);
+    for (int64_t shard = 0; shard < 3; ++shard) {
+      ocl::data::TarBuilder tar(1700000000);
+      for (int64_t i = shard * o.size / 3; i < (shard + 1) * o.size / 3; ++i) {
+        const auto png = ocl::data::encode_png(set.load(i).value());
+        const std::string key = "s" + std::to_string(1000 + i),
+                          label = std::to_string(set.label(i));
+        tar.add(key + ".png", png.data(), png.size());
+        tar.add(key + ".cls", reinterpret_cast<const uint8_t*>(label.data()), label.size());
+      }
+      ocl::io::write_file_atomic(
+          dir + (train ? "/train-" : "/val-") + std::to_string(shard) + ".tar", tar.finish());
+    }
+  }
+  expect_resume_reproduces_the_uninterrupted_run({"model.depth=2", "data.dataset=webdataset",
+                                                  "data.path=" + dir + "/train-{0..2}.tar",
+                                                  "data.val_path=" + dir + "/val-{0..2}.tar"});
 }
 
 // The views change the step: the same run with shared views trains differently, and with no

@@ -259,7 +259,8 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("model: {arch: vit_giant}", "vit_h14 | custom, got 'vit_giant'");
   EXPECT_ERROR(
       "data: {dataset: imagenet}",
-      "data.dataset: must be one of synthetic | imagefolder | packed | cifar10 | cifar100");
+      "data.dataset: must be one of synthetic | imagefolder | packed | webdataset | cifar10 | "
+      "cifar100");
   EXPECT_ERROR("data: {augment: randaug}", "data.augment: must be one of rrc_flip | none");
   EXPECT_ERROR("data: {interpolation: lanczos}", "bicubic | bilinear | area | nearest");
   EXPECT_ERROR("data: {decode: partial}", "reduced | region | full");

@@ -35,7 +35,7 @@ void PrintTo(const Target& target, std::ostream* os) { *os << target.name; }
   Target { #name, ocl::fuzz::name##_target::init, ocl::fuzz::name##_target::run }
 const Target kTargets[] = {OCL_TARGET(safetensors), OCL_TARGET(pack),  OCL_TARGET(jpeg_region),
                            OCL_TARGET(image),       OCL_TARGET(cifar), OCL_TARGET(config),
-                           OCL_TARGET(state_json)};
+                           OCL_TARGET(state_json),  OCL_TARGET(tar)};
 #undef OCL_TARGET
 
 std::vector<fs::path> files_in(const fs::path& dir) {

@@ -68,11 +68,16 @@ struct LossConfig {
 };
 
 struct DataConfig {
-  std::string dataset = "synthetic";  // synthetic | imagefolder | packed | cifar10 | cifar100
+  /// synthetic | imagefolder | packed | webdataset | cifar10 | cifar100
+  std::string dataset = "synthetic";
   /// imagefolder: the root holding train/ and val/ (ImageNet layout); packed: the folder
-  /// ocl_pack wrote (train/ and val/ packs); cifar: the folder holding the binary batches.
-  /// Unused (may be empty) for synthetic.
+  /// ocl_pack wrote (train/ and val/ packs); webdataset: the training shards, a brace pattern
+  /// (train-{000000..001023}.tar) or a file listing them (data/webdataset.h); cifar: the folder
+  /// holding the binary batches. Unused (may be empty) for synthetic.
   std::string path;
+  /// webdataset: the held-out shards (what the kNN monitor, fine-tuning's evaluation and the
+  /// probe read), as data.path; empty = the runs that need a held-out split stop naming this key.
+  std::string val_path;
   std::string augment = "rrc_flip";  // rrc_flip | none (none: Resize + CenterCrop)
   double crop_scale_min = 0.2;       // (0, crop_scale_max]
   double crop_scale_max = 1.0;       // (crop_scale_min, 1]

@@ -1,0 +1,72 @@
+// The members of a tar archive and where their bytes lie, read from the headers alone, and
+// WebDataset's grouping of members into samples: what reading a WebDataset shard in place needs
+// (an image is then one pread at a known offset, not a pass over the shard).
+//
+//   auto members = ocl::data::index_tar(ocl::data::file_reader(fd), file_size, "train-000.tar");
+//   auto samples = ocl::data::group_samples(members, "train-000.tar");
+//   // samples[i].key "n01440764/0001", samples[i].parts {"jpg" -> member 0, "cls" -> member 1}
+//
+// The header formats are POSIX ustar (names up to 255 bytes through its prefix field), pax
+// ('x' records before a member: path, size; 'g' global records, whose path and size keys are
+// refused since they would rename every member) and GNU ('L' long names, 'K' long link names,
+// base-256 sizes). Every header's checksum is verified and its magic must be "ustar": a v7
+// header or bytes that are no tar header are refused naming the byte offset. Regular files are
+// members; directories, links and devices are passed over. The end is one or two zero blocks,
+// or the end of the bytes after a whole member.
+//
+// Written by hand rather than with libarchive: libarchive reads the same formats but documents
+// no way to learn where an entry's data begins in the archive (archive_read_header_position
+// gives where its first header began, and pax and GNU long-name entries put a variable number
+// of blocks between the two), and the readers here need exactly that offset.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace ocl::data {
+
+/// Reads `size` bytes at `offset` into `out`; returns how many it read (fewer only at the end).
+using ByteReader = std::function<size_t(uint64_t offset, size_t size, uint8_t* out)>;
+
+/// A ByteReader over a file descriptor (pread, retried on EINTR; throws naming `what` on an I/O
+/// error).
+ByteReader file_reader(int fd, const std::string& what);
+
+/// A ByteReader over bytes in memory (which must outlive it).
+ByteReader memory_reader(const uint8_t* data, size_t size);
+
+struct TarMember {
+  std::string name;     // the full path inside the archive
+  uint64_t offset = 0;  // of its first data byte
+  uint64_t size = 0;
+};
+
+/// The regular-file members of the tar archive of `total_size` bytes, in archive order. Throws
+/// std::runtime_error naming `what` and the byte offset for a header that is not ustar/GNU/pax,
+/// a bad checksum, a malformed pax record, and a member or header that runs past the end
+/// (a truncated archive).
+std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
+                                 const std::string& what);
+
+/// WebDataset's key and extension of a member path: the key is the path up to the first dot of
+/// its base name ("a/b.c/n01.x.jpg" → "a/b.c/n01"), the extension what follows, lower-cased
+/// ("x.jpg"). A base name without a dot has no extension ("" ).
+std::pair<std::string, std::string> sample_key(const std::string& path);
+
+/// One sample: consecutive members sharing a key, by extension.
+struct TarSample {
+  std::string key;
+  std::map<std::string, uint32_t> parts;  // extension → index into the member list
+};
+
+/// Groups consecutive members with the same key into samples (WebDataset's rule). Throws naming
+/// `what`, the key and the members for two members with one key and extension, and for a key
+/// that comes back after another key's members (two samples would share it). Members without an
+/// extension are refused: WebDataset cannot place them either.
+std::vector<TarSample> group_samples(const std::vector<TarMember>& members,
+                                     const std::string& what);
+
+}  // namespace ocl::data
