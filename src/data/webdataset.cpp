@@ -351,6 +351,7 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
                      shard.c_str());
         printed = true;
       }
+      const int64_t started = now_ns();
       try {
         samples = index_shard(fd, shard, static_cast<uint64_t>(stamp.size), i);
       } catch (...) {
@@ -360,6 +361,7 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
       }
       ++shards_indexed_;
       const int64_t indexed = now_ns();
+      index_seconds_ += static_cast<double>(indexed - started) * 1e-9;
       bool cached = !options.use_cache;
       for (const auto& p : paths) {
         if (!cached) cached = write_index(p, stamp, indexed, *samples);
@@ -431,7 +433,11 @@ std::string WebDataset::describe() const {
   std::ostringstream out;
   out << "webdataset: " << samples_.size() << " samples in " << shards_.size() << " shards ("
       << spec_ << "), " << classes_.size() << (classes_.size() == 1 ? " class" : " classes");
-  if (shards_indexed_ > 0) out << ", " << shards_indexed_ << " shards indexed now";
+  if (shards_indexed_ > 0) {
+    char seconds[32];
+    std::snprintf(seconds, sizeof(seconds), "%.3f", index_seconds_);
+    out << ", " << shards_indexed_ << " shards indexed in " << seconds << " s";
+  }
   return out.str();
 }
 

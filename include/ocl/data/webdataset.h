@@ -63,6 +63,8 @@ class WebDataset : public Dataset {
   const std::vector<std::string>& shards() const { return shards_; }
   /// How many shards this opening indexed (the rest came from their cached index).
   int64_t shards_indexed() const { return shards_indexed_; }
+  /// The time that indexing took (reading the shards' headers, writing the indexes).
+  double index_seconds() const { return index_seconds_; }
   /// "<shard>:<image member>" of sample `index`.
   std::string sample_path(int64_t index) const;
 
@@ -81,6 +83,7 @@ class WebDataset : public Dataset {
   std::vector<std::string> classes_;
   std::vector<std::string> warnings_;
   int64_t shards_indexed_ = 0;
+  double index_seconds_ = 0;
 };
 
 }  // namespace ocl::data
