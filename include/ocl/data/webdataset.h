@@ -63,7 +63,7 @@ class WebDataset : public Dataset {
   const std::vector<std::string>& shards() const { return shards_; }
   /// How many shards this opening indexed (the rest came from their cached index).
   int64_t shards_indexed() const { return shards_indexed_; }
-  /// The time that indexing took (reading the shards' headers, writing the indexes).
+  /// The time that indexing took (reading the headers of the shards indexed now).
   double index_seconds() const { return index_seconds_; }
   /// "<shard>:<image member>" of sample `index`.
   std::string sample_path(int64_t index) const;
