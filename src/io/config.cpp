@@ -750,6 +750,11 @@ void validate_impl(const Config& c) {
               (d.dataset == "imagefolder"  ? " (the folder holding train/ and val/)"
                : d.dataset == "webdataset" ? " (the training shards: a pattern or a list file)"
                                            : " (the folder holding the binary batches)"));
+  // Checked here rather than when the first evaluation opens them, an epoch into the run.
+  require(d.dataset != "webdataset" || !d.val_path.empty(), {"data.val_path", "data.dataset"},
+          "required with data.dataset webdataset: the held-out shards, which the kNN monitor, "
+          "fine-tuning's evaluation and the probe read (give the training shards again if there "
+          "are none)");
   require(d.crop_scale_min <= d.crop_scale_max, {"data.crop_scale_min", "data.crop_scale_max"},
           "must be <= data.crop_scale_max (" + shortest_number(d.crop_scale_max) + "), got " +
               shortest_number(d.crop_scale_min));

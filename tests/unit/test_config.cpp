@@ -339,6 +339,8 @@ TEST(Config, CrossFieldChecks) {
   EXPECT_ERROR("model: {depth: -1}", "model.depth: must be >= 0 (0 = the preset's value), got -1");
   EXPECT_ERROR("data: {dataset: imagefolder}", "data.path: required with data.dataset imagefolder");
   EXPECT_ERROR("data: {dataset: cifar10, path: \"\"}", "data.path: required with data.dataset");
+  EXPECT_ERROR("data: {dataset: webdataset, path: \"/d/t-{0..3}.tar\"}",
+               "data.val_path: required with data.dataset webdataset: the held-out shards");
   EXPECT_EQ(error_of("data: {dataset: cifar100, path: data/cifar}"), "");
   EXPECT_ERROR("data: {synthetic_classes: 9}",
                "data.synthetic_classes: must be in [10, 64], got 9");

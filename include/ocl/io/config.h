@@ -76,7 +76,7 @@ struct DataConfig {
   /// holding the binary batches. Unused (may be empty) for synthetic.
   std::string path;
   /// webdataset: the held-out shards (what the kNN monitor, fine-tuning's evaluation and the
-  /// probe read), as data.path; empty = the runs that need a held-out split stop naming this key.
+  /// probe read), as data.path; required with webdataset, unused otherwise.
   std::string val_path;
   std::string augment = "rrc_flip";  // rrc_flip | none (none: Resize + CenterCrop)
   double crop_scale_min = 0.2;       // (0, crop_scale_max]
