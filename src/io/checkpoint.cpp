@@ -130,8 +130,10 @@ const std::vector<std::string> kMustBeFinite = {"optim.", "model.", "ema."};  //
 
 void require_finite(const TensorMap& tensors, const std::string& what,
                     const std::vector<std::string>& prefixes) {
-  for (const auto& [name, t] : tensors) {
+  for (const auto& [key, t] : tensors) {
     if (!t.is_floating_point() || t.numel() == 0) continue;
+    // A named copy: lambdas capture structured bindings only from C++20 (the fuzz build is 17).
+    const std::string& name = key;
     if (std::none_of(prefixes.begin(), prefixes.end(),
                      [&](const std::string& p) { return name.rfind(p, 0) == 0; }))
       continue;
