@@ -2,6 +2,7 @@
 #include "ocl/data/factory.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <stdexcept>
 
@@ -26,6 +27,9 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
     o.seed = seed;
     o.train = train;
     o.colours = parse_synthetic_colours(config.synthetic_colours);
+    o.noise = config.synthetic_noise;
+    o.gradient = config.synthetic_gradient;
+    o.strokes = static_cast<int>(config.synthetic_strokes);
     return std::make_shared<SyntheticDataset>(o);
   }
   const bool folder = config.dataset == "imagefolder";
@@ -133,11 +137,21 @@ std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, in
 std::shared_ptr<const Transform> make_pretrain_transform(const io::DataConfig& config,
                                                          int image_size, int views) {
   auto base = make_transform(config, image_size, /*train=*/true);
-  if (config.photometric == "none" && config.illumination == 0) return base;
+  if (config.photometric == "none" && config.illumination == 0 && config.noise == 0 &&
+      config.blur == 0)
+    return base;
   auto pipelines = photometric_preset(config.photometric, views, image_size);
   for (auto& p : pipelines) {
     p.illumination_prob = config.illumination > 0 ? 1.0 : 0.0;
     p.illumination_strength = config.illumination;
+    p.noise_prob = config.noise > 0 ? 1.0 : 0.0;
+    p.noise_sigma_max = config.noise;
+    if (config.blur > 0) {  // presets that blur are refused with it (io/config.cpp)
+      p.blur_prob = 1.0;
+      p.blur_sigma_min = std::min(0.1, config.blur);
+      p.blur_sigma_max = config.blur;
+      p.blur_kernel = 2 * static_cast<int>(std::ceil(3 * config.blur)) + 1;
+    }
   }
   return with_photometric(std::move(base), std::move(pipelines));
 }

@@ -37,10 +37,11 @@ void check_options(const PhotometricOptions& o) {
   } else if (!(j.hue >= 0 && j.hue <= 0.5)) {
     msg << "colour jitter hue must be in [0, 0.5], got " << j.hue;
   } else if (!probability(j.prob) || !probability(o.grayscale_prob) || !probability(o.blur_prob) ||
-             !probability(o.solarize_prob) || !probability(o.illumination_prob)) {
+             !probability(o.solarize_prob) || !probability(o.illumination_prob) ||
+             !probability(o.noise_prob)) {
     msg << "probabilities must be in [0, 1], got jitter " << j.prob << ", grayscale "
         << o.grayscale_prob << ", blur " << o.blur_prob << ", solarize " << o.solarize_prob
-        << ", illumination " << o.illumination_prob;
+        << ", illumination " << o.illumination_prob << ", noise " << o.noise_prob;
   } else if (!(o.blur_sigma_min > 0 && o.blur_sigma_min <= o.blur_sigma_max) ||
              !std::isfinite(o.blur_sigma_max)) {
     msg << "blur sigma range must satisfy 0 < min <= max, got [" << o.blur_sigma_min << ", "
@@ -51,6 +52,8 @@ void check_options(const PhotometricOptions& o) {
     msg << "solarize threshold must be in [0, 256], got " << o.solarize_threshold;
   } else if (!(o.illumination_strength >= 0 && o.illumination_strength <= 255)) {
     msg << "illumination strength must be in [0, 255] levels, got " << o.illumination_strength;
+  } else if (!(o.noise_sigma_max >= 0 && o.noise_sigma_max <= 255)) {
+    msg << "noise sigma must be in [0, 255] levels, got " << o.noise_sigma_max;
   } else {
     return;
   }
@@ -171,8 +174,10 @@ int blur_kernel_for(const Image& image, int kernel) {
 
 bool PhotometricOptions::active() const {
   return jitter.prob > 0 || grayscale_prob > 0 || blur_prob > 0 || solarize_prob > 0 ||
-         illuminates();
+         illuminates() || adds_noise();
 }
+
+bool PhotometricOptions::adds_noise() const { return noise_prob > 0 && noise_sigma_max > 0; }
 
 bool PhotometricOptions::illuminates() const {
   return illumination_prob > 0 && illumination_strength > 0;
@@ -181,7 +186,7 @@ bool PhotometricOptions::illuminates() const {
 PhotometricOptions no_photometric() {
   PhotometricOptions o;
   o.jitter.prob = 0;
-  o.grayscale_prob = o.blur_prob = o.solarize_prob = o.illumination_prob = 0;
+  o.grayscale_prob = o.blur_prob = o.solarize_prob = o.illumination_prob = o.noise_prob = 0;
   return o;
 }
 
@@ -319,6 +324,23 @@ void illumination_gradient(Image& image, double angle, const std::array<double, 
   }
 }
 
+void add_gaussian_noise(Image& image, double sigma, SampleRng& rng) {
+  check_image(image, "add_gaussian_noise");
+  if (!(sigma >= 0) || !std::isfinite(sigma))
+    throw std::invalid_argument("add_gaussian_noise: sigma must be finite and >= 0, got " +
+                                std::to_string(sigma));
+  if (sigma == 0) return;
+  auto& v = image.pixels;
+  for (size_t i = 0; i < v.size(); i += 2) {
+    // Box–Muller: two uniforms give two independent standard normals; 1 − u keeps log(·) finite.
+    const double r = std::sqrt(-2.0 * std::log(1.0 - rng.uniform()));
+    const double a = 2 * 3.14159265358979323846 * rng.uniform();
+    v[i] = clip8(static_cast<int>(std::lround(v[i] + sigma * r * std::cos(a))));
+    if (i + 1 < v.size())
+      v[i + 1] = clip8(static_cast<int>(std::lround(v[i + 1] + sigma * r * std::sin(a))));
+  }
+}
+
 void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& rng) {
   check_options(o);
   check_image(image, "photometric_augment");
@@ -347,6 +369,14 @@ void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& r
     for (auto& a : amplitude) a = rng.uniform(-o.illumination_strength, o.illumination_strength);
   }
 
+  // The noise's σ, likewise drawn last and only when enabled; its per-pixel draws follow.
+  bool noisy = false;
+  double noise_sigma = 0;
+  if (o.adds_noise()) {
+    noisy = rng.uniform() < o.noise_prob;
+    noise_sigma = rng.uniform(0, o.noise_sigma_max);
+  }
+
   if (lit) illumination_gradient(image, angle, amplitude);
   if (jitter) {
     for (int op : order) {
@@ -360,6 +390,7 @@ void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& r
   if (gray) to_grayscale(image);
   if (blur) gaussian_blur(image, blur_kernel_for(image, o.blur_kernel), sigma);
   if (solar) solarize(image, o.solarize_threshold);
+  if (noisy) add_gaussian_noise(image, noise_sigma, rng);
 }
 
 namespace {
@@ -404,6 +435,7 @@ class PhotometricTransform : public Transform {
         << o.blur_sigma_max << "], solarize p " << o.solarize_prob;
       if (o.illuminates())
         s << ", illumination " << o.illumination_strength << " p " << o.illumination_prob;
+      if (o.adds_noise()) s << ", noise sigma [0, " << o.noise_sigma_max << "] p " << o.noise_prob;
     }
     s << ")";
     return s.str();

@@ -25,6 +25,7 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "ocl/data/photometric.h"
 #include "ocl/data/transforms.h"
 
 namespace ocl::data {
@@ -339,6 +340,15 @@ SyntheticDataset::SyntheticDataset(const SyntheticOptions& options) : options_(o
         << ", num_classes " << options.num_classes;
     throw std::invalid_argument(msg.str());
   }
+  if (!(options.noise >= 0 && options.noise <= 128) ||
+      !(options.gradient >= 0 && options.gradient <= 255) || options.strokes < 0 ||
+      options.strokes > 16) {
+    std::ostringstream msg;
+    msg << "synthetic data set: needs noise in [0, 128], gradient in [0, 255] and strokes in "
+           "[0, 16], got noise "
+        << options.noise << ", gradient " << options.gradient << ", strokes " << options.strokes;
+    throw std::invalid_argument(msg.str());
+  }
   names_.assign(kConcepts.begin(), kConcepts.begin() + options.num_classes);
 }
 
@@ -421,6 +431,51 @@ void add_pixel_noise(std::vector<uint8_t>& pixels, SampleRng& rng) {
   }
 }
 
+// The nuisances' own streams: one per switch, apart from the image's and from each other.
+enum Nuisance : uint64_t { kStrokes = 1, kGradient = 2, kNoise = 3 };
+SampleRng nuisance_rng(const SyntheticOptions& o, Nuisance which, int64_t index) {
+  return SampleRng(sample_seed(o.seed ^ 0x6e756973616e6365ULL ^ (which << 56),  // "nuisance"
+                               o.train ? 0 : 1, index));
+}
+
+// Long thin strokes across the image, over the object.
+void draw_strokes(cv::Mat& image, int count, Colours& colours, SampleRng& rng) {
+  const int S = image.rows;
+  for (int i = 0; i < count; ++i) {
+    const Rgb colour = colours.other(rng);
+    const cv::Point2d c(rng.uniform(0, S), rng.uniform(0, S));
+    const double half = rng.uniform(0.3, 0.6) * S, a = rng.uniform(0, 2 * kPi);
+    const cv::Point2d d(half * std::cos(a), half * std::sin(a));
+    cv::line(image, fixed(c - d), fixed(c + d), scalar(colour), std::max(1, S / 32), cv::LINE_AA,
+             kShift);
+  }
+}
+
+// The switched nuisances of the scene, before the sensor's noise: strokes on it, the light over
+// it.
+void add_scene_nuisances(Image& out, cv::Mat& image, const SyntheticOptions& o, int64_t index) {
+  if (o.strokes > 0) {
+    SampleRng rng = nuisance_rng(o, kStrokes, index);
+    Colours colours{o.colours};
+    draw_strokes(image, o.strokes, colours, rng);
+  }
+  if (o.gradient > 0) {
+    SampleRng rng = nuisance_rng(o, kGradient, index);
+    const double angle = rng.uniform(0, 2 * kPi);
+    std::array<double, 3> amplitude{};
+    for (auto& a : amplitude) a = rng.uniform(-o.gradient, o.gradient);
+    illumination_gradient(out, angle, amplitude);
+  }
+}
+
+// The switched sensor noise, last.
+void add_sensor_noise(Image& out, const SyntheticOptions& o, int64_t index) {
+  if (o.noise > 0) {
+    SampleRng rng = nuisance_rng(o, kNoise, index);
+    add_gaussian_noise(out, rng.uniform(0, o.noise), rng);
+  }
+}
+
 }  // namespace
 
 std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
@@ -448,7 +503,9 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
   }
   composite(image, shape, foreground);
   maybe_occlude(image, f, colours, rng);
+  add_scene_nuisances(out, image, options_, index);
   add_pixel_noise(out.pixels, rng);
+  add_sensor_noise(out, options_, index);
   return out;
 }
 
@@ -458,6 +515,9 @@ std::string SyntheticDataset::describe() const {
     << " images, " << options_.num_classes << " classes, " << options_.image_size << "x"
     << options_.image_size << ", seed " << options_.seed
     << (options_.colours == SyntheticColours::Random ? ", random per-image colours" : "");
+  if (options_.noise > 0) s << ", pixel noise sigma U[0, " << options_.noise << "]";
+  if (options_.gradient > 0) s << ", lighting gradient +-" << options_.gradient;
+  if (options_.strokes > 0) s << ", " << options_.strokes << " clutter strokes";
   return s.str();
 }
 

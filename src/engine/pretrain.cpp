@@ -3,6 +3,7 @@
 // monitor and the checkpoint's content; the shared loop (engine/loop.h) does the rest.
 #include "ocl/engine/pretrain.h"
 
+#include <algorithm>
 #include <chrono>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -29,22 +30,44 @@ constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
 
 }  // namespace
 
-std::string shortcut_warning(const io::EvalConfig& eval, double accuracy, double knn_start,
-                             double knn_now) {
-  if (!eval.shortcut_alarm || knn_start < 0 || knn_now < 0 || !(accuracy >= 0)) return "";
-  const double gain = knn_now - knn_start;
-  if (accuracy < eval.shortcut_accuracy || gain >= eval.shortcut_knn_gain) return "";
+double knn_figure_back(const std::vector<double>& knn_history, int64_t window) {
+  if (knn_history.empty()) return -1;
+  const size_t back =
+      std::min(knn_history.size() - 1, static_cast<size_t>(std::max<int64_t>(window, 0)));
+  return knn_history[knn_history.size() - 1 - back];
+}
+
+std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
+                             const std::vector<double>& knn_history) {
+  const size_t n = knn_history.size();
+  if (!eval.shortcut_alarm || n < 2 || !(accuracy >= 0) || accuracy < eval.shortcut_accuracy)
+    return "";
+  if (std::any_of(knn_history.begin(), knn_history.end(), [](double v) { return v < 0; }))
+    return "";
+  const double start = knn_history.front(), now = knn_history.back();
+  // The figure eval.shortcut_window runs back (the first when there are fewer): a run that
+  // learned at first and then stalled while the task was solved by a shared cue.
+  const size_t back = std::min(n - 1, static_cast<size_t>(eval.shortcut_window));
+  const double before = knn_figure_back(knn_history, eval.shortcut_window);
+  const double gain = now - start, recent = now - before;
+  if (gain >= eval.shortcut_knn_gain && recent >= eval.shortcut_knn_gain) return "";
+  const std::string moved =
+      gain < eval.shortcut_knn_gain
+          ? fmt::format("moved {:+.2f} points since the start ({:.2f} -> {:.2f} %", gain, start,
+                        now)
+          : fmt::format("moved {:+.2f} points over the last {} monitor runs ({:.2f} -> {:.2f} %",
+                        recent, back, before, now);
   return fmt::format(
       "shortcut alarm: contrastive accuracy {:.3f} (>= eval.shortcut_accuracy {}) while kNN "
-      "top-1 moved {:+.2f} points since the start ({:.2f} -> {:.2f} %, less than "
-      "eval.shortcut_knn_gain {}): the two token groups are being matched by a cue they both "
-      "see, such as a per-image colour, not by content. Remove the cue: model.input_norm=patch "
-      "(each patch standardised before the patch embedding, so the flat colour it shares with "
-      "its image is gone; the evaluation apps then need the same setting), or "
-      "data.photometric=simclr with mask.group_views=independent (each group from its own "
-      "colour draw of the crop), data.illumination for a lighting gradient; see "
-      "docs/shortcuts.md",
-      accuracy, eval.shortcut_accuracy, gain, knn_start, knn_now, eval.shortcut_knn_gain);
+      "top-1 {}, less than eval.shortcut_knn_gain {}): the two token groups are being matched by "
+      "a cue they both see, such as a per-image colour, noise level or lighting, not by content. "
+      "Remove the cue: model.input_norm=patch (each patch standardised before the patch "
+      "embedding, so the flat colour it shares with its image is gone; the evaluation apps then "
+      "need the same setting), with mask.group_views=independent each group from its own copy "
+      "of the crop: data.illumination for a lighting gradient, data.noise for a noise level, "
+      "data.photometric=simclr for colour casts; configs/quickstart_robust.yaml has them "
+      "together; see docs/shortcuts.md",
+      accuracy, eval.shortcut_accuracy, moved, eval.shortcut_knn_gain);
 }
 
 ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived) {
@@ -140,8 +163,14 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     rest_options.ignore_missing = {"encoder."};
     io::load_state_dict(*model_, model_rest, rest_options);
     optim::load_adamw_state(*optimizer_, groups_, c.trainer);
-    if (const auto it = c.trainer.find("monitor.knn_start"); it != c.trainer.end())
-      knn_start_ = it->second.item<double>();
+    // The monitor's figures so far; a checkpoint written before the history was kept has the
+    // first figure alone.
+    if (const auto it = c.trainer.find("monitor.knn_history"); it != c.trainer.end()) {
+      const auto h = it->second.to(torch::kFloat64).contiguous();
+      knn_history_.assign(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
+    } else if (const auto start = c.trainer.find("monitor.knn_start"); start != c.trainer.end()) {
+      knn_history_ = {start->second.item<double>()};
+    }
   }
   run_.resume_position(
       [](const io::Config& c) {
@@ -190,12 +219,15 @@ void Pretrainer::log_setup() const {
            fused_adamw_ ? "fused (at::_fused_adamw_, one kernel per group)"
                         : "per parameter (torch::optim::AdamW)",
            o.fused);
-  // What each copy of the crop draws: data.photometric's preset and the illumination gradient.
+  // What each copy of the crop draws: data.photometric's preset, the illumination gradient and
+  // the pixel noise.
   const auto& d = config_.data;
-  const bool augmented = d.photometric != "none" || d.illumination > 0;
+  const bool augmented = d.photometric != "none" || d.illumination > 0 || d.noise > 0 || d.blur > 0;
   const std::string drawn = fmt::format(
-      "photometric '{}'{}", d.photometric,
-      d.illumination > 0 ? fmt::format(", illumination {}", d.illumination) : std::string());
+      "photometric '{}'{}{}{}", d.photometric,
+      d.illumination > 0 ? fmt::format(", illumination {}", d.illumination) : std::string(),
+      d.noise > 0 ? fmt::format(", noise {}", d.noise) : std::string(),
+      d.blur > 0 ? fmt::format(", blur {}", d.blur) : std::string());
   if (config_.mask.group_views == "shared" && augmented) {
     // One colour draw per image is a colour signature both groups see: a cue of its own.
     log.warn(
@@ -208,7 +240,8 @@ void Pretrainer::log_setup() const {
     if (!augmented) {
       log.warn(
           "mask.group_views independent with data.photometric none: both groups would read the "
-          "same pixels, so the groups share one image (set data.photometric or data.illumination)");
+          "same pixels, so the groups share one image (set data.photometric, data.illumination, "
+          "data.noise or data.blur)");
     } else {
       log.info(
           "views: each group reads its own copy of the crop, {} drawn apart (one more patch "
@@ -251,17 +284,22 @@ EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
   const int64_t every = config_.eval.knn_every;
   if (every <= 0 || (state.epoch % every != 0 && state.epoch != config_.train.epochs)) return {};
   knn_top1_ = run_knn_monitor();
+  knn_history_.push_back(knn_top1_);
   const double accuracy = loop_->epoch_figure("accuracy");
   EpochReport report{fmt::format(", kNN top-1 {:.2f} %", knn_top1_), {{"knn_top1", knn_top1_}}};
   // The shortcut alarm: both figures go to metrics.jsonl whether it fires or not, so the plot
   // shows the gap opening.
-  const std::string warning = shortcut_warning(config_.eval, accuracy, knn_start_, knn_top1_);
+  const std::string warning = shortcut_warning(config_.eval, accuracy, knn_history_);
+  const double knn_start = knn_history_.size() > 1 ? knn_history_.front() : -1.0;
+  const double knn_before =
+      knn_history_.size() > 1 ? knn_figure_back(knn_history_, config_.eval.shortcut_window) : -1.0;
   if (run_.records() && config_.eval.shortcut_alarm)
     run_.record("shortcut", {{"epoch", static_cast<double>(state.epoch)},
                              {"global_step", static_cast<double>(state.global_step)},
                              {"accuracy", accuracy},
                              {"knn_top1", knn_top1_},
-                             {"knn_start", knn_start_},
+                             {"knn_start", knn_start},
+                             {"knn_before", knn_before},
                              {"alarm", warning.empty() ? 0.0 : 1.0}});
   if (!warning.empty()) {
     run_.log().warn("{}", warning);
@@ -279,8 +317,12 @@ CheckpointTensors Pretrainer::checkpoint_tensors() {
   for (const auto& [name, tensor] : io::state_dict(*model_)) {
     if (name.rfind("encoder.", 0) != 0) c.trainer["model." + name] = tensor;
   }
-  // The alarm's baseline survives a resume.
-  c.trainer["monitor.knn_start"] = torch::tensor(knn_start_, torch::kFloat64);
+  // The alarm's figures survive a resume (knn_start as well, for a binary that reads only it).
+  if (!knn_history_.empty()) {
+    c.trainer["monitor.knn_history"] =
+        torch::tensor(knn_history_, torch::dtype(torch::kFloat64)).clone();
+    c.trainer["monitor.knn_start"] = torch::tensor(knn_history_.front(), torch::kFloat64);
+  }
   return c;
 }
 
@@ -329,7 +371,7 @@ PretrainResult Pretrainer::run() {
   // The kNN figure of the encoder at initialisation: the baseline the curve must rise above.
   if (config_.eval.knn_every > 0 && run_.state().global_step == 0) {
     knn_top1_ = run_knn_monitor();
-    knn_start_ = knn_top1_;
+    knn_history_ = {knn_top1_};
   }
   const auto start = Clock::now();
   auto r = loop_->run();

@@ -120,6 +120,8 @@ const std::vector<Section>& schema() {
         OCL_KEY(data, hflip, any()),
         OCL_KEY(data, photometric, words({"none", "byol", "colour", "simclr"})),
         OCL_KEY(data, illumination, in(0, 255)),
+        OCL_KEY(data, noise, in(0, 255)),
+        OCL_KEY(data, blur, in(0, 16)),
         OCL_KEY(data, decode, words({"reduced", "region", "full"})),
         OCL_KEY(data, workers, in(1, kMaxWorkers)),
         OCL_KEY(data, prefetch, ge(1)),
@@ -129,6 +131,9 @@ const std::vector<Section>& schema() {
         OCL_KEY(data, synthetic_val_size, in(1, kMaxSyntheticImages)),
         OCL_KEY(data, synthetic_classes, in(10, 64)),
         OCL_KEY(data, synthetic_colours, words({"palette", "random"})),
+        OCL_KEY(data, synthetic_noise, in(0, 128)),
+        OCL_KEY(data, synthetic_gradient, in(0, 255)),
+        OCL_KEY(data, synthetic_strokes, in(0, 16)),
         OCL_KEY(data, cache_dir, any())}},
       {"optim",
        {OCL_KEY(optim, name, words({"adamw"})), OCL_KEY(optim, blr, gt(0, kMaxLr)),
@@ -153,7 +158,7 @@ const std::vector<Section>& schema() {
        {OCL_KEY(eval, knn_every, ge(0)), OCL_KEY(eval, knn_k, ge(1)), OCL_KEY(eval, knn_t, gt(0)),
         OCL_KEY(eval, knn_train_size, ge(1)), OCL_KEY(eval, knn_val_size, ge(1)),
         OCL_KEY(eval, shortcut_alarm, any()), OCL_KEY(eval, shortcut_accuracy, unit()),
-        OCL_KEY(eval, shortcut_knn_gain, ge(0))}},
+        OCL_KEY(eval, shortcut_knn_gain, ge(0)), OCL_KEY(eval, shortcut_window, ge(1))}},
       {"linprobe",
        {OCL_KEY(linprobe, epochs, ge(1)), OCL_KEY(linprobe, batch_size, in(2, kMaxBatchSize)),
         OCL_KEY(linprobe, accum_iter, in(1, kMaxAccumIter)), OCL_KEY(linprobe, blr, gt(0, kMaxLr)),
@@ -755,6 +760,10 @@ void validate_impl(const Config& c) {
           "required with data.dataset webdataset: the held-out shards, which the kNN monitor, "
           "fine-tuning's evaluation and the probe read (give the training shards again if there "
           "are none)");
+  require(d.blur == 0 || d.photometric == "none" || d.photometric == "colour",
+          {"data.blur", "data.photometric"},
+          "must be 0 with data.photometric " + d.photometric +
+              ", which blurs on its own (data.blur is for none or colour)");
   require(d.crop_scale_min <= d.crop_scale_max, {"data.crop_scale_min", "data.crop_scale_max"},
           "must be <= data.crop_scale_max (" + shortest_number(d.crop_scale_max) + "), got " +
               shortest_number(d.crop_scale_min));

@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <fstream>
+#include <map>
 #include <random>
 #include <regex>
 #include <sstream>
@@ -135,6 +136,50 @@ TEST(Pretrain, ResumeWithIndependentGroupViewsReproducesTheUninterruptedRun) {
   expect_resume_reproduces_the_uninterrupted_run({"model.depth=2", "mask.group_views=independent",
                                                   "data.photometric=byol",
                                                   "data.synthetic_colours=random"});
+}
+
+// The nuisance recipe's draws (configs/quickstart_robust.yaml's options and blur) on a set with
+// every synthetic nuisance: each group's lighting ramp, blur and noise are functions of (seed,
+// epoch, sample, view), so a resume reproduces them too.
+TEST(Pretrain, ResumeWithPerGroupNoiseBlurAndLightReproducesTheUninterruptedRun) {
+  expect_resume_reproduces_the_uninterrupted_run(
+      {"model.depth=2", "model.input_norm=patch", "mask.group_views=independent",
+       "data.illumination=64", "data.noise=24", "data.blur=1", "data.synthetic_colours=random",
+       "data.synthetic_noise=20", "data.synthetic_gradient=60", "data.synthetic_strokes=2"});
+}
+
+// The shortcut alarm compares with the kNN figure eval.shortcut_window runs back: a run resumed
+// after some monitor runs measures from the same figures as the uninterrupted one (the history
+// is in the checkpoint, not rebuilt from the resumed part).
+TEST(Pretrain, ResumeKeepsTheShortcutAlarmsKnnHistory) {
+  const std::vector<std::string> extra = {"model.depth=2",           "eval.knn_every=1",
+                                          "eval.knn_train_size=128", "eval.knn_val_size=64",
+                                          "eval.shortcut_window=1",  "optim.lr=1e-2"};
+  auto figures = [](const std::string& dir) {  // epoch → the record's knn_start and knn_before
+    std::ifstream in(dir + "/metrics.jsonl");
+    std::map<int, std::pair<double, double>> out;
+    for (std::string line; std::getline(in, line);) {
+      if (line.find("\"type\":\"shortcut\"") == std::string::npos) continue;
+      const auto j = nlohmann::json::parse(line);
+      out[j.at("epoch").get<int>()] = {j.at("knn_start").get<double>(),
+                                       j.at("knn_before").get<double>()};
+    }
+    return out;
+  };
+  const auto dir_a = make_temp_dir(), dir_b = make_temp_dir();
+  ocl::engine::Pretrainer(tiny_config(dir_a, extra), quiet_options()).run();
+  auto stop = quiet_options();
+  stop.stop_after_steps = 6;  // in the second epoch, after the first epoch's monitor
+  ocl::engine::Pretrainer(tiny_config(dir_b, extra), stop).run();
+  auto resume = quiet_options();
+  resume.resume = "auto";
+  ocl::engine::Pretrainer(tiny_config(dir_b, extra), resume).run();
+  const auto a = figures(dir_a), b = figures(dir_b);
+  ASSERT_EQ(a.size(), 2u);  // epochs 1 and 2
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b.at(2), a.at(2));
+  // Epoch 2 measures from epoch 1's figure, which differs from the start's.
+  EXPECT_NE(a.at(2).second, a.at(2).first);
 }
 
 // The same resume on WebDataset shards (three a split, written by ocl's TarBuilder, lossless PNG

@@ -303,9 +303,25 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_EQ(error_of("data: {illumination: 255}"), "");
   EXPECT_ERROR("data: {synthetic_colours: rainbow}",
                "data.synthetic_colours: must be one of palette | random");
+  EXPECT_ERROR("data: {noise: -1}", "data.noise: must be in [0, 255], got -1");
+  EXPECT_ERROR("data: {blur: 17}", "data.blur: must be in [0, 16], got 17");
+  EXPECT_ERROR("data: {blur: 1, photometric: simclr}",
+               "data.blur: must be 0 with data.photometric simclr, which blurs on its own");
+  EXPECT_EQ(error_of("data: {blur: 1, photometric: colour}"), "");
+  EXPECT_ERROR("data: {synthetic_noise: 129}",
+               "data.synthetic_noise: must be in [0, 128], got 129");
+  EXPECT_ERROR("data: {synthetic_gradient: 300}",
+               "data.synthetic_gradient: must be in [0, 255], got 300");
+  EXPECT_ERROR("data: {synthetic_strokes: 17}",
+               "data.synthetic_strokes: must be in [0, 16], got 17");
+  EXPECT_ERROR("data: {synthetic_strokes: 1.5}", "data.synthetic_strokes");
+  EXPECT_EQ(error_of("data: {noise: 32, synthetic_noise: 128, synthetic_gradient: 255, "
+                     "synthetic_strokes: 16}"),
+            "");
   EXPECT_ERROR("eval: {shortcut_accuracy: 0}", "eval.shortcut_accuracy: must be in (0, 1], got 0");
   EXPECT_ERROR("eval: {shortcut_accuracy: 1.5}", "eval.shortcut_accuracy: must be in (0, 1]");
   EXPECT_ERROR("eval: {shortcut_knn_gain: -1}", "eval.shortcut_knn_gain: must be >= 0");
+  EXPECT_ERROR("eval: {shortcut_window: 0}", "eval.shortcut_window: must be >= 1, got 0");
   EXPECT_EQ(error_of("mask: {group_views: independent}\ndata: {photometric: byol, "
                      "synthetic_colours: random}\neval: {shortcut_alarm: false}"),
             "");
@@ -517,6 +533,11 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.data.synthetic_colours = "random";
   c.data.photometric = "colour";
   c.data.illumination = 40.5;
+  c.data.noise = 7.25;
+  c.data.blur = 1.5;
+  c.data.synthetic_noise = 12.5;
+  c.data.synthetic_gradient = 33;
+  c.data.synthetic_strokes = 4;
   c.data.cache_dir = "null";  // a string, not YAML's null
   c.optim.blr = 1e-4;
   c.optim.lr = 2.4e-3;
@@ -592,6 +613,7 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.eval.shortcut_alarm = false;
   c.eval.shortcut_accuracy = 0.95;
   c.eval.shortcut_knn_gain = 0.5;
+  c.eval.shortcut_window = 3;
   c.log.every = 1;
   c.log.level = "trace";
   c.log.progress = "bar";

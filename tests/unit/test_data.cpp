@@ -521,6 +521,77 @@ TEST(Synthetic, RandomColoursGiveEveryImageItsOwnColours) {
   EXPECT_THROW(parse_synthetic_colours("rgb"), std::invalid_argument);
 }
 
+// The per-image nuisances: each on its own switch, drawn from its own stream, so switching one on
+// changes what it adds and nothing else, and any mix is the sum of its parts.
+TEST(Synthetic, EachNuisanceIsItsOwnSwitch) {
+  SyntheticOptions o;
+  o.size = 40;
+  o.image_size = 32;
+  o.seed = 3;
+  const SyntheticDataset plain(o);
+  auto with = [&](double noise, double gradient, int strokes) {
+    SyntheticOptions n = o;
+    n.noise = noise;
+    n.gradient = gradient;
+    n.strokes = strokes;
+    return SyntheticDataset(n);
+  };
+  const auto noisy = with(32, 0, 0), lit = with(0, 96, 0), stroked = with(0, 0, 3),
+             lit_noisy = with(32, 96, 0);
+  EXPECT_NE(noisy.describe().find("pixel noise sigma U[0, 32]"), std::string::npos);
+  EXPECT_NE(lit.describe().find("lighting gradient +-96"), std::string::npos);
+  EXPECT_NE(stroked.describe().find("3 clutter strokes"), std::string::npos);
+  EXPECT_EQ(plain.describe().find("noise"), std::string::npos);
+  std::vector<double> noise_levels, ramp_spans;
+  for (int64_t i = 0; i < o.size; ++i) {
+    const Image p = *plain.load(i), n = *noisy.load(i), g = *lit.load(i), s = *stroked.load(i),
+                gn = *lit_noisy.load(i);
+    EXPECT_EQ(n.pixels, noisy.load(i)->pixels);  // deterministic in (seed, split, index)
+    // Strokes: a few lines over the image; every other pixel as it was (the object, its place
+    // and the clutter are drawn from the image's own stream, which the strokes do not touch).
+    size_t changed = 0;
+    for (size_t k = 0; k < p.pixels.size(); k += 3)
+      changed += p.pixels[k] != s.pixels[k] || p.pixels[k + 1] != s.pixels[k + 1] ||
+                 p.pixels[k + 2] != s.pixels[k + 2];
+    EXPECT_GT(changed, 10u) << i;
+    EXPECT_LT(changed, p.pixels.size() / 3 / 2) << i;
+    // Noise and gradient: per channel value, what each adds; where nothing was clipped, the
+    // noise added to the lit image is the noise added to the plain one, value for value.
+    double squares = 0;
+    int counted = 0, lo = 255, hi = -255;
+    for (size_t k = 0; k < p.pixels.size(); ++k) {
+      const int dn = n.pixels[k] - p.pixels[k], dg = g.pixels[k] - p.pixels[k];
+      const bool unclipped = n.pixels[k] > 0 && n.pixels[k] < 255 && g.pixels[k] > 0 &&
+                             g.pixels[k] < 255 && gn.pixels[k] > 0 && gn.pixels[k] < 255;
+      if (!unclipped) continue;
+      ASSERT_EQ(gn.pixels[k] - g.pixels[k], dn) << i << " at " << k;
+      squares += dn * dn;
+      ++counted;
+      lo = std::min(lo, dg);
+      hi = std::max(hi, dg);
+    }
+    ASSERT_GT(counted, 1000) << i;
+    noise_levels.push_back(std::sqrt(squares / counted));
+    ramp_spans.push_back(hi - lo);
+  }
+  // Each image its own noise level over [0, 32] and its own light: spans up to 2 · 96 · √2/2.
+  const auto [nmin, nmax] = std::minmax_element(noise_levels.begin(), noise_levels.end());
+  EXPECT_LT(*nmin, 8);
+  EXPECT_GT(*nmax, 24);
+  EXPECT_LE(*nmax, 34);
+  const auto [gmin, gmax] = std::minmax_element(ramp_spans.begin(), ramp_spans.end());
+  EXPECT_LT(*gmin, 60);
+  EXPECT_GT(*gmax, 100);
+  EXPECT_LE(*gmax, 2 * 96 * 0.7072 + 2);
+  // Out of range: refused naming the values.
+  SyntheticOptions bad = o;
+  bad.strokes = 17;
+  EXPECT_THROW(SyntheticDataset{bad}, std::invalid_argument);
+  bad.strokes = 0;
+  bad.noise = -1;
+  EXPECT_THROW(SyntheticDataset{bad}, std::invalid_argument);
+}
+
 TEST(Synthetic, LabelsAreBalancedAndNamed) {
   SyntheticOptions o;
   o.size = 160;

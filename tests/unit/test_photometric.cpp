@@ -395,3 +395,146 @@ TEST(Photometric, PretrainTransformAddsTheIlluminationToEachView) {
   EXPECT_EQ(make_pretrain_transform(config, 16, 2)->describe().find("illumination"),
             std::string::npos);
 }
+
+// Gaussian pixel noise: torchvision 0.14 (Debian 12's) has no GaussianNoise (v2 from 0.19, float
+// images only), so the operation is held to its definition by its statistics: on a flat image
+// away from the clip the added values have mean 0, standard deviation σ and a normal's share
+// within one and two σ; near 255 they are clipped; σ 0 draws nothing.
+TEST(Photometric, GaussianNoiseHasTheSigmaItIsAskedFor) {
+  for (double sigma : {3.0, 12.0, 30.0}) {
+    Image im;
+    im.height = im.width = 96;
+    im.pixels.assign(96 * 96 * 3, 128);
+    SampleRng rng(static_cast<uint64_t>(sigma));
+    add_gaussian_noise(im, sigma, rng);
+    double sum = 0, squares = 0;
+    int within1 = 0, within2 = 0;
+    for (uint8_t v : im.pixels) {
+      const double d = v - 128.0;
+      sum += d;
+      squares += d * d;
+      within1 += std::abs(d) <= sigma;
+      within2 += std::abs(d) <= 2 * sigma;
+    }
+    const double n = static_cast<double>(im.pixels.size());
+    const double mean = sum / n, sd = std::sqrt(squares / n - mean * mean);
+    // Rounding to whole levels adds a variance of 1/12; 27,648 values put the sample's standard
+    // deviation within ~1 % of σ and its mean within ~0.6 % of σ (three standard errors).
+    EXPECT_NEAR(mean, 0.0, 3 * sigma / std::sqrt(n) + 0.02) << sigma;
+    EXPECT_NEAR(sd, std::sqrt(sigma * sigma + 1.0 / 12), 0.03 * sigma) << sigma;
+    if (sigma >= 10) {  // the shares of a normal: 68.3 % and 95.4 %
+      EXPECT_NEAR(within1 / n, 0.683, 0.02) << sigma;
+      EXPECT_NEAR(within2 / n, 0.954, 0.01) << sigma;
+    }
+  }
+  // Clipped at 255 (and 0), never wrapped.
+  Image bright;
+  bright.height = bright.width = 32;
+  bright.pixels.assign(32 * 32 * 3, 250);
+  SampleRng rng(3);
+  add_gaussian_noise(bright, 40, rng);
+  EXPECT_EQ(*std::max_element(bright.pixels.begin(), bright.pixels.end()), 255);
+  EXPECT_GT(std::count(bright.pixels.begin(), bright.pixels.end(), 255), 32 * 32 * 3 / 4);
+  EXPECT_LT(*std::min_element(bright.pixels.begin(), bright.pixels.end()), 200);
+  // σ 0: the image and the generator untouched; a bad σ refused.
+  Image same = test_image();
+  SampleRng a(5), b(5);
+  add_gaussian_noise(same, 0, a);
+  EXPECT_EQ(same.pixels, test_image().pixels);
+  EXPECT_EQ(a.next(), b.next());
+  EXPECT_THROW(add_gaussian_noise(same, -1, a), std::invalid_argument);
+  EXPECT_THROW(add_gaussian_noise(same, std::nan(""), a), std::invalid_argument);
+}
+
+TEST(Photometric, NoiseDrawsOnlyWhenOnAndGivesEachViewItsOwnSigma) {
+  // Off (σ 0, or p 0): BYOL's view draws exactly what it drew before the option existed.
+  const Image src = test_image(40, 48);
+  auto off = byol_view(0, 32);
+  off.noise_prob = 1.0;
+  Image a = src, b = src;
+  SampleRng ra(4), rb(4);
+  photometric_augment(a, off, ra);
+  photometric_augment(b, byol_view(0, 32), rb);
+  EXPECT_EQ(a.pixels, b.pixels);
+  EXPECT_EQ(ra.next(), rb.next());
+  auto bad = no_photometric();
+  bad.noise_prob = 1;
+  bad.noise_sigma_max = 256;
+  Image c = src;
+  EXPECT_THROW(photometric_augment(c, bad, ra), std::invalid_argument);
+
+  // data.noise through the pre-training transform: two copies of one crop, each with noise of
+  // its own σ ~ U[0, 40]: over many samples the two copies' noise levels are unrelated.
+  ocl::io::DataConfig config;
+  config.noise = 40;
+  config.augment = "none";  // the whole image: the copies differ from it by their noise alone
+  const auto t = make_pretrain_transform(config, 40, 2);
+  ASSERT_EQ(t->views(), 2);
+  EXPECT_NE(t->describe().find("noise sigma [0, 40] p 1"), std::string::npos) << t->describe();
+  Image flat;
+  flat.height = 40;
+  flat.width = 40;
+  flat.pixels.assign(40 * 40 * 3, 128);
+  auto level = [&](const Image& im) {
+    double squares = 0;
+    for (uint8_t v : im.pixels) squares += (v - 128.0) * (v - 128.0);
+    return std::sqrt(squares / static_cast<double>(im.pixels.size()));
+  };
+  std::vector<double> first, second;
+  for (uint64_t seed = 0; seed < 60; ++seed) {
+    const auto copies = t->apply_views(flat, seed);
+    ASSERT_EQ(copies.size(), 2u);
+    first.push_back(level(copies[0]));
+    second.push_back(level(copies[1]));
+    EXPECT_EQ(copies[0].pixels, t->apply_views(flat, seed)[0].pixels);  // deterministic
+  }
+  // Levels spread over [0, 40] (uniform: sd 11.5) in each view, uncorrelated across views.
+  auto mean = [](const std::vector<double>& v) {
+    double s = 0;
+    for (double x : v) s += x;
+    return s / static_cast<double>(v.size());
+  };
+  const double m1 = mean(first), m2 = mean(second);
+  double cov = 0, v1 = 0, v2 = 0;
+  for (size_t i = 0; i < first.size(); ++i) {
+    cov += (first[i] - m1) * (second[i] - m2);
+    v1 += (first[i] - m1) * (first[i] - m1);
+    v2 += (second[i] - m2) * (second[i] - m2);
+  }
+  EXPECT_NEAR(m1, 20, 4.5);
+  EXPECT_NEAR(m2, 20, 4.5);
+  EXPECT_GT(std::sqrt(v1 / 60), 8);
+  EXPECT_LT(std::abs(cov / std::sqrt(v1 * v2)), 0.4);  // 60 pairs: |r| of unrelated < 0.26 at 95 %
+}
+
+// data.blur: each copy of the crop blurred with its own σ ~ U[0.1, v], a kernel of 2·⌈3v⌉ + 1
+// taps: each copy is the crop through gaussian_blur at one σ of that range, and the two differ.
+TEST(Photometric, BlurGivesEachCopyItsOwnSigma) {
+  const Image src = test_image(40, 48);
+  ocl::io::DataConfig config;
+  config.augment = "none";
+  config.blur = 1.5;
+  const auto t = make_pretrain_transform(config, 32, 2);
+  ASSERT_EQ(t->views(), 2);
+  EXPECT_NE(t->describe().find("blur p 1 sigma [0.1, 1.5]"), std::string::npos) << t->describe();
+  const Image crop = make_transform(config, 32, /*train=*/false)->apply(src, 0);
+  int differ = 0;
+  for (uint64_t seed = 0; seed < 8; ++seed) {
+    const auto copies = t->apply_views(src, seed);
+    differ += copies[0].pixels != copies[1].pixels;
+    for (const auto& copy : copies) {
+      // The σ of the range (in steps of 0.005) whose blur gives this copy exactly.
+      bool found = false;
+      for (double sigma = 0.1; sigma <= 1.5 + 1e-9 && !found; sigma += 0.005) {
+        Image b = crop;
+        gaussian_blur(b, 9, sigma);
+        int most = 0;
+        for (size_t i = 0; i < b.pixels.size(); ++i)
+          most = std::max(most, std::abs(b.pixels[i] - copy.pixels[i]));
+        found = most <= 1;  // σ off by < 0.005 moves a value by at most a level
+      }
+      EXPECT_TRUE(found) << "seed " << seed;
+    }
+  }
+  EXPECT_GE(differ, 7);
+}

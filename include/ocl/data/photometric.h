@@ -48,11 +48,19 @@ struct PhotometricOptions {
   /// with p: each channel gains a ramp of amplitude U[-strength, strength] levels.
   double illumination_prob = 0.0;
   double illumination_strength = 0.0;  // [0, 255]
+  /// Pixel noise (not in torchvision 0.14; v2's GaussianNoise from 0.19 on float images), applied
+  /// last, with p: σ ~ U[0, noise_sigma_max] levels drawn per view, then add_gaussian_noise.
+  /// Drawn for each token group's copy, it gives the two groups unrelated noise levels, so an
+  /// image's own noise level (a sensor's, a compression's) stops being a cue they share.
+  double noise_prob = 0.0;
+  double noise_sigma_max = 0.0;  // [0, 255] levels
   /// Whether any step can change an image (some probability above 0).
   bool active() const;
   /// Whether the illumination gradient is on (a probability and a strength above 0); only then
   /// are its draws made.
   bool illuminates() const;
+  /// Whether the pixel noise is on (a probability and a σ above 0); only then are its draws made.
+  bool adds_noise() const;
 };
 
 /// No augmentation (every probability 0).
@@ -100,6 +108,12 @@ void solarize(Image& image, int threshold);
 /// axis. A per-image gradient (a vignette, a window's light, a coloured wall's reflection) is
 /// seen by every patch of an image; one drawn per token group hides it from the matching.
 void illumination_gradient(Image& image, double angle, const std::array<double, 3>& amplitude);
+
+/// Gaussian pixel noise of `sigma` levels: every channel value v becomes clip(round(v + σ·z)),
+/// z a standard normal (Box–Muller on `rng`'s uniforms, one z per value, in pixel order), halves
+/// rounded away from zero, clipped to [0, 255]: v2.GaussianNoise(0, σ / 255, clip=True) on the
+/// image scaled to [0, 1], rounded back to levels. σ ≥ 0 and finite; σ = 0 draws nothing.
+void add_gaussian_noise(Image& image, double sigma, SampleRng& rng);
 
 /// One view's draws and operations on `image`, in place. Same image, options and rng state →
 /// same result.

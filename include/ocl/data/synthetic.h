@@ -5,6 +5,11 @@
 // separates the classes badly and a trained one well. Colours are shared across images on
 // purpose: a per-image colour would let contrastive pre-training match an image by colour alone.
 // SyntheticColours::Random draws such per-image colours, to reproduce that failure and its cure.
+// The other per-image nuisances, each on its own switch and off by default, are the acquisition
+// signatures of real data that both token groups of an image share: pixel noise of a random
+// strength (a sensor's gain), a lighting gradient (a lamp, a vignette), long clutter strokes
+// (hairs, scratches, cables). Each draws from a stream of its own, so switching one on leaves
+// the rest of an image as it was, and any mix is reproducible (docs/shortcuts.md has pictures).
 // The default data set of the quickstart and of the tests.
 #pragma once
 
@@ -31,6 +36,16 @@ struct SyntheticOptions {
   uint64_t seed = 0;
   bool train = true;  // train and held-out splits draw from disjoint seed streams
   SyntheticColours colours = SyntheticColours::Palette;
+  /// Pixel noise: every image draws σ ~ U[0, noise] levels, then Gaussian noise of σ on every
+  /// value (data::add_gaussian_noise), after everything else. [0, 128]; 0 = off.
+  double noise = 0;
+  /// A lighting gradient over the whole image (object included): a linear ramp along a random
+  /// direction of amplitude U[-gradient, gradient] levels per channel
+  /// (data::illumination_gradient). [0, 255]; 0 = off.
+  double gradient = 0;
+  /// Clutter strokes: this many long thin lines (0.6-1.2 of the side, 1 px at 32 px) across the
+  /// image in a random place, direction and clutter colour, over the object. [0, 16]; 0 = off.
+  int strokes = 0;
 };
 
 class SyntheticDataset : public Dataset {

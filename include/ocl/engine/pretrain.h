@@ -44,12 +44,18 @@ struct PretrainResult {
 
 /// The shortcut alarm: an epoch's mean contrastive `accuracy` at or above
 /// eval.shortcut_accuracy while the kNN monitor has gained less than eval.shortcut_knn_gain
-/// points since its first run (`knn_start` → `knn_now`, top-1 in %) is the signature of a task
-/// solved by a cue both token groups share (a per-image colour) instead of by content. Returns
-/// the warning naming the symptom and the options that remove the cue, or "" (no alarm, the
-/// alarm off, or no figure yet: a negative kNN or a NaN accuracy).
-std::string shortcut_warning(const io::EvalConfig& eval, double accuracy, double knn_start,
-                             double knn_now);
+/// points, either since its first run or over its last eval.shortcut_window runs, is the
+/// signature of a task solved by a cue both token groups share (a per-image colour, a noise
+/// level, the direction of the light) instead of by content: the contrastive task is (nearly)
+/// solved and what the encoder learns stalls or falls. `knn_history` is the monitor's top-1 (%)
+/// in order, the first at initialisation and the last the one just measured. Returns the
+/// warning naming the symptom and the options that remove the cue, or "" (no alarm, the alarm
+/// off, or no figures yet: fewer than two kNN figures, a negative one, or a NaN accuracy).
+std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
+                             const std::vector<double>& knn_history);
+/// The kNN figure `window` monitor runs before the last of `knn_history` (the first when there
+/// are fewer), what the alarm measures the recent gain from; −1 for an empty history.
+double knn_figure_back(const std::vector<double>& knn_history, int64_t window);
 
 /// The OCL model a config describes (encoder sizes from `derived`), initialised from
 /// config.train.seed: the same config always starts from the same weights.
@@ -112,7 +118,9 @@ class Pretrainer : private TrainingEngine {
   std::shared_ptr<const data::Dataset> train_set_;
   std::unique_ptr<TrainingLoop> loop_;  // declared after run_: destroyed before its communicator
   double knn_top1_ = -1;                // the last kNN monitor figure
-  double knn_start_ = -1;  // the first kNN monitor figure of the run (kept in checkpoints)
+  // Every kNN monitor figure of the run, the first at initialisation (kept in checkpoints: the
+  // shortcut alarm compares with earlier figures).
+  std::vector<double> knn_history_;
   int64_t shortcut_alarms_ = 0;
   std::shared_ptr<const data::Dataset> knn_bank_, knn_held_out_;  // kNN monitor, built on first use
   std::shared_ptr<const data::Transform> knn_transform_;

@@ -94,6 +94,13 @@ struct DataConfig {
   /// data.photometric (data::illumination_gradient): each channel gains a linear ramp in a random
   /// direction of amplitude U[-v, v] levels; 0 = off, [0, 255].
   double illumination = 0;
+  /// Pre-training: Gaussian pixel noise for each copy of the crop, after data.photometric
+  /// (data::add_gaussian_noise): σ drawn U[0, v] levels per copy; 0 = off, [0, 255].
+  double noise = 0;
+  /// Pre-training: a Gaussian blur for each copy of the crop, with data.photometric none or
+  /// colour (byol and simclr blur on their own): σ drawn U[min(0.1, v), v] pixels of the crop per
+  /// copy, a kernel of 2·⌈3v⌉ + 1 taps; 0 = off, [0, 16].
+  double blur = 0;
   /// What of a JPEG RandomResizedCrop decodes: reduced (the crop's region, at 1/2, 1/4 or 1/8
   /// scale when the crop is 2×, 4×, 8× the image size) | region (the crop's region at full
   /// scale: the same pixels as full) | full (the whole image). See data::RegionDecode.
@@ -112,6 +119,12 @@ struct DataConfig {
   /// Synthetic data set colours: palette (shared palettes: shape is what identifies an image) |
   /// random (per-image colours: colour identifies an image, the shortcut OCL alone falls for).
   std::string synthetic_colours = "palette";
+  /// Synthetic per-image nuisances (data/synthetic.h), each off at 0: pixel noise of σ ~ U[0, v]
+  /// levels ([0, 128]); a lighting gradient of amplitude U[-v, v] levels per channel ([0, 255]);
+  /// v clutter strokes across the image ([0, 16]).
+  double synthetic_noise = 0;
+  double synthetic_gradient = 0;
+  int64_t synthetic_strokes = 0;
   /// Folder of the ImageFolder file-list cache (.ocl-filelist-<split>.txt); empty = data.path
   /// when it is writable, else ocl_pretrain uses its output folder.
   std::string cache_dir;
@@ -180,10 +193,12 @@ struct EvalConfig {
   int64_t knn_val_size = 2000;     // ≥ 1: held-out images scored
   /// The shortcut alarm (pre-training with the kNN monitor on): a warning when an epoch's mean
   /// contrastive accuracy is ≥ shortcut_accuracy while kNN top-1 has gained less than
-  /// shortcut_knn_gain points since the first monitor run.
+  /// shortcut_knn_gain points since the first monitor run or over the last shortcut_window
+  /// monitor runs (engine::shortcut_warning).
   bool shortcut_alarm = true;
   double shortcut_accuracy = 0.9;  // (0, 1]
   double shortcut_knn_gain = 2.0;  // ≥ 0, percentage points
+  int64_t shortcut_window = 2;     // ≥ 1 monitor runs
 };
 
 /// The linear probe (ocl_linprobe; MAE's main_linprobe, PAPER.md "Linear probing"): a
