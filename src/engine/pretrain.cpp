@@ -60,11 +60,11 @@ std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
   return fmt::format(
       "shortcut alarm: contrastive accuracy {:.3f} (>= eval.shortcut_accuracy {}) while kNN "
       "top-1 {}, less than eval.shortcut_knn_gain {}): the two token groups are being matched by "
-      "a cue they both see, such as a per-image colour, noise level or lighting, not by content. "
+      "a cue they both see, such as a per-image colour or lighting, not by content. "
       "Remove the cue: model.input_norm=patch (each patch standardised before the patch "
       "embedding, so the flat colour it shares with its image is gone; the evaluation apps then "
       "need the same setting), with mask.group_views=independent each group from its own copy "
-      "of the crop: data.illumination for a lighting gradient, data.noise for a noise level, "
+      "of the crop: data.illumination for a lighting gradient, "
       "data.photometric=simclr for colour casts; configs/quickstart_robust.yaml has them "
       "together; see docs/shortcuts.md",
       accuracy, eval.shortcut_accuracy, moved, eval.shortcut_knn_gain);

@@ -383,7 +383,7 @@ TEST(ShortcutAlarm, FiresOnHighAccuracyWithAFlatOrStalledMonitorOnly) {
   EXPECT_NE(w.find("shortcut alarm: contrastive accuracy 0.970"), std::string::npos) << w;
   EXPECT_NE(w.find("moved +0.80 points since the start (12.10 -> 12.90 %"), std::string::npos) << w;
   EXPECT_NE(w.find("Remove the cue: model.input_norm=patch"), std::string::npos) << w;
-  EXPECT_NE(w.find("data.noise"), std::string::npos) << w;
+  EXPECT_NE(w.find("data.illumination"), std::string::npos) << w;
   EXPECT_NE(w.find("mask.group_views=independent"), std::string::npos) << w;
   EXPECT_NE(w.find("configs/quickstart_robust.yaml"), std::string::npos) << w;
   // The quickstart's figures (accuracy 0.73, kNN 35.4 → 47.1 %): learning, no alarm.
