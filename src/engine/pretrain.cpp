@@ -28,13 +28,17 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
 constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
 
+// How many monitor runs back the alarm's recent gain is measured over, for a non-empty history
+// of `n` figures: `window`, or all there are before the last.
+size_t runs_back(size_t n, int64_t window) {
+  return std::min(n - 1, static_cast<size_t>(std::max<int64_t>(window, 0)));
+}
+
 }  // namespace
 
 double knn_figure_back(const std::vector<double>& knn_history, int64_t window) {
   if (knn_history.empty()) return -1;
-  const size_t back =
-      std::min(knn_history.size() - 1, static_cast<size_t>(std::max<int64_t>(window, 0)));
-  return knn_history[knn_history.size() - 1 - back];
+  return knn_history[knn_history.size() - 1 - runs_back(knn_history.size(), window)];
 }
 
 std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
@@ -47,8 +51,8 @@ std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
   const double start = knn_history.front(), now = knn_history.back();
   // The figure eval.shortcut_window runs back (the first when there are fewer): a run that
   // learned at first and then stalled while the task was solved by a shared cue.
-  const size_t back = std::min(n - 1, static_cast<size_t>(eval.shortcut_window));
-  const double before = knn_figure_back(knn_history, eval.shortcut_window);
+  const size_t back = runs_back(n, eval.shortcut_window);
+  const double before = knn_history[n - 1 - back];
   const double gain = now - start, recent = now - before;
   if (gain >= eval.shortcut_knn_gain && recent >= eval.shortcut_knn_gain) return "";
   const std::string moved =
