@@ -17,6 +17,10 @@
 #   DEVICE=cpu MODELS=quickstart BATCH=16 STEPS=2 WARMUP=1 MAX_BATCH=0 bash scripts/bench_gpu.sh
 #                                                  a smoke run of the whole comparison without a
 #                                                  GPU (fp32; its figures are no GPU claim)
+#   VARIANTS="fused:model.fused=on" bash scripts/bench_gpu.sh
+#                                                  more ocl rows in the same run, one per
+#                                                  NAME:KEY=VALUE[,KEY=VALUE...] (overrides of
+#                                                  the base step), each against PyTorch eager
 #   bash scripts/bench_gpu.sh --set data.dataset=packed --set data.path=/data/in1k-packed
 #                                                  extra overrides for ocl_bench (the loader line
 #                                                  then times the real data: see --data)
@@ -92,5 +96,18 @@ for model in $models; do
   printf '%-30s %12s\n' "loader alone img/s" "$(get "$cpp" loader_img_per_s)"
   echo "C++ / PyTorch eager:   $(ratio "$c_img" "$e_img")x"
   echo "C++ / torch.compile:   $(ratio "$c_img" "$k_img")x"
+  for variant in ${VARIANTS:-}; do
+    name=${variant%%:*}
+    vsets=()
+    IFS=, read -r -a kvs <<<"${variant#*:}"
+    for kv in "${kvs[@]}"; do vsets+=(--set "$kv"); done
+    v=$("$bench" --config "$config" "${sets[@]}" "${vsets[@]}" --steps "$steps" \
+          --warmup "$warmup" --loader-batches 0 --matmul-size 0)
+    echo "$v" | sed "s/^/c++ $name: /"
+    v_img=$(get "$v" img_per_s)
+    printf 'C++ %-16s %9s ms %9s img/s %7s GiB  %sx eager  %sx compile  %sx base\n' "$name" \
+      "$(get "$v" step_ms)" "$v_img" "$(get "$v" peak_mem_gib)" "$(ratio "$v_img" "$e_img")" \
+      "$(ratio "$v_img" "$k_img")" "$(ratio "$v_img" "$c_img")"
+  done
   echo
 done

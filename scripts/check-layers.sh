@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks that #include directives point down DESIGN.md's layers only:
-#   apps → engine → {distributed, data, optim, ssl} → nn → io / compat
+#   apps → engine → {distributed, data, optim, ssl} → nn → ops → io / compat
 # A layer's sources (src/<layer>/, include/ocl/<layer>/) may include their own layer and the
 # ones listed for it below; anything else is printed and the script exits 1.
 set -euo pipefail
@@ -8,12 +8,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 declare -A allowed=(
   [io]="io"
-  [nn]="nn io"
-  [ssl]="ssl nn io"
-  [optim]="optim nn io"
+  [ops]="ops io"
+  [nn]="nn ops io"
+  [ssl]="ssl nn ops io"
+  [optim]="optim nn ops io"
   [data]="data io"
   [distributed]="distributed io"
-  [engine]="engine distributed data optim ssl nn io"
+  [engine]="engine distributed data optim ssl nn ops io"
 )
 bad=0
 for layer in "${!allowed[@]}"; do

@@ -5,6 +5,7 @@
 
 #include "ocl/compat.h"
 #include "ocl/nn/linear.h"
+#include "ocl/ops/linear_gelu.h"
 
 namespace ocl::nn {
 
@@ -76,6 +77,23 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
   h = mlp(apply_norm(norm2, y));
   if (ls2) h = ls2(h);
   return y + drop_path(h, options.drop_path(), is_training());
+}
+
+ops::ResidualNorm BlockImpl::forward_fused(const ops::ResidualNorm& in,
+                                           const torch::nn::LayerNorm& next,
+                                           at::ScalarType next_dtype) {
+  const auto path = ops::fused_path(true, in.residual);
+  auto h = attn(in.normed);
+  if (ls1) h = ls1(h);
+  h = drop_path(h, options.drop_path(), is_training());
+  const auto mid = ops::residual_layer_norm(in.residual, h, norm2->weight, norm2->bias,
+                                            kLayerNormEps, ops::compute_dtype(in.residual), path);
+  h = linear(mlp->fc2, ops::linear_gelu(mid.normed, mlp->fc1->weight, mlp->fc1->bias, path));
+  if (ls2) h = ls2(h);
+  h = drop_path(h, options.drop_path(), is_training());
+  if (!next) return {mid.residual + h, torch::Tensor()};
+  return ops::residual_layer_norm(mid.residual, h, next->weight, next->bias, kLayerNormEps,
+                                  next_dtype, path);
 }
 
 void BlockImpl::pretty_print(std::ostream& stream) const {

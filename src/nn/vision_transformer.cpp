@@ -128,8 +128,28 @@ torch::Tensor VisionTransformerImpl::encode_tokens(const torch::Tensor& tokens) 
               "encoder expects tokens [B, K, ", options.embed_dim(), "], got ", tokens.sizes());
   auto cls = (cls_token + pos_embed.narrow(1, 0, 1)).to(tokens.dtype());   // [1, 1, D]
   auto x = torch::cat({cls.expand({tokens.size(0), -1, -1}), tokens}, 1);  // [B, 1+K, D]
+  if (options.fused() && !blocks->is_empty()) return encode_fused(x);
   for (const auto& block : *blocks) x = block->as<Block>()->forward(x);
   return norm ? compat::layer_norm(x, norm->weight, norm->bias, kLayerNormEps) : x;
+}
+
+// Each LayerNorm fused with the residual add before it: the first block's norm1 alone, then
+// (norm2 inside each block) and (the next block's norm1, or the final norm) after it. The
+// final norm's output keeps its weight's dtype, as compat::layer_norm's does.
+torch::Tensor VisionTransformerImpl::encode_fused(const torch::Tensor& x) {
+  const auto first = blocks->ptr<BlockImpl>(0);
+  const auto path = ops::fused_path(true, x);
+  auto stream =
+      ops::residual_layer_norm(x, torch::Tensor(), first->norm1->weight, first->norm1->bias,
+                               kLayerNormEps, ops::compute_dtype(x), path);
+  const auto depth = blocks->size();
+  for (size_t i = 0; i < depth; ++i) {
+    const bool last = i + 1 == depth;
+    const auto& next = last ? norm : blocks->ptr<BlockImpl>(i + 1)->norm1;
+    const auto next_dtype = last && norm ? norm->weight.scalar_type() : ops::compute_dtype(x);
+    stream = blocks->ptr<BlockImpl>(i)->forward_fused(stream, next, next_dtype);
+  }
+  return norm ? stream.normed : stream.residual;
 }
 
 torch::Tensor VisionTransformerImpl::forward_subset(const torch::Tensor& tokens,

@@ -228,7 +228,8 @@ nn::VisionTransformerOptions encoder_options(const io::Config& config,
       .drop_path_rate(m.drop_path)
       .freeze_patch_embed(m.freeze_patch_embed)
       .input_norm(parse_input_norm(m.input_norm))
-      .input_norm_eps(m.input_norm_eps);
+      .input_norm_eps(m.input_norm_eps)
+      .fused(m.fused);
 }
 
 io::Metadata encoder_metadata(const VisionTransformerOptions& options) {

@@ -20,6 +20,8 @@
 #include <ocl/distributed/launch.h>
 #include <ocl/io/checkpoint.h>
 #include <ocl/ocl.h>
+#include <ocl/ops/linear_gelu.h>
+#include <ocl/ops/residual_layer_norm.h>
 #include <ocl/optim/adamw_state.h>
 #include <ocl/optim/adamw_step.h>
 #include <ocl/optim/param_groups.h>
@@ -275,6 +277,74 @@ TEST(Gpu, FusedAdamWMatchesPlainUpdate) {
 
 // NCCL with one rank (the GPU machines have one GPU): rendezvous, every collective the training
 // step uses on CUDA tensors, and the differentiable all-gather of the loss with its backward.
+// ocl::ops' CUDA kernels against their ATen composites, forward and backward, at ViT-B's and
+// ViT-L's widths (rows: 4 sequences of 61 tokens, four column partials, the last one short), in
+// float32 and in autocast's mixes: a float32 stream with bf16 branches, and all bf16. bf16
+// results may differ by the rounding of one bf16 step (2^-8 relative).
+double max_relative(const torch::Tensor& got, const torch::Tensor& want) {
+  auto g = got.to(torch::kFloat64).cpu(), w = want.to(torch::kFloat64).cpu();
+  return ((g - w).abs() / (w.abs() + 1.0)).max().item<double>();
+}
+
+TEST(GpuOps, FusedKernelsMatchTheirComposites) {
+  SKIP_WITHOUT_CUDA();
+  ASSERT_TRUE(ocl::ops::cuda_kernels_compiled()) << "a CUDA build without ocl::ops' kernels";
+  using ocl::ops::Path;
+  struct Mix {
+    torch::ScalarType stream, branch, normed;
+    double tolerance;
+  };
+  const Mix mixes[] = {{torch::kFloat32, torch::kFloat32, torch::kFloat32, 1e-5},
+                       {torch::kFloat32, torch::kBFloat16, torch::kBFloat16, 1.6e-2},
+                       {torch::kBFloat16, torch::kBFloat16, torch::kBFloat16, 1.6e-2}};
+  for (const int64_t D : {768, 1024}) {
+    for (const auto& m : mixes) {
+      SCOPED_TRACE("D " + std::to_string(D) + ", stream " + c10::toString(m.stream) + ", branch " +
+                   c10::toString(m.branch));
+      torch::manual_seed(5);
+      const auto cuda = torch::TensorOptions().device(torch::kCUDA);
+      auto x = torch::randn({4, 61, D}, cuda.dtype(m.stream)).requires_grad_();
+      auto h = torch::randn({4, 61, D}, cuda.dtype(m.branch)).requires_grad_();
+      auto w = (1 + 0.1 * torch::randn({D}, cuda)).requires_grad_();
+      auto b = (0.1 * torch::randn({D}, cuda)).requires_grad_();
+      auto up_y = torch::randn({4, 61, D}, cuda.dtype(m.stream));
+      auto up_n = torch::randn({4, 61, D}, cuda.dtype(m.normed));
+      std::vector<torch::Tensor> outs[2], grads[2];
+      for (const int k : {0, 1}) {
+        auto r = ocl::ops::residual_layer_norm(x, h, w, b, 1e-6, m.normed,
+                                               k ? Path::kKernel : Path::kComposite);
+        EXPECT_EQ(r.normed.scalar_type(), m.normed);
+        outs[k] = {r.residual, r.normed};
+        grads[k] = torch::autograd::grad({(r.residual.to(torch::kFloat32) * up_y).sum() +
+                                          (r.normed.to(torch::kFloat32) * up_n).sum()},
+                                         {x, h, w, b});
+      }
+      EXPECT_LT(max_relative(outs[1][0], outs[0][0]), m.tolerance) << "residual";
+      EXPECT_LT(max_relative(outs[1][1], outs[0][1]), m.tolerance) << "normed";
+      const char* names[] = {"x", "h", "weight", "bias"};
+      // The weight and bias gradients sum 244 rows: a few bf16 steps of relative error.
+      for (size_t i = 0; i < 4; ++i)
+        EXPECT_LT(max_relative(grads[1][i], grads[0][i]), i < 2 ? m.tolerance : 4 * m.tolerance)
+            << "gradient of " << names[i];
+
+      const int64_t H = 4 * D;
+      auto a = torch::randn({4, 61, D}, cuda.dtype(m.branch)).requires_grad_();
+      auto w1 = (0.02 * torch::randn({H, D}, cuda.dtype(m.branch))).requires_grad_();
+      auto b1 = (0.02 * torch::randn({H}, cuda.dtype(m.branch))).requires_grad_();
+      auto up = torch::randn({4, 61, H}, cuda.dtype(m.branch));
+      std::vector<torch::Tensor> lg[2];
+      torch::Tensor out[2];
+      for (const int k : {0, 1}) {
+        out[k] = ocl::ops::linear_gelu(a, w1, b1, k ? Path::kKernel : Path::kComposite);
+        lg[k] = torch::autograd::grad({(out[k] * up).sum()}, {a, w1, b1});
+      }
+      EXPECT_LT(max_relative(out[1], out[0]), m.tolerance) << "linear_gelu";
+      for (size_t i = 0; i < 3; ++i)
+        EXPECT_LT(max_relative(lg[1][i], lg[0][i]), 4 * m.tolerance) << "linear_gelu grad " << i;
+    }
+  }
+}
+
 TEST(GpuNccl, OneRankCollectivesRunOverNccl) {
   SKIP_WITHOUT_CUDA();
   if (!ocl::distributed::backend_available("nccl")) {

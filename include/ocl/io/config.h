@@ -49,6 +49,10 @@ struct ModelConfig {
   /// over its std: one grey level is ~0.017): a patch whose variance is small against it (a
   /// smooth gradient, noise) stays faint instead of being scaled to unit variance.
   double input_norm_eps = 0.25;
+  /// ocl::ops' fused operations in the encoder (residual add + LayerNorm, linear + GELU with a
+  /// fused backward): their CUDA kernels on a GPU where the build has them, the same arithmetic
+  /// as ATen composites elsewhere. Off until a GPU measurement shows it pays (docs/performance.md).
+  bool fused = false;
 };
 
 struct MaskConfig {
@@ -167,6 +171,10 @@ struct TrainConfig {
   int64_t threads = 0;                // ≥ 0 intra-op threads, 0 = one per core
   std::string on_nonfinite = "stop";  // stop | skip
   int64_t max_nonfinite_skips = 10;   // ≥ 0 with skip
+  /// step: each step's figures are read on the host before its update (one wait a step);
+  /// deferred: the non-finite check is made on the device (the fused AdamW skips the update) and
+  /// the figures are read while the next step runs, so that no step waits for the host.
+  std::string host_sync = "step";
 };
 
 /// Multi-process training (torchrun, srun, mpirun or ocl_pretrain --nproc-per-node).

@@ -51,6 +51,8 @@ struct VisionTransformerOptions {
   /// The patch embedding's input standardisation (PatchEmbedOptions::input_norm), and its eps.
   TORCH_ARG(InputNorm, input_norm) = InputNorm::None;
   TORCH_ARG(double, input_norm_eps) = 0.25;
+  /// The blocks through ocl::ops' fused operations (the same function; see Block::forward_fused).
+  TORCH_ARG(bool, fused) = false;
 };
 
 /// Presets at patch 16 (and 14 for ViT-H), 224² input, as in timm / MAE.
@@ -96,6 +98,8 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   torch::Tensor forward(const torch::Tensor& images);
 
   int64_t num_patches() const { return patch_embed->num_patches(); }
+  /// encode_tokens' blocks and norm through ocl::ops (options.fused): x [B, 1+K, D].
+  torch::Tensor encode_fused(const torch::Tensor& x);
   int64_t grid_size() const { return patch_embed->grid_size(); }
   void pretty_print(std::ostream& stream) const override;
 
