@@ -3,7 +3,8 @@
 # AddressSanitizer and UndefinedBehaviorSanitizer, with clang.
 #
 #   bash scripts/fuzz.sh TARGET SECONDS [LIBFUZZER_FLAG...]   one target for SECONDS
-#   bash scripts/fuzz.sh all SECONDS [LIBFUZZER_FLAG...]      each target for SECONDS, in turn
+#   bash scripts/fuzz.sh all SECONDS [LIBFUZZER_FLAG...]      each target for SECONDS, one a core
+#                                                             at a time ($OCL_FUZZ_JOBS: how many)
 #   bash scripts/fuzz.sh --list                               the targets
 #   bash scripts/fuzz.sh --seeds                              rewrite fuzz/corpus/ (ocl_fuzz_seeds)
 #
@@ -109,8 +110,28 @@ seconds=$2
 shift 2
 
 configure_and_build "${selected[@]/#/ocl_fuzz_}"
+# One target a core at a time: each run is single-threaded and timed by the wall clock, so
+# running them side by side gives each the same executions as a run alone, in half the time.
 failed=0
+parallel=${OCL_FUZZ_JOBS:-$jobs}
+pids=()
+outs=()
 for name in "${selected[@]}"; do
-  run_target "$name" "$seconds" "$@" || failed=1
+  if ((${#pids[@]} >= parallel)); then
+    wait "${pids[0]}" || failed=1
+    cat "${outs[0]}"
+    rm -f "${outs[0]}"
+    pids=("${pids[@]:1}")
+    outs=("${outs[@]:1}")
+  fi
+  out=$(mktemp)
+  run_target "$name" "$seconds" "$@" >"$out" 2>&1 &
+  pids+=("$!")
+  outs+=("$out")
+done
+for i in "${!pids[@]}"; do
+  wait "${pids[i]}" || failed=1
+  cat "${outs[i]}"
+  rm -f "${outs[i]}"
 done
 exit "$failed"

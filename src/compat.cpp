@@ -1,9 +1,13 @@
 // Version-dependent implementations behind include/ocl/compat.h.
 #include "ocl/compat.h"
 
+#include <chrono>
 #include <cmath>
+#include <thread>
 
 #include <ATen/autocast_mode.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <c10/util/C++17.h>  // c10::guts::to_string, as LibTorch 1.13 keys optimiser state
 #include <c10/util/Exception.h>
 
@@ -39,17 +43,19 @@ bool fused_adamw_supported(c10::DeviceType device) {
 
 void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                   at::TensorList exp_avg_sqs, at::TensorList state_steps, double lr, double beta1,
-                  double beta2, double weight_decay, double eps) {
+                  double beta2, double weight_decay, double eps, const at::Tensor& found_inf) {
   TORCH_CHECK(!params.empty(), "fused AdamW: no parameters");
   TORCH_CHECK(fused_adamw_supported(params[0].device().type()), "fused AdamW: LibTorch ",
               TORCH_VERSION, " has no at::_fused_adamw_ kernel for ", params[0].device().type(),
               " tensors");
 #if OCL_TORCH_AT_LEAST(2, 0)
   at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, state_steps, lr,
-                    beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+                    beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                    /*grad_scale=*/c10::nullopt,
+                    found_inf.defined() ? c10::optional<at::Tensor>(found_inf) : c10::nullopt);
 #else
   (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)state_steps, (void)lr, (void)beta1;
-  (void)beta2, (void)weight_decay, (void)eps;
+  (void)beta2, (void)weight_decay, (void)eps, (void)found_inf;
 #endif
 }
 
@@ -58,6 +64,31 @@ at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::T
   const auto dtype = weight.defined() ? weight.scalar_type() : x.scalar_type();
   return at::layer_norm(x.scalar_type() == dtype ? x : x.to(dtype), {x.size(-1)}, weight, bias,
                         eps);
+}
+
+struct StreamMark::Impl {
+  c10::Event event;
+  explicit Impl(c10::DeviceType type) : event(type) {}
+};
+
+StreamMark::StreamMark(c10::Device device) {
+  if (device.is_cpu()) return;
+  const c10::impl::VirtualGuardImpl guard(device.type());
+  impl_ = std::make_unique<Impl>(device.type());
+  impl_->event.record(guard.getStream(device));
+}
+
+StreamMark::~StreamMark() = default;
+StreamMark::StreamMark(StreamMark&&) noexcept = default;
+StreamMark& StreamMark::operator=(StreamMark&&) noexcept = default;
+
+void StreamMark::wait() const {
+  if (!impl_) return;
+#if OCL_TORCH_AT_LEAST(2, 6)
+  impl_->event.synchronize();
+#else
+  while (!impl_->event.query()) std::this_thread::sleep_for(std::chrono::microseconds(50));
+#endif
 }
 
 bool autocast_enabled(c10::DeviceType device) {

@@ -20,6 +20,7 @@
 // clang-format on
 #pragma once
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -49,10 +50,13 @@ bool fused_adamw_supported(c10::DeviceType device);
 /// torch.optim.AdamW(fused=True) makes for tensors of one device and dtype. `state_steps` are
 /// float32 0-d tensors on the parameters' device holding the step number *after* this update
 /// (the caller increments, as PyTorch's optimiser does); an entry may be shared by several
-/// parameters. Throws where fused_adamw_supported() is false.
+/// parameters. Throws where fused_adamw_supported() is false. `found_inf` (optional, a float32
+/// 0-d tensor on the parameters' device): where it holds 1 the kernel leaves everything as it
+/// was, decided on the device without the host reading it.
 void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                   at::TensorList exp_avg_sqs, at::TensorList state_steps, double lr, double beta1,
-                  double beta2, double weight_decay, double eps);
+                  double beta2, double weight_decay, double eps,
+                  const at::Tensor& found_inf = at::Tensor());
 
 /// Scaled dot-product attention without mask or dropout.
 /// q, k, v: [B, H, T, hd] → [B, H, T, hd]. Uses SDPA on 2.x, the explicit form on 1.13.
@@ -82,6 +86,22 @@ class AutocastGuard {
   c10::DeviceType device_;
   bool prev_enabled_;
   at::ScalarType prev_dtype_;
+};
+
+/// The point a device's current stream has reached when the mark is made: wait() blocks the host
+/// until the device has passed it, not for work queued after it (a CPU device is always past
+/// it). What lets the host read a step's figures while the next step runs.
+class StreamMark {
+ public:
+  explicit StreamMark(c10::Device device);
+  ~StreamMark();
+  StreamMark(StreamMark&&) noexcept;
+  StreamMark& operator=(StreamMark&&) noexcept;
+  void wait() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 /// Is autocast currently on for this device type, and with which dtype.

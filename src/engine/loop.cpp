@@ -53,6 +53,7 @@ LoopSettings run_loop_settings(const io::Config& config) {
   s.grad_sync.first_bucket_mb = config.dist.first_bucket_mb;
   s.overlap = config.dist.overlap;
   s.verify_every = config.dist.verify_every;
+  s.deferred_figures = config.train.host_sync == "deferred";
   return s;
 }
 
@@ -88,6 +89,7 @@ TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
         it->second.numel() == 4 + static_cast<int64_t>(figures_.size()))
       resumed_epoch_sums_ = it->second.to(torch::kFloat64).contiguous();
   }
+  deferred_ = settings_.deferred_figures && engine_.can_skip_on_device();
   if (steps_per_epoch_ < 1) {
     const std::string& s = settings_.section;
     throw std::runtime_error(fmt::format(
@@ -123,10 +125,32 @@ LoopResult TrainingLoop::run() {
   run_start_ = Clock::now();
   first_step_ = run_.state().global_step;
   steps_this_run_ = 0;
+  if (settings_.deferred_figures && !deferred_)
+    run_.log().info(
+        "train.host_sync: deferred needs the fused AdamW (optim.fused): each step's "
+        "figures are read before its update");
   while (run_.state().epoch < settings_.epochs) {
     begin_epoch();
     while (run_.state().step_in_epoch < steps_per_epoch_) {
-      const Step step = train_step();
+      Step step = train_step();
+      // Deferred: the step before is read now that this one is queued behind it; a stop it
+      // asked for is taken after this step on every rank. A step is left unread only when
+      // another will follow it within the epoch and the run.
+      bool stop_now = false;
+      if (pending_) {
+        resolve(*pending_);
+        record_step(*pending_);
+        result.step_losses.push_back(pending_->loss);
+        stop_now = pending_->stop;
+        pending_.reset();
+      }
+      if (deferred_ && !stop_now && run_.state().step_in_epoch < steps_per_epoch_ &&
+          !step_limit_reached()) {
+        pending_ = std::make_unique<Step>(std::move(step));
+        continue;
+      }
+      if (deferred_) resolve(step);
+      step.stop = step.stop || stop_now;
       result.step_losses.push_back(step.loss);
       if (after_step(step, result)) return result;
     }
@@ -160,13 +184,7 @@ void TrainingLoop::begin_epoch() {
 // then, after the evaluation). Returns whether the run stopped.
 bool TrainingLoop::after_step(const Step& step, LoopResult& result) {
   const auto& state = run_.state();
-  steps_this_run_ += 1;
-  window_->add(step);
-  epoch_sums_->add(step);
-  const double eta = eta_seconds();
-  if (state.global_step % settings_.log_every == 0 || state.step_in_epoch == steps_per_epoch_)
-    log_window(step, eta);
-  show_status(step, eta);
+  record_step(step);
   stop_ = step.stop || step_limit_reached();
   if (!stop_ || state.step_in_epoch == steps_per_epoch_) return false;
   run_.clear_status();
@@ -178,6 +196,15 @@ bool TrainingLoop::after_step(const Step& step, LoopResult& result) {
       state.step_in_epoch,
       result.last_checkpoint.empty() ? "" : " (or --resume " + result.last_checkpoint + ")");
   return true;
+}
+
+void TrainingLoop::record_step(const Step& step) {
+  window_->add(step);
+  epoch_sums_->add(step);
+  const double eta = eta_seconds();
+  if (step.global_step % settings_.log_every == 0 || step.step_in_epoch == steps_per_epoch_)
+    log_window(step, eta);
+  show_status(step, eta);
 }
 
 // The epoch's evaluation (the engine's end_of_epoch), its log line and record, its checkpoint;
@@ -228,7 +255,16 @@ bool TrainingLoop::step_limit_reached() const {
 
 double TrainingLoop::step() {
   connect_gradients();
-  return train_step().loss;
+  Step st = train_step();
+  if (!deferred_) return st.loss;
+  // Deferred: the loss of the step before, read while this one runs (NaN for the first).
+  double loss = NAN;
+  if (pending_) {
+    resolve(*pending_);
+    loss = pending_->loss;
+  }
+  pending_ = std::make_unique<Step>(std::move(st));
+  return loss;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -254,21 +290,56 @@ TrainingLoop::Step TrainingLoop::train_step() {
   }
   auto norm = optim::grad_norm(params);
   if (settings_.clip_grad > 0) optim::clip_grads(params, norm, settings_.clip_grad);
-  reduce_figures(st, sums, norm);
-  if (std::isfinite(st.loss) && std::isfinite(st.grad_norm)) {
+  const torch::Tensor figures = reduce_figures(sums, norm);
+  st.epoch = state.epoch;
+  st.step_in_epoch = state.step_in_epoch + 1;
+  st.global_step = state.global_step + 1;
+  if (deferred_) {
+    // The same figures decide on the device: every rank skips the same steps.
+    const auto found_inf =
+        torch::logical_not(torch::isfinite(figures[0]) & torch::isfinite(figures[-1]))
+            .to(torch::kFloat32);
     run_.before_optimizer_step(state.global_step, params);
-    engine_.update();
+    engine_.update_or_skip(optim::DeviceSkip{found_inf, uncounted_});
+    uncounted_ = found_inf;
+    const bool pinned = figures.is_cuda();
+    st.figures_in_flight = torch::empty(
+        figures.sizes(), torch::TensorOptions().dtype(figures.scalar_type()).pinned_memory(pinned));
+    st.figures_in_flight.copy_(figures, /*non_blocking=*/pinned);
+    st.figures_copied = std::make_shared<compat::StreamMark>(figures.device());
   } else {
-    skip_or_stop_nonfinite(st);
-    compat::zero_grad(params);
-    st.skipped = true;
+    read_figures(st, figures.cpu());
+    if (std::isfinite(st.loss) && std::isfinite(st.grad_norm)) {
+      run_.before_optimizer_step(state.global_step, params);
+      engine_.update();
+    } else {
+      skip_or_stop_nonfinite(st);
+      compat::zero_grad(params);
+      st.skipped = true;
+    }
   }
   if (run_.comm() && settings_.verify_every > 0 &&
       (state.global_step + 1) % settings_.verify_every == 0)
     verify_replicas();
   state.global_step += 1;
   state.step_in_epoch += 1;
+  steps_this_run_ += 1;
   return st;
+}
+
+// A deferred step's figures, once the device has copied them (long done when the step after it
+// has been queued); its update was skipped on the device if they are not finite, and the
+// non-finite policy now counts or stops as it would have before the update.
+void TrainingLoop::resolve(Step& st) {
+  st.figures_copied->wait();
+  read_figures(st, st.figures_in_flight);
+  st.figures_in_flight = torch::Tensor();
+  // Nothing queued after it: the next update has no skip of this step's still to discount.
+  if (st.global_step == run_.state().global_step) uncounted_ = torch::Tensor();
+  if (std::isfinite(st.loss) && std::isfinite(st.grad_norm)) return;
+  skip_or_stop_nonfinite(st);
+  engine_.forget_skipped_update();
+  st.skipped = true;
 }
 
 // The step's micro-batches through the engine's forward and backward (the loss scaled by
@@ -299,14 +370,18 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
   return sums;
 }
 
-// One all-reduce and one host sync per step: the figures become means over ranks, and a stop
-// asked on any rank stops every rank after this same step (signals reach the ranks of a job at
-// slightly different moments). The loss must be checked before the update anyway.
-void TrainingLoop::reduce_figures(Step& st, const torch::Tensor& sums, const torch::Tensor& norm) {
+// One all-reduce per step: the figures become means over ranks, and a stop asked on any rank
+// stops every rank after the same step (signals reach the ranks of a job at slightly different
+// moments). Returns [loss sum, figure sums..., stop, gradient norm] on the device.
+torch::Tensor TrainingLoop::reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm) {
   auto per_rank =
       torch::cat({sums, torch::full({1}, run_.signalled() ? 1.0 : 0.0, sums.options())});
   if (run_.comm()) run_.comm()->all_reduce_sum(per_rank, distributed::Group::kLoss, "step figures");
-  const auto v = torch::cat({per_rank, norm.to(torch::kFloat64).reshape({1})}).cpu();
+  return torch::cat({per_rank, norm.to(torch::kFloat64).reshape({1})});
+}
+
+void TrainingLoop::read_figures(Step& st, const torch::Tensor& host_figures) {
+  const auto v = host_figures.contiguous();
   const double* p = v.data_ptr<double>();
   const double mean = 1.0 / static_cast<double>(settings_.accum_iter * run_.world_size());
   const size_t n = figures_.size();
@@ -322,8 +397,8 @@ void TrainingLoop::skip_or_stop_nonfinite(const Step& st) {
   auto& state = run_.state();
   std::string what = fmt::format(
       "non-finite {} at epoch {}, step {} of {} (global step {}): loss {}, grad norm {}",
-      std::isfinite(st.loss) ? "gradient" : "loss", state.epoch, state.step_in_epoch,
-      steps_per_epoch_, state.global_step, st.loss, st.grad_norm);
+      std::isfinite(st.loss) ? "gradient" : "loss", st.epoch, st.step_in_epoch - 1,
+      steps_per_epoch_, st.global_step - 1, st.loss, st.grad_norm);
   for (size_t i = 0; i < figures_.size(); ++i)
     what += fmt::format(", {} {}", figures_[i].name, st.figures[i]);
   what += fmt::format(", lr {}; {}last good checkpoint: {}", st.lr,

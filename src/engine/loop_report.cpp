@@ -9,7 +9,7 @@
 namespace ocl::engine {
 
 void TrainingLoop::log_window(const Step& st, double eta) {
-  const auto& state = run_.state();
+  const Step& state = st;  // where the run stood after the step (deferred: one step back)
   const Window& w = *window_;
   const double seconds = std::max(seconds_since(w.start), 1e-9);
   const double img_s = static_cast<double>(w.images) / seconds;
@@ -43,7 +43,7 @@ void TrainingLoop::log_window(const Step& st, double eta) {
 
 void TrainingLoop::show_status(const Step& st, double eta) {
   if (!run_.has_status_line()) return;
-  const auto& state = run_.state();
+  const Step& state = st;
   const int width = 20;
   const int filled = static_cast<int>(width * state.step_in_epoch / steps_per_epoch_);
   run_.set_status(fmt::format("[{}{}] epoch {}/{} step {}/{}  loss {:.4f}  lr {:.2e}  ETA {}",

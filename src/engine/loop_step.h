@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ocl/compat.h"
 #include "ocl/engine/loop.h"
 
 namespace ocl::engine {
@@ -21,6 +22,10 @@ struct TrainingLoop::Step {
   int64_t images = 0;      // the whole step's, all ranks
   bool skipped = false;    // non-finite, skipped (train.on_nonfinite: skip)
   bool stop = false;       // a stop was asked on some rank: every rank stops after this step
+  int64_t epoch = 0, step_in_epoch = 0, global_step = 0;  // where the run stood after it
+  // train.host_sync: deferred: the figures on their way to the host, read by resolve().
+  torch::Tensor figures_in_flight;
+  std::shared_ptr<compat::StreamMark> figures_copied;
 };
 
 // Sums over the steps of a log window or an epoch (skipped steps count for time and images).

@@ -283,6 +283,10 @@ MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
 }
 
 void Pretrainer::update() { optim::adamw_step(*optimizer_, fused_adamw_); }
+void Pretrainer::update_or_skip(const optim::DeviceSkip& skip) {
+  optim::adamw_step(*optimizer_, skip);
+}
+void Pretrainer::forget_skipped_update() { optim::uncount_adamw_step(*optimizer_); }
 
 EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
   const int64_t every = config_.eval.knn_every;

@@ -36,7 +36,7 @@ struct Bucket {
 // (device type, device index, dtype, step): c10::Device has no ordering of its own.
 using BucketKey = std::tuple<int, int, int, int64_t>;
 
-void fused_step(torch::optim::AdamW& optimizer) {
+void fused_step(torch::optim::AdamW& optimizer, const DeviceSkip* skip) {
   torch::NoGradGuard no_grad;
   auto& state = optimizer.state();
   for (auto& group : optimizer.param_groups()) {
@@ -71,12 +71,13 @@ void fused_step(torch::optim::AdamW& optimizer) {
       const int64_t step = std::get<3>(key);
       // The kernel reads the step as a float32 tensor on the parameters' device (exact up to
       // 2^24 steps); torch.optim.AdamW(fused=True) keeps it so.
-      const auto step_tensor = torch::full({}, static_cast<double>(step),
-                                           at::TensorOptions().dtype(at::kFloat).device(b.device));
+      auto step_tensor = torch::full({}, static_cast<double>(step),
+                                     at::TensorOptions().dtype(at::kFloat).device(b.device));
+      if (skip && skip->uncounted.defined()) step_tensor = step_tensor - skip->uncounted;
       const std::vector<at::Tensor> steps(b.params.size(), step_tensor);
       compat::fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, steps, o.lr(),
                            std::get<0>(o.betas()), std::get<1>(o.betas()), o.weight_decay(),
-                           o.eps());
+                           o.eps(), skip ? skip->found_inf : at::Tensor());
     }
   }
 }
@@ -85,9 +86,28 @@ void fused_step(torch::optim::AdamW& optimizer) {
 
 void adamw_step(torch::optim::AdamW& optimizer, bool fused) {
   if (fused) {
-    fused_step(optimizer);
+    fused_step(optimizer, nullptr);
   } else {
     optimizer.step();
+  }
+}
+
+void adamw_step(torch::optim::AdamW& optimizer, const DeviceSkip& skip) {
+  TORCH_CHECK(skip.found_inf.defined(), "adamw_step: a device skip needs found_inf");
+  fused_step(optimizer, &skip);
+}
+
+// The parameters a step counts are those with a gradient (fused_step skips the others); the
+// set is the same from one step to the next.
+void uncount_adamw_step(torch::optim::AdamW& optimizer) {
+  auto& state = optimizer.state();
+  for (auto& group : optimizer.param_groups()) {
+    for (auto& p : group.params()) {
+      const auto it = state.find(compat::optimizer_state_key(p));
+      if (!p.grad().defined() || it == state.end()) continue;
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      s.step(s.step() - 1);
+    }
   }
 }
 

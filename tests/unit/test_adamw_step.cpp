@@ -179,3 +179,37 @@ TEST(FusedAdamW, CheckpointResumesOnEitherPath) {
 }
 
 }  // namespace
+
+// train.host_sync: deferred's update: a step found non-finite on the device changes nothing, and
+// the step after it, queued before the host learnt of the skip, discounts it in its bias
+// correction; once the host takes the step back from its count, the run is the run that never
+// had that step.
+TEST(FusedAdamW, ADeviceSkipLeavesEverythingAndTheNextStepDiscountsIt) {
+  SKIP_WITHOUT_FUSED_CPU();
+  auto plain = make_groups();
+  auto gated = clone_groups(plain);
+  auto plain_opt = ocl::optim::make_adamw(plain, kSettings);
+  auto gated_opt = ocl::optim::make_adamw(gated, kSettings);
+  const auto one = torch::ones({}), zero = torch::zeros({});
+  // Steps 2..5 (every parameter has a gradient there); the gated run's step 3 is non-finite.
+  run_steps(*plain_opt, plain, 2, 3, true);
+  set_grads(gated, 2);
+  ocl::optim::adamw_step(*gated_opt, ocl::optim::DeviceSkip{zero, {}});
+  expect_same(*plain_opt, plain, *gated_opt, gated);
+  set_grads(gated, 3);
+  ocl::optim::adamw_step(*gated_opt, ocl::optim::DeviceSkip{one, zero});
+  // Nothing moved; the host has counted the step as it cannot know yet.
+  for (size_t g = 0; g < plain.size(); ++g)
+    for (size_t i = 0; i < plain[g].params.size(); ++i)
+      EXPECT_TRUE(torch::equal(plain[g].params[i], gated[g].params[i]));
+  EXPECT_EQ(ocl::optim::adamw_state(*gated_opt, gated).at("optim.w1.step").item<int64_t>(), 2);
+  run_steps(*plain_opt, plain, 4, 5, true);
+  set_grads(gated, 4);
+  ocl::optim::adamw_step(*gated_opt, ocl::optim::DeviceSkip{zero, one});
+  ocl::optim::uncount_adamw_step(*gated_opt);  // the host reads step 3's figures
+  expect_same(*plain_opt, plain, *gated_opt, gated);
+  run_steps(*plain_opt, plain, 5, 6, true);
+  set_grads(gated, 5);
+  ocl::optim::adamw_step(*gated_opt, ocl::optim::DeviceSkip{zero, {}});
+  expect_same(*plain_opt, plain, *gated_opt, gated);
+}

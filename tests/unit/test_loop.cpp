@@ -82,6 +82,16 @@ class ToyEngine : public TrainingEngine {
     for (auto& p : params_) p.sub_(p.grad() * lr_);
     updates += 1;
   }
+  // train.host_sync: deferred: the update gated by a device tensor, as the fused AdamW's is.
+  bool can_skip_on_device() const override { return true; }
+  void update_or_skip(const ocl::optim::DeviceSkip& skip) override {
+    torch::NoGradGuard no_grad;
+    const auto skipped = skip.found_inf > 0;
+    for (auto& p : params_) p.copy_(torch::where(skipped, p, p - p.grad() * lr_));
+    device_updates += 1 - skip.found_inf;
+  }
+  void forget_skipped_update() override { forgotten += 1; }
+  int64_t applied() const { return updates + static_cast<int64_t>(device_updates.item<float>()); }
   EpochReport end_of_epoch(const TrainingState& state) override {
     epochs_ended.push_back(state.epoch);
     return {", toy figure 7", {{"toy_metric", 7.0 + static_cast<double>(state.epoch)}}};
@@ -91,7 +101,8 @@ class ToyEngine : public TrainingEngine {
   }
   torch::nn::Linear model_{nullptr};
   std::vector<int64_t> epochs_ended;
-  int64_t updates = 0;
+  int64_t updates = 0, forgotten = 0;
+  torch::Tensor device_updates = torch::zeros({});
 
  private:
   int64_t nan_at_step_;
@@ -152,9 +163,17 @@ std::vector<std::string> epoch_means(const std::string& metrics) {
   return out;
 }
 
-TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun) {
+class LoopByHostSync : public testing::TestWithParam<std::string> {
+ protected:
+  std::vector<std::string> sets() const { return {"train.host_sync=" + GetParam()}; }
+};
+INSTANTIATE_TEST_SUITE_P(TrainingLoop, LoopByHostSync, testing::Values("step", "deferred"));
+
+// Either way of reading the figures: deferred reads each step's while the next one runs, and a
+// stop or an epoch's end reads the last step at once.
+TEST_P(LoopByHostSync, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun) {
   const auto whole_dir = ocl::test::make_temp_dir("ocl_loop_whole_");
-  ToyRun whole(whole_dir, {});
+  ToyRun whole(whole_dir, {}, sets());
   const auto all = whole.loop->run();
   ASSERT_EQ(all.step_losses.size(), 18u);  // 3 epochs of 6 steps
   EXPECT_FALSE(all.interrupted);
@@ -165,7 +184,7 @@ TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun)
   RunOptions stop;
   stop.stop_after_steps = 4;
   {
-    ToyRun first(dir, stop);
+    ToyRun first(dir, stop, sets());
     const auto r = first.loop->run();
     EXPECT_TRUE(r.interrupted);
     EXPECT_EQ(r.last_checkpoint, dir + "/checkpoint-0000-000004");
@@ -174,7 +193,7 @@ TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun)
   }
   stop.resume = "auto";  // 4 more steps of this run: global step 8, epoch 1 step 2
   {
-    ToyRun second(dir, stop);
+    ToyRun second(dir, stop, sets());
     EXPECT_EQ(second.run->state().global_step, 4);
     const auto r = second.loop->run();
     EXPECT_EQ(r.last_checkpoint, dir + "/checkpoint-0001-000002");
@@ -183,7 +202,7 @@ TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun)
   RunOptions rest;
   rest.resume = "auto";
   {
-    ToyRun third(dir, rest);
+    ToyRun third(dir, rest, sets());
     const auto r = third.loop->run();
     EXPECT_FALSE(r.interrupted);
     losses.insert(losses.end(), r.step_losses.begin(), r.step_losses.end());
@@ -198,7 +217,7 @@ TEST(TrainingLoop, StopAfterStepsOfThisRunAndResumeReproduceTheUninterruptedRun)
   EXPECT_EQ(count_of(metrics, "\"type\":\"epoch\""), 3) << metrics;
   EXPECT_EQ(epoch_means(metrics), epoch_means(ocl::test::read_file(whole_dir + "/metrics.jsonl")));
   // A finished run has nothing to do.
-  ToyRun again(dir, rest);
+  ToyRun again(dir, rest, sets());
   EXPECT_TRUE(again.loop->run().step_losses.empty());
   EXPECT_NE(ocl::test::read_file(dir + "/train.log").find("nothing to do"), std::string::npos);
 }
@@ -359,6 +378,47 @@ TEST(TrainingLoop, NonFiniteStepStopsNamingItOrIsSkipped) {
   EXPECT_FALSE(r.interrupted);
   EXPECT_EQ(run.run->state().nonfinite_skips, 1);
   EXPECT_EQ(run.engine.updates, 17);  // 18 steps, one skipped
+  EXPECT_NE(ocl::test::read_file(dir2 + "/train.log").find("step skipped (1 of at most 1"),
+            std::string::npos);
+}
+
+// Deferred: the same figures, records and weights as reading every step; a non-finite step is
+// skipped on the device and named with the same message, one step later on the host.
+TEST(TrainingLoop, DeferredFiguresGiveTheStepRunAndKeepTheNonFinitePolicies) {
+  const auto step_dir = ocl::test::make_temp_dir("ocl_loop_step_");
+  const auto deferred_dir = ocl::test::make_temp_dir("ocl_loop_deferred_");
+  ToyRun by_step(step_dir, {});
+  ToyRun deferred(deferred_dir, {}, {"train.host_sync=deferred"});
+  const auto a = by_step.loop->run(), b = deferred.loop->run();
+  EXPECT_EQ(a.step_losses, b.step_losses);
+  EXPECT_TRUE(torch::equal(by_step.engine.model_->weight, deferred.engine.model_->weight));
+  EXPECT_EQ(deferred.engine.updates, 0);  // every update went through update_or_skip
+  EXPECT_EQ(deferred.engine.applied(), 18);
+  const auto ma = ocl::test::read_file(step_dir + "/metrics.jsonl");
+  const auto mb = ocl::test::read_file(deferred_dir + "/metrics.jsonl");
+  EXPECT_EQ(count_of(mb, "\"type\":\"step\""), 18) << mb;
+  EXPECT_EQ(epoch_means(ma), epoch_means(mb));
+  for (const char* step : {"\"global_step\":1,", "\"global_step\":6,", "\"global_step\":18,"})
+    EXPECT_NE(mb.find(step), std::string::npos) << step << "\n" << mb;
+
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_deferred_nan_");
+  {
+    ToyRun run(dir, {}, {"train.host_sync=deferred"}, 4, /*nan_at_step=*/2);
+    OCL_EXPECT_THROW_WITH(run.loop->run(),
+                          "non-finite loss at epoch 0, step 2 of 6 (global step 2)");
+    // Steps 0 and 1 applied, step 2 skipped on the device; step 3 was queued before the host
+    // read step 2's figures (nothing is written after the stop).
+    EXPECT_EQ(run.engine.applied(), 3);
+  }
+  const auto dir2 = ocl::test::make_temp_dir("ocl_loop_deferred_skip_");
+  ToyRun run(dir2, {},
+             {"train.host_sync=deferred", "train.on_nonfinite=skip", "train.max_nonfinite_skips=1"},
+             4, 2);
+  const auto r = run.loop->run();
+  EXPECT_FALSE(r.interrupted);
+  EXPECT_EQ(run.run->state().nonfinite_skips, 1);
+  EXPECT_EQ(run.engine.applied(), 17);  // 18 steps, one skipped on the device
+  EXPECT_EQ(run.engine.forgotten, 1);
   EXPECT_NE(ocl::test::read_file(dir2 + "/train.log").find("step skipped (1 of at most 1"),
             std::string::npos);
 }

@@ -26,6 +26,7 @@
 #include "ocl/data/loader.h"
 #include "ocl/distributed/grad_sync.h"
 #include "ocl/engine/run.h"
+#include "ocl/optim/adamw_step.h"
 #include "ocl/optim/schedule.h"
 
 namespace ocl::engine {
@@ -97,6 +98,14 @@ class TrainingEngine {
   virtual MicroStep forward(const data::Batch& batch, const StepContext& at) = 0;
   /// The optimiser step on the gradients (and what follows it: an EMA).
   virtual void update() = 0;
+  /// Whether update_or_skip can make the non-finite check on the device (the fused AdamW): what
+  /// train.host_sync: deferred needs; the loop reads every step's figures otherwise.
+  virtual bool can_skip_on_device() const { return false; }
+  /// update(), left undone on the device where skip.found_inf is 1.
+  virtual void update_or_skip(const optim::DeviceSkip& skip) { update(); }
+  /// A step that update_or_skip skipped on the device, learnt one step late: the host-side
+  /// optimiser state forgets it (optim::uncount_adamw_step).
+  virtual void forget_skipped_update() {}
   /// After an epoch's last step (`state.epoch` counts it already): evaluation and the like.
   virtual EpochReport end_of_epoch(const io::TrainingState& state) = 0;
   virtual CheckpointTensors checkpoint_tensors() = 0;
@@ -123,6 +132,10 @@ struct LoopSettings {
   distributed::GradSyncOptions grad_sync;  // dist.bucket_mb, dist.first_bucket_mb
   bool overlap = true;                     // dist.overlap: all-reduce during backward
   int64_t verify_every = 0;                // dist.verify_every: replica check period, 0 = never
+  /// train.host_sync: deferred: the non-finite check on the device and each step's figures read
+  /// while the next step runs (where the engine can_skip_on_device), so that no step waits for
+  /// the host; else each step's figures are read before its update.
+  bool deferred_figures = false;
 };
 
 /// The run-wide part of LoopSettings from `config` (train.steps_per_epoch, log.every,
@@ -201,12 +214,15 @@ class TrainingLoop {
   // run()'s phases.
   void begin_epoch();
   bool after_step(const Step& step, LoopResult& result);  // true: stopped mid-epoch
+  void record_step(const Step& step);                     // window, epoch sums, log, status
   bool end_epoch(LoopResult& result);                     // true: stopped after the epoch
   void finish();
   // train_step()'s phases.
   Step train_step();
   torch::Tensor accumulate(Step& step);  // forward + backward of the micro-batches: their sums
-  void reduce_figures(Step& step, const torch::Tensor& sums, const torch::Tensor& norm);
+  torch::Tensor reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm);
+  void read_figures(Step& step, const torch::Tensor& host_figures);
+  void resolve(Step& step);  // deferred: the figures read, the non-finite policy applied
   void skip_or_stop_nonfinite(const Step& step);
   void verify_replicas();
   // What the run reports.
@@ -228,6 +244,9 @@ class TrainingLoop {
   std::chrono::steady_clock::time_point run_start_;
   int64_t first_step_ = 0, steps_this_run_ = 0;  // the global step run() started at; since
   bool stop_ = false;                            // a stop was asked: taken at the next chance
+  bool deferred_ = false;                        // settings.deferred_figures, where possible
+  std::unique_ptr<Step> pending_;                // deferred: the step whose figures are unread
+  torch::Tensor uncounted_;  // deferred: the last queued step's found_inf (optim::DeviceSkip)
   torch::Tensor resumed_epoch_sums_;  // a mid-epoch checkpoint's sums, until its epoch starts
   std::unique_ptr<Window> window_, epoch_sums_;
 };

@@ -100,6 +100,9 @@ class Pretrainer : private TrainingEngine {
   void set_lr(double lr) override;
   MicroStep forward(const data::Batch& batch, const StepContext& at) override;
   void update() override;
+  bool can_skip_on_device() const override { return fused_adamw_; }
+  void update_or_skip(const optim::DeviceSkip& skip) override;
+  void forget_skipped_update() override;
   EpochReport end_of_epoch(const io::TrainingState& state) override;
   CheckpointTensors checkpoint_tensors() override;
   double run_knn_monitor();

@@ -28,4 +28,24 @@ bool resolve_fused_adamw(const std::string& mode, c10::Device device);
 /// caller here uses); otherwise optimizer.step().
 void adamw_step(torch::optim::AdamW& optimizer, bool fused);
 
+/// A step whose non-finite check is made on the device (engine::TrainingLoop with
+/// train.host_sync: deferred): float32 0-d tensors on the parameters' device.
+struct DeviceSkip {
+  /// 1: this step's loss or gradient is not finite; the update leaves every tensor as it was.
+  torch::Tensor found_inf;
+  /// 1: the step before was skipped on the device and the host's step count still counts it
+  /// (the host learns it one step late); undefined when nothing is in flight.
+  torch::Tensor uncounted;
+};
+
+/// The fused step gated on the device: the same update as adamw_step(optimizer, true) where
+/// skip.found_inf is 0, none where it is 1, with bias corrections from the step count less
+/// skip.uncounted. The host counts the step either way; take it back with uncount_adamw_step
+/// once the skip is known.
+void adamw_step(torch::optim::AdamW& optimizer, const DeviceSkip& skip);
+
+/// Takes one step back from every parameter's step count: a step adamw_step(optimizer, skip)
+/// skipped on the device.
+void uncount_adamw_step(torch::optim::AdamW& optimizer);
+
 }  // namespace ocl::optim
