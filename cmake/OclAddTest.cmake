@@ -1,10 +1,15 @@
-# ocl_add_test(<exe> [SERIAL] LABELS <label>... SOURCES <file>...): one GoogleTest executable
+# ocl_add_test(<exe> [SERIAL] [SEPARATE] LABELS <label>... SOURCES <file>...): one GoogleTest executable
 # whose cases become CTest tests carrying the given labels (unit, reference, integration, gpu).
 # SERIAL: each case runs alone under `ctest -j N` (RUN_SERIAL), for cases that start processes
-# using every core, time their peers or hold the GPU; the others share the cores.
+# using every core, time their peers or hold the GPU; the others share the cores. The sources
+# are compiled in unity batches (OCL_UNITY_BUILD) unless SEPARATE: files whose helpers share
+# names.
 function(ocl_add_test name)
-  cmake_parse_arguments(ARG "SERIAL" "" "LABELS;SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "SERIAL;SEPARATE" "" "LABELS;SOURCES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
+  if(OCL_UNITY_BUILD AND NOT ARG_SEPARATE)
+    set_target_properties(${name} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 8)
+  endif()
   target_link_libraries(${name} PRIVATE ocl::ocl GTest::gtest GTest::gtest_main)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   ocl_set_compile_options(${name})

@@ -1,7 +1,9 @@
 # ocl::ops' CUDA kernels (src/ops/kernels.cu), compiled by nvcc where LibTorch is a CUDA build.
 # Elsewhere the ops layer has its composites and the kernels' host emulation only.
 # OCL_CUDA_KERNELS: AUTO (where nvcc is found), ON (stop the configure step without nvcc), OFF.
-# The kernels' GPUs: CMAKE_CUDA_ARCHITECTURES (default 80;90: A100 and H100).
+# The kernels' GPUs are LibTorch's choice, as for its own extensions: TORCH_CUDA_ARCH_LIST (a
+# CMake or environment variable, "8.0;9.0"), else the GPU of the building machine, else
+# LibTorch's list of every architecture it supports (slow to compile).
 set(OCL_CUDA_KERNELS AUTO CACHE STRING "Build ocl::ops' CUDA kernels: AUTO, ON, OFF")
 set_property(CACHE OCL_CUDA_KERNELS PROPERTY STRINGS AUTO ON OFF)
 set(OCL_CUDA_KERNELS_USED OFF)
@@ -9,11 +11,19 @@ if(OCL_TORCH_CUDA AND NOT OCL_CUDA_KERNELS STREQUAL "OFF")
   include(CheckLanguage)
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
-    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-      set(CMAKE_CUDA_ARCHITECTURES 80 90)
-    endif()
     enable_language(CUDA)
     set(OCL_CUDA_KERNELS_USED ON)
+    # nvcc may compile host code with another GCC than the C++ compiler (Debian's CUDA 12.4
+    # takes g++-13 beside Debian 13's g++-14); that GCC's runtime folder, which CMake adds to
+    # every link holding CUDA objects, would put its older libstdc++ before the one the C++ code
+    # needs. Kept: the CUDA folders, and GCC folders the C++ compiler links from itself.
+    set(ocl_cuda_link_dirs)
+    foreach(dir IN LISTS CMAKE_CUDA_IMPLICIT_LINK_DIRECTORIES)
+      if(NOT dir MATCHES "/gcc/" OR dir IN_LIST CMAKE_CXX_IMPLICIT_LINK_DIRECTORIES)
+        list(APPEND ocl_cuda_link_dirs "${dir}")
+      endif()
+    endforeach()
+    set(CMAKE_CUDA_IMPLICIT_LINK_DIRECTORIES "${ocl_cuda_link_dirs}")
   elseif(OCL_CUDA_KERNELS STREQUAL "ON")
     message(FATAL_ERROR "ocl: OCL_CUDA_KERNELS=ON, but no CUDA compiler (nvcc) was found: set "
                         "CMAKE_CUDA_COMPILER, or OCL_CUDA_KERNELS=AUTO to build without them")
@@ -36,10 +46,13 @@ if(OCL_CUDA_KERNELS_USED)
       $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Werror>)
   endif()
   target_sources(ocl PRIVATE $<TARGET_OBJECTS:ocl_cuda_kernels>)
-  set_property(SOURCE src/ops/host_kernels.cpp APPEND PROPERTY
-    COMPILE_DEFINITIONS OCL_WITH_CUDA_KERNELS)
-  message(STATUS "ocl: CUDA kernels (ocl::ops) for sm ${CMAKE_CUDA_ARCHITECTURES}, "
+  string(REGEX MATCHALL "code=sm_[0-9a-z]+" ocl_cuda_codes "${CMAKE_CUDA_FLAGS}")
+  string(REPLACE "code=sm_" "" ocl_cuda_codes "${ocl_cuda_codes}")
+  message(STATUS "ocl: CUDA kernels (ocl::ops) for sm ${ocl_cuda_codes}, "
                  "${CMAKE_CUDA_COMPILER_ID} ${CMAKE_CUDA_COMPILER_VERSION}")
-elseif(OCL_TORCH_CUDA)
-  message(STATUS "ocl: no CUDA compiler: ocl::ops takes its composites on the GPU too")
+else()
+  target_sources(ocl PRIVATE src/ops/no_cuda_kernels.cpp)
+  if(OCL_TORCH_CUDA)
+    message(STATUS "ocl: no CUDA compiler: ocl::ops takes its composites on the GPU too")
+  endif()
 endif()

@@ -457,6 +457,7 @@ def run(command, cwd):
 def documents(repo):
     paths = [os.path.join(repo, "README.md"), os.path.join(repo, "CONTRIBUTING.md")]
     paths += sorted(glob.glob(os.path.join(repo, "docs", "*.md")))
+    paths += sorted(glob.glob(os.path.join(repo, "dev", "*.md")))
     paths = [p for p in paths if os.path.isfile(p)]
     return [Doc(p, os.path.relpath(p, repo), order) for order, p in enumerate(paths)]
 

@@ -13,7 +13,7 @@
 #   bash scripts/gpu-check.sh --budget 540           end within 540 s (the default: 9 minutes)
 #
 # A lent GPU machine gives 15 minutes in all, its start included, and one call at most 10: the
-# visit is two calls (docs/gpu-visit.md has the plan and its timings):
+# visit is two calls (dev/gpu-visit.md has the plan and its timings):
 #   1. bash scripts/gpu-check.sh --skip bench --budget 500     build, tests, the real run, timm
 #   2. BENCH_MODELS=vitl16 BENCH_COMPILE=off bash scripts/gpu-check.sh --only bench --budget 240
 #
@@ -323,7 +323,7 @@ stage_bench() {
 
 declare -A limit=([versions]=60 [build]=420 [test]=300 [pretrain]=300 [timm]=120 [bench]=420)
 # The least time worth starting a stage with: a stage started with less would only time out and
-# leave nothing. Measured on an H100 with 16 cores (2026-12-06, docs/gpu-visit.md): a fresh build
+# leave nothing. Measured on an H100 with 16 cores (2026-12-06, dev/gpu-visit.md): a fresh build
 # of all but the unit tests 92 s (the unit tests add to it); the reference and gpu tests 14 s;
 # the real run 39 s; timm 18 s; the benchmark 25 s a model in eager mode. torch.compile is still
 # an estimate: 120-240 s more a model. Each least keeps a margin over what was measured.

@@ -20,7 +20,7 @@
 set -euo pipefail
 
 archive=${1:-ocl-gpu-kit.tar.xz}
-mkdir -p "$(dirname "$archive")"  # docs/gpu-visit.md writes it into .gpu-kit/, absent in a fresh clone
+mkdir -p "$(dirname "$archive")"  # dev/gpu-visit.md writes it into .gpu-kit/, absent in a fresh clone
 max_mib=${KIT_MAX_MIB:-40}
 arch=x86_64-linux-gnu
 

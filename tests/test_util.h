@@ -29,6 +29,13 @@ inline std::string read_file(const std::string& path) {
   return s.str();
 }
 
+/// How many times `needle` occurs in `text` (overlapping occurrences count).
+inline int count_of(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
+  return n;
+}
+
 /// Runs `exe args` through the shell; returns its exit status (-1 when it did not exit) and
 /// appends its stdout and stderr to `output`.
 inline int run_exe(const std::string& exe, const std::string& args, std::string* output) {

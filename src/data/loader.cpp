@@ -14,7 +14,9 @@
 #include <torch/torch.h>
 
 namespace ocl::data {
-namespace {
+// A named namespace, not an anonymous one: Loader::Impl holds these (GCC's subobject-linkage
+// check, which a unity build turns on for the included file).
+namespace loader_detail {
 
 // What a worker hands over for one step: the batch or the exception that stopped it, and the
 // unreadable samples met on the way (counted by the consumer, in step order, so that the count
@@ -31,7 +33,9 @@ struct Plan {
   std::vector<int64_t> indices;  // this rank's share of the epoch's padded permutation
 };
 
-}  // namespace
+}  // namespace loader_detail
+using loader_detail::Plan;
+using loader_detail::Result;
 
 struct Loader::Impl {
   std::shared_ptr<const Dataset> dataset;

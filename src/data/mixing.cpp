@@ -17,7 +17,7 @@ constexpr double kTwoPi = 6.283185307179586;
 constexpr int64_t kErasingSalt = 0x6572617365;  // "erase": keeps erasing's streams apart
 
 // Python's round() for the box sides: half to even.
-int64_t py_round(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
+int64_t round_to_int64(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
 // One erased box of timm's RandomErasing._erase, or h = 0 when all 10 attempts failed.
 struct Box {
@@ -31,8 +31,8 @@ Box erasing_box(int64_t img_h, int64_t img_w, int count, const RandomErasingOpti
   for (int attempt = 0; attempt < 10; ++attempt) {
     const double target_area = rng.uniform(o.min_area, o.max_area) * area / count;
     const double aspect = std::exp(rng.uniform(log_lo, log_hi));
-    const int64_t h = py_round(std::sqrt(target_area * aspect));
-    const int64_t w = py_round(std::sqrt(target_area / aspect));
+    const int64_t h = round_to_int64(std::sqrt(target_area * aspect));
+    const int64_t w = round_to_int64(std::sqrt(target_area / aspect));
     if (w < img_w && h < img_h) {
       const int64_t top = rng.between(0, img_h - h);
       const int64_t left = rng.between(0, img_w - w);

@@ -24,9 +24,9 @@
 namespace ocl::data {
 namespace {
 
-constexpr char kMagic[8] = {'O', 'C', 'L', 'P', 'A', 'C', 'K', '1'};
+constexpr char kPackMagic[8] = {'O', 'C', 'L', 'P', 'A', 'C', 'K', '1'};
 constexpr char kEndMagic[8] = {'O', 'C', 'L', 'P', 'A', 'C', 'K', 'E'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kPackVersion = 1;
 constexpr size_t kRecordBytes = 32;
 constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 + 4 + 4 + 8;
 
@@ -150,10 +150,10 @@ uint32_t pack_crc32(const uint8_t* data, size_t size) {
 }
 
 void write_pack_index(const std::string& path, const PackIndex& index) {
-  std::string out(kMagic, sizeof kMagic);
+  std::string out(kPackMagic, sizeof kPackMagic);
   std::string names;
   for (const auto& n : index.class_names) names += n + "\n";
-  put(out, kVersion, 4);
+  put(out, kPackVersion, 4);
   put(out, static_cast<uint32_t>(index.encoding), 4);
   put(out, index.records.size(), 8);
   put(out, index.shard_sizes.size(), 4);
@@ -222,7 +222,8 @@ PackIndex read_pack_index(const std::string& path) {
   auto bad = [&](const std::string& what) {
     return std::runtime_error("pack index '" + path + "': " + what);
   };
-  if (bytes.size() < sizeof kMagic || std::memcmp(bytes.data(), kMagic, sizeof kMagic) != 0)
+  if (bytes.size() < sizeof kPackMagic ||
+      std::memcmp(bytes.data(), kPackMagic, sizeof kPackMagic) != 0)
     throw bad("not an ocl pack index (no OCLPACK1 header)");
   const size_t trailer = 4 + sizeof kEndMagic;
   if (bytes.size() < kHeaderBytes + trailer ||
@@ -236,11 +237,11 @@ PackIndex read_pack_index(const std::string& path) {
   if (stored != computed) throw bad("checksum mismatch: the index is corrupt");
 
   Cursor c(bytes, path);
-  c.take(sizeof kMagic);
+  c.take(sizeof kPackMagic);
   const auto version = static_cast<uint32_t>(c.get(4));
-  if (version != kVersion)
+  if (version != kPackVersion)
     throw bad("format version " + std::to_string(version) + ", this build reads version " +
-              std::to_string(kVersion));
+              std::to_string(kPackVersion));
   PackIndex index;
   const auto encoding = static_cast<uint32_t>(c.get(4));
   if (encoding > 1) throw bad("unknown encoding " + std::to_string(encoding));

@@ -16,7 +16,7 @@ struct ContextDeleter {
 };
 using Context = std::unique_ptr<spng_ctx, ContextDeleter>;
 
-std::optional<Image> fail(std::string* reason, const std::string& why) {
+std::optional<Image> png_fail(std::string* reason, const std::string& why) {
   if (reason) *reason = "PNG decoder: " + why;
   return std::nullopt;
 }
@@ -33,16 +33,16 @@ bool looks_like_png(const uint8_t* data, size_t size) {
 }
 
 std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* reason) {
-  if (!looks_like_png(data, size)) return fail(reason, "not a PNG (no PNG signature)");
+  if (!looks_like_png(data, size)) return png_fail(reason, "not a PNG (no PNG signature)");
   Context ctx(spng_ctx_new(0));
-  if (!ctx) return fail(reason, "out of memory");
+  if (!ctx) return png_fail(reason, "out of memory");
   int err = spng_set_png_buffer(ctx.get(), data, size);
   if (!err) err = spng_set_image_limits(ctx.get(), kMaxSide, kMaxSide);
   spng_ihdr ihdr{};
   if (!err) err = spng_get_ihdr(ctx.get(), &ihdr);
-  if (err) return fail(reason, spng_strerror(err));
+  if (err) return png_fail(reason, spng_strerror(err));
   if (auto refusal = image_size_refusal(ihdr.height, ihdr.width); !refusal.empty())
-    return fail(reason, "image of " + refusal);
+    return png_fail(reason, "image of " + refusal);
   // 16-bit images decode to 16-bit RGBA and are scaled here (libspng's 8-bit formats keep the
   // high byte, which differs from rounding); everything else decodes to RGB8 directly (grey
   // and palette expanded, low bit depths scaled to 0..255, alpha and tRNS not applied).
@@ -50,22 +50,22 @@ std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* r
   const int format = deep ? SPNG_FMT_RGBA16 : SPNG_FMT_RGB8;
   size_t bytes = 0;
   err = spng_decoded_image_size(ctx.get(), format, &bytes);
-  if (err) return fail(reason, spng_strerror(err));
+  if (err) return png_fail(reason, spng_strerror(err));
   Image out;
   out.height = static_cast<int>(ihdr.height);
   out.width = static_cast<int>(ihdr.width);
   const size_t pixels = static_cast<size_t>(ihdr.height) * ihdr.width;
   if (!deep) {
-    if (bytes != pixels * 3) return fail(reason, "unexpected decoded size");
+    if (bytes != pixels * 3) return png_fail(reason, "unexpected decoded size");
     out.pixels.resize(bytes);
     err = spng_decode_image(ctx.get(), out.pixels.data(), bytes, format, 0);
-    if (err) return fail(reason, spng_strerror(err));
+    if (err) return png_fail(reason, spng_strerror(err));
     return out;
   }
-  if (bytes != pixels * 8) return fail(reason, "unexpected decoded size");
+  if (bytes != pixels * 8) return png_fail(reason, "unexpected decoded size");
   std::vector<uint16_t> rgba(pixels * 4);
   err = spng_decode_image(ctx.get(), rgba.data(), bytes, format, 0);
-  if (err) return fail(reason, spng_strerror(err));
+  if (err) return png_fail(reason, spng_strerror(err));
   out.pixels.resize(pixels * 3);
   for (size_t i = 0; i < pixels; ++i) {
     for (int c = 0; c < 3; ++c) {

@@ -18,8 +18,8 @@
 namespace ocl::data {
 namespace {
 
-constexpr double kLevelDenom = 10.0;       // timm's _LEVEL_DENOM: magnitudes are on a 0..10 scale
-constexpr double kPi = 3.141592653589793;  // Py_MATH_PI, as math.radians uses
+constexpr double kLevelDenom = 10.0;  // timm's _LEVEL_DENOM: magnitudes are on a 0..10 scale
+constexpr double kPythonPi = 3.141592653589793;  // Py_MATH_PI, as math.radians uses
 
 void check_image(const Image& image) {
   if (image.height <= 0 || image.width <= 0 ||
@@ -282,7 +282,7 @@ double round15(double v) { return std::nearbyint(v * 1e15) / 1e15; }
 std::array<double, 6> rotation_matrix(double degrees, int width, int height) {
   double angle = std::fmod(degrees, 360.0);
   if (angle < 0) angle += 360.0;  // Python's float %: the divisor's sign
-  const double rad = -(angle * (kPi / 180.0));
+  const double rad = -(angle * (kPythonPi / 180.0));
   std::array<double, 6> m = {round15(std::cos(rad)),  round15(std::sin(rad)), 0.0,
                              round15(-std::sin(rad)), round15(std::cos(rad)), 0.0};
   const double cx = width / 2.0, cy = height / 2.0;

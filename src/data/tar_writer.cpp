@@ -8,7 +8,7 @@
 namespace ocl::data {
 namespace {
 
-constexpr size_t kBlock = 512;
+constexpr size_t kTarBlock = 512;
 
 bool fits_ustar(const std::string& name) {
   return name.size() <= 100 &&
@@ -35,7 +35,7 @@ void put_octal(char* field, size_t width, uint64_t value) {
 }  // namespace
 
 void TarBuilder::header(const std::string& name, uint64_t size, char type) {
-  char h[kBlock] = {};
+  char h[kTarBlock] = {};
   std::memcpy(h, name.data(), std::min<size_t>(name.size(), 100));
   put_octal(h + 100, 8, 0644);
   put_octal(h + 108, 8, 0);
@@ -47,12 +47,12 @@ void TarBuilder::header(const std::string& name, uint64_t size, char type) {
   std::memcpy(h + 263, "00", 2);
   std::memset(h + 148, ' ', 8);
   unsigned sum = 0;
-  for (size_t i = 0; i < kBlock; ++i) sum += static_cast<unsigned char>(h[i]);
+  for (size_t i = 0; i < kTarBlock; ++i) sum += static_cast<unsigned char>(h[i]);
   put_octal(h + 148, 7, sum);  // six digits and NUL; the eighth byte stays a space
-  bytes_.append(h, kBlock);
+  bytes_.append(h, kTarBlock);
 }
 
-void TarBuilder::pad() { bytes_.append((kBlock - bytes_.size() % kBlock) % kBlock, '\0'); }
+void TarBuilder::pad() { bytes_.append((kTarBlock - bytes_.size() % kTarBlock) % kTarBlock, '\0'); }
 
 void TarBuilder::add(const std::string& name, const uint8_t* data, size_t size) {
   if (name.empty() || name.find('\0') != std::string::npos)
@@ -72,7 +72,7 @@ void TarBuilder::add(const std::string& name, const uint8_t* data, size_t size) 
 }
 
 std::string TarBuilder::finish() {
-  bytes_.append(2 * kBlock, '\0');
+  bytes_.append(2 * kTarBlock, '\0');
   std::string out;
   out.swap(bytes_);
   members_ = 0;

@@ -91,12 +91,12 @@ void expand_braces(const std::string& pattern, const std::string& spec,
 
 // ---- the cached index -------------------------------------------------------------------------
 
-struct Stamp {
+struct ShardStamp {
   int64_t size = 0, mtime_ns = 0;
-  bool operator==(const Stamp& o) const { return size == o.size && mtime_ns == o.mtime_ns; }
+  bool operator==(const ShardStamp& o) const { return size == o.size && mtime_ns == o.mtime_ns; }
 };
 
-Stamp stamp_of(const struct stat& st) {
+ShardStamp stamp_of(const struct stat& st) {
   return {static_cast<int64_t>(st.st_size),
           static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
 }
@@ -125,7 +125,7 @@ using ShardSamples = std::vector<WebDataset::Sample>;
 
 // The text index: magic / "shard <size> <mtime_ns> <indexed_ns>" / "samples <n>" / per sample
 // "<offset> <size> <label> <image member>". Members with line breaks make no index.
-bool write_index(const std::string& path, const Stamp& stamp, int64_t indexed_ns,
+bool write_index(const std::string& path, const ShardStamp& stamp, int64_t indexed_ns,
                  const ShardSamples& samples) {
   std::ostringstream out;
   out << kIndexMagic << "\nshard " << stamp.size << " " << stamp.mtime_ns << " " << indexed_ns
@@ -143,13 +143,13 @@ bool write_index(const std::string& path, const Stamp& stamp, int64_t indexed_ns
 }
 
 // The cached samples when the index matches the shard; nullopt (index again) otherwise.
-std::optional<ShardSamples> read_index(const std::string& path, const Stamp& stamp,
+std::optional<ShardSamples> read_index(const std::string& path, const ShardStamp& stamp,
                                        uint32_t shard) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
   std::string line, word;
   if (!std::getline(in, line) || line != kIndexMagic) return std::nullopt;
-  Stamp cached;
+  ShardStamp cached;
   int64_t indexed_ns = 0;
   size_t n = 0;
   if (!std::getline(in, line)) return std::nullopt;
@@ -336,7 +336,7 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
       ::close(fd);
       throw std::runtime_error("shard '" + shard + "' is not a regular file");
     }
-    const Stamp stamp = stamp_of(st);
+    const ShardStamp stamp = stamp_of(st);
     std::optional<ShardSamples> samples;
     const auto paths = index_paths(shard, options.cache_dir);
     if (options.use_cache) {

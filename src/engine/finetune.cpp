@@ -25,10 +25,10 @@ namespace ocl::engine {
 namespace {
 
 // Distinct streams of per-step randomness from one seed.
-constexpr uint64_t kEraseStream = 0x6572617365000000ULL;     // "erase"
-constexpr uint64_t kMixStream = 0x6d69780000000000ULL;       // "mix"
-constexpr uint64_t kDropPathStream = 0x6674647061746800ULL;  // "ftdpath"
-constexpr uint64_t kHeadStream = 0x6674686561640000ULL;      // "fthead"
+constexpr uint64_t kEraseStream = 0x6572617365000000ULL;             // "erase"
+constexpr uint64_t kMixStream = 0x6d69780000000000ULL;               // "mix"
+constexpr uint64_t kFinetuneDropPathStream = 0x6674647061746800ULL;  // "ftdpath"
+constexpr uint64_t kFinetuneHeadStream = 0x6674686561640000ULL;      // "fthead"
 
 constexpr const char* kBestModelFile = "model-best.safetensors";
 
@@ -51,7 +51,7 @@ nn::VisionTransformer build_finetune_model(const io::Config& config, int64_t num
   nn::VisionTransformer model(options);
   // MAE's main_finetune: trunc_normal_(head.weight, std=2e-5) (bounds ±2 = ±10⁵σ: a plain
   // normal), bias 0. Its own stream, so the head does not depend on the encoder's draws.
-  torch::manual_seed(data::sample_seed(config.train.seed ^ kHeadStream, 0, 0));
+  torch::manual_seed(data::sample_seed(config.train.seed ^ kFinetuneHeadStream, 0, 0));
   torch::NoGradGuard no_grad;
   model->head->weight.normal_(0.0, 2e-5);
   model->head->bias.zero_();
@@ -268,7 +268,8 @@ MicroStep Finetuner::forward(const data::Batch& batch, const StepContext& at) {
   }
   auto mixed = data::mix_batch(images, batch.labels.to(run_.device()), mixup_,
                                data::sample_seed(at.seed ^ kMixStream, at.global_step, at.slot()));
-  torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.slot()));
+  torch::manual_seed(
+      data::sample_seed(at.seed ^ kFinetuneDropPathStream, at.global_step, at.slot()));
   torch::Tensor logits;
   {
     compat::AutocastGuard autocast(run_.device().type(), run_.bf16());

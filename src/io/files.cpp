@@ -24,8 +24,6 @@
 namespace ocl::io {
 namespace {
 
-std::string os_error(int err) { return std::generic_category().message(err); }
-
 // Writes all of `bytes` to `fd` (retrying short writes and EINTR); returns 0 or an errno.
 int write_all(int fd, std::string_view bytes) {
   size_t done = 0;
@@ -125,7 +123,30 @@ void write_file_synced(const std::string& path, std::string_view bytes) {
     throw std::runtime_error(std::string(step) + " '" + path + "' failed: " + os_error(err));
 }
 
+namespace {
+
+// What a path that is not a regular file is, for a message.
+const char* file_kind(mode_t mode) {
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISDIR(mode)) return "a folder";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a pipe";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+}  // namespace
+
+std::string os_error(int err) { return std::generic_category().message(err); }
+
 void write_file_atomic(const std::string& path, std::string_view bytes) {
+  // The rename would replace whatever holds the name: a device (/dev/null, as root), a link.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw std::runtime_error("cannot write '" + path + "': it exists and is " +
+                             file_kind(st.st_mode) +
+                             ", not a regular file; give the name of a new or regular file");
   // A unique sibling: the rename stays on one file system (atomic), and two writers (threads,
   // ranks, processes) never write the same temporary.
   static std::atomic<uint64_t> counter{0};

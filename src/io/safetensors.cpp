@@ -65,8 +65,6 @@ const DtypeInfo* dtype_by_type(c10::ScalarType type) {
   return nullptr;
 }
 
-std::string os_error(int err) { return std::generic_category().message(err); }
-
 // One validated header entry: where its bytes lie in the data area and what they become.
 struct Entry {
   std::string name;

@@ -166,9 +166,3 @@ const Kernels& for_tensor(const at::Tensor& x) {
 }
 
 }  // namespace ocl::ops::kernels
-
-#if !defined(OCL_WITH_CUDA_KERNELS)
-namespace ocl::ops::kernels {
-const Kernels* cuda() { return nullptr; }
-}  // namespace ocl::ops::kernels
-#endif

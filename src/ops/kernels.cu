@@ -139,9 +139,10 @@ __global__ void gelu_backward_kernel(const T* __restrict__ grad_out, const T* __
   bias_partials[p * width + c] = sb;
 }
 
-// The dtypes the kernels are built for: one dtype throughout (float, double, bf16, half), or a
-// float32 residual stream with bf16 / half branches and normed outputs (autocast's mix). Other
-// mixes are converted to one of these first.
+// The dtypes the kernels are built for: one dtype throughout (float, double, bf16, half), a
+// float32 residual stream with bf16 / half branches and normed outputs (autocast's mix), or a
+// bf16 / half stream with a float32 normed output (the encoder's final norm, whose output keeps
+// its weight's dtype). Other mixes are converted to one of these first.
 template <typename F>
 void dispatch_one(at::ScalarType t, F&& f) {
   switch (t) {
@@ -155,21 +156,34 @@ void dispatch_one(at::ScalarType t, F&& f) {
 
 bool is_low_precision(at::ScalarType t) { return t == at::kBFloat16 || t == at::kHalf; }
 
-// Whether (residual, other) is a built pair: equal, or float32 with bf16 / half.
+// Whether (residual, other) is a built pair: equal, or float32 with bf16 / half either way.
 bool built_pair(at::ScalarType residual, at::ScalarType other) {
-  return other == residual || (residual == at::kFloat && is_low_precision(other));
+  return other == residual || (residual == at::kFloat && is_low_precision(other)) ||
+         (is_low_precision(residual) && other == at::kFloat);
 }
 
-template <typename F>
-void dispatch_pair(at::ScalarType residual, at::ScalarType other, F&& f) {
-  TORCH_INTERNAL_ASSERT(built_pair(residual, other));
-  if (residual == other) {
-    dispatch_one(residual, [&](auto r) { f(r, r); });
-  } else if (other == at::kBFloat16) {
-    f(float{}, c10::BFloat16{});
+// The dtype a stream of R pairs with, as one of the built pairs.
+template <typename R, typename F>
+void with_partner(at::ScalarType t, F&& f) {
+  if constexpr (std::is_same_v<R, float>) {
+    dispatch_one(t, [&](auto o) {
+      if constexpr (!std::is_same_v<decltype(o), double>) f(o);
+    });
+  } else if (t == at::kFloat) {
+    if constexpr (!std::is_same_v<R, double>) f(float{});
   } else {
-    f(float{}, c10::Half{});
+    f(R{});
   }
+}
+
+// f(R, A, B) for a residual dtype and two dtypes paired with it (each a built pair).
+template <typename F>
+void dispatch_layer_norm(at::ScalarType residual, at::ScalarType a, at::ScalarType b, F&& f) {
+  TORCH_INTERNAL_ASSERT(built_pair(residual, a) && built_pair(residual, b));
+  dispatch_one(residual, [&](auto r) {
+    using R = decltype(r);
+    with_partner<R>(a, [&](auto x) { with_partner<R>(b, [&](auto y) { f(r, x, y); }); });
+  });
 }
 
 template <typename T>
@@ -199,18 +213,16 @@ LayerNormForward cuda_layer_norm_forward(const at::Tensor& x_in, const at::Tenso
     const dim3 grid(static_cast<unsigned>((R + kRowsPerBlock - 1) / kRowsPerBlock));
     auto stream = at::cuda::getCurrentCUDAStream();
     const auto h_dtype = h.defined() ? h.scalar_type() : residual_dtype;
-    dispatch_pair(residual_dtype, h_dtype, [&](auto r, auto hh) {
-      dispatch_pair(residual_dtype, out_dtype, [&](auto, auto o) {
-        using TR = decltype(r);
-        using TH = decltype(hh);
-        using TO = decltype(o);
-        using A = acc_t<TR>;
-        layer_norm_forward_kernel<TR, TH, TO, A><<<grid, block, 0, stream>>>(
-            x.data_ptr<TR>(), h.defined() ? h.data_ptr<TH>() : nullptr, weight.data_ptr<A>(),
-            bias.data_ptr<A>(), out.residual.data_ptr<TR>(), out.normed.data_ptr<TO>(),
-            out.mean.data_ptr<A>(), out.rstd.data_ptr<A>(), R, D, eps);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+    dispatch_layer_norm(residual_dtype, h_dtype, out_dtype, [&](auto r, auto hh, auto o) {
+      using TR = decltype(r);
+      using TH = decltype(hh);
+      using TO = decltype(o);
+      using A = acc_t<TR>;
+      layer_norm_forward_kernel<TR, TH, TO, A><<<grid, block, 0, stream>>>(
+          x.data_ptr<TR>(), h.defined() ? h.data_ptr<TH>() : nullptr, weight.data_ptr<A>(),
+          bias.data_ptr<A>(), out.residual.data_ptr<TR>(), out.normed.data_ptr<TO>(),
+          out.mean.data_ptr<A>(), out.rstd.data_ptr<A>(), R, D, eps);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   if (out_dtype != normed_dtype) out.normed = out.normed.to(normed_dtype);
@@ -239,30 +251,29 @@ LayerNormBackward cuda_layer_norm_backward(const at::Tensor& grad_normed_in,
                         at::zeros({P, D}, residual.options().dtype(acc))};
   if (R > 0) {
     auto stream = at::cuda::getCurrentCUDAStream();
-    dispatch_pair(rd, own_h ? h_dtype : rd, [&](auto r, auto hh) {
-      dispatch_pair(rd, grad_normed.scalar_type(), [&](auto, auto o) {
-        using TR = decltype(r);
-        using TH = decltype(hh);
-        using TO = decltype(o);
-        using A = acc_t<TR>;
-        layer_norm_backward_kernel<TR, TH, TO, A>
-            <<<dim3(static_cast<unsigned>((R + kRowsPerBlock - 1) / kRowsPerBlock)),
-               dim3(kWarp, kRowsPerBlock), 0, stream>>>(
-                grad_normed.data_ptr<TO>(),
-                grad_residual.defined() ? grad_residual.data_ptr<TR>() : nullptr,
-                residual.data_ptr<TR>(), mean.data_ptr<A>(), rstd.data_ptr<A>(),
-                weight.data_ptr<A>(), out.grad_residual.data_ptr<TR>(),
-                own_h ? out.grad_h.data_ptr<TH>() : nullptr, R, D);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-        layer_norm_weight_grad_kernel<TR, TO, A>
-            <<<dim3(static_cast<unsigned>((D + kColumnsPerBlock - 1) / kColumnsPerBlock),
-                    static_cast<unsigned>(P)),
-               dim3(kColumnsPerBlock), 0, stream>>>(
-                grad_normed.data_ptr<TO>(), residual.data_ptr<TR>(), mean.data_ptr<A>(),
-                rstd.data_ptr<A>(), out.weight_partials.data_ptr<A>(),
-                out.bias_partials.data_ptr<A>(), R, D);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
-      });
+    dispatch_layer_norm(rd, own_h ? h_dtype : rd, grad_normed.scalar_type(),
+                        [&](auto r, auto hh, auto o) {
+      using TR = decltype(r);
+      using TH = decltype(hh);
+      using TO = decltype(o);
+      using A = acc_t<TR>;
+      layer_norm_backward_kernel<TR, TH, TO, A>
+          <<<dim3(static_cast<unsigned>((R + kRowsPerBlock - 1) / kRowsPerBlock)),
+             dim3(kWarp, kRowsPerBlock), 0, stream>>>(
+              grad_normed.data_ptr<TO>(),
+              grad_residual.defined() ? grad_residual.data_ptr<TR>() : nullptr,
+              residual.data_ptr<TR>(), mean.data_ptr<A>(), rstd.data_ptr<A>(),
+              weight.data_ptr<A>(), out.grad_residual.data_ptr<TR>(),
+              own_h ? out.grad_h.data_ptr<TH>() : nullptr, R, D);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      layer_norm_weight_grad_kernel<TR, TO, A>
+          <<<dim3(static_cast<unsigned>((D + kColumnsPerBlock - 1) / kColumnsPerBlock),
+                  static_cast<unsigned>(P)),
+             dim3(kColumnsPerBlock), 0, stream>>>(
+              grad_normed.data_ptr<TO>(), residual.data_ptr<TR>(), mean.data_ptr<A>(),
+              rstd.data_ptr<A>(), out.weight_partials.data_ptr<A>(),
+              out.bias_partials.data_ptr<A>(), R, D);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   if (h_dtype != rd && !own_h) out.grad_h = out.grad_residual.to(h_dtype);

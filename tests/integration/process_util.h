@@ -18,6 +18,11 @@ extern char** environ;
 
 namespace ocl_test {
 
+/// The launch variables a test's own environment may carry (under torchrun or SLURM), dropped
+/// from a spawned app's so that it starts as one process unless the test sets them.
+inline const std::vector<std::string> kLaunchVars = {
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
+
 /// Starts `exe args...` with our environment, minus the variables in `drop`, plus `set`;
 /// stdout and stderr go to `log`. The environment and arguments are built before fork, so the
 /// child only calls async-signal-safe functions before exec.

@@ -38,12 +38,6 @@ using Clock = std::chrono::steady_clock;
 
 using ocl::test::read_file;
 
-int count_of(const std::string& text, const std::string& needle) {
-  int n = 0;
-  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
-
 // A 16×16 ViT of one block on 128 synthetic images, written as a config file.
 std::string write_tiny_config(const std::string& dir) {
   const std::string path = dir + "/tiny.yaml";
@@ -211,7 +205,7 @@ TEST(Distributed, TwoRanksGlobalNegativesEqualOneProcessWithTwiceTheBatch) {
     EXPECT_LT(diff.max().item<double>(), 1e-6) << "parameter " << name << " after the step";
   }
   // Only rank 0 wrote: one run header in train.log, one metrics record for the step.
-  EXPECT_EQ(count_of(read_file(dir + "/two/train.log"), "ocl_pretrain: LibTorch"), 1);
+  EXPECT_EQ(ocl::test::count_of(read_file(dir + "/two/train.log"), "ocl_pretrain: LibTorch"), 1);
   EXPECT_EQ(step_losses(dir + "/two/metrics.jsonl").size(), 1u);
   EXPECT_NE(read_file(dir + "/two/train.log").find("negatives: 31 per positive (global"),
             std::string::npos);

@@ -25,9 +25,6 @@ namespace {
 
 using ocl::test::read_file;
 
-const std::vector<std::string> kLaunchVars = {
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
-
 struct EngineCase {
   std::string name;        // the test's suffix
   std::string exe;         // the app
@@ -97,7 +94,7 @@ class EveryEngine : public ::testing::TestWithParam<EngineCase> {
               int64_t batch, const std::vector<std::string>& extra) const {
     auto args = tiny_args(GetParam(), out(folder), train_images, batch);
     args.insert(args.end(), extra.begin(), extra.end());
-    return ocl_test::spawn(GetParam().exe, args, {}, out(log + ".log"), kLaunchVars);
+    return ocl_test::spawn(GetParam().exe, args, {}, out(log + ".log"), ocl_test::kLaunchVars);
   }
   int run(const std::string& log, const std::string& folder, const std::vector<std::string>& extra,
           int64_t batch = 8) const {
@@ -110,12 +107,6 @@ class EveryEngine : public ::testing::TestWithParam<EngineCase> {
 
   std::string dir_;
 };
-
-int count_of(const std::string& text, const std::string& needle) {
-  int n = 0;
-  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
 
 // 32 images at batch 8: 4 steps an epoch, 8 in all. Stopped after 3 steps, then after 3 more
 // (steps of each run, not global steps), then finished: the weights of the run never stopped.
@@ -137,8 +128,8 @@ TEST_P(EveryEngine, StopAfterStepsCountsThisRunsStepsAndResumesExactly) {
     EXPECT_TRUE(torch::equal(tensor, parts.at(name))) << name;
   const auto metrics = read_file(out("parts") + "/metrics.jsonl");
   const std::string records = GetParam().records;
-  EXPECT_EQ(count_of(metrics, "\"type\":\"" + records + "step\""), 8) << metrics;
-  EXPECT_EQ(count_of(metrics, "\"type\":\"" + records + "epoch\""), 2) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"" + records + "step\""), 8) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"" + records + "epoch\""), 2) << metrics;
 }
 
 // --resume with --overwrite: refused on the command line (exit 2) naming both, before anything
@@ -201,10 +192,10 @@ TEST(Engines, AnotherAppsCheckpointIsRefusedNamingItsKind) {
   for (const auto& from : all) {
     auto args = command(from, dir + "/" + from.name);
     args.insert(args.end(), {"--stop-after-steps", "1"});
-    ASSERT_EQ(
-        ocl_test::wait_for(
-            ocl_test::spawn(from.exe, args, {}, dir + "/" + from.name + ".log", kLaunchVars), 120),
-        0)
+    ASSERT_EQ(ocl_test::wait_for(ocl_test::spawn(from.exe, args, {}, dir + "/" + from.name + ".log",
+                                                 ocl_test::kLaunchVars),
+                                 120),
+              0)
         << read_file(dir + "/" + from.name + ".log");
   }
   for (const auto& from : all) {
@@ -214,7 +205,8 @@ TEST(Engines, AnotherAppsCheckpointIsRefusedNamingItsKind) {
       auto args = command(to, folder);
       args.insert(args.end(), {"--resume", dir + "/" + from.name + "/checkpoint-last"});
       const std::string log = folder + ".log";
-      EXPECT_EQ(ocl_test::wait_for(ocl_test::spawn(to.exe, args, {}, log, kLaunchVars), 120), 1)
+      EXPECT_EQ(
+          ocl_test::wait_for(ocl_test::spawn(to.exe, args, {}, log, ocl_test::kLaunchVars), 120), 1)
           << read_file(log);
       const std::string text = read_file(log);
       EXPECT_NE(text.find("is a " + kinds.at(from.name) + " checkpoint and ocl_" + to.name +

@@ -27,9 +27,6 @@ std::string make_dir(const std::string& name) {
 // Points of top-1 by which the pre-trained encoder must beat the random one end to end.
 constexpr double kMargin = 4.0;
 
-const std::vector<std::string> kLaunchVars = {
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
-
 // ocl_knn on the quickstart config (a random encoder by default); returns the exit code.
 int run_knn(const std::string& dir, const std::string& name, const std::vector<std::string>& extra,
             const std::string& weights = "none") {
@@ -52,7 +49,8 @@ int run_knn(const std::string& dir, const std::string& name, const std::vector<s
                                    "--save-features",
                                    dir + "/" + name + ".safetensors"};
   args.insert(args.end(), extra.begin(), extra.end());
-  const pid_t pid = ocl_test::spawn(OCL_KNN_EXE, args, {}, dir + "/" + name + ".log", kLaunchVars);
+  const pid_t pid =
+      ocl_test::spawn(OCL_KNN_EXE, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
   return ocl_test::wait_for(pid, 300);
 }
 
@@ -108,7 +106,7 @@ TEST(OclKnn, SaveFeaturesIntoAMissingFolderIsRefusedFirst) {
       "--val-size",      "13",
       "--set",           "data.workers=1",
       "--save-features", dir + "/no/such/folder/features.safetensors"};
-  const pid_t pid = ocl_test::spawn(OCL_KNN_EXE, args, {}, dir + "/knn.log", kLaunchVars);
+  const pid_t pid = ocl_test::spawn(OCL_KNN_EXE, args, {}, dir + "/knn.log", ocl_test::kLaunchVars);
   EXPECT_EQ(ocl_test::wait_for(pid, 120), 1);
   const std::string log = read_file(dir + "/knn.log");
   EXPECT_NE(log.find("there is no folder '" + dir +
@@ -134,7 +132,8 @@ TEST(InputNorm, PretrainingRecordsItAndEvaluationChecksIt) {
       "--set",    "train.epochs=1",
       "--set",    "eval.knn_every=0",
       "--set",    "train.output_dir=" + dir + "/pre"};
-  const pid_t pid = ocl_test::spawn(OCL_PRETRAIN_EXE, args, {}, dir + "/pretrain.log", kLaunchVars);
+  const pid_t pid =
+      ocl_test::spawn(OCL_PRETRAIN_EXE, args, {}, dir + "/pretrain.log", ocl_test::kLaunchVars);
   ASSERT_EQ(ocl_test::wait_for(pid, 300), 0) << read_file(dir + "/pretrain.log");
   const auto file = ocl::io::read_safetensors(dir + "/pre/checkpoint-last/encoder.safetensors");
   EXPECT_EQ(file.metadata.at("ocl.input_norm"), "patch");
@@ -171,14 +170,8 @@ int run_linprobe(const std::string& dir, const std::string& name, const std::str
       "--set",     "linprobe.output_dir=" + dir + "/" + out};
   args.insert(args.end(), extra.begin(), extra.end());
   const pid_t pid =
-      ocl_test::spawn(OCL_LINPROBE_EXE, args, {}, dir + "/" + name + ".log", kLaunchVars);
+      ocl_test::spawn(OCL_LINPROBE_EXE, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
   return ocl_test::wait_for(pid, 300);
-}
-
-int count_of(const std::string& text, const std::string& needle) {
-  int n = 0;
-  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
 }
 
 std::string first_match(const std::string& text, const std::string& pattern) {
@@ -197,8 +190,8 @@ TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
             "")
       << log;
   const auto metrics = read_file(dir + "/out/metrics.jsonl");
-  EXPECT_EQ(count_of(metrics, "\"type\":\"linprobe_epoch\""), 2) << metrics;
-  EXPECT_EQ(count_of(metrics, "\"type\":\"linprobe_step\""), 8) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"linprobe_epoch\""), 2) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"linprobe_step\""), 8) << metrics;
   EXPECT_NE(metrics.find("\"best_top1\""), std::string::npos) << metrics;
   EXPECT_NE(read_file(dir + "/out/train.log").find("val top-1"), std::string::npos);
 
@@ -223,7 +216,9 @@ TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
   EXPECT_NE(cont.find("resumed from"), std::string::npos) << cont;
   EXPECT_NE(cont.find("epoch 2/2 done"), std::string::npos) << cont;
   EXPECT_EQ(cont.find("epoch 1/2 done"), std::string::npos) << cont;
-  EXPECT_EQ(count_of(read_file(dir + "/cont/metrics.jsonl"), "\"type\":\"linprobe_epoch\""), 2);
+  EXPECT_EQ(
+      ocl::test::count_of(read_file(dir + "/cont/metrics.jsonl"), "\"type\":\"linprobe_epoch\""),
+      2);
 
   // train.steps_per_epoch caps the probe's epochs as it caps the other engines' (4 steps of
   // batch 16 without it), on both paths: the image loader and the cached features.
@@ -234,7 +229,8 @@ TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
                             std::string("linprobe.cached_features=") + cached}),
               0)
         << read_file(dir + "/" + out + ".log");
-    EXPECT_EQ(count_of(read_file(dir + "/" + out + "/metrics.jsonl"), "\"type\":\"linprobe_step\""),
+    EXPECT_EQ(ocl::test::count_of(read_file(dir + "/" + out + "/metrics.jsonl"),
+                                  "\"type\":\"linprobe_step\""),
               2)
         << cached;
     EXPECT_NE(read_file(dir + "/" + out + ".log").find("2 epochs of 1 steps"), std::string::npos)
@@ -272,7 +268,7 @@ TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
             0)
       << read_file(dir + "/dist.log");
   const auto metrics = read_file(dir + "/dist/metrics.jsonl");
-  EXPECT_EQ(count_of(metrics, "\"type\":\"linprobe_epoch\""), 2) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"linprobe_epoch\""), 2) << metrics;
   const auto dist_log = read_file(dir + "/dist.log");
   EXPECT_NE(dist_log.find("effective 16"), std::string::npos) << dist_log;
   EXPECT_NE(dist_log.find("gradient all-reduce: 2 buckets"), std::string::npos) << dist_log;
@@ -287,7 +283,9 @@ TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
   const auto cached = read_file(dir + "/cached.log");
   EXPECT_NE(cached.find("64 training images extracted"), std::string::npos) << cached;
   EXPECT_NE(cached.find("cached features (no augmentation)"), std::string::npos) << cached;
-  EXPECT_EQ(count_of(read_file(dir + "/cached/metrics.jsonl"), "\"type\":\"linprobe_epoch\""), 2);
+  EXPECT_EQ(
+      ocl::test::count_of(read_file(dir + "/cached/metrics.jsonl"), "\"type\":\"linprobe_epoch\""),
+      2);
 }
 
 // --print-config in every evaluation app: the resolved config and its derived values; for the
@@ -300,7 +298,8 @@ TEST(EvaluationApps, PrintConfigShowsEachSectionsDerivedValues) {
     args.insert(args.begin(),
                 {"--config", config, "--print-config", "--set", "data.synthetic_train_size=64",
                  "--set", "train.output_dir=" + dir + "/never"});
-    const pid_t pid = ocl_test::spawn(exe, args, {}, dir + "/" + name + ".log", kLaunchVars);
+    const pid_t pid =
+        ocl_test::spawn(exe, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
     EXPECT_EQ(ocl_test::wait_for(pid, 120), 0) << read_file(dir + "/" + name + ".log");
     return read_file(dir + "/" + name + ".log");
   };
@@ -345,7 +344,7 @@ int run_finetune(const std::string& dir, const std::string& name, const std::str
       "--set",     "finetune.output_dir=" + dir + "/" + out};
   args.insert(args.end(), extra.begin(), extra.end());
   const pid_t pid =
-      ocl_test::spawn(OCL_FINETUNE_EXE, args, {}, dir + "/" + name + ".log", kLaunchVars);
+      ocl_test::spawn(OCL_FINETUNE_EXE, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
   return ocl_test::wait_for(pid, 300);
 }
 
@@ -369,9 +368,9 @@ TEST(OclFinetune, TrainsAndAStoppedRunResumesToTheSameWeights) {
             "")
       << log;
   const auto metrics = read_file(dir + "/whole/metrics.jsonl");
-  EXPECT_EQ(count_of(metrics, "\"type\":\"finetune_epoch\""), 2) << metrics;
-  EXPECT_EQ(count_of(metrics, "\"type\":\"finetune_step\""), 8) << metrics;
-  EXPECT_EQ(count_of(metrics, "\"ema_top1\""), 2) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"finetune_epoch\""), 2) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"finetune_step\""), 8) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"ema_top1\""), 2) << metrics;
   const auto best = ocl::io::read_safetensors(dir + "/whole/model-best.safetensors").tensors;
   EXPECT_EQ(best.at("head.weight").size(0), 10);
   EXPECT_EQ(best.count("fc_norm.weight"), 1u);
@@ -386,7 +385,9 @@ TEST(OclFinetune, TrainsAndAStoppedRunResumesToTheSameWeights) {
       << read_file(dir + "/resumed.log");
   const auto resumed = read_file(dir + "/resumed.log");
   EXPECT_NE(resumed.find("resumed from"), std::string::npos) << resumed;
-  EXPECT_EQ(count_of(read_file(dir + "/cont/metrics.jsonl"), "\"type\":\"finetune_epoch\""), 2);
+  EXPECT_EQ(
+      ocl::test::count_of(read_file(dir + "/cont/metrics.jsonl"), "\"type\":\"finetune_epoch\""),
+      2);
   const auto a = last_weights(dir + "/whole");
   const auto b = last_weights(dir + "/cont");
   ASSERT_EQ(a.size(), b.size());
@@ -410,7 +411,7 @@ TEST(OclFinetune, TrainsAndAStoppedRunResumesToTheSameWeights) {
       ocl_test::spawn(OCL_FINETUNE_EXE,
                       {"--config", std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
                        "--resume", "auto", "--set", "finetune.output_dir=" + dir + "/empty"},
-                      {}, dir + "/noweights.log", kLaunchVars);
+                      {}, dir + "/noweights.log", ocl_test::kLaunchVars);
   EXPECT_EQ(ocl_test::wait_for(pid, 120), 1);
   EXPECT_NE(read_file(dir + "/noweights.log").find("no encoder weights: give --weights"),
             std::string::npos)
@@ -447,7 +448,7 @@ TEST(OclFinetune, TwoProcessesEvaluateLikeOneAndTrain) {
             0)
       << read_file(dir + "/dist.log");
   const auto metrics = read_file(dir + "/dist/metrics.jsonl");
-  EXPECT_EQ(count_of(metrics, "\"type\":\"finetune_epoch\""), 2) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"finetune_epoch\""), 2) << metrics;
   EXPECT_NE(read_file(dir + "/dist.log").find("effective batch 16"), std::string::npos)
       << read_file(dir + "/dist.log");
 }
@@ -473,7 +474,8 @@ TEST(EndToEnd, PretrainedEncoderBeatsTheRandomOneOnKnnAndLinearProbe) {
   auto run = [&](const char* exe, const std::string& name, std::vector<std::string> args) {
     args.insert(args.begin(), {"--config", config});
     args.insert(args.end(), data.begin(), data.end());
-    const pid_t pid = ocl_test::spawn(exe, args, {}, dir + "/" + name + ".log", kLaunchVars);
+    const pid_t pid =
+        ocl_test::spawn(exe, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
     return ocl_test::wait_for(pid, 900);
   };
   ASSERT_EQ(run(OCL_PRETRAIN_EXE, "pretrain",

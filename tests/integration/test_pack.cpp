@@ -28,9 +28,6 @@ std::string make_dir(const std::string& name) {
   return ocl::test::make_temp_dir("ocl_pack_" + name + "_");
 }
 
-const std::vector<std::string> kLaunchVars = {
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"};
-
 // root/{train,val}/{class_a,class_b,class_c}/img_N.jpg: synthetic 40x48 images as JPEG files
 // (train: 7 per class, val: 3), plus a corrupt train file.
 void make_image_folder(const std::string& root) {
@@ -56,7 +53,7 @@ void make_image_folder(const std::string& root) {
 }
 
 int run(const char* exe, const std::string& log, const std::vector<std::string>& args) {
-  return ocl_test::wait_for(ocl_test::spawn(exe, args, {}, log, kLaunchVars), 300);
+  return ocl_test::wait_for(ocl_test::spawn(exe, args, {}, log, ocl_test::kLaunchVars), 300);
 }
 
 int pack(const std::string& dir, const std::string& name, std::vector<std::string> extra) {

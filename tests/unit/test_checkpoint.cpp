@@ -15,17 +15,19 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <torch/torch.h>
 
 #include <ocl/io/checkpoint.h>
+#include <ocl/io/files.h>
 #include <ocl/io/safetensors.h>
 
 namespace {
 
 namespace io = ocl::io;
 
-std::string make_temp_dir() { return ocl::test::make_temp_dir("ocl_ckpt_"); }
+std::string ckpt_temp_dir() { return ocl::test::make_temp_dir("ocl_ckpt_"); }
 
 bool exists(const std::string& path) {
   struct stat st {};
@@ -54,7 +56,7 @@ TEST(Checkpoint, Names) {
 // into a folder (cp -rL): resume still finds the newest complete checkpoint, the next save puts
 // the link back, and pruning never deletes a checkpoint newer than the one it just wrote.
 TEST(Checkpoint, TheNewestIsFoundWithoutTheLinkAndNewerOnesAreNeverPruned) {
-  const auto dir = make_temp_dir();
+  const auto dir = ckpt_temp_dir();
   for (int64_t e : {1, 2})
     io::save_checkpoint(dir, state_at(e, 0, 10 * e), encoder_of(1.f), {}, "", 5);
   ASSERT_EQ(::unlink((dir + "/checkpoint-last").c_str()), 0);
@@ -80,7 +82,7 @@ TEST(Checkpoint, TheNewestIsFoundWithoutTheLinkAndNewerOnesAreNeverPruned) {
 }
 
 TEST(Checkpoint, RoundTripAndLastLink) {
-  const auto dir = make_temp_dir();
+  const auto dir = ckpt_temp_dir();
   EXPECT_EQ(ocl::io::latest_checkpoint(dir), "");
   ocl::io::TensorMap trainer{{"model.logit_scale", torch::tensor(2.5)},
                              {"optim.x.step", torch::tensor(int64_t{3})}};
@@ -99,7 +101,7 @@ TEST(Checkpoint, RoundTripAndLastLink) {
 }
 
 TEST(Checkpoint, KeepsOnlyTheNewestAndLeftoversAreCleaned) {
-  const auto dir = make_temp_dir();
+  const auto dir = ckpt_temp_dir();
   ::mkdir((dir + "/checkpoint-0001.tmp-99999").c_str(), 0777);  // a killed writer's leftover
   for (int64_t e = 1; e <= 4; ++e) {
     ocl::io::save_checkpoint(dir, state_at(e, 0, 10 * e), encoder_of(static_cast<float>(e)), {}, "",
@@ -121,7 +123,7 @@ TEST(Checkpoint, KeepsOnlyTheNewestAndLeftoversAreCleaned) {
 }
 
 TEST(Checkpoint, DamagedPartsGiveClearErrors) {
-  const auto dir = make_temp_dir();
+  const auto dir = ckpt_temp_dir();
   const auto path = ocl::io::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
   auto expect_error = [&](const std::string& needle) {
     try {
@@ -154,7 +156,7 @@ TEST(Checkpoint, DamagedPartsGiveClearErrors) {
 // tensor; a model or moments that are not finite are never written as a checkpoint, and the
 // older checkpoints stay (keep_last prunes nothing).
 TEST(Checkpoint, NonFiniteWeightsOrOptimiserStateAreNeitherLoadedNorWritten) {
-  const auto dir = make_temp_dir();
+  const auto dir = ckpt_temp_dir();
   ocl::io::TensorMap trainer = {{"optim.norm.weight.exp_avg", torch::zeros({16})},
                                 {"finetune.last_top5", torch::full({}, NAN, torch::kFloat64)}};
   const auto good =
@@ -187,7 +189,7 @@ TEST(Checkpoint, NonFiniteWeightsOrOptimiserStateAreNeitherLoadedNorWritten) {
 // A bit flipped on disk that leaves every value finite: state.json's CRC-32 of the file names it
 // (it used to resume silently).
 TEST(Checkpoint, AFlippedBitIsCaughtByTheRecordedChecksum) {
-  const auto dir = make_temp_dir();
+  const auto dir = ckpt_temp_dir();
   const auto path = ocl::io::save_checkpoint(dir, state_at(1, 0, 10), encoder_of(1.f), {}, "", 1);
   EXPECT_NO_THROW(ocl::io::load_checkpoint(path));
   const std::string enc = path + "/encoder.safetensors";
@@ -255,7 +257,7 @@ TEST(Checkpoint, StateJsonValuesAreCheckedOneByOne) {
 // A child writes checkpoints of ~8 MB in a loop and is killed with SIGKILL at various moments:
 // checkpoint-last must always name a complete, loadable checkpoint the child finished.
 TEST(Checkpoint, KillDuringWriteLeavesThePreviousIntact) {
-  const auto dir = make_temp_dir();
+  const auto dir = ckpt_temp_dir();
   ocl::io::save_checkpoint(dir, state_at(0, 1, 1), encoder_of(1.f, 1 << 21), {}, "first", 2);
   for (int delay_ms : {5, 20, 45, 80}) {
     const pid_t pid = ::fork();
@@ -281,3 +283,36 @@ TEST(Checkpoint, KillDuringWriteLeavesThePreviousIntact) {
 }
 
 }  // namespace
+
+// Every file ocl replaces goes through write_file_atomic, whose rename would turn whatever holds
+// the name into a regular file (ocl_knn --save-features /dev/null, as root, replaced the device):
+// a pipe, a folder, a symbolic link and (as root) a character device are refused, naming what
+// they are, and left as they were.
+TEST(WriteFileAtomic, RefusesWhatIsNotARegularFile) {
+  const auto dir = ocl::test::make_temp_dir("ocl_not_regular_");
+  const std::string fifo = dir + "/pipe", folder = dir + "/folder", link = dir + "/link",
+                    device = dir + "/null";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  ASSERT_EQ(::mkdir(folder.c_str(), 0700), 0);
+  ocl::io::write_file_atomic(dir + "/target", "old");
+  ASSERT_EQ(::symlink("target", link.c_str()), 0);
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {fifo, "a pipe"}, {folder, "a folder"}, {link, "a symbolic link"}};
+  if (::geteuid() == 0 && ::mknod(device.c_str(), S_IFCHR | 0600, makedev(1, 3)) == 0)
+    cases.emplace_back(device, "a character device");
+  for (const auto& [path, kind] : cases) {
+    struct stat before {};
+    ASSERT_EQ(::lstat(path.c_str(), &before), 0);
+    OCL_EXPECT_THROW_WITH(ocl::io::write_file_atomic(path, "new"),
+                          "cannot write '" + path + "': it exists and is " + kind);
+    struct stat after {};
+    ASSERT_EQ(::lstat(path.c_str(), &after), 0) << path;
+    EXPECT_EQ(after.st_mode & S_IFMT, before.st_mode & S_IFMT) << path;
+  }
+  EXPECT_EQ(ocl::test::read_file(dir + "/target"), "old");
+  // A regular file and a new name are written as before.
+  ocl::io::write_file_atomic(dir + "/target", "new");
+  ocl::io::write_file_atomic(dir + "/fresh", "new");
+  EXPECT_EQ(ocl::test::read_file(dir + "/target"), "new");
+  EXPECT_EQ(ocl::test::read_file(dir + "/fresh"), "new");
+}

@@ -24,7 +24,8 @@ using ocl::io::parse_config;
 namespace {
 
 // The message of the ConfigError that parse_config throws, or "" when it accepts the text.
-std::string error_of(const std::string& yaml, const std::vector<std::string>& overrides = {}) {
+std::string config_error_of(const std::string& yaml,
+                            const std::vector<std::string>& overrides = {}) {
   try {
     parse_config(yaml, overrides, "");
   } catch (const ConfigError& e) {
@@ -35,7 +36,7 @@ std::string error_of(const std::string& yaml, const std::vector<std::string>& ov
 
 #define EXPECT_ERROR(yaml, expected_substring)                                     \
   do {                                                                             \
-    const std::string message_ = error_of(yaml);                                   \
+    const std::string message_ = config_error_of(yaml);                            \
     EXPECT_NE(message_.find(expected_substring), std::string::npos)                \
         << "YAML: " << (yaml) << "\nexpected: " << (expected_substring)            \
         << "\ngot: " << (message_.empty() ? std::string("(accepted)") : message_); \
@@ -241,8 +242,8 @@ TEST(Config, OutOfRangeValuesNameThePathTheValueAndTheRange) {
   // The RandAugment string is parsed at load time, so a typo names the key (and its line).
   EXPECT_ERROR("finetune: {auto_augment: rand-m9-mstdx}", "finetune.auto_augment: ");
   EXPECT_ERROR("finetune: {auto_augment: autoaug}", "finetune.auto_augment: ");
-  EXPECT_EQ(error_of("finetune: {auto_augment: none}"), "");
-  EXPECT_EQ(error_of("finetune: {auto_augment: rand-m7-n3-mstd1.0-inc1}"), "");
+  EXPECT_EQ(config_error_of("finetune: {auto_augment: none}"), "");
+  EXPECT_EQ(config_error_of("finetune: {auto_augment: rand-m7-n3-mstd1.0-inc1}"), "");
   // The whole message of the public validate() leads with the key path.
   Config c;
   c.optim.blr = -1;
@@ -268,8 +269,8 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("train: {device: gpu}", "train.device: must be one of auto | cpu | cuda | cuda:N");
   EXPECT_ERROR("train: {device: \"cuda:x\"}", "train.device: must be one of");
   EXPECT_ERROR("train: {device: \"cuda:\"}", "train.device: must be one of");
-  EXPECT_EQ(error_of("train: {device: \"cuda:12\"}"), "");
-  EXPECT_EQ(error_of("train: {device: cuda}"), "");
+  EXPECT_EQ(config_error_of("train: {device: \"cuda:12\"}"), "");
+  EXPECT_EQ(config_error_of("train: {device: cuda}"), "");
   EXPECT_ERROR("train: {precision: fp16}", "train.precision: must be one of auto | fp32 | bf16");
   EXPECT_ERROR("train: {on_nonfinite: ignore}", "train.on_nonfinite: must be one of stop | skip");
   EXPECT_ERROR("dist: {backend: mpi}", "dist.backend: must be one of auto | nccl | gloo");
@@ -277,8 +278,8 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("log: {progress: fancy}", "log.progress: must be one of auto | bar | lines");
   EXPECT_ERROR("optim: {name: sgd}", "optim.name: must be one of adamw, got 'sgd'");
   EXPECT_ERROR("optim: {fused: yes}", "optim.fused: must be one of auto | on | off, got 'yes'");
-  EXPECT_EQ(error_of("optim: {fused: on}"), "");
-  EXPECT_EQ(error_of("optim: {fused: off}"), "");
+  EXPECT_EQ(config_error_of("optim: {fused: on}"), "");
+  EXPECT_EQ(config_error_of("optim: {fused: off}"), "");
   EXPECT_ERROR("finetune: {global_pool: max}", "finetune.global_pool: must be one of avg | token");
   EXPECT_ERROR("mask: {group_views: split}",
                "mask.group_views: must be one of shared | independent, got 'split'");
@@ -292,22 +293,23 @@ TEST(Config, EnumerationsListTheAllowedValues) {
       "num_heads: 1, input_norm: patch}\nmask: {ratio: 0.3}",
       "patch needs patches of at least 2x2 pixels (a 1x1 patch standardises to 0), got "
       "patch size 1");
-  EXPECT_EQ(error_of("model: {arch: custom, img_size: 8, patch_size: 1, embed_dim: 8, depth: 1, "
-                     "num_heads: 1}"),
-            "");
-  EXPECT_EQ(error_of("model: {input_norm: patch, input_norm_eps: 1.0e-3}"), "");
+  EXPECT_EQ(
+      config_error_of("model: {arch: custom, img_size: 8, patch_size: 1, embed_dim: 8, depth: 1, "
+                      "num_heads: 1}"),
+      "");
+  EXPECT_EQ(config_error_of("model: {input_norm: patch, input_norm_eps: 1.0e-3}"), "");
   EXPECT_ERROR("data: {photometric: strong}",
                "data.photometric: must be one of none | byol | colour | simclr, got 'strong'");
   EXPECT_ERROR("data: {illumination: -1}", "data.illumination: must be in [0, 255], got -1");
   EXPECT_ERROR("data: {illumination: 256}", "data.illumination: must be in [0, 255], got 256");
-  EXPECT_EQ(error_of("data: {illumination: 255}"), "");
+  EXPECT_EQ(config_error_of("data: {illumination: 255}"), "");
   EXPECT_ERROR("data: {synthetic_colours: rainbow}",
                "data.synthetic_colours: must be one of palette | random");
   EXPECT_ERROR("data: {noise: -1}", "data.noise: must be in [0, 255], got -1");
   EXPECT_ERROR("data: {blur: 17}", "data.blur: must be in [0, 16], got 17");
   EXPECT_ERROR("data: {blur: 1, photometric: simclr}",
                "data.blur: must be 0 with data.photometric simclr, which blurs on its own");
-  EXPECT_EQ(error_of("data: {blur: 1, photometric: colour}"), "");
+  EXPECT_EQ(config_error_of("data: {blur: 1, photometric: colour}"), "");
   EXPECT_ERROR("data: {synthetic_noise: 129}",
                "data.synthetic_noise: must be in [0, 128], got 129");
   EXPECT_ERROR("data: {synthetic_gradient: 300}",
@@ -315,28 +317,29 @@ TEST(Config, EnumerationsListTheAllowedValues) {
   EXPECT_ERROR("data: {synthetic_strokes: 17}",
                "data.synthetic_strokes: must be in [0, 16], got 17");
   EXPECT_ERROR("data: {synthetic_strokes: 1.5}", "data.synthetic_strokes");
-  EXPECT_EQ(error_of("data: {noise: 32, synthetic_noise: 128, synthetic_gradient: 255, "
-                     "synthetic_strokes: 16}"),
+  EXPECT_EQ(config_error_of("data: {noise: 32, synthetic_noise: 128, synthetic_gradient: 255, "
+                            "synthetic_strokes: 16}"),
             "");
   EXPECT_ERROR("eval: {shortcut_accuracy: 0}", "eval.shortcut_accuracy: must be in (0, 1], got 0");
   EXPECT_ERROR("eval: {shortcut_accuracy: 1.5}", "eval.shortcut_accuracy: must be in (0, 1]");
   EXPECT_ERROR("eval: {shortcut_knn_gain: -1}", "eval.shortcut_knn_gain: must be >= 0");
   EXPECT_ERROR("eval: {shortcut_window: 0}", "eval.shortcut_window: must be >= 1, got 0");
-  EXPECT_EQ(error_of("mask: {group_views: independent}\ndata: {photometric: byol, "
-                     "synthetic_colours: random}\neval: {shortcut_alarm: false}"),
+  EXPECT_EQ(config_error_of("mask: {group_views: independent}\ndata: {photometric: byol, "
+                            "synthetic_colours: random}\neval: {shortcut_alarm: false}"),
             "");
   for (const char* arch : {"vit_tiny_patch16", "vit_s16", "vit_b16", "vit_l16", "vit_h14"})
-    EXPECT_EQ(error_of(std::string("model: {arch: ") + arch + "}"), "") << arch;
+    EXPECT_EQ(config_error_of(std::string("model: {arch: ") + arch + "}"), "") << arch;
 }
 
 TEST(Config, CrossFieldChecks) {
   EXPECT_ERROR("data: {crop_scale_min: 0.8, crop_scale_max: 0.5}",
                "data.crop_scale_min: must be <= data.crop_scale_max (0.5), got 0.8");
-  EXPECT_EQ(error_of("data: {crop_scale_min: 0.5, crop_scale_max: 0.5}"), "");
+  EXPECT_EQ(config_error_of("data: {crop_scale_min: 0.5, crop_scale_max: 0.5}"), "");
   EXPECT_ERROR("data: {crop_ratio_min: 2, crop_ratio_max: 1}",
                "data.crop_ratio_min: must be <= data.crop_ratio_max (1), got 2");
   EXPECT_ERROR("optim: {lr: 1e-3, min_lr: 1e-2}", "optim.min_lr: must be <= optim.lr (0.001)");
-  EXPECT_EQ(error_of("optim: {lr: 0, min_lr: 1e-2}"), "");  // lr from blr: checked at run time
+  EXPECT_EQ(config_error_of("optim: {lr: 0, min_lr: 1e-2}"),
+            "");  // lr from blr: checked at run time
   EXPECT_ERROR("loss: {temperature: 0.07, max_logit_scale: 10}",
                "loss.max_logit_scale: must be >= 1/loss.temperature = 14.28");
   EXPECT_ERROR("model: {img_size: 200}",
@@ -357,7 +360,7 @@ TEST(Config, CrossFieldChecks) {
   EXPECT_ERROR("data: {dataset: cifar10, path: \"\"}", "data.path: required with data.dataset");
   EXPECT_ERROR("data: {dataset: webdataset, path: \"/d/t-{0..3}.tar\"}",
                "data.val_path: required with data.dataset webdataset: the held-out shards");
-  EXPECT_EQ(error_of("data: {dataset: cifar100, path: data/cifar}"), "");
+  EXPECT_EQ(config_error_of("data: {dataset: cifar100, path: data/cifar}"), "");
   EXPECT_ERROR("data: {synthetic_classes: 9}",
                "data.synthetic_classes: must be in [10, 64], got 9");
   EXPECT_ERROR("data: {synthetic_classes: 65}", "data.synthetic_classes: must be in [10, 64]");
@@ -366,9 +369,10 @@ TEST(Config, CrossFieldChecks) {
       "model: {arch: custom, img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, "
       "num_heads: 2}\nmask: {ratio: 0.6}",
       "mask.ratio: 0.6 leaves no token for each of the two groups of the 4 patches");
-  EXPECT_EQ(error_of("model: {arch: custom, img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, "
-                     "num_heads: 2}\nmask: {ratio: 0.5}"),
-            "");
+  EXPECT_EQ(
+      config_error_of("model: {arch: custom, img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, "
+                      "num_heads: 2}\nmask: {ratio: 0.5}"),
+      "");
 }
 
 TEST(Config, OverridesApplyAfterTheFileInOrder) {
@@ -392,28 +396,28 @@ TEST(Config, OverridesApplyAfterTheFileInOrder) {
 }
 
 TEST(Config, BadOverridesNameTheOverride) {
-  EXPECT_EQ(error_of("", {"optim.blr"}),
+  EXPECT_EQ(config_error_of("", {"optim.blr"}),
             "override 'optim.blr': expected key.path=value (e.g. optim.blr=1e-4)");
   const auto has = [](const std::string& message, const std::string& part) {
     return message.find(part) != std::string::npos;
   };
-  std::string m = error_of("", {"optim.blrr=1"});
+  std::string m = config_error_of("", {"optim.blrr=1"});
   EXPECT_TRUE(has(m, "override 'optim.blrr=1': optim.blrr: unknown key (valid: name, blr,")) << m;
-  m = error_of("", {"optimizer.blr=1"});
+  m = config_error_of("", {"optimizer.blr=1"});
   EXPECT_TRUE(has(m, "override 'optimizer.blr=1': optimizer: unknown key (valid: model,")) << m;
-  m = error_of("", {"blr=1"});
+  m = config_error_of("", {"blr=1"});
   EXPECT_TRUE(has(m, "override 'blr=1': 'blr' is not a key path section.key")) << m;
-  m = error_of("", {"optim.blr=fast"});
+  m = config_error_of("", {"optim.blr=fast"});
   EXPECT_TRUE(has(m, "override 'optim.blr=fast': optim.blr: expected a number, got 'fast'")) << m;
-  m = error_of("", {"train.epochs=[1, 2]"});
+  m = config_error_of("", {"train.epochs=[1, 2]"});
   EXPECT_TRUE(has(m,
                   "override 'train.epochs=[1, 2]': train.epochs: expected an integer, got a "
                   "list"))
       << m;
-  m = error_of("", {"optim.blr=[1"});
+  m = config_error_of("", {"optim.blr=[1"});
   EXPECT_TRUE(has(m, "override 'optim.blr=[1': the value is not valid YAML")) << m;
   // Out of range after all overrides: the override that set the value is named, not the file.
-  m = error_of("mask: {ratio: 0.3}", {"mask.ratio=1.2"});
+  m = config_error_of("mask: {ratio: 0.3}", {"mask.ratio=1.2"});
   EXPECT_EQ(m, "override 'mask.ratio=1.2': mask.ratio: must be in [0, 1), got 1.2");
 }
 

@@ -145,12 +145,6 @@ struct ToyRun {
   }
 };
 
-int count_of(const std::string& text, const std::string& needle) {
-  int n = 0;
-  for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) ++n;
-  return n;
-}
-
 // The "loss" and "mean_output" fields of every epoch record, in order.
 std::vector<std::string> epoch_means(const std::string& metrics) {
   std::vector<std::string> out;
@@ -213,8 +207,8 @@ TEST_P(LoopByHostSync, StopAfterStepsOfThisRunAndResumeReproduceTheUninterrupted
   // Each step's and epoch's record once, whatever the interruptions, and the epochs' means over
   // all of their steps (the sums before a stop travel in the checkpoint).
   const auto metrics = ocl::test::read_file(dir + "/metrics.jsonl");
-  EXPECT_EQ(count_of(metrics, "\"type\":\"step\""), 18) << metrics;
-  EXPECT_EQ(count_of(metrics, "\"type\":\"epoch\""), 3) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"step\""), 18) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"epoch\""), 3) << metrics;
   EXPECT_EQ(epoch_means(metrics), epoch_means(ocl::test::read_file(whole_dir + "/metrics.jsonl")));
   // A finished run has nothing to do.
   ToyRun again(dir, rest, sets());
@@ -359,7 +353,7 @@ TEST(TrainingLoop, LogWindowsFollowLogEvery) {
   run.loop->run();
   // Global steps 4, 6 (an epoch's last), 8, 12, 16, 18.
   const auto metrics = ocl::test::read_file(dir + "/metrics.jsonl");
-  EXPECT_EQ(count_of(metrics, "\"type\":\"step\""), 6) << metrics;
+  EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"step\""), 6) << metrics;
   EXPECT_NE(metrics.find("\"global_step\":6,"), std::string::npos) << metrics;
   EXPECT_EQ(metrics.find("\"global_step\":5,"), std::string::npos) << metrics;
 }
@@ -396,7 +390,7 @@ TEST(TrainingLoop, DeferredFiguresGiveTheStepRunAndKeepTheNonFinitePolicies) {
   EXPECT_EQ(deferred.engine.applied(), 18);
   const auto ma = ocl::test::read_file(step_dir + "/metrics.jsonl");
   const auto mb = ocl::test::read_file(deferred_dir + "/metrics.jsonl");
-  EXPECT_EQ(count_of(mb, "\"type\":\"step\""), 18) << mb;
+  EXPECT_EQ(ocl::test::count_of(mb, "\"type\":\"step\""), 18) << mb;
   EXPECT_EQ(epoch_means(ma), epoch_means(mb));
   for (const char* step : {"\"global_step\":1,", "\"global_step\":6,", "\"global_step\":18,"})
     EXPECT_NE(mb.find(step), std::string::npos) << step << "\n" << mb;

@@ -10,12 +10,12 @@
 using namespace ocl;
 
 namespace {
-nn::VisionTransformerOptions tiny() { return nn::VisionTransformerOptions(16, 4, 32, 2, 2); }
+nn::VisionTransformerOptions tiny_ocl() { return nn::VisionTransformerOptions(16, 4, 32, 2, 2); }
 }  // namespace
 
 TEST(OCLModel, ParametersShapesAndFigures) {
   torch::manual_seed(0);
-  ssl::OCL model(tiny(), ssl::OCLOptions().mask_ratio(0.25));
+  ssl::OCL model(tiny_ocl(), ssl::OCLOptions().mask_ratio(0.25));
   EXPECT_EQ(model->tokens_per_group(), 6);  // N = 16, L = 12
   auto params = model->named_parameters();
   EXPECT_TRUE(params.contains("logit_scale"));
@@ -36,7 +36,7 @@ TEST(OCLModel, ParametersShapesAndFigures) {
 }
 
 TEST(OCLModel, FixedTemperatureHasNoParameter) {
-  ssl::OCL model(tiny(), ssl::OCLOptions().learnable_temperature(false).temperature(0.2));
+  ssl::OCL model(tiny_ocl(), ssl::OCLOptions().learnable_temperature(false).temperature(0.2));
   EXPECT_FALSE(model->named_parameters().contains("logit_scale"));
   EXPECT_NEAR(model->scale().item<double>(), 5.0, 1e-6);
   EXPECT_FALSE(model->scale().requires_grad());
@@ -45,7 +45,7 @@ TEST(OCLModel, FixedTemperatureHasNoParameter) {
 TEST(OCLModel, SameSeedSameLoss) {
   auto run = [] {
     torch::manual_seed(4);
-    ssl::OCL model(tiny(), ssl::OCLOptions());
+    ssl::OCL model(tiny_ocl(), ssl::OCLOptions());
     auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
     auto images = torch::randn({4, 3, 16, 16}, gen);
     return model->forward(images, model->draw_noise(4, gen)).loss.item<double>();
@@ -55,7 +55,7 @@ TEST(OCLModel, SameSeedSameLoss) {
 
 TEST(OCLModel, LossFallsOnAFixedBatch) {
   torch::manual_seed(0);
-  ssl::OCL model(tiny(), ssl::OCLOptions().mask_ratio(0.25));
+  ssl::OCL model(tiny_ocl(), ssl::OCLOptions().mask_ratio(0.25));
   std::vector<torch::Tensor> trainable;
   for (const auto& p : model->parameters())
     if (p.requires_grad()) trainable.push_back(p);
@@ -78,7 +78,7 @@ TEST(OCLModel, LossFallsOnAFixedBatch) {
 }
 
 TEST(OCLModel, FrozenPatchEmbedIsNotTrainedButTheRestIs) {
-  ssl::OCL model(tiny(), ssl::OCLOptions());
+  ssl::OCL model(tiny_ocl(), ssl::OCLOptions());
   auto out = model->forward(torch::randn({4, 3, 16, 16}), torch::rand({4, 16}));
   out.loss.backward();
   EXPECT_FALSE(model->encoder->patch_embed->proj->weight.grad().defined());
@@ -88,7 +88,7 @@ TEST(OCLModel, FrozenPatchEmbedIsNotTrainedButTheRestIs) {
 
 TEST(OCLModel, Bfloat16AutocastOnCpu) {
   torch::manual_seed(0);
-  ssl::OCL model(tiny(), ssl::OCLOptions());
+  ssl::OCL model(tiny_ocl(), ssl::OCLOptions());
   auto images = torch::randn({4, 3, 16, 16});
   auto noise = torch::rand({4, 16});
   const double fp32 = model->forward(images, noise).loss.item<double>();
@@ -109,10 +109,10 @@ TEST(OCLModel, ClearErrors) {
       ssl::OCL(nn::VisionTransformerOptions(8, 4, 32, 1, 2), ssl::OCLOptions().mask_ratio(0.8)),
       "mask ratio 0.8 keeps 0 of 4");
   OCL_EXPECT_THROW_WITH(
-      ssl::OCL(tiny(), ssl::OCLOptions().kappa(std::numeric_limits<double>::infinity())),
+      ssl::OCL(tiny_ocl(), ssl::OCLOptions().kappa(std::numeric_limits<double>::infinity())),
       "kappa must be finite and > 0, got inf");
-  OCL_EXPECT_THROW_WITH(ssl::OCL(tiny(), ssl::OCLOptions().temperature(0.0)), "temperature");
-  ssl::OCL model(tiny(), ssl::OCLOptions());
+  OCL_EXPECT_THROW_WITH(ssl::OCL(tiny_ocl(), ssl::OCLOptions().temperature(0.0)), "temperature");
+  ssl::OCL model(tiny_ocl(), ssl::OCLOptions());
   OCL_EXPECT_THROW_WITH(model->forward(torch::randn({2, 4, 16, 16}), torch::rand({2, 16})),
                         "expects 3 input channels, got 4");
   OCL_EXPECT_THROW_WITH(model->forward(torch::randn({2, 3, 16, 16}), torch::rand({2, 9})),

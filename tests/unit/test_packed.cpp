@@ -27,7 +27,7 @@ using ocl::data::PackEncoding;
 using ocl::data::PackWriter;
 using ocl::data::PackWriterOptions;
 
-std::string make_dir(const std::string& name) {
+std::string make_pack_dir(const std::string& name) {
   return ocl::test::make_temp_dir("ocl_packed_" + name + "_");
 }
 
@@ -77,7 +77,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 }
 
 template <typename F>
-std::string error_of(F&& f) {
+std::string pack_error_of(F&& f) {
   try {
     f();
   } catch (const std::exception& e) {
@@ -87,7 +87,7 @@ std::string error_of(F&& f) {
 }
 
 TEST(Packed, RawRoundTripIsExactAcrossShards) {
-  const auto dir = make_dir("raw");
+  const auto dir = make_pack_dir("raw");
   // Images of 1,728 to 3,072 bytes and shards of at most 8 KiB: several shards.
   write_pack(dir, PackEncoding::Raw, 12, 8192);
   PackedDataset pack(dir);
@@ -109,7 +109,7 @@ TEST(Packed, RawRoundTripIsExactAcrossShards) {
 }
 
 TEST(Packed, JpegRoundTripIsWithinJpegError) {
-  const auto dir = make_dir("jpeg");
+  const auto dir = make_pack_dir("jpeg");
   write_pack(dir, PackEncoding::Jpeg, 6, 1 << 20);
   PackedDataset pack(dir);
   ASSERT_EQ(pack.size(), 6);
@@ -158,20 +158,20 @@ TEST(Packed, ShrinkKeepsTheAspectAndLeavesSmallImagesAlone) {
 }
 
 TEST(Packed, TruncatedShardNamesTheShardAndTheFirstRecordLost) {
-  const auto dir = make_dir("truncated");
+  const auto dir = make_pack_dir("truncated");
   write_pack(dir, PackEncoding::Raw, 12, 8192);
   PackedDataset whole(dir);
   const uint32_t last = whole.record(11).shard;
   const std::string shard = ocl::data::pack_shard_path(dir, last);
   const std::string bytes = read_bytes(shard);
   write_bytes(shard, bytes.substr(0, bytes.size() - 10));
-  const std::string e = error_of([&] { PackedDataset pack(dir); });
+  const std::string e = pack_error_of([&] { PackedDataset pack(dir); });
   EXPECT_NE(e.find("shard-0000" + std::to_string(last) + ".bin"), std::string::npos) << e;
   EXPECT_NE(e.find("truncated, from record 11 on"), std::string::npos) << e;
 }
 
 TEST(Packed, FlippedPayloadByteIsACorruptRecord) {
-  const auto dir = make_dir("flipped");
+  const auto dir = make_pack_dir("flipped");
   write_pack(dir, PackEncoding::Raw, 12, 8192);
   uint64_t offset = 0;
   uint32_t shard = 0;
@@ -186,14 +186,14 @@ TEST(Packed, FlippedPayloadByteIsACorruptRecord) {
   write_bytes(path, bytes);
   PackedDataset pack(dir);
   EXPECT_TRUE(pack.load(3).has_value());
-  const std::string e = error_of([&] { pack.load(4); });
+  const std::string e = pack_error_of([&] { pack.load(4); });
   EXPECT_NE(e.find("record 4 in shard-0000" + std::to_string(shard) + ".bin is corrupt"),
             std::string::npos)
       << e;
 }
 
 TEST(Packed, BadIndexIsNamed) {
-  const auto dir = make_dir("index");
+  const auto dir = make_pack_dir("index");
   write_pack(dir, PackEncoding::Raw, 5, 1 << 20);
   const std::string index = ocl::data::pack_index_path(dir);
   const std::string good = read_bytes(index);
@@ -201,30 +201,31 @@ TEST(Packed, BadIndexIsNamed) {
   std::string flipped = good;
   flipped[40] = static_cast<char>(flipped[40] ^ 1);
   write_bytes(index, flipped);
-  EXPECT_NE(error_of([&] { PackedDataset p(dir); }).find("checksum mismatch"), std::string::npos);
+  EXPECT_NE(pack_error_of([&] { PackedDataset p(dir); }).find("checksum mismatch"),
+            std::string::npos);
 
   write_bytes(index, good.substr(0, good.size() - 20));
-  EXPECT_NE(error_of([&] { PackedDataset p(dir); }).find("truncated"), std::string::npos);
+  EXPECT_NE(pack_error_of([&] { PackedDataset p(dir); }).find("truncated"), std::string::npos);
 
   write_bytes(index, "not a pack");
-  EXPECT_NE(error_of([&] { PackedDataset p(dir); }).find("not an ocl pack index"),
+  EXPECT_NE(pack_error_of([&] { PackedDataset p(dir); }).find("not an ocl pack index"),
             std::string::npos);
 
   // Another pack's index beside these shards: the sizes disagree.
-  const auto other = make_dir("other");
+  const auto other = make_pack_dir("other");
   write_pack(other, PackEncoding::Raw, 3, 1 << 20);
   write_bytes(index, read_bytes(ocl::data::pack_index_path(other)));
-  EXPECT_NE(error_of([&] { PackedDataset p(dir); }).find("do not belong together"),
+  EXPECT_NE(pack_error_of([&] { PackedDataset p(dir); }).find("do not belong together"),
             std::string::npos);
 
   std::remove(index.c_str());
-  EXPECT_NE(error_of([&] { PackedDataset p(dir); }).find("no index.ocl"), std::string::npos);
+  EXPECT_NE(pack_error_of([&] { PackedDataset p(dir); }).find("no index.ocl"), std::string::npos);
 }
 
 // A record count of 2^59 + 5 makes records · 32 wrap around to the size of 5 records: refused as a
 // size mismatch, not a 2^59-record vector (found by fuzz/pack_fuzz.cpp).
 TEST(Packed, RecordCountThatWrapsAroundIsRefused) {
-  const auto dir = make_dir("wrap");
+  const auto dir = make_pack_dir("wrap");
   write_pack(dir, PackEncoding::Raw, 5, 1 << 20);
   const std::string index = ocl::data::pack_index_path(dir);
   std::string bytes = read_bytes(index);
@@ -234,7 +235,7 @@ TEST(Packed, RecordCountThatWrapsAroundIsRefused) {
   const uint32_t crc = ocl::data::pack_crc32(reinterpret_cast<const uint8_t*>(bytes.data()), body);
   for (int i = 0; i < 4; ++i) bytes[body + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
   write_bytes(index, bytes);
-  const std::string error = error_of([&] { PackedDataset p(dir); });
+  const std::string error = pack_error_of([&] { PackedDataset p(dir); });
   EXPECT_NE(error.find("size does not match"), std::string::npos) << error;
   EXPECT_NE(error.find(std::to_string(records) + " records"), std::string::npos) << error;
 }
@@ -242,7 +243,7 @@ TEST(Packed, RecordCountThatWrapsAroundIsRefused) {
 // A raw record of 0 x 0 pixels in 0 bytes passes the raw size check; PackWriter never writes
 // one, and the reader refuses it when the pack is opened rather than hand out an empty image.
 TEST(Packed, RecordWithoutPixelsIsRefused) {
-  const auto dir = make_dir("nopixels");
+  const auto dir = make_pack_dir("nopixels");
   write_pack(dir, PackEncoding::Raw, 5, 1 << 20);
   const std::string index = ocl::data::pack_index_path(dir);
   std::string bytes = read_bytes(index);
@@ -256,7 +257,7 @@ TEST(Packed, RecordWithoutPixelsIsRefused) {
   put(record + 22, 0, 2);  // width
   put(body, ocl::data::pack_crc32(reinterpret_cast<const uint8_t*>(bytes.data()), body), 4);
   write_bytes(index, bytes);
-  const std::string error = error_of([&] { PackedDataset p(dir); });
+  const std::string error = pack_error_of([&] { PackedDataset p(dir); });
   EXPECT_NE(error.find("record 0 holds an image of 0 x 0 pixels in 0 bytes"), std::string::npos)
       << error;
 }
@@ -264,20 +265,20 @@ TEST(Packed, RecordWithoutPixelsIsRefused) {
 // Another pack's index that promises more bytes than these shards hold: not a truncation (the
 // records before the cut would match their checksums), so it is named as a mismatch.
 TEST(Packed, LargerForeignIndexIsAMismatchNotATruncation) {
-  const auto dir = make_dir("small_jpeg");
+  const auto dir = make_pack_dir("small_jpeg");
   write_pack(dir, PackEncoding::Jpeg, 5, 1 << 20);
-  const auto other = make_dir("large_raw");
+  const auto other = make_pack_dir("large_raw");
   write_pack(other, PackEncoding::Raw, 12, 1 << 20);
   ASSERT_GT(read_bytes(ocl::data::pack_shard_path(other, 0)).size(),
             read_bytes(ocl::data::pack_shard_path(dir, 0)).size());
   write_bytes(ocl::data::pack_index_path(dir), read_bytes(ocl::data::pack_index_path(other)));
-  const std::string e = error_of([&] { PackedDataset p(dir); });
+  const std::string e = pack_error_of([&] { PackedDataset p(dir); });
   EXPECT_NE(e.find("do not belong together"), std::string::npos) << e;
   EXPECT_EQ(e.find("truncated"), std::string::npos) << e;
 }
 
 TEST(Packed, UndecodableRecordIsABadSample) {
-  const auto dir = make_dir("undecodable");
+  const auto dir = make_pack_dir("undecodable");
   PackWriterOptions o;
   PackWriter writer(dir, kClasses, o);
   const auto jpeg = ocl::data::encode_jpeg(sample_image(0), 90);
@@ -295,14 +296,14 @@ TEST(Packed, UndecodableRecordIsABadSample) {
 }
 
 TEST(Packed, InterruptedWriterResumesWithoutDuplicates) {
-  const auto whole = make_dir("whole");
+  const auto whole = make_pack_dir("whole");
   write_pack(whole, PackEncoding::Raw, 12, 8192);
-  const auto dir = make_dir("resumed");
+  const auto dir = make_pack_dir("resumed");
   write_pack(dir, PackEncoding::Raw, 12, 8192, /*stop_after=*/9);
   EXPECT_TRUE(std::ifstream(ocl::data::pack_progress_path(dir)).good());
-  EXPECT_NE(error_of([&] { PackedDataset p(dir); }).find("did not finish"), std::string::npos);
+  EXPECT_NE(pack_error_of([&] { PackedDataset p(dir); }).find("did not finish"), std::string::npos);
   // Without resume the folder is refused; with other options too.
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(pack_error_of([&] {
               PackWriter w(dir, kClasses, PackWriterOptions{});
             }).find("holds a pack in progress"),
             std::string::npos);
@@ -310,8 +311,9 @@ TEST(Packed, InterruptedWriterResumesWithoutDuplicates) {
   other.encoding = PackEncoding::Raw;
   other.max_shard_bytes = 8192;
   other.description = "quality 50";
-  EXPECT_NE(error_of([&] { PackWriter w(dir, kClasses, other, true); }).find("was started with"),
-            std::string::npos);
+  EXPECT_NE(
+      pack_error_of([&] { PackWriter w(dir, kClasses, other, true); }).find("was started with"),
+      std::string::npos);
   write_pack(dir, PackEncoding::Raw, 12, 8192, -1, /*resume=*/true);
   EXPECT_FALSE(std::ifstream(ocl::data::pack_progress_path(dir)).good());
   EXPECT_EQ(read_bytes(ocl::data::pack_index_path(dir)),
@@ -320,7 +322,7 @@ TEST(Packed, InterruptedWriterResumesWithoutDuplicates) {
   ASSERT_EQ(b.size(), 12);
   for (int i = 0; i < 12; ++i) EXPECT_EQ(a.load(i)->pixels, b.load(i)->pixels) << i;
   // A finished pack is never overwritten.
-  EXPECT_NE(error_of([&] {
+  EXPECT_NE(pack_error_of([&] {
               PackWriter w(dir, kClasses, PackWriterOptions{});
             }).find("already holds a finished pack"),
             std::string::npos);
@@ -329,7 +331,7 @@ TEST(Packed, InterruptedWriterResumesWithoutDuplicates) {
 // Two ranks' loaders over one pack: disjoint shares that cover it, each image the record asked
 // for (its pixels carry its index).
 TEST(Packed, RankSharesAreDisjointAndCoverThePack) {
-  const auto dir = make_dir("ranks");
+  const auto dir = make_pack_dir("ranks");
   {
     PackWriterOptions o;
     o.encoding = PackEncoding::Raw;

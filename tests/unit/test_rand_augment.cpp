@@ -22,22 +22,22 @@ using namespace ocl::data;
 
 namespace {
 
-constexpr const char* kFixture = OCL_FIXTURE_DIR "/augment_reference.safetensors";
-constexpr const char* kFormatVersion = "1";
+constexpr const char* kAugmentFixture = OCL_FIXTURE_DIR "/augment_reference.safetensors";
+constexpr const char* kAugmentFormatVersion = "1";
 constexpr std::array<uint8_t, 3> kFill{124, 116, 104};
 
 // The fixture's outputs by name, with their arguments, read once.
-struct Reference {
+struct AugmentReference {
   Image input;
   std::map<std::string, std::pair<double, Image>> cases;
 };
 
-const Reference& reference() {
-  static const Reference ref = [] {
-    const auto file = ocl::io::read_safetensors(kFixture);
-    EXPECT_EQ(file.metadata.at("format_version"), kFormatVersion)
+const AugmentReference& augment_reference() {
+  static const AugmentReference ref = [] {
+    const auto file = ocl::io::read_safetensors(kAugmentFixture);
+    EXPECT_EQ(file.metadata.at("format_version"), kAugmentFormatVersion)
         << "regenerate with /usr/bin/python3 scripts/make_augment_reference.py";
-    Reference r;
+    AugmentReference r;
     r.input = ocl::test::image_from_hwc(file.tensors.at("input"));
     const auto args = file.tensors.at("args");
     std::istringstream names(file.metadata.at("names"));
@@ -53,7 +53,7 @@ const Reference& reference() {
 // The fixture case `name` recomputed with `op` (its argument from the fixture).
 ocl::test::PixelDiff run_case(const std::string& name, AugmentOp op,
                               AffineResample resample = AffineResample::Bicubic) {
-  const auto& ref = reference();
+  const auto& ref = augment_reference();
   const auto it = ref.cases.find(name);
   EXPECT_NE(it, ref.cases.end()) << name << " missing from the fixture";
   if (it == ref.cases.end()) return {1, 255, 255.0};
@@ -121,7 +121,7 @@ TEST(AugmentOps, AffineOpsMatchPillow) {
                                                    {"TranslateYRel", AugmentOp::TranslateYRel}};
   const std::pair<const char*, AffineResample> filters[] = {{"bilinear", AffineResample::Bilinear},
                                                             {"bicubic", AffineResample::Bicubic}};
-  const Image& input = reference().input;
+  const Image& input = augment_reference().input;
   const int64_t values = static_cast<int64_t>(input.pixels.size());
   for (const auto& [op_name, op] : ops) {
     for (const auto& [filter_name, filter] : filters) {
@@ -138,7 +138,7 @@ TEST(AugmentOps, AffineOpsMatchPillow) {
 // The fixture must exercise what it claims: each affine output shows the fill colour and
 // differs from the input (a no-op implementation would otherwise pass the range checks).
 TEST(AugmentOps, FixtureCasesAreNotTrivial) {
-  const auto& ref = reference();
+  const auto& ref = augment_reference();
   for (const auto& [name, c] : ref.cases) {
     EXPECT_GT(ocl::test::compare_pixels(c.second, ref.input).differing, 0)
         << name << " equals the input";

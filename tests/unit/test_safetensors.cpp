@@ -35,7 +35,7 @@ ocl::io::SafetensorsFile parse(const std::string& bytes, const std::string& sour
 }
 
 // The message of the c10::Error `f` throws, or "<no exception>".
-std::string error_of(const std::function<void()>& f) {
+std::string safetensors_error_of(const std::function<void()>& f) {
   try {
     f();
   } catch (const c10::Error& e) {
@@ -62,7 +62,7 @@ std::string image(const std::string& header, const std::string& data = "") {
 // contains every needle.
 void expect_rejected(const std::string& header, const std::string& data,
                      const std::vector<std::string>& needles) {
-  const auto msg = error_of([&] { parse(image(header, data), "bad.safetensors"); });
+  const auto msg = safetensors_error_of([&] { parse(image(header, data), "bad.safetensors"); });
   EXPECT_CONTAINS(msg, "bad.safetensors");
   for (const auto& n : needles) EXPECT_CONTAINS(msg, n);
 }
@@ -82,14 +82,14 @@ torch::Tensor from_values(std::vector<T> values, c10::ScalarType type) {
 }
 
 // A fresh directory under the system temp dir, removed at the end of the test.
-class TempDir {
+class SafetensorsDir {
  public:
-  TempDir() {
+  SafetensorsDir() {
     std::string tmpl = (fs::temp_directory_path() / "ocl_st_XXXXXX").string();
     EXPECT_NE(::mkdtemp(tmpl.data()), nullptr);
     path_ = tmpl;
   }
-  ~TempDir() { fs::remove_all(path_); }
+  ~SafetensorsDir() { fs::remove_all(path_); }
   fs::path path() const { return path_; }
   std::vector<std::string> entries() const {
     std::vector<std::string> names;
@@ -235,22 +235,22 @@ TEST(Safetensors, SerializedLayoutIsThePythonOne) {
 TEST(Safetensors, RejectsImagesShorterThanTheLength) {
   for (size_t size = 0; size < 8; ++size) {
     const std::string bytes(size, '\0');
-    const auto msg = error_of([&] { parse(bytes, "tiny.st"); });
+    const auto msg = safetensors_error_of([&] { parse(bytes, "tiny.st"); });
     EXPECT_CONTAINS(msg, "tiny.st");
     EXPECT_CONTAINS(msg, std::to_string(size) + " bytes");
   }
 }
 
 TEST(Safetensors, RejectsHeaderLengthBeyondFileOrLimit) {
-  auto msg = error_of([] { parse(le64(1000) + "{}", "short.st"); });
+  auto msg = safetensors_error_of([] { parse(le64(1000) + "{}", "short.st"); });
   EXPECT_CONTAINS(msg, "short.st");
   EXPECT_CONTAINS(msg, "header length 1000");
   // Over the 100 MB limit: rejected before allocating, whatever the file size.
-  msg = error_of([] { parse(le64(200'000'000) + "{}", "huge.st"); });
+  msg = safetensors_error_of([] { parse(le64(200'000'000) + "{}", "huge.st"); });
   EXPECT_CONTAINS(msg, "header length 200000000");
   EXPECT_CONTAINS(msg, "100 MB");
   // 8 + N wraps around to 7 in 64 bits: must not pass as "fits".
-  msg = error_of([] { parse(le64(UINT64_MAX) + "{}", "wrap.st"); });
+  msg = safetensors_error_of([] { parse(le64(UINT64_MAX) + "{}", "wrap.st"); });
   EXPECT_CONTAINS(msg, std::to_string(UINT64_MAX));
 }
 
@@ -404,21 +404,25 @@ TEST(Safetensors, CorruptedBytesThrowOrParseButNeverCrash) {
 }
 
 TEST(Safetensors, SerializeRejectsInvalidInput) {
-  auto msg = error_of([] { serialize_safetensors({{"", torch::ones({1})}}); });
+  auto msg = safetensors_error_of([] { serialize_safetensors({{"", torch::ones({1})}}); });
   EXPECT_CONTAINS(msg, "non-empty");
-  msg = error_of([] { serialize_safetensors({{"__metadata__", torch::ones({1})}}); });
+  msg = safetensors_error_of([] { serialize_safetensors({{"__metadata__", torch::ones({1})}}); });
   EXPECT_CONTAINS(msg, "__metadata__");
-  msg = error_of([] { serialize_safetensors({{"u", torch::Tensor()}}); });
+  msg = safetensors_error_of([] { serialize_safetensors({{"u", torch::Tensor()}}); });
   EXPECT_CONTAINS(msg, "'u' is undefined");
-  msg = error_of([] { serialize_safetensors({{"z", torch::ones({2}, torch::kComplexFloat)}}); });
+  msg = safetensors_error_of([] {
+    serialize_safetensors({{"z", torch::ones({2}, torch::kComplexFloat)}});
+  });
   EXPECT_CONTAINS(msg, "'z'");
   EXPECT_CONTAINS(msg, "ComplexFloat");
-  msg = error_of([] { serialize_safetensors({{"x", torch::ones({1})}}, {{"k", "\xff\xfe"}}); });
+  msg = safetensors_error_of([] {
+    serialize_safetensors({{"x", torch::ones({1})}}, {{"k", "\xff\xfe"}});
+  });
   EXPECT_CONTAINS(msg, "UTF-8");
 }
 
 TEST(Safetensors, WriteAndReadFileRoundTrip) {
-  TempDir dir;
+  SafetensorsDir dir;
   const auto path = (dir.path() / "model.safetensors").string();
   const auto in = every_dtype();
   const Metadata meta{{"format", "pt"}};
@@ -436,45 +440,48 @@ TEST(Safetensors, WriteAndReadFileRoundTrip) {
 }
 
 TEST(Safetensors, ReadFileErrorsNameThePath) {
-  TempDir dir;
+  SafetensorsDir dir;
   const auto missing = (dir.path() / "nope.safetensors").string();
-  auto msg = error_of([&] { read_safetensors(missing); });
+  auto msg = safetensors_error_of([&] { read_safetensors(missing); });
   EXPECT_CONTAINS(msg, missing);
   EXPECT_CONTAINS(msg, "No such file");
-  msg = error_of([&] { read_safetensors(dir.path().string()); });
+  msg = safetensors_error_of([&] { read_safetensors(dir.path().string()); });
   EXPECT_CONTAINS(msg, "not a regular file");
 
   // A truncated file on disk: the data is short, the header intact.
   const auto bytes = serialize_safetensors({{"w", torch::randn({4, 4})}});
   const auto cut = (dir.path() / "cut.safetensors").string();
   std::ofstream(cut, std::ios::binary) << bytes.substr(0, bytes.size() - 3);
-  msg = error_of([&] { read_safetensors(cut); });
+  msg = safetensors_error_of([&] { read_safetensors(cut); });
   EXPECT_CONTAINS(msg, cut);
   EXPECT_CONTAINS(msg, "'w'");
   std::ofstream(cut, std::ios::binary) << bytes.substr(0, 5);
-  EXPECT_CONTAINS(error_of([&] { read_safetensors(cut); }), "5 bytes");
+  EXPECT_CONTAINS(safetensors_error_of([&] { read_safetensors(cut); }), "5 bytes");
 }
 
 TEST(Safetensors, AFifoIsRefusedWithoutBlocking) {
-  TempDir dir;
+  SafetensorsDir dir;
   const auto fifo = (dir.path() / "weights.safetensors").string();
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  const auto msg = error_of([&] { read_safetensors(fifo); });  // would hang on a blocking open
+  const auto msg =
+      safetensors_error_of([&] { read_safetensors(fifo); });  // would hang on a blocking open
   EXPECT_CONTAINS(msg, fifo);
   EXPECT_CONTAINS(msg, "is not a regular file");
 }
 
 TEST(Safetensors, WriteIntoMissingDirectoryThrowsNamingThePath) {
-  TempDir dir;
+  SafetensorsDir dir;
   const auto path = (dir.path() / "no" / "such" / "dir" / "x.safetensors").string();
-  const auto msg = error_of([&] { write_safetensors(path, {{"x", torch::ones({2})}}); });
+  const auto msg = safetensors_error_of([&] {
+    write_safetensors(path, {{"x", torch::ones({2})}});
+  });
   EXPECT_CONTAINS(msg, path);
   EXPECT_CONTAINS(msg, "No such file or directory");
   EXPECT_FALSE(fs::exists(path));
 }
 
 TEST(Safetensors, FailedWriteKeepsTheExistingFileAndLeavesNoTemporary) {
-  TempDir dir;
+  SafetensorsDir dir;
   const auto path = (dir.path() / "ckpt.safetensors").string();
   write_safetensors(path, {{"x", torch::arange(5)}});
   const std::string before = slurp(path);
@@ -486,14 +493,15 @@ TEST(Safetensors, FailedWriteKeepsTheExistingFileAndLeavesNoTemporary) {
   EXPECT_EQ(slurp(path), before);
   EXPECT_EQ(dir.entries(), std::vector<std::string>{"ckpt.safetensors"});
 
-  // Fails after the temporary file is written: renaming a file over a non-empty directory.
+  // A folder in the way is refused before anything is written (the rename over it would fail
+  // after the temporary file was written; over a device or a link it would succeed).
   const auto blocked = dir.path() / "blocked";
   fs::create_directories(blocked / "child");
-  const auto msg = error_of([&] {
+  const auto msg = safetensors_error_of([&] {
     write_safetensors(blocked.string(), {{"x", torch::ones({1000})}});
   });
   EXPECT_CONTAINS(msg, blocked.string());
-  EXPECT_CONTAINS(msg, "renaming");
+  EXPECT_CONTAINS(msg, "it exists and is a folder");
   EXPECT_TRUE(fs::is_directory(blocked / "child"));
   EXPECT_EQ(dir.entries(), (std::vector<std::string>{"blocked", "ckpt.safetensors"}));
   EXPECT_EQ(slurp(path), before);

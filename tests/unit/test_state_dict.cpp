@@ -61,7 +61,7 @@ bool all_equal(const TensorMap& a, const TensorMap& b) {
   return true;
 }
 
-std::string error_of(const std::function<void()>& f) {
+std::string state_error_of(const std::function<void()>& f) {
   try {
     f();
   } catch (const c10::Error& e) {
@@ -155,7 +155,7 @@ TEST(StateDict, StrictLoadThrowsNamingEveryKeyAndChangesNothing) {
   file.erase("running");
   file["inner.proj.weight"] = torch::zeros({3, 2}, torch::kFloat64);
   file["bogus"] = torch::ones({1});
-  const auto msg = error_of([&] { load_state_dict(*net, file); });
+  const auto msg = state_error_of([&] { load_state_dict(*net, file); });
   for (const auto* needle : {"strict", "missing: running", "unexpected: bogus",
                              "shape mismatched: inner.proj.weight: file [3, 2] vs module [2, 3]"}) {
     EXPECT_NE(msg.find(needle), std::string::npos) << needle << " in " << msg;

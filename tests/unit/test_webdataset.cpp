@@ -65,7 +65,7 @@ void write_tar(const std::string& tar, const std::vector<Member>& members,
 }
 
 // Synthetic 32×32 images (one size, so that the loader can stack them untransformed).
-Image sample_image(int i) {
+Image shard_image(int i) {
   ocl::data::SyntheticOptions o;
   o.size = 32;
   o.num_classes = 10;
@@ -95,7 +95,7 @@ Fixture make_fixture(const std::string& name, int n = 12) {
       const bool png = i % 3 == 2;
       const std::string file = "img" + std::to_string(k) + (png ? ".png" : ".jpg");
       const std::string path = f.root + "/train/" + classes[c] + "/" + file;
-      const Image image = sample_image(i);
+      const Image image = shard_image(i);
       const auto bytes = png ? ocl::data::encode_png(image) : ocl::data::encode_jpeg(image, 90);
       std::ofstream(path, std::ios::binary)
           .write(reinterpret_cast<const char*>(bytes.data()),

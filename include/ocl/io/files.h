@@ -39,11 +39,16 @@ std::string read_text_file(const std::string& path);
 /// file, the step that failed and the system's reason.
 void write_file_synced(const std::string& path, std::string_view bytes);
 
+/// The system's message for an errno value ("No space left on device").
+std::string os_error(int err);
+
 /// Replaces `path` atomically and durably: `bytes` go to a new temporary file beside it (a
 /// unique name, so concurrent writers never share one), which is fsynced and renamed over
 /// `path`; then the folder is fsynced. On any failure the temporary is removed, `path` keeps its
 /// old content (or stays absent), and std::runtime_error says "cannot write 'PATH': " with the
 /// step that failed and the system's reason (a full disk: "No space left on device").
+/// A path that exists and is not a regular file (a device, a folder, a symbolic link) is
+/// refused, naming what it is, before anything is written.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
 /// Appends `bytes` to the file open as `fd` (O_APPEND) whole or not at all: a write that fails
