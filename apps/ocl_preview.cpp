@@ -26,6 +26,7 @@
 #include <ocl/data/transforms.h>
 #include <ocl/io/config.h>
 #include <ocl/io/files.h>
+#include <ocl/io/number_text.h>
 
 namespace {
 
@@ -37,6 +38,9 @@ struct PreviewArgs {
 
 constexpr int kGap = 2;               // pixels between cells
 constexpr uint8_t kBackground = 255;  // white between cells
+// The largest side of a sheet: 32,768 pixels (a 3 GiB picture at most), far past what a viewer
+// shows and inside int and the PNG writer's range.
+constexpr int kMaxSide = 32768;
 
 // Copies `cell` into `sheet` at (top, left), each pixel as a zoom × zoom block.
 void paste(ocl::data::Image& sheet, const ocl::data::Image& cell, int top, int left, int zoom) {
@@ -54,7 +58,7 @@ int preview(const PreviewArgs& a) {
   const auto config = ocl::io::load_config(a.config_path, a.overrides);
   const int img = static_cast<int>(config.model.img_size);
   const auto dataset = ocl::data::make_dataset(config.data, img, /*train=*/true, config.train.seed);
-  if (a.first + a.images > dataset->size())
+  if (a.first > dataset->size() || a.images > dataset->size() - a.first)
     throw std::runtime_error("--first " + std::to_string(a.first) + " and --images " +
                              std::to_string(a.images) + " reach past the training split's " +
                              std::to_string(dataset->size()) + " images");
@@ -63,12 +67,22 @@ int preview(const PreviewArgs& a) {
   const auto pretrain = ocl::data::make_pretrain_transform(config.data, img, views);
 
   // A cell of at least 96 pixels unless --zoom says otherwise.
-  const int zoom = a.zoom > 0 ? static_cast<int>(a.zoom) : std::max(1, (96 + img - 1) / img);
-  const int cell = img * zoom;
+  const int64_t zoom64 = a.zoom > 0 ? a.zoom : std::max(1, (96 + img - 1) / img);
   // Rows of [held-out, group A, group B], or --grid images a row of the held-out view alone.
-  const int columns = a.grid > 0 ? static_cast<int>(a.grid) : 3;
-  const int rows =
-      a.grid > 0 ? static_cast<int>((a.images + a.grid - 1) / a.grid) : static_cast<int>(a.images);
+  const int64_t columns64 = a.grid > 0 ? a.grid : 3;
+  const int64_t rows64 = a.grid > 0 ? (a.images + a.grid - 1) / a.grid : a.images;
+  // Sizes in doubles first: a huge --zoom, --grid or --images would overflow any integer.
+  const double side = static_cast<double>(img) * static_cast<double>(zoom64) + kGap;
+  const double width = static_cast<double>(columns64) * side + kGap;
+  const double height = static_cast<double>(rows64) * side + kGap;
+  if (width > kMaxSide || height > kMaxSide)
+    throw std::runtime_error("--zoom " + std::to_string(zoom64) + ", --grid " +
+                             std::to_string(a.grid) + " and --images " + std::to_string(a.images) +
+                             " make a sheet of " + ocl::io::shortest_number(width) + " x " +
+                             ocl::io::shortest_number(height) + " pixels, more than the " +
+                             std::to_string(kMaxSide) + " a side this writes: lower them");
+  const int zoom = static_cast<int>(zoom64), columns = static_cast<int>(columns64);
+  const int rows = static_cast<int>(rows64), cell = img * zoom;
   ocl::data::Image sheet;
   sheet.width = columns * (cell + kGap) + kGap;
   sheet.height = rows * (cell + kGap) + kGap;
@@ -120,5 +134,9 @@ int main(int argc, char** argv) {
   app.add_option("--zoom", a.zoom, "pixels per image pixel (0: cells of at least 96 pixels)")
       ->check(ocl::apps::at_least(0));
   if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
+  if (a.output.empty()) {
+    std::fprintf(stderr, "ocl_preview: --output is empty: give the name of the PNG to write\n");
+    return 2;
+  }
   return ocl::apps::run_reporting_errors("ocl_preview", [&] { return preview(a); });
 }

@@ -34,9 +34,13 @@ unless --allow-input-norm, which exports it and says what the downstream model m
 Exits non-zero with a message naming the problem; OUT is written whole (via OUT.tmp) or not at all.
 """
 import argparse
+import io
+import json
 import os
 import re
+import stat
 import sys
+import zlib
 
 import torch
 import torch.nn.functional as F
@@ -105,6 +109,32 @@ def resolve_source(path):
     fail(f"'{path}' holds no encoder.safetensors, checkpoint-last/encoder.safetensors or "
          "model-best.safetensors (expected a pre-training checkpoint or run folder, or a "
          "fine-tuning run folder)")
+
+
+def verify_checksum(path):
+    """A file of a checkpoint folder against the size and CRC-32 its state.json records (as ocl
+    checks a resume and --weights): a damaged encoder is named, not exported."""
+    state_file = os.path.join(os.path.dirname(path) or ".", "state.json")
+    if not os.path.isfile(state_file):
+        return
+    try:
+        with open(state_file, encoding="utf-8") as f:
+            want = json.load(f).get("files", {}).get(os.path.basename(path))
+    except (OSError, ValueError, AttributeError) as e:
+        fail(f"cannot read '{state_file}' beside '{path}': {e}")
+    if not isinstance(want, dict):
+        return
+    crc, size = 0, 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+    if size != want.get("bytes"):
+        fail(f"'{path}' has {size} bytes and state.json recorded {want.get('bytes')} "
+             "(truncated or replaced)")
+    if crc != want.get("crc32"):
+        fail(f"'{path}' does not match the CRC-32 state.json recorded ({crc} instead of "
+             f"{want.get('crc32')}): the file is damaged")
 
 
 def block_indices(state):
@@ -202,14 +232,33 @@ def to_mmseg(state):
     return out
 
 
+def file_kind(path):
+    mode = os.lstat(path).st_mode
+    for test, name in ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a pipe"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
 def export(source, fmt, output, img_size=None, allow_input_norm=False, force=False):
-    if os.path.exists(output) and not force:
-        fail(f"'{output}' exists; pass --force to overwrite it")
+    if os.path.lexists(output):
+        if not stat.S_ISREG(os.lstat(output).st_mode):
+            fail(f"'{output}' exists and is not a regular file ({file_kind(output)}): "
+                 "give the name of a new or regular file")
+        if not force:
+            fail(f"'{output}' exists; pass --force to overwrite it")
     path = resolve_source(source)
+    verify_checksum(path)
     try:
         state, metadata = load_safetensors(path)
     except (OSError, SafetensorsError) as e:
         fail(f"cannot read '{path}': {e}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        fail(f"'{path}' holds non-finite values in {bad[:5]}{' ...' if len(bad) > 5 else ''}: "
+             "a diverged run; export an earlier checkpoint")
     if "patch_embed.proj.weight" not in state:
         fail(f"'{path}' holds no ViT encoder in timm names (no patch_embed.proj.weight)")
     input_norm_note = check_input_norm(metadata, allow_input_norm)
@@ -225,14 +274,21 @@ def export(source, fmt, output, img_size=None, allow_input_norm=False, force=Fal
     out = state if fmt == "mae" else to_mmseg(state)
     check_keys(out, fmt, depth, f"the {fmt} export")
     payload = {k: v.contiguous() for k, v in out.items()}
+    # Serialised in memory, then written with plain file calls: torch.save's own file writer
+    # aborts the process on a failed write (a full disk) instead of raising.
+    buffer = io.BytesIO()
+    torch.save({"model": payload} if fmt == "mae" else payload, buffer)
     tmp = output + ".tmp"
     try:
-        torch.save({"model": payload} if fmt == "mae" else payload, tmp)
+        with open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, output)
     except OSError as e:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.remove(tmp)
-        fail(f"cannot write '{output}': {e}")
+        fail(f"cannot write '{output}': {e.strerror or e}")
     embed = state["patch_embed.proj.weight"]
     grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5))
     print(f"read {path}: ViT depth {depth}, width {embed.shape[0]}, patch {embed.shape[-1]}")

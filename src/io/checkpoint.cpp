@@ -357,6 +357,24 @@ void verify_files(const std::string& folder, const json& state) {
 
 }  // namespace
 
+void verify_checkpoint_file(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  const std::string folder = slash == std::string::npos ? "." : path.substr(0, slash);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  const std::string state_path = join_path(folder, "state.json");
+  if (!path_exists(state_path)) return;
+  json state;
+  try {
+    state = json::parse(read_text_file(state_path));
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "checkpoint: '", state_path, "' beside '", path,
+                "' cannot be read: ", e.what());
+  }
+  const auto files = state.find("files");
+  if (files == state.end() || !files->is_object() || !files->contains(name)) return;
+  verify_files(folder, json{{"files", {{name, (*files)[name]}}}});
+}
+
 Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_file) {
   std::string path = path_in;
   while (!path.empty() && path.size() > 1 && path.back() == '/') path.pop_back();

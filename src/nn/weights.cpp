@@ -11,6 +11,7 @@
 #include <c10/util/Exception.h>
 #include <torch/torch.h>
 
+#include "ocl/io/checkpoint.h"
 #include "ocl/io/number_text.h"
 #include "ocl/io/safetensors.h"
 #include "ocl/nn/pos_embed.h"
@@ -157,6 +158,7 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
   EncoderLoadReport report;
   if (path == "none") return report;
   report.path = resolve_file(path);
+  io::verify_checkpoint_file(report.path);
   auto file = io::read_safetensors(report.path);
   if (auto it = file.metadata.find("source"); it != file.metadata.end()) report.source = it->second;
   check_input_norm(file.metadata, encoder->options, report.path);

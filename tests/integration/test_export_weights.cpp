@@ -4,13 +4,17 @@
 // computing the encoder's own features; the position table resampled as ocl's C++ loader does;
 // the refusal of an encoder trained with model.input_norm.
 #include <cstdio>
+#include <fstream>
+#include <limits>
 #include <set>
 #include <string>
 
 #include "test_util.h"
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
 
+#include <ocl/io/checkpoint.h>
 #include <ocl/io/files.h>
 #include <ocl/io/safetensors.h>
 #include <ocl/io/state_dict.h>
@@ -255,6 +259,64 @@ TEST_F(ExportWeights, AnExtraOrMissingTensorFailsNamingIt) {
   EXPECT_NE(m.rc, 0);
   EXPECT_NE(m.output.find("missing ['blocks.1.mlp.fc2.bias']"), std::string::npos) << m.output;
   EXPECT_FALSE(ocl::io::path_exists(dir_ + "/m.pth"));
+}
+
+// OUT is written whole or not at all: a write that fails mid-file (a file-size limit stands in for
+// a full disk; CPython ignores SIGXFSZ, so the write fails with EFBIG) is named and leaves neither
+// OUT nor OUT.tmp, and the script exits 1 instead of aborting in torch.save's writer. A path that
+// is not a regular file is refused even with --force and left as it was.
+TEST_F(ExportWeights, AFailedWriteOrAPathNotARegularFileLeavesNothing) {
+  const std::string source =
+      write_weights(dir_, "encoder.safetensors", random_encoder(small_options(), 6));
+  const std::string target = dir_ + "/limited.pth";
+  std::string out;
+  const int rc = run_exe("bash",
+                         "-c 'ulimit -f 16; exec " + std::string(kPython) + " " + kScript + " " +
+                             source + " --format mae -o " + target + "'",
+                         &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("cannot write '" + target + "'"), std::string::npos) << out;
+  EXPECT_EQ(out.find("Traceback"), std::string::npos) << out;
+  EXPECT_EQ(out.find("terminate called"), std::string::npos) << out;
+  EXPECT_FALSE(ocl::io::path_exists(target));
+  EXPECT_FALSE(ocl::io::path_exists(target + ".tmp"));
+
+  const std::string fifo = dir_ + "/pipe";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const auto refused = export_weights(source, "--format mae --force", fifo);
+  EXPECT_NE(refused.rc, 0);
+  EXPECT_NE(refused.output.find("exists and is not a regular file (a pipe)"), std::string::npos)
+      << refused.output;
+  struct stat st {};
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode));
+}
+
+// A checkpoint's encoder that fails the CRC-32 its state.json records, or weights that are not
+// finite (a diverged run), are named and not exported.
+TEST_F(ExportWeights, ADamagedOrNonFiniteEncoderIsNotExported) {
+  ocl::io::TrainingState state;
+  state.epoch = 1;
+  const auto ckpt = ocl::io::save_checkpoint(
+      dir_, state, ocl::io::state_dict(*random_encoder(small_options(), 7)), {}, "", 1);
+  const std::string file = ckpt + "/encoder.safetensors";
+  std::string bytes = ocl::test::read_file(file);
+  bytes[bytes.size() - 3] ^= 0x01;
+  std::ofstream(file, std::ios::binary) << bytes;
+  const auto damaged = export_weights(ckpt, "--format mae", dir_ + "/damaged.pth");
+  EXPECT_NE(damaged.rc, 0);
+  EXPECT_NE(damaged.output.find("does not match the CRC-32 state.json recorded"), std::string::npos)
+      << damaged.output;
+  EXPECT_FALSE(ocl::io::path_exists(dir_ + "/damaged.pth"));
+
+  auto tensors = ocl::io::state_dict(*random_encoder(small_options(), 8));
+  tensors["blocks.1.mlp.fc1.weight"][0][0] = std::numeric_limits<float>::quiet_NaN();
+  ocl::io::write_safetensors(dir_ + "/nan.safetensors", tensors);
+  const auto nan = export_weights(dir_ + "/nan.safetensors", "--format mae", dir_ + "/nan.pth");
+  EXPECT_NE(nan.rc, 0);
+  EXPECT_NE(nan.output.find("non-finite values in ['blocks.1.mlp.fc1.weight']"), std::string::npos)
+      << nan.output;
+  EXPECT_FALSE(ocl::io::path_exists(dir_ + "/nan.pth"));
 }
 
 // Fine-tuning's best model (global average pooling, a classifier head): the head is dropped and

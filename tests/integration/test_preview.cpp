@@ -105,5 +105,20 @@ TEST(PreviewApp, CellsAreTheHeldOutViewAndEachGroupsCopy) {
   EXPECT_NE(output.find("reach past the training split's 4096 images"), std::string::npos)
       << output;
   EXPECT_EQ(read_png(png).width, grid.width);
+  // A sheet too large to allocate is refused naming the options (it ended in a bare
+  // std::bad_alloc after an int overflow), and so is an empty --output.
+  for (const char* huge :
+       {"--zoom 2000000000", "--grid 100000000 --images 2048", "--images 9223372036854775807"}) {
+    output.clear();
+    EXPECT_EQ(ocl::test::run_exe(OCL_PREVIEW_EXE, preview_args(png, {huge}), &output), 1) << huge;
+    EXPECT_TRUE(output.find("lower them") != std::string::npos ||
+                output.find("reach past the training split") != std::string::npos)
+        << huge << ": " << output;
+    EXPECT_EQ(output.find("bad_alloc"), std::string::npos) << output;
+  }
+  output.clear();
+  EXPECT_EQ(ocl::test::run_exe(OCL_PREVIEW_EXE, preview_args("''", {}), &output), 2) << output;
+  EXPECT_NE(output.find("--output is empty"), std::string::npos) << output;
+  EXPECT_EQ(read_png(png).width, grid.width);
 }
 #endif

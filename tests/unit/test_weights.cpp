@@ -3,6 +3,7 @@
 // positions resampled to another grid, other file dtypes.
 #include <stdlib.h>
 
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -10,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ocl/io/checkpoint.h>
 #include <ocl/io/safetensors.h>
 #include <ocl/io/state_dict.h>
 #include <ocl/nn/pos_embed.h>
@@ -219,6 +221,33 @@ TEST(EncoderWeights, CheckpointFolderLoadsItsEncoder) {
 
   const auto empty = make_temp_dir();
   OCL_EXPECT_THROW_WITH(load_encoder_weights(vit, empty), empty + "' holds no encoder.safetensors");
+}
+
+// --weights of a checkpoint folder (ocl_knn, ocl_linprobe, ocl_finetune) checks the encoder
+// against the CRC-32 its state.json records, as a resume does: a flipped bit that leaves every
+// value finite is named instead of evaluated, whether the folder or the file is given.
+TEST(EncoderWeights, ACheckpointsDamagedEncoderIsRefusedByItsChecksum) {
+  auto source = trained(tiny(), 14);
+  const auto dir = make_temp_dir();
+  ocl::io::TrainingState state;
+  state.epoch = 1;
+  state.global_step = 10;
+  const auto ckpt = ocl::io::save_checkpoint(dir, state, ocl::io::state_dict(*source), {}, "", 1);
+  auto vit = VisionTransformer(tiny());
+  EXPECT_NO_THROW(load_encoder_weights(vit, ckpt));
+  const std::string file = ckpt + "/encoder.safetensors";
+  std::string bytes = ocl::test::read_file(file);
+  bytes[bytes.size() - 3] ^= 0x01;  // a mantissa bit of the last value
+  std::ofstream(file, std::ios::binary) << bytes;
+  const auto before = snapshot(vit);
+  for (const std::string& given : std::vector<std::string>{ckpt, file})
+    OCL_EXPECT_THROW_WITH(load_encoder_weights(vit, given),
+                          "encoder.safetensors' does not match the CRC-32 state.json recorded");
+  EXPECT_TRUE(holds(vit, before));
+  // The same bytes outside a checkpoint folder have no checksum to meet.
+  const auto loose = make_temp_dir() + "/encoder.safetensors";
+  std::ofstream(loose, std::ios::binary) << bytes;
+  EXPECT_NO_THROW(load_encoder_weights(vit, loose));
 }
 
 TEST(EncoderWeights, NoneKeepsInitialisation) {

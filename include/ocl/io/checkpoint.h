@@ -63,6 +63,12 @@ TrainingState parse_training_state(const std::string& text, const std::string& s
 /// inconsistent.
 Checkpoint load_checkpoint(const std::string& path, const std::string& model_file = kEncoderFile);
 
+/// Checks the file at `path` against the size and CRC-32 that the state.json beside it records,
+/// when it lies in a checkpoint folder that records them (a file elsewhere, or of a checkpoint
+/// written before checksums, has nothing to check); throws naming the file. What loading
+/// weights from a checkpoint (--weights, the export) checks, as a resume does.
+void verify_checkpoint_file(const std::string& path);
+
 /// The kind of run that wrote checkpoint folder `path`, from its files and the encoder's header
 /// alone: "linear probe" (head.safetensors, no encoder.safetensors), "fine-tuning" (an encoder
 /// holding the classifier's head.weight), "pre-training" (an encoder without one), or "".
