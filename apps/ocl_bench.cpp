@@ -7,6 +7,8 @@
 //                                                            backward; or under torchrun)
 //   ocl_bench --data --config ... --set data.dataset=packed --set data.path=...
 //                        (the loader alone on the config's own data: scripts/bench_data.sh)
+//   ocl_bench --micro --config configs/vitl16.yaml --set train.device=cuda
+//                        (the step's GEMM shapes, attention per backend, the fused operations)
 //   ocl_bench --config configs/vitl16.yaml --set train.device=cuda --max-batch
 //                        (GPU: also the bf16 matmul rate, peak memory and the largest batch
 //                         that fits: scripts/bench_gpu.sh)
@@ -19,6 +21,7 @@
 
 #include "app_common.h"
 #include "app_training.h"
+#include "bench_micro.h"
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -281,6 +284,7 @@ struct BenchArgs {
   std::vector<std::string> overrides;
   int64_t steps = 10, warmup = 2, loader_batches = 20, matmul_size = -1;
   bool max_batch = false, grad_sync = false, data_only = false, print_config = false;
+  bool micro = false;
   int nproc_per_node = 0;
 };
 
@@ -381,8 +385,20 @@ int run_benchmarks(const BenchArgs& args) {
     throw std::runtime_error(
         "--max-batch needs a CUDA device (train.device=cuda); this run is on " + device.str());
   }
-  print_setup(args, config, device, ocl::distributed::use_bf16(config, device),
-              ocl::distributed::set_tf32(config, device));
+  const bool bf16 = ocl::distributed::use_bf16(config, device);
+  print_setup(args, config, device, bf16, ocl::distributed::set_tf32(config, device));
+  if (args.micro) {
+    const auto d = ocl::io::derive(config);
+    ocl::apps::run_micro_benchmarks(
+        {.sequences = 2 * config.train.batch_size,
+         .seq = d.tokens_per_group + 1,
+         .dim = d.embed_dim,
+         .heads = d.num_heads,
+         .mlp_hidden =
+             static_cast<int64_t>(static_cast<double>(d.embed_dim) * config.model.mlp_ratio)},
+        device, bf16 ? at::kBFloat16 : at::kFloat);
+    return 0;
+  }
   const auto first = bench_loader(config, args.loader_batches);
   if (args.data_only) return 0;
   return bench_step(args, config, first);
@@ -408,6 +424,10 @@ int main(int argc, char** argv) {
   app.add_flag("--data", args.data_only,
                "time only the loader (decode, train transform, uint8 batches) on the config's "
                "own data set instead of synthetic images");
+  app.add_flag("--micro", args.micro,
+               "time the step's pieces instead of the step: the block's GEMMs (forward and both "
+               "backward products), attention per SDPA backend, each fused operation against "
+               "its composite");
   app.add_flag("--grad-sync", args.grad_sync,
                "measure how much of the gradient all-reduce hides behind backward (needs several "
                "processes: --nproc-per-node, torchrun, srun)");

@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   CLI::App app{"ocl_linprobe: linear probe (MAE's protocol) of a pre-trained ViT encoder"};
   std::string config_path;
   std::vector<std::string> overrides;
-  ocl::engine::LinprobeOptions options;
+  ocl::engine::LinearProbeOptions options;
   int nproc_per_node = 0;
   bool print_config = false;
   app.add_option("--config", config_path, "YAML config: model sizes, data, linprobe recipe")

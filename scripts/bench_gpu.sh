@@ -17,6 +17,9 @@
 #   DEVICE=cpu MODELS=quickstart BATCH=16 STEPS=2 WARMUP=1 MAX_BATCH=0 bash scripts/bench_gpu.sh
 #                                                  a smoke run of the whole comparison without a
 #                                                  GPU (fp32; its figures are no GPU claim)
+#   MICRO=0 bash scripts/bench_gpu.sh              without ocl_bench --micro's lines (the block's GEMM
+#                                                  shapes, attention per SDPA backend, the fused
+#                                                  operations against their composites)
 #   VARIANTS="fused:model.fused=on" bash scripts/bench_gpu.sh
 #                                                  more ocl rows in the same run, one per
 #                                                  NAME:KEY=VALUE[,KEY=VALUE...] (overrides of
@@ -72,6 +75,9 @@ for model in $models; do
   extra=()
   [[ "$max_batch" == 1 ]] && extra+=(--max-batch)
   echo "== $model (mask ratio $ratio_mask, batch $batch per GPU)"
+  if [[ "${MICRO:-1}" != 0 ]]; then
+    "$bench" --micro --config "$config" "${sets[@]}" | sed 's/^/micro  : /'
+  fi
   cpp=$("$bench" --config "$config" "${sets[@]}" --steps "$steps" --warmup "$warmup" \
           --loader-batches 20 --matmul-size "$matmul" "${extra[@]}")
   echo "$cpp" | sed 's/^/c++    : /'

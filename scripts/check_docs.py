@@ -39,7 +39,7 @@ import sys
 import urllib.parse
 
 APPS = ("ocl_pretrain", "ocl_finetune", "ocl_linprobe", "ocl_knn", "ocl_pack", "ocl_bench",
-        "ocl_demo", "ocl_preview")
+        "ocl_preview")
 
 # Commands that run the command given after their own options: an app after one of these is the
 # command of the line (`torchrun --nproc_per_node 4 --no_python build/apps/ocl_pretrain ...`).

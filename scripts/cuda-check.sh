@@ -50,7 +50,7 @@ echo "cuda-check: $(g++ --version | head -n 1); $(cmake --version | head -n 1); 
 # without a GPU): one proves them, for a sixth of the nvcc time.
 # What the selected tests need, and every app and the library (their CUDA-only code: the
 # kernels, the statistics of ocl_bench); the end-to-end test programs are built and run on the host.
-TARGETS="ocl ocl_pretrain ocl_finetune ocl_linprobe ocl_knn ocl_bench ocl_pack ocl_preview ocl_demo ocl_unit_tests ocl_reference_tests ocl_gpu_tests ocl_distributed_tests ocl_test_diverging_rank" \
+TARGETS="ocl ocl_pretrain ocl_finetune ocl_linprobe ocl_knn ocl_bench ocl_pack ocl_preview ocl_unit_tests ocl_reference_tests ocl_gpu_tests ocl_distributed_tests ocl_test_diverging_rank" \
 TORCH_DIR=/usr BUILD="$build" JOBS="$jobs" \
   CMAKE_ARGS="-DOCL_WERROR=ON -DOCL_CUDA_KERNELS=ON -DTORCH_CUDA_ARCH_LIST=9.0 -Wno-dev" \
   bash scripts/build-gpu.sh >"$build/build-gpu.log" 2>&1 || { tail -n 80 "$build/build-gpu.log"; exit 1; }

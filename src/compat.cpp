@@ -35,6 +35,49 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 #endif
 }
 
+const char* sdpa_backend_name(SdpaBackend backend) {
+  switch (backend) {
+    case SdpaBackend::kFlash:
+      return "flash";
+    case SdpaBackend::kMemEfficient:
+      return "mem_efficient";
+    case SdpaBackend::kCuDNN:
+      return "cudnn";
+    case SdpaBackend::kMath:
+      return "math";
+  }
+  return "?";
+}
+
+SdpaBackendScope::SdpaBackendScope(SdpaBackend only) {
+#if OCL_TORCH_AT_LEAST(2, 6)
+  auto& c = at::globalContext();
+  flash_ = c.userEnabledFlashSDP();
+  mem_efficient_ = c.userEnabledMemEfficientSDP();
+  cudnn_ = c.userEnabledCuDNNSDP();
+  math_ = c.userEnabledMathSDP();
+  c.setSDPUseFlash(only == SdpaBackend::kFlash);
+  c.setSDPUseMemEfficient(only == SdpaBackend::kMemEfficient);
+  c.setSDPUseCuDNN(only == SdpaBackend::kCuDNN);
+  c.setSDPUseMath(only == SdpaBackend::kMath);
+#else
+  (void)only;
+  TORCH_CHECK(false, "choosing an SDPA backend needs LibTorch >= 2.6, this is ", TORCH_VERSION);
+#endif
+}
+
+SdpaBackendScope::~SdpaBackendScope() {
+#if OCL_TORCH_AT_LEAST(2, 6)
+  auto& c = at::globalContext();
+  c.setSDPUseFlash(flash_);
+  c.setSDPUseMemEfficient(mem_efficient_);
+  c.setSDPUseCuDNN(cudnn_);
+  c.setSDPUseMath(math_);
+#else
+  (void)flash_, (void)mem_efficient_, (void)cudnn_, (void)math_;
+#endif
+}
+
 bool fused_adamw_supported(c10::DeviceType device) {
   if (device == c10::DeviceType::CUDA) return kHasFusedAdamW;
   if (device == c10::DeviceType::CPU) return OCL_TORCH_AT_LEAST(2, 6);

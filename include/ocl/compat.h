@@ -62,6 +62,25 @@ void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList ex
 /// q, k, v: [B, H, T, hd] → [B, H, T, hd]. Uses SDPA on 2.x, the explicit form on 1.13.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
+/// The kernels at::scaled_dot_product_attention chooses from (LibTorch >= 2.6 lets a program
+/// switch each; 1.13 has the explicit form only).
+enum class SdpaBackend { kFlash, kMemEfficient, kCuDNN, kMath };
+const char* sdpa_backend_name(SdpaBackend backend);
+inline constexpr bool kCanChooseSdpaBackend = OCL_TORCH_AT_LEAST(2, 6);
+
+/// Leaves SDPA one backend while it lives (a call it cannot serve then throws), and restores the
+/// previous choice after. Throws where kCanChooseSdpaBackend is false.
+class SdpaBackendScope {
+ public:
+  explicit SdpaBackendScope(SdpaBackend only);
+  ~SdpaBackendScope();
+  SdpaBackendScope(const SdpaBackendScope&) = delete;
+  SdpaBackendScope& operator=(const SdpaBackendScope&) = delete;
+
+ private:
+  bool flash_ = true, mem_efficient_ = true, cudnn_ = true, math_ = true;
+};
+
 /// The explicit softmax(q·kᵀ/√hd)·v, on every version: the 1.13 path, and the reference the
 /// SDPA path is tested against.
 at::Tensor attention_explicit(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);

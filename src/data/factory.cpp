@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <set>
 #include <stdexcept>
 
 #include "ocl/data/cifar.h"
@@ -97,12 +98,16 @@ void require_same_classes(const Dataset& train, const Dataset& val) {
   const auto& a = train.class_names();
   const auto& b = val.class_names();
   if (a == b) return;
+  // At most eight names a side: a message, not a listing of every class.
   auto only = [](const std::vector<std::string>& x, const std::vector<std::string>& y) {
+    const std::set<std::string> other(y.begin(), y.end());
     std::string names;
+    int64_t count = 0;
     for (const auto& c : x) {
-      if (std::find(y.begin(), y.end(), c) == y.end())
-        names += (names.empty() ? "'" : ", '") + c + "'";
+      if (other.count(c)) continue;
+      if (++count <= 8) names += (names.empty() ? "'" : ", '") + c.substr(0, 64) + "'";
     }
+    if (count > 8) names += " and " + std::to_string(count - 8) + " more";
     return names.empty() ? std::string("none") : names;
   };
   throw std::runtime_error("the training and validation splits have different classes (" +

@@ -32,7 +32,10 @@ namespace fs = std::filesystem;
 
 constexpr const char* kIndexMagic = "ocl-wds-index 1";
 constexpr const char* kImageExtensions[] = {"jpg", "jpeg", "png", "webp"};
-constexpr int64_t kMaxLabel = std::numeric_limits<int32_t>::max() - 1;
+// A million classes: far past any public label set (ImageNet-21k has 21,841), and small enough
+// that the class list, the kNN votes and a probe's head stay in memory. A .cls beyond it is
+// damaged data, named as such, not a reason to allocate gigabytes.
+constexpr int64_t kMaxLabel = 999'999;
 constexpr int64_t kMaxTrustedGapNs = 2'000'000'000;  // see the header: modified near indexing
 
 // ---- the shard spec ---------------------------------------------------------------------------
@@ -197,8 +200,9 @@ int32_t parse_label(const std::string& text, const std::string& where) {
   }
   const unsigned long long v = std::stoull(t);
   if (v > static_cast<unsigned long long>(kMaxLabel)) {
-    throw std::runtime_error(where + " holds class " + t + ", out of range (at most " +
-                             std::to_string(kMaxLabel) + ")");
+    throw std::runtime_error(where + " holds class " + t +
+                             ", out of range: ocl takes class indices 0 .. " +
+                             std::to_string(kMaxLabel) + " (a million classes)");
   }
   return static_cast<int32_t>(v);
 }

@@ -28,7 +28,7 @@ constexpr uint64_t kOrderStream = 0x6f72646572000000ULL;  // "order": cached-fea
 // The one-file checkpoint of earlier versions, which this one cannot continue.
 constexpr const char* kOldCheckpointFile = "checkpoint.safetensors";
 
-RunSpec linprobe_spec(const io::Config& config, const LinprobeOptions& options,
+RunSpec linprobe_spec(const io::Config& config, const LinearProbeOptions& options,
                       int64_t effective_batch, double lr) {
   RunSpec spec = evaluation_run_spec(config, options.launch.world_size, "ocl_linprobe", "linprobe",
                                      config.linprobe.output_dir, "linear probe", effective_batch,
@@ -166,7 +166,7 @@ data::Batch FeatureRows::next() {
 // ---------------------------------------------------------------------------------------------
 // The run
 
-LinearProbe::LinearProbe(io::Config config, LinprobeOptions options)
+LinearProbe::LinearProbe(io::Config config, LinearProbeOptions options)
     : config_(validated(std::move(config))),
       recipe_(section_recipe(config_.linprobe, options.launch.world_size)),
       run_(config_, options, linprobe_spec(config_, options, recipe_.layout.images(), recipe_.lr)) {

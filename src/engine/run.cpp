@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -23,9 +24,18 @@ namespace ocl::engine {
 namespace {
 
 // The TensorBoard event files of an earlier run in `folder`.
+// --overwrite removes the old run's files; one it cannot remove would live on beside the new
+// run's (TensorBoard would draw two curves), so it stops the start, named.
+void remove_for_overwrite(const std::string& path) {
+  if (std::remove(path.c_str()) == 0 || errno == ENOENT) return;
+  throw std::runtime_error("--overwrite: cannot remove '" + path +
+                           "' of the earlier run: " + io::os_error(errno) +
+                           "; remove it by hand or choose another train.output_dir");
+}
+
 void remove_event_files(const std::string& folder) {
   for (const auto& name : io::list_dir(folder)) {
-    if (name.rfind("events.out.tfevents.", 0) == 0) std::remove((folder + "/" + name).c_str());
+    if (name.rfind("events.out.tfevents.", 0) == 0) remove_for_overwrite(folder + "/" + name);
   }
 }
 
@@ -161,11 +171,19 @@ void RunContext::check_resumable() const {
   const auto& b = config_.model;
   if (a.input_norm != b.input_norm ||
       (b.input_norm != "none" && a.input_norm_eps != b.input_norm_eps)) {
+    // The advice names what differs: the setting, or (the same setting) its eps alone.
+    const std::string fix =
+        a.input_norm != b.input_norm
+            ? fmt::format("--set model.input_norm={}", a.input_norm) +
+                  (a.input_norm != "none"
+                       ? fmt::format(" --set model.input_norm_eps={}", a.input_norm_eps)
+                       : "")
+            : fmt::format("--set model.input_norm_eps={}", a.input_norm_eps);
     throw std::runtime_error(fmt::format(
         "--resume: the checkpoint {} was trained with model.input_norm {} (eps {}) and the config "
         "asks for {} (eps {}): the encoder's weights only fit the pixels they were trained on; "
-        "resume with --set model.input_norm={}, or start a new run",
-        path, a.input_norm, a.input_norm_eps, b.input_norm, b.input_norm_eps, a.input_norm));
+        "resume with {}, or start a new run",
+        path, a.input_norm, a.input_norm_eps, b.input_norm, b.input_norm_eps, fix));
   }
 }
 
@@ -174,7 +192,7 @@ void RunContext::check_data(const data::Dataset& set, const std::string& what) c
   if (comm_) distributed::require_same_data(*comm_, device_, what, set.size(), set.num_classes());
 }
 
-// Every rank must run the same build and config (dist/agreement.h), compared once at the
+// Every rank must run the same build and config (distributed/agreement.h), compared once at the
 // rendezvous before any collective whose size depends on the config. What may differ per process
 // without changing the training is left out: logging, loader workers, threads.
 void RunContext::check_ranks_agree() const {
@@ -256,9 +274,12 @@ void RunContext::prepare_folder() {
   if (options_.overwrite) {
     // The old run's checkpoints would outrank the new run's in pruning and checkpoint-last.
     io::remove_checkpoints(out);
-    std::remove((out + "/metrics.jsonl").c_str());
+    if (const auto left = io::latest_checkpoint(out); !left.empty())
+      throw std::runtime_error("--overwrite: cannot remove the earlier run's checkpoint '" + left +
+                               "'; remove it by hand or choose another train.output_dir");
+    remove_for_overwrite(out + "/metrics.jsonl");
     remove_event_files(out);
-    for (const auto& file : spec_.own_files) std::remove((out + "/" + file).c_str());
+    for (const auto& file : spec_.own_files) remove_for_overwrite(out + "/" + file);
   }
 }
 

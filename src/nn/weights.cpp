@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <map>
 #include <sstream>
@@ -123,6 +124,15 @@ void check_input_norm(const io::Metadata& metadata, const VisionTransformerOptio
   TORCH_CHECK(eps != metadata.end(), "encoder weights '", path,
               "' record model.input_norm: ", file_norm, " without its ", kInputNormEpsKey,
               " (a damaged or hand-made header)");
+  // A value that is no positive number is damage, not a setting to copy into the config.
+  const std::string& text = eps->second;
+  char* end = nullptr;
+  const double file_eps = std::strtod(text.c_str(), &end);
+  TORCH_CHECK(
+      !text.empty() && end == text.c_str() + text.size() && std::isfinite(file_eps) && file_eps > 0,
+      "encoder weights '", path, "' have a damaged header: ", kInputNormEpsKey, " is '",
+      text.substr(0, 64), text.size() > 64 ? "...'" : "'",
+      ", not a number > 0 (a damaged or hand-made file)");
   const std::string model_eps = io::shortest_number(model.input_norm_eps());
   TORCH_CHECK(eps->second == model_eps, "encoder weights '", path,
               "' were trained with model.input_norm_eps: ", eps->second,

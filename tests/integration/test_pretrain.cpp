@@ -541,6 +541,39 @@ TEST(BenchApp, GradSyncTimesTheLoopsStepOnTwoRanks) {
   EXPECT_EQ(output.find("[rank 1] step_local_ms"), std::string::npos) << output;
 }
 
+// --micro times the step's pieces at the config's shapes: every linear's three products, the
+// explicit attention (and each SDPA backend that LibTorch lets a program choose, or its reason
+// not to run), and both paths of each fused operation; no step.
+TEST(BenchApp, MicroTimesTheBlocksPieces) {
+  std::string output;
+  ASSERT_EQ(run_exe(OCL_BENCH_EXE,
+                    "--micro --config " OCL_SOURCE_DIR
+                    "/configs/quickstart.yaml --set train.batch_size=4 --set train.threads=1",
+                    &output),
+            0)
+      << output;
+  for (const char* layer : {"qkv", "proj", "fc1", "fc2"}) {
+    for (const char* pass : {"fwd", "dgrad", "wgrad"}) {
+      const std::regex gemm(std::string("gemm=") + layer + "[.]" + pass +
+                            " M=[0-9]+ N=[0-9]+ K=[0-9]+ ms=[0-9.]+ tflops=[0-9.]+");
+      EXPECT_TRUE(std::regex_search(output, gemm)) << layer << "." << pass << "\n" << output;
+    }
+  }
+  EXPECT_TRUE(
+      std::regex_search(output, std::regex("attention=explicit shape=8x[0-9]+x[0-9]+x[0-9]+ "
+                                           "fwd_bwd_ms=[0-9.]+")))
+      << output;
+  for (const char* path : {"composite", "kernel"}) {
+    EXPECT_TRUE(std::regex_search(
+        output, std::regex(std::string("op=residual_layer_norm path=") + path +
+                           " rows=[0-9]+ D=[0-9]+ fwd_bwd_ms=[0-9.]+ gb_per_s=[0-9.]+")))
+        << path << "\n"
+        << output;
+    EXPECT_NE(output.find(std::string("op=linear_gelu path=") + path), std::string::npos) << output;
+  }
+  EXPECT_EQ(output.find("step_ms="), std::string::npos) << output;
+}
+
 // --print-config prints what the step benchmark trains: the config on synthetic data, with the
 // derived values and its steps per epoch, and runs nothing.
 TEST(BenchApp, PrintConfigShowsTheStepsConfig) {

@@ -791,6 +791,27 @@ TEST(ImageFolder, SplitsWithDifferentClassesAreRefusedNamingThem) {
                         "the training and validation splits have different classes (3 and 2): "
                         "only in training 'bee'; only in validation none");
   ocl::data::require_same_classes(train, train);
+  // Many classes on each side: eight names a side and how many more, not a line per class.
+  TempDir many;
+  for (int i = 0; i < 30; ++i) {
+    write_bytes(many.path() + "/train/t" + std::to_string(i) + "/x.bmp", bmp(1, 1, {1, 2, 3}));
+    write_bytes(many.path() + "/val/v" + std::to_string(i) + "/x.bmp", bmp(1, 1, {1, 2, 3}));
+  }
+  const ImageFolderDataset many_train(many.path() + "/train", no_cache),
+      many_val(many.path() + "/val", no_cache);
+  const std::string message = [&] {
+    try {
+      ocl::data::require_same_classes(many_train, many_val);
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  }();
+  EXPECT_NE(message.find("only in training 't0', 't1', 't10', 't11', 't12', 't13', 't14', 't15' "
+                         "and 22 more; only in validation 'v0'"),
+            std::string::npos)
+      << message;
+  EXPECT_EQ(message.find("'t29'"), std::string::npos) << message;
 }
 
 TEST(ImageFolder, ClassesFilesAndLabels) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -299,10 +300,37 @@ TEST(RunContext, AResumeThatCannotContinueIsRefusedTouchingNothing) {
   OCL_EXPECT_THROW_WITH(ToyRun(dir, resume, {"train.seed=3", "model.input_norm=patch"}),
                         "was trained with model.input_norm none (eps 0.25) and the config asks "
                         "for patch (eps 0.25)");
+  OCL_EXPECT_THROW_WITH(ToyRun(dir, resume, {"train.seed=3", "model.input_norm=patch"}),
+                        "resume with --set model.input_norm=none, or start a new run");
   EXPECT_EQ(ocl::test::read_file(dir + "/config.yaml"), config_before);
   EXPECT_EQ(ocl::test::read_file(dir + "/train.log"), log_before);
   ToyRun resumed(dir, resume, {"train.seed=3"});
   EXPECT_EQ(resumed.run->state().global_step, 2);
+  // Only the eps differs: the advice is the eps, not the setting the config already has.
+  const auto patch_dir = ocl::test::make_temp_dir("ocl_loop_refuse_eps_");
+  ToyRun(patch_dir, stop, {"model.input_norm=patch", "model.input_norm_eps=0.25"}).loop->run();
+  OCL_EXPECT_THROW_WITH(
+      ToyRun(patch_dir, resume, {"model.input_norm=patch", "model.input_norm_eps=0.5"}),
+      "resume with --set model.input_norm_eps=0.25, or start a new run");
+}
+
+// --overwrite that cannot remove a file of the earlier run (here an event file's name held by a
+// folder that is not empty) stops naming it, instead of starting a run beside it: TensorBoard
+// would show both runs' curves as one.
+TEST(RunContext, AnOverwriteThatCannotRemoveAnOldFileStopsNamingIt) {
+  const auto dir = ocl::test::make_temp_dir("ocl_loop_overwrite_");
+  RunOptions stop;
+  stop.stop_after_steps = 2;
+  ToyRun(dir, stop).loop->run();
+  const std::string stuck = dir + "/events.out.tfevents.1.old-host";
+  ASSERT_TRUE(std::filesystem::create_directories(stuck + "/inside"));
+  RunOptions overwrite;
+  overwrite.overwrite = true;
+  OCL_EXPECT_THROW_WITH(ToyRun(dir, overwrite),
+                        "--overwrite: cannot remove '" + stuck + "' of the earlier run: ");
+  std::filesystem::remove_all(stuck);
+  ToyRun fresh(dir, overwrite);
+  EXPECT_EQ(fresh.run->state().global_step, 0);
 }
 
 // A resume with nothing left to do writes nothing: config.yaml stays the one the checkpoints

@@ -1,5 +1,5 @@
-// Process start-up settings (engine/startup.h) and a run's layout (engine/run.h) that unit
-// tests can check on any machine.
+// A run's start-up pieces and its layout (engine/run.h) that unit tests can check on any
+// machine.
 #include <memory>
 #include <sstream>
 

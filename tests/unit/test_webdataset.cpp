@@ -277,6 +277,14 @@ TEST(WebDataset, BadShardsAreNamedWithTheShardAndTheMember) {
                         "holds '-1', not a class index");
   OCL_EXPECT_THROW_WITH(open({{"k/a.jpg", "@" + img}, {"k/a.cls", "=99999999999"}}),
                         "s.tar: member 'k/a.cls' holds class 99999999999, out of range");
+  // The largest index a .cls may hold used to be 2,147,483,646, for which every app built a
+  // class-name string per index and died in std::bad_alloc naming no shard: now a million
+  // classes at most, the shard and member named.
+  OCL_EXPECT_THROW_WITH(open({{"k/a.jpg", "@" + img}, {"k/a.cls", "=2147483646"}}),
+                        "s.tar: member 'k/a.cls' holds class 2147483646, out of range: ocl takes "
+                        "class indices 0 .. 999999");
+  OCL_EXPECT_THROW_WITH(open({{"k/a.jpg", "@" + img}, {"k/a.cls", "=1000000"}}), "out of range");
+  EXPECT_NO_THROW(open({{"k/a.jpg", "@" + img}, {"k/a.cls", "=999999"}}));
   OCL_EXPECT_THROW_WITH(open({{"k/a.jpg", "@" + img}, {"k/a.cls", "=1"}, {"k/b.jpg", "@" + img}}),
                         "s.tar: sample 'k/b' has no .cls member while other samples have one");
   OCL_EXPECT_THROW_WITH(open({{"k/a.jpg", "@" + img}, {"k/b.jpg", "@" + img}, {"k/a.cls", "=1"}}),

@@ -138,6 +138,15 @@ TEST(EncoderWeights, TheFilesInputNormMustBeTheModels) {
   OCL_EXPECT_THROW_WITH(load_encoder_weights(reader, bogus),
                         "have a damaged header: ocl.input_norm is 'bogus', which is no input "
                         "normalisation ocl knows (none, patch)");
+  // Likewise an eps that is no positive number: named as damage, not as a value to configure.
+  for (const char* eps : {"abc", "nan", "-1", "0", "0.25x"}) {
+    const std::string file = make_temp_dir() + "/eps.safetensors";
+    ocl::io::write_safetensors(file, ocl::io::state_dict(*source),
+                               {{"ocl.input_norm", "patch"}, {"ocl.input_norm_eps", eps}});
+    OCL_EXPECT_THROW_WITH(load_encoder_weights(reader, file),
+                          std::string("have a damaged header: ocl.input_norm_eps is '") + eps +
+                              "', not a number > 0");
+  }
 }
 
 TEST(EncoderWeights, UnknownKeyThrowsNamingItAndChangesNothing) {

@@ -7,7 +7,7 @@
 // broadcast_buffers), evaluation is sharded and every validation image counts exactly once.
 //
 //   auto config = ocl::io::load_config("configs/quickstart.yaml");
-//   ocl::engine::LinprobeOptions options;
+//   ocl::engine::LinearProbeOptions options;
 //   options.weights = "runs/quickstart/checkpoint-last";     // or "none": the random baseline
 //   ocl::engine::LinearProbe probe(config, options);          // encoder, head, data; resumes
 //   auto result = probe.run();                               // result.best_top1, .last_top1
@@ -83,7 +83,7 @@ class FeatureRows : public BatchSource {
 
 /// The options of every engine (engine/run.h: resume, overwrite, eval_only, stop, console,
 /// launch) and the encoder weights.
-struct LinprobeOptions : RunOptions {
+struct LinearProbeOptions : RunOptions {
   /// Encoder weights (load_encoder_weights): a checkpoint folder, an encoder.safetensors, or
   /// "none" (the random encoder: the baseline).
   std::string weights = "none";
@@ -100,7 +100,7 @@ class LinearProbe : private TrainingEngine {
   /// <train.output_dir>/linprobe), builds the frozen encoder (weights loaded and described in
   /// the log), the head, LARS, the data, and loads the checkpoint to resume from. Throws with a
   /// message naming the problem.
-  LinearProbe(io::Config config, LinprobeOptions options);
+  LinearProbe(io::Config config, LinearProbeOptions options);
   ~LinearProbe() override;
 
   /// Trains until linprobe.epochs are done (evaluating after each) or a stop is requested; with
