@@ -267,7 +267,11 @@ def export(source, fmt, output, img_size=None, allow_input_norm=False, force=Fal
     depth = len(block_indices(state))
     if img_size:
         patch = state["patch_embed.proj.weight"].shape[-1]
-        state["pos_embed"] = resample_pos_embed(state["pos_embed"], patch, img_size, notes)
+        try:
+            state["pos_embed"] = resample_pos_embed(state["pos_embed"], patch, img_size, notes)
+        except (RuntimeError, MemoryError) as e:
+            fail(f"--img-size {img_size}: cannot resample the positions to a "
+                 f"{img_size // patch}x{img_size // patch} grid ({str(e).splitlines()[0][:200]})")
     # What both formats are made from must be a whole timm encoder first (an unknown tensor in
     # the source is named here), then the result is checked against the target's own list.
     check_keys(state, "mae", depth, f"the encoder in '{path}'")

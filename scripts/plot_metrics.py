@@ -29,27 +29,42 @@ def load(path):
     """Records by type: pre-training's "step", "epoch", "knn", "shortcut", and the evaluation apps'
     "<kind>_step" / "<kind>_epoch" (kind: linprobe, finetune)."""
     records = {}
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        sys.exit(f"plot_metrics: cannot read {path}: {e.strerror or e}")
+    with f:
+        for number, raw in enumerate(f, 1):
             try:
+                line = raw.decode("utf-8").strip()
+                if not line:
+                    continue
                 record = json.loads(line)
-            except json.JSONDecodeError:
+            except (UnicodeDecodeError, json.JSONDecodeError):
                 print(f"plot_metrics: {path}:{number}: skipping a damaged line", file=sys.stderr)
+                continue
+            if not isinstance(record, dict):
+                print(f"plot_metrics: {path}:{number}: skipping a line that is no record",
+                      file=sys.stderr)
                 continue
             records.setdefault(record.get("type"), []).append(record)
     return records
 
 
+def number(v):
+    """A finite number of a record, or None (a missing, null, NaN or wrongly typed value)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return None if math.isnan(v) or math.isinf(v) else v
+
+
 def series(records, key):
     xs, ys = [], []
     for r in records:
-        v = r.get(key)
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            xs.append(r["epoch"])
-            ys.append(v)
+        x, y = number(r.get("epoch")), number(r.get(key))
+        if x is not None and y is not None:
+            xs.append(x)
+            ys.append(y)
     return xs, ys
 
 
@@ -111,9 +126,10 @@ def plot_one(path, output):
                                 ha="center", fontsize=8)
             # The shortcut alarm (ocl_pretrain): epochs where the contrastive accuracy was high
             # while kNN stayed flat, marked on the kNN curve.
-            alarms = [r for r in records.get("shortcut", []) if r.get("alarm")]
-            if key == "knn_top1" and alarms:
-                ax.plot([r["epoch"] for r in alarms], [r["knn_top1"] for r in alarms], "x",
+            alarms = series([r for r in records.get("shortcut", []) if r.get("alarm") is True],
+                            "knn_top1")
+            if key == "knn_top1" and alarms[0]:
+                ax.plot(alarms[0], alarms[1], "x",
                         color="tab:red", markersize=10, mew=2, label="shortcut alarm")
                 ax.legend(loc="best", fontsize=8)
             if key == "top1":
@@ -132,10 +148,11 @@ def plot_one(path, output):
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("epoch")
     last = steps[-1]
+    last_loss = number(last.get("loss"))
     fig.suptitle(f"{os.path.dirname(os.path.abspath(path))}: step {last.get('global_step')}, "
-                 f"loss {last.get('loss', float('nan')):.4f}", fontsize=10)
+                 f"loss {float('nan') if last_loss is None else last_loss:.4f}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(output, dpi=100)
+    save(fig, output)
     print(f"plot_metrics: wrote {output}")
 
 
@@ -172,7 +189,11 @@ def flat_config(path):
 
 
 def differing_keys(configs):
-    """The keys whose values are not the same in every run (a key one run lacks differs)."""
+    """The keys whose values are not the same in every run that has a config.yaml (a key one of
+    them lacks differs); a run without one is left out rather than making every key differ."""
+    configs = [c for c in configs if c]
+    if len(configs) < 2:
+        return []
     keys = sorted(set().union(*configs))
     missing = object()
     return [k for k in keys if k not in PLACE_KEYS and
@@ -180,6 +201,8 @@ def differing_keys(configs):
 
 
 def run_label(name, config, keys):
+    if not config:
+        return f"{name}: no config.yaml"
     shown = [f"{k}={config.get(k, '-')}" for k in keys[:LEGEND_KEYS]]
     if len(keys) > LEGEND_KEYS:
         shown.append(f"+{len(keys) - LEGEND_KEYS} more")
@@ -235,11 +258,26 @@ def plot_many(paths, output):
                  (f"they differ in {differ}" if keys else "their configs are the same"),
                  fontsize=10)
     fig.tight_layout(rect=(0, legend_h / fig_h, 1, 1))
-    fig.savefig(output, dpi=100)
+    save(fig, output)
     print(f"plot_metrics: wrote {output} ({len(runs)} runs; differing keys: "
           f"{', '.join(keys) if keys else 'none'})")
     for label in labels:
         print(f"  {label}")
+
+
+def png_path(output):
+    """Where -o OUTPUT writes: a folder gets metrics.png inside it, a name without an extension
+    gets .png (what matplotlib would add without saying)."""
+    if os.path.isdir(output):
+        return os.path.join(output, "metrics.png")
+    return output if os.path.splitext(output)[1] else output + ".png"
+
+
+def save(fig, output):
+    try:
+        fig.savefig(output, dpi=100)
+    except OSError as e:
+        sys.exit(f"plot_metrics: cannot write {output}: {e.strerror or e}")
 
 
 def main():
@@ -251,6 +289,8 @@ def main():
                         "file; metrics-comparison.png in the runs' shared folder for several)")
     args = parser.parse_args()
     paths = [metrics_path(r) for r in args.runs]
+    if args.output:
+        args.output = png_path(args.output)
     if len(paths) == 1:
         plot_one(paths[0], args.output)
     else:

@@ -675,6 +675,38 @@ TEST(PlotMetrics, TwoRunsAreOverlaidWithTheKeyTheyDifferIn) {
   ASSERT_EQ(run_exe("/usr/bin/python3", script + root + "/a", &output), 0) << output;
   EXPECT_EQ(read_file(root + "/a/metrics.png").substr(0, 8), png_signature);
   EXPECT_FALSE(exists(root + "/a/metrics-comparison.png"));
+
+  // The careless cases: -o a folder writes metrics.png inside it, -o a name without an extension
+  // says the .png name it wrote; a missing output folder is named; a run without config.yaml is
+  // said so in the legend instead of making every key differ; lines of non-UTF-8 bytes, records
+  // that are no object and wrongly typed values are skipped, not a traceback.
+  output.clear();
+  ASSERT_EQ(run_exe("/usr/bin/python3", script + root + "/a -o " + root, &output), 0) << output;
+  EXPECT_NE(output.find("wrote " + root + "/metrics.png"), std::string::npos) << output;
+  EXPECT_EQ(read_file(root + "/metrics.png").substr(0, 8), png_signature);
+  output.clear();
+  ASSERT_EQ(run_exe("/usr/bin/python3", script + root + "/a -o " + root + "/plain", &output), 0)
+      << output;
+  EXPECT_NE(output.find("wrote " + root + "/plain.png"), std::string::npos) << output;
+  output.clear();
+  EXPECT_EQ(
+      run_exe("/usr/bin/python3", script + root + "/a -o " + root + "/no/such/p.png", &output), 1)
+      << output;
+  EXPECT_NE(output.find("cannot write " + root + "/no/such/p.png"), std::string::npos) << output;
+  EXPECT_EQ(output.find("Traceback"), std::string::npos) << output;
+  std::remove((root + "/b/config.yaml").c_str());
+  {
+    std::ofstream damage(root + "/b/metrics.jsonl", std::ios::app);
+    damage
+        << "\xff\xfe not text\n[1, 2]\n{\"type\": \"step\", \"epoch\": \"x\", \"loss\": \"y\"}\n";
+  }
+  output.clear();
+  ASSERT_EQ(run_exe("/usr/bin/python3", script + root + "/a " + root + "/b", &output), 0) << output;
+  EXPECT_NE(output.find("differing keys: none"), std::string::npos) << output;
+  EXPECT_NE(output.find("  b: no config.yaml"), std::string::npos) << output;
+  EXPECT_NE(output.find("skipping a damaged line"), std::string::npos) << output;
+  EXPECT_NE(output.find("skipping a line that is no record"), std::string::npos) << output;
+  EXPECT_EQ(output.find("Traceback"), std::string::npos) << output;
 }
 
 TEST(PretrainApp, SigtermMidRunLeavesALoadableCheckpointAndResumeFinishes) {
