@@ -18,10 +18,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-void synchronize(const c10::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
-}
-
 // Seconds a call of `fn`: one warm-up, then at least 3 calls and 0.2 s.
 double seconds_per_call(const c10::Device& device, const std::function<void()>& fn) {
   fn();
@@ -151,6 +147,10 @@ void bench_fused_ops(const MicroShapes& s, const torch::TensorOptions& opts,
 }
 
 }  // namespace
+
+void synchronize(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+}
 
 void run_micro_benchmarks(const MicroShapes& shapes, const c10::Device& device,
                           c10::ScalarType dtype) {

@@ -16,6 +16,9 @@ struct MicroShapes {
   int64_t dim = 0, heads = 0, mlp_hidden = 0;
 };
 
+/// Waits for the device's queued work (nothing to wait for on a CPU).
+void synchronize(const c10::Device& device);
+
 void run_micro_benchmarks(const MicroShapes& shapes, const c10::Device& device,
                           c10::ScalarType dtype);
 

@@ -64,9 +64,7 @@ double train_flops_per_image(const ocl::io::DerivedConfig& d) {
   return 3.0 * block_fwd + patch;
 }
 
-void synchronize(const torch::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
-}
+using ocl::apps::synchronize;
 
 // The matrix-product rate the achieved TFLOP/s is measured against: n×n by n×n products, bf16
 // on CUDA (the tensor-core rate the bf16 step can at best reach), fp32 on CPU (a smoke run: the
