@@ -2,11 +2,11 @@
 """Writes tests/fixtures/ocl_reference.safetensors: the OCL step of a tiny ViT computed by
 PyTorch in float64, for tests/reference/test_reference.cpp.
 
-The model here is written independently of the C++ code, from the method as PAPER.md states it
-(timm's ViT layout, MAE's sin-cos positions and random masking, the T-SP loss). It stores the
-inputs, the weights, the mask noise and indices, the CLS outputs, the loss and its figures, the
-gradient of every parameter, plus position-table, global-negative and independent-group-view
-cases.
+The model here is written independently of the C++ code, from the method as docs/method.md
+states it (timm's ViT layout, MAE's sin-cos positions and random masking, the T-SP loss). It
+stores the inputs, the weights, the mask noise and indices, the CLS outputs, the loss and its
+figures, the gradient of every parameter, plus position-table, global-negative and
+independent-group-view cases.
 
 Run with Debian's PyTorch (python3-torch):  /usr/bin/python3 scripts/make_reference.py
 Bump FORMAT_VERSION whenever the contents change; the C++ test checks it.
@@ -154,7 +154,7 @@ def main():
     images = torch.randn(B, 3, c["img_size"], c["img_size"])
     noise = torch.rand(B, N)
 
-    # --- the OCL step (PAPER.md steps 1-6)
+    # --- the OCL step (docs/method.md "The pre-training step", steps 1-6)
     enc = model.encoder
     tokens = enc.patch_embed(images) + enc.pos_embed[:, 1:]
     keep = int(math.floor(N * (1 - c["mask_ratio"]) / 2)) * 2

@@ -738,7 +738,7 @@ TEST(Config, EveryShippedConfigLoadsAndValidates) {
     EXPECT_EQ(first_line.rfind("# ", 0), 0u) << "opens with a comment saying what it is for";
   }
   EXPECT_GE(count, 5);
-  // The paper's recipes on its 4 GPUs (PAPER.md "Recipes").
+  // The paper's recipes on its 4 GPUs (docs/method.md "Recipes").
   const auto b = ocl::io::load_config((dir / "vitb16.yaml").string());
   EXPECT_EQ(derive(b, 4).effective_batch, 9600);
   EXPECT_EQ(derive(b, 4).tokens_per_group, 68);

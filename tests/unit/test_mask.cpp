@@ -1,5 +1,5 @@
-// Mask-and-split: group sizes (PAPER.md step 3), a hand-worked example, disjointness, the union
-// being the kept set, the random order, keep frequencies and clear errors.
+// Mask-and-split: group sizes (docs/method.md step 3), a hand-worked example, disjointness, the
+// union being the kept set, the random order, keep frequencies and clear errors.
 #include <set>
 
 #include "test_util.h"

@@ -1,5 +1,5 @@
-// T-SP similarity and the symmetric contrastive loss: the properties PAPER.md states, a hand
-// example, a finite-difference gradient check in float64, fp32 under autocast, clear errors.
+// T-SP similarity and the symmetric contrastive loss: the properties docs/method.md states, a
+// hand example, a finite-difference gradient check in float64, fp32 under autocast, clear errors.
 #include <limits>
 
 #include "test_util.h"
