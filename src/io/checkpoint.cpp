@@ -1,5 +1,4 @@
-// Checkpoint folders: atomic writes, the checkpoint-last link, pruning
-// (see include/ocl/io/checkpoint.h).
+// Checkpoint folders: atomic writes, the checkpoint-last link, pruning.
 #include "ocl/io/checkpoint.h"
 
 #include <fcntl.h>
@@ -13,7 +12,6 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <system_error>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -31,16 +29,19 @@ constexpr int kStateVersion = 1;
 constexpr const char* kLastLink = "checkpoint-last";
 constexpr const char* kPrefix = "checkpoint-";
 
-std::string os_error() { return std::generic_category().message(errno); }
-
-// The io helpers' errors as the checkpoint code reports every error: c10::Error, "checkpoint: ".
-std::string read_text(const std::string& path) {
+// An io helper's call, its errors reported as the checkpoint code reports every error:
+// c10::Error, "checkpoint: ".
+template <typename Call>
+auto checked(Call call) -> decltype(call()) {
   try {
-    return read_text_file(path);
+    return call();
   } catch (const std::runtime_error& e) {
     TORCH_CHECK(false, "checkpoint: ", e.what());
   }
-  return {};
+}
+
+std::string read_text(const std::string& path) {
+  return checked([&] { return read_text_file(path); });
 }
 
 // CRC-32 (zlib's) of a file's bytes, read in 4 MiB pieces; throws naming it when unreadable.
@@ -58,14 +59,6 @@ uint32_t file_crc32(const std::string& path, uint64_t* bytes) {
   }
   TORCH_CHECK(in.eof(), "checkpoint: error reading '", path, "'");
   return static_cast<uint32_t>(crc);
-}
-
-void write_synced(const std::string& path, const std::string& text) {
-  try {
-    write_file_synced(path, text);
-  } catch (const std::runtime_error& e) {
-    TORCH_CHECK(false, "checkpoint: ", e.what());
-  }
 }
 
 // "checkpoint-0004" → (4, 0); "checkpoint-0004-000120" → (4, 120); anything else → false.
@@ -94,6 +87,22 @@ std::string link_target(const std::string& link) {
   return std::string(buf, static_cast<size_t>(n));
 }
 
+// `path` less trailing slashes, a symbolic link (checkpoint-last) replaced by the path of what it
+// names, so that messages name the checkpoint itself.
+std::string resolve_link(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  const std::string target = link_target(path);
+  if (target.empty()) return path;
+  return target[0] == '/' ? target : join_path(path.substr(0, path.rfind('/') + 1), target);
+}
+
+// "dir/name" → {"dir", "name"}; "name" → {".", "name"}.
+std::pair<std::string, std::string> split_path(const std::string& path) {
+  const auto slash = path.rfind('/');
+  if (slash == std::string::npos) return {".", path};
+  return {path.substr(0, slash), path.substr(slash + 1)};
+}
+
 // The complete checkpoint folders of `output_dir` (with a state.json: a folder is renamed into
 // place only once whole), oldest first.
 std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> complete_checkpoints(
@@ -108,21 +117,6 @@ std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> complete_checkp
   std::sort(out.begin(), out.end());
   return out;
 }
-
-}  // namespace
-
-std::string checkpoint_name(const TrainingState& state) {
-  char buf[64];
-  if (state.step_in_epoch == 0) {
-    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld", static_cast<long long>(state.epoch));
-  } else {
-    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld-%06lld", static_cast<long long>(state.epoch),
-                  static_cast<long long>(state.step_in_epoch));
-  }
-  return buf;
-}
-
-namespace {
 
 // Weights and optimiser state must be finite: one NaN in AdamW's moments makes every later step
 // NaN, and a checkpoint of it would be taken for a good one. (The epoch's figures may be NaN.)
@@ -142,15 +136,13 @@ void require_finite(const TensorMap& tensors, const std::string& what,
   }
 }
 
-}  // namespace
-
 // The files of a checkpoint in folder `dir`: the model, the trainer state, config.yaml, and
 // state.json last, with the position and each file's size and CRC-32 (checked on load: a bit
 // flipped on disk that leaves the values finite would otherwise resume silently).
-static void write_checkpoint_files(const std::string& dir, const TrainingState& state,
-                                   const TensorMap& model, const TensorMap& trainer,
-                                   const std::string& config_yaml, const std::string& model_file,
-                                   const Metadata& model_metadata) {
+void write_checkpoint_files(const std::string& dir, const TrainingState& state,
+                            const TensorMap& model, const TensorMap& trainer,
+                            const std::string& config_yaml, const std::string& model_file,
+                            const Metadata& model_metadata) {
   Metadata header = model_metadata;
   header["format"] = "pt";
   header["ocl"] = "model in timm VisionTransformer names";
@@ -164,6 +156,9 @@ static void write_checkpoint_files(const std::string& dir, const TrainingState& 
             {"world_size", state.world_size},
             {"seed", state.seed},
             {"torch_version", compat::torch_version()}};
+  const auto write_synced = [](const std::string& path, const std::string& text) {
+    checked([&] { write_file_synced(path, text); });
+  };
   write_synced(join_path(dir, "config.yaml"), config_yaml);
   for (const std::string& file :
        std::vector<std::string>{model_file, "trainer.safetensors", "config.yaml"}) {
@@ -172,6 +167,36 @@ static void write_checkpoint_files(const std::string& dir, const TrainingState& 
     j["files"][file] = {{"bytes", bytes}, {"crc32", crc}};
   }
   write_synced(join_path(dir, "state.json"), j.dump(2) + "\n");
+}
+
+// The sizes and CRC-32s state.json records (checkpoints of earlier versions record none).
+void verify_files(const std::string& folder, const json& state) {
+  const auto files = state.find("files");
+  if (files == state.end() || !files->is_object()) return;
+  for (const auto& [name, want] : files->items()) {
+    const std::string path = join_path(folder, name);
+    const auto want_bytes = want.value("bytes", uint64_t{0});
+    const auto want_crc = want.value("crc32", uint32_t{0});
+    uint64_t bytes = 0;
+    const uint32_t crc = file_crc32(path, &bytes);
+    TORCH_CHECK(bytes == want_bytes, "checkpoint: '", path, "' has ", bytes,
+                " bytes and state.json ", "recorded ", want_bytes, " (truncated or replaced)");
+    TORCH_CHECK(crc == want_crc, "checkpoint: '", path, "' does not match the CRC-32 state.json ",
+                "recorded (", crc, " instead of ", want_crc, "): the file is damaged");
+  }
+}
+
+}  // namespace
+
+std::string checkpoint_name(const TrainingState& state) {
+  char buf[64];
+  if (state.step_in_epoch == 0) {
+    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld", static_cast<long long>(state.epoch));
+  } else {
+    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld-%06lld", static_cast<long long>(state.epoch),
+                  static_cast<long long>(state.step_in_epoch));
+  }
+  return buf;
 }
 
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
@@ -190,7 +215,7 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
   const std::string tmp = final_path + ".tmp-" + std::to_string(::getpid());
   remove_tree(tmp);
   TORCH_CHECK(::mkdir(tmp.c_str(), 0777) == 0, "checkpoint: cannot create '", tmp,
-              "': ", os_error());
+              "': ", os_error(errno));
   try {
     write_checkpoint_files(tmp, state, model, trainer, config_yaml, model_file, model_metadata);
     sync_dir(tmp);
@@ -199,11 +224,11 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
       // the two folders in one atomic step, so checkpoint-last never names a missing folder.
       TORCH_CHECK(
           ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_EXCHANGE) == 0,
-          "checkpoint: cannot replace '", final_path, "': ", os_error());
+          "checkpoint: cannot replace '", final_path, "': ", os_error(errno));
       remove_tree(tmp);  // now the old checkpoint
     } else {
       TORCH_CHECK(::rename(tmp.c_str(), final_path.c_str()) == 0, "checkpoint: cannot rename '",
-                  tmp, "' to '", final_path, "': ", os_error());
+                  tmp, "' to '", final_path, "': ", os_error(errno));
     }
   } catch (...) {
     remove_tree(tmp);
@@ -217,9 +242,9 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
   const std::string link_tmp = link + ".tmp-" + std::to_string(::getpid());
   ::unlink(link_tmp.c_str());
   TORCH_CHECK(::symlink(name.c_str(), link_tmp.c_str()) == 0, "checkpoint: cannot create link '",
-              link_tmp, "': ", os_error());
+              link_tmp, "': ", os_error(errno));
   TORCH_CHECK(::rename(link_tmp.c_str(), link.c_str()) == 0, "checkpoint: cannot update '", link,
-              "': ", os_error());
+              "': ", os_error(errno));
   sync_dir(output_dir);
 
   // Prune: leftovers of killed writers, and complete checkpoints beyond the newest keep_last of
@@ -250,14 +275,9 @@ std::string checkpoint_kind(const std::string& path) {
 
 std::string older_readable_checkpoint(const std::string& checkpoint,
                                       const std::string& model_file) {
-  std::string real = checkpoint;
-  while (!real.empty() && real.back() == '/') real.pop_back();
-  if (const auto target = link_target(real); !target.empty())  // checkpoint-last
-    real = target[0] == '/' ? target : join_path(real.substr(0, real.rfind('/') + 1), target);
-  const auto slash = real.rfind('/');
-  const std::string folder = slash == std::string::npos ? "." : real.substr(0, slash);
+  const auto [folder, name] = split_path(resolve_link(checkpoint));
   std::pair<int64_t, int64_t> damaged;
-  if (!parse_name(real.substr(slash + 1), &damaged)) return "";
+  if (!parse_name(name, &damaged)) return "";
   const auto all = complete_checkpoints(folder);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
     if (it->first >= damaged) continue;
@@ -281,11 +301,8 @@ void remove_checkpoints(const std::string& output_dir) {
 
 std::string latest_checkpoint(const std::string& output_dir) {
   const std::string link = join_path(output_dir, kLastLink);
-  const std::string target = link_target(link);
-  if (!target.empty()) {
-    const std::string path = target[0] == '/' ? target : join_path(output_dir, target);
-    if (path_exists(join_path(path, "state.json"))) return path;
-  }
+  const std::string path = resolve_link(link);
+  if (path != link && path_exists(join_path(path, "state.json"))) return path;
   // No link, a broken one, or a copy that turned it into a file or a folder (cp -rL, rsync
   // without -l): the newest complete checkpoint folder.
   const auto all = complete_checkpoints(output_dir);
@@ -336,31 +353,8 @@ TrainingState parse_training_state(const std::string& text, const std::string& s
   return state;
 }
 
-namespace {
-
-// The sizes and CRC-32s state.json records (checkpoints of earlier versions record none).
-void verify_files(const std::string& folder, const json& state) {
-  const auto files = state.find("files");
-  if (files == state.end() || !files->is_object()) return;
-  for (const auto& [name, want] : files->items()) {
-    const std::string path = join_path(folder, name);
-    const auto want_bytes = want.value("bytes", uint64_t{0});
-    const auto want_crc = want.value("crc32", uint32_t{0});
-    uint64_t bytes = 0;
-    const uint32_t crc = file_crc32(path, &bytes);
-    TORCH_CHECK(bytes == want_bytes, "checkpoint: '", path, "' has ", bytes,
-                " bytes and state.json ", "recorded ", want_bytes, " (truncated or replaced)");
-    TORCH_CHECK(crc == want_crc, "checkpoint: '", path, "' does not match the CRC-32 state.json ",
-                "recorded (", crc, " instead of ", want_crc, "): the file is damaged");
-  }
-}
-
-}  // namespace
-
 void verify_checkpoint_file(const std::string& path) {
-  const auto slash = path.find_last_of('/');
-  const std::string folder = slash == std::string::npos ? "." : path.substr(0, slash);
-  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  const auto [folder, name] = split_path(path);
   const std::string state_path = join_path(folder, "state.json");
   if (!path_exists(state_path)) return;
   json state;
@@ -376,17 +370,7 @@ void verify_checkpoint_file(const std::string& path) {
 }
 
 Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_file) {
-  std::string path = path_in;
-  while (!path.empty() && path.size() > 1 && path.back() == '/') path.pop_back();
-  // A link (checkpoint-last) is read as the folder it names, so that messages name that.
-  struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
-    const std::string target = link_target(path);
-    const auto slash = path.find_last_of('/');
-    const std::string parent = slash == std::string::npos ? "" : path.substr(0, slash);
-    path =
-        target.empty() || target[0] == '/' || parent.empty() ? target : join_path(parent, target);
-  }
+  const std::string path = resolve_link(path_in);
   TORCH_CHECK(is_dir(path), "checkpoint: '", path_in, "' is not a checkpoint folder");
   Checkpoint c;
   c.path = path;

@@ -1,4 +1,4 @@
-// TensorBoard event files (see include/ocl/io/event_file.h).
+// TensorBoard event files: TFRecords of hand-encoded tensorflow.Event protocol buffers.
 #include "ocl/io/event_file.h"
 
 #include <fcntl.h>
@@ -9,7 +9,6 @@
 #include <chrono>
 #include <cstring>
 #include <stdexcept>
-#include <system_error>
 
 #include "ocl/io/files.h"
 
@@ -52,8 +51,8 @@ void put_fixed(std::string& out, int field, T value) {  // wire type 1 (8 bytes)
   std::memcpy(b, &value, sizeof(T));  // the machines ocl runs on are little-endian, as is protobuf
   out.append(reinterpret_cast<const char*>(b), sizeof(T));
 }
-void put_uint32_le(std::string& out, uint32_t v) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+void put_le(std::string& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
 // Field numbers of tensorflow.Event (event.proto) and tensorflow.Summary (summary.proto).
@@ -113,13 +112,11 @@ uint32_t masked_crc32c(const void* data, size_t size) {
 }
 
 std::string tfrecord(const std::string& payload) {
-  std::string length;
-  const uint64_t n = payload.size();
-  for (int i = 0; i < 8; ++i) length.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
-  std::string out = length;
-  put_uint32_le(out, masked_crc32c(length.data(), length.size()));
+  std::string out;
+  put_le(out, payload.size(), 8);
+  put_le(out, masked_crc32c(out.data(), 8), 4);
   out += payload;
-  put_uint32_le(out, masked_crc32c(payload.data(), payload.size()));
+  put_le(out, masked_crc32c(payload.data(), payload.size()), 4);
   return out;
 }
 
@@ -129,8 +126,7 @@ EventFileWriter::EventFileWriter(const std::string& folder) {
           std::to_string(::getpid());
   fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) {
-    throw std::runtime_error("tensorboard: cannot create '" + path_ +
-                             "': " + std::generic_category().message(errno));
+    throw std::runtime_error("tensorboard: cannot create '" + path_ + "': " + os_error(errno));
   }
   std::string version;
   put_bytes(version, kEventFileVersion, "brain.Event:2");

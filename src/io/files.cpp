@@ -1,5 +1,5 @@
-// Filesystem helpers (see include/ocl/io/files.h): POSIX calls, so that errors carry errno's
-// message and a rename is the atomic replace POSIX guarantees.
+// Filesystem helpers: POSIX calls, so that errors carry errno's message and a rename is the
+// atomic replace POSIX guarantees.
 #include "ocl/io/files.h"
 
 #include <dirent.h>
@@ -22,25 +22,95 @@
 #include <sys/sysmacros.h>
 
 namespace ocl::io {
+
+std::string os_error(int err) { return std::generic_category().message(err); }
+
 namespace {
 
-// Writes all of `bytes` to `fd` (retrying short writes and EINTR); returns 0 or an errno.
+// Writes all of `bytes` to `fd` (retrying short writes and EINTR); returns 0 or an errno (a
+// write that writes nothing is a full device).
 int write_all(int fd, std::string_view bytes) {
   size_t done = 0;
   while (done < bytes.size()) {
     const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return errno;
-    if (n == 0) return EIO;
+    if (n <= 0) return n < 0 ? errno : ENOSPC;
     done += static_cast<size_t>(n);
   }
   return 0;
+}
+
+// Writes `bytes` to `fd`, fsyncs and closes it; "" or the step that failed on file `name`.
+std::string write_sync_close(int fd, std::string_view bytes, const std::string& name) {
+  std::string failure;
+  if (const int err = write_all(fd, bytes)) {
+    failure = "writing '" + name + "' failed: " + os_error(err);
+  } else if (::fsync(fd) != 0) {
+    failure = "syncing '" + name + "' failed: " + os_error(errno);
+  }
+  if (::close(fd) != 0 && failure.empty())
+    failure = "closing '" + name + "' failed: " + os_error(errno);
+  return failure;
 }
 
 std::string parent_of(const std::string& path) {
   const auto slash = path.find_last_of('/');
   if (slash == std::string::npos) return ".";
   return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// What a path that is not a regular file is, for a message.
+const char* file_kind(mode_t mode) {
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISDIR(mode)) return "a folder";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a pipe";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+// The pid holding a flock on the file open as `fd`, from /proc/locks (Linux); -1 if unknown.
+pid_t flock_holder(int fd) {
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return -1;
+  std::ifstream locks("/proc/locks");
+  char file[96];
+  std::snprintf(file, sizeof(file), "%02x:%02x:%llu", major(st.st_dev), minor(st.st_dev),
+                static_cast<unsigned long long>(st.st_ino));
+  for (std::string line; std::getline(locks, line);) {
+    std::istringstream fields(line);
+    std::string id, kind, advisory, mode, pid, where;
+    fields >> id >> kind;
+    if (kind == "->") fields >> kind;  // a waiter, listed under the holder
+    fields >> advisory >> mode >> pid >> where;
+    if (kind == "FLOCK" && where == file) {
+      try {
+        return static_cast<pid_t>(std::stol(pid));
+      } catch (const std::exception&) {
+        return -1;
+      }
+    }
+  }
+  return -1;
+}
+
+// "pid 123 (ocl_pretrain)": the holder as the kernel names it.
+std::string process_name(pid_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return "pid " + std::to_string(pid) + (name.empty() ? "" : " (" + name + ")");
+}
+
+// The first line of a lock file's note, printable characters only: it goes into a message.
+std::string printable_first_line(const std::string& text) {
+  std::string out;
+  for (const char c : text) {
+    if (c == '\n' || c == '\r') break;
+    out += std::isprint(static_cast<unsigned char>(c)) ? c : '?';
+  }
+  return out;
 }
 
 }  // namespace
@@ -109,36 +179,9 @@ std::string read_text_file(const std::string& path) {
 void write_file_synced(const std::string& path, std::string_view bytes) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
   if (fd < 0) throw std::runtime_error("cannot create '" + path + "': " + os_error(errno));
-  int err = write_all(fd, bytes);
-  const char* step = "writing";
-  if (err == 0 && ::fsync(fd) != 0) {
-    err = errno;
-    step = "syncing";
-  }
-  if (::close(fd) != 0 && err == 0) {
-    err = errno;
-    step = "closing";
-  }
-  if (err != 0)
-    throw std::runtime_error(std::string(step) + " '" + path + "' failed: " + os_error(err));
+  const std::string failure = write_sync_close(fd, bytes, path);
+  if (!failure.empty()) throw std::runtime_error(failure);
 }
-
-namespace {
-
-// What a path that is not a regular file is, for a message.
-const char* file_kind(mode_t mode) {
-  if (S_ISLNK(mode)) return "a symbolic link";
-  if (S_ISDIR(mode)) return "a folder";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISFIFO(mode)) return "a pipe";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
-}
-
-}  // namespace
-
-std::string os_error(int err) { return std::generic_category().message(err); }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   // The rename would replace whatever holds the name: a device (/dev/null, as root), a link.
@@ -163,14 +206,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   if (fd < 0)
     throw std::runtime_error(head + "cannot create temporary file '" + tmp +
                              "': " + os_error(errno));
-  std::string failure;
-  if (const int err = write_all(fd, bytes)) {
-    failure = "writing '" + tmp + "' failed: " + os_error(err);
-  } else if (::fsync(fd) != 0) {
-    failure = "syncing '" + tmp + "' failed: " + os_error(errno);
-  }
-  if (::close(fd) != 0 && failure.empty())
-    failure = "closing '" + tmp + "' failed: " + os_error(errno);
+  std::string failure = write_sync_close(fd, bytes, tmp);
   if (failure.empty() && ::rename(tmp.c_str(), path.c_str()) != 0) {
     failure = "renaming '" + tmp + "' over it failed: " + os_error(errno);
   }
@@ -196,54 +232,6 @@ void sync_dir(const std::string& dir) {
 FileLock::~FileLock() {
   if (fd_ >= 0) ::close(fd_);
 }
-
-namespace {
-
-// The pid holding a flock on the file open as `fd`, from /proc/locks (Linux); -1 if unknown.
-pid_t flock_holder(int fd) {
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return -1;
-  std::ifstream locks("/proc/locks");
-  char file[96];
-  std::snprintf(file, sizeof(file), "%02x:%02x:%llu", major(st.st_dev), minor(st.st_dev),
-                static_cast<unsigned long long>(st.st_ino));
-  for (std::string line; std::getline(locks, line);) {
-    std::istringstream fields(line);
-    std::string id, kind, advisory, mode, pid, where;
-    fields >> id >> kind;
-    if (kind == "->") fields >> kind;  // a waiter, listed under the holder
-    fields >> advisory >> mode >> pid >> where;
-    if (kind == "FLOCK" && where == file) {
-      try {
-        return static_cast<pid_t>(std::stol(pid));
-      } catch (const std::exception&) {
-        return -1;
-      }
-    }
-  }
-  return -1;
-}
-
-// "pid 123 (ocl_pretrain)": the holder as the kernel names it.
-std::string process_name(pid_t pid) {
-  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-  std::string name;
-  std::getline(comm, name);
-  return "pid " + std::to_string(pid) + (name.empty() ? "" : " (" + name + ")");
-}
-
-// The first line of a lock file's note, printable characters only: it goes into a message.
-std::string printable_first_line(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    if (c == '\n' || c == '\r') break;
-    out += std::isprint(static_cast<unsigned char>(c)) ? c : '?';
-  }
-  return out;
-}
-
-}  // namespace
-
 // O_NOFOLLOW: a lock file that is a symbolic link is refused, never written through (it could
 // point at any file the user can write). The holder is named from the kernel's lock table; the
 // note in the file is only believed when it names that same pid, since a program other than ocl
@@ -255,8 +243,7 @@ bool FileLock::acquire(const std::string& path, const std::string& note, std::st
                              "' is a symbolic link; ocl does not write through one: remove it");
   }
   if (fd < 0) {
-    throw std::runtime_error("cannot open the lock file '" + path +
-                             "': " + std::generic_category().message(errno));
+    throw std::runtime_error("cannot open the lock file '" + path + "': " + os_error(errno));
   }
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     if (holder != nullptr) {
@@ -285,18 +272,9 @@ bool FileLock::acquire(const std::string& path, const std::string& note, std::st
 
 std::string append_whole(int fd, std::string_view bytes) {
   const off_t before = ::lseek(fd, 0, SEEK_END);
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      const std::string why = std::generic_category().message(n < 0 ? errno : ENOSPC);
-      if (before >= 0) (void)!::ftruncate(fd, before);
-      return why;
-    }
-    done += static_cast<size_t>(n);
-  }
-  return "";
+  const int err = write_all(fd, bytes);
+  if (err != 0 && before >= 0) (void)!::ftruncate(fd, before);
+  return err == 0 ? "" : os_error(err);
 }
 
 }  // namespace ocl::io

@@ -1,4 +1,4 @@
-// metrics.jsonl writer (see include/ocl/io/metrics_log.h).
+// metrics.jsonl writer: whole lines appended with one write each.
 #include "ocl/io/metrics_log.h"
 
 #include <fcntl.h>
@@ -6,10 +6,8 @@
 
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <fstream>
 #include <stdexcept>
-#include <system_error>
 
 #include <nlohmann/json.hpp>
 
@@ -43,8 +41,7 @@ MetricsLog::MetricsLog(const std::string& path, int64_t keep_through_step) : pat
   }
   fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) {
-    throw std::runtime_error("metrics: cannot open '" + path +
-                             "': " + std::generic_category().message(errno));
+    throw std::runtime_error("metrics: cannot open '" + path + "': " + os_error(errno));
   }
 }
 
@@ -64,8 +61,6 @@ void MetricsLog::write(const std::string& type, const MetricFields& fields) {
       j[key] = value;
     }
   }
-  // The whole line or nothing (append_whole), so that no record is torn or spliced into the
-  // next, and the run stops on the error.
   const std::string why = append_whole(fd_, j.dump() + "\n");
   if (!why.empty()) {
     throw std::runtime_error("metrics: cannot write '" + path_ + "': " + why + " (the '" + type +

@@ -1,4 +1,4 @@
-// safetensors parsing, serialisation and atomic writes (see include/ocl/io/safetensors.h).
+// safetensors parsing and serialisation, every header value checked before it is used.
 #include "ocl/io/safetensors.h"
 
 #include <fcntl.h>
@@ -266,18 +266,24 @@ Header parse_header(const char* text, size_t n, uint64_t data_size, const std::s
   return h;
 }
 
-// Any other byte in a bool tensor is undefined behaviour for every kernel that reads it.
-void check_bool_bytes(const Entry& e, const torch::Tensor& t, const std::string& source) {
-  if (e.dtype->type != c10::ScalarType::Bool) return;
-  const auto* p = static_cast<const uint8_t*>(t.data_ptr());
-  for (uint64_t i = 0; i < e.end - e.begin; ++i) {
-    TORCH_CHECK(p[i] <= 1, where(source, e.name), "BOOL byte ", i, " is ", static_cast<int>(p[i]),
-                ", not 0 or 1");
+// The tensors of `h`, `fill(entry, storage)` writing each one's bytes. A BOOL byte other than 0
+// or 1 is undefined behaviour for every kernel that reads it.
+template <typename Fill>
+SafetensorsFile load_tensors(Header& h, const std::string& source, Fill fill) {
+  SafetensorsFile file;
+  file.metadata = std::move(h.metadata);
+  for (const auto& e : h.entries) {
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
+    auto* p = static_cast<uint8_t*>(t.data_ptr());
+    // A zero-element tensor may have no storage, and memcpy from null is undefined even for 0.
+    if (e.end > e.begin) fill(e, p);
+    for (uint64_t i = 0; e.dtype->type == c10::ScalarType::Bool && i < e.end - e.begin; ++i) {
+      TORCH_CHECK(p[i] <= 1, where(source, e.name), "BOOL byte ", i, " is ", static_cast<int>(p[i]),
+                  ", not 0 or 1");
+    }
+    file.tensors.emplace(e.name, std::move(t));
   }
-}
-
-torch::Tensor empty_for(const Entry& e) {
-  return torch::empty(e.shape, torch::TensorOptions().dtype(e.dtype->type));
+  return file;
 }
 
 // Owns a POSIX file descriptor; closes it on every exit path.
@@ -291,12 +297,6 @@ class Fd {
     if (fd_ >= 0) ::close(fd_);
   }
   int get() const { return fd_; }
-  // Closes now and reports the error: close() is where NFS reports a failed write.
-  int close() {
-    const int rc = ::close(fd_);
-    fd_ = -1;
-    return rc;
-  }
 
  private:
   int fd_;
@@ -329,17 +329,9 @@ SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::s
   const uint64_t n = checked_header_length(data, size, source);
   const uint8_t* area = data + 8 + n;
   Header h = parse_header(reinterpret_cast<const char*>(data + 8), n, size - 8 - n, source);
-
-  SafetensorsFile file;
-  file.metadata = std::move(h.metadata);
-  for (const auto& e : h.entries) {
-    auto t = empty_for(e);
-    // memcpy from a null/empty range is undefined even for 0 bytes (zero-element tensors).
-    if (e.end > e.begin) std::memcpy(t.data_ptr(), area + e.begin, e.end - e.begin);
-    check_bool_bytes(e, t, source);
-    file.tensors.emplace(e.name, std::move(t));
-  }
-  return file;
+  return load_tensors(h, source, [&](const Entry& e, uint8_t* dst) {
+    std::memcpy(dst, area + e.begin, e.end - e.begin);
+  });
 }
 
 namespace {
@@ -387,22 +379,9 @@ SafetensorsHeader read_safetensors_header(const std::string& path) {
 
 SafetensorsFile read_safetensors(const std::string& path) {
   auto f = open_safetensors(path);
-  const Fd& fd = f.fd;
-  const uint64_t n = f.header_length;
-  Header& h = f.header;
-
-  SafetensorsFile file;
-  file.metadata = std::move(h.metadata);
-  for (const auto& e : h.entries) {
-    auto t = empty_for(e);
-    if (e.end > e.begin) {
-      read_exact(fd.get(), static_cast<uint8_t*>(t.data_ptr()), e.end - e.begin, 8 + n + e.begin,
-                 path);
-    }
-    check_bool_bytes(e, t, path);
-    file.tensors.emplace(e.name, std::move(t));
-  }
-  return file;
+  return load_tensors(f.header, path, [&](const Entry& e, uint8_t* dst) {
+    read_exact(f.fd.get(), dst, e.end - e.begin, 8 + f.header_length + e.begin, path);
+  });
 }
 
 std::string serialize_safetensors(const TensorMap& tensors, const Metadata& metadata) {
@@ -461,7 +440,6 @@ void write_safetensors(const std::string& path, const TensorMap& tensors,
                        const Metadata& metadata) {
   // Serialise first: invalid input throws before anything touches the disk.
   const std::string bytes = serialize_safetensors(tensors, metadata);
-
   try {
     write_file_atomic(path, bytes);
   } catch (const std::runtime_error& e) {

@@ -1,4 +1,4 @@
-// State dicts and checked loading (see include/ocl/io/state_dict.h).
+// State dicts and checked loading: everything is checked before anything is copied.
 #include "ocl/io/state_dict.h"
 
 #include <algorithm>

@@ -1,10 +1,7 @@
-// Training checkpoints: one folder per checkpoint holding the trained model in timm names
-// (encoder.safetensors for pre-training and fine-tuning, loadable by timm / MAE code as is;
-// head.safetensors for the linear probe), the rest of the training state (trainer.safetensors:
-// optimiser state and what else the engine keeps; state.json: epoch, step, counters) and the
-// resolved config. Written to a temporary folder, synced and renamed, so a crash
-// mid-write never harms an earlier checkpoint; `checkpoint-last` (a symbolic link) names the
-// newest complete one, and only the newest `keep_last` are kept.
+// Training checkpoints: one folder each, holding the model in timm names (encoder.safetensors;
+// head.safetensors for the linear probe), the rest of the training state (trainer.safetensors,
+// state.json) and the resolved config. Written to a temporary folder, synced and renamed, so a
+// crash never harms an earlier checkpoint; `checkpoint-last` (a symbolic link) names the newest.
 #pragma once
 
 #include <cstdint>
@@ -53,20 +50,15 @@ std::string save_checkpoint(const std::string& output_dir, const TrainingState& 
                             const Metadata& model_metadata = {});
 
 /// Parses the text of a checkpoint's state.json; `source` names it in messages. Throws
-/// c10::Error for text that is not a JSON object, another format_version, or a counter that is
-/// missing or not a whole number in range (epoch, steps and skips >= 0, world_size >= 1, seed an
-/// unsigned 64-bit integer).
+/// c10::Error for another format_version or a counter missing or not a whole number in range.
 TrainingState parse_training_state(const std::string& text, const std::string& source);
 
-/// Reads a checkpoint folder (or the folder a `checkpoint-last` link names), its model from
-/// `model_file`. Throws naming the folder and the file when a part is missing, truncated or
-/// inconsistent.
+/// Reads a checkpoint folder (or the one a `checkpoint-last` link names), its model from
+/// `model_file`. Throws naming the file when a part is missing, damaged or not finite.
 Checkpoint load_checkpoint(const std::string& path, const std::string& model_file = kEncoderFile);
 
-/// Checks the file at `path` against the size and CRC-32 that the state.json beside it records,
-/// when it lies in a checkpoint folder that records them (a file elsewhere, or of a checkpoint
-/// written before checksums, has nothing to check); throws naming the file. What loading
-/// weights from a checkpoint (--weights, the export) checks, as a resume does.
+/// Checks the file at `path` against the size and CRC-32 that a state.json beside it records, if
+/// any, as a resume does (--weights, the export); throws naming the file.
 void verify_checkpoint_file(const std::string& path);
 
 /// The kind of run that wrote checkpoint folder `path`, from its files and the encoder's header
@@ -80,8 +72,7 @@ std::string checkpoint_kind(const std::string& path);
 std::string older_readable_checkpoint(const std::string& checkpoint,
                                       const std::string& model_file = kEncoderFile);
 
-/// Deletes every checkpoint folder under `output_dir` and the checkpoint-last link (starting a
-/// run again in the same folder).
+/// Deletes every checkpoint folder under `output_dir` and the checkpoint-last link.
 void remove_checkpoints(const std::string& output_dir);
 
 /// The folder `output_dir/checkpoint-last` points to, or "" when there is none.

@@ -1,11 +1,8 @@
-// TensorBoard event files (events.out.tfevents.<seconds>.<host>.<pid>): what `tensorboard
-// --logdir` and `wandb sync --sync-tensorboard` read. A file is a sequence of TFRecords (the
-// length, a masked CRC-32C of the length, the serialised tensorflow.Event, a masked CRC-32C of
-// it), the first event carrying file_version "brain.Event:2". The few Event and Summary fields
-// written here are encoded by hand, with the field numbers of TensorBoard's event.proto and
-// summary.proto: scalars (Summary.Value.simple_value), a text summary (the text plugin's string
-// tensor) and SessionLog START, which TensorBoard reads as "drop this run's points at and after
-// this step" (a resumed run, as PyTorch's SummaryWriter(purge_step=...) does).
+// TensorBoard event files (events.out.tfevents.<seconds>.<host>.<pid>), what `tensorboard
+// --logdir` and `wandb sync --sync-tensorboard` read: TFRecords of tensorflow.Event, the first
+// carrying file_version "brain.Event:2". The few fields written (scalars, a text summary, and
+// SessionLog START, which drops a resumed run's later points as SummaryWriter(purge_step=...)
+// does) are encoded by hand with the field numbers of event.proto and summary.proto.
 #pragma once
 
 #include <cstddef>
@@ -26,13 +23,10 @@ uint32_t masked_crc32c(const void* data, size_t size);
 /// payload, the payload's masked CRC.
 std::string tfrecord(const std::string& payload);
 
-/// The TensorBoard tag of field `field` of a metrics.jsonl record of type `record_type`, grouped
-/// as TensorBoard shows them: a log window's figures (types "step", "<section>_step") under
-/// "train/", an epoch's evaluation figures (top1, top5, val_loss, best_top1, ema_top1) under
-/// "eval/", a "knn" record's under "knn/" (knn_top1 as knn/top1), a "shortcut" record's under
-/// "shortcut/", the epoch's other figures (its mean loss, time, ...) under "epoch/"; "" for what
-/// is not plotted: the axes (epoch, global_step) and the kNN and shortcut figures an epoch record
-/// repeats from their own records.
+/// The TensorBoard tag of field `field` of a metrics.jsonl record of type `record_type`: "train/"
+/// for "step" and "<section>_step" records, "eval/" for an epoch's top1, top5, val_loss,
+/// best_top1, ema_top1, "knn/" (knn_top1 as knn/top1), "shortcut/", "epoch/" for an epoch's other
+/// figures; "" for the axes (epoch, global_step) and what an epoch repeats from knn and shortcut.
 std::string tensorboard_tag(const std::string& record_type, const std::string& field);
 
 class EventFileWriter {

@@ -1,8 +1,7 @@
 // Filesystem helpers for everything ocl writes (run folders, checkpoints, safetensors, packs,
-// metrics): create a folder tree, test for files and folders, list and remove folders, read a
-// text file, and the one atomic writer every file goes through, so that a crash or a full disk
-// leaves the old version of a file or the new one, never half of either, and no temporary; and
-// an exclusive lock file (one run per folder).
+// metrics), above all the one atomic writer every file goes through, so that a crash or a full
+// disk leaves the old version of a file or the new one, never half of either, and no temporary;
+// and an exclusive lock file (one run per folder).
 #pragma once
 
 #include <string>
@@ -35,20 +34,17 @@ void remove_tree(const std::string& path);
 std::string read_text_file(const std::string& path);
 
 /// Writes `bytes` to `path` (created or truncated) and fsyncs it: for files inside a folder that
-/// is renamed into place afterwards (checkpoint folders). Throws std::runtime_error naming the
-/// file, the step that failed and the system's reason.
+/// is renamed into place afterwards (checkpoint folders). Throws naming the step that failed.
 void write_file_synced(const std::string& path, std::string_view bytes);
 
 /// The system's message for an errno value ("No space left on device").
 std::string os_error(int err);
 
-/// Replaces `path` atomically and durably: `bytes` go to a new temporary file beside it (a
-/// unique name, so concurrent writers never share one), which is fsynced and renamed over
-/// `path`; then the folder is fsynced. On any failure the temporary is removed, `path` keeps its
-/// old content (or stays absent), and std::runtime_error says "cannot write 'PATH': " with the
-/// step that failed and the system's reason (a full disk: "No space left on device").
-/// A path that exists and is not a regular file (a device, a folder, a symbolic link) is
-/// refused, naming what it is, before anything is written.
+/// Replaces `path` atomically and durably: `bytes` go to a uniquely named temporary beside it,
+/// fsynced and renamed over `path`, then the folder is fsynced. On any failure the temporary is
+/// removed, `path` is unchanged, and std::runtime_error says "cannot write 'PATH': " with the step
+/// and the system's reason. A path that is not a regular file (a device, a folder, a symbolic
+/// link) is refused, naming what it is, before anything is written.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
 /// Appends `bytes` to the file open as `fd` (O_APPEND) whole or not at all: a write that fails
@@ -63,8 +59,7 @@ void write_text_atomic(const std::string& path, const std::string& text);
 /// file systems cannot sync a folder, and the files themselves are complete either way.
 void sync_dir(const std::string& dir);
 
-/// An exclusive advisory lock (flock) on a file, held until the object is destroyed or the
-/// process ends, however it ends.
+/// An exclusive advisory lock (flock) on a file, held until destruction or the process's end.
 class FileLock {
  public:
   FileLock() = default;

@@ -33,25 +33,16 @@ struct SafetensorsFile {
 // Errors: every function throws c10::Error (TORCH_CHECK); the message names the file (`source`
 // or the path), the tensor and the offending value.
 
-/// Parses a whole safetensors image held in memory; `source` names it in error messages.
-/// The returned tensors are contiguous CPU tensors owning their memory (copies), so `data` may
-/// be freed afterwards. Never reads outside [data, data + size). Throws when:
-///   - size < 8, or N > 100 MB (the spec's limit), or N > size − 8;
-///   - the header is not valid JSON, is not an object, or has a duplicate key;
-///   - an entry is not an object or lacks "dtype" (string), "shape" (array of integers ≥ 0) or
-///     "data_offsets" (2 integers ≥ 0);
-///   - the dtype is not one of the above (e.g. U16 or F8_E4M3 are rejected);
-///   - the element or byte count overflows 64 bits;
-///   - begin > end, end is past the data area, or end − begin ≠ numel · itemsize;
-///   - ranges overlap, or leave a hole / trailing bytes in the data area (the spec forbids
-///     both, as does the Python library);
-///   - "__metadata__" is not an object of strings;
-///   - a BOOL tensor holds a byte other than 0 or 1.
+/// Parses a whole safetensors image held in memory; `source` names it in error messages. The
+/// tensors are CPU copies, so `data` may be freed afterwards. Never reads outside
+/// [data, data + size). Throws for N > 100 MB (the spec's limit) or past the end, a header that is
+/// not a JSON object or has a duplicate key, a malformed entry, another dtype (U16, F8_E4M3),
+/// a count overflowing 64 bits, offsets that do not tile the data area exactly (the spec forbids
+/// overlaps, holes and trailing bytes), metadata not all strings, a BOOL byte other than 0 or 1.
 SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source);
 
-/// Reads and parses the file at `path` with the checks of parse_safetensors. Reads the header,
-/// then each tensor straight into its own storage: peak memory is the tensors, not 2× the file.
-/// Also throws when the file cannot be opened or read (naming `path` and the OS error).
+/// Reads the file at `path` with the checks of parse_safetensors, each tensor straight into its
+/// own storage (peak memory is the tensors, not 2× the file).
 SafetensorsFile read_safetensors(const std::string& path);
 
 /// A safetensors file's tensor names (in the header's order) and metadata, without its data.
@@ -63,19 +54,14 @@ struct SafetensorsHeader {
 /// of the data area's layout (the file's size), so a cheap look at a large file.
 SafetensorsHeader read_safetensors_header(const std::string& path);
 
-/// The bytes of a safetensors file holding `tensors` (any device, any strides: written as
-/// contiguous CPU data) and `metadata` ("__metadata__" is omitted when empty). The JSON header
-/// is padded with spaces to a multiple of 8 bytes and the data is ordered by item size
-/// (largest first), then name, so every tensor is aligned to its item size, as the Python
-/// library does. Throws for an empty name, the name "__metadata__", an undefined tensor, an
-/// unsupported dtype (naming the tensor and its dtype), or a name or metadata string that is
-/// not valid UTF-8.
+/// The bytes of a safetensors file holding `tensors` (any device and strides) and `metadata`
+/// (omitted when empty). The header is padded to 8 bytes and the data ordered by item size, then
+/// name, so every tensor is aligned to its item size, as the Python library does. Throws for an
+/// empty or reserved name, an undefined tensor, another dtype, or text that is not UTF-8.
 std::string serialize_safetensors(const TensorMap& tensors, const Metadata& metadata = {});
 
-/// Writes serialize_safetensors(tensors, metadata) to `path` atomically: a temporary file in the
-/// same directory, written, flushed and fsync'ed, then renamed over `path`. A failure (invalid
-/// input, unwritable directory, full disk, ...) throws naming `path`, leaves any existing file at
-/// `path` untouched and removes the temporary file. POSIX only.
+/// Writes serialize_safetensors(tensors, metadata) to `path` with io::write_file_atomic: a
+/// failure throws naming `path` and leaves what was there untouched.
 void write_safetensors(const std::string& path, const TensorMap& tensors,
                        const Metadata& metadata = {});
 

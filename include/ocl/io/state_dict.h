@@ -17,11 +17,8 @@
 namespace ocl::io {
 
 /// All parameters and buffers of `module` and its descendants under their dotted names
-/// ("blocks.0.attn.qkv.weight"), as named_parameters() / named_buffers() with recurse. Parameters
-/// are inserted first, then buffers (a buffer never replaces a parameter of the same name;
-/// such a clash throws). Undefined tensors (an absent optional bias) are skipped. The tensors
-/// are detached but share storage with the module (no copy): clone them to keep a snapshot
-/// that later training steps do not change. Names are the timm names for our ViT.
+/// ("blocks.0.attn.qkv.weight"; timm's for our ViT), undefined ones skipped and a buffer named as a
+/// parameter refused. Detached, but sharing storage with the module: clone to keep a snapshot.
 TensorMap state_dict(const torch::nn::Module& module);
 
 /// What load_state_dict matched. Each list is sorted by name; ignored keys are not listed.
@@ -29,12 +26,9 @@ struct LoadReport {
   std::vector<std::string> missing;           // in the module, not in the file
   std::vector<std::string> unexpected;        // in the file, not in the module
   std::vector<std::string> shape_mismatched;  // "name: file [a, b] vs module [c, d]"
-  /// All three lists are empty.
-  bool ok() const;
-  /// Human-readable, one line per key, e.g.
-  ///   "state dict: 1 missing, 0 unexpected, 1 shape mismatched\n  missing: fc.bias\n
-  ///    shape mismatched: fc.weight: file [3, 4] vs module [2, 4]"
-  /// or "state dict: all keys matched".
+  bool ok() const;                            // all three lists are empty
+  /// "state dict: 1 missing, 0 unexpected, 1 shape mismatched", then one line per key
+  /// ("  missing: fc.bias"), or "state dict: all keys matched".
   std::string summary() const;
 };
 
@@ -45,15 +39,10 @@ struct LoadOptions {
 };
 
 /// Copies every file tensor whose name and shape match a parameter or buffer of `module` into it
-/// in place (under NoGradGuard, converting dtype and device to the destination's: a float64
-/// file loads into a float32 CUDA module), leaves the rest untouched, and reports the others.
-/// Shape mismatches are never loaded and are never ignored: with strict, they always throw.
-/// With strict (the default) everything is checked BEFORE anything is copied, and a report
-/// that is not ok() throws c10::Error carrying summary(): a failing load changes nothing.
-/// A prefix in ignore_missing / ignore_unexpected hides the keys that start with it (an empty
-/// prefix hides all). Also throws (strict or not, before anything is copied) if a file tensor is
-/// undefined, is an integer or boolean tensor where the module holds a floating-point one, or
-/// holds a NaN or infinite value, naming it.
+/// in place (converting dtype and device to the destination's) and reports the others. Shape
+/// mismatches are never loaded nor ignored. With strict, a report that is not ok() throws
+/// c10::Error carrying summary() before anything is copied. Strict or not, a file tensor that is
+/// undefined, an integer where the module holds a float, or not finite throws naming it.
 LoadReport load_state_dict(torch::nn::Module& module, const TensorMap& tensors,
                            const LoadOptions& options = {});
 
