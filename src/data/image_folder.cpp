@@ -37,6 +37,7 @@
 
 namespace ocl::data {
 namespace fs = std::filesystem;
+using io::join_path;
 namespace {
 
 constexpr const char* kCacheMagic = "ocl-filelist 1";
@@ -71,16 +72,8 @@ Stamp now() {
 
 bool hidden(const std::string& name) { return !name.empty() && name[0] == '.'; }
 
-// Joins root-relative parts with '/'; "" is the root itself.
-std::string join(const std::string& a, const std::string& b) {
-  if (a.empty()) return b;
-  if (b.empty()) return a;
-  return a + "/" + b;
-}
-
-// Non-hidden entries of `dir`: sub-folders and image files (symbolic links followed, as
-// torchvision's os.walk(followlinks=True) and os.path.isfile do).
-// Lists `dir`'s visible sub-folders and image files, sorted. Returns "" or, when the folder
+// Lists `dir`'s visible sub-folders and image files, sorted (symbolic links followed, as
+// torchvision's os.walk(followlinks=True) and os.path.isfile do). Returns "" or, when the folder
 // cannot be listed (permissions, I/O), the reason: what was listed before the error is kept.
 std::string list_dir(const std::string& dir, std::vector<std::string>* dirs,
                      std::vector<std::string>* images) {
@@ -114,8 +107,7 @@ struct Scan {
   std::vector<std::string> empty;               // readable class folders holding no image
 };
 
-// torchvision's make_dataset order: folders in sorted path order (sorted(os.walk(...))), the
-// files of each folder sorted by name.
+// Class folder `name`'s images, in make_dataset's order (sorted(os.walk(...)), files by name).
 void scan_class(const std::string& root, const std::string& name, Scan* scan) {
   const size_t unreadable_before = scan->unreadable.size();
   std::vector<std::pair<std::string, std::vector<std::string>>> folders;
@@ -126,13 +118,13 @@ void scan_class(const std::string& root, const std::string& name, Scan* scan) {
     pending.pop_back();
     DirStamp stamp{rel, {}};
     std::pair<dev_t, ino_t> id;
-    if (!stat_dir(join(root, rel), &stamp.mtime, &id) || !visited.insert(id).second) continue;
+    if (!stat_dir(join_path(root, rel), &stamp.mtime, &id) || !visited.insert(id).second) continue;
     scan->dirs.push_back(stamp);
     std::vector<std::string> subdirs, images;
-    if (auto error = list_dir(join(root, rel), &subdirs, &images); !error.empty())
-      scan->unreadable.push_back(join(root, rel) + ": " + error);
-    for (const auto& d : subdirs) pending.push_back(join(rel, d));
-    for (auto& f : images) f = join(rel, f);
+    if (auto error = list_dir(join_path(root, rel), &subdirs, &images); !error.empty())
+      scan->unreadable.push_back(join_path(root, rel) + ": " + error);
+    for (const auto& d : subdirs) pending.push_back(join_path(rel, d));
+    for (auto& f : images) f = join_path(rel, f);
     folders.emplace_back(rel, std::move(images));
   }
   std::sort(folders.begin(), folders.end(),
@@ -195,15 +187,17 @@ std::optional<Scan> read_cache(const std::string& path, const std::string& root)
     *rest = line.substr(prefix.size());
     return true;
   };
-  auto count = [&](const std::string& prefix, size_t* n) {
-    std::string rest;
-    if (!next(prefix, &rest)) return false;
+  auto number = [](const std::string& text, size_t* n) {
     try {
-      *n = static_cast<size_t>(std::stoull(rest));
+      *n = static_cast<size_t>(std::stoull(text));
     } catch (const std::exception&) {
       return false;
     }
     return true;
+  };
+  auto count = [&](const std::string& prefix, size_t* n) {
+    std::string rest;
+    return next(prefix, &rest) && number(rest, n);
   };
   std::string rest;
   if (!std::getline(in, line) || line != kCacheMagic || !next("root ", &rest) || rest != root ||
@@ -234,7 +228,7 @@ std::optional<Scan> read_cache(const std::string& path, const std::string& root)
     if (!(s >> d.mtime.sec >> d.mtime.nsec) || s.get() != ' ') return std::nullopt;
     std::getline(s, d.rel);
     Stamp actual;
-    if (d.mtime.ns() >= scanned.ns() - kRacySlackNs || !stat_dir(join(root, d.rel), &actual) ||
+    if (d.mtime.ns() >= scanned.ns() - kRacySlackNs || !stat_dir(join_path(root, d.rel), &actual) ||
         !(actual == d.mtime)) {
       return std::nullopt;
     }
@@ -246,11 +240,7 @@ std::optional<Scan> read_cache(const std::string& path, const std::string& root)
     const size_t space = rest.find(' ');
     if (space == std::string::npos) return std::nullopt;
     size_t files = 0;
-    try {
-      files = static_cast<size_t>(std::stoull(rest.substr(0, space)));
-    } catch (const std::exception&) {
-      return std::nullopt;
-    }
+    if (!number(rest.substr(0, space), &files)) return std::nullopt;
     scan.classes.push_back(rest.substr(space + 1));
     scan.files.emplace_back();
     for (size_t i = 0; i < files; ++i) {
@@ -262,32 +252,23 @@ std::optional<Scan> read_cache(const std::string& path, const std::string& root)
   return scan;
 }
 
-std::string strerror_string(int err) { return std::strerror(err); }
-
-// Whole-file read with POSIX calls: a missing, unreadable or shrinking file is a reason string,
-// never an exception.
+// Whole-file read: a missing, unreadable or shrinking file is a reason string, not an exception.
 bool read_file(const std::string& path, std::vector<uint8_t>* data, std::string* reason) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    *reason = "cannot open: " + strerror_string(errno);
+  auto failed = [&](const char* what) {
+    *reason = what + io::os_error(errno);
+    if (fd >= 0) ::close(fd);
     return false;
-  }
+  };
+  if (fd < 0) return failed("cannot open: ");
   struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    *reason = "cannot stat: " + strerror_string(errno);
-    ::close(fd);
-    return false;
-  }
+  if (::fstat(fd, &st) != 0) return failed("cannot stat: ");
   data->resize(static_cast<size_t>(st.st_size));
   size_t got = 0;
   while (got < data->size()) {
     const ssize_t r = ::read(fd, data->data() + got, data->size() - got);
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      *reason = "read error: " + strerror_string(errno);
-      ::close(fd);
-      return false;
-    }
+    if (r < 0) return failed("read error: ");
     if (r == 0) break;  // truncated while reading: decode what arrived
     got += static_cast<size_t>(r);
   }
@@ -301,52 +282,12 @@ std::optional<Image> fail(std::string* reason, const std::string& why) {
   return std::nullopt;
 }
 
-}  // namespace
-
-bool has_image_extension(const std::string& filename) {
-  const auto dot = filename.rfind('.');
-  if (dot == std::string::npos) return false;
-  std::string ext = filename.substr(dot + 1);
-  std::transform(ext.begin(), ext.end(), ext.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  static const char* const kExtensions[] = {"jpg", "jpeg", "png", "webp", "bmp",
-                                            "tif", "tiff", "ppm", "pgm"};
-  return std::any_of(std::begin(kExtensions), std::end(kExtensions),
-                     [&](const char* e) { return ext == e; });
-}
-
-namespace {
 std::atomic<int64_t> g_max_image_pixels{kDefaultMaxImagePixels};
-}  // namespace
-
-void set_max_image_pixels(int64_t pixels) {
-  if (pixels < 1)
-    throw std::invalid_argument("max image pixels must be >= 1, got " + std::to_string(pixels));
-  g_max_image_pixels.store(pixels);
-}
-
-int64_t max_image_pixels() { return g_max_image_pixels.load(); }
-
-std::string image_size_refusal(int64_t height, int64_t width) {
-  const int64_t limit = max_image_pixels();
-  if (height * width <= limit) return "";
-  return std::to_string(width) + "x" + std::to_string(height) + " = " +
-         std::to_string(height * width) + " pixels, above the limit of " + std::to_string(limit) +
-         " (data.max_image_pixels)";
-}
-
-std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason) {
-  return decode_image(data, size, RegionPlanner{}, reason);
-}
-
-namespace {
 
 // The format a file's first bytes announce, of those ocl hands to OpenCV (BMP, WebP, TIFF, PNM),
-// or nullptr. Nothing else reaches OpenCV (not GIF either: OpenCV 4.6 has no GIF decoder and
-// passes such bytes on to the next signature that matches). Debian's imgcodecs also tries
-// GDCM (DICOM), GDAL (through a temporary file in /tmp), JPEG 2000, OpenEXR and more on bytes
-// that match their signatures, and GDCM aborts the whole process on a 137-byte corrupt file
-// (an assertion, found by fuzz/image_fuzz.cpp): one bad file would end a training run.
+// or nullptr. Nothing else reaches OpenCV, not GIF either (OpenCV 4.6 passes it on to the next
+// signature that matches): Debian's imgcodecs also tries GDCM, GDAL, JPEG 2000, OpenEXR and more,
+// and GDCM aborts the process on a 137-byte corrupt file (found by fuzz/image_fuzz.cpp).
 const char* format_of(const uint8_t* data, size_t size) {
   auto starts = [&](const char* magic, size_t n, size_t at = 0) {
     return size >= at + n && std::memcmp(data + at, magic, n) == 0;
@@ -363,8 +304,8 @@ const char* format_of(const uint8_t* data, size_t size) {
 // by the caller (a JPEG libjpeg-turbo's direct path leaves), or nullptr.
 std::optional<Image> decode_with_opencv(const uint8_t* data, size_t size, const char* known,
                                         std::string* reason) {
-#ifndef OCL_WITH_IMGCODECS
   if (!known) known = format_of(data, size);
+#ifndef OCL_WITH_IMGCODECS
   if (!known)
     return fail(reason, "not a decodable image (not JPEG or PNG: unknown format or corrupt data)");
   return fail(reason, std::string(known) +
@@ -372,7 +313,6 @@ std::optional<Image> decode_with_opencv(const uint8_t* data, size_t size, const 
                           "OpenCV's imgcodecs); rebuild with libopencv-imgcodecs-dev and "
                           "-DOCL_WITH_IMGCODECS=ON to read it, or convert the file");
 #else
-  if (!known) known = format_of(data, size);
   if (!known)
     return fail(reason,
                 "not a decodable image (not JPEG, PNG, BMP, WebP, TIFF or PNM: unknown format or "
@@ -440,6 +380,48 @@ std::optional<Image> decode_with_opencv(const uint8_t* data, size_t size, const 
 
 }  // namespace
 
+bool has_image_extension(const std::string& filename) {
+  const auto dot = filename.rfind('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = filename.substr(dot + 1);
+  std::transform(ext.begin(), ext.end(), ext.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  static const char* const kExtensions[] = {"jpg", "jpeg", "png", "webp", "bmp",
+                                            "tif", "tiff", "ppm", "pgm"};
+  return std::any_of(std::begin(kExtensions), std::end(kExtensions),
+                     [&](const char* e) { return ext == e; });
+}
+
+void set_max_image_pixels(int64_t pixels) {
+  if (pixels < 1)
+    throw std::invalid_argument("max image pixels must be >= 1, got " + std::to_string(pixels));
+  g_max_image_pixels.store(pixels);
+}
+
+int64_t max_image_pixels() { return g_max_image_pixels.load(); }
+
+std::string image_size_refusal(int64_t height, int64_t width) {
+  const int64_t limit = max_image_pixels();
+  if (height * width <= limit) return "";
+  return std::to_string(width) + "x" + std::to_string(height) + " = " +
+         std::to_string(height * width) + " pixels, above the limit of " + std::to_string(limit) +
+         " (data.max_image_pixels)";
+}
+
+void check_rgb(const Image& image, const char* what) {
+  if (image.height > 0 && image.width > 0 &&
+      image.pixels.size() == static_cast<size_t>(image.height) * image.width * 3)
+    return;
+  throw std::invalid_argument(std::string(what) + ": image of " + std::to_string(image.height) +
+                              "x" + std::to_string(image.width) + " holds " +
+                              std::to_string(image.pixels.size()) +
+                              " bytes, expected height*width*3");
+}
+
+std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason) {
+  return decode_image(data, size, RegionPlanner{}, reason);
+}
+
 std::optional<Image> decode_image(const uint8_t* data, size_t size, const RegionPlanner& plan,
                                   std::string* reason) {
   if (size == 0) return fail(reason, "empty file");
@@ -462,7 +444,7 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolde
   if (ec) root_ = root;
   while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
   const std::string cache =
-      options.cache_path.empty() ? join(root_, ".ocl-filelist.txt") : options.cache_path;
+      options.cache_path.empty() ? join_path(root_, ".ocl-filelist.txt") : options.cache_path;
 
   std::optional<Scan> scan;
   if (options.use_cache) scan = read_cache(cache, root_);
@@ -473,8 +455,6 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolde
     if (auto error = list_dir(root_, &scan->root_dirs, nullptr); !error.empty())
       throw std::runtime_error("ImageFolder: cannot list '" + root_ + "': " + error);
     for (const auto& name : scan->root_dirs) scan_class(root_, name, &*scan);
-    // As torchvision's ImageFolder: every class folder needs an image, or the labels of the
-    // classes after it shift against a split (or a model) that has it.
     if (!scan->empty.empty()) {
       std::string names;
       for (const auto& e : scan->empty) names += (names.empty() ? "'" : ", '") + e + "'";
@@ -524,7 +504,7 @@ std::optional<Image> ImageFolderDataset::load(int64_t index, BadSample* error) c
 
 std::optional<Image> ImageFolderDataset::load_region(int64_t index, const RegionPlanner& plan,
                                                      BadSample* error) const {
-  const std::string path = join(root_, file(index));
+  const std::string path = join_path(root_, file(index));
   std::vector<uint8_t> bytes;
   std::string reason;
   std::optional<Image> image;

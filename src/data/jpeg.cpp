@@ -228,9 +228,7 @@ std::vector<uint8_t> encode_jpeg(const Image& image, const JpegEncoding& encodin
   if (encoding.quality < 1 || encoding.quality > 100)
     throw std::invalid_argument("encode_jpeg: quality " + std::to_string(encoding.quality) +
                                 " outside 1..100");
-  if (image.height <= 0 || image.width <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3)
-    throw std::invalid_argument("encode_jpeg: not an RGB image of its size");
+  check_rgb(image, "encode_jpeg");
   std::vector<uint8_t> grey;
   if (encoding.grey) {
     grey.resize(static_cast<size_t>(image.height) * image.width);

@@ -1,5 +1,4 @@
-// The packed data set format (see include/ocl/data/packed.h): the index codec, the shard writer
-// with its resumable progress file, and the memory-mapped reader.
+// The pack index codec, the shard writer with its resumable progress file, and the mapped reader.
 #include "ocl/data/packed.h"
 
 #include <fcntl.h>
@@ -13,7 +12,6 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
-#include <system_error>
 
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -30,10 +28,7 @@ constexpr uint32_t kPackVersion = 1;
 constexpr size_t kRecordBytes = 32;
 constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8 + 4 + 4 + 8;
 
-std::string errno_text() { return std::generic_category().message(errno); }
-
-// --- little-endian encoding into a byte string
-
+// Little-endian encoding into a byte string.
 void put(std::string& out, uint64_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
@@ -69,32 +64,12 @@ class Cursor {
   size_t at_ = 0;
 };
 
-std::string read_file_bytes(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw std::runtime_error("cannot open pack index '" + path + "': " + errno_text());
-  std::string bytes;
-  char buf[1 << 16];
-  while (true) {
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const std::string why = errno_text();
-      ::close(fd);
-      throw std::runtime_error("cannot read pack index '" + path + "': " + why);
-    }
-    if (n == 0) break;
-    bytes.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return bytes;
-}
-
 void write_all(int fd, const uint8_t* data, size_t size, const std::string& path) {
   while (size > 0) {
     const ssize_t n = ::write(fd, data, size);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw std::runtime_error("cannot write '" + path + "': " + errno_text());
+      throw std::runtime_error("cannot write '" + path + "': " + io::os_error(errno));
     }
     data += n;
     size -= static_cast<size_t>(n);
@@ -111,6 +86,20 @@ int64_t file_size(const std::string& path) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) return -1;
   return static_cast<int64_t>(st.st_size);
+}
+
+// Whether the shard's first record (when it lies within `available` bytes of `fd`) has the
+// checksum the index gives it: a truncated shard does, another pack's shard does not.
+bool first_record_matches(const PackIndex& index, int fd, uint32_t shard, uint64_t available) {
+  for (const auto& r : index.records) {
+    if (r.shard != shard) continue;
+    if (r.offset + r.size > available) return true;  // nothing to check before the cut
+    std::vector<uint8_t> bytes(r.size);
+    const ssize_t n = ::pread(fd, bytes.data(), bytes.size(), static_cast<off_t>(r.offset));
+    return n == static_cast<ssize_t>(bytes.size()) &&
+           pack_crc32(bytes.data(), bytes.size()) == r.crc32;
+  }
+  return true;
 }
 
 }  // namespace
@@ -179,8 +168,7 @@ void write_pack_index(const std::string& path, const PackIndex& index) {
   io::write_file_atomic(path, out);
 }
 
-// The index's records after its shard sizes, each checked against them and the header: in a
-// shard, inside it, an image of at least 1 x 1 in at least one byte, a known label.
+// The index's records after its shard sizes, each checked against them and the header.
 template <class Bad>
 void read_records(Cursor& c, PackIndex& index, uint64_t records, uint32_t shards, uint32_t classes,
                   const Bad& bad) {
@@ -218,7 +206,7 @@ void read_records(Cursor& c, PackIndex& index, uint64_t records, uint32_t shards
 }
 
 PackIndex read_pack_index(const std::string& path) {
-  const std::string bytes = read_file_bytes(path);
+  const std::string bytes = io::read_text_file(path);
   auto bad = [&](const std::string& what) {
     return std::runtime_error("pack index '" + path + "': " + what);
   };
@@ -276,9 +264,6 @@ PackIndex read_pack_index(const std::string& path) {
   return index;
 }
 
-// --------------------------------------------------------------------------------------------
-// Writer
-
 PackWriter::PackWriter(const std::string& folder, std::vector<std::string> class_names,
                        PackWriterOptions options, bool resume)
     : folder_(folder), options_(std::move(options)) {
@@ -316,10 +301,9 @@ PackWriter::PackWriter(const std::string& folder, std::vector<std::string> class
                                  " is missing or shorter than progress.ocl says");
       if (static_cast<uint64_t>(size) > done.shard_sizes[s] &&
           ::truncate(path.c_str(), static_cast<off_t>(done.shard_sizes[s])) != 0)
-        throw std::runtime_error("cannot truncate '" + path + "': " + errno_text());
+        throw std::runtime_error("cannot truncate '" + path + "': " + io::os_error(errno));
     }
     index_ = std::move(done);
-    resumed_ = static_cast<int64_t>(index_.records.size());
   }
   // Shards after the last closed one are what an interruption left: start them again.
   for (uint32_t s = static_cast<uint32_t>(index_.shard_sizes.size());; ++s) {
@@ -337,14 +321,15 @@ void PackWriter::open_shard() {
   const std::string path =
       pack_shard_path(folder_, static_cast<uint32_t>(index_.shard_sizes.size()));
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd_ < 0) throw std::runtime_error("cannot create '" + path + "': " + errno_text());
+  if (fd_ < 0) throw std::runtime_error("cannot create '" + path + "': " + io::os_error(errno));
   shard_bytes_ = 0;
 }
 
 void PackWriter::close_shard() {
   const std::string path =
       pack_shard_path(folder_, static_cast<uint32_t>(index_.shard_sizes.size()));
-  if (::fsync(fd_) != 0) throw std::runtime_error("cannot sync '" + path + "': " + errno_text());
+  if (::fsync(fd_) != 0)
+    throw std::runtime_error("cannot sync '" + path + "': " + io::os_error(errno));
   ::close(fd_);
   fd_ = -1;
   index_.shard_sizes.push_back(shard_bytes_);
@@ -408,9 +393,6 @@ void PackWriter::finish() {
   finished_ = true;
 }
 
-// --------------------------------------------------------------------------------------------
-// Reader
-
 struct PackedDataset::Mapping {
   std::string path;
   const uint8_t* data = nullptr;
@@ -419,18 +401,6 @@ struct PackedDataset::Mapping {
     if (data != nullptr) ::munmap(const_cast<uint8_t*>(data), size);
   }
 };
-
-bool PackedDataset::first_record_matches(int fd, uint32_t shard, uint64_t available) const {
-  for (const auto& r : index_.records) {
-    if (r.shard != shard) continue;
-    if (r.offset + r.size > available) return true;  // nothing to check before the cut
-    std::vector<uint8_t> bytes(r.size);
-    const ssize_t n = ::pread(fd, bytes.data(), bytes.size(), static_cast<off_t>(r.offset));
-    return n == static_cast<ssize_t>(bytes.size()) &&
-           pack_crc32(bytes.data(), bytes.size()) == r.crc32;
-  }
-  return true;
-}
 
 PackedDataset::PackedDataset(const std::string& folder) : folder_(folder) {
   const std::string index_path = pack_index_path(folder_);
@@ -447,41 +417,35 @@ PackedDataset::PackedDataset(const std::string& folder) : folder_(folder) {
     const int fd = ::open(m->path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
       throw std::runtime_error("pack '" + folder_ + "': cannot open " + shard_name(s) + ": " +
-                               errno_text());
+                               io::os_error(errno));
     struct stat st {};
     ::fstat(fd, &st);
     const auto actual = static_cast<uint64_t>(st.st_size);
     const uint64_t expected = index_.shard_sizes[s];
     if (actual != expected) {
-      std::string first;
-      for (size_t i = 0; i < index_.records.size(); ++i) {
-        const auto& r = index_.records[i];
-        if (r.shard == s && r.offset + r.size > actual) {
-          first = ", from record " + std::to_string(i) + " on";
-          break;
+      std::string why = " (the index and the shards do not belong together)";
+      if (actual < expected && !first_record_matches(index_, fd, s, actual)) {
+        why = " and its first record does not match the index's checksum" + why;
+      } else if (actual < expected) {
+        why = " (truncated";
+        for (size_t i = 0; i < index_.records.size(); ++i) {
+          const auto& r = index_.records[i];
+          if (r.shard == s && r.offset + r.size > actual) {
+            why += ", from record " + std::to_string(i) + " on";
+            break;
+          }
         }
-      }
-      // A truncated shard keeps the records before the cut intact; another pack's shard does
-      // not match this index's checksums from its first record on.
-      if (actual < expected && !first_record_matches(fd, s, actual)) {
-        ::close(fd);
-        throw std::runtime_error("pack '" + folder_ + "': " + shard_name(s) + " has " +
-                                 std::to_string(actual) + " bytes, the index says " +
-                                 std::to_string(expected) +
-                                 " and its first record does not match the index's checksum "
-                                 "(the index and the shards do not belong together)");
+        why += ")";
       }
       ::close(fd);
-      throw std::runtime_error(
-          "pack '" + folder_ + "': " + shard_name(s) + " has " + std::to_string(actual) +
-          " bytes, the index says " + std::to_string(expected) +
-          (actual < expected ? " (truncated" + first + ")"
-                             : " (the index and the shards do not belong together)"));
+      throw std::runtime_error("pack '" + folder_ + "': " + shard_name(s) + " has " +
+                               std::to_string(actual) + " bytes, the index says " +
+                               std::to_string(expected) + why);
     }
     if (expected > 0) {
       void* p = ::mmap(nullptr, static_cast<size_t>(expected), PROT_READ, MAP_SHARED, fd, 0);
       if (p == MAP_FAILED) {
-        const std::string why = errno_text();
+        const std::string why = io::os_error(errno);
         ::close(fd);
         throw std::runtime_error("pack '" + folder_ + "': cannot map " + shard_name(s) + ": " +
                                  why);
@@ -515,9 +479,8 @@ std::optional<Image> PackedDataset::load_region(int64_t index, const RegionPlann
                                                 BadSample* error) const {
   const PackRecord& r = record(index);
   const uint8_t* data = shards_[r.shard]->data + r.offset;
-  // The shards are mapped MADV_RANDOM (no read-ahead into other ranks' records); this record's
-  // pages are asked for in one go, so a record not in the page cache is one read, not one per
-  // page fault.
+  // The mapping is MADV_RANDOM; asking for this record's pages in one go makes a record not in
+  // the page cache one read, not one per page fault.
   if (r.size > 0) {
     static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
     const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
@@ -533,13 +496,8 @@ std::optional<Image> PackedDataset::load_region(int64_t index, const RegionPlann
   if (index_.encoding == PackEncoding::Raw) {
     const int h = static_cast<int>(r.height), w = static_cast<int>(r.width);
     const DecodeRegion region = plan ? plan(h, w) : DecodeRegion{};
+    if (region.height <= 0 || region.width <= 0) return Image{h, w, {data, data + r.size}, {}};
     Image image;
-    if (region.height <= 0 || region.width <= 0) {
-      image.height = h;
-      image.width = w;
-      image.pixels.assign(data, data + r.size);
-      return image;
-    }
     // Raw pixels need no decoding: copy just the crop's rows and columns (scale ignored).
     const int top = std::clamp(region.top, 0, h - 1), left = std::clamp(region.left, 0, w - 1);
     image.height = std::clamp(region.height, 1, h - top);
@@ -555,22 +513,15 @@ std::optional<Image> PackedDataset::load_region(int64_t index, const RegionPlann
   }
   std::string reason;
   auto image = decode_image(data, r.size, plan, &reason);
-  if (!image && error != nullptr) {
-    error->index = index;
-    error->path = shards_[r.shard]->path + " record " + std::to_string(index);
-    error->reason = reason;
-  }
+  if (!image && error != nullptr)
+    *error = BadSample{index, shards_[r.shard]->path + " record " + std::to_string(index), reason};
   return image;
 }
 
-uint64_t PackedDataset::bytes() const {
-  uint64_t total = 0;
-  for (uint64_t s : index_.shard_sizes) total += s;
-  return total;
-}
-
 std::string PackedDataset::describe() const {
-  const double mib = static_cast<double>(bytes()) / (1u << 20);
+  uint64_t bytes = 0;
+  for (uint64_t s : index_.shard_sizes) bytes += s;
+  const double mib = static_cast<double>(bytes) / (1u << 20);
   char amount[32];
   if (mib >= 1024) {
     std::snprintf(amount, sizeof amount, "%.2f GiB", mib / 1024);

@@ -15,16 +15,6 @@
 namespace ocl::data {
 namespace {
 
-void check_image(const Image& image, const char* what) {
-  if (image.height <= 0 || image.width <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3) {
-    std::ostringstream msg;
-    msg << what << ": image of " << image.height << "x" << image.width << " holds "
-        << image.pixels.size() << " bytes, expected height*width*3";
-    throw std::invalid_argument(msg.str());
-  }
-}
-
 bool probability(double p) { return std::isfinite(p) && p >= 0.0 && p <= 1.0; }
 
 void check_options(const PhotometricOptions& o) {
@@ -258,7 +248,7 @@ void adjust_saturation(Image& image, double factor) {
 }
 
 void adjust_hue(Image& image, double hue_factor) {
-  check_image(image, "adjust_hue");
+  check_rgb(image, "adjust_hue");
   if (!(hue_factor >= -0.5 && hue_factor <= 0.5))
     throw std::invalid_argument("adjust_hue: factor must be in [-0.5, 0.5], got " +
                                 std::to_string(hue_factor));
@@ -273,12 +263,12 @@ void adjust_hue(Image& image, double hue_factor) {
 }
 
 void to_grayscale(Image& image) {
-  check_image(image, "to_grayscale");
+  check_rgb(image, "to_grayscale");
   apply_augment_op(image, AugmentOp::Color, 0.0, {0, 0, 0});  // the blend's degenerate: L
 }
 
 void gaussian_blur(Image& image, int kernel_size, double sigma) {
-  check_image(image, "gaussian_blur");
+  check_rgb(image, "gaussian_blur");
   if (kernel_size < 1 || kernel_size % 2 == 0 || !(sigma > 0) || !std::isfinite(sigma)) {
     std::ostringstream msg;
     msg << "gaussian_blur: needs an odd kernel size >= 1 and sigma > 0, got " << kernel_size
@@ -300,14 +290,14 @@ void gaussian_blur(Image& image, int kernel_size, double sigma) {
 }
 
 void solarize(Image& image, int threshold) {
-  check_image(image, "solarize");
+  check_rgb(image, "solarize");
   for (auto& v : image.pixels) {
     if (v >= threshold) v = static_cast<uint8_t>(255 - v);
   }
 }
 
 void illumination_gradient(Image& image, double angle, const std::array<double, 3>& amplitude) {
-  check_image(image, "illumination_gradient");
+  check_rgb(image, "illumination_gradient");
   if (!std::isfinite(angle) || !std::isfinite(amplitude[0]) || !std::isfinite(amplitude[1]) ||
       !std::isfinite(amplitude[2]))
     throw std::invalid_argument("illumination_gradient: angle and amplitudes must be finite");
@@ -325,7 +315,7 @@ void illumination_gradient(Image& image, double angle, const std::array<double, 
 }
 
 void add_gaussian_noise(Image& image, double sigma, SampleRng& rng) {
-  check_image(image, "add_gaussian_noise");
+  check_rgb(image, "add_gaussian_noise");
   if (!(sigma >= 0) || !std::isfinite(sigma))
     throw std::invalid_argument("add_gaussian_noise: sigma must be finite and >= 0, got " +
                                 std::to_string(sigma));
@@ -343,7 +333,7 @@ void add_gaussian_noise(Image& image, double sigma, SampleRng& rng) {
 
 void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& rng) {
   check_options(o);
-  check_image(image, "photometric_augment");
+  check_rgb(image, "photometric_augment");
   // Every draw is made whether or not its step applies, so one step's probability does not
   // shift the draws of the next.
   const bool jitter = rng.uniform() < o.jitter.prob;

@@ -77,9 +77,7 @@ std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* r
 }
 
 std::vector<uint8_t> encode_png(const Image& image) {
-  if (image.height <= 0 || image.width <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3)
-    throw std::invalid_argument("encode_png: not an RGB image of its size");
+  check_rgb(image, "encode_png");
   Context ctx(spng_ctx_new(SPNG_CTX_ENCODER));
   if (!ctx) throw std::runtime_error("encode_png: out of memory");
   spng_ihdr ihdr{};

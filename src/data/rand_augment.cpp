@@ -21,16 +21,6 @@ namespace {
 constexpr double kLevelDenom = 10.0;  // timm's _LEVEL_DENOM: magnitudes are on a 0..10 scale
 constexpr double kPythonPi = 3.141592653589793;  // Py_MATH_PI, as math.radians uses
 
-void check_image(const Image& image) {
-  if (image.height <= 0 || image.width <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3) {
-    std::ostringstream msg;
-    msg << "rand_augment: image of " << image.height << "x" << image.width << " holds "
-        << image.pixels.size() << " bytes, expected height*width*3";
-    throw std::invalid_argument(msg.str());
-  }
-}
-
 // ---- point ops: one 256-entry table per channel ----------------------------------------------
 
 using Lut = std::array<std::array<uint8_t, 256>, 3>;
@@ -432,7 +422,7 @@ double augment_level_to_arg(AugmentOp op, double m, bool increasing, bool negate
 
 void apply_augment_op(Image& image, AugmentOp op, double arg, std::array<uint8_t, 3> fill,
                       AffineResample resample) {
-  check_image(image);
+  check_rgb(image, "rand_augment");
   switch (op) {
     case AugmentOp::AutoContrast:
       return autocontrast(image);
@@ -458,7 +448,7 @@ void apply_augment_op(Image& image, AugmentOp op, double arg, std::array<uint8_t
 
 void rand_augment(Image& image, const RandAugmentOptions& o, SampleRng& rng) {
   check_options(o);
-  check_image(image);
+  check_rgb(image, "rand_augment");
   const double upper = o.magnitude_max;
   for (int i = 0; i < o.num_ops; ++i) {
     const auto op = static_cast<AugmentOp>(rng.below(kNumAugmentOps));

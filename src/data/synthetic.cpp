@@ -1,19 +1,12 @@
-// The procedural data set: 16 visual concepts (shapes, textures, layouts) drawn with OpenCV's
-// anti-aliased primitives over a cluttered flat background, with every nuisance drawn from one
-// generator seeded by (seed, split, index).
-//
-// Colours come from small shared palettes on purpose. OCL matches two disjoint patch groups of
-// one image against the rest of the batch; any per-image colour (a random background gradient, a
-// random foreground hue) is visible in both groups and identifies the image by itself, so the
-// encoder learns colour and the kNN monitor stays at a random encoder's level (measured: ~12 %
-// top-1 of 10 classes after 8 quickstart epochs with random colours, and even a ±12 gradient
-// on a shared background keeps it flat). With 2 backgrounds x 2 foregrounds and no gradient,
-// every colour combination appears ~32 times in a batch of 128, and shape is what is left.
-// SyntheticColours::Random brings the per-image colours back (a background gradient between two
-// random colours in a random direction, a random foreground hue and its complement for texture
-// patches, random clutter): the "hard colour" variant on which that failure, and the options
-// against it (model.input_norm: patch, nn/patch_embed.h, which cures it; data/photometric.h's
-// colour augmentation, which removes the shortcut but learns little), can be reproduced.
+// The procedural data set: 16 concepts drawn with OpenCV's anti-aliased primitives over a
+// cluttered flat background, every nuisance from one generator seeded by (seed, split, index).
+// Colours come from small shared palettes on purpose: a per-image colour is visible in both of
+// OCL's patch groups and identifies the image by itself, so the encoder learns colour and the kNN
+// monitor stays at a random encoder's level (measured: ~12 % top-1 of 10 classes after 8
+// quickstart epochs; even a ±12 gradient on a shared background keeps it flat). With 2 x 2
+// colours every combination appears ~32 times in a batch of 128. SyntheticColours::Random brings
+// per-image colours back, to reproduce that failure and its cures (model.input_norm: patch, which
+// cures it; data.photometric, which removes the shortcut but learns little).
 #include "ocl/data/synthetic.h"
 
 #include <algorithm>
@@ -69,7 +62,7 @@ int fixed(double v) { return static_cast<int>(std::lround(v * kFixed)); }
 
 using Rgb = std::array<double, 3>;
 
-// The palettes (see the top of the file): every foreground colour is at least 110 away from
+// The palettes: every foreground colour is at least 110 away from
 // every background, and the two foregrounds are far apart (texture patch vs. texture).
 const std::array<Rgb, 2> kBackgrounds = {{{95, 95, 95}, {35, 35, 45}}};
 const std::array<Rgb, 2> kForegrounds = {{{225, 45, 40}, {40, 190, 70}}};
@@ -103,12 +96,10 @@ struct Colours {
   SyntheticColours mode;
   double hue = 0;  // Random: the foreground's hue, drawn with the background
 
-  // Fills the background: a flat palette colour, or a gradient between two random dark colours
-  // along a random direction.
+  // Fills the background: a flat palette colour (a gradient's direction and end colours would
+  // identify an image from any of its patches), or a gradient between two random dark colours.
   void background(cv::Mat& image, SampleRng& rng) {
     if (mode == SyntheticColours::Palette) {
-      // One flat palette colour (no gradient: its direction and end colours identify an image
-      // from any of its patches).
       image.setTo(scalar(kBackgrounds[static_cast<size_t>(rng.below(kBackgrounds.size()))]));
       return;
     }
@@ -320,48 +311,6 @@ void composite(cv::Mat& image, const cv::Mat& alpha, const Rgb& colour) {
   }
 }
 
-}  // namespace
-
-int64_t SyntheticDataset::max_classes() { return static_cast<int64_t>(kConcepts.size()); }
-
-SyntheticColours parse_synthetic_colours(const std::string& name) {
-  if (name == "palette") return SyntheticColours::Palette;
-  if (name == "random") return SyntheticColours::Random;
-  throw std::invalid_argument("data.synthetic_colours: expected palette | random, got '" + name +
-                              "'");
-}
-
-SyntheticDataset::SyntheticDataset(const SyntheticOptions& options) : options_(options) {
-  if (options.size < 0 || options.image_size < 16 || options.num_classes < 2 ||
-      options.num_classes > max_classes()) {
-    std::ostringstream msg;
-    msg << "synthetic data set: needs size >= 0, image_size >= 16 and 2 <= num_classes <= "
-        << max_classes() << ", got size " << options.size << ", image_size " << options.image_size
-        << ", num_classes " << options.num_classes;
-    throw std::invalid_argument(msg.str());
-  }
-  if (!(options.noise >= 0 && options.noise <= 128) ||
-      !(options.gradient >= 0 && options.gradient <= 255) || options.strokes < 0 ||
-      options.strokes > 16) {
-    std::ostringstream msg;
-    msg << "synthetic data set: needs noise in [0, 128], gradient in [0, 255] and strokes in "
-           "[0, 16], got noise "
-        << options.noise << ", gradient " << options.gradient << ", strokes " << options.strokes;
-    throw std::invalid_argument(msg.str());
-  }
-  names_.assign(kConcepts.begin(), kConcepts.begin() + options.num_classes);
-}
-
-int64_t SyntheticDataset::label(int64_t index) const {
-  if (index < 0 || index >= options_.size) {
-    throw std::out_of_range("synthetic data set: index " + std::to_string(index) +
-                            " out of range [0, " + std::to_string(options_.size) + ")");
-  }
-  return index % options_.num_classes;
-}
-
-namespace {
-
 // Clutter that belongs to no class: a few short lines and small blobs.
 void draw_clutter(cv::Mat& image, Colours& colours, SampleRng& rng) {
   const int S = image.rows;
@@ -451,8 +400,7 @@ void draw_strokes(cv::Mat& image, int count, Colours& colours, SampleRng& rng) {
   }
 }
 
-// The switched nuisances of the scene, before the sensor's noise: strokes on it, the light over
-// it.
+// The switched nuisances of the scene, before the sensor's noise: strokes on it, the light over it.
 void add_scene_nuisances(Image& out, cv::Mat& image, const SyntheticOptions& o, int64_t index) {
   if (o.strokes > 0) {
     SampleRng rng = nuisance_rng(o, kStrokes, index);
@@ -468,15 +416,45 @@ void add_scene_nuisances(Image& out, cv::Mat& image, const SyntheticOptions& o, 
   }
 }
 
-// The switched sensor noise, last.
-void add_sensor_noise(Image& out, const SyntheticOptions& o, int64_t index) {
-  if (o.noise > 0) {
-    SampleRng rng = nuisance_rng(o, kNoise, index);
-    add_gaussian_noise(out, rng.uniform(0, o.noise), rng);
-  }
+}  // namespace
+
+int64_t SyntheticDataset::max_classes() { return static_cast<int64_t>(kConcepts.size()); }
+
+SyntheticColours parse_synthetic_colours(const std::string& name) {
+  if (name == "palette") return SyntheticColours::Palette;
+  if (name == "random") return SyntheticColours::Random;
+  throw std::invalid_argument("data.synthetic_colours: expected palette | random, got '" + name +
+                              "'");
 }
 
-}  // namespace
+SyntheticDataset::SyntheticDataset(const SyntheticOptions& options) : options_(options) {
+  if (options.size < 0 || options.image_size < 16 || options.num_classes < 2 ||
+      options.num_classes > max_classes()) {
+    std::ostringstream msg;
+    msg << "synthetic data set: needs size >= 0, image_size >= 16 and 2 <= num_classes <= "
+        << max_classes() << ", got size " << options.size << ", image_size " << options.image_size
+        << ", num_classes " << options.num_classes;
+    throw std::invalid_argument(msg.str());
+  }
+  if (!(options.noise >= 0 && options.noise <= 128) ||
+      !(options.gradient >= 0 && options.gradient <= 255) || options.strokes < 0 ||
+      options.strokes > 16) {
+    std::ostringstream msg;
+    msg << "synthetic data set: needs noise in [0, 128], gradient in [0, 255] and strokes in "
+           "[0, 16], got noise "
+        << options.noise << ", gradient " << options.gradient << ", strokes " << options.strokes;
+    throw std::invalid_argument(msg.str());
+  }
+  names_.assign(kConcepts.begin(), kConcepts.begin() + options.num_classes);
+}
+
+int64_t SyntheticDataset::label(int64_t index) const {
+  if (index < 0 || index >= options_.size) {
+    throw std::out_of_range("synthetic data set: index " + std::to_string(index) +
+                            " out of range [0, " + std::to_string(options_.size) + ")");
+  }
+  return index % options_.num_classes;
+}
 
 std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
   const int kind = static_cast<int>(label(index));
@@ -484,9 +462,7 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
   // The salt keeps this stream apart from the loader's augmentation seeds (same mixer).
   SampleRng rng(sample_seed(options_.seed ^ 0x73796e7468657469ULL, options_.train ? 0 : 1, index));
 
-  Image out;
-  out.height = out.width = S;
-  out.pixels.resize(static_cast<size_t>(S) * S * 3);
+  Image out{S, S, std::vector<uint8_t>(static_cast<size_t>(S) * S * 3), {}};
   cv::Mat image(S, S, CV_8UC3, out.pixels.data());
 
   Colours colours{options_.colours};
@@ -505,7 +481,10 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
   maybe_occlude(image, f, colours, rng);
   add_scene_nuisances(out, image, options_, index);
   add_pixel_noise(out.pixels, rng);
-  add_sensor_noise(out, options_, index);
+  if (options_.noise > 0) {  // the switched sensor noise, last
+    SampleRng noise_rng = nuisance_rng(options_, kNoise, index);
+    add_gaussian_noise(out, noise_rng.uniform(0, options_.noise), noise_rng);
+  }
   return out;
 }
 

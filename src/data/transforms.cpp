@@ -24,43 +24,31 @@ uint64_t mix64(uint64_t x) {
 // Python's round(): half to even (the current rounding mode, FE_TONEAREST by default).
 int py_round(double x) { return static_cast<int>(std::nearbyint(x)); }
 
-int cv_flag(Interpolation interpolation) {
-  switch (interpolation) {
-    case Interpolation::Nearest:
-      return cv::INTER_NEAREST;
-    case Interpolation::Bilinear:
-      return cv::INTER_LINEAR;
-    case Interpolation::Bicubic:
-      return cv::INTER_CUBIC;
-    case Interpolation::Area:
-      return cv::INTER_AREA;
-  }
-  return cv::INTER_LINEAR;
-}
+// In the order of enum Interpolation.
+constexpr const char* kInterpolationNames[] = {"nearest", "bilinear", "bicubic", "area"};
+constexpr int kCvFlags[] = {cv::INTER_NEAREST, cv::INTER_LINEAR, cv::INTER_CUBIC, cv::INTER_AREA};
+
+int cv_flag(Interpolation interpolation) { return kCvFlags[static_cast<int>(interpolation)]; }
 
 const char* name_of(Interpolation interpolation) {
-  switch (interpolation) {
-    case Interpolation::Nearest:
-      return "nearest";
-    case Interpolation::Bilinear:
-      return "bilinear";
-    case Interpolation::Bicubic:
-      return "bicubic";
-    case Interpolation::Area:
-      return "area";
+  return kInterpolationNames[static_cast<int>(interpolation)];
+}
+
+// The index of `name` in `names`; otherwise throws "<what>: expected a | b | ..., got 'name'".
+template <size_t N>
+int parse_name(const std::string& name, const char* const (&names)[N], const char* what) {
+  std::string expected;
+  for (size_t i = 0; i < N; ++i) {
+    if (name == names[i]) return static_cast<int>(i);
+    expected += (i > 0 ? " | " : "") + std::string(names[i]);
   }
-  return "?";
+  throw std::invalid_argument(std::string(what) + ": expected " + expected + ", got '" + name +
+                              "'");
 }
 
 // A read-only view of an Image's pixels (no copy; cv::Mat wants a non-const pointer).
 cv::Mat view(const Image& image) {
-  if (image.height <= 0 || image.width <= 0 ||
-      image.pixels.size() != static_cast<size_t>(image.height) * image.width * 3) {
-    std::ostringstream msg;
-    msg << "transform: image of " << image.height << "x" << image.width << " holds "
-        << image.pixels.size() << " bytes, expected height*width*3";
-    throw std::invalid_argument(msg.str());
-  }
+  check_rgb(image, "transform");
   return cv::Mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.pixels.data()));
 }
 
@@ -266,19 +254,12 @@ Image resize_image(const Image& image, int height, int width, Interpolation inte
 }
 
 Interpolation parse_interpolation(const std::string& name) {
-  if (name == "nearest") return Interpolation::Nearest;
-  if (name == "bilinear") return Interpolation::Bilinear;
-  if (name == "bicubic") return Interpolation::Bicubic;
-  if (name == "area") return Interpolation::Area;
-  throw std::invalid_argument("interpolation: expected nearest | bilinear | bicubic | area, got '" +
-                              name + "'");
+  return static_cast<Interpolation>(parse_name(name, kInterpolationNames, "interpolation"));
 }
 
 RegionDecode parse_region_decode(const std::string& name) {
-  if (name == "full") return RegionDecode::Full;
-  if (name == "region") return RegionDecode::Region;
-  if (name == "reduced") return RegionDecode::Reduced;
-  throw std::invalid_argument("decode: expected full | region | reduced, got '" + name + "'");
+  static constexpr const char* kNames[] = {"full", "region", "reduced"};  // enum RegionDecode's
+  return static_cast<RegionDecode>(parse_name(name, kNames, "decode"));
 }
 
 uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index) {
@@ -308,14 +289,10 @@ torch::Tensor normalize_images(const torch::Tensor& images_u8, const torch::Devi
   auto x = images_u8.to(device, /*non_blocking=*/images_u8.is_pinned());
   // The arithmetic runs in fp32 (fp64 if asked) and rounds once into a narrower dtype.
   const auto math = dtype == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
-  auto opts = torch::TensorOptions().dtype(math).device(device);
-  auto mean = torch::tensor({kImageNetMean[0], kImageNetMean[1], kImageNetMean[2]}, torch::kFloat64)
-                  .to(opts)
-                  .view({1, 3, 1, 1});
-  auto stdev = torch::tensor({kImageNetStd[0], kImageNetStd[1], kImageNetStd[2]}, torch::kFloat64)
-                   .to(opts)
-                   .view({1, 3, 1, 1});
-  auto y = x.to(math).div_(255.0).sub_(mean).div_(stdev);
+  auto per_channel = [&](const double(&v)[3]) {
+    return torch::tensor({v[0], v[1], v[2]}, torch::kFloat64).to(device, math).view({1, 3, 1, 1});
+  };
+  auto y = x.to(math).div_(255.0).sub_(per_channel(kImageNetMean)).div_(per_channel(kImageNetStd));
   return y.scalar_type() == dtype ? y : y.to(dtype);
 }
 

@@ -1,6 +1,6 @@
 // Data sets of labelled images for pre-training and evaluation: the interface every source
-// (synthetic, ImageFolder, CIFAR binary, later packed shards) implements, and the image type the
-// transforms and the loader pass around. No LibTorch here: decoding is plain C++ and OpenCV.
+// (synthetic, ImageFolder, CIFAR, packed, WebDataset) implements, and the image type the
+// transforms and the loader pass around. No LibTorch here.
 #pragma once
 
 #include <cstdint>
@@ -50,6 +50,9 @@ void set_max_image_pixels(int64_t pixels);  // ≥ 1
 int64_t max_image_pixels();
 /// "" when a height × width image is within the limit, else the reason naming the size and it.
 std::string image_size_refusal(int64_t height, int64_t width);
+/// Throws std::invalid_argument, naming `what`, unless `image` is non-empty and holds
+/// height · width · 3 bytes.
+void check_rgb(const Image& image, const char* what);
 
 /// One failed read: which sample, which file (may be empty), and why.
 struct BadSample {

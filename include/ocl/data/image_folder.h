@@ -1,13 +1,8 @@
-// ImageFolder (torchvision's, ImageNet's `train/<class>/<image>` layout): classes are the
-// sub-folders in sorted name order; images are decoded with OpenCV (JPEG, PNG, WebP, BMP, ...)
-// into 8-bit RGB whatever their depth or channels (grayscale, alpha, 16-bit, CMYK). The file
-// list is cached so that a second start over 1.3 M files takes seconds, not minutes.
-//
-// Differences from torchvision, on purpose: hidden files and folders (".name") are skipped, and
-// a class folder without any image is left out of the class list (torchvision raises an error
-// for it), so labels are the indices of the non-empty class folders in sorted order. Files are
-// ordered as torchvision's make_dataset orders them: folders in sorted path order (symbolic
-// links followed), the files of each folder sorted by name.
+// ImageFolder (torchvision's `train/<class>/<image>` layout): classes are the sub-folders in
+// sorted order, files in torchvision's make_dataset order (folders in sorted path order, links
+// followed, each folder's files by name); hidden files and folders (".name") are skipped. Images
+// decode to 8-bit RGB whatever their depth or channels. The file list is cached, so a second
+// start over 1.3 M files takes seconds.
 #pragma once
 
 #include <cstdint>
@@ -20,10 +15,9 @@ namespace ocl::data {
 
 struct ImageFolderOptions {
   /// File list cache: "" = `<root>/.ocl-filelist.txt` if that folder is writable, otherwise no
-  /// cache; otherwise the path to use. The cache records root's sub-folder names and the
-  /// modification time (s + ns) of every folder under them, and is rebuilt when one changed or
-  /// was modified within 2 s of the scan that wrote it (a change in the same timestamp tick
-  /// would go unseen). Written to a temporary name, then renamed.
+  /// cache; otherwise the path to use. It records root's sub-folder names and the mtime of every
+  /// folder under them, and is rebuilt when one changed or was modified within 2 s of the scan
+  /// that wrote it (a change in the same timestamp tick would go unseen).
   std::string cache_path;
   bool use_cache = true;
 };
@@ -34,7 +28,8 @@ bool has_image_extension(const std::string& filename);
 
 class ImageFolderDataset : public Dataset {
  public:
-  /// Throws std::runtime_error when `root` is missing or holds no class folder with an image.
+  /// Throws std::runtime_error when `root` is missing, holds no class folder with an image, or a
+  /// readable class folder holds none (as torchvision: the labels after it would shift).
   explicit ImageFolderDataset(const std::string& root, const ImageFolderOptions& options = {});
   int64_t size() const override { return static_cast<int64_t>(files_.size()); }
   const std::vector<std::string>& class_names() const override { return classes_; }

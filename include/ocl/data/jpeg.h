@@ -1,9 +1,8 @@
-// JPEG decoding straight through libjpeg-turbo, for the loaders' hot path: the decoder writes
-// RGB itself (no BGR pass and colour conversion afterwards), decodes only the rows and columns a
-// crop drawn before decoding will read, and, when that crop is at least twice its output size,
-// decodes at a reduced DCT scale (1/2, 1/4 or 1/8), which skips most of the inverse DCT and
-// colour work. Images it does not handle (CMYK, 12-bit) go back to the general decoder. Also
-// JPEG encoding (packs, tests), so that no build needs OpenCV's imgcodecs to write a JPEG.
+// JPEG decoding straight through libjpeg-turbo, for the loaders' hot path: RGB written by the
+// decoder, only the rows and columns a crop drawn before decoding will read and, for a crop at
+// least twice its output size, a reduced DCT scale (1/2, 1/4, 1/8) that skips most of the work.
+// CMYK and 12-bit images go back to the general decoder. Also JPEG encoding (packs, tests), so
+// that no build needs OpenCV's imgcodecs to write a JPEG.
 #pragma once
 
 #include <cstddef>

@@ -1,15 +1,7 @@
 // Batch-level augmentations and the loss of MAE's fine-tuning recipe, as timm implements them:
 // RandomErasing (mode 'pixel'), Mixup/CutMix (mode 'batch', with label smoothing) and
-// SoftTargetCrossEntropy. They act on normalised float images [B, 3, H, W] on any device; every
-// random draw comes from a SampleRng seeded by the caller (e.g. from the step), so a run is
-// reproducible and independent of the device.
-//
-//   auto x = normalize_images(batch.images, device);
-//   random_erasing_(x, {}, sample_seed(seed, epoch, step));
-//   MixupOptions mix;
-//   mix.num_classes = 1000;
-//   auto mixed = mix_batch(x, batch.labels.to(device), mix, step_seed);
-//   auto loss = soft_target_cross_entropy(model(mixed.images), mixed.targets);
+// SoftTargetCrossEntropy, on normalised float images [B, 3, H, W] on any device. Every draw comes
+// from a SampleRng seeded by the caller (e.g. from the step): reproducible, device-independent.
 #pragma once
 
 #include <cstdint>

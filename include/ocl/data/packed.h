@@ -1,36 +1,8 @@
-// The packed data set format: one split of a data set (ImageNet's train/ or val/) as a few large
-// shard files of pre-resized images and one binary index, read by memory-mapping the shards.
-// Decoding small pre-resized JPEGs (or copying raw pixels) instead of opening and decoding
-// 1.3 M full-size files is what keeps the loader ahead of a GPU that sees only 60–70 % of the
-// tokens. `ocl_pack` writes packs; `data.dataset: packed` reads them.
-//
-//   ocl::data::PackWriterOptions o;
-//   o.encoding = ocl::data::PackEncoding::Jpeg;
-//   ocl::data::PackWriter writer("packs/imagenet/train", {"n01440764", ...}, o);
-//   writer.add(encoded_jpeg_bytes, label, height, width);   // in record order
-//   writer.finish();                                        // writes index.ocl last
-//   ocl::data::PackedDataset train("packs/imagenet/train");  // a data::Dataset
-//
-// A pack folder holds shard-00000.bin, shard-00001.bin, ... (records back to back, each shard
-// at most max_shard_bytes unless one record is larger) and index.ocl, all little-endian:
-//
-//   header   "OCLPACK1", u32 version (1), u32 encoding (0 JPEG, 1 raw RGB), u64 records,
-//            u32 shards, u32 classes, u64 bytes of class names (each name followed by '\n')
-//   names    the class names
-//   options  u64 length, then the writer's option string (empty in a finished index)
-//   shards   per shard: u64 size in bytes
-//   records  per record: u32 shard, u32 size, u64 offset, i32 label, u16 height, u16 width,
-//            u32 CRC-32 of the payload, u32 index of the image in the source data set
-//   trailer  u32 CRC-32 of everything above, "OCLPACKE"
-//
-// The index is written last and atomically, so a folder with an index is a complete pack. While
-// a pack is being written, progress.ocl (the same layout, records of the shards closed so far,
-// plus the writer's option string) lets an interrupted `ocl_pack` continue where it stopped.
-//
-// Errors name the file and the record: a bad or mismatched index, a shard that is missing or
-// shorter than the index says (truncated) throw when the pack is opened; a payload whose CRC-32
-// differs throws when that record is read. An image that does not decode is a bad sample, as in
-// ImageFolder (the loader skips and counts it).
+// The packed data set format: one split (ImageNet's train/ or val/) as a few large shard files
+// of pre-resized images and one binary index, read by memory-mapping the shards. Decoding small
+// pre-resized JPEGs (or copying raw pixels) instead of 1.3 M full-size files is what keeps the
+// loader ahead of a GPU that sees only 60-70 % of the tokens. `ocl_pack` writes packs
+// (PackWriter); `data.dataset: packed` reads them (PackedDataset).
 #pragma once
 
 #include <cstdint>
@@ -74,6 +46,12 @@ std::string pack_index_path(const std::string& folder);
 std::string pack_progress_path(const std::string& folder);
 std::string pack_shard_path(const std::string& folder, uint32_t shard);
 
+/// An index (index.ocl, progress.ocl), little-endian: "OCLPACK1", u32 version (1), u32 encoding,
+/// u64 records, u32 shards, u32 classes, u64 bytes of class names; the names, each followed by
+/// '\n'; u64 length and the writer's option string; per shard its u64 size; per record the
+/// PackRecord fields in order (32 bytes); u32 CRC-32 of all the above; "OCLPACKE". The shards,
+/// shard-00000.bin, ..., hold the payloads back to back.
+///
 /// Reads and checks an index file (magic, version, sizes, trailer CRC); throws
 /// std::runtime_error naming the file and what is wrong.
 PackIndex read_pack_index(const std::string& path);
@@ -83,38 +61,34 @@ void write_pack_index(const std::string& path, const PackIndex& index);
 /// `image` with its shorter side brought down to `max_short_side` (aspect kept; the longer side
 /// rounded), or unchanged when it is no larger: what a pack stores.
 Image shrink_to_short_side(const Image& image, int max_short_side, Interpolation interpolation);
-// encode_jpeg (what a pack's JPEG records hold) is in ocl/data/jpeg.h, included above.
 
 /// CRC-32 (zlib's polynomial) of `size` bytes.
 uint32_t pack_crc32(const uint8_t* data, size_t size);
 
 struct PackWriterOptions {
   PackEncoding encoding = PackEncoding::Jpeg;
-  uint64_t max_shard_bytes = uint64_t{1} << 30;  // 1 GiB
+  uint64_t max_shard_bytes = uint64_t{1} << 30;  // 1 GiB, unless one record is larger
   /// Recorded in progress.ocl; resuming with different options is refused (the pack would mix
   /// two settings).
   std::string description;
 };
 
-/// Writes one pack folder, record by record in order. Shards are flushed and progress.ocl
-/// rewritten each time a shard closes; finish() closes the last shard, writes index.ocl and
-/// removes progress.ocl.
+/// Writes one pack folder, record by record in order. Shards are flushed and progress.ocl (an
+/// index of the shards closed so far, with the writer's options) rewritten each time a shard
+/// closes; finish() closes the last shard, writes index.ocl atomically and removes progress.ocl,
+/// so a folder with an index is a complete pack.
 class PackWriter {
  public:
   /// Starts a new pack in `folder` (created if needed). With `resume`, continues the pack whose
   /// progress.ocl is there (records of closed shards are kept, a partly written shard is
-  /// discarded); resumed_records() tells how many records it already holds. Throws when the
-  /// folder already holds a finished pack, when the options differ from the progress file's, or
-  /// (without `resume`) when the folder holds a pack in progress.
+  /// discarded). Throws when the folder already holds a finished pack, when the options differ
+  /// from the progress file's, or (without `resume`) when the folder holds a pack in progress.
   PackWriter(const std::string& folder, std::vector<std::string> class_names,
              PackWriterOptions options, bool resume = false);
   ~PackWriter();
   PackWriter(const PackWriter&) = delete;
   PackWriter& operator=(const PackWriter&) = delete;
 
-  /// The number of records already in the pack when it was resumed (0 for a new pack): the
-  /// caller continues with record resumed_records().
-  int64_t resumed_records() const { return resumed_; }
   /// Appends one record: an encoded JPEG, or raw RGB of height · width · 3 bytes. `source` is
   /// the image's index in the source data set (default: the record's own index).
   void add(const uint8_t* data, size_t size, int32_t label, int height, int width,
@@ -138,13 +112,13 @@ class PackWriter {
   PackIndex index_;
   int fd_ = -1;
   uint64_t shard_bytes_ = 0;
-  int64_t resumed_ = 0;
   bool finished_ = false;
 };
 
-/// A pack folder as a data::Dataset: the index is read and checked at construction and the
-/// shards are memory-mapped; load() reads only the pages of the record asked for, so a rank
-/// that loads its share of the indices never touches the other ranks' records.
+/// A pack folder as a data::Dataset: the index is read and checked and the shards memory-mapped
+/// at construction, which throws for a bad index or a missing or truncated shard. load() reads
+/// only the pages of its record (a rank never touches the other ranks' records) and throws when
+/// they fail their CRC-32; an image that does not decode is a bad sample, as in ImageFolder.
 class PackedDataset : public Dataset {
  public:
   explicit PackedDataset(const std::string& folder);
@@ -162,13 +136,8 @@ class PackedDataset : public Dataset {
   std::string describe() const override;
   PackEncoding encoding() const { return index_.encoding; }
   const PackRecord& record(int64_t index) const;
-  /// Total payload bytes (all shards).
-  uint64_t bytes() const;
 
  private:
-  // Whether the shard's first record (when it lies within `available` bytes of `fd`) has the
-  // checksum the index gives it: a truncated shard does, another pack's shard does not.
-  bool first_record_matches(int fd, uint32_t shard, uint64_t available) const;
   struct Mapping;
   std::string folder_;
   PackIndex index_;

@@ -1,18 +1,8 @@
-// Photometric augmentations for pre-training, in torchvision's semantics on 8-bit RGB (its PIL
-// path: ColorJitter's brightness, contrast and saturation are Pillow's ImageEnhance, hue is a
-// shift in Pillow's HSV, RandomGrayscale is Pillow's L, GaussianBlur is torchvision's float32
-// kernel with reflect padding, RandomSolarize is ImageOps.solarize), and the BYOL / MoCo v3
-// recipe built from them.
-//
-// OCL's paper uses none of them: masking makes its two views. They exist for data where the two
-// token groups of an image share a cue that identifies it without its content (a per-image
-// colour cast, a background gradient): the contrastive task is then solved by colour and the
-// encoder learns nothing else. Drawn independently for each group's copy of the crop
-// (`with_photometric` with two views; config `mask.group_views: independent`), they remove the
-// cue the groups share; docs/shortcuts.md says when to use which.
-//
-//   auto t = with_photometric(random_resized_crop({}), {byol_view(0), byol_view(1)});
-//   t->views();                    // 2: apply_views gives the crop twice, drawn apart
+// Photometric augmentations in torchvision's semantics on 8-bit RGB (its PIL path: ColorJitter
+// as Pillow's ImageEnhance and HSV, RandomGrayscale, GaussianBlur, RandomSolarize) and the BYOL /
+// MoCo v3 recipe built from them. OCL needs none (masking makes its views): drawn apart for each
+// token group's copy of the crop (`with_photometric` with two views), they hide a cue the groups
+// share, such as a per-image colour cast (docs/shortcuts.md).
 #pragma once
 
 #include <array>
@@ -48,18 +38,15 @@ struct PhotometricOptions {
   /// with p: each channel gains a ramp of amplitude U[-strength, strength] levels.
   double illumination_prob = 0.0;
   double illumination_strength = 0.0;  // [0, 255]
-  /// Pixel noise (not in torchvision 0.14; v2's GaussianNoise from 0.19 on float images), applied
-  /// last, with p: σ ~ U[0, noise_sigma_max] levels drawn per view, then add_gaussian_noise.
-  /// Drawn for each token group's copy, it gives the two groups unrelated noise levels, so an
-  /// image's own noise level (a sensor's, a compression's) stops being a cue they share.
+  /// Pixel noise (torchvision v2's GaussianNoise), applied last, with p: σ ~ U[0, noise_sigma_max]
+  /// levels, then add_gaussian_noise. Per token group, it hides an image's own noise level.
   double noise_prob = 0.0;
   double noise_sigma_max = 0.0;  // [0, 255] levels
   /// Whether any step can change an image (some probability above 0).
   bool active() const;
-  /// Whether the illumination gradient is on (a probability and a strength above 0); only then
+  /// Whether the gradient / the noise is on (a probability and a strength above 0): only then
   /// are its draws made.
   bool illuminates() const;
-  /// Whether the pixel noise is on (a probability and a σ above 0); only then are its draws made.
   bool adds_noise() const;
 };
 
@@ -104,9 +91,8 @@ void gaussian_blur(Image& image, int kernel_size, double sigma);
 void solarize(Image& image, int threshold);
 /// An uneven light or colour cast (not a torchvision operation): channel c of the pixel at
 /// (x, y) gains amplitude[c] · t, t = ((x + ½)/W − ½)·cos θ + ((y + ½)/H − ½)·sin θ, rounded to
-/// the nearest level (halves away from zero) and clipped to [0, 255]; t spans [−½, ½] along an
-/// axis. A per-image gradient (a vignette, a window's light, a coloured wall's reflection) is
-/// seen by every patch of an image; one drawn per token group hides it from the matching.
+/// the nearest level (halves away from zero) and clipped to [0, 255]. Every patch of an image
+/// sees such a cast; one drawn per token group hides it from the matching.
 void illumination_gradient(Image& image, double angle, const std::array<double, 3>& amplitude);
 
 /// Gaussian pixel noise of `sigma` levels: every channel value v becomes clip(round(v + σ·z)),

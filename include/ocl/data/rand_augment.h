@@ -1,16 +1,7 @@
 // RandAugment as timm implements it (timm/data/auto_augment.py, `rand_augment_transform`), the
-// per-sample colour and geometry augmentation of MAE's fine-tuning recipe
-// (`auto_augment='rand-m9-mstd0.5-inc1'`). Each op reproduces the Pillow call timm makes
-// (ImageOps, ImageEnhance, Image.rotate / Image.transform(AFFINE)) on 8-bit RGB, rounding
-// included, so that an op at a given argument gives Pillow's pixels.
-//
-//   auto train = with_rand_augment(random_resized_crop({}),
-//   parse_rand_augment("rand-m9-mstd0.5-inc1"));
-//
-// Resampling of the affine ops: timm picks bilinear or bicubic at random per op unless the
-// transform factory was given an interpolation, and MAE's build_transform passes
-// interpolation='bicubic', so the recipe resamples bicubically. `RandAugmentOptions::resample`
-// defaults to that; AffineResample::Random gives timm's default behaviour.
+// per-sample augmentation of MAE's fine-tuning recipe. Each op reproduces the Pillow call timm
+// makes on 8-bit RGB, rounding included, so that an op at a given argument gives Pillow's pixels.
+// auto t = with_rand_augment(random_resized_crop({}), parse_rand_augment("rand-m9-mstd0.5-inc1"));
 #pragma once
 
 #include <array>
@@ -48,7 +39,7 @@ inline constexpr int kNumAugmentOps = 15;
 const char* augment_op_name(AugmentOp op);
 
 /// Pillow's resampling filters for the affine ops; Random draws one of the two per op (timm's
-/// `_RANDOM_INTERPOLATION`).
+/// default). MAE's build_transform passes interpolation='bicubic', hence the options' default.
 enum class AffineResample { Bilinear, Bicubic, Random };
 
 struct RandAugmentOptions {

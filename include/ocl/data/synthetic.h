@@ -1,16 +1,8 @@
-// The built-in synthetic data set: procedurally drawn labelled images, deterministic in
-// (seed, split, index), at any size, no files needed. Each class is a visual concept (a shape,
-// texture or layout); every image adds nuisance variation (position, scale, rotation, colour
-// from small shared palettes, background clutter, partial occlusion), so a random encoder
-// separates the classes badly and a trained one well. Colours are shared across images on
-// purpose: a per-image colour would let contrastive pre-training match an image by colour alone.
-// SyntheticColours::Random draws such per-image colours, to reproduce that failure and its cure.
-// The other per-image nuisances, each on its own switch and off by default, are the acquisition
-// signatures of real data that both token groups of an image share: pixel noise of a random
-// strength (a sensor's gain), a lighting gradient (a lamp, a vignette), long clutter strokes
-// (hairs, scratches, cables). Each draws from a stream of its own, so switching one on leaves
-// the rest of an image as it was, and any mix is reproducible (docs/shortcuts.md has pictures).
-// The default data set of the quickstart and of the tests.
+// The built-in synthetic data set (the quickstart's and the tests'): procedurally drawn labelled
+// images, deterministic in (seed, split, index), at any size. Each class is a visual concept (a
+// shape, texture or layout) under nuisance variation (position, scale, rotation, clutter,
+// occlusion), so a random encoder separates the classes badly and a trained one well. Optional
+// per-image cues that both token groups share reproduce a shortcut (docs/shortcuts.md).
 #pragma once
 
 #include <cstdint>
@@ -23,8 +15,7 @@ namespace ocl::data {
 
 /// Where an image's colours come from: Palette (small shared palettes, the default: shape is
 /// what tells images apart) or Random (a per-image background gradient and foreground hue: colour
-/// alone identifies an image, the shortcut a contrastive method falls for without colour
-/// augmentation; the "hard colour" variant).
+/// alone identifies an image, the shortcut a contrastive method falls for; "hard colour").
 enum class SyntheticColours { Palette, Random };
 /// "palette" | "random"; throws std::invalid_argument naming the value.
 SyntheticColours parse_synthetic_colours(const std::string& name);
@@ -36,12 +27,13 @@ struct SyntheticOptions {
   uint64_t seed = 0;
   bool train = true;  // train and held-out splits draw from disjoint seed streams
   SyntheticColours colours = SyntheticColours::Palette;
+  /// Acquisition signatures of real data, each off by default and drawn from a stream of its own
+  /// (switching one on leaves the rest of an image as it was).
   /// Pixel noise: every image draws σ ~ U[0, noise] levels, then Gaussian noise of σ on every
   /// value (data::add_gaussian_noise), after everything else. [0, 128]; 0 = off.
   double noise = 0;
-  /// A lighting gradient over the whole image (object included): a linear ramp along a random
-  /// direction of amplitude U[-gradient, gradient] levels per channel
-  /// (data::illumination_gradient). [0, 255]; 0 = off.
+  /// A lighting gradient over the whole image, object included (data::illumination_gradient in
+  /// a random direction, U[-gradient, gradient] levels per channel). [0, 255]; 0 = off.
   double gradient = 0;
   /// Clutter strokes: this many long thin lines (0.6-1.2 of the side, 1 px at 32 px) across the
   /// image in a random place, direction and clutter colour, over the object. [0, 16]; 0 = off.

@@ -75,10 +75,6 @@ class Transform {
   virtual std::string describe() const = 0;
 };
 
-/// torchvision's RandomResizedCrop(size, scale, ratio) (10 attempts of area share in
-/// [scale_min, scale_max] and log-uniform aspect ratio in [ratio_min, ratio_max], then the
-/// central crop fallback), resized with `interpolation`, then a horizontal flip with p = 0.5
-/// when `hflip`.
 /// How much of a JPEG the crop lets the decoder skip: nothing (Full: decode the whole image),
 /// the rows and columns outside the crop (Region: the same output as Full), or also detail:
 /// Reduced decodes at 1/2, 1/4 or 1/8 scale when the crop is at least twice (4×, 8×) the output
@@ -88,6 +84,10 @@ enum class RegionDecode { Full, Region, Reduced };
 /// "full" | "region" | "reduced"; throws std::invalid_argument naming the value.
 RegionDecode parse_region_decode(const std::string& name);
 
+/// torchvision's RandomResizedCrop(size, scale, ratio) (10 attempts of area share in
+/// [scale_min, scale_max] and log-uniform aspect ratio in [ratio_min, ratio_max], then the
+/// central crop fallback), resized with `interpolation`, then a horizontal flip with p = 0.5
+/// when `hflip`.
 struct RandomResizedCropOptions {
   int size = 224;
   double scale_min = 0.2, scale_max = 1.0;
