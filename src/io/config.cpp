@@ -239,9 +239,6 @@ std::string key_names(const Section& section) {
   return out;
 }
 
-// ---------------------------------------------------------------------------------------------
-// Number text: shortest round-trip form (io/number_text.h), locale-independent both ways.
-
 // As shortest_number(), but always with a '.', so YAML 1.1 readers such as PyYAML also see a float
 // ("1e-05" and "64" would be a string and an int there).
 std::string yaml_double(double v) {
@@ -316,16 +313,18 @@ bool is_plain_scalar(const YAML::Node& node, const char* core_tag) {
   throw ConfigError(path + ": expected " + expected + ", got " + describe(node));
 }
 
-template <typename Int>
-bool parse_integer(std::string text, Int& out) {
+// The whole text in base 10 (an integer type) or the general format (double), with YAML's
+// optional '+'. Out-of-range text (1e999) is an error too: it is not the number that was written.
+template <typename T>
+bool parse_number(std::string text, T& out) {
   if (!text.empty() && text.front() == '+') text.erase(0, 1);
   if (text.empty() || text.front() == '+') return false;
   const char* end = text.data() + text.size();
-  const auto res = std::from_chars(text.data(), end, out, 10);
+  const auto res = std::from_chars(text.data(), end, out);
   return res.ec == std::errc() && res.ptr == end;
 }
 
-bool parse_double(std::string text, double& out) {
+bool parse_double(const std::string& text, double& out) {
   // YAML's spellings of the non-finite values; validation then reports them as out of range.
   static const std::map<std::string, double> special = {
       {".inf", HUGE_VAL},   {".Inf", HUGE_VAL},     {".INF", HUGE_VAL},     {"+.inf", HUGE_VAL},
@@ -335,12 +334,7 @@ bool parse_double(std::string text, double& out) {
     out = it->second;
     return true;
   }
-  if (!text.empty() && text.front() == '+') text.erase(0, 1);
-  if (text.empty() || text.front() == '+') return false;
-  const char* end = text.data() + text.size();
-  const auto res = std::from_chars(text.data(), end, out);
-  // Out-of-range text (1e999) is an error too: it is not the number that was written.
-  return res.ec == std::errc() && res.ptr == end;
+  return parse_number(text, out);
 }
 
 double read_double(const YAML::Node& node, const std::string& path) {
@@ -400,13 +394,13 @@ void assign(const Ref& ref, const YAML::Node& node, const std::string& path) {
     **s = node.Scalar();
   } else if (auto* i = std::get_if<int64_t*>(&ref)) {
     int64_t v = 0;
-    if (!is_plain_scalar(node, "int") || !parse_integer(node.Scalar(), v))
+    if (!is_plain_scalar(node, "int") || !parse_number(node.Scalar(), v))
       type_error(path, node, "an integer");
     **i = v;
   } else if (auto* u = std::get_if<uint64_t*>(&ref)) {
     uint64_t v = 0;
     const bool negative = node.IsScalar() && !node.Scalar().empty() && node.Scalar()[0] == '-';
-    if (!is_plain_scalar(node, "int") || negative || !parse_integer(node.Scalar(), v))
+    if (!is_plain_scalar(node, "int") || negative || !parse_number(node.Scalar(), v))
       type_error(path, node, "a non-negative integer (at most 18446744073709551615)");
     **u = v;
   } else if (auto* d = std::get_if<double*>(&ref)) {
@@ -599,29 +593,6 @@ void require(bool ok, std::initializer_list<std::string> keys, const std::string
   if (!ok) throw Invalid(keys, message);
 }
 
-void greater(const std::string& path, double v, double lo) {
-  require(std::isfinite(v) && v > lo, {path},
-          "must be > " + shortest_number(lo) + ", got " + shortest_number(v));
-}
-void at_least(const std::string& path, double v, double lo) {
-  require(std::isfinite(v) && v >= lo, {path},
-          "must be >= " + shortest_number(lo) + ", got " + shortest_number(v));
-}
-void at_least(const std::string& path, int64_t v, int64_t lo) {
-  require(v >= lo, {path}, "must be >= " + std::to_string(lo) + ", got " + std::to_string(v));
-}
-void in_range(const std::string& path, int64_t v, int64_t lo, int64_t hi) {
-  require(v >= lo && v <= hi, {path},
-          "must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " +
-              std::to_string(v));
-}
-// [lo, hi) when closed_hi is false, [lo, hi] when true.
-void in_range(const std::string& path, double v, double lo, double hi, bool closed_hi) {
-  const bool ok = std::isfinite(v) && v >= lo && (closed_hi ? v <= hi : v < hi);
-  require(ok, {path},
-          "must be in [" + shortest_number(lo) + ", " + shortest_number(hi) +
-              (closed_hi ? "]" : ")") + ", got " + shortest_number(v));
-}
 void one_of(const std::string& path, const std::string& v,
             const std::vector<const char*>& allowed) {
   std::string list;
@@ -701,30 +672,33 @@ void validate_model_and_mask(const Config& c) {
               "or the patch size");
 }
 
-// A key's own rule (Rule) on its value, with the message of the helpers above.
+std::string number(int64_t v) { return std::to_string(v); }
+std::string number(double v) { return shortest_number(v); }
+
+// A key's own rule (Rule) on its value. Integers print whole: shortest_number(1e8) is "1e+08".
 void check_rule(const std::string& path, const Rule& r, const Ref& ref) {
   std::visit(
       [&](auto* p) {
         using T = std::remove_pointer_t<decltype(p)>;
         if constexpr (std::is_same_v<T, std::string>) {
           if (r.kind == Rule::kOneOf) one_of(path, *p, r.words);
-        } else if constexpr (std::is_same_v<T, int64_t>) {
-          if (r.kind == Rule::kAtLeast) at_least(path, *p, static_cast<int64_t>(r.lo));
+        } else if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, double>) {
+          const T v = *p, lo = static_cast<T>(r.lo), hi = static_cast<T>(r.hi);
+          const bool finite = std::isfinite(static_cast<double>(v));
+          const std::string got = ", got " + number(v);
+          const std::string range = "must be in [" + number(lo) + ", " + number(hi);
+          if (r.kind == Rule::kAtLeast)
+            require(finite && v >= lo, {path}, "must be >= " + number(lo) + got);
+          if (r.kind == Rule::kAbove)
+            require(finite && v > lo, {path}, "must be > " + number(lo) + got);
+          if (r.kind == Rule::kAbove && hi > lo)
+            require(v <= hi, {path}, "must be <= " + number(hi) + got);
           if (r.kind == Rule::kClosed)
-            in_range(path, *p, static_cast<int64_t>(r.lo), static_cast<int64_t>(r.hi));
-        } else if constexpr (std::is_same_v<T, double>) {
-          if (r.kind == Rule::kAtLeast) at_least(path, *p, r.lo);
-          if (r.kind == Rule::kAbove) greater(path, *p, r.lo);
-          if (r.kind == Rule::kAbove && r.hi > r.lo) {
-            require(*p <= r.hi, {path},
-                    "must be <= " + shortest_number(r.hi) + ", got " + shortest_number(*p));
-          }
-          if (r.kind == Rule::kClosed) in_range(path, *p, r.lo, r.hi, true);
-          if (r.kind == Rule::kHalfOpen) in_range(path, *p, r.lo, r.hi, false);
-          if (r.kind == Rule::kUnit) {
-            require(std::isfinite(*p) && *p > 0.0 && *p <= 1.0, {path},
-                    "must be in (0, 1], got " + shortest_number(*p));
-          }
+            require(finite && v >= lo && v <= hi, {path}, range + "]" + got);
+          if (r.kind == Rule::kHalfOpen)
+            require(finite && v >= lo && v < hi, {path}, range + ")" + got);
+          if (r.kind == Rule::kUnit)
+            require(finite && v > 0 && v <= 1, {path}, "must be in (0, 1]" + got);
         }
       },
       ref);
@@ -736,8 +710,7 @@ void min_lr_at_most_lr(const std::string& section, double lr, double min_lr) {
               shortest_number(min_lr));
 }
 
-// Every key's own rule (the schema table), then what involves several keys or more than a
-// bound: the model's sizes, the data path, ordered pairs, the device, the RandAugment spec.
+// Every key's own rule (the schema table), then what involves several keys.
 void validate_impl(const Config& c) {
   for (const auto& section : schema()) {
     for (const auto& key : section.keys)
@@ -756,11 +729,12 @@ void validate_impl(const Config& c) {
               (d.dataset == "imagefolder"  ? " (the folder holding train/ and val/)"
                : d.dataset == "webdataset" ? " (the training shards: a pattern or a list file)"
                                            : " (the folder holding the binary batches)"));
-  // Checked here rather than when the first evaluation opens them, an epoch into the run.
-  require(d.dataset != "webdataset" || !d.val_path.empty(), {"data.val_path", "data.dataset"},
-          "required with data.dataset webdataset: the held-out shards, which the kNN monitor, "
-          "fine-tuning's evaluation and the probe read (give the training shards again if there "
-          "are none)");
+  // The kNN monitor may first open them an epoch into a resumed run; the apps that always
+  // evaluate open them at set-up, where data::make_dataset names data.val_path.
+  require(d.dataset != "webdataset" || c.eval.knn_every == 0 || !d.val_path.empty(),
+          {"data.val_path", "data.dataset", "eval.knn_every"},
+          "required with data.dataset webdataset and eval.knn_every > 0: the held-out shards the "
+          "kNN monitor reads (give the training shards again if there are none)");
   require(d.blur == 0 || d.photometric == "none" || d.photometric == "colour",
           {"data.blur", "data.photometric"},
           "must be 0 with data.photometric " + d.photometric +
@@ -801,8 +775,7 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
   Origins origins;
   YAML::Node root;
   try {
-    // Every document is counted: a stray `---` would otherwise drop everything after it without
-    // a word.
+    // A stray `---` would otherwise drop everything after it without a word.
     const auto documents = yaml_documents(yaml_text);
     if (documents.size() > 1)
       throw ConfigError(at_line(source, documents[1].line + 1) + "holds " +

@@ -358,8 +358,8 @@ TEST(Config, CrossFieldChecks) {
   EXPECT_ERROR("model: {depth: -1}", "model.depth: must be >= 0 (0 = the preset's value), got -1");
   EXPECT_ERROR("data: {dataset: imagefolder}", "data.path: required with data.dataset imagefolder");
   EXPECT_ERROR("data: {dataset: cifar10, path: \"\"}", "data.path: required with data.dataset");
-  EXPECT_ERROR("data: {dataset: webdataset, path: \"/d/t-{0..3}.tar\"}",
-               "data.val_path: required with data.dataset webdataset: the held-out shards");
+  EXPECT_ERROR("data: {dataset: webdataset, path: \"/d/t-{0..3}.tar\"}\neval: {knn_every: 1}",
+               "data.val_path: required with data.dataset webdataset and eval.knn_every > 0");
   EXPECT_EQ(config_error_of("data: {dataset: cifar100, path: data/cifar}"), "");
   EXPECT_ERROR("data: {synthetic_classes: 9}",
                "data.synthetic_classes: must be in [10, 64], got 9");
@@ -373,6 +373,20 @@ TEST(Config, CrossFieldChecks) {
       config_error_of("model: {arch: custom, img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, "
                       "num_heads: 2}\nmask: {ratio: 0.5}"),
       "");
+}
+
+// Only the kNN monitor's need for the held-out shards is known from the config: a run that reads
+// no held-out set (pre-training without the monitor, ocl_preview) is not refused for lacking them.
+TEST(Config, WebDatasetNeedsValPathOnlyWhereTheConfigEvaluates) {
+  const std::string shards = "data: {dataset: webdataset, path: \"/d/t-{0..3}.tar\"}\n";
+  EXPECT_EQ(config_error_of(shards), "");
+  EXPECT_EQ(config_error_of(shards + "eval: {knn_every: 0}"), "");
+  EXPECT_EQ(config_error_of(shards + "eval: {knn_every: 5}", {"data.val_path=/d/v-{0..1}.tar"}),
+            "");
+  EXPECT_NE(config_error_of(shards, {"eval.knn_every=5"})
+                .find("override 'eval.knn_every=5': data.val_path: required with data.dataset "
+                      "webdataset and eval.knn_every > 0"),
+            std::string::npos);
 }
 
 TEST(Config, OverridesApplyAfterTheFileInOrder) {

@@ -1,15 +1,8 @@
-// Run configuration: one YAML file mapped onto typed structs, with `--set key.path=value`
-// overrides, validation that names the key path and the allowed range, and derived values
-// (effective batch, absolute lr, tokens per group) computed in one place.
-//
-//   auto cfg = ocl::io::load_config("configs/vitb16.yaml", {"optim.blr=1e-4", "train.epochs=10"});
-//   std::cout << ocl::io::to_yaml(cfg);              // the resolved config, loadable again
-//
-// Every key has a default (the struct initialisers below), so a config file names only what it
-// changes. Unknown keys, wrong types and out-of-range values throw ConfigError, whose message
-// starts with the key path ("optim.blr: must be > 0, got -1"); from parse_config/load_config it
-// is led by where the value came from: "configs/x.yaml:7: optim.blr: …" (file and line) or
-// "override 'optim.blr=-1': optim.blr: …".
+// Run configuration: one YAML file mapped onto typed structs, `--set key.path=value` overrides,
+// and derived values (effective batch, absolute lr, tokens per group) computed in one place.
+// Every key has a default (the initialisers below), so a file names only what it changes. A bad
+// value throws ConfigError led by where it came from and its key path:
+// "configs/x.yaml:7: optim.blr: must be > 0, got -1", "override 'optim.blr=-1': optim.blr: …".
 #pragma once
 
 #include <cstdint>
@@ -19,15 +12,13 @@
 
 namespace ocl::io {
 
-/// A bad config: the message names the key path (and the file when there is one).
 class ConfigError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 struct ModelConfig {
-  /// A ViT preset (nn::vit_preset names: vit_tiny_patch16 … vit_huge_patch14, vit_s16 …) or
-  /// "custom" (then patch_size, embed_dim, depth, num_heads are required).
+  /// A ViT preset (io::vit_preset_names) or "custom" (then the four sizes below are required).
   std::string arch = "vit_base_patch16";
   int64_t img_size = 224;
   /// 0 = the preset's value; with "custom" they must be set. embed_dim % num_heads == 0,
@@ -39,27 +30,22 @@ struct ModelConfig {
   double mlp_ratio = 4.0;          // > 0
   double drop_path = 0.0;          // [0, 1)
   bool freeze_patch_embed = true;  // paper §2.1
-  /// none (the paper) | patch: every p×p patch of every channel is standardised over its own
-  /// pixels before the patch embedding (nn::InputNorm), which takes away the flat colour a patch
-  /// shares with its image: the option for data whose per-image colour is a shortcut
-  /// (docs/shortcuts.md). Part of the model: the evaluation apps need the same value, and the
-  /// weights file records it (a mismatch is refused when loading). Needs patch_size >= 2.
+  /// none (the paper) | patch: each p×p patch of each channel standardised over its own pixels
+  /// before the embedding (nn::InputNorm), for data whose per-image colour is a shortcut
+  /// (docs/shortcuts.md). The weights file records it (a mismatch is refused). patch_size >= 2.
   std::string input_norm = "none";
-  /// > 0, finite, in the units of the model's input (pixels on [0, 1] minus ImageNet's mean,
-  /// over its std: one grey level is ~0.017): a patch whose variance is small against it (a
-  /// smooth gradient, noise) stays faint instead of being scaled to unit variance.
+  /// > 0, in standardised pixels (one grey level is ~0.017): a patch of small variance (a smooth
+  /// gradient, noise) stays faint instead of being scaled to unit variance.
   double input_norm_eps = 0.25;
-  /// ocl::ops' fused operations in the encoder (residual add + LayerNorm, linear + GELU with a
-  /// fused backward): their CUDA kernels on a GPU where the build has them, the same arithmetic
-  /// as ATen composites elsewhere. Off until a GPU measurement shows it pays (docs/performance.md).
+  /// ocl::ops' fused encoder operations (residual add + LayerNorm, linear + GELU); off until a
+  /// GPU measurement shows it pays (docs/performance.md).
   bool fused = false;
 };
 
 struct MaskConfig {
   double ratio = 0.3;  // [0, 1); the model also checks that ≥ 2 tokens stay
-  /// Where the two token groups take their patches from: shared (the paper: one image) |
-  /// independent (two copies of the crop, each with its own draw of data.photometric; same
-  /// geometry, so positions and disjointness are unchanged; one more patch embedding).
+  /// shared (the paper: both token groups from one image) | independent (two copies of the crop,
+  /// each with its own draw of data.photometric; same geometry, one more patch embedding).
   std::string group_views = "shared";
 };
 
@@ -74,13 +60,12 @@ struct LossConfig {
 struct DataConfig {
   /// synthetic | imagefolder | packed | webdataset | cifar10 | cifar100
   std::string dataset = "synthetic";
-  /// imagefolder: the root holding train/ and val/ (ImageNet layout); packed: the folder
-  /// ocl_pack wrote (train/ and val/ packs); webdataset: the training shards, a brace pattern
-  /// (train-{000000..001023}.tar) or a file listing them (data/webdataset.h); cifar: the folder
-  /// holding the binary batches. Unused (may be empty) for synthetic.
+  /// imagefolder: the root of train/ and val/; packed: ocl_pack's folder; webdataset: the
+  /// training shards, a brace pattern (train-{000000..001023}.tar) or a list file; cifar: the
+  /// binary batches' folder. Unused for synthetic.
   std::string path;
-  /// webdataset: the held-out shards (what the kNN monitor, fine-tuning's evaluation and the
-  /// probe read), as data.path; required with webdataset, unused otherwise.
+  /// webdataset: the held-out shards, as data.path, for whatever evaluates (the kNN monitor,
+  /// fine-tuning, the probe); required with eval.knn_every > 0, else where the set is opened.
   std::string val_path;
   std::string augment = "rrc_flip";  // rrc_flip | none (none: Resize + CenterCrop)
   double crop_scale_min = 0.2;       // (0, crop_scale_max]
@@ -90,47 +75,36 @@ struct DataConfig {
   std::string interpolation = "bicubic";  // bicubic | bilinear | area | nearest
   bool hflip = true;                      // with rrc_flip
   /// Pre-training's colour augmentation after the crop (data/photometric.h): none (the paper) |
-  /// byol (BYOL / MoCo v3: colour jitter, grayscale, blur, solarisation, the blur scaled to
-  /// model.img_size; with mask.group_views independent the two copies get BYOL's two views) |
-  /// simclr (SimCLR's colour strength 1) | colour (jitter and grayscale only).
+  /// byol (BYOL / MoCo v3's two views with mask.group_views independent) | simclr (colour
+  /// strength 1) | colour (jitter and grayscale only).
   std::string photometric = "none";
-  /// Pre-training: an illumination gradient drawn for each copy of the crop, before
-  /// data.photometric (data::illumination_gradient): each channel gains a linear ramp in a random
-  /// direction of amplitude U[-v, v] levels; 0 = off, [0, 255].
+  /// Pre-training, per copy of the crop, each 0 = off: a lighting ramp of amplitude U[-v, v]
+  /// levels per channel before data.photometric ([0, 255]); Gaussian noise of σ ~ U[0, v] levels
+  /// after it ([0, 255]); a blur of σ ~ U[min(0.1, v), v] crop pixels with photometric none or
+  /// colour ([0, 16]).
   double illumination = 0;
-  /// Pre-training: Gaussian pixel noise for each copy of the crop, after data.photometric
-  /// (data::add_gaussian_noise): σ drawn U[0, v] levels per copy; 0 = off, [0, 255].
   double noise = 0;
-  /// Pre-training: a Gaussian blur for each copy of the crop, with data.photometric none or
-  /// colour (byol and simclr blur on their own): σ drawn U[min(0.1, v), v] pixels of the crop per
-  /// copy, a kernel of 2·⌈3v⌉ + 1 taps; 0 = off, [0, 16].
   double blur = 0;
-  /// What of a JPEG RandomResizedCrop decodes: reduced (the crop's region, at 1/2, 1/4 or 1/8
-  /// scale when the crop is 2×, 4×, 8× the image size) | region (the crop's region at full
-  /// scale: the same pixels as full) | full (the whole image). See data::RegionDecode.
+  /// What of a JPEG RandomResizedCrop decodes (data::RegionDecode): reduced (the crop's region
+  /// at 1/2, 1/4 or 1/8 scale when that is enough) | region (full scale) | full (whole image).
   std::string decode = "reduced";
-  int64_t workers = 4;   // [1, 1024] decode/augment threads
-  int64_t prefetch = 4;  // ≥ 1 batches queued ahead
-  /// Share of unreadable images tolerated before the run stops, [0, 1].
-  double max_bad_fraction = 0.01;
-  /// ≥ 1: a JPEG or PNG larger than this (height × width) is refused from its header, a bad
-  /// sample (data::set_max_image_pixels; the default is Pillow's decompression-bomb limit).
+  int64_t workers = 4;             // [1, 1024] decode/augment threads
+  int64_t prefetch = 4;            // ≥ 1 batches queued ahead
+  double max_bad_fraction = 0.01;  // [0, 1] unreadable images tolerated before the run stops
+  /// ≥ 1: a JPEG or PNG of more pixels is a bad sample (Pillow's decompression-bomb limit).
   int64_t max_image_pixels = 178956970;
   /// Synthetic data set: images in the train and held-out splits, and classes (≥ 10).
   int64_t synthetic_train_size = 50000;
   int64_t synthetic_val_size = 10000;
   int64_t synthetic_classes = 10;
-  /// Synthetic data set colours: palette (shared palettes: shape is what identifies an image) |
-  /// random (per-image colours: colour identifies an image, the shortcut OCL alone falls for).
+  /// palette (shape identifies an image) | random (per-image colours: the shortcut OCL falls for).
   std::string synthetic_colours = "palette";
-  /// Synthetic per-image nuisances (data/synthetic.h), each off at 0: pixel noise of σ ~ U[0, v]
-  /// levels ([0, 128]); a lighting gradient of amplitude U[-v, v] levels per channel ([0, 255]);
-  /// v clutter strokes across the image ([0, 16]).
+  /// Per-image nuisances (data/synthetic.h), each off at 0: noise of σ ~ U[0, v] levels
+  /// ([0, 128]), a lighting gradient of U[-v, v] levels per channel ([0, 255]), v strokes (≤ 16).
   double synthetic_noise = 0;
   double synthetic_gradient = 0;
   int64_t synthetic_strokes = 0;
-  /// Folder of the ImageFolder file-list cache (.ocl-filelist-<split>.txt); empty = data.path
-  /// when it is writable, else ocl_pretrain uses its output folder.
+  /// Folder of the ImageFolder file-list cache; empty = data.path (or the output folder).
   std::string cache_dir;
 };
 
@@ -147,17 +121,15 @@ struct OptimConfig {
   double warmup_epochs = 40;  // ≥ 0, may be fractional
   int64_t accum_iter = 1;     // ≥ 1 micro-batches per optimiser step
   double clip_grad = 0.0;     // ≥ 0, 0 = no clipping (norm is still logged)
-  /// auto | on | off: the AdamW step of pre-training and fine-tuning through at::_fused_adamw_
-  /// (one kernel per group; CUDA with LibTorch ≥ 2.0, CPU ≥ 2.6). auto = fused where available;
-  /// on = error where not. The optimiser state and checkpoints are the same either way.
+  /// auto | on | off: the AdamW step through at::_fused_adamw_ (optim::resolve_fused_adamw);
+  /// the optimiser state and checkpoints are the same either way.
   std::string fused = "auto";
 };
 
 struct TrainConfig {
   int64_t epochs = 800;     // ≥ 1
   int64_t batch_size = 64;  // ≥ 2 per process and micro-batch
-  /// Cap on the optimiser steps of every training epoch (0 = the whole data set): pre-training,
-  /// fine-tuning and the linear probe (both its paths) alike. Short runs and tests.
+  /// Cap on the optimiser steps of every training epoch of every app (0 = the whole data set).
   int64_t steps_per_epoch = 0;
   uint64_t seed = 0;
   std::string output_dir = "runs/default";
@@ -165,15 +137,13 @@ struct TrainConfig {
   int64_t keep_last = 2;           // ≥ 1 checkpoints kept
   std::string device = "auto";     // auto | cpu | cuda | cuda:N
   std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
-  /// TF32 tensor cores for fp32 matmuls and convolutions on CUDA (what autocast leaves in fp32:
-  /// the loss, LayerNorm, and every matmul under precision fp32). No effect on CPU.
+  /// TF32 tensor cores for what stays fp32 on CUDA (the loss, LayerNorm, matmuls under fp32).
   bool tf32 = true;
   int64_t threads = 0;                // ≥ 0 intra-op threads, 0 = one per core
   std::string on_nonfinite = "stop";  // stop | skip
   int64_t max_nonfinite_skips = 10;   // ≥ 0 with skip
-  /// step: each step's figures are read on the host before its update (one wait a step);
-  /// deferred: the non-finite check is made on the device (the fused AdamW skips the update) and
-  /// the figures are read while the next step runs, so that no step waits for the host.
+  /// step: each step's figures read on the host before its update (one wait a step) | deferred:
+  /// the non-finite check on the device (optim::DeviceSkip), figures read during the next step.
   std::string host_sync = "step";
 };
 
@@ -184,12 +154,10 @@ struct DistConfig {
   double timeout_s = 600;
   double bucket_mb = 25;       // > 0: gradient all-reduce bucket size (DDP's bucket_cap_mb)
   double first_bucket_mb = 1;  // > 0: the first bucket, small so communication starts early
-  /// Start each bucket's all-reduce during backward (true), or all of them after backward
-  /// (false: for CPU processes that have no core to spare for communication; see
-  /// docs/pretraining.md).
+  /// Each bucket's all-reduce during backward (true), or all after it (false: CPU processes with
+  /// no core to spare for communication; docs/pretraining.md).
   bool overlap = true;
-  /// ≥ 0: every N optimiser steps (0 = never) the ranks compare checksums of their parameters
-  /// and stop with an error naming the first parameter that differs.
+  /// ≥ 0: every N steps (0 = never) the ranks compare parameter checksums and stop on a difference.
   int64_t verify_every = 0;
 };
 
@@ -199,19 +167,17 @@ struct EvalConfig {
   double knn_t = 0.07;    // > 0
   int64_t knn_train_size = 10000;  // ≥ 1: train images used as the kNN memory bank (a subset)
   int64_t knn_val_size = 2000;     // ≥ 1: held-out images scored
-  /// The shortcut alarm (pre-training with the kNN monitor on): a warning when an epoch's mean
-  /// contrastive accuracy is ≥ shortcut_accuracy while kNN top-1 has gained less than
-  /// shortcut_knn_gain points since the first monitor run or over the last shortcut_window
-  /// monitor runs (engine::shortcut_warning).
+  /// The shortcut alarm (engine::shortcut_warning): a warning when an epoch's contrastive accuracy
+  /// is ≥ shortcut_accuracy while kNN top-1 gained < shortcut_knn_gain points since the first
+  /// monitor run or over the last shortcut_window runs.
   bool shortcut_alarm = true;
   double shortcut_accuracy = 0.9;  // (0, 1]
   double shortcut_knn_gain = 2.0;  // ≥ 0, percentage points
   int64_t shortcut_window = 2;     // ≥ 1 monitor runs
 };
 
-/// The linear probe (ocl_linprobe; MAE's main_linprobe, PAPER.md "Linear probing"): a
-/// BatchNorm + Linear head on the frozen encoder's CLS feature, trained with LARS. Data, model,
-/// device, seed and logging come from the other sections.
+/// The linear probe (ocl_linprobe; MAE's main_linprobe, docs/method.md "Linear probing"): a
+/// BatchNorm + Linear head on the frozen encoder's CLS feature, trained with LARS.
 struct LinprobeConfig {
   int64_t epochs = 90;        // ≥ 1
   int64_t batch_size = 512;   // ≥ 2 per process and micro-batch
@@ -223,17 +189,16 @@ struct LinprobeConfig {
   double weight_decay = 0.0;  // ≥ 0, on the Linear weight only (MAE's probe uses 0)
   /// Output folder; empty = <train.output_dir>/linprobe.
   std::string output_dir;
-  /// Extract the features once (train split through the eval transform, no augmentation) and
-  /// train the head on them in memory: much faster, but not MAE's protocol.
+  /// Features extracted once (no augmentation) and the head trained in memory: much faster, but
+  /// not MAE's protocol.
   bool cached_features = false;
   int64_t save_every = 10;  // ≥ 1 epochs between checkpoints (and always at the end)
   int64_t keep_last = 2;    // ≥ 1 checkpoints kept
 };
 
-/// Full fine-tuning (ocl_finetune; MAE's main_finetune, PAPER.md "Fine-tuning"): the whole ViT
-/// with a new head, layer-wise lr decay, AdamW, drop path, RandAugment, random erasing, mixup /
-/// cutmix with label smoothing. Defaults are MAE's ViT-B recipe; data, model sizes, device,
-/// seed and logging come from the other sections.
+/// Full fine-tuning (ocl_finetune; MAE's main_finetune, docs/method.md "Fine-tuning"): the whole
+/// ViT with a new head, layer-wise lr decay, RandAugment, erasing, mixup / cutmix, label
+/// smoothing. Defaults are MAE's ViT-B recipe.
 struct FinetuneConfig {
   int64_t epochs = 100;        // ≥ 1
   int64_t batch_size = 32;     // ≥ 2 per process and micro-batch (even with mixup / cutmix)
@@ -270,8 +235,7 @@ struct LogConfig {
   int64_t every = 20;             // ≥ 1 steps between log lines / metrics records
   std::string level = "info";     // trace | debug | info | warn | error
   std::string progress = "auto";  // auto (status line on a terminal) | bar | lines
-  /// TensorBoard event file in the output folder (rank 0), beside metrics.jsonl.
-  bool tensorboard = true;
+  bool tensorboard = true;        // a TensorBoard event file beside metrics.jsonl (rank 0)
 };
 
 struct Config {
@@ -297,14 +261,12 @@ struct DerivedConfig {
   double lr = 0.0;              // optim.lr if > 0, else blr · effective_batch / 256
 };
 
-/// Parses YAML text onto the defaults, applies `overrides` ("a.b=v", v parsed as YAML: so
-/// "optim.blr=1e-4", "data.augment=none", "model.freeze_patch_embed=false",
-/// "optim.betas=[0.9, 0.999]"), in order, then validates. `source` leads messages about the text
-/// (a file path, or "<string>"; "" for none); an error caused by an override names the override.
-/// An empty text is a valid config of defaults.
+/// Parses YAML text onto the defaults, applies `overrides` ("a.b=v", v parsed as YAML, e.g.
+/// "optim.betas=[0.9, 0.999]") in order, then validates. `source` leads messages about the text
+/// ("" for none). An empty text is a valid config of defaults.
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
                     const std::string& source = "<string>");
-/// Reads `path` and calls parse_config; a missing or unreadable file is a ConfigError.
+/// Reads `path` and calls parse_config; a missing, unreadable or empty file is a ConfigError.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 /// Throws ConfigError for the first invalid value (key path, value, allowed range).
 void validate(const Config& config);
@@ -318,8 +280,7 @@ std::string to_yaml(const Config& config);
 /// to_yaml plus a commented block of derived values (for --print-config and the run folder).
 std::string to_yaml_with_derived(const Config& config, const DerivedConfig& derived);
 
-/// Field-wise equality (doubles compared with ==): tests, and the check that an output folder
-/// holds this run's config and not another's.
+/// Field-wise equality (doubles compared with ==).
 bool operator==(const Config& a, const Config& b);
 bool operator!=(const Config& a, const Config& b);
 /// A key whose value differs between two configs, both values as to_yaml writes them.
@@ -331,8 +292,7 @@ struct ConfigChange {
 std::vector<std::string> config_keys();
 /// Every key path whose values differ, in to_yaml order.
 std::vector<ConfigChange> config_changes(const Config& a, const Config& b);
-/// config_changes as one line ("optim.blr: 0.00015 vs 1.0e-04; log.level: info vs warn");
-/// empty when a == b.
+/// config_changes as one line ("optim.blr: 0.00015 vs 1.0e-04; log.level: info vs warn").
 std::string config_difference(const Config& a, const Config& b);
 
 }  // namespace ocl::io
