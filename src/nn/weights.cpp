@@ -80,25 +80,6 @@ std::string by_prefix(const std::vector<std::string>& names) {
   return out;
 }
 
-}  // namespace
-
-std::string EncoderLoadReport::describe() const {
-  if (!loaded) return "encoder weights: none (random initialisation kept)";
-  std::ostringstream s;
-  s << "encoder weights: " << tensors_loaded << " tensors from " << path;
-  if (!source.empty()) s << " (converted from " << source << ")";
-  std::vector<std::string> notes;
-  if (!dropped.empty()) notes.push_back("dropped " + by_prefix(dropped));
-  if (!left_at_init.empty()) notes.push_back("left at init " + by_prefix(left_at_init));
-  if (!pos_embed_resampled.empty()) {
-    notes.push_back("pos_embed resampled bicubically " + pos_embed_resampled);
-  }
-  for (size_t i = 0; i < notes.size(); ++i) s << (i == 0 ? "\n  " : "; ") << notes[i];
-  return s.str();
-}
-
-namespace {
-
 // The weights file's input standardisation must be the model's: the same tensors read other
 // pixels otherwise, and the features are silently wrong. A file without the key (timm, MAE,
 // converted checkpoints, ocl's before the option) was trained on plain pixels.
@@ -163,6 +144,21 @@ void resample_positions_if_needed(io::TensorMap& tensors, const io::TensorMap& m
 
 }  // namespace
 
+std::string EncoderLoadReport::describe() const {
+  if (!loaded) return "encoder weights: none (random initialisation kept)";
+  std::ostringstream s;
+  s << "encoder weights: " << tensors_loaded << " tensors from " << path;
+  if (!source.empty()) s << " (converted from " << source << ")";
+  std::vector<std::string> notes;
+  if (!dropped.empty()) notes.push_back("dropped " + by_prefix(dropped));
+  if (!left_at_init.empty()) notes.push_back("left at init " + by_prefix(left_at_init));
+  if (!pos_embed_resampled.empty()) {
+    notes.push_back("pos_embed resampled bicubically " + pos_embed_resampled);
+  }
+  for (size_t i = 0; i < notes.size(); ++i) s << (i == 0 ? "\n  " : "; ") << notes[i];
+  return s.str();
+}
+
 EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std::string& path,
                                        const EncoderLoadOptions& options) {
   EncoderLoadReport report;
@@ -189,16 +185,12 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
   const io::TensorMap module = io::state_dict(*encoder);
   const std::vector<std::string> allowed_missing =
       avg_pool ? std::vector<std::string>{"head.", "fc_norm."} : std::vector<std::string>{"head."};
-  auto may_be_missing = [&](const std::string& name) {
-    for (const auto& prefix : allowed_missing) {
-      if (starts_with(name, prefix)) return true;
-    }
-    return false;
-  };
   for (const auto& kv : module) {
-    if (!tensors.count(kv.first) && may_be_missing(kv.first)) {
-      report.left_at_init.push_back(kv.first);
-    }
+    const std::string& name = kv.first;
+    const bool may_be_missing =
+        std::any_of(allowed_missing.begin(), allowed_missing.end(),
+                    [&](const std::string& p) { return starts_with(name, p); });
+    if (!tensors.count(name) && may_be_missing) report.left_at_init.push_back(name);
   }
 
   resample_positions_if_needed(tensors, module, options, report);

@@ -1,10 +1,7 @@
-// A torch::nn::Linear applied as one fused operation, for the transformer's hot path.
-//
-// LibTorch's C++ Linear (torch::nn::functional::linear) runs a matmul and then adds the bias in
-// place whenever the input has more than two dimensions: a second pass over the whole output,
-// which under bf16 autocast also converts the fp32 bias element by element (measured on an H100:
-// about a fifth of ViT-L/16's step, docs/performance.md). at::linear, what PyTorch's F.linear
-// calls, folds the leading dimensions into one GEMM whose epilogue adds the bias.
+// A torch::nn::Linear applied as one GEMM whose epilogue adds the bias (at::linear, as PyTorch's
+// F.linear): LibTorch's C++ Linear adds the bias in a second pass over a >2-D output, which under
+// bf16 autocast also converts the fp32 bias element by element (about a fifth of ViT-L/16's step
+// on an H100, docs/performance.md).
 #pragma once
 
 #include <torch/nn/modules/linear.h>

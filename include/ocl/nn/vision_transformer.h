@@ -61,9 +61,8 @@ VisionTransformerOptions vit_small_patch16(int64_t img_size = 224);  // D 384,  
 VisionTransformerOptions vit_base_patch16(int64_t img_size = 224);   // D 768,  depth 12, 12 heads
 VisionTransformerOptions vit_large_patch16(int64_t img_size = 224);  // D 1024, depth 24, 16 heads
 VisionTransformerOptions vit_huge_patch14(int64_t img_size = 224);   // D 1280, depth 32, 16 heads
-/// Preset by name: "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16",
-/// "vit_large_patch16", "vit_huge_patch14" (also the short forms "vit_t16", "vit_s16",
-/// "vit_b16", "vit_l16", "vit_h14"). Throws naming the unknown value and the known ones.
+/// Preset by name (io::vit_preset_names: the above and "vit_t16" ... "vit_h14"); throws naming
+/// the unknown value and the known ones.
 VisionTransformerOptions vit_preset(const std::string& name, int64_t img_size = 224);
 
 /// Submodules and tensors (timm names): patch_embed.proj, cls_token [1,1,D] (parameter),
@@ -76,9 +75,8 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   /// MAE's initialisation: Xavier-uniform Linear weights and zero biases, LayerNorm 1/0,
   /// cls_token ~ N(0, 0.02²), patch embedding as PatchEmbed, sin-cos positions.
   void reset_parameters();
-  /// Recomputes the fixed sin-cos table into `pos_embed` in its current dtype and device (the
-  /// table is computed in float64): call it after converting the model to float64, which would
-  /// otherwise keep a float32-rounded table.
+  /// Recomputes the sin-cos table into `pos_embed` from float64: after converting the model to
+  /// float64, which would otherwise keep a float32-rounded table.
   void reset_pos_embed();
 
   /// images [B, C, H, W] → patch tokens with their positions added [B, N, D].
