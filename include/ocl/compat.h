@@ -1,23 +1,7 @@
-// compat.h: the one place that knows LibTorch 1.13 from 2.x. Everything else in ocl calls
-// these helpers instead of testing TORCH_VERSION_* itself.
-//
-// clang-format off
-// Differences handled here (see ../shared/LIBTORCH_NOTES.md):
-//   attention    1.13 has no public SDPA: softmax(q·kᵀ/√d)·v by hand; 2.x:
-//                at::scaled_dot_product_attention
-//   autocast     1.13: set_enabled / set_cpu_enabled; 2.4+: set_autocast_enabled(device, ·)
-//   zero-grad    Optimizer::zero_grad() sets grads to undefined on 2.x: zero in place ourselves
-//   fused AdamW  at::_fused_adamw_ exists from 2.0 only (kHasFusedAdamW), with a CUDA kernel
-//                from 2.0 and a CPU kernel from 2.6 (as far as this project checks):
-//                fused_adamw_supported(), fused_adamw_()
-//   optimiser    Optimizer::state() is keyed by a string of the TensorImpl address on 1.13, by
-//                the address itself on 2.x: optimizer_state_key()
-//   LayerNorm    1.13's CPU kernel rejects a bf16 input with fp32 weights (autocast leaves
-//                layer_norm uncast there): layer_norm() upcasts, as CUDA autocast does
-// The c10d differences (ProcessGroup vs Backend, TCPStoreOptions::useLibUV, Gloo's missing
-// flat collectives on 1.13) live in src/distributed/communicator.cpp, so that ocl's public headers
-// need no Gloo or NCCL headers.
-// clang-format on
+// The one place that knows LibTorch 1.13 from 2.x (attention, autocast, fused AdamW, optimiser
+// state keys, LayerNorm of mixed dtypes, gradient zeroing): the rest of ocl calls these helpers
+// instead of testing TORCH_VERSION_* itself. The c10d differences live in
+// src/distributed/communicator.cpp, so that ocl's public headers need no Gloo or NCCL headers.
 #pragma once
 
 #include <memory>
@@ -46,13 +30,11 @@ inline constexpr bool kHasFusedAdamW = OCL_TORCH_AT_LEAST(2, 0);
 /// and tests against).
 bool fused_adamw_supported(c10::DeviceType device);
 
-/// One at::_fused_adamw_ call (amsgrad and maximize off, no grad scaler): the update
-/// torch.optim.AdamW(fused=True) makes for tensors of one device and dtype. `state_steps` are
-/// float32 0-d tensors on the parameters' device holding the step number *after* this update
-/// (the caller increments, as PyTorch's optimiser does); an entry may be shared by several
-/// parameters. Throws where fused_adamw_supported() is false. `found_inf` (optional, a float32
-/// 0-d tensor on the parameters' device): where it holds 1 the kernel leaves everything as it
-/// was, decided on the device without the host reading it.
+/// One at::_fused_adamw_ call (amsgrad and maximize off, no grad scaler) for tensors of one
+/// device and dtype, as torch.optim.AdamW(fused=True). `state_steps`: float32 0-d tensors on the
+/// parameters' device holding the step number after this update (entries may be shared).
+/// `found_inf` (optional, the same kind): where it holds 1 the kernel leaves everything as it
+/// was, decided on the device. Throws where fused_adamw_supported() is false.
 void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                   at::TensorList exp_avg_sqs, at::TensorList state_steps, double lr, double beta1,
                   double beta2, double weight_decay, double eps,
@@ -85,9 +67,9 @@ class SdpaBackendScope {
 /// SDPA path is tested against.
 at::Tensor attention_explicit(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-/// LayerNorm over the last dimension that accepts an input whose dtype differs from the
-/// weight's (a bf16 activation under autocast with fp32 weights): the input is upcast and the
-/// result has the weight's dtype, as under CUDA autocast, where layer_norm runs in fp32.
+/// LayerNorm over the last dimension of an input whose dtype may differ from the weight's (1.13's
+/// CPU kernel rejects bf16 with fp32 weights): the input is upcast and the result has the
+/// weight's dtype, as under CUDA autocast, where layer_norm runs in fp32.
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                       double eps);
 
@@ -127,20 +109,20 @@ class StreamMark {
 bool autocast_enabled(c10::DeviceType device);
 at::ScalarType autocast_dtype(c10::DeviceType device);
 
-/// The key of parameter `p` in torch::optim::Optimizer::state().
+/// The key of parameter `p` in torch::optim::Optimizer::state(): its TensorImpl's address on
+/// 2.x, a string of it on 1.13.
 #if OCL_TORCH_AT_LEAST(2, 0)
 inline void* optimizer_state_key(const at::Tensor& p) { return p.unsafeGetTensorImpl(); }
 #else
 std::string optimizer_state_key(const at::Tensor& p);
 #endif
 
-/// Zeroes every defined gradient in place (never sets it to undefined), so gradients that are
-/// views into communication buckets stay views. The same on 1.13 and 2.x.
+/// Zeroes every defined gradient in place (Optimizer::zero_grad() sets them to undefined on 2.x),
+/// so gradients that are views into communication buckets stay views.
 void zero_grad(const std::vector<at::Tensor>& params);
-/// Sets every gradient to undefined (PyTorch's zero_grad(set_to_none=True)): the next backward
-/// then hands each parameter its gradient buffer as is, instead of adding it to a zeroed one
-/// (a memset and an extra pass over every gradient per step). Not for gradients that must stay
-/// views into communication buckets (zero_grad). The same on 1.13 and 2.x.
+/// Sets every gradient to undefined (zero_grad(set_to_none=True)): the next backward hands each
+/// parameter its gradient as is instead of adding it to a zeroed one (a memset and a pass over
+/// every gradient per step saved). Not for gradients that are views into buckets (zero_grad).
 void clear_grad(const std::vector<at::Tensor>& params);
 
 }  // namespace ocl::compat

@@ -1,5 +1,4 @@
-// Optimiser parameter groups, AdamW construction and gradient norms
-// (see include/ocl/optim/param_groups.h).
+// Optimiser parameter groups, AdamW construction and gradient norms.
 #include "ocl/optim/param_groups.h"
 
 #include <cmath>

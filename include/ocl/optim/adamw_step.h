@@ -1,12 +1,7 @@
-// One AdamW step, fused where LibTorch can: at::_fused_adamw_ updates a whole parameter group in
-// one multi-tensor kernel (CUDA on LibTorch ≥ 2.0, CPU on ≥ 2.6) instead of torch::optim::AdamW's
-// five to seven kernels per parameter. The fused step reads and writes the state
-// torch::optim::AdamW keeps (AdamWParamState: exp_avg, exp_avg_sq, step), so checkpoints
-// (optim::adamw_state) are the same either way and the two paths may alternate within a run.
-//
-//   auto opt = ocl::optim::make_adamw(groups, settings);
-//   const bool fused = ocl::optim::resolve_fused_adamw("auto", device);
-//   loss.backward(); ocl::optim::adamw_step(*opt, fused);
+// One AdamW step, fused where LibTorch can: at::_fused_adamw_ updates a parameter group in one
+// multi-tensor kernel (CUDA on LibTorch ≥ 2.0, CPU on ≥ 2.6) instead of torch::optim::AdamW's five
+// to seven per parameter, on the state torch::optim::AdamW keeps (exp_avg, exp_avg_sq, step), so
+// checkpoints are the same either way and the two paths may alternate within a run.
 #pragma once
 
 #include <string>
@@ -21,11 +16,9 @@ namespace ocl::optim {
 /// optim.fused where LibTorch has no fused kernel for `device`), "off" (never).
 bool resolve_fused_adamw(const std::string& mode, c10::Device device);
 
-/// One step of `optimizer`, the same update as optimizer.step() (decoupled weight decay, bias
-/// correction, per-group lr / betas / eps / weight decay; parameters without a gradient are
-/// skipped and keep their state). fused: one compat::fused_adamw_ call per group, device and
-/// dtype (throws where unsupported, or for amsgrad, which neither this project nor the kernel's
-/// caller here uses); otherwise optimizer.step().
+/// One step of `optimizer`, the same update as optimizer.step() (parameters without a gradient
+/// skipped). fused: one compat::fused_adamw_ call per group, device and dtype (throws where
+/// unsupported, or for amsgrad); otherwise optimizer.step().
 void adamw_step(torch::optim::AdamW& optimizer, bool fused);
 
 /// A step whose non-finite check is made on the device (engine::TrainingLoop with

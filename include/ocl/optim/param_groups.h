@@ -51,8 +51,7 @@ struct AdamWSettings {
   double eps = 1e-8;
 };
 
-/// LibTorch's AdamW (decoupled weight decay, as torch.optim.AdamW) over `groups`, each with its
-/// own weight decay. The optimiser's group i is groups[i].
+/// LibTorch's AdamW over `groups`, each with its own weight decay: its group i is groups[i].
 std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<ParamGroup>& groups,
                                                 const AdamWSettings& settings);
 
@@ -60,8 +59,8 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<ParamGroup>& g
 void set_learning_rate(torch::optim::Optimizer& optimizer, const std::vector<ParamGroup>& groups,
                        double lr);
 
-/// The global L2 norm of the gradients of `params` (undefined gradients count as zero), as
-/// a 0-d float tensor on their device. Computed without a host sync.
+/// The global L2 norm of the gradients of `params` (undefined ones count as zero): a 0-d float
+/// tensor on their device, computed without a host sync.
 torch::Tensor grad_norm(const std::vector<torch::Tensor>& params);
 
 /// Scales the gradients so that their global norm is at most `max_norm` (torch's
