@@ -61,22 +61,18 @@ CifarDataset::CifarDataset(const std::string& dir, CifarVariant variant, bool tr
     }
     std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
                                std::istreambuf_iterator<char>());
-    if (bytes.empty() || bytes.size() % record != 0) {
-      std::ostringstream msg;
-      msg << "CIFAR: " << path.string() << " holds " << bytes.size()
-          << " bytes, not a whole number of " << record << "-byte records (truncated?)";
-      throw std::runtime_error(msg.str());
-    }
+    if (bytes.empty() || bytes.size() % record != 0)
+      throw std::runtime_error("CIFAR: " + path.string() + " holds " +
+                               std::to_string(bytes.size()) + " bytes, not a whole number of " +
+                               std::to_string(record) + "-byte records (truncated?)");
     const size_t n = bytes.size() / record;
     for (size_t i = 0; i < n; ++i) {
       const uint8_t* r = bytes.data() + i * record;
       const int32_t label = r[label_bytes - 1];  // CIFAR-100: (coarse, fine), the fine one
-      if (label >= num_classes) {
-        std::ostringstream msg;
-        msg << "CIFAR: " << path.string() << " record " << i << " has label " << label
-            << ", expected < " << num_classes;
-        throw std::runtime_error(msg.str());
-      }
+      if (label >= num_classes)
+        throw std::runtime_error("CIFAR: " + path.string() + " record " + std::to_string(i) +
+                                 " has label " + std::to_string(label) + ", expected < " +
+                                 std::to_string(num_classes));
       labels_.push_back(label);
       pixels_.insert(pixels_.end(), r + label_bytes, r + record);
     }

@@ -16,11 +16,9 @@ namespace ocl::data {
 namespace {
 
 // libjpeg reports fatal errors through error_exit, which must not return: jump back to the
-// decode function's setjmp. Warnings are not printed; one is kept: the compressed data ending
-// before the rows being decoded (JWRN_JPEG_EOF, "Premature end of JPEG file"), after which
-// libjpeg fills the rest with grey. Such an image is refused as truncated. Other warnings
-// (extraneous bytes between markers and the like) leave the pixels intact and are ignored, as
-// OpenCV's decoder ignores them.
+// decode function's setjmp. Warnings are not printed; one is kept: the data ending before the
+// rows being decoded (JWRN_JPEG_EOF), after which libjpeg fills the rest with grey, so the image
+// is refused as truncated. Others (extraneous bytes and the like) leave the pixels intact.
 struct ErrorManager {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
@@ -39,7 +37,6 @@ void on_message(j_common_ptr cinfo, int level) {
     reinterpret_cast<ErrorManager*>(cinfo->err)->premature_end = true;
 }
 
-// The error manager every decoder and encoder installs: errors jump, warnings are ignored.
 jpeg_error_mgr* install_errors(ErrorManager& err) {
   jpeg_error_mgr* pub = jpeg_std_error(&err.pub);
   pub->error_exit = on_error;
@@ -111,10 +108,9 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
     return 1;
   }
   cinfo.out_color_space = JCS_EXT_RGB;  // grey expands to RGB inside libjpeg-turbo too
-  // Block smoothing guesses the AC coefficients a progressive file never sent from the
-  // neighbouring blocks, which a cropped decode does not all have: a region would differ from
-  // the same window of the whole image. Off, for both (a complete file sends every coefficient,
-  // so it changes nothing there).
+  // Block smoothing guesses the AC coefficients a progressive file never sent from neighbouring
+  // blocks, which a cropped decode does not all have. Off for both, so a region equals the same
+  // window of the whole image (a complete file sends every coefficient: no change there).
   cinfo.do_block_smoothing = FALSE;
   cinfo.scale_num = 1;
   cinfo.scale_denom = static_cast<unsigned>(scale);
@@ -130,9 +126,8 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
   }
   // Fancy chroma upsampling treats the edges of a cropped row as image edges, so the outermost
   // column of a window inside the image differs from a whole decode: decode one column more on
-  // each side and drop it afterwards.
-  // A window one chroma sample wide is upsampled as an image of that width (libjpeg-turbo's
-  // one-sample case), unlike the same columns of the whole image: keep two chroma samples or more.
+  // each side and drop it afterwards. A window one chroma sample wide is upsampled as an image of
+  // that width (libjpeg-turbo's one-sample case): keep two chroma samples or more.
   const int min_width = 2 * cinfo.max_h_samp_factor;
   const int wide_left = std::max(left - 1, 0);
   const int wide_right = std::min(std::max(right + 1, wide_left + min_width), full_w);
@@ -204,21 +199,16 @@ std::optional<Image> decode_jpeg(const uint8_t* data, size_t size, const RegionP
     throw;
   }
   jpeg_destroy_decompress(&cinfo);
-  if (status == 0 && err.premature_end) {
-    if (reason) *reason = "JPEG decoder: the data ends before the image does (truncated file)";
-    return std::nullopt;
-  }
-  if (status == 0) return out;
-  if (status == 3) {
-    if (reason)
-      *reason =
-          "JPEG decoder: image of " + image_size_refusal(cinfo.image_height, cinfo.image_width);
-    return std::nullopt;
-  }
-  if (status == 2) {
-    if (unsupported) *unsupported = true;
-    if (reason) *reason = "JPEG colour space or precision left to the general decoder";
-  } else if (reason) {
+  if (status == 0 && !err.premature_end) return out;
+  if (unsupported) *unsupported = status == 2;
+  if (!reason) return std::nullopt;
+  if (status == 0) {
+    *reason = "JPEG decoder: the data ends before the image does (truncated file)";
+  } else if (status == 3) {
+    *reason = "JPEG decoder: image of " + image_size_refusal(cinfo.image_height, cinfo.image_width);
+  } else if (status == 2) {
+    *reason = "JPEG colour space or precision left to the general decoder";
+  } else {
     *reason = std::string("JPEG decoder: ") + err.message;
   }
   return std::nullopt;

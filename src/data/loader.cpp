@@ -61,8 +61,6 @@ struct Loader::Impl {
 
   std::vector<std::thread> threads;
 
-  int64_t per_rank() const { return (dataset->size() + o.world_size - 1) / o.world_size; }
-
   int64_t steps() const { return batches_per_epoch(dataset->size(), o); }
 
   double bad_limit() const { return o.max_bad_fraction * static_cast<double>(dataset->size()); }
@@ -82,7 +80,7 @@ struct Loader::Impl {
       for (int64_t i = n - 1; i > 0; --i) std::swap(perm[i], perm[rng.below(i + 1)]);
     }
     // DistributedSampler: pad by wrapping to a multiple of W, rank r takes r, r + W, ...
-    const int64_t take = std::min(per_rank(), p->steps * o.batch_size);
+    const int64_t take = std::min((n + o.world_size - 1) / o.world_size, p->steps * o.batch_size);
     p->indices.resize(static_cast<size_t>(take));
     for (int64_t k = 0; k < take; ++k) p->indices[k] = perm[(o.rank + k * o.world_size) % n];
     return p;
@@ -168,12 +166,11 @@ struct Loader::Impl {
         for (size_t v = 0; v < outputs.size(); ++v) {
           const Image& image = outputs[v];
           if (image.height != h || image.width != w ||
-              image.pixels.size() != static_cast<size_t>(h * w * 3)) {
-            std::ostringstream msg;
-            msg << "data: sample " << index << " is " << image.height << "x" << image.width
-                << ", the batch is " << h << "x" << w << " (use a transform with a fixed size)";
-            throw std::runtime_error(msg.str());
-          }
+              image.pixels.size() != static_cast<size_t>(h * w * 3))
+            throw std::runtime_error(
+                "data: sample " + std::to_string(index) + " is " + std::to_string(image.height) +
+                "x" + std::to_string(image.width) + ", the batch is " + std::to_string(h) + "x" +
+                std::to_string(w) + " (use a transform with a fixed size)");
           // HWC → CHW.
           uint8_t* dst = images[v].data_ptr<uint8_t>() + i * 3 * h * w;
           const uint8_t* src = image.pixels.data();

@@ -51,23 +51,15 @@ std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* r
   size_t bytes = 0;
   err = spng_decoded_image_size(ctx.get(), format, &bytes);
   if (err) return png_fail(reason, spng_strerror(err));
-  Image out;
-  out.height = static_cast<int>(ihdr.height);
-  out.width = static_cast<int>(ihdr.width);
+  Image out{static_cast<int>(ihdr.height), static_cast<int>(ihdr.width), {}, {}};
   const size_t pixels = static_cast<size_t>(ihdr.height) * ihdr.width;
-  if (!deep) {
-    if (bytes != pixels * 3) return png_fail(reason, "unexpected decoded size");
-    out.pixels.resize(bytes);
-    err = spng_decode_image(ctx.get(), out.pixels.data(), bytes, format, 0);
-    if (err) return png_fail(reason, spng_strerror(err));
-    return out;
-  }
-  if (bytes != pixels * 8) return png_fail(reason, "unexpected decoded size");
-  std::vector<uint16_t> rgba(pixels * 4);
-  err = spng_decode_image(ctx.get(), rgba.data(), bytes, format, 0);
-  if (err) return png_fail(reason, spng_strerror(err));
+  if (bytes != pixels * (deep ? 8 : 3)) return png_fail(reason, "unexpected decoded size");
   out.pixels.resize(pixels * 3);
-  for (size_t i = 0; i < pixels; ++i) {
+  std::vector<uint16_t> rgba(deep ? pixels * 4 : 0);
+  void* into = deep ? static_cast<void*>(rgba.data()) : out.pixels.data();
+  err = spng_decode_image(ctx.get(), into, bytes, format, 0);
+  if (err) return png_fail(reason, spng_strerror(err));
+  for (size_t i = 0; deep && i < pixels; ++i) {
     for (int c = 0; c < 3; ++c) {
       // round(v * 255 / 65535) = round(v / 257); v / 257 is never exactly halfway.
       out.pixels[3 * i + c] = static_cast<uint8_t>((rgba[4 * i + c] + 128u) / 257u);

@@ -67,10 +67,6 @@ using Rgb = std::array<double, 3>;
 const std::array<Rgb, 2> kBackgrounds = {{{95, 95, 95}, {35, 35, 45}}};
 const std::array<Rgb, 2> kForegrounds = {{{225, 45, 40}, {40, 190, 70}}};
 
-Rgb palette_colour(SampleRng& rng) {
-  return kForegrounds[static_cast<size_t>(rng.below(kForegrounds.size()))];
-}
-
 cv::Scalar scalar(const Rgb& c) { return cv::Scalar(c[0], c[1], c[2]); }
 
 // HSV (h in [0, 1), s and v in [0, 1]) → RGB on [0, 255].
@@ -122,7 +118,8 @@ struct Colours {
   }
   // Clutter and occluders.
   Rgb other(SampleRng& rng) {
-    if (mode == SyntheticColours::Palette) return palette_colour(rng);
+    if (mode == SyntheticColours::Palette)
+      return kForegrounds[static_cast<size_t>(rng.below(kForegrounds.size()))];
     return random_vivid(rng, rng.uniform());
   }
   // The object's colour and its texture patch's.
@@ -430,11 +427,11 @@ SyntheticColours parse_synthetic_colours(const std::string& name) {
 SyntheticDataset::SyntheticDataset(const SyntheticOptions& options) : options_(options) {
   if (options.size < 0 || options.image_size < 16 || options.num_classes < 2 ||
       options.num_classes > max_classes()) {
-    std::ostringstream msg;
-    msg << "synthetic data set: needs size >= 0, image_size >= 16 and 2 <= num_classes <= "
-        << max_classes() << ", got size " << options.size << ", image_size " << options.image_size
-        << ", num_classes " << options.num_classes;
-    throw std::invalid_argument(msg.str());
+    throw std::invalid_argument(
+        "synthetic data set: needs size >= 0, image_size >= 16 and 2 <= num_classes <= " +
+        std::to_string(max_classes()) + ", got size " + std::to_string(options.size) +
+        ", image_size " + std::to_string(options.image_size) + ", num_classes " +
+        std::to_string(options.num_classes));
   }
   if (!(options.noise >= 0 && options.noise <= 128) ||
       !(options.gradient >= 0 && options.gradient <= 255) || options.strokes < 0 ||

@@ -14,12 +14,8 @@
 namespace ocl::data {
 namespace {
 
-uint64_t mix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
+// One splitmix64 step from state x: a full avalanche of x.
+uint64_t mix64(uint64_t x) { return SampleRng(x).next(); }
 
 // Python's round(): half to even (the current rounding mode, FE_TONEAREST by default).
 int py_round(double x) { return static_cast<int>(std::nearbyint(x)); }
@@ -52,11 +48,10 @@ cv::Mat view(const Image& image) {
   return cv::Mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.pixels.data()));
 }
 
-// Resizes `src` into `out` (allocated here, written in place through a cv::Mat header).
-// torchvision resizes with antialiasing (PIL always, tensors since 0.17), while OpenCV's linear
-// and cubic kernels only sample the source: beyond a 2x shrink that aliases. A box (INTER_AREA)
-// pre-shrink to twice the target keeps the final kernel within its support. cv::resize
-// saturates to uint8, which clips bicubic overshoot as PIL does.
+// Resizes `src` into `out`. torchvision resizes with antialiasing (PIL always, tensors since
+// 0.17), while OpenCV's linear and cubic kernels only sample the source: beyond a 2x shrink that
+// aliases. A box (INTER_AREA) pre-shrink to twice the target keeps the final kernel within its
+// support. cv::resize saturates to uint8, which clips bicubic overshoot as PIL does.
 void resize_into(const cv::Mat& src, int height, int width, Interpolation interpolation,
                  Image& out) {
   out.height = height;
@@ -78,11 +73,8 @@ void resize_into(const cv::Mat& src, int height, int width, Interpolation interp
 void flip_horizontally(Image& image) {
   for (int y = 0; y < image.height; ++y) {
     uint8_t* row = image.pixels.data() + static_cast<size_t>(y) * image.width * 3;
-    for (int l = 0, r = image.width - 1; l < r; ++l, --r) {
-      std::swap(row[3 * l], row[3 * r]);
-      std::swap(row[3 * l + 1], row[3 * r + 1]);
-      std::swap(row[3 * l + 2], row[3 * r + 2]);
-    }
+    for (int l = 0, r = image.width - 1; l < r; ++l, --r)
+      std::swap_ranges(row + 3 * l, row + 3 * l + 3, row + 3 * r);
   }
 }
 

@@ -40,11 +40,10 @@ struct DecodeRegion {
 using RegionPlanner = std::function<DecodeRegion(int height, int width)>;
 
 /// The largest image (height × width) the JPEG and PNG decoders accept: a larger one is refused
-/// from its header, before any pixel is decoded (a bad sample: skipped and counted), so that a
-/// small file claiming a huge picture cannot take gigabytes (a 388 KB PNG of 20000 × 20000 would
-/// decode to 1.2 GB). Process-wide; the default is Pillow's decompression-bomb limit,
-/// 178,956,970 pixels; data.max_image_pixels sets it (data::make_dataset). Other formats go
-/// through OpenCV, which applies its own limit (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 by default).
+/// from its header (a bad sample), so that a small file claiming a huge picture cannot take
+/// gigabytes (a 388 KB PNG of 20000 × 20000 decodes to 1.2 GB). Process-wide; the default is
+/// Pillow's decompression-bomb limit; data.max_image_pixels sets it (data::make_dataset). OpenCV
+/// applies its own limit to the other formats (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 by default).
 inline constexpr int64_t kDefaultMaxImagePixels = 178956970;
 void set_max_image_pixels(int64_t pixels);  // ≥ 1
 int64_t max_image_pixels();

@@ -17,13 +17,13 @@ namespace ocl::data {
 std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int image_size,
                                             bool train, uint64_t seed);
 
-/// train: RandomResizedCrop + flip per the config (augment rrc_flip), or Resize + CenterCrop
-/// (augment none, and always for the held-out split).
 /// Throws naming the classes only one split has when the training and validation splits' class
-/// lists differ: a class missing from one (an empty or unreadable folder) shifts every label
-/// after it, and every figure computed on them would be wrong without a word.
+/// lists differ: a class missing from one (an unreadable folder) shifts every label after it,
+/// and every figure computed on them would be wrong without a word.
 void require_same_classes(const Dataset& train, const Dataset& val);
 
+/// train: RandomResizedCrop + flip per the config (augment rrc_flip), or Resize + CenterCrop
+/// (augment none, and always for the held-out split).
 std::shared_ptr<const Transform> make_transform(const io::DataConfig& config, int image_size,
                                                 bool train);
 

@@ -35,10 +35,9 @@ struct LoaderOptions {
   int64_t world_size = 1;
   /// Cap on batches per epoch, 0 = no cap.
   int64_t max_steps_per_epoch = 0;
-  /// Unreadable samples tolerated before next() throws: more than
-  /// max_bad_fraction · dataset size of them in the run so far stops it. Counted per distinct
-  /// sample (a file that fails every epoch counts once) when its batch is delivered, so the
-  /// count does not depend on threads or prefetching.
+  /// Unreadable samples tolerated: more than max_bad_fraction · dataset size of them in the run so
+  /// far makes next() throw. Counted per distinct sample when its batch is delivered, so the count
+  /// does not depend on threads or prefetching.
   double max_bad_fraction = 0.01;
   /// Pin batches in page-locked memory (only when CUDA is available).
   bool pin_memory = false;
@@ -72,15 +71,13 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  /// Batches per epoch for this rank (after drop_last and the cap).
-  int64_t steps_per_epoch() const;
+  int64_t steps_per_epoch() const;  // batches_per_epoch(dataset size, options)
   /// Starts `epoch` at batch `first_step` (resuming mid-epoch skips the earlier batches
   /// without loading them). Stops the previous epoch's work if any.
   void start_epoch(int64_t epoch, int64_t first_step = 0);
   /// The next batch of the epoch, in order; std::nullopt after the last; std::logic_error
-  /// before the first start_epoch. Throws
-  /// std::runtime_error when too many samples were unreadable (naming the count, the limit and
-  /// the first few files), or rethrows a worker's exception.
+  /// before the first start_epoch. Throws std::runtime_error when too many samples were
+  /// unreadable (naming the count, the limit and the first few files), or a worker's exception.
   std::optional<Batch> next();
   /// Unreadable samples met so far (all epochs, distinct samples, in delivered batches), each
   /// replaced by the next readable one.

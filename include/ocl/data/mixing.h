@@ -32,12 +32,11 @@ struct RandomErasingOptions {
 };
 
 /// Erases boxes of `images` [B, C, H, W] (floating point, any device) in place, per sample as
-/// timm does: with probability `prob`, `count` times up to 10 attempts to draw an area share
-/// uniform in [min_area, max_area] / count and a log-uniform aspect ratio, h = round(√(area·r)),
-/// w = round(√(area/r)), kept when h < H and w < W, placed uniformly; the box gets standard
-/// normal noise per pixel and channel (the images are normalised, so that is the data's
-/// distribution). Sample i draws from SampleRng(f(seed, i)) and its noise from a CPU torch
-/// generator seeded from that stream, so results depend on (seed, i) only, not on the device.
+/// timm does: with probability `prob`, `count` times up to 10 attempts at an area share uniform
+/// in [min_area, max_area] / count and a log-uniform aspect ratio r, h = round(√(area·r)),
+/// w = round(√(area/r)), kept when h < H and w < W, placed uniformly, filled with standard normal
+/// noise (the images are normalised). Sample i draws from SampleRng(f(seed, i)) and its noise
+/// from a CPU generator seeded from that stream: results depend on (seed, i), not the device.
 void random_erasing_(torch::Tensor& images, const RandomErasingOptions& options, uint64_t seed);
 
 /// timm's Mixup(mixup_alpha, cutmix_alpha, prob, switch_prob, mode='batch', correct_lam=True,
@@ -62,13 +61,11 @@ struct MixedBatch {
 /// timm's Mixup in mode 'batch': one draw for the whole batch from SampleRng(seed). With
 /// probability `prob` the batch is mixed with its reverse (x.flip(0)): if both alphas are
 /// positive, CutMix with probability switch_prob, else Mixup; λ ~ Beta(α, α) of the chosen one.
-/// Mixup: x ← λ·x + (1 − λ)·flip(x). CutMix: timm's rand_bbox (a box of sides int(H·√(1−λ)),
-/// int(W·√(1−λ)) centred at a uniform pixel, clipped) gets flip(x)'s pixels and λ becomes
-/// 1 − box area / image area. Targets: smoothed one-hot y (off = s/C, on = 1 − s + off),
-/// λ·y + (1 − λ)·flip(y). Unmixed (the prob draw failed, or neither alpha is positive): the
-/// images are returned as they are (the same tensor), the targets are y and λ = 1.
-/// timm asserts an even batch size; 'batch' mode does not need it (with B odd, the middle
-/// sample is mixed with itself and stays as it was), so any B ≥ 1 is accepted.
+/// Mixup: x ← λ·x + (1 − λ)·flip(x). CutMix: timm's rand_bbox (sides int(H·√(1−λ)), int(W·√(1−λ))
+/// centred at a uniform pixel, clipped) gets flip(x)'s pixels; λ = 1 − box area / image area.
+/// Targets: smoothed one-hot y (off = s/C, on = 1 − s + off), λ·y + (1 − λ)·flip(y). Unmixed:
+/// the same images tensor, targets y, λ = 1. Any B ≥ 1 (timm asserts an even B, which 'batch'
+/// mode does not need: with B odd the middle sample is mixed with itself, unchanged).
 /// labels: [B] integer class indices in [0, num_classes), any device.
 MixedBatch mix_batch(const torch::Tensor& images, const torch::Tensor& labels,
                      const MixupOptions& options, uint64_t seed);

@@ -53,11 +53,9 @@ struct RandAugmentOptions {
   AffineResample resample = AffineResample::Bicubic;
 };
 
-/// timm's RandAugment config string (e.g. "rand-m9-mstd0.5-inc1"; the grammar and its
-/// defaults, timm's rather than RandAugmentOptions' which are MAE's string, are
-/// io::parse_rand_augment_spec's) as options. "" and "none" mean "no RandAugment" and are the
-/// caller's to handle: they throw here, as does any other malformed string
-/// (std::invalid_argument naming the bad section).
+/// timm's RandAugment config string as options (grammar and defaults, timm's rather than
+/// RandAugmentOptions', are io::parse_rand_augment_spec's). "" and "none" ("no RandAugment", the
+/// caller's to handle) throw std::invalid_argument here, as does a malformed string.
 RandAugmentOptions parse_rand_augment(const std::string& spec);
 
 /// timm's level → argument function of `op` at `magnitude` (0..10 scale, already clipped):
@@ -70,13 +68,10 @@ RandAugmentOptions parse_rand_augment(const std::string& spec);
 /// `negate` applies timm's random sign (`_randomly_negate`) to the signed arguments.
 double augment_level_to_arg(AugmentOp op, double magnitude, bool increasing, bool negate);
 
-/// Applies one op with an explicit argument (see augment_level_to_arg for its meaning), in place.
-/// `resample` must be Bilinear or Bicubic. Point ops are Pillow's LUTs (autocontrast and equalize
-/// per channel, cutoff 0); enhance ops blend with Pillow's degenerate images (Color: the
-/// grayscale L, which Pillow 9 rounds as (19595 R + 38470 G + 7471 B + 2¹⁵) >> 16; Contrast: the
-/// grey int(mean L + 0.5); Brightness: black; Sharpness: the SMOOTH 3×3 filter, border kept) in
-/// float32 with truncation, as ImagingBlend does; affine ops sample as ImagingGenericTransform,
-/// with `fill` where the source point falls outside the image.
+/// Applies one op with an explicit argument (see augment_level_to_arg), in place, in Pillow 9's
+/// arithmetic: point ops as LUTs, enhance ops as ImagingBlend's float32 blend with the degenerate
+/// image (Color: grey L; Contrast: mean grey; Brightness: black; Sharpness: SMOOTH), affine ops
+/// with `fill` where the source point falls outside. `resample` must be Bilinear or Bicubic.
 void apply_augment_op(Image& image, AugmentOp op, double arg, std::array<uint8_t, 3> fill,
                       AffineResample resample = AffineResample::Bicubic);
 
