@@ -1,17 +1,9 @@
-// c10d process groups behind ocl::distributed::Communicator (see
-// include/ocl/distributed/communicator.h).
-//
-// LibTorch differences handled here (the c10d half of compat.h, kept out of the public
-// headers so that users of ocl need no Gloo or NCCL headers):
-//   - the backends derive from c10d::ProcessGroup on 1.13 and from c10d::Backend on 2.x;
-//   - TCPStoreOptions::useLibUV exists from 2.3 and must be off where LibTorch lacks libuv;
-//   - Gloo has no _allgather_base or reduce_scatter on 1.13: list allgather, and all-reduce +
-//     narrow (on 2.x too, for one code path); NCCL uses the flat collectives.
-// The NCCL parts compile only where CMake proved nccl.h fits the LibTorch (OCL_WITH_C10D_NCCL,
-// cmake/oclNccl.cmake); LibTorch's own USE_C10D_NCCL is set for every CUDA build. The Gloo parts
-// compile where Gloo's headers are beside the LibTorch (OCL_WITH_C10D_GLOO): Debian's LibTorch
-// has them (libgloo-dev), PyTorch's pip wheels ship none, and a CUDA build from a wheel then
-// runs its processes over NCCL only.
+// c10d process groups behind Communicator, and the c10d half of compat.h: the backends derive
+// from c10d::ProcessGroup on 1.13 and c10d::Backend on 2.x; TCPStoreOptions::useLibUV (2.3+)
+// must be off without libuv; Gloo lacks flat all-gather and reduce-scatter on 1.13 (list
+// all-gather and all-reduce + narrow instead). NCCL code compiles where CMake proved nccl.h fits
+// the LibTorch (OCL_WITH_C10D_NCCL), Gloo code where Gloo's headers are beside it
+// (OCL_WITH_C10D_GLOO: Debian's libgloo-dev; pip wheels ship none, and run over NCCL only).
 #include "ocl/distributed/communicator.h"
 
 #include <netdb.h>
@@ -360,6 +352,22 @@ struct Communicator::Impl {
     fail(n, what, started, cause);
   }
 
+  // Starts collective `what` on group `g` through `launch(group)`, which returns its work:
+  // numbered and named, and a failure to start it reported as a failed collective.
+  template <typename Launch>
+  PendingCollective start(Group g, const std::string& what, Launch launch) {
+    const auto started = Clock::now();
+    const int64_t n = begin(g, what);
+    PendingCollective pending;
+    try {
+      pending.impl_ = std::make_shared<PendingCollective::Impl>(
+          PendingCollective::Impl{launch(group(g)), this, n, what, started});
+    } catch (const c10::Error& e) {
+      fail(n, what, started, e.what_without_backtrace());
+    }
+    return pending;
+  }
+
   c10::intrusive_ptr<BackendBase> make_group(const std::string& prefix) {
     auto store_view = c10::make_intrusive<c10d::PrefixStore>(prefix, store);
     [[maybe_unused]] const int rank = static_cast<int>(launch.rank),
@@ -530,21 +538,12 @@ int64_t Communicator::collectives_started(Group group) const {
 
 PendingCollective Communicator::all_reduce_sum_async(torch::Tensor tensor, Group group,
                                                      const std::string& what) {
-  auto& d = *impl_;
-  const auto started = Clock::now();
-  const int64_t n = d.begin(group, "all-reduce of " + what);
-  PendingCollective pending;
-  try {
+  return impl_->start(group, "all-reduce of " + what, [&](BackendBase& g) {
     std::vector<torch::Tensor> tensors{std::move(tensor)};
     c10d::AllreduceOptions o;
     o.reduceOp = c10d::ReduceOp::SUM;
-    auto work = d.group(group).allreduce(tensors, o);
-    pending.impl_ = std::make_shared<PendingCollective::Impl>(
-        PendingCollective::Impl{work, &d, n, "all-reduce of " + what, started});
-  } catch (const c10::Error& e) {
-    d.fail(n, "all-reduce of " + what, started, e.what_without_backtrace());
-  }
-  return pending;
+    return g.allreduce(tensors, o);
+  });
 }
 
 void Communicator::all_reduce_sum(torch::Tensor tensor, Group group, const std::string& what) {
@@ -554,31 +553,22 @@ void Communicator::all_reduce_sum(torch::Tensor tensor, Group group, const std::
 torch::Tensor Communicator::all_gather(const torch::Tensor& tensor, Group group,
                                        const std::string& what) {
   auto& d = *impl_;
-  const auto started = Clock::now();
   const std::string name = "all-gather of " + what;
-  const int64_t n = d.begin(group, name);
   auto input = tensor.contiguous();
-  try {
-    if (d.backend == "nccl") {
 #if OCL_TORCH_AT_LEAST(2, 0)
-      std::vector<int64_t> shape = input.sizes().vec();
-      shape[0] *= d.launch.world_size;
-      auto output = torch::empty(shape, input.options());
-      auto work = d.group(group)._allgather_base(output, input);
-      d.wait(work, n, name, started);
-      return output;
-#endif
-    }
-    std::vector<std::vector<torch::Tensor>> outputs(1);
-    for (int64_t r = 0; r < d.launch.world_size; ++r)
-      outputs[0].push_back(torch::empty_like(input));
-    std::vector<torch::Tensor> inputs{input};
-    auto work = d.group(group).allgather(outputs, inputs);
-    d.wait(work, n, name, started);
-    return torch::cat(outputs[0], 0);
-  } catch (const c10::Error& e) {
-    d.fail(n, name, started, e.what_without_backtrace());
+  if (d.backend == "nccl") {
+    std::vector<int64_t> shape = input.sizes().vec();
+    shape[0] *= d.launch.world_size;
+    auto output = torch::empty(shape, input.options());
+    d.start(group, name, [&](BackendBase& g) { return g._allgather_base(output, input); }).wait();
+    return output;
   }
+#endif
+  std::vector<std::vector<torch::Tensor>> outputs(1);
+  for (int64_t r = 0; r < d.launch.world_size; ++r) outputs[0].push_back(torch::empty_like(input));
+  std::vector<torch::Tensor> inputs{input};
+  d.start(group, name, [&](BackendBase& g) { return g.allgather(outputs, inputs); }).wait();
+  return torch::cat(outputs[0], 0);
 }
 
 torch::Tensor Communicator::reduce_scatter_sum(const torch::Tensor& tensor, Group group,
@@ -588,71 +578,49 @@ torch::Tensor Communicator::reduce_scatter_sum(const torch::Tensor& tensor, Grou
   TORCH_CHECK(tensor.dim() >= 1 && tensor.size(0) % world == 0, "reduce_scatter_sum: dim 0 (",
               tensor.size(0), ") must be a multiple of the world size ", world);
   const int64_t rows = tensor.size(0) / world;
-  const auto started = Clock::now();
   const std::string name = "reduce-scatter of " + what;
-  const int64_t n = d.begin(group, name);
-  try {
-    if (d.backend == "nccl") {
 #if OCL_TORCH_AT_LEAST(2, 0)
-      auto input = tensor.contiguous();
-      std::vector<int64_t> shape = input.sizes().vec();
-      shape[0] = rows;
-      auto output = torch::empty(shape, input.options());
-      auto work = d.group(group)._reduce_scatter_base(output, input);
-      d.wait(work, n, name, started);
-      return output;
-#endif
-    }
-    std::vector<torch::Tensor> tensors{tensor.clone(at::MemoryFormat::Contiguous)};
-    auto work = d.group(group).allreduce(tensors);
-    d.wait(work, n, name, started);
-    return tensors[0].narrow(0, d.launch.rank * rows, rows);
-  } catch (const c10::Error& e) {
-    d.fail(n, name, started, e.what_without_backtrace());
+  if (d.backend == "nccl") {
+    auto input = tensor.contiguous();
+    std::vector<int64_t> shape = input.sizes().vec();
+    shape[0] = rows;
+    auto output = torch::empty(shape, input.options());
+    d.start(group, name, [&](BackendBase& g) {
+       return g._reduce_scatter_base(output, input);
+     }).wait();
+    return output;
   }
+#endif
+  std::vector<torch::Tensor> tensors{tensor.clone(at::MemoryFormat::Contiguous)};
+  d.start(group, name, [&](BackendBase& g) { return g.allreduce(tensors); }).wait();
+  return tensors[0].narrow(0, d.launch.rank * rows, rows);
 }
 
 void Communicator::broadcast_from_rank0(const std::vector<torch::Tensor>& tensors,
                                         const std::string& what) {
-  auto& d = *impl_;
   for (size_t i = 0; i < tensors.size(); ++i) {
-    const auto started = Clock::now();
+    // Broadcast works in place on a contiguous tensor; parameters are contiguous, but copy
+    // through a temporary when one is not.
+    auto t = tensors[i].is_contiguous() ? tensors[i] : tensors[i].contiguous();
+    std::vector<torch::Tensor> list{t};
+    c10d::BroadcastOptions o;
+    o.rootRank = 0;
     const std::string name = "broadcast of " + what + " [" + std::to_string(i) + "]";
-    const int64_t n = d.begin(Group::kGradients, name);
-    try {
-      // Broadcast works in place on a contiguous tensor; parameters are contiguous, but copy
-      // through a temporary when one is not.
-      auto t = tensors[i].is_contiguous() ? tensors[i] : tensors[i].contiguous();
-      std::vector<torch::Tensor> list{t};
-      c10d::BroadcastOptions o;
-      o.rootRank = 0;
-      auto work = d.group(Group::kGradients).broadcast(list, o);
-      d.wait(work, n, name, started);
-      if (!tensors[i].is_same(t)) {
-        torch::NoGradGuard no_grad;
-        tensors[i].copy_(t);
-      }
-    } catch (const c10::Error& e) {
-      d.fail(n, name, started, e.what_without_backtrace());
+    impl_->start(Group::kGradients, name, [&](BackendBase& g) { return g.broadcast(list, o); })
+        .wait();
+    if (!tensors[i].is_same(t)) {
+      torch::NoGradGuard no_grad;
+      tensors[i].copy_(t);
     }
   }
 }
 
 void Communicator::barrier(const std::string& what) {
-  auto& d = *impl_;
-  const auto started = Clock::now();
-  const std::string name = "barrier: " + what;
-  const int64_t n = d.begin(Group::kLoss, name);
-  try {
-    c10d::BarrierOptions o;
-    // NCCL's barrier is an all-reduce on a device: this rank's own, not one guessed from the
-    // rank number.
-    if (d.backend == "nccl") o.device_ids = {d.options.device.index()};
-    auto work = d.group(Group::kLoss).barrier(o);
-    d.wait(work, n, name, started);
-  } catch (const c10::Error& e) {
-    d.fail(n, name, started, e.what_without_backtrace());
-  }
+  c10d::BarrierOptions o;
+  // NCCL's barrier is an all-reduce on a device: this rank's own, not one guessed from the rank.
+  if (impl_->backend == "nccl") o.device_ids = {impl_->options.device.index()};
+  impl_->start(Group::kLoss, "barrier: " + what, [&](BackendBase& g) { return g.barrier(o); })
+      .wait();
 }
 
 }  // namespace ocl::distributed

@@ -51,7 +51,9 @@ extern "C" void on_forwarded_signal(int sig) {
   errno = saved;
 }
 
-void write_all(int fd, const char* p, size_t n) {
+void write_all(int fd, const std::string& s) {
+  const char* p = s.data();
+  size_t n = s.size();
   while (n > 0) {
     const ssize_t w = ::write(fd, p, n);
     if (w > 0) {
@@ -66,12 +68,6 @@ void write_all(int fd, const char* p, size_t n) {
       return;  // EPIPE and the like: our own output is gone, keep supervising the workers
     }
   }
-}
-
-void write_all(int fd, const std::string& s) { write_all(fd, s.data(), s.size()); }
-
-std::string errno_text(const std::string& what, int err) {
-  return what + ": " + std::strerror(err);
 }
 
 // Pipe ends kept away from 0, 1 and 2, which the child's dup2 onto 1 and 2 would otherwise
@@ -205,9 +201,7 @@ class SignalScope {
     ::sigaction(SIGPIPE, &ign, &old_pipe_);
   }
   ~SignalScope() {
-    ::sigaction(SIGINT, &old_int_, nullptr);
-    ::sigaction(SIGTERM, &old_term_, nullptr);
-    ::sigaction(SIGPIPE, &old_pipe_, nullptr);
+    restore_in_child();
     g_wake_fd = -1;
     ::close(wake_r_);
     ::close(wake_w_);
@@ -218,8 +212,8 @@ class SignalScope {
 
   int wake_fd() const { return wake_r_; }
 
-  // In the child between fork and exec: the dispositions the launcher found. A handler becomes
-  // SIG_DFL at exec anyway; SIG_IGN must not leak into the workers unless it was there before.
+  // The dispositions the launcher found; in the child between fork and exec too: a handler
+  // becomes SIG_DFL at exec anyway, but SIG_IGN must not leak into the workers.
   void restore_in_child() const {
     ::sigaction(SIGINT, &old_int_, nullptr);
     ::sigaction(SIGTERM, &old_term_, nullptr);
@@ -337,9 +331,7 @@ void check_launch_options(const LocalLaunchOptions& o) {
   }
 }
 
-// The workers of one launch, from their start to the last one's end: their output forwarded
-// line by line with a rank prefix, the launcher's signals forwarded to them, and the first
-// failure stopping the others (SIGTERM, then SIGKILL after grace_s).
+// The workers of one launch, from their start to the last one's end.
 class WorkerGroup {
  public:
   explicit WorkerGroup(const LocalLaunchOptions& o)
@@ -425,7 +417,7 @@ class WorkerGroup {
       w.out.close_now();
       w.err.close_now();
       start_error_ =
-          "could not start rank " + std::to_string(rank) + ": " + errno_text("fork", fork_errno);
+          "could not start rank " + std::to_string(rank) + ": fork: " + std::strerror(fork_errno);
       return false;
     }
     w.pid = pid;
@@ -477,9 +469,8 @@ class WorkerGroup {
       if (errno == EINTR) return;
       throw std::system_error(errno, std::generic_category(), "run_local_workers: poll");
     }
-    // Forwarded as received. Ctrl-C in a terminal reaches the workers directly too (they share
-    // our process group), so they may see SIGINT twice; the forwarding is for signals aimed at
-    // the launcher alone (kill, a scheduler's SIGTERM).
+    // Forwarded as received: the workers have process groups of their own, so this is how a
+    // Ctrl-C or a scheduler's SIGTERM reaches them.
     if (fds[0].revents != 0) {
       unsigned char sigs[64];
       ssize_t got;

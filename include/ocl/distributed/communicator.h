@@ -1,13 +1,8 @@
-// The processes of a distributed run, connected through PyTorch's c10d: a TCPStore rendezvous
-// on rank 0, and two process groups (NCCL on GPUs, Gloo on CPUs): one for the gradient buckets
-// and one for the loss-side collectives (the feature all-gather), so that their orders never
-// interleave. Every collective is numbered and named; when one fails (a peer died, or it did
-// not arrive within the timeout), the error names this rank, the collective, and what the
-// other ranks were last seen doing, from heartbeats each rank keeps in the store.
-//
-//   ocl::distributed::Communicator comm(ocl::distributed::launch_from_environment(), {"auto", 600s,
-//   cpu}); comm.broadcast_from_rank0(params, "initial parameters"); comm.all_reduce_sum(figures,
-//   Group::kLoss, "step figures");
+// The processes of a distributed run, connected through PyTorch's c10d: a TCPStore rendezvous on
+// rank 0 and two process groups (NCCL on GPUs, Gloo on CPUs), one for the gradient buckets and one
+// for the loss-side collectives, so that their orders never interleave. Every collective is
+// numbered and named; a failed one names this rank, the collective, and what the other ranks
+// were last seen doing, from heartbeats each rank keeps in the store.
 #pragma once
 
 #include <chrono>
@@ -46,10 +41,9 @@ struct CommunicatorOptions {
 /// Whether this LibTorch build has the c10d backend ("gloo", "nccl").
 bool backend_available(const std::string& backend);
 
-/// Calls off the rendezvous of `launch` (its store at MASTER_ADDR:MASTER_PORT) with `reason`:
-/// every rank still waiting for the others stops at once with it, instead of at dist.timeout_s.
-/// For a process that finds the run cannot start, such as a second process started as rank 0.
-/// Does nothing when no store answers within a few seconds.
+/// Calls off the rendezvous of `launch` with `reason` (a process that finds the run cannot start):
+/// every rank still waiting stops at once instead of at dist.timeout_s. Does nothing when no
+/// store answers within a few seconds.
 void abort_rendezvous(const LaunchInfo& launch, const std::string& reason);
 
 /// A finished or pending collective. wait() blocks until it is done (NCCL: until the current

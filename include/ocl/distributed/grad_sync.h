@@ -1,17 +1,8 @@
-// Data-parallel gradient averaging, the C++ counterpart of the reducer inside PyTorch's
-// DistributedDataParallel: gradients live in flat buckets (each parameter's .grad() is a view
-// into one), a hook on each parameter's gradient accumulator marks it ready during backward,
-// and a bucket's all-reduce starts as soon as all its parameters are ready, overlapping the
-// rest of backward. Buckets are filled in reverse registration order (the order backward
-// produces gradients), the first one small (~1 MiB) so that communication starts early, the
-// rest ~25 MiB; they are started strictly in bucket order on every rank, as collectives must be.
-//
-//   GradSynchronizer sync(comm, trainable_params, {});   // broadcasts rank 0's parameters
-//   loss.backward();                                    // buckets launch as gradients arrive
-//   sync.finish();                                      // waits; .grad() is the rank average
-//
-// Accumulating micro-batches: with set_sync(false) (DDP's no_sync) backward only accumulates
-// locally; the last micro-batch runs with set_sync(true) and communicates the sums once.
+// Data-parallel gradient averaging, the counterpart of DistributedDataParallel's reducer: each
+// parameter's .grad() is a view into a flat bucket, filled in reverse registration order (the
+// order backward produces gradients), and a bucket's all-reduce starts once all its gradients
+// are ready, overlapping the rest of backward; buckets start strictly in order on every rank.
+// set_sync(false) (DDP's no_sync) accumulates micro-batches locally without communicating.
 #pragma once
 
 #include <cstdint>
@@ -50,10 +41,9 @@ class GradSynchronizer {
   /// next backward all-reduces the accumulated gradients.
   void set_sync(bool sync);
   bool sync_enabled() const;
-  /// After a synchronised backward: starts any bucket whose parameters got no gradient (their
-  /// gradient is left as it was: zero after zero_grad), waits for every bucket, and divides by
-  /// the world size. Each .grad() then holds the mean over ranks. A no-op after a backward run
-  /// with set_sync(false). Throws CollectiveError if a collective failed.
+  /// After a synchronised backward: starts any bucket not yet started, waits for every bucket and
+  /// divides by the world size, so that each .grad() holds the mean over ranks. A no-op after a
+  /// backward with set_sync(false). Throws CollectiveError if a collective failed.
   void finish();
 
   int64_t num_buckets() const;

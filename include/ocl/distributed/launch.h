@@ -1,9 +1,6 @@
 // How this process was launched: rank, world size and rendezvous address read from torchrun's,
 // SLURM's or Open MPI's environment variables; and the built-in single-node launcher behind
 // `ocl_pretrain --nproc-per-node N`, which starts N workers of the same program itself.
-//
-//   auto launch = ocl::distributed::launch_from_environment();   // world_size 1 when nothing is
-//   set if (launch.distributed()) { ... ocl::distributed::Communicator comm(launch, ...); }
 #pragma once
 
 #include <cstdint>
@@ -43,9 +40,7 @@ using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
 ///     OMPI_COMM_WORLD_LOCAL_SIZE; MASTER_ADDR and MASTER_PORT must be set (mpirun -x), else
 ///     an error says so.
 ///   Otherwise a single process (world size 1).
-/// A value that is not a number, a rank outside [0, world size), a port outside [1, 65535] or
-/// a local rank outside [0, local size) throws std::invalid_argument naming the variable and
-/// its value.
+/// A value that is not a number or out of range throws std::invalid_argument naming the variable.
 LaunchInfo launch_from_env(const EnvLookup& env);
 /// launch_from_env over this process's environment (getenv).
 LaunchInfo launch_from_environment();
@@ -57,15 +52,11 @@ std::string first_slurm_host(const std::string& nodelist);
 /// A TCP port that is free on 127.0.0.1 now (bound to port 0, read back, closed).
 int free_tcp_port();
 
-/// The built-in launcher: starts `nproc` copies of `argv` (argv[0] is the executable path,
-/// exec'ed as is) on this node with torchrun's variables set (RANK = LOCAL_RANK = i,
-/// WORLD_SIZE = LOCAL_WORLD_SIZE = nproc, MASTER_ADDR, MASTER_PORT), forwards each child's
-/// stdout and stderr line by line to ours with a "[rank i] " prefix (stdout to stdout, stderr
-/// to stderr), forwards SIGINT and SIGTERM received by this process to every child, and when a
-/// child fails (non-zero exit or killed by a signal) sends SIGTERM to the others, then SIGKILL
-/// after `grace_s` seconds. Returns once every child has ended: 0 when all exited 0, else the
-/// first failure's exit code (128 + signal number for a signal), after printing one line to
-/// stderr naming the rank and how it ended.
+/// The built-in launcher: starts `nproc` copies of `argv` on this node with torchrun's variables
+/// (RANK = LOCAL_RANK = i, WORLD_SIZE = LOCAL_WORLD_SIZE = nproc, MASTER_ADDR, MASTER_PORT),
+/// forwards their output line by line with a "[rank i] " prefix and our SIGINT and SIGTERM to
+/// them, and when one fails sends SIGTERM to the others, SIGKILL after `grace_s`. Returns 0 when
+/// all exited 0, else the first failure's exit code (128 + signal), which it names on stderr.
 struct LocalLaunchOptions {
   int nproc = 1;
   std::vector<std::string> argv;
