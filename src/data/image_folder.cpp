@@ -356,9 +356,7 @@ std::optional<Image> decode_with_opencv(const uint8_t* data, size_t size, const 
   cv::Mat rgb(out.height, out.width, CV_8UC3, out.pixels.data());
   switch (decoded.channels()) {
     case 1:
-      cv::cvtColor(decoded, rgb, cv::COLOR_GRAY2RGB);
-      break;
-    case 2: {  // grey + alpha
+    case 2: {  // grey, grey + alpha
       cv::Mat grey;
       cv::extractChannel(decoded, grey, 0);
       cv::cvtColor(grey, rgb, cv::COLOR_GRAY2RGB);

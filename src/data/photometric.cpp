@@ -1,7 +1,6 @@
-// Photometric augmentations (see include/ocl/data/photometric.h). The enhance operations are
-// rand_augment.cpp's Pillow blends; hue and blur are here, in the arithmetic of the code they
-// reproduce (Pillow's Convert.c HSV conversions with their float/double mix; torchvision's
-// float32 kernel), because a different rounding gives different pixels.
+// Photometric augmentations: the enhance operations are rand_augment.cpp's Pillow blends; hue and
+// blur are here, in the arithmetic of the code they reproduce (Pillow's Convert.c HSV with its
+// float/double mix; torchvision's float32 kernel): a different rounding gives different pixels.
 #include "ocl/data/photometric.h"
 
 #include <algorithm>

@@ -29,8 +29,6 @@ void apply_lut(Image& image, const Lut& lut) {
   for (size_t i = 0; i < image.pixels.size(); ++i) image.pixels[i] = lut[i % 3][image.pixels[i]];
 }
 
-Lut same_lut_per_channel(const std::array<uint8_t, 256>& table) { return {table, table, table}; }
-
 std::array<std::array<int64_t, 256>, 3> histograms(const Image& image) {
   std::array<std::array<int64_t, 256>, 3> h{};
   for (size_t i = 0; i < image.pixels.size(); ++i) ++h[i % 3][image.pixels[i]];
@@ -84,8 +82,9 @@ void equalize(Image& image) {
   apply_lut(image, lut);
 }
 
-std::array<uint8_t, 256> point_table(AugmentOp op, int arg) {
-  std::array<uint8_t, 256> t;
+// The same table for every channel.
+Lut point_table(AugmentOp op, int arg) {
+  Lut t;
   for (int i = 0; i < 256; ++i) {
     int v = i;
     switch (op) {
@@ -104,7 +103,7 @@ std::array<uint8_t, 256> point_table(AugmentOp op, int arg) {
       default:
         break;
     }
-    t[i] = static_cast<uint8_t>(v);
+    t[0][i] = t[1][i] = t[2][i] = static_cast<uint8_t>(v);
   }
   return t;
 }
@@ -133,8 +132,7 @@ void blend_into(Image& image, const std::vector<uint8_t>& degenerate, double fac
 }
 
 // Pillow 9's RGB → L conversion (Convert.c, L24): ITU-R 601-2 weights in 16-bit fixed point,
-// rounded. (The older (299 R + 587 G + 114 B) / 1000 truncates and differs for ~half the
-// colours.)
+// rounded (the older (299 R + 587 G + 114 B) / 1000 truncates: ~half the colours differ).
 uint8_t luma(const uint8_t* rgb) {
   return static_cast<uint8_t>((rgb[0] * 19595 + rgb[1] * 38470 + rgb[2] * 7471 + 0x8000) >> 16);
 }
@@ -432,7 +430,7 @@ void apply_augment_op(Image& image, AugmentOp op, double arg, std::array<uint8_t
     case AugmentOp::Posterize:
     case AugmentOp::Solarize:
     case AugmentOp::SolarizeAdd:
-      return apply_lut(image, same_lut_per_channel(point_table(op, static_cast<int>(arg))));
+      return apply_lut(image, point_table(op, static_cast<int>(arg)));
     case AugmentOp::Color:
       return blend_into(image, grayscale_rgb(image), arg);
     case AugmentOp::Contrast:

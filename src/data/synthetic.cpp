@@ -62,8 +62,8 @@ int fixed(double v) { return static_cast<int>(std::lround(v * kFixed)); }
 
 using Rgb = std::array<double, 3>;
 
-// The palettes: every foreground colour is at least 110 away from
-// every background, and the two foregrounds are far apart (texture patch vs. texture).
+// Every foreground colour is at least 110 away from every background, and the two foregrounds
+// are far apart (texture patch vs. texture).
 const std::array<Rgb, 2> kBackgrounds = {{{95, 95, 95}, {35, 35, 45}}};
 const std::array<Rgb, 2> kForegrounds = {{{225, 45, 40}, {40, 190, 70}}};
 

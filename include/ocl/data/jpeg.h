@@ -18,14 +18,13 @@ namespace ocl::data {
 /// Does `data` start with a JPEG's SOI marker (FF D8 FF)?
 bool looks_like_jpeg(const uint8_t* data, size_t size);
 
-/// Decodes a baseline or progressive 8-bit grey, YCbCr or RGB JPEG to RGB. With a `plan`, the
-/// decoder reads the header, asks `plan` for the region of the source to decode (coordinates in
-/// source pixels) and the reduction to decode it at, and decodes only that: the window is
-/// widened to the decoder's block columns and clipped to the image, and the result's `window`
-/// says where its pixels sit. Its pixels equal the same window of a whole-image decode at that
-/// scale. Without a plan (or a plan returning a zero-size region) it decodes everything.
-/// std::nullopt, with the reason, for a corrupt stream; and with `*unsupported` set for a JPEG
-/// it leaves to the general decoder (CMYK/YCCK, 12-bit).
+/// Decodes a baseline or progressive 8-bit grey, YCbCr or RGB JPEG to RGB. With a `plan`, it
+/// reads the header, asks `plan` for the region (in source pixels) and reduction to decode, and
+/// decodes only that, widened to the decoder's block columns and clipped to the image: the
+/// result's `window` says where its pixels sit, which equal the same window of a whole decode at
+/// that scale. Without a plan (or with a zero-size region) it decodes everything. std::nullopt,
+/// with the reason, for a corrupt stream, and with `*unsupported` for a JPEG it leaves to the
+/// general decoder (CMYK/YCCK, 12-bit).
 std::optional<Image> decode_jpeg(const uint8_t* data, size_t size, const RegionPlanner& plan,
                                  std::string* reason = nullptr, bool* unsupported = nullptr);
 

@@ -1,10 +1,8 @@
-// A tar archive built in memory, as ocl_pack writes WebDataset shards: POSIX ustar headers,
-// with a pax extended header before a member whose name does not fit ustar's 100 bytes or is
-// not ASCII (what Python's tarfile and GNU tar write by default). data/tar_index.h reads it back.
-//
+// A tar archive built in memory, as ocl_pack writes WebDataset shards: ustar headers, with a pax
+// header before a name that does not fit ustar's 100 bytes or is not ASCII (as Python's tarfile).
 //   ocl::data::TarBuilder tar(mtime_seconds);
 //   tar.add("n01440764/000001.jpg", bytes.data(), bytes.size());
-//   ocl::io::write_file_atomic(path, tar.finish());
+//   ocl::io::write_file_atomic(path, tar.finish());  // data/tar_index.h reads it back
 #pragma once
 
 #include <cstdint>
