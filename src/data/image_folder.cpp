@@ -70,8 +70,6 @@ Stamp now() {
   return {static_cast<int64_t>(ts.tv_sec), ts.tv_nsec};
 }
 
-bool hidden(const std::string& name) { return !name.empty() && name[0] == '.'; }
-
 // Lists `dir`'s visible sub-folders and image files, sorted (symbolic links followed, as
 // torchvision's os.walk(followlinks=True) and os.path.isfile do). Returns "" or, when the folder
 // cannot be listed (permissions, I/O), the reason: what was listed before the error is kept.
@@ -80,7 +78,7 @@ std::string list_dir(const std::string& dir, std::vector<std::string>* dirs,
   std::error_code ec;
   for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (hidden(name)) continue;
+    if (!name.empty() && name[0] == '.') continue;  // hidden
     std::error_code type_ec;
     if (it->is_directory(type_ec)) {
       if (dirs) dirs->push_back(name);

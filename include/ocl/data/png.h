@@ -1,8 +1,7 @@
-// PNG decoding and encoding through libspng, so that ImageFolder reads PNG in every build,
-// with or without OpenCV's imgcodecs (which a GPU kit leaves out: it pulls in ~200 MB of
-// libraries). Decoding follows what OpenCV's imdecode(IMREAD_UNCHANGED) then ocl's conversion
-// to RGB gave before: any bit depth, palette, grey and alpha layout to 8-bit RGB, alpha and
-// transparency dropped, no gamma correction, 16-bit samples scaled by 255/65535 and rounded.
+// PNG decoding and encoding through libspng, so that ImageFolder reads PNG in every build, with
+// or without OpenCV's imgcodecs (which a GPU kit leaves out: ~200 MB of libraries). Any bit
+// depth, palette, grey and alpha layout decodes to 8-bit RGB: alpha and transparency dropped, no
+// gamma correction, 16-bit samples scaled by 255/65535 and rounded, as OpenCV's path does.
 #pragma once
 
 #include <cstddef>
