@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <iterator>
 #include <thread>
 
 #include <ATen/autocast_mode.h>
@@ -36,17 +37,9 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 }
 
 const char* sdpa_backend_name(SdpaBackend backend) {
-  switch (backend) {
-    case SdpaBackend::kFlash:
-      return "flash";
-    case SdpaBackend::kMemEfficient:
-      return "mem_efficient";
-    case SdpaBackend::kCuDNN:
-      return "cudnn";
-    case SdpaBackend::kMath:
-      return "math";
-  }
-  return "?";
+  static const char* const names[] = {"flash", "mem_efficient", "cudnn", "math"};  // enum order
+  const auto i = static_cast<size_t>(backend);
+  return i < std::size(names) ? names[i] : "?";
 }
 
 SdpaBackendScope::SdpaBackendScope(SdpaBackend only) {

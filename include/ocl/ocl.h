@@ -20,8 +20,8 @@
 //   // The encoder in timm names, for Python (safetensors.torch.load_file + load_state_dict):
 //   ocl::io::write_safetensors("encoder.safetensors", ocl::io::state_dict(*model->encoder));
 //
-// Layers (include/ocl/…): nn (ViT modules, positions), ssl (mask-and-split, T-SP loss, the OCL
-// model), io (safetensors, state dicts), compat.h (LibTorch 1.13 vs 2.x).
+// Included here: nn (ViT modules), ssl (mask-and-split, T-SP loss, the OCL model), io
+// (safetensors, state dicts), compat.h; data, optim, engine, distributed: their own headers.
 #pragma once
 
 #include "ocl/compat.h"

@@ -8,13 +8,9 @@
 namespace ocl::nn {
 
 std::string input_norm_name(InputNorm norm) {
-  switch (norm) {
-    case InputNorm::None:
-      return "none";
-    case InputNorm::Patch:
-      return "patch";
-  }
-  TORCH_CHECK(false, "unknown InputNorm value ", static_cast<int>(norm));
+  TORCH_CHECK(norm == InputNorm::None || norm == InputNorm::Patch, "unknown InputNorm value ",
+              static_cast<int>(norm));
+  return norm == InputNorm::None ? "none" : "patch";
 }
 
 InputNorm parse_input_norm(const std::string& name) {

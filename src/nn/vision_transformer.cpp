@@ -20,21 +20,15 @@ VisionTransformerOptions vit_preset(const std::string& name, int64_t img_size) {
   }
   return VisionTransformerOptions(img_size, s->patch_size, s->embed_dim, s->depth, s->num_heads);
 }
-VisionTransformerOptions vit_tiny_patch16(int64_t img_size) {
-  return vit_preset("vit_tiny_patch16", img_size);
-}
-VisionTransformerOptions vit_small_patch16(int64_t img_size) {
-  return vit_preset("vit_small_patch16", img_size);
-}
-VisionTransformerOptions vit_base_patch16(int64_t img_size) {
-  return vit_preset("vit_base_patch16", img_size);
-}
-VisionTransformerOptions vit_large_patch16(int64_t img_size) {
-  return vit_preset("vit_large_patch16", img_size);
-}
-VisionTransformerOptions vit_huge_patch14(int64_t img_size) {
-  return vit_preset("vit_huge_patch14", img_size);
-}
+
+#define OCL_VIT_PRESET(name) \
+  VisionTransformerOptions name(int64_t img_size) { return vit_preset(#name, img_size); }
+OCL_VIT_PRESET(vit_tiny_patch16)
+OCL_VIT_PRESET(vit_small_patch16)
+OCL_VIT_PRESET(vit_base_patch16)
+OCL_VIT_PRESET(vit_large_patch16)
+OCL_VIT_PRESET(vit_huge_patch14)
+#undef OCL_VIT_PRESET
 
 VisionTransformerImpl::VisionTransformerImpl(const VisionTransformerOptions& options_)
     : options(options_) {
