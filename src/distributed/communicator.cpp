@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <mutex>
 #include <optional>
 #include <sstream>
@@ -139,40 +140,24 @@ static void heartbeat_loop(const std::shared_ptr<Heartbeat>& hb, int64_t rank, d
 }
 
 // Every rank's heartbeat as the store holds it now ("" for none), read on a thread of its own:
-// nullopt when the store does not answer within `deadline` (the thread is then left behind).
+// nullopt when the store does not answer within `deadline` (the thread is then left behind),
+// the store's error when it refuses.
 static std::optional<std::vector<std::string>> read_heartbeats(
     const std::shared_ptr<Heartbeat>& hb, int64_t world_size,
     std::chrono::duration<double> deadline) {
-  struct Reading {
-    std::mutex mutex;
-    std::condition_variable done_cv;
-    bool done = false, failed = false;
-    std::vector<std::string> values;
-  };
-  auto reading = std::make_shared<Reading>();
-  std::thread([hb, reading, world_size] {
+  std::packaged_task<std::vector<std::string>()> read([hb, world_size] {
     std::vector<std::string> values(static_cast<size_t>(world_size));
-    bool failed = false;
-    try {
-      std::lock_guard<std::mutex> lock(hb->mutex);
-      for (int64_t r = 0; r < world_size; ++r) {
-        const std::string key = "ocl/hb/" + std::to_string(r);
-        values[static_cast<size_t>(r)] = hb->store->check({key}) ? text(hb->store->get(key)) : "";
-      }
-    } catch (const std::exception&) {
-      failed = true;
+    std::lock_guard<std::mutex> lock(hb->mutex);
+    for (int64_t r = 0; r < world_size; ++r) {
+      const std::string key = "ocl/hb/" + std::to_string(r);
+      values[static_cast<size_t>(r)] = hb->store->check({key}) ? text(hb->store->get(key)) : "";
     }
-    std::lock_guard<std::mutex> lock(reading->mutex);
-    reading->values = std::move(values);
-    reading->failed = failed;
-    reading->done = true;
-    reading->done_cv.notify_all();
-  }).detach();
-  std::unique_lock<std::mutex> lock(reading->mutex);
-  if (!reading->done_cv.wait_for(lock, deadline, [&] { return reading->done; }))
-    return std::nullopt;
-  if (reading->failed) throw std::runtime_error("the store refused");
-  return reading->values;
+    return values;
+  });
+  auto values = read.get_future();
+  std::thread(std::move(read)).detach();
+  if (values.wait_for(deadline) != std::future_status::ready) return std::nullopt;
+  return values.get();
 }
 
 struct PendingCollective::Impl {

@@ -211,22 +211,23 @@ constexpr const char* kBetas = "betas";
 // Readers only look through the reference, so the const_cast never writes to a const Config.
 Ref ref_of(const Key& key, const Config& config) { return key.get(const_cast<Config&>(config)); }
 
-const Section* find_section(const std::string& name) {
+std::string section_names() {
+  std::string out;
+  for (const auto& s : schema()) out += (out.empty() ? "" : ", ") + std::string(s.name);
+  return out;
+}
+
+// The section `name`; an unknown one is a ConfigError led by `lead`.
+const Section& find_section(const std::string& name, const std::string& lead) {
   for (const auto& s : schema())
-    if (name == s.name) return &s;
-  return nullptr;
+    if (name == s.name) return s;
+  throw ConfigError(lead + name + ": unknown key (valid: " + section_names() + ")");
 }
 
 const Key* find_key(const Section& section, const std::string& name) {
   for (const auto& k : section.keys)
     if (name == k.name) return &k;
   return nullptr;
-}
-
-std::string section_names() {
-  std::string out;
-  for (const auto& s : schema()) out += (out.empty() ? "" : ", ") + std::string(s.name);
-  return out;
 }
 
 std::string key_names(const Section& section) {
@@ -512,17 +513,14 @@ void apply_document(Config& config, const YAML::Node& root, const std::string& s
     const YAML::Node body = it->second;
     const int line = line_of(name_node);
     const std::string name = name_node.IsScalar() ? name_node.Scalar() : describe(name_node);
-    const Section* section = find_section(name);
-    if (section == nullptr)
-      throw ConfigError(at_line(source, line) + name + ": unknown key (valid: " + section_names() +
-                        ")");
+    const Section& section = find_section(name, at_line(source, line));
     if (!seen_sections.emplace(name, line).second)
       throw ConfigError(at_line(source, line) + name + ": appears twice (first on line " +
                         std::to_string(seen_sections[name]) + ")");
     if (body.IsNull()) continue;  // `model:` with nothing under it
     if (!body.IsMap())
       throw ConfigError(at_line(source, line) + name + ": expected a map of keys (" +
-                        key_names(*section) + "), got " + describe(body));
+                        key_names(section) + "), got " + describe(body));
     std::map<std::string, int> seen_keys;
     for (auto kv = body.begin(); kv != body.end(); ++kv) {
       const int key_line = line_of(kv->first);
@@ -532,7 +530,7 @@ void apply_document(Config& config, const YAML::Node& root, const std::string& s
         throw ConfigError(at_line(source, key_line) + path + ": appears twice (first on line " +
                           std::to_string(seen_keys[key]) + ")");
       try {
-        for (const auto& set : assign_key(config, *section, key, kv->second))
+        for (const auto& set : assign_key(config, section, key, kv->second))
           origins[set] = Origin{key_line, ""};
       } catch (const ConfigError& e) {
         throw ConfigError(at_line(source, key_line) + e.what());
@@ -561,10 +559,7 @@ void apply_override(Config& config, const std::string& text, Origins& origins) {
   if (dot == std::string::npos || path.find('.', dot + 1) != std::string::npos)
     throw ConfigError(lead + "'" + path +
                       "' is not a key path section.key (sections: " + section_names() + ")");
-  const std::string section_name = path.substr(0, dot);
-  const Section* section = find_section(section_name);
-  if (section == nullptr)
-    throw ConfigError(lead + section_name + ": unknown key (valid: " + section_names() + ")");
+  const Section& section = find_section(path.substr(0, dot), lead);
   YAML::Node value;
   try {
     value = YAML::Load(text.substr(eq + 1));
@@ -572,7 +567,7 @@ void apply_override(Config& config, const std::string& text, Origins& origins) {
     throw ConfigError(lead + "the value is not valid YAML: " + e.msg);
   }
   try {
-    for (const auto& set : assign_key(config, *section, path.substr(dot + 1), value))
+    for (const auto& set : assign_key(config, section, path.substr(dot + 1), value))
       origins[set] = Origin{0, text};
   } catch (const ConfigError& e) {
     throw ConfigError(lead + e.what());

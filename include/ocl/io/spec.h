@@ -28,12 +28,10 @@ const std::vector<std::string>& vit_preset_names();
 /// ratio outside [0, 1) or a count below 2 means.
 int64_t kept_token_count(int64_t num_patches, double mask_ratio);
 
-/// timm's RandAugment string: "rand" followed by "-"-separated sections m<float>, n<int>,
-/// mstd<float> (> 100 means +inf, i.e. uniform, as in timm), mmax<float>, inc<0|1>, p<float>,
-/// e.g. "rand-m9-mstd0.5-inc1". Keys not given take timm's defaults (m 10, n 2, mstd 0,
-/// mmax 10, inc 0, p 0.5). One deviation: timm reads inc with Python's bool("0") == True; here
-/// inc0 is off. Anything malformed ("" and "none" included) throws std::invalid_argument naming
-/// the bad section.
+/// timm's RandAugment string: "rand" and "-"-separated sections m<float>, n<int>, mstd<float>
+/// (> 100: uniform, as in timm), mmax<float>, inc<0|1>, p<float>, e.g. "rand-m9-mstd0.5-inc1";
+/// keys not given keep timm's defaults (below). Unlike timm (Python's bool("0")), inc0 is off.
+/// Anything malformed ("" and "none" included) throws std::invalid_argument naming the section.
 struct RandAugmentSpec {
   int num_ops = 2;
   double magnitude = 10, magnitude_std = 0, magnitude_max = 10;

@@ -1,8 +1,7 @@
 // Patch embedding: a p×p stride-p convolution from images to patch tokens, initialised as MAE
 // does and frozen by default for OCL pre-training (paper §2.1, MoCo v3's stop-gradient trick).
-// Optionally each patch is first standardised per channel (InputNorm::Patch), which takes away
-// the flat colour and brightness a patch shares with the rest of its image: the option for data
-// where per-image colour would otherwise let OCL's two token groups find each other by colour.
+// Optionally each patch is first standardised per channel (InputNorm::Patch), taking away the
+// flat colour a patch shares with its image, by which OCL's two token groups could find each other.
 #pragma once
 
 #include <cstdint>
@@ -24,10 +23,9 @@ enum class InputNorm {
 std::string input_norm_name(InputNorm norm);
 InputNorm parse_input_norm(const std::string& name);
 
-/// Standardises every p×p patch of every channel of `images` [B, C, H, W] (H, W multiples of p)
-/// over its own pixels: (x − mean) / sqrt(var + eps), var the biased variance. A flat patch
-/// becomes 0; eps (in the units of `images`, here standardised pixels) keeps a patch of faint
-/// variation, such as a smooth gradient, faint instead of amplifying it to unit variance.
+/// Standardises every p×p patch of every channel of `images` [B, C, H, W] over its own pixels:
+/// (x − mean) / sqrt(var + eps), var biased. A flat patch becomes 0; eps (in the units of
+/// `images`) keeps a faint one, such as a smooth gradient, faint instead of unit variance.
 torch::Tensor standardize_patches(const torch::Tensor& images, int64_t patch_size, double eps);
 
 struct PatchEmbedOptions {
@@ -44,10 +42,8 @@ struct PatchEmbedOptions {
   TORCH_ARG(double, input_norm_eps) = 0.25;
 };
 
-/// images [B, C, H, W] → tokens [B, N, D], N = (H/p)·(W/p), row-major over the patch grid; with
-/// InputNorm::Patch the projection reads standardize_patches(images) (no parameter is added: the
-/// state dict stays timm's, and the weights file records the option in its metadata).
-/// Submodule `proj` (a Conv2d), so parameters are timm's `proj.weight [D, C, p, p]`, `proj.bias`.
+/// images [B, C, H, W] → tokens [B, N, D], N = (H/p)·(W/p), row-major over the patch grid. The
+/// parameters are timm's `proj.weight [D, C, p, p]` and `proj.bias` with or without InputNorm.
 class PatchEmbedImpl : public torch::nn::Cloneable<PatchEmbedImpl> {
  public:
   explicit PatchEmbedImpl(const PatchEmbedOptions& options);

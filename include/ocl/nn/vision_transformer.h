@@ -83,8 +83,8 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
   torch::Tensor embed_patches(const torch::Tensor& images);
   /// Picks tokens [B, N, D] at indices ids [B, K] (int64, values in [0, N)) → [B, K, D].
   static torch::Tensor gather_tokens(const torch::Tensor& tokens, const torch::Tensor& ids);
-  /// Prepends CLS (+ its zero position), runs the blocks and `norm` when present:
-  /// tokens [B, K, D] (positions already added) → [B, 1+K, D]; row 0 is the CLS output.
+  /// Prepends CLS, runs the blocks and `norm` when present: tokens [B, K, D] (positions added)
+  /// → [B, 1+K, D], row 0 the CLS output.
   torch::Tensor encode_tokens(const torch::Tensor& tokens);
   /// encode_tokens(gather_tokens(tokens, ids)): the encoder on a subset of patches.
   torch::Tensor forward_subset(const torch::Tensor& tokens, const torch::Tensor& ids);
