@@ -20,22 +20,18 @@ namespace ocl::distributed {
 
 /// Collective (every rank calls it once, on `device`): throws std::runtime_error on every rank
 /// when some rank's `build` (a description of the binary) or `config` differs from rank 0's,
-/// naming those ranks and, for a config, the first differing key of each (and on a differing
-/// rank both values).
+/// naming those ranks and, for a config, the first differing key of each.
 void require_same_build_and_config(Communicator& comm, const torch::Device& device,
                                    const std::string& build, const io::Config& config);
 
-/// Collective: every rank's view of a data set (`what`, e.g. "the training set": its number of
-/// images and of classes) compared with rank 0's. Ranks that read different copies of a data
-/// set (a node with a partial copy, another version) would shard different permutations and
-/// train on overlapping or missing images without a word; on a mismatch every rank throws
-/// std::runtime_error naming the ranks that differ and both views.
+/// Collective: every rank's view of a data set (`what`: its numbers of images and classes)
+/// compared with rank 0's, since ranks reading different copies would shard different
+/// permutations without a word; on a mismatch every rank throws naming the ranks and both views.
 void require_same_data(Communicator& comm, const torch::Device& device, const std::string& what,
                        int64_t size, int64_t classes);
 
-/// Collective: a checksum of each tensor's bytes on every rank, all-gathered; the first
-/// (rank, tensor index) whose checksum differs from rank 0's, or nothing when all agree (every
-/// rank returns the same answer).
+/// Collective: the first (rank, tensor index) whose bytes' checksum differs from rank 0's, or
+/// nothing when all agree (every rank returns the same answer).
 std::optional<std::pair<int64_t, int64_t>> first_replica_difference(
     Communicator& comm, const torch::Device& device, const std::vector<torch::Tensor>& tensors);
 

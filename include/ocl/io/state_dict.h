@@ -1,10 +1,5 @@
 // State dicts of LibTorch module trees: PyTorch's `state_dict()` / `load_state_dict()` in C++,
 // with a report that names every missing, unexpected and mis-shaped key.
-//
-//   auto sd = ocl::io::read_safetensors("vit_small.safetensors").tensors;   // e.g. from timm
-//   ocl::io::LoadOptions opts;
-//   opts.ignore_missing = {"head."};                                       // fresh classifier
-//   auto report = ocl::io::load_state_dict(*vit, sd, opts);                // throws unless ok
 #pragma once
 
 #include <string>

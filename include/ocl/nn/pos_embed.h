@@ -8,12 +8,10 @@
 
 namespace ocl::nn {
 
-/// Sin-cos table for a grid_h × grid_w patch grid, row-major over patches (index r·grid_w + c).
-/// Layout (MAE's `get_2d_sincos_pos_embed`, paper §2.1): channels [0, D/2) encode the column
-/// (x), channels [D/2, D) the row (y); each half is [sin | cos] over the frequencies
-/// 1/10000^(2i/(D/2)), i = 0 … D/4−1. With `cls_row`, a zero row is prepended for the CLS token.
-/// Computed in float64 and returned as `dtype`: [cls_row + grid_h·grid_w, D]. D must be a
-/// positive multiple of 4.
+/// Sin-cos table [cls_row + grid_h·grid_w, D] for a patch grid, row-major (MAE's
+/// `get_2d_sincos_pos_embed`, paper §2.1): channels [0, D/2) encode the column, [D/2, D) the
+/// row, each half [sin | cos] over the frequencies 1/10000^(2i/(D/2)), i < D/4 (D a multiple of
+/// 4); with `cls_row`, a zero first row for CLS. Computed in float64, returned as `dtype`.
 torch::Tensor sincos_pos_embed_2d(int64_t embed_dim, int64_t grid_h, int64_t grid_w,
                                   bool cls_row = true, torch::Dtype dtype = torch::kFloat32);
 

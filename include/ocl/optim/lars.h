@@ -1,9 +1,6 @@
 // LARS, the optimiser of MAE's linear probe (util/lars.py): SGD with momentum whose update of
 // each matrix is rescaled by trust · ‖w‖ / ‖g + wd·w‖ (layer-wise adaptive rate); vectors
 // (biases, norms) get neither weight decay nor the rescaling.
-//
-//   ocl::optim::Lars lars(head->parameters(), {/*lr=*/0.1});
-//   loss.backward(); lars.step(); lars.zero_grad();
 #pragma once
 
 #include <vector>

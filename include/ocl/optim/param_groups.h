@@ -22,10 +22,8 @@ struct ParamGroup {
   double lr_scale = 1.0;  // the group's lr = schedule lr · lr_scale
 };
 
-/// Splits the trainable parameters (requires_grad) of `module` into a decayed group (tensors
-/// of ≥ 2 dimensions) and an undecayed one (< 2 dimensions, or a name whose last component is in
-/// `no_decay_names`). Frozen parameters are in neither: never updated, never decayed. Empty
-/// groups are dropped.
+/// Splits the trainable parameters of `module` into a decayed group (≥ 2-D) and an undecayed one
+/// (< 2-D, or a last name component in `no_decay_names`); empty groups are dropped.
 std::vector<ParamGroup> weight_decay_groups(const torch::nn::Module& module, double weight_decay,
                                             const std::set<std::string>& no_decay_names = {
                                                 "cls_token", "pos_embed", "logit_scale"});
@@ -35,11 +33,10 @@ std::vector<ParamGroup> weight_decay_groups(const torch::nn::Module& module, dou
 /// layer k + 1, anything else (norm, fc_norm, head) is layer depth + 1.
 int64_t vit_layer_id(const std::string& name, int64_t depth);
 
-/// MAE's param_groups_lrd: the trainable parameters of a ViT with `depth` blocks split by
-/// (layer, decay / no decay), named "layer_<id>_decay" / "layer_<id>_no_decay", in order of
-/// first appearance; lr_scale = layer_decay^(depth + 1 − id), so the head trains at the full lr
-/// and each block below at layer_decay times the one above. No weight decay on < 2-D tensors
-/// and on `no_decay_names` (last name component), as weight_decay_groups.
+/// MAE's param_groups_lrd: the trainable parameters of a ViT split by layer and decay as
+/// weight_decay_groups ("layer_<id>_decay" / "layer_<id>_no_decay", in order of appearance),
+/// lr_scale = layer_decay^(depth + 1 − id): the head at the full lr, each block below at
+/// layer_decay times the one above.
 std::vector<ParamGroup> layer_decay_groups(const torch::nn::Module& vit, int64_t depth,
                                            double weight_decay, double layer_decay,
                                            const std::set<std::string>& no_decay_names = {
