@@ -72,7 +72,7 @@ SdpaBackendScope::~SdpaBackendScope() {
 }
 
 bool fused_adamw_supported(c10::DeviceType device) {
-  if (device == c10::DeviceType::CUDA) return kHasFusedAdamW;
+  if (device == c10::DeviceType::CUDA) return OCL_TORCH_AT_LEAST(2, 0);
   if (device == c10::DeviceType::CPU) return OCL_TORCH_AT_LEAST(2, 6);
   return false;
 }

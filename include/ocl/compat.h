@@ -20,11 +20,6 @@ namespace ocl::compat {
 /// "1.13.0", "2.6.0", ... : the LibTorch these headers belong to.
 std::string torch_version();
 
-/// at::scaled_dot_product_attention is public (and has flash / memory-efficient kernels).
-inline constexpr bool kHasSdpa = OCL_TORCH_AT_LEAST(2, 0);
-/// at::_fused_adamw_ exists (CUDA from 2.0, CPU from 2.6).
-inline constexpr bool kHasFusedAdamW = OCL_TORCH_AT_LEAST(2, 0);
-
 /// at::_fused_adamw_ has a kernel for tensors on this device type with this LibTorch: CUDA from
 /// 2.0, CPU from 2.6 (the CPU kernel appeared in 2.4; 2.6 is the oldest 2.x this project builds
 /// and tests against).

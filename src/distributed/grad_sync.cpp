@@ -174,8 +174,6 @@ void GradSynchronizer::set_sync(bool sync) {
   impl_->sync = sync;
 }
 
-bool GradSynchronizer::sync_enabled() const { return impl_->sync; }
-
 void GradSynchronizer::finish() {
   auto& d = *impl_;
   std::lock_guard<std::mutex> lock(d.mutex);
@@ -207,7 +205,5 @@ int64_t GradSynchronizer::buckets_launched() const { return impl_->launched_tota
 int64_t GradSynchronizer::buckets_launched_in_backward() const {
   return impl_->launched_in_backward;
 }
-
-void GradSynchronizer::rebind_gradients() { impl_->bind_gradients(); }
 
 }  // namespace ocl::distributed

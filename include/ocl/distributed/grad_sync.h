@@ -40,7 +40,6 @@ class GradSynchronizer {
   /// false: the next backward passes only accumulate (no communication); true (default): the
   /// next backward all-reduces the accumulated gradients.
   void set_sync(bool sync);
-  bool sync_enabled() const;
   /// After a synchronised backward: starts any bucket not yet started, waits for every bucket and
   /// divides by the world size, so that each .grad() holds the mean over ranks. A no-op after a
   /// backward with set_sync(false). Throws CollectiveError if a collective failed.
@@ -54,8 +53,6 @@ class GradSynchronizer {
   /// Buckets of the last synchronised backward whose all-reduce started during backward
   /// (before finish()): how much communication could overlap.
   int64_t buckets_launched_in_backward() const;
-  /// Makes every parameter's .grad() a bucket view again (after code that replaced it).
-  void rebind_gradients();
 
  private:
   struct Impl;
