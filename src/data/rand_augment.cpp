@@ -183,9 +183,9 @@ std::vector<uint8_t> smooth(const Image& image) {
 
 // ---- affine ops: Image.transform(AFFINE) with Pillow's bilinear / bicubic filters ------------
 
-// Source (xin, yin) → one channel value, or false when the point lies outside the image (the
-// output pixel then keeps the fill colour). Mirrors Geometry.c's BILINEAR/BICUBIC macros: rows
-// past the bottom repeat the previous row's value, columns clamp.
+// Source point (xin, yin), shifted by −0.5 to pixel centres, → the three channel values. Mirrors
+// Geometry.c's BILINEAR/BICUBIC macros: rows past the bottom repeat the previous row's value,
+// columns clamp.
 struct Sampler {
   const Image& im;
   double sample(int y, int x, int c) const {
@@ -196,10 +196,7 @@ struct Sampler {
     return !(xin < 0.0 || xin >= im.width || yin < 0.0 || yin >= im.height);
   }
 
-  bool bilinear(double xin, double yin, uint8_t* out) const {
-    if (!inside(xin, yin)) return false;
-    xin -= 0.5;
-    yin -= 0.5;
+  void bilinear(double xin, double yin, uint8_t* out) const {
     const int x = static_cast<int>(std::floor(xin)), y = static_cast<int>(std::floor(yin));
     const double dx = xin - x, dy = yin - y;
     const int y0 = std::clamp(y, 0, im.height - 1);
@@ -212,7 +209,6 @@ struct Sampler {
       }
       out[c] = static_cast<uint8_t>(v1 + (v2 - v1) * dy);
     }
-    return true;
   }
 
   // Pillow's cubic convolution with a = −1, in its Horner form.
@@ -221,10 +217,7 @@ struct Sampler {
     return p1 + d * (p2 + d * (p3 + d * p4));
   }
 
-  bool bicubic(double xin, double yin, uint8_t* out) const {
-    if (!inside(xin, yin)) return false;
-    xin -= 0.5;
-    yin -= 0.5;
+  void bicubic(double xin, double yin, uint8_t* out) const {
     const int x = static_cast<int>(std::floor(xin)) - 1, y = static_cast<int>(std::floor(yin)) - 1;
     const double dx = xin - (x + 1), dy = yin - (y + 1);
     for (int c = 0; c < 3; ++c) {
@@ -238,7 +231,6 @@ struct Sampler {
       const double r = cubic(v[0], v[1], v[2], v[3], dy);
       out[c] = r <= 0.0 ? 0 : r >= 255.0 ? 255 : static_cast<uint8_t>(r);
     }
-    return true;
   }
 };
 
@@ -253,9 +245,13 @@ void affine(Image& image, const std::array<double, 6>& m, std::array<uint8_t, 3>
       const double xin = m[0] * xi + m[1] * yi + m[2];
       const double yin = m[3] * xi + m[4] * yi + m[5];
       uint8_t* out = &image.pixels[(static_cast<size_t>(y) * image.width + x) * 3];
-      const bool ok = resample == AffineResample::Bilinear ? s.bilinear(xin, yin, out)
-                                                           : s.bicubic(xin, yin, out);
-      if (!ok) std::copy(fill.begin(), fill.end(), out);
+      if (!s.inside(xin, yin)) {
+        std::copy(fill.begin(), fill.end(), out);  // the source point lies outside the image
+      } else if (resample == AffineResample::Bilinear) {
+        s.bilinear(xin - 0.5, yin - 0.5, out);
+      } else {
+        s.bicubic(xin - 0.5, yin - 0.5, out);
+      }
     }
   }
 }
