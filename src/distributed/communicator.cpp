@@ -82,6 +82,55 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const LaunchInfo& l, bool serve
   return c10::make_intrusive<c10d::TCPStore>(l.master_addr, o);
 }
 
+// dist.backend resolved ("auto": NCCL on a GPU, Gloo on the CPU) and checked against this build
+// and the device, before anything connects.
+std::string checked_backend(const LaunchInfo& launch, const CommunicatorOptions& options) {
+  const std::string backend =
+      options.backend == "auto" ? (options.device.is_cuda() ? "nccl" : "gloo") : options.backend;
+  if (backend != "gloo" && backend != "nccl") {
+    throw std::invalid_argument("dist.backend must be auto, nccl or gloo, got '" + backend + "'");
+  }
+  if (!backend_available(backend)) {
+    throw std::invalid_argument(
+        backend == "nccl"
+            ? "dist.backend nccl is not available in this build (a CPU LibTorch, or configured "
+              "with -DOCL_WITH_NCCL=OFF): use dist.backend=gloo"
+            : "dist.backend gloo is not available in this build (its LibTorch came without "
+              "Gloo's headers, as PyTorch's pip wheels do): use dist.backend=nccl on GPUs, or "
+              "build against a LibTorch with Gloo's headers (Debian: libgloo-dev)");
+  }
+  if (backend == "nccl" && !options.device.is_cuda()) {
+    throw std::invalid_argument("dist.backend nccl needs a CUDA device; train.device is " +
+                                options.device.str());
+  }
+  if (launch.world_size < 1 || launch.rank < 0 || launch.rank >= launch.world_size) {
+    throw std::invalid_argument("invalid launch: " + launch.describe());
+  }
+  return backend;
+}
+
+// NCCL's device, before any rendezvous, so that a rank without a GPU says so at once.
+void prepare_nccl_device([[maybe_unused]] const CommunicatorOptions& options) {
+#ifdef OCL_WITH_C10D_NCCL
+  const auto visible = static_cast<int64_t>(c10::cuda::device_count());
+  if (visible == 0) {
+    throw std::invalid_argument(
+        "dist.backend nccl needs a CUDA device, and this process sees no CUDA device (no GPU, "
+        "no driver, or CUDA_VISIBLE_DEVICES empty): use dist.backend=gloo on CPUs");
+  }
+  if (options.device.index() >= visible) {
+    throw std::invalid_argument("dist.backend nccl: device " + options.device.str() +
+                                " does not exist, this process sees " + std::to_string(visible) +
+                                " CUDA devices");
+  }
+  c10::cuda::set_device(options.device.index());
+  // A failed or timed-out collective throws from wait() (and reaches fail(): the collective,
+  // the peers), instead of NCCL's watchdog ending the process first with a message of its own.
+  // Set by the user (to 0), PyTorch's watchdog behaviour stands.
+  ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
+#endif
+}
+
 }  // namespace
 
 void abort_rendezvous(const LaunchInfo& launch, const std::string& reason) {
@@ -396,59 +445,6 @@ void PendingCollective::wait() {
   auto impl = std::move(impl_);
   impl->comm->wait(impl->work, impl->seq, impl->what, impl->started);
 }
-
-namespace {
-
-// dist.backend resolved ("auto": NCCL on a GPU, Gloo on the CPU) and checked against this build
-// and the device, before anything connects.
-std::string checked_backend(const LaunchInfo& launch, const CommunicatorOptions& options) {
-  const std::string backend =
-      options.backend == "auto" ? (options.device.is_cuda() ? "nccl" : "gloo") : options.backend;
-  if (backend != "gloo" && backend != "nccl") {
-    throw std::invalid_argument("dist.backend must be auto, nccl or gloo, got '" + backend + "'");
-  }
-  if (!backend_available(backend)) {
-    throw std::invalid_argument(
-        backend == "nccl"
-            ? "dist.backend nccl is not available in this build (a CPU LibTorch, or configured "
-              "with -DOCL_WITH_NCCL=OFF): use dist.backend=gloo"
-            : "dist.backend gloo is not available in this build (its LibTorch came without "
-              "Gloo's headers, as PyTorch's pip wheels do): use dist.backend=nccl on GPUs, or "
-              "build against a LibTorch with Gloo's headers (Debian: libgloo-dev)");
-  }
-  if (backend == "nccl" && !options.device.is_cuda()) {
-    throw std::invalid_argument("dist.backend nccl needs a CUDA device; train.device is " +
-                                options.device.str());
-  }
-  if (launch.world_size < 1 || launch.rank < 0 || launch.rank >= launch.world_size) {
-    throw std::invalid_argument("invalid launch: " + launch.describe());
-  }
-  return backend;
-}
-
-// NCCL's device, before any rendezvous, so that a rank without a GPU says so at once.
-void prepare_nccl_device([[maybe_unused]] const CommunicatorOptions& options) {
-#ifdef OCL_WITH_C10D_NCCL
-  const auto visible = static_cast<int64_t>(c10::cuda::device_count());
-  if (visible == 0) {
-    throw std::invalid_argument(
-        "dist.backend nccl needs a CUDA device, and this process sees no CUDA device (no GPU, "
-        "no driver, or CUDA_VISIBLE_DEVICES empty): use dist.backend=gloo on CPUs");
-  }
-  if (options.device.index() >= visible) {
-    throw std::invalid_argument("dist.backend nccl: device " + options.device.str() +
-                                " does not exist, this process sees " + std::to_string(visible) +
-                                " CUDA devices");
-  }
-  c10::cuda::set_device(options.device.index());
-  // A failed or timed-out collective throws from wait() (and reaches fail(): the collective,
-  // the peers), instead of NCCL's watchdog ending the process first with a message of its own.
-  // Set by the user (to 0), PyTorch's watchdog behaviour stands.
-  ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
-#endif
-}
-
-}  // namespace
 
 Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options)
     : impl_(std::make_unique<Impl>()) {

@@ -295,23 +295,6 @@ std::vector<std::string> errno_texts() {
   ::_exit(127);
 }
 
-}  // namespace
-
-std::vector<std::string> worker_command(int argc, const char* const* argv) {
-  std::vector<std::string> out{"/proc/self/exe"};
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--nproc-per-node") {
-      ++i;  // and its value
-    } else if (arg.rfind("--nproc-per-node=", 0) != 0) {
-      out.push_back(arg);
-    }
-  }
-  return out;
-}
-
-namespace {
-
 void check_launch_options(const LocalLaunchOptions& o) {
   if (o.nproc < 1) {
     throw std::invalid_argument("run_local_workers: nproc must be at least 1, got " +
@@ -520,6 +503,19 @@ class WorkerGroup {
 };
 
 }  // namespace
+
+std::vector<std::string> worker_command(int argc, const char* const* argv) {
+  std::vector<std::string> out{"/proc/self/exe"};
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--nproc-per-node") {
+      ++i;  // and its value
+    } else if (arg.rfind("--nproc-per-node=", 0) != 0) {
+      out.push_back(arg);
+    }
+  }
+  return out;
+}
 
 int run_local_workers(const LocalLaunchOptions& o) {
   check_launch_options(o);

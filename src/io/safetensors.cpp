@@ -183,7 +183,7 @@ Entry parse_entry(const std::string& name, const json& value, uint64_t data_size
   // numel and nbytes are multiplied with overflow checks: a corrupt shape must not wrap around
   // into a small size that then passes the offset checks.
   uint64_t numel = 1;
-  bool overflow = false, has_zero = false;
+  bool overflow = false;
   for (const auto& dim : shape) {
     TORCH_CHECK(dim.is_number_integer(), at, "\"shape\" must hold integers, got ", shape.dump());
     TORCH_CHECK(dim.is_number_unsigned(), at, "negative dimension ", dim.dump(), " in shape ",
@@ -192,15 +192,10 @@ Entry parse_entry(const std::string& name, const json& value, uint64_t data_size
     TORCH_CHECK(d <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()), at, "dimension ",
                 d, " in shape ", shape.dump(), " overflows int64");
     e.shape.push_back(static_cast<int64_t>(d));
-    if (d == 0) {
-      has_zero = true;
-    } else if (numel > std::numeric_limits<uint64_t>::max() / d) {
-      overflow = true;
-    }
-    numel *= d;  // may wrap (even to 0) once overflow is set; then it is never used
+    overflow |= __builtin_mul_overflow(numel, d, &numel);  // once set, numel is never used
   }
   // A zero dimension makes the tensor empty whatever the other dimensions multiply to.
-  if (has_zero) {
+  if (std::find(e.shape.begin(), e.shape.end(), 0) != e.shape.end()) {
     numel = 0;
     overflow = false;
   }
@@ -320,22 +315,6 @@ void append_le_u64(std::string& out, uint64_t v) {
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
-}  // namespace
-
-SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
-  TORCH_CHECK(size >= 8, "safetensors '", source, "': ", size,
-              " bytes is shorter than the 8-byte header length");
-  TORCH_CHECK(data != nullptr, "safetensors '", source, "': null data pointer");
-  const uint64_t n = checked_header_length(data, size, source);
-  const uint8_t* area = data + 8 + n;
-  Header h = parse_header(reinterpret_cast<const char*>(data + 8), n, size - 8 - n, source);
-  return load_tensors(h, source, [&](const Entry& e, uint8_t* dst) {
-    std::memcpy(dst, area + e.begin, e.end - e.begin);
-  });
-}
-
-namespace {
-
 // The opened file and its checked header (the data area's layout included, not its bytes).
 struct OpenedFile {
   Fd fd;
@@ -368,6 +347,18 @@ OpenedFile open_safetensors(const std::string& path) {
 }
 
 }  // namespace
+
+SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source) {
+  TORCH_CHECK(size >= 8, "safetensors '", source, "': ", size,
+              " bytes is shorter than the 8-byte header length");
+  TORCH_CHECK(data != nullptr, "safetensors '", source, "': null data pointer");
+  const uint64_t n = checked_header_length(data, size, source);
+  const uint8_t* area = data + 8 + n;
+  Header h = parse_header(reinterpret_cast<const char*>(data + 8), n, size - 8 - n, source);
+  return load_tensors(h, source, [&](const Entry& e, uint8_t* dst) {
+    std::memcpy(dst, area + e.begin, e.end - e.begin);
+  });
+}
 
 SafetensorsHeader read_safetensors_header(const std::string& path) {
   auto f = open_safetensors(path);
