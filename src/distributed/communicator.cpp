@@ -124,9 +124,8 @@ void prepare_nccl_device([[maybe_unused]] const CommunicatorOptions& options) {
                                 " CUDA devices");
   }
   c10::cuda::set_device(options.device.index());
-  // A failed or timed-out collective throws from wait() (and reaches fail(): the collective,
-  // the peers), instead of NCCL's watchdog ending the process first with a message of its own.
-  // Set by the user (to 0), PyTorch's watchdog behaviour stands.
+  // A failed or timed-out collective throws from wait() (reaching fail(): the collective, the
+  // peers) instead of NCCL's watchdog ending the process first; a user's 0 keeps the watchdog.
   ::setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
 #endif
 }
@@ -227,9 +226,7 @@ struct Communicator::Impl {
   std::atomic<int64_t> started_grads{0}, started_loss{0};
   std::shared_ptr<Heartbeat> heartbeat = std::make_shared<Heartbeat>();
   std::thread heartbeat_thread;
-  // A collective failed: NCCL groups are then aborted, not shut down (from 2.6 a shutdown waits
-  // for the outstanding work of a communicator that may never finish it).
-  std::atomic<bool> failed{false};
+  std::atomic<bool> failed{false};  // a collective failed: the destructor aborts NCCL groups
 
   BackendBase& group(Group g) { return g == Group::kGradients ? *grads : *loss; }
 
@@ -427,10 +424,8 @@ struct Communicator::Impl {
     o->timeout = options.timeout;
     auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store_view, rank, size, o);
 #if OCL_TORCH_AT_LEAST(2, 6)
-    // Bound to this rank's device: NCCL's communicator set-up and any collective without a
-    // tensor use it instead of guessing one from the rank (PyTorch's
-    // init_process_group(device_id=...)). Checked against 2.6's headers; barrier() passes the
-    // device itself on every version.
+    // Bound to this rank's device (init_process_group(device_id=...)): set-up and collectives
+    // without a tensor use it instead of guessing from the rank (barrier() passes it anyway).
     group->setBoundDeviceId(options.device);
 #endif
     return group;
@@ -488,9 +483,9 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
 Communicator::~Communicator() {
   impl_->stop_heartbeat();
 #if defined(OCL_WITH_C10D_NCCL) && OCL_TORCH_AT_LEAST(2, 3)
-  // NCCL communicators are torn down explicitly (PyTorch's destroy_process_group); destroying
-  // them implicitly at exit leaks resources and warns. After a failed collective they are
-  // aborted: a shutdown would wait for work that a lost peer never lets finish.
+  // NCCL communicators are torn down explicitly (destroy_process_group; at exit they leak and
+  // warn), and aborted after a failed collective: from 2.6 a shutdown would wait for work that a
+  // lost peer never lets finish.
   for (auto* group : {impl_->grads.get(), impl_->loss.get()}) {
     auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(group);
     if (nccl == nullptr) continue;

@@ -42,7 +42,6 @@ std::string shortest_number(double v) {
 constexpr int64_t kMaxConfigBytes = 1 << 20;
 namespace {
 
-// ---------------------------------------------------------------------------------------------
 // The key table: every section and key in header order, each key a typed reference into Config.
 
 using Ref = std::variant<std::string*, int64_t*, uint64_t*, double*, bool*>;
@@ -291,7 +290,6 @@ bool same_value(const Ref& a, const Ref& b) {
       a);
 }
 
-// ---------------------------------------------------------------------------------------------
 // YAML nodes onto typed fields. Numbers and bools must be plain (unquoted) scalars: "64" in
 // quotes is a string, and accepting it would hide a config written by a confused generator.
 
@@ -574,7 +572,6 @@ void apply_override(Config& config, const std::string& text, Origins& origins) {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
 // Validation. Each failure names the keys involved (the first one leads the message), so that
 // parse_config can point at the line or the override that set them.
 
@@ -761,8 +758,6 @@ void validate_impl(const Config& c) {
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------------------------------------
 
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                     const std::string& source) {

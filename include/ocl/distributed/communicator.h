@@ -52,7 +52,6 @@ class PendingCollective {
  public:
   PendingCollective() = default;
   void wait();
-  bool defined() const { return impl_ != nullptr; }
 
  private:
   friend class Communicator;
