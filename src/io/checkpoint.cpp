@@ -189,13 +189,12 @@ void verify_files(const std::string& folder, const json& state) {
 }  // namespace
 
 std::string checkpoint_name(const TrainingState& state) {
+  const long long epoch = state.epoch, step = state.step_in_epoch;
   char buf[64];
-  if (state.step_in_epoch == 0) {
-    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld", static_cast<long long>(state.epoch));
-  } else {
-    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld-%06lld", static_cast<long long>(state.epoch),
-                  static_cast<long long>(state.step_in_epoch));
-  }
+  if (step == 0)
+    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld", epoch);
+  else
+    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld-%06lld", epoch, step);
   return buf;
 }
 
@@ -318,11 +317,9 @@ TrainingState parse_training_state(const std::string& text, const std::string& s
   }
   TORCH_CHECK(j.is_object(), "checkpoint: '", source, "' is damaged: not a JSON object");
   // Whole numbers only: nlohmann's get<> would truncate 1.5 to 1, wrap -1 into a huge seed, and
-  // leave a double beyond int64's range undefined.
+  // leave a double beyond int64's range undefined (an integer >= 0 it stores as unsigned).
   auto integer = [&](const char* key, int64_t min) -> int64_t {
     const auto it = j.find(key);
-    // (nlohmann stores a JSON integer >= 0 as unsigned: its range is checked before reading it
-    // as int64_t.)
     const bool ok = it != j.end() && it->is_number_integer() &&
                     (!it->is_number_unsigned() || it->get<uint64_t>() <= uint64_t{INT64_MAX}) &&
                     it->get<int64_t>() >= min;

@@ -170,9 +170,8 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
   check_input_norm(file.metadata, encoder->options, report.path);
 
   const bool avg_pool = !encoder->norm && encoder->fc_norm;
-  // A new head is trained (MAE main_finetune deletes the checkpoint's head.weight / head.bias);
-  // with mean pooling, the pre-training `norm` is replaced by a fresh `fc_norm` (MAE's
-  // global_pool: fc_norm is trained, norm is unused).
+  // A new head is trained (MAE's main_finetune deletes the checkpoint's head); with mean pooling
+  // a fresh `fc_norm` replaces the pre-training `norm` (MAE's global_pool).
   io::TensorMap tensors;
   for (auto& [name, tensor] : file.tensors) {
     if (starts_with(name, "head.") || (avg_pool && starts_with(name, "norm."))) {
