@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
 #include <system_error>
 
@@ -106,11 +107,9 @@ std::vector<int64_t> expand_tasks_per_node(const std::string& name, const std::s
     return std::invalid_argument(quoted(name, value) +
                                  " is not a SLURM task count list such as '4(x2),3'");
   };
-  size_t pos = 0;
-  while (true) {
-    const size_t comma = value.find(',', pos);
-    const std::string entry =
-        value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+  if (value.empty() || value.back() == ',') throw malformed();  // an empty last entry
+  std::istringstream entries(value);
+  for (std::string entry; std::getline(entries, entry, ',');) {
     const size_t paren = entry.find('(');
     int64_t count = 0, repeat = 1;
     try {
@@ -129,8 +128,6 @@ std::vector<int64_t> expand_tasks_per_node(const std::string& name, const std::s
     }
     if (count < 1 || repeat < 1) throw malformed();
     counts.insert(counts.end(), static_cast<size_t>(repeat), count);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
   }
   return counts;
 }
@@ -228,26 +225,18 @@ LaunchInfo from_mpi(const EnvLookup& env, const std::string& world_size) {
 // written (zero padding is part of the host name).
 std::string first_of_range_list(const std::string& body) {
   if (body.empty()) throw std::invalid_argument("empty brackets");
+  if (body.back() == ',') throw std::invalid_argument("bad range ''");
   std::string first;
-  size_t pos = 0;
-  while (true) {
-    const size_t comma = body.find(',', pos);
-    const std::string item =
-        body.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+  std::istringstream items(body);
+  for (std::string item; std::getline(items, item, ',');) {
     const size_t dash = item.find('-');
     const std::string lo = item.substr(0, dash);
     const std::string hi = dash == std::string::npos ? lo : item.substr(dash + 1);
     const auto digits = [](const std::string& s) {
-      if (s.empty()) return false;
-      for (char c : s) {
-        if (!std::isdigit(static_cast<unsigned char>(c))) return false;
-      }
-      return true;
+      return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
     };
     if (!digits(lo) || !digits(hi)) throw std::invalid_argument("bad range '" + item + "'");
     if (first.empty()) first = lo;
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
   }
   return first;
 }
