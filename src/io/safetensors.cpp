@@ -51,16 +51,10 @@ constexpr DtypeInfo kDtypes[] = {
     {"U8", c10::ScalarType::Byte, 1},    {"BOOL", c10::ScalarType::Bool, 1},
 };
 
-const DtypeInfo* dtype_by_name(const std::string& name) {
+template <typename Match>
+const DtypeInfo* find_dtype(Match match) {
   for (const auto& d : kDtypes) {
-    if (name == d.name) return &d;
-  }
-  return nullptr;
-}
-
-const DtypeInfo* dtype_by_type(c10::ScalarType type) {
-  for (const auto& d : kDtypes) {
-    if (type == d.type) return &d;
+    if (match(d)) return &d;
   }
   return nullptr;
 }
@@ -174,7 +168,7 @@ Entry parse_entry(const std::string& name, const json& value, uint64_t data_size
 
   const auto& dtype = value["dtype"];
   TORCH_CHECK(dtype.is_string(), at, "\"dtype\" must be a string, got ", dtype.dump());
-  e.dtype = dtype_by_name(dtype.get<std::string>());
+  e.dtype = find_dtype([&](const DtypeInfo& d) { return dtype.get<std::string>() == d.name; });
   TORCH_CHECK(e.dtype != nullptr, at, "unsupported dtype ", dtype.dump(),
               " (supported: ", dtype_names(), ")");
 
@@ -387,9 +381,10 @@ std::string serialize_safetensors(const TensorMap& tensors, const Metadata& meta
     TORCH_CHECK(name != kMetadataKey, "safetensors: a tensor cannot be named '", kMetadataKey,
                 "' (reserved for the metadata)");
     TORCH_CHECK(tensor.defined(), "safetensors: tensor '", name, "' is undefined");
-    const DtypeInfo* dtype = dtype_by_type(tensor.scalar_type());
-    TORCH_CHECK(dtype != nullptr, "safetensors: tensor '", name, "' has unsupported dtype ",
-                tensor.scalar_type(), " (supported: ", dtype_names(), ")");
+    const auto type = tensor.scalar_type();  // C++17 lambdas capture no structured binding
+    const DtypeInfo* dtype = find_dtype([&](const DtypeInfo& d) { return type == d.type; });
+    TORCH_CHECK(dtype != nullptr, "safetensors: tensor '", name, "' has unsupported dtype ", type,
+                " (supported: ", dtype_names(), ")");
     items.push_back({name, dtype, tensor.detach().to(torch::kCPU).contiguous()});
   }
   // Largest item size first: with the header padded to 8 bytes every tensor starts aligned.
