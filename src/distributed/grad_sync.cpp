@@ -93,22 +93,6 @@ struct GradSynchronizer::Impl {
     launch_ready_in_order();
     launched_in_backward += static_cast<int64_t>(next_launch - before);
   }
-
-  void bind_gradients() {
-    for (auto& b : buckets) {
-      int64_t offset = 0;
-      for (size_t k : b.params) {
-        auto& p = params[k];
-        auto view = b.flat.narrow(0, offset, p.numel()).view(p.sizes());
-        if (p.grad().defined()) {
-          torch::NoGradGuard no_grad;
-          view.copy_(p.grad());
-        }
-        p.mutable_grad() = view;
-        offset += p.numel();
-      }
-    }
-  }
 };
 
 GradSynchronizer::GradSynchronizer(Communicator& comm, std::vector<torch::Tensor> params,
@@ -141,9 +125,20 @@ GradSynchronizer::GradSynchronizer(Communicator& comm, std::vector<torch::Tensor
     }
     const auto& head = d.params[b.params.front()];
     b.flat = torch::zeros({numel}, head.options().requires_grad(false));
+    // Each gradient becomes a view into the bucket, keeping what it held.
+    int64_t offset = 0;
+    for (size_t k : b.params) {
+      auto& p = d.params[k];
+      auto view = b.flat.narrow(0, offset, p.numel()).view(p.sizes());
+      if (p.grad().defined()) {
+        torch::NoGradGuard no_grad;
+        view.copy_(p.grad());
+      }
+      p.mutable_grad() = view;
+      offset += p.numel();
+    }
     d.buckets.push_back(std::move(b));
   }
-  d.bind_gradients();
 
   for (size_t k = 0; k < d.params.size(); ++k) {
     auto acc = torch::autograd::impl::grad_accumulator(d.params[k]);

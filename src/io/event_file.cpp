@@ -82,15 +82,13 @@ std::string tensorboard_tag(const std::string& record_type, const std::string& f
   auto ends_with = [](const std::string& s, const std::string& tail) {
     return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
   };
-  auto starts_with = [](const std::string& s, const std::string& head) {
-    return s.rfind(head, 0) == 0;
-  };
+  const bool knn_figure = field.rfind("knn_", 0) == 0;
   if (record_type == "step" || ends_with(record_type, "_step")) return "train/" + field;
-  if (record_type == "knn") return "knn/" + (starts_with(field, "knn_") ? field.substr(4) : field);
+  if (record_type == "knn") return "knn/" + (knn_figure ? field.substr(4) : field);
   if (record_type == "shortcut") return "shortcut/" + field;
   if (record_type == "epoch" || ends_with(record_type, "_epoch")) {
     // The kNN and shortcut figures an epoch record repeats are plotted from their own records.
-    if (starts_with(field, "knn_") || starts_with(field, "shortcut_")) return "";
+    if (knn_figure || field.rfind("shortcut_", 0) == 0) return "";
     for (const char* eval : {"top1", "top5", "val_loss", "best_top1", "ema_top1"}) {
       if (field == eval) return "eval/" + field;
     }
