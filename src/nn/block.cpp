@@ -64,17 +64,11 @@ void BlockImpl::reset() {
     ls2 = register_module("ls2", LayerScale(o.dim(), o.layer_scale_init()));
 }
 
-namespace {
-torch::Tensor apply_norm(const torch::nn::LayerNorm& ln, const torch::Tensor& x) {
-  return compat::layer_norm(x, ln->weight, ln->bias, kLayerNormEps);
-}
-}  // namespace
-
 torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
-  auto h = attn(apply_norm(norm1, x));
+  auto h = attn(compat::layer_norm(x, norm1->weight, norm1->bias, kLayerNormEps));
   if (ls1) h = ls1(h);
   auto y = x + drop_path(h, options.drop_path(), is_training());
-  h = mlp(apply_norm(norm2, y));
+  h = mlp(compat::layer_norm(y, norm2->weight, norm2->bias, kLayerNormEps));
   if (ls2) h = ls2(h);
   return y + drop_path(h, options.drop_path(), is_training());
 }

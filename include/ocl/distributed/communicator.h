@@ -33,8 +33,7 @@ struct CommunicatorOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};
   /// The device the collectives' tensors live on (for NCCL: this rank's GPU).
   torch::Device device{torch::kCPU};
-  /// Seconds between heartbeats written to the store (0 = none: failures then cannot say
-  /// which peer stopped).
+  /// Seconds between heartbeats in the store (0 = none: a failure cannot say which peer stopped).
   double heartbeat_s = 1.0;
 };
 

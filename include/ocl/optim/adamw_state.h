@@ -11,8 +11,7 @@
 
 namespace ocl::optim {
 
-/// AdamW's per-parameter state as named tensors "optim.<name>.exp_avg", ".exp_avg_sq" and
-/// ".step" (int64 0-d), for the parameters of `groups` (names from ParamGroup::names).
+/// The state of the parameters of `groups`, under their ParamGroup::names (".step": int64 0-d).
 io::TensorMap adamw_state(const torch::optim::AdamW& optimizer,
                           const std::vector<ParamGroup>& groups);
 
