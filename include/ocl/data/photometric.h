@@ -1,8 +1,8 @@
 // Photometric augmentations in torchvision's semantics on 8-bit RGB (its PIL path: ColorJitter
 // as Pillow's ImageEnhance and HSV, RandomGrayscale, GaussianBlur, RandomSolarize) and the BYOL /
 // MoCo v3 recipe built from them. OCL needs none (masking makes its views): drawn apart for each
-// token group's copy of the crop (`with_photometric` with two views), they hide a cue the groups
-// share, such as a per-image colour cast (docs/shortcuts.md).
+// token group's copy of the crop (two views; mask.group_views: independent), they hide a cue the
+// groups share, such as a per-image colour cast (docs/shortcuts.md).
 #pragma once
 
 #include <array>
