@@ -32,7 +32,7 @@ const char* name_of(Interpolation interpolation) {
 
 // The index of `name` in `names`; otherwise throws "<what>: expected a | b | ..., got 'name'".
 template <size_t N>
-int parse_name(const std::string& name, const char* const (&names)[N], const char* what) {
+int parse_choice(const std::string& name, const char* const (&names)[N], const char* what) {
   std::string expected;
   for (size_t i = 0; i < N; ++i) {
     if (name == names[i]) return static_cast<int>(i);
@@ -246,12 +246,12 @@ Image resize_image(const Image& image, int height, int width, Interpolation inte
 }
 
 Interpolation parse_interpolation(const std::string& name) {
-  return static_cast<Interpolation>(parse_name(name, kInterpolationNames, "interpolation"));
+  return static_cast<Interpolation>(parse_choice(name, kInterpolationNames, "interpolation"));
 }
 
 RegionDecode parse_region_decode(const std::string& name) {
   static constexpr const char* kNames[] = {"full", "region", "reduced"};  // enum RegionDecode's
-  return static_cast<RegionDecode>(parse_name(name, kNames, "decode"));
+  return static_cast<RegionDecode>(parse_choice(name, kNames, "decode"));
 }
 
 uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index) {
