@@ -263,7 +263,7 @@ TEST(Jpeg, GreyDecodesToRgbAndOtherFormatsStillDecode) {
   for (size_t i = 0; i < 40u * 56u; ++i) ASSERT_EQ(g.pixels[3 * i], reference.data[i]);
 #endif
   // Other formats are not JPEG and still decode through decode_image (PNG through libspng). A
-  // CMYK JPEG, which decode_jpeg leaves to OpenCV, is checked in test_data.cpp (print.jpg).
+  // CMYK JPEG, which decode_jpeg leaves to OpenCV, is checked in test_image_folder.cpp (print.jpg).
   const auto png = ocl::data::encode_png(to_image(textured(8, 8, 4)));
   EXPECT_FALSE(ocl::data::looks_like_jpeg(png.data(), png.size()));
   EXPECT_TRUE(ocl::data::decode_image(png.data(), png.size()).has_value());
