@@ -1,4 +1,9 @@
 // The tar member index and WebDataset's sample grouping (see include/ocl/data/tar_index.h).
+//
+// Written by hand rather than with libarchive: libarchive reads the same formats but documents no
+// way to learn where an entry's data begins in the archive (archive_read_header_position gives
+// where its first header began, and pax and GNU long-name entries put a variable number of blocks
+// between the two), and the readers here need exactly that offset.
 #include "ocl/data/tar_index.h"
 
 #include <unistd.h>
@@ -6,6 +11,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -31,6 +37,19 @@ constexpr Field kName{0, 100}, kSize{124, 12}, kChecksum{148, 8}, kType{156, 1},
 std::string at_byte(const std::string& what, uint64_t offset) {
   return what + ", byte " + std::to_string(offset);
 }
+
+// Compressed archives are named, not read: the index needs random reads at member offsets, and
+// reaching a member of a compressed stream means decompressing everything before it (zlib could
+// read a .tar.gz, but each image would then cost a pass over its shard).
+struct Compression {
+  const char* magic;
+  size_t size;
+  const char* name;
+  const char* command;
+};
+constexpr Compression kCompressions[] = {{"\x1f\x8b", 2, "gzip", "gunzip -k"},
+                                         {"\xfd\x37\x7a\x58\x5a\x00", 6, "xz", "unxz -k"},
+                                         {"\x28\xb5\x2f\xfd", 4, "zstd", "unzstd"}};
 
 // A NUL-terminated (or full-width) text field.
 std::string text_field(const uint8_t* h, Field f) {
@@ -118,7 +137,7 @@ void parse_pax(const std::string& data, const std::string& where, bool global, s
     const std::string record = data.substr(p + 1, pos + length - 1 - (p + 1));
     const size_t eq = record.find('=');
     if (eq == std::string::npos || eq == 0) {
-      throw std::runtime_error(where + ": malformed pax record '" + record.substr(0, 60) +
+      throw std::runtime_error(where + ": malformed pax record '" + printable(record, 60) +
                                "' (no key=value)");
     }
     const std::string key = record.substr(0, eq), value = record.substr(eq + 1);
@@ -140,7 +159,8 @@ void parse_pax(const std::string& data, const std::string& where, bool global, s
         ok = errno == 0;
         v = parsed;
       }
-      if (!ok) throw std::runtime_error(where + ": pax size '" + value + "' is not a size");
+      if (!ok)
+        throw std::runtime_error(where + ": pax size '" + printable(value, 40) + "' is not a size");
       *size = v;
       *has_size = true;
     }
@@ -200,7 +220,7 @@ Header check_header(const uint8_t* h, const std::string& where) {
   const std::string magic = text_field(h, kMagic);
   if (magic != "ustar" && magic != "ustar ") {
     throw std::runtime_error(where + ": a tar header that is not ustar, GNU or pax (magic '" +
-                             magic + "'): rewrite the shard with a POSIX tar writer");
+                             printable(magic) + "'): rewrite the shard with a POSIX tar writer");
   }
   Header header;
   header.type = static_cast<char>(h[kType.at]);
@@ -238,9 +258,19 @@ void read_extended(const ByteReader& read, const Header& header, uint64_t data, 
 }  // namespace
 
 std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
-                                 const std::string& what) {
+                                 const std::string& what, bool* ended) {
   std::vector<TarMember> members;
   uint8_t h[kBlock];
+  const size_t head = read(0, std::min<uint64_t>(total_size, 6), h);
+  for (const auto& c : kCompressions) {
+    if (head >= c.size && std::memcmp(h, c.magic, c.size) == 0) {
+      throw std::runtime_error(what + ": " + c.name +
+                               "-compressed, not a tar archive: shards are read in place, "
+                               "uncompressed (decompress it first: " +
+                               c.command + " FILE)");
+    }
+  }
+  if (ended) *ended = false;
   uint64_t offset = 0;
   Pending pending;  // what the headers before a member said about it
   while (offset < total_size) {
@@ -248,12 +278,18 @@ std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
       // tar pads to whole blocks: a partial block is a cut archive, unless it is zero padding.
       std::vector<uint8_t> tail(static_cast<size_t>(total_size - offset));
       read_exactly(read, offset, tail.size(), tail.data(), total_size, what, "a header");
-      if (std::all_of(tail.begin(), tail.end(), [](uint8_t b) { return b == 0; })) break;
+      if (std::all_of(tail.begin(), tail.end(), [](uint8_t b) { return b == 0; })) {
+        if (ended) *ended = true;
+        break;
+      }
       throw std::runtime_error(at_byte(what, offset) + ": the archive ends inside a header (" +
                                std::to_string(total_size) + " bytes in all): it is truncated");
     }
     read_exactly(read, offset, kBlock, h, total_size, what, "a header");
-    if (all_zero(h)) break;  // the end-of-archive marker
+    if (all_zero(h)) {  // the end-of-archive marker
+      if (ended) *ended = true;
+      break;
+    }
     const std::string where = at_byte(what, offset);
     const Header header = check_header(h, where);
     const uint64_t data = offset + kBlock;
@@ -278,8 +314,8 @@ std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
     const bool dataless = type >= '1' && type <= '6';
     if (!dataless &&
         (size > total_size || padded(size) > total_size || data > total_size - padded(size))) {
-      throw std::runtime_error(where + ": member '" + name + "' (" + std::to_string(size) +
-                               " bytes) runs past the end of the archive (" +
+      throw std::runtime_error(where + ": member '" + printable(name) + "' (" +
+                               std::to_string(size) + " bytes) runs past the end of the archive (" +
                                std::to_string(total_size) + " bytes): it is truncated");
     }
     if (type == '0' || type == '\0' || type == '7') {
@@ -314,14 +350,14 @@ std::vector<TarSample> group_samples(const std::vector<TarMember>& members,
   for (size_t i = 0; i < members.size(); ++i) {
     auto [key, ext] = sample_key(members[i].name);
     if (ext.empty()) {
-      throw std::runtime_error(what + ": member '" + members[i].name +
+      throw std::runtime_error(what + ": member '" + printable(members[i].name) +
                                "' has no extension (WebDataset names members <key>.<ext>)");
     }
     if (samples.empty() || samples.back().key != key) {
       const auto [it, fresh] = seen.emplace(key, samples.size());
       if (!fresh) {
-        throw std::runtime_error(what + ": key '" + key + "' comes back at member '" +
-                                 members[i].name +
+        throw std::runtime_error(what + ": key '" + printable(key) + "' comes back at member '" +
+                                 printable(members[i].name) +
                                  "' after other samples: a sample's members "
                                  "must be consecutive");
       }
@@ -329,11 +365,40 @@ std::vector<TarSample> group_samples(const std::vector<TarMember>& members,
     }
     auto& parts = samples.back().parts;
     if (!parts.emplace(ext, static_cast<uint32_t>(i)).second) {
-      throw std::runtime_error(what + ": two members named '" + members[i].name + "' in sample '" +
-                               key + "'");
+      throw std::runtime_error(what + ": two members named '" + printable(members[i].name) +
+                               "' in sample '" + printable(key) + "'");
     }
   }
   return samples;
+}
+
+std::string printable(const std::string& bytes, size_t max_bytes) {
+  std::string out;
+  for (size_t i = 0; i < bytes.size() && i < max_bytes;) {
+    const auto c = static_cast<unsigned char>(bytes[i]);
+    // A UTF-8 lead byte and the number of bytes of its sequence (1: not a lead byte).
+    const size_t n = c >= 0xc2 && c < 0xe0   ? 2
+                     : c >= 0xe0 && c < 0xf0 ? 3
+                     : c >= 0xf0 && c < 0xf5 ? 4
+                                             : 1;
+    size_t k = 1;
+    while (k < n && i + k < bytes.size() && (bytes[i + k] & 0xc0) == 0x80) ++k;
+    if (n > 1 && k == n) {
+      out.append(bytes, i, n);
+      i += n;
+      continue;
+    }
+    if (c >= 0x20 && c < 0x7f) {
+      out += static_cast<char>(c);
+    } else {
+      char hex[5];
+      std::snprintf(hex, sizeof(hex), "\\x%02x", c);
+      out += hex;
+    }
+    ++i;
+  }
+  if (bytes.size() > max_bytes) out += "... (" + std::to_string(bytes.size()) + " bytes)";
+  return out;
 }
 
 }  // namespace ocl::data

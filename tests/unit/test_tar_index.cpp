@@ -174,10 +174,15 @@ TEST(TarIndex, ATruncatedArchiveIsNamedWithTheByte) {
   std::vector<uint8_t> in_padding(whole.begin(), whole.begin() + 1224);
   OCL_EXPECT_THROW_WITH(index_bytes(in_padding, "cut.tar"),
                         "cut.tar, byte 0: member 'n01/0000.jpg' (513 bytes) runs past the end");
-  // Whole members and no end marker read as the members there are.
+  // Whole members and no end marker read as the members there are, `ended` saying so.
   std::vector<uint8_t> tar;
   append_member(&tar, "a/1.jpg", "xyz");
-  EXPECT_EQ(index_bytes(tar).size(), 1u);
+  bool ended = true;
+  EXPECT_EQ(index_tar(memory_reader(tar.data(), tar.size()), tar.size(), "t", &ended).size(), 1u);
+  EXPECT_FALSE(ended);
+  end_archive(&tar);
+  index_tar(memory_reader(tar.data(), tar.size()), tar.size(), "t", &ended);
+  EXPECT_TRUE(ended);
   // An extended header with nothing after it.
   std::vector<uint8_t> pax_only;
   append_member(&pax_only, "PaxHeader/1", pax_record("path", "a/long.jpg"), 'x');
@@ -204,6 +209,23 @@ TEST(TarIndex, HeadersThatAreNotUstarGnuOrPaxAreRefused) {
   second.insert(second.end(), h.begin(), h.end());
   second.resize(second.size() + 1024, 0);
   OCL_EXPECT_THROW_WITH(index_bytes(second, "s.tar"), "s.tar, byte 1024: not a tar header");
+}
+
+// Issue 43: a compressed archive read as "not a tar header".
+TEST(TarIndex, ACompressedArchiveIsNamedAsSuch) {
+  const std::vector<uint8_t> gz = {0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 'j', 'u', 'n', 'k'};
+  OCL_EXPECT_THROW_WITH(index_bytes(gz, "s.tar.gz"),
+                        "s.tar.gz: gzip-compressed, not a tar archive");
+  OCL_EXPECT_THROW_WITH(index_bytes(gz, "s.tar.gz"), "gunzip -k");
+  std::vector<uint8_t> zst = {0x28, 0xb5, 0x2f, 0xfd, 4, 0};
+  zst.resize(2048, 'z');
+  OCL_EXPECT_THROW_WITH(index_bytes(zst, "s.tar.zst"), "s.tar.zst: zstd-compressed");
+}
+
+TEST(TarIndex, BytesQuotedInAMessageArePrintableAndBounded) {
+  EXPECT_EQ(ocl::data::printable("a/caf\xc3\xa9.jpg"), "a/caf\xc3\xa9.jpg");  // UTF-8 kept
+  EXPECT_EQ(ocl::data::printable("a\x01\n\xff\xc3"), "a\\x01\\x0a\\xff\\xc3");
+  EXPECT_EQ(ocl::data::printable(std::string(1000, 'n'), 4), "nnnn... (1000 bytes)");
 }
 
 TEST(TarIndex, PaxRecordsRenameAndResizeTheNextMemberOnly) {

@@ -1,23 +1,8 @@
 // The members of a tar archive and where their bytes lie, read from the headers alone, and
-// WebDataset's grouping of members into samples: what reading a WebDataset shard in place needs
-// (an image is then one pread at a known offset, not a pass over the shard).
+// WebDataset's grouping of members into samples: what reading a shard in place needs.
 //
-//   auto members = ocl::data::index_tar(ocl::data::file_reader(fd), file_size, "train-000.tar");
-//   auto samples = ocl::data::group_samples(members, "train-000.tar");
-//   // samples[i].key "n01440764/0001", samples[i].parts {"jpg" -> member 0, "cls" -> member 1}
-//
-// The header formats are POSIX ustar (names up to 255 bytes through its prefix field), pax
-// ('x' records before a member: path, size; 'g' global records, whose path and size keys are
-// refused since they would rename every member) and GNU ('L' long names, 'K' long link names,
-// base-256 sizes). Every header's checksum is verified and its magic must be "ustar": a v7
-// header or bytes that are no tar header are refused naming the byte offset. Regular files are
-// members; directories, links and devices are passed over. The end is one or two zero blocks,
-// or the end of the bytes after a whole member.
-//
-// Written by hand rather than with libarchive: libarchive reads the same formats but documents
-// no way to learn where an entry's data begins in the archive (archive_read_header_position
-// gives where its first header began, and pax and GNU long-name entries put a variable number
-// of blocks between the two), and the readers here need exactly that offset.
+//   auto members = ocl::data::index_tar(ocl::data::file_reader(fd, "a.tar"), size, "a.tar");
+//   auto samples = ocl::data::group_samples(members, "a.tar");  // key → {"jpg": 0, "cls": 1}
 #pragma once
 
 #include <cstdint>
@@ -44,12 +29,21 @@ struct TarMember {
   uint64_t size = 0;
 };
 
-/// The regular-file members of the tar archive of `total_size` bytes, in archive order. Throws
-/// std::runtime_error naming `what` and the byte offset for a header that is not ustar/GNU/pax,
-/// a bad checksum, a malformed pax record, and a member or header that runs past the end
-/// (a truncated archive).
+/// The regular-file members of the tar archive of `total_size` bytes, in archive order.
+///
+/// The header formats are POSIX ustar (names up to 255 bytes through its prefix field), pax ('x'
+/// records before a member: path, size; 'g' global records, whose path and size keys are refused
+/// since they would rename every member) and GNU ('L' long names, 'K' long link names, base-256
+/// sizes). Every header's checksum is verified and its magic must be "ustar". Regular files are
+/// members; directories, links and devices are passed over. The end is one or two zero blocks, or
+/// the end of the bytes after a whole member: `ended`, when given, says which (false: no
+/// end-of-archive block, as in an archive cut at a member's end or of 0 bytes).
+///
+/// Throws std::runtime_error naming `what` and the byte offset for a gzip, xz or zstd stream, a
+/// header that is not ustar/GNU/pax, a bad checksum, a malformed pax record, and a member or header
+/// that runs past the end (a truncated archive).
 std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
-                                 const std::string& what);
+                                 const std::string& what, bool* ended = nullptr);
 
 /// WebDataset's key and extension of a member path: the key is the path up to the first dot of
 /// its base name ("a/b.c/n01.x.jpg" → "a/b.c/n01"), the extension what follows, lower-cased
@@ -68,5 +62,10 @@ struct TarSample {
 /// extension are refused: WebDataset cannot place them either.
 std::vector<TarSample> group_samples(const std::vector<TarMember>& members,
                                      const std::string& what);
+
+/// Bytes read from a file (a member name, a line of a list) as message text: bytes that are not
+/// printable ASCII or well-formed UTF-8 written \xNN, and cut after `max_bytes` (the total named),
+/// since a pax path may run to a megabyte.
+std::string printable(const std::string& bytes, size_t max_bytes = 200);
 
 }  // namespace ocl::data
