@@ -30,7 +30,7 @@ namespace ocl::data {
 namespace {
 namespace fs = std::filesystem;
 
-constexpr const char* kIndexMagic = "ocl-wds-index 1";
+constexpr const char* kIndexMagic = "ocl-wds-index 2";
 constexpr const char* kImageExtensions[] = {"jpg", "jpeg", "png", "webp"};
 // A million classes: far past any public label set (ImageNet-21k has 21,841), and small enough
 // that the class list, the kNN votes and a probe's head stay in memory. A .cls beyond it is
@@ -123,17 +123,21 @@ std::vector<std::string> index_paths(const std::string& shard, const std::string
   return paths;
 }
 
-// One shard's samples, labels as in its .cls (-1: none).
-using ShardSamples = std::vector<WebDataset::Sample>;
+// One shard's samples, labels as in its .cls (-1: none), and whether tar's end-of-archive blocks
+// close it (index_tar's `ended`).
+struct ShardIndex {
+  std::vector<WebDataset::Sample> samples;
+  bool ended = true;
+};
 
-// The text index: magic / "shard <size> <mtime_ns> <indexed_ns>" / "samples <n>" / per sample
-// "<offset> <size> <label> <image member>". Members with line breaks make no index.
+// The text index: magic / "shard <size> <mtime_ns> <indexed_ns> <ended 0|1>" / "samples <n>" / per
+// sample "<offset> <size> <label> <image member>". Members with line breaks make no index.
 bool write_index(const std::string& path, const ShardStamp& stamp, int64_t indexed_ns,
-                 const ShardSamples& samples) {
+                 const ShardIndex& index) {
   std::ostringstream out;
   out << kIndexMagic << "\nshard " << stamp.size << " " << stamp.mtime_ns << " " << indexed_ns
-      << "\nsamples " << samples.size() << "\n";
-  for (const auto& s : samples) {
+      << " " << index.ended << "\nsamples " << index.samples.size() << "\n";
+  for (const auto& s : index.samples) {
     if (s.member.find_first_of("\r\n") != std::string::npos) return false;
     out << s.offset << " " << s.size << " " << s.label << " " << s.member << "\n";
   }
@@ -146,8 +150,8 @@ bool write_index(const std::string& path, const ShardStamp& stamp, int64_t index
 }
 
 // The cached samples when the index matches the shard; nullopt (index again) otherwise.
-std::optional<ShardSamples> read_index(const std::string& path, const ShardStamp& stamp,
-                                       uint32_t shard) {
+std::optional<ShardIndex> read_index(const std::string& path, const ShardStamp& stamp,
+                                     uint32_t shard) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return std::nullopt;
   std::string line, word;
@@ -157,13 +161,15 @@ std::optional<ShardSamples> read_index(const std::string& path, const ShardStamp
   size_t n = 0;
   if (!std::getline(in, line)) return std::nullopt;
   std::istringstream head(line);
-  if (!(head >> word >> cached.size >> cached.mtime_ns >> indexed_ns) || word != "shard")
+  ShardIndex index;
+  if (!(head >> word >> cached.size >> cached.mtime_ns >> indexed_ns >> index.ended) ||
+      word != "shard")
     return std::nullopt;
   if (!(cached == stamp) || indexed_ns - stamp.mtime_ns < kMaxTrustedGapNs) return std::nullopt;
   if (!std::getline(in, line)) return std::nullopt;
   std::istringstream count(line);
   if (!(count >> word >> n) || word != "samples") return std::nullopt;
-  ShardSamples samples;
+  auto& samples = index.samples;
   samples.reserve(std::min<size_t>(n, 1 << 20));
   for (size_t i = 0; i < n; ++i) {
     if (!std::getline(in, line)) return std::nullopt;
@@ -181,7 +187,7 @@ std::optional<ShardSamples> read_index(const std::string& path, const ShardStamp
     samples.push_back(std::move(s));
   }
   if (std::getline(in, line)) return std::nullopt;  // more than it said
-  return samples;
+  return index;
 }
 
 // A .cls member's class index.
@@ -191,11 +197,7 @@ int32_t parse_label(const std::string& text, const std::string& where) {
   while (b > a && std::isspace(static_cast<unsigned char>(text[b - 1]))) --b;
   const std::string t = text.substr(a, b - a);
   if (t.empty() || t.size() > 20 || t.find_first_not_of("0123456789") != std::string::npos) {
-    std::string shown = t.substr(0, 40);
-    for (char& c : shown) {
-      if (!std::isprint(static_cast<unsigned char>(c))) c = '?';
-    }
-    throw std::runtime_error(where + " holds '" + shown +
+    throw std::runtime_error(where + " holds '" + printable(t, 40) +
                              "', not a class index (a decimal integer from 0)");
   }
   const unsigned long long v = std::stoull(t);
@@ -208,15 +210,25 @@ int32_t parse_label(const std::string& text, const std::string& where) {
 }
 
 // Reads one shard's headers into samples (the slow path the cache spares).
-ShardSamples index_shard(int fd, const std::string& shard, uint64_t size, uint32_t shard_id) {
+ShardIndex index_shard(int fd, const std::string& shard, uint64_t size, uint32_t shard_id) {
   const auto read = file_reader(fd, shard);
-  const auto members = index_tar(read, size, shard);
+  ShardIndex index;
+  const auto members = index_tar(read, size, shard, &index.ended);
   const auto groups = group_samples(members, shard);
-  ShardSamples samples;
+  auto& samples = index.samples;
   samples.reserve(groups.size());
   bool with_label = false, without_label = false;
   std::string first_without;
   for (const auto& g : groups) {
+    // The last sample short of its image or label where no end-of-archive block follows: the shard
+    // was cut inside it (not a sample written without them).
+    const bool last_of_cut = !index.ended && &g == &groups.back();
+    auto cut_short = [&] {
+      return std::runtime_error(shard + ": the shard ends inside sample '" + printable(g.key) +
+                                "', after its member '" + printable(members.back().name) +
+                                "' at byte " + std::to_string(size) +
+                                " (the shard's size): it was cut short");
+    };
     WebDataset::Sample s;
     s.shard = shard_id;
     const TarMember* image = nullptr;
@@ -225,16 +237,21 @@ ShardSamples index_shard(int fd, const std::string& shard, uint64_t size, uint32
       if (it == g.parts.end()) continue;
       const TarMember& m = members[it->second];
       if (image != nullptr) {
-        throw std::runtime_error(shard + ": sample '" + g.key + "' has two images, '" +
-                                 image->name + "' and '" + m.name + "'");
+        throw std::runtime_error(shard + ": sample '" + printable(g.key) + "' has two images, '" +
+                                 printable(image->name) + "' and '" + printable(m.name) + "'");
       }
       image = &m;
     }
     if (image == nullptr) {
+      if (last_of_cut) throw cut_short();
       std::string names;
-      for (const auto& [ext, i] : g.parts) names += (names.empty() ? "" : ", ") + members[i].name;
+      size_t listed = 0;
+      for (const auto& [ext, i] : g.parts) {
+        if (++listed <= 4) names += (names.empty() ? "" : ", ") + printable(members[i].name);
+      }
+      if (listed > 4) names += " and " + std::to_string(listed - 4) + " more";
       throw std::runtime_error(
-          shard + ": sample '" + g.key +
+          shard + ": sample '" + printable(g.key) +
           "' has no image (.jpg, .jpeg, .png or .webp); its members: " + names);
     }
     s.offset = image->offset;
@@ -242,28 +259,29 @@ ShardSamples index_shard(int fd, const std::string& shard, uint64_t size, uint32
     s.member = image->name;
     const auto cls = g.parts.find("cls");
     if (cls == g.parts.end()) {
+      if (last_of_cut && with_label) throw cut_short();
       s.label = -1;
       if (!without_label) first_without = g.key;
       without_label = true;
     } else {
       const TarMember& m = members[cls->second];
-      if (m.size > 64) {
-        throw std::runtime_error(shard + ": member '" + m.name + "' holds " +
-                                 std::to_string(m.size) + " bytes, not a class index");
-      }
+      const std::string where = shard + ": member '" + printable(m.name) + "'";
+      if (m.size > 64)
+        throw std::runtime_error(where + " holds " + std::to_string(m.size) +
+                                 " bytes, not a class index");
       std::string text(static_cast<size_t>(m.size), '\0');
       if (read(m.offset, text.size(), reinterpret_cast<uint8_t*>(text.data())) != text.size())
-        throw std::runtime_error(shard + ": member '" + m.name + "' cannot be read: truncated");
-      s.label = parse_label(text, shard + ": member '" + m.name + "'");
+        throw std::runtime_error(where + " cannot be read: truncated");
+      s.label = parse_label(text, where);
       with_label = true;
     }
     samples.push_back(std::move(s));
   }
   if (with_label && without_label) {
-    throw std::runtime_error(shard + ": sample '" + first_without +
+    throw std::runtime_error(shard + ": sample '" + printable(first_without) +
                              "' has no .cls member while other samples have one");
   }
-  return samples;
+  return index;
 }
 
 bool read_member(const std::string& shard, uint64_t offset, uint64_t size,
@@ -286,14 +304,32 @@ bool read_member(const std::string& shard, uint64_t offset, uint64_t size,
   return reason->empty();
 }
 
+// Whether `spec` names one shard: by its name, or for a file by its bytes (a list of shards is
+// text, while tar headers and gzip's header hold NUL bytes).
+bool names_a_shard(const std::string& spec) {
+  for (const char* ext : {".tar", ".tgz", ".tar.gz", ".tar.xz", ".tar.zst"}) {
+    const size_t n = std::strlen(ext);
+    if (spec.size() >= n && spec.compare(spec.size() - n, n, ext) == 0) return true;
+  }
+  std::ifstream in(spec, std::ios::binary);
+  char head[512];
+  in.read(head, sizeof(head));
+  return std::memchr(head, 0, static_cast<size_t>(in.gcount())) != nullptr;
+}
+
 }  // namespace
 
 std::vector<std::string> expand_shard_spec(const std::string& spec) {
   if (spec.empty()) throw std::runtime_error("no shards: the shard pattern is empty");
+  std::error_code ec;
+  if (fs::is_directory(spec, ec)) {
+    throw std::runtime_error("'" + spec +
+                             "' is a folder: name the shards by a pattern "
+                             "(/data/train-{000000..000127}.tar), one .tar file, or a text file "
+                             "listing one shard per line");
+  }
   std::vector<std::string> shards;
-  const bool pattern = spec.find('{') != std::string::npos ||
-                       (spec.size() >= 4 && spec.compare(spec.size() - 4, 4, ".tar") == 0);
-  if (pattern) {
+  if (spec.find('{') != std::string::npos || names_a_shard(spec)) {
     expand_braces(spec, spec, &shards);
   } else {
     std::ifstream in(spec);
@@ -304,10 +340,15 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
     }
     const fs::path base = fs::path(spec).parent_path();
     std::string line;
-    while (std::getline(in, line)) {
+    for (int64_t number = 1; std::getline(in, line); ++number) {
       while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
       const size_t start = line.find_first_not_of(' ');
       if (start == std::string::npos || line[start] == '#') continue;
+      if (printable(line, 4096) != line) {
+        throw std::runtime_error("the shard list '" + spec + "', line " + std::to_string(number) +
+                                 ": '" + printable(line, 60) +
+                                 "' is not a path (one shard's path per line, as text)");
+      }
       const fs::path p(line.substr(start));
       shards.push_back(p.is_absolute() ? p.string() : (base / p).string());
     }
@@ -327,6 +368,8 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
     throw std::runtime_error("'" + spec + "' names too many shards");
   bool printed = false;
   bool labelled = false, unlabelled = false;
+  // Shards of 0 bytes, and shards that end without tar's end-of-archive blocks.
+  std::vector<std::string> empty, cut;
   std::string first_unlabelled_shard;
   for (uint32_t i = 0; i < shards_.size(); ++i) {
     const std::string& shard = shards_[i];
@@ -338,18 +381,20 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
       ::close(fd);
-      throw std::runtime_error("shard '" + shard + "' is not a regular file");
+      throw std::runtime_error("shard '" + shard + "' is " +
+                               (S_ISDIR(st.st_mode) ? "a folder" : "not a regular file") +
+                               ", not a tar file");
     }
     const ShardStamp stamp = stamp_of(st);
-    std::optional<ShardSamples> samples;
+    std::optional<ShardIndex> index;
     const auto paths = index_paths(shard, options.cache_dir);
     if (options.use_cache) {
       for (const auto& p : paths) {
-        samples = read_index(p, stamp, i);
-        if (samples) break;
+        index = read_index(p, stamp, i);
+        if (index) break;
       }
     }
-    if (!samples) {
+    if (!index) {
       if (options.progress) {
         std::fprintf(stderr, "\rwebdataset: indexing shard %u of %zu (%s)", i + 1, shards_.size(),
                      shard.c_str());
@@ -357,7 +402,7 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
       }
       const int64_t started = now_ns();
       try {
-        samples = index_shard(fd, shard, static_cast<uint64_t>(stamp.size), i);
+        index = index_shard(fd, shard, static_cast<uint64_t>(stamp.size), i);
       } catch (...) {
         ::close(fd);
         if (printed) std::fprintf(stderr, "\n");
@@ -368,7 +413,7 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
       index_seconds_ += static_cast<double>(indexed - started) * 1e-9;
       bool cached = !options.use_cache;
       for (const auto& p : paths) {
-        if (!cached) cached = write_index(p, stamp, indexed, *samples);
+        if (!cached) cached = write_index(p, stamp, indexed, *index);
       }
       if (!cached) {
         warnings_.push_back("webdataset: no writable place for the index of '" + shard +
@@ -376,14 +421,40 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
       }
     }
     ::close(fd);
-    for (auto& s : *samples) {
+    if (stamp.size == 0) {
+      empty.push_back(shard);
+    } else if (!index->ended) {
+      cut.push_back(shard);
+    }
+    for (auto& s : index->samples) {
       (s.label < 0 ? unlabelled : labelled) = true;
       if (s.label < 0 && first_unlabelled_shard.empty()) first_unlabelled_shard = shard;
       samples_.push_back(std::move(s));
     }
   }
   if (printed) std::fprintf(stderr, "\n");
-  if (samples_.empty()) throw std::runtime_error("the shards of '" + spec + "' hold no sample");
+  // Warnings, not errors, as the loader treats bad data (data.max_bad_fraction): it goes on past
+  // the bad samples it can count. The samples read here are whole, and those a cut lost cannot be
+  // counted, so the run goes on, saying which shards may be missing some.
+  std::vector<std::string> notes;
+  auto named = [](const std::vector<std::string>& s) {
+    return "shard '" + s[0] + "'" +
+           (s.size() > 1 ? " (and " + std::to_string(s.size() - 1) + " more)" : "");
+  };
+  if (!empty.empty()) notes.push_back(named(empty) + " is empty (0 bytes)");
+  if (!cut.empty()) {
+    notes.push_back(named(cut) +
+                    " ends without tar's end-of-archive blocks: "
+                    "it may have been cut short at a "
+                    "sample boundary (copied or written in part), "
+                    "its last samples missing");
+  }
+  if (samples_.empty()) {
+    std::string message = "the shards of '" + spec + "' hold no sample";
+    for (const auto& n : notes) message += "; " + n;
+    throw std::runtime_error(message);
+  }
+  for (const auto& n : notes) warnings_.push_back("webdataset: " + n);
   if (labelled && unlabelled) {
     throw std::runtime_error("shard '" + first_unlabelled_shard +
                              "' has samples without a .cls member while other shards label "

@@ -5,6 +5,7 @@
 // patterns and lists; and every bad input named.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -119,6 +120,37 @@ WebDatasetOptions quiet() {
   WebDatasetOptions o;
   o.progress = false;
   return o;
+}
+
+std::vector<ocl::data::TarMember> members_of(const std::string& tar) {
+  std::ifstream in(tar, std::ios::binary);
+  const std::vector<uint8_t> bytes{std::istreambuf_iterator<char>(in), {}};
+  return ocl::data::index_tar(ocl::data::memory_reader(bytes.data(), bytes.size()), bytes.size(),
+                              tar);
+}
+
+// Where a member's data ends, padded to tar's 512-byte blocks: a cut there leaves it whole.
+uint64_t padded_end(const ocl::data::TarMember& m) { return m.offset + (m.size + 511) / 512 * 512; }
+
+// The message `f` throws ("" when it throws none).
+template <typename F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string all;
+  for (const auto& l : lines) all += l + "\n";
+  return all;
+}
+
+bool ascii_printable(const std::string& text) {
+  return std::all_of(text.begin(), text.end(), [](char c) { return c >= 0x20 && c < 0x7f; });
 }
 
 }  // namespace
@@ -326,4 +358,79 @@ TEST(WebDataset, AnImageThatDoesNotDecodeIsABadSampleNamingShardAndMember) {
   EXPECT_EQ(bad.index, 1);
   EXPECT_EQ(bad.path, dir + "/c.tar:k/b.jpg");
   EXPECT_FALSE(bad.reason.empty());
+}
+
+// Issue 43: a shard cut at a sample boundary, without tar's end-of-archive blocks, used to read
+// as whole, and a 0-byte shard as a shard without samples, both silently.
+TEST(WebDataset, AShardCutAtASampleBoundaryOrEmptyIsNamedInAWarning) {
+  OCL_REQUIRE_PYTHON();
+  const auto f = make_fixture("cutwarn");
+  const auto members = members_of(f.shards[1]);
+  // Cut after the fifth sample's .cls: the sixth sample and the end-of-archive blocks are gone.
+  fs::resize_file(f.shards[1], padded_end(members[members.size() - 3]));
+  fs::last_write_time(f.shards[1], fs::file_time_type::clock::now() - std::chrono::minutes(1));
+  for (int pass = 0; pass < 2; ++pass) {  // indexed, then read from the cached index
+    WebDataset set(f.pattern, quiet());
+    EXPECT_EQ(set.shards_indexed(), pass == 0 ? 2 : 0);
+    EXPECT_EQ(set.size(), 11);
+    EXPECT_EQ(set.warnings().size(), 1u) << pass;
+    EXPECT_NE(joined(set.warnings())
+                  .find("shard '" + f.shards[1] + "' ends without tar's end-of-archive blocks"),
+              std::string::npos)
+        << joined(set.warnings());
+  }
+  const std::string empty = f.root + "/shards/empty.tar";
+  std::ofstream(empty).close();
+  std::ofstream(f.root + "/list.txt") << f.shards[0] << "\n" << empty << "\n";
+  WebDataset with_empty(f.root + "/list.txt", quiet());
+  EXPECT_EQ(with_empty.size(), 6);
+  EXPECT_EQ(with_empty.warnings().size(), 1u);
+  EXPECT_NE(joined(with_empty.warnings()).find("shard '" + empty + "' is empty (0 bytes)"),
+            std::string::npos)
+      << joined(with_empty.warnings());
+  OCL_EXPECT_THROW_WITH(WebDataset(empty, quiet()), "is empty (0 bytes)");
+}
+
+// Issue 43: what a careless user gave, each named for what it is.
+TEST(WebDataset, CarelessShardsAndSpecsAreNamedForWhatTheyAre) {
+  OCL_REQUIRE_PYTHON();
+  const auto f = make_fixture("careless");
+  const std::string dir = f.root + "/careless";
+  fs::create_directories(dir);
+  // A tar shard named without .tar is a shard, not a list of shards.
+  fs::copy_file(f.shards[0], dir + "/train.shard");
+  EXPECT_EQ(error_of([&] { EXPECT_EQ(WebDataset(dir + "/train.shard", quiet()).size(), 6); }), "");
+  // A folder is named as one (it read as an empty list).
+  OCL_EXPECT_THROW_WITH(expand_shard_spec(dir), "'" + dir + "' is a folder");
+  // Cut after the last sample's image, before its .cls: not "a sample without a .cls".
+  const auto members = members_of(f.shards[1]);
+  const auto& image = members[members.size() - 2];
+  fs::resize_file(f.shards[1], padded_end(image));
+  const std::string cut = error_of([&] { WebDataset(f.pattern, quiet()); });
+  EXPECT_NE(cut.find("train-01.tar: the shard ends inside sample '" +
+                     image.name.substr(0, image.name.rfind('.')) + "', after its member '" +
+                     image.name + "' at byte " + std::to_string(padded_end(image)) +
+                     " (the shard's size): it was cut short"),
+            std::string::npos)
+      << cut;
+  // A gzip'd shard, given as x.tar.gz: named as gzip, not read as a list printing its bytes.
+  std::ofstream(dir + "/s.tar.gz", std::ios::binary)
+      << std::string("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10) << std::string(600, '\x8b');
+  OCL_EXPECT_THROW_WITH(WebDataset(dir + "/s.tar.gz", quiet()),
+                        "s.tar.gz: gzip-compressed, not a tar archive");
+  // A list of bytes that are no paths: quoted escaped and bounded.
+  std::ofstream(dir + "/list.txt", std::ios::binary) << std::string(40000, '\x8b') << "\x01\n";
+  const std::string junk = error_of([&] { WebDataset(dir + "/list.txt", quiet()); });
+  EXPECT_TRUE(ascii_printable(junk) && junk.size() < 1000) << junk.size() << " bytes: " << junk;
+  EXPECT_NE(junk.find("line 1"), std::string::npos) << junk;
+  EXPECT_NE(junk.find("\\x8b\\x8b"), std::string::npos) << junk;
+  // A sample's members are listed up to a few, each name bounded (this one ran to 30 KB).
+  std::vector<Member> many;
+  for (int i = 0; i < 30; ++i)
+    many.push_back({"k/a.x" + std::to_string(i) + std::string(1000, 'n'), "=1"});
+  write_tar(dir + "/many.tar", many);
+  const std::string listed = error_of([&] { WebDataset(dir + "/many.tar", quiet()); });
+  EXPECT_LT(listed.size(), 2000u) << listed.substr(0, 400);
+  EXPECT_NE(listed.find("its members: k/a.x0nnn"), std::string::npos) << listed;
+  EXPECT_NE(listed.find(" and 26 more"), std::string::npos) << listed;
 }

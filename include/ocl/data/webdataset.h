@@ -1,26 +1,8 @@
 // WebDataset tar shards as a data set with random access: each shard's members are indexed once
-// (data/tar_index.h), the index cached, and a sample's image then read in place with one pread,
-// so the loader's sampler, region decoding, per-rank and per-worker shares and exact resume
-// work as for any other data set.
+// (data/tar_index.h), the index cached, and a sample's image then read in place with one pread, so
+// that the loader's sampler, region decoding, shares and exact resume work as for any set.
 //
 //   ocl::data::WebDataset train("/data/in1k/train-{000000..001023}.tar");   // or a list file
-//
-// A sample is the group of consecutive members sharing a key (tar_index.h's rule); its image is
-// the one member named .jpg, .jpeg, .png or .webp, its label the decimal integer in its .cls
-// member. Either every sample has a .cls (classes are then "0" .. the largest label) or none has
-// (one class, "unlabelled": pre-training needs no labels). Samples are in shard order, then in
-// archive order.
-//
-// The index of shard S is cached in S.ocl-index beside it when that folder is writable,
-// otherwise in the cache folder given; it records the shard's size and modification time and is
-// rebuilt when either changed (or when the shard was modified within 2 s of its indexing, a
-// change the timestamps might not show).
-//
-// Errors name the shard and the member and are thrown when the data set is opened: a pattern or
-// list that names no shard or a shard twice, a shard that is missing, truncated or not a
-// ustar/GNU/pax archive, a sample without an image or with two, a .cls that is not a class
-// index, samples with and without labels mixed. An image that does not decode is a bad sample
-// (the loader skips and counts it), as in ImageFolder.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +13,13 @@
 
 namespace ocl::data {
 
-/// The shards a data.path names: a brace pattern ("train-{000000..000127}.tar": numeric ranges
-/// keep the first bound's zero padding; "{a,b}" lists alternatives; several braces multiply), a
-/// single .tar path, or a text file listing one shard per line (blank lines and lines starting
-/// with '#' skipped; relative paths are relative to the list's folder). Throws naming the
-/// pattern for an empty range, a malformed brace, an empty list and a shard named twice; does
-/// not check that the shards exist.
+/// The shards a data.path names: a brace pattern ("train-{000000..000127}.tar": numeric ranges keep
+/// the first bound's zero padding; "{a,b}" lists alternatives; several braces multiply), a single
+/// shard (a path ending in .tar, .tar.gz, .tgz, .tar.xz or .tar.zst, or a file holding NUL bytes),
+/// or a text file listing one shard per line (blank lines and lines starting with '#' skipped;
+/// relative paths are relative to the list's folder). Throws naming the pattern for an empty range,
+/// a malformed brace, a folder, an empty list, a list line that is no printable path and a shard
+/// named twice; does not check that the shards exist.
 std::vector<std::string> expand_shard_spec(const std::string& spec);
 
 struct WebDatasetOptions {
@@ -48,6 +31,23 @@ struct WebDatasetOptions {
   bool progress = true;
 };
 
+/// A sample is the group of consecutive members sharing a key (tar_index.h's rule); its image is
+/// the one member named .jpg, .jpeg, .png or .webp, its label the decimal integer in its .cls
+/// member. Either every sample has a .cls (classes are then "0" .. the largest label) or none has
+/// (one class, "unlabelled", every label 0: pre-training needs no labels). Samples are in shard
+/// order, then in archive order.
+///
+/// The index of shard S is cached in S.ocl-index beside it when that folder is writable, otherwise
+/// in the cache folder given; it records the shard's size and modification time and is rebuilt when
+/// either changed (or when the shard was modified within 2 s of its indexing, a change the
+/// timestamps might not show).
+///
+/// Errors name the shard and the member and are thrown when the data set is opened: a pattern or
+/// list that names no shard or a shard twice, a shard that is missing, compressed, truncated inside
+/// a sample or not a ustar/GNU/pax archive, a sample without an image or with two, a .cls that is
+/// not a class index, samples with and without labels mixed. A shard of 0 bytes or without tar's
+/// end-of-archive blocks (cut short at a sample boundary?) is named in warnings(). An image that
+/// does not decode is a bad sample (the loader skips and counts it).
 class WebDataset : public Dataset {
  public:
   explicit WebDataset(const std::string& spec, const WebDatasetOptions& options = {});
