@@ -4,6 +4,7 @@
 #include <malloc.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
@@ -15,6 +16,7 @@
 #include <c10/util/Exception.h>
 
 #include <ocl/io/config.h>
+#include <ocl/io/files.h>
 
 namespace ocl::apps {
 namespace {
@@ -137,6 +139,21 @@ int run_reporting_errors(const char* program, const std::function<int()>& body) 
     std::fprintf(stderr, "%s: error: %s\n", program, e.what());
   }
   return 1;
+}
+
+void check_output_folder(const std::string& option, const std::string& file) {
+  const auto slash = file.rfind('/');
+  const std::string dir = slash == std::string::npos ? "."
+                          : slash == 0               ? "/"
+                                                     : file.substr(0, slash);
+  const bool there = io::is_dir(dir);
+  if (!there || ::access(dir.c_str(), W_OK) != 0) {
+    throw std::invalid_argument(
+        option + " " + file +
+        (there ? ": cannot write into '" + dir + "' (" + std::strerror(errno) + ")"
+               : ": there is no folder '" + dir + "' (make it first)") +
+        "; nothing was done");
+  }
 }
 
 }  // namespace ocl::apps

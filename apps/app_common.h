@@ -49,4 +49,8 @@ void keep_freed_memory_for_reuse();
 /// "<program>: config error: ..." or "<program>: error: ...", and exit code 1.
 int run_reporting_errors(const char* program, const std::function<int()>& body);
 
+/// Throws naming `option` when the folder `file` goes into is missing or not writable: checked
+/// before minutes of work rather than after.
+void check_output_folder(const std::string& option, const std::string& file);
+
 }  // namespace ocl::apps

@@ -5,6 +5,7 @@
 #include <exception>
 #include <iostream>
 
+#include "app_common.h"
 #include <fmt/format.h>
 
 #include <ocl/data/factory.h>
@@ -12,10 +13,39 @@
 
 namespace ocl::apps {
 
-void add_print_config_flag(CLI::App& app, bool& print_config) {
-  app.add_flag("--print-config", print_config,
+void add_config_flags(CLI::App& app, ConfigCommand& command, const std::string& config_help,
+                      const std::string& set_example) {
+  app.add_option("--config", command.config_path, config_help)->required();
+  app.add_option("--set", command.overrides,
+                 "override a config key: --set " + set_example + " (repeatable)");
+  app.add_option("--nproc-per-node", command.nproc_per_node,
+                 "start this many worker processes on this machine (one per GPU; CPU: Gloo); for "
+                 "several machines use torchrun, srun or mpirun")
+      ->check(at_least(1));
+  app.add_flag("--print-config", command.print_config,
                "print the resolved config with derived values (effective batch, lr, steps per "
                "epoch, tokens per group) and exit");
+}
+
+std::optional<int> load_or_delegate(const ConfigCommand& command, const std::string& section,
+                                    int argc, char** argv, io::Config& config,
+                                    distributed::LaunchInfo& launch) {
+  config = io::load_config(command.config_path, command.overrides);
+  launch = distributed::launch_from_environment();
+  if (command.print_config) {
+    print_config(config, command.nproc_per_node > 0 ? command.nproc_per_node : launch.world_size,
+                 section);
+    return 0;
+  }
+  return run_local_workers_if_asked(command.nproc_per_node, launch, argc, argv);
+}
+
+void add_weights_flag(CLI::App& app, std::string& weights, const std::string& note) {
+  app.add_option("--weights", weights,
+                 "encoder weights: a checkpoint folder, an encoder.safetensors (timm names, or "
+                 "converted by scripts/convert_checkpoint.py), or 'none' for the random "
+                 "baseline" +
+                     note);
 }
 
 void print_config(const io::Config& config, int64_t world_size, const std::string& section) {
@@ -41,10 +71,13 @@ void print_config(const io::Config& config, int64_t world_size, const std::strin
   }
 }
 
-void add_resume_flags(CLI::App& app, std::string& resume, bool& overwrite,
-                      const std::string& resume_help, const std::string& overwrite_help) {
-  auto* resume_option = app.add_option("--resume", resume, resume_help);
-  app.add_flag("--overwrite", overwrite, overwrite_help)->excludes(resume_option);
+void add_run_flags(CLI::App& app, engine::RunOptions& options, const std::string& resume_help,
+                   const std::string& overwrite_help) {
+  auto* resume_option = app.add_option("--resume", options.resume, resume_help);
+  app.add_flag("--overwrite", options.overwrite, overwrite_help)->excludes(resume_option);
+  app.add_option("--stop-after-steps", options.stop_after_steps,
+                 "stop as if pre-empted after this many optimiser steps of this run (testing)")
+      ->check(at_least(0));
 }
 
 void add_eval_flag(CLI::App& app, const char* program, bool& eval, const std::string& description) {

@@ -1,20 +1,41 @@
-// What the training apps (ocl_pretrain, ocl_finetune, ocl_linprobe) and the apps reading a
-// training config (ocl_knn, ocl_bench) share beyond app_common.h: --print-config and its output,
-// the evaluation flag, and how a run ends. One implementation, so that the apps cannot drift.
+// What the apps reading a training config (ocl_pretrain, ocl_finetune, ocl_linprobe, ocl_knn,
+// ocl_bench) share beyond app_common.h: their common flags, --print-config's output, and how a
+// training run ends. One implementation, so that the apps cannot drift.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
+#include <ocl/distributed/launch.h>
 #include <ocl/engine/classifier.h>
+#include <ocl/engine/run_setup.h>
 #include <ocl/io/config.h>
 
 namespace ocl::apps {
 
-/// Adds --print-config to `app`.
-void add_print_config_flag(CLI::App& app, bool& print_config);
+/// The command line of every app that reads a training config.
+struct ConfigCommand {
+  std::string config_path;             // --config
+  std::vector<std::string> overrides;  // --set, repeatable
+  int nproc_per_node = 0;              // --nproc-per-node: start local workers
+  bool print_config = false;           // --print-config
+};
+/// Adds --config (`config_help`), --set (with `set_example`), --nproc-per-node and --print-config.
+void add_config_flags(CLI::App& app, ConfigCommand& command, const std::string& config_help,
+                      const std::string& set_example);
+/// Loads the config into `config` and this process's place into `launch`; with --print-config
+/// prints it (print_config's `section`), with --nproc-per-node starts the local workers and waits:
+/// returns the exit code when either ends this process.
+std::optional<int> load_or_delegate(const ConfigCommand& command, const std::string& section,
+                                    int argc, char** argv, io::Config& config,
+                                    distributed::LaunchInfo& launch);
+/// Adds --weights: encoder weights from a checkpoint folder, an encoder.safetensors or "none"
+/// (`note` appended to the help).
+void add_weights_flag(CLI::App& app, std::string& weights, const std::string& note = "");
 
 /// --print-config's output, on stdout: the resolved config with its derived values; for an
 /// evaluation section ("finetune", "linprobe") its effective batch and lr; for a training
@@ -23,10 +44,10 @@ void add_print_config_flag(CLI::App& app, bool& print_config);
 /// that trains nothing. Creates and writes nothing else.
 void print_config(const io::Config& config, int64_t world_size, const std::string& section);
 
-/// Adds --resume and --overwrite to `app`, which exclude each other: given both, the command line
-/// is refused (exit 2) naming the two, instead of one being ignored.
-void add_resume_flags(CLI::App& app, std::string& resume, bool& overwrite,
-                      const std::string& resume_help, const std::string& overwrite_help);
+/// Adds --resume and --overwrite, which exclude each other (given both, the command line is
+/// refused naming the two), and --stop-after-steps, into `options`.
+void add_run_flags(CLI::App& app, engine::RunOptions& options, const std::string& resume_help,
+                   const std::string& overwrite_help);
 
 /// Adds --eval (only evaluate, then exit: MAE's flag name) to `app`, with --eval-only as a
 /// deprecated alias that says so on stderr when used.

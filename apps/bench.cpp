@@ -1,17 +1,7 @@
-// ocl_bench: throughput of the pre-training step and of the data loader for a config, on
-// synthetic data. Prints one `key=value` line per measurement, read by scripts/bench_pretrain.sh,
-// which puts it beside the same step in PyTorch.
-//
-//   ocl_bench --config configs/vits16.yaml --set train.batch_size=32 --steps 10 --warmup 2
-//   ocl_bench --grad-sync --nproc-per-node 2 --config ...   (how much all-reduce hides behind
-//                                                            backward; or under torchrun)
-//   ocl_bench --data --config ... --set data.dataset=packed --set data.path=...
-//                        (the loader alone on the config's own data: scripts/bench_data.sh)
-//   ocl_bench --micro --config configs/vitl16.yaml --set train.device=cuda
-//                        (the step's GEMM shapes, attention per backend, the fused operations)
-//   ocl_bench --config configs/vitl16.yaml --set train.device=cuda --max-batch
-//                        (GPU: also the bf16 matmul rate, peak memory and the largest batch
-//                         that fits: scripts/bench_gpu.sh)
+// ocl_bench's measurements (see bench.h): the training step on a fixed batch, the loader alone,
+// the gradient all-reduce's overlap, the matmul rate and the largest batch that fits.
+#include "bench.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -21,7 +11,6 @@
 
 #include "app_common.h"
 #include "app_training.h"
-#include "bench_micro.h"
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
@@ -47,10 +36,8 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using ocl::apps::BenchArgs;
+using ocl::engine::seconds_since;
 
 // Training FLOPs of one image: per group T = L/2 + 1 tokens through `depth` blocks, each token
 // costing 24·D² (qkv 6D², proj 2D², MLP 16D²) plus 4·T·D for QKᵀ and AV; two groups; backward
@@ -146,8 +133,8 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::distributed::Launc
   using Mode = ocl::engine::GradSyncMode;
   auto trainer = quiet_trainer(config, launch);
   auto& loop = trainer->loop();
-  auto& comm = *trainer->context().comm();
-  const torch::Device device = trainer->context().device();
+  auto& comm = *trainer->context().process().comm;
+  const torch::Device device = trainer->context().process().device;
   const auto& t = config.train;
   // A fixed batch of random pixels: the data path is not what is measured here.
   torch::manual_seed(static_cast<uint64_t>(t.seed) + static_cast<uint64_t>(launch.rank));
@@ -277,15 +264,6 @@ void search_max_batch(ocl::engine::Pretrainer& trainer,
 #endif
 }
 
-struct BenchArgs {
-  std::string config_path;
-  std::vector<std::string> overrides;
-  int64_t steps = 10, warmup = 2, loader_batches = 20, matmul_size = -1;
-  bool max_batch = false, grad_sync = false, data_only = false, print_config = false;
-  bool micro = false;
-  int nproc_per_node = 0;
-};
-
 // The loop's training step (engine::TrainingLoop::step: forward, backward, gradient norm, the
 // step's figures, the update) on a fixed batch already on the device, the data path being
 // measured apart; then the matmul rate and the largest batch when asked.
@@ -293,7 +271,7 @@ int bench_step(const BenchArgs& args, const ocl::io::Config& config,
                const ocl::data::Batch& first) {
   const auto d = ocl::io::derive(config);
   auto trainer = quiet_trainer(config, ocl::distributed::LaunchInfo{});
-  const torch::Device device = trainer->context().device();
+  const torch::Device device = trainer->context().process().device;
   const bool fused = ocl::optim::resolve_fused_adamw(config.optim.fused, device);
   auto& loop = trainer->loop();
   auto step = [&](const torch::Tensor& images_u8) {
@@ -351,15 +329,19 @@ void print_setup(const BenchArgs& args, const ocl::io::Config& config, const tor
   std::printf(
       "config=%s arch=%s img=%lld patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "
       "batch=%lld threads=%d device=%s precision=%s tf32=%d torch=%s\n",
-      args.config_path.c_str(), config.model.arch.c_str(), (long long)config.model.img_size,
+      args.command.config_path.c_str(), config.model.arch.c_str(), (long long)config.model.img_size,
       (long long)d.patch_size, (long long)d.embed_dim, (long long)d.depth, (long long)d.num_heads,
       (long long)d.tokens_per_group, (long long)config.train.batch_size, torch::get_num_threads(),
       device.str().c_str(), bf16 ? "bf16" : "fp32", tf32 ? 1 : 0,
       ocl::compat::torch_version().c_str());
 }
 
+}  // namespace
+
+namespace ocl::apps {
+
 int run_benchmarks(const BenchArgs& args) {
-  auto config = ocl::io::load_config(args.config_path, args.overrides);
+  auto config = ocl::io::load_config(args.command.config_path, args.command.overrides);
   if (args.grad_sync) {
     const auto launch = ocl::distributed::launch_from_environment();
     if (!launch.distributed()) {
@@ -368,9 +350,12 @@ int run_benchmarks(const BenchArgs& args) {
     return bench_grad_sync(config, launch, args.steps, args.warmup);
   }
   if (!args.data_only) config.data.dataset = "synthetic";
-  ocl::distributed::set_process_threads(config,
-                                        ocl::distributed::LaunchInfo{});  // one process: every core
-  const torch::Device device = ocl::distributed::resolve_device(config.train.device);
+  // One process: every core.
+  const auto process = ocl::engine::start_process(
+      config, {},
+      ocl::engine::rank_logger(std::make_shared<ocl::io::ConsoleSink>(stdout, false), "", config,
+                               0));
+  const torch::Device device = process.device;
   // optim.fused: on without a kernel for this device fails here, before the slow set-up.
   ocl::optim::resolve_fused_adamw(config.optim.fused, device);
 #if !defined(OCL_BENCH_CUDA)
@@ -383,18 +368,17 @@ int run_benchmarks(const BenchArgs& args) {
     throw std::runtime_error(
         "--max-batch needs a CUDA device (train.device=cuda); this run is on " + device.str());
   }
-  const bool bf16 = ocl::distributed::use_bf16(config, device);
-  print_setup(args, config, device, bf16, ocl::distributed::set_tf32(config, device));
+  const bool bf16 = process.bf16;
+  print_setup(args, config, device, bf16, process.tf32);
   if (args.micro) {
     const auto d = ocl::io::derive(config);
-    ocl::apps::run_micro_benchmarks(
-        {.sequences = 2 * config.train.batch_size,
-         .seq = d.tokens_per_group + 1,
-         .dim = d.embed_dim,
-         .heads = d.num_heads,
-         .mlp_hidden =
-             static_cast<int64_t>(static_cast<double>(d.embed_dim) * config.model.mlp_ratio)},
-        device, bf16 ? at::kBFloat16 : at::kFloat);
+    run_micro_benchmarks({.sequences = 2 * config.train.batch_size,
+                          .seq = d.tokens_per_group + 1,
+                          .dim = d.embed_dim,
+                          .heads = d.num_heads,
+                          .mlp_hidden = static_cast<int64_t>(static_cast<double>(d.embed_dim) *
+                                                             config.model.mlp_ratio)},
+                         device, bf16 ? at::kBFloat16 : at::kFloat);
     return 0;
   }
   const auto first = bench_loader(config, args.loader_batches);
@@ -402,51 +386,4 @@ int run_benchmarks(const BenchArgs& args) {
   return bench_step(args, config, first);
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"ocl_bench: pre-training step and data loader throughput on synthetic data"};
-  BenchArgs args;
-  app.add_option("--config", args.config_path, "YAML config")->required();
-  app.add_option("--set", args.overrides, "override a key (repeatable)");
-  app.add_option("--steps", args.steps, "timed steps")->check(ocl::apps::at_least(1));
-  app.add_option("--warmup", args.warmup, "untimed steps first")->check(ocl::apps::at_least(0));
-  app.add_option("--loader-batches", args.loader_batches,
-                 "batches timed for the loader alone (0: skip)")
-      ->check(ocl::apps::at_least(0));
-  app.add_option("--matmul-size", args.matmul_size,
-                 "n of the n×n matrix products timed beside the step (bf16 on CUDA, fp32 on CPU); "
-                 "-1: 8192 on CUDA, 1024 on CPU; 0: skip");
-  app.add_flag("--max-batch", args.max_batch,
-               "search the largest batch whose step fits in GPU memory (CUDA only)");
-  app.add_flag("--data", args.data_only,
-               "time only the loader (decode, train transform, uint8 batches) on the config's "
-               "own data set instead of synthetic images");
-  app.add_flag("--micro", args.micro,
-               "time the step's pieces instead of the step: the block's GEMMs (forward and both "
-               "backward products), attention per SDPA backend, each fused operation against "
-               "its composite");
-  app.add_flag("--grad-sync", args.grad_sync,
-               "measure how much of the gradient all-reduce hides behind backward (needs several "
-               "processes: --nproc-per-node, torchrun, srun)");
-  app.add_option("--nproc-per-node", args.nproc_per_node, "start this many local processes")
-      ->check(ocl::apps::at_least(1));
-  ocl::apps::add_print_config_flag(app, args.print_config);
-  if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
-  return ocl::apps::run_reporting_errors("ocl_bench", [&] {
-    if (args.print_config) {
-      // What the step benchmark trains on: the config on synthetic data (--data: its own data).
-      auto config = ocl::io::load_config(args.config_path, args.overrides);
-      if (!args.data_only) config.data.dataset = "synthetic";
-      const auto world = ocl::distributed::launch_from_environment().world_size;
-      ocl::apps::print_config(config, args.nproc_per_node > 0 ? args.nproc_per_node : world,
-                              "train");
-      return 0;
-    }
-    if (auto code = ocl::apps::run_local_workers_if_asked(
-            args.nproc_per_node, ocl::distributed::launch_from_environment(), argc, argv)) {
-      return *code;
-    }
-    return run_benchmarks(args);
-  });
-}
+}  // namespace ocl::apps

@@ -1,12 +1,11 @@
-// The micro-benchmarks of ocl_bench --micro (see bench_micro.h).
-#include "bench_micro.h"
-
+// The micro-benchmarks of ocl_bench --micro (see bench.h).
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <string>
 #include <vector>
 
+#include "bench.h"
 #include <torch/torch.h>
 
 #include <ocl/compat.h>

@@ -18,52 +18,28 @@
 #include "app_training.h"
 #include <CLI/CLI.hpp>
 
-#include <ocl/distributed/launch.h>
 #include <ocl/engine/finetune.h>
 #include <ocl/io/config.h>
 
 int main(int argc, char** argv) {
   CLI::App app{"ocl_finetune: full fine-tuning (MAE's protocol) of a pre-trained ViT encoder"};
-  std::string config_path;
-  std::vector<std::string> overrides;
+  ocl::apps::ConfigCommand command;
   ocl::engine::FinetuneOptions options;
-  int nproc_per_node = 0;
-  bool print_config = false;
-  app.add_option("--config", config_path, "YAML config: model sizes, data, finetune recipe")
-      ->required();
-  std::string weights;
-  app.add_option("--weights", weights,
-                 "encoder weights: a pre-training checkpoint folder, an encoder.safetensors "
-                 "(timm names, or converted by scripts/convert_checkpoint.py), or 'none' for the "
-                 "random baseline (not needed with --resume)");
-  app.add_option("--set", overrides,
-                 "override a config key: --set finetune.epochs=10 (repeatable)");
-  ocl::apps::add_resume_flags(
-      app, options.resume, options.overwrite,
-      "'auto': continue from <output>/checkpoint-last if there is one; or "
-      "a fine-tuning checkpoint folder",
-      "start afresh in an output folder that holds another fine-tuning run");
+  ocl::apps::add_config_flags(app, command, "YAML config: model sizes, data, finetune recipe",
+                              "finetune.epochs=10");
+  ocl::apps::add_weights_flag(app, options.weights, " (not needed with --resume)");
+  ocl::apps::add_run_flags(app, options,
+                           "'auto': continue from <output>/checkpoint-last if there is one; or "
+                           "a fine-tuning checkpoint folder",
+                           "start afresh in an output folder that holds another fine-tuning run");
   ocl::apps::add_eval_flag(app, "ocl_finetune", options.eval_only,
                            "only evaluate the model of --resume on the validation split and exit");
-  app.add_option("--stop-after-steps", options.stop_after_steps,
-                 "stop as if pre-empted after this many optimiser steps (testing)")
-      ->check(ocl::apps::at_least(0));
-  app.add_option("--nproc-per-node", nproc_per_node,
-                 "start this many worker processes on this machine (one per GPU; CPU: Gloo)")
-      ->check(ocl::apps::at_least(1));
-  ocl::apps::add_print_config_flag(app, print_config);
   if (auto code = ocl::apps::parse_command_line(app, argc, argv)) return *code;
-  options.weights = weights;
 
   return ocl::apps::run_reporting_errors("ocl_finetune", [&] {
-    const auto config = ocl::io::load_config(config_path, overrides);
-    const auto launch = ocl::distributed::launch_from_environment();
-    if (print_config) {
-      ocl::apps::print_config(config, nproc_per_node > 0 ? nproc_per_node : launch.world_size,
-                              "finetune");
-      return 0;
-    }
-    if (auto code = ocl::apps::run_local_workers_if_asked(nproc_per_node, launch, argc, argv)) {
+    ocl::io::Config config;
+    if (auto code =
+            ocl::apps::load_or_delegate(command, "finetune", argc, argv, config, options.launch)) {
       return *code;
     }
     if (options.weights == "none" && options.resume.empty()) {
@@ -72,11 +48,10 @@ int main(int argc, char** argv) {
                    "(the baseline)\n");
     }
     options.stop_requested = ocl::apps::install_stop_handlers("ocl_finetune");
-    options.launch = launch;
     ocl::engine::Finetuner tuner(config, options);
     const auto r = tuner.run();
     ocl::apps::report_end_of_run(
-        "ocl_finetune", launch.rank, r.interrupted, r.checkpoint,
+        "ocl_finetune", options.launch.rank, r.interrupted, r.checkpoint,
         ocl::apps::classifier_summary("fine-tuning", options.eval_only, r));
     return 0;
   });

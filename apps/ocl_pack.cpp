@@ -1,5 +1,5 @@
-// ocl_pack: converts a data set into packed shards (include/ocl/data/packed.h) that
-// `data.dataset: packed` reads by memory-mapping.
+// ocl_pack: converts a data set into packed shards (include/ocl/data/packed.h, memory-mapped by
+// `data.dataset: packed`) or, with --format webdataset, WebDataset tar shards (data/tar_writer.h).
 //
 //   ocl_pack --source /data/imagenet --output /data/imagenet-pack             (train/ and val/)
 //   ocl_pack --source /data/imagenet --output /data/in-raw --encoding raw --short-side 160
@@ -7,17 +7,9 @@
 //   ocl_pack ... --resume                          (continue an interrupted run)
 //   ocl_pack --source /data/imagenet --output /data/in-wds --format webdataset --shard-mb 512
 //
-// --format webdataset writes WebDataset tar shards instead (<output>/<split>-000000.tar, ...;
-// members <index>.jpg and <index>.cls, data/tar_writer.h), for data.dataset: webdataset and any
-// other WebDataset reader. Each shard is written whole (atomically); a stopped run keeps the
-// shards it finished and is run again with --overwrite (--resume is the packed format's).
-//
-// Each split's images are decoded, shrunk so the shorter side is at most --short-side (0: as
-// they are) with area interpolation, and stored as JPEG at --quality or as raw RGB, in shards of
-// at most --shard-mb MiB, decoded by --threads threads and written in the source's order.
-// Unreadable images are skipped, counted and named. SIGINT/SIGTERM closes the open shard
-// first, so that --resume loses nothing; an existing pack is never overwritten without
-// --overwrite. Exits 0 when done (or stopped cleanly), 1 on an error, 2 on a bad command line.
+// Images are shrunk to --short-side and stored as JPEG or raw RGB in the source's order;
+// unreadable ones are skipped and named. A signal closes the open shard first, so that --resume
+// loses nothing; nothing is overwritten without --overwrite. docs/pretraining.md says more.
 #include <algorithm>
 #include <atomic>
 #include <chrono>

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks that #include directives point down DESIGN.md's layers only:
+# Checks that #include directives point down the project's layers only (CONTRIBUTING.md):
 #   apps → engine → {distributed, data, optim, ssl} → nn → ops → io / compat
 # A layer's sources (src/<layer>/, include/ocl/<layer>/) may include their own layer and the
 # ones listed for it below; anything else is printed and the script exits 1.

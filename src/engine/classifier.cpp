@@ -64,9 +64,10 @@ ClassifierRunResult train_classifier(RunContext& run, TrainingLoop& loop,
   result.interrupted = trained.interrupted;
   result.nothing_to_do = trained.step_losses.empty() && !trained.interrupted;
   if (!result.interrupted && !result.nothing_to_do) {
-    run.log().info("done: {} epochs in {}; best top-1 {:.2f} % (epoch {}), last top-1 {:.2f} %",
-                   run.state().epoch, io::format_duration(seconds_since(start)), record.best_top1,
-                   record.best_epoch, record.last_top1);
+    run.process().log->info(
+        "done: {} epochs in {}; best top-1 {:.2f} % (epoch {}), last top-1 {:.2f} %",
+        run.state().epoch, io::format_duration(seconds_since(start)), record.best_top1,
+        record.best_epoch, record.last_top1);
   }
   return result;
 }

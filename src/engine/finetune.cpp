@@ -135,30 +135,28 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
       run_(config_, options, finetune_spec(config_, options, recipe_.layout.images(), recipe_.lr)) {
   const auto& f = config_.finetune;
   const auto& t = config_.train;
-  const auto derived = io::derive(config_, run_.world_size());
+  const auto derived = io::derive(config_, run_.process().launch.world_size);
 
   // Data (run_data_config: a read-only data set keeps its file-list cache in the run's folder).
   const int img = static_cast<int>(config_.model.img_size);
-  const auto data_config = run_data_config(config_.data, run_.output_dir());
-  train_set_ = data::make_dataset(data_config, img, /*train=*/true, t.seed);
-  val_set_ = data::make_dataset(data_config, img, /*train=*/false, t.seed);
-  data::require_same_classes(*train_set_, *val_set_);
-  run_.check_data(*train_set_, "the training set");
-  run_.check_data(*val_set_, "the validation set");
+  const auto data_config = run_data_config(config_.data, run_.spec().output_dir);
+  auto splits = open_splits(run_.process(), data_config, img, t.seed);
+  train_set_ = splits.train;
+  val_set_ = splits.val;
   val_transform_ = data::make_transform(data_config, img, /*train=*/false);
 
   // The model: the pre-trained encoder (or the random one) and a new head; MAE's layer-wise lr
   // decay groups.
   model_ = build_finetune_model(config_, train_set_->num_classes());
   if (!run_.resumed())
-    run_.log().info("{}", nn::load_encoder_weights(model_, options.weights).describe());
-  model_->to(run_.device());
+    run_.process().log->info("{}", nn::load_encoder_weights(model_, options.weights).describe());
+  model_->to(run_.process().device);
   model_->train();
   groups_ = optim::layer_decay_groups(*model_, derived.depth, f.weight_decay, f.layer_decay);
   for (const auto& g : groups_)
     trainable_.insert(trainable_.end(), g.params.begin(), g.params.end());
   optimizer_ = optim::make_adamw(groups_, {recipe_.lr, f.beta1, f.beta2, 1e-8});
-  fused_adamw_ = optim::resolve_fused_adamw(config_.optim.fused, run_.device());
+  fused_adamw_ = optim::resolve_fused_adamw(config_.optim.fused, run_.process().device);
   erasing_.prob = f.reprob;
   mixup_ = {.mixup_alpha = f.mixup,
             .cutmix_alpha = f.cutmix,
@@ -167,11 +165,11 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
             .label_smoothing = f.smoothing,
             .num_classes = train_set_->num_classes()};
   const auto transform = train_transform();
-  if (!run_.eval_only()) {
+  if (!run_.options().eval_only) {
     auto loader = std::make_unique<data::Loader>(
         train_set_, transform,
-        training_loader_options(config_, f.batch_size, f.accum_iter, run_.launch(), run_.device(),
-                                run_.logger()));
+        training_loader_options(config_, f.batch_size, f.accum_iter, run_.process().launch,
+                                run_.process().device, run_.process().log));
     auto settings = section_loop_settings(config_, f, "finetune", recipe_.lr);
     settings.clip_grad = f.clip_grad;
     settings.nonfinite_hint = "lower finetune.blr or set finetune.clip_grad";
@@ -190,7 +188,8 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
     }
     if (ema_ && !ema_tensors.empty()) io::load_state_dict(*ema_->model(), ema_tensors);
     if (ema_ && ema_tensors.empty())
-      run_.log().warn("the checkpoint has no model EMA: the EMA restarts from its weights");
+      run_.process().log->warn(
+          "the checkpoint has no model EMA: the EMA restarts from its weights");
     if (loop_) optim::load_adamw_state(*optimizer_, groups_, c.trainer);
     record_.load(c.trainer, "finetune");
   }
@@ -225,22 +224,22 @@ std::shared_ptr<const data::Transform> Finetuner::train_transform() const {
 
 void Finetuner::log_setup(const data::Transform& train_transform) const {
   const auto& f = config_.finetune;
-  const auto derived = io::derive(config_, run_.world_size());
+  const auto derived = io::derive(config_, run_.process().launch.world_size);
   const int64_t img = config_.model.img_size;
-  auto& log = run_.log();
-  run_.log_startup();
+  auto& log = *run_.process().log;
+  log_startup(run_.process(), run_.spec().app);
   log.info(
       "model: {} {}x{}/{} D{} depth {}, {} classes, {} pooling, drop path {}; {} in {} "
       "layer-decay groups (decay {}, head lr × 1, patch embedding × {:.3g})",
       config_.model.arch, img, img, derived.patch_size, derived.embed_dim, derived.depth,
-      train_set_->num_classes(), f.global_pool, f.drop_path, RunContext::parameter_counts(*model_),
+      train_set_->num_classes(), f.global_pool, f.drop_path, parameter_counts(*model_),
       groups_.size(), f.layer_decay,
       std::pow(f.layer_decay, static_cast<double>(derived.depth + 1)));
   log.info(
       "data: {}; validation: {}; {} steps per epoch of batch {} × accum {} × {} "
       "processes = effective batch {}",
       train_set_->describe(), val_set_->describe(), loop_ ? loop_->steps_per_epoch() : 0,
-      f.batch_size, f.accum_iter, run_.world_size(), recipe_.layout.images());
+      f.batch_size, f.accum_iter, run_.process().launch.world_size, recipe_.layout.images());
   log.info(
       "augmentation: {}; random erasing p {}; mixup α {}, cutmix α {} (p {}, switch {}); label "
       "smoothing {}",
@@ -254,25 +253,25 @@ void Finetuner::log_setup(const data::Transform& train_transform) const {
       f.clip_grad > 0 ? fmt::format("{}", f.clip_grad) : std::string("off"),
       f.model_ema ? fmt::format("{}", f.model_ema_decay) : std::string("off"),
       fused_adamw_ ? "fused" : "per parameter", config_.optim.fused);
-  log.info("output: {}", run_.output_dir());
+  log.info("output: {}", run_.spec().output_dir);
 }
 
 void Finetuner::set_lr(double lr) { optim::set_learning_rate(*optimizer_, groups_, lr); }
 
 MicroStep Finetuner::forward(const data::Batch& batch, const StepContext& at) {
   // Each image's randomness is a function of (seed, step, its place in the global batch).
-  auto images = data::normalize_images(batch.images, run_.device());
+  auto images = data::normalize_images(batch.images, run_.process().device);
   if (erasing_.prob > 0) {
     data::random_erasing_(images, erasing_,
                           data::sample_seed(at.seed ^ kEraseStream, at.global_step, at.slot()));
   }
-  auto mixed = data::mix_batch(images, batch.labels.to(run_.device()), mixup_,
+  auto mixed = data::mix_batch(images, batch.labels.to(run_.process().device), mixup_,
                                data::sample_seed(at.seed ^ kMixStream, at.global_step, at.slot()));
   torch::manual_seed(
       data::sample_seed(at.seed ^ kFinetuneDropPathStream, at.global_step, at.slot()));
   torch::Tensor logits;
   {
-    compat::AutocastGuard autocast(run_.device().type(), run_.bf16());
+    compat::AutocastGuard autocast(run_.process().device.type(), run_.process().bf16);
     logits = model_->forward(mixed.images);
   }
   return {data::soft_target_cross_entropy(logits, mixed.targets), {}};
@@ -284,21 +283,22 @@ void Finetuner::update() {
 }
 
 ClassifierAccuracy Finetuner::evaluate(nn::VisionTransformer& model) {
-  return evaluate_classifier(model, *val_set_, *val_transform_, run_.device(),
-                             config_.finetune.batch_size, config_.data.workers, run_.bf16(),
-                             run_.comm());
+  return evaluate_classifier(model, *val_set_, *val_transform_, run_.process().device,
+                             config_.finetune.batch_size, config_.data.workers, run_.process().bf16,
+                             run_.process().comm.get());
 }
 
 EpochReport Finetuner::end_of_epoch(const io::TrainingState& state) {
   const auto acc = evaluate(model_);
   const double ema_top1 = ema_ ? evaluate(ema_->model()).top1 : -1;
-  if (record_.add(state.epoch, acc) && run_.is_writer()) {
+  if (record_.add(state.epoch, acc) && run_.writes()) {
     io::Metadata meta = nn::encoder_metadata(model_->options);
     meta["format"] = "ocl fine-tuned classifier (timm names)";
     meta["epoch"] = std::to_string(state.epoch);
     meta["top1"] = std::to_string(acc.top1);
     meta["arch"] = config_.model.arch;
-    io::write_safetensors(run_.output_dir() + "/" + kBestModelFile, io::state_dict(*model_), meta);
+    io::write_safetensors(run_.spec().output_dir + "/" + kBestModelFile, io::state_dict(*model_),
+                          meta);
   }
   EpochReport report;
   report.text = fmt::format(
@@ -326,13 +326,13 @@ CheckpointTensors Finetuner::checkpoint_tensors() {
 }
 
 FinetuneResult Finetuner::run() {
-  if (!run_.eval_only()) return train_classifier(run_, *loop_, record_);
+  if (!run_.options().eval_only) return train_classifier(run_, *loop_, record_);
   const auto acc = evaluate(model_);
-  run_.log().info("eval of {}: top-1 {:.2f} %, top-5 {:.2f} %, loss {:.4f} ({} images)",
-                  run_.last_checkpoint(), acc.top1, acc.top5, acc.loss, acc.images);
+  run_.process().log->info("eval of {}: top-1 {:.2f} %, top-5 {:.2f} %, loss {:.4f} ({} images)",
+                           run_.last_checkpoint(), acc.top1, acc.top5, acc.loss, acc.images);
   if (ema_) {
     const auto ema = evaluate(ema_->model());
-    run_.log().info("eval of its EMA: top-1 {:.2f} %, top-5 {:.2f} %", ema.top1, ema.top5);
+    run_.process().log->info("eval of its EMA: top-1 {:.2f} %, top-5 {:.2f} %", ema.top1, ema.top5);
   }
   return evaluated_classifier(run_, record_, acc);
 }

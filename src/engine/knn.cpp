@@ -2,6 +2,7 @@
 #include "ocl/engine/knn.h"
 
 #include <algorithm>
+#include <chrono>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -9,6 +10,7 @@
 #include <torch/torch.h>
 
 #include "ocl/compat.h"
+#include "ocl/data/factory.h"
 #include "ocl/data/loader.h"
 
 namespace ocl::engine {
@@ -194,6 +196,36 @@ KnnResult knn_classify(const Features& train, const Features& test, int64_t num_
   o.temperature = temperature;
   o.chunk = chunk;
   return knn_evaluate(train, test, num_classes, o).front();
+}
+
+KnnData open_knn_data(const Process& process, const io::DataConfig& data, int img, uint64_t seed,
+                      std::shared_ptr<const data::Dataset> bank) {
+  KnnData d{open_splits(process, data, img, seed, std::move(bank)), nullptr};
+  if (d.splits.train->num_classes() < 2) {
+    process.log->warn(
+        "kNN: the data has {} class: every neighbour votes for it, so top-1 is 100 % whatever the "
+        "encoder learned; give labelled data (class folders, .cls members) for a figure that "
+        "means something",
+        d.splits.train->num_classes());
+  }
+  d.transform = data::make_transform(data, img, /*train=*/false);
+  return d;
+}
+
+KnnEvaluation evaluate_knn(nn::VisionTransformer& encoder, const KnnData& data,
+                           const Process& process, const KnnSettings& s) {
+  const auto t0 = std::chrono::steady_clock::now();
+  KnnEvaluation e;
+  auto* comm = process.comm.get();
+  e.bank = extract_features(encoder, *data.splits.train, *data.transform, process.device, s.batch,
+                            s.bank_size, s.workers, process.bf16, comm);
+  e.held_out = extract_features(encoder, *data.splits.val, *data.transform, process.device, s.batch,
+                                s.held_out_size, s.workers, process.bf16, comm);
+  KnnOptions vote = s.vote;
+  vote.device = process.device;
+  e.results = knn_evaluate(e.bank, e.held_out, data.splits.train->num_classes(), vote, comm);
+  e.seconds = seconds_since(t0);
+  return e;
 }
 
 }  // namespace ocl::engine

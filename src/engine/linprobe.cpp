@@ -173,28 +173,26 @@ LinearProbe::LinearProbe(io::Config config, LinearProbeOptions options)
   // The frozen encoder: the config's sizes, no head, CLS pooling, eval mode.
   const auto& p = config_.linprobe;
   const uint64_t seed = config_.train.seed;
-  const auto derived = io::derive(config_, run_.world_size());
+  const auto derived = io::derive(config_, run_.process().launch.world_size);
   torch::manual_seed(seed);
   encoder_ = nn::VisionTransformer(nn::encoder_options(config_, derived));
-  run_.log().info("{}", nn::load_encoder_weights(encoder_, options.weights).describe());
+  run_.process().log->info("{}", nn::load_encoder_weights(encoder_, options.weights).describe());
   for (auto& param : encoder_->parameters()) param.set_requires_grad(false);
-  encoder_->to(run_.device());
+  encoder_->to(run_.process().device);
   encoder_->eval();
 
   // Data (a read-only data set keeps its file-list cache in the output folder).
   const int img = static_cast<int>(config_.model.img_size);
-  const auto data_config = run_data_config(config_.data, run_.output_dir());
-  train_set_ = data::make_dataset(data_config, img, /*train=*/true, seed);
-  const auto val_set = data::make_dataset(data_config, img, /*train=*/false, seed);
-  data::require_same_classes(*train_set_, *val_set);
-  run_.check_data(*train_set_, "the training set");
-  run_.check_data(*val_set, "the validation set");
+  const auto data_config = run_data_config(config_.data, run_.spec().output_dir);
+  auto splits = open_splits(run_.process(), data_config, img, seed);
+  train_set_ = splits.train;
+  const auto val_set = splits.val;
   const auto eval_transform = data::make_transform(data_config, img, /*train=*/false);
 
   // The head, initialised from the seed so that every rank starts the same, and LARS.
   torch::manual_seed(data::sample_seed(seed ^ kHeadStream, 0, 0));
   head_ = nn::LinearProbeHead(derived.embed_dim, train_set_->num_classes());
-  head_->to(run_.device());
+  head_->to(run_.process().device);
   head_->train();
   trainable_ = head_->parameters();
   lars_ = std::make_unique<optim::Lars>(make_linprobe_lars(head_, p.weight_decay));
@@ -204,10 +202,11 @@ LinearProbe::LinearProbe(io::Config config, LinearProbeOptions options)
   const auto t0 = std::chrono::steady_clock::now();
   val_features_ = extract(*val_set, *eval_transform);
   int64_t train_rows = 0;
-  if (!run_.eval_only()) loop_ = make_loop(data_config, *eval_transform, train_rows);
-  run_.log().info("features: {} validation{} images extracted in {}", val_features_.labels.size(0),
-                  train_rows > 0 ? fmt::format(" and {} training", train_rows) : "",
-                  io::format_duration(seconds_since(t0)));
+  if (!run_.options().eval_only) loop_ = make_loop(data_config, *eval_transform, train_rows);
+  run_.process().log->info("features: {} validation{} images extracted in {}",
+                           val_features_.labels.size(0),
+                           train_rows > 0 ? fmt::format(" and {} training", train_rows) : "",
+                           io::format_duration(seconds_since(t0)));
 
   if (run_.resumed()) resume(*run_.resumed(), derived.embed_dim);
   run_.resume_position(
@@ -218,17 +217,18 @@ LinearProbe::LinearProbe(io::Config config, LinearProbeOptions options)
   // Every rank starts from rank 0's head and BatchNorm statistics; gradients become views into
   // the all-reduce buckets.
   if (loop_) loop_->connect_gradients();
-  if (run_.comm())
-    run_.comm()->broadcast_from_rank0({head_->bn->running_mean, head_->bn->running_var},
-                                      "linear probe BatchNorm statistics");
+  if (run_.process().comm.get())
+    run_.process().comm.get()->broadcast_from_rank0(
+        {head_->bn->running_mean, head_->bn->running_var}, "linear probe BatchNorm statistics");
   log_setup(*val_set);
 }
 
 LinearProbe::~LinearProbe() = default;
 
 Features LinearProbe::extract(const data::Dataset& set, const data::Transform& transform) {
-  return extract_features(encoder_, set, transform, run_.device(), config_.linprobe.batch_size, 0,
-                          config_.data.workers, run_.bf16(), run_.comm(), /*normalize=*/false);
+  return extract_features(encoder_, set, transform, run_.process().device,
+                          config_.linprobe.batch_size, 0, config_.data.workers, run_.process().bf16,
+                          run_.process().comm.get(), /*normalize=*/false);
 }
 
 // The loop on the training images (RandomResizedCrop + flip through the frozen encoder at every
@@ -240,17 +240,18 @@ std::unique_ptr<TrainingLoop> LinearProbe::make_loop(const io::DataConfig& data_
   const auto& p = config_.linprobe;
   std::unique_ptr<BatchSource> source;
   if (p.cached_features) {
-    run_.log().warn(
+    run_.process().log->warn(
         "linprobe.cached_features: the head trains on features of the training images "
         "through Resize + CenterCrop, extracted once, without RandomResizedCrop + flip: not "
         "MAE's protocol, the figures are not comparable to the paper's");
     auto rows = extract(*train_set_, eval_transform);
     cached_rows = rows.labels.size(0);
     source = std::make_unique<FeatureRows>(std::move(rows), p.batch_size, p.accum_iter,
-                                           config_.train.seed, run_.rank(), run_.world_size());
+                                           config_.train.seed, run_.process().launch.rank,
+                                           run_.process().launch.world_size);
   } else {
-    auto lo = training_loader_options(config_, p.batch_size, p.accum_iter, run_.launch(),
-                                      run_.device(), run_.logger());
+    auto lo = training_loader_options(config_, p.batch_size, p.accum_iter, run_.process().launch,
+                                      run_.process().device, run_.process().log);
     const int img = static_cast<int>(config_.model.img_size);
     source = loader_source(std::make_unique<data::Loader>(
         train_set_, data::make_transform(data_config, img, /*train=*/true), lo));
@@ -277,7 +278,7 @@ void LinearProbe::resume(const io::Checkpoint& c, int64_t dim) {
     TORCH_CHECK(it->second.sizes() == named[i].value().sizes(), c.path, ": optim.", named[i].key(),
                 ".momentum has shape ", it->second.sizes(), ", expected ",
                 named[i].value().sizes());
-    lars_->momentum_buffers()[i] = it->second.to(run_.device(), torch::kFloat32);
+    lars_->momentum_buffers()[i] = it->second.to(run_.process().device, torch::kFloat32);
   }
   record_.load(c.trainer, "linprobe");
 }
@@ -285,48 +286,48 @@ void LinearProbe::resume(const io::Checkpoint& c, int64_t dim) {
 void LinearProbe::log_setup(const data::Dataset& val_set) const {
   const auto& p = config_.linprobe;
   const int64_t dim = head_->fc->options.in_features();
-  run_.log_startup(run_.bf16() ? " (encoder)" : "");
-  run_.log().info("data: train {}; val {}; {} classes", train_set_->describe(), val_set.describe(),
-                  train_set_->num_classes());
+  log_startup(run_.process(), run_.spec().app, run_.process().bf16 ? " (encoder)" : "");
+  run_.process().log->info("data: train {}; val {}; {} classes", train_set_->describe(),
+                           val_set.describe(), train_set_->num_classes());
   if (!loop_) return;
-  run_.log().info(
+  run_.process().log->info(
       "linear probe: head BatchNorm1d({}, affine=false) + Linear({}, {}); {} epochs of {} steps, "
       "batch {} × accum {} × {} processes = effective {}; {}",
       dim, dim, train_set_->num_classes(), p.epochs, loop_->steps_per_epoch(), p.batch_size,
-      p.accum_iter, run_.world_size(), recipe_.layout.images(),
+      p.accum_iter, run_.process().launch.world_size, recipe_.layout.images(),
       p.cached_features ? "cached features (no augmentation)"
                         : "RandomResizedCrop + flip (MAE's protocol)");
-  run_.log().info(
+  run_.process().log->info(
       "optim: LARS momentum 0.9, trust 0.001, wd {}, lr {:.3g} ({}), warmup {} epochs, min lr "
       "{:.3g}",
       p.weight_decay, recipe_.lr,
       p.lr > 0 ? "linprobe.lr" : fmt::format("blr {} × {}/256", p.blr, recipe_.layout.images()),
       p.warmup_epochs, p.min_lr);
-  run_.log().info("output: {}", run_.output_dir());
+  run_.process().log->info("output: {}", run_.spec().output_dir);
 }
 
 MicroStep LinearProbe::forward(const data::Batch& batch, const StepContext&) {
   torch::Tensor features;
   if (config_.linprobe.cached_features) {
-    features = batch.images.to(run_.device(), torch::kFloat32);
+    features = batch.images.to(run_.process().device, torch::kFloat32);
   } else {
     torch::NoGradGuard no_grad;
-    compat::AutocastGuard autocast(run_.device().type(), run_.bf16());
-    auto images = data::normalize_images(batch.images, run_.device());
+    compat::AutocastGuard autocast(run_.process().device.type(), run_.process().bf16);
+    auto images = data::normalize_images(batch.images, run_.process().device);
     features = encoder_->forward_features(images).select(1, 0).to(torch::kFloat32);  // CLS
   }
   return {torch::nn::functional::cross_entropy(head_->forward(features),
-                                               batch.labels.to(run_.device())),
+                                               batch.labels.to(run_.process().device)),
           {}};
 }
 
 ClassifierAccuracy LinearProbe::evaluate() {
   // DDP's broadcast_buffers: each rank's BatchNorm saw only its shard; rank 0's statistics are
   // the ones saved, so they are the ones evaluated.
-  if (run_.comm())
-    run_.comm()->broadcast_from_rank0({head_->bn->running_mean, head_->bn->running_var},
-                                      "linear probe BatchNorm statistics");
-  return evaluate_head(head_, val_features_, run_.device(), run_.comm());
+  if (run_.process().comm.get())
+    run_.process().comm.get()->broadcast_from_rank0(
+        {head_->bn->running_mean, head_->bn->running_var}, "linear probe BatchNorm statistics");
+  return evaluate_head(head_, val_features_, run_.process().device, run_.process().comm.get());
 }
 
 EpochReport LinearProbe::end_of_epoch(const io::TrainingState& state) {
@@ -350,9 +351,9 @@ CheckpointTensors LinearProbe::checkpoint_tensors() {
 }
 
 LinprobeResult LinearProbe::run() {
-  if (!run_.eval_only()) return train_classifier(run_, *loop_, record_);
+  if (!run_.options().eval_only) return train_classifier(run_, *loop_, record_);
   const auto acc = evaluate();
-  run_.log().info(
+  run_.process().log->info(
       "evaluation of the {} head on {} images: top-1 {:.2f} %, top-5 {:.2f} %, loss {:.4f}",
       run_.resumed() ? fmt::format("resumed (epoch {})", run_.state().epoch) : "initial",
       acc.images, acc.top1, acc.top5, acc.loss);

@@ -12,11 +12,18 @@
 
 #include "ocl/compat.h"
 #include "ocl/distributed/agreement.h"
+#include "ocl/distributed/process.h"
 #include "ocl/optim/adamw_step.h"
 #include "ocl/optim/param_groups.h"
 
 namespace ocl::engine {
 namespace {
+
+// The caller's hook before every optimiser step (RunOptions::before_optimizer_step).
+void before_update(const RunContext& run, int64_t global_step,
+                   const std::vector<torch::Tensor>& params) {
+  if (const auto& hook = run.options().before_optimizer_step) hook(global_step, params);
+}
 
 // The trainer-file key of a mid-epoch checkpoint's epoch sums: loss, steps, images, data wait,
 // then the engine's figures.
@@ -96,16 +103,17 @@ TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
         "the training set ({} images) does not fill one optimiser step of {}.batch_size {} × "
         "{}.accum_iter {} × {} processes: lower them or use more data",
         source_->size(), s, settings_.batch_size, s == "train" ? "optim" : s, settings_.accum_iter,
-        run_.world_size()));
+        run_.process().launch.world_size));
   }
 }
 
 TrainingLoop::~TrainingLoop() = default;
 
 void TrainingLoop::connect_gradients() {
-  if (run_.comm() && !grad_sync_) {
-    grad_sync_ = distributed::make_grad_sync(*run_.comm(), engine_.trainable(), settings_.grad_sync,
-                                             settings_.overlap, run_.log());
+  if (run_.process().comm.get() && !grad_sync_) {
+    grad_sync_ =
+        distributed::make_grad_sync(*run_.process().comm.get(), engine_.trainable(),
+                                    settings_.grad_sync, settings_.overlap, *run_.process().log);
   }
 }
 
@@ -116,8 +124,8 @@ LoopResult TrainingLoop::run() {
   LoopResult result;
   result.last_checkpoint = run_.last_checkpoint();
   if (run_.state().epoch >= settings_.epochs) {
-    run_.log().info("nothing to do: all {} epochs are done (checkpoint {})", settings_.epochs,
-                    run_.last_checkpoint());
+    run_.process().log->info("nothing to do: all {} epochs are done (checkpoint {})",
+                             settings_.epochs, run_.last_checkpoint());
     return result;
   }
   run_.begin_records();
@@ -126,7 +134,7 @@ LoopResult TrainingLoop::run() {
   first_step_ = run_.state().global_step;
   steps_this_run_ = 0;
   if (settings_.deferred_figures && !deferred_)
-    run_.log().info(
+    run_.process().log->info(
         "train.host_sync: deferred needs the fused AdamW (optim.fused): each step's "
         "figures are read before its update");
   while (run_.state().epoch < settings_.epochs) {
@@ -187,11 +195,12 @@ bool TrainingLoop::after_step(const Step& step, LoopResult& result) {
   record_step(step);
   stop_ = step.stop || step_limit_reached();
   if (!stop_ || state.step_in_epoch == steps_per_epoch_) return false;
-  run_.clear_status();
-  run_.log().warn("stop requested: writing a checkpoint at global step {}", state.global_step);
+  run_.console().clear_status();
+  run_.process().log->warn("stop requested: writing a checkpoint at global step {}",
+                           state.global_step);
   result.last_checkpoint = write_checkpoint();
   result.interrupted = true;
-  run_.log().warn(
+  run_.process().log->warn(
       "stopped at epoch {}, step {}; continue with --resume auto{}", state.epoch,
       state.step_in_epoch,
       result.last_checkpoint.empty() ? "" : " (or --resume " + result.last_checkpoint + ")");
@@ -213,32 +222,33 @@ bool TrainingLoop::end_epoch(LoopResult& result) {
   auto& state = run_.state();
   state.epoch += 1;
   state.step_in_epoch = 0;
-  run_.clear_status();
+  run_.console().clear_status();
   const double epoch_time = seconds_since(epoch_sums_->start);
   log_epoch(epoch_time, engine_.end_of_epoch(state));
   const bool saved = state.epoch % settings_.save_every == 0 || state.epoch == settings_.epochs;
   if (saved) result.last_checkpoint = write_checkpoint();
   // A stop asked at the epoch's last step, or during its evaluation or checkpoint.
-  stop_ = distributed::any_rank_stopping(run_.comm(), run_.signalled() || stop_, run_.device()) ||
+  stop_ = distributed::any_rank_stopping(run_.process().comm.get(), run_.signalled() || stop_,
+                                         run_.process().device) ||
           step_limit_reached();
   if (!stop_ || state.epoch >= settings_.epochs) return false;
   if (!saved) result.last_checkpoint = write_checkpoint();
   result.interrupted = true;
-  run_.log().warn("stopped after epoch {}; continue with --resume auto", state.epoch);
+  run_.process().log->warn("stopped after epoch {}; continue with --resume auto", state.epoch);
   return true;
 }
 
 // Every rank at the end, and what the run's communication did.
 void TrainingLoop::finish() {
-  if (!run_.comm()) return;
-  run_.comm()->barrier("end of training");
-  run_.log().info(
+  if (!run_.process().comm.get()) return;
+  run_.process().comm.get()->barrier("end of training");
+  run_.process().log->info(
       "communication: {} gradient bucket all-reduces ({} buckets per step, {} of the last "
       "step's started during backward){}",
       grad_sync_->buckets_launched(), grad_sync_->num_buckets(),
       grad_sync_->buckets_launched_in_backward(),
       verified_step_ > 0 ? fmt::format("; parameters identical on all {} ranks at step {}",
-                                       run_.world_size(), verified_step_)
+                                       run_.process().launch.world_size, verified_step_)
                          : std::string());
 }
 
@@ -249,7 +259,7 @@ double TrainingLoop::eta_seconds() const {
 }
 
 bool TrainingLoop::step_limit_reached() const {
-  const int64_t limit = run_.stop_after_steps();
+  const int64_t limit = run_.options().stop_after_steps;
   return limit > 0 && steps_this_run_ >= limit;
 }
 
@@ -299,7 +309,7 @@ TrainingLoop::Step TrainingLoop::train_step() {
     const auto found_inf =
         torch::logical_not(torch::isfinite(figures[0]) & torch::isfinite(figures[-1]))
             .to(torch::kFloat32);
-    run_.before_optimizer_step(state.global_step, params);
+    before_update(run_, state.global_step, params);
     engine_.update_or_skip(optim::DeviceSkip{found_inf, uncounted_});
     uncounted_ = found_inf;
     const bool pinned = figures.is_cuda();
@@ -310,7 +320,7 @@ TrainingLoop::Step TrainingLoop::train_step() {
   } else {
     read_figures(st, figures.cpu());
     if (std::isfinite(st.loss) && std::isfinite(st.grad_norm)) {
-      run_.before_optimizer_step(state.global_step, params);
+      before_update(run_, state.global_step, params);
       engine_.update();
     } else {
       skip_or_stop_nonfinite(st);
@@ -318,7 +328,7 @@ TrainingLoop::Step TrainingLoop::train_step() {
       st.skipped = true;
     }
   }
-  if (run_.comm() && settings_.verify_every > 0 &&
+  if (run_.process().comm.get() && settings_.verify_every > 0 &&
       (state.global_step + 1) % settings_.verify_every == 0)
     verify_replicas();
   state.global_step += 1;
@@ -351,8 +361,13 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
   const bool overlapped = grad_sync_mode_ == GradSyncMode::kOverlapped ||
                           (grad_sync_mode_ == GradSyncMode::kConfigured && settings_.overlap);
   const auto& state = run_.state();
-  StepContext at{state.seed, state.epoch, state.step_in_epoch, state.global_step,
-                 0,          run_.rank(), run_.world_size()};
+  StepContext at{state.seed,
+                 state.epoch,
+                 state.step_in_epoch,
+                 state.global_step,
+                 0,
+                 run_.process().launch.rank,
+                 run_.process().launch.world_size};
   torch::Tensor sums;
   for (at.micro = 0; at.micro < accum; ++at.micro) {
     const auto wait_start = Clock::now();
@@ -365,7 +380,7 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
     for (const auto& f : micro.figures) parts.push_back(f.detach().to(torch::kFloat64).reshape({}));
     auto values = torch::stack(parts);
     sums = at.micro == 0 ? values : sums + values;
-    st.images += batch.images.size(0) * run_.world_size();
+    st.images += batch.images.size(0) * run_.process().launch.world_size;
   }
   return sums;
 }
@@ -376,14 +391,16 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
 torch::Tensor TrainingLoop::reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm) {
   auto per_rank =
       torch::cat({sums, torch::full({1}, run_.signalled() ? 1.0 : 0.0, sums.options())});
-  if (run_.comm()) run_.comm()->all_reduce_sum(per_rank, distributed::Group::kLoss, "step figures");
+  if (run_.process().comm.get())
+    run_.process().comm.get()->all_reduce_sum(per_rank, distributed::Group::kLoss, "step figures");
   return torch::cat({per_rank, norm.to(torch::kFloat64).reshape({1})});
 }
 
 void TrainingLoop::read_figures(Step& st, const torch::Tensor& host_figures) {
   const auto v = host_figures.contiguous();
   const double* p = v.data_ptr<double>();
-  const double mean = 1.0 / static_cast<double>(settings_.accum_iter * run_.world_size());
+  const double mean =
+      1.0 / static_cast<double>(settings_.accum_iter * run_.process().launch.world_size);
   const size_t n = figures_.size();
   st.loss = p[0] * mean;
   for (size_t i = 0; i < n; ++i) st.figures.push_back(p[1 + i] * mean);
@@ -410,8 +427,8 @@ void TrainingLoop::skip_or_stop_nonfinite(const Step& st) {
                                          : " (train.on_nonfinite: stop)"));
   }
   state.nonfinite_skips += 1;
-  run_.log().warn("{}: step skipped ({} of at most {} skips)", what, state.nonfinite_skips,
-                  settings_.max_nonfinite_skips);
+  run_.process().log->warn("{}: step skipped ({} of at most {} skips)", what, state.nonfinite_skips,
+                           settings_.max_nonfinite_skips);
 }
 
 // A checksum of each parameter's bytes, all-gathered: replicas that drifted apart (a
@@ -421,8 +438,8 @@ void TrainingLoop::verify_replicas() {
   std::vector<torch::Tensor> tensors;
   for (const auto& item : named) tensors.push_back(item.value());
   const int64_t step = run_.state().global_step + 1;
-  if (const auto bad =
-          distributed::first_replica_difference(*run_.comm(), run_.device(), tensors)) {
+  if (const auto bad = distributed::first_replica_difference(*run_.process().comm.get(),
+                                                             run_.process().device, tensors)) {
     throw std::runtime_error(fmt::format(
         "the ranks' parameters diverged after global step {}: '{}' on rank {} differs from "
         "rank 0's (dist.verify_every {}); check that every rank runs the same config and binary",
@@ -434,7 +451,7 @@ void TrainingLoop::verify_replicas() {
 // Rank 0 writes for all (the ranks' weights are identical); a mid-epoch checkpoint keeps the
 // epoch's sums so far. The engine's tensors may be on any device: the writer copies them.
 std::string TrainingLoop::write_checkpoint() {
-  if (!run_.is_writer()) return "";
+  if (!run_.writes()) return "";
   CheckpointTensors tensors = engine_.checkpoint_tensors();
   if (run_.state().step_in_epoch > 0) {
     const Window& e = *epoch_sums_;

@@ -19,12 +19,12 @@ void TrainingLoop::log_window(const Step& st, double eta) {
     if (!figures_[i].label.empty())
       shown += fmt::format("  {} {:.{}f}", figures_[i].label, w.figure(i), figures_[i].decimals);
   }
-  run_.log().info(
+  run_.process().log->info(
       "epoch {}/{} step {}/{}  loss {:.4f}{}  lr {:.3e}  grad {:.3f}  {:.0f} img/s  data {:.0f}%  "
       "ETA {}",
       state.epoch + 1, settings_.epochs, state.step_in_epoch, steps_per_epoch_, w.mean(w.loss),
       shown, st.lr, st.grad_norm, img_s, 100 * wait_share, io::format_duration(eta));
-  if (run_.records()) {
+  if (run_.writes()) {
     io::MetricFields fields{
         {"epoch", static_cast<double>(state.epoch) +
                       static_cast<double>(state.step_in_epoch) / steps_per_epoch_},
@@ -42,14 +42,14 @@ void TrainingLoop::log_window(const Step& st, double eta) {
 }
 
 void TrainingLoop::show_status(const Step& st, double eta) {
-  if (!run_.has_status_line()) return;
+  if (!run_.console().has_status_line()) return;
   const Step& state = st;
   const int width = 20;
   const int filled = static_cast<int>(width * state.step_in_epoch / steps_per_epoch_);
-  run_.set_status(fmt::format("[{}{}] epoch {}/{} step {}/{}  loss {:.4f}  lr {:.2e}  ETA {}",
-                              std::string(filled, '#'), std::string(width - filled, '.'),
-                              state.epoch + 1, settings_.epochs, state.step_in_epoch,
-                              steps_per_epoch_, st.loss, st.lr, io::format_duration(eta)));
+  run_.console().set_status(fmt::format(
+      "[{}{}] epoch {}/{} step {}/{}  loss {:.4f}  lr {:.2e}  ETA {}", std::string(filled, '#'),
+      std::string(width - filled, '.'), state.epoch + 1, settings_.epochs, state.step_in_epoch,
+      steps_per_epoch_, st.loss, st.lr, io::format_duration(eta)));
 }
 
 void TrainingLoop::log_epoch(double epoch_time, const EpochReport& report) {
@@ -65,10 +65,11 @@ void TrainingLoop::log_epoch(double epoch_time, const EpochReport& report) {
       figures += fmt::format(", {} {:.{}f}", figures_[i].name, e.figure(i), figures_[i].decimals);
   }
   const int64_t bad = source_->bad_samples();
-  run_.log().info("epoch {}/{} done in {}: mean loss {:.4f}{}{}{}", state.epoch, settings_.epochs,
-                  io::format_duration(epoch_time), e.mean(e.loss), figures, report.text,
-                  bad > 0 ? fmt::format(", unreadable images so far: {}", bad) : "");
-  if (!run_.records()) return;
+  run_.process().log->info("epoch {}/{} done in {}: mean loss {:.4f}{}{}{}", state.epoch,
+                           settings_.epochs, io::format_duration(epoch_time), e.mean(e.loss),
+                           figures, report.text,
+                           bad > 0 ? fmt::format(", unreadable images so far: {}", bad) : "");
+  if (!run_.writes()) return;
   fields.insert(fields.end(), {{"lr", e.lr},
                                {"epoch_time_s", epoch_time},
                                {"bad_samples", static_cast<double>(bad)},

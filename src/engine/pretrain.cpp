@@ -14,6 +14,7 @@
 #include "ocl/data/factory.h"
 #include "ocl/distributed/all_gather.h"
 #include "ocl/engine/knn.h"
+#include "ocl/engine/shortcut_alarm.h"
 #include "ocl/io/state_dict.h"
 #include "ocl/nn/weights.h"
 #include "ocl/optim/adamw_state.h"
@@ -28,51 +29,7 @@ using Clock = std::chrono::steady_clock;
 constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
 constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
 
-// How many monitor runs back the alarm's recent gain is measured over, for a non-empty history
-// of `n` figures: `window`, or all there are before the last.
-size_t runs_back(size_t n, int64_t window) {
-  return std::min(n - 1, static_cast<size_t>(std::max<int64_t>(window, 0)));
-}
-
 }  // namespace
-
-double knn_figure_back(const std::vector<double>& knn_history, int64_t window) {
-  if (knn_history.empty()) return -1;
-  return knn_history[knn_history.size() - 1 - runs_back(knn_history.size(), window)];
-}
-
-std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
-                             const std::vector<double>& knn_history) {
-  const size_t n = knn_history.size();
-  if (!eval.shortcut_alarm || n < 2 || !(accuracy >= 0) || accuracy < eval.shortcut_accuracy)
-    return "";
-  if (std::any_of(knn_history.begin(), knn_history.end(), [](double v) { return v < 0; }))
-    return "";
-  const double start = knn_history.front(), now = knn_history.back();
-  // The figure eval.shortcut_window runs back (the first when there are fewer): a run that
-  // learned at first and then stalled while the task was solved by a shared cue.
-  const size_t back = runs_back(n, eval.shortcut_window);
-  const double before = knn_history[n - 1 - back];
-  const double gain = now - start, recent = now - before;
-  if (gain >= eval.shortcut_knn_gain && recent >= eval.shortcut_knn_gain) return "";
-  const std::string moved =
-      gain < eval.shortcut_knn_gain
-          ? fmt::format("moved {:+.2f} points since the start ({:.2f} -> {:.2f} %", gain, start,
-                        now)
-          : fmt::format("moved {:+.2f} points over the last {} monitor runs ({:.2f} -> {:.2f} %",
-                        recent, back, before, now);
-  return fmt::format(
-      "shortcut alarm: contrastive accuracy {:.3f} (>= eval.shortcut_accuracy {}) while kNN "
-      "top-1 {}, less than eval.shortcut_knn_gain {}): the two token groups are being matched by "
-      "a cue they both see, such as a per-image colour or lighting, not by content. "
-      "Remove the cue: model.input_norm=patch (each patch standardised before the patch "
-      "embedding, so the flat colour it shares with its image is gone; the evaluation apps then "
-      "need the same setting), with mask.group_views=independent each group from its own copy "
-      "of the crop: data.illumination for a lighting gradient, "
-      "data.photometric=simclr for colour casts; configs/quickstart_robust.yaml has them "
-      "together; see docs/shortcuts.md",
-      accuracy, eval.shortcut_accuracy, moved, eval.shortcut_knn_gain);
-}
 
 ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived) {
   torch::manual_seed(config.train.seed);
@@ -124,26 +81,27 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   const auto& o = config_.optim;
   // The model, initialised from the seed: the same config gives the same start.
   model_ = build_ocl_model(config_, derived_);
-  model_->to(run_.device());
+  model_->to(run_.process().device);
   model_->train();
-  if (run_.comm() && config_.loss.negatives == "global") gather_ = global_negatives(*run_.comm());
+  if (run_.process().comm.get() && config_.loss.negatives == "global")
+    gather_ = global_negatives(*run_.process().comm.get());
   groups_ = optim::weight_decay_groups(*model_, o.weight_decay);
   for (const auto& g : groups_)
     trainable_.insert(trainable_.end(), g.params.begin(), g.params.end());
   optimizer_ = optim::make_adamw(groups_, {derived_.lr, o.beta1, o.beta2, o.eps});
-  fused_adamw_ = optim::resolve_fused_adamw(o.fused, run_.device());
+  fused_adamw_ = optim::resolve_fused_adamw(o.fused, run_.process().device);
 
   // Data (run_data_config: a read-only data set keeps its file-list cache in the run's folder).
   const int img = static_cast<int>(config_.model.img_size);
   data_config_ = run_data_config(config_.data, t.output_dir);
   train_set_ = data::make_dataset(data_config_, img, /*train=*/true, t.seed);
-  run_.check_data(*train_set_, "the training set");
+  check_data(run_.process(), *train_set_, "the training set");
   // Two copies of each crop when the groups take independent colour draws.
   const int views = config_.mask.group_views == "independent" ? 2 : 1;
   auto loader = std::make_unique<data::Loader>(
       train_set_, data::make_pretrain_transform(data_config_, img, views),
-      training_loader_options(config_, t.batch_size, o.accum_iter, run_.launch(), run_.device(),
-                              run_.logger()));
+      training_loader_options(config_, t.batch_size, o.accum_iter, run_.process().launch,
+                              run_.process().device, run_.process().log));
   // Pre-training's recipe spans two sections (train, optim); its records are "step", "epoch".
   const struct {
     int64_t epochs, accum_iter, batch_size, save_every, keep_last;
@@ -180,7 +138,8 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
       [](const io::Config& c) {
         return StepLayout{1, c.train.batch_size, c.optim.accum_iter};
       },
-      {run_.world_size(), t.batch_size, o.accum_iter}, loop_->steps_per_epoch(), derived_.lr);
+      {run_.process().launch.world_size, t.batch_size, o.accum_iter}, loop_->steps_per_epoch(),
+      derived_.lr);
   // Parameters are broadcast from rank 0 (the same initialisation or checkpoint everywhere,
   // made certain); gradients become views into the all-reduce buckets.
   loop_->connect_gradients();
@@ -193,12 +152,12 @@ void Pretrainer::log_setup() const {
   const auto& t = config_.train;
   const auto& o = config_.optim;
   const auto& m = config_.model;
-  auto& log = run_.log();
-  const int64_t world = run_.world_size();
-  run_.log_startup();
+  auto& log = *run_.process().log;
+  const int64_t world = run_.process().launch.world_size;
+  log_startup(run_.process(), run_.spec().app);
   log.info("model: {} {}x{}/{} D{} depth {} heads {}; {}", m.arch, m.img_size, m.img_size,
            derived_.patch_size, derived_.embed_dim, derived_.depth, derived_.num_heads,
-           RunContext::parameter_counts(*model_));
+           parameter_counts(*model_));
   const bool global = world > 1 && config_.loss.negatives == "global";
   log.info(
       "OCL: mask ratio {} → {} + {} of {} patches per image, κ {}, T {} ({}), negatives: {} per "
@@ -223,36 +182,7 @@ void Pretrainer::log_setup() const {
            fused_adamw_ ? "fused (at::_fused_adamw_, one kernel per group)"
                         : "per parameter (torch::optim::AdamW)",
            o.fused);
-  // What each copy of the crop draws: data.photometric's preset, the illumination gradient and
-  // the pixel noise.
-  const auto& d = config_.data;
-  const bool augmented = d.photometric != "none" || d.illumination > 0 || d.noise > 0 || d.blur > 0;
-  const std::string drawn = fmt::format(
-      "photometric '{}'{}{}{}", d.photometric,
-      d.illumination > 0 ? fmt::format(", illumination {}", d.illumination) : std::string(),
-      d.noise > 0 ? fmt::format(", noise {}", d.noise) : std::string(),
-      d.blur > 0 ? fmt::format(", blur {}", d.blur) : std::string());
-  if (config_.mask.group_views == "shared" && augmented) {
-    // One colour draw per image is a colour signature both groups see: a cue of its own.
-    log.warn(
-        "{} with mask.group_views shared: one colour draw per image, seen by both token groups, "
-        "adds a per-image colour cue instead of removing one (docs/shortcuts.md); "
-        "mask.group_views=independent draws it for each group",
-        drawn);
-  }
-  if (config_.mask.group_views == "independent") {
-    if (!augmented) {
-      log.warn(
-          "mask.group_views independent with data.photometric none: both groups would read the "
-          "same pixels, so the groups share one image (set data.photometric, data.illumination, "
-          "data.noise or data.blur)");
-    } else {
-      log.info(
-          "views: each group reads its own copy of the crop, {} drawn apart (one more patch "
-          "embedding per step)",
-          drawn);
-    }
-  }
+  advise_on_views(config_, log);
   log.info("output: {}", t.output_dir);
 }
 
@@ -263,19 +193,19 @@ std::vector<Figure> Pretrainer::figures() const {
 void Pretrainer::set_lr(double lr) { optim::set_learning_rate(*optimizer_, groups_, lr); }
 
 MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
-  auto images = data::normalize_images(batch.images, run_.device());
+  auto images = data::normalize_images(batch.images, run_.process().device);
   // Independent group views: group B's copy of the crops.
   torch::Tensor images_b;
   if (batch.second_view.defined())
-    images_b = data::normalize_images(batch.second_view, run_.device());
+    images_b = data::normalize_images(batch.second_view, run_.process().device);
   auto noise = step_mask_noise(at.seed, at.global_step, at.micro, images.size(0),
                                derived_.num_patches, at.rank, at.world_size)
-                   .to(run_.device());
+                   .to(run_.process().device);
   // Drop path draws from the global generator: seeded per micro-step and rank, for exact resumes.
   torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.slot()));
   ssl::OCLOutput out;
   {
-    compat::AutocastGuard autocast(run_.device().type(), run_.bf16());
+    compat::AutocastGuard autocast(run_.process().device.type(), run_.process().bf16);
     out = model_->forward(images, noise, gather_, images_b);
   }
   const auto& f = out.figures;
@@ -301,7 +231,7 @@ EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
   const double knn_start = knn_history_.size() > 1 ? knn_history_.front() : -1.0;
   const double knn_before =
       knn_history_.size() > 1 ? knn_figure_back(knn_history_, config_.eval.shortcut_window) : -1.0;
-  if (run_.records() && config_.eval.shortcut_alarm)
+  if (run_.writes() && config_.eval.shortcut_alarm)
     run_.record("shortcut", {{"epoch", static_cast<double>(state.epoch)},
                              {"global_step", static_cast<double>(state.global_step)},
                              {"accuracy", accuracy},
@@ -310,7 +240,7 @@ EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
                              {"knn_before", knn_before},
                              {"alarm", warning.empty() ? 0.0 : 1.0}});
   if (!warning.empty()) {
-    run_.log().warn("{}", warning);
+    run_.process().log->warn("{}", warning);
     ++shortcut_alarms_;
     report.fields.emplace_back("shortcut_alarm", 1.0);
   }
@@ -336,36 +266,27 @@ CheckpointTensors Pretrainer::checkpoint_tensors() {
 
 double Pretrainer::run_knn_monitor() {
   const auto& e = config_.eval;
-  const int img = static_cast<int>(config_.model.img_size);
-  // Built on first use and kept: the same images every time, so the curve is comparable.
-  if (!knn_bank_) {
-    knn_bank_ = data::make_dataset(data_config_, img, /*train=*/true, config_.train.seed);
-    knn_held_out_ = data::make_dataset(data_config_, img, /*train=*/false, config_.train.seed);
-    data::require_same_classes(*knn_bank_, *knn_held_out_);
-    knn_transform_ = data::make_transform(data_config_, img, /*train=*/false);
+  // Opened on first use and kept: the same images every time, so the curve is comparable.
+  if (!knn_data_) {
+    knn_data_ = std::make_unique<KnnData>(open_knn_data(run_.process(), data_config_,
+                                                        static_cast<int>(config_.model.img_size),
+                                                        config_.train.seed, train_set_));
   }
-  const auto& bank = knn_bank_;
-  const auto& held_out = knn_held_out_;
-  const auto& transform = knn_transform_;
-  const auto t0 = Clock::now();
-  // Every rank extracts and classifies its share; the figures are the whole sets'.
-  auto train_f =
-      extract_features(model_->encoder, *bank, *transform, run_.device(), config_.train.batch_size,
-                       e.knn_train_size, config_.data.workers, run_.bf16(), run_.comm());
-  auto val_f = extract_features(model_->encoder, *held_out, *transform, run_.device(),
-                                config_.train.batch_size, e.knn_val_size, config_.data.workers,
-                                run_.bf16(), run_.comm());
-  KnnOptions ko;
-  ko.ks = {e.knn_k};
-  ko.temperature = e.knn_t;
-  ko.device = run_.device();
-  auto r = knn_evaluate(train_f, val_f, bank->num_classes(), ko, run_.comm()).front();
-  run_.log().info(
+  KnnSettings settings;
+  settings.batch = config_.train.batch_size;
+  settings.workers = config_.data.workers;
+  settings.bank_size = e.knn_train_size;
+  settings.held_out_size = e.knn_val_size;
+  settings.vote.ks = {e.knn_k};
+  settings.vote.temperature = e.knn_t;
+  const auto knn = evaluate_knn(model_->encoder, *knn_data_, run_.process(), settings);
+  const auto& r = knn.results.front();
+  run_.process().log->info(
       "kNN monitor (k {}, T {}, {} train / {} held-out images): top-1 {:.2f} %, top-5 {:.2f} % "
       "({:.1f} s)",
-      r.k, e.knn_t, train_f.labels.size(0), val_f.labels.size(0), r.top1, r.top5,
-      seconds_since(t0));
-  if (run_.records())
+      r.k, e.knn_t, knn.bank.labels.size(0), knn.held_out.labels.size(0), r.top1, r.top5,
+      knn.seconds);
+  if (run_.writes())
     run_.record("knn", {{"epoch", static_cast<double>(run_.state().epoch)},
                         {"global_step", static_cast<double>(run_.state().global_step)},
                         {"knn_top1", r.top1},
@@ -390,7 +311,7 @@ PretrainResult Pretrainer::run() {
   result.knn_top1 = knn_top1_;
   result.shortcut_alarms = shortcut_alarms_;
   if (!r.interrupted && !result.step_losses.empty()) {
-    run_.log().info(
+    run_.process().log->info(
         "done: {} epochs, {} steps in {}; encoder weights (timm names): {}/encoder.safetensors",
         config_.train.epochs, run_.state().global_step, io::format_duration(seconds_since(start)),
         r.last_checkpoint);

@@ -43,7 +43,7 @@ void remove_event_files(const std::string& folder) {
 
 RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSpec spec_in)
     : config_(config_in), options_(std::move(options_in)), spec_(std::move(spec_in)) {
-  writer_ = rank() == 0 && !options_.eval_only && !options_.write_nothing;
+  writer_ = options_.launch.rank == 0 && !options_.eval_only && !options_.write_nothing;
   if (options_.resume == "auto") {
     resume_from_ = io::latest_checkpoint(spec_.output_dir);
   } else if (!options_.resume.empty()) {
@@ -75,25 +75,19 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
   console_ = options_.console ? options_.console
                               : std::make_shared<io::ConsoleSink>(
                                     stdout, writer_ && io::want_status_line(config_.log.progress));
-  logger_ = distributed::rank_logger(console_, writer_ ? spec_.output_dir + "/train.log" : "",
-                                     config_, rank());
+  auto log = rank_logger(console_, writer_ ? spec_.output_dir + "/train.log" : "", config_,
+                         options_.launch.rank);
   if (!unreadable_config.empty()) {
-    logger_->warn("the checkpoint's config cannot be read ({}); using the given config",
-                  unreadable_config);
+    log->warn("the checkpoint's config cannot be read ({}); using the given config",
+              unreadable_config);
   } else if (resumed_config_ && *resumed_config_ != config_) {
-    logger_->warn("resuming with a config that differs from the checkpoint's: {}",
-                  io::config_difference(*resumed_config_, config_));
+    log->warn("resuming with a config that differs from the checkpoint's: {}",
+              io::config_difference(*resumed_config_, config_));
   } else if (options_.resume == "auto" && !resumed_) {
-    logger_->info("--resume auto: no checkpoint in {}, starting fresh", spec_.output_dir);
+    log->info("--resume auto: no checkpoint in {}, starting fresh", spec_.output_dir);
   }
-
-  device_ = distributed::resolve_device(config_.train.device, options_.launch);
-  bf16_ = distributed::use_bf16(config_, device_);
-  tf32_ = distributed::set_tf32(config_, device_);
-  distributed::set_process_threads(config_, options_.launch);
-  // Rendezvous now, before the slow data set-up, so that a missing rank is reported early.
-  comm_ = distributed::connect_ranks(config_, options_.launch, device_, *logger_);
-  if (comm_) check_ranks_agree();
+  process_ = start_process(config_, options_.launch, std::move(log));
+  if (process_.comm) check_ranks_agree();
 }
 
 RunContext::~RunContext() {
@@ -187,11 +181,6 @@ void RunContext::check_resumable() const {
   }
 }
 
-void RunContext::check_data(const data::Dataset& set, const std::string& what) const {
-  log_data_warnings(set, *logger_);
-  if (comm_) distributed::require_same_data(*comm_, device_, what, set.size(), set.num_classes());
-}
-
 // Every rank must run the same build and config (distributed/agreement.h), compared once at the
 // rendezvous before any collective whose size depends on the config. What may differ per process
 // without changing the training is left out: logging, loader workers, threads.
@@ -203,7 +192,7 @@ void RunContext::check_ranks_agree() const {
   shared.data.prefetch = defaults.data.prefetch;
   shared.train.threads = defaults.train.threads;
   distributed::require_same_build_and_config(
-      *comm_, device_,
+      *process_.comm, process_.device,
       fmt::format("ocl {} built by {}, LibTorch {}", OCL_VERSION_STRING, __VERSION__,
                   compat::torch_version()),
       shared);
@@ -291,33 +280,35 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
     const StepLayout saved_layout =
         resumed_config_ ? layout_of(*resumed_config_)
                         : StepLayout{state_.world_size, now.batch_size, now.accum_iter};
-    state_.step_in_epoch = resume_step_in_epoch(
-        state_.epoch, state_.step_in_epoch,
-        {state_.world_size, saved_layout.batch_size, saved_layout.accum_iter}, now, lr, *logger_);
+    state_.step_in_epoch =
+        resume_step_in_epoch(state_.epoch, state_.step_in_epoch,
+                             {state_.world_size, saved_layout.batch_size, saved_layout.accum_iter},
+                             now, lr, *process_.log);
     if (steps_per_epoch > 0 && state_.step_in_epoch >= steps_per_epoch) {
       state_.epoch += 1;  // the epoch got shorter in the new config
       state_.step_in_epoch = 0;
     }
     last_checkpoint_ = resumed_->path;
     keep_metrics_through = state_.global_step;
-    logger_->info("resumed from {}: epoch {}, step {} of the epoch, global step {}", resumed_->path,
-                  state_.epoch, state_.step_in_epoch, state_.global_step);
+    process_.log->info("resumed from {}: epoch {}, step {} of the epoch, global step {}",
+                       resumed_->path, state_.epoch, state_.step_in_epoch, state_.global_step);
     resumed_->model.clear();
     resumed_->trainer.clear();
   } else {
     state_.seed = config_.train.seed;
   }
-  state_.world_size = world_size();
+  state_.world_size = options_.launch.world_size;
   keep_metrics_through_ = keep_metrics_through;
-  if (!comm_) return;
+  if (!process_.comm) return;
   // Every rank must continue from the same point: they read the same folder, but a node whose
   // view of it differs (not a shared file system) would silently diverge.
   auto where =
       torch::tensor({state_.epoch, state_.step_in_epoch, state_.global_step}, torch::kInt64)
-          .to(device_);
-  auto all =
-      comm_->all_gather(where, distributed::Group::kLoss, "resume position").view({-1, 3}).cpu();
-  for (int64_t r = 1; r < world_size(); ++r) {
+          .to(process_.device);
+  auto all = process_.comm->all_gather(where, distributed::Group::kLoss, "resume position")
+                 .view({-1, 3})
+                 .cpu();
+  for (int64_t r = 1; r < options_.launch.world_size; ++r) {
     if (!torch::equal(all[r], all[0])) {
       std::ostringstream msg;
       msg << "ranks disagree on where to resume: rank 0 is at (epoch, step, global step) " << all[0]
@@ -373,26 +364,12 @@ std::string RunContext::write_checkpoint(const io::TensorMap& model, const io::T
   last_checkpoint_ =
       io::save_checkpoint(spec_.output_dir, state_, model, trainer, spec_.config_yaml, keep_last,
                           spec_.model_file, model_metadata);
-  logger_->info("checkpoint written: {}", last_checkpoint_);
+  process_.log->info("checkpoint written: {}", last_checkpoint_);
   return last_checkpoint_;
 }
 
 bool RunContext::signalled() const {
   return options_.stop_requested != nullptr && options_.stop_requested->load() != 0;
-}
-
-void RunContext::log_startup(const std::string& detail) const {
-  logger_->info("{}: LibTorch {}, device {}, {}{}{}, {} threads", spec_.app,
-                compat::torch_version(), device_.str(), bf16_ ? "bf16 autocast" : "fp32", detail,
-                device_.is_cuda() ? (tf32_ ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
-                torch::get_num_threads());
-}
-
-std::string RunContext::parameter_counts(const torch::nn::Module& module) {
-  int64_t trainable = 0, frozen = 0;
-  for (const auto& p : module.parameters()) (p.requires_grad() ? trainable : frozen) += p.numel();
-  return fmt::format("{:.2f} M trainable, {:.2f} M frozen parameters", trainable / 1e6,
-                     frozen / 1e6);
 }
 
 }  // namespace ocl::engine

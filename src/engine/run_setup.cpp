@@ -1,19 +1,134 @@
-// The pieces an engine sets its run up with (see include/ocl/engine/run.h): the data config and
-// loader options of a run, its steps per epoch, an evaluation section's run spec and derived
-// values, and where a resumed epoch continues under another layout.
+// The pieces an engine sets its run up with (see include/ocl/engine/run_setup.h).
+#include "ocl/engine/run_setup.h"
+
 #include <unistd.h>
 
+#include <algorithm>
 #include <sstream>
+#include <stdexcept>
+#include <thread>
 
 #include <fmt/format.h>
 #include <torch/torch.h>
 
-#include "ocl/engine/run.h"
+#include "ocl/compat.h"
+#include "ocl/data/factory.h"
+#include "ocl/distributed/agreement.h"
+#include "ocl/distributed/process.h"
 
 namespace ocl::engine {
+namespace {
 
-void log_data_warnings(const data::Dataset& set, spdlog::logger& logger) {
-  for (const auto& w : set.warnings()) logger.warn("data: {}", w);
+// Intra-op threads: train.threads, or the node's cores divided among its local processes (some
+// LibTorch builds, Debian's among them, otherwise start with one thread).
+void set_process_threads(const io::Config& config, const distributed::LaunchInfo& launch) {
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t local = std::max<int64_t>(1, launch.local_world_size);
+  const int64_t threads =
+      config.train.threads > 0 ? config.train.threads : std::max<int64_t>(1, cores / local);
+  torch::set_num_threads(static_cast<int>(threads));
+}
+
+torch::Device resolve_one_device(const std::string& name) {
+  if (name == "auto") {
+    return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0)
+                                       : torch::Device(torch::kCPU);
+  }
+  if (name == "cpu") return torch::kCPU;
+  if (!torch::cuda::is_available()) {
+    throw std::runtime_error("train.device is '" + name +
+                             "' but CUDA is not available (a CPU build of LibTorch, or no GPU); "
+                             "use train.device=cpu or auto");
+  }
+  torch::Device device(name);
+  if (device.has_index() && device.index() >= static_cast<int>(torch::cuda::device_count())) {
+    throw std::runtime_error("train.device is '" + name + "' but only " +
+                             std::to_string(torch::cuda::device_count()) + " GPUs are visible");
+  }
+  return device;
+}
+
+}  // namespace
+
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
+                                            const std::string& log_file, const io::Config& config,
+                                            int64_t rank) {
+  const auto& level = config.log.level;
+  const bool chatty = level == "trace" || level == "debug" || level == "info";
+  return io::make_run_logger(console, rank == 0 ? log_file : "",
+                             rank == 0 || !chatty ? level : "warn");
+}
+
+torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch) {
+  if (!launch.distributed()) return resolve_one_device(name);
+  if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
+    return resolve_one_device("cuda:" + std::to_string(launch.local_rank));
+  }
+  if (name.rfind("cuda:", 0) == 0 && launch.local_world_size > 1) {
+    throw std::runtime_error("train.device is '" + name + "', one GPU for all " +
+                             std::to_string(launch.local_world_size) +
+                             " processes of this node: use cuda or auto (each process takes the "
+                             "GPU of its LOCAL_RANK)");
+  }
+  return resolve_one_device(name);
+}
+
+bool use_bf16(const io::Config& config, const torch::Device& device) {
+  const auto& precision = config.train.precision;
+  return precision == "bf16" || (precision == "auto" && device.is_cuda());
+}
+
+bool set_tf32(const io::Config& config, const torch::Device& device) {
+  if (!device.is_cuda()) return false;
+  at::globalContext().setAllowTF32CuBLAS(config.train.tf32);
+  at::globalContext().setAllowTF32CuDNN(config.train.tf32);
+  return config.train.tf32;
+}
+
+Process start_process(const io::Config& config, const distributed::LaunchInfo& launch,
+                      std::shared_ptr<spdlog::logger> log) {
+  Process p;
+  p.launch = launch;
+  p.device = resolve_device(config.train.device, launch);
+  p.bf16 = use_bf16(config, p.device);
+  p.tf32 = set_tf32(config, p.device);
+  set_process_threads(config, launch);
+  p.log = std::move(log);
+  p.comm = distributed::connect_ranks(config, launch, p.device, *p.log);
+  return p;
+}
+
+void log_startup(const Process& p, const std::string& app, const std::string& detail) {
+  p.log->info("{}: LibTorch {}, device {}, {}{}{}, {} threads", app, compat::torch_version(),
+              p.device.str(), p.bf16 ? "bf16 autocast" : "fp32", detail,
+              p.device.is_cuda() ? (p.tf32 ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
+              torch::get_num_threads());
+}
+
+void check_data(const Process& p, const data::Dataset& set, const std::string& what) {
+  for (const auto& w : set.warnings()) p.log->warn("data: {}", w);
+  if (p.comm)
+    distributed::require_same_data(*p.comm, p.device, what, set.size(), set.num_classes());
+}
+
+DataSplits open_splits(const Process& process, const io::DataConfig& data, int img, uint64_t seed,
+                       std::shared_ptr<const data::Dataset> train) {
+  DataSplits splits{std::move(train), nullptr};
+  if (!splits.train) {
+    splits.train = data::make_dataset(data, img, /*train=*/true, seed);
+    check_data(process, *splits.train, "the training set");
+  }
+  splits.val = data::make_dataset(data, img, /*train=*/false, seed);
+  check_data(process, *splits.val, "the validation set");
+  data::require_same_classes(*splits.train, *splits.val);
+  return splits;
+}
+
+std::string parameter_counts(const torch::nn::Module& module) {
+  int64_t trainable = 0, frozen = 0;
+  for (const auto& q : module.parameters()) (q.requires_grad() ? trainable : frozen) += q.numel();
+  return fmt::format("{:.2f} M trainable, {:.2f} M frozen parameters", trainable / 1e6,
+                     frozen / 1e6);
 }
 
 io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir) {

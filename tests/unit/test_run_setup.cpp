@@ -28,7 +28,7 @@ TEST(RunSetup, Tf32IsLeftAloneOnCpu) {
   at::globalContext().setAllowTF32CuDNN(false);
   ocl::io::Config config;
   ASSERT_TRUE(config.train.tf32) << "train.tf32 defaults to on";
-  EXPECT_FALSE(ocl::distributed::set_tf32(config, torch::Device(torch::kCPU)));
+  EXPECT_FALSE(ocl::engine::set_tf32(config, torch::Device(torch::kCPU)));
   EXPECT_FALSE(at::globalContext().allowTF32CuBLAS());
   EXPECT_FALSE(at::globalContext().allowTF32CuDNN());
 }
@@ -40,11 +40,11 @@ TEST(RunSetup, Tf32FollowsTheConfigOnCuda) {
   Tf32Restore restore;
   ocl::io::Config config;
   const torch::Device cuda(torch::kCUDA, 0);
-  EXPECT_TRUE(ocl::distributed::set_tf32(config, cuda));
+  EXPECT_TRUE(ocl::engine::set_tf32(config, cuda));
   EXPECT_TRUE(at::globalContext().allowTF32CuBLAS());
   EXPECT_TRUE(at::globalContext().allowTF32CuDNN());
   config.train.tf32 = false;
-  EXPECT_FALSE(ocl::distributed::set_tf32(config, cuda));
+  EXPECT_FALSE(ocl::engine::set_tf32(config, cuda));
   EXPECT_FALSE(at::globalContext().allowTF32CuBLAS());
   EXPECT_FALSE(at::globalContext().allowTF32CuDNN());
 }

@@ -1,27 +1,8 @@
-// Full fine-tuning of a pre-trained encoder (MAE's main_finetune, PAPER.md "Fine-tuning"): the
-// whole ViT trains with a new linear head, the patch embedding and positions included, under
-// MAE's recipe: layer-wise lr decay, AdamW with warmup + cosine, drop path, RandAugment, random
-// erasing, mixup / cutmix with label smoothing (soft-target cross-entropy), global average
-// pooling + fc_norm, optional gradient clipping and a model EMA. Top-1 / top-5 on the
-// validation split (Resize + CenterCrop) after every epoch.
-//
-//   auto config = ocl::io::load_config("configs/vitb16.yaml");
-//   ocl::engine::FinetuneOptions options;
-//   options.weights = "runs/vitb16/checkpoint-last";   // or a converted .safetensors, or "none"
-//   ocl::engine::Finetuner tuner(config, options);    // model, data, optimiser; resumes
-//   auto result = tuner.run();                        // result.best_top1, .last_top1
-//
-// One process or many (the launchers of pre-training): each rank reads its shard of the
-// training set, gradients are averaged over ranks (bucketed all-reduce), evaluation is sharded
-// and every validation image counts exactly once.
-//
-// The training loop is the shared one (engine/loop.h). The output folder (finetune.output_dir,
-// else <train.output_dir>/finetune) holds config.yaml, train.log, metrics.jsonl ("finetune_step"
-// records every log.every steps, "finetune_epoch" records with loss, top1, top5, val_loss,
-// best_top1 and, with an EMA, ema_top1),
-// checkpoint folders as in pre-training (encoder.safetensors = the whole classifier in timm
-// names; trainer.safetensors = AdamW moments, the EMA as "ema.<name>", the best figures) with
-// `checkpoint-last`, and model-best.safetensors: the classifier of the best epoch, in timm names.
+// Full fine-tuning of a pre-trained encoder (MAE's main_finetune; docs/method.md "Fine-tuning"):
+// the whole ViT with a new head under MAE's recipe (layer-wise lr decay, drop path, RandAugment,
+// random erasing, mixup / cutmix, label smoothing, optional EMA) on the shared loop
+// (engine/loop.h), top-1 / top-5 on the validation split after every epoch; one process or many.
+// docs/evaluation.md gives the output folder's files (model-best.safetensors in timm names).
 #pragma once
 
 #include <cstdint>
@@ -81,7 +62,7 @@ class Finetuner : private TrainingEngine {
 
   nn::VisionTransformer& model() { return model_; }
   const std::vector<optim::ParamGroup>& param_groups() const { return groups_; }
-  const std::string& output_dir() const { return run_.output_dir(); }
+  const std::string& output_dir() const { return run_.spec().output_dir; }
 
  private:
   // TrainingEngine: a micro-batch through erasing, mixup / cutmix and the ViT; AdamW + EMA; the

@@ -1,6 +1,6 @@
-// DINO's weighted k-nearest-neighbour classifier on frozen features, the representation check
-// of pre-training (the kNN monitor) and of ocl_knn: cosine similarity of L2-normalised
-// features, the k most similar training samples vote with weight exp(sim / T).
+// DINO's weighted k-nearest-neighbour evaluation of frozen features, the representation check of
+// pre-training (the kNN monitor) and of ocl_knn: cosine similarity of L2-normalised CLS outputs,
+// the k most similar training samples vote with weight exp(sim / T).
 #pragma once
 
 #include <cstdint>
@@ -13,6 +13,8 @@
 #include "ocl/data/dataset.h"
 #include "ocl/data/transforms.h"
 #include "ocl/distributed/communicator.h"
+#include "ocl/engine/run_setup.h"
+#include "ocl/io/config.h"
 #include "ocl/nn/vision_transformer.h"
 
 namespace ocl::engine {
@@ -73,5 +75,34 @@ struct KnnOptions {
 std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
                                     int64_t num_classes, const KnnOptions& options,
                                     distributed::Communicator* comm = nullptr);
+
+/// The data of a kNN evaluation: the training split as the memory bank and the validation
+/// split classified, both through the evaluation transform (Resize + CenterCrop).
+struct KnnData {
+  DataSplits splits;  // train: the memory bank; val: classified
+  std::shared_ptr<const data::Transform> transform;
+};
+
+/// Opens both splits of `data` (open_splits; `bank`, when given, is the training split) and warns
+/// when the bank has fewer than two classes (unlabelled data: every vote is right).
+KnnData open_knn_data(const Process& process, const io::DataConfig& data, int img, uint64_t seed,
+                      std::shared_ptr<const data::Dataset> bank = nullptr);
+
+struct KnnSettings {
+  int64_t batch = 256, workers = 2;          // images per forward, loader workers
+  int64_t bank_size = 0, held_out_size = 0;  // the first N images of each split (0: all)
+  KnnOptions vote;                           // its device is the process's
+};
+
+struct KnnEvaluation {
+  Features bank, held_out;
+  std::vector<KnnResult> results;  // one per k of settings.vote.ks
+  double seconds = 0;              // extraction and classification
+};
+
+/// Extracts both splits' features with `encoder` and classifies the held-out ones; with several
+/// ranks each takes its share and every rank returns the whole sets' figures.
+KnnEvaluation evaluate_knn(nn::VisionTransformer& encoder, const KnnData& data,
+                           const Process& process, const KnnSettings& settings);
 
 }  // namespace ocl::engine

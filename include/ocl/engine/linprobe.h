@@ -1,29 +1,8 @@
-// The linear probe (MAE's main_linprobe, PAPER.md "Linear probing"): a frozen encoder's CLS
-// feature after the final norm → BatchNorm1d(D, affine=false, eps 1e-6) → Linear(D, classes),
-// only the head trained, with LARS (momentum 0.9, trust 0.001), warmup + cosine lr, cross-entropy,
-// RandomResizedCrop + flip; top-1/top-5 on the validation split (Resize + CenterCrop) after every
-// epoch. One process or many (the launchers of pre-training): each rank reads its shard, head
-// gradients are averaged, the BatchNorm running statistics are rank 0's (DDP's
-// broadcast_buffers), evaluation is sharded and every validation image counts exactly once.
-//
-//   auto config = ocl::io::load_config("configs/quickstart.yaml");
-//   ocl::engine::LinearProbeOptions options;
-//   options.weights = "runs/quickstart/checkpoint-last";     // or "none": the random baseline
-//   ocl::engine::LinearProbe probe(config, options);          // encoder, head, data; resumes
-//   auto result = probe.run();                               // result.best_top1, .last_top1
-//
-// The encoder is frozen and in eval mode, so the validation features never change: they are
-// extracted once and the head is evaluated on them every epoch (the same figures as running the
-// encoder each time). With linprobe.cached_features the training features are extracted once
-// too, through the evaluation transform (no augmentation): much faster, but another protocol.
-//
-// The training loop is the shared one (engine/loop.h). The output folder (linprobe.output_dir,
-// else <train.output_dir>/linprobe) holds config.yaml, train.log, metrics.jsonl
-// ("linprobe_step" records every log.every steps, "linprobe_epoch" records with top1, top5,
-// best_top1) and checkpoint folders as in pre-training (head.safetensors: the head;
-// trainer.safetensors: the LARS momentum optim.<param>.momentum and the best and last figures)
-// with `checkpoint-last`, every linprobe.save_every epochs, at the end and on a stop, the newest
-// linprobe.keep_last kept.
+// The linear probe (MAE's main_linprobe; docs/method.md "Linear probing"): BatchNorm + Linear on
+// a frozen encoder's CLS feature, trained with LARS on the shared loop (engine/loop.h), top-1 /
+// top-5 on the validation split after every epoch; one process or many. The validation features
+// are extracted once (the encoder is frozen); linprobe.cached_features extracts the training
+// features once too. docs/evaluation.md gives the output folder's files.
 #pragma once
 
 #include <cstdint>
@@ -107,7 +86,7 @@ class LinearProbe : private TrainingEngine {
   /// eval_only, evaluates the head (the resumed one, else the initial one) and returns.
   LinprobeResult run();
 
-  const std::string& output_dir() const { return run_.output_dir(); }
+  const std::string& output_dir() const { return run_.spec().output_dir; }
   nn::LinearProbeHead& head() { return head_; }
 
  private:

@@ -1,18 +1,8 @@
-// The training loop of every engine (on a RunContext, engine/run.h): epochs of optimiser steps,
-// each accum_iter micro-batches from a BatchSource through the engine's forward and backward;
-// then the gradient all-reduce as dist.* says, the gradient norm and clipping, the non-finite
-// policy (train.on_nonfinite: stop, or skip at most train.max_nonfinite_skips steps), the
-// update; log windows with the status line and ETA, metrics.jsonl records; the stop decision (a
-// signal on any rank, --stop-after-steps) folded into the step's one all-reduce; the replica
-// check (dist.verify_every); checkpoints every save_every epochs, at the end and on a stop,
-// keeping keep_last. What an engine supplies is the TrainingEngine interface below; everything
-// the loop does as the config says is read once into LoopSettings. src/engine/loop.cpp reads top
-// to bottom: run() and its phases, then one optimiser step and its phases; the log line, status
-// line and metrics records are in src/engine/loop_report.cpp.
-//
-// Each step's randomness is a function of (seed, global step, micro-batch, rank) (StepContext)
-// and each epoch's data order of (seed, epoch), so a run stopped anywhere and resumed takes the
-// very steps of the run that never stopped.
+// The training loop of every engine (on a RunContext, engine/run.h): epochs of optimiser steps of
+// accum_iter micro-batches through the engine's forward and backward, gradient all-reduce,
+// clipping, the non-finite policy, the update, logs and records, the stop decision, checkpoints.
+// Each step's randomness follows (seed, global step, micro-batch, rank) and each epoch's data
+// order (seed, epoch), so a run stopped anywhere and resumed takes the steps of one that never did.
 #pragma once
 
 #include <chrono>

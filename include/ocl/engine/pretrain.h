@@ -1,15 +1,8 @@
-// OCL pre-training on one or many processes: the epoch loop of MAE's engine_pretrain.py for OCL's
-// step. The step of a micro-batch is Pretrainer::forward (normalise on the device, draw the
-// masks, OCL forward under bf16 autocast when asked); the rest (accumulation, gradient
-// all-reduce, clipping, non-finite handling, warmup + cosine lr, logs, checkpoints and exact
-// resume, stop on a signal) is the shared loop of engine/loop.h on the run of engine/run.h.
-// With several processes (PretrainOptions::launch), gradients are averaged by a bucketed
-// all-reduce that overlaps backward, the CLS outputs are all-gathered for global negatives, each
-// rank reads its shard of the data, and only rank 0 writes checkpoints, logs and metrics.
-//
-//   auto config = ocl::io::load_config("configs/quickstart.yaml");
-//   ocl::engine::Pretrainer trainer(config, {});     // builds model, data, optimiser; resumes
-//   auto result = trainer.run();                    // trains to config.train.epochs
+// OCL pre-training on one or many processes: Pretrainer::forward is OCL's step on a micro-batch
+// (normalise on the device, draw the masks, the forward under bf16 autocast when asked); the
+// shared loop (engine/loop.h) does the rest. With several processes the CLS outputs are
+// all-gathered for global negatives and only rank 0 writes.
+//   ocl::engine::Pretrainer trainer(ocl::io::load_config("configs/quickstart.yaml"), {});
 #pragma once
 
 #include <cstdint>
@@ -22,8 +15,10 @@
 #include "ocl/data/dataset.h"
 #include "ocl/data/transforms.h"
 #include "ocl/distributed/communicator.h"
+#include "ocl/engine/knn.h"
 #include "ocl/engine/loop.h"
 #include "ocl/engine/run.h"
+#include "ocl/engine/shortcut_alarm.h"
 #include "ocl/io/config.h"
 #include "ocl/optim/param_groups.h"
 #include "ocl/ssl/ocl_model.h"
@@ -41,21 +36,6 @@ struct PretrainResult {
   double knn_top1 = -1;             // the last kNN monitor top-1 (%), −1 if none ran
   int64_t shortcut_alarms = 0;      // epochs of this run() call the shortcut alarm fired at
 };
-
-/// The shortcut alarm: an epoch's mean contrastive `accuracy` at or above
-/// eval.shortcut_accuracy while the kNN monitor has gained less than eval.shortcut_knn_gain
-/// points, either since its first run or over its last eval.shortcut_window runs, is the
-/// signature of a task solved by a cue both token groups share (a per-image colour, a noise
-/// level, the direction of the light) instead of by content: the contrastive task is (nearly)
-/// solved and what the encoder learns stalls or falls. `knn_history` is the monitor's top-1 (%)
-/// in order, the first at initialisation and the last the one just measured. Returns the
-/// warning naming the symptom and the options that remove the cue, or "" (no alarm, the alarm
-/// off, or no figures yet: fewer than two kNN figures, a negative one, or a NaN accuracy).
-std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
-                             const std::vector<double>& knn_history);
-/// The kNN figure `window` monitor runs before the last of `knn_history` (the first when there
-/// are fewer), what the alarm measures the recent gain from; −1 for an empty history.
-double knn_figure_back(const std::vector<double>& knn_history, int64_t window);
 
 /// The OCL model a config describes (encoder sizes from `derived`), initialised from
 /// config.train.seed: the same config always starts from the same weights.
@@ -125,8 +105,7 @@ class Pretrainer : private TrainingEngine {
   // shortcut alarm compares with earlier figures).
   std::vector<double> knn_history_;
   int64_t shortcut_alarms_ = 0;
-  std::shared_ptr<const data::Dataset> knn_bank_, knn_held_out_;  // kNN monitor, built on first use
-  std::shared_ptr<const data::Transform> knn_transform_;
+  std::unique_ptr<KnnData> knn_data_;  // the kNN monitor's, opened on first use
 };
 
 }  // namespace ocl::engine

@@ -1,0 +1,36 @@
+// ocl_bench's measurements, outside its main: the training step on a fixed batch beside the
+// loader alone, the gradient all-reduce's overlap, the matmul rate, the largest batch that fits,
+// and (--micro) the step's pieces: the block's GEMM shapes, attention per SDPA backend and each
+// ocl::ops operation against its ATen composite. Each prints one key=value line a measurement.
+#pragma once
+
+#include <cstdint>
+
+#include "app_training.h"
+#include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
+
+namespace ocl::apps {
+
+struct BenchArgs {
+  ConfigCommand command;
+  int64_t steps = 10, warmup = 2, loader_batches = 20, matmul_size = -1;
+  bool max_batch = false, grad_sync = false, data_only = false, micro = false;
+};
+
+/// The benchmarks `args` asks for; returns the exit code.
+int run_benchmarks(const BenchArgs& args);
+
+struct MicroShapes {
+  int64_t sequences = 0;  // 2 × batch: both token groups
+  int64_t seq = 0;        // tokens a sequence: the group's patches and CLS
+  int64_t dim = 0, heads = 0, mlp_hidden = 0;
+};
+
+/// Waits for the device's queued work (nothing to wait for on a CPU).
+void synchronize(const c10::Device& device);
+
+void run_micro_benchmarks(const MicroShapes& shapes, const c10::Device& device,
+                          c10::ScalarType dtype);
+
+}  // namespace ocl::apps

@@ -1,0 +1,181 @@
+// What an engine's run is made from: this process's device, precision, threads, logger and
+// connection to the other ranks (Process), the options and spec every engine passes to its
+// RunContext (engine/run.h), and the set-up helpers they share: step layouts, loader options,
+// evaluation sections' run specs, where a resumed epoch continues.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <spdlog/logger.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include "ocl/data/loader.h"
+#include "ocl/distributed/communicator.h"
+#include "ocl/distributed/launch.h"
+#include "ocl/io/checkpoint.h"
+#include "ocl/io/config.h"
+#include "ocl/io/console.h"
+#include "ocl/io/files.h"
+
+namespace ocl::engine {
+
+/// Seconds on the monotonic clock since `start`.
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+/// This process of a (possibly distributed) run: where it computes and how.
+struct Process {
+  distributed::LaunchInfo launch;
+  torch::Device device{torch::kCPU};
+  bool bf16 = false;  // bf16 autocast
+  bool tf32 = false;  // TF32 for fp32 matmuls and convolutions (CUDA)
+  std::shared_ptr<spdlog::logger> log;
+  std::unique_ptr<distributed::Communicator> comm;  // null in one process
+};
+
+/// Sets this process up as `config` says: its device (resolve_device), its share of the node's
+/// cores (train.threads), bf16 and TF32, then the connection to the other ranks (logging that it
+/// waits for them: before the slow data set-up, so that a missing rank is reported early).
+Process start_process(const io::Config& config, const distributed::LaunchInfo& launch,
+                      std::shared_ptr<spdlog::logger> log);
+/// "<app>: LibTorch 2.6.0, device cpu, fp32, 2 threads" (+ `detail` after the precision).
+void log_startup(const Process& process, const std::string& app, const std::string& detail = "");
+
+/// The run logger of rank `rank`: rank 0 logs at log.level to the console and to `log_file`
+/// (none when empty); the other ranks print warnings and errors only and write no file.
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
+                                            const std::string& log_file, const io::Config& config,
+                                            int64_t rank);
+/// train.device → a device: "auto" (the first GPU when CUDA is available, else the CPU), "cpu",
+/// "cuda", "cuda:N"; throws naming the value when CUDA or that GPU is not there. With several
+/// processes "auto" and "cuda" mean cuda:LOCAL_RANK, and "cuda:N" on a node of several is
+/// refused (they would share one GPU).
+torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch = {});
+/// bf16 autocast: train.precision bf16, or auto on a CUDA device.
+bool use_bf16(const io::Config& config, const torch::Device& device);
+/// TF32 for cuBLAS and cuDNN as train.tf32 says on a CUDA `device` (process-wide); returns
+/// whether it is on. Nothing changes for a CPU device.
+bool set_tf32(const io::Config& config, const torch::Device& device);
+
+/// Logs the data set's warnings (folders that could not be listed, ...) and, with several ranks,
+/// checks that every rank sees the same one (its size and classes); `what` names it.
+void check_data(const Process& process, const data::Dataset& set, const std::string& what);
+/// The training and validation splits of `data`: each one's warnings logged and checked across
+/// ranks (check_data) before splits with different classes are refused, so that a refusal
+/// follows the warning that explains it (a class folder that could not be listed). `train`,
+/// when given, is the training split already open.
+struct DataSplits {
+  std::shared_ptr<const data::Dataset> train, val;
+};
+DataSplits open_splits(const Process& process, const io::DataConfig& data, int img, uint64_t seed,
+                       std::shared_ptr<const data::Dataset> train = nullptr);
+/// "12.34 M trainable, 0.50 M frozen parameters".
+std::string parameter_counts(const torch::nn::Module& module);
+
+/// The images one optimiser step takes: a run layout (processes × batch × accumulation).
+struct StepLayout {
+  int64_t world_size = 1, batch_size = 1, accum_iter = 1;
+  int64_t images() const { return world_size * batch_size * accum_iter; }
+};
+
+/// The step layout and peak lr of an evaluation section (finetune, linprobe) on `world_size`
+/// processes: its lr, else blr · effective batch / 256.
+struct SectionRecipe {
+  StepLayout layout;
+  double lr = 0;
+};
+template <class Section>
+SectionRecipe section_recipe(const Section& s, int64_t world_size) {
+  const StepLayout layout{world_size, s.batch_size, s.accum_iter};
+  return {layout, io::absolute_lr(s.lr, s.blr, layout.images())};
+}
+
+/// The step at which epoch `epoch` continues when `step` steps of layout `saved` were taken and
+/// this run's layout is `now`. An epoch's data order is one permutation whatever the layout, so
+/// the run continues at the first step of `now` not yet covered (the images of a partly covered
+/// step are seen again). A change of world size is logged with the new effective batch and `lr`.
+int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& saved,
+                             const StepLayout& now, double lr, spdlog::logger& logger);
+
+/// `data` for a run in `output_dir`: a read-only data set (a shared ImageNet) keeps its file-list
+/// cache in the run's folder, so that the second start does not scan 1.3 M files again.
+io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir);
+
+/// This rank's training loader: `batch_size` images a micro-batch, the data.* loader settings,
+/// train.seed, the launch's shard, pinned memory on CUDA, train.steps_per_epoch, and each
+/// unreadable image logged as a warning on `logger`.
+data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
+                                            int64_t accum_iter,
+                                            const distributed::LaunchInfo& launch,
+                                            const torch::Device& device,
+                                            std::shared_ptr<spdlog::logger> logger);
+/// Optimiser steps per epoch of `layout` on `dataset_size` images as the loader cuts them:
+/// what --print-config shows.
+int64_t training_steps_per_epoch(const io::Config& config, int64_t dataset_size,
+                                 const StepLayout& layout);
+
+/// `config` after io::validate (which throws naming the key): for an engine's initialiser list.
+inline io::Config validated(io::Config config) {
+  io::validate(config);
+  return config;
+}
+
+/// What the apps pass to every engine.
+struct RunOptions {
+  /// "" (start fresh), "auto" (the output folder's checkpoint-last when there is one) or a
+  /// checkpoint folder.
+  std::string resume;
+  bool overwrite = false;      // start again in a folder holding another run (--overwrite)
+  bool eval_only = false;      // only evaluate (fine-tuning, the probe); nothing is written
+  bool write_nothing = false;  // no folder, logs, metrics or checkpoints: ocl_bench
+  /// Set by a signal handler: the current step finishes, a checkpoint is written, run() returns.
+  const std::atomic<int>* stop_requested = nullptr;
+  /// Stop as if signalled once this many optimiser steps of this run are done (0 = never).
+  int64_t stop_after_steps = 0;
+  std::shared_ptr<io::ConsoleSink> console;  // nullptr = plain lines on stdout
+  /// Called before every optimiser step with the global step and the trainable parameters
+  /// (their .grad() holds the clipped gradient): tests and debugging.
+  std::function<void(int64_t, const std::vector<torch::Tensor>&)> before_optimizer_step;
+  /// This process's place in a distributed run (distributed::launch_from_environment()).
+  distributed::LaunchInfo launch;
+};
+
+/// What an engine tells its run about itself.
+struct RunSpec {
+  std::string app;          // "ocl_pretrain": names the start-up line
+  std::string output_dir;   // the run's folder
+  std::string output_key;   // the config key that names it, for messages ("train.output_dir")
+  std::string config_yaml;  // config.yaml, written by rank 0
+  std::string model_file = io::kEncoderFile;  // the checkpoints' model file
+  /// "pre-training", "fine-tuning" or "linear probe": a checkpoint of another kind is refused
+  /// naming it and the app that resumes it.
+  std::string kind = "pre-training";
+  /// Files of the run besides its checkpoints and metrics.jsonl that --overwrite removes.
+  std::vector<std::string> own_files;
+  /// The engine's preconditions on the checkpoint to resume from ("" = none), checked before
+  /// anything is written; throws naming what is missing.
+  std::function<void(const std::string& resume_from)> precondition;
+};
+
+/// The commented block of an evaluation section's derived values (config.yaml, --print-config):
+/// "# <title>:" then its effective batch and lr.
+std::string section_derived_yaml(const std::string& section, const std::string& title,
+                                 int64_t effective_batch, double lr);
+
+/// The run of an evaluation engine on config section `section`: its folder (`output_dir`, else
+/// <train.output_dir>/<section>) and its config.yaml (the resolved config, then a block headed
+/// `title` with the effective batch, the lr and the encoder weights).
+RunSpec evaluation_run_spec(const io::Config& config, int64_t world_size, const std::string& app,
+                            const std::string& section, const std::string& output_dir,
+                            const std::string& title, int64_t effective_batch, double lr,
+                            const std::string& weights);
+
+}  // namespace ocl::engine
