@@ -27,31 +27,31 @@ std::string make_dir(const std::string& name) {
 // Points of top-1 by which the pre-trained encoder must beat the random one end to end.
 constexpr double kMargin = 4.0;
 
-// ocl_knn on the quickstart config (a random encoder by default); returns the exit code.
-int run_knn(const std::string& dir, const std::string& name, const std::vector<std::string>& extra,
-            const std::string& weights = "none") {
-  std::vector<std::string> args = {"--config",
-                                   std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
-                                   "--weights",
-                                   weights,
-                                   "--train-size",
-                                   "37",
-                                   "--val-size",
-                                   "13",
-                                   "--k",
-                                   "5",
-                                   "--k",
-                                   "20",
-                                   "--set",
-                                   "data.workers=1",
-                                   "--set",
-                                   "train.batch_size=8",
-                                   "--save-features",
-                                   dir + "/" + name + ".safetensors"};
+// The run every test here makes: `exe` on the quickstart config with `args`, then a test's own
+// `extra` (last, so that its --set win); its output in dir/name.log. Returns the exit code.
+int run_app(const char* exe, const std::string& dir, const std::string& name,
+            std::vector<std::string> args, const std::vector<std::string>& extra = {},
+            double timeout_s = 300) {
+  args.insert(args.begin(), {"--config", std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml"});
   args.insert(args.end(), extra.begin(), extra.end());
   const pid_t pid =
-      ocl_test::spawn(OCL_KNN_EXE, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
-  return ocl_test::wait_for(pid, 300);
+      ocl_test::spawn(exe, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
+  return ocl_test::wait_for(pid, timeout_s);
+}
+
+// What the run `name` in `dir` printed.
+std::string log_of(const std::string& dir, const std::string& name) {
+  return read_file(dir + "/" + name + ".log");
+}
+
+// ocl_knn on 37 training and 13 validation images (a random encoder by default).
+int run_knn(const std::string& dir, const std::string& name, const std::vector<std::string>& extra,
+            const std::string& weights = "none") {
+  return run_app(OCL_KNN_EXE, dir, name,
+                 {"--weights", weights, "--train-size", "37", "--val-size", "13", "--k", "5", "--k",
+                  "20", "--set", "data.workers=1", "--set", "train.batch_size=8", "--save-features",
+                  dir + "/" + name + ".safetensors"},
+                 extra);
 }
 
 std::vector<std::string> knn_lines(const std::string& log) {
@@ -67,8 +67,8 @@ std::vector<std::string> knn_lines(const std::string& log) {
 // same figures as one process.
 TEST(OclKnn, TwoProcessesShardOddSetsExactlyOnce) {
   const auto dir = make_dir("knn");
-  ASSERT_EQ(run_knn(dir, "one", {}), 0) << read_file(dir + "/one.log");
-  ASSERT_EQ(run_knn(dir, "two", {"--nproc-per-node", "2"}), 0) << read_file(dir + "/two.log");
+  ASSERT_EQ(run_knn(dir, "one", {}), 0) << log_of(dir, "one");
+  ASSERT_EQ(run_knn(dir, "two", {"--nproc-per-node", "2"}), 0) << log_of(dir, "two");
   const auto one = ocl::io::read_safetensors(dir + "/one.safetensors").tensors;
   const auto two = ocl::io::read_safetensors(dir + "/two.safetensors").tensors;
   ASSERT_EQ(one.at("train_features").size(0), 37);
@@ -81,34 +81,31 @@ TEST(OclKnn, TwoProcessesShardOddSetsExactlyOnce) {
   for (const auto& name : {"train_labels", "val_labels"}) {
     EXPECT_TRUE(torch::equal(one.at(name), two.at(name))) << name;
   }
-  const auto lines_one = knn_lines(read_file(dir + "/one.log"));
-  const auto lines_two = knn_lines(read_file(dir + "/two.log"));
-  ASSERT_EQ(lines_one.size(), 2u) << read_file(dir + "/one.log");
-  EXPECT_EQ(lines_one, lines_two) << read_file(dir + "/two.log");
-  EXPECT_NE(read_file(dir + "/one.log").find("encoder weights: none"), std::string::npos);
+  const auto lines_one = knn_lines(log_of(dir, "one"));
+  const auto lines_two = knn_lines(log_of(dir, "two"));
+  ASSERT_EQ(lines_one.size(), 2u) << log_of(dir, "one");
+  EXPECT_EQ(lines_one, lines_two) << log_of(dir, "two");
+  EXPECT_NE(log_of(dir, "one").find("encoder weights: none"), std::string::npos);
 }
 
 TEST(OclKnn, MissingWeightsFileIsNamed) {
   const auto dir = make_dir("knn_missing");
   EXPECT_EQ(run_knn(dir, "bad", {}, dir + "/nope.safetensors"), 1);
-  EXPECT_NE(read_file(dir + "/bad.log").find(dir + "/nope.safetensors"), std::string::npos)
-      << read_file(dir + "/bad.log");
+  EXPECT_NE(log_of(dir, "bad").find(dir + "/nope.safetensors"), std::string::npos)
+      << log_of(dir, "bad");
 }
 
 // --save-features into a folder that does not exist: refused before any extraction, naming the
 // folder (it used to fail only after every feature had been extracted, and print no figure).
 TEST(OclKnn, SaveFeaturesIntoAMissingFolderIsRefusedFirst) {
   const auto dir = make_dir("knn_dest");
-  const std::vector<std::string> args = {
-      "--config",        std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
-      "--weights",       "none",
-      "--train-size",    "37",
-      "--val-size",      "13",
-      "--set",           "data.workers=1",
-      "--save-features", dir + "/no/such/folder/features.safetensors"};
-  const pid_t pid = ocl_test::spawn(OCL_KNN_EXE, args, {}, dir + "/knn.log", ocl_test::kLaunchVars);
-  EXPECT_EQ(ocl_test::wait_for(pid, 120), 1);
-  const std::string log = read_file(dir + "/knn.log");
+  EXPECT_EQ(
+      run_app(OCL_KNN_EXE, dir, "knn",
+              {"--weights", "none", "--train-size", "37", "--val-size", "13", "--set",
+               "data.workers=1", "--save-features", dir + "/no/such/folder/features.safetensors"},
+              {}, 120),
+      1);
+  const std::string log = log_of(dir, "knn");
   EXPECT_NE(log.find("there is no folder '" + dir +
                      "/no/such/folder' (make it first); nothing "
                      "was extracted"),
@@ -122,19 +119,13 @@ TEST(OclKnn, SaveFeaturesIntoAMissingFolderIsRefusedFirst) {
 // the key (its features would be silently wrong).
 TEST(InputNorm, PretrainingRecordsItAndEvaluationChecksIt) {
   const auto dir = make_dir("input_norm");
-  const std::vector<std::string> args = {
-      "--config", std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
-      "--set",    "model.input_norm=patch",
-      "--set",    "data.synthetic_train_size=64",
-      "--set",    "data.synthetic_val_size=16",
-      "--set",    "data.workers=1",
-      "--set",    "train.batch_size=16",
-      "--set",    "train.epochs=1",
-      "--set",    "eval.knn_every=0",
-      "--set",    "train.output_dir=" + dir + "/pre"};
-  const pid_t pid =
-      ocl_test::spawn(OCL_PRETRAIN_EXE, args, {}, dir + "/pretrain.log", ocl_test::kLaunchVars);
-  ASSERT_EQ(ocl_test::wait_for(pid, 300), 0) << read_file(dir + "/pretrain.log");
+  ASSERT_EQ(run_app(OCL_PRETRAIN_EXE, dir, "pretrain",
+                    {"--set", "model.input_norm=patch", "--set", "data.synthetic_train_size=64",
+                     "--set", "data.synthetic_val_size=16", "--set", "data.workers=1", "--set",
+                     "train.batch_size=16", "--set", "train.epochs=1", "--set", "eval.knn_every=0",
+                     "--set", "train.output_dir=" + dir + "/pre"}),
+            0)
+      << log_of(dir, "pretrain");
   const auto file = ocl::io::read_safetensors(dir + "/pre/checkpoint-last/encoder.safetensors");
   EXPECT_EQ(file.metadata.at("ocl.input_norm"), "patch");
   EXPECT_EQ(file.metadata.at("ocl.input_norm_eps"), "0.25");
@@ -142,36 +133,38 @@ TEST(InputNorm, PretrainingRecordsItAndEvaluationChecksIt) {
 
   const std::string weights = dir + "/pre/checkpoint-last";
   EXPECT_EQ(run_knn(dir, "same", {"--set", "model.input_norm=patch"}, weights), 0)
-      << read_file(dir + "/same.log");
-  EXPECT_EQ(run_knn(dir, "plain", {}, weights), 1) << read_file(dir + "/plain.log");
-  EXPECT_NE(read_file(dir + "/plain.log")
+      << log_of(dir, "same");
+  EXPECT_EQ(run_knn(dir, "plain", {}, weights), 1) << log_of(dir, "plain");
+  EXPECT_NE(log_of(dir, "plain")
                 .find("were trained with model.input_norm: patch, but the model is configured "
                       "with model.input_norm: none"),
             std::string::npos)
-      << read_file(dir + "/plain.log");
+      << log_of(dir, "plain");
 }
 
-// ocl_linprobe on the quickstart config at tiny sizes (64 training images, 13 validation images,
-// batch 16: 4 steps per epoch), MAE's protocol unless `extra` sets cached features; the output
-// in dir/out. Returns the exit code.
+// A tiny run of ocl_linprobe or ocl_finetune (`section`, its config section) from a random
+// encoder: 64 training images, 13 validation images, batch 16 (4 steps per epoch), 2 epochs of
+// which 1 warm-up, and `settings`; the output in `out`.
+std::vector<std::string> tiny_training(const std::string& section, const std::string& out,
+                                       const std::vector<std::string>& settings) {
+  std::vector<std::string> args = {"--weights", "none"};
+  for (const std::string& kv : std::vector<std::string>{
+           "data.workers=1", "data.synthetic_train_size=64", "data.synthetic_val_size=13",
+           section + ".batch_size=16", section + ".epochs=2", section + ".warmup_epochs=1",
+           "log.every=1", section + ".output_dir=" + out}) {
+    args.insert(args.end(), {"--set", kv});
+  }
+  for (const std::string& kv : settings) args.insert(args.end(), {"--set", kv});
+  return args;
+}
+
+// ocl_linprobe at tiny sizes, MAE's protocol unless `extra` sets cached features; the output in
+// dir/out.
 int run_linprobe(const std::string& dir, const std::string& name, const std::string& out,
                  const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {
-      "--config",  std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
-      "--weights", "none",
-      "--set",     "data.workers=1",
-      "--set",     "data.synthetic_train_size=64",
-      "--set",     "data.synthetic_val_size=13",
-      "--set",     "linprobe.batch_size=16",
-      "--set",     "linprobe.epochs=2",
-      "--set",     "linprobe.warmup_epochs=1",
-      "--set",     "log.every=1",
-      "--set",     "linprobe.cached_features=false",
-      "--set",     "linprobe.output_dir=" + dir + "/" + out};
-  args.insert(args.end(), extra.begin(), extra.end());
-  const pid_t pid =
-      ocl_test::spawn(OCL_LINPROBE_EXE, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
-  return ocl_test::wait_for(pid, 300);
+  return run_app(OCL_LINPROBE_EXE, dir, name,
+                 tiny_training("linprobe", dir + "/" + out, {"linprobe.cached_features=false"}),
+                 extra);
 }
 
 std::string first_match(const std::string& text, const std::string& pattern) {
@@ -181,8 +174,8 @@ std::string first_match(const std::string& text, const std::string& pattern) {
 
 TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
   const auto dir = make_dir("linprobe");
-  ASSERT_EQ(run_linprobe(dir, "first", "out", {}), 0) << read_file(dir + "/first.log");
-  const auto log = read_file(dir + "/first.log");
+  ASSERT_EQ(run_linprobe(dir, "first", "out", {}), 0) << log_of(dir, "first");
+  const auto log = log_of(dir, "first");
   EXPECT_NE(log.find("encoder weights: none"), std::string::npos) << log;
   EXPECT_NE(first_match(log,
                         "linear probe: best top-1 [0-9.]+ % \\(epoch [12]\\), last top-1 "
@@ -197,22 +190,18 @@ TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
 
   // Finished: --resume auto has nothing to do, and says so without a "best top-1" line of a
   // run it did not train; without it the folder is refused.
-  ASSERT_EQ(run_linprobe(dir, "again", "out", {"--resume", "auto"}), 0)
-      << read_file(dir + "/again.log");
-  EXPECT_NE(read_file(dir + "/again.log").find("nothing to do"), std::string::npos)
-      << read_file(dir + "/again.log");
-  EXPECT_EQ(read_file(dir + "/again.log").find("best top-1"), std::string::npos)
-      << read_file(dir + "/again.log");
+  ASSERT_EQ(run_linprobe(dir, "again", "out", {"--resume", "auto"}), 0) << log_of(dir, "again");
+  EXPECT_NE(log_of(dir, "again").find("nothing to do"), std::string::npos) << log_of(dir, "again");
+  EXPECT_EQ(log_of(dir, "again").find("best top-1"), std::string::npos) << log_of(dir, "again");
   EXPECT_EQ(run_linprobe(dir, "refused", "out", {}), 1);
-  EXPECT_NE(read_file(dir + "/refused.log").find("--resume auto"), std::string::npos)
-      << read_file(dir + "/refused.log");
+  EXPECT_NE(log_of(dir, "refused").find("--resume auto"), std::string::npos)
+      << log_of(dir, "refused");
 
   // One epoch, then --resume auto with two: the second epoch continues from the checkpoint.
   ASSERT_EQ(run_linprobe(dir, "short", "cont", {"--set", "linprobe.epochs=1"}), 0)
-      << read_file(dir + "/short.log");
-  ASSERT_EQ(run_linprobe(dir, "cont", "cont", {"--resume", "auto"}), 0)
-      << read_file(dir + "/cont.log");
-  const auto cont = read_file(dir + "/cont.log");
+      << log_of(dir, "short");
+  ASSERT_EQ(run_linprobe(dir, "cont", "cont", {"--resume", "auto"}), 0) << log_of(dir, "cont");
+  const auto cont = log_of(dir, "cont");
   EXPECT_NE(cont.find("resumed from"), std::string::npos) << cont;
   EXPECT_NE(cont.find("epoch 2/2 done"), std::string::npos) << cont;
   EXPECT_EQ(cont.find("epoch 1/2 done"), std::string::npos) << cont;
@@ -228,13 +217,12 @@ TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
                            {"--set", "train.steps_per_epoch=1", "--set",
                             std::string("linprobe.cached_features=") + cached}),
               0)
-        << read_file(dir + "/" + out + ".log");
+        << log_of(dir, out);
     EXPECT_EQ(ocl::test::count_of(read_file(dir + "/" + out + "/metrics.jsonl"),
                                   "\"type\":\"linprobe_step\""),
               2)
         << cached;
-    EXPECT_NE(read_file(dir + "/" + out + ".log").find("2 epochs of 1 steps"), std::string::npos)
-        << read_file(dir + "/" + out + ".log");
+    EXPECT_NE(log_of(dir, out).find("2 epochs of 1 steps"), std::string::npos) << log_of(dir, out);
   }
 }
 
@@ -243,20 +231,19 @@ TEST(OclLinprobe, TrainsWritesMetricsAndResumes) {
 TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
   const auto dir = make_dir("linprobe2");
   ASSERT_EQ(run_linprobe(dir, "train", "out", {"--set", "linprobe.epochs=1"}), 0)
-      << read_file(dir + "/train.log");
+      << log_of(dir, "train");
   const std::string ckpt = dir + "/out/checkpoint-last";
   const std::string line = "linear probe \\(eval\\): top-1 [0-9.]+ %, top-5 [0-9.]+ %";
   ASSERT_EQ(run_linprobe(dir, "eval1", "out", {"--eval", "--resume", ckpt}), 0)
-      << read_file(dir + "/eval1.log");
+      << log_of(dir, "eval1");
   ASSERT_EQ(
       run_linprobe(dir, "eval2", "out", {"--eval", "--resume", ckpt, "--nproc-per-node", "2"}), 0)
-      << read_file(dir + "/eval2.log");
-  const auto one = first_match(read_file(dir + "/eval1.log"), line);
-  const auto two = first_match(read_file(dir + "/eval2.log"), line);
-  ASSERT_NE(one, "") << read_file(dir + "/eval1.log");
-  EXPECT_EQ(one, two) << read_file(dir + "/eval2.log");
-  EXPECT_NE(read_file(dir + "/eval2.log").find("on 13 images"), std::string::npos)
-      << read_file(dir + "/eval2.log");
+      << log_of(dir, "eval2");
+  const auto one = first_match(log_of(dir, "eval1"), line);
+  const auto two = first_match(log_of(dir, "eval2"), line);
+  ASSERT_NE(one, "") << log_of(dir, "eval1");
+  EXPECT_EQ(one, two) << log_of(dir, "eval2");
+  EXPECT_NE(log_of(dir, "eval2").find("on 13 images"), std::string::npos) << log_of(dir, "eval2");
 
   // Two processes of batch 8 take the steps of one process of batch 16, with the gradient
   // all-reduce as dist.* says: buckets of at most 1 KB put the head's fc.bias (40 bytes) and
@@ -266,10 +253,10 @@ TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
                           "--set", "dist.first_bucket_mb=0.001", "--set", "dist.overlap=false",
                           "--nproc-per-node", "2"}),
             0)
-      << read_file(dir + "/dist.log");
+      << log_of(dir, "dist");
   const auto metrics = read_file(dir + "/dist/metrics.jsonl");
   EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"linprobe_epoch\""), 2) << metrics;
-  const auto dist_log = read_file(dir + "/dist.log");
+  const auto dist_log = log_of(dir, "dist");
   EXPECT_NE(dist_log.find("effective 16"), std::string::npos) << dist_log;
   EXPECT_NE(dist_log.find("gradient all-reduce: 2 buckets"), std::string::npos) << dist_log;
   EXPECT_NE(dist_log.find("after backward (dist.overlap off)"), std::string::npos) << dist_log;
@@ -279,8 +266,8 @@ TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
                          {"--set", "linprobe.batch_size=8", "--set",
                           "linprobe.cached_features=true", "--nproc-per-node", "2"}),
             0)
-      << read_file(dir + "/cached.log");
-  const auto cached = read_file(dir + "/cached.log");
+      << log_of(dir, "cached");
+  const auto cached = log_of(dir, "cached");
   EXPECT_NE(cached.find("64 training images extracted"), std::string::npos) << cached;
   EXPECT_NE(cached.find("cached features (no augmentation)"), std::string::npos) << cached;
   EXPECT_EQ(
@@ -293,15 +280,14 @@ TEST(OclLinprobe, TwoProcessesEvaluateLikeOne) {
 // Nothing is created or trained.
 TEST(EvaluationApps, PrintConfigShowsEachSectionsDerivedValues) {
   const auto dir = make_dir("print");
-  const std::string config = std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml";
-  auto print = [&](const char* exe, const std::string& name, std::vector<std::string> args) {
-    args.insert(args.begin(),
-                {"--config", config, "--print-config", "--set", "data.synthetic_train_size=64",
-                 "--set", "train.output_dir=" + dir + "/never"});
-    const pid_t pid =
-        ocl_test::spawn(exe, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
-    EXPECT_EQ(ocl_test::wait_for(pid, 120), 0) << read_file(dir + "/" + name + ".log");
-    return read_file(dir + "/" + name + ".log");
+  auto print = [&](const char* exe, const std::string& name, const std::vector<std::string>& args) {
+    EXPECT_EQ(run_app(exe, dir, name,
+                      {"--print-config", "--set", "data.synthetic_train_size=64", "--set",
+                       "train.output_dir=" + dir + "/never"},
+                      args, 120),
+              0)
+        << log_of(dir, name);
+    return log_of(dir, name);
   };
   const auto finetune = print(OCL_FINETUNE_EXE, "finetune",
                               {"--set", "finetune.batch_size=8", "--set", "finetune.accum_iter=2"});
@@ -322,30 +308,15 @@ TEST(EvaluationApps, PrintConfigShowsEachSectionsDerivedValues) {
   EXPECT_FALSE(std::ifstream(dir + "/never").good());
 }
 
-// ocl_finetune on the quickstart config at tiny sizes (64 training images, 13 validation images,
-// batch 16: 4 steps per epoch, 2 epochs), the whole recipe on (RandAugment, random erasing,
-// mixup / cutmix, drop path, EMA); the output in dir/out. Returns the exit code.
+// ocl_finetune at tiny sizes, the whole recipe on (RandAugment, random erasing, mixup / cutmix,
+// drop path, EMA); the output in dir/out.
 int run_finetune(const std::string& dir, const std::string& name, const std::string& out,
                  const std::vector<std::string>& extra) {
-  std::vector<std::string> args = {
-      "--config",  std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
-      "--weights", "none",
-      "--set",     "data.workers=1",
-      "--set",     "data.synthetic_train_size=64",
-      "--set",     "data.synthetic_val_size=13",
-      "--set",     "train.threads=1",
-      "--set",     "finetune.batch_size=16",
-      "--set",     "finetune.epochs=2",
-      "--set",     "finetune.warmup_epochs=1",
-      "--set",     "finetune.drop_path=0.1",
-      "--set",     "finetune.model_ema=true",
-      "--set",     "finetune.model_ema_decay=0.9",
-      "--set",     "log.every=1",
-      "--set",     "finetune.output_dir=" + dir + "/" + out};
-  args.insert(args.end(), extra.begin(), extra.end());
-  const pid_t pid =
-      ocl_test::spawn(OCL_FINETUNE_EXE, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
-  return ocl_test::wait_for(pid, 300);
+  return run_app(OCL_FINETUNE_EXE, dir, name,
+                 tiny_training("finetune", dir + "/" + out,
+                               {"train.threads=1", "finetune.drop_path=0.1",
+                                "finetune.model_ema=true", "finetune.model_ema_decay=0.9"}),
+                 extra);
 }
 
 ocl::io::TensorMap last_weights(const std::string& out) {
@@ -357,8 +328,8 @@ ocl::io::TensorMap last_weights(const std::string& out) {
 // and the step); finished runs are not redone and their folders are not overwritten.
 TEST(OclFinetune, TrainsAndAStoppedRunResumesToTheSameWeights) {
   const auto dir = make_dir("finetune");
-  ASSERT_EQ(run_finetune(dir, "whole", "whole", {}), 0) << read_file(dir + "/whole.log");
-  const auto log = read_file(dir + "/whole.log");
+  ASSERT_EQ(run_finetune(dir, "whole", "whole", {}), 0) << log_of(dir, "whole");
+  const auto log = log_of(dir, "whole");
   EXPECT_NE(log.find("encoder weights: none"), std::string::npos) << log;
   EXPECT_NE(log.find("RandAugment(n=2, m=9, mstd=0.5, mmax=10, inc=1, p=0.5"), std::string::npos)
       << log;
@@ -378,12 +349,12 @@ TEST(OclFinetune, TrainsAndAStoppedRunResumesToTheSameWeights) {
 
   // Stopped after 3 of the 8 steps (mid-epoch), then resumed.
   ASSERT_EQ(run_finetune(dir, "stopped", "cont", {"--stop-after-steps", "3"}), 0)
-      << read_file(dir + "/stopped.log");
-  EXPECT_NE(read_file(dir + "/stopped.log").find("stopped cleanly"), std::string::npos)
-      << read_file(dir + "/stopped.log");
+      << log_of(dir, "stopped");
+  EXPECT_NE(log_of(dir, "stopped").find("stopped cleanly"), std::string::npos)
+      << log_of(dir, "stopped");
   ASSERT_EQ(run_finetune(dir, "resumed", "cont", {"--resume", "auto"}), 0)
-      << read_file(dir + "/resumed.log");
-  const auto resumed = read_file(dir + "/resumed.log");
+      << log_of(dir, "resumed");
+  const auto resumed = log_of(dir, "resumed");
   EXPECT_NE(resumed.find("resumed from"), std::string::npos) << resumed;
   EXPECT_EQ(
       ocl::test::count_of(read_file(dir + "/cont/metrics.jsonl"), "\"type\":\"finetune_epoch\""),
@@ -396,26 +367,21 @@ TEST(OclFinetune, TrainsAndAStoppedRunResumesToTheSameWeights) {
   }
 
   // Finished: --resume auto has nothing to do; without it the folder is refused.
-  ASSERT_EQ(run_finetune(dir, "again", "whole", {"--resume", "auto"}), 0)
-      << read_file(dir + "/again.log");
-  EXPECT_NE(read_file(dir + "/again.log").find("nothing to do"), std::string::npos);
+  ASSERT_EQ(run_finetune(dir, "again", "whole", {"--resume", "auto"}), 0) << log_of(dir, "again");
+  EXPECT_NE(log_of(dir, "again").find("nothing to do"), std::string::npos);
   EXPECT_EQ(run_finetune(dir, "refused", "whole", {}), 1);
-  EXPECT_NE(read_file(dir + "/refused.log").find("--resume auto"), std::string::npos)
-      << read_file(dir + "/refused.log");
+  EXPECT_NE(log_of(dir, "refused").find("--resume auto"), std::string::npos)
+      << log_of(dir, "refused");
   // --eval needs a model to evaluate.
   EXPECT_EQ(run_finetune(dir, "noresume", "fresh", {"--eval"}), 1);
-  EXPECT_NE(read_file(dir + "/noresume.log").find("--resume"), std::string::npos)
-      << read_file(dir + "/noresume.log");
+  EXPECT_NE(log_of(dir, "noresume").find("--resume"), std::string::npos) << log_of(dir, "noresume");
   // Without --weights and nothing to resume it refuses, rather than fine-tune a random encoder.
-  const pid_t pid =
-      ocl_test::spawn(OCL_FINETUNE_EXE,
-                      {"--config", std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
-                       "--resume", "auto", "--set", "finetune.output_dir=" + dir + "/empty"},
-                      {}, dir + "/noweights.log", ocl_test::kLaunchVars);
-  EXPECT_EQ(ocl_test::wait_for(pid, 120), 1);
-  EXPECT_NE(read_file(dir + "/noweights.log").find("no encoder weights: give --weights"),
-            std::string::npos)
-      << read_file(dir + "/noweights.log");
+  EXPECT_EQ(
+      run_app(OCL_FINETUNE_EXE, dir, "noweights",
+              {"--resume", "auto", "--set", "finetune.output_dir=" + dir + "/empty"}, {}, 120),
+      1);
+  EXPECT_NE(log_of(dir, "noweights").find("no encoder weights: give --weights"), std::string::npos)
+      << log_of(dir, "noweights");
 }
 
 // The fine-tuned model evaluated by one and two processes on 13 validation images: every image
@@ -424,33 +390,31 @@ TEST(OclFinetune, TrainsAndAStoppedRunResumesToTheSameWeights) {
 TEST(OclFinetune, TwoProcessesEvaluateLikeOneAndTrain) {
   const auto dir = make_dir("finetune2");
   ASSERT_EQ(run_finetune(dir, "train", "out", {"--set", "finetune.epochs=1"}), 0)
-      << read_file(dir + "/train.log");
+      << log_of(dir, "train");
   const std::string line = "fine-tuning \\(eval\\): top-1 [0-9.]+ %, top-5 [0-9.]+ %";
   ASSERT_EQ(run_finetune(dir, "eval1", "out", {"--eval", "--resume", "auto"}), 0)
-      << read_file(dir + "/eval1.log");
+      << log_of(dir, "eval1");
   // --eval-only, the flag's earlier name, still works and says it is deprecated.
   ASSERT_EQ(run_finetune(dir, "eval2", "out",
                          {"--eval-only", "--resume", "auto", "--nproc-per-node", "2"}),
             0)
-      << read_file(dir + "/eval2.log");
-  EXPECT_NE(read_file(dir + "/eval2.log").find("--eval-only is deprecated: use --eval"),
-            std::string::npos)
-      << read_file(dir + "/eval2.log");
-  const auto one = first_match(read_file(dir + "/eval1.log"), line);
-  const auto two = first_match(read_file(dir + "/eval2.log"), line);
-  ASSERT_NE(one, "") << read_file(dir + "/eval1.log");
-  EXPECT_EQ(one, two) << read_file(dir + "/eval2.log");
-  EXPECT_NE(read_file(dir + "/eval2.log").find("(13 images)"), std::string::npos)
-      << read_file(dir + "/eval2.log");
+      << log_of(dir, "eval2");
+  EXPECT_NE(log_of(dir, "eval2").find("--eval-only is deprecated: use --eval"), std::string::npos)
+      << log_of(dir, "eval2");
+  const auto one = first_match(log_of(dir, "eval1"), line);
+  const auto two = first_match(log_of(dir, "eval2"), line);
+  ASSERT_NE(one, "") << log_of(dir, "eval1");
+  EXPECT_EQ(one, two) << log_of(dir, "eval2");
+  EXPECT_NE(log_of(dir, "eval2").find("(13 images)"), std::string::npos) << log_of(dir, "eval2");
 
   ASSERT_EQ(run_finetune(dir, "dist", "dist",
                          {"--set", "finetune.batch_size=8", "--nproc-per-node", "2"}),
             0)
-      << read_file(dir + "/dist.log");
+      << log_of(dir, "dist");
   const auto metrics = read_file(dir + "/dist/metrics.jsonl");
   EXPECT_EQ(ocl::test::count_of(metrics, "\"type\":\"finetune_epoch\""), 2) << metrics;
-  EXPECT_NE(read_file(dir + "/dist.log").find("effective batch 16"), std::string::npos)
-      << read_file(dir + "/dist.log");
+  EXPECT_NE(log_of(dir, "dist").find("effective batch 16"), std::string::npos)
+      << log_of(dir, "dist");
 }
 
 // The number in `text` after the first match of `prefix` (a regex), or -1.
@@ -467,22 +431,17 @@ double figure_after(const std::string& text, const std::string& prefix) {
 // 33.8 % against 27.6 %); the figures are printed and recorded in the test's XML.
 TEST(EndToEnd, PretrainedEncoderBeatsTheRandomOneOnKnnAndLinearProbe) {
   const auto dir = make_dir("e2e");
-  const std::string config = std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml";
   const std::vector<std::string> data = {"--set", "data.synthetic_train_size=2048",
                                          "--set", "data.synthetic_val_size=1024",
                                          "--set", "data.workers=1"};
-  auto run = [&](const char* exe, const std::string& name, std::vector<std::string> args) {
-    args.insert(args.begin(), {"--config", config});
-    args.insert(args.end(), data.begin(), data.end());
-    const pid_t pid =
-        ocl_test::spawn(exe, args, {}, dir + "/" + name + ".log", ocl_test::kLaunchVars);
-    return ocl_test::wait_for(pid, 900);
+  auto run = [&](const char* exe, const std::string& name, const std::vector<std::string>& args) {
+    return run_app(exe, dir, name, args, data, 900);
   };
   ASSERT_EQ(run(OCL_PRETRAIN_EXE, "pretrain",
                 {"--set", "train.epochs=8", "--set", "train.batch_size=64", "--set",
                  "eval.knn_every=0", "--set", "train.output_dir=" + dir + "/pre"}),
             0)
-      << read_file(dir + "/pretrain.log");
+      << log_of(dir, "pretrain");
   const std::string trained = dir + "/pre/checkpoint-last";
 
   const std::string knn_line = "kNN k 20, T [0-9.]+: top-1 ";
@@ -492,16 +451,16 @@ TEST(EndToEnd, PretrainedEncoderBeatsTheRandomOneOnKnnAndLinearProbe) {
   for (int i = 0; i < 2; ++i) {
     const std::string tag = i == 0 ? "trained" : "random";
     ASSERT_EQ(run(OCL_KNN_EXE, "knn_" + tag, {"--weights", weights[i]}), 0)
-        << read_file(dir + "/knn_" + tag + ".log");
-    knn[i] = figure_after(read_file(dir + "/knn_" + tag + ".log"), knn_line);
+        << log_of(dir, "knn_" + tag);
+    knn[i] = figure_after(log_of(dir, "knn_" + tag), knn_line);
     ASSERT_EQ(run(OCL_LINPROBE_EXE, "probe_" + tag,
                   {"--weights", weights[i], "--set", "linprobe.cached_features=true", "--set",
                    "linprobe.output_dir=" + dir + "/probe_" + tag}),
               0)
-        << read_file(dir + "/probe_" + tag + ".log");
-    probe[i] = figure_after(read_file(dir + "/probe_" + tag + ".log"), probe_line);
-    ASSERT_GT(knn[i], 0) << read_file(dir + "/knn_" + tag + ".log");
-    ASSERT_GT(probe[i], 0) << read_file(dir + "/probe_" + tag + ".log");
+        << log_of(dir, "probe_" + tag);
+    probe[i] = figure_after(log_of(dir, "probe_" + tag), probe_line);
+    ASSERT_GT(knn[i], 0) << log_of(dir, "knn_" + tag);
+    ASSERT_GT(probe[i], 0) << log_of(dir, "probe_" + tag);
   }
   std::printf(
       "end to end: kNN top-1 %.2f %% (pre-trained) vs %.2f %% (random); linear probe "
