@@ -52,7 +52,7 @@ echo "cuda-check: $(g++ --version | head -n 1); $(cmake --version | head -n 1); 
 # kernels, the statistics of ocl_bench); the end-to-end test programs are built and run on the host.
 TARGETS="ocl ocl_pretrain ocl_finetune ocl_linprobe ocl_knn ocl_bench ocl_pack ocl_preview ocl_unit_tests ocl_reference_tests ocl_gpu_tests ocl_distributed_tests ocl_test_diverging_rank" \
 TORCH_DIR=/usr BUILD="$build" JOBS="$jobs" \
-  CMAKE_ARGS="-DOCL_WERROR=ON -DOCL_CUDA_KERNELS=ON -DTORCH_CUDA_ARCH_LIST=9.0 -Wno-dev" \
+  CMAKE_ARGS="-DOCL_WERROR=ON -DOCL_CUDA_KERNELS=ON -DTORCH_CUDA_ARCH_LIST=9.0 -DOCL_TEST_SHARDS=${OCL_TEST_SHARDS:-0} -Wno-dev" \
   bash scripts/build-gpu.sh >"$build/build-gpu.log" 2>&1 || { tail -n 80 "$build/build-gpu.log"; exit 1; }
 grep -a "^build-gpu:\|^-- ocl:" "$build/build-gpu.log"
 grep -aq "^-- ocl: CUDA LibTorch, with NCCL" "$build/build-gpu.log" ||
@@ -63,6 +63,8 @@ grep -aq "^-- ocl: ocl_bench with CUDA" "$build/build-gpu.log" ||
   { echo "cuda-check: ocl_bench is not built with its CUDA statistics (OCL_BENCH_CUDA)"; exit 1; }
 echo "cuda-check: configure and build: $(since) s ($(grep -ac "^\[" "$build/build-gpu.log") build steps)"; t=$(date +%s)
 ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@"
+grep -ah "^\[  SKIPPED \] [A-Za-z]" "$build/Testing/Temporary/LastTest.log" | sed -E "s/ \([0-9]+ ms\)\$//" |
+  sort -u | sed "s/^/cuda-check: skipped in a shard: /" || true
 echo "cuda-check: test: $(since) s"
 '
 selection=("$@")

@@ -136,7 +136,8 @@ chroot_exec() { # chroot_exec CWD CMD...
   local envs=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
               LANG=C.UTF-8 LC_ALL=C.UTF-8 TERM="${TERM:-dumb}" DEBIAN_FRONTEND=noninteractive)
   local v
-  for v in CI CTEST_PARALLEL_LEVEL CTEST_OUTPUT_ON_FAILURE OMP_NUM_THREADS ${OCL_TRIXIE_PASSENV:-}; do
+  for v in CI CTEST_PARALLEL_LEVEL CTEST_OUTPUT_ON_FAILURE OMP_NUM_THREADS OCL_TEST_SHARDS \
+           ${OCL_TRIXIE_PASSENV:-}; do
     if [[ -n "${!v+x}" ]]; then envs+=("$v=${!v}"); fi
   done
   chroot "$ROOT" /usr/bin/env -i "${envs[@]}" /bin/sh -c 'cd "$1" && shift && exec "$@"' sh "$cwd" "$@"
