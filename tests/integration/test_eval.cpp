@@ -106,10 +106,9 @@ TEST(OclKnn, SaveFeaturesIntoAMissingFolderIsRefusedFirst) {
               {}, 120),
       1);
   const std::string log = log_of(dir, "knn");
-  EXPECT_NE(log.find("there is no folder '" + dir +
-                     "/no/such/folder' (make it first); nothing "
-                     "was extracted"),
-            std::string::npos)
+  EXPECT_NE(
+      log.find("there is no folder '" + dir + "/no/such/folder' (make it first); nothing was done"),
+      std::string::npos)
       << log;
   EXPECT_EQ(log.find("features:"), std::string::npos) << log;
 }
