@@ -42,7 +42,6 @@ namespace {
 ClassifierRunResult result_at(const RunContext& run, const ValidationRecord& record) {
   ClassifierRunResult result;
   static_cast<ValidationRecord&>(result) = record;
-  result.epochs_done = run.state().epoch;
   result.checkpoint = run.last_checkpoint();
   return result;
 }

@@ -1,8 +1,4 @@
-// Full fine-tuning (see include/ocl/engine/finetune.h). A micro-batch: uint8 images →
-// normalised on the device → random erasing → mixup / cutmix (soft targets with label
-// smoothing) → the ViT (train mode: drop path; bf16 autocast when asked) → soft-target
-// cross-entropy; the update: AdamW at the step's lr times each layer's scale, then the EMA. The
-// shared loop (engine/loop.h) does the rest.
+// Full fine-tuning (see include/ocl/engine/finetune.h).
 #include "ocl/engine/finetune.h"
 
 #include <algorithm>
@@ -137,7 +133,6 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   const auto& t = config_.train;
   const auto derived = io::derive(config_, run_.process().launch.world_size);
 
-  // Data (run_data_config: a read-only data set keeps its file-list cache in the run's folder).
   const int img = static_cast<int>(config_.model.img_size);
   const auto data_config = run_data_config(config_.data, run_.spec().output_dir);
   auto splits = open_splits(run_.process(), data_config, img, t.seed);
@@ -145,8 +140,6 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
   val_set_ = splits.val;
   val_transform_ = data::make_transform(data_config, img, /*train=*/false);
 
-  // The model: the pre-trained encoder (or the random one) and a new head; MAE's layer-wise lr
-  // decay groups.
   model_ = build_finetune_model(config_, train_set_->num_classes());
   if (!run_.resumed())
     run_.process().log->info("{}", nn::load_encoder_weights(model_, options.weights).describe());
@@ -177,7 +170,6 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
                                            loader_source(std::move(loader)), settings);
   }
 
-  // Resume: the whole classifier, AdamW, the EMA, the best figures and the position.
   if (run_.resumed()) io::load_state_dict(*model_, run_.resumed()->model);
   if (f.model_ema) ema_ = std::make_unique<optim::ModelEma>(model_, f.model_ema_decay);
   if (run_.resumed()) {
@@ -198,7 +190,6 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
         return StepLayout{1, c.finetune.batch_size, c.finetune.accum_iter};
       },
       recipe_.layout, loop_ ? loop_->steps_per_epoch() : 0, recipe_.lr);
-  // Parameters are broadcast from rank 0; gradients become views into the all-reduce buckets.
   if (loop_) loop_->connect_gradients();
   log_setup(*transform);
 }

@@ -1,7 +1,4 @@
-// The linear probe (see include/ocl/engine/linprobe.h). A micro-batch: images → frozen encoder
-// (no grad, eval mode, bf16 autocast when asked) → CLS feature (or the cached features) → head
-// (BatchNorm in train mode) → cross-entropy; the update: LARS at the step's lr. The shared loop
-// (engine/loop.h) does the rest.
+// The linear probe (see include/ocl/engine/linprobe.h).
 #include "ocl/engine/linprobe.h"
 
 #include <algorithm>
@@ -181,7 +178,6 @@ LinearProbe::LinearProbe(io::Config config, LinearProbeOptions options)
   encoder_->to(run_.process().device);
   encoder_->eval();
 
-  // Data (a read-only data set keeps its file-list cache in the output folder).
   const int img = static_cast<int>(config_.model.img_size);
   const auto data_config = run_data_config(config_.data, run_.spec().output_dir);
   auto splits = open_splits(run_.process(), data_config, img, seed);
@@ -197,8 +193,6 @@ LinearProbe::LinearProbe(io::Config config, LinearProbeOptions options)
   trainable_ = head_->parameters();
   lars_ = std::make_unique<optim::Lars>(make_linprobe_lars(head_, p.weight_decay));
 
-  // Features: the validation set once (the encoder is frozen); with cached_features the
-  // training set too (make_loop).
   const auto t0 = std::chrono::steady_clock::now();
   val_features_ = extract(*val_set, *eval_transform);
   int64_t train_rows = 0;
@@ -214,8 +208,7 @@ LinearProbe::LinearProbe(io::Config config, LinearProbeOptions options)
         return StepLayout{1, c.linprobe.batch_size, c.linprobe.accum_iter};
       },
       recipe_.layout, loop_ ? loop_->steps_per_epoch() : 0, recipe_.lr);
-  // Every rank starts from rank 0's head and BatchNorm statistics; gradients become views into
-  // the all-reduce buckets.
+  // Every rank starts from rank 0's head and BatchNorm statistics.
   if (loop_) loop_->connect_gradients();
   if (run_.process().comm.get())
     run_.process().comm.get()->broadcast_from_rank0(
@@ -262,7 +255,6 @@ std::unique_ptr<TrainingLoop> LinearProbe::make_loop(const io::DataConfig& data_
                                         std::move(source), settings);
 }
 
-// The head, the LARS momentum and the validation record of a checkpoint.
 void LinearProbe::resume(const io::Checkpoint& c, int64_t dim) {
   try {
     io::load_state_dict(*head_, c.model);

@@ -19,7 +19,6 @@
 namespace ocl::engine {
 namespace {
 
-// The caller's hook before every optimiser step (RunOptions::before_optimizer_step).
 void before_update(const RunContext& run, int64_t global_step,
                    const std::vector<torch::Tensor>& params) {
   if (const auto& hook = run.options().before_optimizer_step) hook(global_step, params);
@@ -88,8 +87,7 @@ TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
   steps_per_epoch_ = source_->batches_per_epoch() / settings_.accum_iter;
   if (settings_.max_steps_per_epoch > 0)
     steps_per_epoch_ = std::min(steps_per_epoch_, settings_.max_steps_per_epoch);
-  // A checkpoint taken mid-epoch keeps the epoch's sums so far: the epoch's means cover all of
-  // its steps, those before the stop included.
+  // A mid-epoch checkpoint's epoch sums: the epoch's means cover the steps before the stop too.
   if (run_.resumed() && run_.resumed()->state.step_in_epoch > 0) {
     const auto it = run_.resumed()->trainer.find(kEpochSumsKey);
     if (it != run_.resumed()->trainer.end() &&
@@ -169,8 +167,7 @@ LoopResult TrainingLoop::run() {
   return result;
 }
 
-// The epoch's data order from its start (or, resumed mid-epoch, from its next step) and its
-// sums: a mid-epoch checkpoint's sums so far, so that the epoch's means cover all its steps.
+// The epoch's data order from its start (or, resumed mid-epoch, from its next step) and its sums.
 void TrainingLoop::begin_epoch() {
   source_->start_epoch(run_.state().epoch, run_.state().step_in_epoch * settings_.accum_iter);
   *epoch_sums_ = Window();
@@ -238,7 +235,6 @@ bool TrainingLoop::end_epoch(LoopResult& result) {
   return true;
 }
 
-// Every rank at the end, and what the run's communication did.
 void TrainingLoop::finish() {
   if (!run_.process().comm.get()) return;
   run_.process().comm.get()->barrier("end of training");
@@ -352,8 +348,7 @@ void TrainingLoop::resolve(Step& st) {
   st.skipped = true;
 }
 
-// The step's micro-batches through the engine's forward and backward (the loss scaled by
-// 1 / accum_iter); returns [loss, figures...] summed over them. Accumulating micro-batches
+// Returns [loss, figures...] summed over the step's micro-batches. Accumulating micro-batches
 // communicate nothing; the last one all-reduces the gradients during its backward when the
 // all-reduce overlaps (DDP's no_sync).
 torch::Tensor TrainingLoop::accumulate(Step& st) {
@@ -448,8 +443,7 @@ void TrainingLoop::verify_replicas() {
   verified_step_ = step;
 }
 
-// Rank 0 writes for all (the ranks' weights are identical); a mid-epoch checkpoint keeps the
-// epoch's sums so far. The engine's tensors may be on any device: the writer copies them.
+// Rank 0 writes for all (the ranks' weights are identical).
 std::string TrainingLoop::write_checkpoint() {
   if (!run_.writes()) return "";
   CheckpointTensors tensors = engine_.checkpoint_tensors();

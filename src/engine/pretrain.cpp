@@ -1,9 +1,6 @@
-// Pre-training (see include/ocl/engine/pretrain.h): OCL's step on a micro-batch (normalise on
-// the device, draw the masks, OCL forward under bf16 autocast when asked), AdamW, the kNN
-// monitor and the checkpoint's content; the shared loop (engine/loop.h) does the rest.
+// Pre-training (see include/ocl/engine/pretrain.h).
 #include "ocl/engine/pretrain.h"
 
-#include <algorithm>
 #include <chrono>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -79,7 +76,6 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
             .config_yaml = io::to_yaml_with_derived(config_, derived_)}) {
   const auto& t = config_.train;
   const auto& o = config_.optim;
-  // The model, initialised from the seed: the same config gives the same start.
   model_ = build_ocl_model(config_, derived_);
   model_->to(run_.process().device);
   model_->train();
@@ -91,7 +87,6 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   optimizer_ = optim::make_adamw(groups_, {derived_.lr, o.beta1, o.beta2, o.eps});
   fused_adamw_ = optim::resolve_fused_adamw(o.fused, run_.process().device);
 
-  // Data (run_data_config: a read-only data set keeps its file-list cache in the run's folder).
   const int img = static_cast<int>(config_.model.img_size);
   data_config_ = run_data_config(config_.data, t.output_dir);
   train_set_ = data::make_dataset(data_config_, img, /*train=*/true, t.seed);

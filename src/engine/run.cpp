@@ -3,14 +3,11 @@
 
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <map>
 #include <sstream>
 #include <stdexcept>
-#include <thread>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -23,7 +20,6 @@
 namespace ocl::engine {
 namespace {
 
-// The TensorBoard event files of an earlier run in `folder`.
 // --overwrite removes the old run's files; one it cannot remove would live on beside the new
 // run's (TensorBoard would draw two curves), so it stops the start, named.
 void remove_for_overwrite(const std::string& path) {
@@ -165,7 +161,6 @@ void RunContext::check_resumable() const {
   const auto& b = config_.model;
   if (a.input_norm != b.input_norm ||
       (b.input_norm != "none" && a.input_norm_eps != b.input_norm_eps)) {
-    // The advice names what differs: the setting, or (the same setting) its eps alone.
     const std::string fix =
         a.input_norm != b.input_norm
             ? fmt::format("--set model.input_norm={}", a.input_norm) +
@@ -330,8 +325,8 @@ void RunContext::open_event_file() {
   events_->flush();
 }
 
-// Deferred until there is something to record: a resumed run with nothing left to do leaves
-// the folder as it was (its config.yaml is the one its checkpoints were trained with).
+// A resumed run with nothing left to do leaves the folder as it was (its config.yaml is the one
+// its checkpoints were trained with).
 void RunContext::begin_records() {
   if (!writer_ || metrics_) return;
   io::write_text_atomic(spec_.output_dir + "/config.yaml", spec_.config_yaml);

@@ -29,8 +29,7 @@ std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
   if (std::any_of(knn_history.begin(), knn_history.end(), [](double v) { return v < 0; }))
     return "";
   const double start = knn_history.front(), now = knn_history.back();
-  // The figure eval.shortcut_window runs back (the first when there are fewer): a run that
-  // learned at first and then stalled while the task was solved by a shared cue.
+  // The recent gain catches a run that learned at first and then stalled on a shared cue.
   const size_t back = runs_back(n, eval.shortcut_window);
   const double before = knn_history[n - 1 - back];
   const double gain = now - start, recent = now - before;
@@ -55,8 +54,7 @@ std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
 }
 
 void advise_on_views(const io::Config& config, spdlog::logger& log) {
-  // What each copy of the crop draws: data.photometric's preset, the illumination gradient and
-  // the pixel noise.
+  // What each copy of the crop draws.
   const auto& d = config.data;
   const bool augmented = d.photometric != "none" || d.illumination > 0 || d.noise > 0 || d.blur > 0;
   const std::string drawn = fmt::format(
@@ -65,7 +63,6 @@ void advise_on_views(const io::Config& config, spdlog::logger& log) {
       d.noise > 0 ? fmt::format(", noise {}", d.noise) : std::string(),
       d.blur > 0 ? fmt::format(", blur {}", d.blur) : std::string());
   if (config.mask.group_views == "shared" && augmented) {
-    // One colour draw per image is a colour signature both groups see: a cue of its own.
     log.warn(
         "{} with mask.group_views shared: one colour draw per image, seen by both token groups, "
         "adds a per-image colour cue instead of removing one (docs/shortcuts.md); "

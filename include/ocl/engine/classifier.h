@@ -31,17 +31,14 @@ struct ValidationRecord {
   void load(const io::TensorMap& trainer, const std::string& prefix);  // absent keys: unchanged
 };
 
-/// What a classifier run returns: its validation record (best top-1 in percent over all epochs,
-/// resumed ones included; the last figures) and where it ended.
+/// What a classifier run returns: its validation record and where it ended.
 struct ClassifierRunResult : ValidationRecord {
-  int64_t epochs_done = 0;
   bool interrupted = false;    // stopped by a signal or --stop-after-steps before the end
   bool nothing_to_do = false;  // resumed from a finished run
   std::string checkpoint;      // the last checkpoint written or resumed, "" if none
 };
 
-/// The result of a classifier run that only evaluated (--eval): the record with `accuracy` as
-/// its last figures, and where the run stands.
+/// The result of a run that only evaluated (--eval): `accuracy` as the record's last figures.
 ClassifierRunResult evaluated_classifier(const RunContext& run, ValidationRecord record,
                                          const ClassifierAccuracy& accuracy);
 /// Trains a classifier run with `loop` and returns its result; a run that trained to the end

@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <spdlog/logger.h>
 #include <torch/optim/adamw.h>
 
 #include "ocl/data/dataset.h"
@@ -29,8 +28,7 @@ namespace ocl::engine {
 
 /// The fine-tuning model of `config`: the configured ViT with finetune.drop_path, a head of
 /// `num_classes`, finetune.global_pool, a trainable patch embedding and trainable positions
-/// (timm's VisionTransformer, as MAE fine-tunes it), initialised from the seed, then the head
-/// re-initialised as MAE does (weight ~ N(0, (2e-5)²), bias 0).
+/// (timm's VisionTransformer, as MAE fine-tunes it), initialised from the seed as MAE does.
 nn::VisionTransformer build_finetune_model(const io::Config& config, int64_t num_classes);
 
 /// `model` (eval mode, no gradients, bf16 autocast when asked) on the validation images; the
@@ -40,8 +38,6 @@ ClassifierAccuracy evaluate_classifier(nn::VisionTransformer& model, const data:
                                        const torch::Device& device, int64_t batch, int64_t workers,
                                        bool bf16, distributed::Communicator* comm = nullptr);
 
-/// The options of every engine (engine/run.h: resume, overwrite, eval_only, stop, console,
-/// launch) and the encoder weights.
 struct FinetuneOptions : RunOptions {
   /// Encoder weights (load_encoder_weights): a checkpoint folder, an encoder.safetensors, or
   /// "none" (the random encoder: the baseline). Required unless a checkpoint is resumed;
@@ -59,10 +55,6 @@ class Finetuner : private TrainingEngine {
   Finetuner& operator=(const Finetuner&) = delete;
 
   FinetuneResult run();
-
-  nn::VisionTransformer& model() { return model_; }
-  const std::vector<optim::ParamGroup>& param_groups() const { return groups_; }
-  const std::string& output_dir() const { return run_.spec().output_dir; }
 
  private:
   // TrainingEngine: a micro-batch through erasing, mixup / cutmix and the ViT; AdamW + EMA; the

@@ -37,12 +37,9 @@ Features map_dataset(const DatasetForward& forward, const data::Dataset& dataset
                      int64_t batch = 256, int64_t limit = 0, int64_t workers = 2,
                      distributed::Communicator* comm = nullptr);
 
-/// The CLS output after the final norm of every image of `dataset` (the first `limit` when
-/// limit > 0), through `transform`, in eval mode without gradients, `batch` images at a time.
-/// The encoder's training mode is restored afterwards. With `comm` (several processes), rank r
-/// reads images r, r + W, ... and the features are all-gathered: every rank returns all of
-/// them, in dataset order, each image exactly once whatever the set size. `normalize`: L2-
-/// normalise each row (the kNN's cosine); false keeps the raw CLS output (the linear probe's).
+/// map_dataset with the encoder's CLS output after the final norm, in eval mode (the training
+/// mode restored afterwards). `normalize`: L2-normalise each row (the kNN's cosine); false keeps
+/// the raw CLS output (the linear probe's).
 Features extract_features(nn::VisionTransformer& encoder, const data::Dataset& dataset,
                           const data::Transform& transform, const torch::Device& device,
                           int64_t batch = 256, int64_t limit = 0, int64_t workers = 2,
@@ -70,14 +67,12 @@ struct KnnOptions {
 };
 
 /// knn_classify for every k of `options.ks` (results in that order). With `comm`, rank r
-/// classifies test rows r, r + W, ... and the counts are summed over ranks: every rank returns
-/// the figures for the whole test set.
+/// classifies test rows r, r + W, ...; every rank returns the figures for the whole test set.
 std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
                                     int64_t num_classes, const KnnOptions& options,
                                     distributed::Communicator* comm = nullptr);
 
-/// The data of a kNN evaluation: the training split as the memory bank and the validation
-/// split classified, both through the evaluation transform (Resize + CenterCrop).
+/// The data of a kNN evaluation, both splits through the evaluation transform.
 struct KnnData {
   DataSplits splits;  // train: the memory bank; val: classified
   std::shared_ptr<const data::Transform> transform;
@@ -101,7 +96,7 @@ struct KnnEvaluation {
 };
 
 /// Extracts both splits' features with `encoder` and classifies the held-out ones; with several
-/// ranks each takes its share and every rank returns the whole sets' figures.
+/// ranks each takes its share.
 KnnEvaluation evaluate_knn(nn::VisionTransformer& encoder, const KnnData& data,
                            const Process& process, const KnnSettings& settings);
 

@@ -10,8 +10,6 @@
 #include <string>
 #include <vector>
 
-#include <spdlog/logger.h>
-
 #include "ocl/data/dataset.h"
 #include "ocl/data/transforms.h"
 #include "ocl/distributed/communicator.h"
@@ -30,10 +28,9 @@ namespace ocl::engine {
 /// (on fc.weight only, LARS skips vectors) as given.
 optim::Lars make_linprobe_lars(nn::LinearProbeHead& head, double weight_decay);
 
-/// The head (in eval mode: BatchNorm running statistics) on every row of `val` (top-1, top-5,
-/// the mean cross-entropy), `batch` rows
-/// at a time; the head's mode is restored. With `comm`, rank r scores rows r, r + W, ... and
-/// the hit counts are summed: every rank returns the figures of the whole set.
+/// The head (in eval mode: BatchNorm running statistics) on every row of `val`, `batch` rows at
+/// a time; the head's mode is restored. With `comm`, rank r scores rows r, r + W, ... and the
+/// hit counts are summed: every rank returns the figures of the whole set.
 ClassifierAccuracy evaluate_head(nn::LinearProbeHead& head, const Features& val,
                                  const torch::Device& device,
                                  distributed::Communicator* comm = nullptr, int64_t batch = 4096);
@@ -60,8 +57,6 @@ class FeatureRows : public BatchSource {
   int64_t next_ = 0;     // the next micro-batch of the epoch
 };
 
-/// The options of every engine (engine/run.h: resume, overwrite, eval_only, stop, console,
-/// launch) and the encoder weights.
 struct LinearProbeOptions : RunOptions {
   /// Encoder weights (load_encoder_weights): a checkpoint folder, an encoder.safetensors, or
   /// "none" (the random encoder: the baseline).
@@ -75,19 +70,15 @@ inline constexpr const char* kHeadFile = "head.safetensors";
 
 class LinearProbe : private TrainingEngine {
  public:
-  /// Validates the config, prepares the output folder (linprobe.output_dir, else
-  /// <train.output_dir>/linprobe), builds the frozen encoder (weights loaded and described in
-  /// the log), the head, LARS, the data, and loads the checkpoint to resume from. Throws with a
-  /// message naming the problem.
+  /// Validates the config, sets the run up in linprobe.output_dir (else
+  /// <train.output_dir>/linprobe), builds the frozen encoder, the head, LARS and the data, and
+  /// loads the checkpoint to resume from. Throws with a message naming the problem.
   LinearProbe(io::Config config, LinearProbeOptions options);
   ~LinearProbe() override;
 
   /// Trains until linprobe.epochs are done (evaluating after each) or a stop is requested; with
   /// eval_only, evaluates the head (the resumed one, else the initial one) and returns.
   LinprobeResult run();
-
-  const std::string& output_dir() const { return run_.spec().output_dir; }
-  nn::LinearProbeHead& head() { return head_; }
 
  private:
   // TrainingEngine: a micro-batch through the frozen encoder (or its cached features) and the

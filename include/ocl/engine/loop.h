@@ -56,7 +56,6 @@ class BatchSource {
   virtual int64_t size() const = 0;                  // images (rows) of the training set
 };
 
-/// A data::Loader as a BatchSource.
 std::unique_ptr<BatchSource> loader_source(std::unique_ptr<data::Loader> loader);
 
 /// The end of an epoch as an engine reports it: its part of the epoch's log line and of its
@@ -66,9 +65,8 @@ struct EpochReport {
   io::MetricFields fields;
 };
 
-/// What a checkpoint of an engine holds: its model file and the rest (optimiser state, ...),
-/// and what the model file's header records beside the tensors (nn::encoder_metadata). The
-/// tensors may be on any device and in any dtype: the checkpoint writer copies them to the CPU.
+/// What a checkpoint of an engine holds: its model file, the rest (optimiser state, ...) and the
+/// model file's header (nn::encoder_metadata). Tensors on any device: the writer copies them.
 struct CheckpointTensors {
   io::TensorMap model, trainer;
   io::Metadata model_metadata;
@@ -102,8 +100,7 @@ class TrainingEngine {
 };
 
 /// Everything the loop does as the config says, read once when the engine builds its loop: the
-/// engine's section (epochs, batch, accumulation, checkpoints, lr schedule) and the run-wide keys
-/// (log.every, train.on_nonfinite, dist.*). The loop reads no config key itself.
+/// loop reads no config key itself.
 struct LoopSettings {
   // The engine's section.
   int64_t epochs = 1, accum_iter = 1, batch_size = 1;
@@ -128,15 +125,11 @@ struct LoopSettings {
   bool deferred_figures = false;
 };
 
-/// The run-wide part of LoopSettings from `config` (train.steps_per_epoch, log.every,
-/// train.on_nonfinite,
-/// train.max_nonfinite_skips, dist.bucket_mb, dist.first_bucket_mb, dist.overlap,
-/// dist.verify_every); the engine's section fields keep their defaults.
+/// The run-wide part of LoopSettings from `config`; the engine's section fields keep defaults.
 LoopSettings run_loop_settings(const io::Config& config);
 
-/// The loop settings of an evaluation section (finetune, linprobe: its fields of these names)
-/// with peak lr `lr`: warmup + cosine to min_lr over its epochs, records "<name>_step" and
-/// "<name>_epoch", and the run-wide keys of `config`.
+/// The loop settings of a section `s` (its fields of these names) with peak lr `lr`: warmup +
+/// cosine to min_lr over its epochs, records "<name>_*", and the run-wide keys of `config`.
 template <class Section>
 LoopSettings section_loop_settings(const io::Config& config, const Section& s,
                                    const std::string& name, double lr) {
@@ -179,23 +172,20 @@ class TrainingLoop {
   /// (call after the engine has loaded its checkpoint); logs the bucket layout.
   void connect_gradients();
   /// Trains until settings.epochs are done or a stop is asked for; a finished run says
-  /// "nothing to do". Reads top to bottom: start, then per epoch begin_epoch, the steps (each
-  /// train_step, then after_step: log, status line, a stop mid-epoch), end_epoch; finish.
+  /// "nothing to do".
   LoopResult run();
   /// Writes a checkpoint of the current state (rank 0; "" on the others).
   std::string write_checkpoint();
-  /// One optimiser step outside run(), on the source's next micro-batches: the step run()
-  /// takes, without its log, stop decision or checkpoint. Returns the step's loss (what
-  /// ocl_bench times).
+  /// The step run() takes, outside run() (no log, stop decision or checkpoint): what ocl_bench
+  /// times. Returns its loss (deferred: the step before's, NaN for the first).
   double step();
   /// Replaces the source of the micro-batches (ocl_bench: one fixed batch on the device).
   void set_source(std::unique_ptr<BatchSource> source) { source_ = std::move(source); }
   distributed::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
   /// How step() and run() all-reduce gradients from now on (ocl_bench --grad-sync).
   void set_grad_sync_mode(GradSyncMode mode) { grad_sync_mode_ = mode; }
-  /// The mean of the engine's figure `name` (TrainingEngine::figures) over the current epoch's
-  /// steps so far, a resumed epoch's earlier steps included (NaN before its first step): what
-  /// end_of_epoch can read of the epoch that just ended.
+  /// The mean of the engine's figure `name` over the current epoch's steps so far, a resumed
+  /// epoch's earlier steps included (NaN before its first step): for end_of_epoch.
   double epoch_figure(const std::string& name) const;
 
  private:

@@ -25,7 +25,6 @@
 
 namespace ocl::engine {
 
-/// resume, overwrite, stop, console, launch: the options of every engine (engine/run.h).
 using PretrainOptions = RunOptions;
 
 struct PretrainResult {
@@ -55,25 +54,19 @@ ssl::FeatureGather global_negatives(distributed::Communicator& comm);
 
 class Pretrainer : private TrainingEngine {
  public:
-  /// Validates the config, prepares the output folder (refusing one that holds a different
-  /// run's config unless resuming or overwriting), builds data, model and optimiser, and loads
-  /// the checkpoint to resume from. Throws with a message naming the problem.
+  /// Validates the config, sets the run up (RunContext), builds data, model and optimiser, and
+  /// loads the checkpoint to resume from. Throws with a message naming the problem.
   Pretrainer(io::Config config, PretrainOptions options);
   ~Pretrainer() override;
 
-  /// Trains until config.train.epochs are done or a stop is requested.
   PretrainResult run();
 
-  const io::Config& config() const { return config_; }
   ssl::OCL& model() { return model_; }
   const io::TrainingState& state() const { return run_.state(); }
-  /// The loop that trains it (ocl_bench times its steps).
   TrainingLoop& loop() { return *loop_; }
-  /// What the run stands on: its device, its communicator (ocl_bench --grad-sync).
   const RunContext& context() const { return run_; }
 
  private:
-  // TrainingEngine: OCL's step on a micro-batch, AdamW, the kNN monitor, the checkpoint.
   torch::nn::Module& trained_module() override { return *model_; }
   const std::vector<torch::Tensor>& trainable() override { return trainable_; }
   std::vector<Figure> figures() const override;

@@ -37,27 +37,22 @@ class RunContext {
   RunContext(const RunContext&) = delete;
   RunContext& operator=(const RunContext&) = delete;
 
-  /// Once the engine has loaded resumed() into its model: the run's position. A fresh run
-  /// starts at zero with train.seed; a resumed one where the checkpoint stopped, its epoch
-  /// position converted to this run's layout (resume_step_in_epoch; `layout_of` gives the
-  /// layout of the checkpoint's config), in the next epoch when the epochs got shorter. Checks
-  /// that every rank is at the same place and frees the checkpoint's tensors.
+  /// Once the engine has loaded resumed() into its model: the run's position. A fresh run starts
+  /// at zero with train.seed; a resumed one where the checkpoint stopped, converted to this run's
+  /// layout (resume_step_in_epoch; `layout_of`: a config's layout), in the next epoch when the
+  /// epochs got shorter. Checks that every rank agrees and frees the checkpoint's tensors.
   void resume_position(const std::function<StepLayout(const io::Config&)>& layout_of,
                        const StepLayout& now, int64_t steps_per_epoch, double lr);
 
-  /// Where and how this rank computes: device, precision, logger, communicator.
   const Process& process() const { return process_; }
   const RunSpec& spec() const { return spec_; }
   const RunOptions& options() const { return options_; }
-  /// Whether a signal asked this rank to stop.
   bool signalled() const;
   /// The console's status line (shown only on a terminal, rank 0).
   io::ConsoleSink& console() const { return *console_; }
 
-  /// The checkpoint being resumed, read by the constructor; nullptr when starting fresh. Its
-  /// tensors are freed by resume_position, its state and path stay.
+  /// The checkpoint being resumed (nullptr when starting fresh); resume_position frees its tensors.
   const io::Checkpoint* resumed() const { return resumed_ ? &*resumed_ : nullptr; }
-  /// Where the run stands: the loop advances it.
   io::TrainingState& state() { return state_; }
   const io::TrainingState& state() const { return state_; }
   /// The newest checkpoint written or resumed, "" if none.

@@ -26,7 +26,6 @@
 
 namespace ocl::engine {
 
-/// Seconds on the monotonic clock since `start`.
 inline double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
@@ -41,9 +40,8 @@ struct Process {
   std::unique_ptr<distributed::Communicator> comm;  // null in one process
 };
 
-/// Sets this process up as `config` says: its device (resolve_device), its share of the node's
-/// cores (train.threads), bf16 and TF32, then the connection to the other ranks (logging that it
-/// waits for them: before the slow data set-up, so that a missing rank is reported early).
+/// Sets this process up as `config` says: device, threads, bf16, TF32, then the connection to
+/// the other ranks (before the slow data set-up, so that a missing rank is reported early).
 Process start_process(const io::Config& config, const distributed::LaunchInfo& launch,
                       std::shared_ptr<spdlog::logger> log);
 /// "<app>: LibTorch 2.6.0, device cpu, fp32, 2 threads" (+ `detail` after the precision).
@@ -61,17 +59,15 @@ std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSin
 torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch = {});
 /// bf16 autocast: train.precision bf16, or auto on a CUDA device.
 bool use_bf16(const io::Config& config, const torch::Device& device);
-/// TF32 for cuBLAS and cuDNN as train.tf32 says on a CUDA `device` (process-wide); returns
-/// whether it is on. Nothing changes for a CPU device.
+/// TF32 for cuBLAS and cuDNN on a CUDA `device` as train.tf32 says: returns whether it is on.
 bool set_tf32(const io::Config& config, const torch::Device& device);
 
 /// Logs the data set's warnings (folders that could not be listed, ...) and, with several ranks,
 /// checks that every rank sees the same one (its size and classes); `what` names it.
 void check_data(const Process& process, const data::Dataset& set, const std::string& what);
-/// The training and validation splits of `data`: each one's warnings logged and checked across
-/// ranks (check_data) before splits with different classes are refused, so that a refusal
-/// follows the warning that explains it (a class folder that could not be listed). `train`,
-/// when given, is the training split already open.
+/// The training and validation splits of `data` (`train`: the training split, if already open),
+/// each checked (check_data) before splits with different classes are refused, so that a refusal
+/// follows the warning that explains it (a class folder that could not be listed).
 struct DataSplits {
   std::shared_ptr<const data::Dataset> train, val;
 };
@@ -109,9 +105,8 @@ int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& save
 /// cache in the run's folder, so that the second start does not scan 1.3 M files again.
 io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir);
 
-/// This rank's training loader: `batch_size` images a micro-batch, the data.* loader settings,
-/// train.seed, the launch's shard, pinned memory on CUDA, train.steps_per_epoch, and each
-/// unreadable image logged as a warning on `logger`.
+/// This rank's training loader: `batch_size` images a micro-batch, the config's loader settings,
+/// each unreadable image logged as a warning on `logger`.
 data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
                                             int64_t accum_iter,
                                             const distributed::LaunchInfo& launch,
@@ -130,9 +125,7 @@ inline io::Config validated(io::Config config) {
 
 /// What the apps pass to every engine.
 struct RunOptions {
-  /// "" (start fresh), "auto" (the output folder's checkpoint-last when there is one) or a
-  /// checkpoint folder.
-  std::string resume;
+  std::string resume;          // "", "auto" (checkpoint-last, if any) or a checkpoint folder
   bool overwrite = false;      // start again in a folder holding another run (--overwrite)
   bool eval_only = false;      // only evaluate (fine-tuning, the probe); nothing is written
   bool write_nothing = false;  // no folder, logs, metrics or checkpoints: ocl_bench
@@ -144,8 +137,7 @@ struct RunOptions {
   /// Called before every optimiser step with the global step and the trainable parameters
   /// (their .grad() holds the clipped gradient): tests and debugging.
   std::function<void(int64_t, const std::vector<torch::Tensor>&)> before_optimizer_step;
-  /// This process's place in a distributed run (distributed::launch_from_environment()).
-  distributed::LaunchInfo launch;
+  distributed::LaunchInfo launch;  // distributed::launch_from_environment()
 };
 
 /// What an engine tells its run about itself.
@@ -171,8 +163,7 @@ std::string section_derived_yaml(const std::string& section, const std::string& 
                                  int64_t effective_batch, double lr);
 
 /// The run of an evaluation engine on config section `section`: its folder (`output_dir`, else
-/// <train.output_dir>/<section>) and its config.yaml (the resolved config, then a block headed
-/// `title` with the effective batch, the lr and the encoder weights).
+/// <train.output_dir>/<section>) and its config.yaml (with section_derived_yaml and the weights).
 RunSpec evaluation_run_spec(const io::Config& config, int64_t world_size, const std::string& app,
                             const std::string& section, const std::string& output_dir,
                             const std::string& title, int64_t effective_batch, double lr,

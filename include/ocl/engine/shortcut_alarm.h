@@ -15,13 +15,10 @@ namespace ocl::engine {
 
 /// The shortcut alarm: an epoch's mean contrastive `accuracy` at or above
 /// eval.shortcut_accuracy while the kNN monitor has gained less than eval.shortcut_knn_gain
-/// points, either since its first run or over its last eval.shortcut_window runs, is the
-/// signature of a task solved by a cue both token groups share (a per-image colour, a noise
-/// level, the direction of the light) instead of by content: the contrastive task is (nearly)
-/// solved and what the encoder learns stalls or falls. `knn_history` is the monitor's top-1 (%)
-/// in order, the first at initialisation and the last the one just measured. Returns the
-/// warning naming the symptom and the options that remove the cue, or "" (no alarm, the alarm
-/// off, or no figures yet: fewer than two kNN figures, a negative one, or a NaN accuracy).
+/// points, since its first run or over its last eval.shortcut_window runs. `knn_history` is the
+/// monitor's top-1 (%) in order, from initialisation to the one just measured. Returns the
+/// warning naming the options that remove the cue, or "" (no alarm, the alarm off, or no
+/// figures yet: fewer than two kNN figures, a negative one, or a NaN accuracy).
 std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
                              const std::vector<double>& knn_history);
 /// The kNN figure `window` monitor runs before the last of `knn_history` (the first when there
