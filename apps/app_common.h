@@ -15,10 +15,9 @@
 
 namespace ocl::apps {
 
-/// With nproc_per_node > 0: starts that many copies of this command (argv without the option)
-/// as local workers, waits, and returns the exit code to end main with. Throws when the process
-/// already runs inside another launch (torchrun, srun, mpirun). With 0: std::nullopt (this
-/// process is a worker, or the only process).
+/// With nproc_per_node > 0: starts that many copies of this command as local workers, waits and
+/// returns the exit code to end main with (throws inside another launch: torchrun, srun, mpirun).
+/// With 0: std::nullopt.
 std::optional<int> run_local_workers_if_asked(int nproc_per_node,
                                               const distributed::LaunchInfo& launch, int argc,
                                               char** argv);

@@ -33,19 +33,16 @@ void add_config_flags(CLI::App& app, ConfigCommand& command, const std::string& 
 std::optional<int> load_or_delegate(const ConfigCommand& command, const std::string& section,
                                     int argc, char** argv, io::Config& config,
                                     distributed::LaunchInfo& launch);
-/// Adds --weights: encoder weights from a checkpoint folder, an encoder.safetensors or "none"
-/// (`note` appended to the help).
+/// Adds --weights (`note` appended to the help).
 void add_weights_flag(CLI::App& app, std::string& weights, const std::string& note = "");
 
 /// --print-config's output, on stdout: the resolved config with its derived values; for an
-/// evaluation section ("finetune", "linprobe") its effective batch and lr; for a training
-/// section ("train", "finetune", "linprobe") its steps per epoch on the training set as its
-/// loader cuts them ("unknown", with the reason, when the set cannot be read); "" for an app
-/// that trains nothing. Creates and writes nothing else.
+/// evaluation section ("finetune", "linprobe") its effective batch and lr; for any `section`
+/// ("" for an app that trains nothing) its steps per epoch on the training set ("unknown", with
+/// the reason, when the set cannot be read). Writes nothing else.
 void print_config(const io::Config& config, int64_t world_size, const std::string& section);
 
-/// Adds --resume and --overwrite, which exclude each other (given both, the command line is
-/// refused naming the two), and --stop-after-steps, into `options`.
+/// Adds --resume and --overwrite (which exclude each other) and --stop-after-steps.
 void add_run_flags(CLI::App& app, engine::RunOptions& options, const std::string& resume_help,
                    const std::string& overwrite_help);
 

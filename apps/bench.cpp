@@ -1,5 +1,4 @@
-// ocl_bench's measurements (see bench.h): the training step on a fixed batch, the loader alone,
-// the gradient all-reduce's overlap, the matmul rate and the largest batch that fits.
+// ocl_bench's measurements (bench.h).
 #include "bench.h"
 
 #include <algorithm>
@@ -9,9 +8,6 @@
 #include <limits>
 #include <memory>
 
-#include "app_common.h"
-#include "app_training.h"
-#include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
 #include <ocl/compat.h>
@@ -20,7 +16,6 @@
 #include <ocl/distributed/communicator.h>
 #include <ocl/distributed/grad_sync.h>
 #include <ocl/distributed/launch.h>
-#include <ocl/distributed/process.h>
 #include <ocl/engine/loop.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/config.h>
@@ -121,13 +116,10 @@ std::unique_ptr<ocl::engine::Pretrainer> quiet_trainer(const ocl::io::Config& co
   return std::make_unique<ocl::engine::Pretrainer>(step_config, quiet);
 }
 
-// The loop's own step three ways on every rank (TrainingLoop::set_grad_sync_mode), global
-// negatives gathered in all three:
-//   local       no gradient all-reduce (what one process would do),
-//   overlapped  buckets all-reduced while backward still runs,
-//   after       backward first, then every bucket all-reduced (no overlap).
-// after − local is the all-reduce time; overlapped − local what of it still shows; the rest
-// was hidden behind backward. Rank 0 prints the medians.
+// The loop's own step three ways on every rank (GradSyncMode: local, overlapped, after
+// backward), global negatives gathered in all three: after − local is the all-reduce time;
+// overlapped − local what of it still shows; the rest was hidden behind backward. Rank 0 prints
+// the medians.
 int bench_grad_sync(const ocl::io::Config& config, const ocl::distributed::LaunchInfo& launch,
                     int64_t steps, int64_t warmup) {
   using Mode = ocl::engine::GradSyncMode;
@@ -264,9 +256,8 @@ void search_max_batch(ocl::engine::Pretrainer& trainer,
 #endif
 }
 
-// The loop's training step (engine::TrainingLoop::step: forward, backward, gradient norm, the
-// step's figures, the update) on a fixed batch already on the device, the data path being
-// measured apart; then the matmul rate and the largest batch when asked.
+// The loop's training step on a fixed batch already on the device, the data path being measured
+// apart; then the matmul rate and the largest batch when asked.
 int bench_step(const BenchArgs& args, const ocl::io::Config& config,
                const ocl::data::Batch& first) {
   const auto d = ocl::io::derive(config);
@@ -322,7 +313,6 @@ int bench_step(const BenchArgs& args, const ocl::io::Config& config,
   return 0;
 }
 
-// One line of what is measured and on what, before the figures.
 void print_setup(const BenchArgs& args, const ocl::io::Config& config, const torch::Device& device,
                  bool bf16, bool tf32) {
   const auto d = ocl::io::derive(config);

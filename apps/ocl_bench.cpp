@@ -3,10 +3,6 @@
 // scripts/bench_gpu.sh put it beside the same step in PyTorch.
 //
 //   ocl_bench --config configs/vits16.yaml --set train.batch_size=32 --steps 10 --warmup 2
-//   ocl_bench --grad-sync --nproc-per-node 2 --config ...   (all-reduce hidden behind backward)
-//   ocl_bench --data --config ... --set data.dataset=packed --set data.path=...   (loader alone)
-//   ocl_bench --micro --config configs/vitl16.yaml --set train.device=cuda   (the step's pieces)
-//   ocl_bench --config configs/vitl16.yaml --set train.device=cuda --max-batch   (GPU memory)
 #include "app_common.h"
 #include "app_training.h"
 #include "bench.h"

@@ -1,18 +1,8 @@
-// ocl_finetune: full fine-tuning of a pre-trained encoder (MAE's main_finetune protocol).
+// ocl_finetune: full fine-tuning of a pre-trained encoder (MAE's main_finetune protocol;
+// engine::Finetuner), evaluated on the validation split after every epoch.
 //
 //   ocl_finetune --config configs/vitb16.yaml --weights runs/vitb16/checkpoint-last
-//   ocl_finetune --config configs/quickstart.yaml --weights none          (the random baseline)
-//   ocl_finetune --nproc-per-node 4 --config ... --weights ... [--resume auto]
-//   ocl_finetune --config ... --resume auto --eval                        (evaluate the newest)
-//
-// Trains the whole ViT with a new head under the config's finetune recipe (layer-wise lr decay,
-// drop path, RandAugment, random erasing, mixup / cutmix, label smoothing; engine::Finetuner)
-// and evaluates it on the validation split after every epoch. Exits 0 when done, 0 after a clean
-// stop on SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on
-// a bad command line. A second signal (a second or more after the first) ends it at once.
 #include <cstdio>
-#include <string>
-#include <vector>
 
 #include "app_common.h"
 #include "app_training.h"

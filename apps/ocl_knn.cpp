@@ -1,11 +1,7 @@
-// ocl_knn: DINO's weighted k-nearest-neighbour evaluation of a pre-trained encoder.
+// ocl_knn: DINO's weighted k-nearest-neighbour evaluation of a pre-trained encoder: the training
+// split is the memory bank, the validation split is classified (engine/knn.h); one line per k.
 //
-//   ocl_knn --config configs/vitb16.yaml --weights runs/b16/checkpoint-last --set data.path=...
-//   ocl_knn --config configs/quickstart.yaml --weights none          (the random baseline)
-//   ocl_knn --nproc-per-node 4 --config ... --weights ... --k 10 --k 20 --k 100
-//
-// The training split is the memory bank, the validation split is classified (engine/knn.h);
-// several processes (torchrun, srun, --nproc-per-node) share the work. Logs one line per k.
+//   ocl_knn --config configs/vitb16.yaml --weights runs/b16/checkpoint-last --k 10 --k 20
 #include <algorithm>
 #include <stdexcept>
 #include <string>

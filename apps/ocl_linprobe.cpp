@@ -1,19 +1,7 @@
-// ocl_linprobe: the linear probe of a pre-trained encoder (MAE's main_linprobe protocol).
+// ocl_linprobe: the linear probe of a pre-trained encoder (MAE's main_linprobe protocol;
+// engine::LinearProbe), evaluated on the validation split after every epoch.
 //
 //   ocl_linprobe --config configs/vitb16.yaml --weights runs/vitb16/checkpoint-last
-//   ocl_linprobe --config configs/quickstart.yaml --weights none          (the random baseline)
-//   ocl_linprobe --nproc-per-node 4 --config ... --weights ... [--resume auto]
-//   ocl_linprobe --config ... --weights ... --resume auto --eval          (evaluate the head only)
-//
-// Trains a BatchNorm + Linear head on the frozen CLS feature (engine::LinearProbe; the recipe is
-// the config's linprobe section) and evaluates it on the validation split after every epoch.
-// Exits 0 when done, 0 after a clean stop on SIGTERM/SIGINT (a checkpoint is written; rerun with
-// --resume auto), 1 on an error, 2 on a bad command line. A second signal (a second or more
-// after the first) ends it at once.
-#include <cstdio>
-#include <string>
-#include <vector>
-
 #include "app_common.h"
 #include "app_training.h"
 #include <CLI/CLI.hpp>

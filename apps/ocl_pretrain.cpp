@@ -1,12 +1,7 @@
-// ocl_pretrain: OCL self-supervised pre-training of a Vision Transformer.
+// ocl_pretrain: OCL self-supervised pre-training of a Vision Transformer (engine::Pretrainer);
+// exit codes and pre-emption are in docs/pretraining.md.
 //
 //   ocl_pretrain --config configs/vitl16.yaml [--set optim.blr=1e-4 ...] [--resume auto]
-//   ocl_pretrain --nproc-per-node 4 --config ...        (starts 4 local workers itself)
-//   torchrun --nproc-per-node 4 --no-python ocl_pretrain --config ...   (or srun, or mpirun)
-//
-// Reads the config, trains (engine::Pretrainer), and exits 0 when done, 0 after a clean stop on
-// SIGTERM/SIGINT (a checkpoint is written; rerun with --resume auto), 1 on an error, 2 on a bad
-// command line. A second signal (a second or more after the first) ends the process at once.
 #include "app_common.h"
 #include "app_training.h"
 #include <CLI/CLI.hpp>

@@ -1,18 +1,10 @@
-// ocl_preview: a picture of what a config's pre-training reads, to see a data set's nuisances
-// and what the augmentations do to them before spending hours on a run.
+// ocl_preview: a PNG of what a config's pre-training reads, to see a data set's nuisances and
+// what the augmentations do to them before spending hours on a run. One row per image of the
+// training split: its held-out view (what the kNN monitor and the evaluation apps see), then the
+// copy each token group reads in the first epoch, drawn as the loader draws it (equal columns
+// with mask.group_views shared). With --grid N, the held-out view alone, N images a row.
 //
-//   ocl_preview --config configs/quickstart.yaml --set data.synthetic_noise=32 --output noise.png
 //   ocl_preview --config configs/quickstart_robust.yaml --output robust.png --images 12
-//   ocl_preview --config configs/quickstart.yaml --output set.png --images 16 --grid 8
-//
-// One row per image of the training split (the first --images, or from --first): the image as
-// the held-out transform gives it (what the kNN monitor and the evaluation apps see), then the
-// copy each token group reads in the first epoch (data.augment's crop, data.illumination,
-// data.photometric and data.noise drawn as the loader draws them; with mask.group_views shared
-// both groups read the same copy, so the two columns are equal). With --grid N, the held-out
-// view alone, N images a row: a picture of the data set. Written as a PNG, each cell
-// scaled up by --zoom with nearest-neighbour pixels. Exits 0, 1 on an error, 2 on a bad command
-// line.
 #include <algorithm>
 #include <cstdio>
 #include <string>
@@ -66,9 +58,7 @@ int preview(const PreviewArgs& a) {
   const auto held_out = ocl::data::make_transform(config.data, img, /*train=*/false);
   const auto pretrain = ocl::data::make_pretrain_transform(config.data, img, views);
 
-  // A cell of at least 96 pixels unless --zoom says otherwise.
   const int64_t zoom64 = a.zoom > 0 ? a.zoom : std::max(1, (96 + img - 1) / img);
-  // Rows of [held-out, group A, group B], or --grid images a row of the held-out view alone.
   const int64_t columns64 = a.grid > 0 ? a.grid : 3;
   const int64_t rows64 = a.grid > 0 ? (a.images + a.grid - 1) / a.grid : a.images;
   // Sizes in doubles first: a huge --zoom, --grid or --images would overflow any integer.
