@@ -88,10 +88,6 @@ bool parse_size(const uint8_t* h, uint64_t* value) {
   return true;
 }
 
-bool all_zero(const uint8_t* block) {
-  return std::all_of(block, block + kBlock, [](uint8_t b) { return b == 0; });
-}
-
 // The header checksum: the sum of its bytes with the checksum field read as spaces (unsigned,
 // POSIX; some old writers summed signed bytes, also accepted).
 bool checksum_ok(const uint8_t* h) {
@@ -107,13 +103,10 @@ bool checksum_ok(const uint8_t* h) {
   return static_cast<int64_t>(stored) == unsigned_sum || static_cast<int64_t>(stored) == signed_sum;
 }
 
-void read_exactly(const ByteReader& read, uint64_t offset, size_t size, uint8_t* out,
-                  uint64_t total, const std::string& what, const char* part) {
-  const size_t got = read(offset, size, out);
-  if (got != size) {
-    throw std::runtime_error(at_byte(what, offset) + ": the archive ends inside " + part + " (" +
-                             std::to_string(total) + " bytes in all): it is truncated");
-  }
+std::runtime_error ends_inside(const std::string& what, uint64_t offset, const char* part,
+                               uint64_t total) {
+  return std::runtime_error(at_byte(what, offset) + ": the archive ends inside " + part + " (" +
+                            std::to_string(total) + " bytes in all): it is truncated");
 }
 
 // pax extended header records: "<length> <key>=<value>\n", the length counting the whole
@@ -246,8 +239,8 @@ void read_extended(const ByteReader& read, const Header& header, uint64_t data, 
                              std::to_string(total_size) + " bytes): it is truncated");
   }
   std::string meta(static_cast<size_t>(header.size), '\0');
-  read_exactly(read, data, meta.size(), reinterpret_cast<uint8_t*>(meta.data()), total_size, what,
-               "an extended header");
+  if (read(data, meta.size(), reinterpret_cast<uint8_t*>(meta.data())) != meta.size())
+    throw ends_inside(what, data, "an extended header", total_size);
   if (header.type == 'x' || header.type == 'g') {
     parse_pax(meta, where, header.type == 'g', &pending->path, &pending->size, &pending->has_size);
   } else if (header.type == 'L') {
@@ -274,22 +267,15 @@ std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
   uint64_t offset = 0;
   Pending pending;  // what the headers before a member said about it
   while (offset < total_size) {
-    if (total_size - offset < kBlock) {
-      // tar pads to whole blocks: a partial block is a cut archive, unless it is zero padding.
-      std::vector<uint8_t> tail(static_cast<size_t>(total_size - offset));
-      read_exactly(read, offset, tail.size(), tail.data(), total_size, what, "a header");
-      if (std::all_of(tail.begin(), tail.end(), [](uint8_t b) { return b == 0; })) {
-        if (ended) *ended = true;
-        break;
-      }
-      throw std::runtime_error(at_byte(what, offset) + ": the archive ends inside a header (" +
-                               std::to_string(total_size) + " bytes in all): it is truncated");
-    }
-    read_exactly(read, offset, kBlock, h, total_size, what, "a header");
-    if (all_zero(h)) {  // the end-of-archive marker
+    // A zero block is the end-of-archive marker. tar pads to whole blocks: a partial block is a
+    // cut archive, unless it is zero padding.
+    const size_t left = static_cast<size_t>(std::min(kBlock, total_size - offset));
+    const size_t got = read(offset, left, h);
+    if (got == left && std::all_of(h, h + left, [](uint8_t b) { return b == 0; })) {
       if (ended) *ended = true;
       break;
     }
+    if (got != kBlock) throw ends_inside(what, offset, "a header", total_size);
     const std::string where = at_byte(what, offset);
     const Header header = check_header(h, where);
     const uint64_t data = offset + kBlock;

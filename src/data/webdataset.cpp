@@ -43,37 +43,33 @@ constexpr int64_t kMaxTrustedGapNs = 2'000'000'000;  // see the header: modified
 // Expands the first brace of `pattern` (recursively the rest); appends to `out`.
 void expand_braces(const std::string& pattern, const std::string& spec,
                    std::vector<std::string>* out) {
+  auto bad = [&](const std::string& why) {
+    return std::runtime_error("shard pattern '" + spec + "': " + why);
+  };
   const size_t open = pattern.find('{');
   if (open == std::string::npos) {
-    if (pattern.find('}') != std::string::npos)
-      throw std::runtime_error("shard pattern '" + spec + "': a '}' without its '{'");
+    if (pattern.find('}') != std::string::npos) throw bad("a '}' without its '{'");
     out->push_back(pattern);
     return;
   }
   const size_t close = pattern.find('}', open);
-  if (close == std::string::npos)
-    throw std::runtime_error("shard pattern '" + spec + "': a '{' without its '}'");
+  if (close == std::string::npos) throw bad("a '{' without its '}'");
   const std::string inside = pattern.substr(open + 1, close - open - 1);
   const std::string head = pattern.substr(0, open), tail = pattern.substr(close + 1);
-  if (inside.find('{') != std::string::npos)
-    throw std::runtime_error("shard pattern '" + spec + "': nested braces are not supported");
+  if (inside.find('{') != std::string::npos) throw bad("nested braces are not supported");
   std::vector<std::string> choices;
   const size_t dots = inside.find("..");
   if (dots != std::string::npos) {
     const std::string a = inside.substr(0, dots), b = inside.substr(dots + 2);
     auto number = [&](const std::string& s) {
       if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos)
-        throw std::runtime_error("shard pattern '" + spec + "': '{" + inside +
-                                 "}' is not a range of non-negative integers");
+        throw bad("'{" + inside + "}' is not a range of non-negative integers");
       return std::stoll(s);
     };
     const int64_t from = number(a), to = number(b);
-    if (to < from)
-      throw std::runtime_error("shard pattern '" + spec + "': the range {" + inside +
-                               "} is empty (it counts down)");
+    if (to < from) throw bad("the range {" + inside + "} is empty (it counts down)");
     if (to - from >= 10'000'000)
-      throw std::runtime_error("shard pattern '" + spec + "': the range {" + inside +
-                               "} names more than 10,000,000 shards");
+      throw bad("the range {" + inside + "} names more than 10,000,000 shards");
     const size_t width = a.size() > 1 && a[0] == '0' ? a.size() : 0;  // zero padding
     for (int64_t i = from; i <= to; ++i) {
       std::string s = std::to_string(i);
@@ -86,8 +82,7 @@ void expand_braces(const std::string& pattern, const std::string& spec,
     while (std::getline(in, item, ',')) choices.push_back(item);
     if (inside.empty() || inside.back() == ',') choices.push_back("");
     if (choices.size() < 2)
-      throw std::runtime_error("shard pattern '" + spec + "': '{" + inside +
-                               "}' is neither a range {a..b} nor a list {x,y}");
+      throw bad("'{" + inside + "}' is neither a range {a..b} nor a list {x,y}");
   }
   for (const auto& c : choices) expand_braces(head + c + tail, spec, out);
 }
@@ -444,10 +439,8 @@ WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options
   if (!empty.empty()) notes.push_back(named(empty) + " is empty (0 bytes)");
   if (!cut.empty()) {
     notes.push_back(named(cut) +
-                    " ends without tar's end-of-archive blocks: "
-                    "it may have been cut short at a "
-                    "sample boundary (copied or written in part), "
-                    "its last samples missing");
+                    " ends without tar's end-of-archive blocks: it may have been cut short at a "
+                    "sample boundary (copied or written in part), its last samples missing");
   }
   if (samples_.empty()) {
     std::string message = "the shards of '" + spec + "' hold no sample";
