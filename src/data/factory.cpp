@@ -42,7 +42,10 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
       throw std::runtime_error(std::string(key) + ": must name the " +
                                (train ? "training" : "held-out") +
                                " shards for data.dataset webdataset (a pattern such as "
-                               "/data/val-{000000..000063}.tar, or a list file)");
+                               "/data/val-{000000..000063}.tar, or a list file)" +
+                               (train ? ""
+                                      : "; the evaluation classifies them (give the "
+                                        "training shards again if there are none)"));
     }
     WebDatasetOptions o;
     o.cache_dir = config.cache_dir;
