@@ -511,7 +511,8 @@ void apply_document(Config& config, const YAML::Node& root, const std::string& s
     const YAML::Node body = it->second;
     const int line = line_of(name_node);
     const std::string name = name_node.IsScalar() ? name_node.Scalar() : describe(name_node);
-    const Section& section = find_section(name, at_line(source, line));
+    const std::string where = at_line(source, line);  // named: GCC 14 warns on a temporary
+    const Section& section = find_section(name, where);
     if (!seen_sections.emplace(name, line).second)
       throw ConfigError(at_line(source, line) + name + ": appears twice (first on line " +
                         std::to_string(seen_sections[name]) + ")");
@@ -557,7 +558,8 @@ void apply_override(Config& config, const std::string& text, Origins& origins) {
   if (dot == std::string::npos || path.find('.', dot + 1) != std::string::npos)
     throw ConfigError(lead + "'" + path +
                       "' is not a key path section.key (sections: " + section_names() + ")");
-  const Section& section = find_section(path.substr(0, dot), lead);
+  const std::string section_name = path.substr(0, dot);  // named: GCC 14 warns on a temporary
+  const Section& section = find_section(section_name, lead);
   YAML::Node value;
   try {
     value = YAML::Load(text.substr(eq + 1));
