@@ -330,8 +330,7 @@ void print_setup(const BenchArgs& args, const ocl::io::Config& config, const tor
 
 namespace ocl::apps {
 
-int run_benchmarks(const BenchArgs& args) {
-  auto config = ocl::io::load_config(args.command.config_path, args.command.overrides);
+int run_benchmarks(const BenchArgs& args, ocl::io::Config config) {
   if (args.grad_sync) {
     const auto launch = ocl::distributed::launch_from_environment();
     if (!launch.distributed()) {

@@ -18,8 +18,8 @@ struct BenchArgs {
   bool max_batch = false, grad_sync = false, data_only = false, micro = false;
 };
 
-/// The benchmarks `args` asks for; returns the exit code.
-int run_benchmarks(const BenchArgs& args);
+/// The benchmarks `args` asks for on `config` (its --config with --set); returns the exit code.
+int run_benchmarks(const BenchArgs& args, io::Config config);
 
 struct MicroShapes {
   int64_t sequences = 0;  // 2 × batch: both token groups

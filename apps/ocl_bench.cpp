@@ -49,6 +49,6 @@ int main(int argc, char** argv) {
     ocl::distributed::LaunchInfo launch;
     if (auto code = ocl::apps::load_or_delegate(args.command, "train", argc, argv, config, launch))
       return *code;
-    return ocl::apps::run_benchmarks(args);
+    return ocl::apps::run_benchmarks(args, std::move(config));
   });
 }

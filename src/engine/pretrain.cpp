@@ -10,8 +10,6 @@
 #include "ocl/compat.h"
 #include "ocl/data/factory.h"
 #include "ocl/distributed/all_gather.h"
-#include "ocl/engine/knn.h"
-#include "ocl/engine/shortcut_alarm.h"
 #include "ocl/io/state_dict.h"
 #include "ocl/nn/weights.h"
 #include "ocl/optim/adamw_state.h"
@@ -25,6 +23,23 @@ using Clock = std::chrono::steady_clock;
 // Distinct streams of per-step randomness from one seed.
 constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
 constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
+
+// Global negatives for ssl::OCL::forward: both groups' CLS outputs of every rank, gathered with
+// one differentiable all-gather; this rank's rows start at rank · B.
+ssl::FeatureGather global_negatives(distributed::Communicator& comm) {
+  distributed::Communicator* c = &comm;
+  return [c](const torch::Tensor& a, const torch::Tensor& b) {
+    // One collective for both groups: [2B, D] per rank → [W, 2B, D].
+    const int64_t n = a.size(0);
+    auto all = distributed::all_gather_with_grad(*c, torch::cat({a, b}, 0))
+                   .view({c->world_size(), 2 * n, a.size(1)});
+    ssl::GatheredFeatures g;
+    g.a_all = all.narrow(1, 0, n).reshape({-1, a.size(1)});
+    g.b_all = all.narrow(1, n, n).reshape({-1, a.size(1)});
+    g.offset = c->rank() * n;
+    return g;
+  };
+}
 
 }  // namespace
 
@@ -49,21 +64,6 @@ torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro,
     noise[i] = torch::rand({num_patches}, gen);
   }
   return noise;
-}
-
-ssl::FeatureGather global_negatives(distributed::Communicator& comm) {
-  distributed::Communicator* c = &comm;
-  return [c](const torch::Tensor& a, const torch::Tensor& b) {
-    // One collective for both groups: [2B, D] per rank → [W, 2B, D].
-    const int64_t n = a.size(0);
-    auto all = distributed::all_gather_with_grad(*c, torch::cat({a, b}, 0))
-                   .view({c->world_size(), 2 * n, a.size(1)});
-    ssl::GatheredFeatures g;
-    g.a_all = all.narrow(1, 0, n).reshape({-1, a.size(1)});
-    g.b_all = all.narrow(1, n, n).reshape({-1, a.size(1)});
-    g.offset = c->rank() * n;
-    return g;
-  };
 }
 
 Pretrainer::Pretrainer(io::Config config, PretrainOptions options)

@@ -48,17 +48,8 @@ torch::Device resolve_one_device(const std::string& name) {
   return device;
 }
 
-}  // namespace
-
-std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
-                                            const std::string& log_file, const io::Config& config,
-                                            int64_t rank) {
-  const auto& level = config.log.level;
-  const bool chatty = level == "trace" || level == "debug" || level == "info";
-  return io::make_run_logger(console, rank == 0 ? log_file : "",
-                             rank == 0 || !chatty ? level : "warn");
-}
-
+// train.device → a device ("auto", "cpu", "cuda", "cuda:N"); with several processes "auto" and
+// "cuda" mean cuda:LOCAL_RANK, and "cuda:N" on a node of several is refused (one GPU shared).
 torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch) {
   if (!launch.distributed()) return resolve_one_device(name);
   if (name == "cuda" || (name == "auto" && torch::cuda::is_available())) {
@@ -73,9 +64,21 @@ torch::Device resolve_device(const std::string& name, const distributed::LaunchI
   return resolve_one_device(name);
 }
 
+// bf16 autocast: train.precision bf16, or auto on a CUDA device.
 bool use_bf16(const io::Config& config, const torch::Device& device) {
   const auto& precision = config.train.precision;
   return precision == "bf16" || (precision == "auto" && device.is_cuda());
+}
+
+}  // namespace
+
+std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
+                                            const std::string& log_file, const io::Config& config,
+                                            int64_t rank) {
+  const auto& level = config.log.level;
+  const bool chatty = level == "trace" || level == "debug" || level == "info";
+  return io::make_run_logger(console, rank == 0 ? log_file : "",
+                             rank == 0 || !chatty ? level : "warn");
 }
 
 bool set_tf32(const io::Config& config, const torch::Device& device) {

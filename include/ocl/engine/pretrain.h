@@ -48,10 +48,6 @@ ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& deri
 torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
                               int64_t num_patches, int64_t rank = 0, int64_t world_size = 1);
 
-/// Global negatives for ssl::OCL::forward: both groups' CLS outputs of every rank, gathered
-/// with one differentiable all-gather; this rank's rows start at rank · B.
-ssl::FeatureGather global_negatives(distributed::Communicator& comm);
-
 class Pretrainer : private TrainingEngine {
  public:
   /// Validates the config, sets the run up (RunContext), builds data, model and optimiser, and

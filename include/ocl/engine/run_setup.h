@@ -52,13 +52,6 @@ void log_startup(const Process& process, const std::string& app, const std::stri
 std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
                                             const std::string& log_file, const io::Config& config,
                                             int64_t rank);
-/// train.device → a device: "auto" (the first GPU when CUDA is available, else the CPU), "cpu",
-/// "cuda", "cuda:N"; throws naming the value when CUDA or that GPU is not there. With several
-/// processes "auto" and "cuda" mean cuda:LOCAL_RANK, and "cuda:N" on a node of several is
-/// refused (they would share one GPU).
-torch::Device resolve_device(const std::string& name, const distributed::LaunchInfo& launch = {});
-/// bf16 autocast: train.precision bf16, or auto on a CUDA device.
-bool use_bf16(const io::Config& config, const torch::Device& device);
 /// TF32 for cuBLAS and cuDNN on a CUDA `device` as train.tf32 says: returns whether it is on.
 bool set_tf32(const io::Config& config, const torch::Device& device);
 
