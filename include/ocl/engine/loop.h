@@ -14,6 +14,7 @@
 #include <torch/nn/module.h>
 
 #include "ocl/data/loader.h"
+#include "ocl/data/streaming.h"
 #include "ocl/distributed/grad_sync.h"
 #include "ocl/engine/run.h"
 #include "ocl/optim/adamw_step.h"
@@ -57,6 +58,8 @@ class BatchSource {
 };
 
 std::unique_ptr<BatchSource> loader_source(std::unique_ptr<data::Loader> loader);
+/// A streamed training set (data/streaming.h); its size() is the epoch's samples.
+std::unique_ptr<BatchSource> streaming_source(std::unique_ptr<data::StreamingLoader> loader);
 
 /// The end of an epoch as an engine reports it: its part of the epoch's log line and of its
 /// metrics.jsonl record (after the loop's epoch, global_step, loss and figures).
