@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <sstream>
@@ -31,7 +32,13 @@ namespace {
 
 constexpr size_t kStderrKept = 2048;  // the end of a failed command's stderr, for its message
 
-bool starts_with(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+std::string seconds(double s) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%g s", s);
+  return text;
+}
+
+bool has_prefix(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
 
 class FileStream : public ShardStream {
  public:
@@ -121,9 +128,8 @@ class PipeStream : public ShardStream {
       const int n = ::poll(fds, err_ >= 0 ? 2 : 1, timeout_ms_);
       if (n < 0 && errno == EINTR) continue;
       if (n == 0) {
-        throw StreamError("shard '" + name_ + "': no output for " +
-                          std::to_string(timeout_ms_ / 1000.0) + " s (data.stream_timeout_s)" +
-                          stderr_text());
+        throw StreamError("shard '" + name_ + "': no output for " + seconds(timeout_ms_ / 1000.0) +
+                          " (data.stream_timeout_s)" + stderr_text());
       }
       if (err_ >= 0 && (fds[1].revents & (POLLIN | POLLHUP))) drain_stderr();
       if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -225,8 +231,8 @@ class HttpStream : public ShardStream {
       curl_multi_poll(multi_, nullptr, 0, 100, nullptr);
       // libcurl's low-speed limit averages over several seconds; a stall is named on time.
       if (std::chrono::duration<double>(Clock::now() - last_data_).count() > timeout_s_)
-        throw StreamError("shard '" + name_ + "': no data for " + std::to_string(timeout_s_) +
-                          " s (data.stream_timeout_s)");
+        throw StreamError("shard '" + name_ + "': no data for " + seconds(timeout_s_) +
+                          " (data.stream_timeout_s)");
     }
     if (pos_ < buffer_.size()) {
       const size_t n = std::min(size, buffer_.size() - pos_);
@@ -269,8 +275,8 @@ class HttpStream : public ShardStream {
 }  // namespace
 
 bool is_remote_shard(const std::string& shard) {
-  return starts_with(shard, "http://") || starts_with(shard, "https://") ||
-         starts_with(shard, "pipe:");
+  return has_prefix(shard, "http://") || has_prefix(shard, "https://") ||
+         has_prefix(shard, "pipe:");
 }
 
 bool has_http_reader() {
@@ -301,8 +307,8 @@ std::string redact(const std::string& text) {
 
 std::unique_ptr<ShardStream> open_shard_stream(const std::string& shard,
                                                const ShardStreamOptions& options) {
-  if (starts_with(shard, "pipe:")) return std::make_unique<PipeStream>(shard, options);
-  if (starts_with(shard, "http://") || starts_with(shard, "https://")) {
+  if (has_prefix(shard, "pipe:")) return std::make_unique<PipeStream>(shard, options);
+  if (has_prefix(shard, "http://") || has_prefix(shard, "https://")) {
 #ifdef OCL_WITH_CURL
     return std::make_unique<HttpStream>(shard, options);
 #else

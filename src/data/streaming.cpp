@@ -40,7 +40,7 @@ struct RawSample {
 // catches those, lets it through.
 struct Stop {};
 
-struct Result {
+struct BatchResult {
   std::optional<Batch> batch;
   std::exception_ptr error;
   std::vector<BadSample> bad;
@@ -121,7 +121,7 @@ struct StreamingLoader::Impl {
   bool stop = false;
   int64_t epoch = 0, consume_next = 0;
   bool active = false;
-  std::vector<std::deque<std::pair<int64_t, Result>>> queues;  // per worker, in step order
+  std::vector<std::deque<std::pair<int64_t, BatchResult>>> queues;  // per worker, in step order
   std::vector<std::thread> threads;
 
   int64_t bad_count = 0, bad_shard_count = 0, max_buffered = 0;
@@ -165,7 +165,7 @@ struct StreamingLoader::Impl {
   }
 
   // Hands worker w's batch `step` over; waits for room. Throws Stop when the epoch is over.
-  void post(int64_t w, uint64_t gen, int64_t step, Result r) {
+  void post(int64_t w, uint64_t gen, int64_t step, BatchResult r) {
     std::unique_lock<std::mutex> lock(m);
     auto& q = queues[static_cast<size_t>(w)];
     cv.wait(lock, [&] { return stop || gen != generation || q.size() < queue_limit(); });
@@ -174,8 +174,8 @@ struct StreamingLoader::Impl {
     cv.notify_all();
   }
 
-  Result build(int64_t ep, int64_t step, std::vector<RawSample>& samples) {
-    Result r;
+  BatchResult build(int64_t ep, int64_t step, std::vector<RawSample>& samples) {
+    BatchResult r;
     try {
       const int64_t n = static_cast<int64_t>(samples.size());
       std::vector<std::optional<Image>> images(samples.size());
@@ -232,7 +232,7 @@ struct StreamingLoader::Impl {
       }
       pending.push_back(std::move(s));
       if (static_cast<int64_t>(pending.size()) < o.batch_size) return;
-      Result r = build(ep, step, pending);
+      BatchResult r = build(ep, step, pending);
       const bool failed = r.error != nullptr;
       pending.clear();
       post(w, gen, step, std::move(r));
@@ -272,7 +272,7 @@ struct StreamingLoader::Impl {
       }
     } catch (const Stop&) {
     } catch (...) {
-      Result r;
+      BatchResult r;
       r.error = std::current_exception();
       try {
         post(w, gen, step, std::move(r));

@@ -734,6 +734,8 @@ void validate_impl(const Config& c) {
           {"data.val_path", "data.dataset", "eval.knn_every"},
           "required with data.dataset webdataset and eval.knn_every > 0: the held-out shards the "
           "kNN monitor reads (give the training shards again if there are none)");
+  require(d.read == "index" || d.dataset == "webdataset", {"data.read", "data.dataset"},
+          "stream reads WebDataset shards only, got data.dataset " + d.dataset);
   require(d.blur == 0 || d.photometric == "none" || d.photometric == "colour",
           {"data.blur", "data.photometric"},
           "must be 0 with data.photometric " + d.photometric +

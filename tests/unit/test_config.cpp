@@ -229,6 +229,7 @@ TEST(Config, OutOfRangeValuesNameThePathTheValueAndTheRange) {
   EXPECT_ERROR("optim: {beta2: 1}", "optim.beta2: must be in [0, 1), got 1");
   EXPECT_ERROR("data: {max_bad_fraction: 1.5}", "data.max_bad_fraction: must be in [0, 1], got");
   EXPECT_ERROR("data: {read: mmap}", "data.read: must be one of index | stream, got 'mmap'");
+  EXPECT_ERROR("data: {read: stream}", "data.read: stream reads WebDataset shards only");
   EXPECT_ERROR("data: {shuffle_buffer: 0}", "data.shuffle_buffer: must be in [1, 1000000], got 0");
   EXPECT_ERROR("data: {samples_per_epoch: -1}", "data.samples_per_epoch: must be >= 0, got -1");
   EXPECT_ERROR("data: {stream_retries: 101}", "data.stream_retries: must be in [0, 100], got 101");
@@ -537,8 +538,9 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.loss.learnable_temperature = false;
   c.loss.max_logit_scale = 1e6;
   c.loss.negatives = "local";
-  c.data.dataset = "imagefolder";
+  c.data.dataset = "webdataset";        // data.read stream needs it
   c.data.path = "/data/my images: #1";  // needs quoting
+  c.data.val_path = "/data/val-{0..1}.tar";
   c.data.augment = "none";
   c.data.crop_scale_min = 0.1 + 0.2;  // 0.30000000000000004
   c.data.crop_scale_max = 0.9;
