@@ -169,17 +169,19 @@ class ShardServer {
   if (!ocl::data::has_http_reader()) GTEST_SKIP() << "built without libcurl"
 
 TEST(StreamedShards, PipeHttpAndLocalStreamsHoldTheSamplesOfTheIndexInOneOrder) {
-  OCL_REQUIRE_HTTP();
+  OCL_REQUIRE_PYTHON();
   const auto s = make_shards("same", 4, 6);
-  const ShardServer server(s.dir);
   // One epoch of 24 samples: each of the 2 workers streams its 2 shards once.
   StreamingLoader pipe(s.paths("pipe:cat " + s.dir + "/"), nullptr, options(4, 2, 24));
-  StreamingLoader http(s.paths(server.url("ok")), nullptr, options(4, 2, 24));
   StreamingLoader local(s.paths(s.dir + "/"), nullptr, options(4, 2, 24));
   const auto rows = epoch_rows(pipe, 0);
-  EXPECT_EQ(sorted(rows), s.rows);  // every sample once, pixels and labels whole
-  EXPECT_NE(rows, s.rows);          // shuffled
-  EXPECT_EQ(epoch_rows(http, 0), rows);
+  EXPECT_EQ(sorted(rows), s.rows);     // every sample once, pixels and labels whole
+  EXPECT_NE(rows, s.rows);             // shuffled
+  if (ocl::data::has_http_reader()) {  // a build without libcurl (the GPU kit's) has no http
+    const ShardServer server(s.dir);
+    StreamingLoader http(s.paths(server.url("ok")), nullptr, options(4, 2, 24));
+    EXPECT_EQ(epoch_rows(http, 0), rows);
+  }
   EXPECT_EQ(epoch_rows(local, 0), rows);
   EXPECT_NE(epoch_rows(local, 1), rows);  // another epoch, another order
   // The index path reads the same samples.
