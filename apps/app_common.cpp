@@ -48,6 +48,32 @@ extern "C" void on_stop_signal(int signo) {
   (void)!::write(STDERR_FILENO, g_first_message, std::strlen(g_first_message));
 }
 
+// A check that the whole value parses (`parse`, as std::stoll) and passes `ok`, described `rule`.
+template <class Parse, class Ok>
+CLI::Validator number_check(const std::string& rule, Parse parse, Ok ok) {
+  return CLI::Validator(
+      [rule, parse, ok](std::string& value) -> std::string {
+        try {
+          size_t used = 0;
+          const auto v = parse(value, &used);
+          if (used == value.size() && ok(v)) return "";
+        } catch (const std::exception&) {
+        }
+        return "expected " + rule + ", got '" + value + "'";
+      },
+      rule);
+}
+
+// Keeps the memory a step frees for the next instead of returning it to the kernel, which
+// zero-fills the pages again (about 3 % of a CPU step of ViT-S/16), unless the user tuned malloc.
+void keep_freed_memory_for_reuse() {
+  for (const char* tuned : {"GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}) {
+    if (std::getenv(tuned) != nullptr) return;
+  }
+  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 }  // namespace
 
 std::optional<int> run_local_workers_if_asked(int nproc_per_node,
@@ -91,40 +117,16 @@ std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv) {
 }
 
 CLI::Validator at_least(int64_t lowest) {
-  const std::string rule = "a whole number >= " + std::to_string(lowest);
-  return CLI::Validator(
-      [lowest, rule](std::string& value) -> std::string {
-        try {
-          size_t used = 0;
-          const long long v = std::stoll(value, &used);
-          if (used == value.size() && v >= lowest) return "";
-        } catch (const std::exception&) {
-        }
-        return "expected " + rule + ", got '" + value + "'";
-      },
-      rule);
+  return number_check(
+      "a whole number >= " + std::to_string(lowest),
+      [](const std::string& s, size_t* used) { return std::stoll(s, used); },
+      [lowest](long long v) { return v >= lowest; });
 }
 
 CLI::Validator positive() {
-  return CLI::Validator(
-      [](std::string& value) -> std::string {
-        try {
-          size_t used = 0;
-          const double v = std::stod(value, &used);
-          if (used == value.size() && v > 0 && std::isfinite(v)) return "";
-        } catch (const std::exception&) {
-        }
-        return "expected a number > 0, got '" + value + "'";
-      },
-      "a number > 0");
-}
-
-void keep_freed_memory_for_reuse() {
-  for (const char* tuned : {"GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"}) {
-    if (std::getenv(tuned) != nullptr) return;
-  }
-  ::mallopt(M_MMAP_THRESHOLD, 32 << 20);
-  ::mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  return number_check(
+      "a number > 0", [](const std::string& s, size_t* used) { return std::stod(s, used); },
+      [](double v) { return v > 0 && std::isfinite(v); });
 }
 
 int run_reporting_errors(const char* program, const std::function<int()>& body) {

@@ -1,6 +1,5 @@
-// What the apps reading a training config (ocl_pretrain, ocl_finetune, ocl_linprobe, ocl_knn,
-// ocl_bench) share beyond app_common.h: their common flags, --print-config's output, and how a
-// training run ends. One implementation, so that the apps cannot drift.
+// What the apps reading a training config share beyond app_common.h: their common flags,
+// --print-config's output, and how a training run ends.
 #pragma once
 
 #include <cstdint>
@@ -27,32 +26,28 @@ struct ConfigCommand {
 /// Adds --config (`config_help`), --set (with `set_example`), --nproc-per-node and --print-config.
 void add_config_flags(CLI::App& app, ConfigCommand& command, const std::string& config_help,
                       const std::string& set_example);
-/// Loads the config into `config` and this process's place into `launch`; with --print-config
-/// prints it (print_config's `section`), with --nproc-per-node starts the local workers and waits:
-/// returns the exit code when either ends this process.
+/// Loads the config and this process's place; with --print-config prints it (print_config), with
+/// --nproc-per-node runs the local workers: returns the exit code when either ends this process.
 std::optional<int> load_or_delegate(const ConfigCommand& command, const std::string& section,
                                     int argc, char** argv, io::Config& config,
                                     distributed::LaunchInfo& launch);
 /// Adds --weights (`note` appended to the help).
 void add_weights_flag(CLI::App& app, std::string& weights, const std::string& note = "");
 
-/// --print-config's output, on stdout: the resolved config with its derived values; for an
-/// evaluation section ("finetune", "linprobe") its effective batch and lr; for any `section`
-/// ("" for an app that trains nothing) its steps per epoch on the training set ("unknown", with
-/// the reason, when the set cannot be read). Writes nothing else.
+/// --print-config's output on stdout: the resolved config with its derived values; for an
+/// evaluation section its effective batch and lr; for any `section` ("" for an app that trains
+/// nothing) its steps per epoch ("unknown", with the reason, when the set cannot be read).
 void print_config(const io::Config& config, int64_t world_size, const std::string& section);
 
 /// Adds --resume and --overwrite (which exclude each other) and --stop-after-steps.
 void add_run_flags(CLI::App& app, engine::RunOptions& options, const std::string& resume_help,
                    const std::string& overwrite_help);
 
-/// Adds --eval (only evaluate, then exit: MAE's flag name) to `app`, with --eval-only as a
-/// deprecated alias that says so on stderr when used.
+/// Adds --eval (MAE's flag name) with --eval-only as a deprecated alias that says so when used.
 void add_eval_flag(CLI::App& app, const char* program, bool& eval, const std::string& description);
 
-/// How every training run ends: rank 0 alone reports. After a stop,
-/// "<program>: stopped cleanly; checkpoint <path>" on stderr; else `summary` on stdout (nothing
-/// when it is empty: a run that had nothing to do has logged so already).
+/// How every training run ends, on rank 0: after a stop "<program>: stopped cleanly; checkpoint
+/// <path>" on stderr; else `summary` (if any) on stdout.
 void report_end_of_run(const char* program, int64_t rank, bool interrupted,
                        const std::string& checkpoint, const std::string& summary);
 

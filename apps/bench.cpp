@@ -21,8 +21,7 @@
 #include <ocl/io/config.h>
 #include <ocl/optim/adamw_step.h>
 
-// OCL_BENCH_CUDA: LibTorch was built with CUDA (apps/CMakeLists.txt), so the caching
-// allocator's statistics can be read; CPU builds lack libc10_cuda and the CUDA runtime headers.
+// OCL_BENCH_CUDA: LibTorch was built with CUDA (apps/CMakeLists.txt): allocator statistics.
 #if defined(OCL_BENCH_CUDA)
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -48,27 +47,16 @@ double train_flops_per_image(const ocl::io::DerivedConfig& d) {
 
 using ocl::apps::synchronize;
 
-// The matrix-product rate the achieved TFLOP/s is measured against: n×n by n×n products, bf16
-// on CUDA (the tensor-core rate the bf16 step can at best reach), fp32 on CPU (a smoke run: the
-// CPU step is fp32). TFLOP/s = 2n³ per product.
+// The matrix-product rate the achieved TFLOP/s is measured against: n×n by n×n products (2n³
+// FLOPs), bf16 on CUDA (the tensor-core rate the bf16 step can at best reach), fp32 on CPU.
 double matmul_tflops(const torch::Device& device, int64_t n, at::ScalarType dtype) {
   torch::NoGradGuard no_grad;
   const auto opts = torch::TensorOptions().device(device).dtype(dtype);
   const auto a = torch::randn({n, n}, opts), b = torch::randn({n, n}, opts);
-  auto c = torch::mm(a, b);  // warm-up: cuBLAS handle, workspace, kernel choice
-  synchronize(device);
-  int64_t reps = 0;
-  const auto t0 = Clock::now();
-  // At least 3 products and 0.5 s, so that launch overhead and clock granularity do not count.
-  while (reps < 3 || seconds_since(t0) < 0.5) {
-    c = torch::mm(a, b);
-    ++reps;
-    if (reps % 4 == 0) synchronize(device);
-  }
-  synchronize(device);
-  const double secs = seconds_since(t0);
+  const double secs = ocl::apps::seconds_per_call(
+      device, [&] { torch::mm(a, b); }, 0.5);
   const double nn = static_cast<double>(n);
-  return 2.0 * nn * nn * nn * static_cast<double>(reps) / secs / 1e12;
+  return 2.0 * nn * nn * nn / secs / 1e12;
 }
 
 // Peak bytes the CUDA caching allocator handed out since the last reset (index 0 of the stat
@@ -81,10 +69,6 @@ double peak_memory_gib(const torch::Device& device) {
   const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index(device));
   return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024.0 * 1024.0);
 }
-void reset_peak_memory(const torch::Device& device) {
-  c10::cuda::CUDACachingAllocator::resetPeakStats(cuda_index(device));
-}
-void release_cached_memory() { c10::cuda::CUDACachingAllocator::emptyCache(); }
 #endif
 
 // The same uint8 batch for every micro-batch (the step without the data path).
@@ -100,8 +84,7 @@ class FixedBatch : public ocl::engine::BatchSource {
   ocl::data::Batch batch_;
 };
 
-// A Pretrainer of `config` on synthetic data that writes nothing and logs warnings only: its
-// loop's step is what the benchmarks time (the training step of a real run, the same code).
+// A Pretrainer of `config` on synthetic data that writes nothing and logs warnings only.
 std::unique_ptr<ocl::engine::Pretrainer> quiet_trainer(const ocl::io::Config& config,
                                                        const ocl::distributed::LaunchInfo& launch) {
   ocl::engine::PretrainOptions quiet;
@@ -116,9 +99,8 @@ std::unique_ptr<ocl::engine::Pretrainer> quiet_trainer(const ocl::io::Config& co
   return std::make_unique<ocl::engine::Pretrainer>(step_config, quiet);
 }
 
-// The loop's own step three ways on every rank (GradSyncMode: local, overlapped, after
-// backward), global negatives gathered in all three: after − local is the all-reduce time;
-// overlapped − local what of it still shows; the rest was hidden behind backward. Rank 0 prints
+// The loop's step three ways on every rank (GradSyncMode: local, overlapped, after backward):
+// after − local is the all-reduce time, overlapped − local what of it still shows. Rank 0 prints
 // the medians.
 int bench_grad_sync(const ocl::io::Config& config, const ocl::distributed::LaunchInfo& launch,
                     int64_t steps, int64_t warmup) {
@@ -128,7 +110,6 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::distributed::Launc
   auto& comm = *trainer->context().process().comm;
   const torch::Device device = trainer->context().process().device;
   const auto& t = config.train;
-  // A fixed batch of random pixels: the data path is not what is measured here.
   torch::manual_seed(static_cast<uint64_t>(t.seed) + static_cast<uint64_t>(launch.rank));
   ocl::data::Batch batch;
   batch.images =
@@ -177,8 +158,7 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::distributed::Launc
   return 0;
 }
 
-// The loader alone: decode or generate, augment, uint8 batches of the config's data set, for
-// `batches` batches (none: only the first, which the step benchmark reuses).
+// The loader alone for `batches` batches of the config's data set; returns the first.
 ocl::data::Batch bench_loader(const ocl::io::Config& config, int64_t batches) {
   const auto& t = config.train;
   const int img = static_cast<int>(config.model.img_size);
@@ -227,10 +207,8 @@ ocl::data::Batch bench_loader(const ocl::io::Config& config, int64_t batches) {
   return std::move(*first);
 }
 
-// The largest batch whose step fits in GPU memory: doubling from the configured batch until a
-// step runs out of memory, then bisection between the last batch that fit and the first that
-// did not. Two steps per trial: the first allocates the optimiser state, the second shows the
-// steady-state peak.
+// The largest batch whose step fits in GPU memory: doubling from `batch` until out of memory,
+// then bisection. Two steps per trial (the first allocates the optimiser state).
 void search_max_batch(ocl::engine::Pretrainer& trainer,
                       const std::function<void(const torch::Tensor&)>& step, int64_t batch, int img,
                       const torch::Device& device) {
@@ -245,7 +223,7 @@ void search_max_batch(ocl::engine::Pretrainer& trainer,
       return true;
     } catch (const c10::OutOfMemoryError&) {
       ocl::compat::zero_grad(trainer.model()->parameters());
-      release_cached_memory();
+      c10::cuda::CUDACachingAllocator::emptyCache();
       return false;
     }
   };
@@ -271,8 +249,8 @@ void search_max_batch(ocl::engine::Pretrainer& trainer,
 #endif
 }
 
-// The loop's training step on a fixed batch already on the device, the data path being measured
-// apart; then the matmul rate and the largest batch when asked.
+// The loop's training step on a fixed batch on the device; then the matmul rate and the largest
+// batch when asked.
 int bench_step(const BenchArgs& args, const ocl::io::Config& config,
                const ocl::data::Batch& first) {
   const auto d = ocl::io::derive(config);
@@ -287,16 +265,14 @@ int bench_step(const BenchArgs& args, const ocl::io::Config& config,
     return loop.step();
   };
   auto images = first.images.to(device);
-  // A step runs optim.accum_iter micro-batches of this batch (the configs' recipes accumulate):
-  // each counts, so img/s is the images a step trains on.
+  // A step runs optim.accum_iter micro-batches of this batch: img/s counts them all.
   const int64_t B = images.size(0) * config.optim.accum_iter;
   for (int64_t i = 0; i < args.warmup; ++i) step(images);
-  // The timer starts on an idle device and stops when the last update has run: the step's own
-  // synchronisation (the loss read) comes before its update. The peak is the steady state's,
-  // after the warm-up allocated the optimiser state (as bench_gpu.py measures it).
+  // Timed from an idle device to the last update's end (the step's loss read comes before its
+  // update); the peak is the steady state's, after the warm-up (as bench_gpu.py measures it).
   synchronize(device);
 #if defined(OCL_BENCH_CUDA)
-  if (device.is_cuda()) reset_peak_memory(device);
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(cuda_index(device));
 #endif
   const auto t0 = Clock::now();
   double loss = 0;
@@ -326,19 +302,6 @@ int bench_step(const BenchArgs& args, const ocl::io::Config& config,
         static_cast<int>(config.model.img_size), device);
   }
   return 0;
-}
-
-void print_setup(const BenchArgs& args, const ocl::io::Config& config, const torch::Device& device,
-                 bool bf16, bool tf32) {
-  const auto d = ocl::io::derive(config);
-  std::printf(
-      "config=%s arch=%s img=%lld patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "
-      "batch=%lld threads=%d device=%s precision=%s tf32=%d torch=%s\n",
-      args.command.config_path.c_str(), config.model.arch.c_str(), (long long)config.model.img_size,
-      (long long)d.patch_size, (long long)d.embed_dim, (long long)d.depth, (long long)d.num_heads,
-      (long long)d.tokens_per_group, (long long)config.train.batch_size, torch::get_num_threads(),
-      device.str().c_str(), bf16 ? "bf16" : "fp32", tf32 ? 1 : 0,
-      ocl::compat::torch_version().c_str());
 }
 
 }  // namespace
@@ -373,9 +336,16 @@ int run_benchmarks(const BenchArgs& args, ocl::io::Config config) {
         "--max-batch needs a CUDA device (train.device=cuda); this run is on " + device.str());
   }
   const bool bf16 = process.bf16;
-  print_setup(args, config, device, bf16, process.tf32);
+  const auto d = ocl::io::derive(config);
+  std::printf(
+      "config=%s arch=%s img=%lld patch=%lld D=%lld depth=%lld heads=%lld tokens_per_group=%lld "
+      "batch=%lld threads=%d device=%s precision=%s tf32=%d torch=%s\n",
+      args.command.config_path.c_str(), config.model.arch.c_str(), (long long)config.model.img_size,
+      (long long)d.patch_size, (long long)d.embed_dim, (long long)d.depth, (long long)d.num_heads,
+      (long long)d.tokens_per_group, (long long)config.train.batch_size, torch::get_num_threads(),
+      device.str().c_str(), bf16 ? "bf16" : "fp32", process.tf32 ? 1 : 0,
+      ocl::compat::torch_version().c_str());
   if (args.micro) {
-    const auto d = ocl::io::derive(config);
     run_micro_benchmarks({.sequences = 2 * config.train.batch_size,
                           .seq = d.tokens_per_group + 1,
                           .dim = d.embed_dim,

@@ -1,10 +1,10 @@
-// ocl_bench's measurements, outside its main: the training step on a fixed batch beside the
-// loader alone, the gradient all-reduce's overlap, the matmul rate, the largest batch that fits,
-// and (--micro) the step's pieces: the block's GEMM shapes, attention per SDPA backend and each
-// ocl::ops operation against its ATen composite. Each prints one key=value line a measurement.
+// ocl_bench's measurements: the training step on a fixed batch, the loader alone, the gradient
+// all-reduce's overlap, the matmul rate, the largest batch that fits, and (--micro) the step's
+// pieces. Each prints one key=value line a measurement.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "app_training.h"
 #include <c10/core/Device.h>
@@ -29,6 +29,9 @@ struct MicroShapes {
 
 /// Waits for the device's queued work (nothing to wait for on a CPU).
 void synchronize(const c10::Device& device);
+/// Seconds a call of `fn`: one warm-up, then at least 3 calls and `min_seconds`.
+double seconds_per_call(const c10::Device& device, const std::function<void()>& fn,
+                        double min_seconds = 0.2);
 
 void run_micro_benchmarks(const MicroShapes& shapes, const c10::Device& device,
                           c10::ScalarType dtype);

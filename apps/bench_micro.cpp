@@ -15,24 +15,6 @@
 namespace ocl::apps {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-// Seconds a call of `fn`: one warm-up, then at least 3 calls and 0.2 s.
-double seconds_per_call(const c10::Device& device, const std::function<void()>& fn) {
-  fn();
-  synchronize(device);
-  int64_t reps = 0;
-  const auto t0 = Clock::now();
-  double secs = 0;
-  while (reps < 3 || secs < 0.2) {
-    fn();
-    ++reps;
-    synchronize(device);
-    secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  }
-  return secs / static_cast<double>(reps);
-}
-
 // Each linear of a block as the step runs it: the forward product, the input's gradient and the
 // weight's gradient, in TFLOP/s (2·M·N·K a product).
 void bench_gemms(const MicroShapes& s, const torch::TensorOptions& opts) {
@@ -149,6 +131,22 @@ void bench_fused_ops(const MicroShapes& s, const torch::TensorOptions& opts,
 
 void synchronize(const c10::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
+}
+
+double seconds_per_call(const c10::Device& device, const std::function<void()>& fn,
+                        double min_seconds) {
+  fn();
+  synchronize(device);
+  int64_t reps = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double secs = 0;
+  while (reps < 3 || secs < min_seconds) {
+    fn();
+    ++reps;
+    synchronize(device);
+    secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  return secs / static_cast<double>(reps);
 }
 
 void run_micro_benchmarks(const MicroShapes& shapes, const c10::Device& device,

@@ -1,6 +1,5 @@
-// ocl_bench: throughput of the pre-training step and of the data loader for a config, on
-// synthetic data, one `key=value` line a measurement (bench.h); scripts/bench_pretrain.sh and
-// scripts/bench_gpu.sh put it beside the same step in PyTorch.
+// ocl_bench: throughput of the pre-training step and of the data loader for a config, one
+// `key=value` line a measurement (bench.h); scripts/bench_*.sh compare it with PyTorch's.
 //
 //   ocl_bench --config configs/vits16.yaml --set train.batch_size=32 --steps 10 --warmup 2
 #include "app_common.h"

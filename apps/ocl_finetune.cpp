@@ -29,9 +29,8 @@ int main(int argc, char** argv) {
   return ocl::apps::run_reporting_errors("ocl_finetune", [&] {
     ocl::io::Config config;
     if (auto code =
-            ocl::apps::load_or_delegate(command, "finetune", argc, argv, config, options.launch)) {
+            ocl::apps::load_or_delegate(command, "finetune", argc, argv, config, options.launch))
       return *code;
-    }
     if (options.weights == "none" && options.resume.empty()) {
       std::fprintf(stderr,
                    "ocl_finetune: --weights none: fine-tuning a randomly initialised encoder "

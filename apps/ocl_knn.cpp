@@ -59,10 +59,10 @@ void add_flags(CLI::App& app, KnnArgs& a) {
 }
 
 // Both splits' features and labels for cross-checks; with --save-inputs, the first validation
-// images as the encoder saw them (the same loader, transform and normalisation).
+// images as the encoder saw them.
 void save_features(const KnnArgs& a, const ocl::engine::KnnEvaluation& knn,
-                   const ocl::engine::KnnData& data, int img, const ocl::engine::Process& process,
-                   const ocl::engine::KnnSettings& settings) {
+                   const ocl::engine::KnnData& data, int img, const ocl::engine::Process& process) {
+  const auto& settings = a.settings;
   ocl::io::TensorMap saved{{"train_features", knn.bank.features},
                            {"train_labels", knn.bank.labels},
                            {"val_features", knn.held_out.features},
@@ -115,7 +115,7 @@ int run_knn(KnnArgs& a, const ocl::io::Config& config, const ocl::distributed::L
              r.top1, r.top5);
   }
   // After the figures, so that a write that fails (a full disk) loses nothing already computed.
-  if (!a.save_features.empty()) save_features(a, knn, data, img, process, settings);
+  if (!a.save_features.empty()) save_features(a, knn, data, img, process);
   if (process.comm) process.comm->barrier("end of ocl_knn");
   return 0;
 }
@@ -130,9 +130,8 @@ int main(int argc, char** argv) {
   return ocl::apps::run_reporting_errors("ocl_knn", [&] {
     ocl::io::Config config;
     ocl::distributed::LaunchInfo launch;
-    if (auto code = ocl::apps::load_or_delegate(args.command, "", argc, argv, config, launch)) {
+    if (auto code = ocl::apps::load_or_delegate(args.command, "", argc, argv, config, launch))
       return *code;
-    }
     return run_knn(args, config, launch);
   });
 }

@@ -29,9 +29,8 @@ int main(int argc, char** argv) {
   return ocl::apps::run_reporting_errors("ocl_linprobe", [&] {
     ocl::io::Config config;
     if (auto code =
-            ocl::apps::load_or_delegate(command, "linprobe", argc, argv, config, options.launch)) {
+            ocl::apps::load_or_delegate(command, "linprobe", argc, argv, config, options.launch))
       return *code;
-    }
     options.stop_requested = ocl::apps::install_stop_handlers("ocl_linprobe");
     ocl::engine::LinearProbe probe(config, options);
     const auto r = probe.run();

@@ -1,15 +1,8 @@
 // ocl_pack: converts a data set into packed shards (include/ocl/data/packed.h, memory-mapped by
-// `data.dataset: packed`) or, with --format webdataset, WebDataset tar shards (data/tar_writer.h).
+// `data.dataset: packed`) or, with --format webdataset, WebDataset tar shards (data/tar_writer.h);
+// usage in docs/pretraining.md.
 //
 //   ocl_pack --source /data/imagenet --output /data/imagenet-pack             (train/ and val/)
-//   ocl_pack --source /data/imagenet --output /data/in-raw --encoding raw --short-side 160
-//   ocl_pack --source /data/cifar10 --from cifar10 --output /data/cifar10-pack --short-side 0
-//   ocl_pack ... --resume                          (continue an interrupted run)
-//   ocl_pack --source /data/imagenet --output /data/in-wds --format webdataset --shard-mb 512
-//
-// Images are shrunk to --short-side and stored as JPEG or raw RGB in the source's order;
-// unreadable ones are skipped and named. A signal closes the open shard first, so that --resume
-// loses nothing; nothing is overwritten without --overwrite. docs/pretraining.md says more.
 #include <cstdio>
 
 #include "app_common.h"

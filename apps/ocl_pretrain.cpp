@@ -23,9 +23,8 @@ int main(int argc, char** argv) {
   return ocl::apps::run_reporting_errors("ocl_pretrain", [&] {
     ocl::io::Config config;
     if (auto code =
-            ocl::apps::load_or_delegate(command, "train", argc, argv, config, options.launch)) {
+            ocl::apps::load_or_delegate(command, "train", argc, argv, config, options.launch))
       return *code;
-    }
     options.stop_requested = ocl::apps::install_stop_handlers("ocl_pretrain");
     ocl::engine::Pretrainer trainer(config, options);
     const auto result = trainer.run();

@@ -1,8 +1,6 @@
-// ocl_preview: a PNG of what a config's pre-training reads, to see a data set's nuisances and
-// what the augmentations do to them before spending hours on a run. One row per image of the
-// training split: its held-out view (what the kNN monitor and the evaluation apps see), then the
-// copy each token group reads in the first epoch, drawn as the loader draws it (equal columns
-// with mask.group_views shared). With --grid N, the held-out view alone, N images a row.
+// ocl_preview: a PNG of what a config's pre-training reads. One row per training image: its
+// held-out view (what the kNN monitor and evaluation see), then the copy each token group reads
+// in the first epoch, as the loader draws it. With --grid N, the held-out view alone, N a row.
 //
 //   ocl_preview --config configs/quickstart_robust.yaml --output robust.png --images 12
 #include <algorithm>
@@ -30,8 +28,7 @@ struct PreviewArgs {
 
 constexpr int kGap = 2;               // pixels between cells
 constexpr uint8_t kBackground = 255;  // white between cells
-// The largest side of a sheet: 32,768 pixels (a 3 GiB picture at most), far past what a viewer
-// shows and inside int and the PNG writer's range.
+// The largest side of a sheet (a 3 GiB picture at most), inside int and the PNG writer's range.
 constexpr int kMaxSide = 32768;
 
 // Copies `cell` into `sheet` at (top, left), each pixel as a zoom × zoom block.
@@ -79,8 +76,7 @@ int preview(const PreviewArgs& a) {
   sheet.pixels.assign(static_cast<size_t>(sheet.width) * sheet.height * 3, kBackground);
   for (int64_t n = 0; n < a.images; ++n) {
     const int64_t index = a.first + n;
-    // The seed the loader gives this sample in epoch 0 (data/loader.h), so the copies are the
-    // ones the first epoch trains on.
+    // The seed the loader gives this sample in epoch 0 (data/loader.h).
     const uint64_t seed = ocl::data::sample_seed(config.train.seed, 0, index);
     const auto image = dataset->load(index);
     if (!image) throw std::runtime_error("image " + std::to_string(index) + " is unreadable");

@@ -1,16 +1,17 @@
-# ocl_add_test(<exe> [SERIAL] [SEPARATE] LABELS <label>... SOURCES <file>...): one GoogleTest executable
+# ocl_add_test(<exe> [SERIAL] LABELS <label>... SOURCES <file>...): one GoogleTest executable
 # whose cases become CTest tests carrying the given labels (unit, reference, integration, gpu).
 # SERIAL: each case runs alone under `ctest -j N` (RUN_SERIAL), for cases that start processes
-# using every core, time their peers or hold the GPU; the others share the cores. The sources
-# are compiled in unity batches (OCL_UNITY_BUILD) unless SEPARATE: files whose helpers share
-# names. With OCL_TEST_SHARDS=N (CI), a non-SERIAL executable is N CTest tests instead,
-# <label>.shard-I-of-N, each running every N-th case (GoogleTest's sharding): a LibTorch process
-# start costs 0.5 s (1 s with CUDA's libraries), about a third of the unit suite when every case
-# is its own process. Skipped cases are then named in Testing/Temporary/LastTest.log.
+# using every core (two at once took ten times as long: OpenMP threads spinning on shared cores),
+# time their peers or hold the GPU; the others share the cores. The sources are compiled in
+# unity batches (OCL_UNITY_BUILD): each file's helpers need names of their own. With
+# OCL_TEST_SHARDS=N (CI), a non-SERIAL executable is N CTest tests instead, <label>.shard-I-of-N,
+# each running every N-th case (GoogleTest's sharding): a LibTorch process start costs 0.5 s
+# (1 s with CUDA's libraries), about a third of the unit suite when every case is its own process.
+# Skipped cases are then named in Testing/Temporary/LastTest.log.
 function(ocl_add_test name)
-  cmake_parse_arguments(ARG "SERIAL;SEPARATE" "" "LABELS;SOURCES" ${ARGN})
+  cmake_parse_arguments(ARG "SERIAL" "" "LABELS;SOURCES" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
-  if(OCL_UNITY_BUILD AND NOT ARG_SEPARATE)
+  if(OCL_UNITY_BUILD)
     set_target_properties(${name} PROPERTIES UNITY_BUILD ON UNITY_BUILD_BATCH_SIZE 8)
   endif()
   target_link_libraries(${name} PRIVATE ocl::ocl GTest::gtest GTest::gtest_main)

@@ -1,7 +1,6 @@
-// The one place that knows LibTorch 1.13 from 2.x (attention, autocast, fused AdamW, optimiser
-// state keys, LayerNorm of mixed dtypes, gradient zeroing): the rest of ocl calls these helpers
-// instead of testing TORCH_VERSION_* itself. The c10d differences live in
-// src/distributed/communicator.cpp, so that ocl's public headers need no Gloo or NCCL headers.
+// The one place that knows LibTorch 1.13 from 2.x: the rest of ocl calls these helpers instead of
+// testing TORCH_VERSION_* itself (the c10d differences live in src/distributed/communicator.cpp,
+// so that public headers need no Gloo or NCCL headers).
 #pragma once
 
 #include <memory>
@@ -20,23 +19,20 @@ namespace ocl::compat {
 /// "1.13.0", "2.6.0", ... : the LibTorch these headers belong to.
 std::string torch_version();
 
-/// at::_fused_adamw_ has a kernel for tensors on this device type with this LibTorch: CUDA from
-/// 2.0, CPU from 2.6 (the CPU kernel appeared in 2.4; 2.6 is the oldest 2.x this project builds
-/// and tests against).
+/// at::_fused_adamw_ has a kernel for this device type in this LibTorch: CUDA from 2.0, CPU from
+/// 2.6 (the kernel came in 2.4; 2.6 is the oldest 2.x this project builds and tests against).
 bool fused_adamw_supported(c10::DeviceType device);
 
-/// One at::_fused_adamw_ call (amsgrad and maximize off, no grad scaler) for tensors of one
-/// device and dtype, as torch.optim.AdamW(fused=True). `state_steps`: float32 0-d tensors on the
-/// parameters' device holding the step number after this update (entries may be shared).
-/// `found_inf` (optional, the same kind): where it holds 1 the kernel leaves everything as it
-/// was, decided on the device. Throws where fused_adamw_supported() is false.
+/// One at::_fused_adamw_ call (no amsgrad, maximize or grad scaler) on tensors of one device and
+/// dtype. `state_steps`: float32 0-d tensors there, the step number after this update; `found_inf`
+/// (optional, the same kind): 1 leaves everything unchanged. Throws where unsupported.
 void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                   at::TensorList exp_avg_sqs, at::TensorList state_steps, double lr, double beta1,
                   double beta2, double weight_decay, double eps,
                   const at::Tensor& found_inf = at::Tensor());
 
-/// Scaled dot-product attention without mask or dropout.
-/// q, k, v: [B, H, T, hd] → [B, H, T, hd]. Uses SDPA on 2.x, the explicit form on 1.13.
+/// Attention without mask or dropout, q, k, v: [B, H, T, hd] → [B, H, T, hd]. SDPA on 2.x, the
+/// explicit form on 1.13.
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 /// The kernels at::scaled_dot_product_attention chooses from (LibTorch >= 2.6 lets a program
@@ -45,8 +41,8 @@ enum class SdpaBackend { kFlash, kMemEfficient, kCuDNN, kMath };
 const char* sdpa_backend_name(SdpaBackend backend);
 inline constexpr bool kCanChooseSdpaBackend = OCL_TORCH_AT_LEAST(2, 6);
 
-/// Leaves SDPA one backend while it lives (a call it cannot serve then throws), and restores the
-/// previous choice after. Throws where kCanChooseSdpaBackend is false.
+/// Leaves SDPA one backend while it lives (a call it cannot serve throws), then restores the
+/// previous choice. Throws where kCanChooseSdpaBackend is false.
 class SdpaBackendScope {
  public:
   explicit SdpaBackendScope(SdpaBackend only);
@@ -58,19 +54,16 @@ class SdpaBackendScope {
   bool flash_ = true, mem_efficient_ = true, cudnn_ = true, math_ = true;
 };
 
-/// The explicit softmax(q·kᵀ/√hd)·v, on every version: the 1.13 path, and the reference the
-/// SDPA path is tested against.
+/// softmax(q·kᵀ/√hd)·v on every version: the 1.13 path and the SDPA path's reference.
 at::Tensor attention_explicit(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
-/// LayerNorm over the last dimension of an input whose dtype may differ from the weight's (1.13's
-/// CPU kernel rejects bf16 with fp32 weights): the input is upcast and the result has the
-/// weight's dtype, as under CUDA autocast, where layer_norm runs in fp32.
+/// LayerNorm over the last dimension of an input of another dtype than the weight's (1.13's CPU
+/// kernel rejects bf16 with fp32 weights): the result has the weight's dtype, as under autocast.
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                       double eps);
 
-/// RAII autocast scope for one device type (CPU or CUDA): enables (or disables) autocast with
-/// the given dtype, and restores the previous state, dtype and cache on destruction, as
-/// Python's `torch.autocast` context manager does.
+/// RAII autocast scope for one device type (CPU or CUDA), as Python's `torch.autocast`: enables
+/// (or disables) it with `dtype`, and restores the previous state, dtype and cache after.
 class AutocastGuard {
  public:
   AutocastGuard(c10::DeviceType device, bool enabled, at::ScalarType dtype = at::kBFloat16);
@@ -84,9 +77,8 @@ class AutocastGuard {
   at::ScalarType prev_dtype_;
 };
 
-/// The point a device's current stream has reached when the mark is made: wait() blocks the host
-/// until the device has passed it, not for work queued after it (a CPU device is always past
-/// it). What lets the host read a step's figures while the next step runs.
+/// The point a device's current stream has reached: wait() blocks the host until the device has
+/// passed it, not for work queued after it (no-op on CPU). Lets the host read a step's figures.
 class StreamMark {
  public:
   explicit StreamMark(c10::Device device);
@@ -115,9 +107,8 @@ std::string optimizer_state_key(const at::Tensor& p);
 /// Zeroes every defined gradient in place (Optimizer::zero_grad() sets them to undefined on 2.x),
 /// so gradients that are views into communication buckets stay views.
 void zero_grad(const std::vector<at::Tensor>& params);
-/// Sets every gradient to undefined (zero_grad(set_to_none=True)): the next backward hands each
-/// parameter its gradient as is instead of adding it to a zeroed one (a memset and a pass over
-/// every gradient per step saved). Not for gradients that are views into buckets (zero_grad).
+/// Sets every gradient to undefined (set_to_none=True): backward then hands each parameter its
+/// gradient instead of adding to a zeroed one. Not for views into buckets (zero_grad).
 void clear_grad(const std::vector<at::Tensor>& params);
 
 }  // namespace ocl::compat

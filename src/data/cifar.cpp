@@ -5,8 +5,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <stdexcept>
+
+#include <fmt/format.h>
 
 namespace ocl::data {
 namespace fs = std::filesystem;
@@ -36,12 +37,10 @@ std::vector<std::string> read_names(const fs::path& path) {
 CifarDataset::CifarDataset(const std::string& dir, CifarVariant variant, bool train)
     : dir_(dir), variant_(variant), train_(train) {
   const bool c10 = variant == CifarVariant::Cifar10;
-  const std::vector<std::string> files =
-      c10 ? (train ? std::vector<std::string>{"data_batch_1.bin", "data_batch_2.bin",
-                                              "data_batch_3.bin", "data_batch_4.bin",
-                                              "data_batch_5.bin"}
-                   : std::vector<std::string>{"test_batch.bin"})
-          : std::vector<std::string>{train ? "train.bin" : "test.bin"};
+  std::vector<std::string> files{c10 ? "test_batch.bin" : train ? "train.bin" : "test.bin"};
+  if (c10 && train)
+    files = {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin",
+             "data_batch_5.bin"};
   // The archives unpack into a sub-folder; accept the folder above it too.
   fs::path base(dir);
   const fs::path nested = base / (c10 ? "cifar-10-batches-bin" : "cifar-100-binary");
@@ -55,24 +54,22 @@ CifarDataset::CifarDataset(const std::string& dir, CifarVariant variant, bool tr
   for (const auto& name : files) {
     const fs::path path = base / name;
     std::ifstream in(path, std::ios::binary);
-    if (!in) {
+    if (!in)
       throw std::runtime_error("CIFAR: cannot open " + path.string() + " (expected the " +
                                (c10 ? "CIFAR-10" : "CIFAR-100") + " binary version)");
-    }
     std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
                                std::istreambuf_iterator<char>());
     if (bytes.empty() || bytes.size() % record != 0)
-      throw std::runtime_error("CIFAR: " + path.string() + " holds " +
-                               std::to_string(bytes.size()) + " bytes, not a whole number of " +
-                               std::to_string(record) + "-byte records (truncated?)");
+      throw std::runtime_error(fmt::format(
+          "CIFAR: {} holds {} bytes, not a whole number of {}-byte records (truncated?)",
+          path.string(), bytes.size(), record));
     const size_t n = bytes.size() / record;
     for (size_t i = 0; i < n; ++i) {
       const uint8_t* r = bytes.data() + i * record;
       const int32_t label = r[label_bytes - 1];  // CIFAR-100: (coarse, fine), the fine one
       if (label >= num_classes)
-        throw std::runtime_error("CIFAR: " + path.string() + " record " + std::to_string(i) +
-                                 " has label " + std::to_string(label) + ", expected < " +
-                                 std::to_string(num_classes));
+        throw std::runtime_error(fmt::format("CIFAR: {} record {} has label {}, expected < {}",
+                                             path.string(), i, label, num_classes));
       labels_.push_back(label);
       pixels_.insert(pixels_.end(), r + label_bytes, r + record);
     }
@@ -81,17 +78,15 @@ CifarDataset::CifarDataset(const std::string& dir, CifarVariant variant, bool tr
   classes_ = read_names(base / (c10 ? "batches.meta.txt" : "fine_label_names.txt"));
   if (static_cast<int64_t>(classes_.size()) != num_classes) {
     classes_.clear();
-    for (int64_t c = 0; c < num_classes; ++c) {
+    for (int64_t c = 0; c < num_classes; ++c)
       classes_.push_back(c10 ? kCifar10Names[c] : "class_" + std::to_string(c));
-    }
   }
 }
 
 int64_t CifarDataset::label(int64_t index) const {
-  if (index < 0 || index >= size()) {
+  if (index < 0 || index >= size())
     throw std::out_of_range("CIFAR: index " + std::to_string(index) + " out of range [0, " +
                             std::to_string(size()) + ")");
-  }
   return labels_[static_cast<size_t>(index)];
 }
 
@@ -108,11 +103,9 @@ std::optional<Image> CifarDataset::load(int64_t index, BadSample*) const {
 }
 
 std::string CifarDataset::describe() const {
-  std::ostringstream s;
-  s << (variant_ == CifarVariant::Cifar10 ? "cifar10" : "cifar100") << ": " << dir_ << ", "
-    << (train_ ? "train" : "test") << ", " << size() << " images, " << classes_.size()
-    << " classes";
-  return s.str();
+  return fmt::format("{}: {}, {}, {} images, {} classes",
+                     variant_ == CifarVariant::Cifar10 ? "cifar10" : "cifar100", dir_,
+                     train_ ? "train" : "test", size(), classes_.size());
 }
 
 }  // namespace ocl::data

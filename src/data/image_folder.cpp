@@ -11,7 +11,6 @@
 #include <cctype>
 #include <cerrno>
 #include <climits>
-#include <cstdio>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -22,6 +21,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include <fmt/format.h>
 #include <sys/stat.h>
 
 #ifdef OCL_WITH_IMGCODECS
@@ -41,9 +41,8 @@ using io::join_path;
 namespace {
 
 constexpr const char* kCacheMagic = "ocl-filelist 1";
-// A directory modified this close to (or after) the scan may change again within the same
-// timestamp tick without its mtime moving (git's "racily clean" entries; FAT's mtime has 2 s
-// resolution): such a cache entry is not trusted.
+// A folder modified this close to (or after) the scan may change again within the same mtime
+// tick unseen (git's "racily clean"; FAT's 2 s resolution): such a cache entry is not trusted.
 constexpr int64_t kRacySlackNs = 2'000'000'000;
 
 struct Stamp {
@@ -64,15 +63,8 @@ bool stat_dir(const std::string& path, Stamp* stamp, std::pair<dev_t, ino_t>* id
   return true;
 }
 
-Stamp now() {
-  timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
-  return {static_cast<int64_t>(ts.tv_sec), ts.tv_nsec};
-}
-
-// Lists `dir`'s visible sub-folders and image files, sorted (symbolic links followed, as
-// torchvision's os.walk(followlinks=True) and os.path.isfile do). Returns "" or, when the folder
-// cannot be listed (permissions, I/O), the reason: what was listed before the error is kept.
+// Lists `dir`'s visible sub-folders and image files, sorted, links followed (as torchvision's
+// os.walk(followlinks=True)). Returns "" or why the listing stopped (what came before is kept).
 std::string list_dir(const std::string& dir, std::vector<std::string>* dirs,
                      std::vector<std::string>* images) {
   std::error_code ec;
@@ -146,16 +138,12 @@ bool has_line_break(const std::string& s) { return s.find_first_of("\r\n") != st
 //   classes <n>, then per class "class <count> <name>" and <count> root-relative paths
 void write_cache(const std::string& path, const std::string& root, const Stamp& scanned,
                  const Scan& scan) {
-  std::vector<const std::string*> names;
-  for (const auto& d : scan.root_dirs) names.push_back(&d);
-  for (const auto& d : scan.dirs) names.push_back(&d.rel);
+  bool line_break = has_line_break(root);
+  for (const auto& d : scan.root_dirs) line_break |= has_line_break(d);
+  for (const auto& d : scan.dirs) line_break |= has_line_break(d.rel);
   for (const auto& c : scan.files)
-    for (const auto& f : c) names.push_back(&f);
-  if (has_line_break(root) || std::any_of(names.begin(), names.end(), [](const std::string* s) {
-        return has_line_break(*s);
-      })) {
-    return;  // a line-based file cannot hold such names: go without a cache
-  }
+    for (const auto& f : c) line_break |= has_line_break(f);
+  if (line_break) return;  // a line-based file cannot hold such names: go without a cache
   std::ostringstream out;
   out << kCacheMagic << "\nroot " << root << "\nscanned " << scanned.sec << " " << scanned.nsec
       << "\nsubdirs " << scan.root_dirs.size() << "\n";
@@ -167,8 +155,7 @@ void write_cache(const std::string& path, const std::string& root, const Stamp& 
     out << "class " << scan.files[c].size() << " " << scan.classes[c] << "\n";
     for (const auto& f : scan.files[c]) out << f << "\n";
   }
-  // Replaced atomically: a reader sees the old or the new file, whole. An unwritable location
-  // (a read-only data set) just means no cache.
+  // Replaced atomically; an unwritable location (a read-only data set) just means no cache.
   try {
     io::write_text_atomic(path, out.str());
   } catch (const std::runtime_error&) {
@@ -203,10 +190,8 @@ std::optional<Scan> read_cache(const std::string& path, const std::string& root)
     return std::nullopt;
   }
   Stamp scanned;
-  {
-    std::istringstream s(rest);
-    if (!(s >> scanned.sec >> scanned.nsec)) return std::nullopt;
-  }
+  std::istringstream scanned_text(rest);
+  if (!(scanned_text >> scanned.sec >> scanned.nsec)) return std::nullopt;
   Scan scan;
   size_t n = 0;
   if (!count("subdirs ", &n)) return std::nullopt;
@@ -282,10 +267,9 @@ std::optional<Image> fail(std::string* reason, const std::string& why) {
 
 std::atomic<int64_t> g_max_image_pixels{kDefaultMaxImagePixels};
 
-// The format a file's first bytes announce, of those ocl hands to OpenCV (BMP, WebP, TIFF, PNM),
-// or nullptr. Nothing else reaches OpenCV, not GIF either (OpenCV 4.6 passes it on to the next
-// signature that matches): Debian's imgcodecs also tries GDCM, GDAL, JPEG 2000, OpenEXR and more,
-// and GDCM aborts the process on a 137-byte corrupt file (found by fuzz/image_fuzz.cpp).
+// The format the first bytes announce of those ocl hands to OpenCV (BMP, WebP, TIFF, PNM), or
+// nullptr: nothing else (not GIF: OpenCV 4.6 tries the next signature) may reach Debian's
+// imgcodecs, whose GDCM aborts the process on a 137-byte corrupt file (fuzz/image_fuzz.cpp).
 const char* format_of(const uint8_t* data, size_t size) {
   auto starts = [&](const char* magic, size_t n, size_t at = 0) {
     return size >= at + n && std::memcmp(data + at, magic, n) == 0;
@@ -297,9 +281,8 @@ const char* format_of(const uint8_t* data, size_t size) {
   return nullptr;
 }
 
-// Everything but JPEG (8-bit grey/YCbCr/RGB) and PNG: OpenCV's imdecode where the build has
-// imgcodecs, else an error saying which build reads it. `known` names a format recognised
-// by the caller (a JPEG libjpeg-turbo's direct path leaves), or nullptr.
+// Everything but PNG and the JPEGs libjpeg-turbo takes: OpenCV's imdecode where the build has
+// imgcodecs, else an error naming the build that reads it. `known`: a format the caller saw.
 std::optional<Image> decode_with_opencv(const uint8_t* data, size_t size, const char* known,
                                         std::string* reason) {
   if (!known) known = format_of(data, size);
@@ -315,9 +298,8 @@ std::optional<Image> decode_with_opencv(const uint8_t* data, size_t size, const 
     return fail(reason,
                 "not a decodable image (not JPEG, PNG, BMP, WebP, TIFF or PNM: unknown format or "
                 "corrupt data)");
-  // OpenCV also warns on stderr about undecodable input, which the reason string already
-  // carries to the loader's report: its default log level (info/warning) drops to errors once;
-  // a level someone chose (debug, silent) stays.
+  // OpenCV's stderr warnings about bad input repeat what the reason carries: its default log
+  // level (info/warning) drops to errors once; a level someone chose (debug, silent) stays.
   static std::once_flag quiet;
   std::call_once(quiet, [] {
     namespace logging = cv::utils::logging;
@@ -399,19 +381,17 @@ int64_t max_image_pixels() { return g_max_image_pixels.load(); }
 std::string image_size_refusal(int64_t height, int64_t width) {
   const int64_t limit = max_image_pixels();
   if (height * width <= limit) return "";
-  return std::to_string(width) + "x" + std::to_string(height) + " = " +
-         std::to_string(height * width) + " pixels, above the limit of " + std::to_string(limit) +
-         " (data.max_image_pixels)";
+  return fmt::format("{}x{} = {} pixels, above the limit of {} (data.max_image_pixels)", width,
+                     height, height * width, limit);
 }
 
 void check_rgb(const Image& image, const char* what) {
   if (image.height > 0 && image.width > 0 &&
       image.pixels.size() == static_cast<size_t>(image.height) * image.width * 3)
     return;
-  throw std::invalid_argument(std::string(what) + ": image of " + std::to_string(image.height) +
-                              "x" + std::to_string(image.width) + " holds " +
-                              std::to_string(image.pixels.size()) +
-                              " bytes, expected height*width*3");
+  throw std::invalid_argument(
+      fmt::format("{}: image of {}x{} holds {} bytes, expected height*width*3", what, image.height,
+                  image.width, image.pixels.size()));
 }
 
 std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason) {
@@ -433,9 +413,8 @@ std::optional<Image> decode_image(const uint8_t* data, size_t size, const Region
 
 ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolderOptions& options) {
   std::error_code ec;
-  if (!fs::is_directory(root, ec)) {
+  if (!fs::is_directory(root, ec))
     throw std::runtime_error("ImageFolder: '" + root + "' is not a folder");
-  }
   root_ = fs::absolute(root, ec).lexically_normal().string();
   if (ec) root_ = root;
   while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
@@ -446,29 +425,26 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolde
   if (options.use_cache) scan = read_cache(cache, root_);
   from_cache_ = scan.has_value();
   if (!scan) {
-    const Stamp started = now();
+    timespec now{};
+    ::clock_gettime(CLOCK_REALTIME, &now);
+    const Stamp started{static_cast<int64_t>(now.tv_sec), now.tv_nsec};
     scan.emplace();
     if (auto error = list_dir(root_, &scan->root_dirs, nullptr); !error.empty())
       throw std::runtime_error("ImageFolder: cannot list '" + root_ + "': " + error);
     for (const auto& name : scan->root_dirs) scan_class(root_, name, &*scan);
-    if (!scan->empty.empty()) {
-      std::string names;
-      for (const auto& e : scan->empty) names += (names.empty() ? "'" : ", '") + e + "'";
-      throw std::runtime_error("ImageFolder: the class folder" +
-                               std::string(scan->empty.size() > 1 ? "s " : " ") + names +
-                               " under '" + root_ +
-                               "' hold no image; every class needs one (as in torchvision), or "
-                               "the labels after it shift: add its images or remove it");
-    }
+    if (!scan->empty.empty())
+      throw std::runtime_error(fmt::format(
+          "ImageFolder: the class folder{} '{}' under '{}' hold no image; every class needs one "
+          "(as in torchvision), or the labels after it shift: add its images or remove it",
+          scan->empty.size() > 1 ? "s" : "", fmt::join(scan->empty, "', '"), root_));
     for (const auto& u : scan->unreadable)
       warnings_.push_back("ImageFolder: cannot list the folder " + u +
                           "; its images are left out (a class folder that cannot be read at all "
                           "is missing from the classes)");
-    if (scan->classes.empty()) {
+    if (scan->classes.empty())
       throw std::runtime_error("ImageFolder: no class folder with an image under '" + root_ +
                                "' (expected <root>/<class>/<image>)" +
                                (scan->unreadable.empty() ? "" : "; " + warnings_.front()));
-    }
     // A list with unreadable folders is not cached: the next start scans (and warns) again.
     if (options.use_cache && scan->unreadable.empty()) write_cache(cache, root_, started, *scan);
   }
@@ -482,10 +458,9 @@ ImageFolderDataset::ImageFolderDataset(const std::string& root, const ImageFolde
 }
 
 const std::string& ImageFolderDataset::file(int64_t index) const {
-  if (index < 0 || index >= size()) {
+  if (index < 0 || index >= size())
     throw std::out_of_range("ImageFolder: index " + std::to_string(index) + " out of range [0, " +
                             std::to_string(size()) + ")");
-  }
   return files_[static_cast<size_t>(index)];
 }
 
@@ -512,10 +487,8 @@ std::optional<Image> ImageFolderDataset::load_region(int64_t index, const Region
 }
 
 std::string ImageFolderDataset::describe() const {
-  std::ostringstream s;
-  s << "imagefolder: " << root_ << ", " << files_.size() << " images, " << classes_.size()
-    << " classes" << (from_cache_ ? " (file list from cache)" : "");
-  return s.str();
+  return fmt::format("imagefolder: {}, {} images, {} classes{}", root_, files_.size(),
+                     classes_.size(), from_cache_ ? " (file list from cache)" : "");
 }
 
 }  // namespace ocl::data

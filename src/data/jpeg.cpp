@@ -15,10 +15,9 @@
 namespace ocl::data {
 namespace {
 
-// libjpeg reports fatal errors through error_exit, which must not return: jump back to the
-// decode function's setjmp. Warnings are not printed; one is kept: the data ending before the
-// rows being decoded (JWRN_JPEG_EOF), after which libjpeg fills the rest with grey, so the image
-// is refused as truncated. Others (extraneous bytes and the like) leave the pixels intact.
+// libjpeg's error_exit must not return: it jumps back to the caller's setjmp. Warnings are not
+// printed; one is kept: data ending early (JWRN_JPEG_EOF), after which libjpeg fills the rest
+// with grey, so the image is refused as truncated. Others leave the pixels intact.
 struct ErrorManager {
   jpeg_error_mgr pub;
   std::jmp_buf jump;
@@ -60,9 +59,8 @@ void read_rows(jpeg_decompress_struct& cinfo, uint8_t* pixels, size_t stride, in
   }
 }
 
-// The extra column decoded on each side of a window inside the image (see decode_into) dropped
-// from `out`, whose first column is the decoded image's column `left` of `full_width`; returns
-// the window's first column.
+// Drops the extra column decoded on each side of a window inside the image (see decode_into) from
+// `out`, which starts at column `left` of `full_width`; returns the window's first column.
 int drop_extra_columns(Image& out, int left, int full_width) {
   const int drop_left = left > 0 ? 1 : 0;
   const int drop_right = left + out.width < full_width ? 1 : 0;
@@ -78,10 +76,9 @@ int drop_extra_columns(Image& out, int left, int full_width) {
   return left + drop_left;
 }
 
-// The decoding proper, apart from decode_jpeg so that no object with a destructor lives in the
-// frame that longjmp unwinds (the jump skips destructors). Returns 0 on success, 1 for a
-// corrupt stream (message in err), 2 for a JPEG this decoder leaves to OpenCV, 3 for an image
-// above the pixel limit (max_image_pixels).
+// The decoding, apart from decode_jpeg so that no object with a destructor lives in the frame
+// longjmp unwinds. Returns 0 on success, 1 for a corrupt stream (message in err), 2 for a JPEG
+// left to OpenCV, 3 for an image above max_image_pixels().
 int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t* data, size_t size,
                 const RegionPlanner& plan, Image& out) {
   cinfo.err = install_errors(err);
@@ -109,8 +106,7 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
   }
   cinfo.out_color_space = JCS_EXT_RGB;  // grey expands to RGB inside libjpeg-turbo too
   // Block smoothing guesses the AC coefficients a progressive file never sent from neighbouring
-  // blocks, which a cropped decode does not all have. Off for both, so a region equals the same
-  // window of the whole image (a complete file sends every coefficient: no change there).
+  // blocks, which a cropped decode lacks: off, so a region equals that window of a whole decode.
   cinfo.do_block_smoothing = FALSE;
   cinfo.scale_num = 1;
   cinfo.scale_denom = static_cast<unsigned>(scale);
@@ -124,10 +120,9 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
     left = std::clamp(region.left / scale, 0, full_w - 1);
     right = std::clamp(ceil_div(region.left + region.width, scale), left + 1, full_w);
   }
-  // Fancy chroma upsampling treats the edges of a cropped row as image edges, so the outermost
-  // column of a window inside the image differs from a whole decode: decode one column more on
-  // each side and drop it afterwards. A window one chroma sample wide is upsampled as an image of
-  // that width (libjpeg-turbo's one-sample case): keep two chroma samples or more.
+  // Fancy chroma upsampling takes a cropped row's edges as image edges: decode one column more
+  // on each side of a window inside the image and drop it afterwards. A window one chroma sample
+  // wide is upsampled as an image of that width: keep two chroma samples or more.
   const int min_width = 2 * cinfo.max_h_samp_factor;
   const int wide_left = std::max(left - 1, 0);
   const int wide_right = std::min(std::max(right + 1, wide_left + min_width), full_w);
@@ -152,9 +147,8 @@ int decode_into(jpeg_decompress_struct& cinfo, ErrorManager& err, const uint8_t*
   return 0;
 }
 
-// The encoding proper, apart from encode_jpeg for the same reason as decode_into: `pixels` are
-// height rows of width × components bytes. libjpeg-turbo allocates *buffer (jpeg_mem_dest) and
-// grows it; the caller frees it. Returns 0 on success, 1 with the message in err.
+// The encoding, apart from encode_jpeg as decode_into is: `pixels` are height rows of width ×
+// components bytes; libjpeg-turbo allocates *buffer, the caller frees it. 0, or 1 (message in err).
 int encode_into(jpeg_compress_struct& cinfo, ErrorManager& err, const uint8_t* pixels, int height,
                 int width, int components, const JpegEncoding& encoding, unsigned char** buffer,
                 unsigned long* size) {
@@ -240,9 +234,7 @@ std::vector<uint8_t> encode_jpeg(const Image& image, const JpegEncoding& encodin
 }
 
 std::vector<uint8_t> encode_jpeg(const Image& image, int quality) {
-  JpegEncoding encoding;
-  encoding.quality = quality;
-  return encode_jpeg(image, encoding);
+  return encode_jpeg(image, JpegEncoding{quality});
 }
 
 }  // namespace ocl::data

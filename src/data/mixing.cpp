@@ -42,31 +42,7 @@ Box erasing_box(int64_t img_h, int64_t img_w, int count, const RandomErasingOpti
   return {};
 }
 
-void check_erasing_options(const RandomErasingOptions& o) {
-  if (!(o.prob >= 0 && o.prob <= 1) || !(o.min_area > 0) || !(o.min_area <= o.max_area) ||
-      !(o.min_aspect > 0) || o.count < 1) {
-    throw std::invalid_argument(
-        "random_erasing_: needs prob in [0, 1], 0 < min_area <= max_area, min_aspect > 0 and "
-        "count >= 1, got prob " +
-        std::to_string(o.prob) + ", area [" + std::to_string(o.min_area) + ", " +
-        std::to_string(o.max_area) + "], min_aspect " + std::to_string(o.min_aspect) + ", count " +
-        std::to_string(o.count));
-  }
-}
-
-// Smoothed one-hot rows: off = s / C everywhere, on = 1 − s + off at the label.
-torch::Tensor smoothed_one_hot(const torch::Tensor& labels, int64_t num_classes, double smoothing,
-                               const torch::Device& device) {
-  const double off = smoothing / static_cast<double>(num_classes);
-  const double on = 1.0 - smoothing + off;
-  auto idx = labels.to(device, torch::kLong).view({-1, 1});
-  return torch::full({idx.size(0), num_classes}, off,
-                     torch::TensorOptions().dtype(torch::kFloat32).device(device))
-      .scatter_(1, idx, on);
-}
-
-// timm's rand_bbox + cutmix_bbox_and_lam(correct_lam=True): returns λ = 1 − box share and
-// pastes flip(x) into the box of a copy of x.
+// timm's rand_bbox + cutmix_bbox_and_lam(correct_lam=True): flip(x) into x's box; λ = 1 − share.
 double cutmix(torch::Tensor& x, double lam, SampleRng& rng) {
   const int64_t img_h = x.size(2), img_w = x.size(3);
   const double ratio = std::sqrt(1.0 - lam);
@@ -95,10 +71,9 @@ double sample_normal(SampleRng& rng) {
 }
 
 double sample_gamma(double shape, SampleRng& rng) {
-  if (!(shape > 0) || !std::isfinite(shape)) {
+  if (!(shape > 0) || !std::isfinite(shape))
     throw std::invalid_argument("sample_gamma: shape must be positive and finite, got " +
                                 std::to_string(shape));
-  }
   if (shape < 1.0) {
     // Boosting (Marsaglia–Tsang §6): Gamma(a) = Gamma(a + 1) · U^(1/a).
     const double u = 1.0 - rng.uniform();
@@ -126,7 +101,15 @@ void random_erasing_(torch::Tensor& images, const RandomErasingOptions& o, uint6
   TORCH_CHECK(images.dim() == 4 && images.is_floating_point(),
               "random_erasing_: expected floating point [B, C, H, W], got ", images.scalar_type(),
               " ", images.sizes());
-  check_erasing_options(o);
+  if (!(o.prob >= 0 && o.prob <= 1) || !(o.min_area > 0) || !(o.min_area <= o.max_area) ||
+      !(o.min_aspect > 0) || o.count < 1) {
+    throw std::invalid_argument(
+        "random_erasing_: needs prob in [0, 1], 0 < min_area <= max_area, min_aspect > 0 and "
+        "count >= 1, got prob " +
+        std::to_string(o.prob) + ", area [" + std::to_string(o.min_area) + ", " +
+        std::to_string(o.max_area) + "], min_aspect " + std::to_string(o.min_aspect) + ", count " +
+        std::to_string(o.count));
+  }
   const int64_t img_h = images.size(2), img_w = images.size(3);
   for (int64_t i = 0; i < images.size(0); ++i) {
     SampleRng rng(sample_seed(seed, kErasingSalt, i));
@@ -165,11 +148,8 @@ MixedBatch mix_batch(const torch::Tensor& images, const torch::Tensor& labels,
   MixedBatch out;
   SampleRng rng(seed);
   if (mixup_active(o) && rng.uniform() < o.prob) {
-    if (o.mixup_alpha > 0 && o.cutmix_alpha > 0) {
-      out.cutmix = rng.uniform() < o.switch_prob;
-    } else {
-      out.cutmix = o.cutmix_alpha > 0;
-    }
+    const bool both = o.mixup_alpha > 0 && o.cutmix_alpha > 0;
+    out.cutmix = both ? rng.uniform() < o.switch_prob : o.cutmix_alpha > 0;
     const double alpha = out.cutmix ? o.cutmix_alpha : o.mixup_alpha;
     out.lam = sample_beta(alpha, alpha, rng);
   }
@@ -184,7 +164,12 @@ MixedBatch mix_batch(const torch::Tensor& images, const torch::Tensor& labels,
   } else {
     out.images = images * out.lam + images.flip(0) * (1.0 - out.lam);
   }
-  const auto y = smoothed_one_hot(labels, o.num_classes, o.label_smoothing, images.device());
+  // Smoothed one-hot rows: off = s / C everywhere, on = 1 − s + off at the label.
+  const double off = o.label_smoothing / static_cast<double>(o.num_classes);
+  const auto idx = labels.to(images.device(), torch::kLong).view({-1, 1});
+  const auto y = torch::full({idx.size(0), o.num_classes}, off,
+                             torch::TensorOptions().dtype(torch::kFloat32).device(images.device()))
+                     .scatter_(1, idx, 1.0 - o.label_smoothing + off);
   out.targets = out.lam == 1.0 ? y : y * out.lam + y.flip(0) * (1.0 - out.lam);
   return out;
 }

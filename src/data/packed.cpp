@@ -13,6 +13,7 @@
 #include <limits>
 #include <stdexcept>
 
+#include <fmt/format.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 
@@ -80,12 +81,6 @@ std::string shard_name(uint32_t shard) {
   char name[32];
   std::snprintf(name, sizeof name, "shard-%05u.bin", shard);
   return name;
-}
-
-int64_t file_size(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return -1;
-  return static_cast<int64_t>(st.st_size);
 }
 
 // Whether the shard's first record (when it lies within `available` bytes of `fd`) has the
@@ -164,7 +159,6 @@ void write_pack_index(const std::string& path, const PackIndex& index) {
   }
   put(out, pack_crc32(reinterpret_cast<const uint8_t*>(out.data()), out.size()), 4);
   out.append(kEndMagic, sizeof kEndMagic);
-
   io::write_file_atomic(path, out);
 }
 
@@ -185,23 +179,21 @@ void read_records(Cursor& c, PackIndex& index, uint64_t records, uint32_t shards
     r.source = static_cast<uint32_t>(c.get(4));
     const std::string where = "record " + std::to_string(i);
     if (r.shard >= shards)
-      throw bad(where + " is in shard " + std::to_string(r.shard) + " of " +
-                std::to_string(shards));
+      throw bad(fmt::format("{} is in shard {} of {}", where, r.shard, shards));
     if (r.offset > index.shard_sizes[r.shard] || r.size > index.shard_sizes[r.shard] - r.offset)
-      throw bad(where + " lies outside " + shard_name(r.shard) + " (" +
-                std::to_string(index.shard_sizes[r.shard]) + " bytes)");
-    // As PackWriter::add: every record is an image of at least 1 x 1 in at least one byte (a
-    // raw record of 0 x 0 pixels would otherwise pass the raw size check as an empty image).
+      throw bad(fmt::format("{} lies outside {} ({} bytes)", where, shard_name(r.shard),
+                            index.shard_sizes[r.shard]));
+    // As PackWriter::add: at least 1 x 1 pixels in 1 byte (0 x 0 raw would pass the size check).
     if (r.height == 0 || r.width == 0 || r.size == 0)
-      throw bad(where + " holds an image of " + std::to_string(r.height) + " x " +
-                std::to_string(r.width) + " pixels in " + std::to_string(r.size) +
-                " bytes (a record is at least 1 x 1 pixels, 1 byte)");
+      throw bad(
+          fmt::format("{} holds an image of {} x {} pixels in {} bytes (a record is at least "
+                      "1 x 1 pixels, 1 byte)",
+                      where, r.height, r.width, r.size));
     if (r.label < 0 || static_cast<uint32_t>(r.label) >= classes)
-      throw bad(where + " has label " + std::to_string(r.label) + " of " + std::to_string(classes) +
-                " classes");
+      throw bad(fmt::format("{} has label {} of {} classes", where, r.label, classes));
     if (index.encoding == PackEncoding::Raw && uint64_t{r.size} != uint64_t{r.height} * r.width * 3)
-      throw bad(where + ": raw size " + std::to_string(r.size) + " is not " +
-                std::to_string(r.height) + " x " + std::to_string(r.width) + " x 3");
+      throw bad(
+          fmt::format("{}: raw size {} is not {} x {} x 3", where, r.size, r.height, r.width));
   }
 }
 
@@ -228,8 +220,7 @@ PackIndex read_pack_index(const std::string& path) {
   c.take(sizeof kPackMagic);
   const auto version = static_cast<uint32_t>(c.get(4));
   if (version != kPackVersion)
-    throw bad("format version " + std::to_string(version) + ", this build reads version " +
-              std::to_string(kPackVersion));
+    throw bad(fmt::format("format version {}, this build reads version {}", version, kPackVersion));
   PackIndex index;
   const auto encoding = static_cast<uint32_t>(c.get(4));
   if (encoding > 1) throw bad("unknown encoding " + std::to_string(encoding));
@@ -248,17 +239,15 @@ PackIndex read_pack_index(const std::string& path) {
     }
   }
   if (index.class_names.size() != classes || start != names.size())
-    throw bad("holds " + std::to_string(index.class_names.size()) + " class names, header says " +
-              std::to_string(classes));
+    throw bad(
+        fmt::format("holds {} class names, header says {}", index.class_names.size(), classes));
   const uint64_t options_bytes = c.get(8);
   if (options_bytes > body) throw bad("writer options larger than the file");
   index.writer_options = c.take(static_cast<size_t>(options_bytes));
-  // records · 32 is compared only once it cannot wrap around (a corrupt count near 2^64 would
-  // otherwise match a small file and ask for an impossible vector).
+  // records · 32 is compared only once it cannot wrap (a count near 2^64 could match a small file).
   const uint64_t rest = body - c.at();
   if (records > rest / kRecordBytes || rest != uint64_t{shards} * 8 + records * kRecordBytes)
-    throw bad("size does not match " + std::to_string(shards) + " shards and " +
-              std::to_string(records) + " records");
+    throw bad(fmt::format("size does not match {} shards and {} records", shards, records));
   for (uint32_t s = 0; s < shards; ++s) index.shard_sizes.push_back(c.get(8));
   read_records(c, index, records, shards, classes, bad);
   return index;
@@ -295,11 +284,11 @@ PackWriter::PackWriter(const std::string& folder, std::vector<std::string> class
                                "' (or other classes): remove the folder to start again");
     for (uint32_t s = 0; s < done.shard_sizes.size(); ++s) {
       const std::string path = pack_shard_path(folder_, s);
-      const int64_t size = file_size(path);
-      if (size < 0 || static_cast<uint64_t>(size) < done.shard_sizes[s])
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) < done.shard_sizes[s])
         throw std::runtime_error("cannot resume the pack in '" + folder_ + "': " + path +
                                  " is missing or shorter than progress.ocl says");
-      if (static_cast<uint64_t>(size) > done.shard_sizes[s] &&
+      if (static_cast<uint64_t>(st.st_size) > done.shard_sizes[s] &&
           ::truncate(path.c_str(), static_cast<off_t>(done.shard_sizes[s])) != 0)
         throw std::runtime_error("cannot truncate '" + path + "': " + io::os_error(errno));
     }
@@ -344,18 +333,17 @@ void PackWriter::add(const uint8_t* data, size_t size, int32_t label, int height
                      int64_t source) {
   if (finished_) throw std::logic_error("PackWriter::add after finish()");
   if (label < 0 || static_cast<size_t>(label) >= index_.class_names.size())
-    throw std::invalid_argument("PackWriter::add: label " + std::to_string(label) + " of " +
-                                std::to_string(index_.class_names.size()) + " classes");
+    throw std::invalid_argument(
+        fmt::format("PackWriter::add: label {} of {} classes", label, index_.class_names.size()));
   if (height <= 0 || width <= 0 || height > 65535 || width > 65535)
-    throw std::invalid_argument("PackWriter::add: image size " + std::to_string(height) + " x " +
-                                std::to_string(width) + " outside 1..65535");
+    throw std::invalid_argument(
+        fmt::format("PackWriter::add: image size {} x {} outside 1..65535", height, width));
   if (size == 0 || size > std::numeric_limits<uint32_t>::max())
     throw std::invalid_argument("PackWriter::add: record of " + std::to_string(size) + " bytes");
   if (options_.encoding == PackEncoding::Raw &&
       size != static_cast<size_t>(height) * static_cast<size_t>(width) * 3)
-    throw std::invalid_argument("PackWriter::add: raw record of " + std::to_string(size) +
-                                " bytes is not " + std::to_string(height) + " x " +
-                                std::to_string(width) + " x 3");
+    throw std::invalid_argument(fmt::format(
+        "PackWriter::add: raw record of {} bytes is not {} x {} x 3", size, height, width));
   if (fd_ >= 0 && shard_bytes_ > 0 && shard_bytes_ + size > options_.max_shard_bytes) close_shard();
   if (fd_ < 0) open_shard();
   const uint32_t shard = static_cast<uint32_t>(index_.shard_sizes.size());
@@ -404,12 +392,11 @@ struct PackedDataset::Mapping {
 
 PackedDataset::PackedDataset(const std::string& folder) : folder_(folder) {
   const std::string index_path = pack_index_path(folder_);
-  if (!io::path_exists(index_path)) {
+  if (!io::path_exists(index_path))
     throw std::runtime_error("'" + folder_ + "' is not a pack: no index.ocl" +
                              (io::path_exists(pack_progress_path(folder_))
                                   ? " (ocl_pack did not finish: rerun it)"
                                   : ""));
-  }
   index_ = read_pack_index(index_path);
   for (uint32_t s = 0; s < index_.shard_sizes.size(); ++s) {
     auto m = std::make_unique<Mapping>();
@@ -438,9 +425,8 @@ PackedDataset::PackedDataset(const std::string& folder) : folder_(folder) {
         why += ")";
       }
       ::close(fd);
-      throw std::runtime_error("pack '" + folder_ + "': " + shard_name(s) + " has " +
-                               std::to_string(actual) + " bytes, the index says " +
-                               std::to_string(expected) + why);
+      throw std::runtime_error(fmt::format("pack '{}': {} has {} bytes, the index says {}{}",
+                                           folder_, shard_name(s), actual, expected, why));
     }
     if (expected > 0) {
       void* p = ::mmap(nullptr, static_cast<size_t>(expected), PROT_READ, MAP_SHARED, fd, 0);
@@ -479,20 +465,16 @@ std::optional<Image> PackedDataset::load_region(int64_t index, const RegionPlann
                                                 BadSample* error) const {
   const PackRecord& r = record(index);
   const uint8_t* data = shards_[r.shard]->data + r.offset;
-  // The mapping is MADV_RANDOM; asking for this record's pages in one go makes a record not in
-  // the page cache one read, not one per page fault.
-  if (r.size > 0) {
-    static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-    const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
-    ::madvise(reinterpret_cast<void*>(begin), reinterpret_cast<uintptr_t>(data) + r.size - begin,
-              MADV_WILLNEED);
-  }
+  // The mapping is MADV_RANDOM: ask for the (never empty) record's pages at once, in one read.
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(data) & ~(page - 1);
+  ::madvise(reinterpret_cast<void*>(begin), reinterpret_cast<uintptr_t>(data) + r.size - begin,
+            MADV_WILLNEED);
   const uint32_t crc = pack_crc32(data, r.size);
-  if (crc != r.crc32) {
-    throw std::runtime_error("pack '" + folder_ + "': record " + std::to_string(index) + " in " +
-                             shard_name(r.shard) + " is corrupt (CRC-32 " + std::to_string(crc) +
-                             ", the index says " + std::to_string(r.crc32) + ")");
-  }
+  if (crc != r.crc32)
+    throw std::runtime_error(
+        fmt::format("pack '{}': record {} in {} is corrupt (CRC-32 {}, the index says {})", folder_,
+                    index, shard_name(r.shard), crc, r.crc32));
   if (index_.encoding == PackEncoding::Raw) {
     const int h = static_cast<int>(r.height), w = static_cast<int>(r.width);
     const DecodeRegion region = plan ? plan(h, w) : DecodeRegion{};

@@ -51,8 +51,7 @@ void check_options(const PhotometricOptions& o) {
 
 uint8_t clip8(int v) { return static_cast<uint8_t>(std::clamp(v, 0, 255)); }
 
-// Pillow's rgb2hsv_row: float h, s; the hue wrapped with fmod in double; both scaled by 255
-// and truncated.
+// Pillow's rgb2hsv_row: float h, s (the hue wrapped by fmod in double), scaled by 255, truncated.
 void rgb_to_hsv(const uint8_t* rgb, uint8_t* hsv) {
   const uint8_t r = rgb[0], g = rgb[1], b = rgb[2];
   const uint8_t maxc = std::max(r, std::max(g, b)), minc = std::min(r, std::min(g, b));
@@ -80,8 +79,7 @@ void rgb_to_hsv(const uint8_t* rgb, uint8_t* hsv) {
   hsv[2] = maxc;
 }
 
-// Pillow's hsv2rgb: sector and remainder in double stored to int / float, p, q, t rounded half
-// away from zero.
+// Pillow's hsv2rgb: sector, remainder in double to int / float; p, q, t rounded half away from 0.
 void hsv_to_rgb(const uint8_t* hsv, uint8_t* rgb) {
   const uint8_t h = hsv[0], s = hsv[1], v = hsv[2];
   if (s == 0) {
@@ -102,8 +100,8 @@ void hsv_to_rgb(const uint8_t* hsv, uint8_t* rgb) {
   for (int c = 0; c < 3; ++c) rgb[c] = values[kSector[i % 6][c]];
 }
 
-// torchvision's _get_gaussian_kernel1d in float32: linspace(−(k−1)/2, (k−1)/2, k), the pdf,
-// divided by its sum.
+// torchvision's _get_gaussian_kernel1d in float32: the pdf at linspace(−(k−1)/2, (k−1)/2, k), /
+// sum.
 std::vector<float> gaussian_kernel(int size, double sigma) {
   std::vector<float> k(static_cast<size_t>(size));
   const float half = static_cast<float>((size - 1) * 0.5);
@@ -127,8 +125,7 @@ int reflect(int i, int n) {
   return i;
 }
 
-// One pass of the separable blur over an H×W×3 image: each value becomes the kernel-weighted
-// sum of its neighbours along x (along_x) or y, with reflect padding.
+// One separable blur pass over H×W×3: kernel-weighted sums along x (along_x) or y, reflect-padded.
 template <typename In>
 void blur_pass(const In* src, float* dst, int h, int w, const std::vector<float>& kernel,
                bool along_x) {
@@ -159,18 +156,57 @@ int blur_kernel_for(const Image& image, int kernel) {
   return std::min(kernel, std::max(largest, 1));
 }
 
+class PhotometricTransform : public PixelTransform {
+ public:
+  PhotometricTransform(std::shared_ptr<const Transform> base, std::vector<PhotometricOptions> views)
+      : PixelTransform(std::move(base), "with_photometric"), views_(std::move(views)) {
+    if (views_.size() != 1 && views_.size() != 2)
+      throw std::invalid_argument("with_photometric: 1 or 2 views, got " +
+                                  std::to_string(views_.size()));
+    for (const auto& v : views_) check_options(v);
+  }
+
+  Image apply(const Image& image, uint64_t seed) const override {
+    Image out = base_->apply(image, seed);
+    draw(out, 0, seed);
+    return out;
+  }
+  std::vector<Image> apply_views(const Image& image, uint64_t seed) const override {
+    std::vector<Image> out(views_.size(), base_->apply(image, seed));
+    for (size_t v = 0; v < out.size(); ++v) draw(out[v], static_cast<int>(v), seed);
+    return out;
+  }
+  int views() const override { return static_cast<int>(views_.size()); }
+  std::string describe() const override {
+    std::ostringstream s;
+    s << base_->describe() << " + photometric (";
+    for (size_t v = 0; v < views_.size(); ++v) {
+      const auto& o = views_[v];
+      if (v > 0) s << "; ";
+      if (views_.size() > 1) s << "view " << v << ": ";
+      s << "jitter " << o.jitter.brightness << "/" << o.jitter.contrast << "/"
+        << o.jitter.saturation << "/" << o.jitter.hue << " p " << o.jitter.prob << ", grayscale p "
+        << o.grayscale_prob << ", blur p " << o.blur_prob << " sigma [" << o.blur_sigma_min << ", "
+        << o.blur_sigma_max << "], solarize p " << o.solarize_prob;
+      if (o.illuminates())
+        s << ", illumination " << o.illumination_strength << " p " << o.illumination_prob;
+      if (o.adds_noise()) s << ", noise sigma [0, " << o.noise_sigma_max << "] p " << o.noise_prob;
+    }
+    s << ")";
+    return s.str();
+  }
+
+ private:
+  // View v's stream: the seed salted and mixed with v, apart from the base's and RandAugment's.
+  void draw(Image& image, int view, uint64_t seed) const {
+    SampleRng rng(sample_seed(seed ^ 0x70686f746f6d6574ULL, 0, view));  // "photomet"
+    photometric_augment(image, views_[static_cast<size_t>(view)], rng);
+  }
+
+  std::vector<PhotometricOptions> views_;
+};
+
 }  // namespace
-
-bool PhotometricOptions::active() const {
-  return jitter.prob > 0 || grayscale_prob > 0 || blur_prob > 0 || solarize_prob > 0 ||
-         illuminates() || adds_noise();
-}
-
-bool PhotometricOptions::adds_noise() const { return noise_prob > 0 && noise_sigma_max > 0; }
-
-bool PhotometricOptions::illuminates() const {
-  return illumination_prob > 0 && illumination_strength > 0;
-}
 
 PhotometricOptions no_photometric() {
   PhotometricOptions o;
@@ -196,21 +232,6 @@ PhotometricOptions byol_view(int view, int image_size) {
   return o;
 }
 
-PhotometricOptions colour_view() {
-  PhotometricOptions o;
-  o.blur_prob = 0;
-  o.solarize_prob = 0;
-  return o;
-}
-
-PhotometricOptions simclr_view(int image_size) {
-  PhotometricOptions o = byol_view(0, image_size);
-  o.jitter.brightness = o.jitter.contrast = o.jitter.saturation = 0.8;
-  o.jitter.hue = 0.2;
-  o.blur_prob = 0.5;
-  return o;
-}
-
 std::vector<PhotometricOptions> photometric_preset(const std::string& name, int views,
                                                    int image_size) {
   if (views != 1 && views != 2)
@@ -223,9 +244,14 @@ std::vector<PhotometricOptions> photometric_preset(const std::string& name, int 
     } else if (name == "byol") {
       out.push_back(byol_view(v, image_size));
     } else if (name == "colour") {
-      out.push_back(colour_view());
+      out.emplace_back();
+      out.back().blur_prob = out.back().solarize_prob = 0;
     } else if (name == "simclr") {
-      out.push_back(simclr_view(image_size));
+      out.push_back(byol_view(0, image_size));
+      auto& j = out.back().jitter;
+      j.brightness = j.contrast = j.saturation = 0.8;
+      j.hue = 0.2;
+      out.back().blur_prob = 0.5;
     } else {
       throw std::invalid_argument(
           "data.photometric: expected none | byol | colour | simclr, got '" + name + "'");
@@ -277,9 +303,8 @@ void gaussian_blur(Image& image, int kernel_size, double sigma) {
   const int k = blur_kernel_for(image, kernel_size);
   const auto kernel = gaussian_kernel(k, sigma);
   const int h = image.height, w = image.width;
-  // Separable: rows, then columns, in float32 (torchvision convolves with the outer product in
-  // one float32 pass; the sums differ in the last bits, which can move a value that sits within
-  // ~1e-4 of a half by one step).
+  // Separable, rows then columns, in float32 (torchvision's one pass with the outer product sums
+  // differently in the last bits: a value within ~1e-4 of a half can move by one step).
   std::vector<float> rows(image.pixels.size()), both(image.pixels.size());
   blur_pass(image.pixels.data(), rows.data(), h, w, kernel, /*along_x=*/true);
   blur_pass(rows.data(), both.data(), h, w, kernel, /*along_x=*/false);
@@ -333,8 +358,7 @@ void add_gaussian_noise(Image& image, double sigma, SampleRng& rng) {
 void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& rng) {
   check_options(o);
   check_rgb(image, "photometric_augment");
-  // Every draw is made whether or not its step applies, so one step's probability does not
-  // shift the draws of the next.
+  // Every draw is made whether or not its step applies: no step shifts the next one's draws.
   const bool jitter = rng.uniform() < o.jitter.prob;
   std::array<int, 4> order = {0, 1, 2, 3};  // torch.randperm(4) in torchvision
   for (int i = 3; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
@@ -347,8 +371,8 @@ void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& r
   const bool blur = rng.uniform() < o.blur_prob;
   const double sigma = rng.uniform(o.blur_sigma_min, o.blur_sigma_max);
   const bool solar = rng.uniform() < o.solarize_prob;
-  // Drawn after the torchvision steps, and only when enabled, so that a pipeline without it
-  // draws what it always drew.
+  // Drawn after the torchvision steps, and only when enabled: a pipeline without them draws
+  // what it always drew. The noise's per-pixel draws come last.
   bool lit = false;
   double angle = 0;
   std::array<double, 3> amplitude{};
@@ -357,8 +381,6 @@ void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& r
     angle = rng.uniform(0, 2 * 3.14159265358979323846);
     for (auto& a : amplitude) a = rng.uniform(-o.illumination_strength, o.illumination_strength);
   }
-
-  // The noise's σ, likewise drawn last and only when enabled; its per-pixel draws follow.
   bool noisy = false;
   double noise_sigma = 0;
   if (o.adds_noise()) {
@@ -381,68 +403,6 @@ void photometric_augment(Image& image, const PhotometricOptions& o, SampleRng& r
   if (solar) solarize(image, o.solarize_threshold);
   if (noisy) add_gaussian_noise(image, noise_sigma, rng);
 }
-
-namespace {
-
-class PhotometricTransform : public Transform {
- public:
-  PhotometricTransform(std::shared_ptr<const Transform> base, std::vector<PhotometricOptions> views)
-      : base_(std::move(base)), views_(std::move(views)) {
-    if (!base_) throw std::invalid_argument("with_photometric: base transform is null");
-    if (views_.size() != 1 && views_.size() != 2)
-      throw std::invalid_argument("with_photometric: 1 or 2 views, got " +
-                                  std::to_string(views_.size()));
-    for (const auto& v : views_) check_options(v);
-  }
-
-  Image apply(const Image& image, uint64_t seed) const override {
-    Image out = base_->apply(image, seed);
-    draw(out, 0, seed);
-    return out;
-  }
-  std::vector<Image> apply_views(const Image& image, uint64_t seed) const override {
-    std::vector<Image> out(views_.size(), base_->apply(image, seed));
-    for (size_t v = 0; v < out.size(); ++v) draw(out[v], static_cast<int>(v), seed);
-    return out;
-  }
-  int views() const override { return static_cast<int>(views_.size()); }
-  DecodeRegion region(int height, int width, uint64_t seed) const override {
-    return base_->region(height, width, seed);
-  }
-  int output_height() const override { return base_->output_height(); }
-  int output_width() const override { return base_->output_width(); }
-  std::string describe() const override {
-    std::ostringstream s;
-    s << base_->describe() << " + photometric (";
-    for (size_t v = 0; v < views_.size(); ++v) {
-      const auto& o = views_[v];
-      if (v > 0) s << "; ";
-      if (views_.size() > 1) s << "view " << v << ": ";
-      s << "jitter " << o.jitter.brightness << "/" << o.jitter.contrast << "/"
-        << o.jitter.saturation << "/" << o.jitter.hue << " p " << o.jitter.prob << ", grayscale p "
-        << o.grayscale_prob << ", blur p " << o.blur_prob << " sigma [" << o.blur_sigma_min << ", "
-        << o.blur_sigma_max << "], solarize p " << o.solarize_prob;
-      if (o.illuminates())
-        s << ", illumination " << o.illumination_strength << " p " << o.illumination_prob;
-      if (o.adds_noise()) s << ", noise sigma [0, " << o.noise_sigma_max << "] p " << o.noise_prob;
-    }
-    s << ")";
-    return s.str();
-  }
-
- private:
-  // View v's stream: the sample seed salted and mixed with v, apart from the base's
-  // SampleRng(seed) and RandAugment's stream.
-  void draw(Image& image, int view, uint64_t seed) const {
-    SampleRng rng(sample_seed(seed ^ 0x70686f746f6d6574ULL, 0, view));  // "photomet"
-    photometric_augment(image, views_[static_cast<size_t>(view)], rng);
-  }
-
-  std::shared_ptr<const Transform> base_;
-  std::vector<PhotometricOptions> views_;
-};
-
-}  // namespace
 
 std::shared_ptr<const Transform> with_photometric(std::shared_ptr<const Transform> base,
                                                   std::vector<PhotometricOptions> views) {

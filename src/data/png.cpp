@@ -11,18 +11,14 @@
 namespace ocl::data {
 namespace {
 
-struct ContextDeleter {
-  void operator()(spng_ctx* ctx) const { spng_ctx_free(ctx); }
-};
-using Context = std::unique_ptr<spng_ctx, ContextDeleter>;
+using Context = std::unique_ptr<spng_ctx, decltype(&spng_ctx_free)>;
 
 std::optional<Image> png_fail(std::string* reason, const std::string& why) {
   if (reason) *reason = "PNG decoder: " + why;
   return std::nullopt;
 }
 
-// Sides above this are refused before any pixel is decoded (libspng's own default allows
-// 2^31 - 1, i.e. a few-KB file claiming a picture of exabytes).
+// Larger sides are refused before decoding (libspng's default, 2^31 - 1, lets tiny files claim EB).
 constexpr uint32_t kMaxSide = 1u << 16;
 
 }  // namespace
@@ -34,7 +30,7 @@ bool looks_like_png(const uint8_t* data, size_t size) {
 
 std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* reason) {
   if (!looks_like_png(data, size)) return png_fail(reason, "not a PNG (no PNG signature)");
-  Context ctx(spng_ctx_new(0));
+  Context ctx(spng_ctx_new(0), spng_ctx_free);
   if (!ctx) return png_fail(reason, "out of memory");
   int err = spng_set_png_buffer(ctx.get(), data, size);
   if (!err) err = spng_set_image_limits(ctx.get(), kMaxSide, kMaxSide);
@@ -43,9 +39,8 @@ std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* r
   if (err) return png_fail(reason, spng_strerror(err));
   if (auto refusal = image_size_refusal(ihdr.height, ihdr.width); !refusal.empty())
     return png_fail(reason, "image of " + refusal);
-  // 16-bit images decode to 16-bit RGBA and are scaled here (libspng's 8-bit formats keep the
-  // high byte, which differs from rounding); everything else decodes to RGB8 directly (grey
-  // and palette expanded, low bit depths scaled to 0..255, alpha and tRNS not applied).
+  // 16-bit images decode to RGBA16, rounded here (libspng's 8-bit formats keep the high byte);
+  // all else to RGB8 (grey and palette expanded, low depths scaled, alpha and tRNS dropped).
   const bool deep = ihdr.bit_depth == 16;
   const int format = deep ? SPNG_FMT_RGBA16 : SPNG_FMT_RGB8;
   size_t bytes = 0;
@@ -70,7 +65,7 @@ std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* r
 
 std::vector<uint8_t> encode_png(const Image& image) {
   check_rgb(image, "encode_png");
-  Context ctx(spng_ctx_new(SPNG_CTX_ENCODER));
+  Context ctx(spng_ctx_new(SPNG_CTX_ENCODER), spng_ctx_free);
   if (!ctx) throw std::runtime_error("encode_png: out of memory");
   spng_ihdr ihdr{};
   ihdr.width = static_cast<uint32_t>(image.width);

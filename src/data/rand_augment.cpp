@@ -44,15 +44,11 @@ void autocontrast(Image& image) {
     int lo = 0, hi = 255;
     while (lo < 256 && hist[c][lo] == 0) ++lo;
     while (hi >= 0 && hist[c][hi] == 0) --hi;
+    const double scale = hi > lo ? 255.0 / (hi - lo) : 0.0;
+    const double offset = -lo * scale;
     for (int ix = 0; ix < 256; ++ix) {
-      if (hi <= lo) {
-        lut[c][ix] = static_cast<uint8_t>(ix);
-        continue;
-      }
-      const double scale = 255.0 / (hi - lo);
-      const double offset = -lo * scale;
-      const int v = static_cast<int>(ix * scale + offset);  // Python int(): toward zero
-      lut[c][ix] = static_cast<uint8_t>(std::clamp(v, 0, 255));
+      lut[c][ix] = static_cast<uint8_t>(
+          hi <= lo ? ix : std::clamp(static_cast<int>(ix * scale + offset), 0, 255));
     }
   }
   apply_lut(image, lut);
@@ -82,26 +78,21 @@ void equalize(Image& image) {
   apply_lut(image, lut);
 }
 
-// The same table for every channel.
+// The same table for every channel: Invert; ImageOps.posterize (keeps the `arg` high bits; timm:
+// ≥ 8 a no-op); ImageOps.solarize (inverts from the threshold up); timm's solarize_add (adds below
+// 128, saturating).
 Lut point_table(AugmentOp op, int arg) {
   Lut t;
   for (int i = 0; i < 256; ++i) {
     int v = i;
-    switch (op) {
-      case AugmentOp::Invert:
-        v = 255 - i;
-        break;
-      case AugmentOp::Posterize:  // ImageOps.posterize: keep the `arg` high bits (timm: ≥ 8 no-op)
-        v = arg >= 8 ? i : i & ~((1 << (8 - std::max(arg, 0))) - 1);
-        break;
-      case AugmentOp::Solarize:  // ImageOps.solarize: invert from the threshold up
-        v = i < arg ? i : 255 - i;
-        break;
-      case AugmentOp::SolarizeAdd:  // timm's solarize_add: add below 128, saturating
-        v = i < 128 ? std::min(255, i + arg) : i;
-        break;
-      default:
-        break;
+    if (op == AugmentOp::Invert) {
+      v = 255 - i;
+    } else if (op == AugmentOp::Posterize) {
+      v = arg >= 8 ? i : i & ~((1 << (8 - std::max(arg, 0))) - 1);
+    } else if (op == AugmentOp::Solarize) {
+      v = i < arg ? i : 255 - i;
+    } else if (op == AugmentOp::SolarizeAdd) {
+      v = i < 128 ? std::min(255, i + arg) : i;
     }
     t[0][i] = t[1][i] = t[2][i] = static_cast<uint8_t>(v);
   }
@@ -183,9 +174,8 @@ std::vector<uint8_t> smooth(const Image& image) {
 
 // ---- affine ops: Image.transform(AFFINE) with Pillow's bilinear / bicubic filters ------------
 
-// Source point (xin, yin), shifted by −0.5 to pixel centres, → the three channel values. Mirrors
-// Geometry.c's BILINEAR/BICUBIC macros: rows past the bottom repeat the previous row's value,
-// columns clamp.
+// Source point (xin, yin), shifted by −0.5 to pixel centres, → the three channel values, as
+// Geometry.c's BILINEAR/BICUBIC: rows past the bottom repeat the previous row's, columns clamp.
 struct Sampler {
   const Image& im;
   double sample(int y, int x, int c) const {
@@ -256,13 +246,11 @@ void affine(Image& image, const std::array<double, 6>& m, std::array<uint8_t, 3>
   }
 }
 
-// Python's round(x, 15), close enough: Pillow rounds the rotation matrix to 15 decimals so that
-// e.g. cos(90°) is exactly 0.
+// Python's round(x, 15), near enough: Pillow's on the rotation matrix, so cos(90°) is exactly 0.
 double round15(double v) { return std::nearbyint(v * 1e15) / 1e15; }
 
-// Image.rotate(degrees) with expand=False: about the centre (w/2, h/2), counter-clockwise for
-// positive angles. The angle is reduced mod 360 first, as Pillow does (it changes the last bits
-// of the matrix for negative angles).
+// Image.rotate(degrees, expand=False): about (w/2, h/2), counter-clockwise for positive angles;
+// the angle reduced mod 360 first, as Pillow does (the matrix's last bits for negative angles).
 std::array<double, 6> rotation_matrix(double degrees, int width, int height) {
   double angle = std::fmod(degrees, 360.0);
   if (angle < 0) angle += 360.0;  // Python's float %: the divisor's sign
@@ -277,37 +265,24 @@ std::array<double, 6> rotation_matrix(double degrees, int width, int height) {
 
 void apply_affine_op(Image& image, AugmentOp op, double arg, std::array<uint8_t, 3> fill,
                      AffineResample resample) {
-  if (resample == AffineResample::Random) {
+  if (resample == AffineResample::Random)
     throw std::invalid_argument("apply_augment_op: resample must be Bilinear or Bicubic");
-  }
   std::array<double, 6> m = {1, 0, 0, 0, 1, 0};
-  switch (op) {
-    case AugmentOp::Rotate:
-      // Pillow copies the image unchanged for a zero angle.
-      if (std::fmod(arg, 360.0) == 0.0) return;
-      m = rotation_matrix(arg, image.width, image.height);
-      break;
-    case AugmentOp::ShearX:
-      m[1] = arg;
-      break;
-    case AugmentOp::ShearY:
-      m[3] = arg;
-      break;
-    case AugmentOp::TranslateXRel:
-      m[2] = arg * image.width;
-      break;
-    case AugmentOp::TranslateYRel:
-      m[5] = arg * image.height;
-      break;
-    default:
-      return;
+  if (op == AugmentOp::Rotate) {
+    if (std::fmod(arg, 360.0) == 0.0) return;  // Pillow leaves the image unchanged
+    m = rotation_matrix(arg, image.width, image.height);
+  } else if (op == AugmentOp::ShearX) {
+    m[1] = arg;
+  } else if (op == AugmentOp::ShearY) {
+    m[3] = arg;
+  } else if (op == AugmentOp::TranslateXRel) {
+    m[2] = arg * image.width;
+  } else if (op == AugmentOp::TranslateYRel) {
+    m[5] = arg * image.height;
+  } else {
+    return;
   }
   affine(image, m, fill, resample);
-}
-
-bool is_affine(AugmentOp op) {
-  return op == AugmentOp::Rotate || op == AugmentOp::ShearX || op == AugmentOp::ShearY ||
-         op == AugmentOp::TranslateXRel || op == AugmentOp::TranslateYRel;
 }
 
 void check_options(const RandAugmentOptions& o) {
@@ -322,11 +297,10 @@ void check_options(const RandAugmentOptions& o) {
   }
 }
 
-class RandAugmentTransform : public Transform {
+class RandAugmentTransform : public PixelTransform {
  public:
   RandAugmentTransform(std::shared_ptr<const Transform> base, RandAugmentOptions options)
-      : base_(std::move(base)), o_(options) {
-    if (!base_) throw std::invalid_argument("with_rand_augment: base transform is null");
+      : PixelTransform(std::move(base), "with_rand_augment"), o_(options) {
     check_options(o_);
   }
 
@@ -337,12 +311,6 @@ class RandAugmentTransform : public Transform {
     rand_augment(out, o_, rng);
     return out;
   }
-  // The base transform is the one that reads the source: it decides what to decode.
-  DecodeRegion region(int height, int width, uint64_t seed) const override {
-    return base_->region(height, width, seed);
-  }
-  int output_height() const override { return base_->output_height(); }
-  int output_width() const override { return base_->output_width(); }
   std::string describe() const override {
     std::ostringstream s;
     s << base_->describe() << " + RandAugment(n=" << o_.num_ops << ", m=" << o_.magnitude
@@ -356,7 +324,6 @@ class RandAugmentTransform : public Transform {
   }
 
  private:
-  std::shared_ptr<const Transform> base_;
   RandAugmentOptions o_;
 };
 
@@ -372,14 +339,7 @@ const char* augment_op_name(AugmentOp op) {
 
 RandAugmentOptions parse_rand_augment(const std::string& spec) {
   const io::RandAugmentSpec s = io::parse_rand_augment_spec(spec);
-  RandAugmentOptions o;
-  o.num_ops = s.num_ops;
-  o.magnitude = s.magnitude;
-  o.magnitude_std = s.magnitude_std;
-  o.magnitude_max = s.magnitude_max;
-  o.increasing = s.increasing;
-  o.prob = s.prob;
-  return o;
+  return {s.num_ops, s.magnitude, s.magnitude_std, s.magnitude_max, s.increasing, s.prob};
 }
 
 double augment_level_to_arg(AugmentOp op, double m, bool increasing, bool negate) {
@@ -455,14 +415,15 @@ void rand_augment(Image& image, const RandAugmentOptions& o, SampleRng& rng) {
       m = o.magnitude + o.magnitude_std * sample_normal(rng);
     }
     m = std::max(0.0, std::min(m, upper));
-    // timm's _randomly_negate; drawn for every op (timm only for signed ones) to keep the
-    // number of draws per op fixed.
+    // timm's _randomly_negate, drawn for every op (timm: signed ones only): fixed draws per op.
     const bool negate = rng.uniform() > 0.5;
     const double arg = augment_level_to_arg(op, m, o.increasing, negate);
     AffineResample resample = o.resample;
-    if (resample == AffineResample::Random && is_affine(op)) {
+    const bool affine = op == AugmentOp::Rotate || op == AugmentOp::ShearX ||
+                        op == AugmentOp::ShearY || op == AugmentOp::TranslateXRel ||
+                        op == AugmentOp::TranslateYRel;
+    if (resample == AffineResample::Random && affine)
       resample = rng.uniform() < 0.5 ? AffineResample::Bilinear : AffineResample::Bicubic;
-    }
     apply_augment_op(image, op, arg, o.fill, resample);
   }
 }

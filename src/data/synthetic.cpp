@@ -1,12 +1,8 @@
 // The procedural data set: 16 concepts drawn with OpenCV's anti-aliased primitives over a
-// cluttered flat background, every nuisance from one generator seeded by (seed, split, index).
-// Colours come from small shared palettes on purpose: a per-image colour is visible in both of
-// OCL's patch groups and identifies the image by itself, so the encoder learns colour and the kNN
-// monitor stays at a random encoder's level (measured: ~12 % top-1 of 10 classes after 8
-// quickstart epochs; even a ±12 gradient on a shared background keeps it flat). With 2 x 2
-// colours every combination appears ~32 times in a batch of 128. SyntheticColours::Random brings
-// per-image colours back, to reproduce that failure and its cures (model.input_norm: patch, which
-// cures it; data.photometric, which removes the shortcut but learns little).
+// cluttered background, every nuisance from one generator seeded by (seed, split, index). Colours
+// come from small shared palettes on purpose: a per-image colour, seen by both of OCL's patch
+// groups, identifies the image alone and keeps kNN at a random encoder's level (~12 % top-1 of 10
+// classes after 8 quickstart epochs). SyntheticColours::Random brings that shortcut back.
 #include "ocl/data/synthetic.h"
 
 #include <algorithm>
@@ -15,6 +11,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <fmt/format.h>
 #include <opencv2/core.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -25,8 +22,7 @@ namespace ocl::data {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-// OpenCV's drawing functions take coordinates in fixed point with `shift` fractional bits:
-// sub-pixel placement keeps small objects at 16-32 px from snapping to the pixel grid.
+// OpenCV draws in fixed point with `shift` fractional bits: small objects do not snap to pixels.
 constexpr int kShift = 4;
 constexpr double kFixed = 1 << kShift;
 
@@ -62,8 +58,7 @@ int fixed(double v) { return static_cast<int>(std::lround(v * kFixed)); }
 
 using Rgb = std::array<double, 3>;
 
-// Every foreground colour is at least 110 away from every background, and the two foregrounds
-// are far apart (texture patch vs. texture).
+// Foregrounds lie ≥ 110 from every background and far apart (texture patch vs. texture).
 const std::array<Rgb, 2> kBackgrounds = {{{95, 95, 95}, {35, 35, 45}}};
 const std::array<Rgb, 2> kForegrounds = {{{225, 45, 40}, {40, 190, 70}}};
 
@@ -92,8 +87,7 @@ struct Colours {
   SyntheticColours mode;
   double hue = 0;  // Random: the foreground's hue, drawn with the background
 
-  // Fills the background: a flat palette colour (a gradient's direction and end colours would
-  // identify an image from any of its patches), or a gradient between two random dark colours.
+  // A flat palette colour (a gradient would identify an image in any patch), or a dark gradient.
   void background(cv::Mat& image, SampleRng& rng) {
     if (mode == SyntheticColours::Palette) {
       image.setTo(scalar(kBackgrounds[static_cast<size_t>(rng.below(kBackgrounds.size()))]));
@@ -132,8 +126,7 @@ struct Colours {
   }
 };
 
-// The object's frame: unit coordinates (u, v) in [-1, 1]² mapped to pixels by a rotation, a
-// mild anisotropy and the object's radius.
+// The object's frame: unit (u, v) ∈ [-1, 1]² to pixels by rotation, mild anisotropy and radius.
 struct Frame {
   double cx, cy, r, ax, ay, angle;  // angle in radians
   cv::Point2d map(double u, double v) const {
@@ -161,25 +154,7 @@ void ellipse(cv::Mat& mask, const Frame& f, double u, double v, double a, double
               0, 360, cv::Scalar(value), thickness, cv::LINE_AA, kShift);
 }
 
-// A texture's patch: an ellipse or a rectangle, so the outline says nothing about the class.
-void texture_region(cv::Mat& region, const Frame& f, SampleRng& rng) {
-  if (rng.uniform() < 0.5) {
-    ellipse(region, f, 0, 0, 1.0, 1.0, cv::FILLED);
-  } else {
-    polygon(region, f, {{-0.85, -0.85}, {0.85, -0.85}, {0.85, 0.85}, {-0.85, 0.85}});
-  }
-}
-
-// Parallel bands of `width` every `period` (unit coordinates) along the frame's u axis.
-void bands(cv::Mat& mask, const Frame& f, double period, double width, SampleRng& rng) {
-  const double phase = rng.uniform(0, period);
-  for (double v = -1.4 + phase; v < 1.4; v += period) {
-    polygon(mask, f, {{-1.4, v}, {1.4, v}, {1.4, v + width}, {-1.4, v + width}});
-  }
-}
-
-// The outline of a polygonal concept (square, triangle, star, cross, arrow) in the unit frame;
-// empty for the others.
+// A polygonal concept's outline (square, triangle, star, cross, arrow) in the unit frame, or {}.
 std::vector<cv::Point2d> concept_outline(int kind) {
   std::vector<cv::Point2d> pts;
   switch (kind) {
@@ -210,17 +185,14 @@ std::vector<cv::Point2d> concept_outline(int kind) {
 }
 
 // A texture concept (stripes, diagonal lines, checkerboard) into `shape`, and the patch behind
-// it into `region`.
+// it into `region`: an ellipse or a rectangle, so the outline says nothing about the class.
 void draw_texture(int kind, Frame f, cv::Mat& shape, cv::Mat& region, SampleRng& rng) {
-  texture_region(region, f, rng);
-  if (kind == kDiagonalLines) {
-    // Thin lines (always at least a pixel) closer together than the stripes' bands.
-    const double period = rng.uniform(0.26, 0.36), phase = rng.uniform(0, period);
-    for (double v = -1.4 + phase; v < 1.4; v += period) {
-      cv::line(shape, f.at(-1.4, v), f.at(1.4, v), cv::Scalar(255), f.px(0.07), cv::LINE_AA,
-               kShift);
-    }
-  } else if (kind == kCheckerboard) {
+  if (rng.uniform() < 0.5) {
+    ellipse(region, f, 0, 0, 1.0, 1.0, cv::FILLED);
+  } else {
+    polygon(region, f, {{-0.85, -0.85}, {0.85, -0.85}, {0.85, 0.85}, {-0.85, 0.85}});
+  }
+  if (kind == kCheckerboard) {
     const int n = static_cast<int>(rng.between(3, 5));
     const int parity = static_cast<int>(rng.below(2));
     const double cell = 2.0 / n;
@@ -231,9 +203,21 @@ void draw_texture(int kind, Frame f, cv::Mat& shape, cv::Mat& region, SampleRng&
         polygon(shape, f, {{u0, v0}, {u0 + cell, v0}, {u0 + cell, v0 + cell}, {u0, v0 + cell}});
       }
     }
-  } else {
-    const double period = rng.uniform(0.4, 0.6);
-    bands(shape, f, period, period * rng.uniform(0.4, 0.55), rng);
+    return;
+  }
+  // Stripes: bands of `width` every `period` along the frame's u axis; diagonal lines: thin lines
+  // (always at least a pixel), closer together.
+  const bool lines = kind == kDiagonalLines;
+  const double period = lines ? rng.uniform(0.26, 0.36) : rng.uniform(0.4, 0.6);
+  const double width = lines ? 0 : period * rng.uniform(0.4, 0.55);
+  const double phase = rng.uniform(0, period);
+  for (double v = -1.4 + phase; v < 1.4; v += period) {
+    if (lines) {
+      cv::line(shape, f.at(-1.4, v), f.at(1.4, v), cv::Scalar(255), f.px(0.07), cv::LINE_AA,
+               kShift);
+    } else {
+      polygon(shape, f, {{-1.4, v}, {1.4, v}, {1.4, v + width}, {-1.4, v + width}});
+    }
   }
 }
 
@@ -326,9 +310,8 @@ void draw_clutter(cv::Mat& image, Colours& colours, SampleRng& rng) {
   }
 }
 
-// Where the object of concept `kind` sits in an S×S image: size 0.35-0.8 of the image, placed
-// so that at most a sliver leaves it. Orientation is the concept for stripes and diagonal lines
-// (a horizontal flip keeps each in its class); every other concept takes any rotation.
+// The object's place in an S×S image: 0.35-0.8 of it, at most a sliver outside. Stripes and
+// diagonal lines keep their orientation (a flip keeps their class); the rest rotate freely.
 Frame object_frame(int kind, int S, SampleRng& rng) {
   Frame f{};
   f.r = rng.uniform(0.35, 0.8) * S / 2;
@@ -338,19 +321,14 @@ Frame object_frame(int kind, int S, SampleRng& rng) {
   f.ax = std::exp(rng.uniform(-0.15, 0.15));
   f.ay = 1.0 / f.ax;
   const double jitter = rng.uniform(-1, 1);
-  switch (kind) {
-    case kHStripes:
-      f.angle = jitter * kPi / 12;
-      break;
-    case kVStripes:
-      f.angle = kPi / 2 + jitter * kPi / 12;
-      break;
-    case kDiagonalLines:
-      f.angle = (rng.uniform() < 0.5 ? kPi / 4 : -kPi / 4) + jitter * kPi / 18;
-      break;
-    default:
-      f.angle = rng.uniform(0, 2 * kPi);
-      break;
+  if (kind == kHStripes) {
+    f.angle = jitter * kPi / 12;
+  } else if (kind == kVStripes) {
+    f.angle = kPi / 2 + jitter * kPi / 12;
+  } else if (kind == kDiagonalLines) {
+    f.angle = (rng.uniform() < 0.5 ? kPi / 4 : -kPi / 4) + jitter * kPi / 18;
+  } else {
+    f.angle = rng.uniform(0, 2 * kPi);
   }
   return f;
 }
@@ -397,22 +375,6 @@ void draw_strokes(cv::Mat& image, int count, Colours& colours, SampleRng& rng) {
   }
 }
 
-// The switched nuisances of the scene, before the sensor's noise: strokes on it, the light over it.
-void add_scene_nuisances(Image& out, cv::Mat& image, const SyntheticOptions& o, int64_t index) {
-  if (o.strokes > 0) {
-    SampleRng rng = nuisance_rng(o, kStrokes, index);
-    Colours colours{o.colours};
-    draw_strokes(image, o.strokes, colours, rng);
-  }
-  if (o.gradient > 0) {
-    SampleRng rng = nuisance_rng(o, kGradient, index);
-    const double angle = rng.uniform(0, 2 * kPi);
-    std::array<double, 3> amplitude{};
-    for (auto& a : amplitude) a = rng.uniform(-o.gradient, o.gradient);
-    illumination_gradient(out, angle, amplitude);
-  }
-}
-
 }  // namespace
 
 int64_t SyntheticDataset::max_classes() { return static_cast<int64_t>(kConcepts.size()); }
@@ -427,11 +389,10 @@ SyntheticColours parse_synthetic_colours(const std::string& name) {
 SyntheticDataset::SyntheticDataset(const SyntheticOptions& options) : options_(options) {
   if (options.size < 0 || options.image_size < 16 || options.num_classes < 2 ||
       options.num_classes > max_classes()) {
-    throw std::invalid_argument(
-        "synthetic data set: needs size >= 0, image_size >= 16 and 2 <= num_classes <= " +
-        std::to_string(max_classes()) + ", got size " + std::to_string(options.size) +
-        ", image_size " + std::to_string(options.image_size) + ", num_classes " +
-        std::to_string(options.num_classes));
+    throw std::invalid_argument(fmt::format(
+        "synthetic data set: needs size >= 0, image_size >= 16 and 2 <= num_classes <= {}, got "
+        "size {}, image_size {}, num_classes {}",
+        max_classes(), options.size, options.image_size, options.num_classes));
   }
   if (!(options.noise >= 0 && options.noise <= 128) ||
       !(options.gradient >= 0 && options.gradient <= 255) || options.strokes < 0 ||
@@ -446,10 +407,9 @@ SyntheticDataset::SyntheticDataset(const SyntheticOptions& options) : options_(o
 }
 
 int64_t SyntheticDataset::label(int64_t index) const {
-  if (index < 0 || index >= options_.size) {
+  if (index < 0 || index >= options_.size)
     throw std::out_of_range("synthetic data set: index " + std::to_string(index) +
                             " out of range [0, " + std::to_string(options_.size) + ")");
-  }
   return index % options_.num_classes;
 }
 
@@ -476,7 +436,19 @@ std::optional<Image> SyntheticDataset::load(int64_t index, BadSample*) const {
   }
   composite(image, shape, foreground);
   maybe_occlude(image, f, colours, rng);
-  add_scene_nuisances(out, image, options_, index);
+  // The switched nuisances of the scene, before the sensor's noise: strokes, then the light.
+  if (options_.strokes > 0) {
+    SampleRng strokes_rng = nuisance_rng(options_, kStrokes, index);
+    Colours stroke_colours{options_.colours};
+    draw_strokes(image, options_.strokes, stroke_colours, strokes_rng);
+  }
+  if (options_.gradient > 0) {
+    SampleRng light_rng = nuisance_rng(options_, kGradient, index);
+    const double angle = light_rng.uniform(0, 2 * kPi);
+    std::array<double, 3> amplitude{};
+    for (auto& a : amplitude) a = light_rng.uniform(-options_.gradient, options_.gradient);
+    illumination_gradient(out, angle, amplitude);
+  }
   add_pixel_noise(out.pixels, rng);
   if (options_.noise > 0) {  // the switched sensor noise, last
     SampleRng noise_rng = nuisance_rng(options_, kNoise, index);

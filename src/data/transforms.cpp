@@ -48,10 +48,9 @@ cv::Mat view(const Image& image) {
   return cv::Mat(image.height, image.width, CV_8UC3, const_cast<uint8_t*>(image.pixels.data()));
 }
 
-// Resizes `src` into `out`. torchvision resizes with antialiasing (PIL always, tensors since
-// 0.17), while OpenCV's linear and cubic kernels only sample the source: beyond a 2x shrink that
-// aliases. A box (INTER_AREA) pre-shrink to twice the target keeps the final kernel within its
-// support. cv::resize saturates to uint8, which clips bicubic overshoot as PIL does.
+// Resizes `src` into `out`. torchvision antialiases; OpenCV's linear and cubic kernels only
+// sample, which aliases beyond a 2x shrink: a box (INTER_AREA) pre-shrink to twice the target
+// keeps them within their support. cv::resize saturates, clipping bicubic overshoot as PIL does.
 void resize_into(const cv::Mat& src, int height, int width, Interpolation interpolation,
                  Image& out) {
   out.height = height;
@@ -144,8 +143,7 @@ class RandomResizedCrop : public Transform {
     const cv::Mat src = view(image);
     const SourceWindow& win = image.window;
     SampleRng rng(seed);
-    // The crop is drawn on the source's size, whether the whole source was decoded or only the
-    // window region() asked for: the same draws either way.
+    // Drawn on the source's size, whether all of it was decoded or only region()'s window.
     const Crop c = win.partial() ? rrc_params(win.source_height, win.source_width, o_, rng)
                                  : rrc_params(image.height, image.width, o_, rng);
     Image out;
@@ -183,17 +181,15 @@ class ResizeCenterCrop : public Transform {
  public:
   ResizeCenterCrop(int size, int resize, Interpolation interpolation)
       : size_(size), resize_(resize), interpolation_(interpolation) {
-    if (size < 1 || resize < 0) {
+    if (size < 1 || resize < 0)
       throw std::invalid_argument("resize_center_crop: needs size >= 1 and resize >= 0, got " +
                                   std::to_string(size) + " and " + std::to_string(resize));
-    }
     if (resize_ == 0) resize_ = static_cast<int>(std::lround(size * 256.0 / 224.0));
   }
 
   Image apply(const Image& image, uint64_t) const override {
     const cv::Mat src = view(image);
-    // torchvision's Resize(int): the shorter side becomes `resize`, the longer one
-    // int(resize · long / short), truncated.
+    // torchvision's Resize(int): the short side becomes `resize`, the long int(resize·long/short).
     const bool portrait = image.height > image.width;
     const int short_side = portrait ? image.width : image.height;
     const int long_side = portrait ? image.height : image.width;
@@ -223,10 +219,8 @@ class ResizeCenterCrop : public Transform {
   int output_height() const override { return size_; }
   int output_width() const override { return size_; }
   std::string describe() const override {
-    std::ostringstream s;
-    s << "Resize(" << resize_ << ", " << name_of(interpolation_) << ") + CenterCrop(" << size_
-      << ")";
-    return s.str();
+    return "Resize(" + std::to_string(resize_) + ", " + name_of(interpolation_) +
+           ") + CenterCrop(" + std::to_string(size_) + ")";
   }
 
  private:
@@ -249,14 +243,18 @@ Interpolation parse_interpolation(const std::string& name) {
   return static_cast<Interpolation>(parse_choice(name, kInterpolationNames, "interpolation"));
 }
 
+PixelTransform::PixelTransform(std::shared_ptr<const Transform> base, const char* what)
+    : base_(std::move(base)) {
+  if (!base_) throw std::invalid_argument(std::string(what) + ": base transform is null");
+}
+
 RegionDecode parse_region_decode(const std::string& name) {
   static constexpr const char* kNames[] = {"full", "region", "reduced"};  // enum RegionDecode's
   return static_cast<RegionDecode>(parse_choice(name, kNames, "decode"));
 }
 
 uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index) {
-  // A splitmix64 chain: each input passes through a full avalanche before the next is mixed
-  // in, so neighbouring (epoch, index) pairs give unrelated streams.
+  // A splitmix64 chain, each input fully avalanched before the next: neighbours are unrelated.
   uint64_t h = mix64(seed ^ 0x6f636c2d64617461ULL);  // "ocl-data"
   h = mix64(h ^ static_cast<uint64_t>(epoch));
   return mix64(h ^ static_cast<uint64_t>(index));

@@ -28,11 +28,6 @@ int64_t digest(const void* data, size_t n) {
 
 int64_t digest(const std::string& text) { return digest(text.data(), text.size()); }
 
-int64_t digest(const torch::Tensor& tensor) {
-  const auto bytes = tensor.detach().to(torch::kCPU).contiguous();
-  return digest(bytes.data_ptr(), static_cast<size_t>(bytes.numel()) * bytes.element_size());
-}
-
 std::string ranks_list(const std::vector<int64_t>& ranks) {
   std::string text;
   for (const int64_t r : ranks) text += (text.empty() ? "" : ", ") + std::to_string(r);
@@ -65,8 +60,7 @@ void require_same_build_and_config(Communicator& comm, const torch::Device& devi
         ranks_list(other_build), comm.rank(), build));
   }
   if (other_config.empty()) return;
-  // Rank 0's config to every rank; each finds the first key where its own differs, and all
-  // learn which key that is for each rank.
+  // Rank 0's config to all; each finds its first differing key, and all learn every rank's.
   auto length = torch::tensor({static_cast<int64_t>(yaml.size())}, torch::kInt64).to(device);
   comm.broadcast_from_rank0({length}, "config length");
   auto bytes = torch::zeros({length.cpu().item<int64_t>()}, torch::kUInt8);
@@ -126,7 +120,11 @@ void require_same_data(Communicator& comm, const torch::Device& device, const st
 std::optional<std::pair<int64_t, int64_t>> first_replica_difference(
     Communicator& comm, const torch::Device& device, const std::vector<torch::Tensor>& tensors) {
   std::vector<int64_t> sums;
-  for (const auto& t : tensors) sums.push_back(digest(t));
+  for (const auto& t : tensors) {
+    const auto bytes = t.detach().to(torch::kCPU).contiguous();
+    sums.push_back(
+        digest(bytes.data_ptr(), static_cast<size_t>(bytes.numel()) * bytes.element_size()));
+  }
   const auto all = comm.all_gather(torch::tensor(sums, torch::kInt64).to(device), Group::kLoss,
                                    "parameter checksums")
                        .view({comm.world_size(), -1})

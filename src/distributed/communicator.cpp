@@ -1,9 +1,7 @@
-// c10d process groups behind Communicator, and the c10d half of compat.h: the backends derive
-// from c10d::ProcessGroup on 1.13 and c10d::Backend on 2.x; TCPStoreOptions::useLibUV (2.3+)
-// must be off without libuv; Gloo lacks flat all-gather and reduce-scatter on 1.13 (list
-// all-gather and all-reduce + narrow instead). NCCL code compiles where CMake proved nccl.h fits
-// the LibTorch (OCL_WITH_C10D_NCCL), Gloo code where Gloo's headers are beside it
-// (OCL_WITH_C10D_GLOO: Debian's libgloo-dev; pip wheels ship none, and run over NCCL only).
+// c10d process groups behind Communicator, across LibTorch versions (backends derive from
+// c10d::ProcessGroup on 1.13, c10d::Backend on 2.x; Gloo gets list all-gather and all-reduce +
+// narrow for the flat collectives). NCCL code compiles where CMake proved nccl.h fits the LibTorch
+// (OCL_WITH_C10D_NCCL), Gloo code where its headers are beside it (OCL_WITH_C10D_GLOO).
 #include "ocl/distributed/communicator.h"
 
 #include <netdb.h>
@@ -49,12 +47,12 @@ constexpr const char* kAbortKey = "ocl/abort";
 std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
 std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 
-[[maybe_unused]] bool is_loopback(const std::string& host) {
-  return host == "localhost" || host.rfind("127.", 0) == 0 || host == "::1";
+std::string message(const std::exception& e) {
+  const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+  return c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
 }
 
-// A MASTER_ADDR that does not resolve would otherwise wait out the whole dist.timeout_s and end
-// in a socket timeout that does not say why.
+// A MASTER_ADDR that does not resolve would otherwise end in an unexplained socket timeout.
 void require_resolvable(const std::string& host) {
   addrinfo hints{};
   hints.ai_socktype = SOCK_STREAM;
@@ -82,8 +80,7 @@ c10::intrusive_ptr<c10d::TCPStore> connect_store(const LaunchInfo& l, bool serve
   return c10::make_intrusive<c10d::TCPStore>(l.master_addr, o);
 }
 
-// dist.backend resolved ("auto": NCCL on a GPU, Gloo on the CPU) and checked against this build
-// and the device, before anything connects.
+// dist.backend resolved (auto: NCCL on a GPU, else Gloo), checked against the build and device.
 std::string checked_backend(const LaunchInfo& launch, const CommunicatorOptions& options) {
   const std::string backend =
       options.backend == "auto" ? (options.device.is_cuda() ? "nccl" : "gloo") : options.backend;
@@ -151,11 +148,10 @@ bool backend_available(const std::string& backend) {
   return false;
 }
 
-// What each rank was last seen doing: a heartbeat counter and the collective it last entered,
-// written to "ocl/hb/<rank>" every heartbeat_s by a thread with its own store connection. The
-// thread and failure reports share this state through a shared_ptr, not the Communicator: a
-// store call to a node cut off the network can block for TCP's whole retry time (many minutes),
-// and such a thread is then left behind at exit instead of being joined forever.
+// What each rank was last seen doing (a counter and the collective it last entered), written to
+// "ocl/hb/<rank>" every heartbeat_s by a thread with its own store connection. Shared through a
+// shared_ptr, not the Communicator: a store call to a node cut off the network can block for
+// minutes, and its thread is then left behind at exit instead of being joined forever.
 struct Heartbeat {
   std::mutex mutex;  // guards store (the thread and failure reports share the connection)
   c10::intrusive_ptr<c10d::Store> store;
@@ -165,7 +161,6 @@ struct Heartbeat {
   std::string current;  // "#seq what" of the collective last started
 };
 
-// The heartbeat thread's loop, on `hb` alone.
 static void heartbeat_loop(const std::shared_ptr<Heartbeat>& hb, int64_t rank, double period_s) {
   int64_t count = 0;
   const auto period = std::chrono::duration<double>(period_s);
@@ -187,9 +182,8 @@ static void heartbeat_loop(const std::shared_ptr<Heartbeat>& hb, int64_t rank, d
   hb->changed.notify_all();
 }
 
-// Every rank's heartbeat as the store holds it now ("" for none), read on a thread of its own:
-// nullopt when the store does not answer within `deadline` (the thread is then left behind),
-// the store's error when it refuses.
+// Every rank's heartbeat in the store now ("" for none), read on a thread of its own: nullopt when
+// the store does not answer within `deadline` (the thread is left behind); throws if it refuses.
 static std::optional<std::vector<std::string>> read_heartbeats(
     const std::shared_ptr<Heartbeat>& hb, int64_t world_size,
     std::chrono::duration<double> deadline) {
@@ -230,16 +224,7 @@ struct Communicator::Impl {
 
   BackendBase& group(Group g) { return g == Group::kGradients ? *grads : *loss; }
 
-  int64_t begin(Group g, const std::string& what) {
-    const int64_t n = ++seq;
-    (g == Group::kGradients ? started_grads : started_loss)++;
-    std::lock_guard<std::mutex> lock(heartbeat->state_mutex);
-    heartbeat->current = "#" + std::to_string(n) + " " + what;
-    return n;
-  }
-
-  // Stops the heartbeat thread, if it runs: joined when it ends within a few seconds, else left
-  // behind (blocked in a store call to a node that is gone; it holds only the shared state).
+  // Stops the heartbeat thread: joined if it ends in 3 s, else left behind (stuck in the store).
   void stop_heartbeat() {
     if (!heartbeat_thread.joinable()) return;
     std::unique_lock<std::mutex> state(heartbeat->state_mutex);
@@ -248,15 +233,13 @@ struct Communicator::Impl {
     const bool ended = heartbeat->changed.wait_for(state, std::chrono::seconds(3),
                                                    [&] { return heartbeat->exited; });
     state.unlock();
-    if (ended) {
+    if (ended)
       heartbeat_thread.join();
-    } else {
+    else
       heartbeat_thread.detach();
-    }
   }
 
-  // What a failed rendezvous says: a duplicated rank, rank 0's port taken, or the rendezvous
-  // itself with what to check.
+  // A failed rendezvous explained: a duplicated rank, rank 0's port taken, or what to check.
   std::string rendezvous_error(const std::string& cause, Clock::time_point started) const {
     std::ostringstream msg;
     if (cause.find("another process was started as rank") != std::string::npos ||
@@ -284,9 +267,9 @@ struct Communicator::Impl {
     return "rank " + std::to_string(launch.rank) + " of " + std::to_string(launch.world_size);
   }
 
-  // Every rank's claim, polled, before the process groups form (their own rendezvous cannot be
-  // interrupted): a process that finds this run cannot start (a second rank 0) stops the others
-  // at once through kAbortKey, and a timeout names the ranks that never came.
+  // Every rank's claim, polled before the groups form (their rendezvous cannot be interrupted): a
+  // process that finds the run cannot start stops the others through kAbortKey at once, and a
+  // timeout names the ranks that never came.
   void wait_for_claims(Clock::time_point started) {
     std::vector<std::string> keys;
     for (int64_t r = 0; r < launch.world_size; ++r)
@@ -309,14 +292,12 @@ struct Communicator::Impl {
     }
   }
 
-  // Reads every other rank's heartbeat twice, a few periods apart: a rank whose counter did
-  // not move has died or is stopped; one whose counter moved is alive, and its last collective
-  // says whether it is behind.
+  // Every other rank's heartbeat read twice, a few periods apart: a counter that did not move is
+  // a dead or stopped rank; a live one's last collective says whether it is behind.
   std::string peer_report() {
     if (!heartbeat->store) return "";
     const auto pause = std::chrono::duration<double>(std::max(3 * options.heartbeat_s, 1.0));
-    // A live store answers in milliseconds; one behind a cut link never does (TCP retries for
-    // minutes), so a few seconds tell the two apart.
+    // A live store answers in milliseconds, one behind a cut link never (TCP retries for minutes).
     const auto deadline = std::chrono::duration<double>(3.0);
     const std::string store_at = launch.master_addr + ":" + std::to_string(launch.master_port);
     std::optional<std::vector<std::string>> first, second;
@@ -371,24 +352,23 @@ struct Communicator::Impl {
 
   void wait(const c10::intrusive_ptr<c10d::Work>& work, int64_t n, const std::string& what,
             Clock::time_point started) {
-    std::string cause;
     try {
       work->wait();
-      return;
-    } catch (const c10::Error& e) {
-      cause = e.what_without_backtrace();
     } catch (const std::exception& e) {
-      cause = e.what();
+      fail(n, what, started, message(e));
     }
-    fail(n, what, started, cause);
   }
 
-  // Starts collective `what` on group `g` through `launch(group)`, which returns its work:
-  // numbered and named, and a failure to start it reported as a failed collective.
+  // Starts collective `what` on group `g` (`launch(group)` returns its work), numbered and named.
   template <typename Launch>
   PendingCollective start(Group g, const std::string& what, Launch launch) {
     const auto started = Clock::now();
-    const int64_t n = begin(g, what);
+    const int64_t n = ++seq;
+    (g == Group::kGradients ? started_grads : started_loss)++;
+    {
+      std::lock_guard<std::mutex> lock(heartbeat->state_mutex);
+      heartbeat->current = "#" + std::to_string(n) + " " + what;
+    }
     PendingCollective pending;
     try {
       pending.impl_ = std::make_shared<PendingCollective::Impl>(
@@ -406,12 +386,12 @@ struct Communicator::Impl {
 #ifdef OCL_WITH_C10D_GLOO
     if (backend == "gloo") {
       auto o = c10d::ProcessGroupGloo::Options::create(options.timeout);
-      // Multi-node runs bind the interface named by GLOO_SOCKET_IFNAME (PyTorch's variable) or
-      // the one this host's name resolves to; single-node runs stay on the loopback.
+      // GLOO_SOCKET_IFNAME (PyTorch's variable), else the host name's; loopback on one node.
       const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
       if (ifname != nullptr && *ifname != '\0') {
         o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(ifname));
-      } else if (is_loopback(launch.master_addr)) {
+      } else if (const auto& a = launch.master_addr;
+                 a == "localhost" || a.rfind("127.", 0) == 0 || a == "::1") {
         o->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
       } else {
         o->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
@@ -452,8 +432,8 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
   const auto started = Clock::now();
   try {
     d.store = connect_store(launch, launch.rank == 0, options.timeout);
-    // Each rank claims its number in the store before any group forms: a second process started
-    // with the same RANK learns it here and stops, and the others form their groups without it.
+    // Each rank claims its number before any group forms: a duplicate RANK learns it here and
+    // stops, and the others form their groups without it.
     if (d.store->add("ocl/rank_claims/" + std::to_string(launch.rank), 1) > 1) {
       throw std::runtime_error(
           "another process was started as rank " + std::to_string(launch.rank) + " of " +
@@ -471,30 +451,25 @@ Communicator::Communicator(const LaunchInfo& launch, CommunicatorOptions options
           std::thread(heartbeat_loop, d.heartbeat, launch.rank, options.heartbeat_s);
     }
   } catch (const std::exception& e) {
-    const std::string cause = dynamic_cast<const c10::Error*>(&e) != nullptr
-                                  ? static_cast<const c10::Error&>(e).what_without_backtrace()
-                                  : e.what();
     // The heartbeat thread, if it started, must stop before impl_ goes.
     d.stop_heartbeat();
-    throw CollectiveError(d.rendezvous_error(cause, started));
+    throw CollectiveError(d.rendezvous_error(message(e), started));
   }
 }
 
 Communicator::~Communicator() {
   impl_->stop_heartbeat();
 #if defined(OCL_WITH_C10D_NCCL) && OCL_TORCH_AT_LEAST(2, 3)
-  // NCCL communicators are torn down explicitly (destroy_process_group; at exit they leak and
-  // warn), and aborted after a failed collective: from 2.6 a shutdown would wait for work that a
-  // lost peer never lets finish.
+  // NCCL communicators are torn down explicitly (at exit they leak and warn), and aborted after a
+  // failed collective: from 2.6 a shutdown would wait for work a lost peer never lets finish.
   for (auto* group : {impl_->grads.get(), impl_->loss.get()}) {
     auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(group);
     if (nccl == nullptr) continue;
     try {
-      if (impl_->failed) {
+      if (impl_->failed)
         nccl->abort();
-      } else {
+      else
         nccl->shutdown();
-      }
     } catch (const std::exception& e) {
       std::fprintf(stderr, "%s: tearing down an NCCL group: %s\n", impl_->where().c_str(),
                    e.what());
@@ -506,7 +481,6 @@ Communicator::~Communicator() {
 int64_t Communicator::rank() const { return impl_->launch.rank; }
 int64_t Communicator::world_size() const { return impl_->launch.world_size; }
 const std::string& Communicator::backend() const { return impl_->backend; }
-const LaunchInfo& Communicator::launch() const { return impl_->launch; }
 
 int64_t Communicator::collectives_started(Group group) const {
   return group == Group::kGradients ? impl_->started_grads.load() : impl_->started_loss.load();
@@ -558,9 +532,7 @@ torch::Tensor Communicator::reduce_scatter_sum(const torch::Tensor& tensor, Grou
 #if OCL_TORCH_AT_LEAST(2, 0)
   if (d.backend == "nccl") {
     auto input = tensor.contiguous();
-    std::vector<int64_t> shape = input.sizes().vec();
-    shape[0] = rows;
-    auto output = torch::empty(shape, input.options());
+    auto output = torch::empty_like(input.narrow(0, 0, rows));
     d.start(group, name, [&](BackendBase& g) {
        return g._reduce_scatter_base(output, input);
      }).wait();
@@ -575,8 +547,7 @@ torch::Tensor Communicator::reduce_scatter_sum(const torch::Tensor& tensor, Grou
 void Communicator::broadcast_from_rank0(const std::vector<torch::Tensor>& tensors,
                                         const std::string& what) {
   for (size_t i = 0; i < tensors.size(); ++i) {
-    // Broadcast works in place on a contiguous tensor; parameters are contiguous, but copy
-    // through a temporary when one is not.
+    // Broadcast works in place on a contiguous tensor: a non-contiguous one goes through a copy.
     auto t = tensors[i].is_contiguous() ? tensors[i] : tensors[i].contiguous();
     std::vector<torch::Tensor> list{t};
     c10d::BroadcastOptions o;

@@ -42,7 +42,6 @@ struct GradSynchronizer::Impl {
     std::vector<size_t> params;    // indices into Impl::params
     int64_t pending = 0;           // parameters not yet ready in this backward
     PendingCollective collective;  // the bucket's all-reduce, once launched
-    bool launched = false;
   };
 
   Communicator* comm = nullptr;
@@ -50,8 +49,7 @@ struct GradSynchronizer::Impl {
   std::vector<torch::Tensor> params;
   std::vector<size_t> bucket_of;  // parameter index → bucket
   std::vector<Bucket> buckets;
-  // Keeps the accumulators alive: a variable holds its AccumulateGrad node only weakly, and
-  // our hooks live on the node.
+  // Keeps the accumulators (where our hooks live) alive: a variable holds its node only weakly.
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
   std::mutex mutex;  // hooks may run on autograd worker threads (one per device)
   bool sync = true;
@@ -60,27 +58,20 @@ struct GradSynchronizer::Impl {
   int64_t launched_total = 0, launched_in_backward = 0;
 
   void arm() {
-    for (auto& b : buckets) {
-      b.pending = static_cast<int64_t>(b.params.size());
-      b.launched = false;
-    }
+    for (auto& b : buckets) b.pending = static_cast<int64_t>(b.params.size());
     next_launch = 0;
     launched_in_backward = 0;
     armed = true;
   }
 
   void launch_ready_in_order() {
-    while (next_launch < buckets.size() && buckets[next_launch].pending == 0) launch(next_launch);
-  }
-
-  void launch(size_t i) {
-    auto& b = buckets[i];
-    b.collective = comm->all_reduce_sum_async(
-        b.flat, Group::kGradients,
-        "gradient bucket " + std::to_string(i) + " of " + std::to_string(buckets.size()));
-    b.launched = true;
-    launched_total += 1;
-    next_launch = i + 1;
+    for (; next_launch < buckets.size() && buckets[next_launch].pending == 0; ++next_launch) {
+      buckets[next_launch].collective =
+          comm->all_reduce_sum_async(buckets[next_launch].flat, Group::kGradients,
+                                     "gradient bucket " + std::to_string(next_launch) + " of " +
+                                         std::to_string(buckets.size()));
+      launched_total += 1;
+    }
   }
 
   void on_gradient_ready(size_t param) {
@@ -154,8 +145,7 @@ GradSynchronizer::GradSynchronizer(Communicator& comm, std::vector<torch::Tensor
 }
 
 GradSynchronizer::~GradSynchronizer() {
-  // Outstanding collectives must not outlive their buckets: wait, ignoring failures (the
-  // error was or will be reported by finish()).
+  // Collectives must not outlive their buckets: wait, ignoring failures (finish() reports them).
   for (auto& b : impl_->buckets) {
     try {
       b.collective.wait();

@@ -60,31 +60,25 @@ std::string master_addr_from(const std::string& value) {
   return value;
 }
 
-// The range checks shared by every source; `names` are the variables each field came from, so
-// that the message points at what to fix.
+// The range checks shared by every source; `names`: the variables the fields came from.
 struct Names {
   std::string rank, world_size, local_rank, local_world_size;
 };
 
 void check(const LaunchInfo& l, const Names& n) {
-  if (l.world_size < 1) {
-    throw std::invalid_argument(n.world_size + "=" + std::to_string(l.world_size) +
-                                " must be at least 1");
-  }
-  if (l.rank < 0 || l.rank >= l.world_size) {
-    throw std::invalid_argument(n.rank + "=" + std::to_string(l.rank) + " is outside [0, " +
-                                n.world_size + "=" + std::to_string(l.world_size) + ")");
-  }
-  if (l.local_world_size < 1 || l.local_world_size > l.world_size) {
-    throw std::invalid_argument(n.local_world_size + "=" + std::to_string(l.local_world_size) +
-                                " is outside [1, " + n.world_size + "=" +
-                                std::to_string(l.world_size) + "]");
-  }
-  if (l.local_rank < 0 || l.local_rank >= l.local_world_size) {
-    throw std::invalid_argument(n.local_rank + "=" + std::to_string(l.local_rank) +
-                                " is outside [0, " + n.local_world_size + "=" +
-                                std::to_string(l.local_world_size) + ")");
-  }
+  const auto is = [](const std::string& name, int64_t v) { return name + "=" + std::to_string(v); };
+  const auto require = [](bool ok, const std::string& message) {
+    if (!ok) throw std::invalid_argument(message);
+  };
+  const std::string world = is(n.world_size, l.world_size);
+  const std::string local_world = is(n.local_world_size, l.local_world_size);
+  require(l.world_size >= 1, world + " must be at least 1");
+  require(l.rank >= 0 && l.rank < l.world_size,
+          is(n.rank, l.rank) + " is outside [0, " + world + ")");
+  require(l.local_world_size >= 1 && l.local_world_size <= l.world_size,
+          local_world + " is outside [1, " + world + "]");
+  require(l.local_rank >= 0 && l.local_rank < l.local_world_size,
+          is(n.local_rank, l.local_rank) + " is outside [0, " + local_world + ")");
 }
 
 LaunchInfo from_torchrun(const EnvLookup& env, const std::string& world_size) {
@@ -147,10 +141,7 @@ LaunchInfo from_slurm(const EnvLookup& env) {
   l.local_rank = required_int(env, "SLURM_LOCALID", in_step);
 
   auto tasks = env(names.local_world_size);
-  if (!tasks) {
-    names.local_world_size = "SLURM_TASKS_PER_NODE";
-    tasks = env(names.local_world_size);
-  }
+  if (!tasks) tasks = env(names.local_world_size = "SLURM_TASKS_PER_NODE");
   if (!tasks) {
     throw std::invalid_argument(
         "neither SLURM_STEP_TASKS_PER_NODE nor SLURM_TASKS_PER_NODE is set (" + in_step + ")");
@@ -221,26 +212,6 @@ LaunchInfo from_mpi(const EnvLookup& env, const std::string& world_size) {
   return l;
 }
 
-// One bracket group's body, "01-04,07": checks every range and returns the first number as
-// written (zero padding is part of the host name).
-std::string first_of_range_list(const std::string& body) {
-  if (body.empty()) throw std::invalid_argument("empty brackets");
-  if (body.back() == ',') throw std::invalid_argument("bad range ''");
-  std::string first;
-  std::istringstream items(body);
-  for (std::string item; std::getline(items, item, ',');) {
-    const size_t dash = item.find('-');
-    const std::string lo = item.substr(0, dash);
-    const std::string hi = dash == std::string::npos ? lo : item.substr(dash + 1);
-    const auto digits = [](const std::string& s) {
-      return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
-    };
-    if (!digits(lo) || !digits(hi)) throw std::invalid_argument("bad range '" + item + "'");
-    if (first.empty()) first = lo;
-  }
-  return first;
-}
-
 }  // namespace
 
 std::string LaunchInfo::describe() const {
@@ -257,9 +228,8 @@ std::string LaunchInfo::describe() const {
 
 LaunchInfo launch_from_env(const EnvLookup& env) {
   if (auto ws = env("WORLD_SIZE")) return from_torchrun(env, *ws);
-  // SLURM_STEP_ID numbers srun steps; the batch script, the extern and interactive steps have
-  // reserved ids near 2^32 (0xfffffffa–0xfffffffe), and there the variables describe the
-  // allocation, not this process.
+  // SLURM_STEP_ID numbers srun steps; the batch script's, extern and interactive steps' ids are
+  // near 2^32 (0xfffffffa–0xfffffffe), and their variables describe the allocation, not a task.
   if (auto step = env("SLURM_STEP_ID")) {
     char* end = nullptr;
     const unsigned long long id = std::strtoull(step->c_str(), &end, 10);
@@ -267,8 +237,7 @@ LaunchInfo launch_from_env(const EnvLookup& env) {
     if (!numbered || id < 0xfffffff0ULL) return from_slurm(env);
   }
   if (auto ws = env("OMPI_COMM_WORLD_SIZE")) return from_mpi(env, *ws);
-  // Under sbatch but outside srun, SLURM's variables describe the allocation, not this process:
-  // the batch script runs once, so it is a single process.
+  // Otherwise a single process (an sbatch script outside srun included: it runs once).
   return LaunchInfo{};
 }
 
@@ -284,8 +253,11 @@ std::string first_slurm_host(const std::string& nodelist) {
     return std::invalid_argument("malformed SLURM node list '" + nodelist + "': " + why);
   };
   if (nodelist.empty()) throw malformed("empty");
+  const auto digits = [](const std::string& s) {
+    return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+  };
   // Hosts are separated by commas outside brackets; the whole list is checked, the first host
-  // expanded by taking the first number of each bracket group.
+  // expanded with the first number of each bracket group ("01-04,07") as written (zero-padded).
   std::string first;
   bool in_first = true;
   size_t host_start = 0;
@@ -307,13 +279,18 @@ std::string first_slurm_host(const std::string& nodelist) {
     if (close == std::string::npos) throw malformed("'[' without ']'");
     const std::string body = nodelist.substr(i + 1, close - i - 1);
     if (body.find('[') != std::string::npos) throw malformed("nested '['");
-    std::string lo;
-    try {
-      lo = first_of_range_list(body);
-    } catch (const std::invalid_argument& e) {
-      throw malformed(e.what());
+    if (body.empty()) throw malformed("empty brackets");
+    if (body.back() == ',') throw malformed("bad range ''");
+    std::istringstream items(body);
+    bool take = in_first;  // the first number of the first host
+    for (std::string item; std::getline(items, item, ',');) {
+      const size_t dash = item.find('-');
+      const std::string lo = item.substr(0, dash);
+      const std::string hi = dash == std::string::npos ? lo : item.substr(dash + 1);
+      if (!digits(lo) || !digits(hi)) throw malformed("bad range '" + item + "'");
+      if (take) first += lo;
+      take = false;
     }
-    if (in_first) first += lo;
     i = close;
   }
   return first;

@@ -33,12 +33,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Lines longer than this are forwarded in pieces, each with its own prefix, so that a worker
-// printing without newlines cannot make us buffer without bound.
+// Longer lines go out in pieces, each prefixed: a worker printing no newline cannot bloat us.
 constexpr size_t kMaxLine = 64 * 1024;
 
-// Signal handlers are process-wide, so this is the one piece of global state: the write end of
-// the self-pipe that wakes the poll loop, and a guard against two launchers at once.
+// Global, as signal handlers are: the poll loop's wake-up pipe (write end); a one-launcher guard.
 std::atomic<int> g_wake_fd{-1};
 std::atomic<bool> g_running{false};
 static_assert(std::atomic<int>::is_always_lock_free, "used from a signal handler");
@@ -81,9 +79,8 @@ int high_fd(int fd) {
   return moved;
 }
 
-// A close-on-exec pipe: {read end, write end}. O_CLOEXEC on every end matters: without it each
-// worker would inherit the pipes of the workers started before it and keep them open, so that
-// their EOF never came.
+// A close-on-exec pipe {read end, write end}: without O_CLOEXEC each worker would inherit the
+// pipes of the workers started before it and keep them open, so that their EOF never came.
 std::pair<int, int> make_pipe(bool nonblocking_read) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) {
@@ -167,12 +164,7 @@ std::string describe_status(int status) {
   return "was killed by signal " + std::to_string(sig) + " (" + (name ? name : "unknown") + ")";
 }
 
-int exit_code(int status) {
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-// Installs the forwarding handlers for SIGINT and SIGTERM, ignores SIGPIPE (a closed stdout
-// must not kill the launcher while workers run), and puts everything back on destruction.
+// Forwards SIGINT and SIGTERM, ignores SIGPIPE (a closed stdout must not kill us), restores all.
 class SignalScope {
  public:
   SignalScope() {
@@ -193,12 +185,11 @@ class SignalScope {
     sa.sa_handler = on_forwarded_signal;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = SA_RESTART;
-    ::sigaction(SIGINT, &sa, &old_int_);
-    ::sigaction(SIGTERM, &sa, &old_term_);
-    struct sigaction ign {};
-    ign.sa_handler = SIG_IGN;
-    sigemptyset(&ign.sa_mask);
-    ::sigaction(SIGPIPE, &ign, &old_pipe_);
+    ::sigaction(SIGINT, &sa, &old_[0]);
+    ::sigaction(SIGTERM, &sa, &old_[1]);
+    sa.sa_handler = SIG_IGN;
+    sa.sa_flags = 0;
+    ::sigaction(SIGPIPE, &sa, &old_[2]);
   }
   ~SignalScope() {
     restore_in_child();
@@ -215,20 +206,16 @@ class SignalScope {
   // The dispositions the launcher found; in the child between fork and exec too: a handler
   // becomes SIG_DFL at exec anyway, but SIG_IGN must not leak into the workers.
   void restore_in_child() const {
-    ::sigaction(SIGINT, &old_int_, nullptr);
-    ::sigaction(SIGTERM, &old_term_, nullptr);
-    ::sigaction(SIGPIPE, &old_pipe_, nullptr);
+    const int signals[] = {SIGINT, SIGTERM, SIGPIPE};  // as in old_
+    for (int i = 0; i < 3; ++i) ::sigaction(signals[i], &old_[i], nullptr);
   }
 
  private:
   int wake_r_ = -1, wake_w_ = -1;
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
-  struct sigaction old_pipe_ {};
+  struct sigaction old_[3]{};  // SIGINT, SIGTERM, SIGPIPE
 };
 
-// Everything the child needs after fork, built before it: between fork and exec only
-// async-signal-safe calls are allowed (this process may have other threads).
+// All the child needs, built before fork: between fork and exec only async-signal-safe calls.
 struct ChildPlan {
   std::vector<std::string> env_storage;
   std::vector<char*> envp;
@@ -382,8 +369,7 @@ class WorkerGroup {
     }
     w.out = Stream{out.first, STDOUT_FILENO, prefix, {}};
     w.err = Stream{err.first, STDERR_FILENO, prefix, {}};
-    // Signals are blocked across fork so that none runs our handler in the child before it has
-    // put the old dispositions back.
+    // Blocked across fork: no signal may run our handler in the child before it restores them.
     sigset_t block, old_mask;
     sigemptyset(&block);
     sigaddset(&block, SIGINT);
@@ -424,7 +410,7 @@ class WorkerGroup {
       const bool failed = !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
       if (failed && !stopping_) {
         failed_rank_ = rank;
-        failed_code_ = exit_code(status);
+        failed_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
         stop_others("rank " + std::to_string(rank) + " " + describe_status(status));
       }
     }
@@ -452,8 +438,7 @@ class WorkerGroup {
       if (errno == EINTR) return;
       throw std::system_error(errno, std::generic_category(), "run_local_workers: poll");
     }
-    // Forwarded as received: the workers have process groups of their own, so this is how a
-    // Ctrl-C or a scheduler's SIGTERM reaches them.
+    // Forwarded: the workers have process groups of their own, so this is how Ctrl-C reaches them.
     if (fds[0].revents != 0) {
       unsigned char sigs[64];
       ssize_t got;
@@ -494,8 +479,7 @@ class WorkerGroup {
   std::vector<std::string> argv_storage_;
   SignalScope signals_;
   std::vector<Worker> workers_;
-  // The first failure: its rank, code and description; start_error_ when a worker could not
-  // even be started (pipe or fork failed), which is thrown once the others are stopped.
+  // The first failure's rank and code; start_error_: a worker could not start (thrown at the end).
   int failed_rank_ = -1, failed_code_ = 0;
   std::string start_error_;
   bool stopping_ = false, killed_ = false;

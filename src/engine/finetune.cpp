@@ -27,7 +27,6 @@ constexpr uint64_t kFinetuneDropPathStream = 0x6674647061746800ULL;  // "ftdpath
 constexpr uint64_t kFinetuneHeadStream = 0x6674686561640000ULL;      // "fthead"
 
 constexpr const char* kBestModelFile = "model-best.safetensors";
-
 constexpr const char* kEmaPrefix = "ema.";
 
 }  // namespace
@@ -45,8 +44,7 @@ nn::VisionTransformer build_finetune_model(const io::Config& config, int64_t num
           .trainable_pos_embed(true);
   torch::manual_seed(config.train.seed);
   nn::VisionTransformer model(options);
-  // MAE's main_finetune: trunc_normal_(head.weight, std=2e-5) (bounds ±2 = ±10⁵σ: a plain
-  // normal), bias 0. Its own stream, so the head does not depend on the encoder's draws.
+  // MAE's trunc_normal_(std=2e-5) (bounds ±10⁵σ: a plain normal), from a stream of its own.
   torch::manual_seed(data::sample_seed(config.train.seed ^ kFinetuneHeadStream, 0, 0));
   torch::NoGradGuard no_grad;
   model->head->weight.normal_(0.0, 2e-5);
@@ -58,11 +56,9 @@ ClassifierAccuracy evaluate_classifier(nn::VisionTransformer& model, const data:
                                        const data::Transform& transform,
                                        const torch::Device& device, int64_t batch, int64_t workers,
                                        bool bf16, distributed::Communicator* comm) {
-  const bool was_training = model->is_training();
-  model->eval();
+  const EvalMode eval_mode(*model);
   const int64_t k = std::min<int64_t>(5, model->options.num_classes());
-  // Per image [top-1 hit, top-k hit, cross-entropy]: three numbers gathered instead of the
-  // logits (ImageNet: 50,000 × 1,000 per rank).
+  // Per image [top-1 hit, top-k hit, cross-entropy]: gathered instead of the logits.
   auto forward = [&](const torch::Tensor& images, const torch::Tensor& labels) {
     torch::Tensor logits;
     {
@@ -77,14 +73,7 @@ ClassifierAccuracy evaluate_classifier(nn::VisionTransformer& model, const data:
     const auto loss = torch::logsumexp(logits, 1, /*keepdim=*/true) - logits.gather(1, target);
     return torch::cat({hit1, hitk, loss}, 1);
   };
-  Features out;
-  try {
-    out = map_dataset(forward, val, transform, device, batch, 0, workers, comm);
-  } catch (...) {
-    model->train(was_training);
-    throw;
-  }
-  model->train(was_training);
+  const auto out = map_dataset(forward, val, transform, device, batch, 0, workers, comm);
   const auto means = out.features.to(torch::kFloat64).mean(0);
   ClassifierAccuracy acc;
   acc.images = out.features.size(0);
@@ -96,7 +85,6 @@ ClassifierAccuracy evaluate_classifier(nn::VisionTransformer& model, const data:
 
 namespace {
 
-// Fine-tuning needs a model to start from: a checkpoint to resume, else encoder weights.
 RunSpec finetune_spec(const io::Config& config, const FinetuneOptions& options,
                       int64_t effective_batch, double lr) {
   RunSpec spec = evaluation_run_spec(config, options.launch.world_size, "ocl_finetune", "finetune",
@@ -130,12 +118,11 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
       recipe_(section_recipe(config_.finetune, options.launch.world_size)),
       run_(config_, options, finetune_spec(config_, options, recipe_.layout.images(), recipe_.lr)) {
   const auto& f = config_.finetune;
-  const auto& t = config_.train;
   const auto derived = io::derive(config_, run_.process().launch.world_size);
 
   const int img = static_cast<int>(config_.model.img_size);
   const auto data_config = run_data_config(config_.data, run_.spec().output_dir);
-  auto splits = open_splits(run_.process(), data_config, img, t.seed);
+  auto splits = open_splits(run_.process(), data_config, img, config_.train.seed);
   train_set_ = splits.train;
   val_set_ = splits.val;
   val_transform_ = data::make_transform(data_config, img, /*train=*/false);
@@ -196,8 +183,7 @@ Finetuner::Finetuner(io::Config config, FinetuneOptions options)
 
 Finetuner::~Finetuner() = default;
 
-// RandomResizedCrop (finetune.crop_scale_min to 1) + flip + RandAugment; random erasing and
-// mixup / cutmix come later, on the normalised batch.
+// RandomResizedCrop + flip + RandAugment; random erasing and mixup / cutmix come on the batch.
 std::shared_ptr<const data::Transform> Finetuner::train_transform() const {
   const auto& f = config_.finetune;
   io::DataConfig crop = config_.data;
@@ -250,7 +236,7 @@ void Finetuner::log_setup(const data::Transform& train_transform) const {
 void Finetuner::set_lr(double lr) { optim::set_learning_rate(*optimizer_, groups_, lr); }
 
 MicroStep Finetuner::forward(const data::Batch& batch, const StepContext& at) {
-  // Each image's randomness is a function of (seed, step, its place in the global batch).
+  // Each image's draws follow (seed, step, its place in the global batch).
   auto images = data::normalize_images(batch.images, run_.process().device);
   if (erasing_.prob > 0) {
     data::random_erasing_(images, erasing_,

@@ -99,8 +99,7 @@ Features extract_features(nn::VisionTransformer& encoder, const data::Dataset& d
                           const data::Transform& transform, const torch::Device& device,
                           int64_t batch, int64_t limit, int64_t workers, bool bf16,
                           distributed::Communicator* comm, bool normalize) {
-  const bool was_training = encoder->is_training();
-  encoder->eval();
+  const EvalMode eval_mode(*encoder);
   auto forward = [&](const torch::Tensor& images, const torch::Tensor& /*labels*/) {
     torch::Tensor cls;
     {
@@ -112,14 +111,7 @@ Features extract_features(nn::VisionTransformer& encoder, const data::Dataset& d
                            cls, torch::nn::functional::NormalizeFuncOptions().dim(1))
                      : cls;
   };
-  try {
-    auto result = map_dataset(forward, dataset, transform, device, batch, limit, workers, comm);
-    encoder->train(was_training);
-    return result;
-  } catch (...) {
-    encoder->train(was_training);
-    throw;
-  }
+  return map_dataset(forward, dataset, transform, device, batch, limit, workers, comm);
 }
 
 std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
@@ -191,11 +183,9 @@ std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
 
 KnnResult knn_classify(const Features& train, const Features& test, int64_t num_classes, int64_t k,
                        double temperature, int64_t chunk) {
-  KnnOptions o;
-  o.ks = {k};
-  o.temperature = temperature;
-  o.chunk = chunk;
-  return knn_evaluate(train, test, num_classes, o).front();
+  return knn_evaluate(train, test, num_classes,
+                      {.ks = {k}, .temperature = temperature, .chunk = chunk})
+      .front();
 }
 
 KnnData open_knn_data(const Process& process, const io::DataConfig& data, int img, uint64_t seed,

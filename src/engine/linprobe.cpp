@@ -22,7 +22,7 @@ namespace {
 constexpr uint64_t kHeadStream = 0x6865616400000000ULL;   // "head": the head's initialisation
 constexpr uint64_t kOrderStream = 0x6f72646572000000ULL;  // "order": cached-features row order
 
-// The one-file checkpoint of earlier versions, which this one cannot continue.
+// Earlier versions' one-file checkpoint, which this one cannot continue.
 constexpr const char* kOldCheckpointFile = "checkpoint.safetensors";
 
 RunSpec linprobe_spec(const io::Config& config, const LinearProbeOptions& options,
@@ -53,15 +53,9 @@ RunSpec linprobe_spec(const io::Config& config, const LinearProbeOptions& option
 
 }  // namespace
 
-// ---------------------------------------------------------------------------------------------
-// The head's optimiser, its evaluation, the cached features' rows
-
 optim::Lars make_linprobe_lars(nn::LinearProbeHead& head, double weight_decay) {
-  optim::LarsOptions o;
-  o.momentum = 0.9;
-  o.trust_coefficient = 0.001;
-  o.weight_decay = weight_decay;
-  return optim::Lars(head->parameters(), o);
+  return optim::Lars(head->parameters(),
+                     {.momentum = 0.9, .trust_coefficient = 0.001, .weight_decay = weight_decay});
 }
 
 ClassifierAccuracy evaluate_head(nn::LinearProbeHead& head, const Features& val,
@@ -72,8 +66,7 @@ ClassifierAccuracy evaluate_head(nn::LinearProbeHead& head, const Features& val,
               "linear probe evaluation: features [N, D] and labels [N] expected, got ",
               val.features.sizes(), " and ", val.labels.sizes());
   TORCH_CHECK(batch >= 1, "linear probe evaluation: batch must be >= 1, got ", batch);
-  const bool was_training = head->is_training();
-  head->eval();
+  const EvalMode eval_mode(*head);
   torch::NoGradGuard no_grad;
   const int64_t n = val.features.size(0);
   const int64_t world = comm != nullptr ? comm->world_size() : 1;
@@ -83,8 +76,7 @@ ClassifierAccuracy evaluate_head(nn::LinearProbeHead& head, const Features& val,
   auto mine = torch::arange(rank, n, world, torch::kInt64);
   auto f = val.features.index_select(0, mine);
   auto l = val.labels.index_select(0, mine);
-  // [top-1 hits, top-k hits, rows, cross-entropy sum] of this rank's rows, summed over ranks
-  // (in float64: the counts stay exact up to 2^53 rows).
+  // [top-1 hits, top-k hits, rows, cross-entropy sum] of this rank's rows, in float64 (exact).
   auto sums = torch::zeros({4}, torch::TensorOptions(torch::kFloat64).device(device));
   for (int64_t start = 0; start < mine.size(0); start += batch) {
     const int64_t len = std::min(batch, mine.size(0) - start);
@@ -93,13 +85,11 @@ ClassifierAccuracy evaluate_head(nn::LinearProbeHead& head, const Features& val,
     auto hits = std::get<1>(logits.topk(top, 1)).eq(labels.unsqueeze(1));
     const auto loss = torch::nn::functional::cross_entropy(
         logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
-    const auto as_double = torch::kFloat64;
-    sums[0] += hits.narrow(1, 0, 1).sum().to(as_double);
-    sums[1] += hits.sum().to(as_double);
+    sums[0] += hits.narrow(1, 0, 1).sum().to(torch::kFloat64);
+    sums[1] += hits.sum().to(torch::kFloat64);
     sums[2] += static_cast<double>(len);
-    sums[3] += loss.to(as_double);
+    sums[3] += loss.to(torch::kFloat64);
   }
-  head->train(was_training);
   if (comm != nullptr)
     comm->all_reduce_sum(sums, distributed::Group::kLoss, "linear probe hit counts");
   const auto v = sums.cpu();
@@ -159,9 +149,6 @@ data::Batch FeatureRows::next() {
   batch.step = next_++;
   return batch;
 }
-
-// ---------------------------------------------------------------------------------------------
-// The run
 
 LinearProbe::LinearProbe(io::Config config, LinearProbeOptions options)
     : config_(validated(std::move(config))),
@@ -224,9 +211,8 @@ Features LinearProbe::extract(const data::Dataset& set, const data::Transform& t
                           run_.process().comm.get(), /*normalize=*/false);
 }
 
-// The loop on the training images (RandomResizedCrop + flip through the frozen encoder at every
-// step), or with linprobe.cached_features on their features extracted once through the
-// evaluation transform (`cached_rows` of them).
+// The loop on the training images (RandomResizedCrop + flip through the frozen encoder), or with
+// linprobe.cached_features on `cached_rows` features extracted once (evaluation transform).
 std::unique_ptr<TrainingLoop> LinearProbe::make_loop(const io::DataConfig& data_config,
                                                      const data::Transform& eval_transform,
                                                      int64_t& cached_rows) {

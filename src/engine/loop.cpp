@@ -124,9 +124,6 @@ void TrainingLoop::connect_gradients() {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The run, top to bottom
-
 LoopResult TrainingLoop::run() {
   LoopResult result;
   result.last_checkpoint = run_.last_checkpoint();
@@ -148,9 +145,8 @@ LoopResult TrainingLoop::run() {
     begin_epoch();
     while (run_.state().step_in_epoch < steps_per_epoch_) {
       Step step = train_step();
-      // Deferred: the step before is read now that this one is queued behind it; a stop it
-      // asked for is taken after this step on every rank. A step is left unread only when
-      // another will follow it within the epoch and the run.
+      // Deferred: the step before is read now that this one is queued (a stop it asked for is
+      // taken after this one); a step stays unread only when another follows in the epoch.
       bool stop_now = false;
       if (pending_) {
         resolve(*pending_);
@@ -193,9 +189,7 @@ void TrainingLoop::begin_epoch() {
   stop_ = false;
 }
 
-// The step's figures into the log window and the epoch's sums; the log line and status line; a
-// stop asked during the step is taken here unless the step ended the epoch (end_epoch takes it
-// then, after the evaluation). Returns whether the run stopped.
+// Records the step and takes a stop asked during it, unless it ended the epoch (end_epoch does).
 bool TrainingLoop::after_step(const Step& step, LoopResult& result) {
   const auto& state = run_.state();
   record_step(step);
@@ -222,8 +216,7 @@ void TrainingLoop::record_step(const Step& step) {
   show_status(step, eta);
 }
 
-// The epoch's evaluation (the engine's end_of_epoch), its log line and record, its checkpoint;
-// then the stop decision of all ranks. Returns whether the run stopped before its last epoch.
+// The epoch's evaluation, log, record and checkpoint, then the stop decision of all ranks.
 bool TrainingLoop::end_epoch(LoopResult& result) {
   auto& state = run_.state();
   state.epoch += 1;
@@ -282,9 +275,6 @@ double TrainingLoop::step() {
   return loss;
 }
 
-// ---------------------------------------------------------------------------------------------
-// One optimiser step, top to bottom
-
 TrainingLoop::Step TrainingLoop::train_step() {
   auto& state = run_.state();
   const auto& params = engine_.trainable();
@@ -292,8 +282,7 @@ TrainingLoop::Step TrainingLoop::train_step() {
   st.lr = settings_.schedule.at(static_cast<double>(state.epoch) +
                                 static_cast<double>(state.step_in_epoch) / steps_per_epoch_);
   engine_.set_lr(st.lr);
-  // Gradients that are views into the all-reduce buckets are zeroed in place; one process lets
-  // backward hand each parameter its gradient buffer instead (no memset, no extra add).
+  // Gradients that are views into the all-reduce buckets are zeroed in place, others dropped.
   if (grad_sync_)
     compat::zero_grad(params);
   else
@@ -342,9 +331,8 @@ TrainingLoop::Step TrainingLoop::train_step() {
   return st;
 }
 
-// A deferred step's figures, once the device has copied them (long done when the step after it
-// has been queued); its update was skipped on the device if they are not finite, and the
-// non-finite policy now counts or stops as it would have before the update.
+// A deferred step's figures, once copied; where not finite its update was skipped on the device,
+// and the non-finite policy now counts or stops as it would have before the update.
 void TrainingLoop::resolve(Step& st) {
   st.figures_copied->wait();
   read_figures(st, st.figures_in_flight);
@@ -357,9 +345,8 @@ void TrainingLoop::resolve(Step& st) {
   st.skipped = true;
 }
 
-// Returns [loss, figures...] summed over the step's micro-batches. Accumulating micro-batches
-// communicate nothing; the last one all-reduces the gradients during its backward when the
-// all-reduce overlaps (DDP's no_sync).
+// Returns [loss, figures...] summed over the step's micro-batches; only the last all-reduces
+// gradients during its backward, when the all-reduce overlaps (DDP's no_sync).
 torch::Tensor TrainingLoop::accumulate(Step& st) {
   const int64_t accum = settings_.accum_iter;
   const bool overlapped = grad_sync_mode_ == GradSyncMode::kOverlapped ||
@@ -389,9 +376,8 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
   return sums;
 }
 
-// One all-reduce per step: the figures become means over ranks, and a stop asked on any rank
-// stops every rank after the same step (signals reach the ranks of a job at slightly different
-// moments). Returns [loss sum, figure sums..., stop, gradient norm] on the device.
+// One all-reduce per step: figures summed over ranks, and a stop asked on any rank stops every
+// rank after the same step. Returns [loss sum, figure sums..., stop, gradient norm].
 torch::Tensor TrainingLoop::reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm) {
   auto per_rank =
       torch::cat({sums, torch::full({1}, run_.signalled() ? 1.0 : 0.0, sums.options())});
@@ -412,8 +398,7 @@ void TrainingLoop::read_figures(Step& st, const torch::Tensor& host_figures) {
   st.grad_norm = p[2 + n];
 }
 
-// train.on_nonfinite: stop throws naming the step and its figures; skip counts the step as
-// skipped, up to train.max_nonfinite_skips.
+// train.on_nonfinite: stop throws naming the step; skip counts it, up to max_nonfinite_skips.
 void TrainingLoop::skip_or_stop_nonfinite(const Step& st) {
   auto& state = run_.state();
   std::string what = fmt::format(
@@ -435,8 +420,7 @@ void TrainingLoop::skip_or_stop_nonfinite(const Step& st) {
                            settings_.max_nonfinite_skips);
 }
 
-// A checksum of each parameter's bytes, all-gathered: replicas that drifted apart (a
-// non-deterministic kernel, a rank with a different config) are caught, not averaged over.
+// A checksum of each parameter, all-gathered: replicas that drifted apart are caught.
 void TrainingLoop::verify_replicas() {
   const auto named = engine_.trained_module().named_parameters();
   std::vector<torch::Tensor> tensors;

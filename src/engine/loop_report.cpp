@@ -1,5 +1,4 @@
-// What the training loop reports (see include/ocl/engine/loop.h): the log line and metrics.jsonl
-// record of each log window, the status line, the epoch's line and record.
+// What the training loop reports (see include/ocl/engine/loop.h): log lines, records, status.
 #include <algorithm>
 #include <string>
 
@@ -9,7 +8,6 @@
 namespace ocl::engine {
 
 void TrainingLoop::log_window(const Step& st, double eta) {
-  const Step& state = st;  // where the run stood after the step (deferred: one step back)
   const Window& w = *window_;
   const double seconds = std::max(seconds_since(w.start), 1e-9);
   const double img_s = static_cast<double>(w.images) / seconds;
@@ -22,14 +20,13 @@ void TrainingLoop::log_window(const Step& st, double eta) {
   run_.process().log->info(
       "epoch {}/{} step {}/{}  loss {:.4f}{}  lr {:.3e}  grad {:.3f}  {:.0f} img/s  data {:.0f}%  "
       "ETA {}",
-      state.epoch + 1, settings_.epochs, state.step_in_epoch, steps_per_epoch_, w.mean(w.loss),
-      shown, st.lr, st.grad_norm, img_s, 100 * wait_share, io::format_duration(eta));
+      st.epoch + 1, settings_.epochs, st.step_in_epoch, steps_per_epoch_, w.mean(w.loss), shown,
+      st.lr, st.grad_norm, img_s, 100 * wait_share, io::format_duration(eta));
   if (run_.writes()) {
-    io::MetricFields fields{
-        {"epoch", static_cast<double>(state.epoch) +
-                      static_cast<double>(state.step_in_epoch) / steps_per_epoch_},
-        {"global_step", static_cast<double>(state.global_step)},
-        {"loss", w.mean(w.loss)}};
+    io::MetricFields fields{{"epoch", static_cast<double>(st.epoch) +
+                                          static_cast<double>(st.step_in_epoch) / steps_per_epoch_},
+                            {"global_step", static_cast<double>(st.global_step)},
+                            {"loss", w.mean(w.loss)}};
     for (size_t i = 0; i < figures_.size(); ++i) fields.emplace_back(figures_[i].name, w.figure(i));
     fields.insert(fields.end(), {{"lr", st.lr},
                                  {"grad_norm", st.grad_norm},
@@ -43,12 +40,11 @@ void TrainingLoop::log_window(const Step& st, double eta) {
 
 void TrainingLoop::show_status(const Step& st, double eta) {
   if (!run_.console().has_status_line()) return;
-  const Step& state = st;
   const int width = 20;
-  const int filled = static_cast<int>(width * state.step_in_epoch / steps_per_epoch_);
+  const int filled = static_cast<int>(width * st.step_in_epoch / steps_per_epoch_);
   run_.console().set_status(fmt::format(
       "[{}{}] epoch {}/{} step {}/{}  loss {:.4f}  lr {:.2e}  ETA {}", std::string(filled, '#'),
-      std::string(width - filled, '.'), state.epoch + 1, settings_.epochs, state.step_in_epoch,
+      std::string(width - filled, '.'), st.epoch + 1, settings_.epochs, st.step_in_epoch,
       steps_per_epoch_, st.loss, st.lr, io::format_duration(eta)));
 }
 

@@ -18,18 +18,15 @@
 namespace ocl::engine {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 // Distinct streams of per-step randomness from one seed.
 constexpr uint64_t kMaskStream = 0x6d61736b00000000ULL;    // "mask"
 constexpr uint64_t kDropPathStream = 0x64706174680000ULL;  // "dpath"
 
-// Global negatives for ssl::OCL::forward: both groups' CLS outputs of every rank, gathered with
-// one differentiable all-gather; this rank's rows start at rank · B.
+// Global negatives: both groups' CLS outputs of every rank in one differentiable all-gather.
 ssl::FeatureGather global_negatives(distributed::Communicator& comm) {
   distributed::Communicator* c = &comm;
   return [c](const torch::Tensor& a, const torch::Tensor& b) {
-    // One collective for both groups: [2B, D] per rank → [W, 2B, D].
+    // [2B, D] per rank → [W, 2B, D]; this rank's rows start at rank · B.
     const int64_t n = a.size(0);
     auto all = distributed::all_gather_with_grad(*c, torch::cat({a, b}, 0))
                    .view({c->world_size(), 2 * n, a.size(1)});
@@ -134,8 +131,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     rest_options.ignore_missing = {"encoder."};
     io::load_state_dict(*model_, model_rest, rest_options);
     optim::load_adamw_state(*optimizer_, groups_, c.trainer);
-    // The monitor's figures so far; a checkpoint written before the history was kept has the
-    // first figure alone.
+    // The monitor's figures so far (older checkpoints have the first alone).
     if (const auto it = c.trainer.find("monitor.knn_history"); it != c.trainer.end()) {
       const auto h = it->second.to(torch::kFloat64).contiguous();
       knn_history_.assign(h.data_ptr<double>(), h.data_ptr<double>() + h.numel());
@@ -156,8 +152,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
       },
       {run_.process().launch.world_size, t.batch_size, o.accum_iter}, loop_->steps_per_epoch(),
       derived_.lr);
-  // Parameters are broadcast from rank 0 (the same initialisation or checkpoint everywhere,
-  // made certain); gradients become views into the all-reduce buckets.
+  // Parameters broadcast from rank 0; gradients become views into the all-reduce buckets.
   loop_->connect_gradients();
   log_setup();
 }
@@ -241,8 +236,7 @@ EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
   knn_history_.push_back(knn_top1_);
   const double accuracy = loop_->epoch_figure("accuracy");
   EpochReport report{fmt::format(", kNN top-1 {:.2f} %", knn_top1_), {{"knn_top1", knn_top1_}}};
-  // The shortcut alarm: both figures go to metrics.jsonl whether it fires or not, so the plot
-  // shows the gap opening.
+  // Both figures are recorded whether the alarm fires or not, so a plot shows the gap opening.
   const std::string warning = shortcut_warning(config_.eval, accuracy, knn_history_);
   const double knn_start = knn_history_.size() > 1 ? knn_history_.front() : -1.0;
   const double knn_before =
@@ -322,7 +316,7 @@ PretrainResult Pretrainer::run() {
     knn_top1_ = run_knn_monitor();
     knn_history_ = {knn_top1_};
   }
-  const auto start = Clock::now();
+  const auto start = std::chrono::steady_clock::now();
   auto r = loop_->run();
   result.state = run_.state();
   result.interrupted = r.interrupted;

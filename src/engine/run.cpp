@@ -20,8 +20,7 @@
 namespace ocl::engine {
 namespace {
 
-// --overwrite removes the old run's files; one it cannot remove would live on beside the new
-// run's (TensorBoard would draw two curves), so it stops the start, named.
+// --overwrite removes the old run's files; one it cannot remove would mix with the new run's.
 void remove_for_overwrite(const std::string& path) {
   if (std::remove(path.c_str()) == 0 || errno == ENOENT) return;
   throw std::runtime_error("--overwrite: cannot remove '" + path +
@@ -46,8 +45,7 @@ RunContext::RunContext(const io::Config& config_in, RunOptions options_in, RunSp
     resume_from_ = options_.resume;
   }
   if (spec_.precondition) spec_.precondition(resume_from_);
-  // The checkpoint is read and checked before anything in the folder is written, so that a
-  // resume refused here leaves the run as it was.
+  // The checkpoint is read and checked before anything is written: a refusal changes nothing.
   std::string unreadable_config;
   if (!resume_from_.empty()) {
     check_checkpoint_kind();
@@ -90,8 +88,7 @@ RunContext::~RunContext() {
   if (console_) console_->clear_status();
 }
 
-// A checkpoint that does not read whole: when an older one beside it does, the message says to
-// resume from that one instead of leaving the user to find it.
+// A checkpoint that does not read whole: the message names an older one beside it that does.
 void RunContext::refuse_damaged_checkpoint(const std::string& why) const {
   const std::string older = io::older_readable_checkpoint(resume_from_, spec_.model_file);
   if (older.empty()) throw std::runtime_error(why);
@@ -101,8 +98,7 @@ void RunContext::refuse_damaged_checkpoint(const std::string& why) const {
       why, older, older));
 }
 
-// Another app's checkpoint is refused in one line, before anything is written, instead of a dump
-// of keys that do not fit.
+// Another app's checkpoint is refused in one line instead of a dump of keys that do not fit.
 void RunContext::check_checkpoint_kind() const {
   std::string kind;
   try {
@@ -124,8 +120,7 @@ void RunContext::check_checkpoint_kind() const {
 }
 
 // A checkpoint that cannot continue under this config is refused naming what differs: its
-// model's sizes (the tensors would not fit), or its seed (a run's data order, masks and
-// augmentation all follow one seed; mixing two would be a run neither seed describes).
+// model's sizes, input standardisation or seed (data order, masks and augmentation follow it).
 void RunContext::check_resumable() const {
   const std::string& path = resumed_->path;
   if (resumed_->state.seed != config_.train.seed) {
@@ -155,8 +150,6 @@ void RunContext::check_resumable() const {
                              ": its weights do not fit this model; resume with the checkpoint's "
                              "model sizes, or start a new run");
   }
-  // The same tensors read other pixels under another input standardisation: training on would
-  // change the function the weights compute, and record the new setting in them.
   const auto& a = resumed_config_->model;
   const auto& b = config_.model;
   if (a.input_norm != b.input_norm ||
@@ -176,9 +169,8 @@ void RunContext::check_resumable() const {
   }
 }
 
-// Every rank must run the same build and config (distributed/agreement.h), compared once at the
-// rendezvous before any collective whose size depends on the config. What may differ per process
-// without changing the training is left out: logging, loader workers, threads.
+// Every rank must run the same build and config, compared before any collective whose size
+// depends on it; logging, loader workers and threads may differ.
 void RunContext::check_ranks_agree() const {
   const io::Config defaults;
   io::Config shared = config_;
@@ -193,15 +185,13 @@ void RunContext::check_ranks_agree() const {
       shared);
 }
 
-// One run per folder: an exclusive lock on <folder>/.lock for the run's lifetime, released by
-// the kernel however the process ends. A requeued job that overlaps its predecessor, or a second
-// start by mistake, is refused instead of pruning the other's checkpoints under it.
+// One run per folder: an exclusive lock on <folder>/.lock for the run's lifetime (released however
+// the process ends), so that a second start cannot prune the first's checkpoints under it.
 void RunContext::lock_folder() {
   char host[256] = "?";
   ::gethostname(host, sizeof(host) - 1);
   const auto& l = options_.launch;
-  // Who holds it, and as which rank of which launch: a second rank 0 of the same launch is told
-  // apart from another run.
+  // Who holds it, and as which rank of which launch (a second rank 0 of this launch is a mistake).
   const std::string launch_note = l.distributed()
                                       ? fmt::format(", rank {} of {} (rendezvous {}:{})", l.rank,
                                                     l.world_size, l.master_addr, l.master_port)
@@ -224,9 +214,7 @@ void RunContext::lock_folder() {
                            "): wait for it to end, or choose another " + spec_.output_key);
 }
 
-// Never silently mix two runs. Every rank reads the folder (it must be on a file system all
-// nodes share, as for any resumable multi-node run); rank 0 alone decides and writes, since the
-// others could read the config.yaml it has just written.
+// Never silently mix two runs. Rank 0 alone decides and writes.
 void RunContext::prepare_folder() {
   if (!writer_) return;
   const std::string& out = spec_.output_dir;
@@ -256,7 +244,6 @@ void RunContext::prepare_folder() {
     }
   }
   if (options_.overwrite) {
-    // The old run's checkpoints would outrank the new run's in pruning and checkpoint-last.
     io::remove_checkpoints(out);
     if (const auto left = io::latest_checkpoint(out); !left.empty())
       throw std::runtime_error("--overwrite: cannot remove the earlier run's checkpoint '" + left +
@@ -295,8 +282,7 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
   state_.world_size = options_.launch.world_size;
   keep_metrics_through_ = keep_metrics_through;
   if (!process_.comm) return;
-  // Every rank must continue from the same point: they read the same folder, but a node whose
-  // view of it differs (not a shared file system) would silently diverge.
+  // Every rank must continue from the same point (a node may see another folder).
   auto where =
       torch::tensor({state_.epoch, state_.step_in_epoch, state_.global_step}, torch::kInt64)
           .to(process_.device);
@@ -315,8 +301,7 @@ void RunContext::resume_position(const std::function<StepLayout(const io::Config
   }
 }
 
-// A fresh run removes an earlier run's event files; a resumed one adds a file of its own that
-// starts by purging the points after its step. The config goes in as text at the first step.
+// A fresh run removes earlier event files; a resumed one adds its own, purging later points.
 void RunContext::open_event_file() {
   if (!resumed_) remove_event_files(spec_.output_dir);
   events_ = std::make_unique<io::EventFileWriter>(spec_.output_dir);
@@ -325,8 +310,6 @@ void RunContext::open_event_file() {
   events_->flush();
 }
 
-// A resumed run with nothing left to do leaves the folder as it was (its config.yaml is the one
-// its checkpoints were trained with).
 void RunContext::begin_records() {
   if (!writer_ || metrics_) return;
   io::write_text_atomic(spec_.output_dir + "/config.yaml", spec_.config_yaml);

@@ -20,7 +20,7 @@ namespace ocl::engine {
 namespace {
 
 // Intra-op threads: train.threads, or the node's cores divided among its local processes (some
-// LibTorch builds, Debian's among them, otherwise start with one thread).
+// LibTorch builds otherwise start with one thread).
 void set_process_threads(const io::Config& config, const distributed::LaunchInfo& launch) {
   const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
   const int64_t local = std::max<int64_t>(1, launch.local_world_size);
@@ -205,18 +205,16 @@ int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& save
                              const StepLayout& now, double lr, spdlog::logger& logger) {
   const int64_t images = step * saved.images();
   const int64_t continue_at = images / now.images();
-  if (saved.world_size != now.world_size && step > 0) {
+  if (saved.world_size != now.world_size) {
     logger.warn(
-        "the checkpoint was written by {} processes and this run has {}: epoch {} continues at "
-        "step {} (after {} of its images; step {} of {} processes), the effective batch is now "
-        "{} and lr {:.3g}",
-        saved.world_size, now.world_size, epoch, continue_at, images, step, saved.world_size,
+        "the checkpoint was written by {} processes and this run has {}: {}the effective batch is "
+        "now {} and lr {:.3g}",
+        saved.world_size, now.world_size,
+        step > 0 ? fmt::format("epoch {} continues at step {} (after {} of its images; step {} of "
+                               "{} processes), ",
+                               epoch, continue_at, images, step, saved.world_size)
+                 : "",
         now.images(), lr);
-  } else if (saved.world_size != now.world_size) {
-    logger.warn(
-        "the checkpoint was written by {} processes and this run has {}: the effective batch "
-        "is now {} and lr {:.3g}",
-        saved.world_size, now.world_size, now.images(), lr);
   }
   return continue_at;
 }

@@ -8,8 +8,7 @@
 namespace ocl::engine {
 namespace {
 
-// How many monitor runs back the alarm's recent gain is measured over, for a non-empty history
-// of `n` figures: `window`, or all there are before the last.
+// How many runs back the recent gain is measured over, for `n` > 0 figures.
 size_t runs_back(size_t n, int64_t window) {
   return std::min(n - 1, static_cast<size_t>(std::max<int64_t>(window, 0)));
 }

@@ -14,6 +14,7 @@
 #include <sstream>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
 #include <torch/torch.h>
@@ -28,9 +29,9 @@ using json = nlohmann::json;
 constexpr int kStateVersion = 1;
 constexpr const char* kLastLink = "checkpoint-last";
 constexpr const char* kPrefix = "checkpoint-";
+using Order = std::pair<int64_t, int64_t>;  // (epoch, step in epoch)
 
-// An io helper's call, its errors reported as the checkpoint code reports every error:
-// c10::Error, "checkpoint: ".
+// An io helper's call, its errors rethrown as every error here: c10::Error, "checkpoint: ...".
 template <typename Call>
 auto checked(Call call) -> decltype(call()) {
   try {
@@ -38,10 +39,6 @@ auto checked(Call call) -> decltype(call()) {
   } catch (const std::runtime_error& e) {
     TORCH_CHECK(false, "checkpoint: ", e.what());
   }
-}
-
-std::string read_text(const std::string& path) {
-  return checked([&] { return read_text_file(path); });
 }
 
 // CRC-32 (zlib's) of a file's bytes, read in 4 MiB pieces; throws naming it when unreadable.
@@ -62,37 +59,25 @@ uint32_t file_crc32(const std::string& path, uint64_t* bytes) {
 }
 
 // "checkpoint-0004" → (4, 0); "checkpoint-0004-000120" → (4, 120); anything else → false.
-bool parse_name(const std::string& name, std::pair<int64_t, int64_t>* order) {
+bool parse_name(const std::string& name, Order* order) {
   if (name.rfind(kPrefix, 0) != 0 || name == kLastLink) return false;
   const std::string rest = name.substr(std::strlen(kPrefix));
   long long epoch = 0, step = 0;
-  int used = 0;
-  if (std::sscanf(rest.c_str(), "%lld-%lld%n", &epoch, &step, &used) == 2 &&
-      used == static_cast<int>(rest.size())) {
-    *order = {epoch, step};
-    return true;
-  }
-  if (std::sscanf(rest.c_str(), "%lld%n", &epoch, &used) == 1 &&
-      used == static_cast<int>(rest.size())) {
-    *order = {epoch, 0};
-    return true;
-  }
-  return false;
+  int used_epoch = -1, used_step = -1;  // characters read up to each number's end
+  const int got =
+      std::sscanf(rest.c_str(), "%lld%n-%lld%n", &epoch, &used_epoch, &step, &used_step);
+  if (got < 1 || (got == 2 ? used_step : used_epoch) != static_cast<int>(rest.size())) return false;
+  *order = {epoch, got == 2 ? step : 0};
+  return true;
 }
 
-std::string link_target(const std::string& link) {
-  char buf[4096];
-  const ssize_t n = ::readlink(link.c_str(), buf, sizeof(buf) - 1);
-  if (n <= 0) return "";
-  return std::string(buf, static_cast<size_t>(n));
-}
-
-// `path` less trailing slashes, a symbolic link (checkpoint-last) replaced by the path of what it
-// names, so that messages name the checkpoint itself.
+// `path` less trailing slashes, a symbolic link (checkpoint-last) resolved: messages name it.
 std::string resolve_link(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
-  const std::string target = link_target(path);
-  if (target.empty()) return path;
+  char buf[4096];
+  const ssize_t n = ::readlink(path.c_str(), buf, sizeof(buf) - 1);
+  if (n <= 0) return path;
+  const std::string target(buf, static_cast<size_t>(n));
   return target[0] == '/' ? target : join_path(path.substr(0, path.rfind('/') + 1), target);
 }
 
@@ -103,13 +88,11 @@ std::pair<std::string, std::string> split_path(const std::string& path) {
   return {path.substr(0, slash), path.substr(slash + 1)};
 }
 
-// The complete checkpoint folders of `output_dir` (with a state.json: a folder is renamed into
-// place only once whole), oldest first.
-std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> complete_checkpoints(
-    const std::string& output_dir) {
-  std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> out;
+// The complete checkpoint folders of `output_dir` (with a state.json, written last), oldest first.
+std::vector<std::pair<Order, std::string>> complete_checkpoints(const std::string& output_dir) {
+  std::vector<std::pair<Order, std::string>> out;
   for (const auto& entry : list_dir(output_dir)) {
-    std::pair<int64_t, int64_t> order;
+    Order order;
     if (parse_name(entry, &order) &&
         path_exists(join_path(join_path(output_dir, entry), "state.json")))
       out.emplace_back(order, entry);
@@ -136,9 +119,8 @@ void require_finite(const TensorMap& tensors, const std::string& what,
   }
 }
 
-// The files of a checkpoint in folder `dir`: the model, the trainer state, config.yaml, and
-// state.json last, with the position and each file's size and CRC-32 (checked on load: a bit
-// flipped on disk that leaves the values finite would otherwise resume silently).
+// A checkpoint's files in `dir`, state.json last with the position and each file's size and CRC-32
+// (checked on load: a flipped bit leaving the values finite would otherwise resume silently).
 void write_checkpoint_files(const std::string& dir, const TrainingState& state,
                             const TensorMap& model, const TensorMap& trainer,
                             const std::string& config_yaml, const std::string& model_file,
@@ -189,13 +171,8 @@ void verify_files(const std::string& folder, const json& state) {
 }  // namespace
 
 std::string checkpoint_name(const TrainingState& state) {
-  const long long epoch = state.epoch, step = state.step_in_epoch;
-  char buf[64];
-  if (step == 0)
-    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld", epoch);
-  else
-    std::snprintf(buf, sizeof(buf), "checkpoint-%04lld-%06lld", epoch, step);
-  return buf;
+  const std::string name = fmt::format("{}{:04}", kPrefix, state.epoch);
+  return state.step_in_epoch == 0 ? name : fmt::format("{}-{:06}", name, state.step_in_epoch);
 }
 
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
@@ -275,7 +252,7 @@ std::string checkpoint_kind(const std::string& path) {
 std::string older_readable_checkpoint(const std::string& checkpoint,
                                       const std::string& model_file) {
   const auto [folder, name] = split_path(resolve_link(checkpoint));
-  std::pair<int64_t, int64_t> damaged;
+  Order damaged;
   if (!parse_name(name, &damaged)) return "";
   const auto all = complete_checkpoints(folder);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
@@ -302,8 +279,7 @@ std::string latest_checkpoint(const std::string& output_dir) {
   const std::string link = join_path(output_dir, kLastLink);
   const std::string path = resolve_link(link);
   if (path != link && path_exists(join_path(path, "state.json"))) return path;
-  // No link, a broken one, or a copy that turned it into a file or a folder (cp -rL, rsync
-  // without -l): the newest complete checkpoint folder.
+  // No link, a broken one, or one a copy turned into a folder (cp -rL): the newest complete one.
   const auto all = complete_checkpoints(output_dir);
   return all.empty() ? "" : join_path(output_dir, all.back().second);
 }
@@ -316,17 +292,18 @@ TrainingState parse_training_state(const std::string& text, const std::string& s
     TORCH_CHECK(false, "checkpoint: '", source, "' is damaged: ", e.what());
   }
   TORCH_CHECK(j.is_object(), "checkpoint: '", source, "' is damaged: not a JSON object");
-  // Whole numbers only: nlohmann's get<> would truncate 1.5 to 1, wrap -1 into a huge seed, and
-  // leave a double beyond int64's range undefined (an integer >= 0 it stores as unsigned).
-  auto integer = [&](const char* key, int64_t min) -> int64_t {
+  // Whole numbers in [min, max] only (nlohmann stores one >= 0 as unsigned): get<> would truncate
+  // 1.5 to 1, wrap -1 into a huge seed, and leave a double beyond int64's range undefined.
+  auto integer = [&](const char* key, int64_t min, uint64_t max = INT64_MAX) -> const json& {
     const auto it = j.find(key);
     const bool ok = it != j.end() && it->is_number_integer() &&
-                    (!it->is_number_unsigned() || it->get<uint64_t>() <= uint64_t{INT64_MAX}) &&
-                    it->get<int64_t>() >= min;
+                    (it->is_number_unsigned()
+                         ? it->get<uint64_t>() <= max && it->get<uint64_t>() >= uint64_t(min)
+                         : it->get<int64_t>() >= min);
     TORCH_CHECK(ok, "checkpoint: '", source, "' is damaged: \"", key, "\" is ",
                 it == j.end() ? std::string("missing") : it->dump(),
                 ", expected a whole number >= ", min);
-    return it->get<int64_t>();
+    return *it;
   };
   const auto version = j.find("format_version");
   TORCH_CHECK(version != j.end() && version->is_number_integer() &&
@@ -335,18 +312,12 @@ TrainingState parse_training_state(const std::string& text, const std::string& s
               version == j.end() ? std::string("(none)") : version->dump(), ", expected ",
               kStateVersion);
   TrainingState state;
-  state.epoch = integer("epoch", 0);
-  state.step_in_epoch = integer("step_in_epoch", 0);
-  state.global_step = integer("global_step", 0);
-  state.nonfinite_skips = integer("nonfinite_skips", 0);
-  state.world_size = integer("world_size", 1);
-  const auto seed = j.find("seed");
-  TORCH_CHECK(seed != j.end() && seed->is_number_integer() &&
-                  (seed->is_number_unsigned() || seed->get<int64_t>() >= 0),
-              "checkpoint: '", source, "' is damaged: \"seed\" is ",
-              seed == j.end() ? std::string("missing") : seed->dump(),
-              ", expected a whole number >= 0");
-  state.seed = seed->get<uint64_t>();
+  state.epoch = integer("epoch", 0).get<int64_t>();
+  state.step_in_epoch = integer("step_in_epoch", 0).get<int64_t>();
+  state.global_step = integer("global_step", 0).get<int64_t>();
+  state.nonfinite_skips = integer("nonfinite_skips", 0).get<int64_t>();
+  state.world_size = integer("world_size", 1).get<int64_t>();
+  state.seed = integer("seed", 0, UINT64_MAX).get<uint64_t>();
   return state;
 }
 
@@ -372,12 +343,12 @@ Checkpoint load_checkpoint(const std::string& path_in, const std::string& model_
   Checkpoint c;
   c.path = path;
   const std::string state_path = join_path(path, "state.json");
-  const std::string state_text = read_text(state_path);
+  const std::string state_text = checked([&] { return read_text_file(state_path); });
   c.state = parse_training_state(state_text, state_path);
   verify_files(path, json::parse(state_text));
   c.model = read_safetensors(join_path(path, model_file)).tensors;
   c.trainer = read_safetensors(join_path(path, "trainer.safetensors")).tensors;
-  c.config_yaml = read_text(join_path(path, "config.yaml"));
+  c.config_yaml = checked([&] { return read_text_file(join_path(path, "config.yaml")); });
   const std::string diverged =
       " (the run had diverged when it was written, or the file is damaged)";
   require_finite(c.model, "'" + join_path(path, model_file) + "'" + diverged, {""});

@@ -37,16 +37,14 @@ std::string shortest_number(double v) {
   return std::string(buf, res.ptr);
 }
 
-// Config files above this are refused before reading: configs are a few KB, and a huge YAML
-// (a 50 MB list) would take seconds and gigabytes before failing.
+// Config files above this are refused before reading (a 50 MB YAML list takes seconds and GBs).
 constexpr int64_t kMaxConfigBytes = 1 << 20;
 namespace {
 
-// The key table: every section and key in header order, each key a typed reference into Config.
-
+// The key table (schema()): every section and key in header order, each a typed reference.
 using Ref = std::variant<std::string*, int64_t*, uint64_t*, double*, bool*>;
 
-// What a key's value must be on its own; checks that involve several keys are validate_impl's.
+// What a key's value must be on its own; checks that involve several keys are validate()'s.
 struct Rule {
   enum Kind { kAny, kAtLeast, kAbove, kClosed, kHalfOpen, kUnit, kOneOf } kind = kAny;
   double lo = 0, hi = 0;
@@ -64,9 +62,8 @@ Rule words(std::vector<const char*> allowed) { return {Rule::kOneOf, 0, 0, std::
 constexpr int64_t kMaxImageSide = 65535;
 constexpr int64_t kMaxBatchSize = int64_t{1} << 24;
 constexpr int64_t kMaxAccumIter = int64_t{1} << 16;
-// Bounds past which a value passes no real run and fails later without naming its key: loader
-// threads the system refuses, a synthetic set whose labels alone exhaust memory, a learning rate
-// that is no float32 (the optimiser's type), a model no machine holds.
+// Bounds past which a value passes no real run and fails later without naming its key: threads
+// the system refuses, a synthetic set exhausting memory, an lr no float32 holds, a huge model.
 constexpr int64_t kMaxWorkers = 1024;
 constexpr int64_t kMaxSyntheticImages = 100'000'000;
 constexpr double kMaxLr = std::numeric_limits<float>::max();  // the optimiser's type
@@ -228,12 +225,6 @@ const Section& find_section(const std::string& name, const std::string& lead) {
   throw ConfigError(lead + name + ": unknown key (valid: " + section_names() + ")");
 }
 
-const Key* find_key(const Section& section, const std::string& name) {
-  for (const auto& k : section.keys)
-    if (name == k.name) return &k;
-  return nullptr;
-}
-
 std::string key_names(const Section& section) {
   std::string out;
   for (const auto& k : section.keys) {
@@ -343,9 +334,9 @@ bool parse_double(const std::string& text, double& out) {
 
 double read_double(const YAML::Node& node, const std::string& path) {
   double v = 0;
-  if (!is_plain_scalar(node, "float") && !is_plain_scalar(node, "int"))
+  if ((!is_plain_scalar(node, "float") && !is_plain_scalar(node, "int")) ||
+      !parse_double(node.Scalar(), v))
     type_error(path, node, "a number");
-  if (!parse_double(node.Scalar(), v)) type_error(path, node, "a number");
   return v;
 }
 
@@ -354,21 +345,14 @@ bool valid_utf8(const std::string& s) {
   size_t i = 0;
   while (i < s.size()) {
     const auto c = static_cast<unsigned char>(s[i]);
-    size_t n = 0;
-    uint32_t cp = 0;
     if (c < 0x80) {
       ++i;
       continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      n = 1, cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      n = 2, cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      n = 3, cp = c & 0x07;
-    } else {
-      return false;
     }
-    if (s.size() - i <= n) return false;
+    // The lead byte 110xxxxx, 1110xxxx or 11110xxx: n continuation bytes, 6 - n bits of its own.
+    const size_t n = (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 0;
+    if (n == 0 || s.size() - i <= n) return false;
+    uint32_t cp = c & (0x3Fu >> n);
     for (size_t k = 1; k <= n; ++k) {
       const auto t = static_cast<unsigned char>(s[i + k]);
       if ((t & 0xC0) != 0x80) return false;
@@ -424,24 +408,22 @@ struct Origin {
 };
 using Origins = std::map<std::string, Origin>;
 
-void assign_betas(Config& config, const YAML::Node& node, const std::string& path) {
-  if (!node.IsSequence() || node.size() != 2) type_error(path, node, "a list [beta1, beta2]");
-  config.optim.beta1 = read_double(node[0], path + "[0]");
-  config.optim.beta2 = read_double(node[1], path + "[1]");
-}
-
 // Sets `section.key` from `node`; returns the key paths it set.
 std::vector<std::string> assign_key(Config& config, const Section& section, const std::string& key,
                                     const YAML::Node& node) {
   const std::string path = std::string(section.name) + "." + key;
   if (std::string(section.name) == "optim" && key == kBetas) {
-    assign_betas(config, node, path);
+    if (!node.IsSequence() || node.size() != 2) type_error(path, node, "a list [beta1, beta2]");
+    config.optim.beta1 = read_double(node[0], path + "[0]");
+    config.optim.beta2 = read_double(node[1], path + "[1]");
     return {"optim.beta1", "optim.beta2"};
   }
-  const Key* k = find_key(section, key);
-  if (k == nullptr) throw ConfigError(path + ": unknown key (valid: " + key_names(section) + ")");
-  assign(k->get(config), node, path);
-  return {path};
+  for (const auto& k : section.keys) {
+    if (key != k.name) continue;
+    assign(k.get(config), node, path);
+    return {path};
+  }
+  throw ConfigError(path + ": unknown key (valid: " + key_names(section) + ")");
 }
 
 std::string at_line(const std::string& source, int line) {
@@ -451,10 +433,9 @@ std::string at_line(const std::string& source, int line) {
 
 int line_of(const YAML::Node& node) { return node.Mark().line + 1; }
 
-// Where each YAML document of a text starts: the mark of its first node. Not YAML::LoadAll,
-// which in yaml-cpp 0.7 never returns on a stray ',' outside brackets (a text of "," or "\0,"):
-// its parser hands back an empty document at the same place, forever. A document starting
-// where the previous one did is that place, and a syntax error.
+// Where each YAML document of a text starts (its first node's mark). Not YAML::LoadAll: in
+// yaml-cpp 0.7 a stray ',' outside brackets ("," or "\0,") yields empty documents at one place
+// forever, so a document starting where the previous one did is a syntax error.
 class DocumentStarts : public YAML::EventHandler {
  public:
   std::vector<YAML::Mark> starts;
@@ -602,13 +583,9 @@ void one_of(const std::string& path, const std::string& v,
   throw Invalid({path}, "must be one of " + list + ", got '" + v + "'");
 }
 
-struct Sizes {
-  int64_t patch_size, embed_dim, depth, num_heads;
-};
-
 // Zeros take the preset's value; call after model.arch has been checked.
-Sizes resolve_sizes(const ModelConfig& m) {
-  Sizes s{m.patch_size, m.embed_dim, m.depth, m.num_heads};
+VitSizes resolve_sizes(const ModelConfig& m) {
+  VitSizes s{m.patch_size, m.embed_dim, m.depth, m.num_heads};
   if (m.arch == "custom") return s;
   const VitSizes& p = *find_vit_preset(m.arch);
   if (s.patch_size == 0) s.patch_size = p.patch_size;
@@ -616,12 +593,6 @@ Sizes resolve_sizes(const ModelConfig& m) {
   if (s.depth == 0) s.depth = p.depth;
   if (s.num_heads == 0) s.num_heads = p.num_heads;
   return s;
-}
-
-// Per-group tokens as the model splits them (io::kept_token_count), or 0 when none would stay.
-int64_t tokens_per_group(int64_t num_patches, double ratio) {
-  if (!(ratio >= 0.0 && ratio < 1.0) || num_patches <= 0) return 0;
-  return std::max<int64_t>(kept_token_count(num_patches, ratio), 0) / 2;
 }
 
 void validate_model_and_mask(const Config& c) {
@@ -646,7 +617,7 @@ void validate_model_and_mask(const Config& c) {
     else
       require(v >= 0, {path}, "must be >= 0 (0 = the preset's value), got " + std::to_string(v));
   }
-  const Sizes s = resolve_sizes(m);
+  const VitSizes s = resolve_sizes(m);
   const std::string from_preset = custom ? "" : " (model.arch " + m.arch + ")";
   require(m.img_size % s.patch_size == 0, {"model.img_size", "model.patch_size", "model.arch"},
           "must be divisible by the patch size " + std::to_string(s.patch_size) + from_preset +
@@ -664,7 +635,8 @@ void validate_model_and_mask(const Config& c) {
               std::to_string(s.patch_size) + from_preset);
   const int64_t grid = m.img_size / s.patch_size;
   const int64_t n = grid * grid;
-  require(tokens_per_group(n, c.mask.ratio) >= 1, {"mask.ratio", "model.img_size"},
+  // mask.ratio is in [0, 1) (its rule) and n >= 1 (img_size is a multiple of the patch size).
+  require(kept_token_count(n, c.mask.ratio) / 2 >= 1, {"mask.ratio", "model.img_size"},
           shortest_number(c.mask.ratio) + " leaves no token for each of the two groups of the " +
               std::to_string(n) +
               " patches (floor(N*(1-r)/2) must be >= 1): lower mask.ratio "
@@ -709,8 +681,10 @@ void min_lr_at_most_lr(const std::string& section, double lr, double min_lr) {
               shortest_number(min_lr));
 }
 
+}  // namespace
+
 // Every key's own rule (the schema table), then what involves several keys.
-void validate_impl(const Config& c) {
+void validate(const Config& c) {
   for (const auto& section : schema()) {
     for (const auto& key : section.keys)
       check_rule(std::string(section.name) + "." + key.name, key.rule, ref_of(key, c));
@@ -766,8 +740,6 @@ void validate_impl(const Config& c) {
   }
 }
 
-}  // namespace
-
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides,
                     const std::string& source) {
   Config config;
@@ -791,22 +763,17 @@ Config parse_config(const std::string& yaml_text, const std::vector<std::string>
   apply_document(config, root, source, origins);
   for (const auto& text : overrides) apply_override(config, text, origins);
   try {
-    validate_impl(config);
+    validate(config);
   } catch (const Invalid& e) {
-    for (const auto& key : e.keys) {
-      const auto it = origins.find(key);
-      if (it != origins.end() && !it->second.override_.empty())
-        throw ConfigError("override '" + it->second.override_ + "': " + e.what());
-    }
-    // The line of the first involved key the text set (data.path may be unset while the
-    // data.dataset that requires it is on line 12).
+    // The first involved key an override set, else the line of the first one the text set
+    // (data.path may be unset while the data.dataset that requires it is on line 12).
     int line = 0;
     for (const auto& key : e.keys) {
       const auto it = origins.find(key);
-      if (it != origins.end() && it->second.line > 0) {
-        line = it->second.line;
-        break;
-      }
+      if (it == origins.end()) continue;
+      if (!it->second.override_.empty())
+        throw ConfigError("override '" + it->second.override_ + "': " + e.what());
+      if (line == 0) line = it->second.line;
     }
     throw ConfigError(at_line(source, line) + e.what());
   }
@@ -820,42 +787,33 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   if (::stat(path.c_str(), &st) != 0) throw ConfigError(path + ": cannot open the config file");
   if (S_ISDIR(st.st_mode)) throw ConfigError(path + ": is a folder, not a config file");
   if (!S_ISREG(st.st_mode)) throw ConfigError(path + ": is not a regular file");
-  if (st.st_size > kMaxConfigBytes) {
+  if (st.st_size > kMaxConfigBytes)
     throw ConfigError(path + ": " + std::to_string(st.st_size) +
                       " bytes is not a config file (a config is a few KB; the limit is " +
                       std::to_string(kMaxConfigBytes) + " bytes)");
-  }
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot open the config file");
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) throw ConfigError(path + ": cannot read the config file");
-  // A file with no keys at all (empty, or comments only) is a mistake, not the defaults: the
-  // defaults are a ViT-B/16 run on the synthetic set.
+  // A file without keys (empty, comments only) is a mistake: the defaults are ViT-B/16, synthetic.
   bool empty = true;
   try {
     empty = YAML::Load(text.str()).IsNull();
   } catch (const YAML::Exception&) {
     empty = false;  // parse_config reports the syntax error with its line
   }
-  if (empty) {
+  if (empty)
     throw ConfigError(path + ": the config file is empty (no keys); start from one in configs/");
-  }
   return parse_config(text.str(), overrides, path);
 }
-
-void validate(const Config& config) { validate_impl(config); }
 
 DerivedConfig derive(const Config& config, int64_t world_size) {
   if (world_size < 1)
     throw ConfigError("world size must be >= 1, got " + std::to_string(world_size));
-  validate_impl(config);
-  const Sizes s = resolve_sizes(config.model);
-  DerivedConfig d;
-  d.patch_size = s.patch_size;
-  d.embed_dim = s.embed_dim;
-  d.depth = s.depth;
-  d.num_heads = s.num_heads;
+  validate(config);
+  const VitSizes s = resolve_sizes(config.model);
+  DerivedConfig d{s.patch_size, s.embed_dim, s.depth, s.num_heads};
   const int64_t grid = config.model.img_size / s.patch_size;
   d.num_patches = grid * grid;
   d.tokens_per_group = kept_token_count(d.num_patches, config.mask.ratio) / 2;

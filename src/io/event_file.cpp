@@ -69,12 +69,6 @@ double wall_time() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-std::string host_name() {
-  char host[256] = {};
-  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "localhost";
-  return host;
-}
-
 }  // namespace
 
 std::string tensorboard_tag(const std::string& record_type, const std::string& field) {
@@ -119,9 +113,10 @@ std::string tfrecord(const std::string& payload) {
 }
 
 EventFileWriter::EventFileWriter(const std::string& folder) {
-  const auto seconds = static_cast<int64_t>(wall_time());
-  path_ = folder + "/events.out.tfevents." + std::to_string(seconds) + "." + host_name() + "." +
-          std::to_string(::getpid());
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::strcpy(host, "localhost");
+  path_ = folder + "/events.out.tfevents." + std::to_string(static_cast<int64_t>(wall_time())) +
+          "." + host + "." + std::to_string(::getpid());
   fd_ = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
   if (fd_ < 0) {
     throw std::runtime_error("tensorboard: cannot create '" + path_ + "': " + os_error(errno));
@@ -141,8 +136,7 @@ EventFileWriter::~EventFileWriter() {
   if (fd_ >= 0) ::close(fd_);
 }
 
-// An Event: wall time, step, then `body` (one field of its `what`, already encoded; `field` 0
-// means `body` is complete as it is).
+// An Event: wall time, step, then `body` as field `field` (0: `body` is encoded fields already).
 void EventFileWriter::add_event(int64_t step, int field, const std::string& body) {
   std::string event;
   put_fixed(event, kEventWallTime, wall_time());

@@ -27,8 +27,7 @@ std::string os_error(int err) { return std::generic_category().message(err); }
 
 namespace {
 
-// Writes all of `bytes` to `fd` (retrying short writes and EINTR); returns 0 or an errno (a
-// write that writes nothing is a full device).
+// Writes all of `bytes` (retrying short writes, EINTR); 0 or an errno (ENOSPC if none is written).
 int write_all(int fd, std::string_view bytes) {
   size_t done = 0;
   while (done < bytes.size()) {
@@ -116,11 +115,9 @@ std::string printable_first_line(const std::string& text) {
 }  // namespace
 
 void make_dirs(const std::string& path) {
-  std::string partial;
+  std::string partial = path.rfind('/', 0) == 0 ? "/" : "";
   std::stringstream parts(path);
-  std::string part;
-  if (!path.empty() && path[0] == '/') partial = "/";
-  while (std::getline(parts, part, '/')) {
+  for (std::string part; std::getline(parts, part, '/');) {
     if (part.empty()) continue;
     partial += part + "/";
     if (::mkdir(partial.c_str(), 0777) != 0 && errno != EEXIST) {
@@ -190,8 +187,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     throw std::runtime_error("cannot write '" + path + "': it exists and is " +
                              file_kind(st.st_mode) +
                              ", not a regular file; give the name of a new or regular file");
-  // A unique sibling: the rename stays on one file system (atomic), and two writers (threads,
-  // ranks, processes) never write the same temporary.
+  // A unique sibling: the rename stays on one file system, and no two writers share a temporary.
   static std::atomic<uint64_t> counter{0};
   const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
   std::string tmp;
@@ -217,10 +213,6 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   sync_dir(parent_of(path));
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  write_file_atomic(path, text);
-}
-
 void sync_dir(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd >= 0) {
@@ -232,10 +224,8 @@ void sync_dir(const std::string& dir) {
 FileLock::~FileLock() {
   if (fd_ >= 0) ::close(fd_);
 }
-// O_NOFOLLOW: a lock file that is a symbolic link is refused, never written through (it could
-// point at any file the user can write). The holder is named from the kernel's lock table; the
-// note in the file is only believed when it names that same pid, since a program other than ocl
-// may hold the lock under an old run's note.
+// O_NOFOLLOW: a lock file that is a symbolic link is refused. The holder is named from the kernel's
+// lock table, by its note only when that names the same pid (another program may hold an old note).
 bool FileLock::acquire(const std::string& path, const std::string& note, std::string* holder) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0 && errno == ELOOP) {
@@ -252,13 +242,9 @@ bool FileLock::acquire(const std::string& path, const std::string& note, std::st
       const std::string written =
           printable_first_line(std::string(text, n > 0 ? static_cast<size_t>(n) : 0));
       const pid_t pid = flock_holder(fd);
-      if (pid <= 0) {
-        *holder = written;
-      } else if (written.find("pid " + std::to_string(pid) + " ") != std::string::npos) {
-        *holder = written;
-      } else {
-        *holder = "held by " + process_name(pid);
-      }
+      const bool note_is_holders =
+          pid <= 0 || written.find("pid " + std::to_string(pid) + " ") != std::string::npos;
+      *holder = note_is_holders ? written : "held by " + process_name(pid);
     }
     ::close(fd);
     return false;

@@ -32,8 +32,7 @@ namespace {
 
 using json = nlohmann::json;
 
-// The spec's (and the Rust/Python library's) limit: it bounds what a corrupt length can make
-// us allocate before anything else is checked.
+// The spec's limit: it bounds what a corrupt length can make us allocate before other checks.
 constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 constexpr const char* kMetadataKey = "__metadata__";
 
@@ -73,17 +72,11 @@ struct Header {
   Metadata metadata;
 };
 
-// Decoded by hand (not memcpy) so the length is right whatever the host byte order.
-uint64_t read_le_u64(const uint8_t* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-
-// Checks the 8-byte length against the limit and the image size; returns N.
+// The 8-byte little-endian header length N, checked against the limit and the image size.
 uint64_t checked_header_length(const uint8_t* first8, uint64_t total_size,
                                const std::string& source) {
-  const uint64_t n = read_le_u64(first8);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | first8[i];
   TORCH_CHECK(n <= kMaxHeaderBytes, "safetensors '", source, "': header length ", n,
               " exceeds the 100 MB limit of the format (corrupt file or not safetensors?)");
   TORCH_CHECK(n <= total_size - 8, "safetensors '", source, "': header length ", n,
@@ -100,8 +93,7 @@ std::string where(const std::string& source, const std::string& tensor) {
 // Parses the JSON while watching what the DOM would hide: nlohmann keeps the last of duplicate
 // keys silently, and a deeply nested value would cost memory before we could reject it.
 json parse_header_json(const char* text, size_t n, const std::string& source) {
-  // nlohmann's lexer takes a NUL byte for the end of input, which would accept "{}\0garbage";
-  // JSON text never contains a raw NUL.
+  // nlohmann's lexer ends input at a NUL, which would accept "{}\0garbage"; JSON never holds one.
   const void* nul = std::memchr(text, '\0', n);
   TORCH_CHECK(nul == nullptr, "safetensors '", source,
               "': header is not valid JSON (NUL byte at header offset ",
@@ -174,8 +166,7 @@ Entry parse_entry(const std::string& name, const json& value, uint64_t data_size
 
   const auto& shape = value["shape"];
   TORCH_CHECK(shape.is_array(), at, "\"shape\" must be an array of integers, got ", shape.dump());
-  // numel and nbytes are multiplied with overflow checks: a corrupt shape must not wrap around
-  // into a small size that then passes the offset checks.
+  // Overflow-checked products: a corrupt shape must not wrap into a size passing the offset checks.
   uint64_t numel = 1;
   bool overflow = false;
   for (const auto& dim : shape) {
@@ -255,8 +246,7 @@ Header parse_header(const char* text, size_t n, uint64_t data_size, const std::s
   return h;
 }
 
-// The tensors of `h`, `fill(entry, storage)` writing each one's bytes. A BOOL byte other than 0
-// or 1 is undefined behaviour for every kernel that reads it.
+// `h`'s tensors, `fill(entry, storage)` writing their bytes; a BOOL byte not 0 or 1 is refused.
 template <typename Fill>
 SafetensorsFile load_tensors(Header& h, const std::string& source, Fill fill) {
   SafetensorsFile file;
@@ -305,10 +295,6 @@ void read_exact(int fd, uint8_t* dst, uint64_t n, uint64_t offset, const std::st
   }
 }
 
-void append_le_u64(std::string& out, uint64_t v) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-
 // The opened file and its checked header (the data area's layout included, not its bytes).
 struct OpenedFile {
   Fd fd;
@@ -317,8 +303,7 @@ struct OpenedFile {
 };
 
 OpenedFile open_safetensors(const std::string& path) {
-  // O_NONBLOCK: a FIFO given by mistake is refused below instead of blocking the open forever
-  // (it does not change reads of a regular file).
+  // O_NONBLOCK: a FIFO given by mistake is refused below instead of blocking the open forever.
   OpenedFile f{Fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK))};
   const Fd& fd = f.fd;
   TORCH_CHECK(fd.get() >= 0, "safetensors: cannot open '", path, "': ", os_error(errno));
@@ -414,7 +399,7 @@ std::string serialize_safetensors(const TensorMap& tensors, const Metadata& meta
 
   std::string out;
   out.reserve(8 + text.size() + offset);
-  append_le_u64(out, text.size());
+  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((text.size() >> (8 * i)) & 0xff));
   out += text;
   for (const auto& item : items) {
     out.append(static_cast<const char*>(item.data.data_ptr()), item.data.nbytes());

@@ -27,23 +27,17 @@ const std::vector<std::pair<std::string, VitSizes>>& presets() {
   return table;
 }
 
-double parse_number(const std::string& section, const std::string& value, const std::string& spec) {
-  char* end = nullptr;
-  const double v = value.empty() ? 0.0 : std::strtod(value.c_str(), &end);
-  if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(v)) {
-    throw std::invalid_argument("rand_augment: bad number in section '" + section + "' of '" +
-                                spec + "'");
-  }
-  return v;
-}
-
 void set_option(RandAugmentSpec& o, const std::string& section, const std::string& spec) {
   // A section is a key of letters followed by its number, e.g. "mstd0.5".
   size_t split = 0;
   while (split < section.size() && std::isalpha(static_cast<unsigned char>(section[split])))
     ++split;
   const std::string key = section.substr(0, split), value = section.substr(split);
-  const double v = parse_number(section, value, spec);
+  char* end = nullptr;
+  const double v = value.empty() ? 0.0 : std::strtod(value.c_str(), &end);
+  if (value.empty() || end != value.c_str() + value.size() || !std::isfinite(v))
+    throw std::invalid_argument("rand_augment: bad number in section '" + section + "' of '" +
+                                spec + "'");
   auto bad = [&](const std::string& why) {
     return std::invalid_argument("rand_augment: section '" + section + "' of '" + spec +
                                  "': " + why);

@@ -30,10 +30,6 @@ TensorMap state_dict(const torch::nn::Module& module) {
   return out;
 }
 
-bool LoadReport::ok() const {
-  return missing.empty() && unexpected.empty() && shape_mismatched.empty();
-}
-
 std::string LoadReport::summary() const {
   if (ok()) return "state dict: all keys matched";
   std::ostringstream s;
@@ -88,8 +84,7 @@ LoadReport load_state_dict(torch::nn::Module& module, const TensorMap& tensors,
               "\n(nothing was loaded; set LoadOptions::strict = false to load the matching keys, "
               "or list name prefixes in ignore_missing / ignore_unexpected)");
   torch::NoGradGuard no_grad;
-  // `dst` shares storage with the module's tensor (state_dict detaches, never copies), so
-  // copy_ writes into the module, converting dtype and device.
+  // `dst` shares the module's storage (state_dict detaches), so copy_ writes into the module.
   for (auto& [dst, src] : copies) dst.copy_(src);
   return report;
 }

@@ -22,9 +22,8 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
               options.dim(), "], got ", x.sizes());
   const int64_t B = x.size(0), T = x.size(1), H = options.num_heads();
   const int64_t hd = options.dim() / H;
-  // [B, T, 3D] → 3 × [B, H, T, hd]. unbind, not three selects: its backward writes the three
-  // gradients into one tensor (a stack), where each select's would zero a full-size tensor and
-  // add them up.
+  // [B, T, 3D] → 3 × [B, H, T, hd]. unbind, not three selects: its backward stacks the three
+  // gradients, where each select's would zero a full-size tensor and add them up.
   auto qkv_heads = linear(qkv, x).reshape({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4}).unbind(0);
   auto out = compat::attention(qkv_heads[0], qkv_heads[1], qkv_heads[2]);  // [B, H, T, hd]
   return linear(proj, out.transpose(1, 2).reshape({B, T, options.dim()}));

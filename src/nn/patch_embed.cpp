@@ -62,9 +62,8 @@ void PatchEmbedImpl::reset() {
 
 void PatchEmbedImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
-  // Xavier on the 4-D conv weight would count the p×p receptive field in fan_out too
-  // (fan_out = D·p²); MAE initialises the projection as the Linear on flattened patches it is.
-  // The view shares storage, so this initialises the conv weight itself.
+  // As MAE: Xavier on the weight viewed as the Linear on flattened patches it is (fan_out D, not
+  // D·p² as for a 4-D conv weight); the view shares the weight's storage.
   torch::nn::init::xavier_uniform_(proj->weight.view({options.embed_dim(), -1}));
   torch::nn::init::zeros_(proj->bias);
 }

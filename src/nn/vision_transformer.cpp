@@ -53,11 +53,8 @@ void VisionTransformerImpl::reset() {
                                                     .input_norm_eps(o.input_norm_eps())));
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, D}));
   auto table = sincos_pos_embed_2d(D, grid_size(), grid_size(), /*cls_row=*/true).unsqueeze(0);
-  if (o.trainable_pos_embed()) {
-    pos_embed = register_parameter("pos_embed", table);
-  } else {
-    pos_embed = register_buffer("pos_embed", table);
-  }
+  pos_embed = o.trainable_pos_embed() ? register_parameter("pos_embed", table)
+                                      : register_buffer("pos_embed", table);
 
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.depth(); ++i) {

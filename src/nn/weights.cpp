@@ -47,14 +47,12 @@ int64_t square_grid(const torch::Tensor& pos_embed) {
   return g * g == n ? g : -1;
 }
 
-// "width 384, patch 16, depth 12" from timm names, for the error a wrong --model
-// gives (a long list of mis-shaped keys says less than the two sizes side by side).
+// "width 384, patch 16, depth 12" from timm names, for the error a wrong preset gives.
 std::string vit_sizes(const io::TensorMap& t) {
   std::ostringstream s;
   const auto proj = t.find("patch_embed.proj.weight");
-  if (proj != t.end() && proj->second.dim() == 4) {
+  if (proj != t.end() && proj->second.dim() == 4)
     s << "width " << proj->second.size(0) << ", patch " << proj->second.size(2) << ", ";
-  }
   int64_t depth = 0;
   for (const auto& kv : t) {
     if (!starts_with(kv.first, "blocks.")) continue;
@@ -80,9 +78,8 @@ std::string by_prefix(const std::vector<std::string>& names) {
   return out;
 }
 
-// The weights file's input standardisation must be the model's: the same tensors read other
-// pixels otherwise, and the features are silently wrong. A file without the key (timm, MAE,
-// converted checkpoints, ocl's before the option) was trained on plain pixels.
+// The file's input standardisation must be the model's, or the features are silently wrong. A
+// file without the key (timm, MAE, converted, older ocl) was trained on plain pixels.
 void check_input_norm(const io::Metadata& metadata, const VisionTransformerOptions& model,
                       const std::string& path) {
   const auto it = metadata.find(kInputNormKey);
@@ -95,8 +92,7 @@ void check_input_norm(const io::Metadata& metadata, const VisionTransformerOptio
   TORCH_CHECK(file_norm == model_norm, "encoder weights '", path, "' ",
               recorded ? "were trained with model.input_norm: " + file_norm
                        : std::string("record no ") + kInputNormKey +
-                             " (taken as none: timm, MAE "
-                             "and converted weights)",
+                             " (taken as none: timm, MAE and converted weights)",
               ", but the model is configured with model.input_norm: ", model_norm,
               " (set the config's model.input_norm to ", file_norm,
               ": the encoder's features depend on it)");
@@ -121,8 +117,8 @@ void check_input_norm(const io::Metadata& metadata, const VisionTransformerOptio
               " (set the config's value to the file's)");
 }
 
-// Positions of another grid: resampled in float64 (whatever the file's dtype), keeping CLS. A
-// table of another width is left to the strict load, which reports it with the other keys.
+// Positions of another grid: resampled in float64, keeping CLS (another width: the strict load
+// reports it).
 void resample_positions_if_needed(io::TensorMap& tensors, const io::TensorMap& module,
                                   const EncoderLoadOptions& options, EncoderLoadReport& report) {
   const auto file_pos = tensors.find("pos_embed");
@@ -152,9 +148,8 @@ std::string EncoderLoadReport::describe() const {
   std::vector<std::string> notes;
   if (!dropped.empty()) notes.push_back("dropped " + by_prefix(dropped));
   if (!left_at_init.empty()) notes.push_back("left at init " + by_prefix(left_at_init));
-  if (!pos_embed_resampled.empty()) {
+  if (!pos_embed_resampled.empty())
     notes.push_back("pos_embed resampled bicubically " + pos_embed_resampled);
-  }
   for (size_t i = 0; i < notes.size(); ++i) s << (i == 0 ? "\n  " : "; ") << notes[i];
   return s.str();
 }
@@ -170,8 +165,7 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
   check_input_norm(file.metadata, encoder->options, report.path);
 
   const bool avg_pool = !encoder->norm && encoder->fc_norm;
-  // A new head is trained (MAE's main_finetune deletes the checkpoint's head); with mean pooling
-  // a fresh `fc_norm` replaces the pre-training `norm` (MAE's global_pool).
+  // A new head is trained; with mean pooling a fresh `fc_norm` replaces `norm` (MAE's rules).
   io::TensorMap tensors;
   for (auto& [name, tensor] : file.tensors) {
     if (starts_with(name, "head.") || (avg_pool && starts_with(name, "norm."))) {
@@ -182,14 +176,12 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
   }
 
   const io::TensorMap module = io::state_dict(*encoder);
-  const std::vector<std::string> allowed_missing =
-      avg_pool ? std::vector<std::string>{"head.", "fc_norm."} : std::vector<std::string>{"head."};
-  for (const auto& kv : module) {
-    const std::string& name = kv.first;
-    const bool may_be_missing =
-        std::any_of(allowed_missing.begin(), allowed_missing.end(),
-                    [&](const std::string& p) { return starts_with(name, p); });
-    if (!tensors.count(name) && may_be_missing) report.left_at_init.push_back(name);
+  std::vector<std::string> allowed_missing = {"head."};
+  if (avg_pool) allowed_missing.push_back("fc_norm.");
+  for (const auto& [name, tensor] : module) {
+    if (!tensors.count(name) &&
+        (starts_with(name, "head.") || (avg_pool && starts_with(name, "fc_norm."))))
+      report.left_at_init.push_back(name);
   }
 
   resample_positions_if_needed(tensors, module, options, report);
@@ -203,9 +195,8 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
     // Keep load_state_dict's key lists, not its hint about LoadOptions (no option of the apps).
     std::string keys = e.what_without_backtrace();
     if (const auto at = keys.find("state dict:"); at != std::string::npos) keys = keys.substr(at);
-    if (const auto at = keys.find("\n(nothing was loaded"); at != std::string::npos) {
+    if (const auto at = keys.find("\n(nothing was loaded"); at != std::string::npos)
       keys.resize(at);
-    }
     // The sizes first: for a wrong preset they say more than the long key list after them.
     const std::string file_sizes = vit_sizes(file.tensors), model_sizes = vit_sizes(module);
     std::string hint;
@@ -237,9 +228,8 @@ nn::VisionTransformerOptions encoder_options(const io::Config& config,
 
 io::Metadata encoder_metadata(const VisionTransformerOptions& options) {
   io::Metadata metadata = {{kInputNormKey, input_norm_name(options.input_norm())}};
-  if (options.input_norm() != InputNorm::None) {
+  if (options.input_norm() != InputNorm::None)
     metadata[kInputNormEpsKey] = io::shortest_number(options.input_norm_eps());
-  }
   return metadata;
 }
 

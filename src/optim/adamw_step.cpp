@@ -25,9 +25,8 @@ bool resolve_fused_adamw(const std::string& mode, c10::Device device) {
 
 namespace {
 
-// One fused call's tensors: a group's parameters sharing device, dtype and step number (the
-// kernel wants one device and dtype per call; one shared step tensor per call keeps the
-// per-step host work to a single fill kernel).
+// One fused call's tensors: a group's parameters sharing device, dtype and step number (one
+// shared step tensor per call).
 struct Bucket {
   c10::Device device{c10::kCPU};
   std::vector<at::Tensor> params, grads, exp_avgs, exp_avg_sqs;
@@ -97,8 +96,7 @@ void adamw_step(torch::optim::AdamW& optimizer, const DeviceSkip& skip) {
   fused_step(optimizer, &skip);
 }
 
-// The parameters a step counts are those with a gradient (fused_step skips the others); the
-// set is the same from one step to the next.
+// The parameters a step counts are those with a gradient, as fused_step.
 void uncount_adamw_step(torch::optim::AdamW& optimizer) {
   auto& state = optimizer.state();
   for (auto& group : optimizer.param_groups()) {

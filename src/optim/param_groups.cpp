@@ -17,8 +17,7 @@ std::vector<ParamGroup> weight_decay_groups(const torch::nn::Module& module, dou
     const auto& p = item.value();
     if (!p.requires_grad()) continue;
     const auto& name = item.key();
-    const auto dot = name.find_last_of('.');
-    const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+    const std::string leaf = name.substr(name.find_last_of('.') + 1);  // npos + 1 = 0: all of it
     auto& group = (p.dim() < 2 || no_decay_names.count(leaf)) ? no_decay : decay;
     group.names.push_back(name);
     group.params.push_back(p);
@@ -50,8 +49,7 @@ std::vector<ParamGroup> layer_decay_groups(const torch::nn::Module& vit, int64_t
     const auto& p = item.value();
     if (!p.requires_grad()) continue;
     const auto& name = item.key();
-    const auto dot = name.find_last_of('.');
-    const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
+    const std::string leaf = name.substr(name.find_last_of('.') + 1);
     const bool decay = p.dim() >= 2 && no_decay_names.count(leaf) == 0;
     const int64_t layer = vit_layer_id(name, depth);
     const std::string group_name =
@@ -100,8 +98,7 @@ torch::Tensor grad_norm(const std::vector<torch::Tensor>& params) {
     if (p.grad().defined()) grads.push_back(p.grad().detach());
   }
   if (grads.empty()) return torch::zeros({});
-  // One multi-tensor kernel for all the norms (torch.nn.utils.clip_grad_norm_'s foreach path),
-  // not a reduction launched per parameter: ViT-L has nearly 300 of them.
+  // One multi-tensor kernel for all the norms (clip_grad_norm_'s foreach path), not ~300 launches.
   auto norms = at::_foreach_norm(grads, 2);
   for (auto& n : norms) {
     if (n.scalar_type() != torch::kFloat32) n = n.to(torch::kFloat32);

@@ -19,11 +19,10 @@ void OCLImpl::reset() {
   tsp_similarity(torch::zeros({1}), o.kappa());  // validates κ now, not at the first step
   encoder = register_module("encoder", nn::VisionTransformer(encoder_options));
   kept_tokens(encoder->num_patches(), o.mask_ratio());  // validates r against N now
-  if (o.learnable_temperature()) {
-    logit_scale = register_parameter("logit_scale", torch::tensor(std::log(1.0 / o.temperature())));
-  } else {
-    logit_scale = torch::Tensor();
-  }
+  logit_scale =
+      o.learnable_temperature()
+          ? register_parameter("logit_scale", torch::tensor(std::log(1.0 / o.temperature())))
+          : torch::Tensor();
 }
 
 torch::Tensor OCLImpl::scale() const {

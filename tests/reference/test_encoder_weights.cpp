@@ -13,6 +13,8 @@
 #include <ocl/nn/weights.h>
 #include <ocl/ocl.h>
 
+// Named so that the three files compile as one unity batch.
+namespace encoder_weights_reference {
 namespace {
 
 constexpr const char* kFixture = OCL_FIXTURE_DIR "/encoder_reference.safetensors";
@@ -113,3 +115,4 @@ TEST(EncoderWeightsReference, ResampledPositionsGivePyTorchFeatures) {
 }
 
 }  // namespace
+}  // namespace encoder_weights_reference

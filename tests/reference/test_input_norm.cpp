@@ -10,6 +10,8 @@
 
 #include <ocl/nn/patch_embed.h>
 
+// Named so that the three files compile as one unity batch.
+namespace input_norm_reference {
 namespace {
 
 constexpr const char* kFixture = OCL_FIXTURE_DIR "/input_norm_reference.safetensors";
@@ -95,3 +97,4 @@ TEST(InputNormReference, WithoutTheOptionThePixelsAreProjectedAsTheyCome) {
 }
 
 }  // namespace
+}  // namespace input_norm_reference

@@ -10,6 +10,8 @@
 
 #include <ocl/ocl.h>
 
+// Named so that the three files compile as one unity batch.
+namespace ocl_step_reference {
 namespace {
 
 constexpr const char* kFixture = OCL_FIXTURE_DIR "/ocl_reference.safetensors";
@@ -199,3 +201,4 @@ TEST(Reference, GlobalNegativesLossAndGradientsMatchPyTorch) {
 }
 
 }  // namespace
+}  // namespace ocl_step_reference

@@ -14,9 +14,8 @@ enum class CifarVariant { Cifar10, Cifar100 };
 
 class CifarDataset : public Dataset {
  public:
-  /// `dir` holds the .bin files (also accepted: its `cifar-10-batches-bin/` or
-  /// `cifar-100-binary/` sub-folder). Throws std::runtime_error naming the missing or truncated
-  /// file (a size that is not a whole number of records).
+  /// `dir` holds the .bin files (or its `cifar-10-batches-bin/` or `cifar-100-binary/` does).
+  /// Throws std::runtime_error naming a missing or truncated file (not whole records).
   CifarDataset(const std::string& dir, CifarVariant variant, bool train);
   int64_t size() const override { return static_cast<int64_t>(labels_.size()); }
   const std::vector<std::string>& class_names() const override { return classes_; }

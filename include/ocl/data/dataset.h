@@ -11,9 +11,8 @@
 
 namespace ocl::data {
 
-/// Where a partly decoded image's pixels sit in its source: a decoder that read only the part a
-/// crop needs (see Dataset::load_region) fills it in, so the transform can find its crop again.
-/// Pixel (y, x) of the image is source pixel (scale·(top + y), scale·(left + x)).
+/// Where a partly decoded image's pixels (Dataset::load_region) sit in its source: pixel (y, x)
+/// is source pixel (scale·(top + y), scale·(left + x)).
 struct SourceWindow {
   int source_height = 0, source_width = 0;  // 0: the image is its whole source at scale 1
   int top = 0, left = 0;                    // in pixels of the scaled source
@@ -39,18 +38,15 @@ struct DecodeRegion {
 /// Given a source's height and width (from its header), the region to decode.
 using RegionPlanner = std::function<DecodeRegion(int height, int width)>;
 
-/// The largest image (height × width) the JPEG and PNG decoders accept: a larger one is refused
-/// from its header (a bad sample), so that a small file claiming a huge picture cannot take
-/// gigabytes (a 388 KB PNG of 20000 × 20000 decodes to 1.2 GB). Process-wide; the default is
-/// Pillow's decompression-bomb limit; data.max_image_pixels sets it (data::make_dataset). OpenCV
-/// applies its own limit to the other formats (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 by default).
+/// The largest image (height × width) the JPEG and PNG decoders accept, checked on the header (a
+/// 388 KB PNG may claim 20000 × 20000: 1.2 GB). Process-wide, set by data.max_image_pixels; the
+/// default is Pillow's bomb limit. OpenCV has its own (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30).
 inline constexpr int64_t kDefaultMaxImagePixels = 178956970;
 void set_max_image_pixels(int64_t pixels);  // ≥ 1
 int64_t max_image_pixels();
 /// "" when a height × width image is within the limit, else the reason naming the size and it.
 std::string image_size_refusal(int64_t height, int64_t width);
-/// Throws std::invalid_argument, naming `what`, unless `image` is non-empty and holds
-/// height · width · 3 bytes.
+/// Throws std::invalid_argument naming `what` unless `image` is non-empty, height · width · 3.
 void check_rgb(const Image& image, const char* what);
 
 /// One failed read: which sample, which file (may be empty), and why.
@@ -60,8 +56,7 @@ struct BadSample {
   std::string reason;
 };
 
-/// A fixed, indexable set of labelled images. `load` must be safe to call from several threads
-/// at once.
+/// A fixed, indexable set of labelled images; `load` must be thread-safe.
 class Dataset {
  public:
   virtual ~Dataset() = default;
@@ -71,13 +66,11 @@ class Dataset {
   int64_t num_classes() const { return static_cast<int64_t>(class_names().size()); }
   /// Label of sample `index` in [0, num_classes()), known without decoding.
   virtual int64_t label(int64_t index) const = 0;
-  /// Decodes sample `index` as 8-bit RGB. An unreadable, truncated or empty file returns
-  /// std::nullopt and fills `error` (the loader skips and counts it); an index out of range
-  /// throws std::out_of_range.
+  /// Decodes sample `index` as 8-bit RGB; std::nullopt with `error` for an unreadable, truncated
+  /// or empty file (the loader skips it); std::out_of_range for an index out of range.
   virtual std::optional<Image> load(int64_t index, BadSample* error = nullptr) const = 0;
   /// As load(), for a transform that reads only part of the image: a data set that can decode a
-  /// region (JPEG) asks `plan` with the image's size and may return only that region, with its
-  /// `window` filled in. The default decodes everything.
+  /// region (JPEG) may return only `plan`'s, with `window` filled in. The default decodes all.
   virtual std::optional<Image> load_region(int64_t index, const RegionPlanner& plan,
                                            BadSample* error = nullptr) const {
     (void)plan;
@@ -85,8 +78,7 @@ class Dataset {
   }
   /// One line for logs: kind, location, size, classes.
   virtual std::string describe() const = 0;
-  /// Problems met while opening the data set that did not stop it (a folder that could not be
-  /// listed, ...), one line each, for the run to log as warnings.
+  /// Problems met while opening that did not stop it (an unlistable folder), one line each.
   virtual std::vector<std::string> warnings() const { return {}; }
 };
 

@@ -1,8 +1,6 @@
-// ImageFolder (torchvision's `train/<class>/<image>` layout): classes are the sub-folders in
-// sorted order, files in torchvision's make_dataset order (folders in sorted path order, links
-// followed, each folder's files by name); hidden files and folders (".name") are skipped. Images
-// decode to 8-bit RGB whatever their depth or channels. The file list is cached, so a second
-// start over 1.3 M files takes seconds.
+// ImageFolder (torchvision's `train/<class>/<image>`): classes are the sorted sub-folders, files
+// in make_dataset's order (sorted paths, links followed), hidden (".name") ones skipped; images
+// decode to 8-bit RGB. The file list is cached: a second start over 1.3 M files takes seconds.
 #pragma once
 
 #include <cstdint>
@@ -14,16 +12,14 @@
 namespace ocl::data {
 
 struct ImageFolderOptions {
-  /// File list cache: "" = `<root>/.ocl-filelist.txt` if that folder is writable, otherwise no
-  /// cache; otherwise the path to use. It records root's sub-folder names and the mtime of every
-  /// folder under them, and is rebuilt when one changed or was modified within 2 s of the scan
-  /// that wrote it (a change in the same timestamp tick would go unseen).
+  /// File list cache: "" = `<root>/.ocl-filelist.txt` (none if not writable), else the path. It is
+  /// rebuilt when root's sub-folders or the mtime of a folder under them changed, or that mtime
+  /// lies within 2 s of the scan that wrote it (a change in the same tick would go unseen).
   std::string cache_path;
   bool use_cache = true;
 };
 
-/// Extensions taken as images (lower-cased): .jpg .jpeg .png .webp .bmp .tif .tiff .ppm .pgm.
-/// Other files are ignored.
+/// Extensions taken as images (any case): .jpg .jpeg .png .webp .bmp .tif .tiff .ppm .pgm.
 bool has_image_extension(const std::string& filename);
 
 class ImageFolderDataset : public Dataset {
@@ -38,9 +34,7 @@ class ImageFolderDataset : public Dataset {
   std::optional<Image> load_region(int64_t index, const RegionPlanner& plan,
                                    BadSample* error = nullptr) const override;
   std::string describe() const override;
-  /// Path of sample `index` (root-relative).
-  const std::string& file(int64_t index) const;
-  /// Whether the list came from the cache.
+  const std::string& file(int64_t index) const;  // root-relative
   bool loaded_from_cache() const { return from_cache_; }
   /// One line per folder the scan could not list (its images, or its class, left out).
   std::vector<std::string> warnings() const override { return warnings_; }
@@ -54,15 +48,12 @@ class ImageFolderDataset : public Dataset {
   std::vector<std::string> warnings_;
 };
 
-/// Decodes an encoded image held in memory (JPEG, PNG, BMP, WebP, TIFF, PNM) to 8-bit RGB;
-/// std::nullopt with `reason` filled when it cannot. Shared by ImageFolder and the packed
-/// format. JPEGs go through libjpeg-turbo directly (data/jpeg.h), PNGs through libspng, and
-/// only bytes that start as BMP, WebP, TIFF or PNM (or a CMYK / 12-bit JPEG) through OpenCV:
-/// anything else is refused by its first bytes, never handed to the other decoders OpenCV
-/// carries (GDCM aborts the process on some corrupt files).
+/// Decodes an encoded image in memory to 8-bit RGB; std::nullopt with `reason` when it cannot.
+/// JPEG goes through libjpeg-turbo (data/jpeg.h), PNG through libspng, and only bytes that start
+/// as BMP, WebP, TIFF or PNM (or a CMYK / 12-bit JPEG) through OpenCV: never anything else, as
+/// some decoders OpenCV carries abort the process on corrupt files (GDCM).
 std::optional<Image> decode_image(const uint8_t* data, size_t size, std::string* reason = nullptr);
-/// The same for a transform that reads only a region: a JPEG decodes only what `plan` asks for
-/// (see decode_jpeg); other formats decode whole.
+/// The same, a JPEG decoding only what `plan` asks for (see decode_jpeg); others decode whole.
 std::optional<Image> decode_image(const uint8_t* data, size_t size, const RegionPlanner& plan,
                                   std::string* reason = nullptr);
 

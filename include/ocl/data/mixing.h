@@ -1,7 +1,6 @@
-// Batch-level augmentations and the loss of MAE's fine-tuning recipe, as timm implements them:
-// RandomErasing (mode 'pixel'), Mixup/CutMix (mode 'batch', with label smoothing) and
-// SoftTargetCrossEntropy, on normalised float images [B, 3, H, W] on any device. Every draw comes
-// from a SampleRng seeded by the caller (e.g. from the step): reproducible, device-independent.
+// MAE fine-tuning's batch augmentations and loss as timm implements them: RandomErasing
+// ('pixel'), Mixup/CutMix ('batch', label smoothing), SoftTargetCrossEntropy, on normalised float
+// [B, 3, H, W] on any device, every draw from a SampleRng the caller seeds (device-independent).
 #pragma once
 
 #include <cstdint>
@@ -12,8 +11,7 @@
 
 namespace ocl::data {
 
-/// Standard normal draw (Box–Muller on two uniforms, the sine discarded): one fixed
-/// algorithm, so a seed gives the same value everywhere (std::normal_distribution does not).
+/// Standard normal draw (Box–Muller, sine discarded): portable, unlike std::normal_distribution.
 double sample_normal(SampleRng& rng);
 /// Gamma(shape, 1), shape > 0: Marsaglia–Tsang (2000) on sample_normal and rng.uniform(); for
 /// shape < 1, Gamma(shape + 1) · U^(1/shape).
@@ -31,12 +29,10 @@ struct RandomErasingOptions {
   int count = 1;            // boxes per erased image, each of area share in [min, max] / count
 };
 
-/// Erases boxes of `images` [B, C, H, W] (floating point, any device) in place, per sample as
-/// timm does: with probability `prob`, `count` times up to 10 attempts at an area share uniform
-/// in [min_area, max_area] / count and a log-uniform aspect ratio r, h = round(√(area·r)),
-/// w = round(√(area/r)), kept when h < H and w < W, placed uniformly, filled with standard normal
-/// noise (the images are normalised). Sample i draws from SampleRng(f(seed, i)) and its noise
-/// from a CPU generator seeded from that stream: results depend on (seed, i), not the device.
+/// Erases boxes of `images` [B, C, H, W] (floating point, any device) in place as timm does:
+/// per sample with probability `prob`, `count` boxes (10 attempts each; kept when h < H, w < W),
+/// filled with standard normal noise. Sample i draws from SampleRng(f(seed, i)), its noise from a
+/// CPU generator seeded from that stream: results depend on (seed, i), not on the device.
 void random_erasing_(torch::Tensor& images, const RandomErasingOptions& options, uint64_t seed);
 
 /// timm's Mixup(mixup_alpha, cutmix_alpha, prob, switch_prob, mode='batch', correct_lam=True,
@@ -58,21 +54,17 @@ struct MixedBatch {
   bool cutmix = false;
 };
 
-/// timm's Mixup in mode 'batch': one draw for the whole batch from SampleRng(seed). With
-/// probability `prob` the batch is mixed with its reverse (x.flip(0)): if both alphas are
-/// positive, CutMix with probability switch_prob, else Mixup; λ ~ Beta(α, α) of the chosen one.
-/// Mixup: x ← λ·x + (1 − λ)·flip(x). CutMix: timm's rand_bbox (sides int(H·√(1−λ)), int(W·√(1−λ))
-/// centred at a uniform pixel, clipped) gets flip(x)'s pixels; λ = 1 − box area / image area.
-/// Targets: smoothed one-hot y (off = s/C, on = 1 − s + off), λ·y + (1 − λ)·flip(y). Unmixed:
-/// the same images tensor, targets y, λ = 1. Any B ≥ 1 (timm asserts an even B, which 'batch'
-/// mode does not need: with B odd the middle sample is mixed with itself, unchanged).
-/// labels: [B] integer class indices in [0, num_classes), any device.
+/// timm's Mixup in mode 'batch', one draw per batch from SampleRng(seed): with probability
+/// `prob` the batch is mixed with x.flip(0) by CutMix or Mixup (CutMix with probability
+/// switch_prob when both alphas are positive), λ ~ Beta(α, α) of the chosen one. CutMix pastes
+/// timm's rand_bbox of flip(x), λ = 1 − box share. Targets: λ·y + (1 − λ)·flip(y), y smoothed
+/// one-hot; unmixed: the same images, λ = 1. Any B ≥ 1 (timm asserts an even B; with B odd the
+/// middle sample mixes with itself). labels: [B] class indices in [0, num_classes), any device.
 MixedBatch mix_batch(const torch::Tensor& images, const torch::Tensor& labels,
                      const MixupOptions& options, uint64_t seed);
 
-/// timm's SoftTargetCrossEntropy: mean over rows of Σ_c −targets · log_softmax(logits).
-/// logits, targets: [B, C]. Computed in float32 (float64 for float64 logits) whatever the
-/// logits' dtype, so a bf16 forward pass does not round the loss; returns a 0-dim tensor.
+/// timm's SoftTargetCrossEntropy: mean over rows of Σ_c −targets · log_softmax(logits), both
+/// [B, C], as a 0-dim tensor; in float32 (float64 for float64 logits), so bf16 does not round it.
 torch::Tensor soft_target_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets);
 
 }  // namespace ocl::data

@@ -1,8 +1,6 @@
-// The packed data set format: one split (ImageNet's train/ or val/) as a few large shard files
-// of pre-resized images and one binary index, read by memory-mapping the shards. Decoding small
-// pre-resized JPEGs (or copying raw pixels) instead of 1.3 M full-size files is what keeps the
-// loader ahead of a GPU that sees only 60-70 % of the tokens. `ocl_pack` writes packs
-// (PackWriter); `data.dataset: packed` reads them (PackedDataset).
+// The packed data set format: one split as a few large shards of pre-resized images (JPEG or raw)
+// and a binary index, read by memory-mapping the shards, which keeps the loader ahead of the GPU.
+// `ocl_pack` writes packs (PackWriter); `data.dataset: packed` reads them (PackedDataset).
 #pragma once
 
 #include <cstdint>
@@ -51,15 +49,12 @@ std::string pack_shard_path(const std::string& folder, uint32_t shard);
 /// '\n'; u64 length and the writer's option string; per shard its u64 size; per record the
 /// PackRecord fields in order (32 bytes); u32 CRC-32 of all the above; "OCLPACKE". The shards,
 /// shard-00000.bin, ..., hold the payloads back to back.
-///
-/// Reads and checks an index file (magic, version, sizes, trailer CRC); throws
-/// std::runtime_error naming the file and what is wrong.
+/// Reads and checks an index file; throws std::runtime_error naming the file and what is wrong.
 PackIndex read_pack_index(const std::string& path);
 /// Writes `index` to `path` atomically (temporary file, fsync, rename).
 void write_pack_index(const std::string& path, const PackIndex& index);
 
-/// `image` with its shorter side brought down to `max_short_side` (aspect kept; the longer side
-/// rounded), or unchanged when it is no larger: what a pack stores.
+/// `image` with its shorter side brought down to `max_short_side` (aspect kept), if larger.
 Image shrink_to_short_side(const Image& image, int max_short_side, Interpolation interpolation);
 
 /// CRC-32 (zlib's polynomial) of `size` bytes.
@@ -68,21 +63,17 @@ uint32_t pack_crc32(const uint8_t* data, size_t size);
 struct PackWriterOptions {
   PackEncoding encoding = PackEncoding::Jpeg;
   uint64_t max_shard_bytes = uint64_t{1} << 30;  // 1 GiB, unless one record is larger
-  /// Recorded in progress.ocl; resuming with different options is refused (the pack would mix
-  /// two settings).
-  std::string description;
+  std::string description;  // in progress.ocl: resuming with another one is refused
 };
 
-/// Writes one pack folder, record by record in order. Shards are flushed and progress.ocl (an
-/// index of the shards closed so far, with the writer's options) rewritten each time a shard
-/// closes; finish() closes the last shard, writes index.ocl atomically and removes progress.ocl,
-/// so a folder with an index is a complete pack.
+/// Writes one pack folder, record by record. Each time a shard closes it is flushed and
+/// progress.ocl (an index of the closed shards, with the options) rewritten; finish() writes
+/// index.ocl atomically and removes progress.ocl, so a folder with an index is a complete pack.
 class PackWriter {
  public:
-  /// Starts a new pack in `folder` (created if needed). With `resume`, continues the pack whose
-  /// progress.ocl is there (records of closed shards are kept, a partly written shard is
-  /// discarded). Throws when the folder already holds a finished pack, when the options differ
-  /// from the progress file's, or (without `resume`) when the folder holds a pack in progress.
+  /// Starts a pack in `folder` (created if needed); with `resume`, continues the one in progress
+  /// there (a partly written shard is discarded). Throws for a finished pack there, for options
+  /// other than progress.ocl's, or (without `resume`) for a pack in progress.
   PackWriter(const std::string& folder, std::vector<std::string> class_names,
              PackWriterOptions options, bool resume = false);
   ~PackWriter();
@@ -93,12 +84,10 @@ class PackWriter {
   /// the image's index in the source data set (default: the record's own index).
   void add(const uint8_t* data, size_t size, int32_t label, int height, int width,
            int64_t source = -1);
-  /// The source index after the last record kept (0 for an empty pack): where a resumed pack
-  /// continues, images skipped as unreadable included.
+  /// The source index after the last record kept (0 if none): where a resumed pack continues.
   int64_t next_source() const;
   int64_t records() const { return static_cast<int64_t>(index_.records.size()); }
-  /// Closes the open shard and records it in progress.ocl, so that every record added so far
-  /// survives an interruption (the next record starts a new shard).
+  /// Closes the open shard into progress.ocl: every record so far survives an interruption.
   void flush();
   /// Closes the last shard and writes index.ocl; the pack is complete.
   void finish();
@@ -115,10 +104,9 @@ class PackWriter {
   bool finished_ = false;
 };
 
-/// A pack folder as a data::Dataset: the index is read and checked and the shards memory-mapped
-/// at construction, which throws for a bad index or a missing or truncated shard. load() reads
-/// only the pages of its record (a rank never touches the other ranks' records) and throws when
-/// they fail their CRC-32; an image that does not decode is a bad sample, as in ImageFolder.
+/// A pack folder as a data::Dataset: the constructor reads the index and maps the shards, and
+/// throws for a bad index or a missing or truncated shard. load() reads only its record's pages
+/// and throws when they fail their CRC-32; an image that does not decode is a bad sample.
 class PackedDataset : public Dataset {
  public:
   explicit PackedDataset(const std::string& folder);

@@ -1,8 +1,6 @@
-// Photometric augmentations in torchvision's semantics on 8-bit RGB (its PIL path: ColorJitter
-// as Pillow's ImageEnhance and HSV, RandomGrayscale, GaussianBlur, RandomSolarize) and the BYOL /
-// MoCo v3 recipe built from them. OCL needs none (masking makes its views): drawn apart for each
-// token group's copy of the crop (two views; mask.group_views: independent), they hide a cue the
-// groups share, such as a per-image colour cast (docs/shortcuts.md).
+// Photometric augmentations with torchvision's PIL semantics on 8-bit RGB (ColorJitter,
+// RandomGrayscale, GaussianBlur, RandomSolarize) and the BYOL recipe. OCL needs none; drawn apart
+// per token group (mask.group_views: independent) they hide a shared cue (docs/shortcuts.md).
 #pragma once
 
 #include <array>
@@ -34,8 +32,7 @@ struct PhotometricOptions {
   int blur_kernel = 0;
   double solarize_prob = 0.0;  // RandomSolarize(threshold, p)
   int solarize_threshold = 128;
-  /// An illumination gradient (not in torchvision; see illumination_gradient), applied first,
-  /// with p: each channel gains a ramp of amplitude U[-strength, strength] levels.
+  /// illumination_gradient with p, first: each channel a ramp of U[-strength, strength] levels.
   double illumination_prob = 0.0;
   double illumination_strength = 0.0;  // [0, 255]
   /// Pixel noise (torchvision v2's GaussianNoise), applied last, with p: σ ~ U[0, noise_sigma_max]
@@ -43,30 +40,25 @@ struct PhotometricOptions {
   double noise_prob = 0.0;
   double noise_sigma_max = 0.0;  // [0, 255] levels
   /// Whether any step can change an image (some probability above 0).
-  bool active() const;
-  /// Whether the gradient / the noise is on (a probability and a strength above 0): only then
-  /// are its draws made.
-  bool illuminates() const;
-  bool adds_noise() const;
+  bool active() const {
+    return jitter.prob > 0 || grayscale_prob > 0 || blur_prob > 0 || solarize_prob > 0 ||
+           illuminates() || adds_noise();
+  }
+  /// Whether the gradient / the noise is on (probability and strength > 0; else no draws).
+  bool illuminates() const { return illumination_prob > 0 && illumination_strength > 0; }
+  bool adds_noise() const { return noise_prob > 0 && noise_sigma_max > 0; }
 };
 
 /// No augmentation (every probability 0).
 PhotometricOptions no_photometric();
-/// BYOL's two views (Grill et al. 2020, App. B; MoCo v3's too) for 224-pixel crops: jitter
-/// (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale 0.2, blur σ ∈ [0.1, 2] with p 1.0 (view 0) /
-/// 0.1 (view 1), solarisation with p 0 / 0.2. `view` is 0 or 1. For another crop size the blur
-/// scales with it (`image_size`: σ ∈ [0.1, 2] · image_size / 224, as the kernel is 10 % of the
-/// side): BYOL's σ 2 on a 32-pixel crop would blur away what a 224-pixel one keeps.
+/// BYOL's two views (Grill et al. 2020, App. B; MoCo v3's too): jitter (0.4, 0.4, 0.2, 0.1) with
+/// p 0.8, grayscale 0.2, blur σ ∈ [0.1, 2] · image_size / 224 (as the kernel, 10 % of the side)
+/// with p 1.0 (view 0) / 0.1 (view 1), solarisation with p 0 / 0.2. `view` is 0 or 1.
 PhotometricOptions byol_view(int view, int image_size = 224);
-/// The colour part of BYOL's views alone: jitter and grayscale, no blur or solarisation.
-PhotometricOptions colour_view();
-/// SimCLR's augmentation at colour strength 1 (Chen et al. 2020, App. A): jitter
-/// (0.8, 0.8, 0.8, 0.2) with p 0.8, grayscale 0.2, blur σ ∈ [0.1, 2] · image_size / 224 with
-/// p 0.5, no solarisation; both views alike.
-PhotometricOptions simclr_view(int image_size = 224);
-/// The views a config's `data.photometric` names: "none", "byol", "colour", "simclr", for `views`
-/// copies (1: view 0's pipeline; 2: views 0 and 1) of `image_size` crops. Throws
-/// std::invalid_argument for another name.
+/// The views a config's `data.photometric` names, for `views` copies (1: view 0's pipeline; 2:
+/// views 0 and 1) of `image_size` crops: "none"; "byol"; "colour" (BYOL's jitter and grayscale
+/// alone); "simclr" (Chen et al. 2020, App. A, colour strength 1: BYOL's view 0 with jitter
+/// (0.8, 0.8, 0.8, 0.2) and blur p 0.5; both views alike). Throws std::invalid_argument otherwise.
 std::vector<PhotometricOptions> photometric_preset(const std::string& name, int views,
                                                    int image_size = 224);
 
@@ -84,31 +76,26 @@ void adjust_hue(Image& image, double hue_factor);
 /// F.rgb_to_grayscale(num_output_channels=3): Pillow's L in all three channels.
 void to_grayscale(Image& image);
 /// F.gaussian_blur(kernel_size, sigma): a normalised float32 Gaussian of `kernel_size` (odd)
-/// taps, reflect padding, rounded half to even. The kernel is clamped to the image (reflect
-/// padding needs half the kernel < each side).
+/// taps, clamped to the image, reflect padding, rounded half to even.
 void gaussian_blur(Image& image, int kernel_size, double sigma);
 /// F.solarize: every channel value ≥ threshold becomes 255 − value.
 void solarize(Image& image, int threshold);
-/// An uneven light or colour cast (not a torchvision operation): channel c of the pixel at
-/// (x, y) gains amplitude[c] · t, t = ((x + ½)/W − ½)·cos θ + ((y + ½)/H − ½)·sin θ, rounded to
-/// the nearest level (halves away from zero) and clipped to [0, 255]. Every patch of an image
-/// sees such a cast; one drawn per token group hides it from the matching.
+/// An uneven light or colour cast (not in torchvision): channel c of pixel (x, y) gains
+/// amplitude[c] · t, t = ((x + ½)/W − ½)·cos θ + ((y + ½)/H − ½)·sin θ, rounded (halves away
+/// from zero) and clipped to [0, 255]. One drawn per token group hides such a cast from matching.
 void illumination_gradient(Image& image, double angle, const std::array<double, 3>& amplitude);
 
-/// Gaussian pixel noise of `sigma` levels: every channel value v becomes clip(round(v + σ·z)),
-/// z a standard normal (Box–Muller on `rng`'s uniforms, one z per value, in pixel order), halves
-/// rounded away from zero, clipped to [0, 255]: v2.GaussianNoise(0, σ / 255, clip=True) on the
-/// image scaled to [0, 1], rounded back to levels. σ ≥ 0 and finite; σ = 0 draws nothing.
+/// Gaussian pixel noise of `sigma` levels (v2.GaussianNoise(0, σ / 255, clip=True) in levels):
+/// every value v becomes clip(round(v + σ·z)), z standard normal (Box–Muller on `rng`, one z per
+/// value in pixel order), halves away from zero. σ ≥ 0 and finite; σ = 0 draws nothing.
 void add_gaussian_noise(Image& image, double sigma, SampleRng& rng);
 
-/// One view's draws and operations on `image`, in place. Same image, options and rng state →
-/// same result.
+/// One view's draws and operations on `image`, in place; deterministic in image, options, rng.
 void photometric_augment(Image& image, const PhotometricOptions& options, SampleRng& rng);
 
 /// `base`, then one photometric pipeline per view: views.size() is 1 (apply) or 2 (apply_views:
-/// the base's output once, copied, each copy drawn apart: the same geometry, independent colour).
-/// View k draws from its own stream of the sample seed, so view 0 is the same image whether a
-/// second view is made or not, and the base's crop and flip are unchanged by either.
+/// the base's output copied, each copy drawn apart). View k draws from its own stream of the
+/// sample seed: view 0 is the same with or without a second view, the base's crop and flip too.
 std::shared_ptr<const Transform> with_photometric(std::shared_ptr<const Transform> base,
                                                   std::vector<PhotometricOptions> views);
 

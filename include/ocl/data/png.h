@@ -17,12 +17,11 @@ namespace ocl::data {
 /// Does `data` start with the PNG signature (89 50 4E 47 0D 0A 1A 0A)?
 bool looks_like_png(const uint8_t* data, size_t size);
 
-/// Decodes a PNG to 8-bit RGB; std::nullopt with the reason (naming the PNG decoder) for a
-/// corrupt, truncated or oversized stream.
+/// Decodes a PNG to 8-bit RGB; std::nullopt with the reason for a corrupt or oversized stream.
 std::optional<Image> decode_png(const uint8_t* data, size_t size, std::string* reason = nullptr);
 
-/// Encodes an 8-bit RGB image as a PNG (for tests and tools; throws std::invalid_argument for
-/// an image whose pixels do not match its size, std::runtime_error if libspng fails).
+/// Encodes an 8-bit RGB image as a PNG; throws std::invalid_argument for pixels that do not
+/// match the size, std::runtime_error if libspng fails.
 std::vector<uint8_t> encode_png(const Image& image);
 
 }  // namespace ocl::data

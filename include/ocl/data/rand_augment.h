@@ -14,9 +14,8 @@
 
 namespace ocl::data {
 
-/// The ops of timm's RandAugment lists (`_RAND_TRANSFORMS` / `_RAND_INCREASING_TRANSFORMS`: the
-/// same 15 ops, the increasing list only changes the level → argument mapping of Posterize,
-/// Solarize, Color, Contrast, Brightness and Sharpness).
+/// The 15 ops of timm's `_RAND_TRANSFORMS` (`_RAND_INCREASING_TRANSFORMS` only changes the level
+/// → argument mapping of Posterize, Solarize, Color, Contrast, Brightness and Sharpness).
 enum class AugmentOp {
   AutoContrast,
   Equalize,
@@ -53,9 +52,8 @@ struct RandAugmentOptions {
   AffineResample resample = AffineResample::Bicubic;
 };
 
-/// timm's RandAugment config string as options (grammar and defaults, timm's rather than
-/// RandAugmentOptions', are io::parse_rand_augment_spec's). "" and "none" ("no RandAugment", the
-/// caller's to handle) throw std::invalid_argument here, as does a malformed string.
+/// timm's RandAugment config string as options (grammar and timm's defaults: see
+/// io::parse_rand_augment_spec). Throws std::invalid_argument for "", "none" or a malformed one.
 RandAugmentOptions parse_rand_augment(const std::string& spec);
 
 /// timm's level → argument function of `op` at `magnitude` (0..10 scale, already clipped):
@@ -68,22 +66,19 @@ RandAugmentOptions parse_rand_augment(const std::string& spec);
 /// `negate` applies timm's random sign (`_randomly_negate`) to the signed arguments.
 double augment_level_to_arg(AugmentOp op, double magnitude, bool increasing, bool negate);
 
-/// Applies one op with an explicit argument (see augment_level_to_arg), in place, in Pillow 9's
-/// arithmetic: point ops as LUTs, enhance ops as ImagingBlend's float32 blend with the degenerate
-/// image (Color: grey L; Contrast: mean grey; Brightness: black; Sharpness: SMOOTH), affine ops
-/// with `fill` where the source point falls outside. `resample` must be Bilinear or Bicubic.
+/// Applies one op at `arg` in place, in Pillow 9's arithmetic: point ops as LUTs, enhance ops as
+/// ImagingBlend's float32 blend with the degenerate image (grey L, mean grey, black, SMOOTH),
+/// affine ops with `fill` outside the source. `resample` must be Bilinear or Bicubic.
 void apply_augment_op(Image& image, AugmentOp op, double arg, std::array<uint8_t, 3> fill,
                       AffineResample resample = AffineResample::Bicubic);
 
-/// RandAugment on one image, in place: num_ops ops drawn uniformly with replacement; each is
-/// skipped with probability 1 − prob; otherwise its magnitude is drawn (N(m, mstd) when mstd > 0,
-/// uniform(0, m) when mstd is +inf), clipped to [0, mmax], mapped to the op's argument, and the
-/// op applied. Same image, options and rng state → same result.
+/// RandAugment on one image, in place: num_ops ops drawn with replacement, each skipped with
+/// probability 1 − prob, else applied at a drawn magnitude (see RandAugmentOptions) clipped to
+/// [0, mmax]. Same image, options and rng state → same result.
 void rand_augment(Image& image, const RandAugmentOptions& options, SampleRng& rng);
 
-/// `base`, then RandAugment. RandAugment draws from its own stream, SampleRng(splitmix64 of
-/// sample_seed ^ a fixed salt), so adding it leaves the base's crop and flip for a given seed
-/// unchanged. Output size is the base's.
+/// `base`, then RandAugment, which draws from its own stream (the sample seed salted and mixed),
+/// so adding it leaves the base's output size, and its crop and flip for a seed, unchanged.
 std::shared_ptr<const Transform> with_rand_augment(std::shared_ptr<const Transform> base,
                                                    RandAugmentOptions options);
 

@@ -1,8 +1,6 @@
-// The built-in synthetic data set (the quickstart's and the tests'): procedurally drawn labelled
-// images, deterministic in (seed, split, index), at any size. Each class is a visual concept (a
-// shape, texture or layout) under nuisance variation (position, scale, rotation, clutter,
-// occlusion), so a random encoder separates the classes badly and a trained one well. Optional
-// per-image cues that both token groups share reproduce a shortcut (docs/shortcuts.md).
+// The built-in synthetic data set (quickstart, tests): procedurally drawn images, deterministic in
+// (seed, split, index). Each class is a shape, texture or layout under nuisances (position, scale,
+// rotation, clutter, occlusion): a random encoder separates them badly, a trained one well.
 #pragma once
 
 #include <cstdint>
@@ -13,9 +11,8 @@
 
 namespace ocl::data {
 
-/// Where an image's colours come from: Palette (small shared palettes, the default: shape is
-/// what tells images apart) or Random (a per-image background gradient and foreground hue: colour
-/// alone identifies an image, the shortcut a contrastive method falls for; "hard colour").
+/// Where an image's colours come from: small shared palettes (shape tells images apart) or Random
+/// per-image gradient and hue (colour alone identifies an image: the shortcut, "hard colour").
 enum class SyntheticColours { Palette, Random };
 /// "palette" | "random"; throws std::invalid_argument naming the value.
 SyntheticColours parse_synthetic_colours(const std::string& name);
@@ -27,16 +24,15 @@ struct SyntheticOptions {
   uint64_t seed = 0;
   bool train = true;  // train and held-out splits draw from disjoint seed streams
   SyntheticColours colours = SyntheticColours::Palette;
-  /// Acquisition signatures of real data, each off by default and drawn from a stream of its own
-  /// (switching one on leaves the rest of an image as it was).
-  /// Pixel noise: every image draws σ ~ U[0, noise] levels, then Gaussian noise of σ on every
-  /// value (data::add_gaussian_noise), after everything else. [0, 128]; 0 = off.
+  /// Acquisition signatures of real data, each 0 = off and drawn from a stream of its own
+  /// (switching one on leaves the rest of an image as it was). Pixel noise, last: σ ~ U[0, noise]
+  /// levels per image, then data::add_gaussian_noise. [0, 128].
   double noise = 0;
-  /// A lighting gradient over the whole image, object included (data::illumination_gradient in
-  /// a random direction, U[-gradient, gradient] levels per channel). [0, 255]; 0 = off.
+  /// data::illumination_gradient over the whole image in a random direction, U[-gradient,
+  /// gradient] levels per channel. [0, 255].
   double gradient = 0;
-  /// Clutter strokes: this many long thin lines (0.6-1.2 of the side, 1 px at 32 px) across the
-  /// image in a random place, direction and clutter colour, over the object. [0, 16]; 0 = off.
+  /// Long thin lines (0.6-1.2 of the side, 1 px at 32 px) over the object, in a random place,
+  /// direction and clutter colour. [0, 16].
   int strokes = 0;
 };
 

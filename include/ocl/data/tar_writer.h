@@ -14,8 +14,7 @@ class TarBuilder {
  public:
   /// Every member gets this modification time (seconds since 1970).
   explicit TarBuilder(int64_t mtime = 0) : mtime_(mtime) {}
-  /// Appends a regular file. Throws std::invalid_argument for an empty name or one holding a
-  /// NUL byte.
+  /// Appends a regular file; std::invalid_argument for an empty name or one with a NUL byte.
   void add(const std::string& name, const uint8_t* data, size_t size);
   /// Bytes so far (headers and padding included).
   size_t size() const { return bytes_.size(); }

@@ -22,9 +22,8 @@ Interpolation parse_interpolation(const std::string& name);
 /// The seed of sample `index` in `epoch` of a run seeded `seed` (a 64-bit mix of the three).
 uint64_t sample_seed(uint64_t seed, int64_t epoch, int64_t index);
 
-/// The generator behind every per-sample draw (augmentation, synthetic images, the epoch
-/// permutation): splitmix64, with its own integer and real conversions so that a seed gives the
-/// same stream on every platform (std::uniform_*_distribution are implementation-defined).
+/// The generator behind every per-sample draw: splitmix64 with its own integer and real
+/// conversions, the same stream on every platform (unlike std::uniform_*_distribution).
 class SampleRng {
  public:
   explicit SampleRng(uint64_t seed) : state_(seed) {}
@@ -37,8 +36,7 @@ class SampleRng {
   /// Uniform on [0, 1) with 53 random bits.
   double uniform() { return static_cast<double>(next() >> 11) * 0x1.0p-53; }
   double uniform(double lo, double hi) { return lo + (hi - lo) * uniform(); }
-  /// Uniform integer in [0, n), n ≥ 1 (Lemire's multiply-shift; the bias, < n / 2⁶⁴, is
-  /// immaterial here).
+  /// Uniform integer in [0, n), n ≥ 1 (Lemire's multiply-shift; bias < n / 2⁶⁴).
   int64_t below(int64_t n) {
     return static_cast<int64_t>(
         (static_cast<unsigned __int128>(next()) * static_cast<uint64_t>(n)) >> 64);
@@ -54,18 +52,15 @@ class SampleRng {
 class Transform {
  public:
   virtual ~Transform() = default;
-  /// The output for `sample_seed`. An image whose `window` is partial (decoded from the region
-  /// this transform asked for) is accepted by transforms that plan regions.
+  /// The output for `sample_seed`; transforms that plan regions accept a partial `window`.
   virtual Image apply(const Image& image, uint64_t sample_seed) const = 0;
-  /// Copies of the output made per sample: 1, or 2 when the transform draws the same crop twice
-  /// with independent photometric augmentation (photometric.h; OCL's independent group views).
+  /// Copies of the output per sample: 1, or 2 (one crop, independent photometric.h augmentation).
   virtual int views() const { return 1; }
   /// All views() outputs for `sample_seed`; the first is apply()'s.
   virtual std::vector<Image> apply_views(const Image& image, uint64_t sample_seed) const {
     return {apply(image, sample_seed)};
   }
-  /// The part of a height × width source that apply(·, sample_seed) will read, so the decoder
-  /// can skip the rest (Dataset::load_region); a zero-size region means all of it.
+  /// The part of a height × width source apply(·, sample_seed) reads (zero-size: all of it).
   virtual DecodeRegion region(int height, int width, uint64_t sample_seed) const {
     (void)height, (void)width, (void)sample_seed;
     return {};
@@ -75,19 +70,30 @@ class Transform {
   virtual std::string describe() const = 0;
 };
 
-/// How much of a JPEG the crop lets the decoder skip: nothing (Full: decode the whole image),
-/// the rows and columns outside the crop (Region: the same output as Full), or also detail:
-/// Reduced decodes at 1/2, 1/4 or 1/8 scale when the crop is at least twice (4×, 8×) the output
-/// size on both sides, the decoder's scaling standing in for the antialiasing shrink (a slightly
-/// different filter; crop edges move by at most half a decoded pixel).
+/// A transform of the pixels of another's output: the other reads the source (what to decode)
+/// and sets the output's size. Throws std::invalid_argument, naming `what`, for a null base.
+class PixelTransform : public Transform {
+ public:
+  PixelTransform(std::shared_ptr<const Transform> base, const char* what);
+  DecodeRegion region(int height, int width, uint64_t sample_seed) const override {
+    return base_->region(height, width, sample_seed);
+  }
+  int output_height() const override { return base_->output_height(); }
+  int output_width() const override { return base_->output_width(); }
+
+ protected:
+  std::shared_ptr<const Transform> base_;
+};
+
+/// What of a JPEG the crop lets the decoder skip: nothing (Full), what lies outside it (Region:
+/// the same output), or also detail: Reduced decodes at 1/2, 1/4 or 1/8 for a crop ≥ 2× (4×, 8×)
+/// the output, in place of the antialiasing shrink (crop edges move ≤ half a decoded pixel).
 enum class RegionDecode { Full, Region, Reduced };
 /// "full" | "region" | "reduced"; throws std::invalid_argument naming the value.
 RegionDecode parse_region_decode(const std::string& name);
 
-/// torchvision's RandomResizedCrop(size, scale, ratio) (10 attempts of area share in
-/// [scale_min, scale_max] and log-uniform aspect ratio in [ratio_min, ratio_max], then the
-/// central crop fallback), resized with `interpolation`, then a horizontal flip with p = 0.5
-/// when `hflip`.
+/// torchvision's RandomResizedCrop(size, scale, ratio, interpolation), then a p = 0.5 flip if
+/// hflip.
 struct RandomResizedCropOptions {
   int size = 224;
   double scale_min = 0.2, scale_max = 1.0;
@@ -103,16 +109,14 @@ std::shared_ptr<const Transform> random_resized_crop(const RandomResizedCropOpti
 std::shared_ptr<const Transform> resize_center_crop(
     int size, int resize = 0, Interpolation interpolation = Interpolation::Bicubic);
 
-/// `image` resized to height × width with `interpolation`, antialiased when it shrinks by more
-/// than 2× (a box pre-shrink, as the transforms above do).
+/// `image` resized to height × width, antialiased beyond a 2× shrink as the transforms above.
 Image resize_image(const Image& image, int height, int width, Interpolation interpolation);
 
 /// ImageNet's channel mean and std (RGB, on [0, 1]).
 inline constexpr double kImageNetMean[3] = {0.485, 0.456, 0.406};
 inline constexpr double kImageNetStd[3] = {0.229, 0.224, 0.225};
 
-/// uint8 [B, 3, H, W] (any device) → (x/255 − mean)/std as `dtype` on `device`: the copy to the
-/// device happens on uint8 (4× less traffic than float), the arithmetic there.
+/// uint8 [B, 3, H, W] (any device) → (x/255 − mean)/std as `dtype` on `device`, copied as uint8.
 torch::Tensor normalize_images(const torch::Tensor& images_u8, const torch::Device& device,
                                torch::Dtype dtype = torch::kFloat32);
 

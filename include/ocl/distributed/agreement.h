@@ -1,8 +1,7 @@
-// Ranks that must run the same thing. At the rendezvous every rank compares a digest of its build
-// and of its resolved config with rank 0's: a rank started with another model.depth would abort a
-// collective of the wrong size, one with another optim.lr would train on diverged without a word.
-// On a mismatch every rank stops with one line naming the ranks and the first key that differs.
-// And replicas that must hold the same parameters: a checksum of each, compared across ranks.
+// Ranks that must run the same thing. Every rank compares digests of its build and resolved config
+// with rank 0's (another model.depth would abort a collective of the wrong size, another optim.lr
+// train on silently) and stops naming the ranks and first differing key; and checksums of
+// parameters that replicas must hold alike.
 #pragma once
 
 #include <cstdint>
@@ -18,15 +17,13 @@
 
 namespace ocl::distributed {
 
-/// Collective (every rank calls it once, on `device`): throws std::runtime_error on every rank
-/// when some rank's `build` (a description of the binary) or `config` differs from rank 0's,
-/// naming those ranks and, for a config, the first differing key of each.
+/// Collective (every rank calls it once, on `device`): throws std::runtime_error on every rank when
+/// some rank's `build` or `config` differs from rank 0's, naming them and each's first key.
 void require_same_build_and_config(Communicator& comm, const torch::Device& device,
                                    const std::string& build, const io::Config& config);
 
-/// Collective: every rank's view of a data set (`what`: its numbers of images and classes)
-/// compared with rank 0's, since ranks reading different copies would shard different
-/// permutations without a word; on a mismatch every rank throws naming the ranks and both views.
+/// Collective: every rank's view of data set `what` (images, classes) compared with rank 0's, as
+/// ranks reading different copies would shard silently; a mismatch throws naming both views.
 void require_same_data(Communicator& comm, const torch::Device& device, const std::string& what,
                        int64_t size, int64_t classes);
 

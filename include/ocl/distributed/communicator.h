@@ -1,8 +1,7 @@
 // The processes of a distributed run, connected through PyTorch's c10d: a TCPStore rendezvous on
-// rank 0 and two process groups (NCCL on GPUs, Gloo on CPUs), one for the gradient buckets and one
-// for the loss-side collectives, so that their orders never interleave. Every collective is
-// numbered and named; a failed one names this rank, the collective, and what the other ranks
-// were last seen doing, from heartbeats each rank keeps in the store.
+// rank 0 and two process groups (NCCL or Gloo), for the gradient buckets and for the loss-side
+// collectives, so their orders never interleave. A failed collective names this rank, itself, and
+// what the other ranks were last seen doing (from heartbeats each rank keeps in the store).
 #pragma once
 
 #include <chrono>
@@ -27,12 +26,9 @@ class CollectiveError : public std::runtime_error {
 enum class Group { kGradients, kLoss };
 
 struct CommunicatorOptions {
-  /// "auto" (NCCL for a CUDA device, Gloo for the CPU), "nccl" or "gloo".
-  std::string backend = "auto";
-  /// Rendezvous and per-collective timeout.
-  std::chrono::milliseconds timeout{std::chrono::minutes(10)};
-  /// The device the collectives' tensors live on (for NCCL: this rank's GPU).
-  torch::Device device{torch::kCPU};
+  std::string backend = "auto";  // auto (NCCL for a CUDA device, Gloo for the CPU) | nccl | gloo
+  std::chrono::milliseconds timeout{std::chrono::minutes(10)};  // rendezvous and each collective
+  torch::Device device{torch::kCPU};  // where the collectives' tensors live (NCCL: this rank's GPU)
   /// Seconds between heartbeats in the store (0 = none: a failure cannot say which peer stopped).
   double heartbeat_s = 1.0;
 };
@@ -40,9 +36,8 @@ struct CommunicatorOptions {
 /// Whether this LibTorch build has the c10d backend ("gloo", "nccl").
 bool backend_available(const std::string& backend);
 
-/// Calls off the rendezvous of `launch` with `reason` (a process that finds the run cannot start):
-/// every rank still waiting stops at once instead of at dist.timeout_s. Does nothing when no
-/// store answers within a few seconds.
+/// Calls off the rendezvous of `launch` with `reason`: every rank still waiting stops at once, not
+/// at dist.timeout_s. Does nothing when no store answers within a few seconds.
 void abort_rendezvous(const LaunchInfo& launch, const std::string& reason);
 
 /// A finished or pending collective. wait() blocks until it is done (NCCL: until the current
@@ -60,9 +55,8 @@ class PendingCollective {
 
 class Communicator {
  public:
-  /// Rendezvous with the other launch.world_size − 1 processes (rank 0 hosts the store) and
-  /// connects the process groups. Throws CollectiveError naming the address on a timeout, and
-  /// std::invalid_argument for a backend this build lacks.
+  /// Rendezvous with the other processes (rank 0 hosts the store) and connects the groups. Throws
+  /// CollectiveError naming the address on a timeout, std::invalid_argument for a lacking backend.
   Communicator(const LaunchInfo& launch, CommunicatorOptions options);
   /// Stops the heartbeat. Does not synchronise: call barrier() first for an orderly end.
   ~Communicator();
@@ -72,7 +66,6 @@ class Communicator {
   int64_t rank() const;
   int64_t world_size() const;
   const std::string& backend() const;  // "gloo" or "nccl"
-  const LaunchInfo& launch() const;
 
   /// Sum of `tensor` over ranks, in place, started now; `what` names it in errors.
   PendingCollective all_reduce_sum_async(torch::Tensor tensor, Group group,

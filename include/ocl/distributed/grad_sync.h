@@ -1,7 +1,6 @@
-// Data-parallel gradient averaging, the counterpart of DistributedDataParallel's reducer: each
-// parameter's .grad() is a view into a flat bucket, filled in reverse registration order (the
-// order backward produces gradients), and a bucket's all-reduce starts once all its gradients
-// are ready, overlapping the rest of backward; buckets start strictly in order on every rank.
+// Data-parallel gradient averaging, like DistributedDataParallel's reducer: each .grad() is a view
+// into a flat bucket, filled in reverse registration order, and a bucket's all-reduce starts once
+// all its gradients are ready (strictly in order on every rank), overlapping the rest of backward.
 // set_sync(false) (DDP's no_sync) accumulates micro-batches locally without communicating.
 #pragma once
 
@@ -21,17 +20,15 @@ struct GradSyncOptions {
   bool broadcast_parameters = true;  // copy rank 0's parameters to every rank at construction
 };
 
-/// Which parameters (indices into the list given) each bucket holds, in launch order: the list
-/// reversed, cut into buckets of at most cap bytes (the first at most first_cap), a bucket never
-/// mixing dtypes or devices; a parameter larger than the cap gets a bucket of its own.
+/// Each bucket's parameter indices in launch order: the list reversed, cut into buckets of at most
+/// cap bytes (the first first_cap), never mixing dtypes or devices (an oversized one alone).
 std::vector<std::vector<size_t>> assign_buckets(const std::vector<torch::Tensor>& params,
                                                 int64_t first_cap_bytes, int64_t cap_bytes);
 
 class GradSynchronizer {
  public:
-  /// `params`: the parameters to synchronise (trainable ones only; frozen ones have no
-  /// gradient and are left out by the caller). Their gradients become views into the buckets,
-  /// zero-initialised. The same parameters in the same order on every rank.
+  /// `params`: the trainable parameters, the same in the same order on every rank. Their
+  /// gradients become views into the buckets, keeping their values (else zero).
   GradSynchronizer(Communicator& comm, std::vector<torch::Tensor> params, GradSyncOptions options);
   ~GradSynchronizer();
   GradSynchronizer(const GradSynchronizer&) = delete;
@@ -40,9 +37,8 @@ class GradSynchronizer {
   /// false: the next backward passes only accumulate (no communication); true (default): the
   /// next backward all-reduces the accumulated gradients.
   void set_sync(bool sync);
-  /// After a synchronised backward: starts any bucket not yet started, waits for every bucket and
-  /// divides by the world size, so that each .grad() holds the mean over ranks. A no-op after a
-  /// backward with set_sync(false). Throws CollectiveError if a collective failed.
+  /// After a synchronised backward (else a no-op): starts the buckets not yet started, waits for
+  /// all, and divides by the world size: each .grad() holds the mean. Throws CollectiveError.
   void finish();
 
   int64_t num_buckets() const;

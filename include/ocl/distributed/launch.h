@@ -27,20 +27,17 @@ struct LaunchInfo {
 /// Looks a variable up: its value, or nullopt when it is not set.
 using EnvLookup = std::function<std::optional<std::string>(const std::string&)>;
 
-/// The launch described by an environment. Precedence, first match wins:
-///   torchrun (and the built-in launcher): WORLD_SIZE and RANK set; LOCAL_RANK,
-///     LOCAL_WORLD_SIZE (default: 0 and WORLD_SIZE), MASTER_ADDR, MASTER_PORT (default
-///     127.0.0.1 and 29500).
-///   SLURM, inside an `srun` step (SLURM_STEP_ID set): SLURM_PROCID, SLURM_STEP_NUM_TASKS (else
-///     SLURM_NTASKS), SLURM_LOCALID, SLURM_STEP_TASKS_PER_NODE / SLURM_TASKS_PER_NODE for the
-///     local size ("4(x2)" → 4, "4,2" → this node's entry), master = MASTER_ADDR or the first
-///     host of SLURM_STEP_NODELIST / SLURM_JOB_NODELIST; port = MASTER_PORT or
-///     29500 + SLURM_JOB_ID % 1000 (so that two jobs sharing a node do not collide).
-///   Open MPI: OMPI_COMM_WORLD_RANK, OMPI_COMM_WORLD_SIZE, OMPI_COMM_WORLD_LOCAL_RANK,
-///     OMPI_COMM_WORLD_LOCAL_SIZE; MASTER_ADDR and MASTER_PORT must be set (mpirun -x), else
-///     an error says so.
-///   Otherwise a single process (world size 1).
-/// A value that is not a number or out of range throws std::invalid_argument naming the variable.
+/// The launch described by an environment, the first match winning:
+///   torchrun (and the built-in launcher): WORLD_SIZE and RANK; LOCAL_RANK, LOCAL_WORLD_SIZE,
+///     MASTER_ADDR, MASTER_PORT default to 0, WORLD_SIZE, 127.0.0.1 and 29500.
+///   SLURM in an `srun` step (SLURM_STEP_ID): SLURM_PROCID, SLURM_STEP_NUM_TASKS (or _NTASKS),
+///     SLURM_LOCALID, SLURM_STEP_TASKS_PER_NODE (or _TASKS_PER_NODE: "4(x2)" → 4, "4,2" → this
+///     node's entry); master MASTER_ADDR or the first host of SLURM_STEP_NODELIST (or _JOB_);
+///     port MASTER_PORT or 29500 + SLURM_JOB_ID % 1000 (two jobs on a node do not collide).
+///   Open MPI: OMPI_COMM_WORLD_{RANK,SIZE,LOCAL_RANK,LOCAL_SIZE}; MASTER_ADDR and MASTER_PORT
+///     must be set (mpirun -x).
+///   Otherwise a single process. A malformed or out-of-range value throws std::invalid_argument
+///   naming the variable.
 LaunchInfo launch_from_env(const EnvLookup& env);
 /// launch_from_env over this process's environment (getenv).
 LaunchInfo launch_from_environment();
@@ -52,11 +49,10 @@ std::string first_slurm_host(const std::string& nodelist);
 /// A TCP port that is free on 127.0.0.1 now (bound to port 0, read back, closed).
 int free_tcp_port();
 
-/// The built-in launcher: starts `nproc` copies of `argv` on this node with torchrun's variables
-/// (RANK = LOCAL_RANK = i, WORLD_SIZE = LOCAL_WORLD_SIZE = nproc, MASTER_ADDR, MASTER_PORT),
-/// forwards their output line by line with a "[rank i] " prefix and our SIGINT and SIGTERM to
-/// them, and when one fails sends SIGTERM to the others, SIGKILL after `grace_s`. Returns 0 when
-/// all exited 0, else the first failure's exit code (128 + signal), which it names on stderr.
+/// The built-in launcher: starts `nproc` copies of `argv` on this node with torchrun's variables,
+/// forwards their output with a "[rank i] " prefix and our SIGINT and SIGTERM to them, and when
+/// one fails sends SIGTERM to the others, SIGKILL after `grace_s`. Returns 0 when all exited 0,
+/// else the first failure's exit code (128 + signal), which it names on stderr.
 struct LocalLaunchOptions {
   int nproc = 1;
   std::vector<std::string> argv;

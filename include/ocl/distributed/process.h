@@ -21,21 +21,19 @@ namespace ocl::distributed {
 
 /// The communicator of a distributed launch (dist.backend, dist.timeout_s, on `device`), after
 /// logging that it waits for the others; nullptr for a single process.
-std::unique_ptr<distributed::Communicator> connect_ranks(const io::Config& config,
-                                                         const distributed::LaunchInfo& launch,
-                                                         const torch::Device& device,
-                                                         spdlog::logger& logger);
+std::unique_ptr<Communicator> connect_ranks(const io::Config& config, const LaunchInfo& launch,
+                                            const torch::Device& device, spdlog::logger& logger);
 
-/// The gradient synchroniser of a distributed run over `params` (the trainable parameters in
-/// optimiser order) with `options` (dist.bucket_mb, dist.first_bucket_mb: LoopSettings); rank 0's
-/// parameters are broadcast to every rank. Logs the bucket layout and whether the all-reduce
-/// overlaps backward (`overlap`, dist.overlap, which the training loop applies).
-std::unique_ptr<distributed::GradSynchronizer> make_grad_sync(
-    distributed::Communicator& comm, const std::vector<torch::Tensor>& params,
-    const distributed::GradSyncOptions& options, bool overlap, spdlog::logger& logger);
+/// The gradient synchroniser over `params` (trainable, in optimiser order) with `options`, rank
+/// 0's parameters broadcast to every rank; logs the bucket layout and whether the all-reduce
+/// overlaps backward (`overlap`: dist.overlap, which the training loop applies).
+std::unique_ptr<GradSynchronizer> make_grad_sync(Communicator& comm,
+                                                 const std::vector<torch::Tensor>& params,
+                                                 const GradSyncOptions& options, bool overlap,
+                                                 spdlog::logger& logger);
 
 /// Whether any rank asks to stop (its `local` flag: a signal, a step limit), so that all of them
 /// stop at the same step; one small all-reduce, or just `local` without `comm`.
-bool any_rank_stopping(distributed::Communicator* comm, bool local, const torch::Device& device);
+bool any_rank_stopping(Communicator* comm, bool local, const torch::Device& device);
 
 }  // namespace ocl::distributed

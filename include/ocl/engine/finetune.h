@@ -1,8 +1,6 @@
-// Full fine-tuning of a pre-trained encoder (MAE's main_finetune; docs/method.md "Fine-tuning"):
-// the whole ViT with a new head under MAE's recipe (layer-wise lr decay, drop path, RandAugment,
-// random erasing, mixup / cutmix, label smoothing, optional EMA) on the shared loop
-// (engine/loop.h), top-1 / top-5 on the validation split after every epoch; one process or many.
-// docs/evaluation.md gives the output folder's files (model-best.safetensors in timm names).
+// Full fine-tuning of a pre-trained encoder (MAE's main_finetune; docs/method.md): the whole ViT
+// with a new head under MAE's recipe on the shared loop, evaluated after every epoch;
+// docs/evaluation.md gives the output folder's files.
 #pragma once
 
 #include <cstdint>
@@ -26,22 +24,20 @@
 
 namespace ocl::engine {
 
-/// The fine-tuning model of `config`: the configured ViT with finetune.drop_path, a head of
-/// `num_classes`, finetune.global_pool, a trainable patch embedding and trainable positions
-/// (timm's VisionTransformer, as MAE fine-tunes it), initialised from the seed as MAE does.
+/// The configured ViT as MAE fine-tunes it: finetune.drop_path and global_pool, a head of
+/// `num_classes`, trainable patch embedding and positions; initialised from the seed.
 nn::VisionTransformer build_finetune_model(const io::Config& config, int64_t num_classes);
 
-/// `model` (eval mode, no gradients, bf16 autocast when asked) on the validation images; the
-/// model's mode is restored. With `comm`, sharded over ranks and gathered exactly once.
+/// `model` in eval mode (its mode restored after) on the validation images; with `comm`, sharded
+/// over ranks.
 ClassifierAccuracy evaluate_classifier(nn::VisionTransformer& model, const data::Dataset& val,
                                        const data::Transform& transform,
                                        const torch::Device& device, int64_t batch, int64_t workers,
                                        bool bf16, distributed::Communicator* comm = nullptr);
 
 struct FinetuneOptions : RunOptions {
-  /// Encoder weights (load_encoder_weights): a checkpoint folder, an encoder.safetensors, or
-  /// "none" (the random encoder: the baseline). Required unless a checkpoint is resumed;
-  /// ignored when one is. With eval_only, a checkpoint to evaluate is required.
+  /// Encoder weights (load_encoder_weights, "none": the random baseline); required unless a
+  /// checkpoint is resumed, which eval_only requires.
   std::string weights;
 };
 
@@ -57,8 +53,6 @@ class Finetuner : private TrainingEngine {
   FinetuneResult run();
 
  private:
-  // TrainingEngine: a micro-batch through erasing, mixup / cutmix and the ViT; AdamW + EMA; the
-  // validation after each epoch; the checkpoint.
   torch::nn::Module& trained_module() override { return *model_; }
   const std::vector<torch::Tensor>& trainable() override { return trainable_; }
   void set_lr(double lr) override;

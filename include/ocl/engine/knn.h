@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include "ocl/data/dataset.h"
@@ -19,17 +20,26 @@
 
 namespace ocl::engine {
 
+/// Keeps `module` in eval mode while it lives, then restores its mode.
+class EvalMode {
+ public:
+  explicit EvalMode(torch::nn::Module& m) : module_(m), was_training_(m.is_training()) { m.eval(); }
+  ~EvalMode() { module_.train(was_training_); }
+
+ private:
+  torch::nn::Module& module_;
+  bool was_training_;
+};
+
 struct Features {
   torch::Tensor features;  // float32 [N, D] on the CPU (L2-normalised rows unless asked not to)
   torch::Tensor labels;    // int64 [N]
 };
 
-/// Maps every image of `dataset` (the first `limit` when limit > 0), through `transform` and
-/// normalised on `device`, to a row of `forward`'s output: forward(images [b, 3, H, W], labels
-/// [b]) → [b, K], both on `device`, called under NoGradGuard, `batch` images at a time, in data
-/// set order. With `comm`, rank r reads images r, r + W, ... and the rows are all-gathered:
-/// every rank returns all n rows in order, each image exactly once whatever n mod W, with
-/// their labels.
+/// Maps every image of `dataset` (the first `limit` when limit > 0), transformed and normalised
+/// on `device`, to a row of forward(images [b, 3, H, W], labels [b]) → [b, K] (under
+/// NoGradGuard), in data set order. With `comm`, rank r reads images r, r + W, ... and every rank
+/// returns all rows, each image exactly once.
 using DatasetForward =
     std::function<torch::Tensor(const torch::Tensor& images, const torch::Tensor& labels)>;
 Features map_dataset(const DatasetForward& forward, const data::Dataset& dataset,
@@ -37,9 +47,8 @@ Features map_dataset(const DatasetForward& forward, const data::Dataset& dataset
                      int64_t batch = 256, int64_t limit = 0, int64_t workers = 2,
                      distributed::Communicator* comm = nullptr);
 
-/// map_dataset with the encoder's CLS output after the final norm, in eval mode (the training
-/// mode restored afterwards). `normalize`: L2-normalise each row (the kNN's cosine); false keeps
-/// the raw CLS output (the linear probe's).
+/// map_dataset with the encoder's CLS output in eval mode (its mode restored after); `normalize`:
+/// L2-normalised rows (the kNN's), else raw (the linear probe's).
 Features extract_features(nn::VisionTransformer& encoder, const data::Dataset& dataset,
                           const data::Transform& transform, const torch::Device& device,
                           int64_t batch = 256, int64_t limit = 0, int64_t workers = 2,
@@ -52,9 +61,8 @@ struct KnnResult {
   int64_t k = 0;    // the k used (clamped to the memory bank's size)
 };
 
-/// Classifies every row of `test` by the weighted vote of its k nearest rows of `train`
-/// (cosine similarity; `num_classes` classes), `chunk` test rows at a time so memory stays
-/// bounded; works for any set size, one sample included.
+/// Classifies every row of `test` by the weighted vote of its k nearest rows of `train` (cosine
+/// similarity), `chunk` test rows at a time so memory stays bounded.
 KnnResult knn_classify(const Features& train, const Features& test, int64_t num_classes,
                        int64_t k = 20, double temperature = 0.07, int64_t chunk = 1024);
 
@@ -66,8 +74,7 @@ struct KnnOptions {
   bool half_bank = false;             // keep the bank in fp16 (half the memory; CUDA)
 };
 
-/// knn_classify for every k of `options.ks` (results in that order). With `comm`, rank r
-/// classifies test rows r, r + W, ...; every rank returns the figures for the whole test set.
+/// knn_classify for every k of `options.ks`; with `comm`, sharded over ranks (whole-set figures).
 std::vector<KnnResult> knn_evaluate(const Features& train, const Features& test,
                                     int64_t num_classes, const KnnOptions& options,
                                     distributed::Communicator* comm = nullptr);
@@ -78,8 +85,8 @@ struct KnnData {
   std::shared_ptr<const data::Transform> transform;
 };
 
-/// Opens both splits of `data` (open_splits; `bank`, when given, is the training split) and warns
-/// when the bank has fewer than two classes (unlabelled data: every vote is right).
+/// Opens both splits (open_splits; `bank`: the training split, if open) and warns when the bank
+/// has fewer than two classes (every vote is then right).
 KnnData open_knn_data(const Process& process, const io::DataConfig& data, int img, uint64_t seed,
                       std::shared_ptr<const data::Dataset> bank = nullptr);
 
@@ -95,8 +102,7 @@ struct KnnEvaluation {
   double seconds = 0;              // extraction and classification
 };
 
-/// Extracts both splits' features with `encoder` and classifies the held-out ones; with several
-/// ranks each takes its share.
+/// Extracts both splits' features with `encoder` and classifies the held-out ones.
 KnnEvaluation evaluate_knn(nn::VisionTransformer& encoder, const KnnData& data,
                            const Process& process, const KnnSettings& settings);
 

@@ -1,8 +1,6 @@
-// The linear probe (MAE's main_linprobe; docs/method.md "Linear probing"): BatchNorm + Linear on
-// a frozen encoder's CLS feature, trained with LARS on the shared loop (engine/loop.h), top-1 /
-// top-5 on the validation split after every epoch; one process or many. The validation features
-// are extracted once (the encoder is frozen); linprobe.cached_features extracts the training
-// features once too. docs/evaluation.md gives the output folder's files.
+// The linear probe (MAE's main_linprobe; docs/method.md): BatchNorm + Linear on a frozen
+// encoder's CLS feature, trained with LARS on the shared loop, evaluated after every epoch on
+// features extracted once (linprobe.cached_features: the training ones too). docs/evaluation.md.
 #pragma once
 
 #include <cstdint>
@@ -24,22 +22,18 @@
 
 namespace ocl::engine {
 
-/// LARS over the head as MAE's probe builds it: momentum 0.9, trust 0.001, weight decay
-/// (on fc.weight only, LARS skips vectors) as given.
+/// LARS over the head as MAE's probe builds it: momentum 0.9, trust 0.001.
 optim::Lars make_linprobe_lars(nn::LinearProbeHead& head, double weight_decay);
 
-/// The head (in eval mode: BatchNorm running statistics) on every row of `val`, `batch` rows at
-/// a time; the head's mode is restored. With `comm`, rank r scores rows r, r + W, ... and the
-/// hit counts are summed: every rank returns the figures of the whole set.
+/// The head in eval mode (its mode restored after) on every row of `val`; with `comm`, each rank
+/// scores its share and returns the figures of the whole set.
 ClassifierAccuracy evaluate_head(nn::LinearProbeHead& head, const Features& val,
                                  const torch::Device& device,
                                  distributed::Communicator* comm = nullptr, int64_t batch = 4096);
 
-/// The cached-features path's training rows as micro-batches (Batch::images holds the features
-/// [b, D], Batch::labels the labels): each epoch visits the rows in an order drawn from
-/// (seed, epoch); micro-batch k takes positions [k·B·W, (k+1)·B·W) of it and rank r every W-th
-/// of those, as the image loader shards. An epoch is whole global steps of B·accum·W rows (the
-/// rest is dropped).
+/// Cached training features as micro-batches (Batch::images: features [b, D]): each epoch in an
+/// order drawn from (seed, epoch), sharded over ranks as the image loader does; an epoch is whole
+/// global steps of B·accum·W rows.
 class FeatureRows : public BatchSource {
  public:
   FeatureRows(Features rows, int64_t batch_size, int64_t accum_iter, uint64_t seed,
@@ -58,8 +52,7 @@ class FeatureRows : public BatchSource {
 };
 
 struct LinearProbeOptions : RunOptions {
-  /// Encoder weights (load_encoder_weights): a checkpoint folder, an encoder.safetensors, or
-  /// "none" (the random encoder: the baseline).
+  /// Encoder weights (load_encoder_weights; "none": the random baseline).
   std::string weights = "none";
 };
 
@@ -70,19 +63,15 @@ inline constexpr const char* kHeadFile = "head.safetensors";
 
 class LinearProbe : private TrainingEngine {
  public:
-  /// Validates the config, sets the run up in linprobe.output_dir (else
-  /// <train.output_dir>/linprobe), builds the frozen encoder, the head, LARS and the data, and
-  /// loads the checkpoint to resume from. Throws with a message naming the problem.
+  /// Sets the run up (in linprobe.output_dir, else <train.output_dir>/linprobe), builds encoder,
+  /// head, LARS and data, and loads the checkpoint to resume from.
   LinearProbe(io::Config config, LinearProbeOptions options);
   ~LinearProbe() override;
 
-  /// Trains until linprobe.epochs are done (evaluating after each) or a stop is requested; with
-  /// eval_only, evaluates the head (the resumed one, else the initial one) and returns.
+  /// Trains (evaluating after each epoch); with eval_only, evaluates the head only.
   LinprobeResult run();
 
  private:
-  // TrainingEngine: a micro-batch through the frozen encoder (or its cached features) and the
-  // head; LARS; the validation after each epoch; the checkpoint.
   torch::nn::Module& trained_module() override { return *head_; }
   const std::vector<torch::Tensor>& trainable() override { return trainable_; }
   void set_lr(double lr) override { lars_->set_lr(lr); }

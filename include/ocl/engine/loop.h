@@ -1,6 +1,5 @@
-// The training loop of every engine (on a RunContext, engine/run.h): epochs of optimiser steps of
-// accum_iter micro-batches through the engine's forward and backward, gradient all-reduce,
-// clipping, the non-finite policy, the update, logs and records, the stop decision, checkpoints.
+// The training loop of every engine (on a RunContext, engine/run.h): optimiser steps of accum_iter
+// micro-batches, gradient all-reduce, clipping, the non-finite policy, logs, stops, checkpoints.
 // Each step's randomness follows (seed, global step, micro-batch, rank) and each epoch's data
 // order (seed, epoch), so a run stopped anywhere and resumed takes the steps of one that never did.
 #pragma once
@@ -32,8 +31,8 @@ struct StepContext {
   int64_t slot() const { return micro * world_size + rank; }
 };
 
-/// A micro-batch's loss (its graph is back-propagated by the loop, scaled by 1 / accum_iter)
-/// and the engine's figures (0-d tensors, in the order of TrainingEngine::figures()).
+/// A micro-batch's loss (back-propagated by the loop, scaled by 1 / accum_iter) and the engine's
+/// figures (0-d tensors, in the order of TrainingEngine::figures()).
 struct MicroStep {
   torch::Tensor loss;
   std::vector<torch::Tensor> figures;
@@ -61,27 +60,25 @@ std::unique_ptr<BatchSource> loader_source(std::unique_ptr<data::Loader> loader)
 /// A streamed training set (data/streaming.h); its size() is the epoch's samples.
 std::unique_ptr<BatchSource> streaming_source(std::unique_ptr<data::StreamingLoader> loader);
 
-/// The end of an epoch as an engine reports it: its part of the epoch's log line and of its
-/// metrics.jsonl record (after the loop's epoch, global_step, loss and figures).
+/// An engine's part of the epoch's log line and metrics.jsonl record (after the loop's own).
 struct EpochReport {
   std::string text;
   io::MetricFields fields;
 };
 
-/// What a checkpoint of an engine holds: its model file, the rest (optimiser state, ...) and the
-/// model file's header (nn::encoder_metadata). Tensors on any device: the writer copies them.
+/// An engine's checkpoint: its model file, the rest (optimiser state, ...) and the model file's
+/// header (nn::encoder_metadata). Tensors on any device.
 struct CheckpointTensors {
   io::TensorMap model, trainer;
   io::Metadata model_metadata;
 };
 
-/// What an engine supplies to the loop.
 class TrainingEngine {
  public:
   virtual ~TrainingEngine() = default;
   /// The module whose parameters the replica check compares.
   virtual torch::nn::Module& trained_module() = 0;
-  /// The trainable parameters in optimiser order (gradient all-reduce, norm, clipping).
+  /// The trainable parameters in optimiser order.
   virtual const std::vector<torch::Tensor>& trainable() = 0;
   virtual std::vector<Figure> figures() const { return {}; }
   virtual void set_lr(double lr) = 0;
@@ -89,21 +86,18 @@ class TrainingEngine {
   virtual MicroStep forward(const data::Batch& batch, const StepContext& at) = 0;
   /// The optimiser step on the gradients (and what follows it: an EMA).
   virtual void update() = 0;
-  /// Whether update_or_skip can make the non-finite check on the device (the fused AdamW): what
-  /// train.host_sync: deferred needs; the loop reads every step's figures otherwise.
+  /// Whether update_or_skip can skip on the device (train.host_sync: deferred; the fused AdamW).
   virtual bool can_skip_on_device() const { return false; }
   /// update(), left undone on the device where skip.found_inf is 1.
   virtual void update_or_skip(const optim::DeviceSkip& skip) { update(); }
-  /// A step that update_or_skip skipped on the device, learnt one step late: the host-side
-  /// optimiser state forgets it (optim::uncount_adamw_step).
+  /// A step update_or_skip skipped on the device, learnt one step late (optim::uncount_adamw_step).
   virtual void forget_skipped_update() {}
   /// After an epoch's last step (`state.epoch` counts it already): evaluation and the like.
   virtual EpochReport end_of_epoch(const io::TrainingState& state) = 0;
   virtual CheckpointTensors checkpoint_tensors() = 0;
 };
 
-/// Everything the loop does as the config says, read once when the engine builds its loop: the
-/// loop reads no config key itself.
+/// What the loop does as the config says (the loop reads no config key itself).
 struct LoopSettings {
   // The engine's section.
   int64_t epochs = 1, accum_iter = 1, batch_size = 1;
@@ -123,16 +117,14 @@ struct LoopSettings {
   bool overlap = true;                     // dist.overlap: all-reduce during backward
   int64_t verify_every = 0;                // dist.verify_every: replica check period, 0 = never
   /// train.host_sync: deferred: the non-finite check on the device and each step's figures read
-  /// while the next step runs (where the engine can_skip_on_device), so that no step waits for
-  /// the host; else each step's figures are read before its update.
+  /// while the next step runs (where the engine can_skip_on_device); else read before the update.
   bool deferred_figures = false;
 };
 
-/// The run-wide part of LoopSettings from `config`; the engine's section fields keep defaults.
+/// The run-wide part of LoopSettings from `config`.
 LoopSettings run_loop_settings(const io::Config& config);
 
-/// The loop settings of a section `s` (its fields of these names) with peak lr `lr`: warmup +
-/// cosine to min_lr over its epochs, records "<name>_*", and the run-wide keys of `config`.
+/// The loop settings of section `s` (fields of these names) with peak lr `lr`, records "<name>_*".
 template <class Section>
 LoopSettings section_loop_settings(const io::Config& config, const Section& s,
                                    const std::string& name, double lr) {
@@ -154,8 +146,7 @@ struct LoopResult {
   std::string last_checkpoint;      // "" if none was written or resumed
 };
 
-/// How the gradient all-reduce of a distributed step runs: as dist.overlap says, or (ocl_bench
-/// --grad-sync) forced to one way to measure it.
+/// How a distributed step all-reduces gradients: as dist.overlap says, or forced (ocl_bench).
 enum class GradSyncMode {
   kConfigured,     // dist.overlap
   kOverlapped,     // buckets all-reduced while backward runs
@@ -171,36 +162,31 @@ class TrainingLoop {
   ~TrainingLoop();
 
   int64_t steps_per_epoch() const { return steps_per_epoch_; }
-  /// The gradient synchroniser of a distributed run: parameters are broadcast from rank 0
-  /// (call after the engine has loaded its checkpoint); logs the bucket layout.
+  /// Distributed: the gradient synchroniser, parameters broadcast from rank 0 (after resuming).
   void connect_gradients();
-  /// Trains until settings.epochs are done or a stop is asked for; a finished run says
-  /// "nothing to do".
+  /// Trains until settings.epochs are done or a stop is asked for.
   LoopResult run();
   /// Writes a checkpoint of the current state (rank 0; "" on the others).
   std::string write_checkpoint();
-  /// The step run() takes, outside run() (no log, stop decision or checkpoint): what ocl_bench
-  /// times. Returns its loss (deferred: the step before's, NaN for the first).
+  /// One step as run() takes it, without log, stop or checkpoint (ocl_bench). Returns its loss
+  /// (deferred: the step before's, NaN for the first).
   double step();
   /// Replaces the source of the micro-batches (ocl_bench: one fixed batch on the device).
   void set_source(std::unique_ptr<BatchSource> source) { source_ = std::move(source); }
   distributed::GradSynchronizer* grad_sync() { return grad_sync_.get(); }
   /// How step() and run() all-reduce gradients from now on (ocl_bench --grad-sync).
   void set_grad_sync_mode(GradSyncMode mode) { grad_sync_mode_ = mode; }
-  /// The mean of the engine's figure `name` over the current epoch's steps so far, a resumed
-  /// epoch's earlier steps included (NaN before its first step): for end_of_epoch.
+  /// The mean of the engine's figure `name` over the current epoch so far (NaN before a step).
   double epoch_figure(const std::string& name) const;
 
  private:
   struct Step;
   struct Window;
-  // run()'s phases.
   void begin_epoch();
   bool after_step(const Step& step, LoopResult& result);  // true: stopped mid-epoch
   void record_step(const Step& step);                     // window, epoch sums, log, status
   bool end_epoch(LoopResult& result);                     // true: stopped after the epoch
   void finish();
-  // train_step()'s phases.
   Step train_step();
   torch::Tensor accumulate(Step& step);  // forward + backward of the micro-batches: their sums
   torch::Tensor reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm);
@@ -208,7 +194,6 @@ class TrainingLoop {
   void resolve(Step& step);  // deferred: the figures read, the non-finite policy applied
   void skip_or_stop_nonfinite(const Step& step);
   void verify_replicas();
-  // What the run reports.
   void log_window(const Step& step, double eta);
   void show_status(const Step& step, double eta);
   void log_epoch(double epoch_time, const EpochReport& report);

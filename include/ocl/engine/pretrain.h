@@ -1,8 +1,5 @@
 // OCL pre-training on one or many processes: Pretrainer::forward is OCL's step on a micro-batch
-// (normalise on the device, draw the masks, the forward under bf16 autocast when asked); the
-// shared loop (engine/loop.h) does the rest. With several processes the CLS outputs are
-// all-gathered for global negatives and only rank 0 writes.
-//   ocl::engine::Pretrainer trainer(ocl::io::load_config("configs/quickstart.yaml"), {});
+// (masks, the forward under bf16 autocast when asked); the shared loop does the rest.
 #pragma once
 
 #include <cstdint>
@@ -36,22 +33,18 @@ struct PretrainResult {
   int64_t shortcut_alarms = 0;      // epochs of this run() call the shortcut alarm fired at
 };
 
-/// The OCL model a config describes (encoder sizes from `derived`), initialised from
-/// config.train.seed: the same config always starts from the same weights.
+/// The OCL model a config describes (encoder sizes from `derived`), initialised from train.seed.
 ssl::OCL build_ocl_model(const io::Config& config, const io::DerivedConfig& derived);
 
-/// The mask noise of micro-batch `micro` of optimiser step `global_step` for this rank's
-/// `batch` rows: uniform [B, N], row i from a generator seeded by (seed, global_step, micro,
-/// i·world_size + rank), the row's place in the step's global batch. So a resumed run draws the
-/// same masks, and W processes × batch B draw for each image the mask that one process × batch
-/// W·B draws for it (the loader hands rank r the global rows r, r + W, ...).
+/// Uniform mask noise [B, N] of micro-batch `micro` of step `global_step` for this rank's rows:
+/// row i seeded by (seed, global_step, micro, i·world_size + rank), its place in the global
+/// batch, so a resumed run, or W processes of batch B, draw each image the same mask.
 torch::Tensor step_mask_noise(uint64_t seed, int64_t global_step, int64_t micro, int64_t batch,
                               int64_t num_patches, int64_t rank = 0, int64_t world_size = 1);
 
 class Pretrainer : private TrainingEngine {
  public:
-  /// Validates the config, sets the run up (RunContext), builds data, model and optimiser, and
-  /// loads the checkpoint to resume from. Throws with a message naming the problem.
+  /// Sets the run up, builds data, model and optimiser, and loads the checkpoint to resume from.
   Pretrainer(io::Config config, PretrainOptions options);
   ~Pretrainer() override;
 
@@ -91,9 +84,7 @@ class Pretrainer : private TrainingEngine {
   std::shared_ptr<const data::Dataset> train_set_;
   std::unique_ptr<TrainingLoop> loop_;  // declared after run_: destroyed before its communicator
   double knn_top1_ = -1;                // the last kNN monitor figure
-  // Every kNN monitor figure of the run, the first at initialisation (kept in checkpoints: the
-  // shortcut alarm compares with earlier figures).
-  std::vector<double> knn_history_;
+  std::vector<double> knn_history_;     // every kNN monitor figure, the first at initialisation
   int64_t shortcut_alarms_ = 0;
   std::unique_ptr<KnnData> knn_data_;  // the kNN monitor's, opened on first use
 };

@@ -1,7 +1,6 @@
-// The run every training engine stands on (pre-training, fine-tuning, the linear probe): its
-// output folder and the choice to resume, restart or refuse it; its process (run_setup.h);
-// config.yaml, metrics.jsonl and the TensorBoard event file; the checkpoint it resumes, agreed by
-// every rank, and those it writes. The loop that trains on it is engine/loop.h.
+// The run every training engine stands on: its output folder and the choice to resume, restart
+// or refuse it; its process (run_setup.h); config.yaml, metrics.jsonl and the TensorBoard event
+// file; the checkpoint it resumes, agreed by every rank, and those it writes.
 #pragma once
 
 #include <cstdint>
@@ -20,27 +19,20 @@
 
 namespace ocl::engine {
 
-/// Engines and the loop see the run through these methods, not its members.
-///
-///   RunContext run(config, options, {"ocl_pretrain", out, "train.output_dir", yaml});
-///   ... build the model, the optimiser and the data; load run.resumed()->model into it ...
-///   run.resume_position(layout_of, now, steps_per_epoch, lr);   // run.state() is where to go on
+/// Engines build the run, load resumed() into their model, then call resume_position.
 class RunContext {
  public:
-  /// Resolves the checkpoint to resume from; refuses an output folder holding another run (a
-  /// different config.yaml, or checkpoints) unless resuming or --overwrite; starts the process
-  /// (start_process) and reads the checkpoint (warning when its config differs; refusing one
-  /// that is damaged, of another kind, seed, model size or input standardisation, and naming an
-  /// older checkpoint that reads whole). Nothing is written by an eval-only run or other ranks.
+  /// Resolves and reads the checkpoint to resume from (refusing one that is damaged, of another
+  /// kind, seed, model size or input standardisation); refuses a folder holding another run
+  /// unless resuming or --overwrite; starts the process. Eval-only runs, other ranks write nothing.
   RunContext(const io::Config& config, RunOptions options, RunSpec spec);
   ~RunContext();
   RunContext(const RunContext&) = delete;
   RunContext& operator=(const RunContext&) = delete;
 
-  /// Once the engine has loaded resumed() into its model: the run's position. A fresh run starts
-  /// at zero with train.seed; a resumed one where the checkpoint stopped, converted to this run's
-  /// layout (resume_step_in_epoch; `layout_of`: a config's layout), in the next epoch when the
-  /// epochs got shorter. Checks that every rank agrees and frees the checkpoint's tensors.
+  /// The run's position: zero for a fresh run; where the checkpoint stopped, in this run's layout
+  /// (resume_step_in_epoch; `layout_of`: a config's layout), for a resumed one. Checks that every
+  /// rank agrees and frees the checkpoint's tensors.
   void resume_position(const std::function<StepLayout(const io::Config&)>& layout_of,
                        const StepLayout& now, int64_t steps_per_epoch, double lr);
 
@@ -48,27 +40,22 @@ class RunContext {
   const RunSpec& spec() const { return spec_; }
   const RunOptions& options() const { return options_; }
   bool signalled() const;
-  /// The console's status line (shown only on a terminal, rank 0).
   io::ConsoleSink& console() const { return *console_; }
 
-  /// The checkpoint being resumed (nullptr when starting fresh); resume_position frees its tensors.
+  /// The checkpoint being resumed (nullptr when starting fresh).
   const io::Checkpoint* resumed() const { return resumed_ ? &*resumed_ : nullptr; }
   io::TrainingState& state() { return state_; }
   const io::TrainingState& state() const { return state_; }
-  /// The newest checkpoint written or resumed, "" if none.
   const std::string& last_checkpoint() const { return last_checkpoint_; }
 
   /// Whether this rank writes the run's files (rank 0, not --eval, not ocl_bench): the methods
-  /// below do nothing elsewhere, and callers can skip computing records.
+  /// below do nothing elsewhere.
   bool writes() const { return writer_; }
-  /// Writes config.yaml and opens metrics.jsonl and the event file, once, when the run has
-  /// something to do: a resumed run with nothing left to do writes none of them.
+  /// Writes config.yaml and opens metrics.jsonl and the event file, once, when there is work.
   void begin_records();
-  /// A record (metrics.jsonl's "type" and fields, "global_step" among them) into metrics.jsonl
-  /// and, with log.tensorboard, the event file as scalars at its global step, flushed.
+  /// A record into metrics.jsonl and, with log.tensorboard, the event file at its global_step.
   void record(const std::string& type, const io::MetricFields& fields);
-  /// Writes a checkpoint of state() with these tensors and config.yaml, keeping the newest
-  /// `keep_last`; returns its folder ("" on ranks that do not write).
+  /// Writes a checkpoint of state(), keeping the newest `keep_last`; returns its folder or "".
   std::string write_checkpoint(const io::TensorMap& model, const io::TensorMap& trainer,
                                const io::Metadata& model_metadata, int64_t keep_last);
 

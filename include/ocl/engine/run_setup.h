@@ -1,7 +1,6 @@
-// What an engine's run is made from: this process's device, precision, threads, logger and
-// connection to the other ranks (Process), the options and spec every engine passes to its
-// RunContext (engine/run.h), and the set-up helpers they share: step layouts, loader options,
-// evaluation sections' run specs, where a resumed epoch continues.
+// What an engine's run is made from: this process (device, precision, threads, logger, ranks),
+// the options and spec every engine passes to its RunContext (engine/run.h), and the set-up
+// helpers the engines share.
 #pragma once
 
 #include <atomic>
@@ -41,26 +40,25 @@ struct Process {
 };
 
 /// Sets this process up as `config` says: device, threads, bf16, TF32, then the connection to
-/// the other ranks (before the slow data set-up, so that a missing rank is reported early).
+/// the other ranks (before the slow data set-up: a missing rank is reported early).
 Process start_process(const io::Config& config, const distributed::LaunchInfo& launch,
                       std::shared_ptr<spdlog::logger> log);
 /// "<app>: LibTorch 2.6.0, device cpu, fp32, 2 threads" (+ `detail` after the precision).
 void log_startup(const Process& process, const std::string& app, const std::string& detail = "");
 
-/// The run logger of rank `rank`: rank 0 logs at log.level to the console and to `log_file`
-/// (none when empty); the other ranks print warnings and errors only and write no file.
+/// Rank 0 logs at log.level to the console and `log_file` (none when empty); the other ranks
+/// print warnings and errors only.
 std::shared_ptr<spdlog::logger> rank_logger(const std::shared_ptr<io::ConsoleSink>& console,
                                             const std::string& log_file, const io::Config& config,
                                             int64_t rank);
 /// TF32 for cuBLAS and cuDNN on a CUDA `device` as train.tf32 says: returns whether it is on.
 bool set_tf32(const io::Config& config, const torch::Device& device);
 
-/// Logs the data set's warnings (folders that could not be listed, ...) and, with several ranks,
-/// checks that every rank sees the same one (its size and classes); `what` names it.
+/// Logs the data set's warnings and, with several ranks, checks that every rank sees the same
+/// size and classes; `what` names it.
 void check_data(const Process& process, const data::Dataset& set, const std::string& what);
-/// The training and validation splits of `data` (`train`: the training split, if already open),
-/// each checked (check_data) before splits with different classes are refused, so that a refusal
-/// follows the warning that explains it (a class folder that could not be listed).
+/// The training (`train`, if already open) and validation splits of `data`, each checked
+/// (check_data) before splits with different classes are refused.
 struct DataSplits {
   std::shared_ptr<const data::Dataset> train, val;
 };
@@ -69,14 +67,13 @@ DataSplits open_splits(const Process& process, const io::DataConfig& data, int i
 /// "12.34 M trainable, 0.50 M frozen parameters".
 std::string parameter_counts(const torch::nn::Module& module);
 
-/// The images one optimiser step takes: a run layout (processes × batch × accumulation).
+/// The images of one optimiser step: processes × batch × accumulation.
 struct StepLayout {
   int64_t world_size = 1, batch_size = 1, accum_iter = 1;
   int64_t images() const { return world_size * batch_size * accum_iter; }
 };
 
-/// The step layout and peak lr of an evaluation section (finetune, linprobe) on `world_size`
-/// processes: its lr, else blr · effective batch / 256.
+/// An evaluation section's step layout and peak lr (its lr, else blr · effective batch / 256).
 struct SectionRecipe {
   StepLayout layout;
   double lr = 0;
@@ -87,26 +84,22 @@ SectionRecipe section_recipe(const Section& s, int64_t world_size) {
   return {layout, io::absolute_lr(s.lr, s.blr, layout.images())};
 }
 
-/// The step at which epoch `epoch` continues when `step` steps of layout `saved` were taken and
-/// this run's layout is `now`. An epoch's data order is one permutation whatever the layout, so
-/// the run continues at the first step of `now` not yet covered (the images of a partly covered
-/// step are seen again). A change of world size is logged with the new effective batch and `lr`.
+/// Where epoch `epoch` continues in layout `now` after `step` steps of layout `saved`: the first
+/// step not yet covered (an epoch's data order does not depend on the layout). A change of world
+/// size is logged with the new effective batch and `lr`.
 int64_t resume_step_in_epoch(int64_t epoch, int64_t step, const StepLayout& saved,
                              const StepLayout& now, double lr, spdlog::logger& logger);
 
-/// `data` for a run in `output_dir`: a read-only data set (a shared ImageNet) keeps its file-list
-/// cache in the run's folder, so that the second start does not scan 1.3 M files again.
+/// `data` for a run in `output_dir`: a read-only data set keeps its file-list cache there.
 io::DataConfig run_data_config(const io::DataConfig& data, const std::string& output_dir);
 
-/// This rank's training loader: `batch_size` images a micro-batch, the config's loader settings,
-/// each unreadable image logged as a warning on `logger`.
+/// This rank's training loader; each unreadable image is logged as a warning on `logger`.
 data::LoaderOptions training_loader_options(const io::Config& config, int64_t batch_size,
                                             int64_t accum_iter,
                                             const distributed::LaunchInfo& launch,
                                             const torch::Device& device,
                                             std::shared_ptr<spdlog::logger> logger);
-/// Optimiser steps per epoch of `layout` on `dataset_size` images as the loader cuts them:
-/// what --print-config shows.
+/// Optimiser steps per epoch of `layout` on `dataset_size` images (--print-config).
 int64_t training_steps_per_epoch(const io::Config& config, int64_t dataset_size,
                                  const StepLayout& layout);
 
@@ -127,8 +120,7 @@ struct RunOptions {
   /// Stop as if signalled once this many optimiser steps of this run are done (0 = never).
   int64_t stop_after_steps = 0;
   std::shared_ptr<io::ConsoleSink> console;  // nullptr = plain lines on stdout
-  /// Called before every optimiser step with the global step and the trainable parameters
-  /// (their .grad() holds the clipped gradient): tests and debugging.
+  /// Called before every optimiser step (global step, parameters with clipped gradients): tests.
   std::function<void(int64_t, const std::vector<torch::Tensor>&)> before_optimizer_step;
   distributed::LaunchInfo launch;  // distributed::launch_from_environment()
 };
@@ -140,18 +132,15 @@ struct RunSpec {
   std::string output_key;   // the config key that names it, for messages ("train.output_dir")
   std::string config_yaml;  // config.yaml, written by rank 0
   std::string model_file = io::kEncoderFile;  // the checkpoints' model file
-  /// "pre-training", "fine-tuning" or "linear probe": a checkpoint of another kind is refused
-  /// naming it and the app that resumes it.
+  /// "pre-training", "fine-tuning" or "linear probe": a checkpoint of another kind is refused.
   std::string kind = "pre-training";
   /// Files of the run besides its checkpoints and metrics.jsonl that --overwrite removes.
   std::vector<std::string> own_files;
-  /// The engine's preconditions on the checkpoint to resume from ("" = none), checked before
-  /// anything is written; throws naming what is missing.
+  /// Throws when the checkpoint to resume from ("" = none) will not do; before anything is written.
   std::function<void(const std::string& resume_from)> precondition;
 };
 
-/// The commented block of an evaluation section's derived values (config.yaml, --print-config):
-/// "# <title>:" then its effective batch and lr.
+/// An evaluation section's derived values as a commented block: "# <title>:", effective batch, lr.
 std::string section_derived_yaml(const std::string& section, const std::string& title,
                                  int64_t effective_batch, double lr);
 

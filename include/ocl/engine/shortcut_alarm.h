@@ -13,21 +13,17 @@
 
 namespace ocl::engine {
 
-/// The shortcut alarm: an epoch's mean contrastive `accuracy` at or above
-/// eval.shortcut_accuracy while the kNN monitor has gained less than eval.shortcut_knn_gain
-/// points, since its first run or over its last eval.shortcut_window runs. `knn_history` is the
-/// monitor's top-1 (%) in order, from initialisation to the one just measured. Returns the
-/// warning naming the options that remove the cue, or "" (no alarm, the alarm off, or no
-/// figures yet: fewer than two kNN figures, a negative one, or a NaN accuracy).
+/// The warning when an epoch's mean contrastive `accuracy` is at least eval.shortcut_accuracy
+/// while the kNN monitor (`knn_history`: top-1 % from initialisation on) has gained less than
+/// eval.shortcut_knn_gain points, since its first run or over the last eval.shortcut_window;
+/// else "" (also with the alarm off, fewer than two figures, a negative one or a NaN accuracy).
 std::string shortcut_warning(const io::EvalConfig& eval, double accuracy,
                              const std::vector<double>& knn_history);
-/// The kNN figure `window` monitor runs before the last of `knn_history` (the first when there
-/// are fewer), what the alarm measures the recent gain from; −1 for an empty history.
+/// The kNN figure `window` runs before the last (the first when fewer); −1 for an empty history.
 double knn_figure_back(const std::vector<double>& knn_history, int64_t window);
 
 /// Warns when mask.group_views and the colour draws (data.photometric, illumination, noise,
-/// blur) disagree: one draw seen by both groups is a cue of its own; independent views without a
-/// draw read the same pixels. Logs what each group's view draws otherwise.
+/// blur) disagree; logs what each group's view draws otherwise.
 void advise_on_views(const io::Config& config, spdlog::logger& log);
 
 }  // namespace ocl::engine

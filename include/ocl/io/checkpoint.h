@@ -38,11 +38,10 @@ inline constexpr const char* kEncoderFile = "encoder.safetensors";
 /// "checkpoint-0004" after 4 whole epochs; "checkpoint-0004-000120" 120 steps into epoch 4.
 std::string checkpoint_name(const TrainingState& state);
 
-/// Writes a checkpoint folder under `output_dir` (named by checkpoint_name), `model` as
-/// `model_file` in it (its header holds `model_metadata` beside the format entries), points
-/// `checkpoint-last` at it, then removes all but the newest `keep_last` checkpoints (never the
-/// one just written) and any temporary folder a killed writer left. Returns its path. Throws
-/// naming the path on any I/O error; what was there before is then untouched.
+/// Writes checkpoint folder `output_dir`/checkpoint_name(state), `model` as `model_file` (with
+/// `model_metadata` in its header), points `checkpoint-last` at it, then prunes to the newest
+/// `keep_last` (never the new one) and removes killed writers' leftovers. Returns its path; an I/O
+/// error throws naming the path and leaves what was there before untouched.
 std::string save_checkpoint(const std::string& output_dir, const TrainingState& state,
                             const TensorMap& model, const TensorMap& trainer,
                             const std::string& config_yaml, int64_t keep_last,
@@ -57,18 +56,16 @@ TrainingState parse_training_state(const std::string& text, const std::string& s
 /// `model_file`. Throws naming the file when a part is missing, damaged or not finite.
 Checkpoint load_checkpoint(const std::string& path, const std::string& model_file = kEncoderFile);
 
-/// Checks the file at `path` against the size and CRC-32 that a state.json beside it records, if
-/// any, as a resume does (--weights, the export); throws naming the file.
+/// Checks `path` against the size and CRC-32 a state.json beside it records, if any; throws.
 void verify_checkpoint_file(const std::string& path);
 
-/// The kind of run that wrote checkpoint folder `path`, from its files and the encoder's header
-/// alone: "linear probe" (head.safetensors, no encoder.safetensors), "fine-tuning" (an encoder
-/// holding the classifier's head.weight), "pre-training" (an encoder without one), or "".
+/// The kind of run that wrote checkpoint folder `path`, from its files and the encoder's header:
+/// "linear probe" (head.safetensors only), "fine-tuning" (an encoder with head.weight),
+/// "pre-training" (an encoder without), or "".
 std::string checkpoint_kind(const std::string& path);
 
-/// The newest checkpoint beside `checkpoint` (in its folder) that is older than it and reads
-/// whole (load_checkpoint with `model_file` succeeds): where to resume when `checkpoint` is
-/// damaged. "" when there is none.
+/// The newest checkpoint in `checkpoint`'s folder older than it that loads whole with
+/// `model_file`: where to resume when `checkpoint` is damaged; "" when there is none.
 std::string older_readable_checkpoint(const std::string& checkpoint,
                                       const std::string& model_file = kEncoderFile);
 

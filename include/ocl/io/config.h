@@ -30,9 +30,8 @@ struct ModelConfig {
   double mlp_ratio = 4.0;          // > 0
   double drop_path = 0.0;          // [0, 1)
   bool freeze_patch_embed = true;  // paper §2.1
-  /// none (the paper) | patch: each p×p patch of each channel standardised over its own pixels
-  /// before the embedding (nn::InputNorm), for data whose per-image colour is a shortcut
-  /// (docs/shortcuts.md). The weights file records it (a mismatch is refused). patch_size >= 2.
+  /// none (the paper) | patch: each p×p patch of each channel standardised before the embedding
+  /// (nn::InputNorm; docs/shortcuts.md), recorded in the weights file. patch_size >= 2.
   std::string input_norm = "none";
   /// > 0, in standardised pixels (one grey level is ~0.017): a patch of small variance (a smooth
   /// gradient, noise) stays faint instead of being scaled to unit variance.
@@ -60,9 +59,8 @@ struct LossConfig {
 struct DataConfig {
   /// synthetic | imagefolder | packed | webdataset | cifar10 | cifar100
   std::string dataset = "synthetic";
-  /// imagefolder: the root of train/ and val/; packed: ocl_pack's folder; webdataset: the
-  /// training shards, a brace pattern (train-{000000..001023}.tar) or a list file; cifar: the
-  /// binary batches' folder. Unused for synthetic.
+  /// imagefolder: the root of train/ and val/; packed: ocl_pack's folder; webdataset: the training
+  /// shards (train-{000000..001023}.tar or a list file); cifar: the binary batches' folder.
   std::string path;
   /// webdataset: the held-out shards, as data.path, for whatever evaluates (the kNN monitor,
   /// fine-tuning, the probe); required with eval.knn_every > 0, else where the set is opened.
@@ -78,10 +76,9 @@ struct DataConfig {
   /// byol (BYOL / MoCo v3's two views with mask.group_views independent) | simclr (colour
   /// strength 1) | colour (jitter and grayscale only).
   std::string photometric = "none";
-  /// Pre-training, per copy of the crop, each 0 = off: a lighting ramp of amplitude U[-v, v]
-  /// levels per channel before data.photometric ([0, 255]); Gaussian noise of σ ~ U[0, v] levels
-  /// after it ([0, 255]); a blur of σ ~ U[min(0.1, v), v] crop pixels with photometric none or
-  /// colour ([0, 16]).
+  /// Pre-training, per copy of the crop, 0 = off: a lighting ramp of U[-v, v] levels per channel
+  /// before data.photometric ([0, 255]); noise of σ ~ U[0, v] levels after it ([0, 255]); a blur
+  /// of σ ~ U[min(0.1, v), v] pixels with photometric none or colour ([0, 16]).
   double illumination = 0;
   double noise = 0;
   double blur = 0;
@@ -175,9 +172,8 @@ struct EvalConfig {
   double knn_t = 0.07;    // > 0
   int64_t knn_train_size = 10000;  // ≥ 1: train images used as the kNN memory bank (a subset)
   int64_t knn_val_size = 2000;     // ≥ 1: held-out images scored
-  /// The shortcut alarm (engine::shortcut_warning): a warning when an epoch's contrastive accuracy
-  /// is ≥ shortcut_accuracy while kNN top-1 gained < shortcut_knn_gain points since the first
-  /// monitor run or over the last shortcut_window runs.
+  /// engine::shortcut_warning: contrastive accuracy ≥ shortcut_accuracy while kNN top-1 gained
+  /// < shortcut_knn_gain points since the first monitor run or the last shortcut_window runs.
   bool shortcut_alarm = true;
   double shortcut_accuracy = 0.9;  // (0, 1]
   double shortcut_knn_gain = 2.0;  // ≥ 0, percentage points
@@ -197,16 +193,14 @@ struct LinprobeConfig {
   double weight_decay = 0.0;  // ≥ 0, on the Linear weight only (MAE's probe uses 0)
   /// Output folder; empty = <train.output_dir>/linprobe.
   std::string output_dir;
-  /// Features extracted once (no augmentation) and the head trained in memory: much faster, but
-  /// not MAE's protocol.
+  /// Features extracted once (no augmentation), the head trained in memory: faster, not MAE's.
   bool cached_features = false;
   int64_t save_every = 10;  // ≥ 1 epochs between checkpoints (and always at the end)
   int64_t keep_last = 2;    // ≥ 1 checkpoints kept
 };
 
-/// Full fine-tuning (ocl_finetune; MAE's main_finetune, docs/method.md "Fine-tuning"): the whole
-/// ViT with a new head, layer-wise lr decay, RandAugment, erasing, mixup / cutmix, label
-/// smoothing. Defaults are MAE's ViT-B recipe.
+/// Full fine-tuning (ocl_finetune; MAE's main_finetune, docs/method.md "Fine-tuning"), with
+/// MAE's ViT-B recipe as defaults.
 struct FinetuneConfig {
   int64_t epochs = 100;        // ≥ 1
   int64_t batch_size = 32;     // ≥ 2 per process and micro-batch (even with mixup / cutmix)
@@ -269,9 +263,8 @@ struct DerivedConfig {
   double lr = 0.0;              // optim.lr if > 0, else blr · effective_batch / 256
 };
 
-/// Parses YAML text onto the defaults, applies `overrides` ("a.b=v", v parsed as YAML, e.g.
-/// "optim.betas=[0.9, 0.999]") in order, then validates. `source` leads messages about the text
-/// ("" for none). An empty text is a valid config of defaults.
+/// Parses YAML text onto the defaults, applies `overrides` ("a.b=v", v parsed as YAML) in order,
+/// then validates. `source` leads messages about the text ("" for none); "" is all defaults.
 Config parse_config(const std::string& yaml_text, const std::vector<std::string>& overrides = {},
                     const std::string& source = "<string>");
 /// Reads `path` and calls parse_config; a missing, unreadable or empty file is a ConfigError.
@@ -280,8 +273,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 void validate(const Config& config);
 /// Derived values for `world_size` processes; validates first (ConfigError).
 DerivedConfig derive(const Config& config, int64_t world_size = 1);
-/// The peak learning rate of a recipe section (optim, linprobe, finetune): `lr` when it is set
-/// (> 0), else MAE's scaling rule blr · effective_batch / 256.
+/// The peak lr of a recipe section: `lr` when > 0, else MAE's rule blr · effective_batch / 256.
 double absolute_lr(double lr, double blr, int64_t effective_batch);
 /// The whole config as YAML, every key, in the order above: parse_config(to_yaml(c)) == c.
 std::string to_yaml(const Config& config);

@@ -1,8 +1,6 @@
-// TensorBoard event files (events.out.tfevents.<seconds>.<host>.<pid>), what `tensorboard
-// --logdir` and `wandb sync --sync-tensorboard` read: TFRecords of tensorflow.Event, the first
-// carrying file_version "brain.Event:2". The few fields written (scalars, a text summary, and
-// SessionLog START, which drops a resumed run's later points as SummaryWriter(purge_step=...)
-// does) are encoded by hand with the field numbers of event.proto and summary.proto.
+// TensorBoard event files (events.out.tfevents.<seconds>.<host>.<pid>) as `tensorboard --logdir`
+// and `wandb sync --sync-tensorboard` read them: TFRecords of tensorflow.Event (file_version
+// "brain.Event:2" first), the few fields written encoded by hand per event.proto and summary.proto.
 #pragma once
 
 #include <cstddef>
@@ -23,10 +21,9 @@ uint32_t masked_crc32c(const void* data, size_t size);
 /// payload, the payload's masked CRC.
 std::string tfrecord(const std::string& payload);
 
-/// The TensorBoard tag of field `field` of a metrics.jsonl record of type `record_type`: "train/"
-/// for "step" and "<section>_step" records, "eval/" for an epoch's top1, top5, val_loss,
-/// best_top1, ema_top1, "knn/" (knn_top1 as knn/top1), "shortcut/", "epoch/" for an epoch's other
-/// figures; "" for the axes (epoch, global_step) and what an epoch repeats from knn and shortcut.
+/// The TensorBoard tag of `field` of a metrics.jsonl record of `record_type`: "train/" (step
+/// records), "eval/" (an epoch's top1, top5, val_loss, ...), "knn/", "shortcut/", "epoch/"; ""
+/// for the axes (epoch, global_step) and what an epoch repeats from knn and shortcut.
 std::string tensorboard_tag(const std::string& record_type, const std::string& field);
 
 class EventFileWriter {
@@ -38,8 +35,7 @@ class EventFileWriter {
   EventFileWriter(const EventFileWriter&) = delete;
   EventFileWriter& operator=(const EventFileWriter&) = delete;
 
-  /// One event at `step` holding a scalar for each (tag, value); NaN and infinities are kept
-  /// (TensorBoard shows them as such).
+  /// One event at `step` holding a scalar for each (tag, value), NaN and infinities included.
   void add_scalars(const std::vector<std::pair<std::string, double>>& values, int64_t step);
   /// A text summary (TensorBoard's Text tab; markdown) under `tag` at `step`.
   void add_text(const std::string& tag, const std::string& text, int64_t step);
@@ -49,7 +45,6 @@ class EventFileWriter {
   /// Writes what is buffered, whole records only; throws naming the file on a failed write (the
   /// file is cut back to its last whole record).
   void flush();
-  const std::string& path() const { return path_; }
 
  private:
   void add_event(int64_t step, int field, const std::string& body);

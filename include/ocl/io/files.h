@@ -1,7 +1,6 @@
-// Filesystem helpers for everything ocl writes (run folders, checkpoints, safetensors, packs,
-// metrics), above all the one atomic writer every file goes through, so that a crash or a full
-// disk leaves the old version of a file or the new one, never half of either, and no temporary;
-// and an exclusive lock file (one run per folder).
+// Filesystem helpers for everything ocl writes, above all the one atomic writer every file goes
+// through (a crash or a full disk leaves the old file or the new one, never half of either, and no
+// temporary); and an exclusive lock file (one run per folder).
 #pragma once
 
 #include <string>
@@ -26,8 +25,7 @@ std::string join_path(const std::string& dir, const std::string& name);
 /// The names in folder `path` other than "." and "..", sorted; empty when it cannot be read.
 std::vector<std::string> list_dir(const std::string& path);
 
-/// Removes `path` whatever it is, and everything below a folder; a symbolic link is removed,
-/// never followed. Best effort: what cannot be removed stays.
+/// Removes `path` and everything below it, never following a symbolic link. Best effort.
 void remove_tree(const std::string& path);
 
 /// The whole file as text; throws std::runtime_error naming the file when it cannot be read.
@@ -40,23 +38,21 @@ void write_file_synced(const std::string& path, std::string_view bytes);
 /// The system's message for an errno value ("No space left on device").
 std::string os_error(int err);
 
-/// Replaces `path` atomically and durably: `bytes` go to a uniquely named temporary beside it,
-/// fsynced and renamed over `path`, then the folder is fsynced. On any failure the temporary is
-/// removed, `path` is unchanged, and std::runtime_error says "cannot write 'PATH': " with the step
-/// and the system's reason. A path that is not a regular file (a device, a folder, a symbolic
-/// link) is refused, naming what it is, before anything is written.
+/// Replaces `path` atomically and durably (a unique temporary beside it, fsynced, renamed over it,
+/// the folder fsynced); refuses a path that is not a regular file, naming what it is. On failure
+/// `path` is unchanged and std::runtime_error says "cannot write 'PATH': ", the step and reason.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
 /// Appends `bytes` to the file open as `fd` (O_APPEND) whole or not at all: a write that fails
-/// part-way (a full disk) cuts the file back to where it was, so that no record is torn or
-/// spliced into the next. Returns "" on success, else the reason (strerror's text).
+/// part-way is cut back, so no record is torn. Returns "" on success, else strerror's text.
 std::string append_whole(int fd, std::string_view bytes);
 
 /// write_file_atomic for text.
-void write_text_atomic(const std::string& path, const std::string& text);
+inline void write_text_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text);
+}
 
-/// fsyncs folder `dir`, making the renames and creations inside it durable. Best effort: some
-/// file systems cannot sync a folder, and the files themselves are complete either way.
+/// fsyncs folder `dir`, making the renames and creations inside it durable. Best effort.
 void sync_dir(const std::string& dir);
 
 /// An exclusive advisory lock (flock) on a file, held until destruction or the process's end.
@@ -66,9 +62,8 @@ class FileLock {
   ~FileLock();
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;
-  /// Takes the lock on `path` (created if missing) and writes `note` into it (who holds it).
-  /// Returns false when another holder has it, with that holder's note in `holder`. Throws
-  /// std::runtime_error naming the path when it cannot be opened.
+  /// Takes the lock on `path` (created if missing), writing `note` (who holds it) into it; false
+  /// with the holder's note in `holder` when taken. Throws naming the path it cannot open.
   bool acquire(const std::string& path, const std::string& note, std::string* holder);
 
  private:

@@ -21,11 +21,9 @@ class MetricsLog {
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
-  /// {"type": type, field: value, ...} with integers printed without a fraction and
-  /// non-finite values as null. Throws naming the file and the reason when it cannot be
-  /// written whole (the file is then as before).
+  /// {"type": type, field: value, ...}, integers without a fraction, non-finite values as null.
+  /// Throws naming the file and the reason when it cannot be written whole (nothing is then).
   void write(const std::string& type, const MetricFields& fields);
-  const std::string& path() const { return path_; }
 
  private:
   std::string path_;

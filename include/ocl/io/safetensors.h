@@ -28,17 +28,13 @@ struct SafetensorsFile {
 //             {"__metadata__": {"k": "v", ...},                       (optional)
 //              "<name>": {"dtype": "F32", "shape": [2, 3], "data_offsets": [begin, end]}, ...}
 //   rest      the data area; [begin, end) is relative to its first byte, row-major, little-endian.
-// Dtypes, both ways: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL (torch kDouble ... kBool).
-//
-// Errors: every function throws c10::Error (TORCH_CHECK); the message names the file (`source`
-// or the path), the tensor and the offending value.
+// Dtypes, both ways: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL. Every function throws c10::Error
+// naming the file (`source` or the path), the tensor and the offending value.
 
-/// Parses a whole safetensors image held in memory; `source` names it in error messages. The
-/// tensors are CPU copies, so `data` may be freed afterwards. Never reads outside
-/// [data, data + size). Throws for N > 100 MB (the spec's limit) or past the end, a header that is
-/// not a JSON object or has a duplicate key, a malformed entry, another dtype (U16, F8_E4M3),
-/// a count overflowing 64 bits, offsets that do not tile the data area exactly (the spec forbids
-/// overlaps, holes and trailing bytes), metadata not all strings, a BOOL byte other than 0 or 1.
+/// Parses a whole image in memory into CPU copies, never reading outside [data, data + size).
+/// Throws for N > 100 MB (the spec's limit) or past the end, a header that is not a JSON object or
+/// has a duplicate key, a malformed entry, another dtype, a count overflowing 64 bits, offsets that
+/// do not tile the data area exactly, metadata not all strings, a BOOL byte other than 0 or 1.
 SafetensorsFile parse_safetensors(const uint8_t* data, size_t size, const std::string& source);
 
 /// Reads the file at `path` with the checks of parse_safetensors, each tensor straight into its
@@ -50,13 +46,12 @@ struct SafetensorsHeader {
   std::vector<std::string> names;
   Metadata metadata;
 };
-/// Reads only the header of the file at `path`, with read_safetensors' checks of the header and
-/// of the data area's layout (the file's size), so a cheap look at a large file.
+/// Reads only the header of the file at `path` (a cheap look at a large file), with
+/// read_safetensors' checks of the header and of the data area's layout.
 SafetensorsHeader read_safetensors_header(const std::string& path);
 
-/// The bytes of a safetensors file holding `tensors` (any device and strides) and `metadata`
-/// (omitted when empty). The header is padded to 8 bytes and the data ordered by item size, then
-/// name, so every tensor is aligned to its item size, as the Python library does. Throws for an
+/// The bytes of a safetensors file of `tensors` (any device and strides) and `metadata` (omitted
+/// when empty), every tensor aligned to its item size as the Python library does. Throws for an
 /// empty or reserved name, an undefined tensor, another dtype, or text that is not UTF-8.
 std::string serialize_safetensors(const TensorMap& tensors, const Metadata& metadata = {});
 

@@ -1,8 +1,6 @@
-// What some config values mean, written once at the bottom layer so that the config can
-// validate and derive from them and the layers above that act on them use the same rule:
-// the ViT presets behind model.arch (nn builds the models), the token count a mask ratio keeps
-// (ssl splits the tokens), and the grammar of timm's RandAugment string finetune.auto_augment
-// (data applies the ops). Nothing here depends on LibTorch.
+// What some config values mean, written once at the bottom layer so that the config and the
+// layers acting on them share the rule: the ViT presets (model.arch), the token count a mask ratio
+// keeps, and timm's RandAugment string (finetune.auto_augment). Nothing here needs LibTorch.
 #pragma once
 
 #include <cstdint>
@@ -15,17 +13,15 @@ struct VitSizes {
   int64_t patch_size = 0, embed_dim = 0, depth = 0, num_heads = 0;
 };
 
-/// The sizes of a ViT preset: "vit_tiny_patch16", "vit_small_patch16", "vit_base_patch16",
-/// "vit_large_patch16", "vit_huge_patch14" and the short forms "vit_t16" ... "vit_h14";
-/// nullptr for any other name.
+/// The sizes of a ViT preset ("vit_tiny_patch16" ... "vit_huge_patch14", short forms "vit_t16"
+/// ... "vit_h14"); nullptr for any other name.
 const VitSizes* find_vit_preset(const std::string& name);
 /// Every preset name find_vit_preset knows: the long names by size, then the short forms.
 const std::vector<std::string>& vit_preset_names();
 
 /// Tokens kept by masking `num_patches` at `mask_ratio`, split evenly between the two groups:
-/// 2 · floor(N (1 − r) / 2), with a small epsilon so that exact products such as
-/// 10 · (1 − 0.6) = 3.9999999999999996 count as 4. Not checked: the caller decides what a
-/// ratio outside [0, 1) or a count below 2 means.
+/// 2 · floor(N (1 − r) / 2 + ε), so that 10 · (1 − 0.6) = 3.9999999999999996 counts as 4.
+/// Unchecked: the caller decides what a ratio outside [0, 1) or a count below 2 means.
 int64_t kept_token_count(int64_t num_patches, double mask_ratio);
 
 /// timm's RandAugment string: "rand" and "-"-separated sections m<float>, n<int>, mstd<float>

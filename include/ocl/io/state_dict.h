@@ -21,7 +21,7 @@ struct LoadReport {
   std::vector<std::string> missing;           // in the module, not in the file
   std::vector<std::string> unexpected;        // in the file, not in the module
   std::vector<std::string> shape_mismatched;  // "name: file [a, b] vs module [c, d]"
-  bool ok() const;                            // all three lists are empty
+  bool ok() const { return missing.empty() && unexpected.empty() && shape_mismatched.empty(); }
   /// "state dict: 1 missing, 0 unexpected, 1 shape mismatched", then one line per key
   /// ("  missing: fc.bias"), or "state dict: all keys matched".
   std::string summary() const;
@@ -33,11 +33,10 @@ struct LoadOptions {
   std::vector<std::string> ignore_unexpected;  // name prefixes allowed in the file but unused
 };
 
-/// Copies every file tensor whose name and shape match a parameter or buffer of `module` into it
-/// in place (converting dtype and device to the destination's) and reports the others. Shape
-/// mismatches are never loaded nor ignored. With strict, a report that is not ok() throws
-/// c10::Error carrying summary() before anything is copied. Strict or not, a file tensor that is
-/// undefined, an integer where the module holds a float, or not finite throws naming it.
+/// Copies each file tensor matching a parameter or buffer of `module` in name and shape into it
+/// (converting dtype and device) and reports the others; shape mismatches are never loaded nor
+/// ignored. Throws c10::Error before copying anything: with strict, for a report not ok() (with
+/// summary()); always, naming a tensor that is undefined, an integer for a float, or not finite.
 LoadReport load_state_dict(torch::nn::Module& module, const TensorMap& tensors,
                            const LoadOptions& options = {});
 

@@ -16,8 +16,7 @@ struct AttentionOptions {
   TORCH_ARG(bool, qkv_bias) = true;
 };
 
-/// x [B, T, D] → [B, T, D]. No mask: OCL's two groups always have equal lengths.
-/// Uses compat::attention (SDPA on LibTorch 2.x, explicit softmax on 1.13).
+/// x [B, T, D] → [B, T, D] through compat::attention; no mask (OCL's groups have equal lengths).
 class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
  public:
   explicit AttentionImpl(const AttentionOptions& options);

@@ -69,10 +69,9 @@ class BlockImpl : public torch::nn::Cloneable<BlockImpl> {
   explicit BlockImpl(const BlockOptions& options);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
-  /// The same block through ocl::ops: `in` holds the residual stream x and norm1(x), as the
-  /// previous block (or the encoder, for the first) computed them; returns the stream after
-  /// this block and `next`'s LayerNorm of it in `next_dtype` (next: the following block's norm1
-  /// or the encoder's final norm; undefined normed output when `next` is null).
+  /// The same block through ocl::ops: `in` holds the residual stream x and norm1(x); returns the
+  /// stream after this block and `next`'s LayerNorm of it in `next_dtype` (the following block's
+  /// norm1 or the final norm; undefined when `next` is null).
   ops::ResidualNorm forward_fused(const ops::ResidualNorm& in, const torch::nn::LayerNorm& next,
                                   at::ScalarType next_dtype);
   void pretty_print(std::ostream& stream) const override;

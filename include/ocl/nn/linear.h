@@ -1,7 +1,6 @@
-// A torch::nn::Linear applied as one GEMM whose epilogue adds the bias (at::linear, as PyTorch's
-// F.linear): LibTorch's C++ Linear adds the bias in a second pass over a >2-D output, which under
-// bf16 autocast also converts the fp32 bias element by element (about a fifth of ViT-L/16's step
-// on an H100, docs/performance.md).
+// A torch::nn::Linear applied as one GEMM whose epilogue adds the bias (as PyTorch's F.linear):
+// LibTorch's C++ Linear adds it in a second pass over a >2-D output, under bf16 autocast about a
+// fifth of ViT-L/16's step on an H100 (docs/performance.md).
 #pragma once
 
 #include <torch/nn/modules/linear.h>

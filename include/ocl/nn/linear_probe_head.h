@@ -1,7 +1,5 @@
-// The linear probe's head (MAE's main_linprobe): BatchNorm1d without affine parameters, then a
-// linear classifier, on a frozen encoder's features. The BatchNorm only standardises the
-// features (MAE's "BN without affine" trick, which makes the probe's lr insensitive to the
-// features' scale); its running statistics are what evaluation uses.
+// The linear probe's head (MAE's main_linprobe): BatchNorm1d without affine parameters (it only
+// standardises the features, making the lr insensitive to their scale), then a linear classifier.
 #pragma once
 
 #include <cstdint>
@@ -19,8 +17,7 @@ struct LinearProbeHeadOptions {
   TORCH_ARG(int64_t, dim);           // the features' width
   TORCH_ARG(int64_t, num_classes);   // the classifier's outputs
   TORCH_ARG(double, bn_eps) = 1e-6;  // MAE's BatchNorm1d(eps=1e-6)
-  /// fc.weight ~ N(0, init_std²). MAE calls trunc_normal_(std=0.01) with timm's default bounds
-  /// ±2, i.e. ±200σ: in effect a plain normal.
+  /// fc.weight ~ N(0, init_std²): MAE's trunc_normal_(std=0.01), whose ±200σ bounds never cut.
   TORCH_ARG(double, init_std) = 0.01;
 };
 

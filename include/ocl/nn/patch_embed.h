@@ -1,7 +1,6 @@
 // Patch embedding: a p×p stride-p convolution from images to patch tokens, initialised as MAE
-// does and frozen by default for OCL pre-training (paper §2.1, MoCo v3's stop-gradient trick).
-// Optionally each patch is first standardised per channel (InputNorm::Patch), taking away the
-// flat colour a patch shares with its image, by which OCL's two token groups could find each other.
+// does and frozen by default (paper §2.1). InputNorm::Patch first standardises each patch, taking
+// away the flat colour by which OCL's two token groups could find each other.
 #pragma once
 
 #include <cstdint>
@@ -23,9 +22,8 @@ enum class InputNorm {
 std::string input_norm_name(InputNorm norm);
 InputNorm parse_input_norm(const std::string& name);
 
-/// Standardises every p×p patch of every channel of `images` [B, C, H, W] over its own pixels:
-/// (x − mean) / sqrt(var + eps), var biased. A flat patch becomes 0; eps (in the units of
-/// `images`) keeps a faint one, such as a smooth gradient, faint instead of unit variance.
+/// Standardises every p×p patch of every channel of `images` [B, C, H, W]: (x − mean) /
+/// sqrt(var + eps), var biased; eps (in pixel units) keeps a faint patch faint.
 torch::Tensor standardize_patches(const torch::Tensor& images, int64_t patch_size, double eps);
 
 struct PatchEmbedOptions {

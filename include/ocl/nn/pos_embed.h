@@ -15,9 +15,8 @@ namespace ocl::nn {
 torch::Tensor sincos_pos_embed_2d(int64_t embed_dim, int64_t grid_h, int64_t grid_w,
                                   bool cls_row = true, torch::Dtype dtype = torch::kFloat32);
 
-/// Resamples a position table [1, num_prefix + old_h·old_w, D] to [1, num_prefix + new_h·new_w, D]
-/// with bicubic interpolation (align_corners = false, as MAE's `interpolate_pos_embed`), keeping
-/// the first `num_prefix` rows (CLS) unchanged. Returns the input when the grids are equal.
+/// Resamples a position table [1, num_prefix + old_h·old_w, D] to the new grid bicubically (as
+/// MAE's `interpolate_pos_embed`), keeping the first `num_prefix` rows (CLS) unchanged.
 torch::Tensor resample_pos_embed(const torch::Tensor& pos_embed, int64_t old_h, int64_t old_w,
                                  int64_t new_h, int64_t new_w, int64_t num_prefix = 1);
 

@@ -55,14 +55,12 @@ struct VisionTransformerOptions {
   TORCH_ARG(bool, fused) = false;
 };
 
-/// Presets at patch 16 (and 14 for ViT-H), 224² input, as in timm / MAE.
 VisionTransformerOptions vit_tiny_patch16(int64_t img_size = 224);   // D 192,  depth 12, 3 heads
 VisionTransformerOptions vit_small_patch16(int64_t img_size = 224);  // D 384,  depth 12, 6 heads
 VisionTransformerOptions vit_base_patch16(int64_t img_size = 224);   // D 768,  depth 12, 12 heads
 VisionTransformerOptions vit_large_patch16(int64_t img_size = 224);  // D 1024, depth 24, 16 heads
 VisionTransformerOptions vit_huge_patch14(int64_t img_size = 224);   // D 1280, depth 32, 16 heads
-/// Preset by name (io::vit_preset_names: the above and "vit_t16" ... "vit_h14"); throws naming
-/// the unknown value and the known ones.
+/// Preset by name (io::vit_preset_names); throws naming the known ones.
 VisionTransformerOptions vit_preset(const std::string& name, int64_t img_size = 224);
 
 /// Submodules and tensors (timm names): patch_embed.proj, cls_token [1,1,D] (parameter),
@@ -72,19 +70,16 @@ class VisionTransformerImpl : public torch::nn::Cloneable<VisionTransformerImpl>
  public:
   explicit VisionTransformerImpl(const VisionTransformerOptions& options);
   void reset() override;
-  /// MAE's initialisation: Xavier-uniform Linear weights and zero biases, LayerNorm 1/0,
-  /// cls_token ~ N(0, 0.02²), patch embedding as PatchEmbed, sin-cos positions.
+  /// MAE's initialisation: Xavier-uniform Linear weights, zero biases, cls_token ~ N(0, 0.02²).
   void reset_parameters();
-  /// Recomputes the sin-cos table into `pos_embed` from float64: after converting the model to
-  /// float64, which would otherwise keep a float32-rounded table.
+  /// Recomputes the sin-cos table into `pos_embed` from float64 (after converting to float64).
   void reset_pos_embed();
 
   /// images [B, C, H, W] → patch tokens with their positions added [B, N, D].
   torch::Tensor embed_patches(const torch::Tensor& images);
   /// Picks tokens [B, N, D] at indices ids [B, K] (int64, values in [0, N)) → [B, K, D].
   static torch::Tensor gather_tokens(const torch::Tensor& tokens, const torch::Tensor& ids);
-  /// Prepends CLS, runs the blocks and `norm` when present: tokens [B, K, D] (positions added)
-  /// → [B, 1+K, D], row 0 the CLS output.
+  /// Prepends CLS, runs the blocks and `norm`: tokens [B, K, D] (positions added) → [B, 1+K, D].
   torch::Tensor encode_tokens(const torch::Tensor& tokens);
   /// encode_tokens(gather_tokens(tokens, ids)): the encoder on a subset of patches.
   torch::Tensor forward_subset(const torch::Tensor& tokens, const torch::Tensor& ids);

@@ -1,8 +1,6 @@
-// Loading pre-trained encoder weights (`--weights PATH` of the evaluation apps) into a ViT with
-// MAE's main_finetune / main_linprobe rules: the file's classifier is dropped, a mean-pooling
-// model keeps its fc_norm at initialisation, and positions are resampled to the model's grid.
-// The file is safetensors in timm names: a checkpoint's encoder.safetensors, or a PyTorch
-// checkpoint (MAE, MoCo v3, DINO, timm) converted by scripts/convert_checkpoint.py.
+// Loading pre-trained encoder weights (`--weights` of the evaluation apps) into a ViT with MAE's
+// rules: safetensors in timm names, a checkpoint's encoder.safetensors or a PyTorch checkpoint
+// converted by scripts/convert_checkpoint.py.
 #pragma once
 
 #include <cstdint>
@@ -21,13 +19,11 @@ inline constexpr const char* kInputNormKey = "ocl.input_norm";
 inline constexpr const char* kInputNormEpsKey = "ocl.input_norm_eps";
 
 struct EncoderLoadOptions {
-  /// Resample a `pos_embed` of another grid bicubically (MAE's interpolate_pos_embed); false
-  /// makes such a file an error.
+  /// Resample a `pos_embed` of another grid (MAE's interpolate_pos_embed), else throw.
   bool resample_pos_embed = true;
 };
 
-/// What load_encoder_weights did. The io::LoadReport part is the strict load's report, so its
-/// lists are empty after any load that returns (the tolerated keys are listed here instead).
+/// What load_encoder_weights did (the strict load's io::LoadReport; tolerated keys listed here).
 struct EncoderLoadReport : io::LoadReport {
   bool loaded = false;                    // false for the path "none" (initialisation kept)
   std::string path;                       // the safetensors file read
@@ -37,19 +33,16 @@ struct EncoderLoadReport : io::LoadReport {
   std::vector<std::string> left_at_init;  // model keys not in the file: head.*, fc_norm.* (avg)
   std::string pos_embed_resampled;        // "14x14 -> 16x16", or "" when the grids matched
 
-  /// For the apps' log: "encoder weights: 150 tensors from ckpt/encoder.safetensors", and a
-  /// second line when something was dropped, left at its initialisation or resampled
-  /// ("  dropped head.* (2), norm.* (2); left at init fc_norm.* (2), head.* (2)").
+  /// "encoder weights: 150 tensors from ckpt/encoder.safetensors", and a second line when
+  /// something was dropped, left at its initialisation or resampled.
   std::string describe() const;
 };
 
-/// Loads the encoder weights at `path` (a safetensors file, a checkpoint folder or its
-/// checkpoint-last link, or "none": nothing read, loaded = false) into `encoder` in place,
-/// converting dtype and device. The file's `head.*` is dropped (a new head is trained); with
-/// average pooling its `norm.*` too, and the model's `fc_norm.*` stays at initialisation. Anything
-/// else missing, unexpected or mis-shaped, or an input normalisation ("ocl.input_norm", absent =
-/// "none", and its eps) other than the model's, throws c10::Error naming the file, the keys and
-/// the ViT sizes or config key that differ, the model unchanged.
+/// Loads the encoder weights at `path` (a safetensors file, a checkpoint folder, or "none":
+/// nothing read) into `encoder`. The file's `head.*` is dropped; with average pooling its `norm.*`
+/// too, `fc_norm.*` staying at initialisation. Anything else missing, unexpected or mis-shaped, or
+/// another input normalisation ("ocl.input_norm", absent = "none"), throws c10::Error naming what
+/// differs, the model unchanged.
 EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std::string& path,
                                        const EncoderLoadOptions& options = {});
 
@@ -57,8 +50,7 @@ EncoderLoadReport load_encoder_weights(nn::VisionTransformer& encoder, const std
 /// {"ocl.input_norm": "none" | "patch"} and, with "patch", "ocl.input_norm_eps".
 io::Metadata encoder_metadata(const VisionTransformerOptions& options);
 
-/// The encoder a config's model section describes (presets resolved in `derived`); evaluation
-/// apps add a head and pooling.
+/// The encoder a config's model section describes (presets resolved in `derived`).
 nn::VisionTransformerOptions encoder_options(const io::Config& config,
                                              const io::DerivedConfig& derived);
 

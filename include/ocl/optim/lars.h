@@ -21,19 +21,15 @@ class Lars {
   /// `params`: the parameters to update (those without requires_grad are refused).
   Lars(std::vector<torch::Tensor> params, LarsOptions options);
 
-  /// One update from the current gradients; parameters without a gradient are skipped:
-  ///   g' = g + wd·w and g' ← g' · (trust · ‖w‖ / ‖g'‖)   for w of ≥ 2 dimensions (the factor
-  ///                                                      is 1 when ‖w‖ or ‖g'‖ is 0)
+  /// One update from the current gradients (parameters without one skipped); for w of ≥ 2 dims
+  ///   g' = g + wd·w and g' ← g' · (trust · ‖w‖ / ‖g'‖)   (factor 1 when ‖w‖ or ‖g'‖ is 0)
   ///   μ ← momentum · μ + g';  w ← w − lr · μ
   void step();
-  /// Zeroes the gradients in place.
   void zero_grad();
 
   void set_lr(double lr) { options_.lr = lr; }
-  double lr() const { return options_.lr; }
   const std::vector<torch::Tensor>& params() const { return params_; }
-  /// The momentum buffer μ of each parameter (undefined before its first update): saved and
-  /// restored by checkpoints.
+  /// The momentum buffer μ of each parameter (undefined before its first update).
   std::vector<torch::Tensor>& momentum_buffers() { return momentum_; }
 
  private:

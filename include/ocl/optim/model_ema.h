@@ -13,7 +13,6 @@ class ModelEma {
   ModelEma(const nn::VisionTransformer& model, double decay);
   void update(const nn::VisionTransformer& model);
   nn::VisionTransformer& model() { return ema_; }
-  double decay() const { return decay_; }
 
  private:
   nn::VisionTransformer ema_{nullptr};

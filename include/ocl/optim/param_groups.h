@@ -1,7 +1,6 @@
-// Parameter groups for the optimiser (MAE's `param_groups_weight_decay`): trainable parameters
-// only, no weight decay on 1-D and 0-d tensors (LayerNorm, biases, LayerScale, the logit scale)
-// nor on named tokens (cls_token, pos_embed), each group with an lr multiplier for later
-// schedules such as layer-wise decay.
+// Parameter groups for the optimiser (MAE's `param_groups_weight_decay`, `param_groups_lrd`):
+// trainable parameters only, no weight decay on tensors of < 2 dimensions nor on named tokens,
+// each group with an lr multiplier; AdamW over them and gradient norms.
 #pragma once
 
 #include <memory>
@@ -28,15 +27,12 @@ std::vector<ParamGroup> weight_decay_groups(const torch::nn::Module& module, dou
                                             const std::set<std::string>& no_decay_names = {
                                                 "cls_token", "pos_embed", "logit_scale"});
 
-/// The layer of a ViT parameter in MAE's layer-wise lr decay (util/lr_decay.py,
-/// get_layer_id_for_vit): cls_token, pos_embed and patch_embed.* are layer 0, blocks.k.* is
-/// layer k + 1, anything else (norm, fc_norm, head) is layer depth + 1.
+/// A ViT parameter's layer in MAE's get_layer_id_for_vit: cls_token, pos_embed, patch_embed.* 0,
+/// blocks.k.* k + 1, anything else (norm, fc_norm, head) depth + 1.
 int64_t vit_layer_id(const std::string& name, int64_t depth);
 
-/// MAE's param_groups_lrd: the trainable parameters of a ViT split by layer and decay as
-/// weight_decay_groups ("layer_<id>_decay" / "layer_<id>_no_decay", in order of appearance),
-/// lr_scale = layer_decay^(depth + 1 − id): the head at the full lr, each block below at
-/// layer_decay times the one above.
+/// MAE's param_groups_lrd: weight_decay_groups per layer ("layer_<id>_decay" / "_no_decay", in
+/// order of appearance), lr_scale = layer_decay^(depth + 1 − id): the head at the full lr.
 std::vector<ParamGroup> layer_decay_groups(const torch::nn::Module& vit, int64_t depth,
                                            double weight_decay, double layer_decay,
                                            const std::set<std::string>& no_decay_names = {
@@ -56,12 +52,10 @@ std::unique_ptr<torch::optim::AdamW> make_adamw(const std::vector<ParamGroup>& g
 void set_learning_rate(torch::optim::Optimizer& optimizer, const std::vector<ParamGroup>& groups,
                        double lr);
 
-/// The global L2 norm of the gradients of `params` (undefined ones count as zero): a 0-d float
-/// tensor on their device, computed without a host sync.
+/// The global L2 norm of the gradients (undefined count as zero): 0-d float, no host sync.
 torch::Tensor grad_norm(const std::vector<torch::Tensor>& params);
 
-/// Scales the gradients so that their global norm is at most `max_norm` (torch's
-/// clip_grad_norm_ with its 1e-6 guard), given their current norm; no host sync.
+/// Scales the gradients to a global norm of at most `max_norm`, as torch's clip_grad_norm_.
 void clip_grads(const std::vector<torch::Tensor>& params, const torch::Tensor& norm,
                 double max_norm);
 

@@ -1,6 +1,5 @@
-// The learning-rate schedule of MAE's pre-training and fine-tuning (`adjust_learning_rate`):
-// linear warmup from 0, then half-cosine decay to a floor, evaluated per iteration at a
-// fractional epoch.
+// MAE's learning-rate schedule (`adjust_learning_rate`): linear warmup from 0, then half-cosine
+// decay to a floor, evaluated per iteration at a fractional epoch.
 #pragma once
 
 namespace ocl::optim {

@@ -18,9 +18,8 @@ struct MaskSplit {
 /// and L ≥ 2, naming r, N and L. Examples for N = 196: r 0.3 → 136, 0.35 → 126, 0.4 → 116.
 int64_t kept_tokens(int64_t num_patches, double mask_ratio);
 
-/// noise [B, N] (any floating type, e.g. uniform) → groups. Per image: ids = argsort(noise),
-/// keep the first L, group A = the first L/2 of them, group B = the next L/2 (MAE's
-/// `random_masking`, then a split). The groups are disjoint and their union is the kept set.
+/// noise [B, N] (floating) → groups: per image the first L of argsort(noise) are kept (MAE's
+/// `random_masking`), the first L/2 of them group A, the next L/2 group B.
 MaskSplit mask_and_split(const torch::Tensor& noise, double mask_ratio);
 
 /// MAE's mask convention, written once: [B, N] float, 0 = kept (in either group), 1 = removed.

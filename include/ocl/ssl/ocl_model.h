@@ -1,5 +1,5 @@
-// The OCL pre-training model: one ViT encoder, mask-and-split, T-SP contrastive loss. The whole
-// pre-training step of the paper (Algorithm 1) is `OCLImpl::forward` in src/ssl/ocl_model.cpp.
+// The OCL pre-training model: one ViT encoder, mask-and-split, T-SP contrastive loss; the paper's
+// Algorithm 1 is `OCLImpl::forward`.
 #pragma once
 
 #include <cstdint>
@@ -51,11 +51,9 @@ class OCLImpl : public torch::nn::Cloneable<OCLImpl> {
   OCLImpl(const nn::VisionTransformerOptions& encoder_options, const OCLOptions& options);
   void reset() override;
 
-  /// images [B, C, H, W] (normalised float) and noise [B, N] → loss and figures.
-  /// The two groups run through the encoder as one batch of 2B sequences of L/2 + 1 tokens.
-  /// `images_b` (independent group views): the same crops drawn again photometrically, same
-  /// shape; group B's tokens are gathered from its patch embedding instead of `images`'s (the
-  /// indices, hence positions and disjointness, are the same). Undefined: one image for both.
+  /// images [B, C, H, W] (normalised) and noise [B, N] → loss and figures; both groups run as
+  /// one batch of 2B sequences. `images_b` (independent group views, same shape): where group B
+  /// takes its tokens (at the same indices); undefined: from `images`.
   OCLOutput forward(const torch::Tensor& images, const torch::Tensor& noise,
                     const FeatureGather& gather = nullptr,
                     const torch::Tensor& images_b = torch::Tensor());

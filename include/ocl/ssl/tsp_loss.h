@@ -13,12 +13,10 @@ namespace ocl::ssl {
 /// Throws unless κ is finite and > 0.
 torch::Tensor tsp_similarity(const torch::Tensor& cos, double kappa);
 
-/// The learnable logit scale s = exp(log_scale) clamped to ≤ max_scale (CLIP: max 100), so
-/// the temperature is 1/s. log_scale: 0-d tensor.
+/// The learnable logit scale s = exp(log_scale) (0-d) clamped to ≤ max_scale; temperature 1/s.
 torch::Tensor logit_scale_from_log(const torch::Tensor& log_scale, double max_scale = 100.0);
 
-/// The loss and the figures a run logs. The figures are detached 0-d tensors on the features'
-/// device (reading them synchronises, so do it only at log steps).
+/// The loss and the figures a run logs (detached 0-d tensors on the features' device).
 struct ContrastiveLoss {
   torch::Tensor loss;         // (CE(z_ab) + CE(z_ba)) / 2
   torch::Tensor pos_cos;      // mean cosine of the positive pairs (a_i, b_i)
@@ -27,14 +25,10 @@ struct ContrastiveLoss {
   torch::Tensor temperature;  // 1 / scale
 };
 
-/// Symmetric T-SP contrastive loss on CLS outputs a, b [B, D] of the two groups of the same B
-/// images. Logits z_ab[i, j] = s·(φ_κ(cos(a_i, b_j)) + 1)/2, target column offset + i, and the
-/// same for b against a; loss = (CE(z_ab) + CE(z_ba)) / 2.
-/// Negatives: by default the other images of this batch. For global negatives pass the features
-/// of the whole (gathered) batch as a_all, b_all [M, D] with this batch's rows at offset
-/// `offset` (rank·B): rows of a are scored against all of b_all and rows of b against a_all.
-/// scale: 0-d tensor s (from logit_scale_from_log, or the constant 1/T).
-/// Computed in float32 (float64 when a is float64) with autocast off, whatever the input dtype.
+/// Symmetric T-SP contrastive loss on CLS outputs a, b [B, D] of the two groups of B images:
+/// z_ab[i, j] = s·(φ_κ(cos(a_i, b_j)) + 1)/2 with target column offset + i, and the same for b.
+/// Negatives: the batch's other images, or for global negatives the gathered a_all, b_all [M, D]
+/// with this batch's rows at `offset`. scale: 0-d s. In float32 (float64 for float64 input).
 ContrastiveLoss symmetric_tsp_loss(const torch::Tensor& a, const torch::Tensor& b,
                                    const torch::Tensor& scale, double kappa,
                                    const torch::Tensor& a_all = {}, const torch::Tensor& b_all = {},
