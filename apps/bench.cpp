@@ -162,7 +162,6 @@ int bench_grad_sync(const ocl::io::Config& config, const ocl::distributed::Launc
 ocl::data::Batch bench_loader(const ocl::io::Config& config, int64_t batches) {
   const auto& t = config.train;
   const int img = static_cast<int>(config.model.img_size);
-  auto dataset = ocl::data::make_dataset(config.data, img, true, t.seed);
   ocl::data::LoaderOptions lo;
   lo.batch_size = t.batch_size;
   lo.workers = config.data.workers;
@@ -171,24 +170,40 @@ ocl::data::Batch bench_loader(const ocl::io::Config& config, int64_t batches) {
   // Pre-training's transform: data.photometric and mask.group_views count in the figure.
   const int views = config.mask.group_views == "independent" ? 2 : 1;
   const auto transform = ocl::data::make_pretrain_transform(config.data, img, views);
-  ocl::data::Loader loader(dataset, transform, lo);
-  loader.start_epoch(0);
-  auto first = loader.next();
+  // The data set through its index, or streamed shards (data/streaming.h).
+  std::unique_ptr<ocl::data::Loader> loader;
+  std::unique_ptr<ocl::data::StreamingLoader> stream;
+  std::string described;
+  if (ocl::data::is_streamed(config.data)) {
+    std::string counted_by;
+    stream = ocl::data::make_streaming_loader(config.data, transform, lo, &counted_by);
+    described = "webdataset streamed (" + ocl::data::redact(config.data.path) + ")";
+  } else {
+    auto dataset = ocl::data::make_dataset(config.data, img, true, t.seed);
+    described = dataset->describe();
+    loader = std::make_unique<ocl::data::Loader>(dataset, transform, lo);
+  }
+  auto start = [&](int64_t epoch) {
+    loader ? loader->start_epoch(epoch) : stream->start_epoch(epoch);
+  };
+  auto next = [&] { return loader ? loader->next() : stream->next(); };
+  start(0);
+  auto first = next();
   TORCH_CHECK(first.has_value(), "the data set is smaller than one batch");
   if (batches == 0) return std::move(*first);
   const auto t0 = Clock::now();
   int64_t images = 0;
   for (int64_t i = 0; i < batches; ++i) {
-    auto b = loader.next();
+    auto b = next();
     if (!b) {
-      loader.start_epoch(1);
-      b = loader.next();
+      start(1);
+      b = next();
     }
     images += b->images.size(0);
   }
   std::printf("loader_img_per_s=%.1f workers=%lld views=%d photometric=%s data=%s\n",
               images / seconds_since(t0), (long long)config.data.workers, transform->views(),
-              config.data.photometric.c_str(), dataset->describe().c_str());
+              config.data.photometric.c_str(), described.c_str());
   return std::move(*first);
 }
 

@@ -41,6 +41,6 @@ export OCL_TRIXIE_PACKAGES="g++ cmake ninja-build
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev
   nlohmann-json3-dev
-  zlib1g-dev libjpeg62-turbo-dev libspng-dev
+  zlib1g-dev libjpeg62-turbo-dev libspng-dev libcurl4-openssl-dev
   python3-protobuf python3-crcmod"
 exec bash "$scripts/trixie-root.sh" "$@"

@@ -19,6 +19,7 @@ packages=(
   zlib1g-dev                    # CRC-32 of packed data sets
   libjpeg62-turbo-dev           # region and reduced-scale JPEG decoding, JPEG encoding
   libspng-dev                   # PNG decoding and encoding
+  libcurl4-openssl-dev          # http(s) WebDataset shards (optional: OCL_WITH_CURL)
   python3-torch                 # scripts/make_reference.py (fixtures), bench_pretrain.py, export_weights.py
   python3-matplotlib python3-yaml  # scripts/plot_metrics.py (a run's plot; several runs' legends)
   python3-protobuf python3-crcmod  # tests/integration/read_tfevents.py (TensorBoard files, read

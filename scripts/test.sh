@@ -26,7 +26,7 @@ stage "install dependencies" bash scripts/install-deps.sh
 # The same flags as README's first command, so that it reuses that command's build.
 # OCL_TEST_SHARDS=N (CI): the unit and reference cases as N GoogleTest shards (cmake/OclAddTest.cmake).
 stage "configure ($build)" cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DOCL_WERROR=ON \
-  -DOCL_TEST_SHARDS="${OCL_TEST_SHARDS:-0}"
+  -DOCL_TEST_SHARDS="${OCL_TEST_SHARDS:-0}" -DOCL_WITH_CURL="${OCL_WITH_CURL:-AUTO}"
 stage "build (-j$jobs)" cmake --build "$build" -j"$jobs"
 stage "test" ctest --test-dir "$build" --output-on-failure -j"$jobs" "$@"
 # A shard passes with its skipped cases inside: name them, as ctest does for a case of its own.

@@ -52,7 +52,7 @@ PACKAGES=(
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
   libgtest-dev
   nlohmann-json3-dev
-  zlib1g-dev libjpeg62-turbo-dev libspng-dev
+  zlib1g-dev libjpeg62-turbo-dev libspng-dev libcurl4-openssl-dev
   python3-protobuf python3-crcmod  # tests/integration/read_tfevents.py
 )
 if [[ -n "${OCL_TRIXIE_PACKAGES:-}" ]]; then

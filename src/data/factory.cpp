@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <stdexcept>
 
@@ -13,12 +14,98 @@
 #include "ocl/data/photometric.h"
 #include "ocl/data/synthetic.h"
 #include "ocl/data/webdataset.h"
+#include "ocl/io/files.h"
 
 namespace ocl::data {
 namespace fs = std::filesystem;
+namespace {
+
+ShardStreamOptions stream_options(const io::DataConfig& config) {
+  ShardStreamOptions o;
+  o.timeout_s = config.stream_timeout_s;
+  return o;
+}
+
+// Streamed shards copied whole, in order, into `folder` (written under a temporary name and
+// renamed, so that a copy is never part of a shard) until they hold `max_samples` samples.
+std::vector<std::string> copy_shards(const std::vector<std::string>& shards,
+                                     const io::DataConfig& config, int64_t max_samples) {
+  const std::string folder =
+      (fs::path(config.cache_dir.empty() ? fs::temp_directory_path().string() : config.cache_dir) /
+       "ocl-streamed-shards")
+          .string();
+  io::make_dirs(folder);
+  std::vector<std::string> copies;
+  int64_t samples = 0;
+  for (const auto& shard : shards) {
+    char tag[24];
+    std::snprintf(tag, sizeof(tag), "%016zx-", std::hash<std::string>{}(shard));
+    const std::string name = shard_file_name(shard);
+    const std::string copy = folder + "/" + tag + (name.empty() ? "shard.tar" : name);
+    for (int64_t attempt = 0;; ++attempt) {
+      try {
+        const auto stream = open_shard_stream(shard, stream_options(config));
+        {
+          std::ofstream out(copy + ".part", std::ios::binary | std::ios::trunc);
+          std::vector<uint8_t> chunk(size_t{1} << 20);
+          while (const size_t n = stream->read(chunk.data(), chunk.size()))
+            out.write(reinterpret_cast<const char*>(chunk.data()), static_cast<std::streamsize>(n));
+          if (!out.flush()) throw std::runtime_error("cannot write " + copy + ".part");
+        }
+        fs::rename(copy + ".part", copy);
+        break;
+      } catch (const StreamError&) {
+        if (attempt >= config.stream_retries) throw;
+      }
+    }
+    copies.push_back(copy);
+    WebDatasetOptions o;
+    o.progress = false;
+    samples += WebDataset(copy, o).size();
+    if (max_samples > 0 && samples >= max_samples) break;
+  }
+  return copies;
+}
+
+}  // namespace
+
+bool is_streamed(const io::DataConfig& config) {
+  return config.dataset == "webdataset" &&
+         (config.read == "stream" || is_remote_shard(config.path));
+}
+
+std::unique_ptr<StreamingLoader> make_streaming_loader(const io::DataConfig& config,
+                                                       std::shared_ptr<const Transform> transform,
+                                                       const LoaderOptions& options,
+                                                       std::string* source) {
+  set_max_image_pixels(config.max_image_pixels);
+  try {
+    auto shards = expand_shard_spec(config.path);
+    StreamingOptions o;
+    o.loader = options;
+    o.shuffle_buffer = config.shuffle_buffer;
+    o.retries = config.stream_retries;
+    o.stream = stream_options(config);
+    o.samples_per_epoch = config.samples_per_epoch;
+    std::string where;
+    if (o.samples_per_epoch > 0) {
+      *source = "data.samples_per_epoch";
+    } else if ((o.samples_per_epoch = count_samples(shards, o.stream, &where)) > 0) {
+      *source = where;
+    } else {
+      throw std::runtime_error(
+          "streamed shards have no index to count their samples: set data.samples_per_epoch, or "
+          "put a sizes.json ({\"<shard>.tar\": <samples>, ...}, as ocl_pack --format webdataset "
+          "writes it) beside the shards");
+    }
+    return std::make_unique<StreamingLoader>(std::move(shards), std::move(transform), o);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("data.path = '" + redact(config.path) + "': " + e.what());
+  }
+}
 
 std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int image_size,
-                                            bool train, uint64_t seed) {
+                                            bool train, uint64_t seed, int64_t max_samples) {
   set_max_image_pixels(config.max_image_pixels);
   if (config.dataset == "synthetic") {
     SyntheticOptions o;
@@ -50,9 +137,15 @@ std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int im
     WebDatasetOptions o;
     o.cache_dir = config.cache_dir;
     try {
-      return std::make_shared<WebDataset>(spec, o);
+      const auto shards = expand_shard_spec(spec);
+      if (!is_remote_shard(shards[0])) return std::make_shared<WebDataset>(spec, o);
+      std::string list;
+      for (const auto& c : copy_shards(shards, config, max_samples)) list += c + "\n";
+      const std::string list_file = fs::path(list.substr(0, list.find('\n'))).string() + ".list";
+      io::write_text_atomic(list_file, list);
+      return std::make_shared<WebDataset>(list_file, o);
     } catch (const std::runtime_error& e) {
-      throw std::runtime_error(std::string(key) + " = '" + spec + "': " + e.what());
+      throw std::runtime_error(std::string(key) + " = '" + redact(spec) + "': " + e.what());
     }
   }
   if (!folder && !packed && config.dataset != "cifar10" && config.dataset != "cifar100") {

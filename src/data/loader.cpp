@@ -127,65 +127,15 @@ struct Loader::Impl {
       const int64_t begin = step * o.batch_size;
       const int64_t count =
           std::min<int64_t>(o.batch_size, static_cast<int64_t>(p.indices.size()) - begin);
-      auto labels = torch::empty({count}, torch::kInt64);
-      auto indices = torch::empty({count}, torch::kInt64);
-      // One tensor per view: the image, and with a two-view transform its second copy.
-      const int views = transform ? transform->views() : 1;
-      std::vector<torch::Tensor> images(static_cast<size_t>(views));
-      int64_t h = transform ? transform->output_height() : 0;
-      int64_t w = transform ? transform->output_width() : 0;
-      auto allocate = [&] {
-        for (auto& t : images)
-          t = torch::empty({count, 3, h, w},
-                           torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin));
-      };
-      if (transform) allocate();
+      BatchWriter writer(transform.get(), count, pin);
       for (int64_t i = 0; i < count; ++i) {
         auto loaded = load_readable(p.indices[static_cast<size_t>(begin + i)], p.epoch, gen, r);
         if (!loaded) return r;  // cancelled, or too many unreadable (next() reports it)
         const int64_t index = loaded->first;
-        const uint64_t seed = sample_seed(o.seed, p.epoch, index);
-        std::vector<Image> outputs;
-        if (!transform) {
-          outputs.push_back(std::move(loaded->second));
-        } else if (views == 1) {
-          outputs.push_back(transform->apply(loaded->second, seed));
-        } else {
-          outputs = transform->apply_views(loaded->second, seed);
-        }
-        if (static_cast<int>(outputs.size()) != views) {
-          throw std::logic_error("data: the transform made " + std::to_string(outputs.size()) +
-                                 " views of sample " + std::to_string(index) + ", expected " +
-                                 std::to_string(views));
-        }
-        if (!images[0].defined()) {
-          h = outputs[0].height;
-          w = outputs[0].width;
-          allocate();
-        }
-        for (size_t v = 0; v < outputs.size(); ++v) {
-          const Image& image = outputs[v];
-          if (image.height != h || image.width != w ||
-              image.pixels.size() != static_cast<size_t>(h * w * 3))
-            throw std::runtime_error(
-                "data: sample " + std::to_string(index) + " is " + std::to_string(image.height) +
-                "x" + std::to_string(image.width) + ", the batch is " + std::to_string(h) + "x" +
-                std::to_string(w) + " (use a transform with a fixed size)");
-          // HWC → CHW.
-          uint8_t* dst = images[v].data_ptr<uint8_t>() + i * 3 * h * w;
-          const uint8_t* src = image.pixels.data();
-          const int64_t hw = h * w;
-          for (int64_t q = 0; q < hw; ++q) {
-            dst[q] = src[3 * q];
-            dst[hw + q] = src[3 * q + 1];
-            dst[2 * hw + q] = src[3 * q + 2];
-          }
-        }
-        labels.data_ptr<int64_t>()[i] = dataset->label(index);
-        indices.data_ptr<int64_t>()[i] = index;
+        writer.put(i, loaded->second, sample_seed(o.seed, p.epoch, index), dataset->label(index),
+                   index);
       }
-      r.batch = Batch{images[0], labels, indices, step};
-      if (views == 2) r.batch->second_view = images[1];
+      r.batch = writer.finish(step);
     } catch (...) {
       r.error = std::current_exception();
     }
@@ -232,6 +182,69 @@ struct Loader::Impl {
     throw std::runtime_error(msg.str());
   }
 };
+
+BatchWriter::BatchWriter(const Transform* transform, int64_t count, bool pin)
+    : transform_(transform),
+      count_(count),
+      pin_(pin),
+      labels_(torch::empty({count}, torch::kInt64)),
+      indices_(torch::empty({count}, torch::kInt64)) {
+  images_.resize(static_cast<size_t>(transform ? transform->views() : 1));
+  if (transform) allocate(transform->output_height(), transform->output_width());
+}
+
+void BatchWriter::allocate(int64_t h, int64_t w) {
+  h_ = h, w_ = w;
+  for (auto& t : images_)
+    t = torch::empty({count_, 3, h, w},
+                     torch::TensorOptions().dtype(torch::kUInt8).pinned_memory(pin_));
+}
+
+void BatchWriter::put(int64_t row, const Image& decoded, uint64_t seed, int64_t label,
+                      int64_t index) {
+  const int views = static_cast<int>(images_.size());
+  std::vector<Image> outputs;
+  if (!transform_) {
+    outputs.push_back(decoded);
+  } else if (views == 1) {
+    outputs.push_back(transform_->apply(decoded, seed));
+  } else {
+    outputs = transform_->apply_views(decoded, seed);
+  }
+  if (static_cast<int>(outputs.size()) != views) {
+    throw std::logic_error("data: the transform made " + std::to_string(outputs.size()) +
+                           " views of sample " + std::to_string(index) + ", expected " +
+                           std::to_string(views));
+  }
+  if (!images_[0].defined()) allocate(outputs[0].height, outputs[0].width);
+  const int64_t h = h_, w = w_;
+  for (size_t v = 0; v < outputs.size(); ++v) {
+    const Image& image = outputs[v];
+    if (image.height != h || image.width != w ||
+        image.pixels.size() != static_cast<size_t>(h * w * 3))
+      throw std::runtime_error("data: sample " + std::to_string(index) + " is " +
+                               std::to_string(image.height) + "x" + std::to_string(image.width) +
+                               ", the batch is " + std::to_string(h) + "x" + std::to_string(w) +
+                               " (use a transform with a fixed size)");
+    // HWC → CHW.
+    uint8_t* dst = images_[v].data_ptr<uint8_t>() + row * 3 * h * w;
+    const uint8_t* src = image.pixels.data();
+    const int64_t hw = h * w;
+    for (int64_t q = 0; q < hw; ++q) {
+      dst[q] = src[3 * q];
+      dst[hw + q] = src[3 * q + 1];
+      dst[2 * hw + q] = src[3 * q + 2];
+    }
+  }
+  labels_.data_ptr<int64_t>()[row] = label;
+  indices_.data_ptr<int64_t>()[row] = index;
+}
+
+Batch BatchWriter::finish(int64_t step) {
+  Batch batch{images_[0], labels_, indices_, step};
+  if (images_.size() == 2) batch.second_view = images_[1];
+  return batch;
+}
 
 Loader::Loader(std::shared_ptr<const Dataset> dataset, std::shared_ptr<const Transform> transform,
                LoaderOptions options)

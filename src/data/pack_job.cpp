@@ -13,6 +13,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "ocl/data/cifar.h"
 #include "ocl/data/image_folder.h"
 #include "ocl/data/packed.h"
@@ -181,6 +183,26 @@ void prepare_shard_folder(const PackJobOptions& s, const std::string& split) {
   }
 }
 
+// sizes.json beside the shards (OpenCLIP's file: shard file name → samples), which streamed
+// shards take their epoch's length from (data/streaming.h): the split's entries replaced.
+void write_sizes(const PackJobOptions& s, const std::string& split,
+                 const std::vector<int64_t>& counts) {
+  const std::string path = (fs::path(s.output) / "sizes.json").string();
+  nlohmann::json sizes = nlohmann::json::object();
+  if (fs::exists(path)) {
+    try {
+      sizes = nlohmann::json::parse(io::read_text_file(path));
+    } catch (const nlohmann::json::exception&) {
+      sizes = nlohmann::json::object();  // not ours: written anew
+    }
+  }
+  for (auto it = sizes.begin(); it != sizes.end();)
+    it = it.key().rfind(split + "-", 0) == 0 ? sizes.erase(it) : std::next(it);
+  for (size_t n = 0; n < counts.size(); ++n)
+    sizes[fs::path(shard_path(s, split, static_cast<int64_t>(n))).filename().string()] = counts[n];
+  io::write_text_atomic(path, sizes.dump(1) + "\n");
+}
+
 // Writes one split as WebDataset shards; returns false when stopped.
 bool write_shards(const PackJobOptions& s, const std::string& split, const std::atomic<int>* stop) {
   const auto set = open_source(s, split);
@@ -194,8 +216,10 @@ bool write_shards(const PackJobOptions& s, const std::string& split, const std::
   TarBuilder tar(std::chrono::duration_cast<std::chrono::seconds>(now).count());
   const uint64_t shard_bytes = static_cast<uint64_t>(s.shard_mb * (1 << 20));
   int64_t shards = 0, bad = 0;
+  std::vector<int64_t> counts;  // samples per shard
   auto close_shard = [&] {
     if (tar.members() == 0) return;
+    counts.push_back(static_cast<int64_t>(tar.members() / 2));  // a .jpg and a .cls each
     io::write_file_atomic(shard_path(s, split, shards++), tar.finish());
   };
   auto write = [&](int64_t index, const Encoded& e) {
@@ -218,6 +242,7 @@ bool write_shards(const PackJobOptions& s, const std::string& split, const std::
     return false;
   }
   if (shards == 0) throw std::runtime_error(split + ": no readable image to write");
+  write_sizes(s, split, counts);
 
   // The written shards opened as data.dataset webdataset reads them, and their pattern printed.
   char last[24];

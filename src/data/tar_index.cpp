@@ -103,10 +103,15 @@ bool checksum_ok(const uint8_t* h) {
   return static_cast<int64_t>(stored) == unsigned_sum || static_cast<int64_t>(stored) == signed_sum;
 }
 
+std::string total_text(uint64_t total) {
+  return total == kUnknownSize ? std::string("a stream of unknown length")
+                               : std::to_string(total) + " bytes in all";
+}
+
 std::runtime_error ends_inside(const std::string& what, uint64_t offset, const char* part,
                                uint64_t total) {
   return std::runtime_error(at_byte(what, offset) + ": the archive ends inside " + part + " (" +
-                            std::to_string(total) + " bytes in all): it is truncated");
+                            total_text(total) + "): it is truncated");
 }
 
 // pax extended header records: "<length> <key>=<value>\n", the length counting the whole
@@ -235,8 +240,8 @@ void read_extended(const ByteReader& read, const Header& header, uint64_t data, 
   }
   if (data + padded(header.size) > total_size) {
     throw std::runtime_error(where + ": an extended header's " + std::to_string(header.size) +
-                             " bytes run past the end of the archive (" +
-                             std::to_string(total_size) + " bytes): it is truncated");
+                             " bytes run past the end of the archive (" + total_text(total_size) +
+                             "): it is truncated");
   }
   std::string meta(static_cast<size_t>(header.size), '\0');
   if (read(data, meta.size(), reinterpret_cast<uint8_t*>(meta.data())) != meta.size())
@@ -251,7 +256,8 @@ void read_extended(const ByteReader& read, const Header& header, uint64_t data, 
 }  // namespace
 
 std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
-                                 const std::string& what, bool* ended) {
+                                 const std::string& what, bool* ended,
+                                 const std::function<void(const TarMember&)>& on_member) {
   std::vector<TarMember> members;
   uint8_t h[kBlock];
   const size_t head = read(0, std::min<uint64_t>(total_size, 6), h);
@@ -302,11 +308,12 @@ std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
         (size > total_size || padded(size) > total_size || data > total_size - padded(size))) {
       throw std::runtime_error(where + ": member '" + printable(name) + "' (" +
                                std::to_string(size) + " bytes) runs past the end of the archive (" +
-                               std::to_string(total_size) + " bytes): it is truncated");
+                               total_text(total_size) + "): it is truncated");
     }
     if (type == '0' || type == '\0' || type == '7') {
       if (name.empty()) throw std::runtime_error(where + ": a file member without a name");
       members.push_back({name, data, size});
+      if (on_member) on_member(members.back());
     }
     offset = data + (dataless ? 0 : padded(size));
   }

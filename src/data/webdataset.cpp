@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 
 #include "ocl/data/image_folder.h"  // decode_image
+#include "ocl/data/shard_stream.h"
 #include "ocl/data/tar_index.h"
 #include "ocl/io/files.h"
 
@@ -185,25 +186,6 @@ std::optional<ShardIndex> read_index(const std::string& path, const ShardStamp& 
   return index;
 }
 
-// A .cls member's class index.
-int32_t parse_label(const std::string& text, const std::string& where) {
-  size_t a = 0, b = text.size();
-  while (a < b && std::isspace(static_cast<unsigned char>(text[a]))) ++a;
-  while (b > a && std::isspace(static_cast<unsigned char>(text[b - 1]))) --b;
-  const std::string t = text.substr(a, b - a);
-  if (t.empty() || t.size() > 20 || t.find_first_not_of("0123456789") != std::string::npos) {
-    throw std::runtime_error(where + " holds '" + printable(t, 40) +
-                             "', not a class index (a decimal integer from 0)");
-  }
-  const unsigned long long v = std::stoull(t);
-  if (v > static_cast<unsigned long long>(kMaxLabel)) {
-    throw std::runtime_error(where + " holds class " + t +
-                             ", out of range: ocl takes class indices 0 .. " +
-                             std::to_string(kMaxLabel) + " (a million classes)");
-  }
-  return static_cast<int32_t>(v);
-}
-
 // Reads one shard's headers into samples (the slow path the cache spares).
 ShardIndex index_shard(int fd, const std::string& shard, uint64_t size, uint32_t shard_id) {
   const auto read = file_reader(fd, shard);
@@ -267,7 +249,7 @@ ShardIndex index_shard(int fd, const std::string& shard, uint64_t size, uint32_t
       std::string text(static_cast<size_t>(m.size), '\0');
       if (read(m.offset, text.size(), reinterpret_cast<uint8_t*>(text.data())) != text.size())
         throw std::runtime_error(where + " cannot be read: truncated");
-      s.label = parse_label(text, where);
+      s.label = parse_class_index(text, where);
       with_label = true;
     }
     samples.push_back(std::move(s));
@@ -314,7 +296,9 @@ bool names_a_shard(const std::string& spec) {
 
 }  // namespace
 
-std::vector<std::string> expand_shard_spec(const std::string& spec) {
+namespace {
+
+std::vector<std::string> expand_spec(const std::string& spec) {
   if (spec.empty()) throw std::runtime_error("no shards: the shard pattern is empty");
   std::error_code ec;
   if (fs::is_directory(spec, ec)) {
@@ -324,7 +308,7 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
                              "listing one shard per line");
   }
   std::vector<std::string> shards;
-  if (spec.find('{') != std::string::npos || names_a_shard(spec)) {
+  if (spec.find('{') != std::string::npos || is_remote_shard(spec) || names_a_shard(spec)) {
     expand_braces(spec, spec, &shards);
   } else {
     std::ifstream in(spec);
@@ -345,7 +329,8 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
                                  "' is not a path (one shard's path per line, as text)");
       }
       const fs::path p(line.substr(start));
-      shards.push_back(p.is_absolute() ? p.string() : (base / p).string());
+      shards.push_back(p.is_absolute() || is_remote_shard(p.string()) ? p.string()
+                                                                      : (base / p).string());
     }
     if (shards.empty()) throw std::runtime_error("the shard list '" + spec + "' names no shard");
   }
@@ -355,6 +340,34 @@ std::vector<std::string> expand_shard_spec(const std::string& spec) {
       throw std::runtime_error("shard '" + s + "' is named twice by '" + spec + "'");
   }
   return shards;
+}
+
+}  // namespace
+
+std::vector<std::string> expand_shard_spec(const std::string& spec) {
+  try {
+    return expand_spec(spec);
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(redact(e.what()));  // a URL's credentials stay out of messages
+  }
+}
+
+int32_t parse_class_index(const std::string& text, const std::string& where) {
+  size_t a = 0, b = text.size();
+  while (a < b && std::isspace(static_cast<unsigned char>(text[a]))) ++a;
+  while (b > a && std::isspace(static_cast<unsigned char>(text[b - 1]))) --b;
+  const std::string t = text.substr(a, b - a);
+  if (t.empty() || t.size() > 20 || t.find_first_not_of("0123456789") != std::string::npos) {
+    throw std::runtime_error(where + " holds '" + printable(t, 40) +
+                             "', not a class index (a decimal integer from 0)");
+  }
+  const unsigned long long v = std::stoull(t);
+  if (v > static_cast<unsigned long long>(kMaxLabel)) {
+    throw std::runtime_error(where + " holds class " + t +
+                             ", out of range: ocl takes class indices 0 .. " +
+                             std::to_string(kMaxLabel) + " (a million classes)");
+  }
+  return static_cast<int32_t>(v);
 }
 
 WebDataset::WebDataset(const std::string& spec, const WebDatasetOptions& options)

@@ -28,9 +28,14 @@ void before_update(const RunContext& run, int64_t global_step,
 // then the engine's figures.
 constexpr const char* kEpochSumsKey = "loop.epoch_sums";
 
+int64_t samples_of(const data::Loader& l) { return l.dataset().size(); }
+int64_t samples_of(const data::StreamingLoader& l) { return l.samples_per_epoch(); }
+
+// A data::Loader's batches, or a streamed training set's (data/streaming.h).
+template <typename L>
 class LoaderSource : public BatchSource {
  public:
-  explicit LoaderSource(std::unique_ptr<data::Loader> loader) : loader_(std::move(loader)) {}
+  explicit LoaderSource(std::unique_ptr<L> loader) : loader_(std::move(loader)) {}
   int64_t batches_per_epoch() const override { return loader_->steps_per_epoch(); }
   void start_epoch(int64_t epoch, int64_t first_batch) override {
     loader_->start_epoch(epoch, first_batch);
@@ -41,13 +46,17 @@ class LoaderSource : public BatchSource {
     return std::move(*batch);
   }
   int64_t bad_samples() const override { return loader_->bad_samples(); }
-  int64_t size() const override { return loader_->dataset().size(); }
+  int64_t size() const override { return samples_of(*loader_); }
 
  private:
-  std::unique_ptr<data::Loader> loader_;
+  std::unique_ptr<L> loader_;
 };
 
 }  // namespace
+
+std::unique_ptr<BatchSource> streaming_source(std::unique_ptr<data::StreamingLoader> loader) {
+  return std::make_unique<LoaderSource<data::StreamingLoader>>(std::move(loader));
+}
 
 LoopSettings run_loop_settings(const io::Config& config) {
   LoopSettings s;
@@ -64,7 +73,7 @@ LoopSettings run_loop_settings(const io::Config& config) {
 }
 
 std::unique_ptr<BatchSource> loader_source(std::unique_ptr<data::Loader> loader) {
-  return std::make_unique<LoaderSource>(std::move(loader));
+  return std::make_unique<LoaderSource<data::Loader>>(std::move(loader));
 }
 
 double TrainingLoop::epoch_figure(const std::string& name) const {

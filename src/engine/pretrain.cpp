@@ -86,14 +86,28 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
 
   const int img = static_cast<int>(config_.model.img_size);
   data_config_ = run_data_config(config_.data, t.output_dir);
-  train_set_ = data::make_dataset(data_config_, img, /*train=*/true, t.seed);
-  check_data(run_.process(), *train_set_, "the training set");
   // Two copies of each crop when the groups take independent colour draws.
   const int views = config_.mask.group_views == "independent" ? 2 : 1;
-  auto loader = std::make_unique<data::Loader>(
-      train_set_, data::make_pretrain_transform(data_config_, img, views),
+  auto transform = data::make_pretrain_transform(data_config_, img, views);
+  auto loader_options =
       training_loader_options(config_, t.batch_size, o.accum_iter, run_.process().launch,
-                              run_.process().device, run_.process().log));
+                              run_.process().device, run_.process().log);
+  std::unique_ptr<BatchSource> source;
+  if (data::is_streamed(data_config_)) {
+    std::string counted_by;
+    auto loader = data::make_streaming_loader(data_config_, transform, loader_options, &counted_by);
+    data_description_ = "webdataset streamed: " + std::to_string(loader->samples_per_epoch()) +
+                        " samples per epoch (from " + counted_by + ") in shards " +
+                        data::redact(data_config_.path) + ", shuffle buffer " +
+                        std::to_string(data_config_.shuffle_buffer);
+    source = streaming_source(std::move(loader));
+  } else {
+    train_set_ = data::make_dataset(data_config_, img, /*train=*/true, t.seed);
+    check_data(run_.process(), *train_set_, "the training set");
+    data_description_ = train_set_->describe();
+    source = loader_source(
+        std::make_unique<data::Loader>(train_set_, std::move(transform), loader_options));
+  }
   // Pre-training's recipe spans two sections (train, optim); its records are "step", "epoch".
   const struct {
     int64_t epochs, accum_iter, batch_size, save_every, keep_last;
@@ -104,7 +118,7 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
   settings.records = "";
   settings.clip_grad = o.clip_grad;
   loop_ = std::make_unique<TrainingLoop>(run_, static_cast<TrainingEngine&>(*this),
-                                         loader_source(std::move(loader)), settings);
+                                         std::move(source), settings);
 
   if (run_.resumed()) {
     const auto& c = *run_.resumed();
@@ -126,7 +140,14 @@ Pretrainer::Pretrainer(io::Config config, PretrainOptions options)
     }
   }
   run_.resume_position(
-      [](const io::Config& c) {
+      [this](const io::Config& c) {
+        // A streamed epoch's batches depend on how many workers made them (data/streaming.h).
+        if (data::is_streamed(data_config_) && c.data.workers != config_.data.workers) {
+          run_.process().log->warn(
+              "resuming streamed data with data.workers {} where the checkpoint's run had {}: "
+              "the rest of this epoch sees other samples than the uninterrupted run would",
+              config_.data.workers, c.data.workers);
+        }
         return StepLayout{1, c.train.batch_size, c.optim.accum_iter};
       },
       {run_.process().launch.world_size, t.batch_size, o.accum_iter}, loop_->steps_per_epoch(),
@@ -161,7 +182,7 @@ void Pretrainer::log_setup() const {
                            : "local: this process's batch only"));
   log.info(
       "data: {}; {} steps per epoch of batch {} × accum {} × {} processes = effective batch {}",
-      train_set_->describe(), loop_->steps_per_epoch(), t.batch_size, o.accum_iter, world,
+      data_description_, loop_->steps_per_epoch(), t.batch_size, o.accum_iter, world,
       derived_.effective_batch);
   log.info(
       "optim: AdamW β ({}, {}), wd {}, lr {:.3g} (blr {:.3g} × {}/256{}), warmup {} epochs, min lr "
@@ -257,9 +278,13 @@ double Pretrainer::run_knn_monitor() {
   const auto& e = config_.eval;
   // Opened on first use and kept: the same images every time, so the curve is comparable.
   if (!knn_data_) {
-    knn_data_ = std::make_unique<KnnData>(open_knn_data(run_.process(), data_config_,
-                                                        static_cast<int>(config_.model.img_size),
-                                                        config_.train.seed, train_set_));
+    const int img = static_cast<int>(config_.model.img_size);
+    // Streamed training shards: the bank from copies of the first shards that hold it.
+    auto bank = train_set_ ? train_set_
+                           : data::make_dataset(data_config_, img, /*train=*/true,
+                                                config_.train.seed, config_.eval.knn_train_size);
+    knn_data_ = std::make_unique<KnnData>(
+        open_knn_data(run_.process(), data_config_, img, config_.train.seed, std::move(bank)));
   }
   KnnSettings settings;
   settings.batch = config_.train.batch_size;

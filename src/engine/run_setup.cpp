@@ -158,6 +158,11 @@ data::LoaderOptions training_loader_options(const io::Config& config, int64_t ba
   o.max_steps_per_epoch =
       config.train.steps_per_epoch > 0 ? config.train.steps_per_epoch * accum_iter : 0;
   o.on_bad_sample = [logger = std::move(logger)](const data::BadSample& bad) {
+    if (bad.index < 0) {  // a streamed shard given up on (data/streaming.h)
+      logger->warn("giving up on shard {} (its other samples are passed over): {}", bad.path,
+                   bad.reason);
+      return;
+    }
     logger->warn("skipping unreadable image #{} {}: {}", bad.index, bad.path, bad.reason);
   };
   return o;

@@ -130,7 +130,12 @@ const std::vector<Section>& schema() {
         OCL_KEY(data, synthetic_noise, in(0, 128)),
         OCL_KEY(data, synthetic_gradient, in(0, 255)),
         OCL_KEY(data, synthetic_strokes, in(0, 16)),
-        OCL_KEY(data, cache_dir, any())}},
+        OCL_KEY(data, cache_dir, any()),
+        OCL_KEY(data, read, words({"index", "stream"})),
+        OCL_KEY(data, shuffle_buffer, in(1, 1000000)),
+        OCL_KEY(data, samples_per_epoch, ge(0)),
+        OCL_KEY(data, stream_retries, in(0, 100)),
+        OCL_KEY(data, stream_timeout_s, gt(0))}},
       {"optim",
        {OCL_KEY(optim, name, words({"adamw"})), OCL_KEY(optim, blr, gt(0, kMaxLr)),
         OCL_KEY(optim, lr, in(0, kMaxLr)), OCL_KEY(optim, min_lr, in(0, kMaxLr)),
@@ -703,6 +708,8 @@ void validate(const Config& c) {
           {"data.val_path", "data.dataset", "eval.knn_every"},
           "required with data.dataset webdataset and eval.knn_every > 0: the held-out shards the "
           "kNN monitor reads (give the training shards again if there are none)");
+  require(d.read == "index" || d.dataset == "webdataset", {"data.read", "data.dataset"},
+          "stream reads WebDataset shards only, got data.dataset " + d.dataset);
   require(d.blur == 0 || d.photometric == "none" || d.photometric == "colour",
           {"data.blur", "data.photometric"},
           "must be 0 with data.photometric " + d.photometric +

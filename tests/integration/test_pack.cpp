@@ -16,6 +16,7 @@
 
 #include <ocl/data/image_folder.h>
 #include <ocl/data/packed.h>
+#include <ocl/data/streaming.h>
 #include <ocl/data/synthetic.h>
 #include <ocl/data/webdataset.h>
 #include <ocl/io/safetensors.h>
@@ -54,6 +55,27 @@ void make_image_folder(const std::string& root) {
 
 int run(const char* exe, const std::string& log, const std::vector<std::string>& args) {
   return ocl_test::wait_for(ocl_test::spawn(exe, args, {}, log, ocl_test::kLaunchVars), 300);
+}
+
+// ocl_knn's features of a random encoder (--save-features) over the data `data` sets.
+ocl::io::TensorMap knn_features(const std::string& dir, const std::string& name,
+                                const std::vector<std::string>& data) {
+  std::vector<std::string> args = {"--config",
+                                   std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
+                                   "--weights",
+                                   "none",
+                                   "--k",
+                                   "3",
+                                   "--set",
+                                   "data.workers=1",
+                                   "--set",
+                                   "data.augment=none",
+                                   "--save-features",
+                                   dir + "/" + name + ".safetensors"};
+  args.insert(args.end(), data.begin(), data.end());
+  EXPECT_EQ(run(OCL_KNN_EXE, dir + "/" + name + ".log", args), 0)
+      << read_file(dir + "/" + name + ".log");
+  return ocl::io::read_safetensors(dir + "/" + name + ".safetensors").tensors;
 }
 
 int pack(const std::string& dir, const std::string& name, std::vector<std::string> extra) {
@@ -107,23 +129,9 @@ TEST(OclPack, PacksRefusesResumesAndMatchesTheImageFolder) {
   // The pipeline reads the raw pack as it reads the folder (less the corrupt file, which the
   // pack never held): the same features, image for image.
   auto features = [&](const std::string& name, const std::vector<std::string>& data) {
-    std::vector<std::string> args = {"--config",
-                                     std::string(OCL_SOURCE_DIR) + "/configs/quickstart.yaml",
-                                     "--weights",
-                                     "none",
-                                     "--k",
-                                     "3",
-                                     "--set",
-                                     "data.workers=1",
-                                     "--set",
-                                     "data.augment=none",
-                                     "--save-features",
-                                     dir + "/" + name + ".safetensors"};
-    args.insert(args.end(), data.begin(), data.end());
-    EXPECT_EQ(run(OCL_KNN_EXE, dir + "/" + name + ".log", args), 0)
-        << read_file(dir + "/" + name + ".log");
-    return ocl::io::read_safetensors(dir + "/" + name + ".safetensors").tensors;
+    return knn_features(dir, name, data);
   };
+
   const auto packed = features(
       "knn_packed", {"--set", "data.dataset=packed", "--set", "data.path=" + dir + "/raw"});
   std::remove((dir + "/folder/train/class_b/img_9.jpg").c_str());
@@ -163,6 +171,25 @@ TEST(OclPack, WritesWebDatasetShardsThatReadAsTheFolder) {
     EXPECT_EQ(image->height, 40);
   }
   EXPECT_EQ(ocl::data::WebDataset(out + "/val-{000000..000000}.tar").size(), 9);
+  // sizes.json beside the shards counts both splits' samples (streamed shards' epoch length).
+  std::string sizes;
+  EXPECT_EQ(
+      ocl::data::count_samples({out + "/train-000000.tar", out + "/val-000000.tar"}, {}, &sizes),
+      shards.size() + 9);
+  EXPECT_EQ(sizes, out + "/sizes.json");
+
+  // ocl_knn over the shards streamed through a pipe: command: the features of the index path.
+  auto features = [&](const std::string& name, const std::string& prefix) {
+    return knn_features(dir, name,
+                        {"--set", "data.dataset=webdataset", "--set",
+                         "data.path=" + prefix + out + "/train-000000.tar", "--set",
+                         "data.val_path=" + prefix + out + "/val-000000.tar", "--set",
+                         "data.cache_dir=" + dir + "/cache-" + name});
+  };
+
+  const auto indexed = features("knn_index", ""), streamed = features("knn_pipe", "pipe:cat ");
+  for (const char* key : {"train_features", "train_labels", "val_features", "val_labels"})
+    EXPECT_TRUE(torch::equal(indexed.at(key), streamed.at(key))) << key;
   EXPECT_EQ(pack(dir, "again", {"--output", out, "--format", "webdataset"}), 1);
   EXPECT_NE(read_file(dir + "/again.log").find("already holds train shards"), std::string::npos);
   EXPECT_EQ(pack(dir, "resume", {"--output", out, "--format", "webdataset", "--resume"}), 2);

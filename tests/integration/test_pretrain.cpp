@@ -185,8 +185,8 @@ TEST(Pretrain, ResumeKeepsTheShortcutAlarmsKnnHistory) {
 // The same resume on WebDataset shards (three a split, written by ocl's TarBuilder, lossless PNG
 // images of the synthetic set): the sampler's order, the workers' reads and the resume position
 // are the data set's whatever its format, and the shards' boundaries change none of them.
-TEST(Pretrain, ResumeOnWebDatasetShardsReproducesTheUninterruptedRun) {
-  const auto dir = make_temp_dir();
+// Three shards a split (ocl's TarBuilder, lossless PNG images of the synthetic set) in `dir`.
+void write_synthetic_shards(const std::string& dir) {
   for (const bool train : {true, false}) {
     ocl::data::SyntheticOptions o;
     o.size = train ? 128 : 64;
@@ -208,9 +208,29 @@ TEST(Pretrain, ResumeOnWebDatasetShardsReproducesTheUninterruptedRun) {
           dir + (train ? "/train-" : "/val-") + std::to_string(shard) + ".tar", tar.finish());
     }
   }
+}
+
+TEST(Pretrain, ResumeOnWebDatasetShardsReproducesTheUninterruptedRun) {
+  const auto dir = make_temp_dir();
+  write_synthetic_shards(dir);
   expect_resume_reproduces_the_uninterrupted_run({"model.depth=2", "data.dataset=webdataset",
                                                   "data.path=" + dir + "/train-{0..2}.tar",
                                                   "data.val_path=" + dir + "/val-{0..2}.tar"});
+}
+
+// The same on streamed shards (data/streaming.h): through a pipe: command, and read as local
+// streams with data.read stream; the epoch's length from data.samples_per_epoch. A resumed run
+// streams the shards again and skips what the stopped run had taken.
+TEST(Pretrain, ResumeOnStreamedShardsReproducesTheUninterruptedRun) {
+  const auto dir = make_temp_dir();
+  write_synthetic_shards(dir);
+  for (const std::string prefix : {"pipe:cat ", ""}) {
+    SCOPED_TRACE(prefix);
+    expect_resume_reproduces_the_uninterrupted_run(
+        {"model.depth=2", "data.dataset=webdataset", "data.read=stream",
+         "data.path=" + prefix + dir + "/train-{0..2}.tar", "data.samples_per_epoch=128",
+         "data.shuffle_buffer=16", "data.val_path=" + dir + "/val-{0..2}.tar"});
+  }
 }
 
 // The views change the step: the same run with shared views trains differently, and with no

@@ -228,6 +228,12 @@ TEST(Config, OutOfRangeValuesNameThePathTheValueAndTheRange) {
   EXPECT_ERROR("loss: {kappa: .inf}", "loss.kappa: must be > 0, got .inf");
   EXPECT_ERROR("optim: {beta2: 1}", "optim.beta2: must be in [0, 1), got 1");
   EXPECT_ERROR("data: {max_bad_fraction: 1.5}", "data.max_bad_fraction: must be in [0, 1], got");
+  EXPECT_ERROR("data: {read: mmap}", "data.read: must be one of index | stream, got 'mmap'");
+  EXPECT_ERROR("data: {read: stream}", "data.read: stream reads WebDataset shards only");
+  EXPECT_ERROR("data: {shuffle_buffer: 0}", "data.shuffle_buffer: must be in [1, 1000000], got 0");
+  EXPECT_ERROR("data: {samples_per_epoch: -1}", "data.samples_per_epoch: must be >= 0, got -1");
+  EXPECT_ERROR("data: {stream_retries: 101}", "data.stream_retries: must be in [0, 100], got 101");
+  EXPECT_ERROR("data: {stream_timeout_s: 0}", "data.stream_timeout_s: must be > 0, got 0");
   EXPECT_ERROR("model: {drop_path: 1}", "model.drop_path: must be in [0, 1), got 1");
   EXPECT_ERROR("train: {epochs: 0}", "train.epochs: must be >= 1, got 0");
   EXPECT_ERROR("eval: {knn_k: 0}", "eval.knn_k: must be >= 1, got 0");
@@ -532,8 +538,9 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.loss.learnable_temperature = false;
   c.loss.max_logit_scale = 1e6;
   c.loss.negatives = "local";
-  c.data.dataset = "imagefolder";
+  c.data.dataset = "webdataset";        // data.read stream needs it
   c.data.path = "/data/my images: #1";  // needs quoting
+  c.data.val_path = "/data/val-{0..1}.tar";
   c.data.augment = "none";
   c.data.crop_scale_min = 0.1 + 0.2;  // 0.30000000000000004
   c.data.crop_scale_max = 0.9;
@@ -557,6 +564,11 @@ TEST(Config, RoundTripsEveryFieldExactly) {
   c.data.synthetic_gradient = 33;
   c.data.synthetic_strokes = 4;
   c.data.cache_dir = "null";  // a string, not YAML's null
+  c.data.read = "stream";
+  c.data.shuffle_buffer = 77;
+  c.data.samples_per_epoch = 5000;
+  c.data.stream_retries = 0;
+  c.data.stream_timeout_s = 2.5;
   c.optim.blr = 1e-4;
   c.optim.lr = 2.4e-3;
   c.optim.min_lr = 1e-6;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tar_fixture.h"
 #include "test_util.h"
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -33,46 +34,9 @@ using ocl::data::expand_shard_spec;
 using ocl::data::Image;
 using ocl::data::WebDataset;
 using ocl::data::WebDatasetOptions;
-
-const char* kPython = "/usr/bin/python3";
-
-bool have_python() { return ::access(kPython, X_OK) == 0; }
-
-#define OCL_REQUIRE_PYTHON() \
-  if (!have_python()) GTEST_SKIP() << "no " << kPython << ": the shards are written by tarfile"
-
-// A member of a shard to write: its name and its bytes (a file's, or text).
-struct Member {
-  std::string name, source;  // source: "@<path>" or "=<text>"
-};
-
-// Writes `members` into `tar` with Python's tarfile in `format` (pax | gnu | ustar), and dates
-// the shard a minute back, so that its index counts as written after it (webdataset.h).
-void write_tar(const std::string& tar, const std::vector<Member>& members,
-               const std::string& format = "pax") {
-  const std::string list = tar + ".members";
-  {
-    std::ofstream out(list, std::ios::binary);
-    for (const auto& m : members) out << m.name << "\t" << m.source << "\n";
-  }
-  std::string output;
-  const int rc = ocl::test::run_exe(kPython,
-                                    std::string(OCL_FIXTURE_DIR) + "/../unit/write_tar.py '" + tar +
-                                        "' " + format + " < '" + list + "'",
-                                    &output);
-  ASSERT_EQ(rc, 0) << output;
-  fs::remove(list);
-  fs::last_write_time(tar, fs::file_time_type::clock::now() - std::chrono::minutes(1));
-}
-
-// Synthetic 32×32 images (one size, so that the loader can stack them untransformed).
-Image shard_image(int i) {
-  ocl::data::SyntheticOptions o;
-  o.size = 32;
-  o.num_classes = 10;
-  o.image_size = 32;
-  return ocl::data::SyntheticDataset(o).load(i).value();
-}
+using ocl::test::Member;
+using ocl::test::shard_image;
+using ocl::test::write_tar;
 
 // An ImageFolder of `n` images in three classes under root/train, and the same files as
 // WebDataset samples in two shards: a pax one whose member paths pass 255 bytes, a GNU one

@@ -5,6 +5,8 @@
 #include <memory>
 
 #include "ocl/data/dataset.h"
+#include "ocl/data/loader.h"
+#include "ocl/data/streaming.h"
 #include "ocl/data/transforms.h"
 #include "ocl/io/config.h"
 
@@ -13,9 +15,24 @@ namespace ocl::data {
 /// synthetic: SyntheticDataset(synthetic_*_size, synthetic_classes, image_size, seed, train);
 /// imagefolder: ImageFolderDataset(path/train or path/val); packed: PackedDataset(path/train or
 /// path/val, as ocl_pack writes them); cifar10/cifar100: CifarDataset.
-/// Throws std::runtime_error naming data.path when the files are missing.
+/// webdataset shards named by http(s) URLs or pipe: commands are streamed once, in order, into
+/// copies under data.cache_dir (evaluation reads its samples at random), up to `max_samples`
+/// samples' shards (0: all). Throws std::runtime_error naming data.path when the files are
+/// missing.
 std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int image_size,
-                                            bool train, uint64_t seed);
+                                            bool train, uint64_t seed, int64_t max_samples = 0);
+
+/// Whether training reads data.path as streams (data/streaming.h): data.dataset webdataset with
+/// data.read stream, or shards named by http(s) URLs or pipe: commands.
+bool is_streamed(const io::DataConfig& config);
+
+/// The streamed training set's loader over data.path's shards, `options` as for a Loader; the
+/// epoch's length from data.samples_per_epoch, else from the shards' sizes.json (`source` says
+/// which, for the log). Throws naming the keys when neither gives it.
+std::unique_ptr<StreamingLoader> make_streaming_loader(const io::DataConfig& config,
+                                                       std::shared_ptr<const Transform> transform,
+                                                       const LoaderOptions& options,
+                                                       std::string* source);
 
 /// Throws naming the classes only one split has when the training and validation splits' class
 /// lists differ: a class missing from one (an unreadable folder) shifts every label after it,

@@ -56,6 +56,26 @@ struct Batch {
   torch::Tensor second_view;
 };
 
+/// A batch's tensors filled one sample at a time (both loaders: loader.h's and streaming.h's):
+/// the transform's views, HWC → CHW, label and index. `transform` may be null (images batched as
+/// they are, all of one size).
+class BatchWriter {
+ public:
+  BatchWriter(const Transform* transform, int64_t count, bool pin);
+  /// Row `row` ← `decoded` transformed for `seed`; throws naming `index` when its size differs.
+  void put(int64_t row, const Image& decoded, uint64_t seed, int64_t label, int64_t index);
+  Batch finish(int64_t step);
+
+ private:
+  void allocate(int64_t h, int64_t w);
+  const Transform* transform_;
+  int64_t count_;
+  bool pin_;
+  int64_t h_ = 0, w_ = 0;
+  torch::Tensor labels_, indices_;
+  std::vector<torch::Tensor> images_;
+};
+
 /// Batches per epoch of this rank for a data set of `dataset_size` samples under `options`:
 /// ceil(size / world_size) samples per rank (DistributedSampler's padding), cut into batches
 /// (drop_last: whole ones only), at most max_steps_per_epoch. Loader::steps_per_epoch is this.

@@ -42,8 +42,15 @@ struct TarMember {
 /// Throws std::runtime_error naming `what` and the byte offset for a gzip, xz or zstd stream, a
 /// header that is not ustar/GNU/pax, a bad checksum, a malformed pax record, and a member or header
 /// that runs past the end (a truncated archive).
+///
+/// Headers are read in archive order and a member's data is never read, so `read` may be a
+/// forward-only stream (shard_stream.h): `on_member`, called as each member is found and before
+/// the walk reads past it, may read its data then. A stream's `total_size` may be kUnknownSize:
+/// its end must then be tar's end-of-archive block (no end block is a cut stream).
+inline constexpr uint64_t kUnknownSize = ~uint64_t{0};
 std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
-                                 const std::string& what, bool* ended = nullptr);
+                                 const std::string& what, bool* ended = nullptr,
+                                 const std::function<void(const TarMember&)>& on_member = {});
 
 /// WebDataset's key and extension of a member path: the key is the path up to the first dot of
 /// its base name ("a/b.c/n01.x.jpg" → "a/b.c/n01"), the extension what follows, lower-cased

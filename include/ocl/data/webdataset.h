@@ -22,6 +22,10 @@ namespace ocl::data {
 /// named twice; does not check that the shards exist.
 std::vector<std::string> expand_shard_spec(const std::string& spec);
 
+/// A .cls member's text as a class index (a decimal integer in [0, 999999], spaces around it
+/// allowed); throws naming `where` otherwise.
+int32_t parse_class_index(const std::string& text, const std::string& where);
+
 struct WebDatasetOptions {
   /// Where indexes go when a shard's own folder is not writable; "" = nowhere (each start then
   /// indexes those shards again, and warnings() says so).

@@ -13,6 +13,7 @@
 #include <torch/nn/module.h>
 
 #include "ocl/data/loader.h"
+#include "ocl/data/streaming.h"
 #include "ocl/distributed/grad_sync.h"
 #include "ocl/engine/run.h"
 #include "ocl/optim/adamw_step.h"
@@ -56,6 +57,8 @@ class BatchSource {
 };
 
 std::unique_ptr<BatchSource> loader_source(std::unique_ptr<data::Loader> loader);
+/// A streamed training set (data/streaming.h); its size() is the epoch's samples.
+std::unique_ptr<BatchSource> streaming_source(std::unique_ptr<data::StreamingLoader> loader);
 
 /// An engine's part of the epoch's log line and metrics.jsonl record (after the loop's own).
 struct EpochReport {

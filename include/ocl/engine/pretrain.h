@@ -73,8 +73,9 @@ class Pretrainer : private TrainingEngine {
   io::Config config_;
   io::DerivedConfig derived_;
   RunContext run_;
-  io::DataConfig data_config_;  // config_.data with the file-list cache folder resolved
-  ssl::FeatureGather gather_;   // global negatives across ranks; null in one process or local
+  io::DataConfig data_config_;    // config_.data with the file-list cache folder resolved
+  std::string data_description_;  // the training data, for the log
+  ssl::FeatureGather gather_;     // global negatives across ranks; null in one process or local
   ssl::OCL model_{nullptr};
   std::vector<optim::ParamGroup> groups_;
   std::vector<torch::Tensor> trainable_;

@@ -103,6 +103,14 @@ struct DataConfig {
   int64_t synthetic_strokes = 0;
   /// Folder of the ImageFolder file-list cache; empty = data.path (or the output folder).
   std::string cache_dir;
+  /// webdataset: index (each shard read in place through its cached index) | stream (each shard
+  /// read front to back, data/streaming.h; http(s) and pipe: shards are always streamed).
+  std::string read = "index";
+  int64_t shuffle_buffer = 1000;  // [1, 1000000] streamed: samples each data worker shuffles in
+  /// ≥ 0 streamed: the epoch's samples (all ranks); 0 = from the sizes.json beside the shards.
+  int64_t samples_per_epoch = 0;
+  int64_t stream_retries = 3;    // [0, 100] new tries of a failed shard before it counts as bad
+  double stream_timeout_s = 60;  // > 0: a connection or a stalled shard stream gives up after it
 };
 
 struct OptimConfig {
