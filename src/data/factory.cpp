@@ -1,12 +1,16 @@
 // The data set and transform a run's DataConfig names, for its train and held-out splits.
 #include "ocl/data/factory.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <stdexcept>
+#include <thread>
 
 #include "ocl/data/cifar.h"
 #include "ocl/data/image_folder.h"
@@ -26,8 +30,10 @@ ShardStreamOptions stream_options(const io::DataConfig& config) {
   return o;
 }
 
-// Streamed shards copied whole, in order, into `folder` (written under a temporary name and
-// renamed, so that a copy is never part of a shard) until they hold `max_samples` samples.
+// Streamed shards copied whole, in order, into a shard cache (written under a temporary name and
+// renamed, so that a copy is never part of a shard) until they hold `max_samples` samples. A copy
+// that is there already (an earlier run's) is read again, not fetched: evaluation reads its
+// samples at random and several times, which a stream cannot give.
 std::vector<std::string> copy_shards(const std::vector<std::string>& shards,
                                      const io::DataConfig& config, int64_t max_samples) {
   const std::string folder =
@@ -42,20 +48,25 @@ std::vector<std::string> copy_shards(const std::vector<std::string>& shards,
     std::snprintf(tag, sizeof(tag), "%016zx-", std::hash<std::string>{}(shard));
     const std::string name = shard_file_name(shard);
     const std::string copy = folder + "/" + tag + (name.empty() ? "shard.tar" : name);
-    for (int64_t attempt = 0;; ++attempt) {
+    // Named by process: the ranks of a node may fill one cache at once.
+    const std::string part = copy + ".part-" + std::to_string(::getpid());
+    for (int64_t attempt = 0; !fs::exists(copy); ++attempt) {
       try {
         const auto stream = open_shard_stream(shard, stream_options(config));
         {
-          std::ofstream out(copy + ".part", std::ios::binary | std::ios::trunc);
+          std::ofstream out(part, std::ios::binary | std::ios::trunc);
           std::vector<uint8_t> chunk(size_t{1} << 20);
           while (const size_t n = stream->read(chunk.data(), chunk.size()))
             out.write(reinterpret_cast<const char*>(chunk.data()), static_cast<std::streamsize>(n));
-          if (!out.flush()) throw std::runtime_error("cannot write " + copy + ".part");
+          if (!out.flush()) throw std::runtime_error("cannot write " + part);
         }
-        fs::rename(copy + ".part", copy);
-        break;
-      } catch (const StreamError&) {
-        if (attempt >= config.stream_retries) throw;
+        fs::rename(part, copy);
+      } catch (const std::exception& e) {  // no part-copy left behind (a full disk, a fault)
+        std::error_code ignored;
+        fs::remove(part, ignored);
+        if (!dynamic_cast<const StreamError*>(&e) || attempt >= config.stream_retries) throw;
+        std::this_thread::sleep_for(
+            std::chrono::milliseconds(250 << std::min<int64_t>(attempt, 6)));
       }
     }
     copies.push_back(copy);

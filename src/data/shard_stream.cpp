@@ -31,6 +31,7 @@ namespace ocl::data {
 namespace {
 
 constexpr size_t kStderrKept = 2048;  // the end of a failed command's stderr, for its message
+constexpr int kSliceMs = 100;  // a waiting read calls ShardStreamOptions::interrupt this often
 
 std::string seconds(double s) {
   char text[32];
@@ -73,7 +74,9 @@ class FileStream : public ShardStream {
 class PipeStream : public ShardStream {
  public:
   PipeStream(const std::string& shard, const ShardStreamOptions& o)
-      : name_(redact(shard)), timeout_ms_(static_cast<int>(std::ceil(o.timeout_s * 1000))) {
+      : name_(redact(shard)),
+        timeout_ms_(static_cast<int>(std::ceil(o.timeout_s * 1000))),
+        interrupt_(o.interrupt) {
     const std::string command = shard.substr(5);
     std::vector<std::string> args;
     if (command.find_first_of("|&;<>()$`\\\"'*?[]#~=%{}\n") != std::string::npos) {
@@ -123,14 +126,22 @@ class PipeStream : public ShardStream {
     close_fds();
   }
   size_t read(uint8_t* out, size_t size) override {
+    int waited_ms = 0;  // since the last bytes
     while (out_ >= 0) {
       pollfd fds[2] = {{out_, POLLIN, 0}, {err_, POLLIN, 0}};
-      const int n = ::poll(fds, err_ >= 0 ? 2 : 1, timeout_ms_);
+      const int slice = std::min(kSliceMs, timeout_ms_ - waited_ms);
+      const int n = ::poll(fds, err_ >= 0 ? 2 : 1, slice);
       if (n < 0 && errno == EINTR) continue;
       if (n == 0) {
-        throw StreamError("shard '" + name_ + "': no output for " + seconds(timeout_ms_ / 1000.0) +
-                          " (data.stream_timeout_s)" + stderr_text());
+        if ((waited_ms += slice) >= timeout_ms_) {
+          throw StreamError("shard '" + name_ + "': no output for " +
+                            seconds(timeout_ms_ / 1000.0) + " (data.stream_timeout_s)" +
+                            stderr_text());
+        }
+        if (interrupt_) interrupt_();
+        continue;
       }
+      waited_ms = 0;
       if (err_ >= 0 && (fds[1].revents & (POLLIN | POLLHUP))) drain_stderr();
       if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
         const ssize_t got = ::read(out_, out, size);
@@ -183,6 +194,7 @@ class PipeStream : public ShardStream {
 
   std::string name_;
   int timeout_ms_;
+  std::function<void()> interrupt_;
   pid_t pid_ = -1;
   int out_ = -1, err_ = -1;
   std::string stderr_;
@@ -194,7 +206,10 @@ class PipeStream : public ShardStream {
 class HttpStream : public ShardStream {
  public:
   HttpStream(const std::string& url, const ShardStreamOptions& o)
-      : name_(redact(url)), timeout_s_(o.timeout_s), last_data_(Clock::now()) {
+      : name_(redact(url)),
+        timeout_s_(o.timeout_s),
+        interrupt_(o.interrupt),
+        last_data_(Clock::now()) {
     static std::once_flag once;
     std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
     easy_ = curl_easy_init();
@@ -228,7 +243,8 @@ class HttpStream : public ShardStream {
         if (m->msg == CURLMSG_DONE) done_ = true, result_ = m->data.result;
       }
       if (done_ || !buffer_.empty()) continue;
-      curl_multi_poll(multi_, nullptr, 0, 100, nullptr);
+      curl_multi_poll(multi_, nullptr, 0, kSliceMs, nullptr);
+      if (interrupt_) interrupt_();
       // libcurl's low-speed limit averages over several seconds; a stall is named on time.
       if (std::chrono::duration<double>(Clock::now() - last_data_).count() > timeout_s_)
         throw StreamError("shard '" + name_ + "': no data for " + seconds(timeout_s_) +
@@ -261,6 +277,7 @@ class HttpStream : public ShardStream {
   }
   std::string name_;
   double timeout_s_;
+  std::function<void()> interrupt_;
   Clock::time_point last_data_;
   CURL* easy_ = nullptr;
   CURLM* multi_ = nullptr;

@@ -296,8 +296,12 @@ struct StreamingLoader::Impl {
         if (cv.wait_until(lock, until, [&] { return stop || gen != generation; })) throw Stop{};
       }
       int64_t seen = 0;
+      ShardStreamOptions stream = so.stream;  // a stopped epoch abandons a waiting read
+      stream.interrupt = [this, gen] {
+        if (!current(gen)) throw Stop{};
+      };
       try {
-        stream_shard(shard, so.stream, [&](RawSample&& s) {
+        stream_shard(shard, stream, [&](RawSample&& s) {
           if (seen++ < delivered) return;
           ++delivered;
           add(std::move(s));

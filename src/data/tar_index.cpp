@@ -263,10 +263,15 @@ std::vector<TarMember> index_tar(const ByteReader& read, uint64_t total_size,
   const size_t head = read(0, std::min<uint64_t>(total_size, 6), h);
   for (const auto& c : kCompressions) {
     if (head >= c.size && std::memcmp(h, c.magic, c.size) == 0) {
-      throw std::runtime_error(what + ": " + c.name +
-                               "-compressed, not a tar archive: shards are read in place, "
-                               "uncompressed (decompress it first: " +
-                               c.command + " FILE)");
+      const std::string command = c.command;
+      throw std::runtime_error(
+          what + ": " + c.name + "-compressed, not a tar archive: " +
+          (total_size == kUnknownSize
+               ? "a streamed shard is read uncompressed (decompress it in the command: 'pipe:... "
+                 "| " +
+                     command.substr(0, command.find(' ')) + " -c')"
+               : "shards are read in place, uncompressed (decompress it first: " + command +
+                     " FILE)"));
     }
   }
   if (ended) *ended = false;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "integration/process_util.h"
+#include "integration/synthetic_shards.h"
 #include "test_util.h"
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -553,6 +555,49 @@ TEST(Distributed, KnnMonitorShardedGivesTheOneProcessFigures) {
   const auto two = first_knn(dir + "/two/metrics.jsonl");
   ASSERT_FALSE(two.empty());
   EXPECT_EQ(two, first_knn(dir + "/one/metrics.jsonl"));
+}
+
+// Two ranks on streamed shards (pipe:cat): the epoch's 128 samples as 4 steps of 2 × 16, and the
+// kNN monitor's bank copied by both ranks into one shard cache at once; 3 shards for 2 ranks ×
+// 2 workers are refused by both, naming the numbers.
+TEST(Distributed, TwoRanksStreamShardsAndFillOneShardCache) {
+  const auto dir = make_dir("stream");
+  ocl_test::write_synthetic_shards(dir, 4);
+  const auto config = write_tiny_config(dir);
+  const std::vector<std::string> sets = {"data.dataset=webdataset",
+                                         "data.path=pipe:cat " + dir + "/train-{0..3}.tar",
+                                         "data.val_path=" + dir + "/val-{0..3}.tar",
+                                         "data.samples_per_epoch=128",
+                                         "data.shuffle_buffer=8",
+                                         "eval.knn_every=1",
+                                         "eval.knn_train_size=40",
+                                         "eval.knn_val_size=16",
+                                         "data.cache_dir=" + dir + "/cache"};
+  ASSERT_EQ(run_ranks(2, run_args(config, dir + "/two", sets), dir), (std::vector<int>{0, 0}))
+      << read_file(dir + "/rank0.log") << read_file(dir + "/rank1.log");
+  const auto log = read_file(dir + "/two/train.log");
+  EXPECT_NE(log.find("webdataset streamed: 128 samples per epoch (from data.samples_per_epoch)"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(step_losses(dir + "/two/metrics.jsonl").size(), 4u);
+  EXPECT_NE(read_file(dir + "/two/metrics.jsonl").find("\"knn\""), std::string::npos);
+  // The bank's 40 samples are the first two shards' (32 each): two whole copies, no part left.
+  std::vector<std::string> cached;
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/cache/ocl-streamed-shards"))
+    if (e.path().extension() == ".tar") cached.push_back(e.path().filename().string());
+  EXPECT_EQ(cached.size(), 2u);
+  for (const auto& e : std::filesystem::directory_iterator(dir + "/cache/ocl-streamed-shards"))
+    EXPECT_EQ(e.path().string().find(".part"), std::string::npos) << e.path();
+
+  auto refused = sets;
+  refused[1] = "data.path=pipe:cat " + dir + "/train-{0..2}.tar";
+  refused.push_back("data.workers=2");
+  EXPECT_EQ(run_ranks(2, run_args(config, dir + "/refused", refused), dir),
+            (std::vector<int>{1, 1}));
+  for (const char* rank : {"/rank0.log", "/rank1.log"})
+    EXPECT_NE(read_file(dir + rank).find("3 shards for 2 ranks x 2 data.workers = 4 streams"),
+              std::string::npos)
+        << read_file(dir + rank);
 }
 
 // SIGTERM to the built-in launcher reaches every worker once: they agree on the step to stop

@@ -4,6 +4,7 @@
 // ImageFolder's.
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -18,10 +19,13 @@
 #include <ocl/data/packed.h>
 #include <ocl/data/streaming.h>
 #include <ocl/data/synthetic.h>
+#include <ocl/data/tar_writer.h>
 #include <ocl/data/webdataset.h>
+#include <ocl/io/files.h>
 #include <ocl/io/safetensors.h>
 
 namespace {
+namespace fs = std::filesystem;
 
 using ocl::test::read_file;
 
@@ -190,6 +194,46 @@ TEST(OclPack, WritesWebDatasetShardsThatReadAsTheFolder) {
   const auto indexed = features("knn_index", ""), streamed = features("knn_pipe", "pipe:cat ");
   for (const char* key : {"train_features", "train_labels", "val_features", "val_labels"})
     EXPECT_TRUE(torch::equal(indexed.at(key), streamed.at(key))) << key;
+  // Again from the shard cache the first run filled: the same features with the shards gone
+  // from their source.
+  fs::rename(out, out + "-away");
+  const auto cached = knn_features(dir, "knn_cached",
+                                   {"--set", "data.dataset=webdataset", "--set",
+                                    "data.path=pipe:cat " + out + "/train-000000.tar", "--set",
+                                    "data.val_path=pipe:cat " + out + "/val-000000.tar", "--set",
+                                    "data.cache_dir=" + dir + "/cache-knn_pipe"});
+  fs::rename(out + "-away", out);
+  for (const char* key : {"train_features", "train_labels", "val_features", "val_labels"})
+    EXPECT_TRUE(torch::equal(streamed.at(key), cached.at(key))) << key;
+
+  // kNN over streamed shards holding the folder's own files (ocl_pack re-encodes them) equals
+  // kNN over the folder as an ImageFolder, image for image.
+  std::remove((dir + "/folder/train/class_b/img_9.jpg").c_str());
+  for (const std::string split : {"train", "val"}) {
+    ocl::data::TarBuilder tar;
+    int key = 0;
+    for (int c = 0; c < 3; ++c) {
+      for (int i = 0; i < (split == "train" ? 7 : 3); ++i, ++key) {
+        const std::string jpeg = read_file(dir + "/folder/" + split + "/class_" +
+                                           std::string(1, char('a' + c)) + "/img_" +
+                                           std::to_string(i) + ".jpg"),
+                          label = std::to_string(c), name = std::to_string(100000 + key);
+        tar.add(name + ".jpg", reinterpret_cast<const uint8_t*>(jpeg.data()), jpeg.size());
+        tar.add(name + ".cls", reinterpret_cast<const uint8_t*>(label.data()), label.size());
+      }
+    }
+    ocl::io::write_file_atomic(dir + "/own-" + split + ".tar", tar.finish());
+  }
+  const auto own = knn_features(
+      dir, "knn_own",
+      {"--set", "data.dataset=webdataset", "--set", "data.path=pipe:cat " + dir + "/own-train.tar",
+       "--set", "data.val_path=pipe:cat " + dir + "/own-val.tar", "--set",
+       "data.cache_dir=" + dir + "/cache-own"});
+  const auto as_folder =
+      knn_features(dir, "knn_folder",
+                   {"--set", "data.dataset=imagefolder", "--set", "data.path=" + dir + "/folder"});
+  for (const char* key : {"train_features", "train_labels", "val_features", "val_labels"})
+    EXPECT_TRUE(torch::equal(own.at(key), as_folder.at(key))) << key;
   EXPECT_EQ(pack(dir, "again", {"--output", out, "--format", "webdataset"}), 1);
   EXPECT_NE(read_file(dir + "/again.log").find("already holds train shards"), std::string::npos);
   EXPECT_EQ(pack(dir, "resume", {"--output", out, "--format", "webdataset", "--resume"}), 2);

@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 
+#include "integration/synthetic_shards.h"
 #include "test_util.h"
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -26,7 +27,6 @@
 #include <ocl/data/loader.h>
 #include <ocl/data/png.h>
 #include <ocl/data/synthetic.h>
-#include <ocl/data/tar_writer.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/files.h>
 #include <ocl/io/state_dict.h>
@@ -182,37 +182,11 @@ TEST(Pretrain, ResumeKeepsTheShortcutAlarmsKnnHistory) {
   EXPECT_NE(a.at(2).second, a.at(2).first);
 }
 
-// The same resume on WebDataset shards (three a split, written by ocl's TarBuilder, lossless PNG
-// images of the synthetic set): the sampler's order, the workers' reads and the resume position
-// are the data set's whatever its format, and the shards' boundaries change none of them.
-// Three shards a split (ocl's TarBuilder, lossless PNG images of the synthetic set) in `dir`.
-void write_synthetic_shards(const std::string& dir) {
-  for (const bool train : {true, false}) {
-    ocl::data::SyntheticOptions o;
-    o.size = train ? 128 : 64;
-    o.num_classes = 10;
-    o.image_size = 16;
-    o.seed = 3;
-    o.train = train;
-    const ocl::data::SyntheticDataset set(o);
-    for (int64_t shard = 0; shard < 3; ++shard) {
-      ocl::data::TarBuilder tar(1700000000);
-      for (int64_t i = shard * o.size / 3; i < (shard + 1) * o.size / 3; ++i) {
-        const auto png = ocl::data::encode_png(set.load(i).value());
-        const std::string key = "s" + std::to_string(1000 + i),
-                          label = std::to_string(set.label(i));
-        tar.add(key + ".png", png.data(), png.size());
-        tar.add(key + ".cls", reinterpret_cast<const uint8_t*>(label.data()), label.size());
-      }
-      ocl::io::write_file_atomic(
-          dir + (train ? "/train-" : "/val-") + std::to_string(shard) + ".tar", tar.finish());
-    }
-  }
-}
-
+// The same resume on WebDataset shards: the sampler's order, the workers' reads and the resume
+// position are the data set's whatever its format, and the shards' boundaries change none of them.
 TEST(Pretrain, ResumeOnWebDatasetShardsReproducesTheUninterruptedRun) {
   const auto dir = make_temp_dir();
-  write_synthetic_shards(dir);
+  ocl_test::write_synthetic_shards(dir);
   expect_resume_reproduces_the_uninterrupted_run({"model.depth=2", "data.dataset=webdataset",
                                                   "data.path=" + dir + "/train-{0..2}.tar",
                                                   "data.val_path=" + dir + "/val-{0..2}.tar"});
@@ -223,7 +197,7 @@ TEST(Pretrain, ResumeOnWebDatasetShardsReproducesTheUninterruptedRun) {
 // streams the shards again and skips what the stopped run had taken.
 TEST(Pretrain, ResumeOnStreamedShardsReproducesTheUninterruptedRun) {
   const auto dir = make_temp_dir();
-  write_synthetic_shards(dir);
+  ocl_test::write_synthetic_shards(dir);
   for (const std::string prefix : {"pipe:cat ", ""}) {
     SCOPED_TRACE(prefix);
     expect_resume_reproduces_the_uninterrupted_run(
@@ -231,6 +205,33 @@ TEST(Pretrain, ResumeOnStreamedShardsReproducesTheUninterruptedRun) {
          "data.path=" + prefix + dir + "/train-{0..2}.tar", "data.samples_per_epoch=128",
          "data.shuffle_buffer=16", "data.val_path=" + dir + "/val-{0..2}.tar"});
   }
+  // Without data.samples_per_epoch the sizes.json beside the shards gives the epoch, and the log
+  // says which; a resume with another data.workers is warned about.
+  std::ofstream(dir + "/sizes.json")
+      << R"({"train-0.tar": 42, "train-1.tar": 43, "train-2.tar": 43})";
+  const auto out = make_temp_dir();
+  auto streamed = [&](const std::string& workers) {
+    return tiny_config(out, {"model.depth=2", "data.dataset=webdataset", "data.read=stream",
+                             "data.path=" + dir + "/train-{0..2}.tar", "data.workers=" + workers,
+                             "data.val_path=" + dir + "/val-{0..2}.tar"});
+  };
+  auto stop_options = quiet_options();
+  stop_options.stop_after_steps = 1;
+  EXPECT_TRUE(ocl::engine::Pretrainer(streamed("2"), stop_options).run().interrupted);
+  const auto log = read_file(out + "/train.log");
+  EXPECT_NE(
+      log.find("data: webdataset streamed: 128 samples per epoch (from " + dir + "/sizes.json)"),
+      std::string::npos)
+      << log;
+  auto resume_options = quiet_options();
+  resume_options.resume = "auto";
+  resume_options.stop_after_steps = 1;
+  ocl::engine::Pretrainer(streamed("1"), resume_options).run();
+  const auto resumed = read_file(out + "/train.log").substr(log.size());
+  EXPECT_NE(resumed.find("resuming streamed data with data.workers 1 where the checkpoint's run "
+                         "had 2"),
+            std::string::npos)
+      << resumed;
 }
 
 // The views change the step: the same run with shared views trains differently, and with no

@@ -336,6 +336,31 @@ TEST(StreamedShards, PipeCommandsThatFailOrAreKilledAreNamedWithTheirStderr) {
   // Compressed data is named, not read as tar.
   message = first_error({"pipe:gzip -c " + s.dir + "/train-00.tar", ok}, o);
   EXPECT_NE(message.find("gzip-compressed"), std::string::npos) << message;
+  EXPECT_NE(message.find("| gunzip -c"), std::string::npos) << message;
+}
+
+// A loader closed while its worker waits on a command that says nothing (and on a stalled
+// server) returns at once, not after data.stream_timeout_s: the wait is abandoned, the command
+// killed.
+TEST(StreamedShards, ALoaderStoppedMidStreamDoesNotWaitOutTheTimeout) {
+  OCL_REQUIRE_PYTHON();
+  const auto s = make_shards("stop", 2, 2);
+  auto o = options(2, 1, 4);
+  o.stream.timeout_s = 60;
+  auto closes_promptly = [&](const std::vector<std::string>& shards) {
+    const auto t0 = std::chrono::steady_clock::now();
+    {
+      StreamingLoader loader(shards, nullptr, o);
+      loader.start_epoch(0);
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+    return std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5);
+  };
+  EXPECT_TRUE(closes_promptly({"pipe:sleep 120", "pipe:sleep 120"}));
+  if (ocl::data::has_http_reader()) {
+    const ShardServer server(s.dir);
+    EXPECT_TRUE(closes_promptly(s.paths(server.url("stall/100"))));
+  }
 }
 
 TEST(StreamedShards, SizesJsonGivesTheEpochAndPatternsPassUrlsThrough) {

@@ -15,8 +15,9 @@ namespace ocl::data {
 /// synthetic: SyntheticDataset(synthetic_*_size, synthetic_classes, image_size, seed, train);
 /// imagefolder: ImageFolderDataset(path/train or path/val); packed: PackedDataset(path/train or
 /// path/val, as ocl_pack writes them); cifar10/cifar100: CifarDataset.
-/// webdataset shards named by http(s) URLs or pipe: commands are streamed once, in order, into
-/// copies under data.cache_dir (evaluation reads its samples at random), up to `max_samples`
+/// webdataset shards named by http(s) URLs or pipe: commands are read through a shard cache,
+/// data.cache_dir/ocl-streamed-shards (evaluation reads its samples at random): each streamed
+/// once, in order, into a copy there unless an earlier run's copy is there, up to `max_samples`
 /// samples' shards (0: all). Throws std::runtime_error naming data.path when the files are
 /// missing.
 std::shared_ptr<const Dataset> make_dataset(const io::DataConfig& config, int image_size,

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -30,6 +31,9 @@ struct ShardStreamOptions {
   /// this many seconds (libcurl's connect timeout and low-speed limit); pipe: the same for the
   /// command's output.
   double timeout_s = 60;
+  /// Called at least every 100 ms while a read waits for bytes; it may throw to abandon the
+  /// stream (a loader that stops does not wait out a stalled server or command).
+  std::function<void()> interrupt;
 };
 
 /// A failure of the transport (connection, HTTP status, stall, a command's exit status), its
