@@ -2,8 +2,9 @@
 # Streamed WebDataset shards against the same shards read in place: ocl's pre-training loader
 # (ocl_bench --data: decode → RandomResizedCrop 224 → flip → uint8 batches) over ocl_pack's
 # shards of generated photo-like JPEGs, through their index (data.read index), as local streams
-# (data.read stream) and from a loopback HTTP server (tests/unit/shard_server.py, libcurl), one
-# worker each, every row run twice. A benchmark, not a test: it prints, it asserts nothing.
+# (data.read stream), through `pipe:cat` and from a loopback HTTP server
+# (tests/unit/shard_server.py, libcurl), one worker each, every row run twice. A benchmark, not
+# a test: it prints, it asserts nothing.
 #
 #   bash scripts/bench_stream.sh                    1,200 images (~500x375, q90), 40 batches of 64
 #   COUNT=3000 BATCHES=80 WORKERS=2 bash scripts/bench_stream.sh
@@ -49,4 +50,5 @@ echo "data: $(find "$work/folder/train" -name '*.jpg' | wc -l) JPEGs in $shards 
 printf '%-44s %10s %10s\n' "reading (img/s)" "run 1" "run 2"
 printf '%-44s %10s %10s\n' "in place through the index (read: index)" "$(run "$work/wds/train-$range.tar" index)" "$(run "$work/wds/train-$range.tar" index)"
 printf '%-44s %10s %10s\n' "local streams (read: stream)" "$(run "$work/wds/train-$range.tar" stream)" "$(run "$work/wds/train-$range.tar" stream)"
+printf '%-44s %10s %10s\n' "a pipe: command (pipe:cat)" "$(run "pipe:cat $work/wds/train-$range.tar" stream)" "$(run "pipe:cat $work/wds/train-$range.tar" stream)"
 printf '%-44s %10s %10s\n' "loopback HTTP (libcurl)" "$(run "$url" stream)" "$(run "$url" stream)"
