@@ -30,7 +30,17 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
               "attention expects [B, H, T, hd] tensors, got q ", q.sizes(), ", k ", k.sizes(),
               ", v ", v.sizes());
-  return at::scaled_dot_product_attention(q, k, v);
+  try {
+    return at::scaled_dot_product_attention(q, k, v);
+  } catch (const c10::Error& e) {
+    // The backends allowed (model.attention) cannot run this call: say which setting did it.
+    const std::string what = e.what_without_backtrace();
+    TORCH_CHECK(what.find("No available kernel") == std::string::npos,
+                "attention: no SDPA kernel this process allows (model.attention) runs q ",
+                q.sizes(), " ", q.scalar_type(), " on ", q.device(),
+                "; model.attention: auto lets SDPA choose");
+    throw;
+  }
 #else
   return attention_explicit(q, k, v);
 #endif

@@ -95,6 +95,18 @@ Process start_process(const io::Config& config, const distributed::LaunchInfo& l
   p.device = resolve_device(config.train.device, launch);
   p.bf16 = use_bf16(config, p.device);
   p.tf32 = set_tf32(config, p.device);
+  const std::string& a = config.model.attention;
+  if (a != "auto") {
+    if (!compat::kCanChooseSdpaBackend)
+      throw io::ConfigError("model.attention: " + a + " needs LibTorch >= 2.6, this is " +
+                            compat::torch_version() + " (use auto)");
+    p.attention = a;
+    p.attention_scope = std::make_shared<compat::SdpaBackendScope>(
+        a == "flash"       ? compat::SdpaBackend::kFlash
+        : a == "efficient" ? compat::SdpaBackend::kMemEfficient
+        : a == "cudnn"     ? compat::SdpaBackend::kCuDNN
+                           : compat::SdpaBackend::kMath);
+  }
   set_process_threads(config, launch);
   p.log = std::move(log);
   p.comm = distributed::connect_ranks(config, launch, p.device, *p.log);
@@ -102,10 +114,11 @@ Process start_process(const io::Config& config, const distributed::LaunchInfo& l
 }
 
 void log_startup(const Process& p, const std::string& app, const std::string& detail) {
-  p.log->info("{}: LibTorch {}, device {}, {}{}{}, {} threads", app, compat::torch_version(),
+  p.log->info("{}: LibTorch {}, device {}, {}{}{}, {} threads{}", app, compat::torch_version(),
               p.device.str(), p.bf16 ? "bf16 autocast" : "fp32", detail,
               p.device.is_cuda() ? (p.tf32 ? " (TF32 on for fp32 matmuls)" : " (TF32 off)") : "",
-              torch::get_num_threads());
+              torch::get_num_threads(),
+              p.attention_scope ? ", attention: SDPA's " + p.attention + " kernels only" : "");
 }
 
 void check_data(const Process& p, const data::Dataset& set, const std::string& what) {

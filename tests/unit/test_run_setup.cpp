@@ -1,5 +1,6 @@
 // A run's start-up pieces and its layout (engine/run.h) that unit tests can check on any
 // machine.
+#include <iostream>
 #include <memory>
 #include <sstream>
 
@@ -7,6 +8,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <torch/torch.h>
 
+#include <ocl/compat.h>
 #include <ocl/engine/run.h>
 #include <ocl/io/config.h>
 
@@ -47,6 +49,50 @@ TEST(RunSetup, Tf32FollowsTheConfigOnCuda) {
   EXPECT_FALSE(ocl::engine::set_tf32(config, cuda));
   EXPECT_FALSE(at::globalContext().allowTF32CuBLAS());
   EXPECT_FALSE(at::globalContext().allowTF32CuDNN());
+}
+
+// model.attention: the process holds SDPA to one kernel family while it lives (the same output
+// as SDPA's own choice where that family runs the call, a message naming the setting where none
+// does) and hands the choice back after; LibTorch 1.13, without that choice, refuses it by name.
+TEST(RunSetup, ModelAttentionHoldsSdpaToOneBackendWhileTheProcessLives) {
+  ocl::io::Config config;
+  auto log = std::make_shared<spdlog::logger>(
+      "attention-test", std::make_shared<spdlog::sinks::ostream_sink_mt>(std::cerr));
+  config.model.attention = "math";
+  config.train.threads = torch::get_num_threads();  // left as the other tests have it
+  if (!ocl::compat::kCanChooseSdpaBackend) {
+    try {
+      ocl::engine::start_process(config, {}, log);
+      FAIL() << "model.attention: math was accepted by LibTorch " << ocl::compat::torch_version();
+    } catch (const ocl::io::ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("model.attention: math needs LibTorch >= 2.6"),
+                std::string::npos)
+          << e.what();
+    }
+    return;
+  }
+  torch::manual_seed(2);
+  const auto q = torch::randn({2, 4, 60, 16}), k = torch::randn({2, 4, 60, 16}),
+             v = torch::randn({2, 4, 60, 16});
+  const auto chosen = ocl::compat::attention(q, k, v);
+  {
+    const auto process = ocl::engine::start_process(config, {}, log);
+    ASSERT_TRUE(process.attention_scope);
+    EXPECT_FALSE(at::globalContext().userEnabledFlashSDP());
+    EXPECT_TRUE(at::globalContext().userEnabledMathSDP());
+    EXPECT_TRUE(torch::allclose(ocl::compat::attention(q, k, v), chosen, 1e-5, 1e-6));
+  }
+  EXPECT_TRUE(at::globalContext().userEnabledFlashSDP());  // restored with the process
+  config.model.attention = "cudnn";                        // a GPU-only family, on the CPU
+  const auto process = ocl::engine::start_process(config, {}, log);
+  try {
+    ocl::compat::attention(q, k, v);
+    FAIL() << "SDPA ran on the CPU with only cuDNN's kernels allowed";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no SDPA kernel this process allows (model.attention)"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

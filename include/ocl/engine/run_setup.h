@@ -15,6 +15,7 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include "ocl/compat.h"
 #include "ocl/data/loader.h"
 #include "ocl/distributed/communicator.h"
 #include "ocl/distributed/launch.h"
@@ -37,6 +38,9 @@ struct Process {
   bool tf32 = false;  // TF32 for fp32 matmuls and convolutions (CUDA)
   std::shared_ptr<spdlog::logger> log;
   std::unique_ptr<distributed::Communicator> comm;  // null in one process
+  /// model.attention, and its SDPA backend held while the process lives (null for auto).
+  std::string attention = "auto";
+  std::shared_ptr<compat::SdpaBackendScope> attention_scope;
 };
 
 /// Sets this process up as `config` says: device, threads, bf16, TF32, then the connection to

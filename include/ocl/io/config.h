@@ -39,6 +39,9 @@ struct ModelConfig {
   /// ocl::ops' fused encoder operations (residual add + LayerNorm, linear + GELU); off until a
   /// GPU measurement shows it pays (docs/performance.md).
   bool fused = false;
+  /// auto (SDPA chooses) | flash | efficient | cudnn | math: the one kernel family SDPA may use
+  /// in this process (LibTorch >= 2.6; engine::start_process).
+  std::string attention = "auto";
 };
 
 struct MaskConfig {
