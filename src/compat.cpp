@@ -105,6 +105,24 @@ void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList ex
 #endif
 }
 
+void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                  at::TensorList exp_avg_sqs, at::TensorList state_steps, const at::Tensor& lr,
+                  double beta1, double beta2, double weight_decay, double eps,
+                  const at::Tensor& found_inf) {
+  TORCH_CHECK(!params.empty(), "fused AdamW: no parameters");
+#if OCL_TORCH_AT_LEAST(2, 6)
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, state_steps, lr,
+                    beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                    /*grad_scale=*/c10::nullopt,
+                    found_inf.defined() ? c10::optional<at::Tensor>(found_inf) : c10::nullopt);
+#else
+  (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)state_steps, (void)lr, (void)beta1;
+  (void)beta2, (void)weight_decay, (void)eps, (void)found_inf;
+  TORCH_CHECK(false, "fused AdamW with a tensor learning rate needs LibTorch >= 2.6, this is ",
+              TORCH_VERSION);
+#endif
+}
+
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                       double eps) {
   const auto dtype = weight.defined() ? weight.scalar_type() : x.scalar_type();

@@ -3,6 +3,7 @@
 // so that public headers need no Gloo or NCCL headers).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -30,6 +31,13 @@ void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList ex
                   at::TensorList exp_avg_sqs, at::TensorList state_steps, double lr, double beta1,
                   double beta2, double weight_decay, double eps,
                   const at::Tensor& found_inf = at::Tensor());
+
+/// The same with the learning rate in a 0-d float32 tensor on the parameters' device, so that a
+/// replayed CUDA graph takes each step's rate (LibTorch >= 2.6; throws before).
+void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                  at::TensorList exp_avg_sqs, at::TensorList state_steps, const at::Tensor& lr,
+                  double beta1, double beta2, double weight_decay, double eps,
+                  const at::Tensor& found_inf);
 
 /// Attention without mask or dropout, q, k, v: [B, H, T, hd] → [B, H, T, hd]. SDPA on 2.x, the
 /// explicit form on 1.13.
@@ -86,6 +94,28 @@ class StreamMark {
   StreamMark(StreamMark&&) noexcept;
   StreamMark& operator=(StreamMark&&) noexcept;
   void wait() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Work captured once as a CUDA graph and replayed: captured on a side stream (thread-local mode,
+/// so the loader's threads may go on; autocast's weight cache off, as capture requires), in the
+/// graph's own memory pool; warm_up runs the same work uncaptured on that stream first (lazy
+/// initialisations cannot happen inside a capture). Replays run on the current stream. Where
+/// LibTorch is not a CUDA build (can_capture_graphs false) every call throws.
+bool can_capture_graphs();
+class CudaGraph {
+ public:
+  CudaGraph();
+  ~CudaGraph();
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  void warm_up(const std::function<void()>& work);
+  void capture(const std::function<void()>& work);
+  void replay();
+  bool captured() const;
 
  private:
   struct Impl;

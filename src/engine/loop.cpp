@@ -58,6 +58,16 @@ std::unique_ptr<BatchSource> streaming_source(std::unique_ptr<data::StreamingLoa
   return std::make_unique<LoaderSource<data::StreamingLoader>>(std::move(loader));
 }
 
+void TrainingEngine::stage(const data::Batch&, const StepContext&) {
+  throw std::logic_error("TrainingEngine::stage: this engine has no staged step");
+}
+MicroStep TrainingEngine::forward_staged() {
+  throw std::logic_error("TrainingEngine::forward_staged: this engine has no staged step");
+}
+void TrainingEngine::update_staged(const torch::Tensor&) {
+  throw std::logic_error("TrainingEngine::update_staged: this engine has no staged step");
+}
+
 LoopSettings run_loop_settings(const io::Config& config) {
   LoopSettings s;
   s.max_steps_per_epoch = config.train.steps_per_epoch;
@@ -69,6 +79,7 @@ LoopSettings run_loop_settings(const io::Config& config) {
   s.overlap = config.dist.overlap;
   s.verify_every = config.dist.verify_every;
   s.deferred_figures = config.train.host_sync == "deferred";
+  s.cuda_graph = config.train.cuda_graph;
   return s;
 }
 
@@ -83,6 +94,14 @@ double TrainingLoop::epoch_figure(const std::string& name) const {
   throw std::invalid_argument("TrainingLoop::epoch_figure: the engine has no figure '" + name +
                               "'");
 }
+
+// train.cuda_graph: the captured step, and what it reads and writes that lives across replays.
+struct TrainingLoop::Graph {
+  compat::CudaGraph graph;
+  int64_t warm_ups = 0;
+  torch::Tensor stop;     // [1] float64: a stop asked on this rank, written before each replay
+  torch::Tensor figures;  // the figures of the last step run, as reduce_figures lays them out
+};
 
 TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
                            std::unique_ptr<BatchSource> source, LoopSettings settings)
@@ -104,6 +123,26 @@ TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
       resumed_epoch_sums_ = it->second.to(torch::kFloat64).contiguous();
   }
   deferred_ = settings_.deferred_figures && engine_.can_skip_on_device();
+  if (settings_.cuda_graph) {
+    const std::string& s = settings_.section;
+    const auto refuse = [](const std::string& why) {
+      throw io::ConfigError("train.cuda_graph: on " + why);
+    };
+    if (!engine_.can_stage()) refuse("captures the pre-training step only, not " + s + "'s");
+    if (!deferred_) refuse("needs train.host_sync: deferred and the fused AdamW (optim.fused)");
+    if (settings_.accum_iter != 1)
+      refuse(fmt::format("needs {}.accum_iter 1, not {}", s == "train" ? "optim" : s,
+                         settings_.accum_iter));
+    if (run_.process().launch.world_size != 1)
+      refuse(fmt::format("captures one process's step; this run has {}",
+                         run_.process().launch.world_size));
+    if (settings_.capture_graph &&
+        (!run_.process().device.is_cuda() || !compat::can_capture_graphs()))
+      refuse("needs a CUDA device and a CUDA build of LibTorch, not " +
+             run_.process().device.str() + " with LibTorch " + compat::torch_version());
+    if (run_.options().before_optimizer_step) refuse("runs no host hook inside the step");
+    graph_ = std::make_unique<Graph>();
+  }
   if (steps_per_epoch_ < 1) {
     const std::string& s = settings_.section;
     throw std::runtime_error(fmt::format(
@@ -282,6 +321,17 @@ TrainingLoop::Step TrainingLoop::train_step() {
   st.lr = settings_.schedule.at(static_cast<double>(state.epoch) +
                                 static_cast<double>(state.step_in_epoch) / steps_per_epoch_);
   engine_.set_lr(st.lr);
+  if (graph_) {
+    const torch::Tensor figures = staged_step(st);
+    st.epoch = state.epoch;
+    st.step_in_epoch = state.step_in_epoch + 1;
+    st.global_step = state.global_step + 1;
+    send_figures(st, figures);
+    state.global_step += 1;
+    state.step_in_epoch += 1;
+    steps_this_run_ += 1;
+    return st;
+  }
   // Gradients that are views into the all-reduce buckets are zeroed in place, others dropped.
   if (grad_sync_)
     compat::zero_grad(params);
@@ -306,11 +356,7 @@ TrainingLoop::Step TrainingLoop::train_step() {
     before_update(run_, state.global_step, params);
     engine_.update_or_skip(optim::DeviceSkip{found_inf, uncounted_});
     uncounted_ = found_inf;
-    const bool pinned = figures.is_cuda();
-    st.figures_in_flight = torch::empty(
-        figures.sizes(), torch::TensorOptions().dtype(figures.scalar_type()).pinned_memory(pinned));
-    st.figures_in_flight.copy_(figures, /*non_blocking=*/pinned);
-    st.figures_copied = std::make_shared<compat::StreamMark>(figures.device());
+    send_figures(st, figures);
   } else {
     read_figures(st, figures.cpu());
     if (std::isfinite(st.loss) && std::isfinite(st.grad_norm)) {
@@ -329,6 +375,68 @@ TrainingLoop::Step TrainingLoop::train_step() {
   state.step_in_epoch += 1;
   steps_this_run_ += 1;
   return st;
+}
+
+// One step through the engine's staged path: the inputs staged outside the graph, then the
+// device work (zeroed gradients, forward, backward, norm and clip, figures, the gated update)
+// run as warm-up, captured, or replayed.
+torch::Tensor TrainingLoop::staged_step(Step& st) {
+  const auto& state = run_.state();
+  const StepContext at{state.seed,
+                       state.epoch,
+                       state.step_in_epoch,
+                       state.global_step,
+                       0,
+                       run_.process().launch.rank,
+                       1};
+  const auto wait_start = Clock::now();
+  const data::Batch batch = source_->next();
+  st.data_wait_s += seconds_since(wait_start);
+  st.images += batch.images.size(0);
+  engine_.stage(batch, at);
+  Graph& g = *graph_;
+  const auto device = run_.process().device;
+  if (!g.stop.defined()) g.stop = torch::zeros({1}, torch::dtype(torch::kFloat64).device(device));
+  g.stop.fill_(run_.signalled() ? 1.0 : 0.0);
+  const auto work = [this, &g] {
+    const auto& params = engine_.trainable();
+    compat::zero_grad(params);  // in place: the captured backward adds into the same tensors
+    MicroStep micro = engine_.forward_staged();
+    micro.loss.backward();
+    std::vector<torch::Tensor> parts = {micro.loss.detach().to(torch::kFloat64).reshape({})};
+    for (const auto& f : micro.figures) parts.push_back(f.detach().to(torch::kFloat64).reshape({}));
+    auto norm = optim::grad_norm(params);
+    if (settings_.clip_grad > 0) optim::clip_grads(params, norm, settings_.clip_grad);
+    g.figures = torch::cat({torch::stack(parts), g.stop, norm.to(torch::kFloat64).reshape({1})});
+    engine_.update_staged(
+        torch::logical_not(torch::isfinite(g.figures[0]) & torch::isfinite(g.figures[-1]))
+            .to(torch::kFloat32));
+  };
+  if (!settings_.capture_graph) {
+    work();
+  } else if (g.warm_ups < kGraphWarmUp) {
+    g.graph.warm_up(work);
+    ++g.warm_ups;
+  } else {
+    if (!g.graph.captured()) {
+      g.graph.capture(work);
+      run_.process().log->info(
+          "train.cuda_graph: the step captured at global step {}, after {} "
+          "uncaptured steps; replayed from now on",
+          state.global_step + 1, g.warm_ups);
+    }
+    g.graph.replay();
+  }
+  return g.figures;
+}
+
+// Deferred: the figures copied to the host behind the step's work, read when the next is queued.
+void TrainingLoop::send_figures(Step& st, const torch::Tensor& figures) {
+  const bool pinned = figures.is_cuda();
+  st.figures_in_flight = torch::empty(
+      figures.sizes(), torch::TensorOptions().dtype(figures.scalar_type()).pinned_memory(pinned));
+  st.figures_in_flight.copy_(figures, /*non_blocking=*/pinned);
+  st.figures_copied = std::make_shared<compat::StreamMark>(figures.device());
 }
 
 // A deferred step's figures, once copied; where not finite its update was skipped on the device,

@@ -214,6 +214,11 @@ MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
                    .to(run_.process().device);
   // Drop path draws from the global generator: seeded per micro-step and rank, for exact resumes.
   torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.slot()));
+  return compute(images, noise, images_b);
+}
+
+MicroStep Pretrainer::compute(const torch::Tensor& images, const torch::Tensor& noise,
+                              const torch::Tensor& images_b) {
   ssl::OCLOutput out;
   {
     compat::AutocastGuard autocast(run_.process().device.type(), run_.process().bf16);
@@ -223,11 +228,44 @@ MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
   return {out.loss, {f.accuracy, f.temperature, f.pos_cos, f.neg_cos}};
 }
 
+// The staged step's inputs: the same tensors as forward() makes, copied into buffers a captured
+// graph reads at fixed addresses; the generator seeded here (a capture cannot seed it).
+void Pretrainer::stage(const data::Batch& batch, const StepContext& at) {
+  const auto& device = run_.process().device;
+  auto copy_in = [&](torch::Tensor& buffer, const torch::Tensor& from) {
+    if (!buffer.defined()) buffer = torch::empty(from.sizes(), from.options().device(device));
+    TORCH_CHECK(buffer.sizes() == from.sizes(), "train.cuda_graph: a batch of shape ", from.sizes(),
+                " after ", buffer.sizes(), ": a captured step needs one shape");
+    buffer.copy_(from, /*non_blocking=*/true);
+  };
+  // Normalised here: normalize_images copies its per-channel constants from the host, which a
+  // capture cannot hold.
+  copy_in(staged_.images, data::normalize_images(batch.images, device));
+  if (batch.second_view.defined())
+    copy_in(staged_.images_b, data::normalize_images(batch.second_view, device));
+  copy_in(staged_.noise, step_mask_noise(at.seed, at.global_step, at.micro, batch.images.size(0),
+                                         derived_.num_patches, at.rank, at.world_size));
+  torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.slot()));
+  if (capturable_) capturable_->load_lr();
+}
+
+MicroStep Pretrainer::forward_staged() {
+  return compute(staged_.images, staged_.noise, staged_.images_b);
+}
+
+void Pretrainer::update_staged(const torch::Tensor& found_inf) {
+  if (!capturable_) capturable_ = std::make_unique<optim::CapturableAdamW>(*optimizer_);
+  capturable_->step(found_inf);
+}
+
 void Pretrainer::update() { optim::adamw_step(*optimizer_, fused_adamw_); }
 void Pretrainer::update_or_skip(const optim::DeviceSkip& skip) {
   optim::adamw_step(*optimizer_, skip);
 }
-void Pretrainer::forget_skipped_update() { optim::uncount_adamw_step(*optimizer_); }
+void Pretrainer::forget_skipped_update() {
+  // A staged step's counts are on the device, which skipped it already.
+  if (!capturable_) optim::uncount_adamw_step(*optimizer_);
+}
 
 EpochReport Pretrainer::end_of_epoch(const io::TrainingState& state) {
   const int64_t every = config_.eval.knn_every;
@@ -261,6 +299,7 @@ CheckpointTensors Pretrainer::checkpoint_tensors() {
   CheckpointTensors c;
   c.model = io::state_dict(*model_->encoder);
   c.model_metadata = nn::encoder_metadata(model_->encoder->options);
+  if (capturable_) capturable_->write_back();
   c.trainer = optim::adamw_state(*optimizer_, groups_);
   for (const auto& [name, tensor] : io::state_dict(*model_)) {
     if (name.rfind("encoder.", 0) != 0) c.trainer["model." + name] = tensor;

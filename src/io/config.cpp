@@ -152,7 +152,7 @@ const std::vector<Section>& schema() {
         OCL_KEY(train, precision, words({"auto", "fp32", "bf16"})), OCL_KEY(train, tf32, any()),
         OCL_KEY(train, threads, ge(0)), OCL_KEY(train, on_nonfinite, words({"stop", "skip"})),
         OCL_KEY(train, max_nonfinite_skips, ge(0)),
-        OCL_KEY(train, host_sync, words({"step", "deferred"}))}},
+        OCL_KEY(train, host_sync, words({"step", "deferred"})), OCL_KEY(train, cuda_graph, any())}},
       {"dist",
        {OCL_KEY(dist, backend, words({"auto", "nccl", "gloo"})), OCL_KEY(dist, timeout_s, gt(0)),
         OCL_KEY(dist, bucket_mb, gt(0)), OCL_KEY(dist, first_bucket_mb, gt(0)),

@@ -109,4 +109,75 @@ void uncount_adamw_step(torch::optim::AdamW& optimizer) {
   }
 }
 
+CapturableAdamW::CapturableAdamW(torch::optim::AdamW& optimizer) : optimizer_(optimizer) {
+  torch::NoGradGuard no_grad;
+  auto& state = optimizer.state();
+  auto& groups = optimizer.param_groups();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    std::map<BucketKey, Bucket> by_key;
+    for (auto& p : groups[g].params()) {
+      if (!p.grad().defined()) continue;
+      TORCH_CHECK(!p.grad().is_sparse(), "fused AdamW: sparse gradients are not supported");
+      const auto key = compat::optimizer_state_key(p);
+      auto it = state.find(key);
+      if (it == state.end()) {
+        auto s = std::make_unique<torch::optim::AdamWParamState>();
+        s->step(0);
+        s->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
+        s->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
+        it = state.emplace(key, std::move(s)).first;
+      }
+      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      auto& b = by_key[BucketKey{static_cast<int>(p.device().type()), p.device().index(),
+                                 static_cast<int>(p.scalar_type()), s.step()}];
+      if (!b.step.defined()) {
+        const auto on = at::TensorOptions().dtype(at::kFloat).device(p.device());
+        b.group = g;
+        b.step = torch::full({}, static_cast<double>(s.step()), on);
+        b.lr = torch::zeros({}, on);
+      }
+      b.params.push_back(p);
+      b.grads.push_back(p.grad());
+      b.exp_avgs.push_back(s.exp_avg());
+      b.exp_avg_sqs.push_back(s.exp_avg_sq());
+    }
+    for (auto& [key, b] : by_key) buckets_.push_back(std::move(b));
+  }
+  TORCH_CHECK(!buckets_.empty(), "CapturableAdamW: no parameter has a gradient yet");
+  load_lr();
+}
+
+void CapturableAdamW::load_lr() {
+  for (auto& b : buckets_) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(
+        optimizer_.param_groups()[b.group].options());
+    b.lr.fill_(o.lr());
+  }
+}
+
+void CapturableAdamW::step(const torch::Tensor& found_inf) {
+  torch::NoGradGuard no_grad;
+  for (auto& b : buckets_) {
+    const auto& o = static_cast<const torch::optim::AdamWOptions&>(
+        optimizer_.param_groups()[b.group].options());
+    b.step.add_(1 - found_inf);  // a skipped step is not counted
+    const std::vector<at::Tensor> steps(b.params.size(), b.step);
+    compat::fused_adamw_(b.params, b.grads, b.exp_avgs, b.exp_avg_sqs, steps, b.lr,
+                         std::get<0>(o.betas()), std::get<1>(o.betas()), o.weight_decay(), o.eps(),
+                         found_inf);
+  }
+}
+
+void CapturableAdamW::write_back() {
+  auto& state = optimizer_.state();
+  for (const auto& b : buckets_) {
+    const auto step = static_cast<int64_t>(b.step.item<float>());
+    for (const auto& p : b.params) {
+      auto& s =
+          static_cast<torch::optim::AdamWParamState&>(*state.at(compat::optimizer_state_key(p)));
+      s.step(step);
+    }
+  }
+}
+
 }  // namespace ocl::optim

@@ -27,8 +27,9 @@ void OCLImpl::reset() {
 
 torch::Tensor OCLImpl::scale() const {
   if (logit_scale.defined()) return logit_scale_from_log(logit_scale, options.max_logit_scale());
-  return torch::tensor(1.0 / options.temperature(),
-                       encoder->cls_token.options().requires_grad(false));
+  // Filled on the device (no copy from the host: a captured step holds it).
+  return torch::full({}, 1.0 / options.temperature(),
+                     encoder->cls_token.options().requires_grad(false));
 }
 
 int64_t OCLImpl::tokens_per_group() const {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "reference/fixture.h"
+#include "test_util.h"
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -18,6 +19,7 @@
 #include <ocl/distributed/all_gather.h>
 #include <ocl/distributed/communicator.h>
 #include <ocl/distributed/launch.h>
+#include <ocl/engine/pretrain.h>
 #include <ocl/io/checkpoint.h>
 #include <ocl/ocl.h>
 #include <ocl/ops/linear_gelu.h>
@@ -370,6 +372,38 @@ TEST(GpuOps, FusedBlocksGiveThePlainBf16LossCurve) {
   }
   std::printf("fused vs plain bf16 loss curve, 50 steps: largest relative difference %.2e\n",
               worst);
+}
+
+// train.cuda_graph on the GPU: two epochs of pre-training (16 steps, a checkpoint after each
+// epoch) with the step captured after three uncaptured ones give the uncaptured deferred run's
+// losses (fp32: the same kernels, replayed), and the log names the capture.
+TEST(GpuGraph, TheCapturedStepGivesTheUncapturedLosses) {
+  SKIP_WITHOUT_CUDA();
+  auto run = [](bool graph) {
+    const auto dir = ocl::test::make_temp_dir("ocl_gpu_graph_");
+    std::vector<std::string> sets = {"model.arch=custom",      "model.img_size=32",
+                                     "model.patch_size=4",     "model.embed_dim=64",
+                                     "model.depth=2",          "model.num_heads=4",
+                                     "data.dataset=synthetic", "data.synthetic_train_size=256",
+                                     "data.workers=1",         "train.batch_size=32",
+                                     "train.epochs=2",         "train.device=cuda",
+                                     "train.precision=fp32",   "train.host_sync=deferred",
+                                     "optim.fused=on",         "eval.knn_every=0",
+                                     "log.progress=lines",     "train.output_dir=" + dir};
+    if (graph) sets.push_back("train.cuda_graph=true");
+    ocl::engine::PretrainOptions o;
+    o.console = std::make_shared<ocl::io::ConsoleSink>(stderr, false);
+    ocl::engine::Pretrainer p(ocl::io::parse_config("", sets), o);
+    const auto losses = p.run().step_losses;
+    return std::make_pair(losses, ocl::test::read_file(dir + "/train.log"));
+  };
+  const auto [plain, plain_log] = run(false);
+  const auto [graph, graph_log] = run(true);
+  ASSERT_EQ(plain.size(), 16u);
+  ASSERT_EQ(graph.size(), plain.size());
+  for (size_t i = 0; i < plain.size(); ++i)
+    EXPECT_NEAR(graph[i], plain[i], 1e-4 * std::max(1.0, std::abs(plain[i]))) << "step " << i;
+  EXPECT_NE(graph_log.find("the step captured at global step 4"), std::string::npos) << graph_log;
 }
 
 TEST(GpuNccl, OneRankCollectivesRunOverNccl) {

@@ -213,3 +213,59 @@ TEST(FusedAdamW, ADeviceSkipLeavesEverythingAndTheNextStepDiscountsIt) {
   ocl::optim::adamw_step(*gated_opt, ocl::optim::DeviceSkip{zero, {}});
   expect_same(*plain_opt, plain, *gated_opt, gated);
 }
+
+namespace {
+
+// `groups`' gradients for step `step` as set_grads draws them, written into the tensors they
+// have (a captured step reads its gradients at fixed addresses).
+void copy_grads(std::vector<ocl::optim::ParamGroup>& groups, int step) {
+  auto fresh = clone_groups(groups);
+  set_grads(fresh, step);
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < groups[g].params.size(); ++i)
+      groups[g].params[i].mutable_grad().copy_(fresh[g].params[i].grad());
+}
+
+}  // namespace
+
+// train.cuda_graph's AdamW: with the learning rates and step counts on the device it makes the
+// fused step's updates, a step with found_inf 1 moves nothing and is not counted, a new learning
+// rate is taken at load_lr, and write_back gives the optimiser's state the device's counts.
+TEST(FusedAdamW, TheCapturableStepEqualsTheFusedOneAndCountsOnTheDevice) {
+  SKIP_WITHOUT_FUSED_CPU();
+  auto plain = make_groups();
+  auto staged = clone_groups(plain);
+  auto plain_opt = ocl::optim::make_adamw(plain, kSettings);
+  auto staged_opt = ocl::optim::make_adamw(staged, kSettings);
+  const auto one = torch::ones({}), zero = torch::zeros({});
+  run_steps(*plain_opt, plain, 2, 3, true);
+  set_grads(staged, 2);
+  ocl::optim::CapturableAdamW capturable(*staged_opt);
+  capturable.step(zero);
+  capturable.write_back();
+  expect_same(*plain_opt, plain, *staged_opt, staged);
+  // A non-finite step: nothing moves, the count stays.
+  const auto before = clone_groups(staged);
+  copy_grads(staged, 3);
+  capturable.step(one);
+  capturable.write_back();
+  for (size_t g = 0; g < staged.size(); ++g)
+    for (size_t i = 0; i < staged[g].params.size(); ++i)
+      EXPECT_TRUE(torch::equal(staged[g].params[i], before[g].params[i]));
+  EXPECT_EQ(ocl::optim::adamw_state(*staged_opt, staged).at("optim.w1.step").item<int64_t>(), 1);
+  // The same gradients again, finite: the plain run's second step.
+  run_steps(*plain_opt, plain, 3, 4, true);
+  capturable.step(zero);
+  capturable.write_back();
+  expect_same(*plain_opt, plain, *staged_opt, staged);
+  // Another learning rate, taken when loaded.
+  ocl::optim::set_learning_rate(*plain_opt, plain, 5e-3);
+  ocl::optim::set_learning_rate(*staged_opt, staged, 5e-3);
+  capturable.load_lr();
+  run_steps(*plain_opt, plain, 4, 5, true);
+  copy_grads(staged, 4);
+  capturable.step(zero);
+  capturable.write_back();
+  expect_same(*plain_opt, plain, *staged_opt, staged);
+  EXPECT_EQ(ocl::optim::adamw_state(*staged_opt, staged).at("optim.b2.step").item<int64_t>(), 3);
+}

@@ -92,6 +92,23 @@ class ToyEngine : public TrainingEngine {
     device_updates += 1 - skip.found_inf;
   }
   void forget_skipped_update() override { forgotten += 1; }
+  // train.cuda_graph's staged step: the batch and the step's NaN factor in buffers that keep
+  // their addresses, read by a forward that takes nothing else.
+  bool can_stage() const override { return true; }
+  void stage(const ocl::data::Batch& batch, const StepContext& at) override {
+    if (!x_.defined()) x_ = torch::empty_like(batch.images), y_ = torch::empty_like(batch.labels);
+    x_.copy_(batch.images), y_.copy_(batch.labels);
+    nan_.fill_(at.global_step == nan_at_step_ ? std::numeric_limits<float>::quiet_NaN() : 1.0f);
+  }
+  MicroStep forward_staged() override {
+    auto out = model_->forward(x_);
+    return {torch::mse_loss(out, y_) * nan_, {out.mean()}};
+  }
+  void update_staged(const torch::Tensor& found_inf) override {
+    update_or_skip({found_inf, {}});
+    staged_updates += 1;
+  }
+  int64_t staged_updates = 0;
   int64_t applied() const { return updates + static_cast<int64_t>(device_updates.item<float>()); }
   EpochReport end_of_epoch(const TrainingState& state) override {
     epochs_ended.push_back(state.epoch);
@@ -106,6 +123,7 @@ class ToyEngine : public TrainingEngine {
   torch::Tensor device_updates = torch::zeros({});
 
  private:
+  torch::Tensor x_, y_, nan_ = torch::ones({});
   int64_t nan_at_step_;
   double lr_ = 0;
   std::vector<torch::Tensor> params_;
@@ -118,7 +136,7 @@ struct ToyRun {
   std::unique_ptr<TrainingLoop> loop;
 
   ToyRun(const std::string& dir, RunOptions options, std::vector<std::string> sets = {},
-         int64_t batch = 4, int64_t nan_at_step = -1)
+         int64_t batch = 4, int64_t nan_at_step = -1, bool capture_graph = true)
       : engine(nan_at_step) {
     sets.insert(sets.begin(), {"train.output_dir=" + dir, "train.device=cpu", "train.threads=1",
                                "log.progress=lines", "log.every=1"});
@@ -136,6 +154,7 @@ struct ToyRun {
     settings.keep_last = 9;
     settings.schedule = {0.05, 0.0, 0.5, 3.0};
     settings.section = "toy";
+    settings.capture_graph = capture_graph;
     loop = std::make_unique<TrainingLoop>(*run, engine, std::make_unique<ToyRows>(batch), settings);
     if (run->resumed()) ocl::io::load_state_dict(*engine.model_, run->resumed()->model);
     run->resume_position(
@@ -443,6 +462,43 @@ TEST(TrainingLoop, DeferredFiguresGiveTheStepRunAndKeepTheNonFinitePolicies) {
   EXPECT_EQ(run.engine.forgotten, 1);
   EXPECT_NE(ocl::test::read_file(dir2 + "/train.log").find("step skipped (1 of at most 1"),
             std::string::npos);
+}
+
+// train.cuda_graph's staged step, uncaptured (the capture needs a GPU: gpu tests): the deferred
+// run's losses, records and weights, every update through update_staged, and the same non-finite
+// policies; what it cannot capture is refused naming the key.
+TEST(TrainingLoop, TheStagedStepGivesTheDeferredRun) {
+  const auto deferred_dir = ocl::test::make_temp_dir("ocl_loop_deferred_");
+  const auto staged_dir = ocl::test::make_temp_dir("ocl_loop_staged_");
+  const std::vector<std::string> graph = {"train.host_sync=deferred", "train.cuda_graph=true"};
+  ToyRun deferred(deferred_dir, {}, {"train.host_sync=deferred"});
+  ToyRun staged(staged_dir, {}, graph, 4, -1, /*capture_graph=*/false);
+  const auto a = deferred.loop->run(), b = staged.loop->run();
+  EXPECT_EQ(a.step_losses, b.step_losses);
+  EXPECT_TRUE(torch::equal(deferred.engine.model_->weight, staged.engine.model_->weight));
+  EXPECT_EQ(staged.engine.staged_updates, 18);
+  EXPECT_EQ(staged.engine.applied(), 18);
+  EXPECT_EQ(epoch_means(ocl::test::read_file(deferred_dir + "/metrics.jsonl")),
+            epoch_means(ocl::test::read_file(staged_dir + "/metrics.jsonl")));
+
+  {
+    ToyRun run(ocl::test::make_temp_dir("ocl_loop_staged_nan_"), {}, graph, 4, 2, false);
+    OCL_EXPECT_THROW_WITH(run.loop->run(),
+                          "non-finite loss at epoch 0, step 2 of 6 (global step 2)");
+    EXPECT_EQ(run.engine.applied(), 3);
+  }
+  auto skip = graph;
+  skip.insert(skip.end(), {"train.on_nonfinite=skip", "train.max_nonfinite_skips=1"});
+  ToyRun skipped(ocl::test::make_temp_dir("ocl_loop_staged_skip_"), {}, skip, 4, 2, false);
+  EXPECT_FALSE(skipped.loop->run().interrupted);
+  EXPECT_EQ(skipped.run->state().nonfinite_skips, 1);
+  EXPECT_EQ(skipped.engine.applied(), 17);
+
+  OCL_EXPECT_THROW_WITH(ToyRun(ocl::test::make_temp_dir("ocl_loop_graph_cpu_"), {}, graph),
+                        "train.cuda_graph: on needs a CUDA device");
+  OCL_EXPECT_THROW_WITH(ToyRun(ocl::test::make_temp_dir("ocl_loop_graph_step_"), {},
+                               {"train.cuda_graph=true"}, 4, -1, false),
+                        "train.cuda_graph: on needs train.host_sync: deferred");
 }
 
 TEST(TrainingLoop, ATrainingSetSmallerThanOneStepIsNamed) {

@@ -92,6 +92,15 @@ class TrainingEngine {
   virtual void update_or_skip(const optim::DeviceSkip& skip) { update(); }
   /// A step update_or_skip skipped on the device, learnt one step late (optim::uncount_adamw_step).
   virtual void forget_skipped_update() {}
+  /// The staged step (train.cuda_graph), whose device work a CUDA graph can capture: stage()
+  /// copies the micro-batch's inputs into buffers that keep their addresses and seeds what the
+  /// forward draws (outside the graph); forward_staged() is forward() on those buffers, and
+  /// update_staged() the update gated by found_inf with nothing read from the host (the learning
+  /// rate set by set_lr before stage()). Engines without it leave can_stage() false.
+  virtual bool can_stage() const { return false; }
+  virtual void stage(const data::Batch& batch, const StepContext& at);
+  virtual MicroStep forward_staged();
+  virtual void update_staged(const torch::Tensor& found_inf);
   /// After an epoch's last step (`state.epoch` counts it already): evaluation and the like.
   virtual EpochReport end_of_epoch(const io::TrainingState& state) = 0;
   virtual CheckpointTensors checkpoint_tensors() = 0;
@@ -119,7 +128,14 @@ struct LoopSettings {
   /// train.host_sync: deferred: the non-finite check on the device and each step's figures read
   /// while the next step runs (where the engine can_skip_on_device); else read before the update.
   bool deferred_figures = false;
+  /// train.cuda_graph: every step through the engine's staged path, its device work run
+  /// uncaptured for the first kGraphWarmUp steps, then captured as a CUDA graph and replayed.
+  /// Needs deferred figures, accum_iter 1, one process and a CUDA device; with capture_graph
+  /// false (the tests on a CPU) the staged path runs uncaptured every step.
+  bool cuda_graph = false;
+  bool capture_graph = true;
 };
+inline constexpr int64_t kGraphWarmUp = 3;
 
 /// The run-wide part of LoopSettings from `config`.
 LoopSettings run_loop_settings(const io::Config& config);
@@ -188,7 +204,9 @@ class TrainingLoop {
   bool end_epoch(LoopResult& result);                     // true: stopped after the epoch
   void finish();
   Step train_step();
-  torch::Tensor accumulate(Step& step);  // forward + backward of the micro-batches: their sums
+  torch::Tensor accumulate(Step& step);   // forward + backward of the micro-batches: their sums
+  torch::Tensor staged_step(Step& step);  // train.cuda_graph: the step's figures, update done
+  void send_figures(Step& step, const torch::Tensor& figures);  // deferred: copy to the host
   torch::Tensor reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm);
   void read_figures(Step& step, const torch::Tensor& host_figures);
   void resolve(Step& step);  // deferred: the figures read, the non-finite policy applied
@@ -216,6 +234,8 @@ class TrainingLoop {
   std::unique_ptr<Step> pending_;                // deferred: the step whose figures are unread
   torch::Tensor uncounted_;  // deferred: the last queued step's found_inf (optim::DeviceSkip)
   torch::Tensor resumed_epoch_sums_;  // a mid-epoch checkpoint's sums, until its epoch starts
+  struct Graph;
+  std::unique_ptr<Graph> graph_;  // train.cuda_graph: the captured step and its buffers
   std::unique_ptr<Window> window_, epoch_sums_;
 };
 

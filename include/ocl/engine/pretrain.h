@@ -65,6 +65,12 @@ class Pretrainer : private TrainingEngine {
   bool can_skip_on_device() const override { return fused_adamw_; }
   void update_or_skip(const optim::DeviceSkip& skip) override;
   void forget_skipped_update() override;
+  bool can_stage() const override { return true; }
+  void stage(const data::Batch& batch, const StepContext& at) override;
+  MicroStep forward_staged() override;
+  void update_staged(const torch::Tensor& found_inf) override;
+  MicroStep compute(const torch::Tensor& images, const torch::Tensor& noise,
+                    const torch::Tensor& images_b);
   EpochReport end_of_epoch(const io::TrainingState& state) override;
   CheckpointTensors checkpoint_tensors() override;
   double run_knn_monitor();
@@ -81,6 +87,13 @@ class Pretrainer : private TrainingEngine {
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   bool fused_adamw_ = false;  // optim.fused resolved for the device (optim::adamw_step)
+  // train.cuda_graph: the staged inputs (device buffers that keep their addresses: the images
+  // normalised, the mask noise) and the AdamW
+  // whose learning rate and step counts live on the device, made at the first staged update.
+  struct Staged {
+    torch::Tensor images, images_b, noise;
+  } staged_;
+  std::unique_ptr<optim::CapturableAdamW> capturable_;
   std::shared_ptr<const data::Dataset> train_set_;
   std::unique_ptr<TrainingLoop> loop_;  // declared after run_: destroyed before its communicator
   double knn_top1_ = -1;                // the last kNN monitor figure

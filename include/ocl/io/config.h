@@ -153,6 +153,9 @@ struct TrainConfig {
   /// step: each step's figures read on the host before its update (one wait a step) | deferred:
   /// the non-finite check on the device (optim::DeviceSkip), figures read during the next step.
   std::string host_sync = "step";
+  /// The pre-training step captured as one CUDA graph and replayed (engine::LoopSettings); needs
+  /// host_sync deferred, accum_iter 1, one process, a CUDA device. Off until a GPU measures it.
+  bool cuda_graph = false;
 };
 
 /// Multi-process training (torchrun, srun, mpirun or ocl_pretrain --nproc-per-node).

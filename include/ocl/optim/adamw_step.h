@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <c10/core/Device.h>
 #include <torch/optim/adamw.h>
@@ -32,5 +33,28 @@ void adamw_step(torch::optim::AdamW& optimizer, const DeviceSkip& skip);
 
 /// Takes back a step adamw_step(optimizer, skip) skipped on the device from the step counts.
 void uncount_adamw_step(torch::optim::AdamW& optimizer);
+
+/// The fused AdamW step for a step replayed as a CUDA graph (train.cuda_graph): every tensor it
+/// reads keeps its address, and what changes from step to step is on the device: each group's
+/// learning rate (load_lr writes it before a replay) and the step counts, which step() advances by
+/// 1 − found_inf. Made over the optimiser's state after a first backward (the gradients must
+/// exist); from then on the step counts are the device's: write_back() copies them into the
+/// optimiser's state, as a checkpoint needs. LibTorch >= 2.6.
+class CapturableAdamW {
+ public:
+  explicit CapturableAdamW(torch::optim::AdamW& optimizer);
+  void load_lr();
+  void step(const torch::Tensor& found_inf);
+  void write_back();
+
+ private:
+  struct Bucket {
+    size_t group = 0;
+    torch::Tensor lr, step;  // 0-d float32 on the parameters' device
+    std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs;
+  };
+  torch::optim::AdamW& optimizer_;
+  std::vector<Bucket> buckets_;
+};
 
 }  // namespace ocl::optim
