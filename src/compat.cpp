@@ -35,7 +35,9 @@ at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   } catch (const c10::Error& e) {
     // The backends allowed (model.attention) cannot run this call: say which setting did it.
     const std::string what = e.what_without_backtrace();
-    TORCH_CHECK(what.find("No available kernel") == std::string::npos,
+    // LibTorch's words for it: "No available kernel" (CUDA), "No viable backend" (CPU).
+    TORCH_CHECK(what.find("No available kernel") == std::string::npos &&
+                    what.find("No viable backend") == std::string::npos,
                 "attention: no SDPA kernel this process allows (model.attention) runs q ",
                 q.sizes(), " ", q.scalar_type(), " on ", q.device(),
                 "; model.attention: auto lets SDPA choose");

@@ -20,7 +20,7 @@ namespace ocl::compat {
 bool can_capture_graphs() { return true; }
 
 struct CudaGraph::Impl {
-  at::cuda::CUDAGraph graph;
+  std::unique_ptr<at::cuda::CUDAGraph> graph;  // made at capture: its constructor needs a GPU
   c10::optional<c10::cuda::CUDAStream> side;
   bool captured = false;
 
@@ -39,19 +39,20 @@ struct CudaGraph::Impl {
       } else {
         const bool cache = at::autocast::is_autocast_cache_enabled();
         at::autocast::set_autocast_cache_enabled(false);
-        graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
+        graph = std::make_unique<at::cuda::CUDAGraph>();
+        graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
         try {
           work();
         } catch (...) {
           try {
-            graph.capture_end();
+            graph->capture_end();
           } catch (...) {
           }
           graph.reset();
           at::autocast::set_autocast_cache_enabled(cache);
           throw;
         }
-        graph.capture_end();
+        graph->capture_end();
         at::autocast::set_autocast_cache_enabled(cache);
         captured = true;
       }
@@ -71,7 +72,7 @@ void CudaGraph::capture(const std::function<void()>& work) {
 }
 void CudaGraph::replay() {
   TORCH_CHECK(impl_->captured, "CudaGraph: replay before capture");
-  impl_->graph.replay();
+  impl_->graph->replay();
 }
 bool CudaGraph::captured() const { return impl_->captured; }
 
