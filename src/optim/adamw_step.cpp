@@ -35,9 +35,23 @@ struct Bucket {
 // (device type, device index, dtype, step): c10::Device has no ordering of its own.
 using BucketKey = std::tuple<int, int, int, int64_t>;
 
+// Parameter p's state, made as torch::optim::AdamW makes it on a parameter's first step.
+torch::optim::AdamWParamState& state_of(torch::optim::AdamW& optimizer, const at::Tensor& p) {
+  auto& state = optimizer.state();
+  const auto key = compat::optimizer_state_key(p);
+  auto it = state.find(key);
+  if (it == state.end()) {
+    auto s = std::make_unique<torch::optim::AdamWParamState>();
+    s->step(0);
+    s->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
+    s->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
+    it = state.emplace(key, std::move(s)).first;
+  }
+  return static_cast<torch::optim::AdamWParamState&>(*it->second);
+}
+
 void fused_step(torch::optim::AdamW& optimizer, const DeviceSkip* skip) {
   torch::NoGradGuard no_grad;
-  auto& state = optimizer.state();
   for (auto& group : optimizer.param_groups()) {
     const auto& o = static_cast<const torch::optim::AdamWOptions&>(group.options());
     TORCH_CHECK(!o.amsgrad(), "fused AdamW: amsgrad is not supported");
@@ -46,17 +60,7 @@ void fused_step(torch::optim::AdamW& optimizer, const DeviceSkip* skip) {
       if (!p.grad().defined()) continue;
       const auto& grad = p.grad();
       TORCH_CHECK(!grad.is_sparse(), "fused AdamW: sparse gradients are not supported");
-      const auto key = compat::optimizer_state_key(p);
-      auto it = state.find(key);
-      if (it == state.end()) {
-        // As torch::optim::AdamW initialises on a parameter's first step.
-        auto s = std::make_unique<torch::optim::AdamWParamState>();
-        s->step(0);
-        s->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
-        s->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
-        it = state.emplace(key, std::move(s)).first;
-      }
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      auto& s = state_of(optimizer, p);
       s.step(s.step() + 1);
       auto& b = buckets[BucketKey{static_cast<int>(p.device().type()), p.device().index(),
                                   static_cast<int>(p.scalar_type()), s.step()}];
@@ -111,23 +115,13 @@ void uncount_adamw_step(torch::optim::AdamW& optimizer) {
 
 CapturableAdamW::CapturableAdamW(torch::optim::AdamW& optimizer) : optimizer_(optimizer) {
   torch::NoGradGuard no_grad;
-  auto& state = optimizer.state();
   auto& groups = optimizer.param_groups();
   for (size_t g = 0; g < groups.size(); ++g) {
     std::map<BucketKey, Bucket> by_key;
     for (auto& p : groups[g].params()) {
       if (!p.grad().defined()) continue;
       TORCH_CHECK(!p.grad().is_sparse(), "fused AdamW: sparse gradients are not supported");
-      const auto key = compat::optimizer_state_key(p);
-      auto it = state.find(key);
-      if (it == state.end()) {
-        auto s = std::make_unique<torch::optim::AdamWParamState>();
-        s->step(0);
-        s->exp_avg(torch::zeros_like(p, at::MemoryFormat::Preserve));
-        s->exp_avg_sq(torch::zeros_like(p, at::MemoryFormat::Preserve));
-        it = state.emplace(key, std::move(s)).first;
-      }
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      auto& s = state_of(optimizer, p);
       auto& b = by_key[BucketKey{static_cast<int>(p.device().type()), p.device().index(),
                                  static_cast<int>(p.scalar_type()), s.step()}];
       if (!b.step.defined()) {
