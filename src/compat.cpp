@@ -89,6 +89,27 @@ bool fused_adamw_supported(c10::DeviceType device) {
   return false;
 }
 
+namespace {
+
+// at::_fused_adamw_ with its fixed arguments; `lr` a double, or a tensor (LibTorch >= 2.6).
+template <typename Lr>
+void call_fused_adamw(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                      at::TensorList exp_avg_sqs, at::TensorList state_steps, const Lr& lr,
+                      double beta1, double beta2, double weight_decay, double eps,
+                      const at::Tensor& found_inf) {
+#if OCL_TORCH_AT_LEAST(2, 0)
+  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, state_steps, lr,
+                    beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
+                    /*grad_scale=*/c10::nullopt,
+                    found_inf.defined() ? c10::optional<at::Tensor>(found_inf) : c10::nullopt);
+#else
+  (void)params, (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)state_steps, (void)lr;
+  (void)beta1, (void)beta2, (void)weight_decay, (void)eps, (void)found_inf;
+#endif
+}
+
+}  // namespace
+
 void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                   at::TensorList exp_avg_sqs, at::TensorList state_steps, double lr, double beta1,
                   double beta2, double weight_decay, double eps, const at::Tensor& found_inf) {
@@ -96,15 +117,8 @@ void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList ex
   TORCH_CHECK(fused_adamw_supported(params[0].device().type()), "fused AdamW: LibTorch ",
               TORCH_VERSION, " has no at::_fused_adamw_ kernel for ", params[0].device().type(),
               " tensors");
-#if OCL_TORCH_AT_LEAST(2, 0)
-  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, state_steps, lr,
-                    beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
-                    /*grad_scale=*/c10::nullopt,
-                    found_inf.defined() ? c10::optional<at::Tensor>(found_inf) : c10::nullopt);
-#else
-  (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)state_steps, (void)lr, (void)beta1;
-  (void)beta2, (void)weight_decay, (void)eps, (void)found_inf;
-#endif
+  call_fused_adamw(params, grads, exp_avgs, exp_avg_sqs, state_steps, lr, beta1, beta2,
+                   weight_decay, eps, found_inf);
 }
 
 void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
@@ -112,17 +126,11 @@ void fused_adamw_(at::TensorList params, at::TensorList grads, at::TensorList ex
                   double beta1, double beta2, double weight_decay, double eps,
                   const at::Tensor& found_inf) {
   TORCH_CHECK(!params.empty(), "fused AdamW: no parameters");
-#if OCL_TORCH_AT_LEAST(2, 6)
-  at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, /*max_exp_avg_sqs=*/{}, state_steps, lr,
-                    beta1, beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false,
-                    /*grad_scale=*/c10::nullopt,
-                    found_inf.defined() ? c10::optional<at::Tensor>(found_inf) : c10::nullopt);
-#else
-  (void)grads, (void)exp_avgs, (void)exp_avg_sqs, (void)state_steps, (void)lr, (void)beta1;
-  (void)beta2, (void)weight_decay, (void)eps, (void)found_inf;
-  TORCH_CHECK(false, "fused AdamW with a tensor learning rate needs LibTorch >= 2.6, this is ",
+  TORCH_CHECK(OCL_TORCH_AT_LEAST(2, 6) && fused_adamw_supported(params[0].device().type()),
+              "fused AdamW with a tensor learning rate needs LibTorch >= 2.6, this is ",
               TORCH_VERSION);
-#endif
+  call_fused_adamw(params, grads, exp_avgs, exp_avg_sqs, state_steps, lr, beta1, beta2,
+                   weight_decay, eps, found_inf);
 }
 
 at::Tensor layer_norm(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,

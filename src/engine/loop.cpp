@@ -321,34 +321,30 @@ TrainingLoop::Step TrainingLoop::train_step() {
   st.lr = settings_.schedule.at(static_cast<double>(state.epoch) +
                                 static_cast<double>(state.step_in_epoch) / steps_per_epoch_);
   engine_.set_lr(st.lr);
+  torch::Tensor figures;
   if (graph_) {
-    const torch::Tensor figures = staged_step(st);
-    st.epoch = state.epoch;
-    st.step_in_epoch = state.step_in_epoch + 1;
-    st.global_step = state.global_step + 1;
-    send_figures(st, figures);
-    state.global_step += 1;
-    state.step_in_epoch += 1;
-    steps_this_run_ += 1;
-    return st;
+    figures = staged_step(st);  // its update is done (or skipped) on the device
+  } else {
+    // Gradients that are views into the all-reduce buckets are zeroed in place, others dropped.
+    if (grad_sync_)
+      compat::zero_grad(params);
+    else
+      compat::clear_grad(params);
+    const torch::Tensor sums = accumulate(st);
+    if (grad_sync_ && grad_sync_mode_ != GradSyncMode::kLocal) {
+      grad_sync_->set_sync(true);  // without overlap: finish() starts every bucket now
+      grad_sync_->finish();        // gradients are now the mean over ranks
+    }
+    auto norm = optim::grad_norm(params);
+    if (settings_.clip_grad > 0) optim::clip_grads(params, norm, settings_.clip_grad);
+    figures = reduce_figures(sums, norm);
   }
-  // Gradients that are views into the all-reduce buckets are zeroed in place, others dropped.
-  if (grad_sync_)
-    compat::zero_grad(params);
-  else
-    compat::clear_grad(params);
-  const torch::Tensor sums = accumulate(st);
-  if (grad_sync_ && grad_sync_mode_ != GradSyncMode::kLocal) {
-    grad_sync_->set_sync(true);  // without overlap: finish() starts every bucket now
-    grad_sync_->finish();        // gradients are now the mean over ranks
-  }
-  auto norm = optim::grad_norm(params);
-  if (settings_.clip_grad > 0) optim::clip_grads(params, norm, settings_.clip_grad);
-  const torch::Tensor figures = reduce_figures(sums, norm);
   st.epoch = state.epoch;
   st.step_in_epoch = state.step_in_epoch + 1;
   st.global_step = state.global_step + 1;
-  if (deferred_) {
+  if (graph_) {
+    send_figures(st, figures);
+  } else if (deferred_) {
     // The same figures decide on the device: every rank skips the same steps.
     const auto found_inf =
         torch::logical_not(torch::isfinite(figures[0]) & torch::isfinite(figures[-1]))
@@ -382,13 +378,7 @@ TrainingLoop::Step TrainingLoop::train_step() {
 // run as warm-up, captured, or replayed.
 torch::Tensor TrainingLoop::staged_step(Step& st) {
   const auto& state = run_.state();
-  const StepContext at{state.seed,
-                       state.epoch,
-                       state.step_in_epoch,
-                       state.global_step,
-                       0,
-                       run_.process().launch.rank,
-                       1};
+  const StepContext at = step_context();
   const auto wait_start = Clock::now();
   const data::Batch batch = source_->next();
   st.data_wait_s += seconds_since(wait_start);
@@ -439,6 +429,18 @@ void TrainingLoop::send_figures(Step& st, const torch::Tensor& figures) {
   st.figures_copied = std::make_shared<compat::StreamMark>(figures.device());
 }
 
+// The step about to run, its first micro-batch.
+StepContext TrainingLoop::step_context() const {
+  const auto& s = run_.state();
+  return {s.seed,
+          s.epoch,
+          s.step_in_epoch,
+          s.global_step,
+          0,
+          run_.process().launch.rank,
+          run_.process().launch.world_size};
+}
+
 // A deferred step's figures, once copied; where not finite its update was skipped on the device,
 // and the non-finite policy now counts or stops as it would have before the update.
 void TrainingLoop::resolve(Step& st) {
@@ -459,14 +461,7 @@ torch::Tensor TrainingLoop::accumulate(Step& st) {
   const int64_t accum = settings_.accum_iter;
   const bool overlapped = grad_sync_mode_ == GradSyncMode::kOverlapped ||
                           (grad_sync_mode_ == GradSyncMode::kConfigured && settings_.overlap);
-  const auto& state = run_.state();
-  StepContext at{state.seed,
-                 state.epoch,
-                 state.step_in_epoch,
-                 state.global_step,
-                 0,
-                 run_.process().launch.rank,
-                 run_.process().launch.world_size};
+  StepContext at = step_context();
   torch::Tensor sums;
   for (at.micro = 0; at.micro < accum; ++at.micro) {
     const auto wait_start = Clock::now();

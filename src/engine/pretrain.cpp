@@ -203,55 +203,54 @@ std::vector<Figure> Pretrainer::figures() const {
 
 void Pretrainer::set_lr(double lr) { optim::set_learning_rate(*optimizer_, groups_, lr); }
 
-MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
-  auto images = data::normalize_images(batch.images, run_.process().device);
-  // Independent group views: group B's copy of the crops.
-  torch::Tensor images_b;
-  if (batch.second_view.defined())
-    images_b = data::normalize_images(batch.second_view, run_.process().device);
-  auto noise = step_mask_noise(at.seed, at.global_step, at.micro, images.size(0),
-                               derived_.num_patches, at.rank, at.world_size)
-                   .to(run_.process().device);
+// The micro-step's inputs on the device (the images normalised, group B's copy of the crops
+// where the groups take independent views, the mask noise), the drop-path generator seeded.
+Pretrainer::StepInputs Pretrainer::step_inputs(const data::Batch& batch, const StepContext& at) {
+  const auto& device = run_.process().device;
+  StepInputs in;
+  in.images = data::normalize_images(batch.images, device);
+  if (batch.second_view.defined()) in.images_b = data::normalize_images(batch.second_view, device);
+  in.noise = step_mask_noise(at.seed, at.global_step, at.micro, batch.images.size(0),
+                             derived_.num_patches, at.rank, at.world_size)
+                 .to(device);
   // Drop path draws from the global generator: seeded per micro-step and rank, for exact resumes.
   torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.slot()));
-  return compute(images, noise, images_b);
+  return in;
 }
 
-MicroStep Pretrainer::compute(const torch::Tensor& images, const torch::Tensor& noise,
-                              const torch::Tensor& images_b) {
+MicroStep Pretrainer::forward(const data::Batch& batch, const StepContext& at) {
+  return compute(step_inputs(batch, at));
+}
+
+MicroStep Pretrainer::compute(const StepInputs& in) {
   ssl::OCLOutput out;
   {
     compat::AutocastGuard autocast(run_.process().device.type(), run_.process().bf16);
-    out = model_->forward(images, noise, gather_, images_b);
+    out = model_->forward(in.images, in.noise, gather_, in.images_b);
   }
   const auto& f = out.figures;
   return {out.loss, {f.accuracy, f.temperature, f.pos_cos, f.neg_cos}};
 }
 
-// The staged step's inputs: the same tensors as forward() makes, copied into buffers a captured
-// graph reads at fixed addresses; the generator seeded here (a capture cannot seed it).
+// The staged step's inputs: forward()'s, made outside the graph (normalize_images copies its
+// constants from the host, and a capture cannot seed the generator), copied into buffers the
+// captured graph reads at fixed addresses.
 void Pretrainer::stage(const data::Batch& batch, const StepContext& at) {
-  const auto& device = run_.process().device;
-  auto copy_in = [&](torch::Tensor& buffer, const torch::Tensor& from) {
-    if (!buffer.defined()) buffer = torch::empty(from.sizes(), from.options().device(device));
+  const StepInputs in = step_inputs(batch, at);
+  auto copy_in = [](torch::Tensor& buffer, const torch::Tensor& from) {
+    if (!from.defined()) return;
+    if (!buffer.defined()) buffer = torch::empty_like(from);
     TORCH_CHECK(buffer.sizes() == from.sizes(), "train.cuda_graph: a batch of shape ", from.sizes(),
                 " after ", buffer.sizes(), ": a captured step needs one shape");
     buffer.copy_(from, /*non_blocking=*/true);
   };
-  // Normalised here: normalize_images copies its per-channel constants from the host, which a
-  // capture cannot hold.
-  copy_in(staged_.images, data::normalize_images(batch.images, device));
-  if (batch.second_view.defined())
-    copy_in(staged_.images_b, data::normalize_images(batch.second_view, device));
-  copy_in(staged_.noise, step_mask_noise(at.seed, at.global_step, at.micro, batch.images.size(0),
-                                         derived_.num_patches, at.rank, at.world_size));
-  torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.slot()));
+  copy_in(staged_.images, in.images);
+  copy_in(staged_.images_b, in.images_b);
+  copy_in(staged_.noise, in.noise);
   if (capturable_) capturable_->load_lr();
 }
 
-MicroStep Pretrainer::forward_staged() {
-  return compute(staged_.images, staged_.noise, staged_.images_b);
-}
+MicroStep Pretrainer::forward_staged() { return compute(staged_); }
 
 void Pretrainer::update_staged(const torch::Tensor& found_inf) {
   if (!capturable_) capturable_ = std::make_unique<optim::CapturableAdamW>(*optimizer_);

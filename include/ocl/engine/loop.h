@@ -205,6 +205,7 @@ class TrainingLoop {
   void finish();
   Step train_step();
   torch::Tensor accumulate(Step& step);   // forward + backward of the micro-batches: their sums
+  StepContext step_context() const;       // the next step's, micro-batch 0
   torch::Tensor staged_step(Step& step);  // train.cuda_graph: the step's figures, update done
   void send_figures(Step& step, const torch::Tensor& figures);  // deferred: copy to the host
   torch::Tensor reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm);

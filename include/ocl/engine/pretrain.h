@@ -69,8 +69,11 @@ class Pretrainer : private TrainingEngine {
   void stage(const data::Batch& batch, const StepContext& at) override;
   MicroStep forward_staged() override;
   void update_staged(const torch::Tensor& found_inf) override;
-  MicroStep compute(const torch::Tensor& images, const torch::Tensor& noise,
-                    const torch::Tensor& images_b);
+  struct StepInputs {
+    torch::Tensor images, images_b, noise;  // images_b: independent group views only
+  };
+  StepInputs step_inputs(const data::Batch& batch, const StepContext& at);
+  MicroStep compute(const StepInputs& in);
   EpochReport end_of_epoch(const io::TrainingState& state) override;
   CheckpointTensors checkpoint_tensors() override;
   double run_knn_monitor();
@@ -90,9 +93,7 @@ class Pretrainer : private TrainingEngine {
   // train.cuda_graph: the staged inputs (device buffers that keep their addresses: the images
   // normalised, the mask noise) and the AdamW
   // whose learning rate and step counts live on the device, made at the first staged update.
-  struct Staged {
-    torch::Tensor images, images_b, noise;
-  } staged_;
+  StepInputs staged_;
   std::unique_ptr<optim::CapturableAdamW> capturable_;
   std::shared_ptr<const data::Dataset> train_set_;
   std::unique_ptr<TrainingLoop> loop_;  // declared after run_: destroyed before its communicator
