@@ -9,6 +9,7 @@
 #include <torch/torch.h>
 
 #include <ocl/compat.h>
+#include <ocl/ops/linear.h>
 #include <ocl/ops/linear_gelu.h>
 #include <ocl/ops/residual_layer_norm.h>
 
@@ -119,6 +120,18 @@ void bench_fused_ops(const MicroShapes& s, const torch::TensorOptions& opts,
       });
       std::printf("op=linear_gelu path=%s rows=%lld K=%lld H=%lld fwd_bwd_ms=%.4f\n", name,
                   (long long)T, (long long)D, (long long)H, 1e3 * lg);
+      // fc2's shape (H → D): the bias gradient in the weight gradient's GEMM, or a reduction.
+      const auto a2 = torch::randn({T, H}, opts).requires_grad_();
+      const auto w2 = torch::randn({D, H}, opts).mul_(0.02).requires_grad_();
+      const auto b2 = torch::zeros({D}, opts).requires_grad_();
+      const int64_t fallbacks = ops::linear_bias_grad_fallbacks();
+      const double li = seconds_per_call(opts.device(), [&] {
+        auto out = ops::linear(a2, w2, b2, path);
+        torch::autograd::grad({out}, {a2, w2, b2}, {gy});
+      });
+      std::printf("op=linear path=%s rows=%lld K=%lld N=%lld fwd_bwd_ms=%.4f%s\n", name,
+                  (long long)T, (long long)H, (long long)D, 1e3 * li,
+                  ops::linear_bias_grad_fallbacks() != fallbacks ? " epilogue=fallback" : "");
     } catch (const std::exception& e) {
       std::string why = e.what();
       why = why.substr(0, why.find('\n'));

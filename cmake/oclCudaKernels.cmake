@@ -1,4 +1,5 @@
-# ocl::ops' CUDA kernels (src/ops/kernels.cu), compiled by nvcc where LibTorch is a CUDA build.
+# ocl::ops' CUDA kernels (src/ops/kernels.cu, with cuBLASLt), compiled by nvcc where LibTorch is a
+# CUDA build.
 # Elsewhere the ops layer has its composites and the kernels' host emulation only.
 # OCL_CUDA_KERNELS: AUTO (where nvcc is found), ON (stop the configure step without nvcc), OFF.
 # The kernels' GPUs are LibTorch's choice, as for its own extensions: TORCH_CUDA_ARCH_LIST (a
@@ -46,6 +47,12 @@ if(OCL_CUDA_KERNELS_USED)
       $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings -Xcompiler=-Werror>)
   endif()
   target_sources(ocl PRIVATE $<TARGET_OBJECTS:ocl_cuda_kernels>)
+  # kernels.cu calls cuBLASLt (a weight gradient's GEMM with the bias gradient in its epilogue),
+  # a library LibTorch links itself but does not pass on.
+  if(NOT TARGET CUDA::cublasLt)
+    find_package(CUDAToolkit REQUIRED)
+  endif()
+  target_link_libraries(ocl PRIVATE CUDA::cublasLt)
   string(REGEX MATCHALL "code=sm_[0-9a-z]+" ocl_cuda_codes "${CMAKE_CUDA_FLAGS}")
   string(REPLACE "code=sm_" "" ocl_cuda_codes "${ocl_cuda_codes}")
   message(STATUS "ocl: CUDA kernels (ocl::ops) for sm ${ocl_cuda_codes}, "

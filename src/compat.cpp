@@ -165,6 +165,8 @@ void StreamMark::wait() const {
 #endif
 }
 
+bool StreamMark::reached() const { return !impl_ || impl_->event.query(); }
+
 bool autocast_enabled(c10::DeviceType device) {
 #if OCL_TORCH_AT_LEAST(2, 4)
   return at::autocast::is_autocast_enabled(device);

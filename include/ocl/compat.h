@@ -94,6 +94,8 @@ class StreamMark {
   StreamMark(StreamMark&&) noexcept;
   StreamMark& operator=(StreamMark&&) noexcept;
   void wait() const;
+  /// Whether the device has passed it, without waiting.
+  bool reached() const;
 
  private:
   struct Impl;

@@ -221,6 +221,7 @@ struct Communicator::Impl {
   std::shared_ptr<Heartbeat> heartbeat = std::make_shared<Heartbeat>();
   std::thread heartbeat_thread;
   std::atomic<bool> failed{false};  // a collective failed: the destructor aborts NCCL groups
+  std::atomic<bool> stream_ordered{false};  // set_stream_ordered_waits (any thread: autograd's)
 
   BackendBase& group(Group g) { return g == Group::kGradients ? *grads : *loss; }
 
@@ -353,6 +354,15 @@ struct Communicator::Impl {
   void wait(const c10::intrusive_ptr<c10d::Work>& work, int64_t n, const std::string& what,
             Clock::time_point started) {
     try {
+#if OCL_TORCH_AT_LEAST(2, 6)
+      // From 2.6 an NCCL work's synchronize() only orders the current stream after it (its
+      // wait() polls its event on the host under TORCH_NCCL_BLOCKING_WAIT, which a capture
+      // forbids).
+      if (stream_ordered && backend == "nccl") {
+        work->synchronize();
+        return;
+      }
+#endif
       work->wait();
     } catch (const std::exception& e) {
       fail(n, what, started, message(e));
@@ -484,6 +494,21 @@ const std::string& Communicator::backend() const { return impl_->backend; }
 
 int64_t Communicator::collectives_started(Group group) const {
   return group == Group::kGradients ? impl_->started_grads.load() : impl_->started_loss.load();
+}
+
+bool Communicator::set_stream_ordered_waits(bool on) { return impl_->stream_ordered.exchange(on); }
+
+void Communicator::await_device(const compat::StreamMark& mark, const std::string& what) {
+  const auto started = Clock::now();
+  while (!mark.reached()) {
+    if (Clock::now() - started > impl_->options.timeout) {
+      impl_->fail(impl_->seq.load(), what, started,
+                  "the device did not get past it within dist.timeout_s (" +
+                      std::to_string(impl_->options.timeout.count() / 1000) +
+                      " s): a collective it waits on never finished");
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
 }
 
 PendingCollective Communicator::all_reduce_sum_async(torch::Tensor tensor, Group group,

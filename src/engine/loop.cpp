@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <stdexcept>
 
 #include "loop_step.h"
@@ -27,6 +28,20 @@ void before_update(const RunContext& run, int64_t global_step,
 // The trainer-file key of a mid-epoch checkpoint's epoch sums: loss, steps, images, data wait,
 // then the engine's figures.
 constexpr const char* kEpochSumsKey = "loop.epoch_sums";
+
+// The communicator's stream-ordered waits for a scope: a deferred step's device work.
+class StreamOrderedWaits {
+ public:
+  explicit StreamOrderedWaits(distributed::Communicator& comm)
+      : comm_(comm), before_(comm.set_stream_ordered_waits(true)) {}
+  ~StreamOrderedWaits() { comm_.set_stream_ordered_waits(before_); }
+  StreamOrderedWaits(const StreamOrderedWaits&) = delete;
+  StreamOrderedWaits& operator=(const StreamOrderedWaits&) = delete;
+
+ private:
+  distributed::Communicator& comm_;
+  bool before_;
+};
 
 int64_t samples_of(const data::Loader& l) { return l.dataset().size(); }
 int64_t samples_of(const data::StreamingLoader& l) { return l.samples_per_epoch(); }
@@ -61,7 +76,7 @@ std::unique_ptr<BatchSource> streaming_source(std::unique_ptr<data::StreamingLoa
 void TrainingEngine::stage(const data::Batch&, const StepContext&) {
   throw std::logic_error("TrainingEngine::stage: this engine has no staged step");
 }
-MicroStep TrainingEngine::forward_staged() {
+MicroStep TrainingEngine::forward_staged(int64_t) {
   throw std::logic_error("TrainingEngine::forward_staged: this engine has no staged step");
 }
 void TrainingEngine::update_staged(const torch::Tensor&) {
@@ -79,7 +94,8 @@ LoopSettings run_loop_settings(const io::Config& config) {
   s.overlap = config.dist.overlap;
   s.verify_every = config.dist.verify_every;
   s.deferred_figures = config.train.host_sync == "deferred";
-  s.cuda_graph = config.train.cuda_graph;
+  s.cuda_graph = config.train.cuda_graph != "off";
+  s.capture_graph = config.train.cuda_graph == "on";
   return s;
 }
 
@@ -98,9 +114,9 @@ double TrainingLoop::epoch_figure(const std::string& name) const {
 // train.cuda_graph: the captured step, and what it reads and writes that lives across replays.
 struct TrainingLoop::Graph {
   compat::CudaGraph graph;
-  int64_t warm_ups = 0;
+  int64_t warm_ups = 0, replays = 0;
   torch::Tensor stop;     // [1] float64: a stop asked on this rank, written before each replay
-  torch::Tensor figures;  // the figures of the last step run, as reduce_figures lays them out
+  torch::Tensor figures;  // the figures of the last step run, as reduce_step lays them out
 };
 
 TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
@@ -125,21 +141,20 @@ TrainingLoop::TrainingLoop(RunContext& run, TrainingEngine& engine,
   deferred_ = settings_.deferred_figures && engine_.can_skip_on_device();
   if (settings_.cuda_graph) {
     const std::string& s = settings_.section;
-    const auto refuse = [](const std::string& why) {
-      throw io::ConfigError("train.cuda_graph: on " + why);
+    const auto refuse = [this](const std::string& why) {
+      throw io::ConfigError(std::string("train.cuda_graph: ") +
+                            (settings_.capture_graph ? "on " : "staged ") + why);
     };
     if (!engine_.can_stage()) refuse("captures the pre-training step only, not " + s + "'s");
     if (!deferred_) refuse("needs train.host_sync: deferred and the fused AdamW (optim.fused)");
-    if (settings_.accum_iter != 1)
-      refuse(fmt::format("needs {}.accum_iter 1, not {}", s == "train" ? "optim" : s,
-                         settings_.accum_iter));
-    if (run_.process().launch.world_size != 1)
-      refuse(fmt::format("captures one process's step; this run has {}",
-                         run_.process().launch.world_size));
     if (settings_.capture_graph &&
         (!run_.process().device.is_cuda() || !compat::can_capture_graphs()))
       refuse("needs a CUDA device and a CUDA build of LibTorch, not " +
-             run_.process().device.str() + " with LibTorch " + compat::torch_version());
+             run_.process().device.str() + " with LibTorch " + compat::torch_version() +
+             " (train.cuda_graph: staged runs the same step uncaptured)");
+    const auto* comm = run_.process().comm.get();
+    if (settings_.capture_graph && comm && comm->backend() != "nccl")
+      refuse("captures NCCL's collectives, not dist.backend " + comm->backend() + "'s");
     if (run_.options().before_optimizer_step) refuse("runs no host hook inside the step");
     graph_ = std::make_unique<Graph>();
   }
@@ -282,8 +297,10 @@ void TrainingLoop::finish() {
   run_.process().log->info(
       "communication: {} gradient bucket all-reduces ({} buckets per step, {} of the last "
       "step's started during backward){}",
-      grad_sync_->buckets_launched(), grad_sync_->num_buckets(),
-      grad_sync_->buckets_launched_in_backward(),
+      // A captured step's launches were counted once, at its capture: its replays ran them.
+      grad_sync_->buckets_launched() +
+          (graph_ && graph_->replays > 0 ? (graph_->replays - 1) * grad_sync_->num_buckets() : 0),
+      grad_sync_->num_buckets(), grad_sync_->buckets_launched_in_backward(),
       verified_step_ > 0 ? fmt::format("; parameters identical on all {} ranks at step {}",
                                        run_.process().launch.world_size, verified_step_)
                          : std::string());
@@ -321,6 +338,11 @@ TrainingLoop::Step TrainingLoop::train_step() {
   st.lr = settings_.schedule.at(static_cast<double>(state.epoch) +
                                 static_cast<double>(state.step_in_epoch) / steps_per_epoch_);
   engine_.set_lr(st.lr);
+  // Deferred: nothing in the step waits on the host, an NCCL all-reduce included; a collective
+  // that never finishes shows when the step's figures are read (resolve).
+  auto* comm = run_.process().comm.get();
+  std::optional<StreamOrderedWaits> stream_ordered;
+  if (comm && deferred_) stream_ordered.emplace(*comm);
   torch::Tensor figures;
   if (graph_) {
     figures = staged_step(st);  // its update is done (or skipped) on the device
@@ -330,14 +352,12 @@ TrainingLoop::Step TrainingLoop::train_step() {
       compat::zero_grad(params);
     else
       compat::clear_grad(params);
-    const torch::Tensor sums = accumulate(st);
-    if (grad_sync_ && grad_sync_mode_ != GradSyncMode::kLocal) {
-      grad_sync_->set_sync(true);  // without overlap: finish() starts every bucket now
-      grad_sync_->finish();        // gradients are now the mean over ranks
-    }
-    auto norm = optim::grad_norm(params);
-    if (settings_.clip_grad > 0) optim::clip_grads(params, norm, settings_.clip_grad);
-    figures = reduce_figures(sums, norm);
+    StepContext at = step_context();
+    const torch::Tensor sums = accumulate([&](int64_t micro) {
+      at.micro = micro;
+      return engine_.forward(next_batch(st), at);
+    });
+    figures = reduce_step(sums, torch::full({1}, run_.signalled() ? 1.0 : 0.0, sums.options()));
   }
   st.epoch = state.epoch;
   st.step_in_epoch = state.step_in_epoch + 1;
@@ -364,8 +384,8 @@ TrainingLoop::Step TrainingLoop::train_step() {
       st.skipped = true;
     }
   }
-  if (run_.process().comm.get() && settings_.verify_every > 0 &&
-      (state.global_step + 1) % settings_.verify_every == 0)
+  stream_ordered.reset();
+  if (comm && settings_.verify_every > 0 && (state.global_step + 1) % settings_.verify_every == 0)
     verify_replicas();
   state.global_step += 1;
   state.step_in_epoch += 1;
@@ -373,31 +393,22 @@ TrainingLoop::Step TrainingLoop::train_step() {
   return st;
 }
 
-// One step through the engine's staged path: the inputs staged outside the graph, then the
-// device work (zeroed gradients, forward, backward, norm and clip, figures, the gated update)
-// run as warm-up, captured, or replayed.
+// One step through the engine's staged path: the micro-batches staged outside the graph, then
+// the device work (zeroed gradients, forwards and backwards, the all-reduces, norm and clip,
+// figures, the gated update) run as warm-up, captured, or replayed.
 torch::Tensor TrainingLoop::staged_step(Step& st) {
   const auto& state = run_.state();
-  const StepContext at = step_context();
-  const auto wait_start = Clock::now();
-  const data::Batch batch = source_->next();
-  st.data_wait_s += seconds_since(wait_start);
-  st.images += batch.images.size(0);
-  engine_.stage(batch, at);
+  StepContext at = step_context();
+  for (at.micro = 0; at.micro < settings_.accum_iter; ++at.micro) engine_.stage(next_batch(st), at);
   Graph& g = *graph_;
   const auto device = run_.process().device;
   if (!g.stop.defined()) g.stop = torch::zeros({1}, torch::dtype(torch::kFloat64).device(device));
   g.stop.fill_(run_.signalled() ? 1.0 : 0.0);
   const auto work = [this, &g] {
-    const auto& params = engine_.trainable();
-    compat::zero_grad(params);  // in place: the captured backward adds into the same tensors
-    MicroStep micro = engine_.forward_staged();
-    micro.loss.backward();
-    std::vector<torch::Tensor> parts = {micro.loss.detach().to(torch::kFloat64).reshape({})};
-    for (const auto& f : micro.figures) parts.push_back(f.detach().to(torch::kFloat64).reshape({}));
-    auto norm = optim::grad_norm(params);
-    if (settings_.clip_grad > 0) optim::clip_grads(params, norm, settings_.clip_grad);
-    g.figures = torch::cat({torch::stack(parts), g.stop, norm.to(torch::kFloat64).reshape({1})});
+    // In place: the captured backward adds into the same tensors (the all-reduce buckets' too).
+    compat::zero_grad(engine_.trainable());
+    const auto sums = accumulate([this](int64_t micro) { return engine_.forward_staged(micro); });
+    g.figures = reduce_step(sums, g.stop);
     engine_.update_staged(
         torch::logical_not(torch::isfinite(g.figures[0]) & torch::isfinite(g.figures[-1]))
             .to(torch::kFloat32));
@@ -416,8 +427,17 @@ torch::Tensor TrainingLoop::staged_step(Step& st) {
           state.global_step + 1, g.warm_ups);
     }
     g.graph.replay();
+    ++g.replays;
   }
   return g.figures;
+}
+
+data::Batch TrainingLoop::next_batch(Step& st) {
+  const auto wait_start = Clock::now();
+  data::Batch batch = source_->next();
+  st.data_wait_s += seconds_since(wait_start);
+  st.images += batch.images.size(0) * run_.process().launch.world_size;
+  return batch;
 }
 
 // Deferred: the figures copied to the host behind the step's work, read when the next is queued.
@@ -444,7 +464,11 @@ StepContext TrainingLoop::step_context() const {
 // A deferred step's figures, once copied; where not finite its update was skipped on the device,
 // and the non-finite policy now counts or stops as it would have before the update.
 void TrainingLoop::resolve(Step& st) {
-  st.figures_copied->wait();
+  if (auto* comm = run_.process().comm.get())
+    comm->await_device(*st.figures_copied,
+                       fmt::format("the collectives of global step {}", st.global_step));
+  else
+    st.figures_copied->wait();
   read_figures(st, st.figures_in_flight);
   st.figures_in_flight = torch::Tensor();
   // Nothing queued after it: the next update has no skip of this step's still to discount.
@@ -457,33 +481,35 @@ void TrainingLoop::resolve(Step& st) {
 
 // Returns [loss, figures...] summed over the step's micro-batches; only the last all-reduces
 // gradients during its backward, when the all-reduce overlaps (DDP's no_sync).
-torch::Tensor TrainingLoop::accumulate(Step& st) {
+torch::Tensor TrainingLoop::accumulate(const std::function<MicroStep(int64_t micro)>& forward) {
   const int64_t accum = settings_.accum_iter;
   const bool overlapped = grad_sync_mode_ == GradSyncMode::kOverlapped ||
                           (grad_sync_mode_ == GradSyncMode::kConfigured && settings_.overlap);
-  StepContext at = step_context();
   torch::Tensor sums;
-  for (at.micro = 0; at.micro < accum; ++at.micro) {
-    const auto wait_start = Clock::now();
-    const data::Batch batch = source_->next();
-    st.data_wait_s += seconds_since(wait_start);
-    if (grad_sync_) grad_sync_->set_sync(at.micro == accum - 1 && overlapped);
-    MicroStep micro = engine_.forward(batch, at);
-    (micro.loss / static_cast<double>(accum)).backward();
-    std::vector<torch::Tensor> parts = {micro.loss.detach().to(torch::kFloat64).reshape({})};
-    for (const auto& f : micro.figures) parts.push_back(f.detach().to(torch::kFloat64).reshape({}));
+  for (int64_t micro = 0; micro < accum; ++micro) {
+    if (grad_sync_) grad_sync_->set_sync(micro == accum - 1 && overlapped);
+    MicroStep step = forward(micro);
+    (step.loss / static_cast<double>(accum)).backward();
+    std::vector<torch::Tensor> parts = {step.loss.detach().to(torch::kFloat64).reshape({})};
+    for (const auto& f : step.figures) parts.push_back(f.detach().to(torch::kFloat64).reshape({}));
     auto values = torch::stack(parts);
-    sums = at.micro == 0 ? values : sums + values;
-    st.images += batch.images.size(0) * run_.process().launch.world_size;
+    sums = micro == 0 ? values : sums + values;
   }
   return sums;
 }
 
-// One all-reduce per step: figures summed over ranks, and a stop asked on any rank stops every
-// rank after the same step. Returns [loss sum, figure sums..., stop, gradient norm].
-torch::Tensor TrainingLoop::reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm) {
-  auto per_rank =
-      torch::cat({sums, torch::full({1}, run_.signalled() ? 1.0 : 0.0, sums.options())});
+// The gradients averaged over ranks and clipped, and one all-reduce of the figures: summed over
+// ranks, and a stop asked on any rank (`stop`, [1]) stops every rank after the same step.
+// Returns [loss sum, figure sums..., stop, gradient norm].
+torch::Tensor TrainingLoop::reduce_step(const torch::Tensor& sums, const torch::Tensor& stop) {
+  const auto& params = engine_.trainable();
+  if (grad_sync_ && grad_sync_mode_ != GradSyncMode::kLocal) {
+    grad_sync_->set_sync(true);  // without overlap: finish() starts every bucket now
+    grad_sync_->finish();        // gradients are now the mean over ranks
+  }
+  auto norm = optim::grad_norm(params);
+  if (settings_.clip_grad > 0) optim::clip_grads(params, norm, settings_.clip_grad);
+  auto per_rank = torch::cat({sums, stop});
   if (run_.process().comm.get())
     run_.process().comm.get()->all_reduce_sum(per_rank, distributed::Group::kLoss, "step figures");
   return torch::cat({per_rank, norm.to(torch::kFloat64).reshape({1})});

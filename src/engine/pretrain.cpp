@@ -193,6 +193,9 @@ void Pretrainer::log_setup() const {
            fused_adamw_ ? "fused (at::_fused_adamw_, one kernel per group)"
                         : "per parameter (torch::optim::AdamW)",
            o.fused);
+  if (run_.process().bf16)
+    log.info("precision: bf16 autocast, the residual stream between blocks in {} (model.residual)",
+             m.residual == "fp32" ? "fp32" : "bf16");
   advise_on_views(config_, log);
   log.info("output: {}", t.output_dir);
 }
@@ -204,7 +207,8 @@ std::vector<Figure> Pretrainer::figures() const {
 void Pretrainer::set_lr(double lr) { optim::set_learning_rate(*optimizer_, groups_, lr); }
 
 // The micro-step's inputs on the device (the images normalised, group B's copy of the crops
-// where the groups take independent views, the mask noise), the drop-path generator seeded.
+// where the groups take independent views, the mask noise); the drop-path generator seeded at
+// the step's first micro-batch.
 Pretrainer::StepInputs Pretrainer::step_inputs(const data::Batch& batch, const StepContext& at) {
   const auto& device = run_.process().device;
   StepInputs in;
@@ -213,8 +217,11 @@ Pretrainer::StepInputs Pretrainer::step_inputs(const data::Batch& batch, const S
   in.noise = step_mask_noise(at.seed, at.global_step, at.micro, batch.images.size(0),
                              derived_.num_patches, at.rank, at.world_size)
                  .to(device);
-  // Drop path draws from the global generator: seeded per micro-step and rank, for exact resumes.
-  torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.slot()));
+  // Drop path draws from the global generator: seeded per step and rank, for exact resumes; the
+  // later micro-batches draw on from the first's, as they must inside a captured step (its
+  // replay takes the generator's state once).
+  if (at.micro == 0)
+    torch::manual_seed(data::sample_seed(at.seed ^ kDropPathStream, at.global_step, at.rank));
   return in;
 }
 
@@ -232,11 +239,13 @@ MicroStep Pretrainer::compute(const StepInputs& in) {
   return {out.loss, {f.accuracy, f.temperature, f.pos_cos, f.neg_cos}};
 }
 
-// The staged step's inputs: forward()'s, made outside the graph (normalize_images copies its
-// constants from the host, and a capture cannot seed the generator), copied into buffers the
-// captured graph reads at fixed addresses.
+// The staged micro-batch's inputs: forward()'s, made outside the graph (normalize_images copies
+// its constants from the host, and a capture cannot seed the generator), copied into buffers of
+// its own that the captured graph reads at fixed addresses.
 void Pretrainer::stage(const data::Batch& batch, const StepContext& at) {
   const StepInputs in = step_inputs(batch, at);
+  if (staged_.size() <= static_cast<size_t>(at.micro)) staged_.resize(at.micro + 1);
+  StepInputs& buffers = staged_[at.micro];
   auto copy_in = [](torch::Tensor& buffer, const torch::Tensor& from) {
     if (!from.defined()) return;
     if (!buffer.defined()) buffer = torch::empty_like(from);
@@ -244,13 +253,13 @@ void Pretrainer::stage(const data::Batch& batch, const StepContext& at) {
                 " after ", buffer.sizes(), ": a captured step needs one shape");
     buffer.copy_(from, /*non_blocking=*/true);
   };
-  copy_in(staged_.images, in.images);
-  copy_in(staged_.images_b, in.images_b);
-  copy_in(staged_.noise, in.noise);
+  copy_in(buffers.images, in.images);
+  copy_in(buffers.images_b, in.images_b);
+  copy_in(buffers.noise, in.noise);
   if (capturable_) capturable_->load_lr();
 }
 
-MicroStep Pretrainer::forward_staged() { return compute(staged_); }
+MicroStep Pretrainer::forward_staged(int64_t micro) { return compute(staged_.at(micro)); }
 
 void Pretrainer::update_staged(const torch::Tensor& found_inf) {
   if (!capturable_) capturable_ = std::make_unique<optim::CapturableAdamW>(*optimizer_);

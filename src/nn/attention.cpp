@@ -2,7 +2,7 @@
 #include "ocl/nn/attention.h"
 
 #include "ocl/compat.h"
-#include "ocl/nn/linear.h"
+#include "ocl/ops/linear.h"
 
 namespace ocl::nn {
 
@@ -18,15 +18,23 @@ void AttentionImpl::reset() {
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
+  return forward_fused(x, ops::Path::kComposite);
+}
+
+torch::Tensor AttentionImpl::forward_fused(const torch::Tensor& x, ops::Path path) {
   TORCH_CHECK(x.dim() == 3 && x.size(2) == options.dim(), "Attention expects [B, T, ",
               options.dim(), "], got ", x.sizes());
   const int64_t B = x.size(0), T = x.size(1), H = options.num_heads();
   const int64_t hd = options.dim() / H;
   // [B, T, 3D] → 3 × [B, H, T, hd]. unbind, not three selects: its backward stacks the three
   // gradients, where each select's would zero a full-size tensor and add them up.
-  auto qkv_heads = linear(qkv, x).reshape({B, T, 3, H, hd}).permute({2, 0, 3, 1, 4}).unbind(0);
+  auto qkv_heads = ops::linear(x, qkv->weight, qkv->bias, path)
+                       .reshape({B, T, 3, H, hd})
+                       .permute({2, 0, 3, 1, 4})
+                       .unbind(0);
   auto out = compat::attention(qkv_heads[0], qkv_heads[1], qkv_heads[2]);  // [B, H, T, hd]
-  return linear(proj, out.transpose(1, 2).reshape({B, T, options.dim()}));
+  return ops::linear(out.transpose(1, 2).reshape({B, T, options.dim()}), proj->weight, proj->bias,
+                     path);
 }
 
 void AttentionImpl::pretty_print(std::ostream& stream) const {

@@ -4,7 +4,7 @@
 #include <torch/nn/functional/activation.h>
 
 #include "ocl/compat.h"
-#include "ocl/nn/linear.h"
+#include "ocl/ops/linear.h"
 #include "ocl/ops/linear_gelu.h"
 
 namespace ocl::nn {
@@ -29,7 +29,9 @@ void MlpImpl::reset() {
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
   // GELU without the tanh approximation: timm's and MAE's default, and what checkpoints expect.
-  return linear(fc2, torch::gelu(linear(fc1, x)));
+  const auto plain = ops::Path::kComposite;
+  return ops::linear(torch::gelu(ops::linear(x, fc1->weight, fc1->bias, plain)), fc2->weight,
+                     fc2->bias, plain);
 }
 
 LayerScaleImpl::LayerScaleImpl(int64_t dim_, double init_value_)
@@ -77,12 +79,13 @@ ops::ResidualNorm BlockImpl::forward_fused(const ops::ResidualNorm& in,
                                            const torch::nn::LayerNorm& next,
                                            at::ScalarType next_dtype) {
   const auto path = ops::fused_path(true, in.residual);
-  auto h = attn(in.normed);
+  auto h = attn->forward_fused(in.normed, path);
   if (ls1) h = ls1(h);
   h = drop_path(h, options.drop_path(), is_training());
   const auto mid = ops::residual_layer_norm(in.residual, h, norm2->weight, norm2->bias,
                                             kLayerNormEps, ops::compute_dtype(in.residual), path);
-  h = linear(mlp->fc2, ops::linear_gelu(mid.normed, mlp->fc1->weight, mlp->fc1->bias, path));
+  h = ops::linear(ops::linear_gelu(mid.normed, mlp->fc1->weight, mlp->fc1->bias, path),
+                  mlp->fc2->weight, mlp->fc2->bias, path);
   if (ls2) h = ls2(h);
   h = drop_path(h, options.drop_path(), is_training());
   if (!next) return {mid.residual + h, torch::Tensor()};

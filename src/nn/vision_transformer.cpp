@@ -102,6 +102,9 @@ void VisionTransformerImpl::reset_pos_embed() {
 
 torch::Tensor VisionTransformerImpl::embed_patches(const torch::Tensor& images) {
   auto tokens = patch_embed(images);  // [B, N, D]
+  // The residual stream's dtype from here on: the embedding's, or float32 as timm's.
+  if (options.float32_residual())
+    tokens = tokens.to(at::promote_types(tokens.scalar_type(), pos_embed.scalar_type()));
   return tokens + pos_embed.narrow(1, 1, num_patches()).to(tokens.dtype());
 }
 

@@ -223,7 +223,8 @@ nn::VisionTransformerOptions encoder_options(const io::Config& config,
       .freeze_patch_embed(m.freeze_patch_embed)
       .input_norm(parse_input_norm(m.input_norm))
       .input_norm_eps(m.input_norm_eps)
-      .fused(m.fused);
+      .fused(m.fused)
+      .float32_residual(m.residual == "fp32");
 }
 
 io::Metadata encoder_metadata(const VisionTransformerOptions& options) {

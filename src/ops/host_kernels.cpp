@@ -149,11 +149,20 @@ std::pair<at::Tensor, at::Tensor> host_gelu_backward(const at::Tensor& grad_out,
                          : gelu_backward<double>(grad_out, pre);
 }
 
+// The GEMM and the column sums, in the kernel's dtype.
+std::pair<at::Tensor, at::Tensor> host_weight_bias_grad(const at::Tensor& grad_out,
+                                                        const at::Tensor& x) {
+  const auto t = host_dtype(grad_out);
+  check_host(grad_out, t, "grad_out");
+  check_host(x, t, "x");
+  return {at::mm(grad_out.t(), x), grad_out.sum(0)};
+}
+
 }  // namespace
 
 const Kernels& host() {
   static const Kernels kernels{host_layer_norm_forward, host_layer_norm_backward,
-                               host_gelu_backward};
+                               host_gelu_backward, host_weight_bias_grad};
   return kernels;
 }
 

@@ -2,8 +2,14 @@
 // warp a row) and backward (one warp a row for the input's gradient, one thread a column and
 // partial for the weight and bias gradients), and GELU's derivative fused with the bias
 // gradient (one thread a column and partial). The arithmetic is fused_math.h's, which the host
-// emulation shares.
+// emulation shares. A linear's weight gradient is one cuBLASLt GEMM whose epilogue also reduces
+// the bias gradient.
+#include <atomic>
+#include <cstdint>
+#include <limits>
 #include <type_traits>
+
+#include <cublasLt.h>
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -306,11 +312,118 @@ std::pair<at::Tensor, at::Tensor> cuda_gelu_backward(const at::Tensor& grad_out,
   return {grad_pre, partials};
 }
 
+std::atomic<int64_t> bias_grad_fallbacks{0};
+
+#define OCL_CUBLASLT_CHECK(expr)                                                        \
+  do {                                                                                  \
+    const cublasStatus_t status_ = (expr);                                              \
+    TORCH_CHECK(status_ == CUBLAS_STATUS_SUCCESS, "ocl::ops: cuBLASLt's " #expr           \
+                " failed with cublasStatus_t ", static_cast<int>(status_));            \
+  } while (0)
+
+// cuBLASLt's descriptors, destroyed with their holder.
+struct MatmulDesc {
+  cublasLtMatmulDesc_t desc = nullptr;
+  ~MatmulDesc() {
+    if (desc) cublasLtMatmulDescDestroy(desc);
+  }
+};
+struct MatrixLayout {
+  cublasLtMatrixLayout_t layout = nullptr;
+  MatrixLayout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld) {
+    OCL_CUBLASLT_CHECK(cublasLtMatrixLayoutCreate(&layout, type, rows, cols, ld));
+  }
+  ~MatrixLayout() { cublasLtMatrixLayoutDestroy(layout); }
+};
+struct MatmulPreference {
+  cublasLtMatmulPreference_t preference = nullptr;
+  ~MatmulPreference() {
+    if (preference) cublasLtMatmulPreferenceDestroy(preference);
+  }
+};
+
+template <typename T>
+void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t what, const T& v) {
+  OCL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, what, &v, sizeof(v)));
+}
+
+// dW = grad_outᵀ·x with the bias gradient in the GEMM's epilogue. In cuBLASLt's column-major
+// terms the row-major [N, K] weight gradient is D [K, N] = A·op(B) with A = x as [K, R] and
+// B = grad_out as [N, R] transposed; BGRADB reduces B over the GEMM's k = R into the [N] bias.
+std::pair<at::Tensor, at::Tensor> cuda_weight_bias_grad(const at::Tensor& grad_out,
+                                                        const at::Tensor& x) {
+  check_cuda(grad_out, "grad_out");
+  check_cuda(x, "x");
+  TORCH_CHECK(grad_out.dim() == 2 && x.dim() == 2 && grad_out.size(0) == x.size(0) &&
+                  grad_out.scalar_type() == x.scalar_type(),
+              "ocl::ops weight_bias_grad: grad_out [R, N] and x [R, K] of one dtype, got ",
+              grad_out.sizes(), " ", grad_out.scalar_type(), " and ", x.sizes(), " ",
+              x.scalar_type());
+  const int64_t R = grad_out.size(0), N = grad_out.size(1), K = x.size(1);
+  const auto t = grad_out.scalar_type();
+  const auto composite = [&] {
+    ++bias_grad_fallbacks;
+    return std::make_pair(at::mm(grad_out.t(), x), grad_out.sum(0));
+  };
+  cudaDataType_t type;
+  if (t == at::kBFloat16)
+    type = CUDA_R_16BF;
+  else if (t == at::kHalf)
+    type = CUDA_R_16F;
+  else if (t == at::kFloat)
+    type = CUDA_R_32F;
+  else
+    return composite();
+  constexpr int64_t kMaxDim = std::numeric_limits<int32_t>::max();
+  if (R == 0 || N == 0 || K == 0 || R > kMaxDim || N > kMaxDim || K > kMaxDim) return composite();
+
+  // fp32 GEMMs take TF32 where PyTorch's matmuls may (torch.backends.cuda.matmul.allow_tf32).
+  const auto compute = t == at::kFloat && at::globalContext().allowTF32CuBLAS()
+                           ? CUBLAS_COMPUTE_32F_FAST_TF32
+                           : CUBLAS_COMPUTE_32F;
+  MatmulDesc desc;
+  OCL_CUBLASLT_CHECK(cublasLtMatmulDescCreate(&desc.desc, compute, CUDA_R_32F));
+  set_attribute(desc.desc, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_N);
+  set_attribute(desc.desc, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_T);
+  set_attribute(desc.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BGRADB);
+  auto grad_w = at::empty({N, K}, grad_out.options());
+  auto grad_b = at::empty({N}, grad_out.options());
+  void* bias = grad_b.data_ptr();
+  set_attribute(desc.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, bias);
+  const MatrixLayout a(type, K, R, K), b(type, N, R, N), d(type, K, N, K);
+
+  // The workspace from PyTorch's caching allocator (inside a CUDA graph: the graph's pool).
+  constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+  auto workspace = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, x.options().dtype(at::kByte));
+  MatmulPreference preference;
+  OCL_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
+  OCL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
+      sizeof(kWorkspaceBytes)));
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  auto handle = at::cuda::getCurrentCUDABlasLtHandle();
+  if (cublasLtMatmulAlgoGetHeuristic(handle, desc.desc, a.layout, b.layout, d.layout, d.layout,
+                                     preference.preference, 1, &heuristic, &found) !=
+          CUBLAS_STATUS_SUCCESS ||
+      found == 0)
+    return composite();
+  const float alpha = 1.0f, beta = 0.0f;
+  OCL_CUBLASLT_CHECK(cublasLtMatmul(handle, desc.desc, &alpha, x.data_ptr(), a.layout,
+                                    grad_out.data_ptr(), b.layout, &beta, grad_w.data_ptr(),
+                                    d.layout, grad_w.data_ptr(), d.layout, &heuristic.algo,
+                                    workspace.data_ptr(), kWorkspaceBytes,
+                                    at::cuda::getCurrentCUDAStream()));
+  return {grad_w, grad_b};
+}
+
 }  // namespace
+
+int64_t weight_bias_grad_fallbacks() { return bias_grad_fallbacks.load(); }
 
 const Kernels* cuda() {
   static const Kernels kernels{cuda_layer_norm_forward, cuda_layer_norm_backward,
-                               cuda_gelu_backward};
+                               cuda_gelu_backward, cuda_weight_bias_grad};
   return &kernels;
 }
 

@@ -42,11 +42,22 @@ using LayerNormBackwardFn = LayerNormBackward (*)(const at::Tensor& grad_normed,
 using GeluBackwardFn = std::pair<at::Tensor, at::Tensor> (*)(const at::Tensor& grad_out,
                                                              const at::Tensor& pre);
 
+/// grad_out [R, N], x [R, K] (a linear's input) → the weight's gradient grad_outᵀ·x [N, K] and
+/// the bias's Σ_rows grad_out [N], both in grad_out's dtype (x's is the same): on CUDA one
+/// cuBLASLt GEMM whose epilogue reduces the bias gradient (BGRADB), where cuBLASLt offers it.
+using WeightBiasGradFn = std::pair<at::Tensor, at::Tensor> (*)(const at::Tensor& grad_out,
+                                                               const at::Tensor& x);
+
 struct Kernels {
   LayerNormForwardFn layer_norm_forward;
   LayerNormBackwardFn layer_norm_backward;
   GeluBackwardFn gelu_backward;
+  WeightBiasGradFn weight_bias_grad;
 };
+
+/// Weight-gradient GEMMs whose bias gradient took a separate reduction because cuBLASLt had no
+/// algorithm with the epilogue for them (or the dtype has none), since the process started.
+int64_t weight_bias_grad_fallbacks();
 
 /// The host emulation (float32 and float64 tensors of one dtype).
 const Kernels& host();

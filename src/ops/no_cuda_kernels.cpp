@@ -5,5 +5,6 @@
 namespace ocl::ops::kernels {
 
 const Kernels* cuda() { return nullptr; }
+int64_t weight_bias_grad_fallbacks() { return 0; }
 
 }  // namespace ocl::ops::kernels

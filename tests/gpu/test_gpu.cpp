@@ -18,10 +18,12 @@
 #include <ocl/compat.h>
 #include <ocl/distributed/all_gather.h>
 #include <ocl/distributed/communicator.h>
+#include <ocl/distributed/grad_sync.h>
 #include <ocl/distributed/launch.h>
 #include <ocl/engine/pretrain.h>
 #include <ocl/io/checkpoint.h>
 #include <ocl/ocl.h>
+#include <ocl/ops/linear.h>
 #include <ocl/ops/linear_gelu.h>
 #include <ocl/ops/residual_layer_norm.h>
 #include <ocl/optim/adamw_state.h>
@@ -350,6 +352,28 @@ TEST(GpuOps, FusedKernelsMatchTheirComposites) {
       EXPECT_LT(max_relative(out[1], out[0]), m.tolerance) << "linear_gelu";
       for (size_t i = 0; i < 3; ++i)
         EXPECT_LT(max_relative(lg[1][i], lg[0][i]), 4 * m.tolerance) << "linear_gelu grad " << i;
+
+      // ops::linear at the step's three shapes with a bias (qkv D → 3D, proj D → D, fc2
+      // 4D → D): the weight gradient's GEMM with the bias gradient in cuBLASLt's epilogue,
+      // taken every time (no fallback to a separate reduction).
+      const int64_t fallbacks = ocl::ops::linear_bias_grad_fallbacks();
+      for (const auto& [in, out_features] :
+           std::vector<std::pair<int64_t, int64_t>>{{D, 3 * D}, {D, D}, {H, D}}) {
+        auto li = torch::randn({4, 61, in}, cuda.dtype(m.branch)).requires_grad_();
+        auto lw = (0.02 * torch::randn({out_features, in}, cuda.dtype(m.branch))).requires_grad_();
+        auto lb = (0.02 * torch::randn({out_features}, cuda.dtype(m.branch))).requires_grad_();
+        auto lu = torch::randn({4, 61, out_features}, cuda.dtype(m.branch));
+        std::vector<torch::Tensor> g[2];
+        for (const int k : {0, 1}) {
+          auto o = ocl::ops::linear(li, lw, lb, k ? Path::kKernel : Path::kComposite);
+          g[k] = torch::autograd::grad({(o * lu).sum()}, {li, lw, lb});
+        }
+        for (size_t i = 0; i < 3; ++i)
+          EXPECT_LT(max_relative(g[1][i], g[0][i]), 4 * m.tolerance)
+              << "linear " << in << " -> " << out_features << " grad " << i;
+      }
+      EXPECT_EQ(ocl::ops::linear_bias_grad_fallbacks(), fallbacks)
+          << "cuBLASLt offered no bias-gradient epilogue for these shapes";
     }
   }
 }
@@ -376,34 +400,97 @@ TEST(GpuOps, FusedBlocksGiveThePlainBf16LossCurve) {
 
 // train.cuda_graph on the GPU: two epochs of pre-training (16 steps, a checkpoint after each
 // epoch) with the step captured after three uncaptured ones give the uncaptured deferred run's
-// losses (fp32: the same kernels, replayed), and the log names the capture.
+// losses (fp32: the same kernels, replayed), with one micro-batch a step and with two (drop path
+// on: the captured step's draws are the uncaptured one's), and the log names the capture.
 TEST(GpuGraph, TheCapturedStepGivesTheUncapturedLosses) {
   SKIP_WITHOUT_CUDA();
-  auto run = [](bool graph) {
+  auto run = [](bool graph, int64_t accum) {
     const auto dir = ocl::test::make_temp_dir("ocl_gpu_graph_");
     std::vector<std::string> sets = {"model.arch=custom",      "model.img_size=32",
                                      "model.patch_size=4",     "model.embed_dim=64",
                                      "model.depth=2",          "model.num_heads=4",
                                      "data.dataset=synthetic", "data.synthetic_train_size=256",
-                                     "data.workers=1",         "train.batch_size=32",
+                                     "data.workers=1",         "model.drop_path=0.1",
                                      "train.epochs=2",         "train.device=cuda",
                                      "train.precision=fp32",   "train.host_sync=deferred",
                                      "optim.fused=on",         "eval.knn_every=0",
                                      "log.progress=lines",     "train.output_dir=" + dir};
-    if (graph) sets.push_back("train.cuda_graph=true");
+    sets.push_back("train.batch_size=" + std::to_string(32 / accum));
+    sets.push_back("optim.accum_iter=" + std::to_string(accum));
+    if (graph) sets.push_back("train.cuda_graph=on");
     ocl::engine::PretrainOptions o;
     o.console = std::make_shared<ocl::io::ConsoleSink>(stderr, false);
     ocl::engine::Pretrainer p(ocl::io::parse_config("", sets), o);
     const auto losses = p.run().step_losses;
     return std::make_pair(losses, ocl::test::read_file(dir + "/train.log"));
   };
-  const auto [plain, plain_log] = run(false);
-  const auto [graph, graph_log] = run(true);
-  ASSERT_EQ(plain.size(), 16u);
-  ASSERT_EQ(graph.size(), plain.size());
-  for (size_t i = 0; i < plain.size(); ++i)
-    EXPECT_NEAR(graph[i], plain[i], 1e-4 * std::max(1.0, std::abs(plain[i]))) << "step " << i;
-  EXPECT_NE(graph_log.find("the step captured at global step 4"), std::string::npos) << graph_log;
+  for (const int64_t accum : {1, 2}) {
+    SCOPED_TRACE("accum " + std::to_string(accum));
+    const auto [plain, plain_log] = run(false, accum);
+    const auto [graph, graph_log] = run(true, accum);
+    ASSERT_EQ(plain.size(), 16u);
+    ASSERT_EQ(graph.size(), plain.size());
+    for (size_t i = 0; i < plain.size(); ++i)
+      EXPECT_NEAR(graph[i], plain[i], 1e-4 * std::max(1.0, std::abs(plain[i]))) << "step " << i;
+    EXPECT_NE(graph_log.find("the step captured at global step 4"), std::string::npos) << graph_log;
+  }
+}
+
+// A distributed step's collectives inside a CUDA graph, over NCCL with one rank (one GPU): the
+// gradient buckets' all-reduce during backward and the loss's all-gather and its backward's
+// reduce-scatter, waited for stream-ordered, captured once and replayed on new inputs, give the
+// uncaptured step's gradients; the host learns the step is done through await_device.
+TEST(GpuGraph, NcclCollectivesAreCapturedWithTheStep) {
+  SKIP_WITHOUT_CUDA();
+  if (!ocl::distributed::backend_available("nccl")) GTEST_SKIP() << "no NCCL process group";
+  ocl::distributed::LaunchInfo launch;
+  launch.master_port = ocl::distributed::free_tcp_port();
+  launch.source = "test";
+  ocl::distributed::CommunicatorOptions o;
+  o.backend = "nccl";
+  o.device = torch::Device(torch::kCUDA, 0);
+  o.timeout = std::chrono::seconds(60);
+  o.heartbeat_s = 0;
+  ocl::distributed::Communicator comm(launch, o);
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
+  torch::manual_seed(0);
+  torch::nn::Linear model(16, 8);
+  model->to(torch::kCUDA);
+  std::vector<torch::Tensor> params = model->parameters();
+  ocl::distributed::GradSyncOptions sync_options;
+  sync_options.first_bucket_mb = 0.0001;  // two buckets: the bias alone, then the weight
+  ocl::distributed::GradSynchronizer sync(comm, params, sync_options);
+  ASSERT_EQ(sync.num_buckets(), 2);
+  auto input = torch::zeros({4, 16}, cuda);
+  const auto step = [&] {
+    for (auto& p : params) p.mutable_grad().zero_();
+    sync.set_sync(true);
+    auto features = ocl::distributed::all_gather_with_grad(comm, model->forward(input));
+    (features * features).sum().backward();
+    sync.finish();
+  };
+  const auto expected_grads = [&](const torch::Tensor& x) {
+    auto w = params[0].detach().clone().requires_grad_(),
+         b = params[1].detach().clone().requires_grad_();
+    auto out = torch::nn::functional::linear(x, w, b);
+    (out * out).sum().backward();
+    return std::make_pair(w.grad(), b.grad());
+  };
+  ocl::compat::CudaGraph graph;
+  const bool before = comm.set_stream_ordered_waits(true);
+  EXPECT_FALSE(before);
+  for (int i = 0; i < 3; ++i) graph.warm_up(step);
+  graph.capture(step);
+  for (int i = 0; i < 3; ++i) {
+    input.copy_(torch::randn({4, 16}, cuda));
+    graph.replay();
+    comm.await_device(ocl::compat::StreamMark(torch::Device(torch::kCUDA)), "replay");
+    const auto [w, b] = expected_grads(input);
+    EXPECT_TRUE(torch::allclose(params[0].grad(), w, 1e-5, 1e-5)) << "replay " << i;
+    EXPECT_TRUE(torch::allclose(params[1].grad(), b, 1e-5, 1e-5)) << "replay " << i;
+  }
+  comm.set_stream_ordered_waits(false);
+  comm.barrier("end of the captured NCCL test");
 }
 
 TEST(GpuNccl, OneRankCollectivesRunOverNccl) {

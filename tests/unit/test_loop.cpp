@@ -92,17 +92,20 @@ class ToyEngine : public TrainingEngine {
     device_updates += 1 - skip.found_inf;
   }
   void forget_skipped_update() override { forgotten += 1; }
-  // train.cuda_graph's staged step: the batch and the step's NaN factor in buffers that keep
-  // their addresses, read by a forward that takes nothing else.
+  // train.cuda_graph's staged step: each micro-batch and the step's NaN factor in buffers that
+  // keep their addresses, read by a forward that takes nothing else.
   bool can_stage() const override { return true; }
   void stage(const ocl::data::Batch& batch, const StepContext& at) override {
-    if (!x_.defined()) x_ = torch::empty_like(batch.images), y_ = torch::empty_like(batch.labels);
-    x_.copy_(batch.images), y_.copy_(batch.labels);
+    if (staged_.size() <= static_cast<size_t>(at.micro)) staged_.resize(at.micro + 1);
+    auto& [x, y] = staged_[at.micro];
+    if (!x.defined()) x = torch::empty_like(batch.images), y = torch::empty_like(batch.labels);
+    x.copy_(batch.images), y.copy_(batch.labels);
     nan_.fill_(at.global_step == nan_at_step_ ? std::numeric_limits<float>::quiet_NaN() : 1.0f);
   }
-  MicroStep forward_staged() override {
-    auto out = model_->forward(x_);
-    return {torch::mse_loss(out, y_) * nan_, {out.mean()}};
+  MicroStep forward_staged(int64_t micro) override {
+    const auto& [x, y] = staged_.at(micro);
+    auto out = model_->forward(x);
+    return {torch::mse_loss(out, y) * nan_, {out.mean()}};
   }
   void update_staged(const torch::Tensor& found_inf) override {
     update_or_skip({found_inf, {}});
@@ -123,7 +126,8 @@ class ToyEngine : public TrainingEngine {
   torch::Tensor device_updates = torch::zeros({});
 
  private:
-  torch::Tensor x_, y_, nan_ = torch::ones({});
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> staged_;  // per micro-batch: x, y
+  torch::Tensor nan_ = torch::ones({});
   int64_t nan_at_step_;
   double lr_ = 0;
   std::vector<torch::Tensor> params_;
@@ -136,7 +140,7 @@ struct ToyRun {
   std::unique_ptr<TrainingLoop> loop;
 
   ToyRun(const std::string& dir, RunOptions options, std::vector<std::string> sets = {},
-         int64_t batch = 4, int64_t nan_at_step = -1, bool capture_graph = true)
+         int64_t batch = 4, int64_t nan_at_step = -1, int64_t accum = 1)
       : engine(nan_at_step) {
     sets.insert(sets.begin(), {"train.output_dir=" + dir, "train.device=cpu", "train.threads=1",
                                "log.progress=lines", "log.every=1"});
@@ -154,14 +158,14 @@ struct ToyRun {
     settings.keep_last = 9;
     settings.schedule = {0.05, 0.0, 0.5, 3.0};
     settings.section = "toy";
-    settings.capture_graph = capture_graph;
+    settings.accum_iter = accum;
     loop = std::make_unique<TrainingLoop>(*run, engine, std::make_unique<ToyRows>(batch), settings);
     if (run->resumed()) ocl::io::load_state_dict(*engine.model_, run->resumed()->model);
     run->resume_position(
         [](const ocl::io::Config&) {
           return StepLayout{1, 4, 1};
         },
-        {1, batch, 1}, loop->steps_per_epoch(), 0.05);
+        {1, batch, accum}, loop->steps_per_epoch(), 0.05);
   }
 };
 
@@ -464,41 +468,47 @@ TEST(TrainingLoop, DeferredFiguresGiveTheStepRunAndKeepTheNonFinitePolicies) {
             std::string::npos);
 }
 
-// train.cuda_graph's staged step, uncaptured (the capture needs a GPU: gpu tests): the deferred
-// run's losses, records and weights, every update through update_staged, and the same non-finite
-// policies; what it cannot capture is refused naming the key.
+// train.cuda_graph's staged step, uncaptured (train.cuda_graph: staged; the capture needs a GPU:
+// gpu tests): the deferred run's losses, records and weights, with one micro-batch a step and
+// with two, every update through update_staged, and the same non-finite policies; what it
+// cannot capture is refused naming the key.
 TEST(TrainingLoop, TheStagedStepGivesTheDeferredRun) {
-  const auto deferred_dir = ocl::test::make_temp_dir("ocl_loop_deferred_");
-  const auto staged_dir = ocl::test::make_temp_dir("ocl_loop_staged_");
-  const std::vector<std::string> graph = {"train.host_sync=deferred", "train.cuda_graph=true"};
-  ToyRun deferred(deferred_dir, {}, {"train.host_sync=deferred"});
-  ToyRun staged(staged_dir, {}, graph, 4, -1, /*capture_graph=*/false);
-  const auto a = deferred.loop->run(), b = staged.loop->run();
-  EXPECT_EQ(a.step_losses, b.step_losses);
-  EXPECT_TRUE(torch::equal(deferred.engine.model_->weight, staged.engine.model_->weight));
-  EXPECT_EQ(staged.engine.staged_updates, 18);
-  EXPECT_EQ(staged.engine.applied(), 18);
-  EXPECT_EQ(epoch_means(ocl::test::read_file(deferred_dir + "/metrics.jsonl")),
-            epoch_means(ocl::test::read_file(staged_dir + "/metrics.jsonl")));
-
+  const std::vector<std::string> staged_sets = {"train.host_sync=deferred",
+                                                "train.cuda_graph=staged"};
+  for (const int64_t accum : {1, 2}) {
+    SCOPED_TRACE("accum " + std::to_string(accum));
+    const auto deferred_dir = ocl::test::make_temp_dir("ocl_loop_deferred_");
+    const auto staged_dir = ocl::test::make_temp_dir("ocl_loop_staged_");
+    ToyRun deferred(deferred_dir, {}, {"train.host_sync=deferred"}, 4, -1, accum);
+    ToyRun staged(staged_dir, {}, staged_sets, 4, -1, accum);
+    const auto a = deferred.loop->run(), b = staged.loop->run();
+    ASSERT_EQ(a.step_losses.size(), static_cast<size_t>(18 / accum));
+    EXPECT_EQ(a.step_losses, b.step_losses);
+    EXPECT_TRUE(torch::equal(deferred.engine.model_->weight, staged.engine.model_->weight));
+    EXPECT_EQ(staged.engine.staged_updates, 18 / accum);
+    EXPECT_EQ(staged.engine.applied(), 18 / accum);
+    EXPECT_EQ(epoch_means(ocl::test::read_file(deferred_dir + "/metrics.jsonl")),
+              epoch_means(ocl::test::read_file(staged_dir + "/metrics.jsonl")));
+  }
   {
-    ToyRun run(ocl::test::make_temp_dir("ocl_loop_staged_nan_"), {}, graph, 4, 2, false);
+    ToyRun run(ocl::test::make_temp_dir("ocl_loop_staged_nan_"), {}, staged_sets, 4, 2);
     OCL_EXPECT_THROW_WITH(run.loop->run(),
                           "non-finite loss at epoch 0, step 2 of 6 (global step 2)");
     EXPECT_EQ(run.engine.applied(), 3);
   }
-  auto skip = graph;
+  auto skip = staged_sets;
   skip.insert(skip.end(), {"train.on_nonfinite=skip", "train.max_nonfinite_skips=1"});
-  ToyRun skipped(ocl::test::make_temp_dir("ocl_loop_staged_skip_"), {}, skip, 4, 2, false);
+  ToyRun skipped(ocl::test::make_temp_dir("ocl_loop_staged_skip_"), {}, skip, 4, 2);
   EXPECT_FALSE(skipped.loop->run().interrupted);
   EXPECT_EQ(skipped.run->state().nonfinite_skips, 1);
   EXPECT_EQ(skipped.engine.applied(), 17);
 
-  OCL_EXPECT_THROW_WITH(ToyRun(ocl::test::make_temp_dir("ocl_loop_graph_cpu_"), {}, graph),
+  OCL_EXPECT_THROW_WITH(ToyRun(ocl::test::make_temp_dir("ocl_loop_graph_cpu_"), {},
+                               {"train.host_sync=deferred", "train.cuda_graph=on"}),
                         "train.cuda_graph: on needs a CUDA device");
-  OCL_EXPECT_THROW_WITH(ToyRun(ocl::test::make_temp_dir("ocl_loop_graph_step_"), {},
-                               {"train.cuda_graph=true"}, 4, -1, false),
-                        "train.cuda_graph: on needs train.host_sync: deferred");
+  OCL_EXPECT_THROW_WITH(
+      ToyRun(ocl::test::make_temp_dir("ocl_loop_graph_step_"), {}, {"train.cuda_graph=staged"}),
+      "train.cuda_graph: staged needs train.host_sync: deferred");
 }
 
 TEST(TrainingLoop, ATrainingSetSmallerThanOneStepIsNamed) {

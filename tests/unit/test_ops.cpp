@@ -10,7 +10,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ocl/compat.h>
 #include <ocl/nn/vision_transformer.h>
+#include <ocl/ops/linear.h>
 #include <ocl/ops/linear_gelu.h>
 #include <ocl/ops/residual_layer_norm.h>
 
@@ -164,6 +166,44 @@ TEST(LinearGelu, KernelArithmeticEqualsTheCompositeAndFiniteDifferences) {
   }
 }
 
+// ops::linear's kernel path (on the CPU: its weight-gradient GEMM and bias sums on the host,
+// the arithmetic the CUDA path hands to cuBLASLt): at::linear's output and gradients, and float64
+// finite differences; without a bias it is at::linear. float32 inputs keep their gradients'
+// dtypes.
+TEST(Linear, KernelPathEqualsTheCompositeAndFiniteDifferences) {
+  torch::manual_seed(4);
+  auto x = torch::randn({2, 7, 12}, f64()).requires_grad_();
+  auto w = (0.3 * torch::randn({20, 12}, f64())).requires_grad_();
+  auto b = (0.1 * torch::randn({20}, f64())).requires_grad_();
+  auto up = torch::randn({2, 7, 20}, f64());
+  auto ref = ocl::ops::linear(x, w, b, Path::kComposite);
+  auto got = ocl::ops::linear(x, w, b, Path::kKernel);
+  EXPECT_TRUE(torch::allclose(got, ref, 1e-13, 1e-13));
+  auto g_ref = grads_of({ref}, {up}, {x, w, b});
+  auto g_got = grads_of({got}, {up}, {x, w, b});
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_TRUE(torch::allclose(g_got[i], g_ref[i], 1e-12, 1e-12)) << "input " << i;
+  auto xs = torch::randn({3, 5}, f64()).requires_grad_();
+  auto ws = torch::randn({4, 5}, f64()).requires_grad_();
+  auto bs = torch::randn({4}, f64()).requires_grad_();
+  auto ups = torch::randn({3, 4}, f64());
+  auto loss = [&] { return (ocl::ops::linear(xs, ws, bs, Path::kKernel) * ups).sum(); };
+  auto grads = torch::autograd::grad({loss()}, {xs, ws, bs});
+  const std::vector<torch::Tensor> inputs = {xs, ws, bs};
+  for (size_t i = 0; i < 3; ++i)
+    EXPECT_TRUE(torch::allclose(grads[i], finite_difference(loss, inputs[i]), 1e-6, 1e-7))
+        << "input " << i;
+  EXPECT_TRUE(torch::equal(ocl::ops::linear(xs, ws, torch::Tensor(), Path::kKernel),
+                           torch::linear(xs, ws)));
+  auto xf = torch::randn({6, 5}).requires_grad_(), wf = torch::randn({4, 5}).requires_grad_(),
+       bf = torch::randn({4}).requires_grad_();
+  ocl::ops::linear(xf, wf, bf, Path::kKernel).sum().backward();
+  EXPECT_EQ(wf.grad().scalar_type(), torch::kFloat32);
+  EXPECT_TRUE(torch::allclose(bf.grad(), torch::full({4}, 6.0f)));
+  OCL_EXPECT_THROW_WITH(ocl::ops::linear(xf, wf, torch::zeros({3}), Path::kKernel),
+                        "ops::linear: x [..., K], weight [N, K] and bias [N] or none");
+}
+
 // model.fused on the CPU takes the composites: the same function as the plain blocks, value for
 // value, forward and backward, with LayerScale and without a final norm too.
 TEST(FusedEncoder, EqualsThePlainEncoder) {
@@ -193,6 +233,52 @@ TEST(FusedEncoder, EqualsThePlainEncoder) {
     for (const auto& p : fused->named_parameters()) {
       if (!p.value().grad().defined()) continue;
       EXPECT_TRUE(torch::allclose(p.value().grad(), pg[p.key()].grad(), 1e-11, 1e-11)) << p.key();
+    }
+  }
+}
+
+// model.residual (VisionTransformerOptions::float32_residual): without autocast the encoder is
+// unchanged to the bit; under bf16 autocast the stream between blocks keeps the patch
+// embedding's bf16 by default and is float32 with the option (seen where no final norm follows,
+// global_pool avg), the two within bf16 rounding, the parameters' gradients float32 either way,
+// on the plain and the fused blocks alike.
+TEST(Fp32Residual, ChangesNothingWithoutAutocastAndKeepsTheStreamInFloat32UnderIt) {
+  for (const bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused blocks" : "plain blocks");
+    const auto options = ocl::nn::VisionTransformerOptions(32, 8, 32, 2, 2)
+                             .freeze_patch_embed(false)
+                             .global_pool(ocl::nn::GlobalPool::Avg)
+                             .fused(fused);
+    torch::manual_seed(12);
+    ocl::nn::VisionTransformer bf16(options);
+    ocl::nn::VisionTransformer fp32(
+        ocl::nn::VisionTransformerOptions(options).float32_residual(true));
+    {
+      torch::NoGradGuard no_grad;
+      auto src = bf16->named_parameters();
+      for (auto& p : fp32->named_parameters()) p.value().copy_(src[p.key()]);
+    }
+    const auto images = torch::randn({3, 3, 32, 32});
+    EXPECT_TRUE(torch::equal(bf16->forward_features(images), fp32->forward_features(images)));
+
+    torch::Tensor a, b;
+    {
+      ocl::compat::AutocastGuard autocast(torch::kCPU, true);
+      a = bf16->forward_features(images);
+      b = fp32->forward_features(images);
+    }
+    EXPECT_EQ(a.scalar_type(), torch::kBFloat16);
+    EXPECT_EQ(b.scalar_type(), torch::kFloat32);
+    const double scale = b.abs().max().item<double>();
+    const double diff = (a.to(torch::kFloat32) - b).abs().max().item<double>();
+    EXPECT_GT(diff, 0.0);
+    EXPECT_LT(diff, 3e-2 * scale) << "more than bf16 rounding apart";
+    b.square().sum().backward();
+    for (const auto& p : fp32->named_parameters()) {
+      if (!p.value().requires_grad() || p.key().rfind("fc_norm", 0) == 0) continue;
+      ASSERT_TRUE(p.value().grad().defined()) << p.key();
+      EXPECT_EQ(p.value().grad().scalar_type(), torch::kFloat32) << p.key();
+      EXPECT_TRUE(torch::isfinite(p.value().grad()).all().item<bool>()) << p.key();
     }
   }
 }

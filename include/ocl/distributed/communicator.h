@@ -13,6 +13,7 @@
 
 #include <torch/types.h>
 
+#include "ocl/compat.h"
 #include "ocl/distributed/launch.h"
 
 namespace ocl::distributed {
@@ -86,6 +87,16 @@ class Communicator {
 
   /// Collectives started by this process so far, per group (tests, statistics).
   int64_t collectives_started(Group group) const;
+
+  /// While on (a step that does not wait on the host: engine/loop.h), waiting for an NCCL
+  /// collective orders the current stream after it and returns at once, which is also what a
+  /// CUDA graph can capture; a failed collective or a dead peer then shows in await_device().
+  /// Gloo's collectives (on the CPU) are waited for either way. Returns the previous setting.
+  bool set_stream_ordered_waits(bool on);
+  /// Blocks until the device has passed `mark` (queued behind stream-ordered collectives),
+  /// for at most dist.timeout_s; past it throws CollectiveError naming `what` and what the
+  /// peers were last doing, as a failed collective does.
+  void await_device(const compat::StreamMark& mark, const std::string& what);
 
   struct Impl;
 

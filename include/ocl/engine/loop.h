@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,13 +94,15 @@ class TrainingEngine {
   /// A step update_or_skip skipped on the device, learnt one step late (optim::uncount_adamw_step).
   virtual void forget_skipped_update() {}
   /// The staged step (train.cuda_graph), whose device work a CUDA graph can capture: stage()
-  /// copies the micro-batch's inputs into buffers that keep their addresses and seeds what the
-  /// forward draws (outside the graph); forward_staged() is forward() on those buffers, and
-  /// update_staged() the update gated by found_inf with nothing read from the host (the learning
-  /// rate set by set_lr before stage()). Engines without it leave can_stage() false.
+  /// copies micro-batch at.micro's inputs into buffers of its own that keep their addresses and,
+  /// for the first micro-batch, seeds what the forwards draw (outside the graph: the later
+  /// micro-batches draw on from there, as inside a graph they must); forward_staged(micro) is
+  /// forward() on those buffers, and update_staged() the update gated by found_inf with nothing
+  /// read from the host (the learning rate set by set_lr before stage()). Engines without it
+  /// leave can_stage() false.
   virtual bool can_stage() const { return false; }
   virtual void stage(const data::Batch& batch, const StepContext& at);
-  virtual MicroStep forward_staged();
+  virtual MicroStep forward_staged(int64_t micro);
   virtual void update_staged(const torch::Tensor& found_inf);
   /// After an epoch's last step (`state.epoch` counts it already): evaluation and the like.
   virtual EpochReport end_of_epoch(const io::TrainingState& state) = 0;
@@ -128,10 +131,11 @@ struct LoopSettings {
   /// train.host_sync: deferred: the non-finite check on the device and each step's figures read
   /// while the next step runs (where the engine can_skip_on_device); else read before the update.
   bool deferred_figures = false;
-  /// train.cuda_graph: every step through the engine's staged path, its device work run
-  /// uncaptured for the first kGraphWarmUp steps, then captured as a CUDA graph and replayed.
-  /// Needs deferred figures, accum_iter 1, one process and a CUDA device; with capture_graph
-  /// false (the tests on a CPU) the staged path runs uncaptured every step.
+  /// train.cuda_graph: every step through the engine's staged path, its device work (with the
+  /// all-reduces of a distributed run) run uncaptured for the first kGraphWarmUp steps, then
+  /// captured as a CUDA graph and replayed. Needs deferred figures and, to capture, a CUDA
+  /// device and NCCL; with capture_graph false (train.cuda_graph: staged) the staged path runs
+  /// uncaptured every step.
   bool cuda_graph = false;
   bool capture_graph = true;
 };
@@ -204,11 +208,14 @@ class TrainingLoop {
   bool end_epoch(LoopResult& result);                     // true: stopped after the epoch
   void finish();
   Step train_step();
-  torch::Tensor accumulate(Step& step);   // forward + backward of the micro-batches: their sums
+  // Forward + backward of the step's micro-batches (forward(micro)): their figures' sums.
+  torch::Tensor accumulate(const std::function<MicroStep(int64_t micro)>& forward);
+  // After accumulate: gradients averaged over ranks, clipped; the figures reduced over ranks.
+  torch::Tensor reduce_step(const torch::Tensor& sums, const torch::Tensor& stop);
+  data::Batch next_batch(Step& step);     // the source's next micro-batch, its wait counted
   StepContext step_context() const;       // the next step's, micro-batch 0
   torch::Tensor staged_step(Step& step);  // train.cuda_graph: the step's figures, update done
   void send_figures(Step& step, const torch::Tensor& figures);  // deferred: copy to the host
-  torch::Tensor reduce_figures(const torch::Tensor& sums, const torch::Tensor& norm);
   void read_figures(Step& step, const torch::Tensor& host_figures);
   void resolve(Step& step);  // deferred: the figures read, the non-finite policy applied
   void skip_or_stop_nonfinite(const Step& step);

@@ -67,7 +67,7 @@ class Pretrainer : private TrainingEngine {
   void forget_skipped_update() override;
   bool can_stage() const override { return true; }
   void stage(const data::Batch& batch, const StepContext& at) override;
-  MicroStep forward_staged() override;
+  MicroStep forward_staged(int64_t micro) override;
   void update_staged(const torch::Tensor& found_inf) override;
   struct StepInputs {
     torch::Tensor images, images_b, noise;  // images_b: independent group views only
@@ -90,10 +90,10 @@ class Pretrainer : private TrainingEngine {
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<torch::optim::AdamW> optimizer_;
   bool fused_adamw_ = false;  // optim.fused resolved for the device (optim::adamw_step)
-  // train.cuda_graph: the staged inputs (device buffers that keep their addresses: the images
-  // normalised, the mask noise) and the AdamW
-  // whose learning rate and step counts live on the device, made at the first staged update.
-  StepInputs staged_;
+  // train.cuda_graph: each micro-batch's staged inputs (device buffers that keep their
+  // addresses: the images normalised, the mask noise) and the AdamW whose learning rate and
+  // step counts live on the device, made at the first staged update.
+  std::vector<StepInputs> staged_;
   std::unique_ptr<optim::CapturableAdamW> capturable_;
   std::shared_ptr<const data::Dataset> train_set_;
   std::unique_ptr<TrainingLoop> loop_;  // declared after run_: destroyed before its communicator

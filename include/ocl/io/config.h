@@ -39,6 +39,10 @@ struct ModelConfig {
   /// ocl::ops' fused encoder operations (residual add + LayerNorm, linear + GELU); off until a
   /// GPU measurement shows it pays (docs/performance.md).
   bool fused = false;
+  /// auto | fp32: the residual stream between blocks in the patch embedding's dtype (bf16 under
+  /// bf16 precision; parameters and AdamW's state stay fp32) or in float32 as timm keeps it
+  /// under autocast (nn::VisionTransformerOptions::float32_residual).
+  std::string residual = "auto";
   /// auto (SDPA chooses) | flash | efficient | cudnn | math: the one kernel family SDPA may use
   /// in this process (LibTorch >= 2.6; engine::start_process).
   std::string attention = "auto";
@@ -153,9 +157,10 @@ struct TrainConfig {
   /// step: each step's figures read on the host before its update (one wait a step) | deferred:
   /// the non-finite check on the device (optim::DeviceSkip), figures read during the next step.
   std::string host_sync = "step";
-  /// The pre-training step captured as one CUDA graph and replayed (engine::LoopSettings); needs
-  /// host_sync deferred, accum_iter 1, one process, a CUDA device. Off until a GPU measures it.
-  bool cuda_graph = false;
+  /// off | on: the pre-training step captured as one CUDA graph and replayed (needs host_sync
+  /// deferred and a CUDA device) | staged: the step the graph would capture, run uncaptured
+  /// every step (what a captured run is checked against). Off until a GPU measures it.
+  std::string cuda_graph = "off";
 };
 
 /// Multi-process training (torchrun, srun, mpirun or ocl_pretrain --nproc-per-node).

@@ -7,6 +7,8 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include "ocl/ops/path.h"
+
 namespace ocl::nn {
 
 struct AttentionOptions {
@@ -22,6 +24,8 @@ class AttentionImpl : public torch::nn::Cloneable<AttentionImpl> {
   explicit AttentionImpl(const AttentionOptions& options);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
+  /// The same with its two linears through ops::linear on `path` (model.fused's blocks).
+  torch::Tensor forward_fused(const torch::Tensor& x, ops::Path path);
   void pretty_print(std::ostream& stream) const override;
 
   AttentionOptions options;

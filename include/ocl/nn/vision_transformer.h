@@ -53,6 +53,11 @@ struct VisionTransformerOptions {
   TORCH_ARG(double, input_norm_eps) = 0.25;
   /// The blocks through ocl::ops' fused operations (the same function; see Block::forward_fused).
   TORCH_ARG(bool, fused) = false;
+  /// The residual stream between the blocks in float32 under autocast, as timm's blocks keep it
+  /// (the fp32 position embedding added to the bf16 patch embedding); by default it keeps the
+  /// patch embedding's dtype (bf16 under bf16 autocast: half the bytes each residual add and
+  /// LayerNorm moves). Without autocast both are the same.
+  TORCH_ARG(bool, float32_residual) = false;
 };
 
 VisionTransformerOptions vit_tiny_patch16(int64_t img_size = 224);   // D 192,  depth 12, 3 heads
