@@ -436,13 +436,8 @@ TEST(GpuGraph, TheCapturedStepGivesTheUncapturedLosses) {
   }
 }
 
-// A distributed step's collectives inside a CUDA graph, over NCCL with one rank (one GPU): the
-// gradient buckets' all-reduce during backward and the loss's all-gather and its backward's
-// reduce-scatter, waited for stream-ordered, captured once and replayed on new inputs, give the
-// uncaptured step's gradients; the host learns the step is done through await_device.
-TEST(GpuGraph, NcclCollectivesAreCapturedWithTheStep) {
-  SKIP_WITHOUT_CUDA();
-  if (!ocl::distributed::backend_available("nccl")) GTEST_SKIP() << "no NCCL process group";
+// A communicator of one rank over NCCL on GPU 0 (the GPU machines have one GPU).
+std::unique_ptr<ocl::distributed::Communicator> one_rank_nccl() {
   ocl::distributed::LaunchInfo launch;
   launch.master_port = ocl::distributed::free_tcp_port();
   launch.source = "test";
@@ -451,7 +446,18 @@ TEST(GpuGraph, NcclCollectivesAreCapturedWithTheStep) {
   o.device = torch::Device(torch::kCUDA, 0);
   o.timeout = std::chrono::seconds(60);
   o.heartbeat_s = 0;
-  ocl::distributed::Communicator comm(launch, o);
+  return std::make_unique<ocl::distributed::Communicator>(launch, o);
+}
+
+// A distributed step's collectives inside a CUDA graph, over NCCL with one rank (one GPU): the
+// gradient buckets' all-reduce during backward and the loss's all-gather and its backward's
+// reduce-scatter, waited for stream-ordered, captured once and replayed on new inputs, give the
+// uncaptured step's gradients; the host learns the step is done through await_device.
+TEST(GpuGraph, NcclCollectivesAreCapturedWithTheStep) {
+  SKIP_WITHOUT_CUDA();
+  if (!ocl::distributed::backend_available("nccl")) GTEST_SKIP() << "no NCCL process group";
+  auto comm_holder = one_rank_nccl();
+  auto& comm = *comm_holder;
   const auto cuda = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
   torch::manual_seed(0);
   torch::nn::Linear model(16, 8);
@@ -499,15 +505,8 @@ TEST(GpuNccl, OneRankCollectivesRunOverNccl) {
     GTEST_SKIP() << "this build has no NCCL process group (the CMake check did not define "
                     "USE_C10D_NCCL)";
   }
-  ocl::distributed::LaunchInfo launch;
-  launch.master_port = ocl::distributed::free_tcp_port();
-  launch.source = "test";
-  ocl::distributed::CommunicatorOptions o;
-  o.backend = "nccl";
-  o.device = torch::Device(torch::kCUDA, 0);
-  o.timeout = std::chrono::seconds(60);
-  o.heartbeat_s = 0;
-  ocl::distributed::Communicator comm(launch, o);
+  auto comm_holder = one_rank_nccl();
+  auto& comm = *comm_holder;
   EXPECT_EQ(comm.backend(), "nccl");
   const auto cuda = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kFloat32);
   auto t = torch::arange(12, cuda).view({3, 4});
