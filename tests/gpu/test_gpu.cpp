@@ -437,14 +437,15 @@ TEST(GpuGraph, TheCapturedStepGivesTheUncapturedLosses) {
 }
 
 // A communicator of one rank over NCCL on GPU 0 (the GPU machines have one GPU).
-std::unique_ptr<ocl::distributed::Communicator> one_rank_nccl() {
+std::unique_ptr<ocl::distributed::Communicator> one_rank_nccl(
+    std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
   ocl::distributed::LaunchInfo launch;
   launch.master_port = ocl::distributed::free_tcp_port();
   launch.source = "test";
   ocl::distributed::CommunicatorOptions o;
   o.backend = "nccl";
   o.device = torch::Device(torch::kCUDA, 0);
-  o.timeout = std::chrono::seconds(60);
+  o.timeout = timeout;
   o.heartbeat_s = 0;
   return std::make_unique<ocl::distributed::Communicator>(launch, o);
 }
@@ -497,6 +498,35 @@ TEST(GpuGraph, NcclCollectivesAreCapturedWithTheStep) {
   }
   comm.set_stream_ordered_waits(false);
   comm.barrier("end of the captured NCCL test");
+}
+
+// A deferred step's collectives are not waited for on the host, so a hung peer shows where the
+// host reads the step's figures: await_device gives up after dist.timeout_s (here 1 s, behind
+// 3–5 s of queued GEMMs on an H100) with a CollectiveError that names what it waited for.
+TEST(GpuGraph, AwaitDeviceGivesUpAfterTheTimeoutNamingTheStep) {
+  SKIP_WITHOUT_CUDA();
+  if (!ocl::distributed::backend_available("nccl")) GTEST_SKIP() << "no NCCL process group";
+  auto comm_holder = one_rank_nccl(std::chrono::seconds(1));
+  auto& comm = *comm_holder;
+  const auto cuda = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  auto a = torch::randn({8192, 8192}, cuda), out = torch::empty({8192, 8192}, cuda);
+  torch::cuda::synchronize();
+  for (int i = 0; i < 2500; ++i) torch::mm_out(out, a, a);
+  const ocl::compat::StreamMark mark(torch::Device(torch::kCUDA));
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    comm.await_device(mark, "the collectives of global step 7");
+    ADD_FAILURE() << "await_device returned although the device had not got past the mark";
+  } catch (const ocl::distributed::CollectiveError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("the collectives of global step 7"), std::string::npos) << what;
+    EXPECT_NE(what.find("within dist.timeout_s (1 s)"), std::string::npos) << what;
+  }
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(waited, 2.5) << "await_device waited for the device instead of the timeout";
+  torch::cuda::synchronize();
+  EXPECT_TRUE(mark.reached());
 }
 
 TEST(GpuNccl, OneRankCollectivesRunOverNccl) {
