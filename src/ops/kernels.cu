@@ -7,6 +7,10 @@
 #include <atomic>
 #include <cstdint>
 #include <limits>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <tuple>
 #include <type_traits>
 
 #include <cublasLt.h>
@@ -347,6 +351,43 @@ void set_attribute(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t wha
   OCL_CUBLASLT_CHECK(cublasLtMatmulDescSetAttribute(desc, what, &v, sizeof(v)));
 }
 
+constexpr size_t kWorkspaceBytes = size_t{32} << 20;
+
+// The largest power of two up to 256 that divides the address: the alignment cuBLASLt may assume.
+uint32_t alignment(const void* p) {
+  uint32_t a = 256;
+  while (a > 1 && reinterpret_cast<uintptr_t>(p) % a != 0) a /= 2;
+  return a;
+}
+
+// What decides a weight-gradient GEMM's algorithm: its sizes, types, operands' alignment, device.
+struct AlgoKey {
+  int64_t R, N, K;
+  int type, compute;
+  uint32_t align_a, align_b, align_d;
+  int device;
+  bool operator<(const AlgoKey& o) const {
+    return std::tie(R, N, K, type, compute, align_a, align_b, align_d, device) <
+           std::tie(o.R, o.N, o.K, o.type, o.compute, o.align_a, o.align_b, o.align_d, o.device);
+  }
+};
+
+// cuBLASLt's heuristic asked once per key (a step asks for the same few shapes every time):
+// the algorithm, or none where it offers none.
+template <typename Query>
+std::optional<cublasLtMatmulAlgo_t> cached_algo(const AlgoKey& key, Query&& query) {
+  static std::mutex mutex;
+  static std::map<AlgoKey, std::optional<cublasLtMatmulAlgo_t>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  std::optional<cublasLtMatmulAlgo_t> algo;
+  if (query(key, heuristic)) algo = heuristic.algo;
+  cache.emplace(key, algo);
+  return algo;
+}
+
 // dW = grad_outᵀ·x with the bias gradient in the GEMM's epilogue. In cuBLASLt's column-major
 // terms the row-major [N, K] weight gradient is D [K, N] = A·op(B) with A = x as [K, R] and
 // B = grad_out as [N, R] transposed; BGRADB reduces B over the GEMM's k = R into the [N] bias.
@@ -393,25 +434,36 @@ std::pair<at::Tensor, at::Tensor> cuda_weight_bias_grad(const at::Tensor& grad_o
   const MatrixLayout a(type, K, R, K), b(type, N, R, N), d(type, K, N, K);
 
   // The workspace from PyTorch's caching allocator (inside a CUDA graph: the graph's pool).
-  constexpr size_t kWorkspaceBytes = size_t{32} << 20;
   auto workspace = at::empty({static_cast<int64_t>(kWorkspaceBytes)}, x.options().dtype(at::kByte));
-  MatmulPreference preference;
-  OCL_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
-  OCL_CUBLASLT_CHECK(cublasLtMatmulPreferenceSetAttribute(
-      preference.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &kWorkspaceBytes,
-      sizeof(kWorkspaceBytes)));
-  cublasLtMatmulHeuristicResult_t heuristic{};
-  int found = 0;
   auto handle = at::cuda::getCurrentCUDABlasLtHandle();
-  if (cublasLtMatmulAlgoGetHeuristic(handle, desc.desc, a.layout, b.layout, d.layout, d.layout,
-                                     preference.preference, 1, &heuristic, &found) !=
-          CUBLAS_STATUS_SUCCESS ||
-      found == 0)
-    return composite();
+  const auto algo = cached_algo(
+      {R, N, K, static_cast<int>(type), static_cast<int>(compute), alignment(x.data_ptr()),
+       alignment(grad_out.data_ptr()), alignment(grad_w.data_ptr()), grad_out.device().index()},
+      [&](const AlgoKey& key, cublasLtMatmulHeuristicResult_t& heuristic) {
+        MatmulPreference preference;
+        OCL_CUBLASLT_CHECK(cublasLtMatmulPreferenceCreate(&preference.preference));
+        const auto set = [&](cublasLtMatmulPreferenceAttributes_t what, auto v) {
+          OCL_CUBLASLT_CHECK(
+              cublasLtMatmulPreferenceSetAttribute(preference.preference, what, &v, sizeof(v)));
+        };
+        set(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, kWorkspaceBytes);
+        // Algorithms that need more alignment than these operands have are left out (cuBLASLt
+        // assumes 256 bytes otherwise).
+        set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, key.align_a);
+        set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, key.align_b);
+        set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, key.align_d);
+        set(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, key.align_d);
+        int found = 0;
+        return cublasLtMatmulAlgoGetHeuristic(handle, desc.desc, a.layout, b.layout, d.layout,
+                                              d.layout, preference.preference, 1, &heuristic,
+                                              &found) == CUBLAS_STATUS_SUCCESS &&
+               found > 0;
+      });
+  if (!algo) return composite();
   const float alpha = 1.0f, beta = 0.0f;
   OCL_CUBLASLT_CHECK(cublasLtMatmul(handle, desc.desc, &alpha, x.data_ptr(), a.layout,
                                     grad_out.data_ptr(), b.layout, &beta, grad_w.data_ptr(),
-                                    d.layout, grad_w.data_ptr(), d.layout, &heuristic.algo,
+                                    d.layout, grad_w.data_ptr(), d.layout, &*algo,
                                     workspace.data_ptr(), kWorkspaceBytes,
                                     at::cuda::getCurrentCUDAStream()));
   return {grad_w, grad_b};

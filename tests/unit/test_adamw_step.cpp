@@ -69,6 +69,15 @@ void run_steps(torch::optim::AdamW& opt, std::vector<ocl::optim::ParamGroup>& gr
 constexpr double kAtol = 2e-6;
 constexpr double kRtol = 1e-6;
 
+// Every parameter of `a` equal to `b`'s, to the bit.
+void expect_equal_params(const std::vector<ocl::optim::ParamGroup>& a,
+                         const std::vector<ocl::optim::ParamGroup>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t g = 0; g < a.size(); ++g)
+    for (size_t i = 0; i < a[g].params.size(); ++i)
+      EXPECT_TRUE(torch::equal(a[g].params[i], b[g].params[i])) << "group " << g << ", " << i;
+}
+
 void expect_same(const torch::optim::AdamW& a_opt, const std::vector<ocl::optim::ParamGroup>& a,
                  const torch::optim::AdamW& b_opt, const std::vector<ocl::optim::ParamGroup>& b) {
   const auto sa = ocl::optim::adamw_state(a_opt, a);
@@ -199,9 +208,7 @@ TEST(FusedAdamW, ADeviceSkipLeavesEverythingAndTheNextStepDiscountsIt) {
   set_grads(gated, 3);
   ocl::optim::adamw_step(*gated_opt, ocl::optim::DeviceSkip{one, zero});
   // Nothing moved; the host has counted the step as it cannot know yet.
-  for (size_t g = 0; g < plain.size(); ++g)
-    for (size_t i = 0; i < plain[g].params.size(); ++i)
-      EXPECT_TRUE(torch::equal(plain[g].params[i], gated[g].params[i]));
+  expect_equal_params(plain, gated);
   EXPECT_EQ(ocl::optim::adamw_state(*gated_opt, gated).at("optim.w1.step").item<int64_t>(), 2);
   run_steps(*plain_opt, plain, 4, 5, true);
   set_grads(gated, 4);
@@ -249,9 +256,7 @@ TEST(FusedAdamW, TheCapturableStepEqualsTheFusedOneAndCountsOnTheDevice) {
   copy_grads(staged, 3);
   capturable.step(one);
   capturable.write_back();
-  for (size_t g = 0; g < staged.size(); ++g)
-    for (size_t i = 0; i < staged[g].params.size(); ++i)
-      EXPECT_TRUE(torch::equal(staged[g].params[i], before[g].params[i]));
+  expect_equal_params(staged, before);
   EXPECT_EQ(ocl::optim::adamw_state(*staged_opt, staged).at("optim.w1.step").item<int64_t>(), 1);
   // The same gradients again, finite: the plain run's second step.
   run_steps(*plain_opt, plain, 3, 4, true);
