@@ -502,7 +502,8 @@ TEST(GpuGraph, NcclCollectivesAreCapturedWithTheStep) {
 
 // A deferred step's collectives are not waited for on the host, so a hung peer shows where the
 // host reads the step's figures: await_device gives up after dist.timeout_s (here 1 s, behind
-// 2.7 PFLOP of queued GEMMs: seconds on an H100 by its bf16 peak) with a CollectiveError that names what it waited for.
+// 2.7 PFLOP of queued GEMMs: seconds on an H100 by its bf16 peak) with a CollectiveError that names
+// what it waited for.
 TEST(GpuGraph, AwaitDeviceGivesUpAfterTheTimeoutNamingTheStep) {
   SKIP_WITHOUT_CUDA();
   if (!ocl::distributed::backend_available("nccl")) GTEST_SKIP() << "no NCCL process group";
